@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# Provision everything reckon's tests need on a fresh Debian 12 machine, idempotently:
+#   - Debian packages: etcd-server, golang-1.19-go, rsync (k8s build), openssh-server (SSH git
+#     server), git, openssl, kubectl check.
+#   - kube-apiserver and kube-controller-manager v1.20.2 built from Debian's own source package,
+#     cached in $RECKON_CACHE_DIR (default ~/.cache/reckon) so the second run is instant.
+# Honours KUBEBUILDER_ASSETS (prebuilt binaries) and RECKON_TEST_KUBECONFIG (an existing cluster):
+# with either, the Kubernetes build is skipped.
+# Prints the directory holding the binaries on its last line of stdout (everything else to stderr).
+set -euo pipefail
+
+CACHE="${RECKON_CACHE_DIR:-$HOME/.cache/reckon}"
+K8S_VERSION_DEB="1.20.5+really1.20.2-1.1+deb12u1"
+BIN="$CACHE/k8s-1.20.2/bin"
+log() { echo "provision: $*" >&2; }
+
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+
+apt_updated=0
+apt_install() {
+  local missing=()
+  for p in "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ $apt_updated = 0 ]; then $SUDO apt-get update -qq >&2; apt_updated=1; fi
+  log "installing ${missing[*]}"
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+}
+
+# Git servers (git daemon, http-backend ship with git), sshd for ssh://, openssl for TLS certs.
+apt_install git openssh-server openssh-client openssl ca-certificates
+
+if ! command -v kubectl >/dev/null; then
+  log "WARNING: kubectl not found; tests that shell out to it will fail."
+  log "  install it with: apt-get install kubernetes-client (Debian) or from your vendor"
+fi
+
+if [ -n "${RECKON_TEST_KUBECONFIG:-}" ]; then
+  log "RECKON_TEST_KUBECONFIG set: using the existing cluster, no control plane build"
+  echo ""
+  exit 0
+fi
+
+if [ -n "${KUBEBUILDER_ASSETS:-}" ]; then
+  for b in etcd kube-apiserver; do
+    [ -x "$KUBEBUILDER_ASSETS/$b" ] || { log "KUBEBUILDER_ASSETS=$KUBEBUILDER_ASSETS lacks $b"; exit 1; }
+  done
+  log "using prebuilt binaries from KUBEBUILDER_ASSETS=$KUBEBUILDER_ASSETS"
+  echo "$KUBEBUILDER_ASSETS"
+  exit 0
+fi
+
+apt_install etcd-server
+mkdir -p "$BIN"
+[ -x "$BIN/etcd" ] || ln -sf "$(command -v etcd || echo /usr/bin/etcd)" "$BIN/etcd"
+
+if [ -x "$BIN/kube-apiserver" ] && [ -x "$BIN/kube-controller-manager" ]; then
+  log "cached control plane binaries in $BIN"
+  echo "$BIN"
+  exit 0
+fi
+
+apt_install golang-1.19-go rsync make dpkg-dev
+SRC="$CACHE/src"
+mkdir -p "$SRC"
+if ! ls "$SRC"/kubernetes_*.orig.tar.gz >/dev/null 2>&1; then
+  if ! grep -rqs "deb-src" /etc/apt/sources.list /etc/apt/sources.list.d/; then
+    log "adding a deb-src entry for bookworm"
+    $SUDO tee /etc/apt/sources.list.d/reckon-debsrc.sources >/dev/null <<'SRCS'
+Types: deb-src
+URIs: http://deb.debian.org/debian
+Suites: bookworm bookworm-updates
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb-src
+URIs: http://deb.debian.org/debian-security
+Suites: bookworm-security
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+SRCS
+    $SUDO apt-get update -qq >&2
+  fi
+  log "downloading Debian source package kubernetes=$K8S_VERSION_DEB"
+  (cd "$SRC" && apt-get source --download-only "kubernetes=$K8S_VERSION_DEB" >&2 \
+     || apt-get source --download-only kubernetes >&2)
+fi
+
+TREE="$SRC/tree"
+if [ ! -f "$TREE/Makefile" ]; then
+  rm -rf "$TREE" && mkdir -p "$TREE"
+  log "unpacking source"
+  tar -xzf "$(ls "$SRC"/kubernetes_*.orig.tar.gz | head -1)" -C "$TREE" --strip-components=1
+fi
+
+export PATH="/usr/lib/go-1.19/bin:$PATH"
+export GOFLAGS="-mod=vendor"
+export GOCACHE="$CACHE/gocache"
+cd "$TREE"
+start=$(date +%s)
+if [ ! -f "$TREE/.generated" ]; then
+  log "make generated_files (about 1 min)"
+  make generated_files >&2
+  touch "$TREE/.generated"
+fi
+log "building kube-apiserver (about 4-5 min cold)"
+make WHAT=cmd/kube-apiserver >&2
+log "building kube-controller-manager"
+make WHAT=cmd/kube-controller-manager >&2
+cp _output/bin/kube-apiserver _output/bin/kube-controller-manager "$BIN/"
+log "built in $(( $(date +%s) - start ))s into $BIN"
+echo "$BIN"

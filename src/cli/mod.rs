@@ -1,0 +1,46 @@
+//! Owns the `reckon` command line: argument parsing (clap derive) and dispatch to subcommands.
+//! Each subcommand lives in its own module and returns `anyhow::Result` (the CLI is an edge).
+
+mod version;
+
+use crate::telemetry::{self, LogFormat};
+use clap::{Parser, Subcommand};
+
+/// reckon: a GitOps reconciler for Kubernetes that remembers everything.
+#[derive(Debug, Parser)]
+#[command(name = "reckon", version = crate::version::VERSION, propagate_version = true)]
+pub struct Cli {
+    /// Log line format on stderr. The level comes from RUST_LOG (default: info).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "RECKON_LOG_FORMAT")]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the version, the commit it was built from, the Kubernetes versions it is tested
+    /// against and, when a cluster is reachable, the cluster's version.
+    Version(version::VersionArgs),
+}
+
+/// Output formats shared by commands that print data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
+pub enum Output {
+    /// A human-readable table or text.
+    #[default]
+    Text,
+    /// One JSON document.
+    Json,
+}
+
+/// Parses the process arguments, sets up logging and runs the chosen command.
+pub async fn run() -> anyhow::Result<std::process::ExitCode> {
+    let cli = Cli::parse();
+    telemetry::init(cli.log_format, "info");
+    crate::tls::install_crypto_provider();
+    match cli.command {
+        Command::Version(args) => version::run(args).await,
+    }
+}

@@ -1,0 +1,65 @@
+//! Owns connecting to a Kubernetes cluster: kubeconfig loading and client construction.
+
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use std::path::{Path, PathBuf};
+
+/// Errors while connecting to a cluster, named after the failed operation.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("reading kubeconfig {path}: {source}")]
+    ReadKubeconfig {
+        path: PathBuf,
+        source: kube::config::KubeconfigError,
+    },
+    #[error("loading kubeconfig {path} (context {context:?}): {source}")]
+    LoadConfig {
+        path: String,
+        context: Option<String>,
+        source: kube::config::KubeconfigError,
+    },
+    #[error("inferring cluster config (no kubeconfig given): {0}")]
+    Infer(#[from] kube::config::InferConfigError),
+    #[error("building the Kubernetes client: {0}")]
+    Client(#[source] kube::Error),
+    #[error("asking the API server for its version: {0}")]
+    ServerVersion(#[source] kube::Error),
+}
+
+/// Builds a client from an explicit kubeconfig path and optional context, or infers one
+/// (KUBECONFIG, ~/.kube/config, in-cluster service account) when no path is given.
+pub async fn client(
+    kubeconfig: Option<&Path>,
+    context: Option<&str>,
+) -> Result<kube::Client, ClusterError> {
+    crate::tls::install_crypto_provider();
+    let config = match kubeconfig {
+        Some(path) => {
+            let kc = Kubeconfig::read_from(path).map_err(|source| ClusterError::ReadKubeconfig {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            let opts = KubeConfigOptions {
+                context: context.map(str::to_string),
+                ..Default::default()
+            };
+            kube::Config::from_custom_kubeconfig(kc, &opts)
+                .await
+                .map_err(|source| ClusterError::LoadConfig {
+                    path: path.display().to_string(),
+                    context: context.map(str::to_string),
+                    source,
+                })?
+        }
+        None => kube::Config::infer().await?,
+    };
+    kube::Client::try_from(config).map_err(ClusterError::Client)
+}
+
+/// The API server's version string (for example `v1.20.2`).
+pub async fn server_version(client: &kube::Client) -> Result<String, ClusterError> {
+    let info = client
+        .apiserver_version()
+        .await
+        .map_err(ClusterError::ServerVersion)?;
+    Ok(info.git_version)
+}

@@ -1,0 +1,12 @@
+//! reckon: a GitOps reconciler for Kubernetes that records every observed commit, drift and apply
+//! action in an embedded, hash-chained event log.
+//!
+//! The layout follows the data flow in `docs/architecture.md`: `source` (Git) → `render` →
+//! `plan` (pure) → `apply` (Kubernetes), with every outcome appended to the `store`.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod cluster;
+pub mod telemetry;
+pub mod tls;
+pub mod version;

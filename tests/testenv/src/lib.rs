@@ -1,0 +1,1 @@
+//! Real test environment for reckon (filled in below).
