@@ -1,1 +1,8 @@
-//! Real test environment for reckon (filled in below).
+//! Real test environment for reckon: a local Kubernetes control plane (etcd, kube-apiserver,
+//! kube-controller-manager) and real Git servers, every process owned by a guard that stops it
+//! by PID — on drop, on panic, and (through a watchdog) when the owning process dies.
+#![forbid(unsafe_code)]
+
+pub mod control_plane;
+pub mod ports;
+pub mod process;

@@ -1,0 +1,97 @@
+//! Shared support for reckon's integration tests that touch Kubernetes: the client for the run's
+//! control plane and per-test namespaces with random names that are deleted afterwards.
+//!
+//! The control plane comes from `RECKON_TEST_KUBECONFIG` (set by `reckon-testenv run`, or by you
+//! for your own cluster). Without it, the first test in this process starts a local control plane
+//! of its own; its watchdogs stop it when the test process exits.
+#![allow(dead_code)] // Each test binary uses a different subset of these helpers.
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, DeleteParams, PostParams};
+use reckon_testenv::control_plane::ControlPlane;
+use std::path::PathBuf;
+use std::sync::{Mutex, OnceLock};
+
+static LOCAL: OnceLock<Mutex<Option<ControlPlane>>> = OnceLock::new();
+
+/// The kubeconfig of the cluster this test run uses.
+pub fn kubeconfig() -> PathBuf {
+    if let Some(k) = std::env::var_os("RECKON_TEST_KUBECONFIG") {
+        return PathBuf::from(k);
+    }
+    let cell = LOCAL.get_or_init(|| {
+        let cp = ControlPlane::start().unwrap_or_else(|e| {
+            panic!("no RECKON_TEST_KUBECONFIG and starting a local control plane failed: {e}")
+        });
+        Mutex::new(Some(cp))
+    });
+    let guard = cell.lock().unwrap();
+    guard
+        .as_ref()
+        .expect("control plane present")
+        .kubeconfig()
+        .to_path_buf()
+}
+
+/// A kube client for the test cluster.
+pub async fn client() -> kube::Client {
+    let path = kubeconfig();
+    reckon::cluster::client(Some(&path), None)
+        .await
+        .unwrap_or_else(|e| panic!("kube client for {}: {e}", path.display()))
+}
+
+/// A random lowercase suffix for resource names.
+pub fn suffix() -> String {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    (0..8)
+        .map(|_| (b'a' + rng.random_range(0..26u8)) as char)
+        .collect()
+}
+
+/// A namespace that exists for one test and is deleted when the guard drops (also on panic).
+pub struct TestNamespace {
+    pub name: String,
+    kubeconfig: PathBuf,
+}
+
+impl TestNamespace {
+    pub async fn create(client: &kube::Client, prefix: &str) -> Self {
+        let name = format!("reckon-test-{prefix}-{}", suffix());
+        let api: Api<Namespace> = Api::all(client.clone());
+        let ns: Namespace = serde_json::from_value(serde_json::json!({
+            "apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": name, "labels": {"reckon.dev/test": "true"}}
+        }))
+        .unwrap();
+        api.create(&PostParams::default(), &ns)
+            .await
+            .unwrap_or_else(|e| panic!("creating namespace {name}: {e}"));
+        Self {
+            name,
+            kubeconfig: kubeconfig(),
+        }
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        // Drop cannot be async and may run inside a runtime: delete from a thread of its own.
+        let name = self.name.clone();
+        let kc = self.kubeconfig.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async {
+                if let Ok(c) = reckon::cluster::client(Some(&kc), None).await {
+                    let api: Api<Namespace> = Api::all(c);
+                    let _ = api.delete(&name, &DeleteParams::background()).await;
+                }
+            });
+        })
+        .join();
+    }
+}

@@ -1,0 +1,104 @@
+//! `reckon-testenv`: brings up one local control plane for a whole test run (or a demo) and
+//! stops every process it started when the run ends — normally, on failure, or on a signal.
+//!
+//! - `reckon-testenv run -- CMD ARGS...`: start the control plane, run CMD with
+//!   `RECKON_TEST_KUBECONFIG` pointing at it, stop everything, exit with CMD's status. When
+//!   `RECKON_TEST_KUBECONFIG` is already set (your own cluster), CMD runs against that instead.
+//! - `reckon-testenv up`: start it, print the kubeconfig path, wait for SIGINT/SIGTERM.
+
+use anyhow::{Context, bail};
+use reckon_testenv::control_plane::ControlPlane;
+use std::process::ExitCode;
+use tokio::signal::unix::{SignalKind, signal};
+
+fn usage() -> &'static str {
+    "usage: reckon-testenv run -- CMD [ARGS...] | reckon-testenv up"
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    match real_main().await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("reckon-testenv: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn start() -> anyhow::Result<ControlPlane> {
+    let t = std::time::Instant::now();
+    // Startup blocks on process polling; keep it off the signal-handling runtime thread.
+    let cp = tokio::task::spawn_blocking(ControlPlane::start)
+        .await?
+        .context("starting the local control plane")?;
+    eprintln!(
+        "reckon-testenv: control plane up at {} in {:.1}s (pids {:?}, logs in {})",
+        cp.server(),
+        t.elapsed().as_secs_f64(),
+        cp.pids(),
+        cp.dir().display()
+    );
+    Ok(cp)
+}
+
+async fn real_main() -> anyhow::Result<ExitCode> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    match args.first().map(String::as_str) {
+        Some("up") => {
+            let cp = start().await?;
+            println!("{}", cp.kubeconfig().display());
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            eprintln!("reckon-testenv: stopping");
+            drop(cp);
+            Ok(ExitCode::SUCCESS)
+        }
+        Some("run") => {
+            let cmd: Vec<&String> = args[1..].iter().skip_while(|a| *a == "--").collect();
+            let Some((prog, rest)) = cmd.split_first() else {
+                bail!("{}", usage())
+            };
+            let existing = std::env::var_os("RECKON_TEST_KUBECONFIG");
+            let cp = match existing {
+                Some(ref k) => {
+                    eprintln!(
+                        "reckon-testenv: RECKON_TEST_KUBECONFIG={} set: using that cluster",
+                        k.to_string_lossy()
+                    );
+                    None
+                }
+                None => Some(start().await?),
+            };
+            let mut child = tokio::process::Command::new(prog);
+            child.args(rest);
+            if let Some(cp) = &cp {
+                child.env("RECKON_TEST_KUBECONFIG", cp.kubeconfig());
+            }
+            let mut child = child.spawn().with_context(|| format!("running {prog}"))?;
+            let status = tokio::select! {
+                s = child.wait() => s?,
+                _ = term.recv() => { let _ = child.start_kill(); child.wait().await? }
+                _ = int.recv() => { child.wait().await? }
+            };
+            if let Some(mut cp) = cp {
+                if !cp.is_healthy() {
+                    eprintln!(
+                        "reckon-testenv: a control plane component died during the run; logs in {}",
+                        cp.dir().display()
+                    );
+                }
+                drop(cp);
+                eprintln!("reckon-testenv: control plane stopped");
+            }
+            Ok(ExitCode::from(
+                status.code().unwrap_or(1).clamp(0, 255) as u8
+            ))
+        }
+        _ => bail!("{}", usage()),
+    }
+}
