@@ -30,7 +30,7 @@ apt_install() {
 }
 
 # Git servers (git daemon, http-backend ship with git), sshd for ssh://, openssl for TLS certs.
-apt_install git openssh-server openssh-client openssl ca-certificates
+apt_install git openssh-server openssh-client openssl ca-certificates curl gnupg
 
 if ! command -v kubectl >/dev/null; then
   log "WARNING: kubectl not found; tests that shell out to it will fail."

@@ -1,0 +1,113 @@
+//! Checks the Git fixture builders against git itself: people, times and offsets, messages, file
+//! changes, tags, and SSH/GPG signatures that `git verify-commit` accepts.
+
+use anyhow::Result;
+use reckon_testenv::git::{Fixture, GpgKey, Person, SshKey};
+
+#[test]
+fn commits_carry_the_chosen_people_times_and_message() -> Result<()> {
+    let f = Fixture::new()?;
+    let author = Person::new("Ana Müller", "ana@example.org").at(1_650_000_000, 120);
+    let committer = Person::new("Cy Commit", "cy@example.org").at(1_650_000_100, -330);
+    let sha = f
+        .commit("subject line\n\nbody line\n")
+        .author(author)
+        .committer(committer)
+        .write("a/b.txt", "one\n")
+        .create()?;
+    let raw = f.git(["cat-file", "commit", &sha])?;
+    assert!(
+        raw.contains("\nauthor Ana Müller <ana@example.org> 1650000000 +0200\n"),
+        "{raw}"
+    );
+    assert!(
+        raw.contains("\ncommitter Cy Commit <cy@example.org> 1650000100 -0530\n"),
+        "{raw}"
+    );
+    assert!(raw.ends_with("subject line\n\nbody line"), "{raw}");
+
+    let second = f
+        .commit("remove")
+        .remove("a/b.txt")
+        .write("c.txt", "c")
+        .create()?;
+    let changed = f.git([
+        "diff-tree",
+        "--no-commit-id",
+        "--name-status",
+        "-r",
+        &second,
+    ])?;
+    assert_eq!(changed, "D\ta/b.txt\nA\tc.txt");
+    f.tag("v1.0.0", &sha)?;
+    f.annotated_tag(
+        "v1.1.0",
+        &second,
+        "release",
+        &Person::new("T", "t@example.org"),
+    )?;
+    f.push()?;
+    assert_eq!(f.served_rev("v1.0.0")?, sha);
+    assert_eq!(f.served_rev("v1.1.0")?, second);
+    Ok(())
+}
+
+#[test]
+fn ssh_signed_commits_verify_against_allowed_signers() -> Result<()> {
+    let f = Fixture::new()?;
+    let key = SshKey::generate(&f.root().join("signer"), "signer")?;
+    let other = SshKey::generate(&f.root().join("other"), "other")?;
+    let sha = f
+        .commit("signed")
+        .author(Person::new("Sig Ner", "signer@example.com"))
+        .sign_ssh(&key)
+        .create()?;
+    let allowed = f.root().join("allowed_signers");
+    std::fs::write(&allowed, key.allowed_signers_line("signer@example.com"))?;
+    let verify = |allowed: &std::path::Path| {
+        f.git([
+            "-c",
+            &format!("gpg.ssh.allowedSignersFile={}", allowed.display()),
+            "verify-commit",
+            &sha,
+        ])
+    };
+    verify(&allowed)?;
+    std::fs::write(&allowed, other.allowed_signers_line("signer@example.com"))?;
+    assert!(
+        verify(&allowed).is_err(),
+        "a key not in allowed_signers must not verify"
+    );
+    Ok(())
+}
+
+#[test]
+fn gpg_signed_commits_verify() -> Result<()> {
+    let f = Fixture::new()?;
+    let key = GpgKey::generate(&f.root().join("gnupg"), "Gee Pee", "gpg@example.com")?;
+    let sha = f.commit("gpg signed").sign_gpg(&key).create()?;
+    let raw = f.git(["cat-file", "commit", &sha])?;
+    assert!(raw.contains("-----BEGIN PGP SIGNATURE-----"), "{raw}");
+    let out = std::process::Command::new("git")
+        .current_dir(f.work_path())
+        .env("GNUPGHOME", &key.home)
+        .args(["verify-commit", &sha])
+        .output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+#[test]
+fn generated_history_has_the_requested_shape() -> Result<()> {
+    let f = Fixture::new()?;
+    let head = f.generate_history(50, 20)?;
+    f.push()?;
+    assert_eq!(f.served_rev("main")?, head);
+    assert_eq!(f.git(["rev-list", "--count", "HEAD"])?, "50");
+    assert_eq!(f.git(["ls-files"])?.lines().count(), 20);
+    Ok(())
+}

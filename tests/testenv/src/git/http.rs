@@ -1,0 +1,354 @@
+//! Owns the smart-HTTP Git server: `git http-backend` run as CGI behind a small axum/hyper server on
+//! loopback, optionally over TLS (a throwaway CA from rcgen) and behind HTTP basic auth.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
+use tokio::io::AsyncWriteExt;
+
+use super::{Error, GIT_HINT, Result, io_err, require_binary};
+
+/// Credentials the server demands (HTTP basic auth).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpAuth {
+    pub username: String,
+    pub password: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct HttpOptions {
+    /// Serve HTTPS with a certificate from a fresh [`TestCa`].
+    pub tls: bool,
+    /// Require these credentials; everything else gets 401.
+    pub auth: Option<HttpAuth>,
+}
+
+/// A throwaway certificate authority and a server certificate for 127.0.0.1/localhost signed by it.
+/// Clients trust it only through [`TestCa::bundle_path`], never through the system store.
+#[derive(Debug)]
+pub struct TestCa {
+    dir: tempfile::TempDir,
+    server_cert: rustls::pki_types::CertificateDer<'static>,
+    server_key_der: Vec<u8>,
+}
+
+impl TestCa {
+    pub fn generate() -> Result<Self> {
+        use rcgen::{
+            BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+        };
+        let tls = |e: rcgen::Error| Error::Tls(e.to_string());
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(tls)?;
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "reckon test CA");
+        ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca_key = KeyPair::generate().map_err(tls)?;
+        let ca_cert = ca_params.self_signed(&ca_key).map_err(tls)?;
+        let issuer = Issuer::new(ca_params, ca_key);
+
+        let mut params =
+            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
+                .map_err(tls)?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "127.0.0.1");
+        params.use_authority_key_identifier_extension = true;
+        let key = KeyPair::generate().map_err(tls)?;
+        let cert = params.signed_by(&key, &issuer).map_err(tls)?;
+
+        let dir = tempfile::Builder::new()
+            .prefix("reckon-ca-")
+            .tempdir()
+            .map_err(io_err(std::env::temp_dir()))?;
+        let bundle = dir.path().join("ca.pem");
+        std::fs::write(&bundle, ca_cert.pem()).map_err(io_err(&bundle))?;
+        Ok(Self {
+            dir,
+            server_cert: cert.der().clone(),
+            server_key_der: key.serialize_der(),
+        })
+    }
+
+    /// A PEM file holding only the CA certificate.
+    pub fn bundle_path(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    fn server_config(&self) -> Result<rustls::ServerConfig> {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(self.server_key_der.clone().into());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| Error::Tls(e.to_string()))?
+            .with_no_client_auth()
+            .with_single_cert(vec![self.server_cert.clone()], key)
+            .map_err(|e| Error::Tls(e.to_string()))?;
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(config)
+    }
+}
+
+struct Cgi {
+    project_root: PathBuf,
+    auth: Option<HttpAuth>,
+}
+
+/// A running smart-HTTP server. It runs on its own thread and runtime so blocking tests (gix is
+/// blocking) and async tests can both use it; drop stops it, and `kill_on_drop` on every CGI child
+/// stops any `git http-backend` still running.
+pub struct HttpGitServer {
+    addr: SocketAddr,
+    ca: Option<TestCa>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl HttpGitServer {
+    /// Serves every repository under `project_root` at `http(s)://127.0.0.1:PORT/<name>`.
+    pub fn start(project_root: &Path, options: HttpOptions) -> Result<Self> {
+        require_binary("git", GIT_HINT)?;
+        // Bound here, on the caller's thread, so the port is ours before start returns: no race.
+        let listener =
+            std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(io_err("127.0.0.1:0"))?;
+        listener.set_nonblocking(true).map_err(io_err("listener"))?;
+        let addr = listener.local_addr().map_err(io_err("listener"))?;
+        let ca = if options.tls {
+            Some(TestCa::generate()?)
+        } else {
+            None
+        };
+        let acceptor = match &ca {
+            Some(ca) => Some(tokio_rustls::TlsAcceptor::from(Arc::new(
+                ca.server_config()?,
+            ))),
+            None => None,
+        };
+        let state = Arc::new(Cgi {
+            project_root: project_root.to_path_buf(),
+            auth: options.auth,
+        });
+        let router = axum::Router::new().fallback(cgi).with_state(state);
+        let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(io_err("tokio runtime"))?;
+        let thread = std::thread::Builder::new()
+            .name(format!("git-http-{}", addr.port()))
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let listener =
+                        tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+                    loop {
+                        let stream = tokio::select! {
+                            _ = &mut rx => break,
+                            accepted = listener.accept() => match accepted {
+                                Ok((stream, _)) => stream,
+                                Err(_) => continue,
+                            },
+                        };
+                        let service = TowerToHyperService::new(router.clone());
+                        let acceptor = acceptor.clone();
+                        tokio::spawn(async move {
+                            let http = hyper::server::conn::http1::Builder::new();
+                            match acceptor {
+                                Some(acceptor) => {
+                                    if let Ok(tls) = acceptor.accept(stream).await {
+                                        let _ =
+                                            http.serve_connection(TokioIo::new(tls), service).await;
+                                    }
+                                }
+                                None => {
+                                    let _ =
+                                        http.serve_connection(TokioIo::new(stream), service).await;
+                                }
+                            }
+                        });
+                    }
+                });
+                // Dropping the runtime here cancels in-flight requests; their CGI children die
+                // through kill_on_drop.
+                drop(runtime);
+            })
+            .map_err(io_err("git http server thread"))?;
+        Ok(Self {
+            addr,
+            ca,
+            shutdown: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// `http://` or `https://` URL of `name` under the project root.
+    pub fn url(&self, name: &str) -> String {
+        let scheme = if self.ca.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}/{name}", self.addr.port())
+    }
+
+    /// The CA bundle that verifies this server, when it serves TLS.
+    pub fn ca_bundle(&self) -> Option<PathBuf> {
+        self.ca.as_ref().map(TestCa::bundle_path)
+    }
+}
+
+impl Drop for HttpGitServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn unauthorized() -> Response {
+    let mut resp = (StatusCode::UNAUTHORIZED, "authentication required\n").into_response();
+    resp.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Basic realm=\"reckon-test\""),
+    );
+    resp
+}
+
+fn basic_auth_user(req: &Request, expected: &HttpAuth) -> Option<String> {
+    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let encoded = value.strip_prefix("Basic ")?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .ok()?;
+    let decoded = String::from_utf8(decoded).ok()?;
+    let (user, password) = decoded.split_once(':')?;
+    (user == expected.username && password == expected.password).then(|| user.to_string())
+}
+
+async fn cgi(State(cgi): State<Arc<Cgi>>, req: Request) -> Response {
+    let remote_user = match &cgi.auth {
+        Some(expected) => match basic_auth_user(&req, expected) {
+            Some(user) => Some(user),
+            None => return unauthorized(),
+        },
+        None => None,
+    };
+    match run_backend(&cgi, req, remote_user).await {
+        Ok(resp) => resp,
+        Err(msg) => (StatusCode::INTERNAL_SERVER_ERROR, msg).into_response(),
+    }
+}
+
+/// One CGI request: the request body is buffered (test repositories are small) so CONTENT_LENGTH is
+/// exact, which http-backend relies on.
+async fn run_backend(
+    cgi: &Cgi,
+    req: Request,
+    remote_user: Option<String>,
+) -> Result<Response, String> {
+    let (parts, body) = req.into_parts();
+    let body = axum::body::to_bytes(body, 1 << 30)
+        .await
+        .map_err(|e| format!("reading request body: {e}"))?;
+    let header = |name: &str| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let mut cmd = tokio::process::Command::new("git");
+    cmd.arg("http-backend")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_PROJECT_ROOT", &cgi.project_root)
+        .env("GIT_HTTP_EXPORT_ALL", "1")
+        .env("REQUEST_METHOD", parts.method.as_str())
+        .env("PATH_INFO", parts.uri.path())
+        .env("QUERY_STRING", parts.uri.query().unwrap_or(""))
+        .env("CONTENT_LENGTH", body.len().to_string())
+        .env("REMOTE_ADDR", "127.0.0.1")
+        .env("SERVER_PROTOCOL", "HTTP/1.1")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    if let Some(ct) = header("content-type") {
+        cmd.env("CONTENT_TYPE", ct);
+    }
+    if let Some(enc) = header("content-encoding") {
+        cmd.env("HTTP_CONTENT_ENCODING", enc);
+    }
+    if let Some(proto) = header("git-protocol") {
+        cmd.env("GIT_PROTOCOL", proto);
+    }
+    if let Some(user) = remote_user {
+        cmd.env("REMOTE_USER", user);
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("spawning git http-backend: {e}"))?;
+    let mut stdin = child.stdin.take().expect("piped");
+    // Feed stdin concurrently with reading stdout: a large request and response could otherwise
+    // deadlock on full pipes.
+    let writer = tokio::spawn(async move {
+        let _ = stdin.write_all(&body).await;
+        let _ = stdin.shutdown().await;
+    });
+    let out = child
+        .wait_with_output()
+        .await
+        .map_err(|e| format!("waiting for git http-backend: {e}"))?;
+    let _ = writer.await;
+    parse_cgi_output(&out.stdout).ok_or_else(|| {
+        format!(
+            "malformed CGI output; stderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+fn parse_cgi_output(out: &[u8]) -> Option<Response> {
+    let (head_end, body_start) = find_header_end(out)?;
+    let head = std::str::from_utf8(&out[..head_end]).ok()?;
+    let mut builder = Response::builder().status(StatusCode::OK);
+    for line in head.lines().filter(|l| !l.is_empty()) {
+        let (name, value) = line.split_once(':')?;
+        let value = value.trim();
+        if name.eq_ignore_ascii_case("status") {
+            let code: u16 = value.split_whitespace().next()?.parse().ok()?;
+            builder = builder.status(code);
+        } else {
+            builder = builder.header(name.trim(), value);
+        }
+    }
+    builder.body(Body::from(out[body_start..].to_vec())).ok()
+}
+
+/// The end of the CGI header block: whichever blank line (CRLF or LF style) comes first, since the
+/// body may contain either sequence.
+fn find_header_end(out: &[u8]) -> Option<(usize, usize)> {
+    let crlf = out
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| (i, i + 4));
+    let lf = out
+        .windows(2)
+        .position(|w| w == b"\n\n")
+        .map(|i| (i, i + 2));
+    match (crlf, lf) {
+        (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
+        (a, b) => a.or(b),
+    }
+}
