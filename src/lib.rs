@@ -8,6 +8,8 @@
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod plan;
+pub mod render;
 pub mod telemetry;
 pub mod tls;
 pub mod version;
