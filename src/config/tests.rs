@@ -568,3 +568,13 @@ fn the_shipped_example_loads() {
     let config = load(&path).unwrap();
     assert!(config.apps.len() >= 2);
 }
+
+#[test]
+fn a_loaded_config_serialises_back_to_an_equal_config() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/reckon.yaml");
+    let config = load(&path).unwrap();
+    let text = serde_saphyr::to_string(&config).unwrap();
+    let again =
+        parse(&text, Path::new("round-trip.yaml")).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    assert_eq!(again, config);
+}
