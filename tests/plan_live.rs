@@ -73,7 +73,8 @@ spec:
         ports:
         - containerPort: 8080
         resources:
-          limits: {cpu: 500m, memory: 64Mi}
+          limits: {cpu: 0.5, memory: 2048Mi}
+          requests: {cpu: 0.25, memory: 1024Mi, ephemeral-storage: 1}
         volumeMounts:
         - name: config
           mountPath: /etc/web
@@ -109,6 +110,31 @@ struct Cluster {
 impl Cluster {
     async fn connect() -> Self {
         let client = support::client().await;
+        // Right after the API server starts, discovery can list the core group alone: the
+        // other groups appear once its APIService registration catches up. Wait for them.
+        let wanted = [
+            GroupKind::new("apps", "Deployment"),
+            GroupKind::new("batch", "CronJob"),
+        ];
+        let started = std::time::Instant::now();
+        loop {
+            let resources = Self::discover(&client).await;
+            if wanted.iter().all(|gk| resources.contains_key(gk)) {
+                return Self { client, resources };
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "discovery still lacks {wanted:?}: {:?}",
+                resources
+                    .keys()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    async fn discover(client: &kube::Client) -> BTreeMap<GroupKind, (ApiResource, Scope)> {
         let discovery = Discovery::new(client.clone())
             .filter(&["", "apps", "batch"])
             .run()
@@ -125,13 +151,22 @@ impl Cluster {
                 resources.insert(GroupKind::new(&ar.group, &ar.kind), (ar, scope));
             }
         }
-        Self { client, resources }
+        resources
     }
 
     fn api(&self, object: &reckon::plan::ObjectRef) -> Api<DynamicObject> {
         let gvk = GroupVersionKind::gvk(&object.group, &object.version, &object.kind);
-        let ar =
-            ApiResource::from_gvk_with_plural(&gvk, &self.resources[&object.group_kind()].0.plural);
+        let (known, _) = self.resources.get(&object.group_kind()).unwrap_or_else(|| {
+            panic!(
+                "{} not discovered; have {:?}",
+                object.group_kind(),
+                self.resources
+                    .keys()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+            )
+        });
+        let ar = ApiResource::from_gvk_with_plural(&gvk, &known.plural);
         match &object.namespace {
             Some(ns) => Api::namespaced_with(self.client.clone(), ns, &ar),
             None => Api::all_with(self.client.clone(), &ar),

@@ -3,7 +3,8 @@
 //! Two comparisons with different questions:
 //! - [`drifted_fields`]: which fields reckon manages (present in what it applied) differ in the
 //!   live object. Fields only in the live object belong to the server or other managers and
-//!   are never drift. Lists of objects are matched by a merge key when they have one
+//!   are never drift. Resource quantities compare by amount ("1024Mi" reads back as "1Gi").
+//!   Lists of objects are matched by a merge key when they have one
 //!   (`name`, ports, `mountPath`, ...), because the server appends defaults to elements and
 //!   other managers add elements (sidecars); lists of scalars are compared whole, as atomic.
 //! - [`changed_fields`]: how two applied manifests differ (what a Git change will change),
@@ -76,6 +77,18 @@ fn same(a: &Value, b: &Value) -> bool {
         }
         _ => a == b,
     }
+}
+
+/// Whether two values of a quantity field (`resources.limits.cpu`, ...) denote the same
+/// amount: the API server stores quantities canonically, so "1024Mi" applied reads back "1Gi".
+fn same_quantity(pointer: &str, a: &Value, b: &Value) -> bool {
+    let text = |v: &Value| match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    };
+    super::quantity::is_quantity_field(pointer)
+        && matches!((text(a), text(b)), (Some(a), Some(b)) if super::quantity::equal(&a, &b))
 }
 
 /// Merge keys of common associative lists, most specific first. An element matches by the
@@ -167,7 +180,7 @@ fn walk_managed(
             }
         }
         (applied, live) => {
-            if !same(applied, live) {
+            if !same(applied, live) && !same_quantity(&pointer, applied, live) {
                 out.push(change(
                     pointer,
                     ChangeKind::Changed,
@@ -375,6 +388,21 @@ mod tests {
         assert_eq!(
             (changes[1].before.clone(), changes[1].after.clone()),
             (None, Some(json!(2)))
+        );
+    }
+
+    #[test]
+    fn quantities_compare_by_amount_in_quantity_fields_only() {
+        let applied = json!({"resources": {"limits": {"memory": "1024Mi", "cpu": "0.5"}}, "data": {"size": "1024Mi"}});
+        let live = json!({"resources": {"limits": {"memory": "1Gi", "cpu": "500m"}}, "data": {"size": "1Gi"}});
+        assert_eq!(
+            pointers(&drifted_fields(&applied, &live, &[])),
+            [("/data/size", ChangeKind::Changed)]
+        );
+        let live = json!({"resources": {"limits": {"memory": "2Gi", "cpu": "500m"}}, "data": {"size": "1024Mi"}});
+        assert_eq!(
+            pointers(&drifted_fields(&applied, &live, &[])),
+            [("/resources/limits/memory", ChangeKind::Changed)]
         );
     }
 

@@ -17,6 +17,7 @@
 mod diff;
 mod fields;
 mod object;
+mod quantity;
 
 pub use diff::{ChangeKind, FieldChange, changed_fields, covers, drifted_fields, escape};
 pub use fields::owned_pointers;

@@ -86,7 +86,76 @@ pub fn normalize(manifest: &mut Value, app: &str) {
             }
         }
         ("", "Secret") => fold_string_data(object),
+        ("", "PersistentVolumeClaim") => {
+            if let Some(resources) = pointer_mut(object, &["spec", "resources"]) {
+                resource_quantities(resources);
+            }
+        }
+        ("", "ResourceQuota") => {
+            if let Some(hard) = pointer_mut(object, &["spec", "hard"]) {
+                quantities_to_strings(hard);
+            }
+        }
+        ("", "LimitRange") => {
+            if let Some(Value::Array(limits)) = pointer_mut(object, &["spec", "limits"]) {
+                for limit in limits {
+                    if let Value::Object(limit) = limit {
+                        for key in [
+                            "max",
+                            "min",
+                            "default",
+                            "defaultRequest",
+                            "maxLimitRequestRatio",
+                        ] {
+                            if let Some(values) = limit.get_mut(key) {
+                                quantities_to_strings(values);
+                            }
+                        }
+                    }
+                }
+            }
+        }
         _ => {}
+    }
+    // StatefulSets also carry PVC templates, beside the pod template handled above.
+    if (group, kind.as_str()) == ("apps", "StatefulSet")
+        && let Some(Value::Array(templates)) =
+            pointer_mut(object, &["spec", "volumeClaimTemplates"])
+    {
+        for template in templates {
+            if let Some(resources) = template.pointer_mut("/spec/resources") {
+                resource_quantities(resources);
+            }
+        }
+    }
+}
+
+/// v1.20 server-side apply rejects a quantity written as a YAML number ("expected string, got
+/// 0.25") where client-side apply accepted it, so numbers become the quantity strings they mean.
+fn quantities_to_strings(values: &mut Value) {
+    if let Value::Object(values) = values {
+        for value in values.values_mut() {
+            if let Value::Number(number) = value {
+                *value = Value::String(quantity_text(number));
+            }
+        }
+    }
+}
+
+fn quantity_text(number: &serde_json::Number) -> String {
+    match number.as_f64() {
+        // "1000.0" is a valid quantity but not what anyone wrote; keep integers integral.
+        Some(f) if number.is_f64() && f.fract() == 0.0 && f.abs() < 1e15 => format!("{}", f as i64),
+        _ => number.to_string(),
+    }
+}
+
+/// `limits` and `requests` of a `resources` block.
+fn resource_quantities(resources: &mut Value) {
+    for key in ["limits", "requests"] {
+        if let Some(values) = resources.get_mut(key) {
+            quantities_to_strings(values);
+        }
     }
 }
 
@@ -121,6 +190,21 @@ fn default_pod_spec(spec: &mut Value) {
                 if let Some(ports) = container.get_mut("ports") {
                     default_protocol(ports);
                 }
+                if let Some(resources) = container.get_mut("resources") {
+                    resource_quantities(resources);
+                }
+            }
+        }
+    }
+    if let Some(overhead) = spec.get_mut("overhead") {
+        quantities_to_strings(overhead);
+    }
+    if let Some(Value::Array(volumes)) = spec.get_mut("volumes") {
+        for volume in volumes {
+            if let Some(size) = volume.pointer_mut("/emptyDir/sizeLimit")
+                && let Value::Number(number) = size
+            {
+                *size = Value::String(quantity_text(number));
             }
         }
     }
@@ -330,6 +414,64 @@ mod tests {
         ] {
             normalized(body);
         }
+    }
+
+    #[test]
+    fn numeric_quantities_become_strings() {
+        let out = normalized(
+            json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"},
+            "spec": {"template": {"spec": {
+                "containers": [{"name": "a", "resources": {"limits": {"cpu": 0.25, "memory": "64Mi"},
+                                                           "requests": {"cpu": 1, "ephemeral-storage": 1000.0}}}],
+                "initContainers": [{"name": "i", "resources": {"requests": {"cpu": 2}}}],
+                "overhead": {"cpu": 0.1},
+                "volumes": [{"name": "tmp", "emptyDir": {"sizeLimit": 100}}]}}}}),
+        );
+        let spec = &out["spec"]["template"]["spec"];
+        assert_eq!(
+            spec["containers"][0]["resources"],
+            json!({"limits": {"cpu": "0.25", "memory": "64Mi"},
+                                                              "requests": {"cpu": "1", "ephemeral-storage": "1000"}})
+        );
+        assert_eq!(
+            spec["initContainers"][0]["resources"]["requests"]["cpu"],
+            "2"
+        );
+        assert_eq!(spec["overhead"]["cpu"], "0.1");
+        assert_eq!(spec["volumes"][0]["emptyDir"]["sizeLimit"], "100");
+
+        let pvc = normalized(
+            json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "p"},
+            "spec": {"resources": {"requests": {"storage": 10}}}}),
+        );
+        assert_eq!(pvc["spec"]["resources"]["requests"]["storage"], "10");
+        let quota = normalized(
+            json!({"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "q"},
+            "spec": {"hard": {"pods": 10, "requests.cpu": 1.5}}}),
+        );
+        assert_eq!(
+            quota["spec"]["hard"],
+            json!({"pods": "10", "requests.cpu": "1.5"})
+        );
+        let range = normalized(
+            json!({"apiVersion": "v1", "kind": "LimitRange", "metadata": {"name": "l"},
+            "spec": {"limits": [{"type": "Container", "max": {"cpu": 2}, "defaultRequest": {"memory": "1Gi"}}]}}),
+        );
+        assert_eq!(
+            range["spec"]["limits"][0],
+            json!({"type": "Container", "max": {"cpu": "2"}, "defaultRequest": {"memory": "1Gi"}})
+        );
+        let sts = normalized(
+            json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "s"},
+            "spec": {"volumeClaimTemplates": [{"metadata": {"name": "data"}, "spec": {"resources": {"requests": {"storage": 5}}}}]}}),
+        );
+        assert_eq!(
+            sts["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"],
+            "5"
+        );
+        // Quantities elsewhere (a ConfigMap's data) are left alone.
+        let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"limits": 1}});
+        assert_eq!(normalized(cm)["data"]["limits"], 1);
     }
 
     #[test]
