@@ -225,14 +225,11 @@ struct Cluster {
 }
 
 impl Cluster {
-    async fn connect() -> Self {
+    /// Connects and waits until discovery lists every kind in `wanted`.
+    async fn connect(wanted: &[GroupKind]) -> Self {
         let client = support::client().await;
         // Right after the API server starts, discovery can list the core group alone: the
         // other groups appear once its APIService registration catches up. Wait for them.
-        let wanted = [
-            GroupKind::new("apps", "Deployment"),
-            GroupKind::new("batch", "CronJob"),
-        ];
         let started = std::time::Instant::now();
         loop {
             let resources = Self::discover(&client).await;
@@ -339,8 +336,6 @@ fn scope_lookup(cluster: &Cluster) -> impl Fn(&GroupKind) -> Option<Scope> + '_ 
 
 #[tokio::test]
 async fn rendered_objects_apply_and_plan_unchanged_then_drift_is_attributed() {
-    let cluster = Cluster::connect().await;
-    let ns = TestNamespace::create(&cluster.client, "plan").await;
     let key = SecretKey::new([9; 32]);
     let options = RenderOptions {
         app: "shop".into(),
@@ -354,6 +349,9 @@ async fn rendered_objects_apply_and_plan_unchanged_then_drift_is_attributed() {
         .iter()
         .map(|o| DesiredObject::from_rendered(o, &key))
         .collect();
+    let kinds: Vec<GroupKind> = desired.iter().map(|d| d.object.group_kind()).collect();
+    let cluster = Cluster::connect(&kinds).await;
+    let ns = TestNamespace::create(&cluster.client, "plan").await;
     let policy = Policy {
         default_namespace: ns.name.clone(),
         ..Policy::from_app(
