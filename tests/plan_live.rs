@@ -385,7 +385,7 @@ async fn rendered_objects_apply_and_plan_unchanged_then_drift_is_attributed() {
             .patch(
                 &object.name,
                 &PatchParams::apply(&policy.field_manager).force(),
-                &Patch::Apply(manifest),
+                &Patch::Apply(manifest.as_value()),
             )
             .await
             .unwrap_or_else(|e| panic!("server-side apply of {object}: {e}"));
@@ -511,7 +511,7 @@ async fn rendered_objects_apply_and_plan_unchanged_then_drift_is_attributed() {
                 .patch(
                     &object.name,
                     &PatchParams::apply(&policy.field_manager).force(),
-                    &Patch::Apply(manifest),
+                    &Patch::Apply(manifest.as_value()),
                 )
                 .await
                 .unwrap_or_else(|e| panic!("re-apply {object}: {e}"));

@@ -11,8 +11,8 @@
 //! - An object whose digest equals the last applied digest is not written unless it drifted
 //!   and the drift mode is `correct`.
 //! - Applies run CRDs, then Namespaces, then everything else; prunes run in the reverse order.
-//! - No Secret value appears in an action except in the manifest to apply: drift and change
-//!   lists name Secret fields without values.
+//! - No Secret value appears in an action except in the manifest to apply, which `Debug` hides
+//!   and serialisation leaves out: drift and change lists name Secret fields without values.
 
 mod diff;
 mod fields;
@@ -24,6 +24,7 @@ pub use fields::owned_pointers;
 pub use object::{GroupKind, ObjectKey, ObjectRef};
 
 use crate::config::{DriftMode, IgnoreRule};
+use crate::render::Manifest;
 use crate::render::normalize::APP_LABEL;
 use serde::Serialize;
 use serde_json::Value;
@@ -45,12 +46,12 @@ pub enum Scope {
 /// cluster does not serve it. CRDs in the desired set are consulted first.
 pub type ScopeLookup<'a> = &'a dyn Fn(&GroupKind) -> Option<Scope>;
 
-/// An object the App wants, as rendered.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// An object the App wants, as rendered. Not `Serialize`: it holds Secret values.
+#[derive(Debug, Clone, PartialEq)]
 pub struct DesiredObject {
     pub object: ObjectRef,
-    /// The manifest to apply (Secret values in plain text).
-    pub manifest: Value,
+    /// The manifest to apply (Secret values in plain text, hidden from `Debug`).
+    pub manifest: Manifest,
     /// The rendered digest; compared with the inventory's last applied digest.
     pub digest: String,
     /// The storable form when it differs from `manifest` (Secrets, see
@@ -64,10 +65,10 @@ impl DesiredObject {
         rendered: &crate::render::RenderedObject,
         key: &crate::render::SecretKey,
     ) -> Self {
-        let stored = crate::render::digest::storable_object(&rendered.manifest, key);
+        let stored = crate::render::digest::storable_object(rendered.manifest.as_value(), key);
         Self {
             object: rendered.object.clone(),
-            stored: (stored != rendered.manifest).then_some(stored),
+            stored: (rendered.manifest != stored).then_some(stored),
             manifest: rendered.manifest.clone(),
             digest: rendered.digest.clone(),
         }
@@ -75,7 +76,7 @@ impl DesiredObject {
 
     /// What is compared with stored and live state: the storable form.
     pub fn comparable(&self) -> &Value {
-        self.stored.as_ref().unwrap_or(&self.manifest)
+        self.stored.as_ref().unwrap_or(self.manifest.as_value())
     }
 }
 
@@ -241,18 +242,22 @@ pub struct Rejected {
     pub reason: RejectReason,
 }
 
-/// One thing to do (or, for `Unchanged`, `Drift` and `PruneSkipped`, to record).
+/// One thing to do (or, for `Unchanged`, `Drift` and `PruneSkipped`, to record). Serialising
+/// an action leaves the manifest out (it may hold Secret values); store it with
+/// [`crate::render::digest::storable_object`].
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub enum Action {
     Create {
         object: ObjectRef,
-        manifest: Value,
+        #[serde(skip)]
+        manifest: Manifest,
         digest: String,
         reason: ApplyReason,
     },
     Configure {
         object: ObjectRef,
-        manifest: Value,
+        #[serde(skip)]
+        manifest: Manifest,
         digest: String,
         /// What this apply changes: against the last applied state for `DesiredChanged`, the
         /// drifted fields for `DriftCorrection`, against the live object for `Adopt`.
@@ -458,7 +463,10 @@ pub fn plan(
         };
         if item.object.namespace != namespace {
             item.object.namespace = namespace;
-            set_namespace(&mut item.manifest, item.object.namespace.as_deref());
+            set_namespace(
+                item.manifest.as_value_mut(),
+                item.object.namespace.as_deref(),
+            );
             if let Some(stored) = &mut item.stored {
                 set_namespace(stored, item.object.namespace.as_deref());
             }

@@ -60,7 +60,7 @@ fn desired(mut manifest: Value) -> DesiredObject {
     let rendered = crate::render::RenderedObject {
         object,
         digest: object_digest(&manifest, &key()),
-        manifest,
+        manifest: crate::render::Manifest::new(manifest),
         origin: crate::render::Origin {
             file: "test.yaml".into(),
             document: 0,
@@ -311,7 +311,7 @@ fn a_git_change_configures_with_the_changed_fields() {
 #[test]
 fn a_new_api_version_configures_rather_than_prune_and_create() {
     let old = deployment("web", 2, "web:1");
-    let mut new_manifest = old.manifest.clone();
+    let mut new_manifest = old.manifest.clone().into_value();
     new_manifest["apiVersion"] = json!("apps/v1beta2");
     let new = desired(new_manifest);
     let plan = run(&[new], &[applied(&old)], &observed(&[live_of(&old)], &[]));
@@ -551,7 +551,7 @@ fn secret_drift_names_keys_without_values() {
     assert!(secret.stored.is_some());
     let mut live = live_of(&secret);
     // What the executor passes: the live Secret in storable form under the same key.
-    let mut plain = secret.manifest.clone();
+    let mut plain = secret.manifest.clone().into_value();
     plain["data"]["password"] = json!("Y2hhbmdlZA==");
     live.manifest = crate::render::digest::storable_object(&plain, &key());
     let plan = run(
@@ -583,6 +583,25 @@ fn secret_drift_names_keys_without_values() {
         &observed(&[live_of(&secret)], &[]),
     );
     assert_eq!(summary(&plan), ["unchanged Secret/shop/db"]);
+}
+
+#[test]
+fn actions_on_secrets_neither_debug_nor_serialise_values() {
+    let secret = desired(json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "db", "namespace": "shop"}, "stringData": {"password": "hunter2"}}));
+    let plan = run(std::slice::from_ref(&secret), &[], &Observed::new());
+    let Action::Create { manifest, .. } = &plan.actions[0] else {
+        panic!("{:?}", plan.actions);
+    };
+    // The manifest to apply does hold the value...
+    assert_eq!(manifest["data"]["password"], "aHVudGVyMg==");
+    // ...but neither a debug log line nor a serialised action shows it.
+    for text in [format!("{plan:?}"), serde_json::to_string(&plan).unwrap()] {
+        assert!(
+            !text.contains("hunter2") && !text.contains("aHVudGVyMg"),
+            "{text}"
+        );
+    }
 }
 
 #[test]

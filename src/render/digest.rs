@@ -155,7 +155,7 @@ pub fn storable_object(manifest: &Value, key: &SecretKey) -> Value {
 pub fn storable(set: &super::RenderedSet, key: &SecretKey) -> Vec<Value> {
     set.objects
         .iter()
-        .map(|object| storable_object(&object.manifest, key))
+        .map(|object| storable_object(object.manifest.as_value(), key))
         .collect()
 }
 

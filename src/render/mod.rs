@@ -7,13 +7,15 @@
 //! path. Anything else, and anything under a directory whose name starts with `.`, is skipped.
 //!
 //! Every object is then normalised ([`normalize`]) and given a canonical digest ([`digest`]).
-//! Secret values never leave this module in plain text except inside the manifests to apply:
+//! Secret values never leave this module in plain text except inside the manifests to apply
+//! ([`Manifest`], which hides them from `Debug` and cannot be serialised):
 //! [`digest::storable`] replaces them with keyed hashes for the log and the blob store, and the
 //! digest of a Secret is taken over that storable form, so a digest cannot be used to guess a
 //! weak secret offline.
 
 pub mod digest;
 pub mod kustomize;
+mod manifest;
 pub mod normalize;
 mod parse;
 
@@ -24,6 +26,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use digest::{SecretKey, canonical_json, object_digest, set_digest, storable};
+pub use manifest::Manifest;
 
 /// Errors while rendering, each naming the file (and document and line where there is one).
 #[derive(Debug, thiserror::Error)]
@@ -92,19 +95,19 @@ pub struct Origin {
     pub document: usize,
 }
 
-/// One rendered, normalised object.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// One rendered, normalised object. Not `Serialize`: it holds Secret values (see [`Manifest`]).
+#[derive(Debug, Clone, PartialEq)]
 pub struct RenderedObject {
     /// As rendered; `namespace` is `None` when the manifest names none (the planner defaults it).
     pub object: ObjectRef,
-    pub manifest: serde_json::Value,
+    pub manifest: Manifest,
     /// [`object_digest`] of the manifest (of its storable form for a Secret).
     pub digest: String,
     pub origin: Origin,
 }
 
-/// Everything one render produced, in deterministic order.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// Everything one render produced, in deterministic order; persist it with [`storable`].
+#[derive(Debug, Clone, PartialEq)]
 pub struct RenderedSet {
     pub objects: Vec<RenderedObject>,
     /// [`set_digest`] of the object digests: equal sets have equal digests whatever the order
@@ -256,7 +259,7 @@ pub fn render(files: &[SourceFile], options: &RenderOptions) -> Result<RenderedS
             seen.insert(object.key(), objects.len());
             objects.push(RenderedObject {
                 object,
-                manifest,
+                manifest: Manifest::new(manifest),
                 digest,
                 origin: origin.clone(),
             });
