@@ -345,12 +345,32 @@ impl Config {
 
 /// Reads and validates `reckon.yaml`.
 pub fn load(file: &Path) -> Result<Config, ConfigError> {
-    let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
+    use std::io::Read as _;
+    let read_err = |source| ConfigError::Read {
         file: file.to_path_buf(),
         source,
-    })?;
+    };
+    // Read at most one byte past the limit: a huge (or endless, like /dev/zero) file is
+    // rejected without being loaded into memory.
+    let mut text = String::new();
+    std::fs::File::open(file)
+        .map_err(read_err)?
+        .take(MAX_CONFIG_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(read_err)?;
+    if text.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(ConfigError::Invalid {
+            file: file.to_path_buf(),
+            line: 0,
+            key: ".".to_string(),
+            message: format!("larger than {} MiB", MAX_CONFIG_BYTES >> 20),
+        });
+    }
     parse(&text, file)
 }
+
+/// Largest accepted configuration file; thousands of Apps fit in a fraction of it.
+const MAX_CONFIG_BYTES: u64 = 4 * 1024 * 1024;
 
 /// Parses and validates configuration text; `file` is only used in error messages.
 pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {

@@ -563,6 +563,24 @@ fn load_reads_a_file_and_names_it() {
 }
 
 #[test]
+fn oversized_files_are_rejected_without_reading_them_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("reckon.yaml");
+    let mut text = String::from("apps: []\n");
+    text.push_str(&"# padding\n".repeat(500_000));
+    std::fs::write(&path, &text).unwrap();
+    let err = load(&path).unwrap_err();
+    assert!(err.to_string().contains("larger than 4 MiB"), "{err}");
+    if Path::new("/dev/zero").exists() {
+        let err = load(Path::new("/dev/zero")).unwrap_err();
+        assert!(
+            matches!(err, ConfigError::Invalid { .. } | ConfigError::Read { .. }),
+            "{err}"
+        );
+    }
+}
+
+#[test]
 fn the_shipped_example_loads() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/reckon.yaml");
     let config = load(&path).unwrap();
