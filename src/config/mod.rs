@@ -112,16 +112,58 @@ pub struct Source {
 
 /// A Git reference to follow; written as a one-key map, e.g. `ref: {tag: v1.2.0}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase", try_from = "RawGitRef")]
 pub enum GitRef {
     /// The tip of a branch.
-    Branch(#[serde(deserialize_with = "de_nonempty")] String),
+    Branch(String),
     /// One tag; follows it if it is moved.
-    Tag(#[serde(deserialize_with = "de_nonempty")] String),
+    Tag(String),
     /// The highest tag matching a semver range (tags may carry a leading `v`).
-    Semver(#[serde(deserialize_with = "de_semver")] String),
+    Semver(String),
     /// One commit, by its full SHA-1 (40) or SHA-256 (64) hex id.
-    Commit(#[serde(deserialize_with = "de_commit")] String),
+    Commit(String),
+}
+
+// One-key maps are read through structs of options: serde's own enum support reports two keys
+// as "expected end of mapping", where "exactly one of ..." tells the user what to fix.
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGitRef {
+    #[serde(default, deserialize_with = "de_some_nonempty")]
+    branch: Option<String>,
+    #[serde(default, deserialize_with = "de_some_nonempty")]
+    tag: Option<String>,
+    #[serde(default, deserialize_with = "de_some_semver")]
+    semver: Option<String>,
+    #[serde(default, deserialize_with = "de_some_commit")]
+    commit: Option<String>,
+}
+
+/// The one `Some` of `options`, or an error naming the keys.
+fn exactly_one<T>(what: &str, keys: &str, options: Vec<Option<T>>) -> Result<T, String> {
+    let mut present = options.into_iter().flatten();
+    match (present.next(), present.next()) {
+        (Some(one), None) => Ok(one),
+        _ => Err(format!("{what} needs exactly one of {keys}")),
+    }
+}
+
+impl TryFrom<RawGitRef> for GitRef {
+    type Error = String;
+
+    fn try_from(raw: RawGitRef) -> Result<Self, String> {
+        exactly_one(
+            "ref",
+            "branch, tag, semver, commit",
+            vec![
+                raw.branch.map(GitRef::Branch),
+                raw.tag.map(GitRef::Tag),
+                raw.semver.map(GitRef::Semver),
+                raw.commit.map(GitRef::Commit),
+            ],
+        )
+    }
 }
 
 impl Default for GitRef {
@@ -133,7 +175,7 @@ impl Default for GitRef {
 /// Credentials for a Git remote: exactly one of `token`, `basic` or `ssh`.
 /// Secret material is never written in `reckon.yaml` itself, only where to read it from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase", try_from = "RawAuth")]
 pub enum Auth {
     /// HTTP bearer token (GitHub/GitLab personal or app tokens). `https://`/`http://` only.
     Token(SecretRef),
@@ -143,14 +185,62 @@ pub enum Auth {
     Ssh(SshAuth),
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    #[serde(default)]
+    token: Option<SecretRef>,
+    #[serde(default)]
+    basic: Option<BasicAuth>,
+    #[serde(default)]
+    ssh: Option<SshAuth>,
+}
+
+impl TryFrom<RawAuth> for Auth {
+    type Error = String;
+
+    fn try_from(raw: RawAuth) -> Result<Self, String> {
+        exactly_one(
+            "auth",
+            "token, basic, ssh",
+            vec![
+                raw.token.map(Auth::Token),
+                raw.basic.map(Auth::Basic),
+                raw.ssh.map(Auth::Ssh),
+            ],
+        )
+    }
+}
+
 /// Where to read a secret: `{env: NAME}` or `{file: /path}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase", try_from = "RawSecretRef")]
 pub enum SecretRef {
     /// An environment variable of the agent process.
-    Env(#[serde(deserialize_with = "de_env_name")] String),
+    Env(String),
     /// A file readable by the agent (e.g. a mounted Kubernetes Secret).
     File(PathBuf),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSecretRef {
+    #[serde(default, deserialize_with = "de_some_env_name")]
+    env: Option<String>,
+    #[serde(default)]
+    file: Option<PathBuf>,
+}
+
+impl TryFrom<RawSecretRef> for SecretRef {
+    type Error = String;
+
+    fn try_from(raw: RawSecretRef) -> Result<Self, String> {
+        exactly_one(
+            "a secret reference",
+            "env, file",
+            vec![raw.env.map(SecretRef::Env), raw.file.map(SecretRef::File)],
+        )
+    }
 }
 
 /// `basic: {username: ..., password: {env: ...}}`.
@@ -738,6 +828,20 @@ fn de_commit<'de, D: serde::Deserializer<'de>>(de: D) -> Result<String, D::Error
         )));
     }
     Ok(sha)
+}
+
+// `Some(..)` wrappers for optional keys: serde calls them only when the key is present.
+fn de_some_nonempty<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Option<String>, D::Error> {
+    de_nonempty(de).map(Some)
+}
+fn de_some_semver<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Option<String>, D::Error> {
+    de_semver(de).map(Some)
+}
+fn de_some_commit<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Option<String>, D::Error> {
+    de_commit(de).map(Some)
+}
+fn de_some_env_name<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Option<String>, D::Error> {
+    de_env_name(de).map(Some)
 }
 
 fn de_env_name<'de, D: serde::Deserializer<'de>>(de: D) -> Result<String, D::Error> {

@@ -281,7 +281,7 @@ fn invalid_values_name_the_key_path_and_line() {
         (
             "      ref: {head: main}\n",
             "apps[0].source.ref",
-            "unknown variant `head`",
+            "unknown field `head`",
         ),
         (
             "      auth: {token: {env: 1BAD}}\n",
@@ -291,7 +291,7 @@ fn invalid_values_name_the_key_path_and_line() {
         (
             "      auth: {password: x}\n",
             "apps[0].source.auth",
-            "unknown variant",
+            "unknown field `password`",
         ),
         (
             "      signature: {mode: always}\n",
@@ -486,6 +486,37 @@ fn two_auth_methods_at_once_are_rejected() {
     ));
     assert!(key.starts_with("apps[0].source.auth"), "{key}");
     assert!((5..=7).contains(&line), "{line}");
+}
+
+#[test]
+fn one_key_maps_say_which_keys_they_accept() {
+    for (extra, key, message) in [
+        (
+            "      ref: {branch: main, tag: v1}\n",
+            "apps[0].source.ref",
+            "ref needs exactly one of branch, tag, semver, commit",
+        ),
+        (
+            "      ref: {}\n",
+            "apps[0].source.ref",
+            "ref needs exactly one of",
+        ),
+        (
+            "      auth: {}\n",
+            "apps[0].source.auth",
+            "auth needs exactly one of token, basic, ssh",
+        ),
+        (
+            "      auth: {token: {env: A, file: /b}}\n",
+            "apps[0].source.auth.token",
+            "a secret reference needs exactly one of env, file",
+        ),
+    ] {
+        let (line, got_key, got_message) = parse_error(&minimal(extra));
+        assert_eq!(line, 5, "{extra}");
+        assert_eq!(got_key, key, "{extra}");
+        assert!(got_message.contains(message), "{extra}: {got_message}");
+    }
 }
 
 #[test]
