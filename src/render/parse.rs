@@ -17,6 +17,8 @@ pub(super) fn documents(file: &str, bytes: &[u8]) -> Result<Vec<Value>, RenderEr
         }
     })?;
     if file.to_ascii_lowercase().ends_with(".json") {
+        // Editors on Windows write a byte order mark; serde_json rejects it, YAML skips it.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let value: Value = serde_json::from_str(text).map_err(|err| RenderError::Parse {
             file: file.to_string(),
             line: err.line() as u64,
@@ -153,6 +155,14 @@ mod tests {
     fn yaml_is_multi_document_and_skips_empty_documents() {
         let docs = documents("a.yaml", b"---\na: 1\n---\n---\n# c\n---\nb: 2\n").unwrap();
         assert_eq!(docs, vec![json!({"a": 1}), json!({"b": 2})]);
+    }
+
+    #[test]
+    fn windows_line_endings_and_a_byte_order_mark_are_accepted() {
+        let docs = documents("a.yaml", b"\xef\xbb\xbfa: 1\r\nb: two\r\n---\r\nc: 3\r\n").unwrap();
+        assert_eq!(docs, vec![json!({"a": 1, "b": "two"}), json!({"c": 3})]);
+        let docs = documents("a.json", b"\xef\xbb\xbf{\"a\": 1}").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(docs, vec![json!({"a": 1})]);
     }
 
     #[test]
