@@ -7,6 +7,9 @@
 
 pub mod cli;
 pub mod cluster;
+pub mod config;
+pub mod plan;
+pub mod render;
 pub mod telemetry;
 pub mod tls;
 pub mod version;

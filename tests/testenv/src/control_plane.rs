@@ -41,6 +41,17 @@ pub enum ControlPlaneError {
     },
 }
 
+/// Built-in API groups that must be discoverable before the control plane counts as started.
+const DISCOVERY_GROUPS: &[&str] = &[
+    "apps",
+    "batch",
+    "apiextensions.k8s.io",
+    "rbac.authorization.k8s.io",
+    "networking.k8s.io",
+    "coordination.k8s.io",
+    "policy",
+];
+
 /// Where the control plane binaries live.
 #[derive(Debug, Clone)]
 pub struct Binaries {
@@ -290,6 +301,26 @@ impl ControlPlane {
             &mut apiserver,
             Duration::from_secs(90),
             || http_ok(&format!("{server}/readyz"), Some(&token), "ok"),
+        )?;
+
+        // /readyz can answer before every built-in group is registered for discovery; wait for
+        // the groups reckon and its tests use, or an early discovery sees only the core group.
+        wait_ready(
+            "kube-apiserver discovery",
+            &mut apiserver,
+            Duration::from_secs(60),
+            || {
+                let mut cmd = Command::new("curl");
+                cmd.args(["-sk", "--max-time", "2", &format!("{server}/apis")])
+                    .arg("-H")
+                    .arg(format!("Authorization: Bearer {token}"));
+                cmd.output().is_ok_and(|o| {
+                    let body = String::from_utf8_lossy(&o.stdout);
+                    DISCOVERY_GROUPS
+                        .iter()
+                        .all(|g| body.contains(&format!("\"name\": \"{g}\"")))
+                })
+            },
         )?;
 
         // The API server wrote its self-signed serving certificate (followed by its CA) into the

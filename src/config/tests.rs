@@ -1,0 +1,629 @@
+//! Tests of loading `reckon.yaml`: defaults, every key, and that every error names file, line
+//! and key.
+
+use super::*;
+
+fn load_str(text: &str) -> Result<Config, ConfigError> {
+    parse(text, Path::new("reckon.yaml"))
+}
+
+fn minimal(extra_app_keys: &str) -> String {
+    format!(
+        "apps:\n  - name: web\n    source:\n      url: https://example.com/repo.git\n{extra_app_keys}"
+    )
+}
+
+/// Asserts a parse error and returns (line, key, message).
+fn parse_error(text: &str) -> (u64, String, String) {
+    match load_str(text) {
+        Err(ConfigError::Parse {
+            file,
+            line,
+            key,
+            message,
+            ..
+        }) => {
+            assert_eq!(file, Path::new("reckon.yaml"));
+            (line, key, message)
+        }
+        other => panic!("expected a parse error, got {other:?}"),
+    }
+}
+
+fn invalid_error(text: &str) -> (u64, String, String) {
+    match load_str(text) {
+        Err(ConfigError::Invalid {
+            file,
+            line,
+            key,
+            message,
+        }) => {
+            assert_eq!(file, Path::new("reckon.yaml"));
+            (line, key, message)
+        }
+        other => panic!("expected a validation error, got {other:?}"),
+    }
+}
+
+#[test]
+fn minimal_app_gets_the_documented_defaults() {
+    let config = load_str(&minimal("")).unwrap();
+    let app = &config.apps[0];
+    assert_eq!(app.name, "web");
+    assert_eq!(app.source.url, "https://example.com/repo.git");
+    assert_eq!(app.source.reference, GitRef::Branch("main".into()));
+    assert_eq!(app.source.path, ".");
+    assert_eq!(app.source.interval, Duration::from_secs(60));
+    assert_eq!(app.source.auth, None);
+    assert_eq!(app.source.ca_file, None);
+    assert_eq!(app.source.signature.mode, SignatureMode::Record);
+    assert_eq!(app.target.kubeconfig, None);
+    assert_eq!(app.target.context, None);
+    assert_eq!(app.target.namespace, "default");
+    assert!(app.prune.enabled);
+    assert!(!app.prune.allow_empty);
+    assert_eq!(app.drift, DriftMode::Correct);
+    assert!(app.ignore.is_empty());
+    assert!(!app.suspend);
+    assert!(app.depends_on.is_empty());
+    assert_eq!(app.conflicts, ConflictPolicy::Force);
+    assert_eq!(app.health_timeout, Duration::from_secs(300));
+}
+
+#[test]
+fn every_key_is_read() {
+    let text = r#"
+apps:
+  - name: base
+    source:
+      url: git@github.com:example/base.git
+      auth:
+        ssh:
+          key_file: /keys/id_ed25519
+          known_hosts_file: /keys/known_hosts
+  - name: web
+    source:
+      url: https://git.example.com/web.git
+      ref: {semver: ">=1.2, <2"}
+      path: deploy/prod
+      interval: 30s
+      auth:
+        basic:
+          username: bot
+          password: {file: /secrets/git-password}
+      ca_file: /etc/reckon/ca.pem
+      signature:
+        mode: require
+        allowed_signers: /etc/reckon/allowed_signers
+        keys: [/etc/reckon/release.asc]
+    target:
+      kubeconfig: /etc/reckon/kubeconfig
+      context: prod
+      namespace: web
+    prune:
+      enabled: false
+      allow_empty: true
+    drift: detect
+    ignore:
+      - select: {group: apps, kind: Deployment, namespace: web, name: frontend}
+        pointers: [/spec/replicas, "/metadata/annotations/example.com~1owner"]
+      - pointers: [/metadata/labels/team]
+    suspend: true
+    depends_on: [base]
+    conflicts: report
+    health_timeout: 2m30s
+"#;
+    let config = load_str(text).unwrap();
+    assert_eq!(
+        config.apps[0].source.auth,
+        Some(Auth::Ssh(SshAuth {
+            key_file: "/keys/id_ed25519".into(),
+            known_hosts_file: Some("/keys/known_hosts".into()),
+        }))
+    );
+    let web = config.app("web").unwrap();
+    assert_eq!(web.source.reference, GitRef::Semver(">=1.2, <2".into()));
+    assert_eq!(web.source.path, "deploy/prod");
+    assert_eq!(web.source.interval, Duration::from_secs(30));
+    assert_eq!(
+        web.source.auth,
+        Some(Auth::Basic(BasicAuth {
+            username: "bot".into(),
+            password: SecretRef::File("/secrets/git-password".into()),
+        }))
+    );
+    assert_eq!(web.source.ca_file, Some("/etc/reckon/ca.pem".into()));
+    assert_eq!(
+        web.source.signature,
+        SignaturePolicy {
+            mode: SignatureMode::Require,
+            allowed_signers: Some("/etc/reckon/allowed_signers".into()),
+            keys: vec!["/etc/reckon/release.asc".into()],
+        }
+    );
+    assert_eq!(
+        web.target,
+        Target {
+            kubeconfig: Some("/etc/reckon/kubeconfig".into()),
+            context: Some("prod".into()),
+            namespace: "web".into(),
+        }
+    );
+    assert_eq!(
+        web.prune,
+        Prune {
+            enabled: false,
+            allow_empty: true
+        }
+    );
+    assert_eq!(web.drift, DriftMode::Detect);
+    assert_eq!(
+        web.ignore,
+        vec![
+            IgnoreRule {
+                select: Selector {
+                    group: Some("apps".into()),
+                    kind: Some("Deployment".into()),
+                    namespace: Some("web".into()),
+                    name: Some("frontend".into()),
+                },
+                pointers: vec![
+                    "/spec/replicas".into(),
+                    "/metadata/annotations/example.com~1owner".into()
+                ],
+            },
+            IgnoreRule {
+                select: Selector::default(),
+                pointers: vec!["/metadata/labels/team".into()],
+            },
+        ]
+    );
+    assert!(web.suspend);
+    assert_eq!(web.depends_on, vec!["base".to_string()]);
+    assert_eq!(web.conflicts, ConflictPolicy::Report);
+    assert_eq!(web.health_timeout, Duration::from_secs(150));
+}
+
+#[test]
+fn refs_and_token_auth() {
+    let sha1 = "0123456789abcdef0123456789abcdef01234567";
+    for (yaml, expected) in [
+        ("{branch: release}", GitRef::Branch("release".into())),
+        ("{tag: v1.0.0}", GitRef::Tag("v1.0.0".into())),
+        ("{commit: X}", GitRef::Commit(sha1.into())),
+    ] {
+        let yaml = yaml.replace('X', sha1);
+        let config = load_str(&minimal(&format!("      ref: {yaml}\n"))).unwrap();
+        assert_eq!(config.apps[0].source.reference, expected);
+    }
+    let config = load_str(&minimal("      auth: {token: {env: GIT_TOKEN}}\n")).unwrap();
+    assert_eq!(
+        config.apps[0].source.auth,
+        Some(Auth::Token(SecretRef::Env("GIT_TOKEN".into())))
+    );
+}
+
+#[test]
+fn unknown_keys_name_the_key_path_and_line() {
+    let (line, key, message) = parse_error(&minimal("    prnue: {enabled: false}\n"));
+    assert_eq!(line, 5);
+    assert_eq!(key, "apps[0].prnue");
+    assert!(message.contains("unknown field `prnue`"), "{message}");
+
+    let (line, key, _) = parse_error(&minimal("      branch: main\n"));
+    assert_eq!((line, key.as_str()), (5, "apps[0].source.branch"));
+
+    let (line, key, _) = parse_error(&minimal("    prune: {enabled: true, dry: 1}\n"));
+    assert_eq!((line, key.as_str()), (5, "apps[0].prune.dry"));
+
+    let (line, key, _) = parse_error("apps: []\nextra: 1\n");
+    assert_eq!((line, key.as_str()), (2, "extra"));
+
+    let (_, _, message) = parse_error("{}\n");
+    assert!(message.contains("missing field `apps`"), "{message}");
+}
+
+#[test]
+fn invalid_values_name_the_key_path_and_line() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "    drift: sideways\n",
+            "apps[0].drift",
+            "unknown variant `sideways`",
+        ),
+        (
+            "    conflicts: yolo\n",
+            "apps[0].conflicts",
+            "unknown variant",
+        ),
+        ("    suspend: maybe\n", "apps[0].suspend", ""),
+        (
+            "    health_timeout: 0s\n",
+            "apps[0].health_timeout",
+            "greater than 0s",
+        ),
+        (
+            "    health_timeout: 5 minutes\n",
+            "apps[0].health_timeout",
+            "invalid duration",
+        ),
+        (
+            "      interval: 5x\n",
+            "apps[0].source.interval",
+            "unknown unit",
+        ),
+        (
+            "      interval: 500ms\n",
+            "apps[0].source.interval",
+            "at least 1s",
+        ),
+        ("      path: /abs\n", "apps[0].source.path", "relative"),
+        (
+            "      path: a/../../b\n",
+            "apps[0].source.path",
+            "without '..'",
+        ),
+        (
+            "      ref: {semver: not-a-range}\n",
+            "apps[0].source.ref",
+            "invalid semver range",
+        ),
+        (
+            "      ref: {commit: abc123}\n",
+            "apps[0].source.ref",
+            "full lowercase hex SHA",
+        ),
+        (
+            "      ref: {branch: \"\"}\n",
+            "apps[0].source.ref",
+            "must not be empty",
+        ),
+        (
+            "      ref: {head: main}\n",
+            "apps[0].source.ref",
+            "unknown field `head`",
+        ),
+        (
+            "      auth: {token: {env: 1BAD}}\n",
+            "apps[0].source.auth",
+            "environment variable",
+        ),
+        (
+            "      auth: {password: x}\n",
+            "apps[0].source.auth",
+            "unknown field `password`",
+        ),
+        (
+            "      signature: {mode: always}\n",
+            "apps[0].source.signature",
+            "unknown variant",
+        ),
+        (
+            "    target: {namespace: Bad_NS}\n",
+            "apps[0].target.namespace",
+            "DNS-1123",
+        ),
+        (
+            "    ignore: [{pointers: []}]\n",
+            "apps[0].ignore[0].pointers",
+            "at least one",
+        ),
+        (
+            "    ignore: [{pointers: [spec/replicas]}]\n",
+            "apps[0].ignore[0].pointers",
+            "start with '/'",
+        ),
+        (
+            "    ignore: [{pointers: [/a~2b]}]\n",
+            "apps[0].ignore[0].pointers",
+            "'~' must be followed",
+        ),
+        (
+            "    ignore: [{select: {knd: Pod}, pointers: [/x]}]\n",
+            "apps[0].ignore[0].select.knd",
+            "unknown field",
+        ),
+    ];
+    for (extra, want_key, want_message) in cases {
+        let text = minimal(extra);
+        let (line, key, message) = parse_error(&text);
+        // Every case adds one line (5) to the minimal file; the error must point into it.
+        assert_eq!(line, 5, "{extra}: line {line}: {message}");
+        assert!(
+            key.starts_with(want_key),
+            "{extra}: key {key}, want {want_key}"
+        );
+        assert!(message.contains(want_message), "{extra}: {message}");
+    }
+}
+
+#[test]
+fn invalid_names_and_urls() {
+    for name in ["Web", "-web", "web-", "we_b", "", &"a".repeat(64)] {
+        let text = format!("apps:\n  - name: \"{name}\"\n    source: {{url: https://x/y}}\n");
+        let (line, key, message) = parse_error(&text);
+        assert_eq!((line, key.as_str()), (2, "apps[0].name"), "{name}");
+        assert!(message.contains("invalid App name"), "{message}");
+    }
+    for url in ["ftp://x/y", "https://", "just-a-word", "host:"] {
+        let text = format!("apps:\n  - name: web\n    source: {{url: \"{url}\"}}\n");
+        let (line, key, message) = parse_error(&text);
+        assert_eq!((line, key.as_str()), (3, "apps[0].source.url"), "{url}");
+        assert!(message.contains("invalid url"), "{message}");
+    }
+    for url in [
+        "https://h/r",
+        "http://h/r",
+        "ssh://git@h/r",
+        "git://h/r",
+        "file:///srv/r",
+        "git@h:r.git",
+    ] {
+        let text = format!("apps:\n  - name: web\n    source: {{url: \"{url}\"}}\n");
+        assert!(load_str(&text).is_ok(), "{url}");
+    }
+}
+
+#[test]
+fn error_display_names_file_line_and_key() {
+    let err = load_str(&minimal("    drift: sideways\n")).unwrap_err();
+    let shown = err.to_string();
+    assert!(shown.starts_with("reckon.yaml:5:"), "{shown}");
+    assert!(shown.contains("apps[0].drift"), "{shown}");
+}
+
+#[test]
+fn duplicate_names_point_at_the_second() {
+    let text = "apps:\n  - name: web\n    source: {url: https://x/a}\n  - name: web\n    source: {url: https://x/b}\n";
+    let (line, key, message) = invalid_error(text);
+    assert_eq!((line, key.as_str()), (4, "apps[1].name"));
+    assert!(message.contains("first defined on line 2"), "{message}");
+}
+
+#[test]
+fn unknown_dependency_is_named() {
+    let text =
+        "apps:\n  - name: web\n    source: {url: https://x/a}\n    depends_on:\n      - db\n";
+    let (line, key, message) = invalid_error(text);
+    assert_eq!((line, key.as_str()), (5, "apps[0].depends_on[0]"));
+    assert!(message.contains("unknown App \"db\""), "{message}");
+}
+
+fn app_with_deps(name: &str, deps: &[&str]) -> String {
+    format!(
+        "  - name: {name}\n    source: {{url: https://x/{name}}}\n    depends_on: [{}]\n",
+        deps.join(", ")
+    )
+}
+
+#[test]
+fn dependency_cycles_are_named() {
+    let text = format!(
+        "apps:\n{}{}{}{}",
+        app_with_deps("a", &[]),
+        app_with_deps("b", &["c"]),
+        app_with_deps("c", &["d"]),
+        app_with_deps("d", &["a", "b"]),
+    );
+    match load_str(&text) {
+        Err(err @ ConfigError::DependencyCycle { .. }) => {
+            let ConfigError::DependencyCycle { line, cycle, .. } = &err else {
+                unreachable!()
+            };
+            assert_eq!(cycle, &["b", "c", "d", "b"]);
+            assert_eq!(*line, 5, "line of b's name");
+            assert!(err.to_string().contains("b -> c -> d -> b"), "{err}");
+        }
+        other => panic!("expected a cycle, got {other:?}"),
+    }
+    let text = format!("apps:\n{}", app_with_deps("self", &["self"]));
+    match load_str(&text) {
+        Err(ConfigError::DependencyCycle { cycle, .. }) => assert_eq!(cycle, ["self", "self"]),
+        other => panic!("expected a cycle, got {other:?}"),
+    }
+}
+
+#[test]
+fn sync_order_puts_dependencies_first_and_keeps_file_order_otherwise() {
+    let text = format!(
+        "apps:\n{}{}{}{}{}",
+        app_with_deps("web", &["db", "cache"]),
+        app_with_deps("db", &["net"]),
+        app_with_deps("cache", &[]),
+        app_with_deps("net", &[]),
+        app_with_deps("docs", &[]),
+    );
+    let config = load_str(&text).unwrap();
+    let order: Vec<&str> = config
+        .sync_order()
+        .iter()
+        .map(|a| a.name.as_str())
+        .collect();
+    assert_eq!(order, ["cache", "net", "db", "web", "docs"]);
+    for (i, app) in config.sync_order().iter().enumerate() {
+        for dep in &app.depends_on {
+            let at = order.iter().position(|n| n == dep).unwrap();
+            assert!(at < i, "{dep} must precede {}", app.name);
+        }
+    }
+}
+
+#[test]
+fn a_long_dependency_chain_neither_overflows_nor_false_positives() {
+    let mut text = String::from("apps:\n");
+    text.push_str(&app_with_deps("a0", &[]));
+    for i in 1..300 {
+        text.push_str(&app_with_deps(&format!("a{i}"), &[&format!("a{}", i - 1)]));
+    }
+    let config = load_str(&text).unwrap();
+    assert_eq!(config.sync_order().last().unwrap().name, "a299");
+}
+
+#[test]
+fn auth_must_fit_the_url_scheme() {
+    let text = "apps:\n  - name: web\n    source:\n      url: git@h:r.git\n      auth: {token: {env: T}}\n";
+    let (line, key, message) = invalid_error(text);
+    assert_eq!((line, key.as_str()), (4, "apps[0].source.auth"));
+    assert!(
+        message.contains("token auth needs an https://"),
+        "{message}"
+    );
+
+    let text = "apps:\n  - name: web\n    source:\n      url: https://h/r\n      auth: {ssh: {key_file: /k}}\n";
+    let (_, key, message) = invalid_error(text);
+    assert_eq!(key, "apps[0].source.auth");
+    assert!(message.contains("ssh auth needs an ssh://"), "{message}");
+
+    let text = "apps:\n  - name: web\n    source:\n      url: ssh://h/r\n      ca_file: /ca.pem\n";
+    let (_, key, _) = invalid_error(text);
+    assert_eq!(key, "apps[0].source.ca_file");
+}
+
+#[test]
+fn two_auth_methods_at_once_are_rejected() {
+    let (line, key, _) = parse_error(&minimal(
+        "      auth:\n        token: {env: T}\n        basic: {username: u, password: {env: P}}\n",
+    ));
+    assert!(key.starts_with("apps[0].source.auth"), "{key}");
+    assert!((5..=7).contains(&line), "{line}");
+}
+
+#[test]
+fn one_key_maps_say_which_keys_they_accept() {
+    for (extra, key, message) in [
+        (
+            "      ref: {branch: main, tag: v1}\n",
+            "apps[0].source.ref",
+            "ref needs exactly one of branch, tag, semver, commit",
+        ),
+        (
+            "      ref: {}\n",
+            "apps[0].source.ref",
+            "ref needs exactly one of",
+        ),
+        (
+            "      auth: {}\n",
+            "apps[0].source.auth",
+            "auth needs exactly one of token, basic, ssh",
+        ),
+        (
+            "      auth: {token: {env: A, file: /b}}\n",
+            "apps[0].source.auth.token",
+            "a secret reference needs exactly one of env, file",
+        ),
+    ] {
+        let (line, got_key, got_message) = parse_error(&minimal(extra));
+        assert_eq!(line, 5, "{extra}");
+        assert_eq!(got_key, key, "{extra}");
+        assert!(got_message.contains(message), "{extra}: {got_message}");
+    }
+}
+
+#[test]
+fn require_signatures_needs_signers() {
+    let (line, key, message) = invalid_error(&minimal("      signature: {mode: require}\n"));
+    assert_eq!((line, key.as_str()), (5, "apps[0].source.signature"));
+    assert!(message.contains("allowed_signers or keys"), "{message}");
+    let ok = load_str(&minimal("      signature: {mode: off}\n")).unwrap();
+    assert_eq!(ok.apps[0].source.signature.mode, SignatureMode::Off);
+}
+
+#[test]
+fn alias_bombs_are_rejected_by_the_budget() {
+    // The schema stops a nested-sequence bomb at its first element, so exercise the alias
+    // budget itself: more alias expansions than a configuration file can need.
+    let aliases = vec!["*s"; 1_001].join(", ");
+    let text =
+        minimal(&format!("    depends_on: [{aliases}]\n")).replace("name: web", "name: &s web");
+    let (line, _, message) = parse_error(&text);
+    assert!(message.contains("budget"), "{message}");
+    assert_eq!(line, 5);
+    // Within the budget, the same construction loads (and fails only on the self-dependency).
+    let aliases = ["*s"; 10].join(", ");
+    let text =
+        minimal(&format!("    depends_on: [{aliases}]\n")).replace("name: web", "name: &s web");
+    assert!(matches!(
+        load_str(&text),
+        Err(ConfigError::DependencyCycle { .. })
+    ));
+}
+
+#[test]
+fn several_documents_are_rejected() {
+    let (line, key, message) = parse_error("apps: []\n---\napps: []\n");
+    assert_eq!((line, key.as_str()), (2, "."), "{message}");
+}
+
+#[test]
+fn selector_matching() {
+    let any = Selector::default();
+    assert!(any.matches("", "Service", Some("ns"), "a"));
+    assert!(any.matches("rbac.authorization.k8s.io", "ClusterRole", None, "r"));
+    let core = Selector {
+        group: Some(String::new()),
+        ..Selector::default()
+    };
+    assert!(core.matches("", "ConfigMap", Some("ns"), "a"));
+    assert!(!core.matches("apps", "Deployment", Some("ns"), "a"));
+    let exact = Selector {
+        group: Some("apps".into()),
+        kind: Some("Deployment".into()),
+        namespace: Some("web".into()),
+        name: Some("front".into()),
+    };
+    assert!(exact.matches("apps", "Deployment", Some("web"), "front"));
+    assert!(!exact.matches("apps", "Deployment", Some("web"), "back"));
+    assert!(!exact.matches("apps", "Deployment", Some("other"), "front"));
+    assert!(!exact.matches("apps", "StatefulSet", Some("web"), "front"));
+    assert!(!exact.matches("apps", "Deployment", None, "front"));
+}
+
+#[test]
+fn load_reads_a_file_and_names_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("reckon.yaml");
+    std::fs::write(&path, minimal("    drift: nope\n")).unwrap();
+    let err = load(&path).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with(&format!("{}:5:", path.display())),
+        "{err}"
+    );
+    let missing = load(&dir.path().join("absent.yaml")).unwrap_err();
+    assert!(matches!(missing, ConfigError::Read { .. }), "{missing}");
+}
+
+#[test]
+fn oversized_files_are_rejected_without_reading_them_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("reckon.yaml");
+    let mut text = String::from("apps: []\n");
+    text.push_str(&"# padding\n".repeat(500_000));
+    std::fs::write(&path, &text).unwrap();
+    let err = load(&path).unwrap_err();
+    assert!(err.to_string().contains("larger than 4 MiB"), "{err}");
+    if Path::new("/dev/zero").exists() {
+        let err = load(Path::new("/dev/zero")).unwrap_err();
+        assert!(
+            matches!(err, ConfigError::Invalid { .. } | ConfigError::Read { .. }),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn the_shipped_example_loads() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/reckon.yaml");
+    let config = load(&path).unwrap();
+    assert!(config.apps.len() >= 2);
+}
+
+#[test]
+fn a_loaded_config_serialises_back_to_an_equal_config() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/reckon.yaml");
+    let config = load(&path).unwrap();
+    let text = serde_saphyr::to_string(&config).unwrap();
+    let again =
+        parse(&text, Path::new("round-trip.yaml")).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    assert_eq!(again, config);
+}

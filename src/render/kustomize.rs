@@ -1,0 +1,200 @@
+//! Owns running kustomize: writing a unit's files to a private temporary directory and running
+//! `kustomize build` (preferred when on PATH) or `kubectl kustomize` under a timeout.
+//!
+//! There is no Rust kustomize, so this shells out as Argo CD and Flux do. Network access is
+//! discouraged rather than prevented: the environment is cleared and proxies point at a closed
+//! port, which stops remote bases fetched over HTTP(S) and by git, and prompts are disabled.
+
+use super::{RenderError, SourceFile};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Bytes of stderr kept for the error message; kustomize's useful line is at the end.
+const STDERR_TAIL: usize = 4_000;
+
+/// The kustomize binary to run and the arguments before the directory.
+fn tool() -> Option<(PathBuf, Vec<&'static str>)> {
+    if let Some(path) = find_on_path("kustomize") {
+        return Some((path, vec!["build"]));
+    }
+    find_on_path("kubectl").map(|path| (path, vec!["kustomize"]))
+}
+
+fn find_on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+}
+
+/// Builds the kustomization in `dir` (source-relative, "" for the root) from `files` (all
+/// source files under `dir`, paths relative to the App root). Returns the YAML kustomize wrote.
+pub fn build(files: &[&SourceFile], dir: &str, timeout: Duration) -> Result<String, RenderError> {
+    let shown_dir = if dir.is_empty() { "." } else { dir };
+    let fail = |message: String| RenderError::Kustomize {
+        dir: shown_dir.to_string(),
+        message,
+    };
+    let temp = tempfile::tempdir().map_err(|source| RenderError::WriteTemp {
+        path: std::env::temp_dir(),
+        source,
+    })?;
+    // Paths were checked by the caller (relative, no `..`), so joins stay inside `temp`.
+    for (path, bytes) in files {
+        let target = temp.path().join(path);
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent).map_err(|source| RenderError::WriteTemp {
+                path: parent.to_path_buf(),
+                source,
+            })?;
+        }
+        std::fs::write(&target, bytes).map_err(|source| RenderError::WriteTemp {
+            path: target.clone(),
+            source,
+        })?;
+    }
+    let (program, args) = tool().ok_or_else(|| {
+        fail(
+            "neither `kustomize` nor `kubectl` is on PATH; install kubectl \
+             (https://kubernetes.io/docs/tasks/tools/) or kustomize"
+                .to_string(),
+        )
+    })?;
+    let build_dir = temp.path().join(dir);
+    run(&program, &args, &build_dir, temp.path(), timeout).map_err(fail)
+}
+
+fn run(
+    program: &Path,
+    args: &[&str],
+    dir: &Path,
+    home: &Path,
+    timeout: Duration,
+) -> Result<String, String> {
+    // A closed port on loopback: connections fail at once instead of hanging until timeout.
+    const NO_PROXY_TARGET: &str = "http://127.0.0.1:9";
+    let mut child = Command::new(program)
+        .args(args)
+        .arg(dir)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", home)
+        .env("HTTP_PROXY", NO_PROXY_TARGET)
+        .env("HTTPS_PROXY", NO_PROXY_TARGET)
+        .env("http_proxy", NO_PROXY_TARGET)
+        .env("https_proxy", NO_PROXY_TARGET)
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env("GIT_SSH_COMMAND", "false")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|err| format!("starting {}: {err}", program.display()))?;
+    // Drain both pipes on threads: a child blocked on a full pipe would never exit.
+    let mut stdout = child.stdout.take().expect("stdout is piped");
+    let mut stderr = child.stderr.take().expect("stderr is piped");
+    let out_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        stdout.read_to_end(&mut buf).map(|_| buf)
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        stderr.read_to_end(&mut buf).map(|_| buf)
+    });
+    let started = Instant::now();
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if started.elapsed() >= timeout => {
+                // Kill by the child's own handle (its pid), never by name.
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!(
+                    "timed out after {}",
+                    crate::config::duration::format(timeout)
+                ));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(err) => return Err(format!("waiting for {}: {err}", program.display())),
+        }
+    };
+    let stdout = out_reader
+        .join()
+        .map_err(|_| "stdout reader panicked".to_string())?
+        .map_err(|err| format!("reading output: {err}"))?;
+    let stderr = err_reader
+        .join()
+        .map_err(|_| "stderr reader panicked".to_string())?
+        .unwrap_or_default();
+    if !status.success() {
+        let text = String::from_utf8_lossy(&stderr);
+        let text = text.trim();
+        let start = text.len().saturating_sub(STDERR_TAIL);
+        let start = (start..=text.len())
+            .find(|&i| text.is_char_boundary(i))
+            .unwrap_or(text.len());
+        // Paths in messages refer to the private temp dir; show them source-relative.
+        let shown = text[start..].replace(&format!("{}/", home.display()), "");
+        return Err(format!("{status}: {shown}"));
+    }
+    String::from_utf8(stdout).map_err(|_| "output is not UTF-8".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hanging_tool_is_killed_at_the_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let started = Instant::now();
+        // `exec` so the killed process is the sleeper itself, not a shell that leaves it behind.
+        let err = run(
+            Path::new("/bin/sh"),
+            &["-c", "exec sleep 30"],
+            dir.path(),
+            dir.path(),
+            Duration::from_millis(300),
+        )
+        .unwrap_err();
+        assert!(err.contains("timed out after 300ms"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+
+    #[test]
+    fn a_failing_tool_reports_its_stderr_without_the_temp_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = format!(
+            "echo \"error: {}/base/x.yaml is bad\" >&2; exit 3",
+            dir.path().display()
+        );
+        let err = run(
+            Path::new("/bin/sh"),
+            &["-c", &script],
+            dir.path(),
+            dir.path(),
+            Duration::from_secs(10),
+        )
+        .unwrap_err();
+        assert!(err.contains("error: base/x.yaml is bad"), "{err}");
+        assert!(err.contains("exit status: 3"), "{err}");
+    }
+
+    #[test]
+    fn large_output_does_not_deadlock() {
+        let dir = tempfile::tempdir().unwrap();
+        // 1 MiB on stdout and 256 KiB on stderr, beyond any pipe buffer.
+        let script = "head -c 1048576 /dev/zero | tr '\\0' 'a'; head -c 262144 /dev/zero >&2";
+        let out = run(
+            Path::new("/bin/sh"),
+            &["-c", script],
+            dir.path(),
+            dir.path(),
+            Duration::from_secs(20),
+        )
+        .unwrap();
+        assert_eq!(out.len(), 1_048_576);
+    }
+}

@@ -1,0 +1,397 @@
+//! Tests of whole renders: directory walking, ordering, errors, kustomize (real binary).
+
+use super::*;
+use serde_json::json;
+
+fn options() -> RenderOptions {
+    RenderOptions {
+        app: "shop".to_string(),
+        secret_key: SecretKey::new([42; 32]),
+        kustomize_timeout: Duration::from_secs(60),
+    }
+}
+
+fn file(path: &str, text: &str) -> SourceFile {
+    (path.to_string(), text.as_bytes().to_vec())
+}
+
+fn config_map(name: &str) -> String {
+    format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  k: v\n")
+}
+
+fn names(set: &RenderedSet) -> Vec<String> {
+    set.objects.iter().map(|o| o.object.name.clone()).collect()
+}
+
+/// kustomize tests need `kustomize` or `kubectl` on PATH; a machine without either fails them
+/// with this hint unless RECKON_SKIP_KUSTOMIZE_TESTS is set.
+fn kustomize_available() -> bool {
+    if std::env::var_os("RECKON_SKIP_KUSTOMIZE_TESTS").is_some() {
+        return false;
+    }
+    let on_path = |name: &str| {
+        std::env::var_os("PATH")
+            .is_some_and(|p| std::env::split_paths(&p).any(|dir| dir.join(name).is_file()))
+    };
+    assert!(
+        on_path("kustomize") || on_path("kubectl"),
+        "kustomize tests need kubectl or kustomize on PATH (or set RECKON_SKIP_KUSTOMIZE_TESTS=1)"
+    );
+    true
+}
+
+#[test]
+fn walks_recursively_in_path_order_and_skips_non_manifests() {
+    let files = vec![
+        file("z.yaml", &config_map("z")),
+        file(
+            "apps/b.yml",
+            &format!("{}---\n{}", config_map("b1"), config_map("b2")),
+        ),
+        file(
+            "apps/a.json",
+            r#"{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}}"#,
+        ),
+        file("README.md", "# not a manifest: apiVersion: v1"),
+        file("script.sh", "echo hi"),
+        file(".github/workflows/ci.yaml", "on: push\njobs: {}\n"),
+        file("apps/.hidden.yaml", "garbage: ["),
+    ];
+    let set = render(&files, &options()).unwrap();
+    assert_eq!(names(&set), ["a", "b1", "b2", "z"]);
+    assert_eq!(
+        set.objects[2].origin,
+        Origin {
+            file: "apps/b.yml".into(),
+            document: 1
+        }
+    );
+}
+
+#[test]
+fn order_and_digest_do_not_depend_on_input_order() {
+    let files = vec![
+        file("a.yaml", &config_map("a")),
+        file("b/c.yaml", &config_map("c")),
+        file("b.yaml", &config_map("b")),
+    ];
+    let first = render(&files, &options()).unwrap();
+    let mut reversed = files.clone();
+    reversed.reverse();
+    let second = render(&reversed, &options()).unwrap();
+    assert_eq!(first, second);
+    // Byte order of paths: "b.yaml" sorts before "b/c.yaml" ('.' < '/').
+    assert_eq!(names(&first), ["a", "b", "c"]);
+    // The set digest ignores order, but not content.
+    let mut changed = files.clone();
+    changed[0] = file("a.yaml", &config_map("a").replace("k: v", "k: w"));
+    assert_ne!(render(&changed, &options()).unwrap().digest, first.digest);
+}
+
+#[test]
+fn objects_are_normalised_labelled_and_digested() {
+    let files = vec![file(
+        "svc.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n  namespace: shop\n  uid: x\nspec:\n  ports:\n  - port: 80\nstatus:\n  loadBalancer: {}\n",
+    )];
+    let set = render(&files, &options()).unwrap();
+    let object = &set.objects[0];
+    assert_eq!(
+        object.object,
+        ObjectRef::from_api_version("v1", "Service", Some("shop"), "web")
+    );
+    assert_eq!(
+        object.manifest,
+        json!({"apiVersion": "v1", "kind": "Service",
+               "metadata": {"name": "web", "namespace": "shop",
+                            "labels": {"app.kubernetes.io/managed-by": "reckon", "reckon.dev/app": "shop"}},
+               "spec": {"ports": [{"port": 80, "protocol": "TCP"}]}})
+    );
+    assert_eq!(
+        object.digest,
+        object_digest(&object.manifest, &options().secret_key)
+    );
+    assert_eq!(set.digest, set_digest([object.digest.as_str()]));
+}
+
+#[test]
+fn list_documents_are_expanded() {
+    let list = format!(
+        "apiVersion: v1\nkind: List\nitems:\n- {}\n- {}\n",
+        r#"{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "one"}}"#,
+        r#"{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "two"}}"#
+    );
+    let set = render(&[file("list.yaml", &list)], &options()).unwrap();
+    assert_eq!(names(&set), ["one", "two"]);
+}
+
+#[test]
+fn parse_errors_name_file_and_line() {
+    let files = vec![
+        file("ok.yaml", &config_map("ok")),
+        file(
+            "deploy/bad.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: [unclosed\n",
+        ),
+    ];
+    let err = render(&files, &options()).unwrap_err();
+    match &err {
+        RenderError::Parse { file, line, .. } => {
+            assert_eq!(file, "deploy/bad.yaml");
+            assert!((4..=5).contains(line), "{err}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(err.to_string().starts_with("deploy/bad.yaml:"), "{err}");
+}
+
+#[test]
+fn non_objects_name_file_and_document_index() {
+    let text = format!(
+        "{}---\nkind: ConfigMap\nmetadata:\n  name: x\n",
+        config_map("fine")
+    );
+    let err = render(&[file("a/b.yaml", &text)], &options()).unwrap_err();
+    match &err {
+        RenderError::NotAnObject {
+            file,
+            document,
+            reason,
+        } => {
+            assert_eq!((file.as_str(), *document), ("a/b.yaml", 1));
+            assert_eq!(reason, "missing apiVersion");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(err.to_string(), "a/b.yaml: document 1: missing apiVersion");
+}
+
+#[test]
+fn duplicates_name_both_files() {
+    let files = vec![
+        file("one.yaml", &config_map("same")),
+        file(
+            "two.yaml",
+            &format!("{}---\n{}", config_map("other"), config_map("same")),
+        ),
+    ];
+    let err = render(&files, &options()).unwrap_err();
+    match &err {
+        RenderError::Duplicate {
+            key,
+            first_file,
+            first_document,
+            second_file,
+            second_document,
+        } => {
+            assert_eq!(key.to_string(), "ConfigMap/same");
+            assert_eq!((first_file.as_str(), *first_document), ("one.yaml", 0));
+            assert_eq!((second_file.as_str(), *second_document), ("two.yaml", 1));
+        }
+        other => panic!("{other:?}"),
+    }
+    // Same name in another namespace or another kind is not a duplicate; another apiVersion is.
+    let ns = config_map("same").replace("name: same", "name: same\n  namespace: other");
+    let secret = config_map("same").replace("ConfigMap", "Secret");
+    assert!(
+        render(
+            &[
+                file("a.yaml", &config_map("same")),
+                file("b.yaml", &ns),
+                file("c.yaml", &secret)
+            ],
+            &options()
+        )
+        .is_ok()
+    );
+    let v2 = config_map("same").replace("apiVersion: v1", "apiVersion: v2");
+    assert!(matches!(
+        render(
+            &[file("a.yaml", &config_map("same")), file("b.yaml", &v2)],
+            &options()
+        ),
+        Err(RenderError::Duplicate { .. })
+    ));
+}
+
+#[test]
+fn unsafe_paths_are_rejected() {
+    for path in [
+        "../x.yaml",
+        "/etc/x.yaml",
+        "a/../../x.yaml",
+        "a//b.yaml",
+        "./a.yaml",
+        "",
+    ] {
+        let err = render(&[file(path, &config_map("a"))], &options()).unwrap_err();
+        assert!(
+            matches!(err, RenderError::UnsafePath { .. }),
+            "{path}: {err}"
+        );
+    }
+}
+
+#[test]
+fn an_empty_source_renders_an_empty_set() {
+    let set = render(&[file("README.md", "nothing")], &options()).unwrap();
+    assert!(set.objects.is_empty());
+    assert_eq!(set.digest, set_digest([]));
+}
+
+#[test]
+fn storable_form_of_a_rendered_set_hides_secret_values() {
+    let secret = "apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\nstringData:\n  password: correct-horse\ndata:\n  user: YWRtaW4=\n";
+    let files = vec![
+        file("cm.yaml", &config_map("c")),
+        file("secret.yaml", secret),
+    ];
+    let opts = options();
+    let set = render(&files, &opts).unwrap();
+    // The manifest to apply keeps the values (stringData folded into data).
+    assert_eq!(
+        set.objects[1].manifest["data"]["password"],
+        "Y29ycmVjdC1ob3JzZQ=="
+    );
+    let stored = storable(&set, &opts.secret_key);
+    let text = serde_json::to_string(&stored).unwrap();
+    for needle in ["correct-horse", "Y29ycmVjdC1ob3JzZQ", "YWRtaW4", "admin"] {
+        assert!(!text.contains(needle), "{needle} leaked: {text}");
+    }
+    assert_eq!(stored[0], set.objects[0].manifest);
+    // A different agent key gives a different Secret digest but the same ConfigMap digest.
+    let other = RenderOptions {
+        secret_key: SecretKey::new([1; 32]),
+        ..options()
+    };
+    let set2 = render(&files, &other).unwrap();
+    assert_eq!(set.objects[0].digest, set2.objects[0].digest);
+    assert_ne!(set.objects[1].digest, set2.objects[1].digest);
+}
+
+#[test]
+fn render_dir_reads_a_real_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("nested/deeper")).unwrap();
+    std::fs::write(dir.path().join("nested/deeper/c.yaml"), config_map("c")).unwrap();
+    std::fs::write(dir.path().join("a.yaml"), config_map("a")).unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "skip").unwrap();
+    let set = render_dir(dir.path(), &options()).unwrap();
+    assert_eq!(names(&set), ["a", "c"]);
+    assert_eq!(set.objects[1].origin.file, "nested/deeper/c.yaml");
+    let missing = render_dir(&dir.path().join("absent"), &options()).unwrap_err();
+    assert!(matches!(missing, RenderError::ReadDir { .. }), "{missing}");
+}
+
+const KUSTOMIZATION: &str = "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n";
+
+#[test]
+fn a_root_kustomization_is_built_with_kustomize() {
+    if !kustomize_available() {
+        return;
+    }
+    let files = vec![
+        file(
+            "kustomization.yaml",
+            &format!("{KUSTOMIZATION}namespace: shop\nnamePrefix: prod-\nresources:\n- base\n"),
+        ),
+        file(
+            "base/kustomization.yaml",
+            &format!("{KUSTOMIZATION}resources:\n- cm.yaml\n- svc.yaml\n"),
+        ),
+        file("base/cm.yaml", &config_map("settings")),
+        file(
+            "base/svc.yaml",
+            "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  ports:\n  - port: 80\n",
+        ),
+        // Not referenced by any kustomization: kustomize decides, so it must not appear.
+        file("base/unused.yaml", &config_map("unused")),
+    ];
+    let set = render(&files, &options()).unwrap();
+    let mut got: Vec<(String, Option<String>)> = set
+        .objects
+        .iter()
+        .map(|o| (o.object.name.clone(), o.object.namespace.clone()))
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("prod-settings".to_string(), Some("shop".to_string())),
+            ("prod-web".to_string(), Some("shop".to_string())),
+        ]
+    );
+    let svc = set
+        .objects
+        .iter()
+        .find(|o| o.object.kind == "Service")
+        .unwrap();
+    assert_eq!(svc.manifest["spec"]["ports"][0]["protocol"], "TCP");
+    assert_eq!(svc.manifest["metadata"]["labels"]["reckon.dev/app"], "shop");
+    assert_eq!(svc.origin.file, "kustomize build .");
+}
+
+#[test]
+fn a_kustomization_in_a_subdirectory_is_one_unit_beside_plain_files() {
+    if !kustomize_available() {
+        return;
+    }
+    let files = vec![
+        file("a-plain.yaml", &config_map("plain-a")),
+        file(
+            "k/kustomization.yml",
+            &format!("{KUSTOMIZATION}nameSuffix: -k\nresources:\n- cm.yaml\n"),
+        ),
+        file("k/cm.yaml", &config_map("inner")),
+        file("z-plain.yaml", &config_map("plain-z")),
+    ];
+    let set = render(&files, &options()).unwrap();
+    assert_eq!(names(&set), ["plain-a", "inner-k", "plain-z"]);
+}
+
+#[test]
+fn kustomize_failures_name_the_directory_and_cause() {
+    if !kustomize_available() {
+        return;
+    }
+    let files = vec![file(
+        "app/kustomization.yaml",
+        &format!("{KUSTOMIZATION}resources:\n- missing.yaml\n"),
+    )];
+    let err = render(&files, &options()).unwrap_err();
+    match &err {
+        RenderError::Kustomize { dir, message } => {
+            assert_eq!(dir, "app");
+            assert!(message.contains("missing.yaml"), "{message}");
+            assert!(!message.contains("/tmp/"), "temp path leaked: {message}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn kustomize_cannot_fetch_remote_bases() {
+    if !kustomize_available() {
+        return;
+    }
+    let files = vec![file(
+        "kustomization.yaml",
+        &format!(
+            "{KUSTOMIZATION}resources:\n- https://github.com/kubernetes-sigs/kustomize//examples/helloWorld?ref=v3.3.1\n"
+        ),
+    )];
+    let started = std::time::Instant::now();
+    let err = render(
+        &files,
+        &RenderOptions {
+            kustomize_timeout: Duration::from_secs(30),
+            ..options()
+        },
+    )
+    .unwrap_err();
+    assert!(matches!(err, RenderError::Kustomize { .. }), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "should fail fast, not time out"
+    );
+}
