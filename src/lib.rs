@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod cluster;
+pub mod source;
 pub mod telemetry;
 pub mod tls;
 pub mod version;
