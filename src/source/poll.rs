@@ -54,8 +54,16 @@ pub async fn run(
     results: mpsc::Sender<PollResult>,
 ) {
     let mut triggers_open = true;
+    // The first fetch runs at once: a starting agent should not wait a whole interval to learn
+    // where its sources are.
+    let mut first = true;
     loop {
-        let delay = schedule.next_delay(&mut rand::rng());
+        let delay = if first {
+            Duration::ZERO
+        } else {
+            schedule.next_delay(&mut rand::rng())
+        };
+        first = false;
         let trigger = tokio::select! {
             _ = tokio::time::sleep(delay) => Trigger::Timer,
             t = triggers.recv(), if triggers_open => match t {
@@ -78,6 +86,25 @@ pub async fn run(
             .await;
         if sent.is_err() {
             return;
+        }
+    }
+}
+
+/// Routes webhook triggers to each source's poller by id, until the webhook side closes. Unknown
+/// ids are logged and skipped; a full poller queue already holds a pending fetch, so the trigger
+/// is dropped.
+pub async fn dispatch(
+    mut incoming: mpsc::Receiver<super::webhook::WebhookTrigger>,
+    pollers: std::collections::HashMap<SourceId, mpsc::Sender<Trigger>>,
+) {
+    while let Some(t) = incoming.recv().await {
+        match pollers.get(&t.source) {
+            Some(tx) => {
+                if let Err(e) = tx.try_send(t.trigger) {
+                    tracing::debug!(source = %t.source, error = %e, "trigger not queued");
+                }
+            }
+            None => tracing::warn!(source = %t.source, "trigger for an unknown source"),
         }
     }
 }

@@ -90,12 +90,33 @@ pub struct GpgKey {
     pub fingerprint: String,
     /// The ASCII-armoured public key, for a verifier's keyring.
     pub public_armored: String,
+    _agent: std::sync::Arc<GpgAgentGuard>,
+}
+
+/// gpg starts a `gpg-agent` daemon per GNUPGHOME on first use of a secret key; the harness stops
+/// it (via gpgconf, which signals the agent's own pid) when the last copy of the key drops.
+#[derive(Debug)]
+struct GpgAgentGuard {
+    home: PathBuf,
+}
+
+impl Drop for GpgAgentGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("gpgconf")
+            .env("GNUPGHOME", &self.home)
+            .args(["--kill", "all"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
 }
 
 impl GpgKey {
     /// Generates an ed25519 signing key without passphrase for `name <email>` in `home`.
     pub fn generate(home: &Path, name: &str, email: &str) -> Result<Self> {
         require_binary("gpg", GPG_HINT)?;
+        let _agent = GpgAgentGuard { home: home.into() };
         std::fs::create_dir_all(home).map_err(io_err(home))?;
         set_mode_700(home)?;
         let gpg = |args: &[&str]| {
@@ -130,6 +151,7 @@ impl GpgKey {
             home: home.into(),
             fingerprint,
             public_armored: String::from_utf8_lossy(&public).into_owned(),
+            _agent: std::sync::Arc::new(GpgAgentGuard { home: home.into() }),
         })
     }
 }
