@@ -7,6 +7,7 @@
 pub mod daemon;
 pub mod http;
 pub mod process;
+pub mod proxy;
 pub mod repo;
 pub mod ssh;
 
@@ -14,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 pub use daemon::GitDaemon;
 pub use http::{HttpAuth, HttpGitServer, HttpOptions, TestCa};
+pub use proxy::HttpProxy;
 pub use repo::{CommitBuilder, Fixture, GpgKey, Person, SshKey};
 pub use ssh::SshServer;
 
