@@ -87,7 +87,12 @@ impl Access {
     /// host key or public key is told apart from an unreachable host: gix does not surface ssh's
     /// stderr in its errors.
     pub(crate) fn ssh_command(&self, log: &Path) -> String {
-        let mut cmd = String::from("ssh -o BatchMode=yes -o StrictHostKeyChecking=yes");
+        // ConnectTimeout: a remote that drops packets must fail the fetch in bounded time, not
+        // after the kernel's TCP timeout; ServerAlive* does the same for a connection that stalls.
+        let mut cmd = String::from(
+            "ssh -o BatchMode=yes -o StrictHostKeyChecking=yes -o ConnectTimeout=20 \
+             -o ServerAliveInterval=15 -o ServerAliveCountMax=4",
+        );
         if let Some(ssh) = &self.ssh {
             // The agent's ssh behaviour must not depend on whatever ~/.ssh/config says.
             cmd.insert_str(3, " -F /dev/null");
@@ -176,14 +181,15 @@ mod tests {
         let cmd = access.ssh_command(Path::new("/tmp/log"));
         assert_eq!(
             cmd,
-            "ssh -F /dev/null -o BatchMode=yes -o StrictHostKeyChecking=yes \
-             -o UserKnownHostsFile='/k/known_hosts' -o GlobalKnownHostsFile=/dev/null \
+            "ssh -F /dev/null -o BatchMode=yes -o StrictHostKeyChecking=yes -o ConnectTimeout=20 \
+             -o ServerAliveInterval=15 -o ServerAliveCountMax=4 -o UserKnownHostsFile='/k/known_hosts' -o GlobalKnownHostsFile=/dev/null \
              -i '/k/it'\\''s key' -o IdentitiesOnly=yes -o 'Port=2222' -E '/tmp/log'"
         );
         let default = Access::default().ssh_command(Path::new("/l"));
         assert_eq!(
             default,
-            "ssh -o BatchMode=yes -o StrictHostKeyChecking=yes -E '/l'"
+            "ssh -o BatchMode=yes -o StrictHostKeyChecking=yes -o ConnectTimeout=20 \
+             -o ServerAliveInterval=15 -o ServerAliveCountMax=4 -E '/l'"
         );
     }
 

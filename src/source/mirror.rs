@@ -6,9 +6,10 @@
 //! `HEAD` points at the remote's default branch. Objects of rewritten history stay (no gc), so the
 //! previous head of a force-pushed branch can still be compared against.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use gix::bstr::ByteSlice;
 use sha2::Digest;
@@ -60,10 +61,24 @@ enum AttemptError {
     Corrupt(String),
 }
 
+/// One lock per mirror directory in this process: two Apps on the same remote share a mirror, and
+/// a fetch that prunes refs or wipes a corrupt mirror must not run under another's feet.
+pub(crate) fn lock_for(dir: &Path) -> Arc<Mutex<()>> {
+    static LOCKS: OnceLock<Mutex<HashMap<PathBuf, Arc<Mutex<()>>>>> = OnceLock::new();
+    let mut locks = LOCKS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    locks.entry(dir.to_path_buf()).or_default().clone()
+}
+
 pub(crate) fn fetch(
     src: &GitSource,
     previous_head: Option<&str>,
 ) -> Result<FetchOutcome, SourceError> {
+    let lock = lock_for(&src.cache_dir);
+    // A panic in another fetch leaves no half-state the next fetch cannot handle: ignore poison.
+    let _guard = lock.lock().unwrap_or_else(|p| p.into_inner());
     match attempt(src, previous_head) {
         Ok(outcome) => Ok(outcome),
         Err(AttemptError::Final(e)) => Err(e),
@@ -139,9 +154,11 @@ fn attempt(src: &GitSource, previous_head: Option<&str>) -> Result<FetchOutcome,
         Err(detail) => {
             let ssh = std::fs::read_to_string(&ssh_log).unwrap_or_default();
             let err = classify(url, &detail, &ssh);
-            // An unexplained failure against an existing mirror may be the mirror's fault.
+            // A failure that names the mirror's own data (packs, objects, refs, lock files left by
+            // a killed fetch) is the mirror's fault: worth one fresh clone. Anything else is
+            // reported as is, and the mirror kept for the next try.
             return Err(match err {
-                SourceError::Fetch { detail, .. } if existed => {
+                SourceError::Fetch { detail, .. } if existed && looks_local(&detail) => {
                     AttemptError::Corrupt(format!("fetch failed: {detail}"))
                 }
                 other => final_err(other),
@@ -385,6 +402,25 @@ fn check_readable(repo: &gix::Repository, head: gix::ObjectId) -> Result<(), Str
     repo.find_tree(tree)
         .map_err(|e| format!("tree {tree} of {head} unreadable: {}", chain(&e)))?;
     Ok(())
+}
+
+fn looks_local(detail: &str) -> bool {
+    let d = detail.to_lowercase();
+    [
+        "pack",
+        "object",
+        "corrupt",
+        "checksum",
+        "decompress",
+        "index",
+        "loose",
+        "packed-refs",
+        "reference",
+        ".lock",
+        "lock file",
+    ]
+    .iter()
+    .any(|n| d.contains(n))
 }
 
 /// Maps a failed fetch to a reason, using gix's error chain and ssh's own log. The substrings are
