@@ -2,8 +2,8 @@
 //! the steady-state poll (nothing new) and a fetch of one new commit, median milliseconds.
 //!
 //! A repository of RECKON_BENCH_COMMITS commits (default 10,000) and RECKON_BENCH_FILES files
-//! (default 5,000) is generated with git fast-import and served over file:// and git:// (git
-//! daemon). Each iteration of "one new commit" pushes a commit (untimed), then times reckon's
+//! (default 5,000) is generated with git fast-import and served over file://, git:// (git
+//! daemon) and ssh:// (sshd, same key and pinned known_hosts for both sides). Each iteration of "one new commit" pushes a commit (untimed), then times reckon's
 //! fetch (including resolving the ref and describing the new commit with its changed paths) and
 //! `git fetch` into a separate bare clone configured with the same refspecs and pruning.
 //! RECKON_BENCH_ITERS (default 15) iterations per cell.
@@ -11,8 +11,8 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use reckon::source::{GitSource, RefSelector, SourceSpec};
-use reckon_testenv::git::{Fixture, GitDaemon};
+use reckon::source::{Access, GitSource, RefSelector, SourceSpec, SshAccess};
+use reckon_testenv::git::{Fixture, GitDaemon, SshServer};
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -32,9 +32,10 @@ fn median(mut v: Vec<Duration>) -> f64 {
     mid.as_secs_f64() * 1000.0
 }
 
-fn git(dir: &std::path::Path, args: &[&str]) {
+fn git(dir: &std::path::Path, ssh: &str, args: &[&str]) {
     let out = Command::new("git")
         .current_dir(dir)
+        .env("GIT_SSH_COMMAND", ssh)
         .env("GIT_CONFIG_NOSYSTEM", "1")
         .env("GIT_CONFIG_GLOBAL", "/dev/null")
         .args(args)
@@ -72,11 +73,20 @@ fn main() {
     f.push().expect("push");
     eprintln!("generated in {:.1}s", t.elapsed().as_secs_f64());
     let daemon = GitDaemon::start(&f.served_root()).expect("git daemon");
+    let sshd = SshServer::start().expect("sshd");
+    let known_hosts = sshd.known_hosts_path();
 
     let mut rows = Vec::new();
     let mut clones = Vec::new();
-    for url in [f.file_url(), daemon.url(f.name())] {
+    let remotes = [
+        f.file_url(),
+        daemon.url(f.name()),
+        sshd.url(&f.served_path()),
+    ];
+    for url in remotes {
         let scheme = url.split("://").next().unwrap_or("?").to_string();
+        // Same ssh options for both sides (key, pinned known_hosts); unused by other schemes.
+        let ssh_cmd = sshd.ssh_command(&known_hosts);
         let cache = tempfile::tempdir().expect("tmp");
         let source = GitSource::new(
             SourceSpec {
@@ -85,7 +95,14 @@ fn main() {
                 reference: RefSelector::Branch("main".into()),
                 // One changed path in ten falls under it: the diff must still prune the rest.
                 path: "f".into(),
-                access: Default::default(),
+                access: Access {
+                    ssh: Some(SshAccess {
+                        private_key: Some(sshd.client_key().into()),
+                        known_hosts: Some(known_hosts.clone()),
+                        options: Vec::new(),
+                    }),
+                    ..Default::default()
+                },
                 signatures: Default::default(),
             },
             cache.path(),
@@ -96,6 +113,7 @@ fn main() {
         let git_clone_t = timed(|| {
             git(
                 cache.path(),
+                &ssh_cmd,
                 &[
                     "clone",
                     "--quiet",
@@ -106,6 +124,7 @@ fn main() {
             );
             git(
                 &git_clone,
+                &ssh_cmd,
                 &[
                     "config",
                     "remote.origin.fetch",
@@ -114,6 +133,7 @@ fn main() {
             );
             git(
                 &git_clone,
+                &ssh_cmd,
                 &[
                     "config",
                     "--add",
@@ -121,7 +141,11 @@ fn main() {
                     "+refs/tags/*:refs/tags/*",
                 ],
             );
-            git(&git_clone, &["config", "remote.origin.prune", "true"]);
+            git(
+                &git_clone,
+                &ssh_cmd,
+                &["config", "remote.origin.prune", "true"],
+            );
         });
         clones.push((scheme.clone(), reckon_clone, git_clone_t));
 
@@ -131,7 +155,9 @@ fn main() {
                 let o = source.fetch(Some(&head)).expect("poll");
                 assert!(o.new_commits.is_empty());
             }));
-            g.push(timed(|| git(&git_clone, &["fetch", "--quiet", "origin"])));
+            g.push(timed(|| {
+                git(&git_clone, &ssh_cmd, &["fetch", "--quiet", "origin"])
+            }));
         }
         rows.push(Row {
             remote: scheme.clone(),
@@ -158,7 +184,9 @@ fn main() {
                 assert_eq!(o.new_commits[0].changed_paths.len(), 1);
                 head = o.head;
             }));
-            g.push(timed(|| git(&git_clone, &["fetch", "--quiet", "origin"])));
+            g.push(timed(|| {
+                git(&git_clone, &ssh_cmd, &["fetch", "--quiet", "origin"])
+            }));
         }
         rows.push(Row {
             remote: scheme,
