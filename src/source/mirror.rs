@@ -222,10 +222,7 @@ fn attempt(src: &GitSource, previous_head: Option<&str>) -> Result<FetchOutcome,
 }
 
 fn open_or_init(dir: &Path, overrides: &[String]) -> Result<gix::Repository, String> {
-    let open = gix::open::Options::default()
-        .config_overrides(overrides.iter().map(String::as_str))
-        // The mirror is ours; never let a foreign config in it run programs.
-        .strict_config(false);
+    let open = gix::open::Options::default().config_overrides(overrides.iter().map(String::as_str));
     if dir.join("HEAD").exists() {
         let repo = gix::open_opts(dir, open).map_err(|e| chain(&e))?;
         if !repo.is_bare() {

@@ -7,6 +7,12 @@
 //! the App's last good revision when a fetch fails. gix is blocking; [`GitSource::fetch_async`] runs
 //! it on tokio's blocking pool.
 //!
+//! Mapping onto events (the integration step): each [`ObservedCommit`] in
+//! [`FetchOutcome::new_commits`] is one CommitObserved; [`FetchOutcome::history_rewritten`] is a
+//! HistoryRewritten; [`FetchOutcome::cache_recovered`] is worth recording (the mirror was removed
+//! and cloned again, and why); [`DeployDecision::Blocked`] is the signature policy refusing a head;
+//! a [`SourceError`] is a SourceFetchFailed with [`SourceError::reason`] as its reason.
+//!
 //! Layout: [`access`] (credentials, CA bundle, ssh command), [`mirror`] (clone/fetch into the cache,
 //! corruption recovery), [`refs`] (ref selection), [`history`] (new commits, rewrites, changed
 //! paths), [`tree`] (files at a revision), [`signature`] (SSH/GPG verification), [`poll`] (interval
@@ -45,7 +51,7 @@ pub struct SourceSpec {
 }
 
 /// A commit author or committer exactly as recorded in the commit.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Person {
     pub name: String,
     pub email: String,
@@ -64,7 +70,7 @@ impl Person {
 }
 
 /// One observed commit: the payload of a CommitObserved event.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ObservedCommit {
     pub sha: String,
     pub parents: Vec<String>,
@@ -79,7 +85,7 @@ pub struct ObservedCommit {
 }
 
 /// The old head is no longer an ancestor of the new one: someone rewrote history (force-push).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct HistoryRewrite {
     pub old_head: String,
     pub new_head: String,
@@ -88,7 +94,7 @@ pub struct HistoryRewrite {
 }
 
 /// Whether the resolved head may be deployed under the source's signature policy.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum DeployDecision {
     Deploy {
         sha: String,
@@ -101,7 +107,7 @@ pub enum DeployDecision {
 }
 
 /// What one fetch observed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FetchOutcome {
     /// The full ref name the selector resolved to (`refs/heads/main`, `refs/tags/v1.2.0`), or the
     /// SHA itself for an exact-commit selector.
@@ -218,5 +224,16 @@ impl GitSource {
     /// The files under the source's path at `sha`, relative to that path, sorted. Blocking.
     pub fn read_tree(&self, sha: &str) -> Result<Vec<(String, Vec<u8>)>, SourceError> {
         tree::read_tree(&self.cache_dir, sha, &self.spec.path)
+    }
+
+    /// [`Self::read_tree`] on tokio's blocking pool.
+    pub async fn read_tree_async(
+        &self,
+        sha: String,
+    ) -> Result<Vec<(String, Vec<u8>)>, SourceError> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.read_tree(&sha))
+            .await
+            .map_err(|e| SourceError::Task(e.to_string()))?
     }
 }

@@ -33,7 +33,7 @@ pub struct SignaturePolicy {
     pub gpg_public_keys: Vec<PathBuf>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum SignatureFormat {
     Ssh,
     Gpg,
@@ -42,7 +42,7 @@ pub enum SignatureFormat {
 }
 
 /// The result recorded on each commit event.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum SignatureStatus {
     /// Policy `off`.
     NotChecked,
