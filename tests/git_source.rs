@@ -620,3 +620,27 @@ fn walk(dir: &std::path::Path) -> Result<Vec<std::path::PathBuf>> {
     }
     Ok(out)
 }
+
+#[test]
+fn a_burst_larger_than_the_cap_reports_the_newest_commits_and_says_so() -> Result<()> {
+    let env = Env::new()?;
+    let f = &env.fixture;
+    let src = env
+        .source(spec(&f.file_url(), RefSelector::DefaultBranch, ""))
+        .with_options(reckon::source::mirror::FetchOptions { max_new_commits: 2 });
+    let first = src.fetch(None)?;
+    let mut made = Vec::new();
+    for i in 0..5 {
+        made.push(
+            f.commit(&format!("c{i}"))
+                .write("n.txt", format!("{i}"))
+                .create()?,
+        );
+    }
+    f.push()?;
+    let out = src.fetch(Some(&first.head))?;
+    assert!(out.new_commits_truncated);
+    let shas: Vec<&str> = out.new_commits.iter().map(|c| c.sha.as_str()).collect();
+    assert_eq!(shas, vec![made[3].as_str(), made[4].as_str()]);
+    Ok(())
+}

@@ -323,3 +323,51 @@ async fn a_signed_github_push_makes_the_poller_fetch_at_once() -> Result<()> {
     assert_eq!(o.new_commits.len(), 1);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_failed_poll_keeps_the_last_good_head_and_the_next_success_reports_everything_since()
+-> Result<()> {
+    reckon::tls::install_crypto_provider();
+    let f = Fixture::new()?;
+    let one = f.commit("one").write("a", "1").create()?;
+    f.push()?;
+    let cache = tempfile::tempdir()?;
+    let spec = SourceSpec {
+        id: "app".into(),
+        url: f.file_url(),
+        reference: RefSelector::DefaultBranch,
+        path: String::new(),
+        access: Default::default(),
+        signatures: Default::default(),
+    };
+    let source = GitSource::new(spec, cache.path());
+    let (trigger_tx, trigger_rx) = mpsc::channel(4);
+    let (result_tx, mut results) = mpsc::channel(4);
+    let schedule = PollSchedule {
+        interval: Duration::from_secs(3600),
+        jitter: 0.0,
+    };
+    tokio::spawn(poll::run(source, schedule, None, trigger_rx, result_tx));
+    assert_eq!(next(&mut results).await.result?.head, one);
+
+    // The remote disappears: the poll fails with a reason.
+    let served = f.served_path();
+    let hidden = f.root().join("hidden.git");
+    std::fs::rename(&served, &hidden)?;
+    trigger_tx.send(Trigger::Manual).await?;
+    let failed = next(&mut results).await;
+    let err = failed.result.expect_err("the remote is gone");
+    assert_eq!(err.reason(), "Unreachable", "{err}");
+
+    // It comes back with two new commits: both are reported, counted from the last good head.
+    std::fs::rename(&hidden, &served)?;
+    let two = f.commit("two").write("a", "2").create()?;
+    let three = f.commit("three").write("a", "3").create()?;
+    f.push()?;
+    trigger_tx.send(Trigger::Manual).await?;
+    let ok = next(&mut results).await.result?;
+    assert_eq!(ok.previous_head.as_deref(), Some(one.as_str()));
+    let shas: Vec<&str> = ok.new_commits.iter().map(|c| c.sha.as_str()).collect();
+    assert_eq!(shas, vec![two.as_str(), three.as_str()]);
+    Ok(())
+}
