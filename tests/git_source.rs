@@ -644,3 +644,21 @@ fn a_burst_larger_than_the_cap_reports_the_newest_commits_and_says_so() -> Resul
     assert_eq!(shas, vec![made[3].as_str(), made[4].as_str()]);
     Ok(())
 }
+
+#[test]
+fn an_empty_remote_has_no_default_branch_yet() -> Result<()> {
+    reckon::tls::install_crypto_provider();
+    let f = Fixture::new()?;
+    let cache = tempfile::tempdir()?;
+    let src = GitSource::new(
+        spec(&f.file_url(), RefSelector::DefaultBranch, ""),
+        cache.path(),
+    );
+    let err = src.fetch(None).unwrap_err();
+    assert!(matches!(err, SourceError::MissingRef { .. }), "{err}");
+    // The first push makes it followable, with the same cache.
+    let sha = f.commit("first").write("a", "a").create()?;
+    f.push()?;
+    assert_eq!(src.fetch(None)?.head, sha);
+    Ok(())
+}
