@@ -56,6 +56,8 @@ pub enum Error {
     },
     #[error("TLS setup: {0}")]
     Tls(String),
+    #[error("unexpected output from {command}: {detail}")]
+    UnexpectedOutput { command: String, detail: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -145,7 +145,10 @@ impl GpgKey {
             .find(|l| l.starts_with("fpr:"))
             .and_then(|l| l.split(':').nth(9))
             .map(str::to_string)
-            .ok_or_else(|| Error::Tls(format!("no fingerprint in gpg listing: {listing}")))?;
+            .ok_or_else(|| Error::UnexpectedOutput {
+                command: "gpg --list-secret-keys".into(),
+                detail: format!("no fingerprint in: {listing}"),
+            })?;
         let public = run(&mut gpg(&["--armor", "--export", &fingerprint]))?;
         Ok(Self {
             home: home.into(),
