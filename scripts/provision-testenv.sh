@@ -29,8 +29,10 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
 }
 
-# Git servers (git daemon, http-backend ship with git), sshd for ssh://, openssl for TLS certs.
-apt_install git openssh-server openssh-client openssl ca-certificates curl gnupg
+# Git servers (git daemon, http-backend ship with git), sshd for ssh://, openssl for TLS certs,
+# curl for readiness probes, gpg (+ gpg-agent, which signing needs) for GPG-signed fixtures and
+# signature verification.
+apt_install git openssh-server openssh-client openssl ca-certificates curl gpg gpg-agent
 
 if ! command -v kubectl >/dev/null; then
   log "WARNING: kubectl not found; tests that shell out to it will fail."

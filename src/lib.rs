@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod config;
 pub mod plan;
 pub mod render;
+pub mod source;
 pub mod telemetry;
 pub mod tls;
 pub mod version;

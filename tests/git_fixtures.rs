@@ -111,3 +111,35 @@ fn generated_history_has_the_requested_shape() -> Result<()> {
     assert_eq!(f.git(["ls-files"])?.lines().count(), 20);
     Ok(())
 }
+
+fn alive(pid: u32) -> bool {
+    // A killed-and-reaped process has no /proc entry; a zombie would show state Z.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| !s.contains(") Z "))
+        .unwrap_or(false)
+}
+
+#[test]
+fn servers_are_stopped_by_pid_on_drop_and_on_panic() -> Result<()> {
+    let f = Fixture::new()?;
+    let daemon = reckon_testenv::git::GitDaemon::start(&f.served_root())?;
+    let sshd = reckon_testenv::git::SshServer::start()?;
+    let (dpid, spid) = (daemon.pid(), sshd.pid());
+    assert!(alive(dpid) && alive(spid));
+    drop(daemon);
+    drop(sshd);
+    assert!(!alive(dpid), "git daemon {dpid} still running");
+    assert!(!alive(spid), "sshd {spid} still running");
+
+    let root = f.served_root();
+    let pid = std::sync::Mutex::new(0);
+    let panicked = std::panic::catch_unwind(|| {
+        let daemon = reckon_testenv::git::GitDaemon::start(&root).unwrap();
+        *pid.lock().unwrap() = daemon.pid();
+        panic!("test failure while a server runs");
+    });
+    assert!(panicked.is_err());
+    let pid = *pid.lock().unwrap();
+    assert!(pid != 0 && !alive(pid), "git daemon {pid} survived a panic");
+    Ok(())
+}

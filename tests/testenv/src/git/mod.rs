@@ -7,6 +7,7 @@
 pub mod daemon;
 pub mod http;
 pub mod process;
+pub mod proxy;
 pub mod repo;
 pub mod ssh;
 
@@ -14,6 +15,7 @@ use std::path::{Path, PathBuf};
 
 pub use daemon::GitDaemon;
 pub use http::{HttpAuth, HttpGitServer, HttpOptions, TestCa};
+pub use proxy::HttpProxy;
 pub use repo::{CommitBuilder, Fixture, GpgKey, Person, SshKey};
 pub use ssh::SshServer;
 
@@ -54,6 +56,8 @@ pub enum Error {
     },
     #[error("TLS setup: {0}")]
     Tls(String),
+    #[error("unexpected output from {command}: {detail}")]
+    UnexpectedOutput { command: String, detail: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -90,12 +90,33 @@ pub struct GpgKey {
     pub fingerprint: String,
     /// The ASCII-armoured public key, for a verifier's keyring.
     pub public_armored: String,
+    _agent: std::sync::Arc<GpgAgentGuard>,
+}
+
+/// gpg starts a `gpg-agent` daemon per GNUPGHOME on first use of a secret key; the harness stops
+/// it (via gpgconf, which signals the agent's own pid) when the last copy of the key drops.
+#[derive(Debug)]
+struct GpgAgentGuard {
+    home: PathBuf,
+}
+
+impl Drop for GpgAgentGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("gpgconf")
+            .env("GNUPGHOME", &self.home)
+            .args(["--kill", "all"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
 }
 
 impl GpgKey {
     /// Generates an ed25519 signing key without passphrase for `name <email>` in `home`.
     pub fn generate(home: &Path, name: &str, email: &str) -> Result<Self> {
         require_binary("gpg", GPG_HINT)?;
+        let _agent = GpgAgentGuard { home: home.into() };
         std::fs::create_dir_all(home).map_err(io_err(home))?;
         set_mode_700(home)?;
         let gpg = |args: &[&str]| {
@@ -124,12 +145,16 @@ impl GpgKey {
             .find(|l| l.starts_with("fpr:"))
             .and_then(|l| l.split(':').nth(9))
             .map(str::to_string)
-            .ok_or_else(|| Error::Tls(format!("no fingerprint in gpg listing: {listing}")))?;
+            .ok_or_else(|| Error::UnexpectedOutput {
+                command: "gpg --list-secret-keys".into(),
+                detail: format!("no fingerprint in: {listing}"),
+            })?;
         let public = run(&mut gpg(&["--armor", "--export", &fingerprint]))?;
         Ok(Self {
             home: home.into(),
             fingerprint,
             public_armored: String::from_utf8_lossy(&public).into_owned(),
+            _agent: std::sync::Arc::new(GpgAgentGuard { home: home.into() }),
         })
     }
 }

@@ -1,0 +1,505 @@
+//! Owns the cache: one bare mirror per remote URL under the cache root, brought up to date by
+//! fetching every branch and tag (the first fetch into an empty mirror is the clone), pruned of refs
+//! the remote deleted, checked for readability, and removed and cloned again when corrupt.
+//!
+//! Invariants: after a successful fetch, `refs/heads/*` and `refs/tags/*` equal the remote's, and
+//! `HEAD` points at the remote's default branch. Objects of rewritten history stay (no gc), so the
+//! previous head of a force-pushed branch can still be compared against.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use gix::bstr::ByteSlice;
+use sha2::Digest;
+
+use super::{DeployDecision, FetchOutcome, GitSource, SourceError, history, refs, signature};
+
+/// Tunables for one fetch.
+#[derive(Debug, Clone)]
+pub struct FetchOptions {
+    /// At most this many new commits are reported per fetch (the newest ones); a push of a huge
+    /// imported history must not produce an unbounded event batch.
+    pub max_new_commits: usize,
+}
+
+impl Default for FetchOptions {
+    fn default() -> Self {
+        Self {
+            max_new_commits: 1000,
+        }
+    }
+}
+
+/// `<root>/<last URL segment>-<16 hex of sha256(url)>`: stable per URL, readable, and two URLs
+/// never share a mirror.
+pub fn cache_dir_for(root: &Path, url: &str) -> PathBuf {
+    let digest = sha2::Sha256::digest(url.as_bytes());
+    let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    let tail: String = url
+        .trim_end_matches('/')
+        .rsplit(['/', ':'])
+        .next()
+        .unwrap_or("repo")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(40)
+        .collect();
+    root.join(format!("{tail}-{hex}"))
+}
+
+/// Why one attempt failed: either for good, or because the cache looks corrupt (worth one reclone).
+enum AttemptError {
+    Final(SourceError),
+    Corrupt(String),
+}
+
+/// One lock per mirror directory in this process: two Apps on the same remote share a mirror, and
+/// a fetch that prunes refs or wipes a corrupt mirror must not run under another's feet.
+pub(crate) fn lock_for(dir: &Path) -> Arc<Mutex<()>> {
+    static LOCKS: OnceLock<Mutex<HashMap<PathBuf, Arc<Mutex<()>>>>> = OnceLock::new();
+    let mut locks = LOCKS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    locks.entry(dir.to_path_buf()).or_default().clone()
+}
+
+pub(crate) fn fetch(
+    src: &GitSource,
+    previous_head: Option<&str>,
+) -> Result<FetchOutcome, SourceError> {
+    let lock = lock_for(&src.cache_dir);
+    // A panic in another fetch leaves no half-state the next fetch cannot handle: ignore poison.
+    let _guard = lock.lock().unwrap_or_else(|p| p.into_inner());
+    match attempt(src, previous_head) {
+        Ok(outcome) => Ok(outcome),
+        Err(AttemptError::Final(e)) => Err(e),
+        Err(AttemptError::Corrupt(reason)) => {
+            tracing::warn!(cache = %src.cache_dir.display(), %reason, "corrupt Git cache, cloning again");
+            remove_cache(&src.cache_dir)?;
+            match attempt(src, previous_head) {
+                Ok(mut outcome) => {
+                    outcome.cache_recovered = Some(reason);
+                    Ok(outcome)
+                }
+                Err(AttemptError::Final(e)) => Err(e),
+                Err(AttemptError::Corrupt(detail)) => Err(SourceError::CorruptCache {
+                    path: src.cache_dir.clone(),
+                    detail,
+                }),
+            }
+        }
+    }
+}
+
+fn remove_cache(dir: &Path) -> Result<(), SourceError> {
+    match std::fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(SourceError::CorruptCache {
+            path: dir.into(),
+            detail: format!("could not remove it: {e}"),
+        }),
+    }
+}
+
+fn attempt(src: &GitSource, previous_head: Option<&str>) -> Result<FetchOutcome, AttemptError> {
+    let spec = &src.spec;
+    let url = spec.url.as_str();
+    let final_err = AttemptError::Final;
+    let credentials = spec.access.resolved_http().map_err(|detail| {
+        final_err(SourceError::Credentials {
+            url: url.into(),
+            detail,
+        })
+    })?;
+    let backend = spec.access.http_backend().map_err(|detail| {
+        final_err(SourceError::Credentials {
+            url: url.into(),
+            detail,
+        })
+    })?;
+    // ssh's own log for this attempt; see Access::ssh_command.
+    let scratch = tempfile::tempdir().map_err(|e| {
+        final_err(SourceError::Fetch {
+            url: url.into(),
+            detail: format!("temporary directory: {e}"),
+        })
+    })?;
+    let ssh_log = scratch.path().join("ssh.log");
+    let overrides = spec.access.config_overrides(&ssh_log);
+
+    let existed = src.cache_dir.join("HEAD").exists() || src.cache_dir.join("objects").exists();
+    let repo = open_or_init(&src.cache_dir, &overrides).map_err(|e| {
+        if existed {
+            AttemptError::Corrupt(format!("opening the mirror failed: {e}"))
+        } else {
+            final_err(SourceError::Fetch {
+                url: url.into(),
+                detail: format!("creating the mirror at {}: {e}", src.cache_dir.display()),
+            })
+        }
+    })?;
+
+    let remote_default = match fetch_into(&repo, url, credentials, backend) {
+        Ok(d) => d,
+        Err(detail) => {
+            let ssh = std::fs::read_to_string(&ssh_log).unwrap_or_default();
+            let err = classify(url, &detail, &ssh);
+            // A failure that names the mirror's own data (packs, objects, refs, lock files left by
+            // a killed fetch) is the mirror's fault: worth one fresh clone. Anything else is
+            // reported as is, and the mirror kept for the next try.
+            return Err(match err {
+                SourceError::Fetch { detail, .. } if existed && looks_local(&detail) => {
+                    AttemptError::Corrupt(format!("fetch failed: {detail}"))
+                }
+                other => final_err(other),
+            });
+        }
+    };
+
+    let (resolved_ref, head) = refs::resolve(&repo, &spec.reference, remote_default.as_deref())
+        .map_err(|e| match e {
+            refs::ResolveError::Missing(selector) => final_err(SourceError::MissingRef {
+                url: url.into(),
+                selector,
+            }),
+            refs::ResolveError::Unreadable(detail) => AttemptError::Corrupt(detail),
+        })?;
+    // A mirror whose refs are fine but whose objects are damaged fails here, not later in render.
+    check_readable(&repo, head).map_err(AttemptError::Corrupt)?;
+
+    let verifier = signature::Verifier::new(&spec.signatures);
+    let observed = history::observe(
+        &repo,
+        head,
+        previous_head,
+        &spec.path,
+        src.options.max_new_commits,
+        &verifier,
+    )
+    .map_err(AttemptError::Corrupt)?;
+
+    let head_hex = head.to_string();
+    // The head's status is usually already known from the walk; verify it only when it is not new.
+    let head_signature = match observed.commits.last() {
+        Some(c) if c.sha == head_hex => c.signature.clone(),
+        _ => {
+            let commit = repo
+                .find_commit(head)
+                .map_err(|e| AttemptError::Corrupt(format!("head commit {head}: {}", chain(&e))))?;
+            verifier.verify(&commit.data, head)
+        }
+    };
+    let decision = match signature::block_reason(&spec.signatures, &head_signature) {
+        None => DeployDecision::Deploy {
+            sha: head_hex.clone(),
+        },
+        Some(reason) => DeployDecision::Blocked {
+            sha: head_hex.clone(),
+            reason,
+        },
+    };
+    Ok(FetchOutcome {
+        resolved_ref,
+        head: head_hex,
+        previous_head: previous_head.map(str::to_string),
+        new_commits: observed.commits,
+        new_commits_truncated: observed.truncated,
+        history_rewritten: observed.rewrite,
+        cache_recovered: None,
+        head_signature,
+        decision,
+    })
+}
+
+fn open_or_init(dir: &Path, overrides: &[String]) -> Result<gix::Repository, String> {
+    let open = gix::open::Options::default().config_overrides(overrides.iter().map(String::as_str));
+    if dir.join("HEAD").exists() {
+        let repo = gix::open_opts(dir, open).map_err(|e| chain(&e))?;
+        if !repo.is_bare() {
+            return Err("the cache is not a bare repository".into());
+        }
+        Ok(repo)
+    } else {
+        if dir.exists() {
+            // A half-created mirror (e.g. killed during the first clone) is started over.
+            std::fs::remove_dir_all(dir).map_err(|e| e.to_string())?;
+        }
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        gix::ThreadSafeRepository::init_opts(dir, gix::create::Kind::Bare, Default::default(), open)
+            .map(|r| r.to_thread_local())
+            .map_err(|e| chain(&e))
+    }
+}
+
+/// The full error chain, `outer: inner: ...`; gix's errors put the useful part deep inside.
+pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(inner) = cur {
+        let s = inner.to_string();
+        if !out.contains(&s) {
+            out.push_str(": ");
+            out.push_str(&s);
+        }
+        cur = inner.source();
+    }
+    out
+}
+
+/// Fetches all branches and tags (plus HEAD, to learn the default branch), then prunes refs the
+/// remote no longer has and points HEAD at the remote's default branch. Returns that branch.
+fn fetch_into(
+    repo: &gix::Repository,
+    url: &str,
+    credentials: Option<(String, String)>,
+    backend: Option<super::access::HttpBackend>,
+) -> Result<Option<String>, String> {
+    let e = |e: gix::Error| chain(&e);
+    let remote = repo
+        .remote_at(url)
+        .map_err(e)?
+        .with_refspecs(
+            ["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"],
+            gix::remote::Direction::Fetch,
+        )
+        .map_err(e)?
+        // Tags arrive through the explicit refspec; auto-following would only duplicate work.
+        .with_fetch_tags(gix::remote::fetch::Tags::None);
+    let mut connection = remote.connect(gix::remote::Direction::Fetch).map_err(e)?;
+    // Always set: without it gix would consult git's credential helpers and could prompt.
+    connection.set_credentials(move |action| match (action, &credentials) {
+        (gix::credentials::helper::Action::Get(ctx), Some((user, password))) => {
+            Ok(Some(gix::credentials::protocol::Outcome {
+                identity: gix::sec::identity::Account {
+                    username: user.clone(),
+                    password: password.clone(),
+                    oauth_refresh_token: None,
+                },
+                next: ctx.into(),
+            }))
+        }
+        _ => Ok(None),
+    });
+    if let Some(backend) = backend {
+        let mut options = repo.transport_options(url, None).map_err(e)?.and_then(|o| {
+            o.downcast::<gix::protocol::transport::client::blocking_io::http::Options>()
+                .ok()
+        });
+        if let Some(options) = options.as_mut() {
+            options.backend = Some(backend);
+            connection.set_transport_options(options.clone());
+        }
+    }
+    let head_spec = gix::refspec::parse("HEAD".into(), gix::refspec::parse::Operation::Fetch)
+        .map_err(|err| err.to_string())?
+        .to_owned();
+    let ref_map_options = gix::remote::ref_map::Options {
+        extra_refspecs: vec![head_spec],
+        ..Default::default()
+    };
+    let outcome = connection
+        .prepare_fetch(gix::progress::Discard, ref_map_options)
+        .map_err(e)?
+        .receive(gix::progress::Discard, &AtomicBool::new(false))
+        .map_err(e)?;
+
+    let mut advertised = HashSet::new();
+    let mut default_branch = None;
+    for r in &outcome.ref_map.remote_refs {
+        use gix::protocol::handshake::Ref;
+        match r {
+            Ref::Symbolic {
+                full_ref_name,
+                target,
+                ..
+            }
+            | Ref::Unborn {
+                full_ref_name,
+                target,
+            } if full_ref_name == "HEAD" => {
+                default_branch = Some(target.to_str_lossy().into_owned());
+            }
+            Ref::Peeled { full_ref_name, .. }
+            | Ref::Direct { full_ref_name, .. }
+            | Ref::Symbolic { full_ref_name, .. } => {
+                advertised.insert(full_ref_name.to_str_lossy().into_owned());
+            }
+            Ref::Unborn { .. } => {}
+        }
+    }
+    prune_and_set_head(repo, &advertised, default_branch.as_deref())?;
+    Ok(default_branch)
+}
+
+/// gix's fetch does not prune: without this, a branch deleted on the remote would live on in the
+/// mirror and a deleted ref would never be reported missing.
+fn prune_and_set_head(
+    repo: &gix::Repository,
+    advertised: &HashSet<String>,
+    default_branch: Option<&str>,
+) -> Result<(), String> {
+    use gix::refs::transaction::{Change, LogChange, PreviousValue, RefEdit, RefLog};
+    let mut edits = Vec::new();
+    let platform = repo.references().map_err(|e| chain(&e))?;
+    for r in platform.all().map_err(|e| chain(&e))? {
+        let r = r.map_err(|e| e.to_string())?;
+        let name = r.name().as_bstr().to_str_lossy().into_owned();
+        if (name.starts_with("refs/heads/") || name.starts_with("refs/tags/"))
+            && !advertised.contains(&name)
+        {
+            edits.push(RefEdit {
+                change: Change::Delete {
+                    expected: PreviousValue::Any,
+                    log: RefLog::AndReference,
+                },
+                name: r.name().to_owned(),
+                deref: false,
+            });
+        }
+    }
+    if let Some(branch) = default_branch {
+        let target: gix::refs::FullName = branch
+            .try_into()
+            .map_err(|e: gix::validate::reference::name::Error| e.to_string())?;
+        edits.push(RefEdit {
+            change: Change::Update {
+                log: LogChange::default(),
+                expected: PreviousValue::Any,
+                new: gix::refs::Target::Symbolic(target),
+            },
+            name: "HEAD".try_into().expect("valid"),
+            deref: false,
+        });
+    }
+    if !edits.is_empty() {
+        repo.edit_references(edits).map_err(|e| chain(&e))?;
+    }
+    Ok(())
+}
+
+/// The head commit and its tree can be read: the cheapest check that catches missing or damaged
+/// packs, which a "nothing new" fetch would never touch.
+fn check_readable(repo: &gix::Repository, head: gix::ObjectId) -> Result<(), String> {
+    let commit = repo
+        .find_commit(head)
+        .map_err(|e| format!("head commit {head} unreadable: {}", chain(&e)))?;
+    let tree = commit
+        .tree_id()
+        .map_err(|e| format!("head commit {head} undecodable: {}", chain(&e)))?;
+    repo.find_tree(tree)
+        .map_err(|e| format!("tree {tree} of {head} unreadable: {}", chain(&e)))?;
+    Ok(())
+}
+
+fn looks_local(detail: &str) -> bool {
+    let d = detail.to_lowercase();
+    [
+        "pack",
+        "object",
+        "corrupt",
+        "checksum",
+        "decompress",
+        "index",
+        "loose",
+        "packed-refs",
+        "reference",
+        ".lock",
+        "lock file",
+    ]
+    .iter()
+    .any(|n| d.contains(n))
+}
+
+/// Maps a failed fetch to a reason, using gix's error chain and ssh's own log. The substrings are
+/// pinned by the transport tests (tests/git_source.rs), which provoke each case for real.
+fn classify(url: &str, detail: &str, ssh_log: &str) -> SourceError {
+    let d = detail.to_lowercase();
+    let s = ssh_log.to_lowercase();
+    let any = |hay: &str, needles: &[&str]| needles.iter().any(|n| hay.contains(n));
+    let detail = if ssh_log.trim().is_empty() {
+        detail.to_string()
+    } else {
+        format!("{detail}; ssh: {}", ssh_log.trim().replace('\n', "; "))
+    };
+    let url = url.to_string();
+    if any(
+        &s,
+        &[
+            "host key verification failed",
+            "remote host identification has changed",
+            "no ed25519 host key is known",
+            "host key for",
+        ],
+    ) {
+        SourceError::HostKeyRejected { url, detail }
+    } else if any(
+        &s,
+        &["permission denied", "too many authentication failures"],
+    ) {
+        SourceError::AuthFailed { url, detail }
+    } else if any(
+        &s,
+        &[
+            "connection refused",
+            "could not resolve hostname",
+            "connection timed out",
+            "no route to host",
+            "network is unreachable",
+        ],
+    ) {
+        SourceError::Unreachable { url, detail }
+    } else if any(
+        &d,
+        &[
+            "certificate",
+            "unknownissuer",
+            "unknown issuer",
+            "invalid peer",
+        ],
+    ) {
+        SourceError::TlsUntrusted { url, detail }
+    } else if any(
+        &d,
+        &[
+            "401",
+            "403",
+            "authentication",
+            "credentials",
+            "clear text",
+            "unauthorized",
+        ],
+    ) {
+        SourceError::AuthFailed { url, detail }
+    } else if any(
+        &d,
+        &[
+            "connection refused",
+            "error trying to connect",
+            "error sending request",
+            "dns error",
+            "failed to lookup",
+            "timed out",
+            "could not connect",
+            "does not appear to be a git repository",
+            "not exported",
+            "repository not found",
+            "no such file or directory",
+            "not found",
+            "404",
+        ],
+    ) {
+        SourceError::Unreachable { url, detail }
+    } else {
+        SourceError::Fetch { url, detail }
+    }
+}

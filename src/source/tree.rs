@@ -1,0 +1,117 @@
+//! Owns reading files from the mirror without a worktree: the tree at a revision under a path, as
+//! (path, bytes) pairs in a deterministic order, and the tree lookups history diffs share.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use gix::bstr::ByteSlice;
+use gix::objs::tree::EntryKind;
+
+use super::SourceError;
+use super::mirror::chain;
+
+/// One tree's entries by name (BTreeMap: byte order of names, which is also git's for files).
+pub(crate) fn entries(
+    repo: &gix::Repository,
+    tree: gix::ObjectId,
+) -> Result<BTreeMap<String, (gix::ObjectId, EntryKind)>, String> {
+    let tree = repo
+        .find_tree(tree)
+        .map_err(|e| format!("tree {tree}: {}", chain(&e)))?;
+    let decoded = tree
+        .decode()
+        .map_err(|e| format!("tree {}: {}", tree.id, chain(&e)))?;
+    Ok(decoded
+        .entries
+        .iter()
+        .map(|e| {
+            (
+                e.filename.to_str_lossy().into_owned(),
+                (e.oid.to_owned(), e.mode.kind()),
+            )
+        })
+        .collect())
+}
+
+/// The entry at `path` (slash-separated, empty for the root) under `root`, or None.
+pub(crate) fn lookup(
+    repo: &gix::Repository,
+    root: gix::ObjectId,
+    path: &str,
+) -> Result<Option<(gix::ObjectId, EntryKind)>, String> {
+    let mut current = (root, EntryKind::Tree);
+    for component in path.split('/').filter(|c| !c.is_empty() && *c != ".") {
+        if current.1 != EntryKind::Tree {
+            return Ok(None);
+        }
+        match entries(repo, current.0)?.remove(component) {
+            Some(entry) => current = entry,
+            None => return Ok(None),
+        }
+    }
+    Ok(Some(current))
+}
+
+/// Regular and executable files under `path` at commit `sha`, paths relative to `path`, sorted by
+/// path bytes. Symlinks and submodules are skipped: reckon renders files, and a link could point
+/// outside the App's directory.
+pub(crate) fn read_tree(
+    cache_dir: &Path,
+    sha: &str,
+    path: &str,
+) -> Result<Vec<(String, Vec<u8>)>, SourceError> {
+    let read = |detail: String| SourceError::Read {
+        what: format!("{path:?} at {sha}"),
+        detail,
+    };
+    let lock = super::mirror::lock_for(cache_dir);
+    let _guard = lock.lock().unwrap_or_else(|p| p.into_inner());
+    let repo = gix::open(cache_dir).map_err(|e| read(chain(&e)))?;
+    let id = gix::ObjectId::from_hex(sha.as_bytes()).map_err(|e| read(e.to_string()))?;
+    let commit = repo.find_commit(id).map_err(|e| read(chain(&e)))?;
+    let root = commit.tree_id().map_err(|e| read(chain(&e)))?.detach();
+    let Some((id, kind)) = lookup(&repo, root, path).map_err(read)? else {
+        return Err(read("no such path in this commit".into()));
+    };
+    let mut out = Vec::new();
+    match kind {
+        EntryKind::Tree => collect(&repo, id, "", &mut out).map_err(read)?,
+        EntryKind::Blob | EntryKind::BlobExecutable => {
+            let name = path.rsplit('/').next().unwrap_or(path).to_string();
+            out.push((name, blob(&repo, id).map_err(read)?));
+        }
+        EntryKind::Link | EntryKind::Commit => {
+            return Err(read("the path is a symlink or submodule".into()));
+        }
+    }
+    out.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    Ok(out)
+}
+
+fn blob(repo: &gix::Repository, id: gix::ObjectId) -> Result<Vec<u8>, String> {
+    let object = repo
+        .find_object(id)
+        .map_err(|e| format!("blob {id}: {}", chain(&e)))?;
+    Ok(object.detach().data)
+}
+
+fn collect(
+    repo: &gix::Repository,
+    tree: gix::ObjectId,
+    prefix: &str,
+    out: &mut Vec<(String, Vec<u8>)>,
+) -> Result<(), String> {
+    for (name, (id, kind)) in entries(repo, tree)? {
+        let path = if prefix.is_empty() {
+            name
+        } else {
+            format!("{prefix}/{name}")
+        };
+        match kind {
+            EntryKind::Tree => collect(repo, id, &path, out)?,
+            EntryKind::Blob | EntryKind::BlobExecutable => out.push((path, blob(repo, id)?)),
+            EntryKind::Link | EntryKind::Commit => {}
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,317 @@
+//! Owns the webhook receiver: an axum router (to be mounted on the agent's API server) for GitHub
+//! push events (`X-Hub-Signature-256`), GitLab (`X-Gitlab-Token`) and a generic HMAC endpoint. A
+//! verified request triggers an immediate fetch of every source whose URL names the pushed
+//! repository; a missing or wrong signature gets 401, is logged, and triggers nothing.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use hmac::{Hmac, Mac};
+use subtle::ConstantTimeEq;
+use tokio::sync::mpsc;
+
+use super::SourceId;
+use super::poll::Trigger;
+
+/// Secrets per provider; a provider without a secret has no endpoint (404).
+#[derive(Clone, Default)]
+pub struct WebhookConfig {
+    pub github_secret: Option<String>,
+    pub gitlab_token: Option<String>,
+    pub generic_secret: Option<String>,
+    /// The sources and their remote URLs, matched against the pushed repository's URLs.
+    pub sources: Vec<(SourceId, String)>,
+}
+
+impl std::fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookConfig")
+            .field("github", &self.github_secret.is_some())
+            .field("gitlab", &self.gitlab_token.is_some())
+            .field("generic", &self.generic_secret.is_some())
+            .field("sources", &self.sources)
+            .finish()
+    }
+}
+
+/// A fetch request for one source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookTrigger {
+    pub source: SourceId,
+    pub trigger: Trigger,
+}
+
+/// Why a webhook request was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum WebhookError {
+    #[error("no {0} endpoint is configured")]
+    NotConfigured(&'static str),
+    #[error("missing signature header {0}")]
+    MissingSignature(&'static str),
+    #[error("signature does not match")]
+    BadSignature,
+    #[error("payload is not valid JSON: {0}")]
+    BadPayload(String),
+    #[error("unknown source {0}")]
+    UnknownSource(String),
+}
+
+impl IntoResponse for WebhookError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            WebhookError::NotConfigured(_) | WebhookError::UnknownSource(_) => {
+                StatusCode::NOT_FOUND
+            }
+            WebhookError::MissingSignature(_) | WebhookError::BadSignature => {
+                StatusCode::UNAUTHORIZED
+            }
+            WebhookError::BadPayload(_) => StatusCode::BAD_REQUEST,
+        };
+        (status, format!("{self}\n")).into_response()
+    }
+}
+
+struct Shared {
+    config: WebhookConfig,
+    triggers: mpsc::Sender<WebhookTrigger>,
+}
+
+/// The router: `POST /hooks/github`, `POST /hooks/gitlab`, `POST /hooks/generic/{source}`.
+///
+/// Triggers go out with `try_send`: a full channel means fetches are already queued, and a webhook
+/// sender must not wait on reckon's fetch queue (GitHub gives up after 10 s). A dropped trigger
+/// is logged; the next poll catches up.
+pub fn router(config: WebhookConfig, triggers: mpsc::Sender<WebhookTrigger>) -> Router {
+    let shared = Arc::new(Shared { config, triggers });
+    Router::new()
+        .route("/hooks/github", post(github))
+        .route("/hooks/gitlab", post(gitlab))
+        .route("/hooks/generic/{source}", post(generic))
+        .with_state(shared)
+}
+
+fn refused(provider: &str, err: WebhookError) -> Response {
+    tracing::warn!(provider, error = %err, "webhook refused");
+    err.into_response()
+}
+
+/// Checks `sha256=<hex>` against HMAC-SHA256(secret, body) in constant time.
+fn verify_hmac(secret: &str, body: &[u8], header: &str) -> Result<(), WebhookError> {
+    let hex = header
+        .strip_prefix("sha256=")
+        .ok_or(WebhookError::BadSignature)?;
+    let expected = decode_hex(hex).ok_or(WebhookError::BadSignature)?;
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes())
+        .map_err(|_| WebhookError::BadSignature)?;
+    mac.update(body);
+    mac.verify_slice(&expected)
+        .map_err(|_| WebhookError::BadSignature)
+}
+
+/// `sha256=<hex>` for `body`: what a sender puts in the signature header.
+pub fn sign(secret: &str, body: &[u8]) -> String {
+    let mut mac =
+        Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
+    mac.update(body);
+    let bytes = mac.finalize().into_bytes();
+    format!(
+        "sha256={}",
+        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    )
+}
+
+fn decode_hex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// `host/path` without scheme, user, port, `.git` or trailing slash, lowercased, so that
+/// `https://h/o/r.git`, `git@h:o/r` and `ssh://git@h:22/o/r` all name the same repository.
+pub fn normalize_repo_url(url: &str) -> String {
+    let url = url.trim().trim_end_matches('/');
+    let url = url.strip_suffix(".git").unwrap_or(url);
+    let (rest, scp) = match url.split_once("://") {
+        Some((_, rest)) => (rest, false),
+        None => (url, true),
+    };
+    let rest = rest.rsplit_once('@').map(|(_, r)| r).unwrap_or(rest);
+    let (host, path) = if scp {
+        rest.split_once(':').unwrap_or((rest, ""))
+    } else {
+        rest.split_once('/').unwrap_or((rest, ""))
+    };
+    let host = host.split(':').next().unwrap_or(host);
+    format!("{}/{}", host, path.trim_start_matches('/')).to_lowercase()
+}
+
+impl Shared {
+    /// Sends a trigger to every source whose URL matches one of `repo_urls`; returns their ids.
+    fn trigger_matching(&self, provider: &str, repo_urls: &[String]) -> Vec<SourceId> {
+        let wanted: Vec<String> = repo_urls.iter().map(|u| normalize_repo_url(u)).collect();
+        let ids: Vec<SourceId> = self
+            .config
+            .sources
+            .iter()
+            .filter(|(_, url)| wanted.contains(&normalize_repo_url(url)))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &ids {
+            self.send(provider, id);
+        }
+        ids
+    }
+
+    fn send(&self, provider: &str, id: &str) {
+        let trigger = WebhookTrigger {
+            source: id.to_string(),
+            trigger: Trigger::Webhook {
+                provider: provider.to_string(),
+            },
+        };
+        if let Err(e) = self.triggers.try_send(trigger) {
+            tracing::warn!(provider, source = id, error = %e, "webhook trigger dropped");
+        }
+    }
+}
+
+fn accepted(ids: Vec<SourceId>) -> Response {
+    (
+        StatusCode::ACCEPTED,
+        axum::Json(serde_json::json!({ "triggered": ids })),
+    )
+        .into_response()
+}
+
+fn strings_at(payload: &serde_json::Value, object: &str, keys: &[&str]) -> Vec<String> {
+    keys.iter()
+        .filter_map(|k| payload.get(object)?.get(*k)?.as_str().map(str::to_string))
+        .collect()
+}
+
+async fn github(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    let Some(secret) = &shared.config.github_secret else {
+        return refused("github", WebhookError::NotConfigured("github"));
+    };
+    let Some(sig) = header(&headers, "x-hub-signature-256") else {
+        return refused(
+            "github",
+            WebhookError::MissingSignature("X-Hub-Signature-256"),
+        );
+    };
+    if let Err(e) = verify_hmac(secret, &body, sig) {
+        return refused("github", e);
+    }
+    match header(&headers, "x-github-event") {
+        Some("push") => {}
+        // ping (sent when a hook is created) and other events are acknowledged, nothing fetched.
+        _ => return accepted(Vec::new()),
+    }
+    let payload: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(p) => p,
+        Err(e) => return refused("github", WebhookError::BadPayload(e.to_string())),
+    };
+    let urls = strings_at(
+        &payload,
+        "repository",
+        &["clone_url", "ssh_url", "git_url", "html_url", "url"],
+    );
+    accepted(shared.trigger_matching("github", &urls))
+}
+
+async fn gitlab(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    let Some(token) = &shared.config.gitlab_token else {
+        return refused("gitlab", WebhookError::NotConfigured("gitlab"));
+    };
+    let Some(given) = header(&headers, "x-gitlab-token") else {
+        return refused("gitlab", WebhookError::MissingSignature("X-Gitlab-Token"));
+    };
+    if !bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
+        return refused("gitlab", WebhookError::BadSignature);
+    }
+    match header(&headers, "x-gitlab-event") {
+        Some("Push Hook") | Some("Tag Push Hook") => {}
+        _ => return accepted(Vec::new()),
+    }
+    let payload: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(p) => p,
+        Err(e) => return refused("gitlab", WebhookError::BadPayload(e.to_string())),
+    };
+    let mut urls = strings_at(
+        &payload,
+        "project",
+        &["git_http_url", "git_ssh_url", "web_url"],
+    );
+    urls.extend(strings_at(
+        &payload,
+        "repository",
+        &["git_http_url", "git_ssh_url", "url", "homepage"],
+    ));
+    accepted(shared.trigger_matching("gitlab", &urls))
+}
+
+async fn generic(
+    State(shared): State<Arc<Shared>>,
+    Path(source): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(secret) = &shared.config.generic_secret else {
+        return refused("generic", WebhookError::NotConfigured("generic"));
+    };
+    let Some(sig) = header(&headers, "x-signature-256") else {
+        return refused("generic", WebhookError::MissingSignature("X-Signature-256"));
+    };
+    if let Err(e) = verify_hmac(secret, &body, sig) {
+        return refused("generic", e);
+    }
+    // Checked only after the signature, so unauthenticated callers cannot probe source names.
+    if !shared.config.sources.iter().any(|(id, _)| *id == source) {
+        return refused("generic", WebhookError::UnknownSource(source));
+    }
+    shared.send("generic", &source);
+    accepted(vec![source])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repository_urls_normalize_across_transports() {
+        let want = "github.com/org/repo";
+        for url in [
+            "https://github.com/org/repo.git",
+            "https://github.com/Org/Repo",
+            "git@github.com:org/repo.git",
+            "ssh://git@github.com:22/org/repo.git",
+            "git://github.com/org/repo/",
+        ] {
+            assert_eq!(normalize_repo_url(url), want, "{url}");
+        }
+        assert_ne!(normalize_repo_url("https://github.com/org/other"), want);
+    }
+
+    #[test]
+    fn hmac_accepts_its_own_signature_only() {
+        let sig = sign("s3cret", b"{}");
+        assert!(verify_hmac("s3cret", b"{}", &sig).is_ok());
+        assert!(verify_hmac("other", b"{}", &sig).is_err());
+        assert!(verify_hmac("s3cret", b"{ }", &sig).is_err());
+        assert!(verify_hmac("s3cret", b"{}", "sha256=zz").is_err());
+        assert!(verify_hmac("s3cret", b"{}", sig.trim_start_matches("sha256=")).is_err());
+    }
+}
