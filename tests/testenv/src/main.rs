@@ -5,6 +5,8 @@
 //!   `RECKON_TEST_KUBECONFIG` pointing at it, stop everything, exit with CMD's status. When
 //!   `RECKON_TEST_KUBECONFIG` is already set (your own cluster), CMD runs against that instead.
 //! - `reckon-testenv up`: start it, print the kubeconfig path, wait for SIGINT/SIGTERM.
+//! - `reckon-testenv hold LOG -- CMD ARGS...`: run CMD under the same supervision (own process
+//!   group, watchdog bound to this process) until SIGINT/SIGTERM; the watchdog tests use it.
 
 use anyhow::{Context, bail};
 use reckon_testenv::control_plane::ControlPlane;
@@ -12,7 +14,7 @@ use std::process::ExitCode;
 use tokio::signal::unix::{SignalKind, signal};
 
 fn usage() -> &'static str {
-    "usage: reckon-testenv run -- CMD [ARGS...] | reckon-testenv up"
+    "usage: reckon-testenv run -- CMD [ARGS...] | reckon-testenv up | reckon-testenv hold LOG -- CMD [ARGS...]"
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -56,6 +58,33 @@ async fn real_main() -> anyhow::Result<ExitCode> {
             }
             eprintln!("reckon-testenv: stopping");
             drop(cp);
+            Ok(ExitCode::SUCCESS)
+        }
+        Some("hold") => {
+            let (Some(log), Some(prog)) = (args.get(1), args.iter().skip(2).find(|a| *a != "--"))
+            else {
+                bail!("{}", usage())
+            };
+            let rest: Vec<String> = args
+                .iter()
+                .skip(2)
+                .skip_while(|a| *a == "--")
+                .skip(1)
+                .cloned()
+                .collect();
+            let held = reckon_testenv::process::Supervised::spawn(
+                "held",
+                std::path::Path::new(prog),
+                &rest,
+                &[],
+                std::path::Path::new(log),
+            )?;
+            println!("holding pid {}", held.pid());
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            drop(held);
             Ok(ExitCode::SUCCESS)
         }
         Some("run") => {

@@ -1,10 +1,13 @@
 //! Owns the lifetime of every server process the harness starts.
 //!
-//! Each process runs under a tiny shell watchdog that kills it when the owning process (the test
-//! binary or the `reckon-testenv` supervisor) disappears, even through SIGKILL or a test timeout,
-//! so no etcd or sshd outlives the run. The guard's Drop stops it by PID (TERM, then KILL).
+//! Each process runs in a process group of its own under a tiny shell watchdog that stops the
+//! group when the owning process (the test binary or the `reckon-testenv` supervisor) disappears,
+//! even through SIGKILL or a test timeout, so no etcd or sshd outlives the run. The guard's Drop
+//! stops the group by PID (TERM, then KILL), which also catches per-connection forks.
 
+use rustix::process::{Pid, Signal, kill_process_group};
 use std::fs::File;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -52,7 +55,7 @@ pub fn find_binary(name: &str, binary: &str, hint: &str) -> Result<PathBuf, Proc
         },
     };
     let p = Path::new(binary);
-    if p.components().count() > 1 {
+    if p.is_absolute() || p.components().count() > 1 {
         return if p.is_file() {
             Ok(p.to_path_buf())
         } else {
@@ -66,9 +69,28 @@ pub fn find_binary(name: &str, binary: &str, hint: &str) -> Result<PathBuf, Proc
         .ok_or_else(missing)
 }
 
+/// The watchdog script. It runs as the leader of a new process group holding the server and
+/// everything the server forks (git daemon and sshd fork per connection). It polls the owner and
+/// the server; when the owner is gone, the server exited, or it is told to stop, it stops the
+/// whole group: TERM, then KILL after 5 s for anything that ignores TERM.
+const WATCHDOG: &str = r#"
+owner="$1"; shift
+"$@" &
+child=$!
+cleanup() {
+  trap '' TERM INT HUP
+  kill -TERM -- -$$ 2>/dev/null
+  for _ in $(seq 50); do kill -0 "$child" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL -- -$$ 2>/dev/null
+  exit 0
+}
+trap cleanup TERM INT HUP
+while kill -0 "$owner" 2>/dev/null && kill -0 "$child" 2>/dev/null; do sleep 0.5 & wait $!; done
+cleanup
+"#;
+
 impl Supervised {
-    /// Starts `program args...` with stdout and stderr appended to `log`, under a watchdog bound
-    /// to the current process.
+    /// Starts `program args...` with `envs` added to the environment; see [`Self::spawn_command`].
     pub fn spawn(
         name: &str,
         program: &Path,
@@ -76,6 +98,18 @@ impl Supervised {
         envs: &[(String, String)],
         log: &Path,
     ) -> Result<Self, ProcessError> {
+        let mut cmd = Command::new(program);
+        cmd.args(args);
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        Self::spawn_command(name, cmd, log)
+    }
+
+    /// Starts a prepared command (program, arguments, environment and working directory are
+    /// taken from it) with stdout and stderr appended to `log`, in a process group of its own
+    /// under a watchdog bound to the current process.
+    pub fn spawn_command(name: &str, server: Command, log: &Path) -> Result<Self, ProcessError> {
         let logfile = File::create(log).map_err(|source| ProcessError::Log {
             path: log.to_path_buf(),
             source,
@@ -84,34 +118,29 @@ impl Supervised {
             path: log.to_path_buf(),
             source,
         })?;
-        // The watchdog: start the server in the background, then poll both the owner and the
-        // server; when the owner is gone or we are told to stop (TERM), stop the server and reap
-        // it. KILL after 5 s in case the server ignores TERM.
-        let script = r#"
-owner="$1"; shift
-"$@" &
-child=$!
-stop() { kill -TERM "$child" 2>/dev/null; for _ in $(seq 50); do kill -0 "$child" 2>/dev/null || exit 0; sleep 0.1; done; kill -KILL "$child" 2>/dev/null; wait "$child" 2>/dev/null; exit 0; }
-trap stop TERM INT HUP
-while kill -0 "$owner" 2>/dev/null && kill -0 "$child" 2>/dev/null; do sleep 0.5 & wait $!; done
-stop
-"#;
         let mut cmd = Command::new("bash");
         cmd.arg("-c")
-            .arg(script)
+            .arg(WATCHDOG)
             .arg("watchdog")
             .arg(std::process::id().to_string())
-            .arg(program)
-            .args(args)
+            .arg(server.get_program())
+            .args(server.get_args())
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(logfile)
             .stderr(errfile);
-        for (k, v) in envs {
-            cmd.env(k, v);
+        for (k, v) in server.get_envs() {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
+        if let Some(dir) = server.get_current_dir() {
+            cmd.current_dir(dir);
         }
         let watchdog = cmd.spawn().map_err(|source| ProcessError::Spawn {
             name: name.into(),
-            binary: program.display().to_string(),
+            binary: server.get_program().to_string_lossy().into_owned(),
             source,
         })?;
         Ok(Self {
@@ -121,7 +150,7 @@ stop
         })
     }
 
-    /// The watchdog's PID (the server is its child).
+    /// The watchdog's PID, which is also the process group id of the server and its children.
     pub fn pid(&self) -> u32 {
         self.watchdog.id()
     }
@@ -131,9 +160,14 @@ stop
         &self.log
     }
 
+    /// The server's whole log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     /// The last `n` lines of the server's log, for error messages.
     pub fn log_tail(&self, n: usize) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let text = self.log();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(n)..].join("\n")
     }
@@ -143,24 +177,30 @@ stop
         matches!(self.watchdog.try_wait(), Ok(None))
     }
 
-    /// Stops the server: TERM to the watchdog (which stops and reaps the server), then waits.
+    fn signal_group(&self, signal: Signal) {
+        if let Some(pgid) = Pid::from_raw(self.watchdog.id() as i32) {
+            // ESRCH only means the group is already gone.
+            let _ = kill_process_group(pgid, signal);
+        }
+    }
+
+    /// Stops the server and everything it forked: TERM to the process group, KILL to whatever
+    /// is left after 10 s, then reaps the watchdog.
     pub fn stop(&mut self) {
-        if !self.is_running() {
-            return;
-        }
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.watchdog.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if !self.is_running() {
-                return;
+        if self.is_running() {
+            self.signal_group(Signal::TERM);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while self.is_running() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
             }
-            std::thread::sleep(Duration::from_millis(50));
+            if self.is_running() {
+                eprintln!("testenv: {} did not stop within 10 s; killing", self.name);
+            }
         }
+        // Forked children can outlive the watchdog; the group kill catches them either way.
+        self.signal_group(Signal::KILL);
         let _ = self.watchdog.kill();
         let _ = self.watchdog.wait();
-        eprintln!("testenv: {} did not stop within 10 s; killed", self.name);
     }
 }
 
@@ -219,11 +259,64 @@ mod tests {
             .to_string();
         assert!(p.is_running());
         drop(p);
-        let alive = Command::new("kill")
-            .args(["-0", &pid])
+        assert!(dies(&pid), "server pid {pid} survived the guard's drop");
+    }
+
+    /// Polls until `path` holds a PID.
+    fn read_pid(path: &Path) -> String {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let Ok(s) = std::fs::read_to_string(path)
+                && !s.trim().is_empty()
+            {
+                return s.trim().to_string();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} never written",
+                path.display()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn alive(pid: &str) -> bool {
+        Command::new("kill")
+            .args(["-0", pid])
             .status()
             .unwrap()
-            .success();
-        assert!(!alive, "server pid {pid} survived the guard's drop");
+            .success()
+    }
+
+    /// Whether `pid` is gone within 5 s (a KILL is delivered asynchronously).
+    fn dies(pid: &str) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while alive(pid) {
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        true
+    }
+
+    #[test]
+    fn drop_stops_what_the_server_forked() {
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("grandchild");
+        // Like sshd or git daemon: the server forks a worker and keeps running itself.
+        let script = format!("sleep 300 & echo $! > {}; wait", pidfile.display());
+        let p = Supervised::spawn(
+            "forker",
+            Path::new("/bin/sh"),
+            &["-c".into(), script],
+            &[],
+            &dir.path().join("log"),
+        )
+        .unwrap();
+        let grandchild = read_pid(&pidfile);
+        assert!(alive(&grandchild));
+        drop(p);
+        assert!(dies(&grandchild), "forked worker {grandchild} survived");
     }
 }

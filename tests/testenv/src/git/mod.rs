@@ -70,26 +70,10 @@ pub(crate) fn io_err(path: impl AsRef<Path>) -> impl FnOnce(std::io::Error) -> E
 /// Checks that `binary` (a name on PATH or an absolute path) exists, so a missing package is one
 /// clear error naming the package instead of an obscure spawn failure deep in a test.
 pub fn require_binary(binary: &str, hint: &'static str) -> Result<PathBuf> {
-    let candidate = Path::new(binary);
-    if candidate.is_absolute() {
-        return if candidate.is_file() {
-            Ok(candidate.to_path_buf())
-        } else {
-            Err(Error::MissingBinary {
-                binary: binary.into(),
-                hint,
-            })
-        };
-    }
-    std::env::var_os("PATH")
-        .iter()
-        .flat_map(std::env::split_paths)
-        .map(|dir| dir.join(binary))
-        .find(|p| p.is_file())
-        .ok_or_else(|| Error::MissingBinary {
-            binary: binary.into(),
-            hint,
-        })
+    crate::process::find_binary(binary, binary, hint).map_err(|_| Error::MissingBinary {
+        binary: binary.into(),
+        hint,
+    })
 }
 
 pub(crate) const GIT_HINT: &str =

@@ -1,51 +1,50 @@
-//! Owns the lifetime of the server processes the Git harness starts: each runs in its own process
-//! group and is killed and reaped by PID when its guard drops (also while a test panics).
+//! Owns starting the Git harness's servers on free ports and waiting until they accept
+//! connections; their lifetime is the crate's supervised-process guard (see `crate::process`).
 
-use std::fs::File;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
+
+use crate::process::{ProcessError, Supervised};
 
 use super::{Error, Result, io_err};
 
-/// A running server process. git daemon and sshd fork a child per connection; killing only the
-/// parent would leave those behind, so the guard kills the whole process group it created.
+/// A running server process: the crate's [`Supervised`] guard (own process group, watchdog bound
+/// to the test process, group killed by PID on drop — git daemon and sshd fork per connection)
+/// plus readiness waiting on a TCP port.
 #[derive(Debug)]
 pub struct ProcessGuard {
     name: String,
-    child: Child,
-    log: PathBuf,
+    process: Supervised,
 }
 
 impl ProcessGuard {
-    /// Spawns `cmd` in a new process group with stdout and stderr appended to `log`.
-    pub fn spawn(name: &str, mut cmd: Command, log: &Path) -> Result<Self> {
-        let out = File::create(log).map_err(io_err(log))?;
-        let err = out.try_clone().map_err(io_err(log))?;
+    /// Spawns `cmd` with stdout and stderr appended to `log`.
+    pub fn spawn(name: &str, cmd: Command, log: &Path) -> Result<Self> {
         let command = format!("{cmd:?}");
-        let child = cmd
-            .process_group(0)
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .map_err(|source| Error::Spawn { command, source })?;
+        let process = Supervised::spawn_command(name, cmd, log).map_err(|e| match e {
+            ProcessError::Spawn { source, .. } => Error::Spawn { command, source },
+            ProcessError::Log { path, source } => Error::Io { path, source },
+            ProcessError::MissingBinary { binary, .. } => Error::MissingBinary {
+                binary,
+                hint: "install it (scripts/provision-testenv.sh installs the harness's packages)",
+            },
+        })?;
         Ok(Self {
             name: name.into(),
-            child,
-            log: log.into(),
+            process,
         })
     }
 
+    /// The process group id of the server (its watchdog's PID).
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.pid()
     }
 
     /// The server's log so far (stdout and stderr), for error messages.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.process.log()
     }
 
     /// Waits until the process accepts TCP connections on `port`, failing early (with its log) if it
@@ -54,7 +53,7 @@ impl ProcessGuard {
         let deadline = Instant::now() + timeout;
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
         loop {
-            if let Ok(Some(_)) = self.child.try_wait() {
+            if !self.process.is_running() {
                 return Err(Error::ServerExited {
                     name: self.name.clone(),
                     log: self.log(),
@@ -73,17 +72,6 @@ impl ProcessGuard {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-    }
-}
-
-impl Drop for ProcessGuard {
-    fn drop(&mut self) {
-        if let Some(pid) = rustix::process::Pid::from_raw(self.child.id() as i32) {
-            // The group id is the leader's pid (process_group(0)); ESRCH just means it already died.
-            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
