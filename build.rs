@@ -4,7 +4,10 @@ use std::process::Command;
 fn main() {
     // An explicit value wins (release pipelines build from tarballs without .git).
     let commit = std::env::var("RECKON_GIT_COMMIT").ok().or_else(|| {
-        let out = Command::new("git").args(["rev-parse", "HEAD"]).output().ok()?;
+        let out = Command::new("git")
+            .args(["rev-parse", "HEAD"])
+            .output()
+            .ok()?;
         if !out.status.success() {
             return None;
         }

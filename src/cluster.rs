@@ -34,10 +34,11 @@ pub async fn client(
     crate::tls::install_crypto_provider();
     let config = match kubeconfig {
         Some(path) => {
-            let kc = Kubeconfig::read_from(path).map_err(|source| ClusterError::ReadKubeconfig {
-                path: path.to_path_buf(),
-                source,
-            })?;
+            let kc =
+                Kubeconfig::read_from(path).map_err(|source| ClusterError::ReadKubeconfig {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
             let opts = KubeConfigOptions {
                 context: context.map(str::to_string),
                 ..Default::default()

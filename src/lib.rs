@@ -7,6 +7,12 @@
 
 pub mod cli;
 pub mod cluster;
+pub mod codec;
+pub mod event;
+pub mod store;
 pub mod telemetry;
 pub mod tls;
 pub mod version;
+
+#[cfg(test)]
+mod golden;

@@ -1,0 +1,908 @@
+//! Owns the sled engine: opening (with the checks that refuse what is not ours), the single
+//! writer's append path, reads and index scans, blobs, flush with the HEAD file, snapshots.
+//!
+//! Directory layout (see docs/storage.md): `RECKON_STORE` (marker: format name and store schema,
+//! readable without opening sled), `HEAD` (last flushed seq and hash, fsynced), `db/` (sled).
+//! sled trees: `events` (log, indexes, tombstones and meta under one-byte prefixes, so that one
+//! `apply_batch` makes an event and its index entries atomic), `blobs`, `snapshots`.
+
+use super::keys::{self, Index, Term};
+use super::projection::{self, AppState, Projections};
+use super::{
+    Appended, EventRead, EventStore, Order, Page, Query, STORE_SCHEMA, Selector, StoreError, blob,
+};
+use crate::event::envelope::EVENT_SCHEMA;
+use crate::event::{Digest, Draft, Envelope, EnvelopeBody, Event, EventKind};
+use chrono::{DateTime, Utc};
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+pub const MARKER_FILE: &str = "RECKON_STORE";
+pub const HEAD_FILE: &str = "HEAD";
+pub const SLED_DIR: &str = "db";
+const MARKER_MAGIC: &str = "reckon-store";
+const META_SCHEMA: &[u8] = b"Mschema";
+const SNAPSHOT_KEY: &[u8] = b"projections";
+
+#[derive(Clone, Debug)]
+pub struct OpenOptions {
+    /// Create the store if the directory is missing or empty.
+    pub create: bool,
+    /// Write a projection snapshot at a flush once this many events were appended since the last.
+    pub snapshot_every: u64,
+    /// sled page cache size.
+    pub cache_bytes: u64,
+    /// The schema to create or migrate to. Only the fixture generator and migration tests set
+    /// anything but [`STORE_SCHEMA`].
+    #[doc(hidden)]
+    pub schema: u32,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions {
+            create: false,
+            snapshot_every: 100_000,
+            cache_bytes: 256 << 20,
+            schema: STORE_SCHEMA,
+        }
+    }
+}
+
+impl OpenOptions {
+    pub fn create() -> Self {
+        OpenOptions {
+            create: true,
+            ..Default::default()
+        }
+    }
+}
+
+/// A read handle: clones of the sled trees (cheap, thread-safe), usable while the writer writes.
+#[derive(Clone)]
+pub struct StoreReader {
+    pub(crate) path: PathBuf,
+    pub(crate) events: sled::Tree,
+    pub(crate) blobs: sled::Tree,
+}
+
+pub struct SledStore {
+    pub(crate) reader: StoreReader,
+    pub(crate) db: sled::Db,
+    pub(crate) snapshots: sled::Tree,
+    pub(crate) schema: u32,
+    pub(crate) next_seq: u64,
+    pub(crate) head: Digest,
+    pub(crate) last_micros: i64,
+    pub(crate) proj: Projections,
+    unsnapshotted: u64,
+    snapshot_every: u64,
+    /// Where the pre-migration copy went, if this open migrated.
+    pub migrated_backup: Option<PathBuf>,
+}
+
+fn parse_marker(text: &str) -> Result<u32, String> {
+    let mut lines = text.lines();
+    if lines.next() != Some(MARKER_MAGIC) {
+        return Err(format!(
+            "{MARKER_FILE} does not start with `{MARKER_MAGIC}`"
+        ));
+    }
+    lines
+        .find_map(|l| l.strip_prefix("schema "))
+        .ok_or_else(|| format!("{MARKER_FILE} has no `schema` line"))?
+        .trim()
+        .parse()
+        .map_err(|e| format!("{MARKER_FILE}: bad schema: {e}"))
+}
+
+fn marker_text(schema: u32) -> String {
+    format!("{MARKER_MAGIC}\nschema {schema}\n")
+}
+
+/// Writes `name` in `dir` atomically and durably: temp file, fsync, rename, fsync the directory.
+fn write_durably(dir: &Path, name: &str, content: &[u8]) -> Result<(), StoreError> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    let op = "writing a control file";
+    let mut f = fs::File::create(&tmp).map_err(|e| StoreError::io(&tmp, op, e))?;
+    f.write_all(content)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| StoreError::io(&tmp, op, e))?;
+    fs::rename(&tmp, dir.join(name)).map_err(|e| StoreError::io(dir, op, e))?;
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| StoreError::io(dir, op, e))
+}
+
+fn parse_head(text: &str) -> Option<(u64, Digest)> {
+    let mut seq = None;
+    let mut hash = None;
+    for l in text.lines() {
+        if let Some(s) = l.strip_prefix("seq ") {
+            seq = s.trim().parse().ok();
+        } else if let Some(h) = l.strip_prefix("hash ") {
+            hash = Digest::from_hex(h.trim());
+        }
+    }
+    Some((seq?, hash?))
+}
+
+fn copy_dir(from: &Path, to: &Path) -> std::io::Result<()> {
+    fs::create_dir_all(to)?;
+    for entry in fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            fs::copy(entry.path(), target)?;
+        }
+    }
+    Ok(())
+}
+
+/// Bytes the store occupies: `(apparent, allocated)` over all files (all trees, control files).
+pub fn size_on_disk(path: &Path) -> std::io::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = (0, 0);
+    for entry in fs::read_dir(path)? {
+        let entry = entry?;
+        let m = entry.metadata()?;
+        if m.is_dir() {
+            let (a, b) = size_on_disk(&entry.path())?;
+            total = (total.0 + a, total.1 + b);
+        } else {
+            total = (total.0 + m.len(), total.1 + m.blocks() * 512);
+        }
+    }
+    Ok(total)
+}
+
+impl SledStore {
+    /// Opens (or creates) a store, refusing anything that is not a reckon store or is newer than
+    /// this reckon, migrating older stores after taking a backup copy.
+    pub fn open(path: impl AsRef<Path>, opts: OpenOptions) -> Result<SledStore, StoreError> {
+        let path = path.as_ref().to_owned();
+        match fs::metadata(&path) {
+            Ok(m) if !m.is_dir() => {
+                return Err(StoreError::NotAStore {
+                    path,
+                    reason: "it is a file, not a directory".into(),
+                });
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if !opts.create {
+                    return Err(StoreError::NotFound { path });
+                }
+                fs::create_dir_all(&path)
+                    .map_err(|e| StoreError::io(&path, "creating the store directory", e))?;
+            }
+            Err(e) => return Err(StoreError::io(&path, "reading the store directory", e)),
+        }
+        let marker_path = path.join(MARKER_FILE);
+        let on_disk = match fs::read_to_string(&marker_path) {
+            Ok(text) => Some(parse_marker(&text).map_err(|reason| StoreError::NotAStore {
+                path: path.clone(),
+                reason,
+            })?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let nonempty = fs::read_dir(&path)
+                    .map_err(|e| StoreError::io(&path, "listing the store directory", e))?
+                    .next()
+                    .is_some();
+                if nonempty {
+                    return Err(StoreError::NotAStore {
+                        path,
+                        reason: format!(
+                            "the directory holds other files and no {MARKER_FILE} marker"
+                        ),
+                    });
+                }
+                if !opts.create {
+                    return Err(StoreError::NotFound { path });
+                }
+                None
+            }
+            Err(e) => return Err(StoreError::io(&marker_path, "reading the marker", e)),
+        };
+        // Refuse newer stores before sled touches a single file.
+        if let Some(found) = on_disk
+            && found > STORE_SCHEMA
+        {
+            return Err(StoreError::NewerSchema {
+                path,
+                found,
+                supported: STORE_SCHEMA,
+            });
+        }
+        let mut backup = None;
+        match on_disk {
+            None => write_durably(&path, MARKER_FILE, marker_text(opts.schema).as_bytes())?,
+            Some(from) if from < opts.schema => {
+                let name = path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_else(|| "store".into());
+                let to = path.with_file_name(format!(
+                    "{name}.backup-schema-{from}-{}",
+                    Utc::now().format("%Y%m%dT%H%M%S%.6fZ")
+                ));
+                copy_dir(&path, &to)
+                    .map_err(|e| StoreError::io(&to, "copying the store before migrating", e))?;
+                backup = Some(to);
+            }
+            Some(_) => {}
+        }
+        let sled_path = path.join(SLED_DIR);
+        let db = sled::Config::new()
+            .path(&sled_path)
+            .cache_capacity(opts.cache_bytes)
+            .mode(sled::Mode::HighThroughput)
+            .open()
+            .map_err(|e| StoreError::sled(&path, "opening sled", e))?;
+        let tree = |name: &str| {
+            db.open_tree(name)
+                .map_err(|e| StoreError::sled(&path, "opening a tree", e))
+        };
+        let events = tree("events")?;
+        let blobs = tree("blobs")?;
+        let snapshots = tree("snapshots")?;
+        let schema = match events
+            .get(META_SCHEMA)
+            .map_err(|e| StoreError::sled(&path, "reading the schema", e))?
+        {
+            Some(v) => {
+                u32::from_be_bytes(v.as_ref().try_into().map_err(|_| StoreError::Corrupt {
+                    path: path.clone(),
+                    seq: None,
+                    reason: "meta schema is not 4 bytes".into(),
+                })?)
+            }
+            None => {
+                let s = on_disk.unwrap_or(opts.schema);
+                events
+                    .insert(META_SCHEMA, &s.to_be_bytes())
+                    .map_err(|e| StoreError::sled(&path, "writing the schema", e))?;
+                s
+            }
+        };
+        if schema > STORE_SCHEMA {
+            return Err(StoreError::NewerSchema {
+                path,
+                found: schema,
+                supported: STORE_SCHEMA,
+            });
+        }
+        let mut store = SledStore {
+            reader: StoreReader {
+                path: path.clone(),
+                events,
+                blobs,
+            },
+            db,
+            snapshots,
+            schema,
+            next_seq: 1,
+            head: Digest::ZERO,
+            last_micros: i64::MIN,
+            proj: Projections::default(),
+            unsnapshotted: 0,
+            snapshot_every: opts.snapshot_every.max(1),
+            migrated_backup: None,
+        };
+        store.load_head()?;
+        if store.schema < opts.schema {
+            let backup = backup.ok_or_else(|| StoreError::Migration {
+                path: path.clone(),
+                step: "open",
+                reason: format!(
+                    "the marker says schema {:?} but sled says {}",
+                    on_disk, store.schema
+                ),
+            })?;
+            super::migrate::run(&mut store, opts.schema, &backup)?;
+            store.migrated_backup = Some(backup);
+        }
+        if on_disk != Some(store.schema) {
+            write_durably(&path, MARKER_FILE, marker_text(store.schema).as_bytes())?;
+        }
+        store.restore_projections()?;
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.reader.path
+    }
+
+    pub fn schema(&self) -> u32 {
+        self.schema
+    }
+
+    pub fn reader(&self) -> StoreReader {
+        self.reader.clone()
+    }
+
+    fn err(&self, op: &'static str) -> impl Fn(sled::Error) -> StoreError + '_ {
+        move |e| StoreError::sled(&self.reader.path, op, e)
+    }
+
+    fn load_head(&mut self) -> Result<(), StoreError> {
+        let path = self.reader.path.clone();
+        let last = self
+            .reader
+            .events
+            .range(keys::log_key(0)..=keys::log_key(u64::MAX))
+            .next_back()
+            .transpose()
+            .map_err(self.err("reading the last event"))?;
+        let log_seq = match last {
+            Some((k, v)) => {
+                let seq = keys::seq_of(&k).unwrap_or(0);
+                let env = Envelope::open(&v).map_err(|e| StoreError::envelope(&path, seq, e))?;
+                self.next_seq = seq + 1;
+                self.head = env.hash;
+                self.last_micros = env.body.time.timestamp_micros();
+                seq
+            }
+            None => 0,
+        };
+        match fs::read_to_string(path.join(HEAD_FILE)) {
+            Ok(text) => {
+                let (head_seq, head_hash) =
+                    parse_head(&text).ok_or_else(|| StoreError::Corrupt {
+                        path: path.join(HEAD_FILE),
+                        seq: None,
+                        reason: "unparsable HEAD file".into(),
+                    })?;
+                if head_seq > log_seq {
+                    return Err(StoreError::Truncated {
+                        path,
+                        head_seq,
+                        log_seq,
+                    });
+                }
+                if let Some(env) = self.reader.get(head_seq)?
+                    && env.hash != head_hash
+                {
+                    return Err(StoreError::Corrupt {
+                        path,
+                        seq: Some(head_seq),
+                        reason: format!(
+                            "HEAD recorded hash {head_hash} for this seq, the log has {}",
+                            env.hash
+                        ),
+                    });
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StoreError::io(&path, "reading HEAD", e)),
+        }
+        Ok(())
+    }
+
+    /// Loads the snapshot and replays the tail; falls back to a full rebuild when the snapshot is
+    /// missing, unreadable, ahead of the log, or older than a compaction.
+    fn restore_projections(&mut self) -> Result<(), StoreError> {
+        let snap = self
+            .snapshots
+            .get(SNAPSHOT_KEY)
+            .map_err(self.err("reading the snapshot"))?
+            .and_then(|b| projection::decode_snapshot::<Projections>(&b).ok());
+        let last_seq = self.next_seq - 1;
+        let latest_compaction = self
+            .reader
+            .query(&Query::new(Selector::Kind(EventKind::RetentionCompacted)).limit(1))?
+            .events
+            .first()
+            .map(|e| e.body.seq)
+            .unwrap_or(0);
+        match snap {
+            Some(p) if p.covered_seq <= last_seq && p.covered_seq >= latest_compaction => {
+                let mut p = p;
+                for item in self
+                    .reader
+                    .events
+                    .range(keys::log_key(p.covered_seq + 1)..=keys::log_key(u64::MAX))
+                {
+                    let (k, v) = item.map_err(self.err("replaying the log tail"))?;
+                    let seq = keys::seq_of(&k).unwrap_or(0);
+                    let env = Envelope::open(&v)
+                        .map_err(|e| StoreError::envelope(&self.reader.path, seq, e))?;
+                    p.fold(&env.body);
+                }
+                self.unsnapshotted = last_seq - p.covered_seq;
+                self.proj = p;
+            }
+            _ => {
+                self.proj = self.reader.rebuild_projections(&mut |_| {})?;
+                self.write_snapshot()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Replays the whole log into fresh projections and stores them as the snapshot.
+    pub fn rebuild(&mut self, progress: &mut dyn FnMut(u64)) -> Result<&Projections, StoreError> {
+        self.proj = self.reader.rebuild_projections(progress)?;
+        self.write_snapshot()?;
+        self.db.flush().map_err(self.err("flushing"))?;
+        Ok(&self.proj)
+    }
+
+    pub(crate) fn write_snapshot(&mut self) -> Result<(), StoreError> {
+        let bytes = projection::encode_snapshot(&self.proj).map_err(|e| StoreError::Invalid {
+            path: self.reader.path.clone(),
+            reason: format!("encoding the snapshot: {e}"),
+        })?;
+        self.snapshots
+            .insert(SNAPSHOT_KEY, bytes)
+            .map_err(self.err("writing the snapshot"))?;
+        self.unsnapshotted = 0;
+        Ok(())
+    }
+
+    /// Seals `drafts` onto the chain and applies them, their index entries and whatever `batch`
+    /// already holds as one atomic sled batch.
+    pub(crate) fn append_with(
+        &mut self,
+        drafts: Vec<Draft>,
+        mut batch: sled::Batch,
+    ) -> Result<Appended, StoreError> {
+        // Time never goes backwards along the sequence: time ranges map onto sequence ranges.
+        let micros = Utc::now().timestamp_micros().max(self.last_micros);
+        let time = DateTime::from_timestamp_micros(micros).expect("now is in range");
+        let mut seq = self.next_seq;
+        let mut head = self.head;
+        let mut bodies = Vec::with_capacity(drafts.len());
+        for d in drafts {
+            let body = EnvelopeBody {
+                schema: EVENT_SCHEMA,
+                seq,
+                time,
+                app: d.app,
+                actor: d.actor,
+                prev_hash: head,
+                event: d.event,
+            };
+            let (env, record) = Envelope::seal(body).map_err(|e| StoreError::Invalid {
+                path: self.reader.path.clone(),
+                reason: e.to_string(),
+            })?;
+            batch.insert(&keys::log_key(seq)[..], record);
+            for k in keys::index_keys(&env.body, self.schema) {
+                batch.insert(k, &[][..]);
+            }
+            head = env.hash;
+            seq += 1;
+            bodies.push(env.body);
+        }
+        self.reader
+            .events
+            .apply_batch(batch)
+            .map_err(self.err("appending a batch"))?;
+        let first_seq = self.next_seq;
+        self.next_seq = seq;
+        self.head = head;
+        self.last_micros = micros;
+        for b in &bodies {
+            self.proj.fold(b);
+        }
+        self.unsnapshotted += bodies.len() as u64;
+        Ok(Appended {
+            first_seq,
+            last_seq: seq - 1,
+            head,
+        })
+    }
+
+    /// Writes raw, already sealed records (import). They must continue the chain exactly.
+    pub(crate) fn append_sealed(
+        &mut self,
+        records: Vec<(Envelope, Vec<u8>)>,
+        tombstones: Vec<(u64, Digest, u64)>,
+    ) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        // (seq, record if live, hash, voucher if tombstone)
+        type Item = (u64, Option<(Envelope, Vec<u8>)>, Digest, u64);
+        let mut items: Vec<Item> = Vec::with_capacity(records.len() + tombstones.len());
+        for (e, r) in records {
+            let (seq, hash) = (e.body.seq, e.hash);
+            items.push((seq, Some((e, r)), hash, 0));
+        }
+        items.extend(tombstones.into_iter().map(|(s, h, v)| (s, None, h, v)));
+        items.sort_by_key(|i| i.0);
+        let mut next = self.next_seq;
+        let mut head = self.head;
+        let mut bodies = Vec::new();
+        for (seq, rec, hash, voucher) in items {
+            if seq != next {
+                return Err(StoreError::Import {
+                    line: seq,
+                    reason: format!("expected seq {next}, got {seq}: the export has a gap"),
+                });
+            }
+            match rec {
+                Some((env, record)) => {
+                    if env.body.prev_hash != head {
+                        return Err(StoreError::Import {
+                            line: seq,
+                            reason: "prev_hash does not link to the previous event".into(),
+                        });
+                    }
+                    batch.insert(&keys::log_key(seq)[..], record);
+                    for k in keys::index_keys(&env.body, self.schema) {
+                        batch.insert(k, &[][..]);
+                    }
+                    self.last_micros = env.body.time.timestamp_micros();
+                    bodies.push(env.body);
+                }
+                None => {
+                    let mut v = hash.0.to_vec();
+                    v.extend_from_slice(&voucher.to_be_bytes());
+                    batch.insert(&keys::tombstone_key(seq)[..], v);
+                }
+            }
+            head = hash;
+            next += 1;
+        }
+        self.reader
+            .events
+            .apply_batch(batch)
+            .map_err(self.err("importing a batch"))?;
+        self.next_seq = next;
+        self.head = head;
+        for b in &bodies {
+            self.proj.fold(b);
+        }
+        Ok(())
+    }
+
+    /// Writes the snapshot (if due), flushes sled, then records the flushed head in `HEAD`.
+    fn flush_inner(&mut self, force_snapshot: bool) -> Result<(), StoreError> {
+        if force_snapshot || self.unsnapshotted >= self.snapshot_every {
+            self.write_snapshot()?;
+        }
+        self.db.flush().map_err(self.err("flushing"))?;
+        if self.next_seq > 1 {
+            let text = format!("seq {}\nhash {}\n", self.next_seq - 1, self.head);
+            write_durably(&self.reader.path, HEAD_FILE, text.as_bytes())?;
+        }
+        Ok(())
+    }
+
+    /// Flushes with a fresh snapshot: the shutdown path.
+    pub fn close(mut self) -> Result<(), StoreError> {
+        self.flush_inner(true)
+    }
+}
+
+impl EventStore for SledStore {
+    fn append(&mut self, drafts: Vec<Draft>) -> Result<Appended, StoreError> {
+        self.append_with(drafts, sled::Batch::default())
+    }
+
+    fn put_blob(&mut self, canonical: &[u8]) -> Result<Digest, StoreError> {
+        let digest = Digest::of(canonical);
+        let exists = self
+            .reader
+            .blobs
+            .contains_key(digest.0)
+            .map_err(self.err("looking up a blob"))?;
+        if !exists {
+            self.reader
+                .blobs
+                .insert(digest.0, blob::compress(canonical))
+                .map_err(self.err("writing a blob"))?;
+        }
+        Ok(digest)
+    }
+
+    fn flush(&mut self) -> Result<(), StoreError> {
+        self.flush_inner(false)
+    }
+
+    fn projections(&self) -> &Projections {
+        &self.proj
+    }
+
+    fn head(&self) -> Option<(u64, Digest)> {
+        (self.next_seq > 1).then_some((self.next_seq - 1, self.head))
+    }
+}
+
+impl EventRead for SledStore {
+    fn get(&self, seq: u64) -> Result<Option<Envelope>, StoreError> {
+        self.reader.get(seq)
+    }
+    fn query(&self, q: &Query) -> Result<Page, StoreError> {
+        self.reader.query(q)
+    }
+    fn blob(&self, digest: &Digest) -> Result<Option<Vec<u8>>, StoreError> {
+        self.reader.blob(digest)
+    }
+}
+
+/// `(low key, high key, whether the range is in the time index)`, both ends inclusive.
+type ScanBounds = (Vec<u8>, Vec<u8>, bool);
+
+fn matches(sel: &Selector, body: &EnvelopeBody) -> bool {
+    match sel {
+        Selector::All => true,
+        Selector::App(a) => body.app.as_deref() == Some(a.as_str()),
+        Selector::Object(o) => body
+            .event
+            .object()
+            .is_some_and(|x| x.identity() == o.identity()),
+        Selector::Commit(c) => body.event.revisions().contains(&c.as_str()),
+        Selector::Author(a) => body
+            .event
+            .authors()
+            .iter()
+            .any(|x| x.eq_ignore_ascii_case(a) || x.to_lowercase() == a.to_lowercase()),
+        Selector::Kind(k) => body.event.kind() == *k,
+    }
+}
+
+impl StoreReader {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn err(&self, op: &'static str) -> impl Fn(sled::Error) -> StoreError + '_ {
+        move |e| StoreError::sled(&self.path, op, e)
+    }
+
+    /// The newest live sequence number (0 for an empty log).
+    pub fn last_seq(&self) -> Result<u64, StoreError> {
+        Ok(self
+            .events
+            .range(keys::log_key(0)..=keys::log_key(u64::MAX))
+            .next_back()
+            .transpose()
+            .map_err(self.err("reading the last event"))?
+            .and_then(|(k, _)| keys::seq_of(&k))
+            .unwrap_or(0))
+    }
+
+    pub fn schema(&self) -> Result<u32, StoreError> {
+        let v = self
+            .events
+            .get(META_SCHEMA)
+            .map_err(self.err("reading the schema"))?;
+        Ok(v.and_then(|v| v.as_ref().try_into().ok())
+            .map(u32::from_be_bytes)
+            .unwrap_or(0))
+    }
+
+    /// Opens a stored record as event `seq`, checking its hash and that it is the event asked for.
+    pub(crate) fn open_record(&self, seq: u64, record: &[u8]) -> Result<Envelope, StoreError> {
+        let env = Envelope::open(record).map_err(|e| StoreError::envelope(&self.path, seq, e))?;
+        if env.body.seq != seq {
+            return Err(StoreError::Corrupt {
+                path: self.path.clone(),
+                seq: Some(seq),
+                reason: format!("the record under this key says seq {}", env.body.seq),
+            });
+        }
+        Ok(env)
+    }
+
+    /// Every event in sequence order, from `from` on.
+    pub fn iter_from(&self, from: u64) -> impl Iterator<Item = Result<Envelope, StoreError>> + '_ {
+        self.events
+            .range(keys::log_key(from)..=keys::log_key(u64::MAX))
+            .map(move |item| {
+                let (k, v) = item.map_err(self.err("scanning the log"))?;
+                self.open_record(keys::seq_of(&k).unwrap_or(0), &v)
+            })
+    }
+
+    pub(crate) fn rebuild_projections(
+        &self,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<Projections, StoreError> {
+        // Compacted Apps start from the base state of their latest RetentionCompacted event.
+        let mut bases: BTreeMap<String, (u64, AppState)> = BTreeMap::new();
+        let mut cursor = None;
+        loop {
+            let page = self.query(
+                &Query::new(Selector::Kind(EventKind::RetentionCompacted))
+                    .oldest_first()
+                    .limit(1000)
+                    .after(cursor),
+            )?;
+            for e in &page.events {
+                if let (Some(app), Event::RetentionCompacted(c)) = (&e.body.app, &e.body.event) {
+                    let base =
+                        projection::decode_snapshot::<AppState>(&c.base_state).map_err(|err| {
+                            StoreError::Corrupt {
+                                path: self.path.clone(),
+                                seq: Some(e.body.seq),
+                                reason: format!("base state: {err}"),
+                            }
+                        })?;
+                    bases.insert(app.clone(), (e.body.seq, base));
+                }
+            }
+            if page.next.is_none() {
+                break;
+            }
+            cursor = page.next;
+        }
+        let bases = bases.into_iter().map(|(a, (_, s))| (a, s)).collect();
+        let mut n = 0u64;
+        Projections::replay(
+            bases,
+            self.iter_from(1).inspect(|_| {
+                n += 1;
+                if n.is_multiple_of(10_000) {
+                    progress(n);
+                }
+            }),
+        )
+    }
+
+    fn scan_bounds(&self, q: &Query) -> Result<Option<ScanBounds>, StoreError> {
+        let (seq_lo, seq_hi) = match (q.order, q.cursor) {
+            (_, None) => (0, u64::MAX),
+            (Order::OldestFirst, Some(c)) => match c.checked_add(1) {
+                Some(lo) => (lo, u64::MAX),
+                None => return Ok(None),
+            },
+            (Order::NewestFirst, Some(c)) => match c.checked_sub(1) {
+                Some(hi) => (0, hi),
+                None => return Ok(None),
+            },
+        };
+        let with_seq = |prefix: &[u8], seq: u64| {
+            let mut k = prefix.to_vec();
+            k.extend_from_slice(&seq.to_be_bytes());
+            k
+        };
+        let prefix = match &q.selector {
+            Selector::All if (q.since.is_some() || q.until.is_some()) && self.schema()? >= 2 => {
+                // Time index: bounds are (time, seq); a cursor narrows by its event's time.
+                let lo_t = q.since.map(|t| t.timestamp_micros()).unwrap_or(i64::MIN);
+                let hi_t = q.until.map(|t| t.timestamp_micros()).unwrap_or(i64::MAX);
+                let mut lo = keys::term_prefix(Index::Time, &Term::Time(lo_t));
+                lo.extend_from_slice(&0u64.to_be_bytes());
+                let mut hi = keys::term_prefix(Index::Time, &Term::Time(hi_t));
+                hi.extend_from_slice(&u64::MAX.to_be_bytes());
+                if let Some(c) = q.cursor {
+                    let at = self
+                        .get(c)?
+                        .map(|e| e.body.time.timestamp_micros())
+                        .ok_or_else(|| StoreError::Invalid {
+                            path: self.path.clone(),
+                            reason: format!("cursor {c} names no event"),
+                        })?;
+                    let k = with_seq(&keys::term_prefix(Index::Time, &Term::Time(at)), c);
+                    match q.order {
+                        Order::OldestFirst => lo = k,
+                        Order::NewestFirst => hi = k,
+                    }
+                }
+                return Ok(Some((lo, hi, true)));
+            }
+            Selector::All => vec![keys::LOG],
+            Selector::App(a) => keys::term_prefix(Index::App, &Term::Str(a)),
+            Selector::Object(o) => {
+                keys::term_prefix(Index::Object, &Term::Str(&keys::object_term(o)))
+            }
+            Selector::Commit(c) => keys::term_prefix(Index::Commit, &Term::Str(c)),
+            Selector::Author(a) => {
+                keys::term_prefix(Index::Author, &Term::Str(&keys::author_term(a)))
+            }
+            Selector::Kind(k) => keys::term_prefix(Index::Kind, &Term::Kind(*k)),
+        };
+        Ok(Some((
+            with_seq(&prefix, seq_lo),
+            with_seq(&prefix, seq_hi),
+            false,
+        )))
+    }
+}
+
+impl EventRead for StoreReader {
+    fn get(&self, seq: u64) -> Result<Option<Envelope>, StoreError> {
+        match self
+            .events
+            .get(keys::log_key(seq))
+            .map_err(self.err("reading an event"))?
+        {
+            None => Ok(None),
+            Some(v) => self.open_record(seq, &v).map(Some),
+        }
+    }
+
+    fn query(&self, q: &Query) -> Result<Page, StoreError> {
+        let empty = Page {
+            events: vec![],
+            next: None,
+        };
+        if q.limit == 0 {
+            return Ok(empty);
+        }
+        let Some((lo, hi, time_index)) = self.scan_bounds(q)? else {
+            return Ok(empty);
+        };
+        if lo > hi {
+            return Ok(empty);
+        }
+        let is_log = q.selector == Selector::All && !time_index;
+        let range = self.events.range(lo..=hi);
+        let iter: Box<dyn Iterator<Item = _>> = match q.order {
+            Order::OldestFirst => Box::new(range),
+            Order::NewestFirst => Box::new(range.rev()),
+        };
+        let since = q.since.map(|t| t.timestamp_micros());
+        let until = q.until.map(|t| t.timestamp_micros());
+        let mut events = Vec::with_capacity(q.limit.min(1024));
+        for item in iter {
+            let (k, v) = item.map_err(self.err("scanning an index"))?;
+            let seq = keys::seq_of(&k).unwrap_or(0);
+            if time_index && q.cursor == Some(seq) {
+                continue; // the cursor's own entry bounds the range inclusively
+            }
+            let env = if is_log {
+                self.open_record(seq, &v)?
+            } else {
+                let rec = self
+                    .events
+                    .get(keys::log_key(seq))
+                    .map_err(self.err("reading an indexed event"))?
+                    .ok_or_else(|| StoreError::Corrupt {
+                        path: self.path.clone(),
+                        seq: Some(seq),
+                        reason: "an index entry points to an event that is not in the log".into(),
+                    })?;
+                self.open_record(seq, &rec)?
+            };
+            if !matches(&q.selector, &env.body) {
+                continue; // an h64 collision: another term with the same 8-byte hash
+            }
+            let t = env.body.time.timestamp_micros();
+            // Time is non-decreasing along the sequence: past the range in scan order, stop.
+            let (too_early, too_late) =
+                (since.is_some_and(|s| t < s), until.is_some_and(|u| t > u));
+            if too_early || too_late {
+                let beyond = match q.order {
+                    Order::OldestFirst => too_late,
+                    Order::NewestFirst => too_early,
+                };
+                if beyond {
+                    break;
+                }
+                continue;
+            }
+            events.push(env);
+            if events.len() == q.limit {
+                return Ok(Page {
+                    next: Some(seq),
+                    events,
+                });
+            }
+        }
+        Ok(Page { events, next: None })
+    }
+
+    fn blob(&self, digest: &Digest) -> Result<Option<Vec<u8>>, StoreError> {
+        match self
+            .blobs
+            .get(digest.0)
+            .map_err(self.err("reading a blob"))?
+        {
+            None => Ok(None),
+            Some(v) => blob::decompress(digest, &v)
+                .map(Some)
+                .map_err(|e| StoreError::Corrupt {
+                    path: self.path.clone(),
+                    seq: None,
+                    reason: format!("blob {digest}: {e}"),
+                }),
+        }
+    }
+}
