@@ -252,3 +252,12 @@ pub fn stream(i: u64, apps: u64, objects: u64) -> Draft {
     let d = Draft::new(Some(&app), event);
     if step == 0 { d.by("reckon") } else { d }
 }
+
+/// The canonical manifests behind the `RenderSucceeded` that [`stream`] yields at `i`, if it
+/// yields one there: writers store it as a blob so that `verify` finds every referenced blob.
+pub fn stream_blob(i: u64, apps: u64, objects: u64) -> Option<Vec<u8>> {
+    let app_n = i % apps;
+    let round = i / apps;
+    let cycle = objects + 4;
+    (round % cycle == 1).then(|| format!("app-{app_n}/{}", round / cycle).into_bytes())
+}

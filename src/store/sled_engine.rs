@@ -34,6 +34,9 @@ pub struct OpenOptions {
     pub snapshot_every: u64,
     /// sled page cache size.
     pub cache_bytes: u64,
+    /// Open even when the log ends before the flushed head recorded in `HEAD` (lost events), so
+    /// that `verify` can report it and `export` can salvage what is left. Writers must not.
+    pub allow_truncated: bool,
     /// The schema to create or migrate to. Only the fixture generator and migration tests set
     /// anything but [`STORE_SCHEMA`].
     #[doc(hidden)]
@@ -46,6 +49,7 @@ impl Default for OpenOptions {
             create: false,
             snapshot_every: 100_000,
             cache_bytes: 256 << 20,
+            allow_truncated: false,
             schema: STORE_SCHEMA,
         }
     }
@@ -293,7 +297,7 @@ impl SledStore {
             snapshot_every: opts.snapshot_every.max(1),
             migrated_backup: None,
         };
-        store.load_head()?;
+        store.load_head(opts.allow_truncated)?;
         if store.schema < opts.schema {
             let backup = backup.ok_or_else(|| StoreError::Migration {
                 path: path.clone(),
@@ -329,7 +333,7 @@ impl SledStore {
         move |e| StoreError::sled(&self.reader.path, op, e)
     }
 
-    fn load_head(&mut self) -> Result<(), StoreError> {
+    fn load_head(&mut self, allow_truncated: bool) -> Result<(), StoreError> {
         let path = self.reader.path.clone();
         let last = self
             .reader
@@ -357,7 +361,7 @@ impl SledStore {
                         seq: None,
                         reason: "unparsable HEAD file".into(),
                     })?;
-                if head_seq > log_seq {
+                if head_seq > log_seq && !allow_truncated {
                     return Err(StoreError::Truncated {
                         path,
                         head_seq,
