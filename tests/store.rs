@@ -46,7 +46,8 @@ fn queries_match_a_brute_force_filter() {
     assert_eq!(events.len(), 2000);
     let obj = samples::object("apps", "v1", "Deployment", Some("ns-1"), "svc-2");
     let some_sha = samples::sha(4);
-    let cases: Vec<(Selector, Box<dyn Fn(&EnvelopeBody) -> bool>)> = vec![
+    type Predicate = Box<dyn Fn(&EnvelopeBody) -> bool>;
+    let cases: Vec<(Selector, Predicate)> = vec![
         (Selector::All, Box::new(|_| true)),
         (
             Selector::App("app-1".into()),
