@@ -241,11 +241,26 @@ impl SledStore {
             Some(_) => {}
         }
         let sled_path = path.join(SLED_DIR);
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(&sled_path)
             .cache_capacity(opts.cache_bytes)
-            .mode(sled::Mode::HighThroughput)
-            .open()
+            .mode(sled::Mode::HighThroughput);
+        // sled 0.34 panics on some damaged files while recovering (e.g. "tried to serialize
+        // Uninitialized"): turn that into an error that names the store instead of a crash.
+        let db = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| config.open()))
+            .map_err(|panic| StoreError::Corrupt {
+                path: path.clone(),
+                seq: None,
+                reason: format!(
+                    "sled could not recover {} (it panicked: {}); restore from a backup or export",
+                    sled_path.display(),
+                    panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "unknown panic".into())
+                ),
+            })?
             .map_err(|e| StoreError::sled(&path, "opening sled", e))?;
         let tree = |name: &str| {
             db.open_tree(name)
