@@ -5,7 +5,8 @@
 use super::keys::{self, Index};
 use super::sled_engine::SledStore;
 use super::{EventStore, StoreError};
-use crate::event::{Draft, Envelope, Event, StoreMigrated};
+use crate::event::{Draft, Event, StoreMigrated};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 pub struct Step {
@@ -25,44 +26,56 @@ pub const STEPS: &[Step] = &[Step {
     run: step_0002,
 }];
 
-const CHUNK: usize = 10_000;
+/// Events per migration batch (one batch of kind blocks per group).
+const CHUNK: usize = 1_000;
 
-/// Adds the kind and time index entries of every event already in the log.
+/// Adds the kind posting blocks and time-run entries of every event already in the log.
 fn step_0002(store: &mut SledStore) -> Result<u64, StoreError> {
     let path = store.path().to_owned();
+    let write = |batch: sled::Batch| {
+        store
+            .reader
+            .events
+            .apply_batch(batch)
+            .map_err(|e| StoreError::sled(&path, "migrating: writing index entries", e))
+    };
     let mut written = 0u64;
     let mut batch = sled::Batch::default();
-    let mut in_batch = 0;
-    for item in store
-        .reader
-        .events
-        .range(keys::log_key(0)..=keys::log_key(u64::MAX))
-    {
-        let (k, v) = item.map_err(|e| StoreError::sled(&path, "migrating: scanning the log", e))?;
-        let seq = keys::seq_of(&k).unwrap_or(0);
-        let env = Envelope::open(&v).map_err(|e| StoreError::envelope(&path, seq, e))?;
+    let mut kinds: BTreeMap<Vec<u8>, Vec<u64>> = BTreeMap::new();
+    let mut in_group = 0;
+    let mut prev_time = None;
+    let flush_kinds = |kinds: &mut BTreeMap<Vec<u8>, Vec<u64>>, batch: &mut sled::Batch| {
+        for (mut term, seqs) in std::mem::take(kinds) {
+            term.extend_from_slice(&seqs[0].to_be_bytes());
+            batch.insert(term, keys::encode_postings(&seqs));
+        }
+    };
+    for env in store.reader.iter_from(1) {
+        let env = env?;
         for key in keys::index_keys(&env.body, 2) {
-            let new = [Index::Kind.prefix(), Index::Time.prefix()].contains(&key[0]);
-            if new {
-                batch.insert(key, &[][..]);
-                in_batch += 1;
+            if key[0] == Index::Kind.prefix() {
+                kinds
+                    .entry(key[..key.len() - 8].to_vec())
+                    .or_default()
+                    .push(env.body.seq);
                 written += 1;
             }
         }
-        if in_batch >= CHUNK {
-            store
-                .reader
-                .events
-                .apply_batch(std::mem::take(&mut batch))
-                .map_err(|e| StoreError::sled(&path, "migrating: writing index entries", e))?;
-            in_batch = 0;
+        let t = env.body.time.timestamp_micros();
+        if prev_time != Some(t) {
+            batch.insert(keys::time_key(t, env.body.seq), &[][..]);
+            written += 1;
+        }
+        prev_time = Some(t);
+        in_group += 1;
+        if in_group == CHUNK {
+            flush_kinds(&mut kinds, &mut batch);
+            write(std::mem::take(&mut batch))?;
+            in_group = 0;
         }
     }
-    store
-        .reader
-        .events
-        .apply_batch(batch)
-        .map_err(|e| StoreError::sled(&path, "migrating: writing index entries", e))?;
+    flush_kinds(&mut kinds, &mut batch);
+    write(batch)?;
     Ok(written)
 }
 

@@ -114,12 +114,9 @@ impl SledStore {
                         })?;
                     }
                     _ => {
-                        let bytes = self
-                            .reader
-                            .events
-                            .get(keys::log_key(e.body.seq))
-                            .map_err(|err| StoreError::sled(self.path(), "sizing an event", err))?
-                            .map(|v| v.len() as u64)
+                        // The record's size: format byte, encoded body, hash.
+                        let bytes = crate::codec::encode(&e.body)
+                            .map(|b| b.len() as u64 + 33)
                             .unwrap_or(0);
                         items.push(Item {
                             seq: e.body.seq,
@@ -137,23 +134,55 @@ impl SledStore {
         let Some(cut) = cut(&items, policy, now) else {
             return Ok(None);
         };
-        // Pass 2: remove the prefix, keep hashes, fold it into the base state.
+        // Pass 2: remove the prefix from its chunks and posting blocks, keep its hashes, fold it
+        // into the base state. Each touched chunk and block is read once and rewritten once.
         let mut batch = sled::Batch::default();
         let summary_seq = self.next_seq;
         let mut digest = Sha256::new();
         let mut by_kind: BTreeMap<&'static str, u64> = BTreeMap::new();
         let (mut removed, mut removed_bytes) = (0u64, 0u64);
         let (mut first_time, mut last_time) = (None, None);
+        let mut chunks: BTreeMap<u64, Vec<(u64, Vec<u8>)>> = BTreeMap::new();
+        let mut blocks: BTreeMap<Vec<u8>, Vec<u64>> = BTreeMap::new();
+        let corrupt = |seq: u64, reason: String| StoreError::Corrupt {
+            path: self.path().to_owned(),
+            seq: Some(seq),
+            reason,
+        };
         for item in items.iter().take_while(|i| i.seq <= cut) {
-            let env = self.get(item.seq)?.ok_or_else(|| StoreError::Corrupt {
-                path: self.path().to_owned(),
-                seq: Some(item.seq),
-                reason: "vanished during compaction".into(),
-            })?;
-            batch.remove(&keys::log_key(item.seq)[..]);
-            for k in keys::index_keys(&env.body, self.schema) {
-                batch.remove(k);
+            let env = self
+                .get(item.seq)?
+                .ok_or_else(|| corrupt(item.seq, "vanished during compaction".into()))?;
+            let (chunk_base, recs) = self
+                .reader
+                .chunk_for(item.seq)?
+                .ok_or_else(|| corrupt(item.seq, "no log chunk".into()))?;
+            chunks
+                .entry(chunk_base)
+                .or_insert(recs)
+                .retain(|(s, _)| *s != item.seq);
+            for entry in keys::index_keys(&env.body, self.schema) {
+                let term = &entry[..entry.len() - 8];
+                let mut lo = term.to_vec();
+                lo.extend_from_slice(&0u64.to_be_bytes());
+                let (block_key, block) = self
+                    .reader
+                    .events
+                    .range(lo..=entry.clone())
+                    .next_back()
+                    .transpose()
+                    .map_err(|e| StoreError::sled(self.path(), "reading an index block", e))?
+                    .ok_or_else(|| corrupt(item.seq, "missing index entry".into()))?;
+                let seqs = match blocks.entry(block_key.to_vec()) {
+                    std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
+                    std::collections::btree_map::Entry::Vacant(v) => v.insert(
+                        keys::decode_postings(&block_key, &block)
+                            .map_err(|r| corrupt(item.seq, r))?,
+                    ),
+                };
+                seqs.retain(|s| *s != item.seq);
             }
+            batch.remove(keys::time_key(env.body.time.timestamp_micros(), item.seq));
             let mut tomb = env.hash.0.to_vec();
             tomb.extend_from_slice(&summary_seq.to_be_bytes());
             batch.insert(&keys::tombstone_key(item.seq)[..], tomb);
@@ -165,6 +194,25 @@ impl SledStore {
             first_time.get_or_insert(env.body.time);
             last_time = Some(env.body.time);
             base.fold(&env.body);
+        }
+        for (chunk_base, recs) in chunks {
+            if recs.is_empty() {
+                batch.remove(&keys::log_key(chunk_base)[..]);
+            } else {
+                batch.insert(
+                    &keys::log_key(chunk_base)[..],
+                    keys::encode_chunk(recs.iter().map(|(s, r)| (*s, &r[..]))),
+                );
+            }
+        }
+        for (old_key, seqs) in blocks {
+            // A block is keyed by its first seq: re-key it when that one went.
+            batch.remove(old_key.clone());
+            if let Some(first) = seqs.first() {
+                let mut key = old_key[..old_key.len() - 8].to_vec();
+                key.extend_from_slice(&first.to_be_bytes());
+                batch.insert(key, keys::encode_postings(&seqs));
+            }
         }
         let base_state = projection::encode_snapshot(&base).map_err(|e| StoreError::Invalid {
             path: self.path().to_owned(),

@@ -350,21 +350,12 @@ impl SledStore {
 
     fn load_head(&mut self, allow_truncated: bool) -> Result<(), StoreError> {
         let path = self.reader.path.clone();
-        let last = self
-            .reader
-            .events
-            .range(keys::log_key(0)..=keys::log_key(u64::MAX))
-            .next_back()
-            .transpose()
-            .map_err(self.err("reading the last event"))?;
-        let log_seq = match last {
-            Some((k, v)) => {
-                let seq = keys::seq_of(&k).unwrap_or(0);
-                let env = Envelope::open(&v).map_err(|e| StoreError::envelope(&path, seq, e))?;
-                self.next_seq = seq + 1;
+        let log_seq = match self.reader.last_event()? {
+            Some(env) => {
+                self.next_seq = env.body.seq + 1;
                 self.head = env.hash;
                 self.last_micros = env.body.time.timestamp_micros();
-                seq
+                env.body.seq
             }
             None => 0,
         };
@@ -421,16 +412,8 @@ impl SledStore {
         match snap {
             Some(p) if p.covered_seq <= last_seq && p.covered_seq >= latest_compaction => {
                 let mut p = p;
-                for item in self
-                    .reader
-                    .events
-                    .range(keys::log_key(p.covered_seq + 1)..=keys::log_key(u64::MAX))
-                {
-                    let (k, v) = item.map_err(self.err("replaying the log tail"))?;
-                    let seq = keys::seq_of(&k).unwrap_or(0);
-                    let env = Envelope::open(&v)
-                        .map_err(|e| StoreError::envelope(&self.reader.path, seq, e))?;
-                    p.fold(&env.body);
+                for env in self.reader.iter_from(p.covered_seq + 1) {
+                    p.fold(&env?.body);
                 }
                 self.unsnapshotted = last_seq - p.covered_seq;
                 self.proj = p;
@@ -463,6 +446,40 @@ impl SledStore {
         Ok(())
     }
 
+    /// Stages log chunks, posting blocks and time-run entries for `events` (ascending seqs).
+    /// `prev_micros` is the time of the event before the first one, if any.
+    fn stage(
+        &self,
+        batch: &mut sled::Batch,
+        events: &[(Envelope, Vec<u8>)],
+        prev_micros: Option<i64>,
+    ) {
+        for group in events.chunks(keys::CHUNK_EVENTS) {
+            batch.insert(
+                &keys::log_key(group[0].0.body.seq)[..],
+                keys::encode_chunk(group.iter().map(|(e, r)| (e.body.seq, &r[..]))),
+            );
+        }
+        let mut postings: BTreeMap<Vec<u8>, Vec<u64>> = BTreeMap::new();
+        let mut prev = prev_micros;
+        let timed = self.schema >= Index::Time.since_schema();
+        for (env, _) in events {
+            for mut k in keys::index_keys(&env.body, self.schema) {
+                k.truncate(k.len() - 8);
+                postings.entry(k).or_default().push(env.body.seq);
+            }
+            let t = env.body.time.timestamp_micros();
+            if timed && prev != Some(t) {
+                batch.insert(keys::time_key(t, env.body.seq), &[][..]);
+            }
+            prev = Some(t);
+        }
+        for (mut term, seqs) in postings {
+            term.extend_from_slice(&seqs[0].to_be_bytes());
+            batch.insert(term, keys::encode_postings(&seqs));
+        }
+    }
+
     /// Seals `drafts` onto the chain and applies them, their index entries and whatever `batch`
     /// already holds as one atomic sled batch.
     pub(crate) fn append_with(
@@ -475,7 +492,7 @@ impl SledStore {
         let time = DateTime::from_timestamp_micros(micros).expect("now is in range");
         let mut seq = self.next_seq;
         let mut head = self.head;
-        let mut bodies = Vec::with_capacity(drafts.len());
+        let mut sealed = Vec::with_capacity(drafts.len());
         for d in drafts {
             let body = EnvelopeBody {
                 schema: EVENT_SCHEMA,
@@ -490,14 +507,12 @@ impl SledStore {
                 path: self.reader.path.clone(),
                 reason: e.to_string(),
             })?;
-            batch.insert(&keys::log_key(seq)[..], record);
-            for k in keys::index_keys(&env.body, self.schema) {
-                batch.insert(k, &[][..]);
-            }
             head = env.hash;
             seq += 1;
-            bodies.push(env.body);
+            sealed.push((env, record));
         }
+        let prev = (self.next_seq > 1).then_some(self.last_micros);
+        self.stage(&mut batch, &sealed, prev);
         self.reader
             .events
             .apply_batch(batch)
@@ -506,10 +521,10 @@ impl SledStore {
         self.next_seq = seq;
         self.head = head;
         self.last_micros = micros;
-        for b in &bodies {
-            self.proj.fold(b);
+        for (env, _) in &sealed {
+            self.proj.fold(&env.body);
         }
-        self.unsnapshotted += bodies.len() as u64;
+        self.unsnapshotted += sealed.len() as u64;
         Ok(Appended {
             first_seq,
             last_seq: seq - 1,
@@ -517,64 +532,69 @@ impl SledStore {
         })
     }
 
-    /// Writes raw, already sealed records (import). They must continue the chain exactly.
+    /// Writes raw, already sealed records and tombstones (import). They must continue the
+    /// sequence and the chain exactly.
     pub(crate) fn append_sealed(
         &mut self,
         records: Vec<(Envelope, Vec<u8>)>,
         tombstones: Vec<(u64, Digest, u64)>,
     ) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
-        // (seq, record if live, hash, voucher if tombstone)
-        type Item = (u64, Option<(Envelope, Vec<u8>)>, Digest, u64);
-        let mut items: Vec<Item> = Vec::with_capacity(records.len() + tombstones.len());
-        for (e, r) in records {
-            let (seq, hash) = (e.body.seq, e.hash);
-            items.push((seq, Some((e, r)), hash, 0));
-        }
-        items.extend(tombstones.into_iter().map(|(s, h, v)| (s, None, h, v)));
-        items.sort_by_key(|i| i.0);
+        let mut tombs = tombstones.into_iter().peekable();
+        let mut records = records.into_iter().peekable();
+        let mut live = Vec::new();
         let mut next = self.next_seq;
         let mut head = self.head;
-        let mut bodies = Vec::new();
-        for (seq, rec, hash, voucher) in items {
+        loop {
+            let take_tomb = match (records.peek(), tombs.peek()) {
+                (None, None) => break,
+                (Some((e, _)), Some(t)) => t.0 < e.body.seq,
+                (None, Some(_)) => true,
+                (Some(_), None) => false,
+            };
+            let (seq, hash) = if take_tomb {
+                let (seq, hash, voucher) = tombs.next().expect("peeked");
+                let mut v = hash.0.to_vec();
+                v.extend_from_slice(&voucher.to_be_bytes());
+                batch.insert(&keys::tombstone_key(seq)[..], v);
+                (seq, hash)
+            } else {
+                let (env, record) = records.next().expect("peeked");
+                if env.body.seq == next && env.body.prev_hash != head {
+                    return Err(StoreError::Import {
+                        line: env.body.seq,
+                        reason: format!(
+                            "seq {}: prev_hash does not link to the previous event",
+                            env.body.seq
+                        ),
+                    });
+                }
+                let r = (env.body.seq, env.hash);
+                live.push((env, record));
+                r
+            };
             if seq != next {
                 return Err(StoreError::Import {
                     line: seq,
                     reason: format!("expected seq {next}, got {seq}: the export has a gap"),
                 });
             }
-            match rec {
-                Some((env, record)) => {
-                    if env.body.prev_hash != head {
-                        return Err(StoreError::Import {
-                            line: seq,
-                            reason: "prev_hash does not link to the previous event".into(),
-                        });
-                    }
-                    batch.insert(&keys::log_key(seq)[..], record);
-                    for k in keys::index_keys(&env.body, self.schema) {
-                        batch.insert(k, &[][..]);
-                    }
-                    self.last_micros = env.body.time.timestamp_micros();
-                    bodies.push(env.body);
-                }
-                None => {
-                    let mut v = hash.0.to_vec();
-                    v.extend_from_slice(&voucher.to_be_bytes());
-                    batch.insert(&keys::tombstone_key(seq)[..], v);
-                }
-            }
             head = hash;
             next += 1;
         }
+        let prev = (self.next_seq > 1).then_some(self.last_micros);
+        self.stage(&mut batch, &live, prev);
         self.reader
             .events
             .apply_batch(batch)
             .map_err(self.err("importing a batch"))?;
         self.next_seq = next;
         self.head = head;
-        for b in &bodies {
-            self.proj.fold(b);
+        if let Some((env, _)) = live.last() {
+            self.last_micros = env.body.time.timestamp_micros();
+        }
+        for (env, _) in &live {
+            self.proj.fold(&env.body);
         }
         Ok(())
     }
@@ -644,8 +664,8 @@ impl EventRead for SledStore {
     }
 }
 
-/// `(low key, high key, whether the range is in the time index)`, both ends inclusive.
-type ScanBounds = (Vec<u8>, Vec<u8>, bool);
+type Records = Vec<(u64, Vec<u8>)>;
+type EnvIter<'a> = Box<dyn Iterator<Item = Result<Envelope, StoreError>> + 'a>;
 
 fn matches(sel: &Selector, body: &EnvelopeBody) -> bool {
     match sel {
@@ -656,13 +676,24 @@ fn matches(sel: &Selector, body: &EnvelopeBody) -> bool {
             .object()
             .is_some_and(|x| x.identity() == o.identity()),
         Selector::Commit(c) => body.event.revisions().contains(&c.as_str()),
-        Selector::Author(a) => body
-            .event
-            .authors()
-            .iter()
-            .any(|x| x.eq_ignore_ascii_case(a) || x.to_lowercase() == a.to_lowercase()),
+        Selector::Author(a) => {
+            let a = a.to_lowercase();
+            body.event.authors().iter().any(|x| x.to_lowercase() == a)
+        }
         Selector::Kind(k) => body.event.kind() == *k,
     }
+}
+
+/// The term prefix of an indexed selector (`None` for the log itself).
+fn selector_term(sel: &Selector) -> Option<Vec<u8>> {
+    Some(match sel {
+        Selector::All => return None,
+        Selector::App(a) => keys::term_prefix(Index::App, &Term::Str(a)),
+        Selector::Object(o) => keys::term_prefix(Index::Object, &Term::Str(&keys::object_term(o))),
+        Selector::Commit(c) => keys::term_prefix(Index::Commit, &Term::Str(c)),
+        Selector::Author(a) => keys::term_prefix(Index::Author, &Term::Str(&keys::author_term(a))),
+        Selector::Kind(k) => keys::term_prefix(Index::Kind, &Term::Kind(*k)),
+    })
 }
 
 impl StoreReader {
@@ -674,16 +705,52 @@ impl StoreReader {
         move |e| StoreError::sled(&self.path, op, e)
     }
 
-    /// The newest live sequence number (0 for an empty log).
-    pub fn last_seq(&self) -> Result<u64, StoreError> {
-        Ok(self
+    pub(crate) fn decode_chunk_at(&self, key: &[u8], value: &[u8]) -> Result<Records, StoreError> {
+        keys::decode_chunk(value).map_err(|reason| StoreError::Corrupt {
+            path: self.path.clone(),
+            seq: keys::seq_of(key),
+            reason,
+        })
+    }
+
+    /// The log chunk that holds `seq` if it is live: the last chunk whose base is `<= seq`.
+    pub(crate) fn chunk_for(&self, seq: u64) -> Result<Option<(u64, Records)>, StoreError> {
+        match self
+            .events
+            .range(keys::log_key(0)..=keys::log_key(seq))
+            .next_back()
+            .transpose()
+            .map_err(self.err("reading the log"))?
+        {
+            None => Ok(None),
+            Some((k, v)) => Ok(Some((
+                keys::seq_of(&k).unwrap_or(0),
+                self.decode_chunk_at(&k, &v)?,
+            ))),
+        }
+    }
+
+    /// The newest live event.
+    pub(crate) fn last_event(&self) -> Result<Option<Envelope>, StoreError> {
+        let last = self
             .events
             .range(keys::log_key(0)..=keys::log_key(u64::MAX))
             .next_back()
             .transpose()
-            .map_err(self.err("reading the last event"))?
-            .and_then(|(k, _)| keys::seq_of(&k))
-            .unwrap_or(0))
+            .map_err(self.err("reading the last event"))?;
+        let Some((k, v)) = last else { return Ok(None) };
+        let recs = self.decode_chunk_at(&k, &v)?;
+        let (seq, rec) = recs.last().ok_or_else(|| StoreError::Corrupt {
+            path: self.path.clone(),
+            seq: keys::seq_of(&k),
+            reason: "empty log chunk".into(),
+        })?;
+        self.open_record(*seq, rec).map(Some)
+    }
+
+    /// The newest live sequence number (0 for an empty log).
+    pub fn last_seq(&self) -> Result<u64, StoreError> {
+        Ok(self.last_event()?.map(|e| e.body.seq).unwrap_or(0))
     }
 
     pub fn schema(&self) -> Result<u32, StoreError> {
@@ -703,20 +770,135 @@ impl StoreReader {
             return Err(StoreError::Corrupt {
                 path: self.path.clone(),
                 seq: Some(seq),
-                reason: format!("the record under this key says seq {}", env.body.seq),
+                reason: format!("the record stored as seq {seq} says seq {}", env.body.seq),
             });
         }
         Ok(env)
     }
 
+    /// Live events with `lo <= seq <= hi`, in `order`.
+    fn scan_log(&self, lo: u64, hi: u64, order: Order) -> EnvIter<'_> {
+        // Start at the chunk holding `lo` (its base may be below `lo`).
+        let start = match self
+            .events
+            .range(keys::log_key(0)..=keys::log_key(lo))
+            .next_back()
+        {
+            Some(Ok((k, _))) => k.to_vec(),
+            _ => keys::log_key(lo).to_vec(),
+        };
+        let range = self.events.range(start..=keys::log_key(hi).to_vec());
+        let chunks: Box<dyn Iterator<Item = _>> = match order {
+            Order::OldestFirst => Box::new(range),
+            Order::NewestFirst => Box::new(range.rev()),
+        };
+        Box::new(
+            chunks.flat_map(move |item| -> Vec<Result<Envelope, StoreError>> {
+                let recs = item
+                    .map_err(self.err("scanning the log"))
+                    .and_then(|(k, v)| self.decode_chunk_at(&k, &v));
+                match recs {
+                    Err(e) => vec![Err(e)],
+                    Ok(recs) => {
+                        let mut out: Vec<_> = recs
+                            .into_iter()
+                            .filter(|(s, _)| (lo..=hi).contains(s))
+                            .map(|(s, r)| self.open_record(s, &r))
+                            .collect();
+                        if order == Order::NewestFirst {
+                            out.reverse();
+                        }
+                        out
+                    }
+                }
+            }),
+        )
+    }
+
     /// Every event in sequence order, from `from` on.
     pub fn iter_from(&self, from: u64) -> impl Iterator<Item = Result<Envelope, StoreError>> + '_ {
-        self.events
-            .range(keys::log_key(from)..=keys::log_key(u64::MAX))
-            .map(move |item| {
-                let (k, v) = item.map_err(self.err("scanning the log"))?;
-                self.open_record(keys::seq_of(&k).unwrap_or(0), &v)
-            })
+        self.scan_log(from, u64::MAX, Order::OldestFirst)
+    }
+
+    /// Sequence numbers in the posting blocks of `term` within `[lo, hi]`, in `order`.
+    fn scan_postings(
+        &self,
+        term: Vec<u8>,
+        lo: u64,
+        hi: u64,
+        order: Order,
+    ) -> Box<dyn Iterator<Item = Result<u64, StoreError>> + '_> {
+        let key = |s: u64| {
+            let mut k = term.clone();
+            k.extend_from_slice(&s.to_be_bytes());
+            k
+        };
+        let start = match self.events.range(key(0)..=key(lo)).next_back() {
+            Some(Ok((k, _))) => k.to_vec(),
+            _ => key(lo),
+        };
+        let range = self.events.range(start..=key(hi));
+        let blocks: Box<dyn Iterator<Item = _>> = match order {
+            Order::OldestFirst => Box::new(range),
+            Order::NewestFirst => Box::new(range.rev()),
+        };
+        Box::new(
+            blocks.flat_map(move |item| -> Vec<Result<u64, StoreError>> {
+                let seqs = item
+                    .map_err(self.err("scanning an index"))
+                    .and_then(|(k, v)| {
+                        keys::decode_postings(&k, &v).map_err(|reason| StoreError::Corrupt {
+                            path: self.path.clone(),
+                            seq: keys::seq_of(&k),
+                            reason: format!("index block: {reason}"),
+                        })
+                    });
+                match seqs {
+                    Err(e) => vec![Err(e)],
+                    Ok(seqs) => {
+                        let mut out: Vec<_> = seqs
+                            .into_iter()
+                            .filter(|s| (lo..=hi).contains(s))
+                            .map(Ok)
+                            .collect();
+                        if order == Order::NewestFirst {
+                            out.reverse();
+                        }
+                        out
+                    }
+                }
+            }),
+        )
+    }
+
+    /// The seq of the last time-run entry strictly before `t`: every event before it is older
+    /// than `t`, whatever entries retention may have removed.
+    fn time_floor(&self, t: DateTime<Utc>) -> Result<Option<u64>, StoreError> {
+        let lo = keys::time_key(i64::MIN, 0);
+        let hi = keys::time_key(t.timestamp_micros(), 0);
+        Ok(self
+            .events
+            .range(lo..hi)
+            .next_back()
+            .transpose()
+            .map_err(self.err("reading the time index"))?
+            .and_then(|(k, _)| keys::seq_of(&k)))
+    }
+
+    /// The seq of the first time-run entry strictly after `t`: every event from it on is newer.
+    fn time_ceiling(&self, t: DateTime<Utc>) -> Result<Option<u64>, StoreError> {
+        let Some(after) = t.timestamp_micros().checked_add(1) else {
+            return Ok(None);
+        };
+        let lo = keys::time_key(after, 0);
+        let hi = keys::time_key(i64::MAX, u64::MAX);
+        Ok(self
+            .events
+            .range(lo..=hi)
+            .next()
+            .transpose()
+            .map_err(self.err("reading the time index"))?
+            .and_then(|(k, _)| keys::seq_of(&k)))
     }
 
     pub(crate) fn rebuild_projections(
@@ -724,7 +906,7 @@ impl StoreReader {
         progress: &mut dyn FnMut(u64),
     ) -> Result<Projections, StoreError> {
         // Compacted Apps start from the base state of their latest RetentionCompacted event.
-        let mut bases: BTreeMap<String, (u64, AppState)> = BTreeMap::new();
+        let mut bases: BTreeMap<String, AppState> = BTreeMap::new();
         let mut cursor = None;
         loop {
             let page = self.query(
@@ -743,7 +925,7 @@ impl StoreReader {
                                 reason: format!("base state: {err}"),
                             }
                         })?;
-                    bases.insert(app.clone(), (e.body.seq, base));
+                    bases.insert(app.clone(), base);
                 }
             }
             if page.next.is_none() {
@@ -751,7 +933,6 @@ impl StoreReader {
             }
             cursor = page.next;
         }
-        let bases = bases.into_iter().map(|(a, (_, s))| (a, s)).collect();
         let mut n = 0u64;
         Projections::replay(
             bases,
@@ -764,77 +945,31 @@ impl StoreReader {
         )
     }
 
-    fn scan_bounds(&self, q: &Query) -> Result<Option<ScanBounds>, StoreError> {
-        let (seq_lo, seq_hi) = match (q.order, q.cursor) {
-            (_, None) => (0, u64::MAX),
-            (Order::OldestFirst, Some(c)) => match c.checked_add(1) {
-                Some(lo) => (lo, u64::MAX),
-                None => return Ok(None),
-            },
-            (Order::NewestFirst, Some(c)) => match c.checked_sub(1) {
-                Some(hi) => (0, hi),
-                None => return Ok(None),
-            },
+    /// `get` with a one-chunk cache, for index scans that land in the same chunk repeatedly.
+    fn get_cached(
+        &self,
+        seq: u64,
+        cache: &mut Option<(u64, Records)>,
+    ) -> Result<Option<Envelope>, StoreError> {
+        let hit = cache.as_ref().is_some_and(|(base, recs)| {
+            *base <= seq && recs.last().is_some_and(|(last, _)| seq <= *last)
+        });
+        if !hit {
+            *cache = self.chunk_for(seq)?;
+        }
+        let Some((_, recs)) = cache.as_ref() else {
+            return Ok(None);
         };
-        let with_seq = |prefix: &[u8], seq: u64| {
-            let mut k = prefix.to_vec();
-            k.extend_from_slice(&seq.to_be_bytes());
-            k
-        };
-        let prefix = match &q.selector {
-            Selector::All if (q.since.is_some() || q.until.is_some()) && self.schema()? >= 2 => {
-                // Time index: bounds are (time, seq); a cursor narrows by its event's time.
-                let lo_t = q.since.map(|t| t.timestamp_micros()).unwrap_or(i64::MIN);
-                let hi_t = q.until.map(|t| t.timestamp_micros()).unwrap_or(i64::MAX);
-                let mut lo = keys::term_prefix(Index::Time, &Term::Time(lo_t));
-                lo.extend_from_slice(&0u64.to_be_bytes());
-                let mut hi = keys::term_prefix(Index::Time, &Term::Time(hi_t));
-                hi.extend_from_slice(&u64::MAX.to_be_bytes());
-                if let Some(c) = q.cursor {
-                    let at = self
-                        .get(c)?
-                        .map(|e| e.body.time.timestamp_micros())
-                        .ok_or_else(|| StoreError::Invalid {
-                            path: self.path.clone(),
-                            reason: format!("cursor {c} names no event"),
-                        })?;
-                    let k = with_seq(&keys::term_prefix(Index::Time, &Term::Time(at)), c);
-                    match q.order {
-                        Order::OldestFirst => lo = k,
-                        Order::NewestFirst => hi = k,
-                    }
-                }
-                return Ok(Some((lo, hi, true)));
-            }
-            Selector::All => vec![keys::LOG],
-            Selector::App(a) => keys::term_prefix(Index::App, &Term::Str(a)),
-            Selector::Object(o) => {
-                keys::term_prefix(Index::Object, &Term::Str(&keys::object_term(o)))
-            }
-            Selector::Commit(c) => keys::term_prefix(Index::Commit, &Term::Str(c)),
-            Selector::Author(a) => {
-                keys::term_prefix(Index::Author, &Term::Str(&keys::author_term(a)))
-            }
-            Selector::Kind(k) => keys::term_prefix(Index::Kind, &Term::Kind(*k)),
-        };
-        Ok(Some((
-            with_seq(&prefix, seq_lo),
-            with_seq(&prefix, seq_hi),
-            false,
-        )))
+        match recs.binary_search_by_key(&seq, |(s, _)| *s) {
+            Ok(i) => self.open_record(seq, &recs[i].1).map(Some),
+            Err(_) => Ok(None),
+        }
     }
 }
 
 impl EventRead for StoreReader {
     fn get(&self, seq: u64) -> Result<Option<Envelope>, StoreError> {
-        match self
-            .events
-            .get(keys::log_key(seq))
-            .map_err(self.err("reading an event"))?
-        {
-            None => Ok(None),
-            Some(v) => self.open_record(seq, &v).map(Some),
-        }
+        self.get_cached(seq, &mut None)
     }
 
     fn query(&self, q: &Query) -> Result<Page, StoreError> {
@@ -845,49 +980,57 @@ impl EventRead for StoreReader {
         if q.limit == 0 {
             return Ok(empty);
         }
-        let Some((lo, hi, time_index)) = self.scan_bounds(q)? else {
-            return Ok(empty);
+        let (mut lo, mut hi) = match (q.order, q.cursor) {
+            (_, None) => (1, u64::MAX),
+            (Order::OldestFirst, Some(c)) => match c.checked_add(1) {
+                Some(lo) => (lo, u64::MAX),
+                None => return Ok(empty),
+            },
+            (Order::NewestFirst, Some(c)) => (1, c.saturating_sub(1)),
         };
+        // Time is non-decreasing along the sequence, so a time range narrows the seq range.
+        if let Some(s) = q.since
+            && let Some(seq) = self.time_floor(s)?
+        {
+            lo = lo.max(seq);
+        }
+        if let Some(u) = q.until
+            && let Some(seq) = self.time_ceiling(u)?
+        {
+            hi = hi.min(seq.saturating_sub(1));
+        }
         if lo > hi {
             return Ok(empty);
         }
-        let is_log = q.selector == Selector::All && !time_index;
-        let range = self.events.range(lo..=hi);
-        let iter: Box<dyn Iterator<Item = _>> = match q.order {
-            Order::OldestFirst => Box::new(range),
-            Order::NewestFirst => Box::new(range.rev()),
+        let iter: EnvIter<'_> = match selector_term(&q.selector) {
+            None => self.scan_log(lo, hi, q.order),
+            Some(term) => {
+                let mut cache = None;
+                Box::new(self.scan_postings(term, lo, hi, q.order).map(move |seq| {
+                    let seq = seq?;
+                    self.get_cached(seq, &mut cache)?
+                        .ok_or_else(|| StoreError::Corrupt {
+                            path: self.path.clone(),
+                            seq: Some(seq),
+                            reason: "an index entry points to an event that is not in the log"
+                                .into(),
+                        })
+                }))
+            }
         };
         let since = q.since.map(|t| t.timestamp_micros());
         let until = q.until.map(|t| t.timestamp_micros());
         let mut events = Vec::with_capacity(q.limit.min(1024));
-        for item in iter {
-            let (k, v) = item.map_err(self.err("scanning an index"))?;
-            let seq = keys::seq_of(&k).unwrap_or(0);
-            if time_index && q.cursor == Some(seq) {
-                continue; // the cursor's own entry bounds the range inclusively
-            }
-            let env = if is_log {
-                self.open_record(seq, &v)?
-            } else {
-                let rec = self
-                    .events
-                    .get(keys::log_key(seq))
-                    .map_err(self.err("reading an indexed event"))?
-                    .ok_or_else(|| StoreError::Corrupt {
-                        path: self.path.clone(),
-                        seq: Some(seq),
-                        reason: "an index entry points to an event that is not in the log".into(),
-                    })?;
-                self.open_record(seq, &rec)?
-            };
+        for env in iter {
+            let env = env?;
             if !matches(&q.selector, &env.body) {
                 continue; // an h64 collision: another term with the same 8-byte hash
             }
             let t = env.body.time.timestamp_micros();
-            // Time is non-decreasing along the sequence: past the range in scan order, stop.
             let (too_early, too_late) =
                 (since.is_some_and(|s| t < s), until.is_some_and(|u| t > u));
             if too_early || too_late {
+                // Past the range in scan order: nothing further can match.
                 let beyond = match q.order {
                     Order::OldestFirst => too_late,
                     Order::NewestFirst => too_early,
@@ -897,6 +1040,7 @@ impl EventRead for StoreReader {
                 }
                 continue;
             }
+            let seq = env.body.seq;
             events.push(env);
             if events.len() == q.limit {
                 return Ok(Page {

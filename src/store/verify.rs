@@ -1,11 +1,13 @@
 //! Owns `store verify`: walks the log, tombstones, indexes and blobs and reports the first broken
 //! link, gap, corrupt record, dangling or missing index entry and missing or corrupt blob.
 //!
-//! One pass over the log in sequence order (log and tombstone ranges merged) checks each record's
+//! One pass over the log in sequence order (log chunks and tombstones merged) checks each record's
 //! own hash, its link to the predecessor and the sequence's continuity, and accumulates, per
-//! index, the count and an order-independent sum of the index keys the log implies. One pass over
-//! each index checks that every entry points to a live event and accumulates the same sums: equal
-//! sums mean no entry is missing, extra or pointing at the wrong event.
+//! index, the count and an order-independent sum of the index entries the log implies. One pass
+//! over each index's posting blocks checks that every entry points to a live event and
+//! accumulates the same sums: equal sums mean no entry is missing, extra or pointing at the wrong
+//! event. The sparse time index is checked entry by entry: each points to a live event with that
+//! time, and every change of time along the log has one.
 
 use super::keys::{self, Index};
 use super::sled_engine::{HEAD_FILE, StoreReader};
@@ -31,6 +33,10 @@ pub enum Problem {
     DanglingIndexEntry {
         index: &'static str,
         seq: u64,
+    },
+    CorruptIndexBlock {
+        index: &'static str,
+        reason: String,
     },
     IndexMismatch {
         index: &'static str,
@@ -73,6 +79,9 @@ impl fmt::Display for Problem {
                     f,
                     "{index} index entry points to seq {seq}, which is not in the log"
                 )
+            }
+            Problem::CorruptIndexBlock { index, reason } => {
+                write!(f, "{index} index block: {reason}")
             }
             Problem::IndexMismatch {
                 index,
@@ -181,15 +190,46 @@ pub fn verify(reader: &StoreReader, progress: &mut dyn FnMut(u64)) -> Result<Rep
         move |e: sled::Error| StoreError::sled(&path, op, e)
     };
 
+    // The sparse time index first: it is small (one entry per run of equal times).
+    let mut time_entries: BTreeMap<u64, i64> = BTreeMap::new();
+    for item in reader.events.scan_prefix([Index::Time.prefix()]) {
+        let (k, _) = item.map_err(err("scanning the time index"))?;
+        if k.len() != 17 {
+            report.add(Problem::CorruptIndexBlock {
+                index: "time",
+                reason: format!("key of {} bytes", k.len()),
+            });
+            continue;
+        }
+        let micros = (u64::from_be_bytes(k[1..9].try_into().expect("8")) ^ (1 << 63)) as i64;
+        time_entries.insert(keys::seq_of(&k).unwrap_or(0), micros);
+        report.index_entries += 1;
+    }
+
+    // Log records (chunk by chunk) merged with tombstones, in sequence order.
+    type Rec = Result<(u64, Vec<u8>), (u64, String)>;
     let mut log = reader
         .events
         .range(keys::log_key(0)..=keys::log_key(u64::MAX))
+        .flat_map(|item| -> Vec<Rec> {
+            match item {
+                Err(e) => vec![Err((0, format!("sled: {e}")))],
+                Ok((k, v)) => {
+                    let base = keys::seq_of(&k).unwrap_or(0);
+                    match keys::decode_chunk(&v) {
+                        Ok(recs) => recs.into_iter().map(Ok).collect(),
+                        Err(reason) => vec![Err((base, reason))],
+                    }
+                }
+            }
+        })
         .peekable();
     let mut tombs = reader
         .events
         .range(keys::tombstone_key(0)..=keys::tombstone_key(u64::MAX))
         .peekable();
     let mut expected_fp: BTreeMap<Index, Fingerprint> = Index::for_schema(schema)
+        .filter(|i| *i != Index::Time)
         .map(|i| (i, Fingerprint::default()))
         .collect();
     // One bit per seq (1.25 MB per 10M events), not a hash set (hundreds of MB).
@@ -200,55 +240,80 @@ pub fn verify(reader: &StoreReader, progress: &mut dyn FnMut(u64)) -> Result<Rep
     let mut vouched: BTreeMap<u64, Sha256> = BTreeMap::new();
     let mut expected_seq = 1u64;
     let mut prev: Option<Digest> = Some(Digest::ZERO);
+    // The time of the previous item if it was a live event; `Some(None)` at the start.
+    let mut prev_time: Option<Option<i64>> = Some(None);
+    let timed = schema >= Index::Time.since_schema();
     let mut checked = 0u64;
     loop {
-        let next_log = log
-            .peek()
-            .map(|r| r.as_ref().map(|(k, _)| keys::seq_of(k).unwrap_or(0)));
-        let next_tomb = tombs
-            .peek()
-            .map(|r| r.as_ref().map(|(k, _)| keys::seq_of(k).unwrap_or(0)));
+        let next_log = log.peek().map(|r| match r {
+            Ok((s, _)) => *s,
+            Err((s, _)) => *s,
+        });
+        let next_tomb = tombs.peek().map(|r| {
+            r.as_ref()
+                .map(|(k, _)| keys::seq_of(k).unwrap_or(0))
+                .unwrap_or(0)
+        });
         let take_log = match (next_log, next_tomb) {
             (None, None) => break,
-            (Some(Ok(l)), Some(Ok(t))) => l <= t,
+            (Some(l), Some(t)) => l <= t,
             (Some(_), None) => true,
             (None, Some(_)) => false,
-            (Some(Err(_)), _) => true,
-            (_, Some(Err(_))) => false,
         };
-        let (seq, hash) = if take_log {
-            let (k, v) = log
-                .next()
-                .expect("peeked")
-                .map_err(err("scanning the log"))?;
-            let seq = keys::seq_of(&k).unwrap_or(0);
-            report.events += 1;
-            match reader.open_record(seq, &v) {
-                Err(e) => {
-                    report.add(Problem::CorruptRecord {
-                        seq,
-                        reason: e.to_string(),
-                    });
-                    (seq, None)
+        let (seq, hash, time) = if take_log {
+            match log.next().expect("peeked") {
+                Err((seq, reason)) => {
+                    report.add(Problem::CorruptRecord { seq, reason });
+                    (seq, None, None)
                 }
-                Ok(env) => {
-                    if seq == expected_seq && prev.is_some_and(|p| p != env.body.prev_hash) {
-                        report.add(Problem::BrokenLink { seq });
-                    }
-                    live.insert(seq);
-                    for key in keys::index_keys(&env.body, schema) {
-                        if let Some(i) = Index::ALL.iter().find(|i| i.prefix() == key[0]) {
-                            expected_fp.entry(*i).or_default().add(&key);
+                Ok((seq, rec)) => {
+                    report.events += 1;
+                    match reader.open_record(seq, &rec) {
+                        Err(e) => {
+                            report.add(Problem::CorruptRecord {
+                                seq,
+                                reason: e.to_string(),
+                            });
+                            (seq, None, None)
+                        }
+                        Ok(env) => {
+                            if seq == expected_seq && prev.is_some_and(|p| p != env.body.prev_hash)
+                            {
+                                report.add(Problem::BrokenLink { seq });
+                            }
+                            live.insert(seq);
+                            for key in keys::index_keys(&env.body, schema) {
+                                if let Some(i) = Index::ALL.iter().find(|i| i.prefix() == key[0]) {
+                                    expected_fp.entry(*i).or_default().add(&key);
+                                }
+                            }
+                            let t = env.body.time.timestamp_micros();
+                            if timed {
+                                let run_starts = matches!(prev_time, Some(p) if p != Some(t));
+                                match time_entries.get(&seq) {
+                                    Some(&et) if et != t => report.add(Problem::IndexMismatch {
+                                        index: "time",
+                                        expected: 1,
+                                        found: 0,
+                                    }),
+                                    None if run_starts => report.add(Problem::IndexMismatch {
+                                        index: "time",
+                                        expected: 1,
+                                        found: 0,
+                                    }),
+                                    _ => {}
+                                }
+                            }
+                            match &env.body.event {
+                                Event::RenderSucceeded(r) => blob_refs.push((seq, r.digest)),
+                                Event::RetentionCompacted(c) => {
+                                    summaries.insert(seq, c.tombstones_digest);
+                                }
+                                _ => {}
+                            }
+                            (seq, Some(env.hash), Some(t))
                         }
                     }
-                    match &env.body.event {
-                        Event::RenderSucceeded(r) => blob_refs.push((seq, r.digest)),
-                        Event::RetentionCompacted(c) => {
-                            summaries.insert(seq, c.tombstones_digest);
-                        }
-                        _ => {}
-                    }
-                    (seq, Some(env.hash))
                 }
             }
         } else {
@@ -263,14 +328,14 @@ pub fn verify(reader: &StoreReader, progress: &mut dyn FnMut(u64)) -> Result<Rep
                     seq,
                     reason: format!("{} bytes, expected 40", v.len()),
                 });
-                (seq, None)
+                (seq, None, None)
             } else {
                 let hash = Digest(v[..32].try_into().expect("32 bytes"));
                 let voucher = u64::from_be_bytes(v[32..].try_into().expect("8 bytes"));
                 let h = vouched.entry(voucher).or_default();
                 h.update(seq.to_be_bytes());
                 h.update(hash.0);
-                (seq, Some(hash))
+                (seq, Some(hash), None)
             }
         };
         if seq != expected_seq {
@@ -281,10 +346,19 @@ pub fn verify(reader: &StoreReader, progress: &mut dyn FnMut(u64)) -> Result<Rep
         }
         expected_seq = seq + 1;
         prev = hash;
+        prev_time = time.map(Some);
         report.last_seq = seq;
         checked += 1;
         if checked.is_multiple_of(10_000) {
             progress(checked);
+        }
+    }
+    for seq in time_entries.keys() {
+        if !live.contains(seq) {
+            report.add(Problem::DanglingIndexEntry {
+                index: "time",
+                seq: *seq,
+            });
         }
     }
 
@@ -305,21 +379,35 @@ pub fn verify(reader: &StoreReader, progress: &mut dyn FnMut(u64)) -> Result<Rep
 
     for (index, expected) in &expected_fp {
         let mut found = Fingerprint::default();
-        let p = [index.prefix()];
-        for item in reader.events.scan_prefix(p) {
-            let (k, _) = item.map_err(err("scanning an index"))?;
-            let seq = keys::seq_of(&k).unwrap_or(0);
-            if !live.contains(&seq) {
-                report.add(Problem::DanglingIndexEntry {
-                    index: index.name(),
-                    seq,
-                });
-            }
-            found.add(&k);
-            report.index_entries += 1;
-            checked += 1;
-            if checked.is_multiple_of(100_000) {
-                progress(checked);
+        for item in reader.events.scan_prefix([index.prefix()]) {
+            let (k, v) = item.map_err(err("scanning an index"))?;
+            let seqs = match keys::decode_postings(&k, &v) {
+                Ok(s) => s,
+                Err(reason) => {
+                    report.add(Problem::CorruptIndexBlock {
+                        index: index.name(),
+                        reason,
+                    });
+                    continue;
+                }
+            };
+            let mut entry = k[..k.len() - 8].to_vec();
+            let term_len = entry.len();
+            for seq in seqs {
+                if !live.contains(&seq) {
+                    report.add(Problem::DanglingIndexEntry {
+                        index: index.name(),
+                        seq,
+                    });
+                }
+                entry.truncate(term_len);
+                entry.extend_from_slice(&seq.to_be_bytes());
+                found.add(&entry);
+                report.index_entries += 1;
+                checked += 1;
+                if checked.is_multiple_of(100_000) {
+                    progress(checked);
+                }
             }
         }
         if found != *expected {

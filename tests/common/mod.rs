@@ -61,3 +61,38 @@ pub fn snapshot_dir(dir: &Path) -> Vec<(String, Vec<u8>)> {
     out.sort();
     out
 }
+
+/// Rewrites (or, when `f` returns false, removes) record `seq` inside its log chunk: simulates a
+/// damaged or tampered record below the store's API.
+pub fn edit_record(t: &sled::Tree, seq: u64, f: impl FnOnce(&mut Vec<u8>) -> bool) {
+    use reckon::store::keys;
+    let (k, v) = t
+        .range(log_key(0)..=log_key(seq))
+        .next_back()
+        .unwrap()
+        .unwrap();
+    let mut recs = keys::decode_chunk(&v).unwrap();
+    let i = recs.iter().position(|(s, _)| *s == seq).unwrap();
+    if !f(&mut recs[i].1) {
+        recs.remove(i);
+    }
+    if recs.is_empty() {
+        t.remove(k).unwrap();
+    } else {
+        t.insert(
+            k,
+            keys::encode_chunk(recs.iter().map(|(s, r)| (*s, &r[..]))),
+        )
+        .unwrap();
+    }
+}
+
+pub fn record(t: &sled::Tree, seq: u64) -> Vec<u8> {
+    let (_, v) = t
+        .range(log_key(0)..=log_key(seq))
+        .next_back()
+        .unwrap()
+        .unwrap();
+    let recs = reckon::store::keys::decode_chunk(&v).unwrap();
+    recs.into_iter().find(|(s, _)| *s == seq).unwrap().1
+}
