@@ -33,7 +33,9 @@ pub fn create(path: &Path) -> SledStore {
 
 /// Opens the raw sled `events` tree of a closed store (fault injection).
 pub fn raw_events(path: &Path) -> (sled::Db, sled::Tree) {
-    let db = sled::open(path.join("db")).unwrap();
+    let db = reckon::store::sled_engine::sled_config(path, 1 << 20)
+        .open()
+        .unwrap();
     let t = db.open_tree("events").unwrap();
     (db, t)
 }
