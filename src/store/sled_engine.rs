@@ -3,7 +3,8 @@
 //!
 //! Directory layout (see docs/storage.md): `RECKON_STORE` (marker: format name and store schema,
 //! readable without opening sled), `HEAD` (last flushed seq and hash, fsynced), `db/` (sled).
-//! sled trees: `events` (log, indexes, tombstones and meta under one-byte prefixes, so that one
+//! sled trees: `events` (log chunks, posting indexes, tombstones and meta under one-byte prefixes
+//! — see [`super::keys`] — so that one
 //! `apply_batch` makes an event and its index entries atomic), `blobs`, `snapshots`.
 
 use super::keys::{self, Index, Term};

@@ -38,6 +38,10 @@ pub enum Problem {
         index: &'static str,
         reason: String,
     },
+    TimeIndex {
+        seq: u64,
+        reason: &'static str,
+    },
     IndexMismatch {
         index: &'static str,
         expected: u64,
@@ -83,6 +87,7 @@ impl fmt::Display for Problem {
             Problem::CorruptIndexBlock { index, reason } => {
                 write!(f, "{index} index block: {reason}")
             }
+            Problem::TimeIndex { seq, reason } => write!(f, "time index at seq {seq}: {reason}"),
             Problem::IndexMismatch {
                 index,
                 expected,
@@ -291,15 +296,13 @@ pub fn verify(reader: &StoreReader, progress: &mut dyn FnMut(u64)) -> Result<Rep
                             if timed {
                                 let run_starts = matches!(prev_time, Some(p) if p != Some(t));
                                 match time_entries.get(&seq) {
-                                    Some(&et) if et != t => report.add(Problem::IndexMismatch {
-                                        index: "time",
-                                        expected: 1,
-                                        found: 0,
+                                    Some(&et) if et != t => report.add(Problem::TimeIndex {
+                                        seq,
+                                        reason: "the entry's time is not the event's",
                                     }),
-                                    None if run_starts => report.add(Problem::IndexMismatch {
-                                        index: "time",
-                                        expected: 1,
-                                        found: 0,
+                                    None if run_starts => report.add(Problem::TimeIndex {
+                                        seq,
+                                        reason: "the event starts a run of a new time but has no entry",
                                     }),
                                     _ => {}
                                 }
