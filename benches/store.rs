@@ -56,7 +56,18 @@ fn main() {
     println!("store: {}\n", path.display());
 
     // 1. Append, all indexes, one flush per batch (a batch stands for one sync's events).
-    let mut store = SledStore::open(&path, OpenOptions::create()).unwrap();
+    // RECKON_BENCH_CACHE_MB: sled's page cache (default: OpenOptions' 256 MiB).
+    let cache_bytes = std::env::var("RECKON_BENCH_CACHE_MB")
+        .ok()
+        .map(|s| s.parse::<u64>().expect("MiB") << 20)
+        .unwrap_or(OpenOptions::default().cache_bytes);
+    let opts = OpenOptions {
+        create: true,
+        cache_bytes,
+        ..Default::default()
+    };
+    println!("sled cache: {} MiB\n", cache_bytes >> 20);
+    let mut store = SledStore::open(&path, opts.clone()).unwrap();
     let started = Instant::now();
     let mut i = if reuse { n } else { 0 };
     let mut last_report = Instant::now();
@@ -101,7 +112,7 @@ fn main() {
     );
     let sled_secs = started.elapsed().as_secs_f64();
     let started = Instant::now();
-    let store = SledStore::open(&path, OpenOptions::default()).unwrap();
+    let store = SledStore::open(&path, opts).unwrap();
     let open_secs = started.elapsed().as_secs_f64();
     assert_eq!(store.head().unwrap().0, n);
     let apps_restored = store.projections().apps.len();
