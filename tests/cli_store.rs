@@ -78,6 +78,9 @@ fn verify_export_import_compact_rebuild_through_the_cli() {
     let out = reckon(&src, &["verify"]);
     assert!(out.status.success(), "{}", text(&out.stdout));
     assert!(text(&out.stdout).contains("tombstones"));
+    let out = reckon(&src, &["recover"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("nothing to recover"));
     let out = reckon(&src, &["rebuild"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(

@@ -61,21 +61,9 @@ fn a_full_disk_is_reported_with_the_path_and_nothing_acknowledged_is_lost() {
     drop(store);
     // Free space by moving the store to a roomy disk; every acknowledged event is there.
     let moved = dir.path().join("moved");
-    copy(&path, &moved);
+    copy_dir(&path, &moved);
     let store = SledStore::open(&moved, OpenOptions::default()).unwrap();
     assert!(store.head().unwrap().0 >= acknowledged);
     let r = reckon::store::verify::verify(&store.reader(), &mut |_| {}).unwrap();
     assert!(r.ok(), "{:?}", r.problems);
-}
-
-fn copy(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_dir() {
-            copy(&e.path(), &to.join(e.file_name()));
-        } else {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
 }

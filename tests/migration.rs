@@ -37,18 +37,6 @@ fn generate_v1_fixture() {
     store.close().unwrap();
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &to.join(e.file_name()));
-        } else {
-            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
-        }
-    }
-}
-
 #[test]
 fn the_v1_fixture_migrates_to_the_current_schema_after_a_backup() {
     let dir = tempfile::tempdir().unwrap();

@@ -585,16 +585,17 @@ fn a_log_shorter_than_head_is_reported_as_truncated() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s");
     let mut store = create(&path);
-    fill(&mut store, 0, 100, 50);
+    fill(&mut store, 0, 90, 50);
     store.close().unwrap();
-    {
-        // Simulate sled losing its tail after a power loss: HEAD (fsynced) is ahead of the log.
-        let (db, t) = raw_events(&path);
-        for seq in 91..=100 {
-            edit_record(&t, seq, |_| false);
-        }
-        db.flush().unwrap();
-    }
+    // Simulate sled losing its last batch after a power loss, while HEAD (fsynced) survived:
+    // put back the database as it was before that batch.
+    let before = dir.path().join("db-at-90");
+    copy_dir(&path.join("db"), &before);
+    let mut store = SledStore::open(&path, OpenOptions::default()).unwrap();
+    fill(&mut store, 90, 10, 10);
+    store.close().unwrap();
+    std::fs::remove_dir_all(path.join("db")).unwrap();
+    copy_dir(&before, &path.join("db"));
     let err = SledStore::open(&path, OpenOptions::default())
         .err()
         .unwrap();
@@ -619,6 +620,20 @@ fn a_log_shorter_than_head_is_reported_as_truncated() {
     .unwrap();
     let p = verify(&store.reader(), &mut |_| {}).unwrap().problems;
     assert!(p.iter().any(|x| matches!(x, Problem::Head { .. })), "{p:?}");
+
+    // Recording the loss makes the store writable again, with the loss on the record.
+    let mut store = store;
+    assert_eq!(store.record_gap(Some("ops")).unwrap(), Some(91));
+    store.close().unwrap();
+    let store = SledStore::open(&path, OpenOptions::default()).unwrap();
+    match &store.get(91).unwrap().unwrap().body.event {
+        Event::StoreGap(g) => {
+            assert_eq!((g.expected_seq, g.found_seq), (Some(100), 90));
+        }
+        other => panic!("{other:?}"),
+    }
+    let r = verify(&store.reader(), &mut |_| {}).unwrap();
+    assert!(r.ok(), "{:?}", r.problems);
 }
 
 #[test]

@@ -37,6 +37,13 @@ enum StoreCommand {
     Import(ImportArgs),
     /// Apply a retention policy to one App: old events become one RetentionCompacted summary.
     Compact(CompactArgs),
+    /// After events were lost (the log ends before HEAD, e.g. after a power loss): record the
+    /// loss as a StoreGap event so that the agent can write again. Export first if you can.
+    Recover {
+        /// Recorded as the StoreGap event's actor.
+        #[arg(long, env = "USER")]
+        actor: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -214,6 +221,24 @@ fn run_blocking(args: StoreArgs) -> anyhow::Result<ExitCode> {
                 counts.blobs,
                 path.display()
             )?;
+            Ok(ExitCode::SUCCESS)
+        }
+        StoreCommand::Recover { actor } => {
+            let mut store = open(
+                &path,
+                OpenOptions {
+                    allow_truncated: true,
+                    ..Default::default()
+                },
+            )?;
+            match store.record_gap(actor.as_deref())? {
+                None => writeln!(out, "nothing to recover: the log reaches HEAD")?,
+                Some(seq) => writeln!(
+                    out,
+                    "recorded the lost events as StoreGap at seq {seq}; the store is writable again"
+                )?,
+            }
+            store.close()?;
             Ok(ExitCode::SUCCESS)
         }
         StoreCommand::Compact(a) => {

@@ -68,7 +68,8 @@ pub enum StoreError {
     #[error(
         "{path}: the log ends at seq {log_seq} but HEAD recorded seq {head_seq} as flushed: \
          events were lost (e.g. power loss; sled syncs with sync_file_range). Run `reckon store \
-         verify` and restore from a backup or export"
+         verify`; restore from a backup or export, or run `reckon store recover` to record the \
+         loss as a StoreGap event and go on"
     )]
     Truncated {
         path: PathBuf,

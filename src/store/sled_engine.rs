@@ -91,6 +91,9 @@ pub struct SledStore {
     snapshot_every: u64,
     /// Where the pre-migration copy went, if this open migrated.
     pub migrated_backup: Option<PathBuf>,
+    /// `(HEAD seq, HEAD hash, last seq in the log)` when opened with `allow_truncated` and the
+    /// log ends before HEAD.
+    truncated: Option<(u64, Digest, u64)>,
 }
 
 fn parse_marker(text: &str) -> Result<u32, String> {
@@ -324,6 +327,7 @@ impl SledStore {
             unsnapshotted: 0,
             snapshot_every: opts.snapshot_every.max(1),
             migrated_backup: None,
+            truncated: None,
         };
         store.load_head(opts.allow_truncated)?;
         if store.schema < opts.schema {
@@ -380,12 +384,15 @@ impl SledStore {
                         seq: None,
                         reason: "unparsable HEAD file".into(),
                     })?;
-                if head_seq > log_seq && !allow_truncated {
-                    return Err(StoreError::Truncated {
-                        path,
-                        head_seq,
-                        log_seq,
-                    });
+                if head_seq > log_seq {
+                    if !allow_truncated {
+                        return Err(StoreError::Truncated {
+                            path,
+                            head_seq,
+                            log_seq,
+                        });
+                    }
+                    self.truncated = Some((head_seq, head_hash, log_seq));
                 }
                 if let Some(env) = self.reader.get(head_seq)?
                     && env.hash != head_hash
@@ -623,6 +630,33 @@ impl SledStore {
             write_durably(&self.reader.path, HEAD_FILE, text.as_bytes())?;
         }
         Ok(())
+    }
+
+    /// After a lost tail (see [`StoreError::Truncated`]): records the loss as a `StoreGap` event
+    /// and moves HEAD to it, so that writers can open the store again. The lost events' sequence
+    /// numbers are reused from here on; the gap event says which ones and the lost head's hash.
+    /// Returns the gap event's seq, or `None` when nothing was lost. Needs `allow_truncated`.
+    pub fn record_gap(&mut self, actor: Option<&str>) -> Result<Option<u64>, StoreError> {
+        let Some((head_seq, head_hash, log_seq)) = self.truncated else {
+            return Ok(None);
+        };
+        let mut draft = Draft::new(
+            None,
+            Event::StoreGap(crate::event::StoreGap {
+                expected_seq: Some(head_seq),
+                found_seq: log_seq,
+                reason: format!(
+                    "events {}..={head_seq} were flushed (HEAD hash {head_hash}) but are not in \
+                     the log after reopening",
+                    log_seq + 1
+                ),
+            }),
+        );
+        draft.actor = actor.map(str::to_owned);
+        let appended = self.append(vec![draft])?;
+        self.flush_inner(true)?;
+        self.truncated = None;
+        Ok(Some(appended.last_seq))
     }
 
     /// Flushes with a fresh snapshot: the shutdown path.

@@ -98,3 +98,15 @@ pub fn record(t: &sled::Tree, seq: u64) -> Vec<u8> {
     let recs = reckon::store::keys::decode_chunk(&v).unwrap();
     recs.into_iter().find(|(s, _)| *s == seq).unwrap().1
 }
+
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
