@@ -486,6 +486,13 @@ fn export_import_reproduces_the_hashes_tombstones_and_blobs() {
     assert!(r.ok(), "{:?}", r.problems);
     assert_eq!(r.tombstones, counts.tombstones);
 
+    // Importing over a store that holds events is refused.
+    drop(imported);
+    assert!(matches!(
+        exchange::import(&dst, &mut out.as_slice(), &mut |_| {}),
+        Err(StoreError::Invalid { .. })
+    ));
+
     // An edited line is refused with its line number.
     let edited = text.replacen("\"app-2\"", "\"app-9\"", 1);
     let line = edited.lines().position(|l| l.contains("app-9")).unwrap() as u64 + 1;
