@@ -7,10 +7,16 @@
 
 pub mod cli;
 pub mod cluster;
+pub mod codec;
 pub mod config;
+pub mod event;
 pub mod plan;
 pub mod render;
 pub mod source;
+pub mod store;
 pub mod telemetry;
 pub mod tls;
 pub mod version;
+
+#[cfg(test)]
+mod golden;

@@ -1,6 +1,7 @@
 //! Owns the `reckon` command line: argument parsing (clap derive) and dispatch to subcommands.
 //! Each subcommand lives in its own module and returns `anyhow::Result` (the CLI is an edge).
 
+mod store;
 mod version;
 
 use crate::telemetry::{self, LogFormat};
@@ -23,6 +24,8 @@ pub enum Command {
     /// Print the version, the commit it was built from, the Kubernetes versions it is tested
     /// against and, when a cluster is reachable, the cluster's version.
     Version(version::VersionArgs),
+    /// Inspect and maintain the event store: verify, rebuild, export, import, compact.
+    Store(store::StoreArgs),
 }
 
 /// Output formats shared by commands that print data.
@@ -42,5 +45,6 @@ pub async fn run() -> anyhow::Result<std::process::ExitCode> {
     crate::tls::install_crypto_provider();
     match cli.command {
         Command::Version(args) => version::run(args).await,
+        Command::Store(args) => store::run(args).await,
     }
 }

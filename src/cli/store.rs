@@ -1,0 +1,270 @@
+//! Owns `reckon store …`: verify, rebuild, export, import and compact on a store directory.
+
+use crate::store::exchange;
+use crate::store::retention::Policy;
+use crate::store::verify;
+use crate::store::{OpenOptions, SledStore};
+use anyhow::{Context, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::{BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Debug, clap::Args)]
+pub struct StoreArgs {
+    /// The store directory.
+    #[arg(
+        long,
+        global = true,
+        env = "RECKON_STORE",
+        default_value = "./reckon-store"
+    )]
+    store: PathBuf,
+    #[command(subcommand)]
+    command: StoreCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum StoreCommand {
+    /// Walk the log, tombstones, indexes and blobs; report the first broken link, gap, corrupt
+    /// record or dangling index entry. Exits non-zero on any problem.
+    Verify,
+    /// Replay the whole log into fresh projections and store them as the snapshot.
+    Rebuild,
+    /// Write every event as JSON Lines (stable field names; see docs/events.md).
+    Export(ExportArgs),
+    /// Build a new store from an export; the hashes must match the original's.
+    Import(ImportArgs),
+    /// Apply a retention policy to one App: old events become one RetentionCompacted summary.
+    Compact(CompactArgs),
+    /// After events were lost (the log ends before HEAD, e.g. after a power loss): record the
+    /// loss as a StoreGap event so that the agent can write again. Export first if you can.
+    Recover {
+        /// Recorded as the StoreGap event's actor.
+        #[arg(long, env = "USER")]
+        actor: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Format {
+    Jsonl,
+}
+
+#[derive(Debug, clap::Args)]
+struct ExportArgs {
+    #[arg(long, value_enum, default_value = "jsonl")]
+    format: Format,
+    /// Output file (default: stdout).
+    #[arg(long, short)]
+    output: Option<PathBuf>,
+    /// Also export the rendered-manifest blobs (needed for rollbacks from an imported store).
+    #[arg(long)]
+    with_blobs: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct ImportArgs {
+    #[arg(long, value_enum, default_value = "jsonl")]
+    format: Format,
+    /// Input file (default: stdin).
+    #[arg(long, short)]
+    input: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+struct CompactArgs {
+    /// The App whose old events to compact.
+    #[arg(long)]
+    app: String,
+    /// Remove events older than this (e.g. 90d, 12h).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    max_age: Option<std::time::Duration>,
+    /// Keep at most this many bytes of the App's newest events.
+    #[arg(long)]
+    max_bytes: Option<u64>,
+    /// Recorded as the summary's actor.
+    #[arg(long, env = "USER")]
+    actor: Option<String>,
+}
+
+/// A progress bar on stderr; indicatif hides it when stderr is not a terminal.
+fn progress(len: u64, what: &str) -> ProgressBar {
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} ({per_sec}, eta {eta})")
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    pb.set_message(what.to_owned());
+    pb
+}
+
+fn open(path: &Path, opts: OpenOptions) -> anyhow::Result<SledStore> {
+    Ok(SledStore::open(path, opts)?)
+}
+
+pub async fn run(args: StoreArgs) -> anyhow::Result<ExitCode> {
+    // sled is blocking I/O: keep it off the async workers.
+    tokio::task::spawn_blocking(move || run_blocking(args)).await?
+}
+
+fn run_blocking(args: StoreArgs) -> anyhow::Result<ExitCode> {
+    let path = args.store;
+    let mut out = std::io::stdout().lock();
+    match args.command {
+        StoreCommand::Verify => {
+            let store = open(
+                &path,
+                OpenOptions {
+                    allow_truncated: true,
+                    ..Default::default()
+                },
+            )?;
+            let reader = store.reader();
+            let pb = progress(reader.last_seq()?, "verifying");
+            let report = verify::verify(&reader, &mut |n| pb.set_position(n))?;
+            pb.finish_and_clear();
+            writeln!(
+                out,
+                "checked {} events, {} tombstones, {} index entries, {} blobs (log ends at seq {})",
+                report.events,
+                report.tombstones,
+                report.index_entries,
+                report.blobs,
+                report.last_seq
+            )?;
+            if report.ok() {
+                writeln!(
+                    out,
+                    "OK: chain intact, no gaps, every index entry points to its event"
+                )?;
+                Ok(ExitCode::SUCCESS)
+            } else {
+                for p in &report.problems {
+                    writeln!(out, "PROBLEM: {p}")?;
+                }
+                Ok(ExitCode::FAILURE)
+            }
+        }
+        StoreCommand::Rebuild => {
+            let mut store = open(&path, OpenOptions::default())?;
+            let pb = progress(store.reader().last_seq()?, "replaying");
+            let started = std::time::Instant::now();
+            let p = store.rebuild(&mut |n| pb.set_position(n))?;
+            pb.finish_and_clear();
+            writeln!(
+                out,
+                "rebuilt projections of {} apps up to seq {} in {:.2?}",
+                p.apps.len(),
+                p.covered_seq,
+                started.elapsed()
+            )?;
+            store.close()?;
+            Ok(ExitCode::SUCCESS)
+        }
+        StoreCommand::Export(a) => {
+            let Format::Jsonl = a.format;
+            let store = open(
+                &path,
+                OpenOptions {
+                    allow_truncated: true,
+                    ..Default::default()
+                },
+            )?;
+            let reader = store.reader();
+            let pb = progress(reader.last_seq()?, "exporting");
+            let mut sink: Box<dyn Write> = match &a.output {
+                Some(f) => Box::new(BufWriter::new(
+                    std::fs::File::create(f)
+                        .with_context(|| format!("creating {}", f.display()))?,
+                )),
+                None => Box::new(BufWriter::new(std::io::stdout().lock())),
+            };
+            let counts = exchange::export(&reader, &mut sink, a.with_blobs, &mut |n| {
+                pb.set_position(n)
+            })?;
+            drop(sink);
+            pb.finish_and_clear();
+            eprintln!(
+                "exported {} events, {} tombstones, {} blobs",
+                counts.events, counts.tombstones, counts.blobs
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        StoreCommand::Import(a) => {
+            let Format::Jsonl = a.format;
+            let (mut input, len): (Box<dyn std::io::BufRead>, u64) = match &a.input {
+                Some(f) => {
+                    let file = std::fs::File::open(f)
+                        .with_context(|| format!("opening {}", f.display()))?;
+                    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+                    (Box::new(BufReader::new(file)), len)
+                }
+                None => (Box::new(BufReader::new(std::io::stdin().lock())), 0),
+            };
+            let pb = if len > 0 {
+                ProgressBar::new_spinner().with_message("importing")
+            } else {
+                ProgressBar::hidden()
+            };
+            let counts = exchange::import(&path, &mut input, &mut |n| {
+                pb.set_message(format!("importing: {n} events"));
+                pb.tick();
+            })?;
+            pb.finish_and_clear();
+            writeln!(
+                out,
+                "imported {} events, {} tombstones, {} blobs into {}",
+                counts.events,
+                counts.tombstones,
+                counts.blobs,
+                path.display()
+            )?;
+            Ok(ExitCode::SUCCESS)
+        }
+        StoreCommand::Recover { actor } => {
+            let mut store = open(
+                &path,
+                OpenOptions {
+                    allow_truncated: true,
+                    ..Default::default()
+                },
+            )?;
+            match store.record_gap(actor.as_deref())? {
+                None => writeln!(out, "nothing to recover: the log reaches HEAD")?,
+                Some(seq) => writeln!(
+                    out,
+                    "recorded the lost events as StoreGap at seq {seq}; the store is writable again"
+                )?,
+            }
+            store.close()?;
+            Ok(ExitCode::SUCCESS)
+        }
+        StoreCommand::Compact(a) => {
+            if a.max_age.is_none() && a.max_bytes.is_none() {
+                bail!("give --max-age and/or --max-bytes (the default policy keeps everything)");
+            }
+            let policy = Policy {
+                max_age: a.max_age,
+                max_bytes: a.max_bytes,
+            };
+            let mut store = open(&path, OpenOptions::default())?;
+            match store.compact(&a.app, &policy, chrono::Utc::now(), a.actor.as_deref())? {
+                None => writeln!(
+                    out,
+                    "{}: nothing to compact under {}",
+                    a.app,
+                    policy.describe()
+                )?,
+                Some(c) => writeln!(
+                    out,
+                    "{}: removed {} events ({} bytes), summary at seq {}",
+                    a.app, c.removed, c.removed_bytes, c.summary_seq
+                )?,
+            }
+            store.close()?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,309 @@
+//! Owns retention: the optional per-App policy (by age or by size) and compaction, which removes
+//! an App's oldest events, keeps their hashes as tombstones and appends one `RetentionCompacted`
+//! summary (with the App's folded base state) so the chain, `verify` and `rebuild` still hold.
+//!
+//! The default is to keep everything: compaction runs only when asked (`reckon store compact`).
+
+use super::keys;
+use super::projection::{self, AppState};
+use super::sled_engine::SledStore;
+use super::{EventRead, EventStore, Query, Selector, StoreError};
+use crate::event::{Digest, Draft, Event, RetentionCompacted};
+use chrono::{DateTime, Utc};
+use sha2::{Digest as _, Sha256};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Policy {
+    /// Remove events older than this.
+    pub max_age: Option<Duration>,
+    /// Keep at most this many bytes of the App's newest event records.
+    pub max_bytes: Option<u64>,
+}
+
+impl Policy {
+    pub fn describe(&self) -> String {
+        let mut parts = vec![];
+        if let Some(a) = self.max_age {
+            parts.push(format!("max-age={}", humantime::format_duration(a)));
+        }
+        if let Some(b) = self.max_bytes {
+            parts.push(format!("max-bytes={b}"));
+        }
+        if parts.is_empty() {
+            "keep-all".into()
+        } else {
+            parts.join(",")
+        }
+    }
+}
+
+/// One of the App's events as retention sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Item {
+    pub seq: u64,
+    pub micros: i64,
+    pub bytes: u64,
+}
+
+/// The last sequence number to remove (a prefix of `items`, which are oldest first), if any.
+/// Pure: the clock comes in as `now`.
+pub fn cut(items: &[Item], policy: &Policy, now: DateTime<Utc>) -> Option<u64> {
+    let mut cut = None;
+    if let Some(age) = policy.max_age {
+        let limit = now.timestamp_micros() - age.as_micros().min(i64::MAX as u128) as i64;
+        cut = items
+            .iter()
+            .take_while(|i| i.micros < limit)
+            .last()
+            .map(|i| i.seq);
+    }
+    if let Some(max) = policy.max_bytes {
+        let mut kept = 0u64;
+        let by_size = items
+            .iter()
+            .rev()
+            .find(|i| {
+                kept += i.bytes;
+                kept > max
+            })
+            .map(|i| i.seq);
+        cut = cut.max(by_size);
+    }
+    cut
+}
+
+/// What a compaction did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Compacted {
+    pub summary_seq: u64,
+    pub removed: u64,
+    pub removed_bytes: u64,
+}
+
+impl SledStore {
+    /// Applies `policy` to `app`. Returns `None` when nothing is old or big enough to remove.
+    pub fn compact(
+        &mut self,
+        app: &str,
+        policy: &Policy,
+        now: DateTime<Utc>,
+        actor: Option<&str>,
+    ) -> Result<Option<Compacted>, StoreError> {
+        // Pass 1: the App's events (summaries are never removed: they vouch for tombstones).
+        let mut items = Vec::new();
+        let mut base = AppState::default();
+        let mut cursor = None;
+        loop {
+            let page = self.query(
+                &Query::new(Selector::App(app.to_owned()))
+                    .oldest_first()
+                    .limit(10_000)
+                    .after(cursor),
+            )?;
+            for e in &page.events {
+                match &e.body.event {
+                    Event::RetentionCompacted(c) => {
+                        base = projection::decode_snapshot(&c.base_state).map_err(|err| {
+                            StoreError::Corrupt {
+                                path: self.path().to_owned(),
+                                seq: Some(e.body.seq),
+                                reason: format!("base state: {err}"),
+                            }
+                        })?;
+                    }
+                    _ => {
+                        // The record's size: format byte, encoded body, hash.
+                        let bytes = crate::codec::encode(&e.body)
+                            .map(|b| b.len() as u64 + 33)
+                            .unwrap_or(0);
+                        items.push(Item {
+                            seq: e.body.seq,
+                            micros: e.body.time.timestamp_micros(),
+                            bytes,
+                        })
+                    }
+                }
+            }
+            match page.next {
+                Some(n) => cursor = Some(n),
+                None => break,
+            }
+        }
+        let Some(cut) = cut(&items, policy, now) else {
+            return Ok(None);
+        };
+        // Pass 2: remove the prefix from its chunks and posting blocks, keep its hashes, fold it
+        // into the base state. Each touched chunk and block is read once and rewritten once.
+        let mut batch = sled::Batch::default();
+        let summary_seq = self.next_seq;
+        let mut digest = Sha256::new();
+        let mut by_kind: BTreeMap<&'static str, u64> = BTreeMap::new();
+        let (mut removed, mut removed_bytes) = (0u64, 0u64);
+        let (mut first_time, mut last_time) = (None, None);
+        let mut chunks: BTreeMap<u64, Vec<(u64, Vec<u8>)>> = BTreeMap::new();
+        let mut blocks: BTreeMap<Vec<u8>, Vec<u64>> = BTreeMap::new();
+        let corrupt = |seq: u64, reason: String| StoreError::Corrupt {
+            path: self.path().to_owned(),
+            seq: Some(seq),
+            reason,
+        };
+        for item in items.iter().take_while(|i| i.seq <= cut) {
+            let env = self
+                .get(item.seq)?
+                .ok_or_else(|| corrupt(item.seq, "vanished during compaction".into()))?;
+            let (chunk_base, recs) = self
+                .reader
+                .chunk_for(item.seq)?
+                .ok_or_else(|| corrupt(item.seq, "no log chunk".into()))?;
+            chunks
+                .entry(chunk_base)
+                .or_insert(recs)
+                .retain(|(s, _)| *s != item.seq);
+            for entry in keys::index_keys(&env.body, self.schema) {
+                let term = &entry[..entry.len() - 8];
+                let mut lo = term.to_vec();
+                lo.extend_from_slice(&0u64.to_be_bytes());
+                let (block_key, block) = self
+                    .reader
+                    .events
+                    .range(lo..=entry.clone())
+                    .next_back()
+                    .transpose()
+                    .map_err(|e| StoreError::sled(self.path(), "reading an index block", e))?
+                    .ok_or_else(|| corrupt(item.seq, "missing index entry".into()))?;
+                let seqs = match blocks.entry(block_key.to_vec()) {
+                    std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
+                    std::collections::btree_map::Entry::Vacant(v) => v.insert(
+                        keys::decode_postings(&block_key, &block)
+                            .map_err(|r| corrupt(item.seq, r))?,
+                    ),
+                };
+                seqs.retain(|s| *s != item.seq);
+            }
+            batch.remove(keys::time_key(env.body.time.timestamp_micros(), item.seq));
+            let mut tomb = env.hash.0.to_vec();
+            tomb.extend_from_slice(&summary_seq.to_be_bytes());
+            batch.insert(&keys::tombstone_key(item.seq)[..], tomb);
+            digest.update(item.seq.to_be_bytes());
+            digest.update(env.hash.0);
+            *by_kind.entry(env.body.event.kind().name()).or_default() += 1;
+            removed += 1;
+            removed_bytes += item.bytes;
+            first_time.get_or_insert(env.body.time);
+            last_time = Some(env.body.time);
+            base.fold(&env.body);
+        }
+        for (chunk_base, recs) in chunks {
+            if recs.is_empty() {
+                batch.remove(&keys::log_key(chunk_base)[..]);
+            } else {
+                batch.insert(
+                    &keys::log_key(chunk_base)[..],
+                    keys::encode_chunk(recs.iter().map(|(s, r)| (*s, &r[..]))),
+                );
+            }
+        }
+        for (old_key, seqs) in blocks {
+            // A block is keyed by its first seq: re-key it when that one went.
+            batch.remove(old_key.clone());
+            if let Some(first) = seqs.first() {
+                let mut key = old_key[..old_key.len() - 8].to_vec();
+                key.extend_from_slice(&first.to_be_bytes());
+                batch.insert(key, keys::encode_postings(&seqs));
+            }
+        }
+        let base_state = projection::encode_snapshot(&base).map_err(|e| StoreError::Invalid {
+            path: self.path().to_owned(),
+            reason: format!("encoding the base state: {e}"),
+        })?;
+        let first_seq = items.first().map(|i| i.seq).unwrap_or(0);
+        let summary = RetentionCompacted {
+            policy: policy.describe(),
+            first_seq,
+            last_seq: cut,
+            removed,
+            removed_bytes,
+            by_kind: by_kind
+                .into_iter()
+                .map(|(k, n)| (k.to_owned(), n))
+                .collect(),
+            first_time,
+            last_time,
+            tombstones_digest: Digest(digest.finalize().into()),
+            base_state,
+        };
+        let mut draft = Draft::new(Some(app), Event::RetentionCompacted(summary));
+        draft.actor = actor.map(str::to_owned);
+        let appended = self.append_with(vec![draft], batch)?;
+        // A snapshot covering the summary: restore never replays across a compaction.
+        self.write_snapshot()?;
+        self.flush()?;
+        Ok(Some(Compacted {
+            summary_seq: appended.last_seq,
+            removed,
+            removed_bytes,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn items() -> Vec<Item> {
+        (1..=10)
+            .map(|s| Item {
+                seq: s * 2,
+                micros: s as i64 * 1_000_000,
+                bytes: 100,
+            })
+            .collect()
+    }
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(secs, 0).unwrap()
+    }
+
+    #[test]
+    fn keep_all_by_default() {
+        assert_eq!(cut(&items(), &Policy::default(), at(1_000_000)), None);
+    }
+
+    #[test]
+    fn by_age_removes_what_is_strictly_older() {
+        let p = Policy {
+            max_age: Some(Duration::from_secs(5)),
+            max_bytes: None,
+        };
+        // now = 9s: limit 4s; events at 1,2,3 s are older → seqs 2,4,6.
+        assert_eq!(cut(&items(), &p, at(9)), Some(6));
+        assert_eq!(cut(&items(), &p, at(5)), None);
+    }
+
+    #[test]
+    fn by_size_keeps_the_newest_that_fit() {
+        let p = Policy {
+            max_age: None,
+            max_bytes: Some(350),
+        };
+        // Newest 3 events (300 bytes) fit; the 4th newest (seq 14) and older go.
+        assert_eq!(cut(&items(), &p, at(0)), Some(14));
+        let all_fit = Policy {
+            max_bytes: Some(1000),
+            ..p
+        };
+        assert_eq!(cut(&items(), &all_fit, at(0)), None);
+    }
+
+    #[test]
+    fn both_limits_take_the_later_cut() {
+        let p = Policy {
+            max_age: Some(Duration::from_secs(5)),
+            max_bytes: Some(350),
+        };
+        assert_eq!(cut(&items(), &p, at(9)), Some(14));
+        assert_eq!(p.describe(), "max-age=5s,max-bytes=350");
+    }
+}

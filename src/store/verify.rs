@@ -1,0 +1,479 @@
+//! Owns `store verify`: walks the log, tombstones, indexes and blobs and reports the first broken
+//! link, gap, corrupt record, dangling or missing index entry and missing or corrupt blob.
+//!
+//! One pass over the log in sequence order (log chunks and tombstones merged) checks each record's
+//! own hash, its link to the predecessor and the sequence's continuity, and accumulates, per
+//! index, the count and an order-independent sum of the index entries the log implies. One pass
+//! over each index's posting blocks checks that every entry points to a live event and
+//! accumulates the same sums: equal sums mean no entry is missing, extra or pointing at the wrong
+//! event. The sparse time index is checked entry by entry: each points to a live event with that
+//! time, and every change of time along the log has one.
+
+use super::keys::{self, Index};
+use super::sled_engine::{HEAD_FILE, StoreReader};
+use super::{StoreError, blob};
+use crate::event::{Digest, Event};
+use sha2::{Digest as _, Sha256};
+use std::collections::BTreeMap;
+use std::fmt;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Problem {
+    Gap {
+        expected: u64,
+        found: u64,
+    },
+    CorruptRecord {
+        seq: u64,
+        reason: String,
+    },
+    BrokenLink {
+        seq: u64,
+    },
+    DanglingIndexEntry {
+        index: &'static str,
+        seq: u64,
+    },
+    CorruptIndexBlock {
+        index: &'static str,
+        reason: String,
+    },
+    TimeIndex {
+        seq: u64,
+        reason: &'static str,
+    },
+    IndexMismatch {
+        index: &'static str,
+        expected: u64,
+        found: u64,
+    },
+    TombstoneUnvouched {
+        seq: u64,
+        reason: String,
+    },
+    MissingBlob {
+        seq: u64,
+        digest: Digest,
+    },
+    CorruptBlob {
+        digest: Digest,
+        reason: String,
+    },
+    Head {
+        reason: String,
+    },
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Problem::Gap { expected, found } => {
+                write!(f, "gap: expected seq {expected}, next present is {found}")
+            }
+            Problem::CorruptRecord { seq, reason } => {
+                write!(f, "corrupt record at seq {seq}: {reason}")
+            }
+            Problem::BrokenLink { seq } => write!(
+                f,
+                "broken link at seq {seq}: its prev_hash is not the hash of seq {}",
+                seq - 1
+            ),
+            Problem::DanglingIndexEntry { index, seq } => {
+                write!(
+                    f,
+                    "{index} index entry points to seq {seq}, which is not in the log"
+                )
+            }
+            Problem::CorruptIndexBlock { index, reason } => {
+                write!(f, "{index} index block: {reason}")
+            }
+            Problem::TimeIndex { seq, reason } => write!(f, "time index at seq {seq}: {reason}"),
+            Problem::IndexMismatch {
+                index,
+                expected,
+                found,
+            } => write!(
+                f,
+                "{index} index does not match the log: the log implies {expected} entries, the index has {found} (or the same count with different entries)"
+            ),
+            Problem::TombstoneUnvouched { seq, reason } => {
+                write!(f, "tombstone at seq {seq}: {reason}")
+            }
+            Problem::MissingBlob { seq, digest } => {
+                write!(f, "seq {seq} references blob {digest}, which is not stored")
+            }
+            Problem::CorruptBlob { digest, reason } => write!(f, "blob {digest}: {reason}"),
+            Problem::Head { reason } => write!(f, "HEAD: {reason}"),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    pub events: u64,
+    pub tombstones: u64,
+    pub index_entries: u64,
+    pub blobs: u64,
+    pub last_seq: u64,
+    /// The first problem of each kind, in the order found.
+    pub problems: Vec<Problem>,
+}
+
+impl Report {
+    pub fn ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+
+    fn add(&mut self, p: Problem) {
+        let same_kind = self
+            .problems
+            .iter()
+            .any(|q| std::mem::discriminant(q) == std::mem::discriminant(&p));
+        if !same_kind {
+            self.problems.push(p);
+        }
+    }
+}
+
+/// Order-independent multiset fingerprint of keys (wrapping sum of a 128-bit mix per key).
+#[derive(Default, Clone, Copy, PartialEq, Eq)]
+struct Fingerprint {
+    count: u64,
+    sum: u128,
+}
+
+impl Fingerprint {
+    fn add(&mut self, key: &[u8]) {
+        // splitmix64 over 8-byte words, twice with different seeds: fast and well mixed; this
+        // guards against accidents (lost or misdirected entries), the chain guards the log.
+        let mix = |seed: u64| {
+            let mut h = seed ^ key.len() as u64;
+            for chunk in key.chunks(8) {
+                let mut w = [0u8; 8];
+                w[..chunk.len()].copy_from_slice(chunk);
+                h = h
+                    .wrapping_add(u64::from_le_bytes(w))
+                    .wrapping_add(0x9e37_79b9_7f4a_7c15);
+                h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+                h ^= h >> 31;
+            }
+            h
+        };
+        self.count += 1;
+        self.sum = self
+            .sum
+            .wrapping_add(((mix(1) as u128) << 64) | mix(0x5eed) as u128);
+    }
+}
+
+#[derive(Default)]
+struct SeqSet(Vec<u64>);
+
+impl SeqSet {
+    fn insert(&mut self, seq: u64) {
+        let (w, b) = ((seq / 64) as usize, seq % 64);
+        if self.0.len() <= w {
+            self.0.resize(w + 1, 0);
+        }
+        self.0[w] |= 1 << b;
+    }
+
+    fn contains(&self, seq: &u64) -> bool {
+        let (w, b) = ((seq / 64) as usize, seq % 64);
+        self.0.get(w).is_some_and(|x| x & (1 << b) != 0)
+    }
+}
+
+/// Walks everything; `progress` is called with the number of records checked so far.
+pub fn verify(reader: &StoreReader, progress: &mut dyn FnMut(u64)) -> Result<Report, StoreError> {
+    let path = reader.path().to_owned();
+    let schema = reader.schema()?;
+    let mut report = Report::default();
+    let err = |op: &'static str| {
+        let path = path.clone();
+        move |e: sled::Error| StoreError::sled(&path, op, e)
+    };
+
+    // The sparse time index first: it is small (one entry per run of equal times).
+    let mut time_entries: BTreeMap<u64, i64> = BTreeMap::new();
+    for item in reader.events.scan_prefix([Index::Time.prefix()]) {
+        let (k, _) = item.map_err(err("scanning the time index"))?;
+        if k.len() != 17 {
+            report.add(Problem::CorruptIndexBlock {
+                index: "time",
+                reason: format!("key of {} bytes", k.len()),
+            });
+            continue;
+        }
+        let micros = (u64::from_be_bytes(k[1..9].try_into().expect("8")) ^ (1 << 63)) as i64;
+        time_entries.insert(keys::seq_of(&k).unwrap_or(0), micros);
+        report.index_entries += 1;
+    }
+
+    // Log records (chunk by chunk) merged with tombstones, in sequence order.
+    type Rec = Result<(u64, Vec<u8>), (u64, String)>;
+    let mut log = reader
+        .events
+        .range(keys::log_key(0)..=keys::log_key(u64::MAX))
+        .flat_map(|item| -> Vec<Rec> {
+            match item {
+                Err(e) => vec![Err((0, format!("sled: {e}")))],
+                Ok((k, v)) => {
+                    let base = keys::seq_of(&k).unwrap_or(0);
+                    match keys::decode_chunk(&v) {
+                        Ok(recs) => recs.into_iter().map(Ok).collect(),
+                        Err(reason) => vec![Err((base, reason))],
+                    }
+                }
+            }
+        })
+        .peekable();
+    let mut tombs = reader
+        .events
+        .range(keys::tombstone_key(0)..=keys::tombstone_key(u64::MAX))
+        .peekable();
+    let mut expected_fp: BTreeMap<Index, Fingerprint> = Index::for_schema(schema)
+        .filter(|i| *i != Index::Time)
+        .map(|i| (i, Fingerprint::default()))
+        .collect();
+    // One bit per seq (1.25 MB per 10M events), not a hash set (hundreds of MB).
+    let mut live = SeqSet::default();
+    let mut blob_refs: Vec<(u64, Digest)> = Vec::new();
+    // RetentionCompacted seq -> recorded tombstone digest; voucher -> running digest.
+    let mut summaries: BTreeMap<u64, Digest> = BTreeMap::new();
+    let mut vouched: BTreeMap<u64, Sha256> = BTreeMap::new();
+    let mut expected_seq = 1u64;
+    let mut prev: Option<Digest> = Some(Digest::ZERO);
+    // The time of the previous item if it was a live event; `Some(None)` at the start.
+    let mut prev_time: Option<Option<i64>> = Some(None);
+    let timed = schema >= Index::Time.since_schema();
+    let mut checked = 0u64;
+    loop {
+        let next_log = log.peek().map(|r| match r {
+            Ok((s, _)) => *s,
+            Err((s, _)) => *s,
+        });
+        let next_tomb = tombs.peek().map(|r| {
+            r.as_ref()
+                .map(|(k, _)| keys::seq_of(k).unwrap_or(0))
+                .unwrap_or(0)
+        });
+        let take_log = match (next_log, next_tomb) {
+            (None, None) => break,
+            (Some(l), Some(t)) => l <= t,
+            (Some(_), None) => true,
+            (None, Some(_)) => false,
+        };
+        let (seq, hash, time) = if take_log {
+            match log.next().expect("peeked") {
+                Err((seq, reason)) => {
+                    report.add(Problem::CorruptRecord { seq, reason });
+                    (seq, None, None)
+                }
+                Ok((seq, rec)) => {
+                    report.events += 1;
+                    match reader.open_record(seq, &rec) {
+                        Err(e) => {
+                            report.add(Problem::CorruptRecord {
+                                seq,
+                                reason: e.to_string(),
+                            });
+                            (seq, None, None)
+                        }
+                        Ok(env) => {
+                            if seq == expected_seq && prev.is_some_and(|p| p != env.body.prev_hash)
+                            {
+                                report.add(Problem::BrokenLink { seq });
+                            }
+                            live.insert(seq);
+                            for key in keys::index_keys(&env.body, schema) {
+                                if let Some(i) = Index::ALL.iter().find(|i| i.prefix() == key[0]) {
+                                    expected_fp.entry(*i).or_default().add(&key);
+                                }
+                            }
+                            let t = env.body.time.timestamp_micros();
+                            if timed {
+                                let run_starts = matches!(prev_time, Some(p) if p != Some(t));
+                                match time_entries.get(&seq) {
+                                    Some(&et) if et != t => report.add(Problem::TimeIndex {
+                                        seq,
+                                        reason: "the entry's time is not the event's",
+                                    }),
+                                    None if run_starts => report.add(Problem::TimeIndex {
+                                        seq,
+                                        reason: "the event starts a run of a new time but has no entry",
+                                    }),
+                                    _ => {}
+                                }
+                            }
+                            match &env.body.event {
+                                Event::RenderSucceeded(r) => blob_refs.push((seq, r.digest)),
+                                Event::RetentionCompacted(c) => {
+                                    summaries.insert(seq, c.tombstones_digest);
+                                }
+                                _ => {}
+                            }
+                            (seq, Some(env.hash), Some(t))
+                        }
+                    }
+                }
+            }
+        } else {
+            let (k, v) = tombs
+                .next()
+                .expect("peeked")
+                .map_err(err("scanning tombstones"))?;
+            let seq = keys::seq_of(&k).unwrap_or(0);
+            report.tombstones += 1;
+            if v.len() != 40 {
+                report.add(Problem::TombstoneUnvouched {
+                    seq,
+                    reason: format!("{} bytes, expected 40", v.len()),
+                });
+                (seq, None, None)
+            } else {
+                let hash = Digest(v[..32].try_into().expect("32 bytes"));
+                let voucher = u64::from_be_bytes(v[32..].try_into().expect("8 bytes"));
+                let h = vouched.entry(voucher).or_default();
+                h.update(seq.to_be_bytes());
+                h.update(hash.0);
+                (seq, Some(hash), None)
+            }
+        };
+        if seq != expected_seq {
+            report.add(Problem::Gap {
+                expected: expected_seq,
+                found: seq,
+            });
+        }
+        expected_seq = seq + 1;
+        prev = hash;
+        prev_time = time.map(Some);
+        report.last_seq = seq;
+        checked += 1;
+        if checked.is_multiple_of(10_000) {
+            progress(checked);
+        }
+    }
+    for seq in time_entries.keys() {
+        if !live.contains(seq) {
+            report.add(Problem::DanglingIndexEntry {
+                index: "time",
+                seq: *seq,
+            });
+        }
+    }
+
+    for (voucher, hasher) in vouched {
+        let got = Digest(hasher.finalize().into());
+        match summaries.get(&voucher) {
+            None => report.add(Problem::TombstoneUnvouched {
+                seq: voucher,
+                reason: "vouched for by a seq that is not a RetentionCompacted event".into(),
+            }),
+            Some(d) if *d != got => report.add(Problem::TombstoneUnvouched {
+                seq: voucher,
+                reason: "the tombstones do not match the summary's digest".into(),
+            }),
+            Some(_) => {}
+        }
+    }
+
+    for (index, expected) in &expected_fp {
+        let mut found = Fingerprint::default();
+        for item in reader.events.scan_prefix([index.prefix()]) {
+            let (k, v) = item.map_err(err("scanning an index"))?;
+            let seqs = match keys::decode_postings(&k, &v) {
+                Ok(s) => s,
+                Err(reason) => {
+                    report.add(Problem::CorruptIndexBlock {
+                        index: index.name(),
+                        reason,
+                    });
+                    continue;
+                }
+            };
+            let mut entry = k[..k.len() - 8].to_vec();
+            let term_len = entry.len();
+            for seq in seqs {
+                if !live.contains(&seq) {
+                    report.add(Problem::DanglingIndexEntry {
+                        index: index.name(),
+                        seq,
+                    });
+                }
+                entry.truncate(term_len);
+                entry.extend_from_slice(&seq.to_be_bytes());
+                found.add(&entry);
+                report.index_entries += 1;
+                checked += 1;
+                if checked.is_multiple_of(100_000) {
+                    progress(checked);
+                }
+            }
+        }
+        if found != *expected {
+            report.add(Problem::IndexMismatch {
+                index: index.name(),
+                expected: expected.count,
+                found: found.count,
+            });
+        }
+    }
+
+    for item in reader.blobs.iter() {
+        let (k, v) = item.map_err(err("scanning blobs"))?;
+        report.blobs += 1;
+        let digest = match <[u8; 32]>::try_from(k.as_ref()) {
+            Ok(d) => Digest(d),
+            Err(_) => {
+                report.add(Problem::CorruptBlob {
+                    digest: Digest::ZERO,
+                    reason: format!("key of {} bytes", k.len()),
+                });
+                continue;
+            }
+        };
+        if let Err(e) = blob::decompress(&digest, &v) {
+            report.add(Problem::CorruptBlob {
+                digest,
+                reason: e.to_string(),
+            });
+        }
+    }
+    for (seq, digest) in blob_refs {
+        let present = reader
+            .blobs
+            .contains_key(digest.0)
+            .map_err(err("looking up a blob"))?;
+        if !present {
+            report.add(Problem::MissingBlob { seq, digest });
+        }
+    }
+
+    match std::fs::read_to_string(path.join(HEAD_FILE)) {
+        Ok(text) => {
+            let seq = text
+                .lines()
+                .find_map(|l| l.strip_prefix("seq "))
+                .and_then(|s| s.trim().parse::<u64>().ok());
+            match seq {
+                Some(s) if s > report.last_seq => report.add(Problem::Head {
+                    reason: format!(
+                        "records seq {s} as flushed but the log ends at {}: events were lost",
+                        report.last_seq
+                    ),
+                }),
+                Some(_) => {}
+                None => report.add(Problem::Head {
+                    reason: "unparsable".into(),
+                }),
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(StoreError::io(&path, "reading HEAD", e)),
+    }
+    progress(checked);
+    Ok(report)
+}

@@ -1,0 +1,104 @@
+//! Owns the single writer task: the one place that holds the writable store, fed by commands
+//! over a bounded channel, so async code never blocks on sled and never races another writer.
+
+use super::sled_engine::{SledStore, StoreReader};
+use super::{Appended, EventStore, Projections, StoreError};
+use crate::event::{Digest, Draft};
+use tokio::sync::{mpsc, oneshot};
+
+/// Why 64: a command is one logical batch (a whole sync's events, possibly thousands), so 64
+/// queued batches bound memory to a few MB while letting producers (source, apply, drift watch)
+/// run ahead of a slow flush; past that, producers wait instead of buffering without limit.
+pub const CHANNEL_BOUND: usize = 64;
+
+enum Command {
+    Append {
+        drafts: Vec<Draft>,
+        reply: oneshot::Sender<Result<Appended, StoreError>>,
+    },
+    PutBlob {
+        canonical: Vec<u8>,
+        reply: oneshot::Sender<Result<Digest, StoreError>>,
+    },
+    Projections {
+        reply: oneshot::Sender<Projections>,
+    },
+    Close {
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
+}
+
+/// A cheap, cloneable handle: writes go to the writer task, reads go straight to sled.
+#[derive(Clone)]
+pub struct StoreHandle {
+    tx: mpsc::Sender<Command>,
+    reader: StoreReader,
+}
+
+/// Moves `store` into a blocking writer task. The task ends (with a final snapshot and flush)
+/// on [`StoreHandle::close`] or when every handle is dropped.
+pub fn spawn(store: SledStore) -> (StoreHandle, tokio::task::JoinHandle<Result<(), StoreError>>) {
+    let (tx, mut rx) = mpsc::channel(CHANNEL_BOUND);
+    let reader = store.reader();
+    let task = tokio::task::spawn_blocking(move || {
+        let mut store = store;
+        while let Some(cmd) = rx.blocking_recv() {
+            match cmd {
+                Command::Append { drafts, reply } => {
+                    // A logical batch is acknowledged only once flushed.
+                    let r = store.append(drafts).and_then(|a| store.flush().map(|_| a));
+                    let _ = reply.send(r);
+                }
+                Command::PutBlob { canonical, reply } => {
+                    let _ = reply.send(store.put_blob(&canonical));
+                }
+                Command::Projections { reply } => {
+                    let _ = reply.send(store.projections().clone());
+                }
+                Command::Close { reply } => {
+                    let _ = reply.send(store.close());
+                    return Ok(());
+                }
+            }
+        }
+        store.close()
+    });
+    (StoreHandle { tx, reader }, task)
+}
+
+impl StoreHandle {
+    async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(make(reply))
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
+        rx.await.map_err(|_| StoreError::WriterGone)
+    }
+
+    /// Appends one logical batch and flushes it; resolves once durable.
+    pub async fn append(&self, drafts: Vec<Draft>) -> Result<Appended, StoreError> {
+        self.call(|reply| Command::Append { drafts, reply }).await?
+    }
+
+    pub async fn put_blob(&self, canonical: Vec<u8>) -> Result<Digest, StoreError> {
+        self.call(|reply| Command::PutBlob { canonical, reply })
+            .await?
+    }
+
+    pub async fn projections(&self) -> Result<Projections, StoreError> {
+        self.call(|reply| Command::Projections { reply }).await
+    }
+
+    /// Snapshot, flush and stop the writer.
+    pub async fn close(self) -> Result<(), StoreError> {
+        self.call(|reply| Command::Close { reply }).await?
+    }
+
+    pub fn reader(&self) -> &StoreReader {
+        &self.reader
+    }
+}

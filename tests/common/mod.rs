@@ -1,0 +1,112 @@
+//! Shared helpers for the store integration tests: filling real stores and raw sled access for
+//! fault injection.
+#![allow(dead_code)]
+
+use reckon::event::samples;
+use reckon::store::{EventStore, OpenOptions, SledStore};
+use std::path::Path;
+
+pub const APPS: u64 = 3;
+pub const OBJECTS: u64 = 5;
+
+/// Appends stream events `from..from+n` in batches of `batch`, storing their blobs; flushes.
+pub fn fill(store: &mut SledStore, from: u64, n: u64, batch: u64) {
+    let mut i = from;
+    while i < from + n {
+        let end = (i + batch).min(from + n);
+        let mut drafts = Vec::new();
+        for j in i..end {
+            if let Some(b) = samples::stream_blob(j, APPS, OBJECTS) {
+                store.put_blob(&b).unwrap();
+            }
+            drafts.push(samples::stream(j, APPS, OBJECTS));
+        }
+        store.append(drafts).unwrap();
+        store.flush().unwrap();
+        i = end;
+    }
+}
+
+pub fn create(path: &Path) -> SledStore {
+    SledStore::open(path, OpenOptions::create()).unwrap()
+}
+
+/// Opens the raw sled `events` tree of a closed store (fault injection).
+pub fn raw_events(path: &Path) -> (sled::Db, sled::Tree) {
+    let db = reckon::store::sled_engine::sled_config(path, 1 << 20)
+        .open()
+        .unwrap();
+    let t = db.open_tree("events").unwrap();
+    (db, t)
+}
+
+pub fn log_key(seq: u64) -> Vec<u8> {
+    let mut k = vec![b'L'];
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// Every file under `dir` with its bytes, for "untouched" checks.
+pub fn snapshot_dir(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = vec![];
+    for e in std::fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            out.extend(snapshot_dir(&e.path()));
+        } else {
+            out.push((
+                e.path().display().to_string(),
+                std::fs::read(e.path()).unwrap(),
+            ));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Rewrites (or, when `f` returns false, removes) record `seq` inside its log chunk: simulates a
+/// damaged or tampered record below the store's API.
+pub fn edit_record(t: &sled::Tree, seq: u64, f: impl FnOnce(&mut Vec<u8>) -> bool) {
+    use reckon::store::keys;
+    let (k, v) = t
+        .range(log_key(0)..=log_key(seq))
+        .next_back()
+        .unwrap()
+        .unwrap();
+    let mut recs = keys::decode_chunk(&v).unwrap();
+    let i = recs.iter().position(|(s, _)| *s == seq).unwrap();
+    if !f(&mut recs[i].1) {
+        recs.remove(i);
+    }
+    if recs.is_empty() {
+        t.remove(k).unwrap();
+    } else {
+        t.insert(
+            k,
+            keys::encode_chunk(recs.iter().map(|(s, r)| (*s, &r[..]))),
+        )
+        .unwrap();
+    }
+}
+
+pub fn record(t: &sled::Tree, seq: u64) -> Vec<u8> {
+    let (_, v) = t
+        .range(log_key(0)..=log_key(seq))
+        .next_back()
+        .unwrap()
+        .unwrap();
+    let recs = reckon::store::keys::decode_chunk(&v).unwrap();
+    recs.into_iter().find(|(s, _)| *s == seq).unwrap().1
+}
+
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
