@@ -98,21 +98,33 @@ pub struct Person {
     pub email: String,
     #[serde(with = "codec::time")]
     pub time: DateTime<Utc>,
+    /// The UTC offset of the person's clock when they wrote it, in seconds east (+0200 = 7200):
+    /// "committed at 09:00 in Berlin" is part of the audit record, not only the instant.
+    pub offset_seconds: i32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SignatureStatus {
     Unsigned,
-    /// Signature checking was not configured or not possible.
+    /// Signature checking was not configured (policy `off`).
     NotChecked,
+    /// A good signature by an allowed key: `format` is `ssh` or `gpg`, `signer` the
+    /// allowed-signers principal or GPG user id, `key` the key's fingerprint.
     Good {
+        format: String,
         signer: String,
-    },
-    Bad {
-        reason: String,
-    },
-    UnknownKey {
         key: String,
+    },
+    /// A signature by a key that is not allowed (or no keys are configured for its format).
+    Untrusted {
+        format: String,
+        detail: String,
+    },
+    /// A signature that does not verify (tampered commit, wrong or expired key, unsupported
+    /// format).
+    Invalid {
+        format: String,
+        detail: String,
     },
 }
 
@@ -321,6 +333,9 @@ pub struct SourceFetchFailed {
     pub url: String,
     pub ref_name: String,
     pub error: String,
+    /// A short stable code (`Unreachable`, `AuthFailed`, `HostKeyRejected`, `TlsUntrusted`,
+    /// `MissingRef`, `Credentials`, `CorruptCache`, `FetchFailed`, ...) for filters and alerts.
+    pub reason: String,
 }
 
 /// A force push: the ref moved to a commit that does not descend from the old head.
@@ -329,6 +344,25 @@ pub struct HistoryRewritten {
     pub ref_name: String,
     pub old_head: String,
     pub new_head: String,
+    /// The newest commit both histories share, when the old head is still known.
+    pub merge_base: Option<String>,
+}
+
+/// The source's local mirror was unusable (damaged pack, unreadable ref, ...) and was removed
+/// and cloned again; nothing was lost on the remote side, but the damage is worth knowing about.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceCacheRecovered {
+    pub url: String,
+    pub reason: String,
+}
+
+/// The signature policy (`require`) refused to deploy a revision; the App keeps `kept`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevisionBlocked {
+    pub revision: String,
+    pub reason: String,
+    /// The revision the App stays on (its last deployable head), if it had one.
+    pub kept: Option<String>,
 }
 
 /// The agent knows it could not record what happened for a while (e.g. the store lost its tail
@@ -389,6 +423,8 @@ pub enum Event {
     HistoryRewritten(HistoryRewritten),
     StoreGap(StoreGap),
     RetentionCompacted(RetentionCompacted),
+    SourceCacheRecovered(SourceCacheRecovered),
+    RevisionBlocked(RevisionBlocked),
 }
 
 /// The kind of an event, as stored in the kind index (one byte; values are part of the format).
@@ -416,10 +452,12 @@ pub enum EventKind {
     HistoryRewritten = 18,
     StoreGap = 19,
     RetentionCompacted = 20,
+    SourceCacheRecovered = 21,
+    RevisionBlocked = 22,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 21] = [
+    pub const ALL: [EventKind; 23] = [
         EventKind::AgentStarted,
         EventKind::CommitObserved,
         EventKind::IntentRecorded,
@@ -441,6 +479,8 @@ impl EventKind {
         EventKind::HistoryRewritten,
         EventKind::StoreGap,
         EventKind::RetentionCompacted,
+        EventKind::SourceCacheRecovered,
+        EventKind::RevisionBlocked,
     ];
 
     pub fn name(self) -> &'static str {
@@ -466,6 +506,8 @@ impl EventKind {
             EventKind::HistoryRewritten => "HistoryRewritten",
             EventKind::StoreGap => "StoreGap",
             EventKind::RetentionCompacted => "RetentionCompacted",
+            EventKind::SourceCacheRecovered => "SourceCacheRecovered",
+            EventKind::RevisionBlocked => "RevisionBlocked",
         }
     }
 
@@ -508,6 +550,8 @@ impl Event {
             Event::HistoryRewritten(_) => EventKind::HistoryRewritten,
             Event::StoreGap(_) => EventKind::StoreGap,
             Event::RetentionCompacted(_) => EventKind::RetentionCompacted,
+            Event::SourceCacheRecovered(_) => EventKind::SourceCacheRecovered,
+            Event::RevisionBlocked(_) => EventKind::RevisionBlocked,
         }
     }
 
@@ -540,6 +584,7 @@ impl Event {
             Event::ObjectPruned(e) => vec![e.revision.as_str()],
             Event::PruneSkipped(e) => vec![e.revision.as_str()],
             Event::HistoryRewritten(e) => vec![e.old_head.as_str(), e.new_head.as_str()],
+            Event::RevisionBlocked(e) => vec![e.revision.as_str()],
             _ => vec![],
         }
     }

@@ -31,11 +31,13 @@ pub fn commit(n: u64, email: &str) -> CommitObserved {
             name: "Alice".into(),
             email: email.into(),
             time: t(1_764_000_000 + n as i64),
+            offset_seconds: 3600,
         },
         committer: Person {
             name: "Alice".into(),
             email: email.into(),
             time: t(1_764_000_000 + n as i64),
+            offset_seconds: 3600,
         },
         message: format!("Scale web to {n} replicas"),
         signature: SignatureStatus::NotChecked,
@@ -49,7 +51,9 @@ pub fn all_events() -> Vec<Event> {
     let ns = object("", "v1", "Namespace", None, "web");
     let mut c = commit(1, "alice@example.com");
     c.signature = SignatureStatus::Good {
-        signer: "SHA256:abc".into(),
+        format: "ssh".into(),
+        signer: "alice@example.com".into(),
+        key: "SHA256:abc".into(),
     };
     c.committer.email = "bot@example.com".into();
     vec![
@@ -150,11 +154,13 @@ pub fn all_events() -> Vec<Event> {
             url: "https://git.example.com/shop.git".into(),
             ref_name: "refs/heads/main".into(),
             error: "connection refused".into(),
+            reason: "Unreachable".into(),
         }),
         Event::HistoryRewritten(HistoryRewritten {
             ref_name: "refs/heads/main".into(),
             old_head: sha(3),
             new_head: sha(4),
+            merge_base: Some(sha(2)),
         }),
         Event::StoreGap(StoreGap {
             expected_seq: Some(100),
@@ -172,6 +178,15 @@ pub fn all_events() -> Vec<Event> {
             last_time: None,
             tombstones_digest: Digest([0x22; 32]),
             base_state: vec![1, 2, 3],
+        }),
+        Event::SourceCacheRecovered(SourceCacheRecovered {
+            url: "https://git.example.com/shop.git".into(),
+            reason: "pack file truncated".into(),
+        }),
+        Event::RevisionBlocked(RevisionBlocked {
+            revision: sha(5),
+            reason: "head is unsigned".into(),
+            kept: Some(sha(4)),
         }),
     ]
 }

@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// Version byte in front of every snapshot (whole projections or one App's base state).
-pub const SNAPSHOT_VERSION: u8 = 1;
+/// 2: AppState gained the source heads (version 1 never left development).
+pub const SNAPSHOT_VERSION: u8 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectionError {
@@ -41,6 +42,13 @@ pub struct AppState {
     /// Every revision the App observed, by commit SHA.
     pub revisions: BTreeMap<String, RevisionEntry>,
     pub last_seq: u64,
+    /// The newest commit observed on the source's ref (CommitObserved, HistoryRewritten): the
+    /// previous head for the next fetch, so a restart resumes without asking Git.
+    pub observed_head: Option<String>,
+    /// The newest observed commit the App may deploy when following Git: the observed head unless
+    /// the signature policy blocked it (RevisionBlocked keeps the previous one). A failed fetch
+    /// changes neither head: the App keeps its last good revision.
+    pub deployable_head: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,7 +117,19 @@ impl AppState {
             });
         };
         match &body.event {
-            Event::CommitObserved(e) => revision(&mut self.revisions, &e.sha),
+            Event::CommitObserved(e) => {
+                revision(&mut self.revisions, &e.sha);
+                self.observed_head = Some(e.sha.clone());
+                self.deployable_head = Some(e.sha.clone());
+            }
+            Event::HistoryRewritten(e) => {
+                self.observed_head = Some(e.new_head.clone());
+            }
+            Event::RevisionBlocked(e) => {
+                if self.deployable_head.as_deref() == Some(e.revision.as_str()) {
+                    self.deployable_head = e.kept.clone();
+                }
+            }
             Event::IntentRecorded(e) => {
                 self.intent = Intent {
                     kind: e.intent,
@@ -283,6 +303,63 @@ mod tests {
                 }),
             ),
         ]
+    }
+
+    #[test]
+    fn source_heads_follow_commits_blocks_and_rewrites_but_not_failures() {
+        let c = |n: u64| {
+            let mut c = samples::commit(n, "dev@example.com");
+            c.sha = samples::sha(n);
+            Event::CommitObserved(c)
+        };
+        let mut p = Projections::default();
+        let mut seq = 0;
+        let mut fold = |p: &mut Projections, e: Event| {
+            seq += 1;
+            p.fold(&body(seq, "shop", None, e));
+        };
+        fold(&mut p, c(1));
+        fold(&mut p, c(2));
+        let heads = |p: &Projections| {
+            let a = &p.apps["shop"];
+            (a.observed_head.clone(), a.deployable_head.clone())
+        };
+        assert_eq!(heads(&p), (Some(samples::sha(2)), Some(samples::sha(2))));
+        // Under `require` an unsigned head is observed but the App keeps the previous one.
+        fold(&mut p, c(3));
+        fold(
+            &mut p,
+            Event::RevisionBlocked(RevisionBlocked {
+                revision: samples::sha(3),
+                reason: "unsigned".into(),
+                kept: Some(samples::sha(2)),
+            }),
+        );
+        assert_eq!(heads(&p), (Some(samples::sha(3)), Some(samples::sha(2))));
+        // A failed fetch changes nothing.
+        fold(
+            &mut p,
+            Event::SourceFetchFailed(SourceFetchFailed {
+                url: "u".into(),
+                ref_name: "refs/heads/main".into(),
+                error: "refused".into(),
+                reason: "Unreachable".into(),
+            }),
+        );
+        assert_eq!(heads(&p), (Some(samples::sha(3)), Some(samples::sha(2))));
+        // A force-push moves the observed head; the new head's commit event makes it deployable.
+        fold(
+            &mut p,
+            Event::HistoryRewritten(HistoryRewritten {
+                ref_name: "refs/heads/main".into(),
+                old_head: samples::sha(3),
+                new_head: samples::sha(9),
+                merge_base: Some(samples::sha(1)),
+            }),
+        );
+        assert_eq!(heads(&p), (Some(samples::sha(9)), Some(samples::sha(2))));
+        fold(&mut p, c(9));
+        assert_eq!(heads(&p), (Some(samples::sha(9)), Some(samples::sha(9))));
     }
 
     #[test]
