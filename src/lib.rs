@@ -8,6 +8,7 @@
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod health;
 pub mod plan;
 pub mod render;
 pub mod telemetry;
