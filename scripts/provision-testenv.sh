@@ -56,7 +56,11 @@ apt_install etcd-server
 mkdir -p "$BIN"
 [ -x "$BIN/etcd" ] || ln -sf "$(command -v etcd || echo /usr/bin/etcd)" "$BIN/etcd"
 
-if [ -x "$BIN/kube-apiserver" ] && [ -x "$BIN/kube-controller-manager" ]; then
+# Bumped whenever the source patches below change, so that cached binaries built without
+# them are rebuilt.
+PATCH_LEVEL="reflect2-go1.18-mapiterinit"
+if [ -x "$BIN/kube-apiserver" ] && [ -x "$BIN/kube-controller-manager" ] \
+   && [ "$(cat "$BIN/.patch-level" 2>/dev/null)" = "$PATCH_LEVEL" ]; then
   log "cached control plane binaries in $BIN"
   echo "$BIN"
   exit 0
@@ -95,6 +99,21 @@ if [ ! -f "$TREE/Makefile" ]; then
   tar -xzf "$(ls "$SRC"/kubernetes_*.orig.tar.gz | head -1)" -C "$TREE" --strip-components=1
 fi
 
+# Kubernetes 1.20 vendors github.com/modern-go/reflect2 v1.0.1, which calls the runtime's
+# reflect.mapiterinit with the pre-Go-1.18 signature. Built with Go 1.19, kube-apiserver then
+# dies with "fatal error: fault" (SIGSEGV in mapiternext) on the first write of any custom
+# resource: the apiextensions handler JSON-encodes its metadata map through reflect2. This is
+# the fix reflect2 v1.0.2 made: pass a full-size hiter to the three-argument mapiterinit.
+R2="$TREE/vendor/github.com/modern-go/reflect2"
+if ! grep -q "checkBucket" "$R2/unsafe_link.go"; then
+  log "patching vendored reflect2 for Go 1.18+ (mapiterinit)"
+  perl -0pi -e 's/func mapiterinit\(rtype unsafe\.Pointer, m unsafe\.Pointer\) \*hiter/func mapiterinit(rtype unsafe.Pointer, m unsafe.Pointer, it *hiter)/' "$R2/unsafe_link.go"
+  perl -0pi -e 's/type hiter struct \{.*?\n\}/type hiter struct {\n\tkey         unsafe.Pointer\n\tvalue       unsafe.Pointer\n\tt           unsafe.Pointer\n\th           unsafe.Pointer\n\tbuckets     unsafe.Pointer\n\tbptr        unsafe.Pointer\n\toverflow    *[]unsafe.Pointer\n\toldoverflow *[]unsafe.Pointer\n\tstartBucket uintptr\n\toffset      uint8\n\twrapped     bool\n\tB           uint8\n\ti           uint8\n\tbucket      uintptr\n\tcheckBucket uintptr\n}/s' "$R2/unsafe_link.go"
+  perl -0pi -e 's/\treturn &UnsafeMapIterator\{\n\t\thiter:      mapiterinit\(type2\.rtype, \*\(\*unsafe\.Pointer\)\(obj\)\),/\tvar it hiter\n\tmapiterinit(type2.rtype, *(*unsafe.Pointer)(obj), &it)\n\treturn &UnsafeMapIterator{\n\t\thiter:      &it,/' "$R2/unsafe_map.go"
+  grep -q "checkBucket" "$R2/unsafe_link.go" && grep -q "&it)" "$R2/unsafe_map.go" \
+    || { log "patching reflect2 failed"; exit 1; }
+fi
+
 export PATH="/usr/lib/go-1.19/bin:$PATH"
 export GOFLAGS="-mod=vendor"
 export GOCACHE="$CACHE/gocache"
@@ -110,5 +129,6 @@ make WHAT=cmd/kube-apiserver >&2
 log "building kube-controller-manager"
 make WHAT=cmd/kube-controller-manager >&2
 cp _output/bin/kube-apiserver _output/bin/kube-controller-manager "$BIN/"
+echo "$PATCH_LEVEL" > "$BIN/.patch-level"
 log "built in $(( $(date +%s) - start ))s into $BIN"
 echo "$BIN"
