@@ -5,6 +5,7 @@
 //! `plan` (pure) → `apply` (Kubernetes), with every outcome appended to the `store`.
 #![forbid(unsafe_code)]
 
+pub mod apply;
 pub mod cli;
 pub mod cluster;
 pub mod config;

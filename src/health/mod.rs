@@ -7,8 +7,10 @@
 //! no status at all (ConfigMap, Secret, RBAC, ...) are current as soon as they exist.
 
 mod rules;
+mod wait;
 
 pub use rules::assess;
+pub use wait::{WaitError, WaitOptions, wait};
 
 use serde::Serialize;
 
