@@ -15,3 +15,4 @@ pub mod render;
 pub mod telemetry;
 pub mod tls;
 pub mod version;
+pub mod watch;
