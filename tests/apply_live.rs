@@ -536,3 +536,145 @@ async fn conflicts_are_reported_or_forced_by_policy_and_diff_shows_them() {
         .collect();
     assert_eq!(owners, ["reckon"]);
 }
+
+#[tokio::test]
+async fn objects_in_a_namespace_that_failed_are_skipped_and_health_wait_times_out_honestly() {
+    let (client, _) = counting_client().await;
+    let catalog = catalog(client.clone()).await;
+    let ns = TestNamespace::create(&client, "nsfail").await;
+    let mut app = TestApp::new("nsfail", &ns.name);
+    // A Namespace the server refuses (names are DNS labels), an object in it, and a PVC in
+    // the test namespace that no provisioner will ever bind.
+    app.write(
+        "ns.yaml",
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: Not_A_Label\n",
+    );
+    app.write(
+        "inside.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: inside\n  namespace: Not_A_Label\ndata: {a: b}\n",
+    );
+    app.write(
+        "pvc.yaml",
+        "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata:\n  name: data\nspec:\n  accessModes: [ReadWriteOnce]\n  resources: {requests: {storage: 1Gi}}\n",
+    );
+    let (plan, changes) = app.sync(&catalog, &ApplyOptions::default()).await;
+    let outcomes = outcomes_by_name(&changes);
+    match outcomes["Namespace/Not_A_Label"] {
+        Outcome::Failed { error, cause } => {
+            assert!(matches!(cause, FailureCause::Invalid { .. }), "{cause:?}");
+            assert!(
+                error.starts_with("Namespace/Not_A_Label: server-side apply: "),
+                "{error}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        *outcomes["ConfigMap/inside"],
+        Outcome::Skipped {
+            reason: SkipReason::NamespaceNotApplied {
+                namespace: "Not_A_Label".into()
+            }
+        }
+    );
+    assert_eq!(*outcomes["PersistentVolumeClaim/data"], Outcome::Created);
+
+    // Waiting on the PVC ends at the timeout with its last status, not an error.
+    let pvc = plan
+        .actions
+        .iter()
+        .map(|a| a.object().clone())
+        .find(|o| o.kind == "PersistentVolumeClaim")
+        .unwrap();
+    let started = std::time::Instant::now();
+    let health = health::wait(
+        &catalog,
+        &[pvc],
+        &WaitOptions {
+            timeout: Duration::from_secs(1),
+            interval: Duration::from_millis(200),
+            concurrency: 8,
+        },
+    )
+    .await
+    .unwrap();
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    assert_eq!(health[0].1.status, Status::InProgress, "{:?}", health[0].1);
+    assert_eq!(health[0].1.message, "phase Pending");
+}
+
+/// Deletes an APIService when dropped, also when the test fails.
+struct ApiServiceGuard(String);
+
+impl Drop for ApiServiceGuard {
+    fn drop(&mut self) {
+        let name = self.0.clone();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let client = support::client().await;
+                let api = api_for(
+                    &client,
+                    "apiregistration.k8s.io/v1",
+                    "APIService",
+                    "apiservices",
+                    None,
+                );
+                let _ = api.delete(&name, &DeleteParams::background()).await;
+            });
+        })
+        .join();
+    }
+}
+
+#[tokio::test]
+async fn an_unavailable_aggregated_api_does_not_hide_the_other_groups() {
+    let client = support::client().await;
+    let ns = TestNamespace::create(&client, "aggr").await;
+    let group = format!("{}.reckon.test", support::suffix());
+    let name = format!("v1.{group}");
+    let _guard = ApiServiceGuard(name.clone());
+    // An aggregated API whose backing Service does not exist, like a metrics-server that is
+    // down: the group is listed, and asking it for its resources answers 503.
+    let apiservices = api_for(
+        &client,
+        "apiregistration.k8s.io/v1",
+        "APIService",
+        "apiservices",
+        None,
+    );
+    let apiservice: kube::api::DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
+        "metadata": {"name": name},
+        "spec": {"group": group, "version": "v1", "groupPriorityMinimum": 1000,
+            "versionPriority": 15, "insecureSkipTLSVerify": true,
+            "service": {"name": "absent", "namespace": ns.name, "port": 443}}
+    }))
+    .unwrap();
+    apiservices
+        .create(&kube::api::PostParams::default(), &apiservice)
+        .await
+        .unwrap();
+    // Precondition: kube's one-shot discovery now fails as a whole.
+    let started = std::time::Instant::now();
+    while kube::Discovery::new(client.clone()).run().await.is_ok() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "discovery never noticed the broken group"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let catalog = reckon::apply::Catalog::new(client.clone())
+        .await
+        .expect("catalog despite one broken group");
+    assert_eq!(catalog.unavailable_groups(), [group]);
+    for (g, k) in [("", "ConfigMap"), ("apps", "Deployment")] {
+        assert!(
+            catalog.scope(&reckon::plan::GroupKind::new(g, k)).is_some(),
+            "{k} lost"
+        );
+    }
+}
