@@ -128,7 +128,12 @@ log "building kube-apiserver (about 4-5 min cold)"
 make WHAT=cmd/kube-apiserver >&2
 log "building kube-controller-manager"
 make WHAT=cmd/kube-controller-manager >&2
-cp _output/bin/kube-apiserver _output/bin/kube-controller-manager "$BIN/"
+# Copy beside, then rename: copying over a binary that a running control plane executes fails
+# with "Text file busy", and a rename replaces it without disturbing the running process.
+for b in kube-apiserver kube-controller-manager; do
+  cp "_output/bin/$b" "$BIN/.$b.new"
+  mv -f "$BIN/.$b.new" "$BIN/$b"
+done
 echo "$PATCH_LEVEL" > "$BIN/.patch-level"
 log "built in $(( $(date +%s) - start ))s into $BIN"
 echo "$BIN"
