@@ -259,6 +259,36 @@ impl Catalog {
         Ok(())
     }
 
+    /// Waits until every kind is known, refreshing the groups that lack one, until `timeout`;
+    /// returns the kinds still unknown. Call it before planning with the kinds of the desired
+    /// set that no CRD in the set defines: right after an API server starts, discovery can
+    /// list the core group alone until the other groups' registrations catch up, and a plan
+    /// made then would reject every Deployment as an unknown kind.
+    pub async fn wait_for_kinds(&self, kinds: &[GroupKind], timeout: Duration) -> Vec<GroupKind> {
+        let started = Instant::now();
+        let mut delay = Duration::from_millis(100);
+        loop {
+            let missing: Vec<GroupKind> = kinds
+                .iter()
+                .filter(|gk| self.scope(gk).is_none())
+                .cloned()
+                .collect();
+            if missing.is_empty() || started.elapsed() >= timeout {
+                return missing;
+            }
+            let groups: BTreeSet<&str> = missing.iter().map(|gk| gk.group.as_str()).collect();
+            let groups: Vec<&str> = groups.into_iter().collect();
+            if let Err(error) = self.refresh_groups(&groups).await {
+                tracing::debug!(%error, "discovery refresh failed; retrying");
+            }
+            if missing.iter().all(|gk| self.scope(gk).is_some()) {
+                return Vec::new();
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(2));
+        }
+    }
+
     /// Waits until every object's group/version/kind is served, refreshing the groups that
     /// lack one, until `timeout`. A server registers a new CRD's group some time after the CRD
     /// reports Established, and an aggregated API some time after start. Returns the objects

@@ -10,7 +10,7 @@ mod rules;
 mod wait;
 
 pub use rules::assess;
-pub use wait::{WaitError, WaitOptions, wait};
+pub use wait::{WaitOptions, wait};
 
 use serde::Serialize;
 

@@ -11,14 +11,6 @@ use futures::stream::{self, StreamExt};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-/// Errors while waiting for health. Per-object read failures are not errors: they make that
-/// object's health [`Status::Unknown`] with the cause as message.
-#[derive(Debug, thiserror::Error)]
-pub enum WaitError {
-    #[error("waiting for health: no objects given")]
-    NoObjects,
-}
-
 /// How long and how often to poll.
 #[derive(Debug, Clone)]
 pub struct WaitOptions {
@@ -66,15 +58,14 @@ fn settled(health: &Health) -> bool {
 }
 
 /// Polls `objects` until each is Current or Failed, or `options.timeout` passes; returns the
-/// last health of each, in input order. Objects already settled are not read again.
+/// last health of each, in input order. Objects already settled are not read again. Read
+/// failures are not errors: they make that object's health [`Status::Unknown`] with the cause
+/// as message, and it is read again at the next round.
 pub async fn wait(
     catalog: &Catalog,
     objects: &[ObjectRef],
     options: &WaitOptions,
-) -> Result<Vec<(ObjectRef, Health)>, WaitError> {
-    if objects.is_empty() {
-        return Err(WaitError::NoObjects);
-    }
+) -> Vec<(ObjectRef, Health)> {
     let started = Instant::now();
     let mut last: BTreeMap<usize, Health> = BTreeMap::new();
     loop {
@@ -92,7 +83,7 @@ pub async fn wait(
         }
         tokio::time::sleep(options.interval).await;
     }
-    Ok(objects
+    objects
         .iter()
         .cloned()
         .enumerate()
@@ -102,5 +93,5 @@ pub async fn wait(
                 .unwrap_or_else(|| Health::new(Status::Unknown, "not checked"));
             (object, health)
         })
-        .collect())
+        .collect()
 }

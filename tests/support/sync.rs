@@ -8,7 +8,7 @@ use kube::core::GroupVersionKind;
 use kube::discovery::ApiResource;
 use reckon::apply::{self, ApplyOptions, Catalog, ChangeSet, Outcome};
 use reckon::config::DriftMode;
-use reckon::plan::{Action, DesiredObject, InventoryEntry, Observed, Plan, Policy};
+use reckon::plan::{Action, DesiredObject, GroupKind, InventoryEntry, Observed, Plan, Policy};
 use reckon::render::{RenderOptions, SecretKey, digest::storable_object};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -55,29 +55,21 @@ pub async fn counting_client() -> (kube::Client, Arc<Requests>) {
     (client, requests)
 }
 
-/// Waits until the catalog serves the built-in kinds these tests use: right after the
-/// control plane starts, discovery can list the core group alone.
+/// A catalog that serves the built-in kinds these tests use: right after the control plane
+/// starts, discovery can list the core group alone (`Catalog::wait_for_kinds` covers that).
 pub async fn catalog(client: kube::Client) -> Catalog {
-    let started = std::time::Instant::now();
-    loop {
-        let catalog = Catalog::new(client.clone()).await.expect("discovery");
-        let wanted = [
-            ("apps", "Deployment"),
-            ("", "ConfigMap"),
-            ("apiextensions.k8s.io", "CustomResourceDefinition"),
-        ];
-        if wanted
-            .iter()
-            .all(|(g, k)| catalog.scope(&reckon::plan::GroupKind::new(g, k)).is_some())
-        {
-            return catalog;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "discovery incomplete"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    let catalog = Catalog::new(client).await.expect("discovery");
+    let wanted = [
+        GroupKind::new("apps", "Deployment"),
+        GroupKind::new("", "ConfigMap"),
+        GroupKind::new("networking.k8s.io", "Ingress"),
+        GroupKind::new("apiextensions.k8s.io", "CustomResourceDefinition"),
+    ];
+    let missing = catalog
+        .wait_for_kinds(&wanted, Duration::from_secs(60))
+        .await;
+    assert!(missing.is_empty(), "discovery still lacks {missing:?}");
+    catalog
 }
 
 /// One App under test: manifests in a directory, an inventory folded from outcomes.
