@@ -522,24 +522,12 @@ fn is_crd(object: &ObjectRef) -> bool {
     object.group == "apiextensions.k8s.io" && object.kind == "CustomResourceDefinition"
 }
 
-/// The kinds a CRD manifest defines: its group and kind at each served version.
-fn crd_kinds(manifest: &Value) -> Option<(GroupKind, Vec<String>)> {
+/// The kind a CRD manifest defines.
+fn crd_kind(manifest: &Value) -> Option<GroupKind> {
     let spec = manifest.get("spec")?;
     let group = spec.get("group")?.as_str()?;
     let kind = spec.pointer("/names/kind")?.as_str()?;
-    let mut versions: Vec<String> = spec
-        .get("versions")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter(|v| v.get("served").and_then(Value::as_bool) != Some(false))
-        .filter_map(|v| v.get("name")?.as_str().map(str::to_string))
-        .collect();
-    // apiextensions.k8s.io/v1beta1 CRDs may name a single `spec.version`.
-    if let Some(v) = spec.get("version").and_then(Value::as_str) {
-        versions.push(v.to_string());
-    }
-    Some((GroupKind::new(group, kind), versions))
+    Some(GroupKind::new(group, kind))
 }
 
 fn manifest_of(action: &Action) -> Option<&Value> {
@@ -566,7 +554,7 @@ async fn wait_established(
     };
     let api = catalog.api(&resolved, None);
     loop {
-        let message = match api.get(&object.name).await {
+        let message = match retry_transport(|| api.get(&object.name)).await {
             Ok(live) => {
                 let value = serde_json::to_value(&live).unwrap_or(Value::Null);
                 let health = health::assess(&value);
@@ -670,7 +658,7 @@ pub async fn execute(catalog: &Catalog, plan: &Plan, options: &ApplyOptions) -> 
         // An older version of the CRD may still serve the kind; only without one are its
         // custom resources bound to fail.
         let action = &plan.actions[i];
-        if let Some((gk, _)) = manifest_of(action).and_then(crd_kinds)
+        if let Some(gk) = manifest_of(action).and_then(crd_kind)
             && catalog.resolve_kind(&gk).is_none()
         {
             not_ready.insert(gk, action.object().name.clone());
@@ -701,7 +689,7 @@ pub async fn execute(catalog: &Catalog, plan: &Plan, options: &ApplyOptions) -> 
                 cause: FailureCause::NotEstablished,
             };
         }
-        if let Some((gk, _)) = manifest_of(action).and_then(crd_kinds) {
+        if let Some(gk) = manifest_of(action).and_then(crd_kind) {
             not_ready.insert(gk, action.object().name.clone());
         }
     }
@@ -980,8 +968,7 @@ pub async fn diff(catalog: &Catalog, plan: &Plan, options: &ApplyOptions) -> Vec
         .iter()
         .filter(|a| is_crd(a.object()))
         .filter_map(manifest_of)
-        .filter_map(crd_kinds)
-        .map(|(gk, _)| gk)
+        .filter_map(crd_kind)
         .collect();
     let planned_crds = &planned_crds;
     let work: Vec<usize> = (0..plan.actions.len())

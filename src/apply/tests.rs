@@ -105,27 +105,14 @@ fn errors_name_the_object_and_the_operation() {
 }
 
 #[test]
-fn crd_kinds_reads_v1_and_v1beta1_definitions() {
-    let v1 = json!({"spec": {"group": "example.com", "names": {"kind": "Widget", "plural": "widgets"},
-        "scope": "Namespaced",
-        "versions": [{"name": "v1", "served": true}, {"name": "v1alpha1", "served": false}]}});
+fn crd_kind_reads_group_and_kind() {
+    let crd = json!({"spec": {"group": "example.com", "names": {"kind": "Widget", "plural": "widgets"},
+        "scope": "Namespaced", "versions": [{"name": "v1", "served": true}]}});
     assert_eq!(
-        crd_kinds(&v1),
-        Some((
-            GroupKind::new("example.com", "Widget"),
-            vec!["v1".to_string()]
-        ))
+        crd_kind(&crd),
+        Some(GroupKind::new("example.com", "Widget"))
     );
-    let v1beta1 =
-        json!({"spec": {"group": "example.com", "names": {"kind": "Gadget"}, "version": "v2"}});
-    assert_eq!(
-        crd_kinds(&v1beta1),
-        Some((
-            GroupKind::new("example.com", "Gadget"),
-            vec!["v2".to_string()]
-        ))
-    );
-    assert_eq!(crd_kinds(&json!({"spec": {}})), None);
+    assert_eq!(crd_kind(&json!({"spec": {"group": "example.com"}})), None);
 }
 
 #[test]
