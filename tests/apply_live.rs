@@ -72,6 +72,9 @@ spec:
 async fn create_then_zero_writes_then_configure_and_prune() {
     let (client, requests) = counting_client().await;
     let catalog = catalog(client.clone()).await;
+    // The server's version is read once; v1.20 gets no fieldValidation.
+    assert_eq!((catalog.server().major, catalog.server().minor), (1, 20));
+    assert!(!catalog.server().supports_field_validation());
     let ns = TestNamespace::create(&client, "apply").await;
     let mut app = TestApp::new("shop", &ns.name);
     app.write("config.yaml", CONFIG);
@@ -674,5 +677,45 @@ async fn an_unavailable_aggregated_api_does_not_hide_the_other_groups() {
             catalog.scope(&reckon::plan::GroupKind::new(g, k)).is_some(),
             "{k} lost"
         );
+    }
+}
+
+#[tokio::test]
+async fn a_pruned_job_takes_its_pods_with_it() {
+    let (client, _) = counting_client().await;
+    let catalog = catalog(client.clone()).await;
+    let ns = TestNamespace::create(&client, "jobprune").await;
+    let mut app = TestApp::new("batch", &ns.name);
+    app.write(
+        "job.yaml",
+        "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: migrate\nspec:\n  backoffLimit: 0\n  template:\n    spec:\n      restartPolicy: Never\n      containers:\n      - name: migrate\n        image: busybox:1.36\n        command: [sh, -c, \"true\"]\n",
+    );
+    app.write("keep.yaml", CONFIG);
+    let options = ApplyOptions::default();
+    app.sync(&catalog, &options).await;
+    // The Job controller creates the Pod (it stays Pending: no scheduler on this cluster).
+    let pods = api_for(&client, "v1", "Pod", "pods", Some(&ns.name));
+    let by_job = kube::api::ListParams::default().labels("job-name=migrate");
+    let started = std::time::Instant::now();
+    while pods.list(&by_job).await.unwrap().items.is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no Pod for the Job"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // batch/v1 Jobs orphan their Pods unless the delete says otherwise; the prune says
+    // Background, so the garbage collector removes the Pod.
+    app.remove("job.yaml");
+    let (_, changes) = app.sync(&catalog, &options).await;
+    assert_eq!(*outcomes_by_name(&changes)["Job/migrate"], Outcome::Pruned);
+    let started = std::time::Instant::now();
+    while !pods.list(&by_job).await.unwrap().items.is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the pruned Job's Pod was left behind"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
