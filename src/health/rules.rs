@@ -26,9 +26,11 @@ pub fn assess(object: &Value) -> Health {
     }
     match (group, kind) {
         ("apps" | "extensions", "Deployment") => deployment(object),
+        ("apps" | "extensions", "ReplicaSet") => replica_set(object),
         ("apps", "StatefulSet") => stateful_set(object),
         ("apps" | "extensions", "DaemonSet") => daemon_set(object),
         ("batch", "Job") => job(object),
+        ("", "Pod") => pod(object),
         ("", "Service") => service(object),
         ("", "PersistentVolumeClaim") => pvc(object),
         ("", "Namespace") => namespace(object),
@@ -141,6 +143,44 @@ fn deployment(object: &Value) -> Health {
         Status::Current,
         format!("{replicas} replicas up to date and available"),
     )
+}
+
+fn replica_set(object: &Value) -> Health {
+    if !has_status(object) {
+        return Health::new(Status::InProgress, "no status yet");
+    }
+    let replicas = int(object, "/spec/replicas").unwrap_or(1);
+    let ready = int(object, "/status/readyReplicas").unwrap_or(0);
+    let available = int(object, "/status/availableReplicas").unwrap_or(0);
+    if ready < replicas || available < replicas {
+        return Health::new(
+            Status::InProgress,
+            format!("{available} of {replicas} replicas available"),
+        );
+    }
+    Health::new(Status::Current, format!("{replicas} replicas available"))
+}
+
+fn pod(object: &Value) -> Health {
+    match text(object, "/status/phase") {
+        // A finished Pod (a Job's, or restartPolicy Never) is done, not stuck.
+        Some("Succeeded") => Health::new(Status::Current, "completed"),
+        Some("Failed") => Health::new(
+            Status::Failed,
+            format!(
+                "pod failed: {}",
+                text(object, "/status/message")
+                    .or(text(object, "/status/reason"))
+                    .unwrap_or("no reason given")
+            ),
+        ),
+        Some("Running") => match condition(object, "Ready") {
+            Some(c) if c.status == "True" => Health::new(Status::Current, "running and ready"),
+            _ => Health::new(Status::InProgress, "running, not ready"),
+        },
+        Some(phase) => Health::new(Status::InProgress, format!("phase {phase}")),
+        None => Health::new(Status::InProgress, "no phase yet"),
+    }
 }
 
 fn stateful_set(object: &Value) -> Health {

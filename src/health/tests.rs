@@ -349,3 +349,45 @@ fn objects_without_a_kind_are_unknown() {
     );
     assert_eq!(status_of(json!("not an object")), Status::Unknown);
 }
+
+#[test]
+fn replicaset_rules() {
+    let rs = |replicas: i64, status: Value| {
+        json!({"apiVersion": "apps/v1", "kind": "ReplicaSet",
+            "metadata": {"name": "web-1", "generation": 1}, "spec": {"replicas": replicas},
+            "status": status})
+    };
+    let zero = json!({"observedGeneration": 1, "replicas": 0});
+    assert_eq!(status_of(rs(0, zero)), Status::Current);
+    let ready =
+        json!({"observedGeneration": 1, "replicas": 2, "readyReplicas": 2, "availableReplicas": 2});
+    assert_eq!(status_of(rs(2, ready)), Status::Current);
+    let partly =
+        json!({"observedGeneration": 1, "replicas": 2, "readyReplicas": 2, "availableReplicas": 1});
+    let health = assess(&rs(2, partly));
+    assert_eq!(health.status, Status::InProgress);
+    assert_eq!(health.message, "1 of 2 replicas available");
+    assert_eq!(status_of(rs(1, Value::Null)), Status::InProgress);
+}
+
+#[test]
+fn pod_rules() {
+    let pod = |status: Value| json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "status": status});
+    // What the test cluster shows: no scheduler, so Pending forever.
+    let pending =
+        json!({"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False"}]});
+    assert_eq!(status_of(pod(pending)), Status::InProgress);
+    let ready = json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]});
+    assert_eq!(status_of(pod(ready)), Status::Current);
+    let not_ready =
+        json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "False"}]});
+    assert_eq!(status_of(pod(not_ready)), Status::InProgress);
+    // A completed Pod has Ready=False, and is still done.
+    let done = json!({"phase": "Succeeded", "conditions": [{"type": "Ready", "status": "False"}]});
+    assert_eq!(status_of(pod(done)), Status::Current);
+    let failed = json!({"phase": "Failed", "reason": "Evicted", "message": "low on memory"});
+    let health = assess(&pod(failed));
+    assert_eq!(health.status, Status::Failed);
+    assert_eq!(health.message, "pod failed: low on memory");
+    assert_eq!(status_of(pod(json!({}))), Status::InProgress);
+}
