@@ -39,13 +39,14 @@ spec:
         image: nginx:1.27
 "#;
 
-/// Receives batches until one mentions `name` with `kind`, or `within` passes.
+/// Receives batches until one mentions `name` with `kind`, or `within` passes; returns how
+/// long it took and the change.
 async fn wait_for_change(
     rx: &mut mpsc::Receiver<Vec<Change>>,
     name: &str,
     kind: ChangeKind,
     within: Duration,
-) -> Duration {
+) -> (Duration, Change) {
     let started = Instant::now();
     loop {
         let left = within.saturating_sub(started.elapsed());
@@ -53,11 +54,11 @@ async fn wait_for_change(
             .await
             .unwrap_or_else(|_| panic!("no {kind:?} notification for {name} within {within:?}"))
             .expect("watch channel open");
-        if batch
-            .iter()
-            .any(|c| c.object.name == name && c.kind == kind)
+        if let Some(change) = batch
+            .into_iter()
+            .find(|c| c.object.name == name && c.kind == kind)
         {
-            return started.elapsed();
+            return (started.elapsed(), change);
         }
     }
 }
@@ -143,7 +144,8 @@ async fn drift_by_another_manager_and_a_deletion_are_seen_and_corrected() {
         )
         .await
         .unwrap();
-    let took = wait_for_change(&mut rx, "web", ChangeKind::Applied, Duration::from_secs(3)).await;
+    let (took, _) =
+        wait_for_change(&mut rx, "web", ChangeKind::Applied, Duration::from_secs(3)).await;
     eprintln!("scale noticed after {took:?}");
     let observed = watch.observe_for(&desired, &app.inventory, &ns.name, &scope);
     let plan = app.plan_with(&catalog, &desired, &observed);
@@ -186,7 +188,7 @@ async fn drift_by_another_manager_and_a_deletion_are_seen_and_corrected() {
     cms.delete("settings", &DeleteParams::default())
         .await
         .unwrap();
-    let took = wait_for_change(
+    let (took, _) = wait_for_change(
         &mut rx,
         "settings",
         ChangeKind::Deleted,
@@ -207,6 +209,22 @@ async fn drift_by_another_manager_and_a_deletion_are_seen_and_corrected() {
         Outcome::Created
     );
     assert!(cms.get_opt("settings").await.unwrap().is_some());
+    // reckon's own write is notified with the resourceVersion the executor reported, which
+    // is how the agent can tell it from someone else's (no controller writes ConfigMaps).
+    let ours = changes
+        .outcomes
+        .iter()
+        .find(|o| o.object.name == "settings")
+        .and_then(|o| o.resource_version.clone());
+    assert!(ours.is_some());
+    let (_, change) = wait_for_change(
+        &mut rx,
+        "settings",
+        ChangeKind::Applied,
+        Duration::from_secs(3),
+    )
+    .await;
+    assert_eq!(change.resource_version, ours);
 }
 
 #[tokio::test]

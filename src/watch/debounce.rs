@@ -22,6 +22,10 @@ pub enum ChangeKind {
 pub struct Change {
     pub object: ObjectRef,
     pub kind: ChangeKind,
+    /// The object's resourceVersion in the event (its last one for a deletion). The agent can
+    /// tell its own applies from others' writes by comparing it with the executor's
+    /// `ObjectOutcome::resource_version`.
+    pub resource_version: Option<String>,
 }
 
 #[derive(Default)]
@@ -99,6 +103,7 @@ mod tests {
         Change {
             object: ObjectRef::from_api_version("v1", "ConfigMap", Some("ns"), name),
             kind,
+            resource_version: None,
         }
     }
 

@@ -142,18 +142,20 @@ fn differences(
     let mut changes: Vec<Change> = after
         .iter()
         .filter(|(key, (_, rv))| before.get(*key).is_none_or(|(_, old)| old != rv))
-        .map(|(_, (object, _))| Change {
+        .map(|(_, (object, rv))| Change {
             object: object.clone(),
             kind: ChangeKind::Applied,
+            resource_version: Some(rv.clone()),
         })
         .collect();
     changes.extend(
         before
             .iter()
             .filter(|(key, _)| !after.contains_key(*key))
-            .map(|(_, (object, _))| Change {
+            .map(|(_, (object, rv))| Change {
                 object: object.clone(),
                 kind: ChangeKind::Deleted,
+                resource_version: Some(rv.clone()),
             }),
     );
     changes.sort_by(|a, b| a.object.cmp(&b.object));
@@ -209,10 +211,12 @@ async fn run_kind(
                 watcher::Event::Apply(o) => changes.push(Change {
                     object: object_ref(o, &resource),
                     kind: ChangeKind::Applied,
+                    resource_version: o.metadata.resource_version.clone(),
                 }),
                 watcher::Event::Delete(o) => changes.push(Change {
                     object: object_ref(o, &resource),
                     kind: ChangeKind::Deleted,
+                    resource_version: o.metadata.resource_version.clone(),
                 }),
                 watcher::Event::Init => before_relist = Some(versions(&store, &resource)),
                 watcher::Event::InitApply(_) => {}
@@ -431,16 +435,17 @@ mod tests {
             entry("ConfigMap", "new", "8"),
         ]
         .into();
-        let changes: Vec<(String, ChangeKind)> = differences(&before, &after)
+        let changes: Vec<(String, ChangeKind, Option<String>)> = differences(&before, &after)
             .into_iter()
-            .map(|c| (c.object.name, c.kind))
+            .map(|c| (c.object.name, c.kind, c.resource_version))
             .collect();
+        let rv = |v: &str| Some(v.to_string());
         assert_eq!(
             changes,
             [
-                ("edited".to_string(), ChangeKind::Applied),
-                ("gone".to_string(), ChangeKind::Deleted),
-                ("new".to_string(), ChangeKind::Applied),
+                ("edited".to_string(), ChangeKind::Applied, rv("7")),
+                ("gone".to_string(), ChangeKind::Deleted, rv("3")),
+                ("new".to_string(), ChangeKind::Applied, rv("8")),
             ]
         );
         assert_eq!(differences(&after, &after), vec![]);
