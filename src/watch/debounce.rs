@@ -186,9 +186,11 @@ mod tests {
             Duration::from_millis(50),
         ));
         tx.send(change("a", ChangeKind::Applied)).await.unwrap();
-        // Let the first batch fill the one slot, then produce two more batches' worth while
+        // Once the first batch fills the one slot, produce two more batches' worth while
         // nobody reads.
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        while out.is_empty() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         tx.send(change("b", ChangeKind::Applied)).await.unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
         tx.send(change("c", ChangeKind::Applied)).await.unwrap();
