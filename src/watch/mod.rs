@@ -162,16 +162,73 @@ fn differences(
     changes
 }
 
-/// One kind's task: watch events and periodic re-lists into the store, changes out.
-async fn run_kind(
+/// Replaces a Secret's values by their keyed hashes, so the cache never holds them in plain
+/// text; everything else passes unchanged. Hashing is idempotent, so [`live_object`] may
+/// apply it again.
+fn without_secret_values(object: DynamicObject, key: &SecretKey) -> DynamicObject {
+    let is_secret = object
+        .types
+        .as_ref()
+        .is_some_and(|t| t.api_version == "v1" && t.kind == "Secret");
+    if !is_secret {
+        return object;
+    }
+    let Ok(value) = serde_json::to_value(&object) else {
+        return object;
+    };
+    let hashed = crate::render::digest::storable_object(&value, key);
+    serde_json::from_value(hashed).unwrap_or(object)
+}
+
+fn sanitize(
+    event: watcher::Event<DynamicObject>,
+    resource: &Resolved,
+    key: &SecretKey,
+) -> watcher::Event<DynamicObject> {
+    let ar = &resource.resource;
+    if !(ar.group.is_empty() && ar.kind == "Secret") {
+        return event;
+    }
+    // List items lack apiVersion/kind; the resource supplies them.
+    let fix = |mut o: DynamicObject| {
+        o.types = Some(kube::api::TypeMeta {
+            api_version: ar.api_version.clone(),
+            kind: ar.kind.clone(),
+        });
+        without_secret_values(o, key)
+    };
+    match event {
+        watcher::Event::Apply(o) => watcher::Event::Apply(fix(o)),
+        watcher::Event::Delete(o) => watcher::Event::Delete(fix(o)),
+        watcher::Event::InitApply(o) => watcher::Event::InitApply(fix(o)),
+        other => other,
+    }
+}
+
+/// One kind's watch task and what it needs.
+struct KindTask {
     api: Api<DynamicObject>,
     resource: Resolved,
     selector: String,
-    mut writer: reflector::store::Writer<DynamicObject>,
+    writer: reflector::store::Writer<DynamicObject>,
     synced: Arc<AtomicBool>,
     raw: mpsc::Sender<Change>,
     resync: Duration,
-) {
+    key: SecretKey,
+}
+
+/// One kind's task: watch events and periodic re-lists into the store, changes out.
+async fn run_kind(task: KindTask) {
+    let KindTask {
+        api,
+        resource,
+        selector,
+        mut writer,
+        synced,
+        raw,
+        resync,
+        key,
+    } = task;
     let store = writer.as_reader();
     let config = watcher::Config::default().labels(&selector);
     let mut events = watcher(api.clone(), config).default_backoff().boxed();
@@ -206,6 +263,7 @@ async fn run_kind(
             }
         };
         for event in batch {
+            let event = sanitize(event, &resource, &key);
             let mut changes = Vec::new();
             match &event {
                 watcher::Event::Apply(o) => changes.push(Change {
@@ -294,15 +352,16 @@ impl AppWatch {
             let writer = reflector::store::Writer::new(resource.resource.clone());
             let store = writer.as_reader();
             let synced = Arc::new(AtomicBool::new(false));
-            let task = tokio::spawn(run_kind(
+            let task = tokio::spawn(run_kind(KindTask {
                 api,
-                resource.clone(),
-                selector.clone(),
+                resource: resource.clone(),
+                selector: selector.clone(),
                 writer,
-                synced.clone(),
-                self.raw.clone(),
-                self.options.resync,
-            ));
+                synced: synced.clone(),
+                raw: self.raw.clone(),
+                resync: self.options.resync,
+                key: self.key.clone(),
+            }));
             self.kinds.insert(
                 gk,
                 KindWatch {
@@ -419,6 +478,49 @@ mod tests {
     fn entry(kind: &str, name: &str, rv: &str) -> (ObjectKey, (ObjectRef, String)) {
         let object = ObjectRef::from_api_version("v1", kind, Some("ns"), name);
         (object.key(), (object, rv.to_string()))
+    }
+
+    #[test]
+    fn the_cache_never_holds_secret_values() {
+        let key = SecretKey::new([3; 32]);
+        let secrets = Resolved {
+            resource: kube::discovery::ApiResource::erase::<k8s_openapi::api::core::v1::Secret>(&()),
+            scope: Scope::Namespaced,
+        };
+        // A list item: no apiVersion/kind, as the server sends them.
+        let item: DynamicObject = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "db", "namespace": "shop"},
+            "data": {"password": "aHVudGVyMg=="}
+        }))
+        .unwrap();
+        for event in [
+            watcher::Event::InitApply(item.clone()),
+            watcher::Event::Apply(item.clone()),
+            watcher::Event::Delete(item.clone()),
+        ] {
+            let (watcher::Event::InitApply(o)
+            | watcher::Event::Apply(o)
+            | watcher::Event::Delete(o)) = sanitize(event, &secrets, &key)
+            else {
+                panic!("event kind changed");
+            };
+            let text = serde_json::to_string(&o).unwrap();
+            assert!(!text.contains("aHVudGVyMg"), "{text}");
+            assert!(text.contains(crate::render::digest::HASH_PREFIX), "{text}");
+        }
+        // Other kinds pass untouched.
+        let config_maps = Resolved {
+            resource: kube::discovery::ApiResource::erase::<k8s_openapi::api::core::v1::ConfigMap>(
+                &(),
+            ),
+            scope: Scope::Namespaced,
+        };
+        let watcher::Event::Apply(o) =
+            sanitize(watcher::Event::Apply(item.clone()), &config_maps, &key)
+        else {
+            panic!("event kind changed");
+        };
+        assert_eq!(o, item);
     }
 
     #[test]
