@@ -5,11 +5,13 @@
 //! `plan` (pure) → `apply` (Kubernetes), with every outcome appended to the `store`.
 #![forbid(unsafe_code)]
 
+pub mod apply;
 pub mod cli;
 pub mod cluster;
 pub mod codec;
 pub mod config;
 pub mod event;
+pub mod health;
 pub mod plan;
 pub mod render;
 pub mod source;
@@ -17,6 +19,7 @@ pub mod store;
 pub mod telemetry;
 pub mod tls;
 pub mod version;
+pub mod watch;
 
 #[cfg(test)]
 mod golden;

@@ -125,10 +125,10 @@ impl AppState {
             Event::HistoryRewritten(e) => {
                 self.observed_head = Some(e.new_head.clone());
             }
-            Event::RevisionBlocked(e) => {
-                if self.deployable_head.as_deref() == Some(e.revision.as_str()) {
-                    self.deployable_head = e.kept.clone();
-                }
+            Event::RevisionBlocked(e)
+                if self.deployable_head.as_deref() == Some(e.revision.as_str()) =>
+            {
+                self.deployable_head = e.kept.clone();
             }
             Event::IntentRecorded(e) => {
                 self.intent = Intent {

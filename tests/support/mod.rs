@@ -12,6 +12,8 @@ use reckon_testenv::control_plane::ControlPlane;
 use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock};
 
+pub mod sync;
+
 static LOCAL: OnceLock<Mutex<Option<ControlPlane>>> = OnceLock::new();
 
 /// The kubeconfig of the cluster this test run uses.

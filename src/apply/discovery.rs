@@ -1,0 +1,350 @@
+//! Owns what the cluster serves: a cached discovery catalog (kind → resource, scope) and the
+//! server's version, refreshed per group when an unknown kind is met.
+//!
+//! Discovery goes through [`Discovery::run`], one request per group and version, because
+//! `run_aggregated` silently returns no groups on servers older than 1.26. A group that fails
+//! to answer (an aggregated API whose backend is down answers 503) must not hide all the
+//! others, so a failed full run falls back to one group at a time, skipping the failures.
+
+use crate::plan::{GroupKind, ObjectRef, Scope};
+use kube::Client;
+use kube::api::{Api, DynamicObject};
+use kube::discovery::{ApiResource, Discovery};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::RwLock;
+use std::time::{Duration, Instant};
+
+/// Errors while discovering what the cluster serves.
+#[derive(Debug, thiserror::Error)]
+pub enum DiscoveryError {
+    #[error("asking the API server for its version: {0}")]
+    ServerVersion(#[source] kube::Error),
+    #[error("listing the API groups the server serves: {0}")]
+    ListGroups(#[source] kube::Error),
+    #[error("discovering API group {group:?}: {source}")]
+    QueryGroup {
+        group: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+/// The API server's version, read once per catalog; decides which request options exist.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerVersion {
+    pub major: u32,
+    pub minor: u32,
+    /// As reported, e.g. `v1.20.2`.
+    pub git_version: String,
+}
+
+impl ServerVersion {
+    /// From `/version`'s fields; `minor` may carry a suffix (`"20+"` on managed clusters).
+    /// Unparseable numbers read as 0, i.e. as the oldest server: options a server may not
+    /// know are then left out rather than sent.
+    pub fn parse(major: &str, minor: &str, git_version: &str) -> Self {
+        let number = |s: &str| {
+            s.chars()
+                .take_while(char::is_ascii_digit)
+                .collect::<String>()
+                .parse()
+                .unwrap_or(0)
+        };
+        Self {
+            major: number(major),
+            minor: number(minor),
+            git_version: git_version.to_string(),
+        }
+    }
+
+    pub fn at_least(&self, major: u32, minor: u32) -> bool {
+        (self.major, self.minor) >= (major, minor)
+    }
+
+    /// `fieldValidation` (and kube's `validation_strict()`) exists from 1.25; older servers
+    /// reject or ignore it depending on the version, so it is only sent to 1.25+.
+    pub fn supports_field_validation(&self) -> bool {
+        self.at_least(1, 25)
+    }
+}
+
+/// A served resource and its scope.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub resource: ApiResource,
+    pub scope: Scope,
+}
+
+#[derive(Default)]
+struct Known {
+    /// Every served group/version/kind.
+    by_gvk: HashMap<(String, String, String), Resolved>,
+    /// Each group/kind at its most stable served version (scope lookups, watches).
+    by_gk: HashMap<GroupKind, Resolved>,
+    /// Groups that failed to answer at the last full discovery.
+    unavailable: BTreeSet<String>,
+}
+
+/// Cached discovery. Lookups are synchronous (the planner's scope lookup is a plain `Fn`);
+/// refreshes replace the entries of the groups they queried.
+pub struct Catalog {
+    client: Client,
+    server: ServerVersion,
+    known: RwLock<Known>,
+    /// Serialises refreshes: concurrent appliers meeting the same unknown kind would otherwise
+    /// each re-run discovery of the same group.
+    refreshing: tokio::sync::Mutex<()>,
+}
+
+fn scope_of(caps: &kube::discovery::ApiCapabilities) -> Scope {
+    match caps.scope {
+        kube::discovery::Scope::Namespaced => Scope::Namespaced,
+        kube::discovery::Scope::Cluster => Scope::Cluster,
+    }
+}
+
+impl Catalog {
+    /// Reads the server version and discovers every group.
+    pub async fn new(client: Client) -> Result<Self, DiscoveryError> {
+        let info = client
+            .apiserver_version()
+            .await
+            .map_err(DiscoveryError::ServerVersion)?;
+        let server = ServerVersion::parse(&info.major, &info.minor, &info.git_version);
+        let catalog = Self {
+            client,
+            server,
+            known: RwLock::new(Known::default()),
+            refreshing: tokio::sync::Mutex::new(()),
+        };
+        catalog.refresh_all().await?;
+        Ok(catalog)
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn server(&self) -> &ServerVersion {
+        &self.server
+    }
+
+    /// Groups that did not answer at the last full discovery.
+    pub fn unavailable_groups(&self) -> Vec<String> {
+        self.read().unavailable.iter().cloned().collect()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Known> {
+        // A panic while holding the lock leaves whole maps behind (inserts are single calls),
+        // so a poisoned lock still holds usable data.
+        self.known.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Known> {
+        self.known.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The scope of a kind, for [`crate::plan::plan`]'s scope lookup.
+    pub fn scope(&self, gk: &GroupKind) -> Option<Scope> {
+        self.read().by_gk.get(gk).map(|r| r.scope)
+    }
+
+    /// The resource serving exactly this object's group, version and kind.
+    pub fn resolve(&self, object: &ObjectRef) -> Option<Resolved> {
+        let key = (
+            object.group.clone(),
+            object.version.clone(),
+            object.kind.clone(),
+        );
+        self.read().by_gvk.get(&key).cloned()
+    }
+
+    /// The resource serving a kind at its most stable version.
+    pub fn resolve_kind(&self, gk: &GroupKind) -> Option<Resolved> {
+        self.read().by_gk.get(gk).cloned()
+    }
+
+    /// An API handle for one object (namespaced when it has a namespace and its kind is).
+    pub fn api(&self, resolved: &Resolved, namespace: Option<&str>) -> Api<DynamicObject> {
+        match (resolved.scope, namespace) {
+            (Scope::Namespaced, Some(ns)) => {
+                Api::namespaced_with(self.client.clone(), ns, &resolved.resource)
+            }
+            _ => Api::all_with(self.client.clone(), &resolved.resource),
+        }
+    }
+
+    fn absorb(known: &mut Known, discovery: &Discovery) {
+        for group in discovery.groups() {
+            known
+                .by_gvk
+                .retain(|(g, _, _), _| g.as_str() != group.name());
+            known.by_gk.retain(|gk, _| gk.group != group.name());
+            for version in group.versions() {
+                for (ar, caps) in group.versioned_resources(version) {
+                    let key = (ar.group.clone(), ar.version.clone(), ar.kind.clone());
+                    known.by_gvk.insert(
+                        key,
+                        Resolved {
+                            resource: ar,
+                            scope: scope_of(&caps),
+                        },
+                    );
+                }
+            }
+            for (ar, caps) in group.resources_by_stability() {
+                let gk = GroupKind::new(&ar.group, &ar.kind);
+                known.by_gk.insert(
+                    gk,
+                    Resolved {
+                        resource: ar,
+                        scope: scope_of(&caps),
+                    },
+                );
+            }
+        }
+    }
+
+    /// Re-discovers every group.
+    pub async fn refresh_all(&self) -> Result<(), DiscoveryError> {
+        let _one_at_a_time = self.refreshing.lock().await;
+        match Discovery::new(self.client.clone()).run().await {
+            Ok(discovery) => {
+                let mut known = self.write();
+                Self::absorb(&mut known, &discovery);
+                known.unavailable.clear();
+                Ok(())
+            }
+            Err(full_error) => {
+                tracing::warn!(error = %full_error, "full discovery failed; discovering group by group");
+                let groups = self
+                    .client
+                    .list_api_groups()
+                    .await
+                    .map_err(DiscoveryError::ListGroups)?;
+                let mut names: Vec<String> = vec![String::new()];
+                names.extend(groups.groups.into_iter().map(|g| g.name));
+                let mut unavailable = BTreeSet::new();
+                for name in names {
+                    match Discovery::new(self.client.clone())
+                        .filter(&[&name])
+                        .run()
+                        .await
+                    {
+                        Ok(discovery) => Self::absorb(&mut self.write(), &discovery),
+                        Err(error) => {
+                            tracing::warn!(group = %name, %error, "API group unavailable; skipped");
+                            unavailable.insert(name);
+                        }
+                    }
+                }
+                self.write().unavailable = unavailable;
+                Ok(())
+            }
+        }
+    }
+
+    /// Re-discovers some groups (CRDs just created, kinds met for the first time).
+    pub async fn refresh_groups(&self, groups: &[&str]) -> Result<(), DiscoveryError> {
+        let _one_at_a_time = self.refreshing.lock().await;
+        let discovery = Discovery::new(self.client.clone())
+            .filter(groups)
+            .run()
+            .await
+            .map_err(|source| DiscoveryError::QueryGroup {
+                group: groups.join(","),
+                source,
+            })?;
+        Self::absorb(&mut self.write(), &discovery);
+        Ok(())
+    }
+
+    /// Waits until every kind is known, refreshing the groups that lack one, until `timeout`;
+    /// returns the kinds still unknown. Call it before planning with the kinds of the desired
+    /// set that no CRD in the set defines: right after an API server starts, discovery can
+    /// list the core group alone until the other groups' registrations catch up, and a plan
+    /// made then would reject every Deployment as an unknown kind.
+    pub async fn wait_for_kinds(&self, kinds: &[GroupKind], timeout: Duration) -> Vec<GroupKind> {
+        let started = Instant::now();
+        let mut delay = Duration::from_millis(100);
+        loop {
+            let missing: Vec<GroupKind> = kinds
+                .iter()
+                .filter(|gk| self.scope(gk).is_none())
+                .cloned()
+                .collect();
+            if missing.is_empty() || started.elapsed() >= timeout {
+                return missing;
+            }
+            let groups: BTreeSet<&str> = missing.iter().map(|gk| gk.group.as_str()).collect();
+            let groups: Vec<&str> = groups.into_iter().collect();
+            if let Err(error) = self.refresh_groups(&groups).await {
+                tracing::debug!(%error, "discovery refresh failed; retrying");
+            }
+            if missing.iter().all(|gk| self.scope(gk).is_some()) {
+                return Vec::new();
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(2));
+        }
+    }
+
+    /// Waits until every object's group/version/kind is served, refreshing the groups that
+    /// lack one, until `timeout`. A server registers a new CRD's group some time after the CRD
+    /// reports Established, and an aggregated API some time after start. Returns the objects
+    /// still unresolved; refresh errors count as "not yet".
+    pub async fn wait_until_served(
+        &self,
+        objects: &[ObjectRef],
+        timeout: Duration,
+    ) -> Vec<ObjectRef> {
+        let started = Instant::now();
+        let mut delay = Duration::from_millis(100);
+        loop {
+            let missing: Vec<ObjectRef> = objects
+                .iter()
+                .filter(|o| self.resolve(o).is_none())
+                .cloned()
+                .collect();
+            if missing.is_empty() {
+                return missing;
+            }
+            let groups: BTreeSet<&str> = missing.iter().map(|o| o.group.as_str()).collect();
+            let groups: Vec<&str> = groups.into_iter().collect();
+            if let Err(error) = self.refresh_groups(&groups).await {
+                tracing::debug!(%error, "discovery refresh failed; retrying");
+            }
+            let still: Vec<ObjectRef> = missing
+                .into_iter()
+                .filter(|o| self.resolve(o).is_none())
+                .collect();
+            if still.is_empty() || started.elapsed() >= timeout {
+                return still;
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(2));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_versions_parse_with_suffixes_and_compare() {
+        let v = ServerVersion::parse("1", "20", "v1.20.2");
+        assert_eq!((v.major, v.minor), (1, 20));
+        assert!(!v.supports_field_validation());
+        let eks = ServerVersion::parse("1", "27+", "v1.27.3-eks-1");
+        assert_eq!((eks.major, eks.minor), (1, 27));
+        assert!(eks.supports_field_validation());
+        assert!(ServerVersion::parse("1", "25", "").supports_field_validation());
+        assert!(!ServerVersion::parse("1", "24", "").supports_field_validation());
+        assert!(ServerVersion::parse("2", "0", "").supports_field_validation());
+        // Unreadable: treated as the oldest server, so nothing version-gated is sent.
+        let odd = ServerVersion::parse("", "x", "weird");
+        assert_eq!((odd.major, odd.minor), (0, 0));
+        assert!(!odd.supports_field_validation());
+    }
+}

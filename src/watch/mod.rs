@@ -1,0 +1,555 @@
+//! Owns drift signals: one kube-runtime watcher and reflector store per kind an App manages
+//! (selected by its `reckon.dev/app` label), the live cache that answers the planner's
+//! [`Observed`] input, and debounced "object changed / deleted" notifications so the agent
+//! re-plans soon after someone else touches an object.
+//!
+//! Each kind runs as one task owning its store writer: it applies watch events, and on a timer
+//! re-lists the kind (a periodic full resync, the backup for anything a watch may miss) by
+//! feeding the list through the same path as a watch restart. A restart or resync compares
+//! the listed objects with the store and reports the differences, so an object deleted while
+//! the watch was down is reported too. The very first list is not reported: the agent plans
+//! once the cache is synced anyway.
+//!
+//! Notifications flow kind tasks → one debouncer → the consumer. The debouncer waits for a
+//! quiet period (a rollout or a `kubectl apply` of many objects is one burst) but never longer
+//! than a maximum, and while the consumer is busy it keeps merging rather than blocking the
+//! watchers.
+
+mod debounce;
+
+pub use debounce::{Change, ChangeKind};
+
+use crate::apply::{Resolved, live_object, resolve_namespace};
+use crate::plan::{
+    DesiredObject, GroupKind, InventoryEntry, ObjectKey, ObjectRef, Observation, Observed, Scope,
+};
+use crate::render::SecretKey;
+use crate::render::normalize::APP_LABEL;
+use futures::StreamExt;
+use kube::api::{Api, DynamicObject, ListParams};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// Errors of the watch module. Watch and list failures inside a kind's task are retried with
+/// backoff and logged, never returned: a cache that is behind is still a cache.
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    #[error("waiting for the watch cache of {kinds} to sync: timed out after {timeout:?}")]
+    WaitSynced { kinds: String, timeout: Duration },
+}
+
+/// Timing and sizes of the watches.
+#[derive(Debug, Clone)]
+pub struct WatchOptions {
+    /// Quiet period that closes a batch of notifications.
+    pub debounce: Duration,
+    /// Longest a notification waits in a batch while changes keep coming.
+    pub max_delay: Duration,
+    /// How often each kind is re-listed in full.
+    pub resync: Duration,
+}
+
+impl Default for WatchOptions {
+    fn default() -> Self {
+        Self {
+            // Long enough to fold one `kubectl apply -f dir/` into one batch, short enough
+            // that a correction starts well within the "couple of seconds" users expect.
+            debounce: Duration::from_millis(300),
+            max_delay: Duration::from_secs(2),
+            // Watches are reliable; the resync is a backup for a bug or a missed relist, and
+            // costs one list per kind, so minutes rather than seconds.
+            resync: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Raw changes from kind tasks to the debouncer. A burst (a re-list reporting hundreds of
+/// objects) may fill it; kind tasks then wait, which is the back-pressure we want, since the
+/// debouncer never blocks on the consumer.
+const RAW_CHANNEL: usize = 1024;
+/// Batches for the consumer. One slot: the debouncer merges while the consumer is busy, so a
+/// longer queue would only hold batches that say less than the merged one.
+const BATCH_CHANNEL: usize = 1;
+
+struct KindWatch {
+    resource: Resolved,
+    store: Store<DynamicObject>,
+    synced: Arc<AtomicBool>,
+    task: JoinHandle<()>,
+}
+
+/// The watches of one App.
+pub struct AppWatch {
+    client: kube::Client,
+    app: String,
+    key: SecretKey,
+    options: WatchOptions,
+    kinds: BTreeMap<GroupKind, KindWatch>,
+    raw: mpsc::Sender<Change>,
+    debouncer: JoinHandle<()>,
+}
+
+impl Drop for AppWatch {
+    fn drop(&mut self) {
+        for kind in self.kinds.values() {
+            kind.task.abort();
+        }
+        self.debouncer.abort();
+    }
+}
+
+fn object_ref(object: &DynamicObject, resource: &Resolved) -> ObjectRef {
+    let ar = &resource.resource;
+    ObjectRef {
+        group: ar.group.clone(),
+        version: ar.version.clone(),
+        kind: ar.kind.clone(),
+        namespace: match resource.scope {
+            Scope::Namespaced => object.metadata.namespace.clone(),
+            Scope::Cluster => None,
+        },
+        name: object.metadata.name.clone().unwrap_or_default(),
+    }
+}
+
+/// Identity and resourceVersion of every object in a store.
+fn versions(
+    store: &Store<DynamicObject>,
+    resource: &Resolved,
+) -> HashMap<ObjectKey, (ObjectRef, String)> {
+    store
+        .state()
+        .iter()
+        .map(|o| {
+            let object = object_ref(o, resource);
+            let rv = o.metadata.resource_version.clone().unwrap_or_default();
+            (object.key(), (object, rv))
+        })
+        .collect()
+}
+
+/// What changed between two listings of a kind.
+fn differences(
+    before: &HashMap<ObjectKey, (ObjectRef, String)>,
+    after: &HashMap<ObjectKey, (ObjectRef, String)>,
+) -> Vec<Change> {
+    let mut changes: Vec<Change> = after
+        .iter()
+        .filter(|(key, (_, rv))| before.get(*key).is_none_or(|(_, old)| old != rv))
+        .map(|(_, (object, rv))| Change {
+            object: object.clone(),
+            kind: ChangeKind::Applied,
+            resource_version: Some(rv.clone()),
+        })
+        .collect();
+    changes.extend(
+        before
+            .iter()
+            .filter(|(key, _)| !after.contains_key(*key))
+            .map(|(_, (object, rv))| Change {
+                object: object.clone(),
+                kind: ChangeKind::Deleted,
+                resource_version: Some(rv.clone()),
+            }),
+    );
+    changes.sort_by(|a, b| a.object.cmp(&b.object));
+    changes
+}
+
+/// Replaces a Secret's values by their keyed hashes, so the cache never holds them in plain
+/// text; everything else passes unchanged. Hashing is idempotent, so [`live_object`] may
+/// apply it again.
+fn without_secret_values(object: DynamicObject, key: &SecretKey) -> DynamicObject {
+    let is_secret = object
+        .types
+        .as_ref()
+        .is_some_and(|t| t.api_version == "v1" && t.kind == "Secret");
+    if !is_secret {
+        return object;
+    }
+    let Ok(value) = serde_json::to_value(&object) else {
+        return object;
+    };
+    let hashed = crate::render::digest::storable_object(&value, key);
+    serde_json::from_value(hashed).unwrap_or(object)
+}
+
+fn sanitize(
+    event: watcher::Event<DynamicObject>,
+    resource: &Resolved,
+    key: &SecretKey,
+) -> watcher::Event<DynamicObject> {
+    let ar = &resource.resource;
+    if !(ar.group.is_empty() && ar.kind == "Secret") {
+        return event;
+    }
+    // List items lack apiVersion/kind; the resource supplies them.
+    let fix = |mut o: DynamicObject| {
+        o.types = Some(kube::api::TypeMeta {
+            api_version: ar.api_version.clone(),
+            kind: ar.kind.clone(),
+        });
+        without_secret_values(o, key)
+    };
+    match event {
+        watcher::Event::Apply(o) => watcher::Event::Apply(fix(o)),
+        watcher::Event::Delete(o) => watcher::Event::Delete(fix(o)),
+        watcher::Event::InitApply(o) => watcher::Event::InitApply(fix(o)),
+        other => other,
+    }
+}
+
+/// One kind's watch task and what it needs.
+struct KindTask {
+    api: Api<DynamicObject>,
+    resource: Resolved,
+    selector: String,
+    writer: reflector::store::Writer<DynamicObject>,
+    synced: Arc<AtomicBool>,
+    raw: mpsc::Sender<Change>,
+    resync: Duration,
+    key: SecretKey,
+}
+
+/// One kind's task: watch events and periodic re-lists into the store, changes out.
+async fn run_kind(task: KindTask) {
+    let KindTask {
+        api,
+        resource,
+        selector,
+        mut writer,
+        synced,
+        raw,
+        resync,
+        key,
+    } = task;
+    let store = writer.as_reader();
+    let config = watcher::Config::default().labels(&selector);
+    let mut events = watcher(api.clone(), config).default_backoff().boxed();
+    let mut tick = tokio::time::interval(resync);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await; // the first tick is immediate; the watch's own list covers it
+    let mut before_relist: Option<HashMap<ObjectKey, (ObjectRef, String)>> = None;
+    let mut first_list = true;
+    loop {
+        let batch: Vec<watcher::Event<DynamicObject>> = tokio::select! {
+            event = events.next() => match event {
+                Some(Ok(event)) => vec![event],
+                Some(Err(error)) => {
+                    tracing::warn!(kind = %resource.resource.kind, %error, "watch failed; retrying with backoff");
+                    continue;
+                }
+                None => return,
+            },
+            _ = tick.tick() => {
+                match api.list(&ListParams::default().labels(&selector)).await {
+                    Ok(list) => {
+                        let mut batch = vec![watcher::Event::Init];
+                        batch.extend(list.items.into_iter().map(watcher::Event::InitApply));
+                        batch.push(watcher::Event::InitDone);
+                        batch
+                    }
+                    Err(error) => {
+                        tracing::warn!(kind = %resource.resource.kind, %error, "periodic resync list failed");
+                        continue;
+                    }
+                }
+            }
+        };
+        for event in batch {
+            let event = sanitize(event, &resource, &key);
+            let mut changes = Vec::new();
+            match &event {
+                watcher::Event::Apply(o) => changes.push(Change {
+                    object: object_ref(o, &resource),
+                    kind: ChangeKind::Applied,
+                    resource_version: o.metadata.resource_version.clone(),
+                }),
+                watcher::Event::Delete(o) => changes.push(Change {
+                    object: object_ref(o, &resource),
+                    kind: ChangeKind::Deleted,
+                    resource_version: o.metadata.resource_version.clone(),
+                }),
+                watcher::Event::Init => before_relist = Some(versions(&store, &resource)),
+                watcher::Event::InitApply(_) => {}
+                watcher::Event::InitDone => {}
+            }
+            writer.apply_watcher_event(&event);
+            if matches!(event, watcher::Event::InitDone) {
+                let before = before_relist.take().unwrap_or_default();
+                if first_list {
+                    first_list = false;
+                } else {
+                    changes = differences(&before, &versions(&store, &resource));
+                }
+                synced.store(true, Ordering::Release);
+            }
+            for change in changes {
+                if raw.send(change).await.is_err() {
+                    return; // the AppWatch is gone
+                }
+            }
+        }
+    }
+}
+
+impl AppWatch {
+    /// Starts an App's (empty) watch set; add kinds with [`AppWatch::watch_kinds`]. Returns
+    /// the receiver of debounced change batches.
+    pub fn new(
+        client: kube::Client,
+        app: &str,
+        key: SecretKey,
+        options: WatchOptions,
+    ) -> (Self, mpsc::Receiver<Vec<Change>>) {
+        let (raw_tx, raw_rx) = mpsc::channel(RAW_CHANNEL);
+        let (batch_tx, batch_rx) = mpsc::channel(BATCH_CHANNEL);
+        let debouncer = tokio::spawn(debounce::run(
+            raw_rx,
+            batch_tx,
+            options.debounce,
+            options.max_delay,
+        ));
+        let watch = Self {
+            client,
+            app: app.to_string(),
+            key,
+            options,
+            kinds: BTreeMap::new(),
+            raw: raw_tx,
+            debouncer,
+        };
+        (watch, batch_rx)
+    }
+
+    /// Makes the watched kinds exactly `kinds`: starts watches for new ones, stops the rest.
+    /// Call it with the kinds of the desired set and the inventory before each plan.
+    pub fn watch_kinds(&mut self, kinds: impl IntoIterator<Item = Resolved>) {
+        let wanted: BTreeMap<GroupKind, Resolved> = kinds
+            .into_iter()
+            .map(|r| (GroupKind::new(&r.resource.group, &r.resource.kind), r))
+            .collect();
+        self.kinds.retain(|gk, kind| {
+            let keep = wanted.contains_key(gk);
+            if !keep {
+                kind.task.abort();
+            }
+            keep
+        });
+        let selector = format!("{APP_LABEL}={}", self.app);
+        for (gk, resource) in wanted {
+            if self.kinds.contains_key(&gk) {
+                continue;
+            }
+            // Cluster-wide for namespaced kinds: an App may place objects in any namespace.
+            let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &resource.resource);
+            let writer = reflector::store::Writer::new(resource.resource.clone());
+            let store = writer.as_reader();
+            let synced = Arc::new(AtomicBool::new(false));
+            let task = tokio::spawn(run_kind(KindTask {
+                api,
+                resource: resource.clone(),
+                selector: selector.clone(),
+                writer,
+                synced: synced.clone(),
+                raw: self.raw.clone(),
+                resync: self.options.resync,
+                key: self.key.clone(),
+            }));
+            self.kinds.insert(
+                gk,
+                KindWatch {
+                    resource,
+                    store,
+                    synced,
+                    task,
+                },
+            );
+        }
+    }
+
+    /// The kinds being watched.
+    pub fn kinds(&self) -> Vec<GroupKind> {
+        self.kinds.keys().cloned().collect()
+    }
+
+    /// Whether a kind's first list has completed.
+    pub fn is_synced(&self, gk: &GroupKind) -> bool {
+        self.kinds
+            .get(gk)
+            .is_some_and(|k| k.synced.load(Ordering::Acquire))
+    }
+
+    /// Waits until every watched kind has completed its first list.
+    pub async fn wait_synced(&self, timeout: Duration) -> Result<(), WatchError> {
+        let started = Instant::now();
+        loop {
+            let pending: Vec<String> = self
+                .kinds
+                .iter()
+                .filter(|(_, k)| !k.synced.load(Ordering::Acquire))
+                .map(|(gk, _)| gk.to_string())
+                .collect();
+            if pending.is_empty() {
+                return Ok(());
+            }
+            if started.elapsed() >= timeout {
+                return Err(WatchError::WaitSynced {
+                    kinds: pending.join(", "),
+                    timeout,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// What the cache knows about these objects (namespaces resolved): `Present` or `Absent`
+    /// for objects of synced kinds, nothing for the rest (the planner then claims no drift).
+    pub fn observe(&self, objects: &[ObjectRef]) -> Observed {
+        let mut observed = Observed::new();
+        for object in objects {
+            let Some(kind) = self.kinds.get(&object.group_kind()) else {
+                continue;
+            };
+            if !kind.synced.load(Ordering::Acquire) {
+                continue;
+            }
+            let mut lookup =
+                reflector::ObjectRef::new_with(&object.name, kind.resource.resource.clone());
+            if kind.resource.scope == Scope::Namespaced {
+                lookup = lookup.within(object.namespace.as_deref().unwrap_or_default());
+            }
+            let observation = match kind.store.get(&lookup) {
+                None => Observation::Absent,
+                Some(live) => {
+                    let Ok(mut value) = serde_json::to_value(live.as_ref()) else {
+                        continue;
+                    };
+                    // Items of a list carry no apiVersion and kind (only watch events do),
+                    // and the store holds both.
+                    if let serde_json::Value::Object(map) = &mut value {
+                        let ar = &kind.resource.resource;
+                        map.insert("apiVersion".into(), ar.api_version.clone().into());
+                        map.insert("kind".into(), ar.kind.clone().into());
+                    }
+                    let Some(mut live) = live_object(&value, &self.key) else {
+                        continue;
+                    };
+                    // The caller's identity (version) so the observation matches its key.
+                    live.object = object.clone();
+                    Observation::Present(live)
+                }
+            };
+            observed.insert(object.key(), observation);
+        }
+        observed
+    }
+
+    /// [`AppWatch::observe`] for a plan's inputs: desired objects (namespaces defaulted the way
+    /// the planner does) and inventory objects.
+    pub fn observe_for(
+        &self,
+        desired: &[DesiredObject],
+        inventory: &[InventoryEntry],
+        default_namespace: &str,
+        scope: crate::plan::ScopeLookup<'_>,
+    ) -> Observed {
+        let mut objects: Vec<ObjectRef> = desired
+            .iter()
+            .filter_map(|d| {
+                resolve_namespace(&d.object, scope(&d.object.group_kind()), default_namespace)
+            })
+            .collect();
+        objects.extend(inventory.iter().map(|e| e.object.clone()));
+        self.observe(&objects)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(kind: &str, name: &str, rv: &str) -> (ObjectKey, (ObjectRef, String)) {
+        let object = ObjectRef::from_api_version("v1", kind, Some("ns"), name);
+        (object.key(), (object, rv.to_string()))
+    }
+
+    #[test]
+    fn the_cache_never_holds_secret_values() {
+        let key = SecretKey::new([3; 32]);
+        let secrets = Resolved {
+            resource: kube::discovery::ApiResource::erase::<k8s_openapi::api::core::v1::Secret>(&()),
+            scope: Scope::Namespaced,
+        };
+        // A list item: no apiVersion/kind, as the server sends them.
+        let item: DynamicObject = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "db", "namespace": "shop"},
+            "data": {"password": "aHVudGVyMg=="}
+        }))
+        .unwrap();
+        for event in [
+            watcher::Event::InitApply(item.clone()),
+            watcher::Event::Apply(item.clone()),
+            watcher::Event::Delete(item.clone()),
+        ] {
+            let (watcher::Event::InitApply(o)
+            | watcher::Event::Apply(o)
+            | watcher::Event::Delete(o)) = sanitize(event, &secrets, &key)
+            else {
+                panic!("event kind changed");
+            };
+            let text = serde_json::to_string(&o).unwrap();
+            assert!(!text.contains("aHVudGVyMg"), "{text}");
+            assert!(text.contains(crate::render::digest::HASH_PREFIX), "{text}");
+        }
+        // Other kinds pass untouched.
+        let config_maps = Resolved {
+            resource: kube::discovery::ApiResource::erase::<k8s_openapi::api::core::v1::ConfigMap>(
+                &(),
+            ),
+            scope: Scope::Namespaced,
+        };
+        let watcher::Event::Apply(o) =
+            sanitize(watcher::Event::Apply(item.clone()), &config_maps, &key)
+        else {
+            panic!("event kind changed");
+        };
+        assert_eq!(o, item);
+    }
+
+    #[test]
+    fn relist_differences_report_new_changed_and_vanished_objects() {
+        let before: HashMap<_, _> = [
+            entry("ConfigMap", "same", "1"),
+            entry("ConfigMap", "edited", "2"),
+            entry("ConfigMap", "gone", "3"),
+        ]
+        .into();
+        let after: HashMap<_, _> = [
+            entry("ConfigMap", "same", "1"),
+            entry("ConfigMap", "edited", "7"),
+            entry("ConfigMap", "new", "8"),
+        ]
+        .into();
+        let changes: Vec<(String, ChangeKind, Option<String>)> = differences(&before, &after)
+            .into_iter()
+            .map(|c| (c.object.name, c.kind, c.resource_version))
+            .collect();
+        let rv = |v: &str| Some(v.to_string());
+        assert_eq!(
+            changes,
+            [
+                ("edited".to_string(), ChangeKind::Applied, rv("7")),
+                ("gone".to_string(), ChangeKind::Deleted, rv("3")),
+                ("new".to_string(), ChangeKind::Applied, rv("8")),
+            ]
+        );
+        assert_eq!(differences(&after, &after), vec![]);
+    }
+}
