@@ -12,6 +12,7 @@ pub mod codec;
 pub mod config;
 pub mod event;
 pub mod health;
+pub mod observe;
 pub mod plan;
 pub mod render;
 pub mod source;
