@@ -1,6 +1,7 @@
 //! Owns the `reckon` command line: argument parsing (clap derive) and dispatch to subcommands.
 //! Each subcommand lives in its own module and returns `anyhow::Result` (the CLI is an edge).
 
+mod fetch;
 mod store;
 mod version;
 
@@ -24,6 +25,9 @@ pub enum Command {
     /// Print the version, the commit it was built from, the Kubernetes versions it is tested
     /// against and, when a cluster is reachable, the cluster's version.
     Version(version::VersionArgs),
+    /// Fetch each App's Git source once and record what was observed (new commits with their
+    /// authors and signatures, force-pushes, failures) in the event store.
+    Fetch(fetch::FetchArgs),
     /// Inspect and maintain the event store: verify, rebuild, export, import, compact.
     Store(store::StoreArgs),
 }
@@ -45,6 +49,7 @@ pub async fn run() -> anyhow::Result<std::process::ExitCode> {
     crate::tls::install_crypto_provider();
     match cli.command {
         Command::Version(args) => version::run(args).await,
+        Command::Fetch(args) => fetch::run(args).await,
         Command::Store(args) => store::run(args).await,
     }
 }

@@ -19,6 +19,7 @@
 //! with jitter, triggers) and [`webhook`] (push notifications).
 
 pub mod access;
+pub mod config;
 pub mod history;
 pub mod mirror;
 pub mod poll;
