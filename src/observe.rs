@@ -9,6 +9,7 @@
 use crate::event::{self, Draft, Event};
 use crate::source::{self, DeployDecision, FetchOutcome, GitSource, SourceError};
 use crate::store::StoreError;
+use crate::store::projection::AppState;
 use crate::store::writer::StoreHandle;
 use chrono::{DateTime, Utc};
 
@@ -135,13 +136,8 @@ pub fn failure_draft(app: &str, url: &str, reference: &str, err: &SourceError) -
     )
 }
 
-/// Fetches `source` for `app` from the head the log last recorded and appends what was observed
-/// as one flushed batch.
-pub async fn observe(
-    store: &StoreHandle,
-    app: &str,
-    source: &GitSource,
-) -> Result<Observation, ObserveError> {
+/// The App's folded state as the writer holds it now (default for an App never seen).
+async fn app_state(store: &StoreHandle, app: &str) -> Result<AppState, ObserveError> {
     let projections = store
         .projections()
         .await
@@ -149,7 +145,17 @@ pub async fn observe(
             app: app.to_string(),
             source,
         })?;
-    let state = projections.apps.get(app).cloned().unwrap_or_default();
+    Ok(projections.apps.get(app).cloned().unwrap_or_default())
+}
+
+/// Fetches `source` for `app` from the head the log last recorded and appends what was observed
+/// as one flushed batch.
+pub async fn observe(
+    store: &StoreHandle,
+    app: &str,
+    source: &GitSource,
+) -> Result<Observation, ObserveError> {
+    let state = app_state(store, app).await?;
     let spec = source.spec();
     let (drafts, failure) = match source.fetch_async(state.observed_head.clone()).await {
         Ok(outcome) => {
@@ -178,14 +184,7 @@ pub async fn observe(
                 source,
             })?;
     }
-    let after = store
-        .projections()
-        .await
-        .map_err(|source| ObserveError::ReadProjection {
-            app: app.to_string(),
-            source,
-        })?;
-    let state = after.apps.get(app).cloned().unwrap_or_default();
+    let state = app_state(store, app).await?;
     Ok(Observation {
         appended,
         observed_head: state.observed_head,

@@ -72,10 +72,7 @@ fn fetch_records_commits_and_failures_in_the_store() -> Result<()> {
     let c = &commits[1]["data"];
     assert_eq!(c["sha"], next.as_str());
     assert_eq!(c["author"]["email"], "linus@example.com");
-    assert_eq!(
-        commits[0]["data"]["author"]["offset_seconds"],
-        -14400
-    );
+    assert_eq!(commits[0]["data"]["author"]["offset_seconds"], -14400);
 
     // An unreachable remote: exit 1, the failure named, recorded, and the head kept.
     std::fs::write(
