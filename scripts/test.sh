@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, exactly as CI runs it (the README's test command):
 #   1. provision the test environment (apt packages, the v1.20 control plane build; cached),
-#   2. formatting and lints,
+#   2. formatting and lints, and the benchmarks at a small size,
 #   3. every test (unit, integration, smoke) under one local control plane started for the run
 #      and stopped by PID at the end — or your cluster, when RECKON_TEST_KUBECONFIG is set.
 set -euo pipefail
@@ -27,5 +27,10 @@ else
   cargo test --workspace --no-run
   runner=(cargo test --workspace --no-fail-fast)
 fi
+# Benchmarks at CI size: they print their tables (each compares against a baseline measured in
+# the same run); the full-size figures are in docs/storage.md and docs/sources.md.
+RECKON_BENCH_EVENTS=10000 cargo test -q --bench store
+RECKON_BENCH_COMMITS=300 RECKON_BENCH_FILES=100 RECKON_BENCH_ITERS=3 cargo test -q --bench git_poll
+
 cargo build -p reckon-testenv --bin reckon-testenv
 exec "$CARGO_TARGET_DIR/debug/reckon-testenv" run -- "${runner[@]}"
