@@ -103,8 +103,8 @@ pub struct Source {
     pub interval: Duration,
     /// Credentials for the remote. Default: none (public repository or ambient SSH agent).
     pub auth: Option<Auth>,
-    /// A PEM bundle of CA certificates to trust for an `https://` remote, in addition to the
-    /// system roots. Default: none.
+    /// A PEM bundle of CA certificates for an `https://` remote. It replaces the system roots
+    /// for this remote (like git's `http.sslCAInfo`): only these CAs are trusted. Default: none.
     pub ca_file: Option<PathBuf>,
     /// Commit signature verification. Default: `{mode: record}`.
     pub signature: SignaturePolicy,
