@@ -1,7 +1,6 @@
 //! Owns the smart-HTTP Git server: `git http-backend` run as CGI behind a small axum/hyper server on
 //! loopback, optionally over TLS (a throwaway CA from rcgen) and behind HTTP basic auth.
 
-use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -14,6 +13,7 @@ use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::AsyncWriteExt;
 
+use super::serve::LoopbackServer;
 use super::{Error, GIT_HINT, Result, io_err, require_binary};
 
 /// Credentials the server demands (HTTP basic auth).
@@ -107,21 +107,14 @@ struct Cgi {
 /// blocking) and async tests can both use it; drop stops it, and `kill_on_drop` on every CGI child
 /// stops any `git http-backend` still running.
 pub struct HttpGitServer {
-    addr: SocketAddr,
+    server: LoopbackServer,
     ca: Option<TestCa>,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl HttpGitServer {
     /// Serves every repository under `project_root` at `http(s)://127.0.0.1:PORT/<name>`.
     pub fn start(project_root: &Path, options: HttpOptions) -> Result<Self> {
         require_binary("git", GIT_HINT)?;
-        // Bound here, on the caller's thread, so the port is ours before start returns: no race.
-        let listener =
-            std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).map_err(io_err("127.0.0.1:0"))?;
-        listener.set_nonblocking(true).map_err(io_err("listener"))?;
-        let addr = listener.local_addr().map_err(io_err("listener"))?;
         let ca = if options.tls {
             Some(TestCa::generate()?)
         } else {
@@ -138,81 +131,39 @@ impl HttpGitServer {
             auth: options.auth,
         });
         let router = axum::Router::new().fallback(cgi).with_state(state);
-        let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(io_err("tokio runtime"))?;
-        let thread = std::thread::Builder::new()
-            .name(format!("git-http-{}", addr.port()))
-            .spawn(move || {
-                runtime.block_on(async move {
-                    let listener =
-                        tokio::net::TcpListener::from_std(listener).expect("tokio listener");
-                    loop {
-                        let stream = tokio::select! {
-                            _ = &mut rx => break,
-                            accepted = listener.accept() => match accepted {
-                                Ok((stream, _)) => stream,
-                                Err(_) => continue,
-                            },
-                        };
-                        let service = TowerToHyperService::new(router.clone());
-                        let acceptor = acceptor.clone();
-                        tokio::spawn(async move {
-                            let http = hyper::server::conn::http1::Builder::new();
-                            match acceptor {
-                                Some(acceptor) => {
-                                    if let Ok(tls) = acceptor.accept(stream).await {
-                                        let _ =
-                                            http.serve_connection(TokioIo::new(tls), service).await;
-                                    }
-                                }
-                                None => {
-                                    let _ =
-                                        http.serve_connection(TokioIo::new(stream), service).await;
-                                }
-                            }
-                        });
+        let server = LoopbackServer::start("git-http", move |stream| {
+            let service = TowerToHyperService::new(router.clone());
+            let acceptor = acceptor.clone();
+            async move {
+                let http = hyper::server::conn::http1::Builder::new();
+                match acceptor {
+                    Some(acceptor) => {
+                        if let Ok(tls) = acceptor.accept(stream).await {
+                            let _ = http.serve_connection(TokioIo::new(tls), service).await;
+                        }
                     }
-                });
-                // Dropping the runtime here cancels in-flight requests; their CGI children die
-                // through kill_on_drop.
-                drop(runtime);
-            })
-            .map_err(io_err("git http server thread"))?;
-        Ok(Self {
-            addr,
-            ca,
-            shutdown: Some(tx),
-            thread: Some(thread),
-        })
+                    None => {
+                        let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                    }
+                }
+            }
+        })?;
+        Ok(Self { server, ca })
     }
 
     pub fn port(&self) -> u16 {
-        self.addr.port()
+        self.server.addr().port()
     }
 
     /// `http://` or `https://` URL of `name` under the project root.
     pub fn url(&self, name: &str) -> String {
         let scheme = if self.ca.is_some() { "https" } else { "http" };
-        format!("{scheme}://127.0.0.1:{}/{name}", self.addr.port())
+        format!("{scheme}://127.0.0.1:{}/{name}", self.server.addr().port())
     }
 
     /// The CA bundle that verifies this server, when it serves TLS.
     pub fn ca_bundle(&self) -> Option<PathBuf> {
         self.ca.as_ref().map(TestCa::bundle_path)
-    }
-}
-
-impl Drop for HttpGitServer {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 

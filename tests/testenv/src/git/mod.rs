@@ -9,6 +9,7 @@ pub mod http;
 pub mod process;
 pub mod proxy;
 pub mod repo;
+pub mod serve;
 pub mod ssh;
 
 use std::path::{Path, PathBuf};
