@@ -33,6 +33,21 @@ async fn serve(sources: Vec<(String, String)>) -> Result<(String, mpsc::Receiver
     Ok((base, rx))
 }
 
+/// The default branch of `url`, whole repository, no credentials or signature checks.
+fn default_branch_source(url: impl Into<String>, cache: &std::path::Path) -> GitSource {
+    GitSource::new(
+        SourceSpec {
+            id: "app".into(),
+            url: url.into(),
+            reference: RefSelector::DefaultBranch,
+            path: String::new(),
+            access: Default::default(),
+            signatures: Default::default(),
+        },
+        cache,
+    )
+}
+
 fn github_push(url: &str) -> Vec<u8> {
     serde_json::json!({
         "ref": "refs/heads/main",
@@ -228,15 +243,7 @@ async fn poller_fetches_on_its_interval_with_jitter() -> Result<()> {
     f.commit("one").write("a", "1").create()?;
     f.push()?;
     let cache = tempfile::tempdir()?;
-    let spec = SourceSpec {
-        id: "app".into(),
-        url: f.file_url(),
-        reference: RefSelector::DefaultBranch,
-        path: String::new(),
-        access: Default::default(),
-        signatures: Default::default(),
-    };
-    let source = GitSource::new(spec, cache.path());
+    let source = default_branch_source(f.file_url(), cache.path());
     let (_trigger_tx, trigger_rx) = mpsc::channel(4);
     let (result_tx, mut results) = mpsc::channel(4);
     let schedule = PollSchedule {
@@ -274,15 +281,7 @@ async fn a_signed_github_push_makes_the_poller_fetch_at_once() -> Result<()> {
     f.push()?;
     let cache = tempfile::tempdir()?;
     let url = f.file_url();
-    let spec = SourceSpec {
-        id: "app".into(),
-        url: url.clone(),
-        reference: RefSelector::DefaultBranch,
-        path: String::new(),
-        access: Default::default(),
-        signatures: Default::default(),
-    };
-    let source = GitSource::new(spec, cache.path());
+    let source = default_branch_source(url.clone(), cache.path());
     let (trigger_tx, trigger_rx) = mpsc::channel(4);
     let (result_tx, mut results) = mpsc::channel(4);
     // An hour: only a trigger can cause the second fetch within the test.
@@ -332,15 +331,7 @@ async fn a_failed_poll_keeps_the_last_good_head_and_the_next_success_reports_eve
     let one = f.commit("one").write("a", "1").create()?;
     f.push()?;
     let cache = tempfile::tempdir()?;
-    let spec = SourceSpec {
-        id: "app".into(),
-        url: f.file_url(),
-        reference: RefSelector::DefaultBranch,
-        path: String::new(),
-        access: Default::default(),
-        signatures: Default::default(),
-    };
-    let source = GitSource::new(spec, cache.path());
+    let source = default_branch_source(f.file_url(), cache.path());
     let (trigger_tx, trigger_rx) = mpsc::channel(4);
     let (result_tx, mut results) = mpsc::channel(4);
     let schedule = PollSchedule {
