@@ -138,14 +138,14 @@ pub fn failure_draft(app: &str, url: &str, reference: &str, err: &SourceError) -
 
 /// The App's folded state as the writer holds it now (default for an App never seen).
 async fn app_state(store: &StoreHandle, app: &str) -> Result<AppState, ObserveError> {
-    let projections = store
-        .projections()
+    let state = store
+        .app_state(app)
         .await
         .map_err(|source| ObserveError::ReadProjection {
             app: app.to_string(),
             source,
         })?;
-    Ok(projections.apps.get(app).cloned().unwrap_or_default())
+    Ok(state.unwrap_or_default())
 }
 
 /// Fetches `source` for `app` from the head the log last recorded and appends what was observed

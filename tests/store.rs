@@ -680,6 +680,10 @@ async fn the_writer_task_serialises_concurrent_producers() {
     }
     let proj = handle.projections().await.unwrap();
     assert_eq!(proj.covered_seq, 1000);
+    // The per-App query answers from the same state, without cloning every App.
+    let (name, state) = proj.apps.iter().next().expect("an app was written");
+    assert_eq!(handle.app_state(name).await.unwrap().as_ref(), Some(state));
+    assert_eq!(handle.app_state("never-written").await.unwrap(), None);
     // Readers work alongside the writer.
     let page = handle
         .reader()

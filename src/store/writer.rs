@@ -1,6 +1,7 @@
 //! Owns the single writer task: the one place that holds the writable store, fed by commands
 //! over a bounded channel, so async code never blocks on sled and never races another writer.
 
+use super::projection::AppState;
 use super::sled_engine::{SledStore, StoreReader};
 use super::{Appended, EventStore, Projections, StoreError};
 use crate::event::{Digest, Draft};
@@ -22,6 +23,10 @@ enum Command {
     },
     Projections {
         reply: oneshot::Sender<Projections>,
+    },
+    AppState {
+        app: String,
+        reply: oneshot::Sender<Option<AppState>>,
     },
     Close {
         reply: oneshot::Sender<Result<(), StoreError>>,
@@ -54,6 +59,9 @@ pub fn spawn(store: SledStore) -> (StoreHandle, tokio::task::JoinHandle<Result<(
                 }
                 Command::Projections { reply } => {
                     let _ = reply.send(store.projections().clone());
+                }
+                Command::AppState { app, reply } => {
+                    let _ = reply.send(store.projections().apps.get(&app).cloned());
                 }
                 Command::Close { reply } => {
                     let _ = reply.send(store.close());
@@ -89,8 +97,16 @@ impl StoreHandle {
             .await?
     }
 
+    /// Every App's projection (a clone of all of them: for whole-store views).
     pub async fn projections(&self) -> Result<Projections, StoreError> {
         self.call(|reply| Command::Projections { reply }).await
+    }
+
+    /// One App's projection as of the last append, `None` for an App the log never mentioned.
+    /// Per-App callers (a poll, a sync) use this rather than cloning every App's state.
+    pub async fn app_state(&self, app: &str) -> Result<Option<AppState>, StoreError> {
+        let app = app.to_string();
+        self.call(|reply| Command::AppState { app, reply }).await
     }
 
     /// Snapshot, flush and stop the writer.
