@@ -10,27 +10,24 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DeleteParams, PostParams};
 use reckon_testenv::control_plane::ControlPlane;
 use std::path::PathBuf;
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 
 pub mod sync;
 
-static LOCAL: OnceLock<Mutex<Option<ControlPlane>>> = OnceLock::new();
+// Never dropped (statics are not): the watchdogs stop it when this test process exits.
+static LOCAL: OnceLock<ControlPlane> = OnceLock::new();
 
 /// The kubeconfig of the cluster this test run uses.
 pub fn kubeconfig() -> PathBuf {
     if let Some(k) = std::env::var_os("RECKON_TEST_KUBECONFIG") {
         return PathBuf::from(k);
     }
-    let cell = LOCAL.get_or_init(|| {
-        let cp = ControlPlane::start().unwrap_or_else(|e| {
-            panic!("no RECKON_TEST_KUBECONFIG and starting a local control plane failed: {e}")
-        });
-        Mutex::new(Some(cp))
-    });
-    let guard = cell.lock().unwrap();
-    guard
-        .as_ref()
-        .expect("control plane present")
+    LOCAL
+        .get_or_init(|| {
+            ControlPlane::start().unwrap_or_else(|e| {
+                panic!("no RECKON_TEST_KUBECONFIG and starting a local control plane failed: {e}")
+            })
+        })
         .kubeconfig()
         .to_path_buf()
 }

@@ -188,17 +188,17 @@ fn wait_ready(
     }
 }
 
-/// GET `url` with curl and report whether the body is exactly `ok` (etcd's /health answers JSON,
-/// so a substring check is used there).
-fn http_ok(url: &str, token: Option<&str>, needle: &str) -> bool {
+/// GET `url` with curl (bearer `token` when given) and return the body of a 2xx answer.
+fn http_get(url: &str, token: Option<&str>) -> Option<String> {
     let mut cmd = Command::new("curl");
-    cmd.args(["-sk", "--max-time", "2", url]);
+    cmd.args(["-sfk", "--max-time", "2", url]);
     if let Some(t) = token {
         cmd.arg("-H").arg(format!("Authorization: Bearer {t}"));
     }
-    cmd.output()
-        .map(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains(needle))
-        .unwrap_or(false)
+    let out = cmd.output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn random_token() -> String {
@@ -229,7 +229,9 @@ impl ControlPlane {
 
         // etcd
         let etcd_url = format!("http://127.0.0.1:{etcd_client}");
-        let mut etcd = Supervised::spawn(
+        // etcd's watchdog also owns the run directory: if this process dies without dropping the
+        // control plane (the per-test-process fallback lives in a static), it is removed too.
+        let mut etcd = Supervised::spawn_owning_dir(
             "etcd",
             &bins.etcd,
             &[
@@ -249,11 +251,11 @@ impl ControlPlane {
                 // critical path. Durability of test data does not matter.
                 "--unsafe-no-fsync".into(),
             ],
-            &[],
+            d,
             &d.join("etcd.log"),
         )?;
         wait_ready("etcd", &mut etcd, Duration::from_secs(30), || {
-            http_ok(&format!("{etcd_url}/health"), None, "true")
+            http_get(&format!("{etcd_url}/health"), None).is_some_and(|b| b.contains("true"))
         })?;
 
         // Credentials: a static admin token and a service account key pair.
@@ -300,7 +302,10 @@ impl ControlPlane {
             "kube-apiserver",
             &mut apiserver,
             Duration::from_secs(90),
-            || http_ok(&format!("{server}/readyz"), Some(&token), "ok"),
+            || {
+                http_get(&format!("{server}/readyz"), Some(&token))
+                    .is_some_and(|b| b.trim() == "ok")
+            },
         )?;
 
         // /readyz can answer before every built-in group is registered for discovery; wait for
@@ -310,12 +315,7 @@ impl ControlPlane {
             &mut apiserver,
             Duration::from_secs(60),
             || {
-                let mut cmd = Command::new("curl");
-                cmd.args(["-sk", "--max-time", "2", &format!("{server}/apis")])
-                    .arg("-H")
-                    .arg(format!("Authorization: Bearer {token}"));
-                cmd.output().is_ok_and(|o| {
-                    let body = String::from_utf8_lossy(&o.stdout);
+                http_get(&format!("{server}/apis"), Some(&token)).is_some_and(|body| {
                     DISCOVERY_GROUPS
                         .iter()
                         .all(|g| body.contains(&format!("\"name\": \"{g}\"")))
@@ -392,12 +392,6 @@ impl ControlPlane {
         self.etcd.is_running()
             && self.apiserver.is_running()
             && self.controller_manager.is_running()
-    }
-
-    /// Keeps the data directory after drop (for debugging a failed run).
-    pub fn keep_dir(self) -> PathBuf {
-        let Self { dir, .. } = self;
-        dir.keep()
     }
 }
 

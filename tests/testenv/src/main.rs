@@ -5,8 +5,9 @@
 //!   `RECKON_TEST_KUBECONFIG` pointing at it, stop everything, exit with CMD's status. When
 //!   `RECKON_TEST_KUBECONFIG` is already set (your own cluster), CMD runs against that instead.
 //! - `reckon-testenv up`: start it, print the kubeconfig path, wait for SIGINT/SIGTERM.
-//! - `reckon-testenv hold LOG -- CMD ARGS...`: run CMD under the same supervision (own process
-//!   group, watchdog bound to this process) until SIGINT/SIGTERM; the watchdog tests use it.
+//! - `reckon-testenv hold LOG [--orphan-dir DIR] -- CMD ARGS...`: run CMD under the same
+//!   supervision (own process group, watchdog bound to this process; DIR removed if this process
+//!   dies without stopping CMD) until SIGINT/SIGTERM; the watchdog tests use it.
 
 use anyhow::{Context, bail};
 use reckon_testenv::control_plane::ControlPlane;
@@ -14,7 +15,7 @@ use std::process::ExitCode;
 use tokio::signal::unix::{SignalKind, signal};
 
 fn usage() -> &'static str {
-    "usage: reckon-testenv run -- CMD [ARGS...] | reckon-testenv up | reckon-testenv hold LOG -- CMD [ARGS...]"
+    "usage: reckon-testenv run -- CMD [ARGS...] | reckon-testenv up | reckon-testenv hold LOG [--orphan-dir DIR] -- CMD [ARGS...]"
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -61,24 +62,33 @@ async fn real_main() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Some("hold") => {
-            let (Some(log), Some(prog)) = (args.get(1), args.iter().skip(2).find(|a| *a != "--"))
-            else {
+            // hold LOG [--orphan-dir DIR] -- CMD ARGS...
+            let Some(log) = args.get(1) else {
                 bail!("{}", usage())
             };
-            let rest: Vec<String> = args
-                .iter()
-                .skip(2)
-                .skip_while(|a| *a == "--")
-                .skip(1)
-                .cloned()
-                .collect();
-            let held = reckon_testenv::process::Supervised::spawn(
-                "held",
-                std::path::Path::new(prog),
-                &rest,
-                &[],
-                std::path::Path::new(log),
-            )?;
+            let mut rest = &args[2..];
+            let mut orphan_dir = None;
+            if rest.first().map(String::as_str) == Some("--orphan-dir") {
+                orphan_dir = rest.get(1);
+                rest = rest.get(2..).unwrap_or_default();
+            }
+            let rest = rest.strip_prefix(&["--".to_string()]).unwrap_or(rest);
+            let Some((prog, prog_args)) = rest.split_first() else {
+                bail!("{}", usage())
+            };
+            let (prog, log) = (std::path::Path::new(prog), std::path::Path::new(log));
+            let held = match orphan_dir {
+                Some(dir) => reckon_testenv::process::Supervised::spawn_owning_dir(
+                    "held",
+                    prog,
+                    prog_args,
+                    std::path::Path::new(dir),
+                    log,
+                )?,
+                None => {
+                    reckon_testenv::process::Supervised::spawn("held", prog, prog_args, &[], log)?
+                }
+            };
             println!("holding pid {}", held.pid());
             tokio::select! {
                 _ = term.recv() => {}

@@ -72,20 +72,24 @@ pub fn find_binary(name: &str, binary: &str, hint: &str) -> Result<PathBuf, Proc
 /// The watchdog script. It runs as the leader of a new process group holding the server and
 /// everything the server forks (git daemon and sshd fork per connection). It polls the owner and
 /// the server; when the owner is gone, the server exited, or it is told to stop, it stops the
-/// whole group: TERM, then KILL after 5 s for anything that ignores TERM.
+/// whole group: TERM, then KILL after 5 s for anything that ignores TERM. When the owner died
+/// (no destructor ran) it also removes the orphan directory, if one was given.
 const WATCHDOG: &str = r#"
-owner="$1"; shift
+owner="$1"; orphan_dir="$2"; shift 2
 "$@" &
 child=$!
+orphaned=
 cleanup() {
   trap '' TERM INT HUP
   kill -TERM -- -$$ 2>/dev/null
   for _ in $(seq 50); do kill -0 "$child" 2>/dev/null || break; sleep 0.1; done
+  if [ -n "$orphaned" ] && [ -n "$orphan_dir" ]; then rm -rf -- "$orphan_dir"; fi
   kill -KILL -- -$$ 2>/dev/null
   exit 0
 }
 trap cleanup TERM INT HUP
 while kill -0 "$owner" 2>/dev/null && kill -0 "$child" 2>/dev/null; do sleep 0.5 & wait $!; done
+kill -0 "$owner" 2>/dev/null || orphaned=1
 cleanup
 "#;
 
@@ -106,10 +110,34 @@ impl Supervised {
         Self::spawn_command(name, cmd, log)
     }
 
+    /// Like [`Self::spawn`], and if the owning process dies without stopping the server (a
+    /// static that is never dropped, a SIGKILL), the watchdog also removes `orphan_dir` — the
+    /// server's data directory — after the server stopped. A normal stop leaves it to the owner.
+    pub fn spawn_owning_dir(
+        name: &str,
+        program: &Path,
+        args: &[String],
+        orphan_dir: &Path,
+        log: &Path,
+    ) -> Result<Self, ProcessError> {
+        let mut cmd = Command::new(program);
+        cmd.args(args);
+        Self::spawn_inner(name, cmd, Some(orphan_dir), log)
+    }
+
     /// Starts a prepared command (program, arguments, environment and working directory are
     /// taken from it) with stdout and stderr appended to `log`, in a process group of its own
     /// under a watchdog bound to the current process.
     pub fn spawn_command(name: &str, server: Command, log: &Path) -> Result<Self, ProcessError> {
+        Self::spawn_inner(name, server, None, log)
+    }
+
+    fn spawn_inner(
+        name: &str,
+        server: Command,
+        orphan_dir: Option<&Path>,
+        log: &Path,
+    ) -> Result<Self, ProcessError> {
         let logfile = File::create(log).map_err(|source| ProcessError::Log {
             path: log.to_path_buf(),
             source,
@@ -123,6 +151,7 @@ impl Supervised {
             .arg(WATCHDOG)
             .arg("watchdog")
             .arg(std::process::id().to_string())
+            .arg(orphan_dir.map(Path::as_os_str).unwrap_or_default())
             .arg(server.get_program())
             .args(server.get_args())
             .process_group(0)

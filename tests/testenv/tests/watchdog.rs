@@ -1,5 +1,6 @@
 //! The watchdog guarantee: a server started by the harness stops when its owner dies, even when
-//! the owner is SIGKILLed (a test timeout) and runs no destructor.
+//! the owner is SIGKILLed (a test timeout) and runs no destructor, and its orphaned data directory
+//! is removed with it.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -19,9 +20,15 @@ fn alive(pid: &str) -> bool {
 fn server_stops_when_its_owner_is_killed() {
     let dir = tempfile::tempdir().unwrap();
     let pidfile = dir.path().join("server.pid");
+    // The server's data directory, which the watchdog must remove once the owner is gone.
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("state"), "x").unwrap();
     let mut owner = Command::new(env!("CARGO_BIN_EXE_reckon-testenv"))
         .arg("hold")
         .arg(dir.path().join("server.log"))
+        .arg("--orphan-dir")
+        .arg(&data)
         .args(["--", "/bin/sh", "-c"])
         .arg(format!("echo $$ > {}; exec sleep 300", pidfile.display()))
         .stdout(Stdio::piped())
@@ -53,5 +60,14 @@ fn server_stops_when_its_owner_is_killed() {
             "server {server} outlived its SIGKILLed owner by 10 s"
         );
         std::thread::sleep(Duration::from_millis(100));
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while data.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the orphaned server's directory {} was left behind",
+            data.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
