@@ -46,7 +46,15 @@ fn person(p: &source::Person) -> event::Person {
 }
 
 fn signature(s: &source::SignatureStatus) -> event::SignatureStatus {
-    let fmt = |f: &source::signature::SignatureFormat| format!("{f:?}").to_lowercase();
+    // Stored strings, so spelled out rather than derived from Debug output.
+    let fmt = |f: &source::signature::SignatureFormat| {
+        match f {
+            source::signature::SignatureFormat::Ssh => "ssh",
+            source::signature::SignatureFormat::Gpg => "gpg",
+            source::signature::SignatureFormat::Other => "other",
+        }
+        .to_string()
+    };
     match s {
         source::SignatureStatus::NotChecked => event::SignatureStatus::NotChecked,
         source::SignatureStatus::Unsigned => event::SignatureStatus::Unsigned,
