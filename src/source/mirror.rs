@@ -422,8 +422,19 @@ fn looks_local(detail: &str) -> bool {
 
 /// Maps a failed fetch to a reason, using gix's error chain and ssh's own log. The substrings are
 /// pinned by the transport tests (tests/git_source.rs), which provoke each case for real.
+/// `text` without the URLs in it (any token containing `://`, and the remote's own URL), so that
+/// classification reads what went wrong, not where: a port like 40185 or a repository named
+/// `credentials.git` must not look like an HTTP 401 or an auth error.
+fn without_urls(text: &str, url: &str) -> String {
+    text.replace(url, " ")
+        .split(|c: char| c.is_whitespace() || c == '(' || c == ')')
+        .filter(|token| !token.contains("://"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn classify(url: &str, detail: &str, ssh_log: &str) -> SourceError {
-    let d = detail.to_lowercase();
+    let d = without_urls(detail, url).to_lowercase();
     let s = ssh_log.to_lowercase();
     let any = |hay: &str, needles: &[&str]| needles.iter().any(|n| hay.contains(n));
     let detail = if ssh_log.trim().is_empty() {
@@ -501,5 +512,33 @@ fn classify(url: &str, detail: &str, ssh_log: &str) -> SourceError {
         SourceError::Unreachable { url, detail }
     } else {
         SourceError::Fetch { url, detail }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_url_that_looks_like_a_status_does_not_decide_the_class() {
+        // Seen in CI: a refused connection to port 40185 was taken for an HTTP 401.
+        let url = "http://127.0.0.1:40185/credentials.git";
+        let refused = "Transport handshake failed: An IO error occurred when talking to the \
+            server: error sending request for url \
+            (http://127.0.0.1:40185/credentials.git/info/refs?service=git-upload-pack): \
+            client error (Connect): tcp connect error: Connection refused (os error 111)";
+        let err = classify(url, refused, "");
+        assert!(matches!(err, SourceError::Unreachable { .. }), "{err}");
+        // The reported detail keeps the URL: only classification ignores it.
+        assert!(
+            err.to_string().contains("40185/credentials.git/info/refs"),
+            "{err}"
+        );
+        // A real 401 is still an authentication failure.
+        let denied = "Transport handshake failed: Received HTTP status 401";
+        assert!(matches!(
+            classify(url, denied, ""),
+            SourceError::AuthFailed { .. }
+        ));
     }
 }
