@@ -114,6 +114,10 @@ pub struct ApplyOptions {
     /// in extensions/v1beta1 and apps/v1beta1) default to orphaning their dependents, which
     /// would leave a pruned Job's Pods behind.
     pub propagation: Propagation,
+    /// Receives each outcome of work done (applies, prunes, failures, skips) as soon as it is
+    /// known, so the agent records it at once: an agent killed mid-sync then loses at most the
+    /// requests in flight. Unchanged objects are not sent.
+    pub progress: Option<tokio::sync::mpsc::UnboundedSender<ObjectOutcome>>,
 }
 
 impl Default for ApplyOptions {
@@ -124,6 +128,7 @@ impl Default for ApplyOptions {
             concurrency: DEFAULT_CONCURRENCY,
             crd_timeout: Duration::from_secs(60),
             propagation: Propagation::Background,
+            progress: None,
         }
     }
 }
@@ -594,8 +599,17 @@ async fn apply_all(
     stream::iter(indices)
         .map(|i| async move { (i, execute_apply(catalog, &plan.actions[i], options).await) })
         .buffer_unordered(options.concurrency.max(1))
+        .inspect(|(_, outcome)| report(options, outcome))
         .collect()
         .await
+}
+
+/// Sends an outcome to the progress receiver, if any (a receiver that went away is ignored:
+/// progress is advisory, the change set is the result).
+fn report(options: &ApplyOptions, outcome: &ObjectOutcome) {
+    if let Some(progress) = &options.progress {
+        let _ = progress.send(outcome.clone());
+    }
 }
 
 fn skipped(action: &Action, reason: SkipReason) -> ObjectOutcome {
@@ -649,7 +663,12 @@ pub async fn execute(catalog: &Catalog, plan: &Plan, options: &ApplyOptions) -> 
         .into_iter()
         .filter(|&i| is_apply(&plan.actions[i]))
         .collect();
-    outcomes.extend(apply_all(catalog, plan, crd_indices.clone(), options).await);
+    // Reported only once established (or not): a CRD that never becomes Established failed.
+    let quiet = ApplyOptions {
+        progress: None,
+        ..options.clone()
+    };
+    outcomes.extend(apply_all(catalog, plan, crd_indices.clone(), &quiet).await);
     let mut not_ready: BTreeMap<GroupKind, String> = BTreeMap::new();
     let (applied_crds, failed_crds): (Vec<usize>, Vec<usize>) = crd_indices
         .iter()
@@ -693,6 +712,11 @@ pub async fn execute(catalog: &Catalog, plan: &Plan, options: &ApplyOptions) -> 
             not_ready.insert(gk, action.object().name.clone());
         }
     }
+    for i in &crd_indices {
+        if let Some(outcome) = outcomes.get(i) {
+            report(options, outcome);
+        }
+    }
     // Established is not yet served: the group appears in discovery a little later.
     let new_kinds: Vec<ObjectRef> = plan
         .actions
@@ -732,24 +756,22 @@ pub async fn execute(catalog: &Catalog, plan: &Plan, options: &ApplyOptions) -> 
         }
         let object = action.object();
         if let Some(crd) = not_ready.get(&object.group_kind()) {
-            outcomes.insert(
-                i,
-                skipped(action, SkipReason::CrdNotReady { crd: crd.clone() }),
-            );
+            let outcome = skipped(action, SkipReason::CrdNotReady { crd: crd.clone() });
+            report(options, &outcome);
+            outcomes.insert(i, outcome);
         } else if let Some(ns) = object
             .namespace
             .as_ref()
             .filter(|ns| failed_namespaces.contains(*ns))
         {
-            outcomes.insert(
-                i,
-                skipped(
-                    action,
-                    SkipReason::NamespaceNotApplied {
-                        namespace: ns.clone(),
-                    },
-                ),
+            let outcome = skipped(
+                action,
+                SkipReason::NamespaceNotApplied {
+                    namespace: ns.clone(),
+                },
             );
+            report(options, &outcome);
+            outcomes.insert(i, outcome);
         } else {
             resource_indices.push(i);
         }
@@ -764,18 +786,17 @@ pub async fn execute(catalog: &Catalog, plan: &Plan, options: &ApplyOptions) -> 
         let action = &plan.actions[i];
         match action {
             Action::PruneSkipped { object, reason } => {
-                outcomes.insert(
-                    i,
-                    ObjectOutcome {
-                        object: object.clone(),
-                        outcome: Outcome::Skipped {
-                            reason: SkipReason::Prune(reason.clone()),
-                        },
-                        digest: None,
-                        reason: None,
-                        resource_version: None,
+                let outcome = ObjectOutcome {
+                    object: object.clone(),
+                    outcome: Outcome::Skipped {
+                        reason: SkipReason::Prune(reason.clone()),
                     },
-                );
+                    digest: None,
+                    reason: None,
+                    resource_version: None,
+                };
+                report(options, &outcome);
+                outcomes.insert(i, outcome);
             }
             Action::Prune { object } => {
                 let stage = object_stage(object);
@@ -796,6 +817,7 @@ pub async fn execute(catalog: &Catalog, plan: &Plan, options: &ApplyOptions) -> 
                 )
             })
             .buffer_unordered(options.concurrency.max(1))
+            .inspect(|(_, outcome)| report(options, outcome))
             .collect()
             .await;
         outcomes.extend(done);

@@ -28,6 +28,9 @@ pub const STORE_SCHEMA: u32 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The flush shared by a group of appends failed; the first of them got the cause itself.
+    #[error("the flush this batch was part of failed: {reason}")]
+    GroupFlush { reason: String },
     #[error("{path}: no reckon store here (use a command that creates one, or check --store)")]
     NotFound { path: PathBuf },
     #[error("{path}: not a reckon store: {reason}")]

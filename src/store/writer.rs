@@ -12,8 +12,24 @@ use tokio::sync::{mpsc, oneshot};
 /// run ahead of a slow flush; past that, producers wait instead of buffering without limit.
 pub const CHANNEL_BOUND: usize = 64;
 
+/// At most this many queued appends share one flush (bounds the wait of the first one).
+const GROUP_COMMIT_MAX: usize = 64;
+
+fn write_batch(
+    store: &mut SledStore,
+    blobs: &[Vec<u8>],
+    drafts: Vec<Draft>,
+) -> Result<Appended, StoreError> {
+    for blob in blobs {
+        store.put_blob(blob)?;
+    }
+    store.append(drafts)
+}
+
 enum Command {
     Append {
+        /// Canonical blobs the drafts refer to, written first so no event names a missing blob.
+        blobs: Vec<Vec<u8>>,
         drafts: Vec<Draft>,
         reply: oneshot::Sender<Result<Appended, StoreError>>,
     },
@@ -47,12 +63,46 @@ pub fn spawn(store: SledStore) -> (StoreHandle, tokio::task::JoinHandle<Result<(
     let reader = store.reader();
     let task = tokio::task::spawn_blocking(move || {
         let mut store = store;
-        while let Some(cmd) = rx.blocking_recv() {
+        let mut next: Option<Command> = None;
+        while let Some(cmd) = next.take().or_else(|| rx.blocking_recv()) {
             match cmd {
-                Command::Append { drafts, reply } => {
-                    // A logical batch is acknowledged only once flushed.
-                    let r = store.append(drafts).and_then(|a| store.flush().map(|_| a));
-                    let _ = reply.send(r);
+                Command::Append {
+                    blobs,
+                    drafts,
+                    reply,
+                } => {
+                    // Group commit: every append already queued joins this flush, so many Apps
+                    // recording at once pay for one flush, not one each. Each batch still gets
+                    // its own result, acknowledged only once flushed.
+                    let mut done = vec![(write_batch(&mut store, &blobs, drafts), reply)];
+                    while done.len() < GROUP_COMMIT_MAX {
+                        match rx.try_recv() {
+                            Ok(Command::Append {
+                                blobs,
+                                drafts,
+                                reply,
+                            }) => done.push((write_batch(&mut store, &blobs, drafts), reply)),
+                            Ok(other) => {
+                                next = Some(other);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    let mut flushed = store.flush().map_err(Some);
+                    for (result, reply) in done {
+                        let r = match &mut flushed {
+                            Ok(()) => result,
+                            // Disk full and friends keep their own type for the first batch.
+                            Err(cause) => Err(match cause.take() {
+                                Some(e) => e,
+                                None => StoreError::GroupFlush {
+                                    reason: "see the error of the batch flushed with it".into(),
+                                },
+                            }),
+                        };
+                        let _ = reply.send(r);
+                    }
                 }
                 Command::PutBlob { canonical, reply } => {
                     let _ = reply.send(store.put_blob(&canonical));
@@ -89,7 +139,22 @@ impl StoreHandle {
 
     /// Appends one logical batch and flushes it; resolves once durable.
     pub async fn append(&self, drafts: Vec<Draft>) -> Result<Appended, StoreError> {
-        self.call(|reply| Command::Append { drafts, reply }).await?
+        self.append_with_blobs(Vec::new(), drafts).await
+    }
+
+    /// Writes `blobs` (canonical bytes; see [`super::blob`]) and appends `drafts` in one
+    /// flush; resolves once both are durable.
+    pub async fn append_with_blobs(
+        &self,
+        blobs: Vec<Vec<u8>>,
+        drafts: Vec<Draft>,
+    ) -> Result<Appended, StoreError> {
+        self.call(|reply| Command::Append {
+            blobs,
+            drafts,
+            reply,
+        })
+        .await?
     }
 
     pub async fn put_blob(&self, canonical: Vec<u8>) -> Result<Digest, StoreError> {

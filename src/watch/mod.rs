@@ -87,7 +87,8 @@ struct KindWatch {
 /// The watches of one App.
 pub struct AppWatch {
     client: kube::Client,
-    app: String,
+    /// The label selector every kind's watch uses.
+    selector: String,
     key: SecretKey,
     options: WatchOptions,
     kinds: BTreeMap<GroupKind, KindWatch>,
@@ -318,7 +319,7 @@ impl AppWatch {
         ));
         let watch = Self {
             client,
-            app: app.to_string(),
+            selector: format!("{APP_LABEL}={app}"),
             key,
             options,
             kinds: BTreeMap::new(),
@@ -326,6 +327,19 @@ impl AppWatch {
             debouncer,
         };
         (watch, batch_rx)
+    }
+
+    /// One watch set for every App on a cluster: each kind is watched once, for all objects
+    /// carrying the `reckon.dev/app` label, so a thousand Apps cost one watch per kind rather
+    /// than a thousand. Notifications name objects; the agent routes them to their App.
+    pub fn for_all_apps(
+        client: kube::Client,
+        key: SecretKey,
+        options: WatchOptions,
+    ) -> (Self, mpsc::Receiver<Vec<Change>>) {
+        let (mut watch, batches) = Self::new(client, "", key, options);
+        watch.selector = APP_LABEL.to_string();
+        (watch, batches)
     }
 
     /// Makes the watched kinds exactly `kinds`: starts watches for new ones, stops the rest.
@@ -342,7 +356,17 @@ impl AppWatch {
             }
             keep
         });
-        let selector = format!("{APP_LABEL}={}", self.app);
+        self.add_kinds(wanted.into_values());
+    }
+
+    /// Starts watches for the kinds not watched yet and keeps the rest (a shared watch set
+    /// only grows: another App may still manage a kind this one dropped).
+    pub fn add_kinds(&mut self, kinds: impl IntoIterator<Item = Resolved>) {
+        let wanted: BTreeMap<GroupKind, Resolved> = kinds
+            .into_iter()
+            .map(|r| (GroupKind::new(&r.resource.group, &r.resource.kind), r))
+            .collect();
+        let selector = self.selector.clone();
         for (gk, resource) in wanted {
             if self.kinds.contains_key(&gk) {
                 continue;
