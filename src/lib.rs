@@ -5,6 +5,7 @@
 //! `plan` (pure) → `apply` (Kubernetes), with every outcome appended to the `store`.
 #![forbid(unsafe_code)]
 
+pub mod agent;
 pub mod apply;
 pub mod cli;
 pub mod cluster;
@@ -14,6 +15,7 @@ pub mod event;
 pub mod health;
 pub mod observe;
 pub mod plan;
+pub mod reconcile;
 pub mod render;
 pub mod source;
 pub mod store;

@@ -2,7 +2,9 @@
 //! Each subcommand lives in its own module and returns `anyhow::Result` (the CLI is an edge).
 
 mod fetch;
+mod run;
 mod store;
+mod sync;
 mod version;
 
 use crate::telemetry::{self, LogFormat};
@@ -30,6 +32,14 @@ pub enum Command {
     Fetch(fetch::FetchArgs),
     /// Inspect and maintain the event store: verify, rebuild, export, import, compact.
     Store(store::StoreArgs),
+    /// Run the agent: reconcile every App until SIGINT or SIGTERM (in-flight work finishes
+    /// and the store is flushed before exit).
+    Run(run::RunArgs),
+    /// One recorded sync pass of an App (fetch, render, apply, prune, health), with progress.
+    Sync(sync::SyncArgs),
+    /// What a sync of an App would change, from a server-side dry run. Exit code 1 when
+    /// anything would change, 0 when nothing would.
+    Diff(sync::DiffArgs),
 }
 
 /// Output formats shared by commands that print data.
@@ -51,5 +61,8 @@ pub async fn run() -> anyhow::Result<std::process::ExitCode> {
         Command::Version(args) => version::run(args).await,
         Command::Fetch(args) => fetch::run(args).await,
         Command::Store(args) => store::run(args).await,
+        Command::Run(args) => run::run(args).await,
+        Command::Sync(args) => sync::sync(args).await,
+        Command::Diff(args) => sync::diff(args).await,
     }
 }

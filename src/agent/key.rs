@@ -1,0 +1,113 @@
+//! Owns the agent's secret key: 32 random bytes in a file (mode 0600) that keys the hashes of
+//! Secret values in the log and blob store. Losing it does not lose history; it only makes
+//! every Secret look changed once (its hashes no longer match), so it is re-applied.
+
+use crate::render::SecretKey;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("reading the secret key {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: a secret key file holds 64 hex digits, found {found} bytes of something else")]
+    Malformed { path: PathBuf, found: usize },
+    #[error("creating the secret key {path}: {source}")]
+    Create {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The key file inside a store directory.
+pub fn default_path(store: &Path) -> PathBuf {
+    store.join("secret.key")
+}
+
+/// Reads the key, or creates one when the file does not exist.
+pub fn load_or_create(path: &Path) -> Result<SecretKey, KeyError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let trimmed = text.trim();
+            let bytes: [u8; 32] = hex::decode(trimmed)
+                .ok()
+                .and_then(|v| v.try_into().ok())
+                .ok_or_else(|| KeyError::Malformed {
+                    path: path.to_path_buf(),
+                    found: trimmed.len(),
+                })?;
+            Ok(SecretKey::new(bytes))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => create(path),
+        Err(source) => Err(KeyError::Read {
+            path: path.to_path_buf(),
+            source,
+        }),
+    }
+}
+
+fn create(path: &Path) -> Result<SecretKey, KeyError> {
+    let err = |source| KeyError::Create {
+        path: path.to_path_buf(),
+        source,
+    };
+    let bytes: [u8; 32] = rand::random();
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(err)?;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    // create_new: two agents starting at once must not each write a different key.
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(mut file) => {
+            file.write_all(hex::encode(bytes).as_bytes())
+                .and_then(|_| file.sync_all())
+                .map_err(err)?;
+            Ok(SecretKey::new(bytes))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => load_or_create(path),
+        Err(e) => Err(err(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_created_key_is_read_back_and_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k/secret.key");
+        let first = load_or_create(&path).unwrap();
+        assert_eq!(load_or_create(&path).unwrap(), first);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        let other = tempfile::tempdir().unwrap();
+        assert_ne!(
+            load_or_create(&other.path().join("secret.key")).unwrap(),
+            first,
+            "each agent gets its own random key"
+        );
+    }
+
+    #[test]
+    fn a_damaged_key_file_is_an_error_not_a_new_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret.key");
+        std::fs::write(&path, "not hex").unwrap();
+        let err = load_or_create(&path).unwrap_err();
+        assert!(matches!(err, KeyError::Malformed { .. }), "{err}");
+        assert!(err.to_string().contains("secret.key"));
+    }
+}

@@ -1,0 +1,66 @@
+//! Owns `reckon run`: the agent, until SIGINT or SIGTERM.
+
+use crate::agent::{self, AgentOptions, WebhookSecrets};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Where the configuration, the store, the Git mirrors and the secret key are.
+#[derive(Debug, clap::Args)]
+pub struct Paths {
+    /// The configuration file listing the Apps.
+    #[arg(long, short, env = "RECKON_CONFIG", default_value = "reckon.yaml")]
+    pub config: PathBuf,
+    /// The store directory (created when missing).
+    #[arg(long, env = "RECKON_STORE", default_value = "./reckon-store")]
+    pub store: PathBuf,
+    /// Where the bare mirrors of the remotes live.
+    #[arg(long, env = "RECKON_CACHE", default_value = "./reckon-cache")]
+    pub cache: PathBuf,
+    /// The key for keyed hashes of Secret values (default: secret.key in the store; created
+    /// when missing). Back it up with the store.
+    #[arg(long, env = "RECKON_KEY_FILE")]
+    pub key_file: Option<PathBuf>,
+}
+
+impl Paths {
+    pub fn options(&self) -> AgentOptions {
+        let mut options =
+            AgentOptions::new(self.config.clone(), self.store.clone(), self.cache.clone());
+        if let Some(key) = &self.key_file {
+            options.key_file = key.clone();
+        }
+        options
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    paths: Paths,
+    /// Serve /healthz, /readyz and the webhook endpoints (/hooks/github, /hooks/gitlab,
+    /// /hooks/generic/APP) on this address.
+    #[arg(long, env = "RECKON_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// GitHub webhook secret (X-Hub-Signature-256).
+    #[arg(long, env = "RECKON_GITHUB_SECRET", hide_env_values = true)]
+    github_secret: Option<String>,
+    /// GitLab webhook token (X-Gitlab-Token).
+    #[arg(long, env = "RECKON_GITLAB_TOKEN", hide_env_values = true)]
+    gitlab_token: Option<String>,
+    /// Secret of the generic HMAC webhook.
+    #[arg(long, env = "RECKON_WEBHOOK_SECRET", hide_env_values = true)]
+    webhook_secret: Option<String>,
+}
+
+pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let mut options = args.paths.options();
+    options.listen = args.listen;
+    options.webhooks = WebhookSecrets {
+        github: args.github_secret,
+        gitlab: args.gitlab_token,
+        generic: args.webhook_secret,
+    };
+    agent::run(options, agent::stop_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}

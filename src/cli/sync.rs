@@ -1,0 +1,388 @@
+//! Owns `reckon sync APP` (one recorded pass, with progress) and `reckon diff APP` (a
+//! server-side dry run of what a sync would change; exit code 1 when anything would).
+
+use super::run::Paths;
+use crate::agent::key;
+use crate::apply::{Catalog, DiffOutcome, ObjectOutcome, Outcome};
+use crate::config;
+use crate::reconcile::{Live, PassOptions, PassReport, PassStatus, Reconciler};
+use crate::source::{GitSource, config::spec_for};
+use crate::store::{OpenOptions, SledStore, writer};
+use crate::watch::{AppWatch, WatchOptions};
+use anyhow::Context;
+use futures::StreamExt;
+use std::collections::HashMap;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::RwLock;
+
+#[derive(Debug, clap::Args)]
+pub struct SyncArgs {
+    #[command(flatten)]
+    paths: Paths,
+    /// Use the last recorded head instead of fetching first.
+    #[arg(long)]
+    no_fetch: bool,
+    /// Sync every App of the configuration (concurrently).
+    #[arg(long, conflicts_with = "apps")]
+    all: bool,
+    /// The Apps to sync.
+    #[arg(required_unless_present = "all")]
+    apps: Vec<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DiffArgs {
+    #[command(flatten)]
+    paths: Paths,
+    /// Use the last recorded head instead of fetching first.
+    #[arg(long)]
+    no_fetch: bool,
+    /// The App to compare.
+    app: String,
+}
+
+async fn reconciler(
+    paths: &Paths,
+    name: &str,
+) -> anyhow::Result<(
+    Reconciler,
+    writer::StoreHandle,
+    tokio::task::JoinHandle<Result<(), crate::store::StoreError>>,
+)> {
+    let cfg = config::load(&paths.config)?;
+    let app = cfg
+        .app(name)
+        .with_context(|| format!("no app named {name:?} in {}", paths.config.display()))?
+        .clone();
+    let store = SledStore::open(
+        &paths.store,
+        OpenOptions {
+            create: true,
+            ..Default::default()
+        },
+    )
+    .with_context(|| format!("opening the store {}", paths.store.display()))?;
+    let key = key::load_or_create(&paths.options().key_file)?;
+    let client = crate::cluster::client(
+        app.target.kubeconfig.as_deref(),
+        app.target.context.as_deref(),
+    )
+    .await?;
+    let catalog = Catalog::new(client).await?;
+    let source = GitSource::new(spec_for(&app)?, &paths.cache);
+    let (handle, task) = writer::spawn(store);
+    let r = Reconciler::new(
+        app,
+        source,
+        handle.clone(),
+        key,
+        Arc::new(catalog),
+        Live::Direct,
+    );
+    Ok((r, handle, task))
+}
+
+fn short(sha: &str) -> &str {
+    &sha[..sha.len().min(12)]
+}
+
+fn progress_line(o: &ObjectOutcome) -> String {
+    let what = match &o.outcome {
+        Outcome::Created => "created".to_string(),
+        Outcome::Configured { changed } => format!("configured ({} field(s))", changed.len()),
+        Outcome::Unchanged => "unchanged".to_string(),
+        Outcome::Failed { error, .. } => format!("FAILED: {error}"),
+        Outcome::Pruned => "pruned".to_string(),
+        Outcome::PruneFailed { error, .. } => format!("prune FAILED: {error}"),
+        Outcome::Skipped { reason } => format!("skipped: {reason:?}"),
+    };
+    format!("{}  {what}", o.object)
+}
+
+/// A target cluster: kubeconfig path and context.
+type ClusterKey = (Option<PathBuf>, Option<String>);
+
+/// Passes run at once by `sync --all`; each is mostly waiting on the API server.
+const SYNC_CONCURRENCY: usize = 32;
+
+pub async fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
+    let cfg = config::load(&args.paths.config)?;
+    for name in &args.apps {
+        if cfg.app(name).is_none() {
+            anyhow::bail!("no app named {name:?} in {}", args.paths.config.display());
+        }
+    }
+    let apps: Vec<config::App> = cfg
+        .sync_order()
+        .into_iter()
+        .filter(|a| args.all || args.apps.contains(&a.name))
+        .cloned()
+        .collect();
+    let store = SledStore::open(
+        &args.paths.store,
+        OpenOptions {
+            create: true,
+            ..Default::default()
+        },
+    )
+    .with_context(|| format!("opening the store {}", args.paths.store.display()))?;
+    let key = key::load_or_create(&args.paths.options().key_file)?;
+    let (handle, task) = writer::spawn(store);
+
+    // One catalog and one watch per cluster: a single App watches its own objects, several
+    // share one watch per kind (listing each kind once instead of reading each object).
+    let mut clusters: HashMap<ClusterKey, (Arc<Catalog>, Live)> = HashMap::new();
+    let mut reconcilers = Vec::new();
+    // Kept open for the whole run: a watch whose notifications receiver is gone stops updating
+    // its cache (nobody reads them here; the debouncer merges them while unread).
+    let mut notifications = Vec::new();
+    for app in apps {
+        let target = (app.target.kubeconfig.clone(), app.target.context.clone());
+        if !clusters.contains_key(&target) {
+            let client = crate::cluster::client(
+                app.target.kubeconfig.as_deref(),
+                app.target.context.as_deref(),
+            )
+            .await?;
+            let catalog = Arc::new(Catalog::new(client.clone()).await?);
+            let (watch, changes) = if args.all || args.apps.len() > 1 {
+                AppWatch::for_all_apps(client, key.clone(), WatchOptions::default())
+            } else {
+                AppWatch::new(client, &app.name, key.clone(), WatchOptions::default())
+            };
+            notifications.push(changes);
+            let live = Live::Watch(Arc::new(RwLock::new(watch)));
+            clusters.insert(target.clone(), (catalog, live));
+        }
+        let (catalog, live) = clusters[&target].clone();
+        let source = GitSource::new(spec_for(&app)?, &args.paths.cache);
+        reconcilers.push(Reconciler::new(
+            app,
+            source,
+            handle.clone(),
+            key.clone(),
+            catalog,
+            live,
+        ));
+    }
+
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, ObjectOutcome)>();
+    let tty = std::io::stderr().is_terminal();
+    let printer = tokio::spawn(async move {
+        let mut n = 0;
+        while let Some((app, o)) = rx.recv().await {
+            n += 1;
+            let line = progress_line(&o);
+            if tty {
+                eprintln!("[{n}] {app}: {line}");
+            } else {
+                println!("{line}");
+            }
+        }
+    });
+    let fetch = !args.no_fetch;
+    let results: Vec<(String, Result<PassReport, crate::reconcile::ReconcileError>)> =
+        futures::stream::iter(reconcilers)
+            .map(|mut r| {
+                let tx = tx.clone();
+                async move {
+                    let name = r.app().name.clone();
+                    let (ptx, mut prx) = tokio::sync::mpsc::unbounded_channel();
+                    let forward = {
+                        let name = name.clone();
+                        tokio::spawn(async move {
+                            while let Some(o) = prx.recv().await {
+                                let _ = tx.send((name.clone(), o));
+                            }
+                        })
+                    };
+                    let report = r
+                        .pass(&PassOptions {
+                            fetch,
+                            progress: Some(ptx),
+                        })
+                        .await;
+                    drop(r);
+                    let _ = forward.await;
+                    (name, report)
+                }
+            })
+            .buffer_unordered(SYNC_CONCURRENCY)
+            .collect()
+            .await;
+    drop(tx);
+    drop(notifications);
+    let _ = printer.await;
+    handle.close().await?;
+    task.await??;
+
+    let mut out = std::io::stdout().lock();
+    let mut failed = false;
+    let mut results = results;
+    results.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, result) in results {
+        match result {
+            Ok(report) => failed |= !summarize(&mut out, &name, &report)?,
+            Err(e) => {
+                failed = true;
+                writeln!(out, "{name}: {e}")?;
+            }
+        }
+    }
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// One App's summary line; false when the pass did not leave it in sync.
+fn summarize(out: &mut impl Write, name: &str, report: &PassReport) -> std::io::Result<bool> {
+    if let Some(e) = &report.fetch_failure {
+        writeln!(
+            out,
+            "{name}: fetch failed, used the last good revision: {e}"
+        )?;
+    }
+    let rev = report.revision.as_deref().map(short).unwrap_or("-");
+    Ok(match &report.status {
+        PassStatus::NoRevision => {
+            writeln!(out, "{name}: no revision to deploy yet")?;
+            false
+        }
+        PassStatus::Suspended => {
+            writeln!(out, "{name}: suspended; nothing done")?;
+            true
+        }
+        PassStatus::RenderFailed { error } => {
+            writeln!(
+                out,
+                "{name}: render of {rev} failed, nothing applied or pruned: {error}"
+            )?;
+            false
+        }
+        PassStatus::InSync => {
+            writeln!(out, "{name}: in sync at {rev}; nothing to do")?;
+            true
+        }
+        PassStatus::Synced { outcome, counts } => {
+            writeln!(
+                out,
+                "{name}: synced {rev}: {outcome:?} ({} created, {} configured, {} unchanged, {} pruned, {} prune skipped, {} failed); health {:?}; {} event(s) recorded in {:.1}s",
+                counts.created,
+                counts.configured,
+                counts.unchanged,
+                counts.pruned,
+                counts.prune_skipped,
+                counts.failed,
+                report.health,
+                report.appended,
+                report.duration.as_secs_f64()
+            )?;
+            matches!(outcome, crate::event::SyncOutcome::Succeeded)
+        }
+    })
+}
+
+pub async fn diff(args: DiffArgs) -> anyhow::Result<ExitCode> {
+    let (mut r, handle, task) = reconciler(&args.paths, &args.app).await?;
+    let result = r.diff(!args.no_fetch).await;
+    drop(r);
+    handle.close().await?;
+    task.await??;
+    let report = result?;
+    let mut out = std::io::stdout().lock();
+    let Some(rev) = report.revision.as_deref() else {
+        writeln!(out, "{}: no revision to deploy yet", args.app)?;
+        return Ok(ExitCode::from(2));
+    };
+    if let Some(error) = &report.render_error {
+        writeln!(
+            out,
+            "{}: render of {} failed: {error}",
+            args.app,
+            short(rev)
+        )?;
+        return Ok(ExitCode::from(1));
+    }
+    if let Some(plan) = &report.plan {
+        for rejected in &plan.rejected {
+            writeln!(
+                out,
+                "! {}  rejected: {:?}",
+                rejected.object, rejected.reason
+            )?;
+        }
+        for action in &plan.actions {
+            if let crate::plan::Action::Drift {
+                object,
+                drift,
+                corrected,
+            } = action
+            {
+                let fields = crate::reconcile::events::drift_fields(drift);
+                writeln!(
+                    out,
+                    "~ {object}  drifted ({}){}",
+                    fields.join(", "),
+                    if *corrected {
+                        "; a sync corrects it"
+                    } else {
+                        "; detect mode: left alone"
+                    }
+                )?;
+            }
+        }
+    }
+    for o in &report.objects {
+        match &o.outcome {
+            DiffOutcome::Unchanged => {}
+            DiffOutcome::Create { fields, validated } => {
+                writeln!(
+                    out,
+                    "+ {}  create{}",
+                    o.object,
+                    if *validated {
+                        ""
+                    } else {
+                        " (not validated: its CRD is not installed yet)"
+                    }
+                )?;
+                let _ = fields;
+            }
+            DiffOutcome::Configure { fields } => {
+                writeln!(out, "~ {}  configure", o.object)?;
+                for f in fields {
+                    let v = |v: &Option<serde_json::Value>| {
+                        v.as_ref()
+                            .map(|v| v.to_string())
+                            .unwrap_or_else(|| "(absent)".into())
+                    };
+                    writeln!(
+                        out,
+                        "    {}: {} -> {}",
+                        f.pointer,
+                        v(&f.before),
+                        v(&f.after)
+                    )?;
+                }
+            }
+            DiffOutcome::Delete => writeln!(out, "- {}  prune", o.object)?,
+            DiffOutcome::Failed { error, .. } => {
+                writeln!(out, "! {}  would fail: {error}", o.object)?
+            }
+            DiffOutcome::Skipped { reason } => {
+                writeln!(out, "  {}  skipped: {reason:?}", o.object)?
+            }
+        }
+    }
+    if report.has_changes() {
+        Ok(ExitCode::from(1))
+    } else {
+        writeln!(out, "{}: no changes at {}", args.app, short(rev))?;
+        Ok(ExitCode::SUCCESS)
+    }
+}

@@ -1,0 +1,376 @@
+//! Owns the translation of plans, apply outcomes and health into event drafts: pure functions,
+//! so what a sync records is unit-tested without a cluster.
+
+use crate::apply::{FailureCause, ObjectOutcome, Outcome, SkipReason};
+use crate::event::{self, Digest, Draft, Event, FieldDiff, FieldManager};
+use crate::health::{self, Status};
+use crate::plan::{self, Action, ChangeKind, Drift, FieldChange, PruneSkipReason, RejectReason};
+use chrono::{DateTime, Utc};
+use std::collections::BTreeMap;
+
+/// The event store's object reference for a planner reference (the uid is not known here).
+pub fn event_ref(object: &plan::ObjectRef) -> event::ObjectRef {
+    event::ObjectRef {
+        group: object.group.clone(),
+        version: object.version.clone(),
+        kind: object.kind.clone(),
+        namespace: object.namespace.clone(),
+        name: object.name.clone(),
+        uid: None,
+    }
+}
+
+/// The planner's reference for a stored one.
+pub fn plan_ref(object: &event::ObjectRef) -> plan::ObjectRef {
+    plan::ObjectRef {
+        group: object.group.clone(),
+        version: object.version.clone(),
+        kind: object.kind.clone(),
+        namespace: object.namespace.clone(),
+        name: object.name.clone(),
+    }
+}
+
+/// `sha256:<hex>` (the render digest form) to the store's digest.
+pub fn digest_of(text: &str) -> Option<Digest> {
+    Digest::from_hex(text.strip_prefix("sha256:").unwrap_or(text))
+}
+
+fn json(value: &Option<serde_json::Value>) -> Option<String> {
+    value.as_ref().map(|v| v.to_string())
+}
+
+fn field_diff(change: &FieldChange) -> FieldDiff {
+    FieldDiff {
+        path: change.pointer.clone(),
+        expected: json(&change.before),
+        actual: match change.kind {
+            ChangeKind::Removed => None,
+            _ => json(&change.after),
+        },
+    }
+}
+
+fn parse_time(text: &Option<String>) -> Option<DateTime<Utc>> {
+    text.as_deref()
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// The DriftDetected event for a planner drift record: every drifted field with both values,
+/// and the field managers other than reckon that own them, with when they wrote.
+pub fn drift_detected(app: &str, object: &plan::ObjectRef, drift: &Drift) -> Draft {
+    let (diffs, managers) = match drift {
+        Drift::Deleted => (
+            vec![FieldDiff {
+                path: String::new(),
+                expected: Some("(object)".into()),
+                actual: None,
+            }],
+            Vec::new(),
+        ),
+        Drift::Modified(fields) => {
+            let diffs = fields.iter().map(|f| field_diff(&f.change)).collect();
+            // One entry per manager (and operation), listing the fields it owns.
+            let mut managers: BTreeMap<(String, String), FieldManager> = BTreeMap::new();
+            for field in fields {
+                for owner in &field.owners {
+                    let entry = managers
+                        .entry((owner.manager.clone(), owner.operation.clone()))
+                        .or_insert_with(|| FieldManager {
+                            manager: owner.manager.clone(),
+                            operation: owner.operation.clone(),
+                            fields: Vec::new(),
+                            time: parse_time(&owner.time),
+                        });
+                    if !entry.fields.contains(&field.change.pointer) {
+                        entry.fields.push(field.change.pointer.clone());
+                    }
+                    entry.time = entry.time.max(parse_time(&owner.time));
+                }
+            }
+            (diffs, managers.into_values().collect())
+        }
+    };
+    Draft::new(
+        Some(app),
+        Event::DriftDetected(event::DriftDetected {
+            object: event_ref(object),
+            diffs,
+            managers,
+        }),
+    )
+}
+
+/// A stable description of a drift, so the agent records a drift it keeps seeing (detect mode)
+/// once, not at every pass.
+pub fn drift_signature(drift: &Drift) -> String {
+    match drift {
+        Drift::Deleted => "deleted".into(),
+        Drift::Modified(fields) => fields
+            .iter()
+            .map(|f| {
+                format!(
+                    "{}={}",
+                    f.change.pointer,
+                    json(&f.change.after).unwrap_or_default()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(";"),
+    }
+}
+
+/// The drifted field pointers of a drift (`""`, the whole object, for a deletion).
+pub fn drift_fields(drift: &Drift) -> Vec<String> {
+    match drift {
+        Drift::Deleted => vec![String::new()],
+        Drift::Modified(fields) => fields.iter().map(|f| f.change.pointer.clone()).collect(),
+    }
+}
+
+fn prune_reason(reason: &PruneSkipReason) -> String {
+    match reason {
+        PruneSkipReason::PruningDisabled => "pruning is disabled for this App".into(),
+        PruneSkipReason::EmptyDesiredSet => {
+            "the desired set is empty and prune.allow_empty is off".into()
+        }
+        PruneSkipReason::Annotation => "annotated reckon.dev/prune: disabled".into(),
+        PruneSkipReason::OwnedByOtherApp { owner } => {
+            format!("the live object now belongs to App {owner}")
+        }
+        PruneSkipReason::RenderFailed => "rendering failed: the desired set is unknown".into(),
+    }
+}
+
+fn cause_text(cause: &FailureCause) -> String {
+    match cause {
+        FailureCause::Conflict { conflicts } => {
+            let fields: Vec<String> = conflicts
+                .iter()
+                .map(|c| format!("{} owned by {}", c.field, c.manager))
+                .collect();
+            format!("conflict: {}", fields.join(", "))
+        }
+        FailureCause::Invalid { causes } if !causes.is_empty() => {
+            format!("invalid: {}", causes.join("; "))
+        }
+        FailureCause::Invalid { .. } => "invalid".into(),
+        FailureCause::Forbidden => "forbidden".into(),
+        FailureCause::NotFound => "not found".into(),
+        FailureCause::UnknownKind => "kind not served".into(),
+        FailureCause::NotEstablished => "CRD not established".into(),
+        FailureCause::Api { code, reason } => format!("API error {code} {reason}"),
+        FailureCause::Transport => "transport".into(),
+    }
+}
+
+/// The event for one outcome of work, `None` for an unchanged object (counted, not recorded).
+/// `blob` is the store address of the applied object's storable manifest.
+pub fn outcome_draft(
+    app: &str,
+    revision: &str,
+    outcome: &ObjectOutcome,
+    blob: Option<Digest>,
+) -> Option<Draft> {
+    let object = event_ref(&outcome.object);
+    let event = match &outcome.outcome {
+        Outcome::Unchanged => return None,
+        Outcome::Created | Outcome::Configured { .. } => {
+            let (action, changed_fields) = match &outcome.outcome {
+                Outcome::Configured { changed } => (
+                    event::ApplyAction::Configured,
+                    changed.iter().map(|c| c.pointer.clone()).collect(),
+                ),
+                _ => (event::ApplyAction::Created, Vec::new()),
+            };
+            Event::ObjectApplied(event::ObjectApplied {
+                revision: revision.to_string(),
+                object,
+                action,
+                changed_fields,
+                digest: blob
+                    .or_else(|| outcome.digest.as_deref().and_then(digest_of))
+                    .unwrap_or(Digest::ZERO),
+            })
+        }
+        Outcome::Failed { error, cause } | Outcome::PruneFailed { error, cause } => {
+            let verb = if matches!(outcome.outcome, Outcome::PruneFailed { .. }) {
+                "prune"
+            } else {
+                "apply"
+            };
+            Event::ApplyFailed(event::ApplyFailed {
+                revision: revision.to_string(),
+                object,
+                error: format!(
+                    "{verb} of {}: {} ({error})",
+                    outcome.object,
+                    cause_text(cause)
+                ),
+            })
+        }
+        Outcome::Pruned => Event::ObjectPruned(event::ObjectPruned {
+            revision: revision.to_string(),
+            object,
+        }),
+        Outcome::Skipped {
+            reason: SkipReason::Prune(reason),
+        } => Event::PruneSkipped(event::PruneSkipped {
+            revision: revision.to_string(),
+            object,
+            reason: prune_reason(reason),
+        }),
+        Outcome::Skipped { reason } => Event::ApplyFailed(event::ApplyFailed {
+            revision: revision.to_string(),
+            object,
+            error: match reason {
+                SkipReason::CrdNotReady { crd } => {
+                    format!("not applied: its CRD {crd} did not become established")
+                }
+                SkipReason::NamespaceNotApplied { namespace } => {
+                    format!("not applied: its Namespace {namespace} failed to apply")
+                }
+                SkipReason::Prune(_) => unreachable!("matched above"),
+            },
+        }),
+    };
+    Some(Draft::new(Some(app), event))
+}
+
+/// ApplyFailed for a desired object the planner rejected (neither applied nor pruned).
+pub fn rejected_draft(app: &str, revision: &str, rejected: &plan::Rejected) -> Draft {
+    let error = match rejected.reason {
+        RejectReason::UnknownKind => format!(
+            "{}: kind {} is not served by the cluster and no CRD in this revision defines it",
+            rejected.object,
+            rejected.object.api_version() + "/" + &rejected.object.kind
+        ),
+        RejectReason::Duplicate => format!(
+            "{}: defined twice once namespaces are defaulted",
+            rejected.object
+        ),
+    };
+    Draft::new(
+        Some(app),
+        Event::ApplyFailed(event::ApplyFailed {
+            revision: revision.to_string(),
+            object: event_ref(&rejected.object),
+            error,
+        }),
+    )
+}
+
+/// Whether a plan has work or something new to record (anything but unchanged objects and
+/// prune skips, which the previous sync of the same revision already recorded).
+pub fn has_work(actions: &[Action]) -> bool {
+    actions.iter().any(|a| {
+        matches!(
+            a,
+            Action::Create { .. }
+                | Action::Configure { .. }
+                | Action::Prune { .. }
+                | Action::Drift { .. }
+        )
+    })
+}
+
+/// The health the event model records for a readiness status.
+pub fn event_health(status: Status) -> event::Health {
+    match status {
+        Status::Current => event::Health::Healthy,
+        Status::InProgress | Status::Terminating => event::Health::Progressing,
+        Status::Failed => event::Health::Degraded,
+        Status::Unknown => event::Health::Unknown,
+    }
+}
+
+/// An App's aggregate health: the worst of its objects (Missing counts as Degraded-like),
+/// Healthy for an App with no objects.
+pub fn aggregate(objects: &[event::Health]) -> event::Health {
+    use event::Health as H;
+    let rank = |h: &H| match h {
+        H::Healthy => 0,
+        H::Unknown => 1,
+        H::Progressing => 2,
+        H::Missing => 3,
+        H::Degraded => 4,
+    };
+    objects
+        .iter()
+        .copied()
+        .max_by_key(rank)
+        .unwrap_or(H::Healthy)
+}
+
+/// HealthChanged for one object (or the App when `object` is `None`).
+pub fn health_changed(
+    app: &str,
+    object: Option<&plan::ObjectRef>,
+    from: event::Health,
+    to: event::Health,
+    message: Option<String>,
+) -> Draft {
+    Draft::new(
+        Some(app),
+        Event::HealthChanged(event::HealthChanged {
+            object: object.map(event_ref),
+            from,
+            to,
+            message,
+        }),
+    )
+}
+
+/// The counts of a sync, from its outcomes (rejected objects count as failed).
+pub fn counts(outcomes: &[ObjectOutcome], rejected: usize) -> event::SyncCounts {
+    let mut c = event::SyncCounts {
+        failed: rejected as u32,
+        ..Default::default()
+    };
+    for o in outcomes {
+        match o.outcome {
+            Outcome::Created => c.created += 1,
+            Outcome::Configured { .. } => c.configured += 1,
+            Outcome::Unchanged => c.unchanged += 1,
+            Outcome::Pruned => c.pruned += 1,
+            Outcome::Skipped {
+                reason: SkipReason::Prune(_),
+            } => c.prune_skipped += 1,
+            Outcome::Failed { .. } | Outcome::PruneFailed { .. } | Outcome::Skipped { .. } => {
+                c.failed += 1
+            }
+        }
+    }
+    c
+}
+
+/// A sync's outcome: Failed when nothing that was tried worked (or the objects did not become
+/// healthy in time), PartiallyFailed when some objects failed, Succeeded otherwise.
+pub fn sync_outcome(counts: &event::SyncCounts, healthy: bool) -> event::SyncOutcome {
+    let done = counts.created + counts.configured + counts.pruned;
+    if counts.failed > 0 && done == 0 {
+        event::SyncOutcome::Failed
+    } else if counts.failed > 0 {
+        event::SyncOutcome::PartiallyFailed
+    } else if !healthy {
+        event::SyncOutcome::Failed
+    } else {
+        event::SyncOutcome::Succeeded
+    }
+}
+
+/// Health of a live object as recorded: its readiness, `Missing` when it is absent.
+pub fn observed_health(observation: Option<&plan::Observation>) -> (event::Health, String) {
+    match observation {
+        Some(plan::Observation::Present(live)) => {
+            let h = health::assess(&live.manifest);
+            (event_health(h.status), h.message)
+        }
+        Some(plan::Observation::Absent) => (event::Health::Missing, "not found".into()),
+        None => (event::Health::Unknown, "not observed yet".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,287 @@
+use super::*;
+use crate::apply::FieldConflict;
+use crate::plan::{DriftedField, FieldOwner, ObjectRef};
+use serde_json::json;
+
+fn deploy() -> ObjectRef {
+    ObjectRef::from_api_version("apps/v1", "Deployment", Some("ns"), "web")
+}
+
+fn outcome(outcome: Outcome) -> ObjectOutcome {
+    ObjectOutcome {
+        object: deploy(),
+        outcome,
+        digest: Some(format!("sha256:{}", "ab".repeat(32))),
+        reason: None,
+        resource_version: None,
+    }
+}
+
+#[test]
+fn references_convert_both_ways_without_a_uid() {
+    let e = event_ref(&deploy());
+    assert_eq!(e.uid, None);
+    assert_eq!(e.identity(), "apps/Deployment/ns/web");
+    assert_eq!(plan_ref(&e), deploy());
+}
+
+#[test]
+fn render_digests_parse_into_store_digests() {
+    let hex = "cd".repeat(32);
+    assert_eq!(digest_of(&format!("sha256:{hex}")).unwrap().to_hex(), hex);
+    assert_eq!(digest_of("sha256:zz"), None);
+}
+
+#[test]
+fn a_drift_names_each_field_both_values_and_the_managers_that_own_them() {
+    let drift = Drift::Modified(vec![
+        DriftedField {
+            change: FieldChange {
+                pointer: "/spec/replicas".into(),
+                kind: ChangeKind::Changed,
+                before: Some(json!(2)),
+                after: Some(json!(5)),
+            },
+            owners: vec![FieldOwner {
+                manager: "kubectl".into(),
+                operation: "Update".into(),
+                time: Some("2026-11-27T10:00:00Z".into()),
+            }],
+        },
+        DriftedField {
+            change: FieldChange {
+                pointer: "/metadata/labels/tier".into(),
+                kind: ChangeKind::Removed,
+                before: Some(json!("web")),
+                after: None,
+            },
+            owners: vec![FieldOwner {
+                manager: "kubectl".into(),
+                operation: "Update".into(),
+                time: Some("2026-11-27T10:05:00Z".into()),
+            }],
+        },
+    ]);
+    let draft = drift_detected("shop", &deploy(), &drift);
+    assert_eq!(draft.app.as_deref(), Some("shop"));
+    let Event::DriftDetected(e) = draft.event else {
+        panic!("not a DriftDetected: {:?}", draft.event)
+    };
+    assert_eq!(e.object.name, "web");
+    assert_eq!(
+        e.diffs,
+        vec![
+            FieldDiff {
+                path: "/spec/replicas".into(),
+                expected: Some("2".into()),
+                actual: Some("5".into()),
+            },
+            FieldDiff {
+                path: "/metadata/labels/tier".into(),
+                expected: Some("\"web\"".into()),
+                actual: None,
+            },
+        ]
+    );
+    assert_eq!(
+        e.managers.len(),
+        1,
+        "one entry per manager: {:?}",
+        e.managers
+    );
+    assert_eq!(e.managers[0].manager, "kubectl");
+    assert_eq!(
+        e.managers[0].fields,
+        vec!["/spec/replicas", "/metadata/labels/tier"]
+    );
+    assert_eq!(
+        e.managers[0].time.unwrap().to_rfc3339(),
+        "2026-11-27T10:05:00+00:00",
+        "the latest write time of the manager"
+    );
+    assert_eq!(
+        drift_fields(&drift),
+        vec!["/spec/replicas", "/metadata/labels/tier"]
+    );
+}
+
+#[test]
+fn a_deleted_object_is_a_drift_of_the_whole_object() {
+    let Event::DriftDetected(e) = drift_detected("a", &deploy(), &Drift::Deleted).event else {
+        panic!()
+    };
+    assert_eq!(e.diffs.len(), 1);
+    assert_eq!(e.diffs[0].path, "");
+    assert_eq!(e.diffs[0].actual, None);
+    assert_eq!(drift_signature(&Drift::Deleted), "deleted");
+}
+
+#[test]
+fn drift_signatures_differ_when_the_live_value_differs() {
+    let with = |after: i64| {
+        Drift::Modified(vec![DriftedField {
+            change: FieldChange {
+                pointer: "/spec/replicas".into(),
+                kind: ChangeKind::Changed,
+                before: Some(json!(1)),
+                after: Some(json!(after)),
+            },
+            owners: vec![],
+        }])
+    };
+    assert_eq!(drift_signature(&with(3)), drift_signature(&with(3)));
+    assert_ne!(drift_signature(&with(3)), drift_signature(&with(4)));
+}
+
+#[test]
+fn each_outcome_becomes_its_event_and_unchanged_records_nothing() {
+    let blob = Digest::of(b"x");
+    let created = outcome_draft("a", "r1", &outcome(Outcome::Created), Some(blob)).unwrap();
+    let Event::ObjectApplied(e) = created.event else {
+        panic!()
+    };
+    assert_eq!(e.action, event::ApplyAction::Created);
+    assert_eq!(e.digest, blob);
+    assert_eq!(e.revision, "r1");
+
+    let configured = outcome(Outcome::Configured {
+        changed: vec![FieldChange {
+            pointer: "/spec/replicas".into(),
+            kind: ChangeKind::Changed,
+            before: Some(json!(1)),
+            after: Some(json!(2)),
+        }],
+    });
+    let Event::ObjectApplied(e) = outcome_draft("a", "r1", &configured, None).unwrap().event else {
+        panic!()
+    };
+    assert_eq!(e.action, event::ApplyAction::Configured);
+    assert_eq!(e.changed_fields, vec!["/spec/replicas"]);
+    assert_eq!(
+        e.digest.to_hex(),
+        "ab".repeat(32),
+        "falls back to the render digest"
+    );
+
+    assert!(outcome_draft("a", "r1", &outcome(Outcome::Unchanged), None).is_none());
+
+    let Event::ObjectPruned(e) = outcome_draft("a", "r1", &outcome(Outcome::Pruned), None)
+        .unwrap()
+        .event
+    else {
+        panic!()
+    };
+    assert_eq!(e.object.name, "web");
+
+    let failed = outcome(Outcome::Failed {
+        error: "Apply failed with 1 conflict".into(),
+        cause: FailureCause::Conflict {
+            conflicts: vec![FieldConflict {
+                manager: "kubectl-edit".into(),
+                field: ".spec.replicas".into(),
+                message: "conflict".into(),
+            }],
+        },
+    });
+    let Event::ApplyFailed(e) = outcome_draft("a", "r1", &failed, None).unwrap().event else {
+        panic!()
+    };
+    assert!(
+        e.error.contains("Deployment") && e.error.contains(".spec.replicas owned by kubectl-edit"),
+        "{}",
+        e.error
+    );
+
+    let skipped = outcome(Outcome::Skipped {
+        reason: SkipReason::Prune(PruneSkipReason::RenderFailed),
+    });
+    let Event::PruneSkipped(e) = outcome_draft("a", "r1", &skipped, None).unwrap().event else {
+        panic!()
+    };
+    assert!(e.reason.contains("rendering failed"), "{}", e.reason);
+
+    let crd = outcome(Outcome::Skipped {
+        reason: SkipReason::CrdNotReady {
+            crd: "widgets.example.com".into(),
+        },
+    });
+    let Event::ApplyFailed(e) = outcome_draft("a", "r1", &crd, None).unwrap().event else {
+        panic!()
+    };
+    assert!(e.error.contains("widgets.example.com"), "{}", e.error);
+}
+
+#[test]
+fn rejected_objects_are_apply_failures_that_say_why() {
+    let rejected = plan::Rejected {
+        object: ObjectRef::from_api_version("example.com/v1", "Widget", Some("ns"), "w"),
+        reason: RejectReason::UnknownKind,
+    };
+    let Event::ApplyFailed(e) = rejected_draft("a", "r1", &rejected).event else {
+        panic!()
+    };
+    assert!(e.error.contains("not served"), "{}", e.error);
+    assert!(e.error.contains("example.com/v1/Widget"), "{}", e.error);
+}
+
+#[test]
+fn counts_and_outcome_follow_the_outcomes_and_health() {
+    let outcomes = vec![
+        outcome(Outcome::Created),
+        outcome(Outcome::Unchanged),
+        outcome(Outcome::Pruned),
+        outcome(Outcome::Skipped {
+            reason: SkipReason::Prune(PruneSkipReason::Annotation),
+        }),
+    ];
+    let c = counts(&outcomes, 0);
+    assert_eq!(
+        c,
+        event::SyncCounts {
+            created: 1,
+            configured: 0,
+            unchanged: 1,
+            pruned: 1,
+            prune_skipped: 1,
+            failed: 0,
+        }
+    );
+    assert_eq!(sync_outcome(&c, true), event::SyncOutcome::Succeeded);
+    assert_eq!(sync_outcome(&c, false), event::SyncOutcome::Failed);
+    let c = counts(&outcomes, 1);
+    assert_eq!(c.failed, 1);
+    assert_eq!(sync_outcome(&c, true), event::SyncOutcome::PartiallyFailed);
+    let only_failed = counts(&[], 2);
+    assert_eq!(sync_outcome(&only_failed, true), event::SyncOutcome::Failed);
+}
+
+#[test]
+fn app_health_is_the_worst_of_its_objects() {
+    use event::Health as H;
+    assert_eq!(aggregate(&[]), H::Healthy);
+    assert_eq!(aggregate(&[H::Healthy, H::Progressing]), H::Progressing);
+    assert_eq!(aggregate(&[H::Missing, H::Progressing]), H::Missing);
+    assert_eq!(
+        aggregate(&[H::Degraded, H::Missing, H::Healthy]),
+        H::Degraded
+    );
+    assert_eq!(aggregate(&[H::Unknown, H::Healthy]), H::Unknown);
+}
+
+#[test]
+fn live_observations_map_to_recorded_health() {
+    assert_eq!(observed_health(None).0, event::Health::Unknown);
+    assert_eq!(
+        observed_health(Some(&plan::Observation::Absent)).0,
+        event::Health::Missing
+    );
+    let live = plan::LiveObject {
+        object: ObjectRef::from_api_version("v1", "ConfigMap", Some("ns"), "c"),
+        manifest: json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}}),
+        managed_fields: vec![],
+    };
+    assert_eq!(
+        observed_health(Some(&plan::Observation::Present(live))).0,
+        event::Health::Healthy
+    );
+}

@@ -1,0 +1,949 @@
+//! Owns one App's sync pass: the revision to deploy (followed or pinned), render, the
+//! inventory folded from the log, live state (the shared watch cache, or one GET per object),
+//! plan, apply, health, and every step recorded as events as it happens.
+//!
+//! A pass records nothing when there is nothing new: an unchanged App whose live state matches
+//! what was applied costs no write to the cluster and no event. What is recorded is recorded as
+//! soon as it is known (each object's outcome streams from the executor into the log), so an
+//! agent killed mid-sync loses at most the requests in flight, and the restarted agent takes
+//! its inventory from the log and does not repeat what was recorded.
+
+pub mod events;
+
+use crate::apply::{self, ApplyOptions, Catalog, ChangeSet, ObjectOutcome, Outcome};
+use crate::config;
+use crate::event::{self, Digest, Draft, Event, SyncOutcome};
+use crate::health::{self, Status};
+use crate::observe;
+use crate::plan::{self, Action, DesiredObject, InventoryEntry, ObjectKey, Observed, Plan};
+use crate::render::{self, RenderOptions, SecretKey};
+use crate::source::GitSource;
+use crate::store::projection::AppState;
+use crate::store::{EventRead, StoreError, blob, writer::StoreHandle};
+use crate::watch::AppWatch;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// Errors that stop a pass. Everything about the App's own input (a fetch failure, broken
+/// YAML, an invalid object) is not an error here: it is recorded as an event and reported.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error("App {app}: {source}")]
+    Observe {
+        app: String,
+        // Boxed: the largest variant sets the size of every `Result` in this module.
+        #[source]
+        source: Box<observe::ObserveError>,
+    },
+    #[error("App {app}: recording events: {source}")]
+    Store {
+        app: String,
+        #[source]
+        source: StoreError,
+    },
+    #[error("App {app}: the log names blob {digest} for {object}, but the store {problem}")]
+    Blob {
+        app: String,
+        object: String,
+        digest: Digest,
+        problem: String,
+    },
+    #[error("App {app}: waiting for the watch cache: {source}")]
+    Watch {
+        app: String,
+        #[source]
+        source: crate::watch::WatchError,
+    },
+}
+
+/// Where a pass reads live objects from.
+#[derive(Clone)]
+pub enum Live {
+    /// One GET per object (one-shot commands: `reckon sync`, `reckon diff`).
+    Direct,
+    /// The agent's watch cache, shared by every App on the cluster.
+    Watch(Arc<RwLock<AppWatch>>),
+}
+
+/// What a pass should do besides planning.
+#[derive(Clone, Default)]
+pub struct PassOptions {
+    /// Fetch the source first (a poll or webhook); otherwise use the last recorded head.
+    pub fetch: bool,
+    /// Each outcome as it happens (for progress on a terminal).
+    pub progress: Option<mpsc::UnboundedSender<ObjectOutcome>>,
+}
+
+/// How a pass ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PassStatus {
+    /// The source has no deployable revision yet (never fetched, or every fetch failed).
+    NoRevision,
+    Suspended,
+    /// Rendering failed; nothing was applied or pruned.
+    RenderFailed {
+        error: String,
+    },
+    /// Live state matches the revision; nothing was sent or recorded.
+    InSync,
+    /// A sync ran and was recorded.
+    Synced {
+        outcome: SyncOutcome,
+        counts: event::SyncCounts,
+    },
+}
+
+/// The result of one pass.
+#[derive(Debug, Clone)]
+pub struct PassReport {
+    pub revision: Option<String>,
+    pub status: PassStatus,
+    /// Why the fetch failed, if it ran and failed (the pass then used the last good head).
+    pub fetch_failure: Option<String>,
+    /// Events this pass appended.
+    pub appended: usize,
+    /// The App's health after the pass.
+    pub health: event::Health,
+    pub duration: Duration,
+}
+
+/// What a pass remembers for the next one (in memory: losing it costs one repeated record).
+#[derive(Default)]
+struct Memory {
+    /// The last render failure recorded: `(revision, error)`.
+    render_failure: Option<(String, String)>,
+    /// Drifts recorded and not yet corrected (detect mode), by object.
+    drifts: HashMap<ObjectKey, String>,
+    /// Last recorded health per object, and of the App.
+    health: HashMap<ObjectKey, event::Health>,
+    app_health: Option<event::Health>,
+    /// Storable manifests by blob address (inventory entries' last applied state).
+    blobs: HashMap<Digest, serde_json::Value>,
+}
+
+/// One App's reconciler: its configuration, source, cluster and memory between passes.
+pub struct Reconciler {
+    app: config::App,
+    source: GitSource,
+    store: StoreHandle,
+    key: SecretKey,
+    catalog: Arc<Catalog>,
+    live: Live,
+    apply: ApplyOptions,
+    memory: Memory,
+    /// Objects this App manages (desired and inventory), for routing watch notifications.
+    managed: Vec<ObjectKey>,
+}
+
+/// How often a pass re-reads the watch cache while waiting for health.
+const HEALTH_POLL: Duration = Duration::from_millis(200);
+/// How long a pass waits for the watch cache of a kind it has just started watching.
+const WATCH_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Reconciler {
+    pub fn new(
+        app: config::App,
+        source: GitSource,
+        store: StoreHandle,
+        key: SecretKey,
+        catalog: Arc<Catalog>,
+        live: Live,
+    ) -> Self {
+        let apply = ApplyOptions::from_app(&app);
+        Self {
+            app,
+            source,
+            store,
+            key,
+            catalog,
+            live,
+            apply,
+            memory: Memory::default(),
+            managed: Vec::new(),
+        }
+    }
+
+    pub fn app(&self) -> &config::App {
+        &self.app
+    }
+
+    pub fn source(&self) -> &GitSource {
+        &self.source
+    }
+
+    /// The objects the last pass found this App managing (desired and inventory).
+    pub fn managed(&self) -> &[ObjectKey] {
+        &self.managed
+    }
+
+    fn store_err(&self, source: StoreError) -> ReconcileError {
+        ReconcileError::Store {
+            app: self.app.name.clone(),
+            source,
+        }
+    }
+
+    async fn append(
+        &self,
+        blobs: Vec<Vec<u8>>,
+        drafts: Vec<Draft>,
+    ) -> Result<usize, ReconcileError> {
+        if drafts.is_empty() && blobs.is_empty() {
+            return Ok(0);
+        }
+        let n = drafts.len();
+        self.store
+            .append_with_blobs(blobs, drafts)
+            .await
+            .map_err(|e| self.store_err(e))?;
+        Ok(n)
+    }
+
+    async fn state(&self) -> Result<AppState, ReconcileError> {
+        Ok(self
+            .store
+            .app_state(&self.app.name)
+            .await
+            .map_err(|e| self.store_err(e))?
+            .unwrap_or_default())
+    }
+
+    /// The revision to deploy: the pinned one, else the source's deployable head.
+    fn target_revision(state: &AppState) -> Option<String> {
+        if state.intent.is_pinned() {
+            state.intent.revision.clone()
+        } else {
+            state.deployable_head.clone()
+        }
+    }
+
+    /// The revision the App last finished a sync of (the latest `applied_at`).
+    fn applied_revision(state: &AppState) -> Option<&str> {
+        state
+            .revisions
+            .iter()
+            .filter_map(|(sha, r)| r.applied_at.map(|t| (t, sha)))
+            .max()
+            .map(|(_, sha)| sha.as_str())
+    }
+
+    /// The inventory as the planner wants it: each entry's last applied manifest from the
+    /// blob the log names.
+    fn inventory(&mut self, state: &AppState) -> Result<Vec<InventoryEntry>, ReconcileError> {
+        let mut entries = Vec::with_capacity(state.inventory.len());
+        for entry in state.inventory.values() {
+            let digest = entry.last_digest;
+            let value = match self.memory.blobs.get(&digest) {
+                Some(v) => v.clone(),
+                None => {
+                    let problem = |p: String| ReconcileError::Blob {
+                        app: self.app.name.clone(),
+                        object: entry.object.identity(),
+                        digest,
+                        problem: p,
+                    };
+                    let bytes = self
+                        .store
+                        .reader()
+                        .blob(&digest)
+                        .map_err(|e| problem(format!("cannot read it: {e}")))?
+                        .ok_or_else(|| problem("does not hold it".into()))?;
+                    let v: serde_json::Value = serde_json::from_slice(&bytes)
+                        .map_err(|e| problem(format!("holds no JSON object: {e}")))?;
+                    self.memory.blobs.insert(digest, v.clone());
+                    v
+                }
+            };
+            // The blob is the rendered form (it hashes to the render digest); the planner
+            // compares live objects with it as applied, namespace defaulted.
+            let mut value = value;
+            if let (Some(ns), Some(meta)) = (
+                &entry.object.namespace,
+                value.get_mut("metadata").and_then(|m| m.as_object_mut()),
+            ) {
+                meta.entry("namespace")
+                    .or_insert_with(|| serde_json::Value::String(ns.clone()));
+            }
+            entries.push(InventoryEntry {
+                object: events::plan_ref(&entry.object),
+                last_applied_digest: format!("sha256:{}", digest.to_hex()),
+                last_applied: value,
+            });
+        }
+        Ok(entries)
+    }
+
+    async fn observe_live(
+        &self,
+        desired: &[DesiredObject],
+        inventory: &[InventoryEntry],
+    ) -> Result<Observed, ReconcileError> {
+        let ns = &self.app.target.namespace;
+        match &self.live {
+            Live::Direct => Ok(apply::observe(
+                &self.catalog,
+                desired,
+                inventory,
+                ns,
+                &self.key,
+                self.apply.concurrency,
+            )
+            .await),
+            Live::Watch(watch) => {
+                let kinds: Vec<apply::Resolved> = desired
+                    .iter()
+                    .map(|d| &d.object)
+                    .chain(inventory.iter().map(|e| &e.object))
+                    .filter_map(|o| self.catalog.resolve_kind(&o.group_kind()))
+                    .collect();
+                let pending = {
+                    let mut w = watch.write().expect("watch lock");
+                    w.add_kinds(kinds.clone());
+                    kinds.iter().any(|k| {
+                        !w.is_synced(&plan::GroupKind::new(&k.resource.group, &k.resource.kind))
+                    })
+                };
+                if pending {
+                    let deadline = Instant::now() + WATCH_SYNC_TIMEOUT;
+                    loop {
+                        let synced = {
+                            let w = watch.read().expect("watch lock");
+                            kinds.iter().all(|k| {
+                                w.is_synced(&plan::GroupKind::new(
+                                    &k.resource.group,
+                                    &k.resource.kind,
+                                ))
+                            })
+                        };
+                        if synced || Instant::now() >= deadline {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+                let lookup = |gk: &plan::GroupKind| self.catalog.scope(gk);
+                let w = watch.read().expect("watch lock");
+                Ok(w.observe_for(desired, inventory, ns, &lookup))
+            }
+        }
+    }
+
+    /// One pass: fetch (if asked), render the target revision, plan against the inventory and
+    /// live state, apply, wait for health, and record it all.
+    pub async fn pass(&mut self, options: &PassOptions) -> Result<PassReport, ReconcileError> {
+        let started = Instant::now();
+        let name = self.app.name.clone();
+        let mut appended = 0;
+        let mut fetch_failure = None;
+        if options.fetch {
+            let o = observe::observe(&self.store, &name, &self.source)
+                .await
+                .map_err(|source| ReconcileError::Observe {
+                    app: name.clone(),
+                    source: Box::new(source),
+                })?;
+            appended += o.appended;
+            fetch_failure = o.failure;
+        }
+        let state = self.state().await?;
+        let report = |revision, status, appended, health| PassReport {
+            revision,
+            status,
+            fetch_failure: fetch_failure.clone(),
+            appended,
+            health,
+            duration: started.elapsed(),
+        };
+        let current_health = self.memory.app_health.unwrap_or(event::Health::Unknown);
+
+        // Suspension follows the file; each change of it is recorded once.
+        if self.app.suspend != state.suspended {
+            let event = if self.app.suspend {
+                Event::AppSuspended(event::AppSuspended {
+                    reason: Some("suspend: true in the configuration".into()),
+                })
+            } else {
+                Event::AppResumed(event::AppResumed {
+                    reason: Some("suspend removed from the configuration".into()),
+                })
+            };
+            appended += self
+                .append(vec![], vec![Draft::new(Some(&name), event)])
+                .await?;
+        }
+        if self.app.suspend {
+            return Ok(report(
+                None,
+                PassStatus::Suspended,
+                appended,
+                current_health,
+            ));
+        }
+        let Some(revision) = Self::target_revision(&state) else {
+            return Ok(report(
+                None,
+                PassStatus::NoRevision,
+                appended,
+                current_health,
+            ));
+        };
+
+        // Render. A failure keeps everything applied before and prunes nothing.
+        let mut inventory = self.inventory(&state)?;
+        let rendered = match self.source.read_tree_async(revision.clone()).await {
+            Ok(files) => {
+                let options = RenderOptions {
+                    app: name.clone(),
+                    secret_key: self.key.clone(),
+                    kustomize_timeout: Duration::from_secs(60),
+                };
+                tokio::task::spawn_blocking(move || render::render(&files, &options))
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r.map_err(|e| e.to_string()))
+            }
+            Err(e) => Err(format!("reading revision {revision}: {e}")),
+        };
+        let rendered = match rendered {
+            Ok(r) => r,
+            Err(error) => {
+                let failure = (revision.clone(), error.clone());
+                if self.memory.render_failure.as_ref() != Some(&failure) {
+                    let mut drafts = vec![Draft::new(
+                        Some(&name),
+                        Event::RenderFailed(event::RenderFailed {
+                            revision: revision.clone(),
+                            error: error.clone(),
+                        }),
+                    )];
+                    for action in plan::render_failed(&inventory) {
+                        if let Action::PruneSkipped { object, reason } = &action {
+                            let outcome = ObjectOutcome {
+                                object: object.clone(),
+                                outcome: Outcome::Skipped {
+                                    reason: apply::SkipReason::Prune(reason.clone()),
+                                },
+                                digest: None,
+                                reason: None,
+                                resource_version: None,
+                            };
+                            drafts.extend(events::outcome_draft(&name, &revision, &outcome, None));
+                        }
+                    }
+                    appended += self.append(vec![], drafts).await?;
+                    self.memory.render_failure = Some(failure);
+                }
+                tracing::warn!(app = %name, %revision, %error, "render failed; nothing applied or pruned");
+                return Ok(report(
+                    Some(revision),
+                    PassStatus::RenderFailed { error },
+                    appended,
+                    current_health,
+                ));
+            }
+        };
+        self.memory.render_failure = None;
+
+        // The rendered set goes to the blob store once per distinct render of a revision.
+        let set_bytes = blob::canonical(&render::storable(&rendered, &self.key));
+        let set_digest = Digest::of(&set_bytes);
+        let recorded_digest = state.revisions.get(&revision).and_then(|r| r.digest);
+        let mut pending_blobs = Vec::new();
+        let mut drafts = Vec::new();
+        if recorded_digest != Some(set_digest) {
+            pending_blobs.push(set_bytes);
+            drafts.push(Draft::new(
+                Some(&name),
+                Event::RenderSucceeded(event::RenderSucceeded {
+                    revision: revision.clone(),
+                    digest: set_digest,
+                    object_count: rendered.objects.len() as u32,
+                }),
+            ));
+        }
+
+        let desired: Vec<DesiredObject> = rendered
+            .objects
+            .iter()
+            .map(|o| DesiredObject::from_rendered(o, &self.key))
+            .collect();
+        let observed = self.observe_live(&desired, &inventory).await?;
+        let policy = plan::Policy::from_app(&self.app);
+        let lookup = |gk: &plan::GroupKind| self.catalog.scope(gk);
+        let plan = plan::plan(&desired, &inventory, &observed, &policy, &lookup);
+        self.managed = plan.actions.iter().map(|a| a.object().key()).collect();
+
+        // Drifts seen before and still uncorrected (detect mode) are not recorded again.
+        let mut drifts = Vec::new();
+        let mut still_drifted = HashMap::new();
+        for action in &plan.actions {
+            if let Action::Drift {
+                object,
+                drift,
+                corrected,
+            } = action
+            {
+                let signature = events::drift_signature(drift);
+                let seen = self.memory.drifts.get(&object.key()) == Some(&signature);
+                if !corrected {
+                    still_drifted.insert(object.key(), signature);
+                }
+                if !seen {
+                    drifts.push((object.clone(), drift.clone(), *corrected));
+                }
+            }
+        }
+        self.memory.drifts = still_drifted;
+
+        let new_revision = Self::applied_revision(&state) != Some(revision.as_str())
+            || state
+                .revisions
+                .get(&revision)
+                .is_none_or(|r| r.outcome.is_none());
+        let work = plan.actions.iter().any(|a| {
+            matches!(
+                a,
+                Action::Create { .. } | Action::Configure { .. } | Action::Prune { .. }
+            )
+        });
+        if !work && !new_revision && drifts.is_empty() {
+            appended += self.append(pending_blobs, drafts).await?;
+            let (health, n) = self.record_health(&desired, &observed, false).await?;
+            return Ok(report(
+                Some(revision),
+                PassStatus::InSync,
+                appended + n,
+                health,
+            ));
+        }
+        if !work && !new_revision {
+            // Detected drift only (detect mode, or drift off for the fields): record it.
+            for (object, drift, _) in &drifts {
+                drafts.push(events::drift_detected(&name, object, drift));
+            }
+            appended += self.append(pending_blobs, drafts).await?;
+            let (health, n) = self.record_health(&desired, &observed, false).await?;
+            return Ok(report(
+                Some(revision),
+                PassStatus::InSync,
+                appended + n,
+                health,
+            ));
+        }
+
+        // A recorded sync.
+        drafts.push(Draft::new(
+            Some(&name),
+            Event::SyncStarted(event::SyncStarted {
+                revision: revision.clone(),
+                digest: Some(set_digest),
+            }),
+        ));
+        for (object, drift, _) in &drifts {
+            drafts.push(events::drift_detected(&name, object, drift));
+        }
+        for rejected in &plan.rejected {
+            drafts.push(events::rejected_draft(&name, &revision, rejected));
+        }
+        appended += self.append(pending_blobs, drafts).await?;
+
+        let changes = self.execute(&plan, &desired, &revision, options).await?;
+        appended += changes.1;
+        let changes = changes.0;
+
+        // Corrections of the drifts this plan re-applied.
+        let mut drafts = Vec::new();
+        for (object, drift, corrected) in &drifts {
+            if !corrected {
+                continue;
+            }
+            let ok = changes.outcomes.iter().any(|o| {
+                o.object.key() == object.key()
+                    && matches!(o.outcome, Outcome::Created | Outcome::Configured { .. })
+            });
+            if ok {
+                drafts.push(Draft::new(
+                    Some(&name),
+                    Event::DriftCorrected(event::DriftCorrected {
+                        revision: revision.clone(),
+                        object: events::event_ref(object),
+                        fields: events::drift_fields(drift),
+                    }),
+                ));
+            }
+        }
+        appended += self.append(vec![], drafts).await?;
+
+        // Health: wait for what was applied, up to the App's timeout.
+        let applied_any = changes
+            .outcomes
+            .iter()
+            .any(|o| matches!(o.outcome, Outcome::Created | Outcome::Configured { .. }));
+        let (health, n) = if applied_any {
+            self.wait_health(&desired, &inventory_after(&mut inventory, &changes))
+                .await?
+        } else {
+            self.record_health(&desired, &observed, false).await?
+        };
+        appended += n;
+
+        let counts = events::counts(&changes.outcomes, plan.rejected.len());
+        let healthy = matches!(health, event::Health::Healthy);
+        let outcome = events::sync_outcome(&counts, healthy);
+        appended += self
+            .append(
+                vec![],
+                vec![Draft::new(
+                    Some(&name),
+                    Event::SyncFinished(event::SyncFinished {
+                        revision: revision.clone(),
+                        outcome,
+                        counts: counts.clone(),
+                        duration_ms: started.elapsed().as_millis() as u64,
+                    }),
+                )],
+            )
+            .await?;
+        tracing::info!(app = %name, %revision, ?outcome, ?counts, "synced");
+        Ok(report(
+            Some(revision),
+            PassStatus::Synced { outcome, counts },
+            appended,
+            health,
+        ))
+    }
+
+    /// Runs the plan, recording each outcome as the executor reports it.
+    async fn execute(
+        &mut self,
+        plan: &Plan,
+        desired: &[DesiredObject],
+        revision: &str,
+        options: &PassOptions,
+    ) -> Result<(ChangeSet, usize), ReconcileError> {
+        // What the inventory keeps of each applied object: its storable rendered form, whose
+        // canonical JSON hashes to the render digest the planner compares with next time.
+        let mut by_name: HashMap<(&str, &str, &str), Vec<&DesiredObject>> = HashMap::new();
+        for d in desired {
+            by_name
+                .entry((&d.object.group, &d.object.kind, &d.object.name))
+                .or_default()
+                .push(d);
+        }
+        let stored: HashMap<ObjectKey, &serde_json::Value> = plan
+            .actions
+            .iter()
+            .filter(|a| matches!(a, Action::Create { .. } | Action::Configure { .. }))
+            .filter_map(|a| {
+                let o = a.object();
+                let candidates =
+                    by_name.get(&(o.group.as_str(), o.kind.as_str(), o.name.as_str()))?;
+                // The planner defaulted the namespace of those that had none.
+                let d = candidates
+                    .iter()
+                    .find(|d| d.object.namespace == o.namespace)
+                    .or_else(|| candidates.iter().find(|d| d.object.namespace.is_none()))?;
+                Some((o.key(), d.comparable()))
+            })
+            .collect();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let apply_options = ApplyOptions {
+            progress: Some(tx),
+            ..self.apply.clone()
+        };
+        let catalog = self.catalog.clone();
+        let run = apply::execute(&catalog, plan, &apply_options);
+        tokio::pin!(run);
+        let mut appended = 0;
+        let mut finished: Option<ChangeSet> = None;
+        // Record outcomes while the executor runs; after it returns, drain what is left.
+        loop {
+            let mut batch: Vec<ObjectOutcome> = Vec::new();
+            if finished.is_none() {
+                tokio::select! {
+                    done = &mut run => { finished = Some(done); }
+                    Some(first) = rx.recv() => { batch.push(first); }
+                }
+            }
+            while let Ok(more) = rx.try_recv() {
+                batch.push(more);
+            }
+            if !batch.is_empty() {
+                let mut blobs = Vec::new();
+                let mut drafts = Vec::new();
+                for outcome in &batch {
+                    let mut address = None;
+                    if matches!(
+                        outcome.outcome,
+                        Outcome::Created | Outcome::Configured { .. }
+                    ) && let Some(value) = stored.get(&outcome.object.key())
+                    {
+                        let bytes = render::canonical_json(value).into_bytes();
+                        let digest = Digest::of(&bytes);
+                        debug_assert_eq!(
+                            outcome.digest.as_deref().and_then(events::digest_of),
+                            Some(digest),
+                            "the stored form hashes to the render digest"
+                        );
+                        self.memory.blobs.insert(digest, (*value).clone());
+                        blobs.push(bytes);
+                        address = Some(digest);
+                    }
+                    drafts.extend(events::outcome_draft(
+                        &self.app.name,
+                        revision,
+                        outcome,
+                        address,
+                    ));
+                    if let Some(progress) = &options.progress {
+                        let _ = progress.send(outcome.clone());
+                    }
+                }
+                appended += self.append(blobs, drafts).await?;
+            }
+            if let Some(done) = finished.take() {
+                if rx.is_empty() {
+                    return Ok((done, appended));
+                }
+                finished = Some(done);
+            }
+        }
+    }
+
+    /// Records health changes seen in `observed` (objects first seen healthy are not recorded;
+    /// anything else, and every later change, is). Returns the App's health and the number of
+    /// events appended.
+    async fn record_health(
+        &mut self,
+        desired: &[DesiredObject],
+        observed: &Observed,
+        force_app: bool,
+    ) -> Result<(event::Health, usize), ReconcileError> {
+        if matches!(self.live, Live::Direct) && !force_app {
+            // Without a watch cache there are no live readings to compare, only GETs.
+            let health = self.memory.app_health.unwrap_or(event::Health::Unknown);
+            return Ok((health, 0));
+        }
+        let ns = &self.app.target.namespace;
+        let mut drafts = Vec::new();
+        let mut all = Vec::new();
+        for d in desired {
+            let Some(object) =
+                apply::resolve_namespace(&d.object, self.catalog.scope(&d.object.group_kind()), ns)
+            else {
+                continue;
+            };
+            let (health, message) = events::observed_health(observed.get(&object.key()));
+            all.push(health);
+            let previous = self.memory.health.insert(object.key(), health);
+            let changed = match previous {
+                None => health != event::Health::Healthy,
+                Some(p) => p != health,
+            };
+            if changed {
+                drafts.push(events::health_changed(
+                    &self.app.name,
+                    Some(&object),
+                    previous.unwrap_or(event::Health::Unknown),
+                    health,
+                    Some(message),
+                ));
+            }
+        }
+        let app_health = events::aggregate(&all);
+        let previous = self.memory.app_health.replace(app_health);
+        if previous != Some(app_health) {
+            drafts.push(events::health_changed(
+                &self.app.name,
+                None,
+                previous.unwrap_or(event::Health::Unknown),
+                app_health,
+                None,
+            ));
+        }
+        let n = self.append(vec![], drafts).await?;
+        Ok((app_health, n))
+    }
+
+    /// Waits until every desired object is Current or Failed, or the App's health timeout
+    /// passes, then records the health changes.
+    async fn wait_health(
+        &mut self,
+        desired: &[DesiredObject],
+        inventory: &[InventoryEntry],
+    ) -> Result<(event::Health, usize), ReconcileError> {
+        let deadline = Instant::now() + self.app.health_timeout;
+        let settled =
+            |h: event::Health| matches!(h, event::Health::Healthy | event::Health::Degraded);
+        match self.live.clone() {
+            Live::Watch(_) => loop {
+                let observed = self.observe_live(desired, inventory).await?;
+                let ns = &self.app.target.namespace;
+                let done = desired.iter().all(|d| {
+                    apply::resolve_namespace(
+                        &d.object,
+                        self.catalog.scope(&d.object.group_kind()),
+                        ns,
+                    )
+                    .is_none_or(|o| settled(events::observed_health(observed.get(&o.key())).0))
+                });
+                if done || Instant::now() >= deadline {
+                    return self.record_health(desired, &observed, true).await;
+                }
+                tokio::time::sleep(HEALTH_POLL).await;
+            },
+            Live::Direct => {
+                let ns = &self.app.target.namespace;
+                let objects: Vec<plan::ObjectRef> = desired
+                    .iter()
+                    .filter_map(|d| {
+                        apply::resolve_namespace(
+                            &d.object,
+                            self.catalog.scope(&d.object.group_kind()),
+                            ns,
+                        )
+                    })
+                    .collect();
+                let options = health::WaitOptions {
+                    timeout: self.app.health_timeout,
+                    ..Default::default()
+                };
+                let results = health::wait(&self.catalog, &objects, &options).await;
+                let mut drafts = Vec::new();
+                let mut all = Vec::new();
+                for (object, h) in results {
+                    let recorded =
+                        if h.status == Status::Unknown && h.message.ends_with("not found") {
+                            event::Health::Missing
+                        } else {
+                            events::event_health(h.status)
+                        };
+                    all.push(recorded);
+                    let previous = self.memory.health.insert(object.key(), recorded);
+                    if previous.map_or(recorded != event::Health::Healthy, |p| p != recorded) {
+                        drafts.push(events::health_changed(
+                            &self.app.name,
+                            Some(&object),
+                            previous.unwrap_or(event::Health::Unknown),
+                            recorded,
+                            Some(h.message),
+                        ));
+                    }
+                }
+                let app_health = events::aggregate(&all);
+                let previous = self.memory.app_health.replace(app_health);
+                if previous != Some(app_health) {
+                    drafts.push(events::health_changed(
+                        &self.app.name,
+                        None,
+                        previous.unwrap_or(event::Health::Unknown),
+                        app_health,
+                        None,
+                    ));
+                }
+                let n = self.append(vec![], drafts).await?;
+                Ok((app_health, n))
+            }
+        }
+    }
+
+    /// Plans without applying and asks the server what would change (a server-side dry run).
+    /// Records nothing but what a fetch observed.
+    pub async fn diff(&mut self, fetch: bool) -> Result<DiffReport, ReconcileError> {
+        let name = self.app.name.clone();
+        if fetch {
+            observe::observe(&self.store, &name, &self.source)
+                .await
+                .map_err(|source| ReconcileError::Observe {
+                    app: name.clone(),
+                    source: Box::new(source),
+                })?;
+        }
+        let state = self.state().await?;
+        let Some(revision) = Self::target_revision(&state) else {
+            return Ok(DiffReport {
+                revision: None,
+                render_error: None,
+                plan: None,
+                objects: Vec::new(),
+            });
+        };
+        let inventory = self.inventory(&state)?;
+        let files = self.source.read_tree_async(revision.clone()).await;
+        let options = RenderOptions {
+            app: name.clone(),
+            secret_key: self.key.clone(),
+            kustomize_timeout: Duration::from_secs(60),
+        };
+        let rendered = match files {
+            Ok(files) => render::render(&files, &options).map_err(|e| e.to_string()),
+            Err(e) => Err(format!("reading revision {revision}: {e}")),
+        };
+        let rendered = match rendered {
+            Ok(r) => r,
+            Err(error) => {
+                return Ok(DiffReport {
+                    revision: Some(revision),
+                    render_error: Some(error),
+                    plan: None,
+                    objects: Vec::new(),
+                });
+            }
+        };
+        let desired: Vec<DesiredObject> = rendered
+            .objects
+            .iter()
+            .map(|o| DesiredObject::from_rendered(o, &self.key))
+            .collect();
+        let observed = self.observe_live(&desired, &inventory).await?;
+        let policy = plan::Policy::from_app(&self.app);
+        let lookup = |gk: &plan::GroupKind| self.catalog.scope(gk);
+        let plan = plan::plan(&desired, &inventory, &observed, &policy, &lookup);
+        let objects = apply::diff(&self.catalog, &plan, &self.apply).await;
+        Ok(DiffReport {
+            revision: Some(revision),
+            render_error: None,
+            plan: Some(plan),
+            objects,
+        })
+    }
+}
+
+/// What `reckon diff` shows.
+#[derive(Debug)]
+pub struct DiffReport {
+    pub revision: Option<String>,
+    pub render_error: Option<String>,
+    pub plan: Option<Plan>,
+    pub objects: Vec<apply::ObjectDiff>,
+}
+
+impl DiffReport {
+    /// Whether a sync would change anything (or cannot run: a render failure counts).
+    pub fn has_changes(&self) -> bool {
+        self.render_error.is_some()
+            || self.plan.as_ref().is_some_and(|p| !p.rejected.is_empty())
+            || self
+                .objects
+                .iter()
+                .any(|o| !matches!(o.outcome, apply::DiffOutcome::Unchanged))
+    }
+}
+
+/// The inventory after a change set (for health reads of what was just applied): the same
+/// entries; pruned ones dropped.
+fn inventory_after(
+    inventory: &mut Vec<InventoryEntry>,
+    changes: &ChangeSet,
+) -> Vec<InventoryEntry> {
+    let pruned: Vec<ObjectKey> = changes
+        .outcomes
+        .iter()
+        .filter(|o| matches!(o.outcome, Outcome::Pruned))
+        .map(|o| o.object.key())
+        .collect();
+    inventory.retain(|e| !pruned.contains(&e.object.key()));
+    inventory.clone()
+}

@@ -1,0 +1,353 @@
+//! The agent (`reckon::agent::run`, as `reckon run` runs it) against the real control plane:
+//! manual `kubectl scale`, `kubectl edit` and `kubectl delete` are detected through the shared
+//! watch and corrected (or, in detect mode, only recorded), with the field managers named; a
+//! dependency is synced before its dependent; stop flushes the log.
+
+mod support;
+
+use reckon::agent::{self, AgentOptions};
+use reckon::event::{Event, EventKind};
+use reckon::store::{OpenOptions, SledStore};
+use reckon_testenv::git::Fixture;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+use support::TestNamespace;
+use support::sync::api_for;
+use tokio::sync::oneshot;
+
+const CONFIGMAP: &str =
+    "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  color: blue\n";
+const DEPLOYMENT: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 0\n  selector:\n    matchLabels:\n      app: web\n  template:\n    metadata:\n      labels:\n        app: web\n    spec:\n      containers:\n        - name: web\n          image: nginx:1.25\n";
+
+fn kubectl(ns: &str, args: &[&str], editor: Option<&str>) {
+    let mut c = Command::new("kubectl");
+    c.arg("--kubeconfig")
+        .arg(support::kubeconfig())
+        .args(["-n", ns])
+        .args(args);
+    if let Some(e) = editor {
+        c.env("KUBE_EDITOR", e).env("EDITOR", e);
+    }
+    let out = c.output().expect("kubectl");
+    assert!(
+        out.status.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Polls `check` every 100 ms until it holds or `timeout` passes.
+async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !check().await {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+struct Running {
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), agent::AgentError>>,
+    store: std::path::PathBuf,
+}
+
+impl Running {
+    fn start(dir: &Path, config: &str) -> Running {
+        let cfg = dir.join("reckon.yaml");
+        std::fs::write(&cfg, config).unwrap();
+        let mut options = AgentOptions::new(cfg, dir.join("store"), dir.join("cache"));
+        // Poll often: the tests below also commit while the agent runs.
+        options.watch.debounce = Duration::from_millis(100);
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(agent::run(options, async move {
+            let _ = rx.await;
+        }));
+        Running {
+            stop: Some(tx),
+            task,
+            store: dir.join("store"),
+        }
+    }
+
+    /// Stops the agent (as SIGTERM does) and returns every event in the store.
+    async fn stop(mut self) -> Vec<reckon::event::Envelope> {
+        let _ = self.stop.take().unwrap().send(());
+        tokio::time::timeout(Duration::from_secs(60), &mut self.task)
+            .await
+            .expect("the agent stops within a minute")
+            .unwrap()
+            .expect("the agent exits cleanly");
+        let store = SledStore::open(&self.store, OpenOptions::default()).unwrap();
+        let events = store.reader().iter_from(1).map(|e| e.unwrap()).collect();
+        store.close().unwrap();
+        events
+    }
+}
+
+fn config(url: &str, ns: &str, apps: &[(&str, &str, &str)]) -> String {
+    let mut text = String::from("apps:\n");
+    for (name, path, extra) in apps {
+        text.push_str(&format!(
+            "  - name: {name}\n    source:\n      url: {url}\n      path: {path}\n      interval: 1s\n    target:\n      kubeconfig: {kc}\n      namespace: {ns}\n{extra}",
+            kc = support::kubeconfig().display()
+        ));
+    }
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manual_scale_edit_and_delete_are_detected_and_corrected() {
+    let client = support::client().await;
+    let ns = TestNamespace::create(&client, "drift").await;
+    let f = Fixture::new().unwrap();
+    f.commit("Add")
+        .write("app/cm.yaml", CONFIGMAP)
+        .write("app/deploy.yaml", DEPLOYMENT)
+        .create()
+        .unwrap();
+    f.push().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let running = Running::start(
+        dir.path(),
+        &config(&f.file_url(), &ns.name, &[("web", "app", "")]),
+    );
+    let deployments = api_for(
+        &client,
+        "apps/v1",
+        "Deployment",
+        "deployments",
+        Some(&ns.name),
+    );
+    let cms = api_for(&client, "v1", "ConfigMap", "configmaps", Some(&ns.name));
+    eventually("the first sync", Duration::from_secs(60), || async {
+        deployments.get_opt("web").await.unwrap().is_some()
+            && cms.get_opt("settings").await.unwrap().is_some()
+    })
+    .await;
+    let replicas = || async {
+        deployments.get("web").await.unwrap().data["spec"]["replicas"]
+            .as_i64()
+            .unwrap()
+    };
+
+    kubectl(&ns.name, &["scale", "deployment/web", "--replicas=3"], None);
+    eventually(
+        "replicas put back to 0",
+        Duration::from_secs(15),
+        || async { replicas().await == 0 },
+    )
+    .await;
+
+    kubectl(
+        &ns.name,
+        &["edit", "configmap/settings"],
+        Some("sed -i s/color:\\ blue/color:\\ green/"),
+    );
+    eventually(
+        "the edited color put back",
+        Duration::from_secs(15),
+        || async { cms.get("settings").await.unwrap().data["data"]["color"] == "blue" },
+    )
+    .await;
+
+    kubectl(&ns.name, &["delete", "configmap/settings"], None);
+    eventually(
+        "the deleted ConfigMap recreated",
+        Duration::from_secs(15),
+        || async {
+            cms.get_opt("settings")
+                .await
+                .unwrap()
+                .is_some_and(|c| c.metadata.deletion_timestamp.is_none())
+        },
+    )
+    .await;
+
+    let events = running.stop().await;
+    let drift: Vec<&reckon::event::DriftDetected> = events
+        .iter()
+        .filter_map(|e| match &e.body.event {
+            Event::DriftDetected(d) => Some(d),
+            _ => None,
+        })
+        .collect();
+    let scaled = drift
+        .iter()
+        .find(|d| d.object.kind == "Deployment")
+        .expect("the scale recorded");
+    let replicas_diff = scaled
+        .diffs
+        .iter()
+        .find(|d| d.path == "/spec/replicas")
+        .expect("replicas named");
+    assert_eq!(
+        (
+            replicas_diff.expected.as_deref(),
+            replicas_diff.actual.as_deref()
+        ),
+        (Some("0"), Some("3"))
+    );
+    // Writes through the scale subresource are tracked in managedFields only from v1.22 on
+    // (before, the API server leaves reckon as the owner of spec.replicas): on older servers
+    // there is no manager to name, and reckon must not invent one.
+    let version = client.apiserver_version().await.unwrap();
+    let minor: u32 = version.minor.trim_end_matches('+').parse().unwrap();
+    let scale_manager = scaled.managers.iter().find(|m| {
+        m.manager.starts_with("kubectl")
+            && m.fields.contains(&"/spec/replicas".to_string())
+            && m.time.is_some()
+    });
+    if minor >= 22 {
+        assert!(
+            scale_manager.is_some(),
+            "who scaled it, and when: {:?}",
+            scaled.managers
+        );
+    } else {
+        assert!(scaled.managers.is_empty(), "{:?}", scaled.managers);
+    }
+    let edited = drift
+        .iter()
+        .find(|d| d.object.kind == "ConfigMap" && d.diffs.iter().any(|f| f.path == "/data/color"))
+        .expect("the edit recorded");
+    assert!(
+        edited
+            .managers
+            .iter()
+            .any(|m| m.manager.starts_with("kubectl")),
+        "{:?}",
+        edited.managers
+    );
+    assert!(
+        drift.iter().any(|d| d.object.kind == "ConfigMap"
+            && d.diffs.len() == 1
+            && d.diffs[0].path.is_empty()),
+        "the deletion recorded: {drift:?}"
+    );
+    let corrected: Vec<&reckon::event::DriftCorrected> = events
+        .iter()
+        .filter_map(|e| match &e.body.event {
+            Event::DriftCorrected(d) => Some(d),
+            _ => None,
+        })
+        .collect();
+    assert!(corrected.len() >= 3, "each drift corrected: {corrected:?}");
+    assert!(
+        corrected
+            .iter()
+            .any(|c| c.object.kind == "Deployment" && c.fields == ["/spec/replicas"])
+    );
+    // The agent recorded its start; every event of the App is chained and verifiable.
+    assert_eq!(events[0].body.event.kind(), EventKind::AgentStarted);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn detect_mode_records_drift_and_leaves_it() {
+    let client = support::client().await;
+    let ns = TestNamespace::create(&client, "detect").await;
+    let f = Fixture::new().unwrap();
+    f.commit("Add")
+        .write("app/deploy.yaml", DEPLOYMENT)
+        .create()
+        .unwrap();
+    f.push().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let running = Running::start(
+        dir.path(),
+        &config(
+            &f.file_url(),
+            &ns.name,
+            &[("web", "app", "    drift: detect\n")],
+        ),
+    );
+    let deployments = api_for(
+        &client,
+        "apps/v1",
+        "Deployment",
+        "deployments",
+        Some(&ns.name),
+    );
+    eventually("the first sync", Duration::from_secs(60), || async {
+        deployments.get_opt("web").await.unwrap().is_some()
+    })
+    .await;
+    kubectl(&ns.name, &["scale", "deployment/web", "--replicas=2"], None);
+    // Several polls and watch notifications pass; the drift stays.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let live = deployments.get("web").await.unwrap();
+    assert_eq!(live.data["spec"]["replicas"], 2, "detect mode leaves it");
+    let events = running.stop().await;
+    let detected = events
+        .iter()
+        .filter(
+            |e| matches!(&e.body.event, Event::DriftDetected(d) if d.object.kind == "Deployment"),
+        )
+        .count();
+    assert_eq!(detected, 1, "recorded once, not at every pass");
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e.body.event, Event::DriftCorrected(_)))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dependency_is_synced_before_its_dependent() {
+    let client = support::client().await;
+    let ns = TestNamespace::create(&client, "deps").await;
+    let f = Fixture::new().unwrap();
+    f.commit("Add")
+        .write("base/cm.yaml", CONFIGMAP)
+        .write("app/deploy.yaml", DEPLOYMENT)
+        .create()
+        .unwrap();
+    f.push().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // The dependent comes first in the file; depends_on orders it after base.
+    let running = Running::start(
+        dir.path(),
+        &config(
+            &f.file_url(),
+            &ns.name,
+            &[
+                ("app", "app", "    depends_on: [base]\n"),
+                ("base", "base", ""),
+            ],
+        ),
+    );
+    let deployments = api_for(
+        &client,
+        "apps/v1",
+        "Deployment",
+        "deployments",
+        Some(&ns.name),
+    );
+    eventually("the dependent synced", Duration::from_secs(60), || async {
+        deployments.get_opt("web").await.unwrap().is_some()
+    })
+    .await;
+    let events = running.stop().await;
+    let finished = |app: &str| {
+        events
+            .iter()
+            .position(|e| {
+                e.body.app.as_deref() == Some(app) && matches!(e.body.event, Event::SyncFinished(_))
+            })
+            .unwrap_or_else(|| panic!("{app} synced"))
+    };
+    let started_app = events
+        .iter()
+        .position(|e| {
+            e.body.app.as_deref() == Some("app") && matches!(e.body.event, Event::SyncStarted(_))
+        })
+        .expect("app synced");
+    assert!(
+        finished("base") < started_app,
+        "base finished before app started"
+    );
+}

@@ -1,0 +1,498 @@
+//! The reconciler against the real control plane and real Git repositories: each pass of an
+//! App (fetch, render, plan, apply, prune, health) and what it records in the event log.
+//! First sync, a changed field, a removed file (pruned), broken YAML (recorded, nothing
+//! pruned), a CRD with a custom resource of it in one commit, two Apps side by side, and a
+//! steady state that sends no write request and records nothing.
+
+mod support;
+
+use reckon::apply::Catalog;
+use reckon::config;
+use reckon::event::{ApplyAction, Event, EventKind, SyncOutcome};
+use reckon::reconcile::{Live, PassOptions, PassStatus, Reconciler};
+use reckon::render::SecretKey;
+use reckon::source::{GitSource, config::spec_for};
+use reckon::store::{OpenOptions, SledStore, writer};
+use reckon_testenv::git::Fixture;
+use std::sync::Arc;
+use support::TestNamespace;
+use support::sync::{api_for, counting_client, writes};
+
+const CONFIGMAP: &str =
+    "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  color: blue\n";
+const SERVICE: &str = "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  selector:\n    app: web\n  ports:\n    - port: 80\n";
+const DEPLOYMENT: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 0\n  selector:\n    matchLabels:\n      app: web\n  template:\n    metadata:\n      labels:\n        app: web\n    spec:\n      containers:\n        - name: web\n          image: nginx:1.25\n          ports:\n            - containerPort: 80\n";
+
+/// One store, one cache, one Git repository and a namespace, shared by a test's Apps.
+struct Harness {
+    fixture: Fixture,
+    ns: TestNamespace,
+    store: writer::StoreHandle,
+    writer: Option<tokio::task::JoinHandle<Result<(), reckon::store::StoreError>>>,
+    _store_dir: tempfile::TempDir,
+    cache: tempfile::TempDir,
+    requests: Arc<support::sync::Requests>,
+    catalog: Arc<Catalog>,
+}
+
+impl Harness {
+    async fn new(prefix: &str) -> Self {
+        let (client, requests) = counting_client().await;
+        let ns = TestNamespace::create(&client, prefix).await;
+        let catalog = support::sync::catalog(client).await;
+        let store_dir = tempfile::tempdir().unwrap();
+        let store = SledStore::open(
+            store_dir.path(),
+            OpenOptions {
+                create: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let (store, writer) = writer::spawn(store);
+        Self {
+            fixture: Fixture::new().unwrap(),
+            ns,
+            store,
+            writer: Some(writer),
+            _store_dir: store_dir,
+            cache: tempfile::tempdir().unwrap(),
+            requests,
+            catalog: Arc::new(catalog),
+        }
+    }
+
+    fn app(&self, name: &str, path: &str, extra: &str) -> config::App {
+        let text = format!(
+            "apps:\n  - name: {name}\n    source:\n      url: {url}\n      path: {path}\n    target:\n      kubeconfig: {kc}\n      namespace: {ns}\n{extra}",
+            url = self.fixture.file_url(),
+            kc = support::kubeconfig().display(),
+            ns = self.ns.name,
+        );
+        let cfg = config::parse(&text, std::path::Path::new("reckon.yaml")).unwrap();
+        cfg.apps.into_iter().next().unwrap()
+    }
+
+    fn reconciler(&self, app: config::App) -> Reconciler {
+        let source = GitSource::new(spec_for(&app).unwrap(), self.cache.path());
+        Reconciler::new(
+            app,
+            source,
+            self.store.clone(),
+            SecretKey::new([9; 32]),
+            self.catalog.clone(),
+            Live::Direct,
+        )
+    }
+
+    fn commit(&self, message: &str, files: &[(&str, Option<&str>)]) -> String {
+        let mut c = self.fixture.commit(message);
+        for (path, contents) in files {
+            c = match contents {
+                Some(text) => c.write(path, text),
+                None => c.remove(path),
+            };
+        }
+        let sha = c.create().unwrap();
+        self.fixture.push().unwrap();
+        sha
+    }
+
+    /// Every event of `app` so far, oldest first.
+    fn events(&self, app: &str) -> Vec<Event> {
+        self.store
+            .reader()
+            .iter_from(1)
+            .map(|e| e.unwrap())
+            .filter(|e| e.body.app.as_deref() == Some(app))
+            .map(|e| e.body.event)
+            .collect()
+    }
+
+    fn kinds(&self, app: &str) -> Vec<EventKind> {
+        self.events(app).iter().map(Event::kind).collect()
+    }
+
+    async fn close(mut self) {
+        self.store.clone().close().await.unwrap();
+        self.writer.take().unwrap().await.unwrap().unwrap();
+    }
+}
+
+async fn pass(r: &mut Reconciler) -> reckon::reconcile::PassReport {
+    r.pass(&PassOptions {
+        fetch: true,
+        progress: None,
+    })
+    .await
+    .unwrap()
+}
+
+fn applied(events: &[Event]) -> Vec<(String, ApplyAction, Vec<String>)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::ObjectApplied(a) => Some((
+                format!("{}/{}", a.object.kind, a.object.name),
+                a.action,
+                a.changed_fields.clone(),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_sync_field_change_prune_and_a_silent_steady_state() {
+    let h = Harness::new("recon").await;
+    let first = h.commit(
+        "Add web",
+        &[
+            ("app/cm.yaml", Some(CONFIGMAP)),
+            ("app/svc.yaml", Some(SERVICE)),
+            ("app/deploy.yaml", Some(DEPLOYMENT)),
+            ("README.md", Some("not a manifest")),
+        ],
+    );
+    let mut r = h.reconciler(h.app("web", "app", ""));
+
+    // First sync: the commit, the render, three creations, a finished sync.
+    let report = pass(&mut r).await;
+    assert_eq!(report.revision.as_deref(), Some(first.as_str()));
+    let PassStatus::Synced { outcome, counts } = &report.status else {
+        panic!("{:?}", report.status)
+    };
+    assert_eq!(*outcome, SyncOutcome::Succeeded, "{report:?}");
+    assert_eq!(counts.created, 3);
+    assert_eq!(report.health, reckon::event::Health::Healthy);
+    let kinds = h.kinds("web");
+    assert_eq!(kinds[0], EventKind::CommitObserved);
+    assert_eq!(kinds[1], EventKind::RenderSucceeded);
+    assert_eq!(kinds[2], EventKind::SyncStarted);
+    assert_eq!(*kinds.last().unwrap(), EventKind::SyncFinished);
+    let mut created = applied(&h.events("web"));
+    created.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        created,
+        vec![
+            ("ConfigMap/settings".into(), ApplyAction::Created, vec![]),
+            ("Deployment/web".into(), ApplyAction::Created, vec![]),
+            ("Service/web".into(), ApplyAction::Created, vec![]),
+        ]
+    );
+    // The inventory is the log's projection.
+    let state = h.store.app_state("web").await.unwrap().unwrap();
+    assert_eq!(state.inventory.len(), 3, "{:?}", state.inventory.keys());
+    let client = h.catalog.client().clone();
+    let cm = api_for(&client, "v1", "ConfigMap", "configmaps", Some(&h.ns.name))
+        .get("settings")
+        .await
+        .unwrap();
+    assert_eq!(cm.data["data"]["color"], "blue");
+    assert_eq!(cm.metadata.labels.unwrap()["reckon.dev/app"], "web");
+
+    // Steady state: nothing new, no write request, no event.
+    h.requests.take();
+    let before = h.kinds("web").len();
+    let report = pass(&mut r).await;
+    assert_eq!(report.status, PassStatus::InSync);
+    assert_eq!(report.appended, 0);
+    assert_eq!(h.kinds("web").len(), before);
+    let sent = h.requests.take();
+    assert!(
+        writes(&sent).is_empty(),
+        "writes in steady state: {:?}",
+        writes(&sent)
+    );
+
+    // A commit changing one field: configured, with the field named.
+    let second = h.commit(
+        "Make it red",
+        &[("app/cm.yaml", Some(&CONFIGMAP.replace("blue", "red")))],
+    );
+    let report = pass(&mut r).await;
+    assert_eq!(report.revision.as_deref(), Some(second.as_str()));
+    let since = &h.events("web")[before..];
+    assert_eq!(
+        applied(since),
+        vec![(
+            "ConfigMap/settings".into(),
+            ApplyAction::Configured,
+            vec!["/data/color".into()]
+        )]
+    );
+    let cm = api_for(&client, "v1", "ConfigMap", "configmaps", Some(&h.ns.name))
+        .get("settings")
+        .await
+        .unwrap();
+    assert_eq!(cm.data["data"]["color"], "red");
+
+    // A commit removing a file: that object is pruned, the rest untouched.
+    let before = h.kinds("web").len();
+    h.commit("Drop the service", &[("app/svc.yaml", None)]);
+    let report = pass(&mut r).await;
+    let PassStatus::Synced { counts, .. } = &report.status else {
+        panic!("{:?}", report.status)
+    };
+    assert_eq!((counts.pruned, counts.unchanged), (1, 2), "{counts:?}");
+    let pruned: Vec<String> = h.events("web")[before..]
+        .iter()
+        .filter_map(|e| match e {
+            Event::ObjectPruned(p) => Some(p.object.identity()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(pruned, vec![format!("/Service/{}/web", h.ns.name)]);
+    let svc = api_for(&client, "v1", "Service", "services", Some(&h.ns.name));
+    assert!(
+        svc.get_opt("web").await.unwrap().is_none(),
+        "the Service is gone"
+    );
+    let state = h.store.app_state("web").await.unwrap().unwrap();
+    assert_eq!(state.inventory.len(), 2);
+    h.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_yaml_is_recorded_with_file_and_line_and_nothing_is_pruned() {
+    let h = Harness::new("broken").await;
+    h.commit(
+        "Add",
+        &[
+            ("app/cm.yaml", Some(CONFIGMAP)),
+            ("app/svc.yaml", Some(SERVICE)),
+        ],
+    );
+    let mut r = h.reconciler(h.app("broken", "app", ""));
+    assert!(matches!(
+        pass(&mut r).await.status,
+        PassStatus::Synced { .. }
+    ));
+
+    let bad = h.commit(
+        "Oops",
+        &[(
+            "app/svc.yaml",
+            Some("apiVersion: v1\nkind: Service\nmetadata:\n  name: web\n spec: [\n"),
+        )],
+    );
+    let before = h.kinds("broken").len();
+    let report = pass(&mut r).await;
+    let PassStatus::RenderFailed { error } = &report.status else {
+        panic!("{:?}", report.status)
+    };
+    assert!(
+        error.contains("svc.yaml:"),
+        "names the file and line: {error}"
+    );
+    let since = h.events("broken")[before..].to_vec();
+    let failed: Vec<&reckon::event::RenderFailed> = since
+        .iter()
+        .filter_map(|e| match e {
+            Event::RenderFailed(f) => Some(f),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(failed.len(), 1, "{since:?}");
+    assert_eq!(failed[0].revision, bad);
+    assert!(
+        failed[0].error.contains("svc.yaml:5"),
+        "{}",
+        failed[0].error
+    );
+    let skipped = since
+        .iter()
+        .filter(|e| matches!(e, Event::PruneSkipped(_)))
+        .count();
+    assert_eq!(skipped, 2, "every inventory object kept, with the reason");
+    assert!(
+        !since
+            .iter()
+            .any(|e| matches!(e, Event::ObjectPruned(_) | Event::SyncStarted(_)))
+    );
+    let client = h.catalog.client().clone();
+    for (kind, plural, name) in [
+        ("ConfigMap", "configmaps", "settings"),
+        ("Service", "services", "web"),
+    ] {
+        let api = api_for(&client, "v1", kind, plural, Some(&h.ns.name));
+        assert!(api.get_opt(name).await.unwrap().is_some(), "{kind} kept");
+    }
+    // The same failure is not recorded again at the next pass.
+    let n = h.kinds("broken").len();
+    assert!(matches!(
+        pass(&mut r).await.status,
+        PassStatus::RenderFailed { .. }
+    ));
+    assert_eq!(h.kinds("broken").len(), n);
+
+    // Fixing it syncs again.
+    h.commit("Fix", &[("app/svc.yaml", Some(SERVICE))]);
+    assert!(matches!(
+        pass(&mut r).await.status,
+        PassStatus::Synced { .. }
+    ));
+    h.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crd_and_its_custom_resource_in_one_commit() {
+    let h = Harness::new("crd").await;
+    let group = format!("{}.reckon.test", support::suffix());
+    let crd = format!(
+        "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: widgets.{group}\nspec:\n  group: {group}\n  scope: Namespaced\n  names:\n    plural: widgets\n    singular: widget\n    kind: Widget\n  versions:\n    - name: v1\n      served: true\n      storage: true\n      schema:\n        openAPIV3Schema:\n          type: object\n          properties:\n            spec:\n              type: object\n              x-kubernetes-preserve-unknown-fields: true\n"
+    );
+    let cr = format!(
+        "apiVersion: {group}/v1\nkind: Widget\nmetadata:\n  name: gizmo\nspec:\n  size: 3\n"
+    );
+    h.commit(
+        "Widgets",
+        &[("app/crd.yaml", Some(&crd)), ("app/widget.yaml", Some(&cr))],
+    );
+    let mut r = h.reconciler(h.app("widgets", "app", ""));
+    let report = pass(&mut r).await;
+    let PassStatus::Synced { outcome, counts } = &report.status else {
+        panic!("{:?}", report.status)
+    };
+    assert_eq!(
+        (*outcome, counts.created, counts.failed),
+        (SyncOutcome::Succeeded, 2, 0),
+        "{report:?}"
+    );
+    let client = h.catalog.client().clone();
+    let widgets = api_for(
+        &client,
+        &format!("{group}/v1"),
+        "Widget",
+        "widgets",
+        Some(&h.ns.name),
+    );
+    let w = widgets.get("gizmo").await.unwrap();
+    assert_eq!(w.data["spec"]["size"], 3);
+    // Steady state again.
+    assert_eq!(pass(&mut r).await.status, PassStatus::InSync);
+    // Clean up the cluster-scoped CRD (the namespace guard removes the rest).
+    let crds = api_for(
+        &client,
+        "apiextensions.k8s.io/v1",
+        "CustomResourceDefinition",
+        "customresourcedefinitions",
+        None,
+    );
+    let _ = crds
+        .delete(&format!("widgets.{group}"), &Default::default())
+        .await;
+    h.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_apps_never_prune_each_others_objects() {
+    let h = Harness::new("two").await;
+    let other_cm = CONFIGMAP.replace("settings", "other");
+    h.commit(
+        "Two apps",
+        &[
+            ("one/cm.yaml", Some(CONFIGMAP)),
+            ("one/svc.yaml", Some(SERVICE)),
+            ("two/cm.yaml", Some(&other_cm)),
+        ],
+    );
+    let mut one = h.reconciler(h.app("one", "one", ""));
+    let mut two = h.reconciler(h.app("two", "two", ""));
+    assert!(matches!(
+        pass(&mut one).await.status,
+        PassStatus::Synced { .. }
+    ));
+    assert!(matches!(
+        pass(&mut two).await.status,
+        PassStatus::Synced { .. }
+    ));
+
+    // App two loses every file but one; App one's objects are not its to prune.
+    h.commit(
+        "Two empties",
+        &[(
+            "two/cm.yaml",
+            Some(SERVICE.replace("web", "two-svc").as_str()),
+        )],
+    );
+    let report = pass(&mut two).await;
+    let PassStatus::Synced { counts, .. } = &report.status else {
+        panic!("{:?}", report.status)
+    };
+    assert_eq!((counts.created, counts.pruned), (1, 1), "{counts:?}");
+    let pruned: Vec<String> = h
+        .events("two")
+        .iter()
+        .filter_map(|e| match e {
+            Event::ObjectPruned(p) => Some(p.object.name.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(pruned, vec!["other"]);
+    assert!(
+        h.events("one")
+            .iter()
+            .all(|e| !matches!(e, Event::ObjectPruned(_)))
+    );
+    let client = h.catalog.client().clone();
+    let cms = api_for(&client, "v1", "ConfigMap", "configmaps", Some(&h.ns.name));
+    assert!(
+        cms.get_opt("settings").await.unwrap().is_some(),
+        "App one's ConfigMap stays"
+    );
+    // App one moves to the new revision (recorded as applied) without touching anything.
+    let report = pass(&mut one).await;
+    let PassStatus::Synced { counts, .. } = &report.status else {
+        panic!("{:?}", report.status)
+    };
+    assert_eq!(
+        (counts.unchanged, counts.configured, counts.pruned),
+        (2, 0, 0),
+        "{counts:?}"
+    );
+    assert_eq!(pass(&mut one).await.status, PassStatus::InSync);
+    h.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_desired_set_prunes_nothing_unless_allowed() {
+    let h = Harness::new("empty").await;
+    h.commit("Add", &[("app/cm.yaml", Some(CONFIGMAP))]);
+    let mut r = h.reconciler(h.app("empty", "app", ""));
+    assert!(matches!(
+        pass(&mut r).await.status,
+        PassStatus::Synced { .. }
+    ));
+    h.commit(
+        "Remove all",
+        &[("app/cm.yaml", None), ("app/keep.txt", Some("x"))],
+    );
+    let report = pass(&mut r).await;
+    let PassStatus::Synced { counts, .. } = &report.status else {
+        panic!("{:?}", report.status)
+    };
+    assert_eq!((counts.pruned, counts.prune_skipped), (0, 1), "{counts:?}");
+    let reasons: Vec<String> = h
+        .events("empty")
+        .iter()
+        .filter_map(|e| match e {
+            Event::PruneSkipped(p) => Some(p.reason.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(reasons[0].contains("empty"), "{reasons:?}");
+    let client = h.catalog.client().clone();
+    let cms = api_for(&client, "v1", "ConfigMap", "configmaps", Some(&h.ns.name));
+    assert!(cms.get_opt("settings").await.unwrap().is_some());
+
+    // With allow_empty the same state prunes.
+    let mut r = h.reconciler(h.app("empty", "app", "    prune:\n      allow_empty: true\n"));
+    let report = pass(&mut r).await;
+    let PassStatus::Synced { counts, .. } = &report.status else {
+        panic!("{:?}", report.status)
+    };
+    assert_eq!(counts.pruned, 1, "{counts:?}");
+    assert!(cms.get_opt("settings").await.unwrap().is_none());
+    h.close().await;
+}
