@@ -496,3 +496,88 @@ async fn an_empty_desired_set_prunes_nothing_unless_allowed() {
     assert!(cms.get_opt("settings").await.unwrap().is_none());
     h.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secret_values_reach_neither_the_log_nor_the_blobs_and_their_drift_names_the_key() {
+    let h = Harness::new("secret").await;
+    const VALUE: &str = "hunter2-very-secret";
+    let secret = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: creds\nstringData:\n  password: {VALUE}\n"
+    );
+    h.commit("Add creds", &[("app/secret.yaml", Some(&secret))]);
+    let mut r = h.reconciler(h.app("sec", "app", ""));
+    assert!(matches!(
+        pass(&mut r).await.status,
+        PassStatus::Synced { .. }
+    ));
+
+    // Someone changes the password by hand.
+    let client = h.catalog.client().clone();
+    let secrets = api_for(&client, "v1", "Secret", "secrets", Some(&h.ns.name));
+    let patch = serde_json::json!({"stringData": {"password": "changed-by-hand"}});
+    secrets
+        .patch(
+            "creds",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .unwrap();
+    let before = h.kinds("sec").len();
+    assert!(matches!(
+        pass(&mut r).await.status,
+        PassStatus::Synced { .. }
+    ));
+    let drift: Vec<reckon::event::DriftDetected> = h.events("sec")[before..]
+        .iter()
+        .filter_map(|e| match e {
+            Event::DriftDetected(d) => Some(d.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(drift.len(), 1, "{drift:?}");
+    assert_eq!(drift[0].diffs.len(), 1, "{:?}", drift[0].diffs);
+    assert_eq!(drift[0].diffs[0].path, "/data/password");
+    assert_eq!(
+        drift[0].diffs[0].actual.as_deref(),
+        Some(reckon::reconcile::events::REDACTED)
+    );
+    let live = secrets.get("creds").await.unwrap();
+    assert_eq!(
+        live.data["data"]["password"],
+        base64_of(VALUE),
+        "the drift was corrected"
+    );
+
+    // Neither the plain value nor its base64 form is anywhere in the store: events or blobs.
+    let reader = h.store.reader();
+    let mut text = String::new();
+    for e in reader.iter_from(1) {
+        let e = e.unwrap();
+        text.push_str(&format!("{:?}", e.body));
+        let blobs = match &e.body.event {
+            Event::RenderSucceeded(r) => vec![r.digest],
+            Event::ObjectApplied(a) => vec![a.digest],
+            _ => vec![],
+        };
+        for digest in blobs {
+            let bytes = reckon::store::EventRead::blob(reader, &digest)
+                .unwrap()
+                .unwrap();
+            text.push_str(&String::from_utf8_lossy(&bytes));
+        }
+    }
+    assert!(
+        text.contains("hmac-sha256:"),
+        "the keyed hash is what is kept"
+    );
+    for needle in [VALUE, "changed-by-hand", &base64_of(VALUE)] {
+        assert!(!text.contains(needle), "{needle} leaked into the store");
+    }
+    h.close().await;
+}
+
+fn base64_of(text: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(text)
+}

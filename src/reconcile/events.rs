@@ -40,14 +40,25 @@ fn json(value: &Option<serde_json::Value>) -> Option<String> {
     value.as_ref().map(|v| v.to_string())
 }
 
+/// What a Secret value is recorded as: the planner withholds both sides of a Secret's changes,
+/// so the log says "key K changed" (or was added or removed) and never what it was.
+pub const REDACTED: &str = "\"<redacted>\"";
+
 fn field_diff(change: &FieldChange) -> FieldDiff {
+    let redacted = change.before.is_none() && change.after.is_none();
+    let side = |value: &Option<serde_json::Value>, absent: bool| {
+        if absent {
+            None
+        } else if redacted {
+            Some(REDACTED.to_string())
+        } else {
+            json(value)
+        }
+    };
     FieldDiff {
         path: change.pointer.clone(),
-        expected: json(&change.before),
-        actual: match change.kind {
-            ChangeKind::Removed => None,
-            _ => json(&change.after),
-        },
+        expected: side(&change.before, change.kind == ChangeKind::Added),
+        actual: side(&change.after, change.kind == ChangeKind::Removed),
     }
 }
 

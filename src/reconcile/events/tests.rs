@@ -285,3 +285,39 @@ fn live_observations_map_to_recorded_health() {
         event::Health::Healthy
     );
 }
+
+#[test]
+fn a_secret_drift_says_which_key_changed_and_never_the_values() {
+    let field = |kind: ChangeKind, key: &str| DriftedField {
+        change: FieldChange {
+            pointer: format!("/data/{key}"),
+            kind,
+            before: None,
+            after: None,
+        },
+        owners: vec![],
+    };
+    let drift = Drift::Modified(vec![
+        field(ChangeKind::Changed, "password"),
+        field(ChangeKind::Removed, "token"),
+    ]);
+    let secret = ObjectRef::from_api_version("v1", "Secret", Some("ns"), "creds");
+    let Event::DriftDetected(e) = drift_detected("a", &secret, &drift).event else {
+        panic!()
+    };
+    assert_eq!(
+        e.diffs,
+        vec![
+            FieldDiff {
+                path: "/data/password".into(),
+                expected: Some(REDACTED.into()),
+                actual: Some(REDACTED.into()),
+            },
+            FieldDiff {
+                path: "/data/token".into(),
+                expected: Some(REDACTED.into()),
+                actual: None,
+            },
+        ]
+    );
+}
