@@ -58,11 +58,16 @@ struct Running {
 
 impl Running {
     fn start(dir: &Path, config: &str) -> Running {
+        Self::start_with(dir, config, |_| {})
+    }
+
+    fn start_with(dir: &Path, config: &str, tune: impl FnOnce(&mut AgentOptions)) -> Running {
         let cfg = dir.join("reckon.yaml");
         std::fs::write(&cfg, config).unwrap();
         let mut options = AgentOptions::new(cfg, dir.join("store"), dir.join("cache"));
-        // Poll often: the tests below also commit while the agent runs.
+        // A short quiet period: the tests wait for corrections.
         options.watch.debounce = Duration::from_millis(100);
+        tune(&mut options);
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(agent::run(options, async move {
             let _ = rx.await;
@@ -350,4 +355,74 @@ async fn a_dependency_is_synced_before_its_dependent() {
         finished("base") < started_app,
         "base finished before app started"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_webhook_syncs_a_new_commit_at_once() {
+    let client = support::client().await;
+    let ns = TestNamespace::create(&client, "hook").await;
+    let f = Fixture::new().unwrap();
+    f.commit("Add")
+        .write("app/cm.yaml", CONFIGMAP)
+        .create()
+        .unwrap();
+    f.push().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    // An hour between polls: only the webhook can bring the new commit in time.
+    let text = config(&f.file_url(), &ns.name, &[("web", "app", "")])
+        .replace("interval: 1s", "interval: 1h");
+    let running = Running::start_with(dir.path(), &text, |o| {
+        o.listen = Some(([127, 0, 0, 1], port).into());
+        o.webhooks.generic = Some("s3cret".into());
+    });
+    let cms = api_for(&client, "v1", "ConfigMap", "configmaps", Some(&ns.name));
+    eventually("the first sync", Duration::from_secs(60), || async {
+        cms.get_opt("settings").await.unwrap().is_some()
+    })
+    .await;
+    f.commit("Red")
+        .write("app/cm.yaml", CONFIGMAP.replace("blue", "red"))
+        .create()
+        .unwrap();
+    f.push().unwrap();
+    let http = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/hooks/generic/web");
+    let body = b"{}".to_vec();
+    // Unsigned: refused, nothing fetched.
+    let refused = http.post(&url).body(body.clone()).send().await.unwrap();
+    assert_eq!(refused.status(), 401);
+    let signed = http
+        .post(&url)
+        .header(
+            "X-Signature-256",
+            reckon::source::webhook::sign("s3cret", &body),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert!(signed.status().is_success(), "{}", signed.status());
+    eventually(
+        "the pushed change applied",
+        Duration::from_secs(15),
+        || async { cms.get("settings").await.unwrap().data["data"]["color"] == "red" },
+    )
+    .await;
+    let health = http
+        .get(format!("http://127.0.0.1:{port}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    let events = running.stop().await;
+    let commits = events
+        .iter()
+        .filter(|e| matches!(e.body.event, Event::CommitObserved(_)))
+        .count();
+    assert_eq!(commits, 2);
 }

@@ -581,3 +581,98 @@ fn base64_of(text: &str) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(text)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_kind_fails_alone_and_is_named() {
+    let h = Harness::new("unknown").await;
+    h.commit(
+        "Add",
+        &[
+            ("app/cm.yaml", Some(CONFIGMAP)),
+            (
+                "app/gadget.yaml",
+                Some("apiVersion: nowhere.example.com/v1\nkind: Gadget\nmetadata:\n  name: g\n"),
+            ),
+        ],
+    );
+    let mut r = h.reconciler(h.app("unk", "app", ""));
+    let report = pass(&mut r).await;
+    let PassStatus::Synced { outcome, counts } = &report.status else {
+        panic!("{:?}", report.status)
+    };
+    assert_eq!(
+        (*outcome, counts.created, counts.failed),
+        (SyncOutcome::PartiallyFailed, 1, 1)
+    );
+    let errors: Vec<String> = h
+        .events("unk")
+        .iter()
+        .filter_map(|e| match e {
+            Event::ApplyFailed(f) => Some(f.error.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].contains("Gadget") && errors[0].contains("not served"),
+        "{errors:?}"
+    );
+    h.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_waits_for_health_and_fails_when_it_does_not_come() {
+    let h = Harness::new("health").await;
+    // No scheduler or kubelet on the test control plane: one replica never becomes available.
+    h.commit(
+        "One replica",
+        &[(
+            "app/deploy.yaml",
+            Some(&DEPLOYMENT.replace("replicas: 0", "replicas: 1")),
+        )],
+    );
+    let mut r = h.reconciler(h.app("hl", "app", "    health_timeout: 3s\n"));
+    let started = std::time::Instant::now();
+    let report = pass(&mut r).await;
+    assert!(
+        started.elapsed() >= std::time::Duration::from_secs(3),
+        "waited for the health timeout"
+    );
+    let PassStatus::Synced { outcome, counts } = &report.status else {
+        panic!("{:?}", report.status)
+    };
+    assert_eq!((*outcome, counts.created), (SyncOutcome::Failed, 1));
+    assert_eq!(report.health, reckon::event::Health::Progressing);
+    let changes: Vec<reckon::event::HealthChanged> = h
+        .events("hl")
+        .iter()
+        .filter_map(|e| match e {
+            Event::HealthChanged(c) => Some(c.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        changes
+            .iter()
+            .any(|c| c.object.as_ref().is_some_and(|o| o.name == "web")
+                && c.to == reckon::event::Health::Progressing
+                && c.message.is_some()),
+        "{changes:?}"
+    );
+    assert!(
+        changes
+            .iter()
+            .any(|c| c.object.is_none() && c.to == reckon::event::Health::Progressing),
+        "the App's health: {changes:?}"
+    );
+
+    // Scaled to zero in Git, it becomes healthy and the sync succeeds.
+    h.commit("Zero", &[("app/deploy.yaml", Some(DEPLOYMENT))]);
+    let report = pass(&mut r).await;
+    let PassStatus::Synced { outcome, .. } = &report.status else {
+        panic!("{:?}", report.status)
+    };
+    assert_eq!(*outcome, SyncOutcome::Succeeded, "{report:?}");
+    assert_eq!(report.health, reckon::event::Health::Healthy);
+    h.close().await;
+}
