@@ -10,6 +10,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
 
 use gix::bstr::ByteSlice;
 use sha2::Digest;
@@ -61,10 +62,21 @@ enum AttemptError {
     Corrupt(String),
 }
 
+/// What this process knows about a mirror, kept under its lock.
+#[derive(Default)]
+pub(crate) struct MirrorState {
+    /// When the last successful network fetch into it started, and the remote's default branch
+    /// it reported. A fetch requested before that instant is answered from the mirror without
+    /// going to the network again: the remote was read after the request was made. This is
+    /// what lets a thousand Apps on one repository cost one fetch per poll round, not a
+    /// thousand.
+    fetched: Option<(Instant, Option<String>)>,
+}
+
 /// One lock per mirror directory in this process: two Apps on the same remote share a mirror, and
 /// a fetch that prunes refs or wipes a corrupt mirror must not run under another's feet.
-pub(crate) fn lock_for(dir: &Path) -> Arc<Mutex<()>> {
-    static LOCKS: OnceLock<Mutex<HashMap<PathBuf, Arc<Mutex<()>>>>> = OnceLock::new();
+pub(crate) fn lock_for(dir: &Path) -> Arc<Mutex<MirrorState>> {
+    static LOCKS: OnceLock<Mutex<HashMap<PathBuf, Arc<Mutex<MirrorState>>>>> = OnceLock::new();
     let mut locks = LOCKS
         .get_or_init(Default::default)
         .lock()
@@ -76,17 +88,32 @@ pub(crate) fn fetch(
     src: &GitSource,
     previous_head: Option<&str>,
 ) -> Result<FetchOutcome, SourceError> {
+    let requested = Instant::now();
     let lock = lock_for(&src.cache_dir);
     // A panic in another fetch leaves no half-state the next fetch cannot handle: ignore poison.
-    let _guard = lock.lock().unwrap_or_else(|p| p.into_inner());
-    match attempt(src, previous_head) {
-        Ok(outcome) => Ok(outcome),
+    let mut state = lock.lock().unwrap_or_else(|p| p.into_inner());
+    let fresh = state
+        .fetched
+        .as_ref()
+        .filter(|(started, _)| *started >= requested)
+        .map(|(_, default)| default.clone());
+    let started = Instant::now();
+    match attempt(src, previous_head, fresh.clone()) {
+        Ok((outcome, default)) => {
+            if fresh.is_none() {
+                state.fetched = Some((started, default));
+            }
+            Ok(outcome)
+        }
         Err(AttemptError::Final(e)) => Err(e),
         Err(AttemptError::Corrupt(reason)) => {
             tracing::warn!(cache = %src.cache_dir.display(), %reason, "corrupt Git cache, cloning again");
+            state.fetched = None;
             remove_cache(&src.cache_dir)?;
-            match attempt(src, previous_head) {
-                Ok(mut outcome) => {
+            let started = Instant::now();
+            match attempt(src, previous_head, None) {
+                Ok((mut outcome, default)) => {
+                    state.fetched = Some((started, default));
                     outcome.cache_recovered = Some(reason);
                     Ok(outcome)
                 }
@@ -111,7 +138,14 @@ fn remove_cache(dir: &Path) -> Result<(), SourceError> {
     }
 }
 
-fn attempt(src: &GitSource, previous_head: Option<&str>) -> Result<FetchOutcome, AttemptError> {
+/// One fetch and observation. `fresh`: the mirror was fetched after this request was made
+/// (with the remote default branch it reported), so the network step is skipped. Returns the
+/// outcome and the remote's default branch.
+fn attempt(
+    src: &GitSource,
+    previous_head: Option<&str>,
+    fresh: Option<Option<String>>,
+) -> Result<(FetchOutcome, Option<String>), AttemptError> {
     let spec = &src.spec;
     let url = spec.url.as_str();
     let final_err = AttemptError::Final;
@@ -149,7 +183,11 @@ fn attempt(src: &GitSource, previous_head: Option<&str>) -> Result<FetchOutcome,
         }
     })?;
 
-    let remote_default = match fetch_into(&repo, url, credentials, backend) {
+    let fetched = match fresh {
+        Some(default) => Ok(default),
+        None => fetch_into(&repo, url, credentials, backend),
+    };
+    let remote_default = match fetched {
         Ok(d) => d,
         Err(detail) => {
             let ssh = std::fs::read_to_string(&ssh_log).unwrap_or_default();
@@ -208,17 +246,20 @@ fn attempt(src: &GitSource, previous_head: Option<&str>) -> Result<FetchOutcome,
             reason,
         },
     };
-    Ok(FetchOutcome {
-        resolved_ref,
-        head: head_hex,
-        previous_head: previous_head.map(str::to_string),
-        new_commits: observed.commits,
-        new_commits_truncated: observed.truncated,
-        history_rewritten: observed.rewrite,
-        cache_recovered: None,
-        head_signature,
-        decision,
-    })
+    Ok((
+        FetchOutcome {
+            resolved_ref,
+            head: head_hex,
+            previous_head: previous_head.map(str::to_string),
+            new_commits: observed.commits,
+            new_commits_truncated: observed.truncated,
+            history_rewritten: observed.rewrite,
+            cache_recovered: None,
+            head_signature,
+            decision,
+        },
+        remote_default,
+    ))
 }
 
 fn open_or_init(dir: &Path, overrides: &[String]) -> Result<gix::Repository, String> {
@@ -540,5 +581,64 @@ mod tests {
             classify(url, denied, ""),
             SourceError::AuthFailed { .. }
         ));
+    }
+
+    fn git(dir: &Path, args: &[&str]) {
+        let out = std::process::Command::new("git")
+            .current_dir(dir)
+            .args(["-c", "user.name=T", "-c", "user.email=t@example.com"])
+            .args(args)
+            .output()
+            .expect("git");
+        assert!(out.status.success(), "git {args:?}: {out:?}");
+    }
+
+    #[test]
+    fn a_fetch_requested_before_another_started_is_answered_from_the_mirror() {
+        let tmp = tempfile::tempdir().unwrap();
+        let remote = tmp.path().join("remote");
+        std::fs::create_dir(&remote).unwrap();
+        git(&remote, &["init", "-q", "-b", "main"]);
+        std::fs::write(remote.join("a.yaml"), "a: 1\n").unwrap();
+        git(&remote, &["add", "-A"]);
+        git(&remote, &["commit", "-q", "-m", "one"]);
+        let spec = super::super::SourceSpec {
+            id: "app".into(),
+            url: format!("file://{}", remote.display()),
+            reference: super::super::refs::RefSelector::Branch("main".into()),
+            path: String::new(),
+            access: Default::default(),
+            signatures: Default::default(),
+        };
+        let source = GitSource::new(spec, &tmp.path().join("cache"));
+        let head = source.fetch(None).unwrap().head;
+
+        // A second fetch is requested while the mirror is busy; while it waits, another fetch
+        // "starts" (recorded as the lock holder would) and the remote then disappears.
+        let lock = lock_for(source.cache_dir());
+        let guard = lock.lock().unwrap();
+        let waiting = {
+            let source = source.clone();
+            std::thread::spawn(move || source.fetch(Some(&head)))
+        };
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let mut guard = guard;
+        guard.fetched = Some((Instant::now(), Some("main".into())));
+        std::fs::remove_dir_all(&remote).unwrap();
+        drop(guard);
+        let served = waiting.join().unwrap();
+        assert!(
+            served.is_ok(),
+            "served from the mirror without the network: {served:?}"
+        );
+        // A fetch requested now must go to the remote, which is gone.
+        let err = source.fetch(None).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                SourceError::Unreachable { .. } | SourceError::Fetch { .. }
+            ),
+            "{err}"
+        );
     }
 }
