@@ -9,7 +9,7 @@ use crate::apply::Catalog;
 use crate::config::{self, Config};
 use crate::event::{self, Draft, Event};
 use crate::plan::{GroupKind, ObjectKey};
-use crate::reconcile::{Live, PassOptions, PassStatus, Reconciler};
+use crate::reconcile::{Limits, Live, PassOptions, PassStatus, Reconciler};
 use crate::render::SecretKey;
 use crate::source::poll::PollSchedule;
 use crate::source::webhook::{self, WebhookConfig, WebhookTrigger};
@@ -264,6 +264,7 @@ async fn reconcile_all(
     // One catalog and watch per cluster (kubeconfig and context).
     let mut clusters: HashMap<(Option<PathBuf>, Option<String>), Arc<Cluster>> = HashMap::new();
     let mut reconcilers = Vec::new();
+    let limits = Limits::default();
     for app in cfg.sync_order() {
         let target = (app.target.kubeconfig.clone(), app.target.context.clone());
         let cluster = match clusters.get(&target) {
@@ -279,14 +280,17 @@ async fn reconcile_all(
             source,
         })?;
         let source = GitSource::new(spec, &options.cache);
-        reconcilers.push(Reconciler::new(
-            app.clone(),
-            source,
-            store.clone(),
-            key.clone(),
-            cluster.catalog.clone(),
-            Live::Watch(cluster.watch.clone()),
-        ));
+        reconcilers.push(
+            Reconciler::new(
+                app.clone(),
+                source,
+                store.clone(),
+                key.clone(),
+                cluster.catalog.clone(),
+                Live::Watch(cluster.watch.clone()),
+            )
+            .with_limits(limits.clone()),
+        );
     }
 
     let server = match options.listen {

@@ -5,7 +5,7 @@ use super::run::Paths;
 use crate::agent::key;
 use crate::apply::{Catalog, DiffOutcome, ObjectOutcome, Outcome};
 use crate::config;
-use crate::reconcile::{Live, PassOptions, PassReport, PassStatus, Reconciler};
+use crate::reconcile::{Limits, Live, PassOptions, PassReport, PassStatus, Reconciler};
 use crate::source::{GitSource, config::spec_for};
 use crate::store::{OpenOptions, SledStore, writer};
 use crate::watch::{AppWatch, WatchOptions};
@@ -136,6 +136,7 @@ pub async fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
     // share one watch per kind (listing each kind once instead of reading each object).
     let mut clusters: HashMap<ClusterKey, (Arc<Catalog>, Live)> = HashMap::new();
     let mut reconcilers = Vec::new();
+    let limits = Limits::default();
     // Kept open for the whole run: a watch whose notifications receiver is gone stops updating
     // its cache (nobody reads them here; the debouncer merges them while unread).
     let mut notifications = Vec::new();
@@ -159,14 +160,10 @@ pub async fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
         }
         let (catalog, live) = clusters[&target].clone();
         let source = GitSource::new(spec_for(&app)?, &args.paths.cache);
-        reconcilers.push(Reconciler::new(
-            app,
-            source,
-            handle.clone(),
-            key.clone(),
-            catalog,
-            live,
-        ));
+        reconcilers.push(
+            Reconciler::new(app, source, handle.clone(), key.clone(), catalog, live)
+                .with_limits(limits.clone()),
+        );
     }
 
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, ObjectOutcome)>();

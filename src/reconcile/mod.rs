@@ -123,6 +123,27 @@ struct Memory {
     blobs: HashMap<Digest, serde_json::Value>,
 }
 
+/// Limits shared by every App of an agent, so a thousand Apps starting at once neither open
+/// a thousand connections to the API server nor park a thousand threads on one Git mirror.
+#[derive(Clone)]
+pub struct Limits {
+    /// Fetches at once (each runs on a blocking thread).
+    pub fetches: Arc<tokio::sync::Semaphore>,
+    /// Apps applying at once (each with the executor's own per-App concurrency, so at most
+    /// `applies × 8` write requests are in flight: below the API server's default limit of 200
+    /// mutating requests).
+    pub applies: Arc<tokio::sync::Semaphore>,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            fetches: Arc::new(tokio::sync::Semaphore::new(8)),
+            applies: Arc::new(tokio::sync::Semaphore::new(16)),
+        }
+    }
+}
+
 /// One App's reconciler: its configuration, source, cluster and memory between passes.
 pub struct Reconciler {
     app: config::App,
@@ -132,6 +153,7 @@ pub struct Reconciler {
     catalog: Arc<Catalog>,
     live: Live,
     apply: ApplyOptions,
+    limits: Limits,
     memory: Memory,
     /// Objects this App manages (desired and inventory), for routing watch notifications.
     managed: Vec<ObjectKey>,
@@ -160,9 +182,16 @@ impl Reconciler {
             catalog,
             live,
             apply,
+            limits: Limits::default(),
             memory: Memory::default(),
             managed: Vec::new(),
         }
+    }
+
+    /// Shares `limits` with other reconcilers (the agent's, for all its Apps).
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
     }
 
     pub fn app(&self) -> &config::App {
@@ -338,6 +367,7 @@ impl Reconciler {
         let mut appended = 0;
         let mut fetch_failure = None;
         if options.fetch {
+            let _permit = self.limits.fetches.acquire().await.expect("never closed");
             let o = observe::observe(&self.store, &name, &self.source)
                 .await
                 .map_err(|source| ReconcileError::Observe {
@@ -654,6 +684,8 @@ impl Reconciler {
             ..self.apply.clone()
         };
         let catalog = self.catalog.clone();
+        let limits = self.limits.clone();
+        let _permit = limits.applies.acquire().await.expect("never closed");
         let run = apply::execute(&catalog, plan, &apply_options);
         tokio::pin!(run);
         let mut appended = 0;
