@@ -105,30 +105,63 @@ fn config(url: &str, ns: &str, apps: &[(&str, &str, &str)]) -> String {
     text
 }
 
+/// A test's world: a namespace, a Git repository with one commit of `files`, a directory for
+/// the agent's store and cache.
+struct Scene {
+    client: kube::Client,
+    ns: TestNamespace,
+    fixture: Fixture,
+    dir: tempfile::TempDir,
+}
+
+impl Scene {
+    async fn new(prefix: &str, files: &[(&str, &str)]) -> Scene {
+        let client = support::client().await;
+        let ns = TestNamespace::create(&client, prefix).await;
+        let fixture = Fixture::new().unwrap();
+        let mut commit = fixture.commit("Add");
+        for (path, text) in files {
+            commit = commit.write(path, text);
+        }
+        commit.create().unwrap();
+        fixture.push().unwrap();
+        Scene {
+            client,
+            ns,
+            fixture,
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn config(&self, apps: &[(&str, &str, &str)]) -> String {
+        config(&self.fixture.file_url(), &self.ns.name, apps)
+    }
+
+    fn start(&self, apps: &[(&str, &str, &str)]) -> Running {
+        Running::start(self.dir.path(), &self.config(apps))
+    }
+
+    fn api(
+        &self,
+        api_version: &str,
+        kind: &str,
+        plural: &str,
+    ) -> kube::Api<kube::api::DynamicObject> {
+        api_for(&self.client, api_version, kind, plural, Some(&self.ns.name))
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn manual_scale_edit_and_delete_are_detected_and_corrected() {
-    let client = support::client().await;
-    let ns = TestNamespace::create(&client, "drift").await;
-    let f = Fixture::new().unwrap();
-    f.commit("Add")
-        .write("app/cm.yaml", CONFIGMAP)
-        .write("app/deploy.yaml", DEPLOYMENT)
-        .create()
-        .unwrap();
-    f.push().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let running = Running::start(
-        dir.path(),
-        &config(&f.file_url(), &ns.name, &[("web", "app", "")]),
-    );
-    let deployments = api_for(
-        &client,
-        "apps/v1",
-        "Deployment",
-        "deployments",
-        Some(&ns.name),
-    );
-    let cms = api_for(&client, "v1", "ConfigMap", "configmaps", Some(&ns.name));
+    let s = Scene::new(
+        "drift",
+        &[("app/cm.yaml", CONFIGMAP), ("app/deploy.yaml", DEPLOYMENT)],
+    )
+    .await;
+    let (client, ns) = (&s.client, &s.ns);
+    let running = s.start(&[("web", "app", "")]);
+    let deployments = s.api("apps/v1", "Deployment", "deployments");
+    let cms = s.api("v1", "ConfigMap", "configmaps");
     eventually("the first sync", Duration::from_secs(60), || async {
         deployments.get_opt("web").await.unwrap().is_some()
             && cms.get_opt("settings").await.unwrap().is_some()
@@ -253,30 +286,15 @@ async fn manual_scale_edit_and_delete_are_detected_and_corrected() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn detect_mode_records_drift_and_leaves_it() {
-    let client = support::client().await;
-    let ns = TestNamespace::create(&client, "detect").await;
-    let f = Fixture::new().unwrap();
-    f.commit("Add")
-        .write("app/deploy.yaml", DEPLOYMENT)
-        .create()
-        .unwrap();
-    f.push().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let running = Running::start(
-        dir.path(),
-        &config(
-            &f.file_url(),
-            &ns.name,
-            &[("web", "app", "    drift: detect\n")],
-        ),
-    );
-    let deployments = api_for(
-        &client,
-        "apps/v1",
-        "Deployment",
-        "deployments",
-        Some(&ns.name),
-    );
+    let s = Scene::new("detect", &[("app/deploy.yaml", DEPLOYMENT)]).await;
+    let ns = &s.ns;
+    let running = s.start(&[(
+        "web",
+        "app",
+        "    drift: detect
+",
+    )]);
+    let deployments = s.api("apps/v1", "Deployment", "deployments");
     eventually("the first sync", Duration::from_secs(60), || async {
         deployments.get_opt("web").await.unwrap().is_some()
     })
@@ -303,35 +321,22 @@ async fn detect_mode_records_drift_and_leaves_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dependency_is_synced_before_its_dependent() {
-    let client = support::client().await;
-    let ns = TestNamespace::create(&client, "deps").await;
-    let f = Fixture::new().unwrap();
-    f.commit("Add")
-        .write("base/cm.yaml", CONFIGMAP)
-        .write("app/deploy.yaml", DEPLOYMENT)
-        .create()
-        .unwrap();
-    f.push().unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    let s = Scene::new(
+        "deps",
+        &[("base/cm.yaml", CONFIGMAP), ("app/deploy.yaml", DEPLOYMENT)],
+    )
+    .await;
     // The dependent comes first in the file; depends_on orders it after base.
-    let running = Running::start(
-        dir.path(),
-        &config(
-            &f.file_url(),
-            &ns.name,
-            &[
-                ("app", "app", "    depends_on: [base]\n"),
-                ("base", "base", ""),
-            ],
+    let running = s.start(&[
+        (
+            "app",
+            "app",
+            "    depends_on: [base]
+",
         ),
-    );
-    let deployments = api_for(
-        &client,
-        "apps/v1",
-        "Deployment",
-        "deployments",
-        Some(&ns.name),
-    );
+        ("base", "base", ""),
+    ]);
+    let deployments = s.api("apps/v1", "Deployment", "deployments");
     eventually("the dependent synced", Duration::from_secs(60), || async {
         deployments.get_opt("web").await.unwrap().is_some()
     })
@@ -359,28 +364,22 @@ async fn a_dependency_is_synced_before_its_dependent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_signed_webhook_syncs_a_new_commit_at_once() {
-    let client = support::client().await;
-    let ns = TestNamespace::create(&client, "hook").await;
-    let f = Fixture::new().unwrap();
-    f.commit("Add")
-        .write("app/cm.yaml", CONFIGMAP)
-        .create()
-        .unwrap();
-    f.push().unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    let s = Scene::new("hook", &[("app/cm.yaml", CONFIGMAP)]).await;
+    let f = &s.fixture;
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
     // An hour between polls: only the webhook can bring the new commit in time.
-    let text = config(&f.file_url(), &ns.name, &[("web", "app", "")])
+    let text = s
+        .config(&[("web", "app", "")])
         .replace("interval: 1s", "interval: 1h");
-    let running = Running::start_with(dir.path(), &text, |o| {
+    let running = Running::start_with(s.dir.path(), &text, |o| {
         o.listen = Some(([127, 0, 0, 1], port).into());
         o.webhooks.generic = Some("s3cret".into());
     });
-    let cms = api_for(&client, "v1", "ConfigMap", "configmaps", Some(&ns.name));
+    let cms = s.api("v1", "ConfigMap", "configmaps");
     eventually("the first sync", Duration::from_secs(60), || async {
         cms.get_opt("settings").await.unwrap().is_some()
     })

@@ -128,6 +128,14 @@ async fn pass(r: &mut Reconciler) -> reckon::reconcile::PassReport {
     .unwrap()
 }
 
+/// The outcome and counts of a pass that ran a sync (fails the test otherwise).
+fn synced(report: &reckon::reconcile::PassReport) -> (SyncOutcome, reckon::event::SyncCounts) {
+    match &report.status {
+        PassStatus::Synced { outcome, counts } => (*outcome, counts.clone()),
+        other => panic!("expected a sync, got {other:?}"),
+    }
+}
+
 fn applied(events: &[Event]) -> Vec<(String, ApplyAction, Vec<String>)> {
     events
         .iter()
@@ -159,10 +167,8 @@ async fn first_sync_field_change_prune_and_a_silent_steady_state() {
     // First sync: the commit, the render, three creations, a finished sync.
     let report = pass(&mut r).await;
     assert_eq!(report.revision.as_deref(), Some(first.as_str()));
-    let PassStatus::Synced { outcome, counts } = &report.status else {
-        panic!("{:?}", report.status)
-    };
-    assert_eq!(*outcome, SyncOutcome::Succeeded, "{report:?}");
+    let (outcome, counts) = synced(&report);
+    assert_eq!(outcome, SyncOutcome::Succeeded, "{report:?}");
     assert_eq!(counts.created, 3);
     assert_eq!(report.health, reckon::event::Health::Healthy);
     let kinds = h.kinds("web");
@@ -231,9 +237,7 @@ async fn first_sync_field_change_prune_and_a_silent_steady_state() {
     let before = h.kinds("web").len();
     h.commit("Drop the service", &[("app/svc.yaml", None)]);
     let report = pass(&mut r).await;
-    let PassStatus::Synced { counts, .. } = &report.status else {
-        panic!("{:?}", report.status)
-    };
+    let (_, counts) = synced(&report);
     assert_eq!((counts.pruned, counts.unchanged), (1, 2), "{counts:?}");
     let pruned: Vec<String> = h.events("web")[before..]
         .iter()
@@ -351,11 +355,9 @@ async fn a_crd_and_its_custom_resource_in_one_commit() {
     );
     let mut r = h.reconciler(h.app("widgets", "app", ""));
     let report = pass(&mut r).await;
-    let PassStatus::Synced { outcome, counts } = &report.status else {
-        panic!("{:?}", report.status)
-    };
+    let (outcome, counts) = synced(&report);
     assert_eq!(
-        (*outcome, counts.created, counts.failed),
+        (outcome, counts.created, counts.failed),
         (SyncOutcome::Succeeded, 2, 0),
         "{report:?}"
     );
@@ -417,9 +419,7 @@ async fn two_apps_never_prune_each_others_objects() {
         )],
     );
     let report = pass(&mut two).await;
-    let PassStatus::Synced { counts, .. } = &report.status else {
-        panic!("{:?}", report.status)
-    };
+    let (_, counts) = synced(&report);
     assert_eq!((counts.created, counts.pruned), (1, 1), "{counts:?}");
     let pruned: Vec<String> = h
         .events("two")
@@ -443,9 +443,7 @@ async fn two_apps_never_prune_each_others_objects() {
     );
     // App one moves to the new revision (recorded as applied) without touching anything.
     let report = pass(&mut one).await;
-    let PassStatus::Synced { counts, .. } = &report.status else {
-        panic!("{:?}", report.status)
-    };
+    let (_, counts) = synced(&report);
     assert_eq!(
         (counts.unchanged, counts.configured, counts.pruned),
         (2, 0, 0),
@@ -469,9 +467,7 @@ async fn an_empty_desired_set_prunes_nothing_unless_allowed() {
         &[("app/cm.yaml", None), ("app/keep.txt", Some("x"))],
     );
     let report = pass(&mut r).await;
-    let PassStatus::Synced { counts, .. } = &report.status else {
-        panic!("{:?}", report.status)
-    };
+    let (_, counts) = synced(&report);
     assert_eq!((counts.pruned, counts.prune_skipped), (0, 1), "{counts:?}");
     let reasons: Vec<String> = h
         .events("empty")
@@ -489,9 +485,7 @@ async fn an_empty_desired_set_prunes_nothing_unless_allowed() {
     // With allow_empty the same state prunes.
     let mut r = h.reconciler(h.app("empty", "app", "    prune:\n      allow_empty: true\n"));
     let report = pass(&mut r).await;
-    let PassStatus::Synced { counts, .. } = &report.status else {
-        panic!("{:?}", report.status)
-    };
+    let (_, counts) = synced(&report);
     assert_eq!(counts.pruned, 1, "{counts:?}");
     assert!(cms.get_opt("settings").await.unwrap().is_none());
     h.close().await;
@@ -597,11 +591,9 @@ async fn an_unknown_kind_fails_alone_and_is_named() {
     );
     let mut r = h.reconciler(h.app("unk", "app", ""));
     let report = pass(&mut r).await;
-    let PassStatus::Synced { outcome, counts } = &report.status else {
-        panic!("{:?}", report.status)
-    };
+    let (outcome, counts) = synced(&report);
     assert_eq!(
-        (*outcome, counts.created, counts.failed),
+        (outcome, counts.created, counts.failed),
         (SyncOutcome::PartiallyFailed, 1, 1)
     );
     let errors: Vec<String> = h
@@ -638,10 +630,8 @@ async fn a_sync_waits_for_health_and_fails_when_it_does_not_come() {
         started.elapsed() >= std::time::Duration::from_secs(3),
         "waited for the health timeout"
     );
-    let PassStatus::Synced { outcome, counts } = &report.status else {
-        panic!("{:?}", report.status)
-    };
-    assert_eq!((*outcome, counts.created), (SyncOutcome::Failed, 1));
+    let (outcome, counts) = synced(&report);
+    assert_eq!((outcome, counts.created), (SyncOutcome::Failed, 1));
     assert_eq!(report.health, reckon::event::Health::Progressing);
     let changes: Vec<reckon::event::HealthChanged> = h
         .events("hl")
@@ -669,10 +659,8 @@ async fn a_sync_waits_for_health_and_fails_when_it_does_not_come() {
     // Scaled to zero in Git, it becomes healthy and the sync succeeds.
     h.commit("Zero", &[("app/deploy.yaml", Some(DEPLOYMENT))]);
     let report = pass(&mut r).await;
-    let PassStatus::Synced { outcome, .. } = &report.status else {
-        panic!("{:?}", report.status)
-    };
-    assert_eq!(*outcome, SyncOutcome::Succeeded, "{report:?}");
+    let (outcome, _) = synced(&report);
+    assert_eq!(outcome, SyncOutcome::Succeeded, "{report:?}");
     assert_eq!(report.health, reckon::event::Health::Healthy);
     h.close().await;
 }

@@ -540,7 +540,7 @@ impl Reconciler {
         });
         if !work && !new_revision && drifts.is_empty() {
             appended += self.append(pending_blobs, drafts).await?;
-            let (health, n) = self.record_health(&desired, &observed, false).await?;
+            let (health, n) = self.record_health(&desired, &observed).await?;
             return Ok(report(
                 Some(revision),
                 PassStatus::InSync,
@@ -554,7 +554,7 @@ impl Reconciler {
                 drafts.push(events::drift_detected(&name, object, drift));
             }
             appended += self.append(pending_blobs, drafts).await?;
-            let (health, n) = self.record_health(&desired, &observed, false).await?;
+            let (health, n) = self.record_health(&desired, &observed).await?;
             return Ok(report(
                 Some(revision),
                 PassStatus::InSync,
@@ -615,7 +615,7 @@ impl Reconciler {
             self.wait_health(&desired, &inventory_after(&mut inventory, &changes))
                 .await?
         } else {
-            self.record_health(&desired, &observed, false).await?
+            self.record_health(&desired, &observed).await?
         };
         appended += n;
 
@@ -744,30 +744,51 @@ impl Reconciler {
         }
     }
 
-    /// Records health changes seen in `observed` (objects first seen healthy are not recorded;
-    /// anything else, and every later change, is). Returns the App's health and the number of
+    /// The desired objects' health as the watch cache sees them.
+    fn readings(
+        &self,
+        desired: &[DesiredObject],
+        observed: &Observed,
+    ) -> Vec<(plan::ObjectRef, event::Health, String)> {
+        let ns = &self.app.target.namespace;
+        desired
+            .iter()
+            .filter_map(|d| {
+                apply::resolve_namespace(&d.object, self.catalog.scope(&d.object.group_kind()), ns)
+            })
+            .map(|object| {
+                let (health, message) = events::observed_health(observed.get(&object.key()));
+                (object, health, message)
+            })
+            .collect()
+    }
+
+    /// Records health changes seen in `observed` (from the watch cache; without one there is
+    /// nothing new to compare between syncs). Returns the App's health and the number of
     /// events appended.
     async fn record_health(
         &mut self,
         desired: &[DesiredObject],
         observed: &Observed,
-        force_app: bool,
     ) -> Result<(event::Health, usize), ReconcileError> {
-        if matches!(self.live, Live::Direct) && !force_app {
-            // Without a watch cache there are no live readings to compare, only GETs.
+        if matches!(self.live, Live::Direct) {
             let health = self.memory.app_health.unwrap_or(event::Health::Unknown);
             return Ok((health, 0));
         }
-        let ns = &self.app.target.namespace;
+        let readings = self.readings(desired, observed);
+        self.record_readings(readings).await
+    }
+
+    /// Records each object whose health changed (or that is first seen unhealthy; a healthy
+    /// first sighting is the normal case and not worth an event each), and the App's health
+    /// (the worst of its objects) when it changed.
+    async fn record_readings(
+        &mut self,
+        readings: Vec<(plan::ObjectRef, event::Health, String)>,
+    ) -> Result<(event::Health, usize), ReconcileError> {
         let mut drafts = Vec::new();
-        let mut all = Vec::new();
-        for d in desired {
-            let Some(object) =
-                apply::resolve_namespace(&d.object, self.catalog.scope(&d.object.group_kind()), ns)
-            else {
-                continue;
-            };
-            let (health, message) = events::observed_health(observed.get(&object.key()));
+        let mut all = Vec::with_capacity(readings.len());
+        for (object, health, message) in readings {
             all.push(health);
             let previous = self.memory.health.insert(object.key(), health);
             let changed = match previous {
@@ -808,21 +829,13 @@ impl Reconciler {
     ) -> Result<(event::Health, usize), ReconcileError> {
         let deadline = Instant::now() + self.app.health_timeout;
         let settled =
-            |h: event::Health| matches!(h, event::Health::Healthy | event::Health::Degraded);
-        match self.live.clone() {
+            |h: &event::Health| matches!(h, event::Health::Healthy | event::Health::Degraded);
+        let readings = match self.live.clone() {
             Live::Watch(_) => loop {
                 let observed = self.observe_live(desired, inventory).await?;
-                let ns = &self.app.target.namespace;
-                let done = desired.iter().all(|d| {
-                    apply::resolve_namespace(
-                        &d.object,
-                        self.catalog.scope(&d.object.group_kind()),
-                        ns,
-                    )
-                    .is_none_or(|o| settled(events::observed_health(observed.get(&o.key())).0))
-                });
-                if done || Instant::now() >= deadline {
-                    return self.record_health(desired, &observed, true).await;
+                let readings = self.readings(desired, &observed);
+                if readings.iter().all(|(_, h, _)| settled(h)) || Instant::now() >= deadline {
+                    break readings;
                 }
                 tokio::time::sleep(HEALTH_POLL).await;
             },
@@ -842,43 +855,22 @@ impl Reconciler {
                     timeout: self.app.health_timeout,
                     ..Default::default()
                 };
-                let results = health::wait(&self.catalog, &objects, &options).await;
-                let mut drafts = Vec::new();
-                let mut all = Vec::new();
-                for (object, h) in results {
-                    let recorded =
-                        if h.status == Status::Unknown && h.message.ends_with("not found") {
-                            event::Health::Missing
-                        } else {
-                            events::event_health(h.status)
-                        };
-                    all.push(recorded);
-                    let previous = self.memory.health.insert(object.key(), recorded);
-                    if previous.map_or(recorded != event::Health::Healthy, |p| p != recorded) {
-                        drafts.push(events::health_changed(
-                            &self.app.name,
-                            Some(&object),
-                            previous.unwrap_or(event::Health::Unknown),
-                            recorded,
-                            Some(h.message),
-                        ));
-                    }
-                }
-                let app_health = events::aggregate(&all);
-                let previous = self.memory.app_health.replace(app_health);
-                if previous != Some(app_health) {
-                    drafts.push(events::health_changed(
-                        &self.app.name,
-                        None,
-                        previous.unwrap_or(event::Health::Unknown),
-                        app_health,
-                        None,
-                    ));
-                }
-                let n = self.append(vec![], drafts).await?;
-                Ok((app_health, n))
+                health::wait(&self.catalog, &objects, &options)
+                    .await
+                    .into_iter()
+                    .map(|(object, h)| {
+                        let recorded =
+                            if h.status == Status::Unknown && h.message.ends_with("not found") {
+                                event::Health::Missing
+                            } else {
+                                events::event_health(h.status)
+                            };
+                        (object, recorded, h.message)
+                    })
+                    .collect()
             }
-        }
+        };
+        self.record_readings(readings).await
     }
 
     /// Plans without applying and asks the server what would change (a server-side dry run).
