@@ -1,72 +1,310 @@
 #!/usr/bin/env bash
 # reckon's main job, end to end, on a fresh machine (the README's first quick-start command).
-# Today: provisions and starts the local Kubernetes control plane (cached after the first run),
-# has reckon report its own and the cluster's version, then creates a demo Git repository with
-# real commits by two authors, lets reckon observe it (including a force-push and an unreachable
-# remote), verifies the hash-chained log and shows the events it recorded. It grows with the
-# product: the reconciler will sync the demo repository into the cluster here.
+# Starts the local Kubernetes control plane (built and cached on the first run), creates a demo
+# Git repository with commits by several authors, and runs the agent (`reckon run`) against it:
+# the first sync, a change, a removed file (pruned), manual drift (corrected), a deleted object
+# (re-created), a force-push, a broken commit (nothing pruned) and an unreachable remote. Then it
+# verifies the hash-chained log and prints what reckon recorded as a timeline.
+# It is a smoke check too: every wait has a timeout, and the script exits non-zero when reckon
+# does not do its job.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-bash scripts/provision-testenv.sh >/dev/null
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${RECKON_CACHE_DIR:-$HOME/.cache/reckon}/target}"
-cargo build --quiet --bin reckon -p reckon
-cargo build --quiet --bin reckon-testenv -p reckon-testenv
-RECKON="$CARGO_TARGET_DIR/debug/reckon"
-WORK="$(mktemp -d /tmp/reckon-demo-XXXXXX)"
-trap 'rm -rf "$WORK"' EXIT
-exec "$CARGO_TARGET_DIR/debug/reckon-testenv" run -- bash -c '
-  set -euo pipefail
-  reckon="$1"; work="$2"
-  echo "== reckon version, connected to the local control plane"
-  "$reckon" version --kubeconfig "$RECKON_TEST_KUBECONFIG"
 
-  echo; echo "== a demo Git repository with real commits"
-  git init -q -b main "$work/repo"
-  commit() { git -C "$work/repo" -c user.name="$1" -c user.email="$2" -c commit.gpgsign=false \
-               commit -q --date="$3" -m "$4"; }
-  mkdir -p "$work/repo/apps/web"
-  printf "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: web}\ndata: {replicas: \"1\"}\n" \
-    > "$work/repo/apps/web/config.yaml"
-  git -C "$work/repo" add -A; commit "Ada Lovelace" ada@example.com "2026-11-20T09:00:00+01:00" "Add web"
-  cat > "$work/reckon.yaml" <<YAML
+if [ "${1:-}" != --inside ]; then
+  self="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"
+  cd "$(dirname "$0")/.."
+  bash scripts/provision-testenv.sh >/dev/null
+  export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${RECKON_CACHE_DIR:-$HOME/.cache/reckon}/target}"
+  cargo build --quiet --bin reckon -p reckon
+  cargo build --quiet --bin reckon-testenv -p reckon-testenv
+  WORK="$(mktemp -d /tmp/reckon-demo-XXXXXX)"
+  trap 'rm -rf "$WORK"' EXIT
+  # The control plane runs for as long as this script's second half (below) does.
+  status=0
+  "$CARGO_TARGET_DIR/debug/reckon-testenv" run -- \
+    bash "$self" --inside "$CARGO_TARGET_DIR/debug/reckon" "$WORK" || status=$?
+  exit "$status"
+fi
+
+# ---- inside the control plane: RECKON_TEST_KUBECONFIG is set ------------------------------
+reckon="$2"; work="$3"; repo="$work/repo"
+cd "$work"
+export RUST_LOG="${RUST_LOG:-info}"
+k() { kubectl --kubeconfig "$RECKON_TEST_KUBECONFIG" -n demo "$@"; }
+step() { echo; echo "== $*"; }
+
+agent=""
+agent_log="$work/agent.log"
+fail() {
+  echo "FAIL: $*" >&2
+  if [ -s "$agent_log" ]; then
+    echo "--- the agent's log (last 30 lines):" >&2
+    tail -n 30 "$agent_log" >&2
+  fi
+  exit 1
+}
+start_agent() {
+  NO_COLOR=1 "$reckon" run >>"$agent_log" 2>&1 &
+  agent=$!
+  echo "agent started (pid $agent, interval 2s, log $agent_log)"
+}
+# SIGTERM, then wait (bounded) for a clean exit: passes in flight finish, the store is flushed.
+stop_agent() {
+  local pid="$agent" deadline=$((SECONDS + 30)) rc=0
+  [ -n "$pid" ] || return 0
+  agent=""
+  kill -TERM "$pid" 2>/dev/null || true
+  while kill -0 "$pid" 2>/dev/null; do
+    if ((SECONDS >= deadline)); then
+      kill -KILL "$pid" 2>/dev/null || true
+      wait "$pid" 2>/dev/null || true
+      fail "the agent did not stop within 30s of SIGTERM"
+    fi
+    sleep 0.1
+  done
+  wait "$pid" || rc=$?
+  [ "$rc" = 0 ] || fail "the agent exited with status $rc after SIGTERM (expected 0)"
+  echo "agent stopped (SIGTERM, exit 0)"
+}
+cleanup() {
+  if [ -n "$agent" ] && kill -0 "$agent" 2>/dev/null; then
+    kill -TERM "$agent" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$agent" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$agent" 2>/dev/null || true
+  fi
+}
+trap cleanup EXIT
+
+# wait_until SECONDS WHAT CMD...: polls CMD every 0.2s; fails with WHAT after SECONDS.
+now() { date +%s.%N; }
+wait_until() {
+  local limit="$1" what="$2" t0 deadline
+  shift 2
+  t0=$(now); deadline=$((SECONDS + limit))
+  until "$@" >/dev/null 2>&1; do
+    if [ -n "$agent" ] && ! kill -0 "$agent" 2>/dev/null; then fail "the agent died while waiting: $what"; fi
+    ((SECONDS < deadline)) || fail "$what: not within ${limit}s"
+    sleep 0.2
+  done
+  echo "  ok after $(awk -v a="$t0" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }')s: $what"
+}
+greeting_is() { [ "$(k get configmap web -o 'jsonpath={.data.greeting}')" = "$1" ]; }
+replicas_are() { [ "$(k get deployment web -o 'jsonpath={.spec.replicas}')" = "$1" ]; }
+absent() { local out; out=$(k get "$@" 2>&1) && return 1; grep -q NotFound <<<"$out"; }
+logged() { grep -qF "$1" "$agent_log"; }
+commit() { git -C "$repo" -c user.name="$1" -c user.email="$2" -c commit.gpgsign=false \
+             commit -q --date="$3" -m "$4"; git -C "$repo" rev-parse --short=12 HEAD; }
+
+step "reckon version, connected to the local control plane"
+"$reckon" version --kubeconfig "$RECKON_TEST_KUBECONFIG"
+kubectl --kubeconfig "$RECKON_TEST_KUBECONFIG" create namespace demo
+
+step "a demo Git repository: a ConfigMap, a Service, a Deployment (replicas 0: no scheduler here)"
+git init -q -b main "$repo"
+mkdir -p "$repo/apps/web"
+cat > "$repo/apps/web/config.yaml" <<'YAML'
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: web}
+data: {greeting: hello}
+YAML
+cat > "$repo/apps/web/service.yaml" <<'YAML'
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  selector: {app: web}
+  ports: [{port: 80, targetPort: 8080}]
+YAML
+cat > "$repo/apps/web/deployment.yaml" <<'YAML'
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 0
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers: [{name: web, image: "nginx:1.25"}]
+YAML
+cat > "$repo/apps/web/legacy.yaml" <<'YAML'
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: legacy}
+data: {mode: old}
+YAML
+git -C "$repo" add -A
+echo "commit $(commit "Ada Lovelace" ada@example.com "2026-11-20T09:00:00+01:00" "Add web")"
+cat > reckon.yaml <<YAML
 apps:
   - name: web
     source:
-      url: file://$work/repo
+      url: file://$repo
       path: apps/web
+      interval: 2s
       signature: {mode: record}
+    target:
+      kubeconfig: $RECKON_TEST_KUBECONFIG
+      namespace: demo
+    health_timeout: 30s
 YAML
-  cd "$work"
-  "$reckon" fetch
-  sed -i "s/\"1\"/\"3\"/" repo/apps/web/config.yaml
-  git -C repo add -A; commit "Grace Hopper" grace@example.com "2026-11-21T14:30:00-05:00" "Scale web to 3"
-  git -C repo commit -q --allow-empty -m "Docs only" --author "Linus <linus@example.com>"
-  "$reckon" fetch
-  echo; echo "== a force-push rewrites history"
-  git -C repo reset -q --hard HEAD~2
-  sed -i "s/\"1\"/\"2\"/" repo/apps/web/config.yaml
-  git -C repo add -A; commit "Ada Lovelace" ada@example.com "2026-11-22T08:15:00+01:00" "Scale web to 2 instead"
-  "$reckon" fetch
-  echo; echo "== the remote becomes unreachable (reckon keeps the last good revision)"
-  mv repo repo.gone
-  "$reckon" fetch || true
-  echo; echo "== the hash-chained log verifies"
-  "$reckon" store verify
-  echo; echo "== what reckon recorded (kind, app, who, when, what)"
-  "$reckon" store export | python3 -c "
+
+step "reckon diff before the first sync (exit 1: there are changes)"
+rc=0; "$reckon" diff web || rc=$?
+[ "$rc" = 1 ] || fail "reckon diff exited $rc before the first sync (expected 1)"
+
+step "the agent syncs the repository into the cluster"
+start_agent
+wait_until 60 "ConfigMaps web and legacy, Service web, Deployment web exist" \
+  k get configmap/web configmap/legacy service/web deployment/web
+k get configmaps,services,deployments -l reckon.dev/app=web
+
+step "reckon diff after the sync (exit 0: nothing to change); the agent holds the store, so it stops meanwhile"
+stop_agent
+"$reckon" diff web || fail "reckon diff exited $? after the sync (expected 0)"
+start_agent
+
+step "Grace changes a value in Git"
+sed -i 's/greeting: hello/greeting: hello from Grace/' "$repo/apps/web/config.yaml"
+git -C "$repo" add -A
+echo "commit $(commit "Grace Hopper" grace@example.com "2026-11-21T14:30:00-05:00" "Greet properly")"
+wait_until 20 "ConfigMap web has greeting \"hello from Grace\"" greeting_is "hello from Grace"
+
+step "Linus removes a file in Git: its object is pruned"
+git -C "$repo" rm -q apps/web/legacy.yaml
+echo "commit $(commit "Linus Torvalds" linus@example.com "2026-11-22T10:00:00+02:00" "Drop legacy settings")"
+wait_until 20 "ConfigMap legacy is gone" absent configmap legacy
+
+step "manual drift: kubectl scale deployment web --replicas=3 (Git says 0)"
+k scale deployment web --replicas=3
+wait_until 20 "Deployment web is back to replicas 0" replicas_are 0
+
+step "manual drift: kubectl patch configmap web (a hand edit of the greeting)"
+k patch configmap web --type merge -p '{"data": {"greeting": "edited by hand"}}'
+wait_until 20 "ConfigMap web is back to greeting \"hello from Grace\"" greeting_is "hello from Grace"
+
+step "kubectl delete service web: a managed object disappears"
+k delete service web --wait=false
+wait_until 20 "Service web is re-created" k get service web
+
+step "a force-push rewrites the last commit"
+git -C "$repo" reset -q --hard HEAD~1
+git -C "$repo" rm -q apps/web/legacy.yaml
+sed -i 's/greeting: hello from Grace/greeting: bonjour/' "$repo/apps/web/config.yaml"
+git -C "$repo" add -A
+echo "commit $(commit "Ada Lovelace" ada@example.com "2026-11-22T08:15:00+01:00" "Drop legacy settings, greet in French")"
+wait_until 20 "ConfigMap web has greeting \"bonjour\"" greeting_is bonjour
+
+step "a commit with broken YAML: nothing is applied, nothing is pruned"
+printf 'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: web}\ndata: {greeting: "half-finished\n' \
+  > "$repo/apps/web/config.yaml"
+git -C "$repo" add -A
+broken=$(commit "Grace Hopper" grace@example.com "2026-11-23T16:45:00-05:00" "WIP")
+echo "commit $broken"
+wait_until 20 "the agent reports the render failure of $broken" logged "render failed"
+sleep 3 # a few more polls of the broken head: it must stay harmless
+k get configmaps,services,deployments -l reckon.dev/app=web
+greeting_is bonjour || fail "ConfigMap web changed although the head does not render"
+k get service/web deployment/web >/dev/null || fail "an object was removed although the head does not render"
+
+step "the remote becomes unreachable (reckon keeps the last good revision)"
+mv "$repo" "$repo.gone"
+wait_until 20 "the agent reports the failed fetch" logged "fetch failed"
+k get configmap/web service/web deployment/web >/dev/null || fail "objects changed while the remote was gone"
+
+step "stop the agent"
+stop_agent
+
+step "the hash-chained log verifies"
+"$reckon" store verify
+
+step "what reckon recorded"
+cat > timeline.py <<'PY'
 import json, sys
+
+def obj(o):
+    ns = o.get("namespace")
+    return "%s %s" % (o["kind"], "%s/%s" % (ns, o["name"]) if ns else o["name"])
+
+def person(p):
+    return "%s <%s>" % (p["name"], p["email"])
+
+def short(v, n=60):
+    v = str(v)
+    return v if len(v) <= n else v[: n - 1] + "…"
+
+seen, problems, by_object, broken, after_broken = {}, [], set(), set(), []
 for line in sys.stdin:
     e = json.loads(line)
-    if \"kind\" not in e: continue
-    d = e[\"data\"]
-    if e[\"kind\"] == \"CommitObserved\":
-        what = \"%s %s <%s> %r\" % (d[\"sha\"][:10], d[\"author\"][\"name\"], d[\"author\"][\"email\"], d[\"message\"].strip())
-    elif e[\"kind\"] == \"HistoryRewritten\":
-        what = \"%s -> %s\" % (d[\"old_head\"][:10], d[\"new_head\"][:10])
-    elif e[\"kind\"] == \"SourceFetchFailed\":
-        what = \"%s: %s\" % (d[\"reason\"], d[\"error\"][:70])
-    else:
-        what = \"\"
-    print(\"%4d  %-18s %-4s %s\" % (e[\"seq\"], e[\"kind\"], e[\"app\"] or \"-\", what))
-"
-' demo "$RECKON" "$WORK"
+    if "kind" not in e:
+        continue
+    k, d = e["kind"], e["data"]
+    seen[k] = seen.get(k, 0) + 1
+    if "object" in d and d["object"]:
+        by_object.add((k, obj(d["object"])))
+    if k == "RenderFailed":
+        broken.add(d["revision"])
+    elif k in ("ObjectApplied", "ObjectPruned") and d["revision"] in broken:
+        after_broken.append("%s #%d for a revision that did not render" % (k, e["seq"]))
+    what = ""
+    if k == "AgentStarted":
+        what = "pid %s" % d["pid"]
+    elif k == "CommitObserved":
+        what = "%s %s %r" % (d["sha"][:10], person(d["author"]), d["message"].strip())
+    elif k == "HistoryRewritten":
+        what = "%s -> %s" % (d["old_head"][:10], d["new_head"][:10])
+    elif k == "SourceFetchFailed":
+        what = "%s: %s" % (d["reason"], short(d["error"]))
+    elif k == "RenderSucceeded":
+        what = "%s: %d object(s)" % (d["revision"][:10], d["object_count"])
+    elif k == "RenderFailed":
+        what = "%s: %s" % (d["revision"][:10], short(d["error"], 90))
+    elif k == "SyncStarted":
+        what = d["revision"][:10]
+    elif k == "ObjectApplied":
+        what = "%s %s" % (d["action"], obj(d["object"]))
+        if d["changed_fields"]:
+            what += " (%s)" % ", ".join(d["changed_fields"])
+    elif k == "ApplyFailed":
+        what = "%s: %s" % (obj(d["object"]), short(d["error"]))
+        problems.append("ApplyFailed #%d" % e["seq"])
+    elif k == "DriftDetected":
+        diffs = ", ".join("%s: %s -> %s" % (x["path"], x.get("expected") or "(absent)",
+                                             x.get("actual") or "(absent)") if x["path"]
+                          else "deleted" for x in d["diffs"])
+        mgrs = ", ".join("%s (%s)" % (m["manager"], m["operation"]) for m in d["managers"])
+        what = "%s %s%s" % (obj(d["object"]), diffs or "(deleted)", "; by " + mgrs if mgrs else "")
+    elif k == "DriftCorrected":
+        what = "%s (%s)" % (obj(d["object"]), ", ".join(f or "re-created" for f in d["fields"]))
+    elif k == "ObjectPruned":
+        what = obj(d["object"])
+    elif k == "PruneSkipped":
+        what = "%s: %s" % (obj(d["object"]), d["reason"])
+    elif k == "SyncFinished":
+        c = d["counts"]
+        what = "%s: %d created, %d configured, %d unchanged, %d pruned, %d prune skipped, %d failed (%d ms)" % (
+            d["outcome"], c["created"], c["configured"], c["unchanged"], c["pruned"],
+            c["prune_skipped"], c["failed"], d["duration_ms"])
+        if d["outcome"] != "Succeeded":
+            problems.append("SyncFinished #%d: %s" % (e["seq"], d["outcome"]))
+    elif k == "HealthChanged":
+        what = "%s: %s -> %s" % (obj(d["object"]) if d.get("object") else "the App", d["from"], d["to"])
+        if d.get("message"):
+            what += " (%s)" % short(d["message"])
+    print("%4d %s  %-17s %-4s %s" % (e["seq"], e["time"][11:23], k, e["app"] or "-", what))
+
+expected = ["AgentStarted", "CommitObserved", "RenderSucceeded", "SyncStarted", "ObjectApplied",
+            "SyncFinished", "ObjectPruned", "DriftDetected", "DriftCorrected", "RenderFailed",
+            "PruneSkipped", "HistoryRewritten", "SourceFetchFailed"]
+problems += ["no %s event" % k for k in expected if k not in seen]
+for k, o in [("ObjectPruned", "ConfigMap demo/legacy"), ("DriftCorrected", "Deployment demo/web"),
+             ("DriftCorrected", "ConfigMap demo/web"), ("DriftCorrected", "Service demo/web")]:
+    if (k, o) not in by_object:
+        problems.append("no %s for %s" % (k, o))
+problems += after_broken
+if problems:
+    print("FAIL: " + "; ".join(problems), file=sys.stderr)
+    sys.exit(1)
+PY
+"$reckon" store export | python3 timeline.py || fail "the recorded events are not what this demo expects"
+echo; echo "demo OK: reckon synced, pruned, corrected drift, re-created, and kept the cluster through a broken commit and an unreachable remote"
