@@ -425,3 +425,40 @@ async fn a_signed_webhook_syncs_a_new_commit_at_once() {
         .count();
     assert_eq!(commits, 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_agent_with_nothing_new_records_nothing_new() {
+    let s = Scene::new(
+        "restart",
+        &[("app/cm.yaml", CONFIGMAP), ("app/deploy.yaml", DEPLOYMENT)],
+    )
+    .await;
+    let apps = [("web", "app", "")];
+    let running = s.start(&apps);
+    let cms = s.api("v1", "ConfigMap", "configmaps");
+    eventually("the first sync", Duration::from_secs(60), || async {
+        cms.get_opt("settings").await.unwrap().is_some()
+    })
+    .await;
+    let first = running.stop().await;
+    assert!(
+        first
+            .iter()
+            .any(|e| matches!(e.body.event, Event::SyncFinished(_))),
+        "the first run finished its sync"
+    );
+
+    // Several passes (polls every second) over an unchanged App and cluster.
+    let running = s.start(&apps);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let all = running.stop().await;
+    let new: Vec<EventKind> = all[first.len()..]
+        .iter()
+        .map(|e| e.body.event.kind())
+        .collect();
+    assert_eq!(
+        new,
+        vec![EventKind::AgentStarted],
+        "the restart found everything as recorded (health included)"
+    );
+}

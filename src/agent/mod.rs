@@ -314,6 +314,13 @@ async fn reconcile_all(
             options.jitter,
         ));
     }
+    if tasks.is_empty() {
+        // Nothing to reconcile yet is not a reason to exit (a supervisor would restart it in
+        // a loop): serve the health endpoints until stopped.
+        tracing::warn!("the configuration lists no Apps; idle until stopped");
+        let mut stop = stop.clone();
+        let _ = stop.wait_for(|s| *s).await;
+    }
     while let Some(joined) = tasks.join_next().await {
         if let Err(e) = joined {
             tracing::error!(error = %e, "an App task ended abnormally");

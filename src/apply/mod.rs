@@ -227,6 +227,8 @@ pub struct ObjectOutcome {
     pub reason: Option<ApplyReason>,
     /// The live object's resourceVersion after a successful apply.
     pub resource_version: Option<String>,
+    /// The live object's uid after a successful apply (tells a re-created object apart).
+    pub uid: Option<String>,
 }
 
 impl ObjectOutcome {
@@ -431,7 +433,7 @@ async fn execute_apply(
         other => unreachable!("not an apply: {other:?}"),
     };
     let result = apply_manifest(catalog, object, manifest.as_value(), options, false).await;
-    let (outcome, resource_version) = match result {
+    let (outcome, resource_version, uid) = match result {
         Ok(live) => {
             let outcome = match changed {
                 None => Outcome::Created,
@@ -439,13 +441,14 @@ async fn execute_apply(
                     changed: changed.clone(),
                 },
             };
-            (outcome, live.metadata.resource_version)
+            (outcome, live.metadata.resource_version, live.metadata.uid)
         }
         Err((error, cause)) => (
             Outcome::Failed {
                 error: error.to_string(),
                 cause,
             },
+            None,
             None,
         ),
     };
@@ -455,6 +458,7 @@ async fn execute_apply(
         digest: Some(digest.clone()),
         reason: Some(reason.clone()),
         resource_version,
+        uid,
     }
 }
 
@@ -476,6 +480,7 @@ async fn execute_prune(
         digest: None,
         reason: None,
         resource_version: None,
+        uid: None,
     }
 }
 
@@ -625,6 +630,7 @@ fn skipped(action: &Action, reason: SkipReason) -> ObjectOutcome {
         digest,
         reason: apply_reason,
         resource_version: None,
+        uid: None,
     }
 }
 
@@ -653,6 +659,7 @@ pub async fn execute(catalog: &Catalog, plan: &Plan, options: &ApplyOptions) -> 
                     digest: Some(digest.clone()),
                     reason: None,
                     resource_version: None,
+                    uid: None,
                 },
             );
         }
@@ -794,6 +801,7 @@ pub async fn execute(catalog: &Catalog, plan: &Plan, options: &ApplyOptions) -> 
                     digest: None,
                     reason: None,
                     resource_version: None,
+                    uid: None,
                 };
                 report(options, &outcome);
                 outcomes.insert(i, outcome);

@@ -184,7 +184,10 @@ pub fn outcome_draft(
     outcome: &ObjectOutcome,
     blob: Option<Digest>,
 ) -> Option<Draft> {
-    let object = event_ref(&outcome.object);
+    let object = event::ObjectRef {
+        uid: outcome.uid.clone(),
+        ..event_ref(&outcome.object)
+    };
     let event = match &outcome.outcome {
         Outcome::Unchanged => return None,
         Outcome::Created | Outcome::Configured { .. } => {

@@ -19,7 +19,7 @@ use crate::plan::{self, Action, DesiredObject, InventoryEntry, ObjectKey, Observ
 use crate::render::{self, RenderOptions, SecretKey};
 use crate::source::GitSource;
 use crate::store::projection::AppState;
-use crate::store::{EventRead, StoreError, blob, writer::StoreHandle};
+use crate::store::{EventRead, Query, Selector, StoreError, blob, writer::StoreHandle};
 use crate::watch::AppWatch;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -119,6 +119,8 @@ struct Memory {
     /// Last recorded health per object, and of the App.
     health: HashMap<ObjectKey, event::Health>,
     app_health: Option<event::Health>,
+    /// Whether the last recorded health was read back from the log (once per process).
+    recalled: bool,
     /// Storable manifests by blob address (inventory entries' last applied state).
     blobs: HashMap<Digest, serde_json::Value>,
 }
@@ -158,6 +160,12 @@ pub struct Reconciler {
     /// Objects this App manages (desired and inventory), for routing watch notifications.
     managed: Vec<ObjectKey>,
 }
+
+/// The actor of everything the agent records on its own.
+pub const AGENT_ACTOR: &str = "reckon";
+
+/// Pages of 500 of an App's newest events searched for its last recorded health.
+const HEALTH_RECALL_PAGES: usize = 4;
 
 /// How often a pass re-reads the watch cache while waiting for health.
 const HEALTH_POLL: Duration = Duration::from_millis(200);
@@ -223,6 +231,17 @@ impl Reconciler {
             return Ok(0);
         }
         let n = drafts.len();
+        // What the agent does on its own is done by `reckon` (users act through intents).
+        let drafts = drafts
+            .into_iter()
+            .map(|d| {
+                if d.actor.is_none() {
+                    d.by(AGENT_ACTOR)
+                } else {
+                    d
+                }
+            })
+            .collect();
         self.store
             .append_with_blobs(blobs, drafts)
             .await
@@ -458,14 +477,17 @@ impl Reconciler {
                                 digest: None,
                                 reason: None,
                                 resource_version: None,
+                                uid: None,
                             };
                             drafts.extend(events::outcome_draft(&name, &revision, &outcome, None));
                         }
                     }
                     appended += self.append(vec![], drafts).await?;
                     self.memory.render_failure = Some(failure);
+                    tracing::warn!(app = %name, %revision, %error, "render failed; nothing applied or pruned");
+                } else {
+                    tracing::debug!(app = %name, %revision, "render still failing");
                 }
-                tracing::warn!(app = %name, %revision, %error, "render failed; nothing applied or pruned");
                 return Ok(report(
                     Some(revision),
                     PassStatus::RenderFailed { error },
@@ -744,6 +766,41 @@ impl Reconciler {
         }
     }
 
+    /// Reads the health last recorded for the App and its objects back from the log, so a
+    /// restarted agent records a change only when there is one. Bounded: an App whose recent
+    /// history holds no health record starts from "unknown".
+    fn recall_health(&mut self) {
+        if std::mem::replace(&mut self.memory.recalled, true) {
+            return;
+        }
+        let mut query = Query::new(Selector::App(self.app.name.clone())).limit(500);
+        for _ in 0..HEALTH_RECALL_PAGES {
+            let Ok(page) = self.store.reader().query(&query) else {
+                return;
+            };
+            for envelope in &page.events {
+                let Event::HealthChanged(h) = &envelope.body.event else {
+                    continue;
+                };
+                match &h.object {
+                    None => {
+                        self.memory.app_health.get_or_insert(h.to);
+                    }
+                    Some(o) => {
+                        self.memory
+                            .health
+                            .entry(events::plan_ref(o).key())
+                            .or_insert(h.to);
+                    }
+                }
+            }
+            if self.memory.app_health.is_some() || page.next.is_none() {
+                return;
+            }
+            query = query.after(page.next);
+        }
+    }
+
     /// The desired objects' health as the watch cache sees them.
     fn readings(
         &self,
@@ -786,6 +843,7 @@ impl Reconciler {
         &mut self,
         readings: Vec<(plan::ObjectRef, event::Health, String)>,
     ) -> Result<(event::Health, usize), ReconcileError> {
+        self.recall_health();
         let mut drafts = Vec::new();
         let mut all = Vec::with_capacity(readings.len());
         for (object, health, message) in readings {

@@ -14,6 +14,7 @@ fn outcome(outcome: Outcome) -> ObjectOutcome {
         digest: Some(format!("sha256:{}", "ab".repeat(32))),
         reason: None,
         resource_version: None,
+        uid: None,
     }
 }
 
