@@ -163,6 +163,18 @@ pub async fn observe(
     app: &str,
     source: &GitSource,
 ) -> Result<Observation, ObserveError> {
+    observe_quietly(store, app, source, None).await
+}
+
+/// [`observe`] for a caller that polls: a failure identical to `last_failure` (the same text,
+/// which includes the reason) is not recorded again, so an outage of a day is one event, not
+/// one per poll. The returned failure text is what to pass next time.
+pub async fn observe_quietly(
+    store: &StoreHandle,
+    app: &str,
+    source: &GitSource,
+    last_failure: Option<&str>,
+) -> Result<Observation, ObserveError> {
     let state = app_state(store, app).await?;
     let spec = source.spec();
     let (drafts, failure) = match source.fetch_async(state.observed_head.clone()).await {
@@ -174,12 +186,18 @@ pub async fn observe(
             )
         }
         Err(err) => {
-            tracing::warn!(app, url = %spec.url, reason = err.reason(), "fetch failed: {err}");
-            let reference = spec.reference.to_string();
-            (
-                vec![failure_draft(app, &spec.url, &reference, &err)],
-                Some(err.to_string()),
-            )
+            let text = err.to_string();
+            if last_failure == Some(text.as_str()) {
+                tracing::debug!(app, url = %spec.url, reason = err.reason(), "fetch still failing");
+                (Vec::new(), Some(text))
+            } else {
+                tracing::warn!(app, url = %spec.url, reason = err.reason(), "fetch failed: {err}");
+                let reference = spec.reference.to_string();
+                (
+                    vec![failure_draft(app, &spec.url, &reference, &err)],
+                    Some(text),
+                )
+            }
         }
     };
     let appended = drafts.len();

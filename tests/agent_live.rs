@@ -462,3 +462,24 @@ async fn a_restarted_agent_with_nothing_new_records_nothing_new() {
         "the restart found everything as recorded (health included)"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_remote_is_recorded_once_per_outage() {
+    let s = Scene::new("outage", &[("app/cm.yaml", CONFIGMAP)]).await;
+    let text = s
+        .config(&[("web", "app", "")])
+        .replace(&s.fixture.file_url(), "git://127.0.0.1:1/nothing.git");
+    // Polls every second for four seconds: one failure, however many polls.
+    let running = Running::start(s.dir.path(), &text);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let events = running.stop().await;
+    let failures: Vec<&reckon::event::SourceFetchFailed> = events
+        .iter()
+        .filter_map(|e| match &e.body.event {
+            Event::SourceFetchFailed(f) => Some(f),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert_eq!(failures[0].reason, "Unreachable");
+}

@@ -112,6 +112,8 @@ pub struct PassReport {
 /// What a pass remembers for the next one (in memory: losing it costs one repeated record).
 #[derive(Default)]
 struct Memory {
+    /// The last fetch failure recorded (the same one is not recorded at every poll).
+    fetch_failure: Option<String>,
     /// The last render failure recorded: `(revision, error)`.
     render_failure: Option<(String, String)>,
     /// Drifts recorded and not yet corrected (detect mode), by object.
@@ -387,13 +389,19 @@ impl Reconciler {
         let mut fetch_failure = None;
         if options.fetch {
             let _permit = self.limits.fetches.acquire().await.expect("never closed");
-            let o = observe::observe(&self.store, &name, &self.source)
-                .await
-                .map_err(|source| ReconcileError::Observe {
-                    app: name.clone(),
-                    source: Box::new(source),
-                })?;
+            let o = observe::observe_quietly(
+                &self.store,
+                &name,
+                &self.source,
+                self.memory.fetch_failure.as_deref(),
+            )
+            .await
+            .map_err(|source| ReconcileError::Observe {
+                app: name.clone(),
+                source: Box::new(source),
+            })?;
             appended += o.appended;
+            self.memory.fetch_failure = o.failure.clone();
             fetch_failure = o.failure;
         }
         let state = self.state().await?;
