@@ -24,16 +24,25 @@ fn main() {
         commit.unwrap_or_else(|| "unknown".into())
     );
     println!("cargo:rerun-if-env-changed=RECKON_GIT_COMMIT");
-    // Rebuild when HEAD moves or the index changes (commit, checkout, stage).
-    for p in [".git/HEAD", ".git/index"] {
-        if std::path::Path::new(p).exists() {
-            println!("cargo:rerun-if-changed={p}");
-        }
-    }
-    if let Ok(head) = std::fs::read_to_string(".git/HEAD")
+    // Rebuild when HEAD moves or the index changes (commit, checkout, stage). Ask git where
+    // those files are: in a worktree `.git` is a file and they live elsewhere.
+    let git_path = |name: &str| -> Option<String> {
+        let out = Command::new("git")
+            .args(["rev-parse", "--git-path", name])
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    };
+    let mut watched: Vec<String> = ["HEAD", "index"].iter().filter_map(|n| git_path(n)).collect();
+    if let Some(head) = git_path("HEAD").and_then(|p| std::fs::read_to_string(p).ok())
         && let Some(r) = head.strip_prefix("ref: ")
+        && let Some(p) = git_path(r.trim())
     {
-        let p = format!(".git/{}", r.trim());
+        watched.push(p);
+    }
+    for p in watched {
         if std::path::Path::new(&p).exists() {
             println!("cargo:rerun-if-changed={p}");
         }
