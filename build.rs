@@ -35,7 +35,10 @@ fn main() {
             .success()
             .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
     };
-    let mut watched: Vec<String> = ["HEAD", "index"].iter().filter_map(|n| git_path(n)).collect();
+    let mut watched: Vec<String> = ["HEAD", "index"]
+        .iter()
+        .filter_map(|n| git_path(n))
+        .collect();
     if let Some(head) = git_path("HEAD").and_then(|p| std::fs::read_to_string(p).ok())
         && let Some(r) = head.strip_prefix("ref: ")
         && let Some(p) = git_path(r.trim())
