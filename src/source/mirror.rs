@@ -9,7 +9,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Instant;
 
 use gix::bstr::ByteSlice;
@@ -73,10 +73,21 @@ pub(crate) struct MirrorState {
     fetched: Option<(Instant, Option<String>)>,
 }
 
+impl MirrorState {
+    /// The remote default branch of a network fetch that started after `requested`, if any.
+    fn fresh_since(&self, requested: Instant) -> Option<Option<String>> {
+        self.fetched
+            .as_ref()
+            .filter(|(started, _)| *started >= requested)
+            .map(|(_, default)| default.clone())
+    }
+}
+
 /// One lock per mirror directory in this process: two Apps on the same remote share a mirror, and
-/// a fetch that prunes refs or wipes a corrupt mirror must not run under another's feet.
-pub(crate) fn lock_for(dir: &Path) -> Arc<Mutex<MirrorState>> {
-    static LOCKS: OnceLock<Mutex<HashMap<PathBuf, Arc<Mutex<MirrorState>>>>> = OnceLock::new();
+/// a fetch that prunes refs or wipes a corrupt mirror must not run under another's feet. Readers
+/// (tree reads, and fetches answered from the mirror) share it; network fetches hold it alone.
+pub(crate) fn lock_for(dir: &Path) -> Arc<RwLock<MirrorState>> {
+    static LOCKS: OnceLock<Mutex<HashMap<PathBuf, Arc<RwLock<MirrorState>>>>> = OnceLock::new();
     let mut locks = LOCKS
         .get_or_init(Default::default)
         .lock()
@@ -90,13 +101,23 @@ pub(crate) fn fetch(
 ) -> Result<FetchOutcome, SourceError> {
     let requested = Instant::now();
     let lock = lock_for(&src.cache_dir);
-    // A panic in another fetch leaves no half-state the next fetch cannot handle: ignore poison.
-    let mut state = lock.lock().unwrap_or_else(|p| p.into_inner());
-    let fresh = state
-        .fetched
-        .as_ref()
-        .filter(|(started, _)| *started >= requested)
-        .map(|(_, default)| default.clone());
+    // Answered from the mirror under the shared lock when a fetch started after this request:
+    // nothing is written then, so many Apps read at once.
+    {
+        // A panic in another fetch leaves no half-state the next one cannot handle: ignore poison.
+        let state = lock.read().unwrap_or_else(|p| p.into_inner());
+        if let Some(default) = state.fresh_since(requested) {
+            match attempt(src, previous_head, Some(default)) {
+                Ok((outcome, _)) => return Ok(outcome),
+                Err(AttemptError::Final(e)) => return Err(e),
+                // Damage found while reading: the exclusive path below clones again.
+                Err(AttemptError::Corrupt(_)) => {}
+            }
+        }
+    }
+    let mut state = lock.write().unwrap_or_else(|p| p.into_inner());
+    // Another fetch may have run while this one waited for the lock.
+    let fresh = state.fresh_since(requested);
     let started = Instant::now();
     match attempt(src, previous_head, fresh.clone()) {
         Ok((outcome, default)) => {
@@ -616,7 +637,7 @@ mod tests {
         // A second fetch is requested while the mirror is busy; while it waits, another fetch
         // "starts" (recorded as the lock holder would) and the remote then disappears.
         let lock = lock_for(source.cache_dir());
-        let guard = lock.lock().unwrap();
+        let guard = lock.write().unwrap();
         let waiting = {
             let source = source.clone();
             std::thread::spawn(move || source.fetch(Some(&head)))

@@ -65,7 +65,8 @@ pub(crate) fn read_tree(
         detail,
     };
     let lock = super::mirror::lock_for(cache_dir);
-    let _guard = lock.lock().unwrap_or_else(|p| p.into_inner());
+    // Shared: reads run side by side; only a network fetch excludes them.
+    let _guard = lock.read().unwrap_or_else(|p| p.into_inner());
     let repo = gix::open(cache_dir).map_err(|e| read(chain(&e)))?;
     let id = gix::ObjectId::from_hex(sha.as_bytes()).map_err(|e| read(e.to_string()))?;
     let commit = repo.find_commit(id).map_err(|e| read(chain(&e)))?;
