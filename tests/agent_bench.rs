@@ -10,7 +10,8 @@
 //!
 //! Timing targets are reported, not asserted (a shared 2-core machine); correctness is
 //! asserted: every object exists with its App's label, every first sync succeeded, the
-//! unchanged resync sends zero write requests, and the agent exits 0 on SIGTERM.
+//! unchanged resync sends no write request for the Apps' objects, and the agent exits 0 on
+//! SIGTERM.
 
 mod support;
 
@@ -400,8 +401,9 @@ async fn agent_against_kubectl_server_side_apply() {
         secs(started.elapsed())
     ));
 
-    // 1. Time to production. kubectl first, so that the agent's run below is not followed by a
-    // second writer before the drift rounds.
+    // 1. Time to production. kubectl first, so that the agent can go on into the drift rounds.
+    // This favours kubectl a little: the controller manager (rate-limited) is still creating
+    // ReplicaSets and EndpointSlices for kubectl's objects while the agent runs.
     let kubectl_create = kubectl_apply(&work_apps, &ns_kubectl.name);
     progress(format!("kubectl create: {}", secs(kubectl_create)));
 
