@@ -12,68 +12,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 use support::TestNamespace;
 use support::sync::{TestApp, catalog};
-
-fn manifests(apps: usize) -> String {
-    let mut out = String::new();
-    for i in 0..apps {
-        out.push_str(&format!(
-            r#"---
-apiVersion: v1
-kind: ServiceAccount
-metadata:
-  name: app{i}
----
-apiVersion: v1
-kind: Service
-metadata:
-  name: app{i}
-spec:
-  selector: {{app: app{i}}}
-  ports:
-  - port: 80
-    targetPort: 8080
-    protocol: TCP
----
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: app{i}
-spec:
-  replicas: 0
-  selector:
-    matchLabels: {{app: app{i}}}
-  template:
-    metadata:
-      labels: {{app: app{i}}}
-    spec:
-      serviceAccountName: app{i}
-      containers:
-      - name: app
-        image: nginx:1.27
-        ports:
-        - containerPort: 8080
-          protocol: TCP
----
-apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata:
-  name: app{i}
-spec:
-  rules:
-  - host: app{i}.example.com
-    http:
-      paths:
-      - path: /
-        pathType: Prefix
-        backend:
-          service:
-            name: app{i}
-            port: {{number: 80}}
-"#
-        ));
-    }
-    out
-}
+use support::workload::manifests;
 
 fn kubectl_apply(dir: &std::path::Path, namespace: &str) -> Duration {
     let started = Instant::now();

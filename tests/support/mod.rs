@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 pub mod sync;
+pub mod workload;
 
 // Never dropped (statics are not): the watchdogs stop it when this test process exits.
 static LOCAL: OnceLock<ControlPlane> = OnceLock::new();

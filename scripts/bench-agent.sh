@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Issue 5's reconciler benchmarks (tests/agent_bench.rs): `reckon run` and `reckon sync` against
+# `kubectl apply --server-side` of the same files, measured in the same run on one local control
+# plane, printed as one table. Size: RECKON_BENCH_APPS (default 1000 Apps of 4 objects).
+#   scripts/bench-agent.sh                      # 1000 Apps
+#   RECKON_BENCH_APPS=100 scripts/bench-agent.sh
+# With RECKON_TEST_KUBECONFIG set, it runs against that cluster instead (it needs metrics access).
+# The full output (progress, nextest) goes to $CARGO_TARGET_DIR/bench-agent.log.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v kubectl >/dev/null 2>&1; then
+  echo "bench-agent.sh: kubectl is needed for the baseline (https://kubernetes.io/docs/tasks/tools/)" >&2
+  exit 2
+fi
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "bench-agent.sh: cargo-nextest is needed (cargo install cargo-nextest)" >&2
+  exit 2
+fi
+bash scripts/provision-testenv.sh >/dev/null
+
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+target="${CARGO_TARGET_DIR:-target}"
+log="$target/bench-agent.log"
+mkdir -p "$target"
+
+# Release: the figures are about the product, and a debug agent is several times slower.
+echo "bench-agent.sh: building (release)" >&2
+cargo build --release -q -p reckon-testenv --bin reckon-testenv
+cargo nextest run --cargo-quiet --release --test agent_bench --no-run
+
+echo "bench-agent.sh: running ${RECKON_BENCH_APPS:-1000} Apps (full output in $log)" >&2
+status=0
+"$target/release/reckon-testenv" run -- \
+  cargo nextest run --release --test agent_bench --run-ignored only --no-capture \
+  >"$log" 2>&1 || status=$?
+
+# The table is the only output on success; on failure, the end of the log says why.
+grep -E '^(reckon agent benchmark|\|)' "$log" || true
+if [ "$status" -ne 0 ]; then
+  echo "bench-agent.sh: failed (exit $status); the end of $log:" >&2
+  tail -n 40 "$log" >&2
+fi
+exit "$status"

@@ -1,0 +1,94 @@
+//! The benchmarks' workload, one definition for all of them so their figures compare: an App of
+//! four small objects (ServiceAccount, Service, Deployment with replicas 0, Ingress), the shape of
+//! the kubectl baseline in TESTENV.md. Replicas 0 because the test control plane has no scheduler
+//! or kubelet: a Deployment with pods would never become available.
+
+/// The four objects of one App named `name`, as `(file name, YAML document)`.
+pub fn app_objects(name: &str) -> [(&'static str, String); 4] {
+    [
+        (
+            "serviceaccount.yaml",
+            format!(
+                r#"apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: {name}
+"#
+            ),
+        ),
+        (
+            "service.yaml",
+            format!(
+                r#"apiVersion: v1
+kind: Service
+metadata:
+  name: {name}
+spec:
+  selector: {{app: {name}}}
+  ports:
+  - port: 80
+    targetPort: 8080
+    protocol: TCP
+"#
+            ),
+        ),
+        (
+            "deployment.yaml",
+            format!(
+                r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {name}
+spec:
+  replicas: 0
+  selector:
+    matchLabels: {{app: {name}}}
+  template:
+    metadata:
+      labels: {{app: {name}}}
+    spec:
+      serviceAccountName: {name}
+      containers:
+      - name: app
+        image: nginx:1.27
+        ports:
+        - containerPort: 8080
+          protocol: TCP
+"#
+            ),
+        ),
+        (
+            "ingress.yaml",
+            format!(
+                r#"apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: {name}
+spec:
+  rules:
+  - host: {name}.example.com
+    http:
+      paths:
+      - path: /
+        pathType: Prefix
+        backend:
+          service:
+            name: {name}
+            port: {{number: 80}}
+"#
+            ),
+        ),
+    ]
+}
+
+/// `apps` Apps named `app0` … as one multi-document YAML stream.
+pub fn manifests(apps: usize) -> String {
+    let mut out = String::new();
+    for i in 0..apps {
+        for (_, doc) in app_objects(&format!("app{i}")) {
+            out.push_str("---\n");
+            out.push_str(&doc);
+        }
+    }
+    out
+}
