@@ -109,9 +109,21 @@ pub struct PassReport {
     pub duration: Duration,
 }
 
+/// One revision rendered: the desired objects and the canonical bytes of the storable set
+/// (with their blob address).
+#[derive(Clone)]
+struct Rendered {
+    revision: String,
+    desired: Arc<Vec<DesiredObject>>,
+    bytes: Arc<Vec<u8>>,
+    digest: Digest,
+}
+
 /// What a pass remembers for the next one (in memory: losing it costs one repeated record).
 #[derive(Default)]
 struct Memory {
+    /// The revision last rendered.
+    rendered: Option<Rendered>,
     /// The last fetch failure recorded (the same one is not recorded at every poll).
     fetch_failure: Option<String>,
     /// The last render failure recorded: `(revision, error)`.
@@ -325,6 +337,38 @@ impl Reconciler {
         Ok(entries)
     }
 
+    /// Reads and renders a revision (off the async threads).
+    async fn render(&self, revision: &str) -> Result<Rendered, String> {
+        let files = self
+            .source
+            .read_tree_async(revision.to_string())
+            .await
+            .map_err(|e| format!("reading revision {revision}: {e}"))?;
+        let options = RenderOptions {
+            app: self.app.name.clone(),
+            secret_key: self.key.clone(),
+            kustomize_timeout: Duration::from_secs(60),
+        };
+        let revision = revision.to_string();
+        tokio::task::spawn_blocking(move || {
+            let set = render::render(&files, &options).map_err(|e| e.to_string())?;
+            let bytes = blob::canonical(&render::storable(&set, &options.secret_key));
+            let desired = set
+                .objects
+                .iter()
+                .map(|o| DesiredObject::from_rendered(o, &options.secret_key))
+                .collect();
+            Ok(Rendered {
+                revision,
+                desired: Arc::new(desired),
+                digest: Digest::of(&bytes),
+                bytes: Arc::new(bytes),
+            })
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+
     async fn observe_live(
         &self,
         desired: &[DesiredObject],
@@ -449,19 +493,17 @@ impl Reconciler {
 
         // Render. A failure keeps everything applied before and prunes nothing.
         let mut inventory = self.inventory(&state)?;
-        let rendered = match self.source.read_tree_async(revision.clone()).await {
-            Ok(files) => {
-                let options = RenderOptions {
-                    app: name.clone(),
-                    secret_key: self.key.clone(),
-                    kustomize_timeout: Duration::from_secs(60),
-                };
-                tokio::task::spawn_blocking(move || render::render(&files, &options))
-                    .await
-                    .map_err(|e| e.to_string())
-                    .and_then(|r| r.map_err(|e| e.to_string()))
-            }
-            Err(e) => Err(format!("reading revision {revision}: {e}")),
+        // A revision renders the same every time: a pass woken by the watch re-plans from the
+        // rendered set it already has instead of reading and rendering the tree again.
+        let cached = self
+            .memory
+            .rendered
+            .as_ref()
+            .filter(|r| r.revision == revision)
+            .cloned();
+        let rendered = match cached {
+            Some(r) => Ok(r),
+            None => self.render(&revision).await,
         };
         let rendered = match rendered {
             Ok(r) => r,
@@ -505,34 +547,29 @@ impl Reconciler {
             }
         };
         self.memory.render_failure = None;
+        self.memory.rendered = Some(rendered.clone());
 
         // The rendered set goes to the blob store once per distinct render of a revision.
-        let set_bytes = blob::canonical(&render::storable(&rendered, &self.key));
-        let set_digest = Digest::of(&set_bytes);
+        let set_digest = rendered.digest;
         let recorded_digest = state.revisions.get(&revision).and_then(|r| r.digest);
         let mut pending_blobs = Vec::new();
         let mut drafts = Vec::new();
         if recorded_digest != Some(set_digest) {
-            pending_blobs.push(set_bytes);
+            pending_blobs.push(rendered.bytes.to_vec());
             drafts.push(Draft::new(
                 Some(&name),
                 Event::RenderSucceeded(event::RenderSucceeded {
                     revision: revision.clone(),
                     digest: set_digest,
-                    object_count: rendered.objects.len() as u32,
+                    object_count: rendered.desired.len() as u32,
                 }),
             ));
         }
-
-        let desired: Vec<DesiredObject> = rendered
-            .objects
-            .iter()
-            .map(|o| DesiredObject::from_rendered(o, &self.key))
-            .collect();
-        let observed = self.observe_live(&desired, &inventory).await?;
+        let desired: &[DesiredObject] = &rendered.desired;
+        let observed = self.observe_live(desired, &inventory).await?;
         let policy = plan::Policy::from_app(&self.app);
         let lookup = |gk: &plan::GroupKind| self.catalog.scope(gk);
-        let plan = plan::plan(&desired, &inventory, &observed, &policy, &lookup);
+        let plan = plan::plan(desired, &inventory, &observed, &policy, &lookup);
         self.managed = plan.actions.iter().map(|a| a.object().key()).collect();
 
         // Drifts seen before and still uncorrected (detect mode) are not recorded again.
@@ -570,7 +607,7 @@ impl Reconciler {
         });
         if !work && !new_revision && drifts.is_empty() {
             appended += self.append(pending_blobs, drafts).await?;
-            let (health, n) = self.record_health(&desired, &observed).await?;
+            let (health, n) = self.record_health(desired, &observed).await?;
             return Ok(report(
                 Some(revision),
                 PassStatus::InSync,
@@ -584,7 +621,7 @@ impl Reconciler {
                 drafts.push(events::drift_detected(&name, object, drift));
             }
             appended += self.append(pending_blobs, drafts).await?;
-            let (health, n) = self.record_health(&desired, &observed).await?;
+            let (health, n) = self.record_health(desired, &observed).await?;
             return Ok(report(
                 Some(revision),
                 PassStatus::InSync,
@@ -609,7 +646,7 @@ impl Reconciler {
         }
         appended += self.append(pending_blobs, drafts).await?;
 
-        let changes = self.execute(&plan, &desired, &revision, options).await?;
+        let changes = self.execute(&plan, desired, &revision, options).await?;
         appended += changes.1;
         let changes = changes.0;
 
@@ -642,10 +679,10 @@ impl Reconciler {
             .iter()
             .any(|o| matches!(o.outcome, Outcome::Created | Outcome::Configured { .. }));
         let (health, n) = if applied_any {
-            self.wait_health(&desired, &inventory_after(&mut inventory, &changes))
+            self.wait_health(desired, &inventory_after(&mut inventory, &changes))
                 .await?
         } else {
-            self.record_health(&desired, &observed).await?
+            self.record_health(desired, &observed).await?
         };
         appended += n;
 
