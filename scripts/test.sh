@@ -33,4 +33,13 @@ RECKON_BENCH_EVENTS=10000 cargo test -q --bench store
 RECKON_BENCH_COMMITS=300 RECKON_BENCH_FILES=100 RECKON_BENCH_ITERS=3 cargo test -q --bench git_poll
 
 cargo build -p reckon-testenv --bin reckon-testenv
-exec "$CARGO_TARGET_DIR/debug/reckon-testenv" run -- "${runner[@]}"
+# The reconciler benchmark at CI size (20 Apps; its table compares against kubectl in the same
+# run, and it asserts zero writes in steady state, counted by the API server, so it runs first,
+# while nothing else writes), then every test, on one control plane.
+exec "$CARGO_TARGET_DIR/debug/reckon-testenv" run -- bash -c '
+  status=0
+  if cargo nextest --version >/dev/null 2>&1; then
+    RECKON_BENCH_APPS=20 cargo nextest run --cargo-quiet --test agent_bench --run-ignored only --no-capture || status=1
+  fi
+  "$@" || status=1
+  exit $status' test.sh "${runner[@]}"
