@@ -21,7 +21,7 @@ use reckon_testenv::git::Fixture;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use support::TestNamespace;
 use support::sync::api_for;
@@ -279,20 +279,6 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[rank - 1]
 }
 
-fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if start.elapsed() > timeout {
-            let _ = child.kill();
-            panic!("reckon did not exit within {timeout:?} of SIGTERM");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn tail(path: &Path, lines: usize) -> String {
     tail_str(&std::fs::read_to_string(path).unwrap_or_default(), lines)
 }
@@ -542,7 +528,7 @@ async fn agent_against_kubectl_server_side_apply() {
         .status()
         .unwrap();
     assert!(status.success());
-    let status = wait_exit(&mut agent, Duration::from_secs(120));
+    let status = support::wait_exit(&mut agent, Duration::from_secs(120));
     follower.join().unwrap();
     assert!(
         status.success(),

@@ -51,20 +51,6 @@ fn events(dir: &Path) -> Vec<reckon::event::Envelope> {
     events
 }
 
-fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if start.elapsed() > timeout {
-            let _ = child.kill();
-            panic!("reckon did not exit within {timeout:?}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_mid_sync_the_agent_resumes_without_repeating_or_losing_anything() {
     let client = support::client().await;
@@ -137,7 +123,7 @@ async fn killed_mid_sync_the_agent_resumes_without_repeating_or_losing_anything(
     }
     // The sync may still be recording its last outcomes: SIGTERM lets in-flight work finish.
     signal(&agent, "-TERM");
-    let status = wait_exit(&mut agent, Duration::from_secs(60));
+    let status = support::wait_exit(&mut agent, Duration::from_secs(60));
     assert!(status.success(), "SIGTERM exits 0: {status:?}");
 
     let events = events(dir.path());

@@ -605,18 +605,8 @@ impl Reconciler {
                 Action::Create { .. } | Action::Configure { .. } | Action::Prune { .. }
             )
         });
-        if !work && !new_revision && drifts.is_empty() {
-            appended += self.append(pending_blobs, drafts).await?;
-            let (health, n) = self.record_health(desired, &observed).await?;
-            return Ok(report(
-                Some(revision),
-                PassStatus::InSync,
-                appended + n,
-                health,
-            ));
-        }
         if !work && !new_revision {
-            // Detected drift only (detect mode, or drift off for the fields): record it.
+            // In sync, or drift only detected (detect mode): record that drift, if new.
             for (object, drift, _) in &drifts {
                 drafts.push(events::drift_detected(&name, object, drift));
             }
