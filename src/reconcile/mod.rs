@@ -109,14 +109,19 @@ pub struct PassReport {
     pub duration: Duration,
 }
 
-/// One revision rendered: the desired objects and the canonical bytes of the storable set
-/// (with their blob address).
+/// One revision rendered: the desired objects and the blob address of their storable set
+/// (whose bytes are rebuilt from the objects when they are stored: no second copy is kept).
 #[derive(Clone)]
 struct Rendered {
     revision: String,
     desired: Arc<Vec<DesiredObject>>,
-    bytes: Arc<Vec<u8>>,
     digest: Digest,
+}
+
+/// The canonical bytes of a rendered set's storable form (Secret values as keyed hashes).
+fn set_bytes(desired: &[DesiredObject]) -> Vec<u8> {
+    let stored: Vec<serde_json::Value> = desired.iter().map(|d| d.comparable().clone()).collect();
+    blob::canonical(&stored)
 }
 
 /// What a pass remembers for the next one (in memory: losing it costs one repeated record).
@@ -291,13 +296,26 @@ impl Reconciler {
             .map(|(_, sha)| sha.as_str())
     }
 
-    /// The inventory as the planner wants it: each entry's last applied manifest from the
-    /// blob the log names.
-    fn inventory(&mut self, state: &AppState) -> Result<Vec<InventoryEntry>, ReconcileError> {
+    /// The inventory as the planner wants it: each entry's last applied manifest, which is the
+    /// blob the log names. A desired object with the same digest has the same content, so the
+    /// common case (nothing changed) reads no blob and keeps no second copy in memory.
+    fn inventory(
+        &mut self,
+        state: &AppState,
+        desired: &[DesiredObject],
+    ) -> Result<Vec<InventoryEntry>, ReconcileError> {
+        let by_digest: HashMap<Digest, &DesiredObject> = desired
+            .iter()
+            .filter_map(|d| Some((events::digest_of(&d.digest)?, d)))
+            .collect();
         let mut entries = Vec::with_capacity(state.inventory.len());
         for entry in state.inventory.values() {
             let digest = entry.last_digest;
-            let value = match self.memory.blobs.get(&digest) {
+            let known = by_digest
+                .get(&digest)
+                .map(|d| d.comparable())
+                .or_else(|| self.memory.blobs.get(&digest));
+            let value = match known {
                 Some(v) => v.clone(),
                 None => {
                     let problem = |p: String| ReconcileError::Blob {
@@ -352,17 +370,17 @@ impl Reconciler {
         let revision = revision.to_string();
         tokio::task::spawn_blocking(move || {
             let set = render::render(&files, &options).map_err(|e| e.to_string())?;
-            let bytes = blob::canonical(&render::storable(&set, &options.secret_key));
-            let desired = set
+            let desired: Vec<DesiredObject> = set
                 .objects
                 .iter()
                 .map(|o| DesiredObject::from_rendered(o, &options.secret_key))
                 .collect();
+            // The same bytes as render::storable's set: each object's storable form.
+            let digest = Digest::of(&set_bytes(&desired));
             Ok(Rendered {
                 revision,
                 desired: Arc::new(desired),
-                digest: Digest::of(&bytes),
-                bytes: Arc::new(bytes),
+                digest,
             })
         })
         .await
@@ -492,7 +510,6 @@ impl Reconciler {
         };
 
         // Render. A failure keeps everything applied before and prunes nothing.
-        let mut inventory = self.inventory(&state)?;
         // A revision renders the same every time: a pass woken by the watch re-plans from the
         // rendered set it already has instead of reading and rendering the tree again.
         let cached = self
@@ -517,6 +534,7 @@ impl Reconciler {
                             error: error.clone(),
                         }),
                     )];
+                    let inventory = self.inventory(&state, &[])?;
                     for action in plan::render_failed(&inventory) {
                         if let Action::PruneSkipped { object, reason } = &action {
                             let outcome = ObjectOutcome {
@@ -555,7 +573,7 @@ impl Reconciler {
         let mut pending_blobs = Vec::new();
         let mut drafts = Vec::new();
         if recorded_digest != Some(set_digest) {
-            pending_blobs.push(rendered.bytes.to_vec());
+            pending_blobs.push(set_bytes(&rendered.desired));
             drafts.push(Draft::new(
                 Some(&name),
                 Event::RenderSucceeded(event::RenderSucceeded {
@@ -566,6 +584,7 @@ impl Reconciler {
             ));
         }
         let desired: &[DesiredObject] = &rendered.desired;
+        let mut inventory = self.inventory(&state, desired)?;
         let observed = self.observe_live(desired, &inventory).await?;
         let policy = plan::Policy::from_app(&self.app);
         let lookup = |gk: &plan::GroupKind| self.catalog.scope(gk);
@@ -776,7 +795,6 @@ impl Reconciler {
                             Some(digest),
                             "the stored form hashes to the render digest"
                         );
-                        self.memory.blobs.insert(digest, (*value).clone());
                         blobs.push(bytes);
                         address = Some(digest);
                     }
@@ -987,7 +1005,6 @@ impl Reconciler {
                 objects: Vec::new(),
             });
         };
-        let inventory = self.inventory(&state)?;
         let files = self.source.read_tree_async(revision.clone()).await;
         let options = RenderOptions {
             app: name.clone(),
@@ -1014,6 +1031,7 @@ impl Reconciler {
             .iter()
             .map(|o| DesiredObject::from_rendered(o, &self.key))
             .collect();
+        let inventory = self.inventory(&state, &desired)?;
         let observed = self.observe_live(&desired, &inventory).await?;
         let policy = plan::Policy::from_app(&self.app);
         let lookup = |gk: &plan::GroupKind| self.catalog.scope(gk);

@@ -181,11 +181,27 @@ fn without_secret_values(object: DynamicObject, key: &SecretKey) -> DynamicObjec
     serde_json::from_value(hashed).unwrap_or(object)
 }
 
+/// Drops reckon's own managedFields entry: it mirrors everything reckon applied (often the
+/// largest part of an object), and nothing reads it from the cache (drift is attributed to the
+/// *other* managers). A thousand Apps' objects make this worth tens of megabytes.
+fn without_own_fields(mut object: DynamicObject) -> DynamicObject {
+    if let Some(entries) = object.metadata.managed_fields.as_mut() {
+        entries.retain(|e| e.manager.as_deref() != Some(crate::plan::FIELD_MANAGER));
+    }
+    object
+}
+
 fn sanitize(
     event: watcher::Event<DynamicObject>,
     resource: &Resolved,
     key: &SecretKey,
 ) -> watcher::Event<DynamicObject> {
+    let event = match event {
+        watcher::Event::Apply(o) => watcher::Event::Apply(without_own_fields(o)),
+        watcher::Event::Delete(o) => watcher::Event::Delete(without_own_fields(o)),
+        watcher::Event::InitApply(o) => watcher::Event::InitApply(without_own_fields(o)),
+        other => other,
+    };
     let ar = &resource.resource;
     if !(ar.group.is_empty() && ar.kind == "Secret") {
         return event;
