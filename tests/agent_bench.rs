@@ -55,18 +55,12 @@ fn progress(msg: impl std::fmt::Display) {
 /// `RECKON_BENCH_RUST_LOG` replaces the filter when looking into where the time goes (it must
 /// keep `reckon::reconcile` at info).
 fn reckon(dir: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_reckon"));
-    c.current_dir(dir)
-        .env_remove("RECKON_STORE")
-        .env_remove("RECKON_CONFIG")
-        .env_remove("RECKON_CACHE")
-        .env_remove("RECKON_KEY_FILE")
-        .env_remove("RECKON_LOG_FORMAT")
-        .env(
-            "RUST_LOG",
-            std::env::var("RECKON_BENCH_RUST_LOG").unwrap_or_else(|_| "info".into()),
-        )
-        .args(["--log-format", "json"]);
+    let mut c = support::reckon(dir);
+    c.env(
+        "RUST_LOG",
+        std::env::var("RECKON_BENCH_RUST_LOG").unwrap_or_else(|_| "info".into()),
+    )
+    .args(["--log-format", "json"]);
     c
 }
 

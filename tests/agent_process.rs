@@ -16,12 +16,8 @@ use support::TestNamespace;
 use support::sync::api_for;
 
 fn reckon(dir: &Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_reckon"));
-    c.current_dir(dir)
-        .env_remove("RECKON_STORE")
-        .env_remove("RECKON_CONFIG")
-        .env_remove("RECKON_CACHE")
-        .env("RUST_LOG", "warn");
+    let mut c = support::reckon(dir);
+    c.env("RUST_LOG", "warn");
     c
 }
 

@@ -4,8 +4,7 @@
 use crate::config;
 use crate::observe;
 use crate::source::{GitSource, config::spec_for};
-use crate::store::{OpenOptions, SledStore, writer};
-use anyhow::Context;
+use crate::store::writer;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -32,14 +31,7 @@ pub async fn run(args: FetchArgs) -> anyhow::Result<ExitCode> {
             anyhow::bail!("no app named {name:?} in {}", args.config.display());
         }
     }
-    let store = SledStore::open(
-        &args.store,
-        OpenOptions {
-            create: true,
-            ..Default::default()
-        },
-    )
-    .with_context(|| format!("opening the store {}", args.store.display()))?;
+    let store = super::open_writable(&args.store)?;
     let (handle, task) = writer::spawn(store);
     let mut failed = false;
     let mut out = std::io::stdout().lock();

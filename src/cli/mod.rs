@@ -42,6 +42,17 @@ pub enum Command {
     Diff(sync::DiffArgs),
 }
 
+/// Opens the store for writing, creating it when missing (fetch, sync, diff).
+fn open_writable(path: &std::path::Path) -> anyhow::Result<crate::store::SledStore> {
+    use anyhow::Context;
+    let options = crate::store::OpenOptions {
+        create: true,
+        ..Default::default()
+    };
+    crate::store::SledStore::open(path, options)
+        .with_context(|| format!("opening the store {}", path.display()))
+}
+
 /// Output formats shared by commands that print data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
 pub enum Output {

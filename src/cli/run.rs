@@ -24,6 +24,13 @@ pub struct Paths {
 }
 
 impl Paths {
+    /// The store (created when missing) and the secret key (created when missing).
+    pub fn open(&self) -> anyhow::Result<(crate::store::SledStore, crate::render::SecretKey)> {
+        let store = super::open_writable(&self.store)?;
+        let key = crate::agent::key::load_or_create(&self.options().key_file)?;
+        Ok((store, key))
+    }
+
     pub fn options(&self) -> AgentOptions {
         let mut options =
             AgentOptions::new(self.config.clone(), self.store.clone(), self.cache.clone());

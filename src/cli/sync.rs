@@ -2,12 +2,11 @@
 //! server-side dry run of what a sync would change; exit code 1 when anything would).
 
 use super::run::Paths;
-use crate::agent::key;
 use crate::apply::{Catalog, DiffOutcome, ObjectOutcome, Outcome};
 use crate::config;
 use crate::reconcile::{Limits, Live, PassOptions, PassReport, PassStatus, Reconciler};
 use crate::source::{GitSource, config::spec_for};
-use crate::store::{OpenOptions, SledStore, writer};
+use crate::store::writer;
 use crate::watch::{AppWatch, WatchOptions};
 use anyhow::Context;
 use futures::StreamExt;
@@ -57,15 +56,7 @@ async fn reconciler(
         .app(name)
         .with_context(|| format!("no app named {name:?} in {}", paths.config.display()))?
         .clone();
-    let store = SledStore::open(
-        &paths.store,
-        OpenOptions {
-            create: true,
-            ..Default::default()
-        },
-    )
-    .with_context(|| format!("opening the store {}", paths.store.display()))?;
-    let key = key::load_or_create(&paths.options().key_file)?;
+    let (store, key) = paths.open()?;
     let client = crate::cluster::client(
         app.target.kubeconfig.as_deref(),
         app.target.context.as_deref(),
@@ -121,15 +112,7 @@ pub async fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
         .filter(|a| args.all || args.apps.contains(&a.name))
         .cloned()
         .collect();
-    let store = SledStore::open(
-        &args.paths.store,
-        OpenOptions {
-            create: true,
-            ..Default::default()
-        },
-    )
-    .with_context(|| format!("opening the store {}", args.paths.store.display()))?;
-    let key = key::load_or_create(&args.paths.options().key_file)?;
+    let (store, key) = args.paths.open()?;
     let (handle, task) = writer::spawn(store);
 
     // One catalog and one watch per cluster: a single App watches its own objects, several

@@ -4,7 +4,7 @@
 use crate::apply::{FailureCause, ObjectOutcome, Outcome, SkipReason};
 use crate::event::{self, Digest, Draft, Event, FieldDiff, FieldManager};
 use crate::health::{self, Status};
-use crate::plan::{self, Action, ChangeKind, Drift, FieldChange, PruneSkipReason, RejectReason};
+use crate::plan::{self, ChangeKind, Drift, FieldChange, PruneSkipReason, RejectReason};
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
 
@@ -273,20 +273,6 @@ pub fn rejected_draft(app: &str, revision: &str, rejected: &plan::Rejected) -> D
             error,
         }),
     )
-}
-
-/// Whether a plan has work or something new to record (anything but unchanged objects and
-/// prune skips, which the previous sync of the same revision already recorded).
-pub fn has_work(actions: &[Action]) -> bool {
-    actions.iter().any(|a| {
-        matches!(
-            a,
-            Action::Create { .. }
-                | Action::Configure { .. }
-                | Action::Prune { .. }
-                | Action::Drift { .. }
-        )
-    })
 }
 
 /// The health the event model records for a readiness status.

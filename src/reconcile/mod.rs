@@ -584,7 +584,7 @@ impl Reconciler {
             ));
         }
         let desired: &[DesiredObject] = &rendered.desired;
-        let mut inventory = self.inventory(&state, desired)?;
+        let inventory = self.inventory(&state, desired)?;
         let observed = self.observe_live(desired, &inventory).await?;
         let policy = plan::Policy::from_app(&self.app);
         let lookup = |gk: &plan::GroupKind| self.catalog.scope(gk);
@@ -688,8 +688,7 @@ impl Reconciler {
             .iter()
             .any(|o| matches!(o.outcome, Outcome::Created | Outcome::Configured { .. }));
         let (health, n) = if applied_any {
-            self.wait_health(desired, &inventory_after(&mut inventory, &changes))
-                .await?
+            self.wait_health(desired, &inventory).await?
         } else {
             self.record_health(desired, &observed).await?
         };
@@ -1005,17 +1004,7 @@ impl Reconciler {
                 objects: Vec::new(),
             });
         };
-        let files = self.source.read_tree_async(revision.clone()).await;
-        let options = RenderOptions {
-            app: name.clone(),
-            secret_key: self.key.clone(),
-            kustomize_timeout: Duration::from_secs(60),
-        };
-        let rendered = match files {
-            Ok(files) => render::render(&files, &options).map_err(|e| e.to_string()),
-            Err(e) => Err(format!("reading revision {revision}: {e}")),
-        };
-        let rendered = match rendered {
+        let rendered = match self.render(&revision).await {
             Ok(r) => r,
             Err(error) => {
                 return Ok(DiffReport {
@@ -1026,16 +1015,12 @@ impl Reconciler {
                 });
             }
         };
-        let desired: Vec<DesiredObject> = rendered
-            .objects
-            .iter()
-            .map(|o| DesiredObject::from_rendered(o, &self.key))
-            .collect();
-        let inventory = self.inventory(&state, &desired)?;
-        let observed = self.observe_live(&desired, &inventory).await?;
+        let desired: &[DesiredObject] = &rendered.desired;
+        let inventory = self.inventory(&state, desired)?;
+        let observed = self.observe_live(desired, &inventory).await?;
         let policy = plan::Policy::from_app(&self.app);
         let lookup = |gk: &plan::GroupKind| self.catalog.scope(gk);
-        let plan = plan::plan(&desired, &inventory, &observed, &policy, &lookup);
+        let plan = plan::plan(desired, &inventory, &observed, &policy, &lookup);
         let objects = apply::diff(&self.catalog, &plan, &self.apply).await;
         Ok(DiffReport {
             revision: Some(revision),
@@ -1065,20 +1050,4 @@ impl DiffReport {
                 .iter()
                 .any(|o| !matches!(o.outcome, apply::DiffOutcome::Unchanged))
     }
-}
-
-/// The inventory after a change set (for health reads of what was just applied): the same
-/// entries; pruned ones dropped.
-fn inventory_after(
-    inventory: &mut Vec<InventoryEntry>,
-    changes: &ChangeSet,
-) -> Vec<InventoryEntry> {
-    let pruned: Vec<ObjectKey> = changes
-        .outcomes
-        .iter()
-        .filter(|o| matches!(o.outcome, Outcome::Pruned))
-        .map(|o| o.object.key())
-        .collect();
-    inventory.retain(|e| !pruned.contains(&e.object.key()));
-    inventory.clone()
 }

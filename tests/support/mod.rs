@@ -113,3 +113,16 @@ pub fn wait_exit(
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+/// The `reckon` binary run in `dir` (where reckon.yaml, the store and the cache live), with the
+/// caller's environment settings for those paths removed so they cannot leak into the test.
+pub fn reckon(dir: &std::path::Path) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_reckon"));
+    c.current_dir(dir)
+        .env_remove("RECKON_STORE")
+        .env_remove("RECKON_CONFIG")
+        .env_remove("RECKON_CACHE")
+        .env_remove("RECKON_KEY_FILE")
+        .env_remove("RECKON_LOG_FORMAT");
+    c
+}
