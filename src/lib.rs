@@ -15,6 +15,7 @@ pub mod event;
 pub mod health;
 pub mod observe;
 pub mod plan;
+pub mod query;
 pub mod reconcile;
 pub mod render;
 pub mod source;
