@@ -6,6 +6,7 @@ use crate::event::{ApplyAction, Event, SyncOutcome};
 use crate::store::{EventRead, Projections, Query, Selector};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RevisionRow {
@@ -26,7 +27,8 @@ pub struct RevisionRow {
     pub outcome: Option<SyncOutcome>,
     /// Blob address (hex) of its rendered manifests, when it was rendered.
     pub digest: Option<String>,
-    /// Objects created, configured or pruned by syncs of this revision.
+    /// Distinct objects that syncs of this revision created, configured or pruned (an object
+    /// re-applied to correct drift counts once).
     pub objects_changed: u64,
 }
 
@@ -56,6 +58,7 @@ pub fn revisions<R: EventRead + ?Sized>(
             digest: entry.digest.map(|d| d.to_hex()),
             objects_changed: 0,
         };
+        let mut changed = BTreeSet::new();
         let mut query = Query::new(Selector::Commit(sha.clone()))
             .oldest_first()
             .limit(1000);
@@ -75,9 +78,11 @@ pub fn revisions<R: EventRead + ?Sized>(
                     Event::ObjectApplied(a)
                         if a.revision == *sha && a.action != ApplyAction::Unchanged =>
                     {
-                        row.objects_changed += 1
+                        changed.insert(a.object.identity());
                     }
-                    Event::ObjectPruned(p) if p.revision == *sha => row.objects_changed += 1,
+                    Event::ObjectPruned(p) if p.revision == *sha => {
+                        changed.insert(p.object.identity());
+                    }
                     _ => {}
                 }
             }
@@ -86,6 +91,7 @@ pub fn revisions<R: EventRead + ?Sized>(
                 None => break,
             }
         }
+        row.objects_changed = changed.len() as u64;
         rows.push(row);
     }
     rows.sort_by(|a, b| {
