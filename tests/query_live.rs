@@ -363,6 +363,28 @@ async fn every_query_on_a_log_of_real_syncs() {
     assert_eq!(color["set_by"]["revision"], Value::String(sha2.clone()));
     assert_eq!(color["set_by"]["author_email"], "Bob@Example.com");
     assert_eq!(color["set_by"]["summary"], "Make settings green");
+    // Credited to the apply of Bob's commit, not to the later re-apply that put the drift back.
+    let applies = json(d, &["history", "--object", &settings, "--kind", "apply"]);
+    let applies: Vec<(u64, &str)> = applies["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["seq"].as_u64().unwrap(), e["revision"].as_str().unwrap()))
+        .collect();
+    let of_bob: Vec<u64> = applies
+        .iter()
+        .filter(|(_, r)| *r == sha2)
+        .map(|(s, _)| *s)
+        .collect();
+    assert_eq!(
+        of_bob.len(),
+        2,
+        "Bob's apply and the correction: {applies:?}"
+    );
+    assert_eq!(
+        color["set_by"]["applied_seq"].as_u64(),
+        of_bob.last().copied()
+    );
     let drifts = color["drifts"].as_array().unwrap();
     assert_eq!(drifts.len(), 1);
     assert_eq!(drifts[0]["actual"], "\"red\"");
