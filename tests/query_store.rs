@@ -5,7 +5,7 @@
 
 use reckon::event::{Draft, Envelope, Event, IntentKind, IntentRecorded, samples};
 use reckon::query::{self, Category, HistoryFilter};
-use reckon::store::{EventRead, EventStore, OpenOptions, SledStore};
+use reckon::store::{EventStore, OpenOptions, SledStore};
 
 const APPS: u64 = 2;
 const OBJECTS: u64 = 4;
@@ -85,7 +85,8 @@ fn every_filter_pages_to_exactly_what_a_full_scan_selects() {
     let (since, until) = (t(9_000), t(21_000));
     let rev = samples::sha(3 * APPS + 1); // app-1's fourth revision
     let dep1 = samples::object("apps", "v1", "Deployment", Some("ns-1"), "svc-2");
-    let cases: Vec<(&str, HistoryFilter, Box<dyn Fn(&Envelope) -> bool>)> = vec![
+    type Pick = Box<dyn Fn(&Envelope) -> bool>;
+    let cases: Vec<(&str, HistoryFilter, Pick)> = vec![
         (
             "app",
             HistoryFilter {
