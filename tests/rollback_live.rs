@@ -204,9 +204,10 @@ fn applied_and_pruned(events: &[(Option<String>, Event)]) -> (Applied, Vec<(Stri
     (applied, pruned)
 }
 
-fn intents(
-    events: &[(Option<String>, Event)],
-) -> Vec<(Option<String>, IntentKind, Option<String>, Option<String>)> {
+/// (actor, intent, revision, reason) of an IntentRecorded.
+type Intent = (Option<String>, IntentKind, Option<String>, Option<String>);
+
+fn intents(events: &[(Option<String>, Event)]) -> Vec<Intent> {
     events
         .iter()
         .filter_map(|(actor, e)| match e {

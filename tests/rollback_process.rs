@@ -256,6 +256,20 @@ async fn the_agent_does_not_undo_a_rollback_and_stays_pinned_across_a_restart() 
         vec![],
         "nothing applied while pinned"
     );
+    // `reckon sync` keeps it there too, and says why.
+    let out = run_ok(dir.path(), &["sync", "shop"]);
+    assert!(
+        out.contains(
+            "shop: pinned by a rollback; new commits are not applied until `reckon resume shop`"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("shop: in sync at {}", &c1[..12])),
+        "{out}"
+    );
+    let log = events(dir.path());
+    assert_eq!(changes_since(&log, pinned_at), vec![]);
 
     // Resume by bob: Git's head again.
     let before = log.last().unwrap().body.seq + 1;

@@ -7,7 +7,7 @@ use super::sync::{progress_line, reconciler, short, summarize};
 use crate::reconcile::rollback::{self, RollbackTarget};
 use crate::reconcile::{PassOptions, PassReport, Reconciler};
 use anyhow::Context;
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 #[derive(Debug, clap::Args)]
@@ -98,25 +98,29 @@ pub async fn rollback(args: RollbackArgs) -> anyhow::Result<ExitCode> {
     let (mut r, handle, task) = reconciler(&args.paths, &args.app).await?;
     let recorded =
         rollback::request_rollback(&handle, &args.app, target, actor.clone(), args.reason).await;
-    // Applying needs no fetch: the pinned revision's manifests come from the store.
     let report = match &recorded {
-        Ok(_) if !args.no_sync => Some(pass(&mut r, false).await),
-        _ => None,
+        Ok(plan) => {
+            println!(
+                "{}: rolled back to {} (was {}) by {actor}; pinned until `reckon resume {}`",
+                plan.app,
+                short(&plan.revision),
+                plan.previous.as_deref().map(short).unwrap_or("-"),
+                plan.app
+            );
+            // Applying needs no fetch: the pinned revision's manifests come from the store.
+            if args.no_sync {
+                None
+            } else {
+                Some(pass(&mut r, false).await)
+            }
+        }
+        Err(_) => None,
     };
     drop(r);
     handle.close().await?;
     task.await??;
-    let plan = recorded?;
-    let mut out = std::io::stdout().lock();
-    writeln!(
-        out,
-        "{}: rolled back to {} (was {}) by {actor}; pinned until `reckon resume {}`",
-        plan.app,
-        short(&plan.revision),
-        plan.previous.as_deref().map(short).unwrap_or("-"),
-        plan.app
-    )?;
-    finish(&mut out, &args.app, report)
+    recorded?;
+    finish(&args.app, report)
 }
 
 pub async fn resume(args: ResumeArgs) -> anyhow::Result<ExitCode> {
@@ -124,32 +128,34 @@ pub async fn resume(args: ResumeArgs) -> anyhow::Result<ExitCode> {
     let (mut r, handle, task) = reconciler(&args.paths, &args.app).await?;
     let recorded = rollback::request_resume(&handle, &args.app, actor.clone(), args.reason).await;
     let report = match &recorded {
-        Ok(_) if !args.no_sync => Some(pass(&mut r, !args.no_fetch).await),
-        _ => None,
+        Ok(plan) => {
+            println!(
+                "{}: resumed by {actor} (was pinned to {}); follows Git again",
+                plan.app,
+                plan.unpinned.as_deref().map(short).unwrap_or("-"),
+            );
+            if args.no_sync {
+                None
+            } else {
+                Some(pass(&mut r, !args.no_fetch).await)
+            }
+        }
+        Err(_) => None,
     };
     drop(r);
     handle.close().await?;
     task.await??;
-    let plan = recorded?;
-    let mut out = std::io::stdout().lock();
-    writeln!(
-        out,
-        "{}: resumed by {actor} (was pinned to {}); follows Git again",
-        plan.app,
-        plan.unpinned.as_deref().map(short).unwrap_or("-"),
-    )?;
-    finish(&mut out, &args.app, report)
+    recorded?;
+    finish(&args.app, report)
 }
 
-fn finish(
-    out: &mut impl Write,
-    app: &str,
-    report: Option<anyhow::Result<PassReport>>,
-) -> anyhow::Result<ExitCode> {
+/// Prints the pass's summary line; the exit code says whether it left the App in sync.
+fn finish(app: &str, report: Option<anyhow::Result<PassReport>>) -> anyhow::Result<ExitCode> {
     let Some(report) = report else {
         return Ok(ExitCode::SUCCESS);
     };
-    let ok = summarize(out, app, &report?)?;
+    let mut out = std::io::stdout().lock();
+    let ok = summarize(&mut out, app, &report?)?;
     Ok(if ok {
         ExitCode::SUCCESS
     } else {

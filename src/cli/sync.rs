@@ -231,6 +231,12 @@ pub(super) fn summarize(
             "{name}: fetch failed, used the last good revision: {e}"
         )?;
     }
+    if report.pinned {
+        writeln!(
+            out,
+            "{name}: pinned by a rollback; new commits are not applied until `reckon resume {name}`"
+        )?;
+    }
     let rev = report.revision.as_deref().map(short).unwrap_or("-");
     Ok(match &report.status {
         PassStatus::NoRevision => {

@@ -107,6 +107,8 @@ pub struct PassReport {
     pub appended: usize,
     /// The App's health after the pass.
     pub health: event::Health,
+    /// Whether the App is pinned (a rollback): the revision is the pinned one, not Git's head.
+    pub pinned: bool,
     pub duration: Duration,
 }
 
@@ -531,12 +533,14 @@ impl Reconciler {
             fetch_failure = o.failure;
         }
         let state = self.state().await?;
+        let pinned = state.intent.is_pinned();
         let report = |revision, status, appended, health| PassReport {
             revision,
             status,
             fetch_failure: fetch_failure.clone(),
             appended,
             health,
+            pinned,
             duration: started.elapsed(),
         };
         let current_health = self.memory.app_health.unwrap_or(event::Health::Unknown);
