@@ -2,6 +2,7 @@
 //! Each subcommand lives in its own module and returns `anyhow::Result` (the CLI is an edge).
 
 mod fetch;
+mod rollback;
 mod run;
 mod store;
 mod sync;
@@ -40,17 +41,32 @@ pub enum Command {
     /// What a sync of an App would change, from a server-side dry run. Exit code 1 when
     /// anything would change, 0 when nothing would.
     Diff(sync::DiffArgs),
+    /// Pin an App to a revision it applied before (--to REV or --steps N) and apply the
+    /// manifests recorded for it, pruning what did not exist then; records who and why.
+    /// Auto-sync keeps observing new commits but does not apply them until `reckon resume`.
+    Rollback(rollback::RollbackArgs),
+    /// Unpin a rolled-back App (recorded, with who and why) and sync it to Git's head again.
+    Resume(rollback::ResumeArgs),
 }
 
 /// Opens the store for writing, creating it when missing (fetch, sync, diff).
 fn open_writable(path: &std::path::Path) -> anyhow::Result<crate::store::SledStore> {
-    use anyhow::Context;
     let options = crate::store::OpenOptions {
         create: true,
         ..Default::default()
     };
-    crate::store::SledStore::open(path, options)
-        .with_context(|| format!("opening the store {}", path.display()))
+    crate::store::SledStore::open(path, options).map_err(|e| {
+        // sled's lock error is an OS error deep in its message; say what it means here.
+        if e.to_string().contains("could not acquire lock") {
+            anyhow::anyhow!(
+                "it is in use by another reckon process (a running agent?): stop it, or ask \
+                 the running agent over its HTTP API"
+            )
+        } else {
+            anyhow::Error::new(e)
+        }
+        .context(format!("opening the store {}", path.display()))
+    })
 }
 
 /// Output formats shared by commands that print data.
@@ -75,5 +91,7 @@ pub async fn run() -> anyhow::Result<std::process::ExitCode> {
         Command::Run(args) => run::run(args).await,
         Command::Sync(args) => sync::sync(args).await,
         Command::Diff(args) => sync::diff(args).await,
+        Command::Rollback(args) => rollback::rollback(args).await,
+        Command::Resume(args) => rollback::resume(args).await,
     }
 }
