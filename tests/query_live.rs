@@ -60,7 +60,8 @@ fn sync(dir: &Path) {
         }
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(
-            err.contains("could not acquire lock") && start.elapsed() < Duration::from_secs(30),
+            (err.contains("could not acquire lock") || err.contains("in use by another reckon"))
+                && start.elapsed() < Duration::from_secs(30),
             "reckon sync: {:?}\n{}{err}",
             out.status,
             String::from_utf8_lossy(&out.stdout)
