@@ -163,21 +163,31 @@ pub async fn observe(
     app: &str,
     source: &GitSource,
 ) -> Result<Observation, ObserveError> {
-    observe_quietly(store, app, source, None).await
+    observe_quietly(store, app, source, None, None).await
 }
 
 /// [`observe`] for a caller that polls: a failure identical to `last_failure` (the same text,
 /// which includes the reason) is not recorded again, so an outage of a day is one event, not
-/// one per poll. The returned failure text is what to pass next time.
+/// one per poll. The returned failure text is what to pass next time. `fetches` bounds the
+/// fetches running at once; it is held for the fetch only, not while the observation is made
+/// durable (a thousand Apps starting together would otherwise queue behind each other's fsync).
 pub async fn observe_quietly(
     store: &StoreHandle,
     app: &str,
     source: &GitSource,
     last_failure: Option<&str>,
+    fetches: Option<&tokio::sync::Semaphore>,
 ) -> Result<Observation, ObserveError> {
     let state = app_state(store, app).await?;
     let spec = source.spec();
-    let (drafts, failure) = match source.fetch_async(state.observed_head.clone()).await {
+    let fetched = {
+        let _permit = match fetches {
+            Some(limit) => Some(limit.acquire().await.expect("never closed")),
+            None => None,
+        };
+        source.fetch_async(state.observed_head.clone()).await
+    };
+    let (drafts, failure) = match fetched {
         Ok(outcome) => {
             tracing::debug!(app, head = %outcome.head, new = outcome.new_commits.len(), "fetched");
             (

@@ -516,12 +516,12 @@ impl Reconciler {
         let mut appended = 0;
         let mut fetch_failure = None;
         if options.fetch {
-            let _permit = self.limits.fetches.acquire().await.expect("never closed");
             let o = observe::observe_quietly(
                 &self.store,
                 &name,
                 &self.source,
                 self.memory.fetch_failure.as_deref(),
+                Some(&self.limits.fetches),
             )
             .await
             .map_err(|source| ReconcileError::Observe {
@@ -836,7 +836,9 @@ impl Reconciler {
         };
         let catalog = self.catalog.clone();
         let limits = self.limits.clone();
-        let _permit = limits.applies.acquire().await.expect("never closed");
+        // Held while requests are in flight, released when the executor returns: recording the
+        // last outcomes waits for a flush, and other Apps need not wait for that.
+        let mut permit = Some(limits.applies.acquire().await.expect("never closed"));
         let run = apply::execute(&catalog, plan, &apply_options);
         tokio::pin!(run);
         let mut appended = 0;
@@ -846,7 +848,7 @@ impl Reconciler {
             let mut batch: Vec<ObjectOutcome> = Vec::new();
             if finished.is_none() {
                 tokio::select! {
-                    done = &mut run => { finished = Some(done); }
+                    done = &mut run => { finished = Some(done); drop(permit.take()); }
                     Some(first) = rx.recv() => { batch.push(first); }
                 }
             }
