@@ -160,6 +160,11 @@ struct Memory {
 /// a thousand connections to the API server nor park a thousand threads on one Git mirror.
 #[derive(Clone)]
 pub struct Limits {
+    /// Passes between their start and their last apply at once (health waits are outside).
+    /// Each holds its rendered set, plan and observations meanwhile: a thousand Apps starting
+    /// together would otherwise all hold theirs while queueing for `applies`, and the freed
+    /// memory stays fragmented in the allocator afterwards.
+    pub passes: Arc<tokio::sync::Semaphore>,
     /// Fetches at once (each runs on a blocking thread).
     pub fetches: Arc<tokio::sync::Semaphore>,
     /// Apps applying at once (each with the executor's own per-App concurrency, so at most
@@ -171,6 +176,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Self {
+            passes: Arc::new(tokio::sync::Semaphore::new(32)),
             fetches: Arc::new(tokio::sync::Semaphore::new(8)),
             applies: Arc::new(tokio::sync::Semaphore::new(16)),
         }
@@ -513,6 +519,8 @@ impl Reconciler {
     pub async fn pass(&mut self, options: &PassOptions) -> Result<PassReport, ReconcileError> {
         let started = Instant::now();
         let name = self.app.name.clone();
+        let limits = self.limits.clone();
+        let pass_permit = limits.passes.acquire().await.expect("never closed");
         let mut appended = 0;
         let mut fetch_failure = None;
         if options.fetch {
@@ -757,6 +765,8 @@ impl Reconciler {
             }
         }
         appended += self.append(vec![], drafts).await?;
+
+        drop(pass_permit);
 
         // Health: wait for what was applied, up to the App's timeout.
         let applied_any = changes
