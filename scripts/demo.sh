@@ -167,7 +167,8 @@ start_agent
 step "Grace changes a value in Git"
 sed -i 's/greeting: hello/greeting: hello from Grace/' "$repo/apps/web/config.yaml"
 git -C "$repo" add -A
-echo "commit $(commit "Grace Hopper" grace@example.com "2026-11-21T14:30:00-05:00" "Greet properly")"
+grace=$(commit "Grace Hopper" grace@example.com "2026-11-21T14:30:00-05:00" "Greet properly")
+echo "commit $grace"
 wait_until 20 "ConfigMap web has greeting \"hello from Grace\"" greeting_is "hello from Grace"
 
 step "Linus removes a file in Git: its object is pruned"
@@ -307,4 +308,42 @@ if problems:
     sys.exit(1)
 PY
 "$reckon" store export | python3 timeline.py || fail "the recorded events are not what this demo expects"
-echo; echo "demo OK: reckon synced, pruned, corrected drift, re-created, and kept the cluster through a broken commit and an unreachable remote"
+
+step "the questions users come with: every revision, the App's recent drift, who set each field"
+"$reckon" revisions web
+"$reckon" revisions web -o json | python3 -c '
+import json, sys
+rows = json.load(sys.stdin)
+authors = {r.get("author_email") for r in rows}
+assert {"grace@example.com", "linus@example.com", "ada@example.com"} <= authors, authors
+' || fail "reckon revisions does not list the three authors' commits"
+"$reckon" history web --kind drift
+drifts=$("$reckon" history web --kind drift -o jsonl | grep -c DriftDetected || true)
+[ "$drifts" -ge 3 ] || fail "reckon history --kind drift shows $drifts DriftDetected events (expected the 3 drifts)"
+"$reckon" blame ConfigMap/demo/web
+"$reckon" blame Deployment.apps/demo/web --field /spec/replicas
+
+step "roll back to Grace's $grace: Linus's prune is undone, although the remote is gone and the next commit was force-pushed away"
+"$reckon" rollback web --to "$grace" --actor demo --reason "the French greeting confused users"
+greeting_is "hello from Grace" || fail "the rollback did not restore Grace's greeting"
+k get configmap legacy >/dev/null || fail "the rollback did not re-create ConfigMap legacy (present at $grace)"
+"$reckon" status web
+"$reckon" status web -o json | python3 -c '
+import json, sys
+s = json.load(sys.stdin)
+s = s[0] if isinstance(s, list) else s
+assert s["pinned"], s
+' || fail "reckon status does not show web as pinned"
+
+step "the remote is back with a fixed commit; resume: follow Git again"
+mv "$repo.gone" "$repo"
+printf 'apiVersion: v1\nkind: ConfigMap\nmetadata: {name: web}\ndata: {greeting: bonjour}\n' \
+  > "$repo/apps/web/config.yaml"
+git -C "$repo" add -A
+echo "commit $(commit "Ada Lovelace" ada@example.com "2026-11-24T09:00:00+01:00" "Fix the YAML")"
+"$reckon" resume web --actor demo --reason "the YAML is fixed"
+greeting_is bonjour || fail "resume did not return to the followed head's greeting"
+absent configmap legacy || fail "resume did not prune ConfigMap legacy again"
+"$reckon" history web --kind rollback
+"$reckon" store verify
+echo; echo "demo OK: reckon synced, pruned, corrected drift, re-created, kept the cluster through a broken commit and an unreachable remote, answered who changed what, and rolled back to a commit the remote no longer has"
