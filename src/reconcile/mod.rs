@@ -121,18 +121,67 @@ struct Rendered {
     digest: Digest,
 }
 
+/// A rendered revision as a pass keeps it for the next: each object's canonical JSON as
+/// recorded (Secret values sealed), one per line in render order, lz4-compressed. A thousand
+/// Apps' parsed sets (`serde_json::Value`, a B-tree node per map) were tens of MB; a pass
+/// unpacks its own in microseconds.
+struct Packed {
+    revision: String,
+    digest: Digest,
+    bytes: Box<[u8]>,
+}
+
+impl Packed {
+    fn pack(rendered: &Rendered, key: &SecretKey) -> Packed {
+        Packed {
+            revision: rendered.revision.clone(),
+            digest: rendered.digest,
+            bytes: lz4_flex::compress_prepend_size(&packed_lines(&rendered.desired, key))
+                .into_boxed_slice(),
+        }
+    }
+
+    fn unpack(&self, key: &SecretKey) -> Result<Rendered, String> {
+        let bytes = lz4_flex::decompress_size_prepended(&self.bytes).map_err(|e| e.to_string())?;
+        let set = render::from_recorded(&bytes, key).map_err(|e| e.to_string())?;
+        Ok(Rendered {
+            revision: self.revision.clone(),
+            desired: Arc::new(
+                set.objects
+                    .iter()
+                    .map(|o| DesiredObject::from_rendered(o, key))
+                    .collect(),
+            ),
+            digest: self.digest,
+        })
+    }
+}
+
+/// One object as recorded: as rendered, a Secret's values sealed.
+fn recorded_form(d: &DesiredObject, key: &SecretKey) -> serde_json::Value {
+    match d.stored {
+        // Only objects whose storable form differs (Secrets) need sealing.
+        Some(_) => render::sealed_object(d.manifest.as_value(), key),
+        None => d.manifest.as_value().clone(),
+    }
+}
+
+/// What [`Packed`] keeps, before compression: [`render::from_recorded`]'s input format (the
+/// recorded set's), but in render order rather than sorted.
+fn packed_lines(desired: &[DesiredObject], key: &SecretKey) -> Vec<u8> {
+    let mut out = Vec::new();
+    for d in desired {
+        out.extend_from_slice(render::canonical_json(&recorded_form(d, key)).as_bytes());
+        out.push(b'\n');
+    }
+    out
+}
+
 /// The canonical bytes of a rendered set as recorded for its revision: each object as rendered,
 /// Secret values sealed under the agent's key (see [`render::sealed_object`]), so a rollback can
 /// apply it without Git. Per-object blobs (the inventory) keep the keyed-hash form instead.
 fn set_bytes(desired: &[DesiredObject], key: &SecretKey) -> Vec<u8> {
-    let stored: Vec<serde_json::Value> = desired
-        .iter()
-        .map(|d| match d.stored {
-            // Only objects whose storable form differs (Secrets) need sealing.
-            Some(_) => render::sealed_object(d.manifest.as_value(), key),
-            None => d.manifest.as_value().clone(),
-        })
-        .collect();
+    let stored: Vec<serde_json::Value> = desired.iter().map(|d| recorded_form(d, key)).collect();
     blob::canonical(&stored)
 }
 
@@ -140,7 +189,7 @@ fn set_bytes(desired: &[DesiredObject], key: &SecretKey) -> Vec<u8> {
 #[derive(Default)]
 struct Memory {
     /// The revision last rendered.
-    rendered: Option<Rendered>,
+    rendered: Option<Packed>,
     /// The last fetch failure recorded (the same one is not recorded at every poll).
     fetch_failure: Option<String>,
     /// The last render failure recorded: `(revision, error)`.
@@ -593,9 +642,14 @@ impl Reconciler {
             .rendered
             .as_ref()
             .filter(|r| r.revision == revision)
-            .cloned();
+            .map(|r| r.unpack(&self.key));
         let rendered = match cached {
-            Some(r) => Ok(r),
+            Some(Ok(r)) => Ok(r),
+            // Unpacking what this process packed cannot fail short of a bug; render again then.
+            Some(Err(error)) => {
+                tracing::warn!(app = %name, %revision, %error, "the kept rendered set did not unpack; rendering again");
+                self.desired_for(&state, &revision).await
+            }
             None => self.desired_for(&state, &revision).await,
         };
         let rendered = match rendered {
@@ -641,7 +695,7 @@ impl Reconciler {
             }
         };
         self.memory.render_failure = None;
-        self.memory.rendered = Some(rendered.clone());
+        self.memory.rendered = Some(Packed::pack(&rendered, &self.key));
 
         // The rendered set goes to the blob store once per distinct render of a revision.
         let set_digest = rendered.digest;
@@ -1137,5 +1191,62 @@ impl DiffReport {
                 .objects
                 .iter()
                 .any(|o| !matches!(o.outcome, apply::DiffOutcome::Unchanged))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_packed_render_unpacks_to_the_same_desired_objects() {
+        let key = SecretKey::new([7; 32]);
+        let files: Vec<render::SourceFile> = vec![
+            (
+                "app.yaml".into(),
+                b"apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n---\n\
+                  apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web, namespace: shop}\n\
+                  spec:\n  replicas: 2\n  selector: {matchLabels: {app: web}}\n  template:\n    \
+                  metadata: {labels: {app: web}}\n    spec:\n      containers: [{name: web, image: nginx, ports: [{containerPort: 80}]}]\n"
+                    .to_vec(),
+            ),
+            (
+                "secret.yaml".into(),
+                b"apiVersion: v1\nkind: Secret\nmetadata: {name: db}\nstringData: {password: hunter2}\ndata: {user: YWRtaW4=}\n"
+                    .to_vec(),
+            ),
+        ];
+        let options = RenderOptions {
+            app: "shop".into(),
+            secret_key: key.clone(),
+            kustomize_timeout: Duration::from_secs(5),
+        };
+        let set = render::render(&files, &options).unwrap();
+        let desired: Vec<DesiredObject> = set
+            .objects
+            .iter()
+            .map(|o| DesiredObject::from_rendered(o, &key))
+            .collect();
+        assert_eq!(desired.len(), 3);
+        assert!(desired.iter().any(|d| d.stored.is_some()), "the Secret");
+        let rendered = Rendered {
+            revision: "abc".into(),
+            digest: Digest::of(&set_bytes(&desired, &key)),
+            desired: Arc::new(desired.clone()),
+        };
+
+        let packed = Packed::pack(&rendered, &key);
+        // Kept sealed: the Secret's value is not in the packed bytes in plain text.
+        let bytes = lz4_flex::decompress_size_prepended(&packed.bytes).unwrap();
+        let text = String::from_utf8(bytes).unwrap();
+        assert!(
+            !text.contains("hunter2") && !text.contains("YWRtaW4="),
+            "{text}"
+        );
+
+        let unpacked = packed.unpack(&key).unwrap();
+        assert_eq!(unpacked.revision, "abc");
+        assert_eq!(unpacked.digest, rendered.digest);
+        assert_eq!(*unpacked.desired, desired);
     }
 }
