@@ -9,6 +9,7 @@
 //! its inventory from the log and does not repeat what was recorded.
 
 pub mod events;
+pub mod rollback;
 
 use crate::apply::{self, ApplyOptions, Catalog, ChangeSet, ObjectOutcome, Outcome};
 use crate::config;

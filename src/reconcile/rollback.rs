@@ -1,0 +1,472 @@
+//! Owns rollback and resume intents: resolving a requested target (a SHA prefix, or N applied
+//! revisions back) against what the App recorded, and recording the intent with its actor and
+//! reason. The CLI (`reckon rollback`, `reckon resume`) and the HTTP API both call
+//! [`request_rollback`] and [`request_resume`]; the next pass does the work (a pinned App applies
+//! the manifests recorded for its revision, see [`super::Reconciler::pass`]).
+
+use crate::event::{Digest, Draft, Event, IntentKind, IntentRecorded};
+use crate::store::projection::AppState;
+use crate::store::{StoreError, writer::StoreHandle};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+/// Shortest SHA prefix accepted: shorter ones are too likely to be ambiguous to mean anything.
+pub const MIN_PREFIX: usize = 4;
+
+/// Why a rollback or resume was refused. Each names the App and what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum RollbackError {
+    #[error("no App named {app:?} in the store (it has never been fetched or synced)")]
+    UnknownApp { app: String },
+    #[error("an intent needs an actor (who asks for it); got an empty one")]
+    EmptyActor,
+    #[error(
+        "App {app}: {prefix:?} is not a revision: give a commit SHA or a unique prefix of at \
+         least {MIN_PREFIX} hex digits"
+    )]
+    BadRevision { app: String, prefix: String },
+    #[error("App {app}: no recorded revision starts with {prefix} (see `reckon revisions {app}`)")]
+    UnknownRevision { app: String, prefix: String },
+    #[error("App {app}: revision prefix {prefix} is ambiguous: it matches {}", candidates.join(", "))]
+    AmbiguousRevision {
+        app: String,
+        prefix: String,
+        candidates: Vec<String>,
+    },
+    #[error("App {app}: revision {revision} cannot be rolled back to: {why}")]
+    NotApplied {
+        app: String,
+        revision: String,
+        why: &'static str,
+    },
+    #[error("App {app}: --steps must be at least 1")]
+    ZeroSteps { app: String },
+    #[error("App {app}: no revision has been applied yet, so there is nothing to roll back to")]
+    NothingApplied { app: String },
+    #[error(
+        "App {app}: cannot go back {steps} applied revision(s) from {current}: only {available} \
+         other applied revision(s) are recorded"
+    )]
+    NotEnoughHistory {
+        app: String,
+        steps: u32,
+        current: String,
+        available: usize,
+    },
+    #[error("App {app} is not pinned (it follows Git); there is nothing to resume")]
+    NotPinned { app: String },
+    #[error("App {app}: recording the intent: {source}")]
+    Store {
+        app: String,
+        #[source]
+        source: StoreError,
+    },
+}
+
+/// What to roll back to.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RollbackTarget {
+    /// A full commit SHA or a unique prefix of one the App recorded.
+    Revision(String),
+    /// This many applied revisions back from the one currently applied, by applied time.
+    Steps(u32),
+}
+
+/// A recorded rollback: the revision the App is now pinned to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RollbackPlan {
+    pub app: String,
+    /// The full SHA the App is pinned to.
+    pub revision: String,
+    /// The blob address of the manifests recorded for it (what the next pass applies).
+    pub digest: String,
+    /// When a sync of it last finished.
+    pub applied_at: DateTime<Utc>,
+    /// The revision applied before the rollback, if any.
+    pub previous: Option<String>,
+    /// The IntentRecorded event's sequence number.
+    pub seq: u64,
+}
+
+/// A recorded resume: the App follows Git again from the next pass.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ResumePlan {
+    pub app: String,
+    /// The revision the App was pinned to.
+    pub unpinned: Option<String>,
+    /// The revision the next pass deploys (the source's deployable head), if one is known.
+    pub follows: Option<String>,
+    pub seq: u64,
+}
+
+/// A target resolved against the App's recorded revisions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    pub revision: String,
+    pub digest: Digest,
+    pub applied_at: DateTime<Utc>,
+    pub previous: Option<String>,
+}
+
+/// Revisions a sync finished for (not outright failed), newest last applied first.
+fn applied_newest_first(state: &AppState) -> Vec<(&str, DateTime<Utc>)> {
+    let mut applied: Vec<(&str, DateTime<Utc>)> = state
+        .revisions
+        .iter()
+        .filter_map(|(sha, r)| Some((sha.as_str(), r.applied_at?)))
+        .collect();
+    // Ties (same microsecond) broken by SHA so the order is stable.
+    applied.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
+    applied
+}
+
+/// Resolves `target` against the App's recorded revisions. Pure: the state is the App's
+/// projection. Only a revision that was rendered (its manifests are in the blob store) and whose
+/// last sync did not fail outright can be a target.
+pub fn resolve(
+    app: &str,
+    state: &AppState,
+    target: &RollbackTarget,
+) -> Result<Resolved, RollbackError> {
+    let applied = applied_newest_first(state);
+    let previous = applied.first().map(|(sha, _)| sha.to_string());
+    let revision = match target {
+        RollbackTarget::Revision(prefix) => {
+            let prefix = prefix.trim().to_ascii_lowercase();
+            if prefix.len() < MIN_PREFIX || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(RollbackError::BadRevision {
+                    app: app.into(),
+                    prefix,
+                });
+            }
+            let candidates: Vec<&String> = state
+                .revisions
+                .range(prefix.clone()..)
+                .take_while(|(sha, _)| sha.starts_with(&prefix))
+                .map(|(sha, _)| sha)
+                .collect();
+            match candidates.as_slice() {
+                [] => {
+                    return Err(RollbackError::UnknownRevision {
+                        app: app.into(),
+                        prefix,
+                    });
+                }
+                [one] => (*one).clone(),
+                many => {
+                    return Err(RollbackError::AmbiguousRevision {
+                        app: app.into(),
+                        prefix,
+                        candidates: many.iter().map(|s| s.to_string()).collect(),
+                    });
+                }
+            }
+        }
+        RollbackTarget::Steps(0) => return Err(RollbackError::ZeroSteps { app: app.into() }),
+        RollbackTarget::Steps(steps) => {
+            let Some((current, _)) = applied.first() else {
+                return Err(RollbackError::NothingApplied { app: app.into() });
+            };
+            match applied.get(*steps as usize) {
+                Some((sha, _)) => sha.to_string(),
+                None => {
+                    return Err(RollbackError::NotEnoughHistory {
+                        app: app.into(),
+                        steps: *steps,
+                        current: current.to_string(),
+                        available: applied.len() - 1,
+                    });
+                }
+            }
+        }
+    };
+    let entry = &state.revisions[&revision];
+    let not_applied = |why| RollbackError::NotApplied {
+        app: app.into(),
+        revision: revision.clone(),
+        why,
+    };
+    let Some(digest) = entry.digest else {
+        return Err(not_applied(
+            "it was never rendered, so no manifests are recorded for it",
+        ));
+    };
+    let Some(applied_at) = entry.applied_at else {
+        return Err(not_applied(
+            "no sync of it ever finished without failing outright",
+        ));
+    };
+    Ok(Resolved {
+        revision,
+        digest,
+        applied_at,
+        previous,
+    })
+}
+
+fn check_actor(actor: &str) -> Result<(), RollbackError> {
+    if actor.trim().is_empty() {
+        return Err(RollbackError::EmptyActor);
+    }
+    Ok(())
+}
+
+async fn app_state(store: &StoreHandle, app: &str) -> Result<AppState, RollbackError> {
+    store
+        .app_state(app)
+        .await
+        .map_err(|source| RollbackError::Store {
+            app: app.into(),
+            source,
+        })?
+        .ok_or_else(|| RollbackError::UnknownApp { app: app.into() })
+}
+
+async fn record(
+    store: &StoreHandle,
+    app: &str,
+    actor: &str,
+    intent: IntentRecorded,
+) -> Result<u64, RollbackError> {
+    let draft = Draft::new(Some(app), Event::IntentRecorded(intent)).by(actor);
+    let appended = store
+        .append(vec![draft])
+        .await
+        .map_err(|source| RollbackError::Store {
+            app: app.into(),
+            source,
+        })?;
+    Ok(appended.last_seq)
+}
+
+/// Resolves `target` and records `IntentRecorded{Rollback, revision, reason}` by `actor`: the
+/// App is pinned to that revision from the next pass on (by the agent or `reckon sync`), which
+/// applies the manifests recorded for it and prunes what did not exist then.
+pub async fn request_rollback(
+    store: &StoreHandle,
+    app: &str,
+    target: RollbackTarget,
+    actor: String,
+    reason: Option<String>,
+) -> Result<RollbackPlan, RollbackError> {
+    check_actor(&actor)?;
+    let state = app_state(store, app).await?;
+    let resolved = resolve(app, &state, &target)?;
+    let seq = record(
+        store,
+        app,
+        &actor,
+        IntentRecorded {
+            intent: IntentKind::Rollback,
+            revision: Some(resolved.revision.clone()),
+            reason: reason.filter(|r| !r.trim().is_empty()),
+        },
+    )
+    .await?;
+    tracing::info!(app, revision = %resolved.revision, %actor, "rollback recorded; the App is pinned");
+    Ok(RollbackPlan {
+        app: app.into(),
+        revision: resolved.revision,
+        digest: resolved.digest.to_hex(),
+        applied_at: resolved.applied_at,
+        previous: resolved.previous,
+        seq,
+    })
+}
+
+/// Records `IntentRecorded{Resume}` by `actor` for a pinned App: from the next pass it follows
+/// the source's deployable head again. Refused when the App is not pinned.
+pub async fn request_resume(
+    store: &StoreHandle,
+    app: &str,
+    actor: String,
+    reason: Option<String>,
+) -> Result<ResumePlan, RollbackError> {
+    check_actor(&actor)?;
+    let state = app_state(store, app).await?;
+    if !state.intent.is_pinned() {
+        return Err(RollbackError::NotPinned { app: app.into() });
+    }
+    let seq = record(
+        store,
+        app,
+        &actor,
+        IntentRecorded {
+            intent: IntentKind::Resume,
+            revision: None,
+            reason: reason.filter(|r| !r.trim().is_empty()),
+        },
+    )
+    .await?;
+    tracing::info!(app, %actor, "resume recorded; the App follows Git again");
+    Ok(ResumePlan {
+        app: app.into(),
+        unpinned: state.intent.revision.clone(),
+        follows: state.deployable_head.clone(),
+        seq,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::SyncOutcome;
+    use crate::store::projection::RevisionEntry;
+
+    fn t(s: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_764_000_000 + s, 0).unwrap()
+    }
+
+    fn rev(
+        applied: Option<i64>,
+        digest: Option<u8>,
+        outcome: Option<SyncOutcome>,
+    ) -> RevisionEntry {
+        RevisionEntry {
+            first_seen: t(0),
+            applied_at: applied.map(t),
+            outcome,
+            digest: digest.map(|d| Digest([d; 32])),
+        }
+    }
+
+    /// a1.. applied at 10, b2.. at 20, c3.. at 30 (current); d4.. rendered but its sync failed;
+    /// e5.. observed only; ab.. shares a prefix with a1.. only from `a`.
+    fn state() -> AppState {
+        let mut s = AppState::default();
+        let ok = Some(SyncOutcome::Succeeded);
+        for (sha, r) in [
+            ("a1".repeat(20), rev(Some(10), Some(1), ok)),
+            ("b2".repeat(20), rev(Some(20), Some(2), ok)),
+            ("c3".repeat(20), rev(Some(30), Some(3), ok)),
+            (
+                "d4".repeat(20),
+                rev(None, Some(4), Some(SyncOutcome::Failed)),
+            ),
+            ("e5".repeat(20), rev(None, None, None)),
+            ("ab".repeat(20), rev(Some(5), Some(6), ok)),
+        ] {
+            s.revisions.insert(sha, r);
+        }
+        s
+    }
+
+    fn by_sha(prefix: &str) -> RollbackTarget {
+        RollbackTarget::Revision(prefix.into())
+    }
+
+    #[test]
+    fn a_unique_prefix_or_full_sha_resolves_to_the_full_sha() {
+        let s = state();
+        let r = resolve("shop", &s, &by_sha("B2B2")).unwrap();
+        assert_eq!(r.revision, "b2".repeat(20));
+        assert_eq!(r.digest, Digest([2; 32]));
+        assert_eq!(r.applied_at, t(20));
+        assert_eq!(r.previous, Some("c3".repeat(20)));
+        let full = resolve("shop", &s, &by_sha(&"a1".repeat(20))).unwrap();
+        assert_eq!(full.revision, "a1".repeat(20));
+    }
+
+    #[test]
+    fn ambiguous_unknown_and_malformed_prefixes_are_refused_by_name() {
+        let s = state();
+        // "a1a1" and "abab" both start with "a": four digits tell them apart, "a" alone is short.
+        let err = resolve("shop", &s, &by_sha("a")).unwrap_err();
+        assert!(matches!(err, RollbackError::BadRevision { .. }), "{err}");
+        assert_eq!(
+            err.to_string(),
+            "App shop: \"a\" is not a revision: give a commit SHA or a unique prefix of at least 4 hex digits"
+        );
+        let err = resolve("shop", &s, &by_sha("main")).unwrap_err();
+        assert!(matches!(err, RollbackError::BadRevision { .. }), "{err}");
+        let err = resolve("shop", &s, &by_sha("ffff")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "App shop: no recorded revision starts with ffff (see `reckon revisions shop`)"
+        );
+        let mut s2 = s.clone();
+        s2.revisions
+            .insert(format!("b2b2{}", "0".repeat(36)), rev(None, None, None));
+        let err = resolve("shop", &s2, &by_sha("b2b2")).unwrap_err();
+        match &err {
+            RollbackError::AmbiguousRevision { candidates, .. } => {
+                assert_eq!(
+                    candidates,
+                    &vec![format!("b2b2{}", "0".repeat(36)), "b2".repeat(20)]
+                );
+            }
+            other => panic!("expected ambiguous, got {other}"),
+        }
+        assert!(
+            err.to_string()
+                .contains("is ambiguous: it matches b2b20000")
+        );
+    }
+
+    #[test]
+    fn revisions_never_rendered_or_never_applied_are_refused_with_the_reason() {
+        let s = state();
+        let err = resolve("shop", &s, &by_sha("d4d4")).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "App shop: revision {} cannot be rolled back to: no sync of it ever finished without failing outright",
+                "d4".repeat(20)
+            )
+        );
+        let err = resolve("shop", &s, &by_sha("e5e5")).unwrap_err();
+        assert!(
+            err.to_string()
+                .ends_with("it was never rendered, so no manifests are recorded for it"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn steps_count_applied_revisions_back_by_applied_time() {
+        let s = state();
+        let steps = |n| resolve("shop", &s, &RollbackTarget::Steps(n));
+        assert_eq!(steps(1).unwrap().revision, "b2".repeat(20));
+        assert_eq!(steps(2).unwrap().revision, "a1".repeat(20));
+        assert_eq!(steps(3).unwrap().revision, "ab".repeat(20));
+        let err = steps(4).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "App shop: cannot go back 4 applied revision(s) from {}: only 3 other applied revision(s) are recorded",
+                "c3".repeat(20)
+            )
+        );
+        assert!(matches!(steps(0), Err(RollbackError::ZeroSteps { .. })));
+        assert!(matches!(
+            resolve("shop", &AppState::default(), &RollbackTarget::Steps(1)),
+            Err(RollbackError::NothingApplied { .. })
+        ));
+    }
+
+    #[test]
+    fn after_a_rollback_the_rolled_back_to_revision_is_the_current_one() {
+        // Rolling back to a1 re-applies it: it becomes the newest applied, and one step back is
+        // the revision that was current before the rollback.
+        let mut s = state();
+        s.revisions.get_mut(&"a1".repeat(20)).unwrap().applied_at = Some(t(40));
+        let r = resolve("shop", &s, &RollbackTarget::Steps(1)).unwrap();
+        assert_eq!(r.revision, "c3".repeat(20));
+        assert_eq!(r.previous, Some("a1".repeat(20)));
+    }
+
+    #[test]
+    fn targets_round_trip_as_json_for_the_api() {
+        let t: RollbackTarget = serde_json::from_str(r#"{"steps": 2}"#).unwrap();
+        assert_eq!(t, RollbackTarget::Steps(2));
+        let t: RollbackTarget = serde_json::from_str(r#"{"revision": "abcd"}"#).unwrap();
+        assert_eq!(t, RollbackTarget::Revision("abcd".into()));
+    }
+
+    #[test]
+    fn an_empty_actor_is_refused() {
+        assert!(matches!(check_actor("  "), Err(RollbackError::EmptyActor)));
+        assert!(check_actor("alice").is_ok());
+    }
+}
