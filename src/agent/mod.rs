@@ -396,10 +396,7 @@ async fn serve(
             None => false,
         })),
     };
-    let app = webhook::router(hooks, tx)
-        .route("/healthz", axum::routing::get(|| async { "ok\n" }))
-        .route("/readyz", axum::routing::get(|| async { "ok\n" }))
-        .merge(crate::api::router(api));
+    let app = webhook::router(hooks, tx).merge(crate::api::router(api));
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| AgentError::Listen { addr, source })?;

@@ -1,12 +1,16 @@
 //! Owns the API's request handlers: parameters in, the store's answer out as JSON. Store reads
 //! are blocking (sled), so each runs on tokio's blocking pool and the async workers stay free.
 
+use super::auth::Identity;
 use super::{ApiError, ApiState};
 use crate::event::{Envelope, EventKind, IntentKind};
+use crate::reconcile::rollback::{
+    ResumePlan, RollbackError, RollbackPlan, RollbackTarget, request_resume, request_rollback,
+};
 use crate::store::projection::AppState;
 use crate::store::{EventRead, Order, Query, Selector, StoreReader};
 use axum::Json;
-use axum::extract::{Path, Query as Params, State};
+use axum::extract::{Extension, Path, Query as Params, State};
 use axum::response::IntoResponse;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -382,4 +386,85 @@ pub async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
         )],
         text,
     )
+}
+
+/// Body of `POST /api/v1/apps/{app}/rollback`: exactly one of `to` and `steps`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct RollbackRequest {
+    /// A recorded revision: full SHA or a unique prefix.
+    pub to: Option<String>,
+    /// This many applied revisions back from the current one.
+    pub steps: Option<u32>,
+    pub reason: Option<String>,
+}
+
+/// Body of `POST /api/v1/apps/{app}/resume` (optional).
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct ResumeRequest {
+    pub reason: Option<String>,
+}
+
+impl From<RollbackError> for ApiError {
+    fn from(e: RollbackError) -> Self {
+        match e {
+            RollbackError::UnknownApp { .. } | RollbackError::UnknownRevision { .. } => {
+                ApiError::NotFound(e.to_string())
+            }
+            RollbackError::NotPinned { .. } => ApiError::Conflict(e.to_string()),
+            RollbackError::Store { .. } => ApiError::Internal(e.to_string()),
+            _ => ApiError::BadRequest(e.to_string()),
+        }
+    }
+}
+
+fn reconciled(state: &ApiState, app: &str) -> Result<(), ApiError> {
+    if state.apps.iter().any(|a| a == app) {
+        Ok(())
+    } else {
+        Err(ApiError::NotFound(format!(
+            "this agent does not reconcile an App named {app}"
+        )))
+    }
+}
+
+/// Records the rollback by the token's identity, then wakes the App so it applies now.
+pub async fn rollback(
+    State(state): State<ApiState>,
+    Extension(who): Extension<Identity>,
+    Path(app): Path<String>,
+    body: Option<Json<RollbackRequest>>,
+) -> Result<Json<RollbackPlan>, ApiError> {
+    reconciled(&state, &app)?;
+    let Json(req) = body.unwrap_or_default();
+    let target = match (req.to, req.steps) {
+        (Some(to), None) => RollbackTarget::Revision(to),
+        (None, Some(steps)) => RollbackTarget::Steps(steps),
+        _ => {
+            return Err(ApiError::BadRequest(
+                "give exactly one of \"to\" (a revision) and \"steps\" (applied revisions back)"
+                    .into(),
+            ));
+        }
+    };
+    let plan = request_rollback(&state.store, &app, target, who.actor, req.reason).await?;
+    if let Some(wake) = &state.waker {
+        wake(&app);
+    }
+    Ok(Json(plan))
+}
+
+/// Records the resume by the token's identity, then wakes the App so it follows Git now.
+pub async fn resume(
+    State(state): State<ApiState>,
+    Extension(who): Extension<Identity>,
+    Path(app): Path<String>,
+    body: Option<Json<ResumeRequest>>,
+) -> Result<Json<ResumePlan>, ApiError> {
+    reconciled(&state, &app)?;
+    let Json(req) = body.unwrap_or_default();
+    let plan = request_resume(&state.store, &app, who.actor, req.reason).await?;
+    if let Some(wake) = &state.waker {
+        wake(&app);
+    }
+    Ok(Json(plan))
 }

@@ -7,7 +7,8 @@
 //! what the OpenAPI test compares against, so a route cannot exist undocumented.
 
 pub mod auth;
-mod handlers;
+pub mod client;
+pub mod handlers;
 
 use crate::store::writer::StoreHandle;
 use auth::{Identity, Role, Tokens};
@@ -16,7 +17,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::MethodRouter;
+use axum::routing::{MethodRouter, get};
 use serde::Serialize;
 use std::sync::Arc;
 
@@ -40,44 +41,81 @@ pub struct ApiState {
     pub waker: Option<Waker>,
 }
 
+/// Who may call a route.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// No token (health, metrics; webhooks check their own signatures).
+    Open,
+    /// A read-only or an admin token.
+    Read,
+    /// An admin token.
+    Admin,
+}
+
 /// One route: method, path (axum syntax, `{param}`), and who may call it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Route {
     pub method: &'static str,
     pub path: &'static str,
-    pub role: Role,
+    pub access: Access,
 }
 
 /// The handler of each route, and the route table the router and the OpenAPI test share.
 fn table() -> Vec<(Route, MethodRouter<ApiState>)> {
-    use axum::routing::get;
-    let r = |method, path, role| Route { method, path, role };
+    use axum::routing::post;
+    let r = |method, path, access| Route {
+        method,
+        path,
+        access,
+    };
     vec![
         (
-            r("GET", "/api/v1/events", Role::Read),
+            r("GET", "/api/v1/events", Access::Read),
             get(handlers::events),
         ),
-        (r("GET", "/api/v1/apps", Role::Read), get(handlers::apps)),
+        (r("GET", "/api/v1/apps", Access::Read), get(handlers::apps)),
         (
-            r("GET", "/api/v1/apps/{app}", Role::Read),
+            r("GET", "/api/v1/apps/{app}", Access::Read),
             get(handlers::app),
+        ),
+        (
+            r("POST", "/api/v1/apps/{app}/rollback", Access::Admin),
+            post(handlers::rollback),
+        ),
+        (
+            r("POST", "/api/v1/apps/{app}/resume", Access::Admin),
+            post(handlers::resume),
         ),
     ]
 }
 
-/// Method and path of every `/api/v1` route, plus the unauthenticated ones the API server adds.
+/// Method and path of every route the agent serves: the `/api/v1` table, the open endpoints
+/// ([`OPEN_ROUTES`]) and the webhooks (mounted by the agent from [`crate::source::webhook`]).
 pub fn routes() -> Vec<Route> {
     let mut all: Vec<Route> = table().into_iter().map(|(r, _)| r).collect();
-    all.push(Route {
-        method: "GET",
-        path: "/metrics",
-        role: Role::Read,
-    });
+    for path in OPEN_ROUTES {
+        all.push(Route {
+            method: "GET",
+            path,
+            access: Access::Open,
+        });
+    }
+    for path in crate::source::webhook::ROUTES {
+        all.push(Route {
+            method: "POST",
+            path,
+            access: Access::Open,
+        });
+    }
     all
 }
 
-/// The `/api/v1` routes (behind bearer tokens) and `/metrics` (open: Prometheus scrapers rarely
-/// carry tokens, and it names no App). Unknown paths fall through to the caller's fallback.
+/// Served without a token: liveness and readiness for probes, and `/metrics` (Prometheus
+/// scrapers rarely carry tokens, and it names no App).
+pub const OPEN_ROUTES: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+
+/// The `/api/v1` routes (behind bearer tokens) and [`OPEN_ROUTES`]. Unknown paths fall through
+/// to the caller's fallback.
 pub fn router(state: ApiState) -> Router {
     let mut api = Router::new();
     for (route, handler) in table() {
@@ -87,7 +125,9 @@ pub fn router(state: ApiState) -> Router {
         state.clone(),
         authenticate,
     ))
-    .route("/metrics", axum::routing::get(handlers::metrics))
+    .route(OPEN_ROUTES[0], get(|| async { "ok\n" }))
+    .route(OPEN_ROUTES[1], get(|| async { "ok\n" }))
+    .route(OPEN_ROUTES[2], get(handlers::metrics))
     .with_state(state)
 }
 
