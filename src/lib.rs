@@ -17,6 +17,7 @@ pub mod health;
 pub mod metrics;
 pub mod observe;
 pub mod plan;
+pub mod query;
 pub mod reconcile;
 pub mod render;
 pub mod source;

@@ -1,0 +1,761 @@
+//! Owns the read-side queries users come for (history, revisions, blame, show, diff, status,
+//! replay): pure reads over the event log, its indexes, blobs and projections, returning typed,
+//! serialisable results that the CLI renders and the HTTP API sends as JSON.
+//!
+//! Nothing here writes. Every query takes any [`EventRead`] (a [`crate::store::StoreReader`] in
+//! the agent, the opened store in the CLI) plus the [`Projections`] where it needs them, so the
+//! same function answers a local `reckon history` and `GET /api/v1/events`.
+
+mod blame;
+mod replay;
+mod revisions;
+mod show;
+mod status;
+
+pub use blame::{Blame, BlameCommit, BlameField, FieldDrift, FieldManagerRef, blame, blame_walk};
+pub use replay::{ReplayedApp, ReplayedObject, replay};
+pub use revisions::{RevisionRow, revisions};
+pub use show::{ChangedObject, FieldChangeRow, RevisionDiff, Shown, diff_revisions, show};
+pub use status::{AppStatus, IntentView, LastSync, status};
+
+use crate::event::{Envelope, Event, EventKind, ObjectRef};
+use crate::store::{EventRead, Order, Projections, Query, Selector, StoreError};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use std::fmt;
+use std::str::FromStr;
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("App {0:?} is not in the store (no event was ever recorded for it)")]
+    UnknownApp(String),
+    #[error(
+        "revision {rev:?}{}: no recorded revision starts with it",
+        app_suffix(app)
+    )]
+    UnknownRevision { app: Option<String>, rev: String },
+    #[error(
+        "revision {rev:?}{} is ambiguous: it matches {}; give more characters",
+        app_suffix(app),
+        candidates.join(", ")
+    )]
+    AmbiguousRevision {
+        app: Option<String>,
+        rev: String,
+        candidates: Vec<String>,
+    },
+    #[error("revision {rev} of App {app} was observed but never rendered: no manifests recorded")]
+    NotRendered { app: String, rev: String },
+    #[error("object {object:?}: {reason}")]
+    BadObject { object: String, reason: String },
+    #[error("object {object} is not managed by {}", app.as_deref().map(|a| format!("App {a}")).unwrap_or_else(|| "any App".into()))]
+    NotManaged { object: String, app: Option<String> },
+    #[error("object {object} is managed by several Apps ({}); name the App", apps.join(", "))]
+    ManagedBySeveral { object: String, apps: Vec<String> },
+    #[error("kind category {0:?} is not one of commit, drift, apply, prune, rollback, error")]
+    BadCategory(String),
+    #[error("the store names blob {digest} ({what}) but {problem}")]
+    Blob {
+        digest: String,
+        what: String,
+        problem: String,
+    },
+    #[error("App {app} had no events at or before {at}")]
+    NothingAt { app: String, at: DateTime<Utc> },
+    #[error(
+        "field {0:?}: a field path is a JSON pointer (/spec/replicas) or dotted (spec.replicas)"
+    )]
+    BadField(String),
+}
+
+fn app_suffix(app: &Option<String>) -> String {
+    app.as_deref()
+        .map(|a| format!(" of App {a}"))
+        .unwrap_or_default()
+}
+
+/// The coarse kinds `history --kind` filters on. Each event kind belongs to at most one
+/// category; kinds in none (agent starts, health, suspension, store housekeeping) only show
+/// without a category filter. The mapping is documented in docs/cli.md.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Category {
+    /// What Git did: CommitObserved, HistoryRewritten.
+    Commit,
+    /// Drift found and put back: DriftDetected, DriftCorrected.
+    Drift,
+    /// What reckon applied: RenderSucceeded, SyncStarted, SyncFinished, ObjectApplied.
+    Apply,
+    /// ObjectPruned, PruneSkipped.
+    Prune,
+    /// Intents (rollback, pin, resume, follow): IntentRecorded.
+    Rollback,
+    /// Failures: ApplyFailed, RenderFailed, SourceFetchFailed, RevisionBlocked, StoreGap.
+    Error,
+}
+
+impl Category {
+    pub const ALL: [Category; 6] = [
+        Category::Commit,
+        Category::Drift,
+        Category::Apply,
+        Category::Prune,
+        Category::Rollback,
+        Category::Error,
+    ];
+
+    pub fn of(kind: EventKind) -> Option<Category> {
+        use EventKind as K;
+        Some(match kind {
+            K::CommitObserved | K::HistoryRewritten => Category::Commit,
+            K::DriftDetected | K::DriftCorrected => Category::Drift,
+            K::RenderSucceeded | K::SyncStarted | K::SyncFinished | K::ObjectApplied => {
+                Category::Apply
+            }
+            K::ObjectPruned | K::PruneSkipped => Category::Prune,
+            K::IntentRecorded => Category::Rollback,
+            K::ApplyFailed
+            | K::RenderFailed
+            | K::SourceFetchFailed
+            | K::RevisionBlocked
+            | K::StoreGap => Category::Error,
+            K::AgentStarted
+            | K::HealthChanged
+            | K::AppSuspended
+            | K::AppResumed
+            | K::StoreMigrated
+            | K::RetentionCompacted
+            | K::SourceCacheRecovered => return None,
+        })
+    }
+
+    /// The event kinds in this category.
+    pub fn kinds(self) -> Vec<EventKind> {
+        EventKind::ALL
+            .into_iter()
+            .filter(|k| Category::of(*k) == Some(self))
+            .collect()
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Category::Commit => "commit",
+            Category::Drift => "drift",
+            Category::Apply => "apply",
+            Category::Prune => "prune",
+            Category::Rollback => "rollback",
+            Category::Error => "error",
+        }
+    }
+}
+
+impl fmt::Display for Category {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Category {
+    type Err = QueryError;
+    fn from_str(s: &str) -> Result<Category, QueryError> {
+        Category::ALL
+            .into_iter()
+            .find(|c| c.name().eq_ignore_ascii_case(s))
+            .ok_or_else(|| QueryError::BadCategory(s.to_string()))
+    }
+}
+
+/// An object as users name it: `KIND/NAMESPACE/NAME`, or `KIND/NAME` for cluster-scoped
+/// objects. `KIND` may carry its API group like kubectl does (`Deployment.apps`,
+/// `Ingress.networking.k8s.io`); without one the group is looked up (see [`ObjectSpec::resolve`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectSpec {
+    pub group: Option<String>,
+    pub kind: String,
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+impl FromStr for ObjectSpec {
+    type Err = QueryError;
+    fn from_str(s: &str) -> Result<ObjectSpec, QueryError> {
+        let bad = |reason: &str| QueryError::BadObject {
+            object: s.to_string(),
+            reason: reason.to_string(),
+        };
+        let parts: Vec<&str> = s.split('/').collect();
+        let (kind, namespace, name) = match parts.as_slice() {
+            [k, n] => (*k, None, *n),
+            [k, ns, n] => (*k, Some(*ns), *n),
+            _ => {
+                return Err(bad(
+                    "expected KIND/NAMESPACE/NAME, or KIND/NAME for a cluster-scoped object",
+                ));
+            }
+        };
+        if kind.is_empty() || name.is_empty() || namespace == Some("") {
+            return Err(bad("KIND, NAMESPACE and NAME must not be empty"));
+        }
+        let (kind, group) = match kind.split_once('.') {
+            Some((k, g)) => (k, Some(g.to_string())),
+            None => (kind, None),
+        };
+        Ok(ObjectSpec {
+            group,
+            kind: kind.to_string(),
+            namespace: namespace.map(str::to_string),
+            name: name.to_string(),
+        })
+    }
+}
+
+impl fmt::Display for ObjectSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.kind)?;
+        if let Some(g) = self.group.as_deref().filter(|g| !g.is_empty()) {
+            write!(f, ".{g}")?;
+        }
+        if let Some(ns) = &self.namespace {
+            write!(f, "/{ns}")?;
+        }
+        write!(f, "/{}", self.name)
+    }
+}
+
+/// API groups of the built-in kinds, for objects named without a group that no App manages any
+/// more (pruned objects are not in the inventory).
+fn builtin_group(kind: &str) -> Option<&'static str> {
+    Some(match kind {
+        "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" | "ControllerRevision" => "apps",
+        "Job" | "CronJob" => "batch",
+        "Ingress" | "IngressClass" | "NetworkPolicy" => "networking.k8s.io",
+        "Role" | "RoleBinding" | "ClusterRole" | "ClusterRoleBinding" => {
+            "rbac.authorization.k8s.io"
+        }
+        "HorizontalPodAutoscaler" => "autoscaling",
+        "PodDisruptionBudget" => "policy",
+        "CustomResourceDefinition" => "apiextensions.k8s.io",
+        "StorageClass" | "VolumeAttachment" => "storage.k8s.io",
+        "PriorityClass" => "scheduling.k8s.io",
+        "ConfigMap"
+        | "Secret"
+        | "Service"
+        | "ServiceAccount"
+        | "Namespace"
+        | "Pod"
+        | "PersistentVolumeClaim"
+        | "PersistentVolume"
+        | "LimitRange"
+        | "ResourceQuota"
+        | "Endpoints" => "",
+        _ => return None,
+    })
+}
+
+impl ObjectSpec {
+    /// The store's reference for this object. A missing group is taken from an App's inventory
+    /// holding an object of that kind, namespace and name, else from the built-in kinds, else
+    /// the core group.
+    pub fn resolve(&self, projections: &Projections) -> ObjectRef {
+        let group = match &self.group {
+            Some(g) => g.clone(),
+            None => projections
+                .apps
+                .values()
+                .flat_map(|a| a.inventory.values())
+                .find(|e| {
+                    e.object.kind == self.kind
+                        && e.object.namespace == self.namespace
+                        && e.object.name == self.name
+                })
+                .map(|e| e.object.group.clone())
+                .or_else(|| builtin_group(&self.kind).map(str::to_string))
+                .unwrap_or_default(),
+        };
+        ObjectRef {
+            group,
+            version: String::new(),
+            kind: self.kind.clone(),
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+            uid: None,
+        }
+    }
+}
+
+/// How an object is named in output: `KIND/NAMESPACE/NAME` (`KIND/NAME` when cluster-scoped).
+pub fn object_name(o: &ObjectRef) -> String {
+    match &o.namespace {
+        Some(ns) => format!("{}/{}/{}", o.kind, ns, o.name),
+        None => format!("{}/{}", o.kind, o.name),
+    }
+}
+
+/// Full SHAs recorded for `rev` (a full SHA or a prefix) in one App or in all of them.
+pub fn resolve_revisions(
+    projections: &Projections,
+    app: Option<&str>,
+    rev: &str,
+) -> Result<Vec<String>, QueryError> {
+    let rev_lc = rev.to_ascii_lowercase();
+    let mut found = BTreeSet::new();
+    for (name, state) in &projections.apps {
+        if app.is_some_and(|a| a != name) {
+            continue;
+        }
+        found.extend(
+            state
+                .revisions
+                .range(rev_lc.clone()..)
+                .take_while(|(sha, _)| sha.starts_with(&rev_lc))
+                .map(|(sha, _)| sha.clone()),
+        );
+    }
+    if found.is_empty() {
+        return Err(QueryError::UnknownRevision {
+            app: app.map(str::to_string),
+            rev: rev.to_string(),
+        });
+    }
+    Ok(found.into_iter().collect())
+}
+
+/// The one recorded revision of `app` that `rev` names (full SHA or unique prefix).
+pub fn resolve_revision(
+    projections: &Projections,
+    app: &str,
+    rev: &str,
+) -> Result<String, QueryError> {
+    if !projections.apps.contains_key(app) {
+        return Err(QueryError::UnknownApp(app.to_string()));
+    }
+    let mut found = resolve_revisions(projections, Some(app), rev)?;
+    if found.len() > 1 {
+        return Err(QueryError::AmbiguousRevision {
+            app: Some(app.to_string()),
+            rev: rev.to_string(),
+            candidates: found,
+        });
+    }
+    Ok(found.remove(0))
+}
+
+/// One event as queries return it: the envelope's facts, the event itself (its JSON is the
+/// `{"Kind": {fields}}` form of docs/events.md) and a one-line summary for tables.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EventRow {
+    pub seq: u64,
+    pub time: DateTime<Utc>,
+    pub app: Option<String>,
+    pub actor: Option<String>,
+    pub kind: String,
+    pub category: Option<Category>,
+    /// The object the event is about, as `KIND/NAMESPACE/NAME`.
+    pub object: Option<String>,
+    /// The commit the event is about (the first it names).
+    pub revision: Option<String>,
+    pub summary: String,
+    pub event: Event,
+    /// The event's chain hash (hex).
+    pub hash: String,
+}
+
+impl EventRow {
+    pub fn from_envelope(env: &Envelope) -> EventRow {
+        let e = &env.body.event;
+        EventRow {
+            seq: env.body.seq,
+            time: env.body.time,
+            app: env.body.app.clone(),
+            actor: env.body.actor.clone(),
+            kind: e.kind().name().to_string(),
+            category: Category::of(e.kind()),
+            object: e.object().map(object_name),
+            revision: e.revisions().first().map(|s| s.to_string()),
+            summary: summary(e),
+            event: e.clone(),
+            hash: env.hash.to_hex(),
+        }
+    }
+}
+
+fn short(sha: &str) -> &str {
+    &sha[..sha.len().min(12)]
+}
+
+/// The first line of a commit message.
+pub fn first_line(message: &str) -> String {
+    message.lines().next().unwrap_or("").trim().to_string()
+}
+
+/// A one-line description of an event for tables.
+pub fn summary(e: &Event) -> String {
+    match e {
+        Event::AgentStarted(a) => format!("agent {} started (pid {})", a.version, a.pid),
+        Event::CommitObserved(c) => format!(
+            "{} {} <{}>: {}",
+            short(&c.sha),
+            c.author.name,
+            c.author.email,
+            first_line(&c.message)
+        ),
+        Event::IntentRecorded(i) => {
+            let what = format!("{:?}", i.intent).to_lowercase();
+            let mut s = match &i.revision {
+                Some(r) => format!("{what} to {}", short(r)),
+                None => what,
+            };
+            if let Some(reason) = &i.reason {
+                s.push_str(&format!(": {reason}"));
+            }
+            s
+        }
+        Event::RenderSucceeded(r) => {
+            format!(
+                "rendered {} ({} objects)",
+                short(&r.revision),
+                r.object_count
+            )
+        }
+        Event::RenderFailed(r) => format!("render of {} failed: {}", short(&r.revision), r.error),
+        Event::SyncStarted(s) => format!("sync of {} started", short(&s.revision)),
+        Event::SyncFinished(s) => format!(
+            "sync of {} {:?}: {} created, {} configured, {} pruned, {} failed ({} ms)",
+            short(&s.revision),
+            s.outcome,
+            s.counts.created,
+            s.counts.configured,
+            s.counts.pruned,
+            s.counts.failed,
+            s.duration_ms
+        ),
+        Event::ObjectApplied(a) => {
+            let mut s = format!("{:?}", a.action).to_lowercase();
+            if !a.changed_fields.is_empty() {
+                s.push_str(&format!(" {}", a.changed_fields.join(", ")));
+            }
+            s
+        }
+        Event::ApplyFailed(a) => a.error.clone(),
+        Event::DriftDetected(d) => {
+            let paths: Vec<&str> = d.diffs.iter().map(|f| f.path.as_str()).collect();
+            let managers: Vec<&str> = d.managers.iter().map(|m| m.manager.as_str()).collect();
+            let mut s = format!("drift {}", paths.join(", "));
+            if !managers.is_empty() {
+                s.push_str(&format!(" by {}", managers.join(", ")));
+            }
+            s
+        }
+        Event::DriftCorrected(d) => format!("put back {}", d.fields.join(", ")),
+        Event::ObjectPruned(p) => format!("pruned (not in {})", short(&p.revision)),
+        Event::PruneSkipped(p) => format!("prune skipped: {}", p.reason),
+        Event::HealthChanged(h) => {
+            let mut s = format!("{:?} -> {:?}", h.from, h.to);
+            if let Some(m) = &h.message {
+                s.push_str(&format!(": {m}"));
+            }
+            s
+        }
+        Event::AppSuspended(_) => "suspended".into(),
+        Event::AppResumed(_) => "resumed".into(),
+        Event::StoreMigrated(m) => format!("store migrated {} -> {}", m.from_schema, m.to_schema),
+        Event::SourceFetchFailed(f) => format!("fetch of {} failed: {}", f.url, f.reason),
+        Event::HistoryRewritten(h) => format!(
+            "{} force-pushed {} -> {}",
+            h.ref_name,
+            short(&h.old_head),
+            short(&h.new_head)
+        ),
+        Event::StoreGap(g) => format!("events lost before seq {}: {}", g.found_seq, g.reason),
+        Event::RetentionCompacted(r) => format!("{} events compacted ({})", r.removed, r.policy),
+        Event::SourceCacheRecovered(s) => format!("Git cache of {} recloned: {}", s.url, s.reason),
+        Event::RevisionBlocked(b) => format!("{} blocked: {}", short(&b.revision), b.reason),
+    }
+}
+
+/// What `history` selects. Every field narrows; none set is the whole log.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HistoryFilter {
+    #[serde(default)]
+    pub app: Option<String>,
+    /// `KIND/NAMESPACE/NAME` or `KIND/NAME`, see [`ObjectSpec`].
+    #[serde(default)]
+    pub object: Option<String>,
+    /// Commit author or committer email (case-insensitive): the commits they wrote.
+    #[serde(default)]
+    pub author: Option<String>,
+    /// A commit SHA or prefix: every event about that revision.
+    #[serde(default)]
+    pub revision: Option<String>,
+    #[serde(default)]
+    pub category: Option<Category>,
+    #[serde(default)]
+    pub since: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub until: Option<DateTime<Utc>>,
+    /// Page size (at most [`MAX_LIMIT`]).
+    #[serde(default = "default_limit")]
+    pub limit: usize,
+    /// The `next` of the previous page.
+    #[serde(default)]
+    pub cursor: Option<u64>,
+}
+
+fn default_limit() -> usize {
+    100
+}
+
+impl Default for HistoryFilter {
+    fn default() -> Self {
+        HistoryFilter {
+            app: None,
+            object: None,
+            author: None,
+            revision: None,
+            category: None,
+            since: None,
+            until: None,
+            limit: default_limit(),
+            cursor: None,
+        }
+    }
+}
+
+/// The largest page `history` returns.
+pub const MAX_LIMIT: usize = 1000;
+
+/// How many events one page may examine before it returns (possibly short) with a cursor: a
+/// filter whose post-filter matches little cannot make one page scan the whole log. Callers
+/// that want a full page follow `next`.
+pub const SCAN_BUDGET: usize = 20_000;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HistoryPage {
+    pub events: Vec<EventRow>,
+    /// Pass as `cursor` for the next page (older events, or newer ones when following);
+    /// `None`: nothing further matches.
+    pub next: Option<u64>,
+}
+
+/// A filter resolved against the projections: index selectors to walk and the predicate every
+/// event must pass.
+#[derive(Clone, Debug)]
+struct Plan {
+    selectors: Vec<Selector>,
+    app: Option<String>,
+    object: Option<String>,
+    author: Option<String>,
+    revisions: Vec<String>,
+    category: Option<Category>,
+}
+
+impl Plan {
+    fn new(projections: &Projections, f: &HistoryFilter) -> Result<Plan, QueryError> {
+        let object = match &f.object {
+            Some(text) => Some(text.parse::<ObjectSpec>()?.resolve(projections)),
+            None => None,
+        };
+        let revisions = match &f.revision {
+            None => vec![],
+            Some(rev) => match resolve_revisions(projections, f.app.as_deref(), rev) {
+                Ok(found) => found,
+                // A full SHA the revision table does not hold (e.g. the old head of a
+                // force-push) can still be looked up in the commit index.
+                Err(_) if rev.len() == 40 && rev.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                    vec![rev.to_ascii_lowercase()]
+                }
+                Err(e) => return Err(e),
+            },
+        };
+        // The most selective index first: an object's or a commit's events are few, an
+        // author's commits fewer than an App's events, a category's kinds the least selective.
+        let selectors = if let Some(o) = &object {
+            vec![Selector::Object(o.clone())]
+        } else if !revisions.is_empty() {
+            revisions.iter().cloned().map(Selector::Commit).collect()
+        } else if let Some(a) = &f.author {
+            vec![Selector::Author(a.clone())]
+        } else if let Some(a) = &f.app {
+            vec![Selector::App(a.clone())]
+        } else if let Some(c) = f.category {
+            c.kinds().into_iter().map(Selector::Kind).collect()
+        } else {
+            vec![Selector::All]
+        };
+        Ok(Plan {
+            selectors,
+            app: f.app.clone(),
+            object: object.map(|o| o.identity()),
+            author: f.author.as_ref().map(|a| a.to_lowercase()),
+            revisions,
+            category: f.category,
+        })
+    }
+
+    fn accepts(&self, env: &Envelope) -> bool {
+        let b = &env.body;
+        let e = &b.event;
+        self.app.as_ref().is_none_or(|a| b.app.as_ref() == Some(a))
+            && self
+                .object
+                .as_ref()
+                .is_none_or(|o| e.object().is_some_and(|x| &x.identity() == o))
+            && self.author.as_ref().is_none_or(|a| {
+                e.authors()
+                    .iter()
+                    .any(|x| x.eq_ignore_ascii_case(a.as_str()))
+            })
+            && (self.revisions.is_empty()
+                || e.revisions()
+                    .iter()
+                    .any(|r| self.revisions.iter().any(|x| x == r)))
+            && self
+                .category
+                .is_none_or(|c| Category::of(e.kind()) == Some(c))
+    }
+}
+
+/// One index walk, read a chunk at a time.
+struct Stream {
+    query: Query,
+    buffer: std::collections::VecDeque<Envelope>,
+    done: bool,
+}
+
+impl Stream {
+    fn peek<R: EventRead + ?Sized>(&mut self, reader: &R) -> Result<Option<u64>, QueryError> {
+        if self.buffer.is_empty() && !self.done {
+            let page = reader.query(&self.query)?;
+            self.buffer.extend(page.events);
+            match page.next {
+                Some(n) => self.query.cursor = Some(n),
+                None => self.done = true,
+            }
+        }
+        Ok(self.buffer.front().map(|e| e.body.seq))
+    }
+}
+
+/// The history page `filter` selects: newest first, or oldest first after the cursor when
+/// `order` is [`Order::OldestFirst`] (how `--follow` asks for what was appended since).
+pub fn history_ordered<R: EventRead + ?Sized>(
+    reader: &R,
+    projections: &Projections,
+    filter: &HistoryFilter,
+    order: Order,
+) -> Result<HistoryPage, QueryError> {
+    scan(reader, projections, filter, order).map(|(page, _)| page)
+}
+
+/// The page and the last event examined (matching or not).
+fn scan<R: EventRead + ?Sized>(
+    reader: &R,
+    projections: &Projections,
+    filter: &HistoryFilter,
+    order: Order,
+) -> Result<(HistoryPage, Option<u64>), QueryError> {
+    let plan = Plan::new(projections, filter)?;
+    let limit = filter.limit.clamp(1, MAX_LIMIT);
+    // Read in chunks a little larger than the page: most filters are exact on their index.
+    let chunk = (limit + 1).min(512);
+    let mut streams: Vec<Stream> = plan
+        .selectors
+        .iter()
+        .map(|s| Stream {
+            query: Query {
+                selector: s.clone(),
+                order,
+                limit: chunk,
+                cursor: filter.cursor,
+                since: filter.since,
+                until: filter.until,
+            },
+            buffer: Default::default(),
+            done: false,
+        })
+        .collect();
+    let mut events = Vec::new();
+    let mut scanned = 0usize;
+    let mut last = None;
+    loop {
+        // Merge the streams in sequence order.
+        let mut best: Option<(usize, u64)> = None;
+        for (i, s) in streams.iter_mut().enumerate() {
+            if let Some(seq) = s.peek(reader)? {
+                let better = match (best, order) {
+                    (None, _) => true,
+                    (Some((_, b)), Order::NewestFirst) => seq > b,
+                    (Some((_, b)), Order::OldestFirst) => seq < b,
+                };
+                if better {
+                    best = Some((i, seq));
+                }
+            }
+        }
+        let Some((i, seq)) = best else {
+            return Ok((HistoryPage { events, next: None }, last));
+        };
+        let env = streams[i].buffer.pop_front().expect("peeked");
+        // Streams never disagree on order, so an event two streams hold (a HistoryRewritten
+        // names two commits) is at the front of both now: drop the copies.
+        for s in streams.iter_mut() {
+            while s.buffer.front().is_some_and(|e| e.body.seq == seq) {
+                s.buffer.pop_front();
+            }
+        }
+        last = Some(seq);
+        scanned += 1;
+        if plan.accepts(&env) {
+            events.push(EventRow::from_envelope(&env));
+            if events.len() == limit {
+                let page = HistoryPage {
+                    events,
+                    next: Some(seq),
+                };
+                return Ok((page, last));
+            }
+        }
+        if scanned >= SCAN_BUDGET {
+            let page = HistoryPage {
+                events,
+                next: Some(seq),
+            };
+            return Ok((page, last));
+        }
+    }
+}
+
+/// The timeline `filter` selects, newest first, one page. A page holds at most `limit` events
+/// and examines at most [`SCAN_BUDGET`]; `next` continues exactly after its last examined event.
+pub fn history<R: EventRead + ?Sized>(
+    reader: &R,
+    projections: &Projections,
+    filter: &HistoryFilter,
+) -> Result<HistoryPage, QueryError> {
+    history_ordered(reader, projections, filter, Order::NewestFirst)
+}
+
+/// Events `filter` selects appended after `after` (a sequence number), oldest first: what
+/// `history --follow` prints at each poll. `next` is the cursor for the following poll (`None`:
+/// nothing newer yet; keep the previous cursor).
+pub fn history_after<R: EventRead + ?Sized>(
+    reader: &R,
+    projections: &Projections,
+    filter: &HistoryFilter,
+    after: u64,
+) -> Result<HistoryPage, QueryError> {
+    let mut f = filter.clone();
+    f.cursor = Some(after);
+    let (mut page, last) = scan(reader, projections, &f, Order::OldestFirst)?;
+    if page.next.is_none() {
+        // Exhausted: the next poll starts after the last event examined, matching or not.
+        page.next = last;
+    }
+    Ok(page)
+}
+
+#[cfg(test)]
+mod tests;

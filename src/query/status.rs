@@ -1,0 +1,230 @@
+//! Owns `status`: per App what it is meant to run (intent), what it runs (revision), how the
+//! last sync went, its health, its open drift and whether it is pinned.
+
+use super::{QueryError, object_name};
+use crate::event::{Envelope, Event, EventKind, Health, IntentKind, SyncCounts, SyncOutcome};
+use crate::store::projection::AppState;
+use crate::store::{EventRead, Projections, Query, Selector};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// How far back status looks for an App's last sync, health and drift, in events of that kind
+/// (bounded so that status stays fast on a huge log; an App whose last record of a kind lies
+/// further back shows it as unknown).
+const LOOKBACK: usize = 50_000;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IntentView {
+    /// `follow`, `rollback`, `pin` or `resume`.
+    pub kind: String,
+    /// The pinned revision of a rollback or pin.
+    pub revision: Option<String>,
+    pub actor: Option<String>,
+    pub reason: Option<String>,
+    /// The IntentRecorded event (`None`: never recorded, the App follows Git by default).
+    pub seq: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastSync {
+    pub revision: String,
+    pub time: DateTime<Utc>,
+    pub outcome: SyncOutcome,
+    pub counts: SyncCounts,
+    pub duration_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppStatus {
+    pub app: String,
+    pub intent: IntentView,
+    /// Rollback or pin: auto-sync stays on `intent.revision` and does not follow Git.
+    pub pinned: bool,
+    pub suspended: bool,
+    /// The newest commit observed on the source ref.
+    pub observed_revision: Option<String>,
+    /// The revision whose sync last finished without failing outright.
+    pub applied_revision: Option<String>,
+    pub last_sync: Option<LastSync>,
+    /// The App's aggregate health as last recorded, and since when.
+    pub health: Option<Health>,
+    pub health_since: Option<DateTime<Utc>>,
+    /// Open drift: objects whose last drift record (DriftDetected) was not followed by a
+    /// correction, a new apply or a prune of that object.
+    pub drift_count: u64,
+    /// Those objects, as `KIND/NAMESPACE/NAME`.
+    pub drifted: Vec<String>,
+    /// Objects the App manages now.
+    pub objects: u64,
+}
+
+/// The newest event of `kind` for `app` that `pick` accepts, looking back [`LOOKBACK`] events.
+fn latest<R: EventRead + ?Sized>(
+    reader: &R,
+    app: &str,
+    kind: EventKind,
+    pick: impl Fn(&Envelope) -> bool,
+) -> Result<Option<Envelope>, QueryError> {
+    let mut query = Query::new(Selector::Kind(kind)).limit(500);
+    let mut seen = 0;
+    loop {
+        let page = reader.query(&query)?;
+        seen += page.events.len();
+        if let Some(e) = page
+            .events
+            .into_iter()
+            .find(|e| e.body.app.as_deref() == Some(app) && pick(e))
+        {
+            return Ok(Some(e));
+        }
+        match page.next {
+            Some(n) if seen < LOOKBACK => query.cursor = Some(n),
+            _ => return Ok(None),
+        }
+    }
+}
+
+/// Objects of `app` whose newest drift record is an uncorrected DriftDetected.
+fn open_drift<R: EventRead + ?Sized>(reader: &R, app: &str) -> Result<Vec<String>, QueryError> {
+    // Newest DriftDetected per object within the look-back.
+    let mut newest: BTreeMap<String, (u64, crate::event::ObjectRef)> = BTreeMap::new();
+    let mut query = Query::new(Selector::Kind(EventKind::DriftDetected)).limit(500);
+    let mut seen = 0;
+    loop {
+        let page = reader.query(&query)?;
+        seen += page.events.len();
+        for e in &page.events {
+            if e.body.app.as_deref() != Some(app) {
+                continue;
+            }
+            if let Event::DriftDetected(d) = &e.body.event {
+                newest
+                    .entry(d.object.identity())
+                    .or_insert((e.body.seq, d.object.clone()));
+            }
+        }
+        match page.next {
+            Some(n) if seen < LOOKBACK => query.cursor = Some(n),
+            _ => break,
+        }
+    }
+    let mut open = BTreeSet::new();
+    for (seq, object) in newest.values() {
+        // Anything after it that put the object back (or took it away) closes it.
+        let mut later = Query::new(Selector::Object(object.clone()))
+            .oldest_first()
+            .after(Some(*seq))
+            .limit(100);
+        let mut closed = false;
+        'scan: loop {
+            let page = reader.query(&later)?;
+            for e in &page.events {
+                if e.body.app.as_deref() == Some(app)
+                    && matches!(
+                        e.body.event,
+                        Event::DriftCorrected(_) | Event::ObjectApplied(_) | Event::ObjectPruned(_)
+                    )
+                {
+                    closed = true;
+                    break 'scan;
+                }
+            }
+            match page.next {
+                Some(n) => later.cursor = Some(n),
+                None => break,
+            }
+        }
+        if !closed {
+            open.insert(object_name(object));
+        }
+    }
+    Ok(open.into_iter().collect())
+}
+
+/// The revision whose sync last finished without failing outright.
+pub(crate) fn applied_revision(state: &AppState) -> Option<String> {
+    state
+        .revisions
+        .iter()
+        .filter_map(|(sha, r)| r.applied_at.map(|t| (t, sha)))
+        .max()
+        .map(|(_, sha)| sha.clone())
+}
+
+pub(crate) fn intent_view(state: &AppState) -> IntentView {
+    let i = &state.intent;
+    IntentView {
+        kind: match i.kind {
+            IntentKind::Follow => "follow",
+            IntentKind::Rollback => "rollback",
+            IntentKind::Pin => "pin",
+            IntentKind::Resume => "resume",
+        }
+        .to_string(),
+        revision: i.revision.clone(),
+        actor: i.actor.clone(),
+        reason: i.reason.clone(),
+        seq: (i.seq != 0).then_some(i.seq),
+    }
+}
+
+/// Status of one App, or of every App in the store (by name).
+pub fn status<R: EventRead + ?Sized>(
+    reader: &R,
+    projections: &Projections,
+    app: Option<&str>,
+) -> Result<Vec<AppStatus>, QueryError> {
+    if let Some(a) = app
+        && !projections.apps.contains_key(a)
+    {
+        return Err(QueryError::UnknownApp(a.to_string()));
+    }
+    let mut out = Vec::new();
+    for (name, state) in &projections.apps {
+        if app.is_some_and(|a| a != name) {
+            continue;
+        }
+        let last_sync = latest(reader, name, EventKind::SyncFinished, |_| true)?.and_then(|e| {
+            match e.body.event {
+                Event::SyncFinished(s) => Some(LastSync {
+                    revision: s.revision,
+                    time: e.body.time,
+                    outcome: s.outcome,
+                    counts: s.counts,
+                    duration_ms: s.duration_ms,
+                }),
+                _ => None,
+            }
+        });
+        let health = latest(
+            reader,
+            name,
+            EventKind::HealthChanged,
+            |e| matches!(&e.body.event, Event::HealthChanged(h) if h.object.is_none()),
+        )?;
+        let (health, health_since) = match health {
+            Some(e) => match e.body.event {
+                Event::HealthChanged(h) => (Some(h.to), Some(e.body.time)),
+                _ => (None, None),
+            },
+            None => (None, None),
+        };
+        let drifted = open_drift(reader, name)?;
+        out.push(AppStatus {
+            app: name.clone(),
+            intent: intent_view(state),
+            pinned: state.intent.is_pinned(),
+            suspended: state.suspended,
+            observed_revision: state.observed_head.clone(),
+            applied_revision: applied_revision(state),
+            last_sync,
+            health,
+            health_since,
+            drift_count: drifted.len() as u64,
+            drifted,
+            objects: state.inventory.len() as u64,
+        });
+    }
+    Ok(out)
+}

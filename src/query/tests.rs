@@ -1,0 +1,459 @@
+//! Unit tests of the pure parts: categories, object and field parsing, filters, the blame walk.
+
+use super::blame::{WalkedField, field_pointer};
+use super::*;
+use crate::event::samples;
+use crate::event::*;
+use crate::store::projection::Projections;
+use serde_json::json;
+use std::collections::HashMap;
+
+fn env(seq: u64, app: &str, event: Event) -> Envelope {
+    Envelope {
+        body: EnvelopeBody {
+            schema: 1,
+            seq,
+            time: DateTime::from_timestamp(1_764_000_000 + seq as i64, 0).unwrap(),
+            app: Some(app.into()),
+            actor: None,
+            prev_hash: Digest::ZERO,
+            event,
+        },
+        hash: Digest::ZERO,
+    }
+}
+
+fn t(seq: u64) -> DateTime<Utc> {
+    DateTime::from_timestamp(1_764_000_000 + seq as i64, 0).unwrap()
+}
+
+#[test]
+fn every_kind_has_at_most_one_category_and_the_documented_ones() {
+    use EventKind as K;
+    let expect = [
+        (
+            Category::Commit,
+            vec![K::CommitObserved, K::HistoryRewritten],
+        ),
+        (Category::Drift, vec![K::DriftDetected, K::DriftCorrected]),
+        (
+            Category::Apply,
+            vec![
+                K::RenderSucceeded,
+                K::SyncStarted,
+                K::SyncFinished,
+                K::ObjectApplied,
+            ],
+        ),
+        (Category::Prune, vec![K::ObjectPruned, K::PruneSkipped]),
+        (Category::Rollback, vec![K::IntentRecorded]),
+        (
+            Category::Error,
+            vec![
+                K::RenderFailed,
+                K::ApplyFailed,
+                K::SourceFetchFailed,
+                K::StoreGap,
+                K::RevisionBlocked,
+            ],
+        ),
+    ];
+    for (c, mut kinds) in expect {
+        kinds.sort();
+        assert_eq!(c.kinds(), kinds, "{c}");
+        assert_eq!(c.name().parse::<Category>().unwrap(), c);
+        assert_eq!(c.name().to_uppercase().parse::<Category>().unwrap(), c);
+        assert_eq!(serde_json::to_string(&c).unwrap(), format!("\"{c}\""));
+    }
+    for k in [
+        K::AgentStarted,
+        K::HealthChanged,
+        K::AppSuspended,
+        K::AppResumed,
+        K::StoreMigrated,
+        K::RetentionCompacted,
+        K::SourceCacheRecovered,
+    ] {
+        assert_eq!(Category::of(k), None, "{k}");
+    }
+    let err = "deploy".parse::<Category>().unwrap_err().to_string();
+    assert!(
+        err.contains("\"deploy\"") && err.contains("rollback"),
+        "{err}"
+    );
+}
+
+#[test]
+fn object_specs_parse_with_and_without_namespace_and_group() {
+    let d: ObjectSpec = "Deployment/web/api".parse().unwrap();
+    assert_eq!(
+        d,
+        ObjectSpec {
+            group: None,
+            kind: "Deployment".into(),
+            namespace: Some("web".into()),
+            name: "api".into()
+        }
+    );
+    let n: ObjectSpec = "Namespace/web".parse().unwrap();
+    assert_eq!((n.namespace, n.name.as_str()), (None, "web"));
+    let i: ObjectSpec = "Ingress.networking.k8s.io/web/front".parse().unwrap();
+    assert_eq!(i.group.as_deref(), Some("networking.k8s.io"));
+    assert_eq!(i.to_string(), "Ingress.networking.k8s.io/web/front");
+    for bad in [
+        "Deployment",
+        "a/b/c/d",
+        "Deployment//api",
+        "/web/api",
+        "Deployment/web/",
+    ] {
+        let e = bad.parse::<ObjectSpec>().unwrap_err().to_string();
+        assert!(e.contains(bad), "{bad}: {e}");
+    }
+}
+
+#[test]
+fn object_groups_come_from_the_inventory_then_builtins_then_core() {
+    let mut p = Projections::default();
+    let applied = |o: ObjectRef| {
+        Event::ObjectApplied(ObjectApplied {
+            revision: samples::sha(1),
+            object: o,
+            action: ApplyAction::Created,
+            changed_fields: vec![],
+            digest: Digest([1; 32]),
+        })
+    };
+    p.fold(
+        &env(
+            1,
+            "shop",
+            applied(samples::object(
+                "example.com",
+                "v1",
+                "Widget",
+                Some("web"),
+                "w",
+            )),
+        )
+        .body,
+    );
+    let g = |s: &str| s.parse::<ObjectSpec>().unwrap().resolve(&p).group;
+    assert_eq!(g("Widget/web/w"), "example.com");
+    assert_eq!(g("Deployment/web/gone"), "apps");
+    assert_eq!(g("ConfigMap/web/c"), "");
+    assert_eq!(g("Gadget/web/x"), "");
+    assert_eq!(g("Deployment.extensions/web/x"), "extensions");
+}
+
+fn projections_with(revs: &[&str]) -> Projections {
+    let mut p = Projections::default();
+    for (i, sha) in revs.iter().enumerate() {
+        let mut c = samples::commit(i as u64, "a@x");
+        c.sha = sha.to_string();
+        p.fold(&env(i as u64 + 1, "shop", Event::CommitObserved(c)).body);
+    }
+    p
+}
+
+#[test]
+fn revisions_resolve_by_unique_prefix() {
+    let p = projections_with(&["abc123", "abd456", "fff000"]);
+    assert_eq!(resolve_revision(&p, "shop", "abc").unwrap(), "abc123");
+    assert_eq!(resolve_revision(&p, "shop", "FFF").unwrap(), "fff000");
+    let e = resolve_revision(&p, "shop", "ab").unwrap_err();
+    assert!(
+        matches!(&e, QueryError::AmbiguousRevision { candidates, .. } if candidates == &["abc123", "abd456"]),
+        "{e}"
+    );
+    assert!(e.to_string().contains("abc123, abd456"), "{e}");
+    let e = resolve_revision(&p, "shop", "0123").unwrap_err();
+    assert!(matches!(e, QueryError::UnknownRevision { .. }), "{e}");
+    let e = resolve_revision(&p, "nope", "abc").unwrap_err();
+    assert!(matches!(e, QueryError::UnknownApp(_)), "{e}");
+    assert_eq!(
+        resolve_revisions(&p, None, "ab").unwrap(),
+        vec!["abc123".to_string(), "abd456".to_string()]
+    );
+}
+
+#[test]
+fn filters_pick_the_most_selective_index_and_post_filter_the_rest() {
+    let p = projections_with(&[&samples::sha(1), &samples::sha(2)]);
+    let f = |f: HistoryFilter| Plan::new(&p, &f).unwrap();
+    let dep = samples::object("apps", "v1", "Deployment", Some("web"), "api");
+    let plan = f(HistoryFilter {
+        app: Some("shop".into()),
+        object: Some("Deployment/web/api".into()),
+        revision: Some(samples::sha(1)[..30].into()),
+        category: Some(Category::Apply),
+        ..Default::default()
+    });
+    assert_eq!(plan.selectors.len(), 1);
+    assert!(matches!(&plan.selectors[0], Selector::Object(o) if o.identity() == dep.identity()));
+    let applied = |rev: u64, app: &str, o: &ObjectRef| {
+        env(
+            9,
+            app,
+            Event::ObjectApplied(ObjectApplied {
+                revision: samples::sha(rev),
+                object: o.clone(),
+                action: ApplyAction::Configured,
+                changed_fields: vec![],
+                digest: Digest::ZERO,
+            }),
+        )
+    };
+    assert!(plan.accepts(&applied(1, "shop", &dep)));
+    assert!(!plan.accepts(&applied(2, "shop", &dep)), "other revision");
+    assert!(!plan.accepts(&applied(1, "other", &dep)), "other app");
+    let db = samples::object("apps", "v1", "Deployment", Some("web"), "db");
+    assert!(!plan.accepts(&applied(1, "shop", &db)), "other object");
+    let drift = env(
+        9,
+        "shop",
+        Event::DriftCorrected(DriftCorrected {
+            revision: samples::sha(1),
+            object: dep.clone(),
+            fields: vec![],
+        }),
+    );
+    assert!(!plan.accepts(&drift), "other category");
+
+    let plan = f(HistoryFilter {
+        revision: Some(samples::sha(2)[..30].into()),
+        author: Some("A@X".into()),
+        ..Default::default()
+    });
+    assert_eq!(plan.selectors, vec![Selector::Commit(samples::sha(2))]);
+    let mut c = samples::commit(2, "a@x");
+    c.sha = samples::sha(2);
+    assert!(plan.accepts(&env(1, "shop", Event::CommitObserved(c.clone()))));
+    c.author.email = "b@x".into();
+    c.committer.email = "b@x".into();
+    assert!(!plan.accepts(&env(1, "shop", Event::CommitObserved(c))));
+
+    let plan = f(HistoryFilter {
+        author: Some("a@x".into()),
+        app: Some("shop".into()),
+        ..Default::default()
+    });
+    assert_eq!(plan.selectors, vec![Selector::Author("a@x".into())]);
+    let plan = f(HistoryFilter {
+        app: Some("shop".into()),
+        category: Some(Category::Drift),
+        ..Default::default()
+    });
+    assert_eq!(plan.selectors, vec![Selector::App("shop".into())]);
+    let plan = f(HistoryFilter {
+        category: Some(Category::Drift),
+        ..Default::default()
+    });
+    assert_eq!(
+        plan.selectors,
+        vec![
+            Selector::Kind(EventKind::DriftDetected),
+            Selector::Kind(EventKind::DriftCorrected)
+        ]
+    );
+    assert_eq!(f(HistoryFilter::default()).selectors, vec![Selector::All]);
+    // An unknown short revision is an error; an unknown full SHA is looked up as is.
+    let e = Plan::new(
+        &p,
+        &HistoryFilter {
+            revision: Some("ffff".into()),
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    assert!(matches!(e, QueryError::UnknownRevision { .. }));
+    let full = "0".repeat(40);
+    assert_eq!(
+        f(HistoryFilter {
+            revision: Some(full.clone()),
+            ..Default::default()
+        })
+        .selectors,
+        vec![Selector::Commit(full)]
+    );
+}
+
+#[test]
+fn field_paths_accept_pointers_and_dots() {
+    assert_eq!(field_pointer("/spec/replicas").unwrap(), "/spec/replicas");
+    assert_eq!(field_pointer("spec.replicas").unwrap(), "/spec/replicas");
+    assert_eq!(
+        field_pointer("spec.template.spec.containers.0.image").unwrap(),
+        "/spec/template/spec/containers/0/image"
+    );
+    assert!(field_pointer("").is_err());
+    assert!(field_pointer("spec..replicas").is_err());
+}
+
+fn manifest(replicas: u64, image: &str, extra: Option<&str>) -> serde_json::Value {
+    let mut m = json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "api", "namespace": "web"},
+        "spec": {
+            "replicas": replicas,
+            "template": {"spec": {"containers": [{"name": "api", "image": image, "args": ["a", "b"]}]}}
+        }
+    });
+    if let Some(x) = extra {
+        m["metadata"]["labels"] = json!({"tier": x});
+    }
+    m
+}
+
+#[test]
+fn blame_credits_the_apply_that_last_changed_each_field_and_tracks_drift() {
+    let dep = samples::object("apps", "v1", "Deployment", Some("web"), "api");
+    let manifests: HashMap<Digest, serde_json::Value> = [
+        (Digest([1; 32]), manifest(2, "api:1", None)),
+        (Digest([2; 32]), manifest(3, "api:1", Some("front"))),
+        (Digest([3; 32]), manifest(3, "api:2", Some("front"))),
+    ]
+    .into();
+    let applied = |seq: u64, rev: u64, d: u8| {
+        env(
+            seq,
+            "shop",
+            Event::ObjectApplied(ObjectApplied {
+                revision: samples::sha(rev),
+                object: dep.clone(),
+                action: ApplyAction::Configured,
+                changed_fields: vec![],
+                digest: Digest([d; 32]),
+            }),
+        )
+    };
+    let events = vec![
+        applied(1, 1, 1),
+        applied(2, 2, 2),
+        env(
+            3,
+            "shop",
+            Event::DriftDetected(DriftDetected {
+                object: dep.clone(),
+                diffs: vec![FieldDiff {
+                    path: "/spec/replicas".into(),
+                    expected: Some("3".into()),
+                    actual: Some("5".into()),
+                }],
+                managers: vec![FieldManager {
+                    manager: "kubectl-scale".into(),
+                    operation: "Update".into(),
+                    fields: vec!["/spec/replicas".into()],
+                    time: Some(t(3)),
+                }],
+            }),
+        ),
+        env(
+            4,
+            "shop",
+            Event::DriftCorrected(DriftCorrected {
+                revision: samples::sha(2),
+                object: dep.clone(),
+                fields: vec!["/spec/replicas".into()],
+            }),
+        ),
+        // Applying the same content again (a rollback re-apply) credits nobody new.
+        applied(5, 3, 3),
+        applied(6, 4, 3),
+        env(
+            7,
+            "shop",
+            Event::DriftDetected(DriftDetected {
+                object: dep.clone(),
+                diffs: vec![FieldDiff {
+                    path: "/spec/template/spec/containers/0/image".into(),
+                    expected: Some("\"api:2\"".into()),
+                    actual: Some("\"api:3\"".into()),
+                }],
+                managers: vec![],
+            }),
+        ),
+    ];
+    let mut load = |d: &Digest| manifests.get(d).cloned();
+    let walked = blame_walk(&events, &mut load, None);
+    assert_eq!(walked.api_version, "apps/v1");
+    let by_path: HashMap<&str, &WalkedField> =
+        walked.fields.iter().map(|f| (f.path.as_str(), f)).collect();
+    let set_by = |p: &str| by_path[p].set_by.as_ref().map(|s| (s.0, s.2.clone()));
+    assert_eq!(set_by("/spec/replicas"), Some((2, samples::sha(2))));
+    assert_eq!(set_by("/metadata/labels/tier"), Some((2, samples::sha(2))));
+    assert_eq!(
+        set_by("/spec/template/spec/containers/0/image"),
+        Some((5, samples::sha(3)))
+    );
+    assert_eq!(set_by("/metadata/name"), Some((1, samples::sha(1))));
+    // A list of scalars is one field.
+    assert_eq!(
+        by_path["/spec/template/spec/containers/0/args"].value,
+        json!(["a", "b"])
+    );
+    let replicas = &by_path["/spec/replicas"].drifts;
+    assert_eq!(replicas.len(), 1);
+    assert_eq!(replicas[0].managers[0].manager, "kubectl-scale");
+    assert!(replicas[0].corrected);
+    assert_eq!(replicas[0].corrected_seq, Some(4));
+    let image = &by_path["/spec/template/spec/containers/0/image"].drifts;
+    assert_eq!(image.len(), 1);
+    assert!(!image[0].corrected);
+    assert_eq!(image[0].actual.as_deref(), Some("\"api:3\""));
+    assert!(by_path["/metadata/name"].drifts.is_empty());
+
+    // Narrowed to a subtree.
+    let walked = blame_walk(&events, &mut load, Some("/spec/template"));
+    let paths: Vec<&str> = walked.fields.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        vec![
+            "/spec/template/spec/containers/0/args",
+            "/spec/template/spec/containers/0/image",
+            "/spec/template/spec/containers/0/name"
+        ]
+    );
+
+    // A pruned and recreated object starts over; a missing manifest credits nobody.
+    let mut events2 = events.clone();
+    events2.push(env(
+        8,
+        "shop",
+        Event::ObjectPruned(ObjectPruned {
+            revision: samples::sha(5),
+            object: dep.clone(),
+        }),
+    ));
+    events2.push(applied(9, 6, 3));
+    let walked = blame_walk(&events2, &mut load, Some("/spec/replicas"));
+    assert_eq!(walked.fields[0].set_by.as_ref().unwrap().0, 9);
+    events2.push(applied(10, 7, 9));
+    events2.push(applied(11, 8, 3));
+    let walked = blame_walk(&events2, &mut load, Some("/spec/replicas"));
+    assert_eq!(walked.fields[0].set_by.as_ref().unwrap().0, 11);
+}
+
+#[test]
+fn summaries_name_what_happened() {
+    for e in samples::all_events() {
+        assert!(!summary(&e).is_empty(), "{:?}", e.kind());
+    }
+    let mut c = samples::commit(1, "alice@example.com");
+    c.message = "Scale web\n\nbecause".into();
+    let s = summary(&Event::CommitObserved(c.clone()));
+    assert_eq!(
+        s,
+        format!("{} Alice <alice@example.com>: Scale web", &c.sha[..12])
+    );
+}
+
+#[test]
+fn event_rows_round_trip_through_json() {
+    for (i, e) in samples::all_events().into_iter().enumerate() {
+        let row = EventRow::from_envelope(&env(i as u64 + 1, "shop", e));
+        let back: EventRow = serde_json::from_str(&serde_json::to_string(&row).unwrap()).unwrap();
+        assert_eq!(back, row);
+    }
+}
