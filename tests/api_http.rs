@@ -8,9 +8,9 @@ mod support;
 
 use reckon::api::auth::{Role, Tokens};
 use reckon::api::client::Client;
-use reckon::api::handlers::{AppsList, EventsPage};
 use reckon::api::{ApiState, routes};
 use reckon::event::samples;
+use reckon::query::{AppStatus, HistoryPage as EventsPage};
 use reckon::store::{EventRead, OpenOptions, Query, Selector, SledStore};
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -61,6 +61,7 @@ fn openapi_paths_are_exactly_the_routes() {
 
 struct Server {
     base: String,
+    projections: reckon::store::Projections,
     store: reckon::store::StoreReader,
     _dir: tempfile::TempDir,
     _rt: tokio::runtime::Runtime,
@@ -87,7 +88,7 @@ fn server() -> Server {
         }
     }
     let reader = store.reader();
-    let base = rt.block_on(async {
+    let (base, projections) = rt.block_on(async {
         let (handle, _task) = reckon::store::writer::spawn(store);
         let drafts: Vec<_> = (0..EVENTS)
             .map(|i| samples::stream(i, APPS, OBJECTS))
@@ -95,12 +96,13 @@ fn server() -> Server {
         for chunk in drafts.chunks(500) {
             handle.append(chunk.to_vec()).await.unwrap();
         }
-        let state = ApiState {
-            store: handle,
-            tokens: Arc::new(tokens),
-            apps: Arc::new(vec!["app-0".into(), "app-1".into(), "app-2".into()]),
-            waker: None,
-        };
+        let projections = handle.projections().await.unwrap();
+        let state = ApiState::new(
+            handle,
+            Arc::new(tokens),
+            vec!["app-0".into(), "app-1".into(), "app-2".into()],
+            None,
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
@@ -108,10 +110,11 @@ fn server() -> Server {
                 .await
                 .unwrap()
         });
-        format!("http://{addr}")
+        (format!("http://{addr}"), projections)
     });
     Server {
         base,
+        projections,
         store: reader,
         _dir: dir,
         _rt: rt,
@@ -195,13 +198,15 @@ fn tokens_give_401_403_and_200_as_documented() {
             "/api/v1/events",
             &[
                 ("app", Some("app-0".into())),
-                ("kind", Some("IntentRecorded".into())),
+                ("kind", Some("rollback".into())),
             ],
         )
         .unwrap();
     assert_eq!(page.events.len(), 1);
     assert_eq!(page.events[0].actor.as_deref(), Some("api:ops"));
-    assert_eq!(page.events[0].data["intent"], "Rollback");
+    assert_eq!(page.events[0].kind, "IntentRecorded");
+    let intent = serde_json::to_value(&page.events[0].event).unwrap();
+    assert_eq!(intent["IntentRecorded"]["intent"], "Rollback");
 
     // Health and metrics need no token.
     let (status, _, _) = raw(reqwest::Method::GET, &format!("{}/healthz", s.base), None);
@@ -227,7 +232,7 @@ fn event_pages_walk_the_log_and_match_the_store() {
                 &[
                     ("app", Some("app-1".into())),
                     ("limit", Some("97".into())),
-                    ("cursor", cursor.clone()),
+                    ("cursor", cursor.map(|c: u64| c.to_string())),
                 ],
             )
             .unwrap();
@@ -254,7 +259,7 @@ fn event_pages_walk_the_log_and_match_the_store() {
             "/api/v1/events",
             &[
                 ("app", Some("app-2".into())),
-                ("kind", Some("DriftDetected".into())),
+                ("kind", Some("drift".into())),
                 ("object", Some("Deployment.apps/ns-2/svc-0".into())),
                 ("limit", Some("1000".into())),
             ],
@@ -272,8 +277,9 @@ fn event_pages_walk_the_log_and_match_the_store() {
     );
     for e in &page.events {
         assert_eq!(e.kind, "DriftDetected");
-        assert_eq!(e.data["object"]["name"], "svc-0");
-        assert_eq!(e.data["managers"][0]["manager"], "kubectl-edit");
+        assert_eq!(e.object.as_deref(), Some("Deployment/ns-2/svc-0"));
+        let v = serde_json::to_value(&e.event).unwrap();
+        assert_eq!(v["DriftDetected"]["managers"][0]["manager"], "kubectl-edit");
     }
 
     // By author: only CommitObserved events of that author.
@@ -285,7 +291,8 @@ fn event_pages_walk_the_log_and_match_the_store() {
         .unwrap();
     assert!(!page.events.is_empty());
     for e in &page.events {
-        assert_eq!(e.data["author"]["email"], "dev3@example.com");
+        let v = serde_json::to_value(&e.event).unwrap();
+        assert_eq!(v["CommitObserved"]["author"]["email"], "dev3@example.com");
     }
 
     // Bad input names the parameter and the cause.
@@ -329,23 +336,20 @@ fn apps_show_the_projection_and_metrics_count_appends() {
     let body: Value = client.get("/api/v1/apps", &[]).unwrap();
     spec.validate(spec.response_schema("GET", "/api/v1/apps", 200), &body)
         .unwrap();
-    let list: AppsList = serde_json::from_value(body).unwrap();
+    let list: Vec<AppStatus> = serde_json::from_value(body).unwrap();
     assert_eq!(
-        list.apps
-            .iter()
-            .map(|a| a.name.as_str())
-            .collect::<Vec<_>>(),
+        list.iter().map(|a| a.app.as_str()).collect::<Vec<_>>(),
         ["app-0", "app-1", "app-2"]
     );
-    for a in &list.apps {
+    for a in &list {
         assert!(!a.pinned);
-        assert_eq!(a.objects as u64, OBJECTS, "{a:?}");
-        assert!(a.revision.is_some());
+        assert_eq!(a.objects, OBJECTS, "{a:?}");
+        assert!(a.applied_revision.is_some());
     }
     let one: Value = client.get("/api/v1/apps/app-1", &[]).unwrap();
     spec.validate(spec.response_schema("GET", "/api/v1/apps/{app}", 200), &one)
         .unwrap();
-    assert_eq!(one["name"], "app-1");
+    assert_eq!(one["app"], "app-1");
     let err = client.get::<Value>("/api/v1/apps/nope", &[]).unwrap_err();
     match err {
         reckon::api::client::ClientError::Status { status, code, .. } => {
@@ -376,4 +380,111 @@ fn metric(text: &str, name: &str) -> f64 {
     text.lines()
         .find_map(|l| l.strip_prefix(name).map(|v| v.trim().parse().unwrap()))
         .unwrap_or_else(|| panic!("{name} not in\n{text}"))
+}
+
+#[test]
+fn read_routes_answer_what_the_queries_answer() {
+    use reckon::query;
+    let s = server();
+    let spec = Spec::load();
+    let client = Client::new(&s.base, Some(READ.into())).unwrap();
+    let p = &s.projections;
+    let json = |v: &dyn erased::Ser| v.json();
+
+    let revs: Value = client.get("/api/v1/apps/app-2/revisions", &[]).unwrap();
+    spec.validate(
+        spec.response_schema("GET", "/api/v1/apps/{app}/revisions", 200),
+        &revs,
+    )
+    .unwrap();
+    let direct = query::revisions(&s.store, p, "app-2").unwrap();
+    assert!(direct.len() > 10);
+    assert_eq!(revs, json(&direct));
+
+    let (old, new) = (&direct[direct.len() - 1].sha, &direct[1].sha);
+    // The sample stream's blobs are not manifests: the route answers as the query does.
+    let shown = client.get::<Value>(
+        &format!("/api/v1/apps/app-2/revisions/{old}/manifests"),
+        &[],
+    );
+    match (shown, query::show(&s.store, p, "app-2", old)) {
+        (Ok(v), Ok(d)) => {
+            spec.validate(
+                spec.response_schema("GET", "/api/v1/apps/{app}/revisions/{rev}/manifests", 200),
+                &v,
+            )
+            .unwrap();
+            assert_eq!(v, json(&d));
+        }
+        (Err(e), Err(de)) => assert!(e.to_string().contains(&de.to_string()), "{e} / {de}"),
+        (a, b) => panic!("HTTP {a:?} but direct {b:?}"),
+    }
+
+    let diff = client.get::<Value>(
+        "/api/v1/apps/app-2/diff",
+        &[("from", Some(old.clone())), ("to", Some(new.clone()))],
+    );
+    let direct_diff = query::diff_revisions(&s.store, p, "app-2", old, new);
+    match (diff, direct_diff) {
+        (Ok(d), Ok(dd)) => {
+            spec.validate(
+                spec.response_schema("GET", "/api/v1/apps/{app}/diff", 200),
+                &d,
+            )
+            .unwrap();
+            assert_eq!(d, json(&dd));
+        }
+        (Err(e), Err(de)) => assert!(e.to_string().contains(&de.to_string()), "{e} / {de}"),
+        (a, b) => panic!("HTTP {a:?} but direct {b:?}"),
+    }
+
+    let at = chrono::Utc::now().to_rfc3339();
+    let replay: Value = client
+        .get(
+            "/api/v1/replay",
+            &[("at", Some(at.clone())), ("app", Some("app-0".into()))],
+        )
+        .unwrap();
+    spec.validate(spec.response_schema("GET", "/api/v1/replay", 200), &replay)
+        .unwrap();
+    let at = chrono::DateTime::parse_from_rfc3339(&at).unwrap().to_utc();
+    assert_eq!(
+        replay,
+        json(&query::replay(&s.store, at, Some("app-0")).unwrap())
+    );
+
+    let blame = client.get::<Value>(
+        "/api/v1/blame",
+        &[("object", Some("Deployment/ns-1/svc-2".into()))],
+    );
+    let object: query::ObjectSpec = "Deployment/ns-1/svc-2".parse().unwrap();
+    match (blame, query::blame(&s.store, p, &object, None, None)) {
+        (Ok(b), Ok(db)) => {
+            spec.validate(spec.response_schema("GET", "/api/v1/blame", 200), &b)
+                .unwrap();
+            assert_eq!(b, json(&db));
+        }
+        (Err(e), Err(de)) => assert!(e.to_string().contains(&de.to_string()), "{e} / {de}"),
+        (a, b) => panic!("HTTP {a:?} but direct {b:?}"),
+    }
+    let err = client
+        .get::<Value>("/api/v1/blame", &[("object", Some("nonsense".into()))])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("HTTP 400") && err.contains("nonsense"),
+        "{err}"
+    );
+}
+
+mod erased {
+    /// Any serialisable query result, as the JSON the API would send.
+    pub trait Ser {
+        fn json(&self) -> serde_json::Value;
+    }
+    impl<T: serde::Serialize> Ser for T {
+        fn json(&self) -> serde_json::Value {
+            serde_json::to_value(self).unwrap()
+        }
+    }
 }

@@ -381,21 +381,18 @@ async fn serve(
              every request"
         );
     }
-    let api = crate::api::ApiState {
-        store,
-        tokens: options.api_tokens.clone(),
-        apps: Arc::new(cfg.apps.iter().map(|a| a.name.clone()).collect()),
-        // A recorded rollback or resume is acted on by a pass now; the pass reads the intent
-        // from the store, so a plain re-plan (no fetch) is enough. A full inbox already holds
-        // a pending pass, which will read the new intent too.
-        waker: Some(Arc::new(move |app: &str| match wakers.get(app) {
-            Some(w) => {
-                let _ = w.try_send(Wake::Changed);
-                true
-            }
-            None => false,
-        })),
-    };
+    let apps = cfg.apps.iter().map(|a| a.name.clone()).collect();
+    // A recorded rollback or resume is acted on by a pass now; the pass reads the intent from
+    // the store, so a plain re-plan (no fetch) is enough. A full inbox already holds a pending
+    // pass, which will read the new intent too.
+    let waker: crate::api::Waker = Arc::new(move |app: &str| match wakers.get(app) {
+        Some(w) => {
+            let _ = w.try_send(Wake::Changed);
+            true
+        }
+        None => false,
+    });
+    let api = crate::api::ApiState::new(store, options.api_tokens.clone(), apps, Some(waker));
     let app = webhook::router(hooks, tx).merge(crate::api::router(api));
     let listener = tokio::net::TcpListener::bind(addr)
         .await

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod client;
 pub mod handlers;
 
+use crate::store::Projections;
 use crate::store::writer::StoreHandle;
 use auth::{Identity, Role, Tokens};
 use axum::Router;
@@ -39,6 +40,43 @@ pub struct ApiState {
     /// The Apps the agent reconciles (from its configuration).
     pub apps: Arc<Vec<String>>,
     pub waker: Option<Waker>,
+    projections: Arc<tokio::sync::Mutex<Option<Arc<Projections>>>>,
+}
+
+impl ApiState {
+    pub fn new(
+        store: StoreHandle,
+        tokens: Arc<Tokens>,
+        apps: Vec<String>,
+        waker: Option<Waker>,
+    ) -> ApiState {
+        ApiState {
+            store,
+            tokens,
+            apps: Arc::new(apps),
+            waker,
+            projections: Arc::default(),
+        }
+    }
+
+    /// The projections as of the newest event. Queries need them (object groups, revision
+    /// prefixes, inventories), and a copy from the writer costs as much as the projections are
+    /// large; so one copy is shared by every request until the log grows.
+    pub async fn projections(&self) -> Result<Arc<Projections>, ApiError> {
+        let reader = self.store.reader().clone();
+        let last = tokio::task::spawn_blocking(move || reader.last_seq())
+            .await
+            .map_err(|e| ApiError::Internal(format!("read task: {e}")))??;
+        let mut cached = self.projections.lock().await;
+        if let Some(p) = cached.as_ref()
+            && p.covered_seq >= last
+        {
+            return Ok(p.clone());
+        }
+        let fresh = Arc::new(self.store.projections().await?);
+        *cached = Some(fresh.clone());
+        Ok(fresh)
+    }
 }
 
 /// Who may call a route.
@@ -77,6 +115,30 @@ fn table() -> Vec<(Route, MethodRouter<ApiState>)> {
         (
             r("GET", "/api/v1/apps/{app}", Access::Read),
             get(handlers::app),
+        ),
+        (
+            r("GET", "/api/v1/apps/{app}/revisions", Access::Read),
+            get(handlers::revisions),
+        ),
+        (
+            r(
+                "GET",
+                "/api/v1/apps/{app}/revisions/{rev}/manifests",
+                Access::Read,
+            ),
+            get(handlers::manifests),
+        ),
+        (
+            r("GET", "/api/v1/apps/{app}/diff", Access::Read),
+            get(handlers::diff),
+        ),
+        (
+            r("GET", "/api/v1/blame", Access::Read),
+            get(handlers::blame),
+        ),
+        (
+            r("GET", "/api/v1/replay", Access::Read),
+            get(handlers::replay),
         ),
         (
             r("POST", "/api/v1/apps/{app}/rollback", Access::Admin),
