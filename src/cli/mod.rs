@@ -2,7 +2,10 @@
 //! Each subcommand lives in its own module and returns `anyhow::Result` (the CLI is an edge).
 
 mod fetch;
+pub mod output;
+pub mod query;
 mod run;
+pub mod source;
 mod store;
 mod sync;
 mod version;
@@ -37,9 +40,22 @@ pub enum Command {
     Run(run::RunArgs),
     /// One recorded sync pass of an App (fetch, render, apply, prune, health), with progress.
     Sync(sync::SyncArgs),
-    /// What a sync of an App would change, from a server-side dry run. Exit code 1 when
-    /// anything would change, 0 when nothing would.
+    /// What a sync of an App would change, from a server-side dry run; with --from/--to, how
+    /// two recorded revisions differ. Exit code 1 when anything differs, 0 when nothing does.
     Diff(sync::DiffArgs),
+    /// The timeline of recorded events, newest first: filter by App, object, author, revision,
+    /// category and time; --follow streams new events.
+    History(query::HistoryArgs),
+    /// Every revision an App observed or applied: commit, author, when, outcome, objects changed.
+    Revisions(query::RevisionsArgs),
+    /// For each field reckon manages on an object: the commit that set it and every drift on it.
+    Blame(query::BlameArgs),
+    /// The exact manifests recorded for a revision: `reckon show APP@REV`.
+    Show(query::ShowArgs),
+    /// Per App: intent (following Git or pinned), revision, last sync, health, open drift.
+    Status(query::StatusArgs),
+    /// Intent and inventory as they were at a past time, from the log alone.
+    Replay(query::ReplayArgs),
 }
 
 /// Opens the store for writing, creating it when missing (fetch, sync, diff).
@@ -75,5 +91,11 @@ pub async fn run() -> anyhow::Result<std::process::ExitCode> {
         Command::Run(args) => run::run(args).await,
         Command::Sync(args) => sync::sync(args).await,
         Command::Diff(args) => sync::diff(args).await,
+        Command::History(args) => query::history(args).await,
+        Command::Revisions(args) => query::revisions(args).await,
+        Command::Blame(args) => query::blame(args).await,
+        Command::Show(args) => query::show(args).await,
+        Command::Status(args) => query::status(args).await,
+        Command::Replay(args) => query::replay(args).await,
     }
 }

@@ -39,6 +39,16 @@ pub struct DiffArgs {
     /// Use the last recorded head instead of fetching first.
     #[arg(long)]
     no_fetch: bool,
+    /// Compare two recorded revisions instead (the manifests the store recorded for each; no
+    /// cluster, no fetch): the older side, a SHA or unique prefix.
+    #[arg(long, requires = "to")]
+    from: Option<String>,
+    /// With --from: the newer side.
+    #[arg(long, requires = "from")]
+    to: Option<String>,
+    /// Output format of --from/--to: table, json, yaml or jsonl.
+    #[arg(short, long, value_enum, default_value_t = super::output::Format::Table)]
+    output: super::output::Format,
     /// The App to compare.
     app: String,
 }
@@ -268,6 +278,13 @@ fn summarize(out: &mut impl Write, name: &str, report: &PassReport) -> std::io::
 }
 
 pub async fn diff(args: DiffArgs) -> anyhow::Result<ExitCode> {
+    if let (Some(from), Some(to)) = (args.from, args.to) {
+        let common = super::query::Common {
+            store: args.paths.store,
+            output: args.output,
+        };
+        return super::query::diff_recorded(common, args.app, from, to).await;
+    }
     let (mut r, handle, task) = reconciler(&args.paths, &args.app).await?;
     let result = r.diff(!args.no_fetch).await;
     drop(r);

@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, HashMap};
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Blame {
     pub app: String,
-    /// `KIND/NAMESPACE/NAME` (`KIND/NAME` when cluster-scoped).
+    /// named as [`super::object_name`] does.
     pub object: String,
     pub api_version: String,
     pub fields: Vec<BlameField>,

@@ -286,11 +286,22 @@ impl ObjectSpec {
     }
 }
 
-/// How an object is named in output: `KIND/NAMESPACE/NAME` (`KIND/NAME` when cluster-scoped).
+/// How an object is named in output, as `reckon diff` does and [`ObjectSpec`] reads back:
+/// `KIND[.GROUP]/NAMESPACE/NAME` (no group for the core group, no namespace when
+/// cluster-scoped), e.g. `Deployment.apps/shop/web`, `ConfigMap/shop/settings`, `Namespace/shop`.
 pub fn object_name(o: &ObjectRef) -> String {
-    match &o.namespace {
-        Some(ns) => format!("{}/{}/{}", o.kind, ns, o.name),
-        None => format!("{}/{}", o.kind, o.name),
+    display_name(&o.group, &o.kind, o.namespace.as_deref(), &o.name)
+}
+
+pub(crate) fn display_name(group: &str, kind: &str, namespace: Option<&str>, name: &str) -> String {
+    let kind = if group.is_empty() {
+        kind.to_string()
+    } else {
+        format!("{kind}.{group}")
+    };
+    match namespace {
+        Some(ns) => format!("{kind}/{ns}/{name}"),
+        None => format!("{kind}/{name}"),
     }
 }
 
@@ -353,7 +364,7 @@ pub struct EventRow {
     pub actor: Option<String>,
     pub kind: String,
     pub category: Option<Category>,
-    /// The object the event is about, as `KIND/NAMESPACE/NAME`.
+    /// The object the event is about, as [`object_name`] writes it.
     pub object: Option<String>,
     /// The commit the event is about (the first it names).
     pub revision: Option<String>,

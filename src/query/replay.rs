@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReplayedObject {
-    /// `KIND/NAMESPACE/NAME` (`KIND/NAME` when cluster-scoped).
+    /// named as [`super::object_name`] does.
     pub object: String,
     pub api_version: String,
     /// The revision it was last applied from, and when.

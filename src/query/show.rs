@@ -66,20 +66,16 @@ pub(crate) fn read_set<R: EventRead + ?Sized>(
         .collect()
 }
 
-/// The identity of a manifest: its API group (two kinds of one name stay apart) and how output
-/// names it, `KIND/NAMESPACE/NAME` (`KIND/NAME` when it has no namespace).
+/// The identity of a manifest: its API group (two kinds of one name stay apart) and its name as
+/// [`super::object_name`] writes it.
 fn identity(v: &Value) -> (String, String) {
     let s = |p: &str| v.pointer(p).and_then(Value::as_str).unwrap_or("");
     let group = s("/apiVersion")
         .rsplit_once('/')
         .map(|(g, _)| g)
         .unwrap_or("");
-    let ns = s("/metadata/namespace");
-    let name = if ns.is_empty() {
-        format!("{}/{}", s("/kind"), s("/metadata/name"))
-    } else {
-        format!("{}/{}/{}", s("/kind"), ns, s("/metadata/name"))
-    };
+    let ns = Some(s("/metadata/namespace")).filter(|n| !n.is_empty());
+    let name = super::display_name(group, s("/kind"), ns, s("/metadata/name"));
     (group.to_string(), name)
 }
 
@@ -95,7 +91,7 @@ pub struct FieldChangeRow {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ChangedObject {
-    /// `KIND/NAMESPACE/NAME` (`KIND/NAME` when cluster-scoped).
+    /// As [`super::object_name`] writes it.
     pub object: String,
     pub api_version: String,
     pub fields: Vec<FieldChangeRow>,
@@ -106,7 +102,7 @@ pub struct RevisionDiff {
     pub app: String,
     pub from: String,
     pub to: String,
-    /// In `to` only, as `KIND/NAMESPACE/NAME`.
+    /// In `to` only, named as [`super::object_name`] does.
     pub added: Vec<String>,
     /// In `from` only.
     pub removed: Vec<String>,

@@ -53,7 +53,7 @@ pub struct AppStatus {
     /// Open drift: objects whose last drift record (DriftDetected) was not followed by a
     /// correction, a new apply or a prune of that object.
     pub drift_count: u64,
-    /// Those objects, as `KIND/NAMESPACE/NAME`.
+    /// Those objects, named as [`super::object_name`] does.
     pub drifted: Vec<String>,
     /// Objects the App manages now.
     pub objects: u64,
