@@ -4,6 +4,7 @@
 mod fetch;
 pub mod output;
 pub mod query;
+mod rollback;
 mod run;
 pub mod source;
 mod store;
@@ -56,6 +57,12 @@ pub enum Command {
     Status(query::StatusArgs),
     /// Intent and inventory as they were at a past time, from the log alone.
     Replay(query::ReplayArgs),
+    /// Pin an App to a revision it applied before (--to REV or --steps N) and apply the
+    /// manifests recorded for it, pruning what did not exist then; records who and why.
+    /// Auto-sync keeps observing new commits but does not apply them until `reckon resume`.
+    Rollback(rollback::RollbackArgs),
+    /// Unpin a rolled-back App (recorded, with who and why) and sync it to Git's head again.
+    Resume(rollback::ResumeArgs),
 }
 
 /// Opens the store for writing, creating it when missing (fetch, sync, diff).
@@ -97,5 +104,7 @@ pub async fn run() -> anyhow::Result<std::process::ExitCode> {
         Command::Show(args) => query::show(args).await,
         Command::Status(args) => query::status(args).await,
         Command::Replay(args) => query::replay(args).await,
+        Command::Rollback(args) => rollback::rollback(args).await,
+        Command::Resume(args) => rollback::resume(args).await,
     }
 }

@@ -53,7 +53,7 @@ pub struct DiffArgs {
     app: String,
 }
 
-async fn reconciler(
+pub(super) async fn reconciler(
     paths: &Paths,
     name: &str,
 ) -> anyhow::Result<(
@@ -86,11 +86,11 @@ async fn reconciler(
     Ok((r, handle, task))
 }
 
-fn short(sha: &str) -> &str {
+pub(super) fn short(sha: &str) -> &str {
     &sha[..sha.len().min(12)]
 }
 
-fn progress_line(o: &ObjectOutcome) -> String {
+pub(super) fn progress_line(o: &ObjectOutcome) -> String {
     let what = match &o.outcome {
         Outcome::Created => "created".to_string(),
         Outcome::Configured { changed } => format!("configured ({} field(s))", changed.len()),
@@ -230,11 +230,21 @@ pub async fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// One App's summary line; false when the pass did not leave it in sync.
-fn summarize(out: &mut impl Write, name: &str, report: &PassReport) -> std::io::Result<bool> {
+pub(super) fn summarize(
+    out: &mut impl Write,
+    name: &str,
+    report: &PassReport,
+) -> std::io::Result<bool> {
     if let Some(e) = &report.fetch_failure {
         writeln!(
             out,
             "{name}: fetch failed, used the last good revision: {e}"
+        )?;
+    }
+    if report.pinned {
+        writeln!(
+            out,
+            "{name}: pinned by a rollback; new commits are not applied until `reckon resume {name}`"
         )?;
     }
     let rev = report.revision.as_deref().map(short).unwrap_or("-");

@@ -107,6 +107,8 @@ pub struct PassReport {
     pub appended: usize,
     /// The App's health after the pass.
     pub health: event::Health,
+    /// Whether the App is pinned (a rollback): the revision is the pinned one, not Git's head.
+    pub pinned: bool,
     pub duration: Duration,
 }
 
@@ -119,9 +121,18 @@ struct Rendered {
     digest: Digest,
 }
 
-/// The canonical bytes of a rendered set's storable form (Secret values as keyed hashes).
-fn set_bytes(desired: &[DesiredObject]) -> Vec<u8> {
-    let stored: Vec<serde_json::Value> = desired.iter().map(|d| d.comparable().clone()).collect();
+/// The canonical bytes of a rendered set as recorded for its revision: each object as rendered,
+/// Secret values sealed under the agent's key (see [`render::sealed_object`]), so a rollback can
+/// apply it without Git. Per-object blobs (the inventory) keep the keyed-hash form instead.
+fn set_bytes(desired: &[DesiredObject], key: &SecretKey) -> Vec<u8> {
+    let stored: Vec<serde_json::Value> = desired
+        .iter()
+        .map(|d| match d.stored {
+            // Only objects whose storable form differs (Secrets) need sealing.
+            Some(_) => render::sealed_object(d.manifest.as_value(), key),
+            None => d.manifest.as_value().clone(),
+        })
+        .collect();
     blob::canonical(&stored)
 }
 
@@ -376,8 +387,7 @@ impl Reconciler {
                 .iter()
                 .map(|o| DesiredObject::from_rendered(o, &options.secret_key))
                 .collect();
-            // The same bytes as render::storable's set: each object's storable form.
-            let digest = Digest::of(&set_bytes(&desired));
+            let digest = Digest::of(&set_bytes(&desired, &options.secret_key));
             Ok(Rendered {
                 revision,
                 desired: Arc::new(desired),
@@ -386,6 +396,61 @@ impl Reconciler {
         })
         .await
         .map_err(|e| e.to_string())?
+    }
+
+    /// The manifests recorded for a revision (its RenderSucceeded blob), opened to apply.
+    async fn recorded(&self, revision: &str, digest: Digest) -> Result<Rendered, String> {
+        let reader = self.store.reader().clone();
+        let key = self.key.clone();
+        let revision = revision.to_string();
+        tokio::task::spawn_blocking(move || {
+            let bytes = reader
+                .blob(&digest)
+                .map_err(|e| format!("reading blob {digest}: {e}"))?
+                .ok_or_else(|| format!("the store does not hold blob {digest}"))?;
+            let set = render::from_recorded(&bytes, &key).map_err(|e| e.to_string())?;
+            let desired: Vec<DesiredObject> = set
+                .objects
+                .iter()
+                .map(|o| DesiredObject::from_rendered(o, &key))
+                .collect();
+            let digest = Digest::of(&set_bytes(&desired, &key));
+            Ok(Rendered {
+                revision,
+                desired: Arc::new(desired),
+                digest,
+            })
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+
+    /// The desired set for `revision`. A pinned App (rollback, pin) applies what was recorded
+    /// for its revision, so it needs neither the commit on the remote nor the mirror; only when
+    /// nothing usable was recorded (never rendered, or recorded by an older reckon that kept
+    /// Secret values as keyed hashes only) is the revision rendered from Git, and when that fails
+    /// too the error names both causes. A followed revision is rendered from Git.
+    async fn desired_for(&self, state: &AppState, revision: &str) -> Result<Rendered, String> {
+        let recorded = state
+            .intent
+            .is_pinned()
+            .then(|| state.revisions.get(revision).and_then(|r| r.digest))
+            .flatten();
+        let Some(digest) = recorded else {
+            return self.render(revision).await;
+        };
+        match self.recorded(revision, digest).await {
+            Ok(r) => Ok(r),
+            Err(recorded) => {
+                tracing::warn!(app = %self.app.name, %revision, error = %recorded, "the recorded manifests cannot be applied; rendering the revision from Git");
+                self.render(revision).await.map_err(|git| {
+                    format!(
+                        "the manifests recorded for {revision} cannot be applied ({recorded}), \
+                         and rendering it from Git failed: {git}"
+                    )
+                })
+            }
+        }
     }
 
     async fn observe_live(
@@ -468,12 +533,14 @@ impl Reconciler {
             fetch_failure = o.failure;
         }
         let state = self.state().await?;
+        let pinned = state.intent.is_pinned();
         let report = |revision, status, appended, health| PassReport {
             revision,
             status,
             fetch_failure: fetch_failure.clone(),
             appended,
             health,
+            pinned,
             duration: started.elapsed(),
         };
         let current_health = self.memory.app_health.unwrap_or(event::Health::Unknown);
@@ -521,7 +588,7 @@ impl Reconciler {
             .cloned();
         let rendered = match cached {
             Some(r) => Ok(r),
-            None => self.render(&revision).await,
+            None => self.desired_for(&state, &revision).await,
         };
         let rendered = match rendered {
             Ok(r) => r,
@@ -574,7 +641,7 @@ impl Reconciler {
         let mut pending_blobs = Vec::new();
         let mut drafts = Vec::new();
         if recorded_digest != Some(set_digest) {
-            pending_blobs.push(set_bytes(&rendered.desired));
+            pending_blobs.push(set_bytes(&rendered.desired, &self.key));
             drafts.push(Draft::new(
                 Some(&name),
                 Event::RenderSucceeded(event::RenderSucceeded {
@@ -1005,7 +1072,7 @@ impl Reconciler {
                 objects: Vec::new(),
             });
         };
-        let rendered = match self.render(&revision).await {
+        let rendered = match self.desired_for(&state, &revision).await {
             Ok(r) => r,
             Err(error) => {
                 return Ok(DiffReport {

@@ -1,9 +1,12 @@
-//! Owns canonical JSON, content digests, and the storable (secret-free) form of manifests.
+//! Owns canonical JSON, content digests, the storable (secret-free) form of manifests, and the
+//! sealed form of Secret values kept in the blob store so a rollback can restore them.
 //!
 //! Canonical JSON is written here rather than by `serde_json::to_string` because key order in
 //! `serde_json::Map` depends on a crate feature (`preserve_order`) any dependency may switch on;
 //! a digest must not change because of an unrelated dependency.
 
+use aes_gcm_siv::aead::{Aead, KeyInit, Payload};
+use aes_gcm_siv::{Aes256GcmSiv, Nonce};
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use serde_json::Value;
@@ -21,6 +24,38 @@ impl SecretKey {
     pub fn new(bytes: [u8; 32]) -> Self {
         Self(bytes)
     }
+
+    /// A key for one purpose, derived from the agent's key (HMAC-SHA256 over the purpose), so the
+    /// keyed hashes and the sealing cipher never share key material.
+    fn derive(&self, purpose: &str) -> [u8; 32] {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0).expect("any key size");
+        mac.update(purpose.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+}
+
+/// Prefix of a Secret value sealed for the blob store: base64 of `nonce (12) || ciphertext`.
+pub const SEALED_PREFIX: &str = "sealed-aes256gcmsiv:";
+
+/// Purposes of the derived keys (versioned: a new scheme gets a new purpose and prefix).
+const SEAL_KEY_PURPOSE: &str = "reckon secret seal key v1";
+const SEAL_NONCE_PURPOSE: &str = "reckon secret seal nonce v1";
+
+/// Why a stored Secret could not be opened back into the manifest to apply.
+#[derive(Debug, thiserror::Error)]
+pub enum SealError {
+    /// Recorded by a reckon before sealing (0.1 stored keyed hashes only): the value is gone.
+    #[error(
+        "{field}.{key} is stored as a keyed hash only (recorded by an older reckon), so its value \
+         cannot be restored from the store"
+    )]
+    HashedOnly { field: String, key: String },
+    #[error("{field}.{key} does not open with this agent's key ({reason}); was the key replaced?")]
+    Open {
+        field: String,
+        key: String,
+        reason: String,
+    },
 }
 
 impl fmt::Debug for SecretKey {
@@ -149,6 +184,117 @@ pub fn storable_object(manifest: &Value, key: &SecretKey) -> Value {
         annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
     }
     out
+}
+
+/// Deterministic authenticated encryption of one Secret value (AES-256-GCM-SIV). The plaintext
+/// is the value's exact JSON, so it opens to exactly what was rendered; the associated data binds
+/// it to its field and key. The nonce is synthetic (a keyed hash of field, key and plaintext):
+/// the same render seals to the same bytes, so the set keeps one blob address, and GCM-SIV stays
+/// safe with it.
+fn seal_value(cipher: &Aes256GcmSiv, nonce_key: &[u8; 32], aad: &str, value: &Value) -> String {
+    let plain = canonical_json(value);
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(nonce_key).expect("any key size");
+    mac.update(aad.as_bytes());
+    mac.update(&[0]);
+    mac.update(plain.as_bytes());
+    let nonce_bytes = mac.finalize().into_bytes();
+    let nonce = Nonce::from_slice(&nonce_bytes[..12]);
+    let sealed = cipher
+        .encrypt(
+            nonce,
+            Payload {
+                msg: plain.as_bytes(),
+                aad: aad.as_bytes(),
+            },
+        )
+        .expect("AES-GCM-SIV encrypts any message under 64 GiB");
+    let mut out = nonce.to_vec();
+    out.extend(sealed);
+    format!(
+        "{SEALED_PREFIX}{}",
+        base64::engine::general_purpose::STANDARD.encode(out)
+    )
+}
+
+fn open_value(cipher: &Aes256GcmSiv, aad: &str, text: &str) -> Result<Value, String> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .map_err(|e| format!("not base64: {e}"))?;
+    if bytes.len() < 12 {
+        return Err("too short".into());
+    }
+    let (nonce, sealed) = bytes.split_at(12);
+    let plain = cipher
+        .decrypt(
+            Nonce::from_slice(nonce),
+            Payload {
+                msg: sealed,
+                aad: aad.as_bytes(),
+            },
+        )
+        .map_err(|_| "authentication failed".to_string())?;
+    serde_json::from_slice(&plain).map_err(|e| format!("not JSON: {e}"))
+}
+
+fn cipher(key: &SecretKey) -> Aes256GcmSiv {
+    Aes256GcmSiv::new(&key.derive(SEAL_KEY_PURPOSE).into())
+}
+
+const SECRET_FIELDS: [&str; 2] = ["data", "stringData"];
+
+/// The form of one manifest kept in a revision's rendered set (the blob a rollback applies):
+/// for a core `v1` Secret, every `data`/`stringData` value sealed under the agent's key and the
+/// `last-applied-configuration` annotation (a plain copy) removed; anything else unchanged.
+/// Never plain text; [`open_sealed`] turns it back into the manifest to apply.
+pub fn sealed_object(manifest: &Value, key: &SecretKey) -> Value {
+    let mut out = manifest.clone();
+    if !is_secret(manifest) {
+        return out;
+    }
+    let cipher = cipher(key);
+    let nonce_key = key.derive(SEAL_NONCE_PURPOSE);
+    for field in SECRET_FIELDS {
+        if let Some(Value::Object(data)) = out.get_mut(field) {
+            for (data_key, value) in data.iter_mut() {
+                let aad = format!("{field}\0{data_key}");
+                *value = Value::String(seal_value(&cipher, &nonce_key, &aad, value));
+            }
+        }
+    }
+    if let Some(Value::Object(annotations)) = out.pointer_mut("/metadata/annotations") {
+        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
+    out
+}
+
+/// The manifest to apply from a recorded (sealed) one: Secret values opened with the agent's
+/// key. A Secret recorded by an older reckon holds keyed hashes only and cannot be opened.
+pub fn open_sealed(recorded: &Value, key: &SecretKey) -> Result<Value, SealError> {
+    let mut out = recorded.clone();
+    if !is_secret(recorded) {
+        return Ok(out);
+    }
+    let cipher = cipher(key);
+    for field in SECRET_FIELDS {
+        if let Some(Value::Object(data)) = out.get_mut(field) {
+            for (data_key, value) in data.iter_mut() {
+                let sealed = value.as_str().and_then(|t| t.strip_prefix(SEALED_PREFIX));
+                let Some(sealed) = sealed else {
+                    return Err(SealError::HashedOnly {
+                        field: field.into(),
+                        key: data_key.clone(),
+                    });
+                };
+                let aad = format!("{field}\0{data_key}");
+                *value = open_value(&cipher, &aad, sealed).map_err(|reason| SealError::Open {
+                    field: field.into(),
+                    key: data_key.clone(),
+                    reason,
+                })?;
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The storable form of every object of a rendered set, in render order.
@@ -340,6 +486,77 @@ mod tests {
         );
         let shown: Vec<String> = changes.iter().map(ToString::to_string).collect();
         assert_eq!(shown, ["key b changed", "key c removed", "key d added"]);
+    }
+
+    #[test]
+    fn sealed_secrets_hold_no_values_and_open_to_exactly_what_was_rendered() {
+        let k = key(7);
+        let mut plain = secret(json!({"password": "aHVudGVyMg==", "user": "YWRtaW4="}));
+        plain["stringData"] = json!({"token": "hunter3"});
+        let sealed = sealed_object(&plain, &k);
+        let text = canonical_json(&sealed);
+        for needle in ["aHVudGVyMg", "hunter2", "YWRtaW4", "admin", "hunter3"] {
+            assert!(!text.contains(needle), "{needle} leaked: {text}");
+        }
+        assert!(
+            sealed["data"]["password"]
+                .as_str()
+                .unwrap()
+                .starts_with(SEALED_PREFIX)
+        );
+        assert_eq!(sealed["metadata"]["annotations"], json!({"team": "a"}));
+        // Deterministic: the same render seals to the same bytes (one blob address).
+        assert_eq!(sealed, sealed_object(&plain, &k));
+        let opened = open_sealed(&sealed, &k).unwrap();
+        let mut expected = plain.clone();
+        expected["metadata"]["annotations"] = json!({"team": "a"});
+        assert_eq!(opened, expected);
+        // The object digest of what is opened is the digest of what was rendered: a rollback
+        // from the store re-applies nothing that did not change.
+        assert_eq!(object_digest(&opened, &k), object_digest(&plain, &k));
+    }
+
+    #[test]
+    fn sealed_values_are_bound_to_their_key_and_field() {
+        let k = key(7);
+        let sealed = sealed_object(
+            &secret(json!({"p": "aHVudGVyMg==", "q": "aHVudGVyMg=="})),
+            &k,
+        );
+        assert_ne!(
+            sealed["data"]["p"], sealed["data"]["q"],
+            "same value, two keys"
+        );
+        // Moving a sealed value to another key does not open.
+        let mut swapped = sealed.clone();
+        swapped["data"]["q"] = sealed["data"]["p"].clone();
+        let err = open_sealed(&swapped, &k).unwrap_err();
+        assert!(
+            matches!(&err, SealError::Open { key, .. } if key == "q"),
+            "{err}"
+        );
+        // Another agent key does not open it either, and says so.
+        let err = open_sealed(&sealed, &key(8)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "data.p does not open with this agent's key (authentication failed); was the key replaced?"
+        );
+    }
+
+    #[test]
+    fn a_secret_recorded_as_keyed_hashes_cannot_be_opened() {
+        let k = key(7);
+        let hashed = storable_object(&secret(json!({"password": "aHVudGVyMg=="})), &k);
+        let err = open_sealed(&hashed, &k).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "data.password is stored as a keyed hash only (recorded by an older reckon), so its \
+             value cannot be restored from the store"
+        );
+        // Anything else opens to itself.
+        let config_map = json!({"apiVersion": "v1", "kind": "ConfigMap", "data": {"p": "x"}});
+        assert_eq!(open_sealed(&config_map, &k).unwrap(), config_map);
+        assert_eq!(sealed_object(&config_map, &k), config_map);
     }
 
     #[test]

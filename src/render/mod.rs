@@ -25,7 +25,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use digest::{SecretKey, canonical_json, object_digest, set_digest, storable};
+pub use digest::{
+    SecretKey, canonical_json, object_digest, open_sealed, sealed_object, set_digest, storable,
+};
 pub use manifest::Manifest;
 
 /// Errors while rendering, each naming the file (and document and line where there is one).
@@ -73,6 +75,16 @@ pub enum RenderError {
     },
     #[error("kustomize build of {dir}: {message}")]
     Kustomize { dir: String, message: String },
+    /// A recorded set (a revision's blob) that does not read back as objects.
+    #[error("recorded manifests, object {index}: {reason}")]
+    Recorded { index: usize, reason: String },
+    /// A recorded Secret whose values cannot be opened (see [`digest::open_sealed`]).
+    #[error("recorded Secret {object}: {source}")]
+    Sealed {
+        object: String,
+        #[source]
+        source: digest::SealError,
+    },
 }
 
 /// Settings for one render.
@@ -264,6 +276,45 @@ pub fn render(files: &[SourceFile], options: &RenderOptions) -> Result<RenderedS
                 origin: origin.clone(),
             });
         }
+    }
+    let digest = set_digest(objects.iter().map(|o| o.digest.as_str()));
+    Ok(RenderedSet { objects, digest })
+}
+
+/// The set recorded for a revision (the blob a `RenderSucceeded` names: canonical objects, one per
+/// line, Secret values sealed) read back as a rendered set to apply, without Git. The objects
+/// were normalised when they were rendered; their digests are computed again here, so they
+/// match the digests recorded when the revision was applied.
+pub fn from_recorded(blob: &[u8], key: &SecretKey) -> Result<RenderedSet, RenderError> {
+    let mut objects = Vec::new();
+    let text = std::str::from_utf8(blob).map_err(|e| RenderError::Recorded {
+        index: 0,
+        reason: format!("not UTF-8: {e}"),
+    })?;
+    // Canonical JSON escapes newlines inside strings: each line is one object.
+    for (index, line) in text.split('\n').filter(|l| !l.is_empty()).enumerate() {
+        let recorded: serde_json::Value =
+            serde_json::from_str(line).map_err(|e| RenderError::Recorded {
+                index,
+                reason: e.to_string(),
+            })?;
+        let object = parse::object_ref(&recorded)
+            .map_err(|reason| RenderError::Recorded { index, reason })?;
+        let manifest =
+            digest::open_sealed(&recorded, key).map_err(|source| RenderError::Sealed {
+                object: object.to_string(),
+                source,
+            })?;
+        let digest = object_digest(&manifest, key);
+        objects.push(RenderedObject {
+            object,
+            manifest: Manifest::new(manifest),
+            digest,
+            origin: Origin {
+                file: "recorded manifests".into(),
+                document: index,
+            },
+        });
     }
     let digest = set_digest(objects.iter().map(|o| o.digest.as_str()));
     Ok(RenderedSet { objects, digest })

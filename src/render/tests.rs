@@ -395,3 +395,54 @@ fn kustomize_cannot_fetch_remote_bases() {
         "should fail fast, not time out"
     );
 }
+
+#[test]
+fn a_recorded_set_reads_back_as_the_render_it_was_with_secrets_opened() {
+    let secret = "apiVersion: v1\nkind: Secret\nmetadata:\n  name: creds\nstringData:\n  password: correct-horse\n";
+    let files = vec![
+        file("cm.yaml", &config_map("c")),
+        file("secret.yaml", secret),
+    ];
+    let opts = options();
+    let set = render(&files, &opts).unwrap();
+    let sealed: Vec<serde_json::Value> = set
+        .objects
+        .iter()
+        .map(|o| sealed_object(o.manifest.as_value(), &opts.secret_key))
+        .collect();
+    let blob = crate::store::blob::canonical(&sealed);
+    let text = String::from_utf8(blob.clone()).unwrap();
+    for needle in ["correct-horse", "Y29ycmVjdC1ob3JzZQ"] {
+        assert!(!text.contains(needle), "{needle} leaked: {text}");
+    }
+    let back = from_recorded(&blob, &opts.secret_key).unwrap();
+    assert_eq!(back.digest, set.digest, "same objects, same digests");
+    let by_name = |s: &RenderedSet, n: &str| {
+        s.objects
+            .iter()
+            .find(|o| o.object.name == n)
+            .unwrap()
+            .clone()
+    };
+    for name in ["c", "creds"] {
+        let (a, b) = (by_name(&set, name), by_name(&back, name));
+        assert_eq!(
+            (&a.object, &a.manifest, &a.digest),
+            (&b.object, &b.manifest, &b.digest)
+        );
+    }
+    // A set recorded by an older reckon (keyed hashes) names the Secret it cannot restore.
+    let hashed = crate::store::blob::canonical(&storable(&set, &opts.secret_key));
+    let err = from_recorded(&hashed, &opts.secret_key).unwrap_err();
+    assert!(
+        err.to_string().starts_with(
+            "recorded Secret Secret/creds: data.password is stored as a keyed hash only"
+        ),
+        "{err}"
+    );
+    let err = from_recorded(b"{not json", &opts.secret_key).unwrap_err();
+    assert!(
+        err.to_string().starts_with("recorded manifests, object 0:"),
+        "{err}"
+    );
+}

@@ -1,0 +1,164 @@
+//! Owns `reckon rollback APP` and `reckon resume APP`: record the intent (with who asked and
+//! why) through [`crate::reconcile::rollback`], then run one pass of the App like `reckon sync`
+//! and print what it applied and pruned.
+
+use super::run::Paths;
+use super::sync::{progress_line, reconciler, short, summarize};
+use crate::reconcile::rollback::{self, RollbackTarget};
+use crate::reconcile::{PassOptions, PassReport, Reconciler};
+use anyhow::Context;
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+#[derive(Debug, clap::Args)]
+pub struct RollbackArgs {
+    #[command(flatten)]
+    paths: Paths,
+    /// The App to roll back.
+    app: String,
+    /// The revision to go back to: a commit SHA or a unique prefix (at least 4 hex digits) of
+    /// one the App applied. It need not be on the remote any more.
+    #[arg(long, value_name = "REV", required_unless_present = "steps")]
+    to: Option<String>,
+    /// Go back this many applied revisions from the one applied now (by applied time).
+    #[arg(long, value_name = "N", conflicts_with = "to")]
+    steps: Option<u32>,
+    /// Why, recorded with the intent.
+    #[arg(long)]
+    reason: Option<String>,
+    /// Who asks, recorded with the intent (default: the OS user, $USER).
+    #[arg(long)]
+    actor: Option<String>,
+    /// Record the rollback only; the agent or the next `reckon sync` applies it.
+    #[arg(long)]
+    no_sync: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ResumeArgs {
+    #[command(flatten)]
+    paths: Paths,
+    /// The App to unpin.
+    app: String,
+    /// Why, recorded with the intent.
+    #[arg(long)]
+    reason: Option<String>,
+    /// Who asks, recorded with the intent (default: the OS user, $USER).
+    #[arg(long)]
+    actor: Option<String>,
+    /// Record the resume only; the agent or the next `reckon sync` follows Git again.
+    #[arg(long)]
+    no_sync: bool,
+    /// Use the last recorded head instead of fetching first.
+    #[arg(long)]
+    no_fetch: bool,
+}
+
+/// The actor of an intent given on the command line: `--actor`, else the OS user.
+fn actor(given: Option<String>) -> anyhow::Result<String> {
+    given
+        .or_else(|| std::env::var("USER").ok())
+        .or_else(|| std::env::var("USERNAME").ok())
+        .filter(|a| !a.trim().is_empty())
+        .context("cannot tell who asks: $USER is not set; give --actor NAME")
+}
+
+/// One pass with progress lines (stderr on a terminal, stdout otherwise), like `reckon sync`.
+async fn pass(r: &mut Reconciler, fetch: bool) -> anyhow::Result<PassReport> {
+    let name = r.app().name.clone();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let tty = std::io::stderr().is_terminal();
+    let printer = tokio::spawn(async move {
+        while let Some(o) = rx.recv().await {
+            let line = progress_line(&o);
+            if tty {
+                eprintln!("{name}: {line}");
+            } else {
+                println!("{line}");
+            }
+        }
+    });
+    let report = r
+        .pass(&PassOptions {
+            fetch,
+            progress: Some(tx),
+        })
+        .await;
+    let _ = printer.await;
+    Ok(report?)
+}
+
+pub async fn rollback(args: RollbackArgs) -> anyhow::Result<ExitCode> {
+    let actor = actor(args.actor)?;
+    let target = match (args.to, args.steps) {
+        (Some(rev), _) => RollbackTarget::Revision(rev),
+        (None, Some(n)) => RollbackTarget::Steps(n),
+        (None, None) => anyhow::bail!("give --to REV or --steps N"),
+    };
+    let (mut r, handle, task) = reconciler(&args.paths, &args.app).await?;
+    let recorded =
+        rollback::request_rollback(&handle, &args.app, target, actor.clone(), args.reason).await;
+    let report = match &recorded {
+        Ok(plan) => {
+            println!(
+                "{}: rolled back to {} (was {}) by {actor}; pinned until `reckon resume {}`",
+                plan.app,
+                short(&plan.revision),
+                plan.previous.as_deref().map(short).unwrap_or("-"),
+                plan.app
+            );
+            // Applying needs no fetch: the pinned revision's manifests come from the store.
+            if args.no_sync {
+                None
+            } else {
+                Some(pass(&mut r, false).await)
+            }
+        }
+        Err(_) => None,
+    };
+    drop(r);
+    handle.close().await?;
+    task.await??;
+    recorded?;
+    finish(&args.app, report)
+}
+
+pub async fn resume(args: ResumeArgs) -> anyhow::Result<ExitCode> {
+    let actor = actor(args.actor)?;
+    let (mut r, handle, task) = reconciler(&args.paths, &args.app).await?;
+    let recorded = rollback::request_resume(&handle, &args.app, actor.clone(), args.reason).await;
+    let report = match &recorded {
+        Ok(plan) => {
+            println!(
+                "{}: resumed by {actor} (was pinned to {}); follows Git again",
+                plan.app,
+                plan.unpinned.as_deref().map(short).unwrap_or("-"),
+            );
+            if args.no_sync {
+                None
+            } else {
+                Some(pass(&mut r, !args.no_fetch).await)
+            }
+        }
+        Err(_) => None,
+    };
+    drop(r);
+    handle.close().await?;
+    task.await??;
+    recorded?;
+    finish(&args.app, report)
+}
+
+/// Prints the pass's summary line; the exit code says whether it left the App in sync.
+fn finish(app: &str, report: Option<anyhow::Result<PassReport>>) -> anyhow::Result<ExitCode> {
+    let Some(report) = report else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    let mut out = std::io::stdout().lock();
+    let ok = summarize(&mut out, app, &report?)?;
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
