@@ -141,6 +141,17 @@ impl Source for Remote {
     }
 }
 
+/// The blocking client lives and dies on a blocking thread (reqwest's blocking client owns a
+/// runtime that must not be dropped on an async one).
+fn post<B: serde::Serialize>(
+    server: &ServerArgs,
+    path: &str,
+    body: &B,
+) -> anyhow::Result<serde_json::Value> {
+    let client = server.client()?.expect("called with --server");
+    Ok(client.post(path, body)?)
+}
+
 /// Through the agent the actor is the token's identity: a different `--actor` would be a lie
 /// in the log, so it is refused rather than ignored.
 pub fn refuse_actor(actor: Option<&str>) -> anyhow::Result<()> {
@@ -155,7 +166,7 @@ pub fn refuse_actor(actor: Option<&str>) -> anyhow::Result<()> {
 
 /// `POST /api/v1/apps/{app}/rollback`; the agent records it and wakes the App to apply it.
 pub async fn rollback(
-    client: Client,
+    server: ServerArgs,
     app: String,
     to: Option<String>,
     steps: Option<u32>,
@@ -164,7 +175,7 @@ pub async fn rollback(
     let body = crate::api::handlers::RollbackRequest { to, steps, reason };
     let path = format!("/api/v1/apps/{}/rollback", segment(&app));
     let plan: serde_json::Value =
-        tokio::task::spawn_blocking(move || client.post(&path, &body)).await??;
+        tokio::task::spawn_blocking(move || post(&server, &path, &body)).await??;
     let short = |v: &serde_json::Value| {
         v.as_str()
             .map(|s| s[..s.len().min(12)].to_string())
@@ -181,14 +192,14 @@ pub async fn rollback(
 
 /// `POST /api/v1/apps/{app}/resume`; the agent records it and follows Git again.
 pub async fn resume(
-    client: Client,
+    server: ServerArgs,
     app: String,
     reason: Option<String>,
 ) -> anyhow::Result<std::process::ExitCode> {
     let body = crate::api::handlers::ResumeRequest { reason };
     let path = format!("/api/v1/apps/{}/resume", segment(&app));
     let plan: serde_json::Value =
-        tokio::task::spawn_blocking(move || client.post(&path, &body)).await??;
+        tokio::task::spawn_blocking(move || post(&server, &path, &body)).await??;
     let unpinned = plan["unpinned"].as_str().unwrap_or("-");
     println!(
         "{app}: resumed through the agent (was pinned to {}); follows Git again",

@@ -97,9 +97,10 @@ async fn pass(r: &mut Reconciler, fetch: bool) -> anyhow::Result<PassReport> {
 }
 
 pub async fn rollback(args: RollbackArgs) -> anyhow::Result<ExitCode> {
-    if let Some(client) = args.server.client()? {
+    if args.server.server.is_some() {
         super::remote::refuse_actor(args.actor.as_deref())?;
-        return super::remote::rollback(client, args.app, args.to, args.steps, args.reason).await;
+        return super::remote::rollback(args.server, args.app, args.to, args.steps, args.reason)
+            .await;
     }
     let actor = actor(args.actor)?;
     let target = match (args.to, args.steps) {
@@ -136,9 +137,9 @@ pub async fn rollback(args: RollbackArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn resume(args: ResumeArgs) -> anyhow::Result<ExitCode> {
-    if let Some(client) = args.server.client()? {
+    if args.server.server.is_some() {
         super::remote::refuse_actor(args.actor.as_deref())?;
-        return super::remote::resume(client, args.app, args.reason).await;
+        return super::remote::resume(args.server, args.app, args.reason).await;
     }
     let actor = actor(args.actor)?;
     let (mut r, handle, task) = reconciler(&args.paths, &args.app).await?;
