@@ -5,7 +5,7 @@
 //! for the applied manifests, so it is unit-tested on synthetic sequences.
 
 use super::{ObjectSpec, QueryError, first_line, object_name};
-use crate::event::{Digest, Envelope, Event};
+use crate::event::{Envelope, Event};
 use crate::plan::covers;
 use crate::store::{EventRead, Projections, Query, Selector};
 use chrono::{DateTime, Utc};
@@ -127,48 +127,79 @@ pub struct Walked {
     pub object_drifts: Vec<FieldDrift>,
 }
 
-/// Folds one object's events of one App (oldest first). `manifest` loads an applied manifest by
-/// digest (`None`: not in the store). `field` keeps only fields at or under that pointer.
-pub fn blame_walk(
-    events: &[Envelope],
-    manifest: &mut dyn FnMut(&Digest) -> Option<Value>,
-    field: Option<&str>,
-) -> Walked {
-    // Per field: its value and the apply that set it.
+/// Walks one object's events of one App (given oldest first) from the newest back.
+/// `current` is the manifest reckon last applied (the inventory's blob); `field` keeps only
+/// fields at or under that pointer.
+///
+/// Each field is credited to the newest apply that changed it: a creation sets every field, a
+/// configure the fields its `changed_fields` name (the planner's diff against the last applied
+/// state), except the fields a drift correction put back (the apply right before its
+/// DriftCorrected re-sets them, it does not change them). A field no apply since the object's
+/// creation (or the oldest apply still in the log) changed is credited to that apply. No
+/// older manifest has to be read: one blob per blame, whatever the history's length.
+pub fn blame_walk(events: &[Envelope], current: &Value, field: Option<&str>) -> Walked {
+    let mut all = BTreeMap::new();
+    leaves(current, String::new(), &mut all);
+    let api_version = current
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     type Since = (u64, DateTime<Utc>, String);
-    let mut current: BTreeMap<String, (Value, Option<Since>)> = BTreeMap::new();
-    let mut api_version = String::new();
+    let mut unresolved: Vec<String> = all.keys().cloned().collect();
+    let mut set_by: BTreeMap<String, Since> = BTreeMap::new();
+    let mut oldest_apply: Option<Since> = None;
+    // Fields a DriftCorrected put back, waiting for the apply that did it: (revision, fields).
+    let mut correction: Option<(String, Vec<String>)> = None;
+    let mut lifecycle_done = false;
+    let touches = |changed: &str, field: &str| covers(changed, field) || covers(field, changed);
     let mut drifts: Vec<FieldDrift> = Vec::new();
-    for env in events {
+    // Corrections seen so far (newer than the drifts still to come): (seq, time, fields).
+    let mut corrections: Vec<(u64, DateTime<Utc>, Vec<String>)> = Vec::new();
+    for env in events.iter().rev() {
         let (seq, time) = (env.body.seq, env.body.time);
         match &env.body.event {
-            Event::ObjectApplied(a) => {
-                let Some(m) = manifest(&a.digest) else {
-                    // Unknown content: values we cannot see may have changed; forget them
-                    // rather than credit an older commit (the next known apply is credited).
-                    current.clear();
-                    continue;
+            Event::ObjectApplied(a) if !lifecycle_done => {
+                let since = (seq, time, a.revision.clone());
+                let put_back = match correction.take() {
+                    Some((rev, fields)) if rev == a.revision => fields,
+                    _ => vec![],
                 };
-                api_version = m
-                    .get("apiVersion")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string();
-                let mut now = BTreeMap::new();
-                leaves(&m, String::new(), &mut now);
-                let mut next = BTreeMap::new();
-                for (path, value) in now {
-                    let since = match current.remove(&path) {
-                        Some((old, since)) if old == value => since,
-                        _ => Some((seq, time, a.revision.clone())),
-                    };
-                    next.insert(path, (value, since));
+                let changed: Vec<&String> = match a.action {
+                    crate::event::ApplyAction::Created => unresolved.iter().collect(),
+                    crate::event::ApplyAction::Configured => unresolved
+                        .iter()
+                        .filter(|f| {
+                            a.changed_fields.iter().any(|c| touches(c, f))
+                                && !put_back.iter().any(|p| p.is_empty() || touches(p, f))
+                        })
+                        .collect(),
+                    crate::event::ApplyAction::Unchanged => vec![],
+                };
+                let changed: Vec<String> = changed.into_iter().cloned().collect();
+                for f in &changed {
+                    set_by.insert(f.clone(), since.clone());
                 }
-                current = next;
+                unresolved.retain(|f| !changed.contains(f));
+                oldest_apply = Some(since);
+                if a.action == crate::event::ApplyAction::Created {
+                    lifecycle_done = true;
+                }
             }
-            Event::ObjectPruned(_) => current.clear(),
+            // Before a prune the object was another life of it: its fields were set anew.
+            Event::ObjectPruned(_) => lifecycle_done = true,
+            Event::DriftCorrected(c) => {
+                if !lifecycle_done {
+                    correction = Some((c.revision.clone(), c.fields.clone()));
+                }
+                corrections.push((seq, time, c.fields.clone()));
+            }
             Event::DriftDetected(d) => {
                 for diff in &d.diffs {
+                    // Put back by the oldest correction after it that lists the path.
+                    let fix = corrections.iter().rev().find(|(_, _, fields)| {
+                        fields.iter().any(|f| f == &diff.path || f.is_empty())
+                    });
                     drifts.push(FieldDrift {
                         seq,
                         time,
@@ -185,34 +216,31 @@ pub fn blame_walk(
                                 time: m.time,
                             })
                             .collect(),
-                        corrected: false,
-                        corrected_at: None,
-                        corrected_seq: None,
+                        corrected: fix.is_some(),
+                        corrected_at: fix.map(|f| f.1),
+                        corrected_seq: fix.map(|f| f.0),
                     });
-                }
-            }
-            Event::DriftCorrected(c) => {
-                for d in drifts.iter_mut().filter(|d| !d.corrected) {
-                    if c.fields.iter().any(|f| f == &d.path || f.is_empty()) {
-                        d.corrected = true;
-                        d.corrected_at = Some(time);
-                        d.corrected_seq = Some(seq);
-                    }
                 }
             }
             _ => {}
         }
     }
+    if let Some(oldest) = oldest_apply {
+        for f in unresolved {
+            set_by.insert(f, oldest.clone());
+        }
+    }
+    drifts.reverse();
     let wanted = |path: &str| field.is_none_or(|f| covers(f, path) || covers(path, f));
     let object_drifts = drifts
         .iter()
         .filter(|d| d.path.is_empty())
         .cloned()
         .collect();
-    let fields = current
+    let fields = all
         .into_iter()
         .filter(|(path, _)| wanted(path))
-        .map(|(path, (value, set_by))| WalkedField {
+        .map(|(path, value)| WalkedField {
             drifts: drifts
                 .iter()
                 .filter(|d| {
@@ -220,9 +248,9 @@ pub fn blame_walk(
                 })
                 .cloned()
                 .collect(),
+            set_by: set_by.get(&path).cloned(),
             path,
             value,
-            set_by,
         })
         .collect();
     Walked {
@@ -320,20 +348,21 @@ pub fn blame<R: EventRead + ?Sized>(
     };
     let entry = &projections.apps[&app].inventory[&identity];
     let events = object_events(reader, &reference, &app)?;
-    let mut cache: HashMap<Digest, Option<Value>> = HashMap::new();
-    let mut load = |d: &Digest| -> Option<Value> {
-        cache
-            .entry(*d)
-            .or_insert_with(|| {
-                reader
-                    .blob(d)
-                    .ok()
-                    .flatten()
-                    .and_then(|b| serde_json::from_slice(&b).ok())
-            })
-            .clone()
+    let digest = entry.last_digest;
+    let blob_problem = |p: String| QueryError::Blob {
+        digest: digest.to_hex(),
+        what: format!(
+            "the last applied manifest of {}",
+            object_name(&entry.object)
+        ),
+        problem: p,
     };
-    let walked = blame_walk(&events, &mut load, field.as_deref());
+    let bytes = reader
+        .blob(&digest)?
+        .ok_or_else(|| blob_problem("the blob store does not hold it".into()))?;
+    let current: Value = serde_json::from_slice(&bytes)
+        .map_err(|e| blob_problem(format!("it is not a JSON object: {e}")))?;
+    let walked = blame_walk(&events, &current, field.as_deref());
     if let Some(f) = &field
         && walked.fields.is_empty()
     {

@@ -14,7 +14,7 @@ mod status;
 
 pub use blame::{Blame, BlameCommit, BlameField, FieldDrift, FieldManagerRef, blame, blame_walk};
 pub use replay::{ReplayedApp, ReplayedObject, replay};
-pub use revisions::{RevisionRow, revisions};
+pub use revisions::{RevisionRow, RevisionsPage, revisions, revisions_page};
 pub use show::{ChangedObject, FieldChangeRow, RevisionDiff, Shown, diff_revisions, show};
 pub use status::{AppStatus, IntentView, LastSync, status};
 

@@ -3,9 +3,11 @@
 
 use super::{QueryError, first_line};
 use crate::event::{ApplyAction, Event, SyncOutcome};
+use crate::store::projection::RevisionEntry;
 use crate::store::{EventRead, Projections, Query, Selector};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RevisionRow {
@@ -26,8 +28,34 @@ pub struct RevisionRow {
     pub outcome: Option<SyncOutcome>,
     /// Blob address (hex) of its rendered manifests, when it was rendered.
     pub digest: Option<String>,
-    /// Objects created, configured or pruned by syncs of this revision.
+    /// Distinct objects that syncs of this revision created, configured or pruned (an object
+    /// re-applied to correct drift counts once).
     pub objects_changed: u64,
+}
+
+/// One page of [`revisions`]: `next` is the SHA to pass as `cursor` for the following page.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevisionsPage {
+    pub revisions: Vec<RevisionRow>,
+    pub next: Option<String>,
+}
+
+/// The App's revisions in output order: newest first seen first, then by SHA.
+fn ordered<'a>(
+    projections: &'a Projections,
+    app: &str,
+) -> Result<Vec<(&'a String, &'a RevisionEntry)>, QueryError> {
+    let state = projections
+        .apps
+        .get(app)
+        .ok_or_else(|| QueryError::UnknownApp(app.to_string()))?;
+    let mut all: Vec<(&String, &RevisionEntry)> = state.revisions.iter().collect();
+    all.sort_by(|a, b| {
+        b.1.first_seen
+            .cmp(&a.1.first_seen)
+            .then_with(|| a.0.cmp(b.0))
+    });
+    Ok(all)
 }
 
 /// Every revision `app` observed or applied, newest first (by first seen). Unlimited: a
@@ -38,60 +66,101 @@ pub fn revisions<R: EventRead + ?Sized>(
     projections: &Projections,
     app: &str,
 ) -> Result<Vec<RevisionRow>, QueryError> {
-    let state = projections
-        .apps
-        .get(app)
-        .ok_or_else(|| QueryError::UnknownApp(app.to_string()))?;
-    let mut rows = Vec::with_capacity(state.revisions.len());
-    for (sha, entry) in &state.revisions {
-        let mut row = RevisionRow {
-            sha: sha.clone(),
-            author_name: None,
-            author_email: None,
-            authored_at: None,
-            summary: None,
-            first_seen: entry.first_seen,
-            applied_at: entry.applied_at,
-            outcome: entry.outcome,
-            digest: entry.digest.map(|d| d.to_hex()),
-            objects_changed: 0,
-        };
-        let mut query = Query::new(Selector::Commit(sha.clone()))
-            .oldest_first()
-            .limit(1000);
-        loop {
-            let page = reader.query(&query)?;
-            for env in &page.events {
-                if env.body.app.as_deref() != Some(app) {
-                    continue;
-                }
-                match &env.body.event {
-                    Event::CommitObserved(c) if row.author_email.is_none() => {
-                        row.author_name = Some(c.author.name.clone());
-                        row.author_email = Some(c.author.email.clone());
-                        row.authored_at = Some(c.author.time);
-                        row.summary = Some(first_line(&c.message));
-                    }
-                    Event::ObjectApplied(a)
-                        if a.revision == *sha && a.action != ApplyAction::Unchanged =>
-                    {
-                        row.objects_changed += 1
-                    }
-                    Event::ObjectPruned(p) if p.revision == *sha => row.objects_changed += 1,
-                    _ => {}
-                }
+    ordered(projections, app)?
+        .into_iter()
+        .map(|(sha, entry)| row(reader, app, sha, entry))
+        .collect()
+}
+
+/// At most `limit` revisions of [`revisions`], after the one named `cursor` (a SHA from a
+/// previous page's `next`). The order is stable while revisions are added (new ones come
+/// first), so a cursor never repeats or skips one.
+pub fn revisions_page<R: EventRead + ?Sized>(
+    reader: &R,
+    projections: &Projections,
+    app: &str,
+    limit: usize,
+    cursor: Option<&str>,
+) -> Result<RevisionsPage, QueryError> {
+    let all = ordered(projections, app)?;
+    let start = match cursor {
+        None => 0,
+        Some(c) => {
+            all.iter()
+                .position(|(sha, _)| sha.as_str() == c)
+                .ok_or_else(|| QueryError::UnknownRevision {
+                    app: Some(app.to_string()),
+                    rev: c.to_string(),
+                })?
+                + 1
+        }
+    };
+    let limit = limit.clamp(1, super::MAX_LIMIT);
+    let slice = &all[start.min(all.len())..(start + limit).min(all.len())];
+    let rows = slice
+        .iter()
+        .map(|(sha, entry)| row(reader, app, sha, entry))
+        .collect::<Result<Vec<_>, _>>()?;
+    let next = (start + limit < all.len())
+        .then(|| rows.last().map(|r| r.sha.clone()))
+        .flatten();
+    Ok(RevisionsPage {
+        revisions: rows,
+        next,
+    })
+}
+
+fn row<R: EventRead + ?Sized>(
+    reader: &R,
+    app: &str,
+    sha: &str,
+    entry: &RevisionEntry,
+) -> Result<RevisionRow, QueryError> {
+    let mut row = RevisionRow {
+        sha: sha.to_string(),
+        author_name: None,
+        author_email: None,
+        authored_at: None,
+        summary: None,
+        first_seen: entry.first_seen,
+        applied_at: entry.applied_at,
+        outcome: entry.outcome,
+        digest: entry.digest.map(|d| d.to_hex()),
+        objects_changed: 0,
+    };
+    let mut changed = BTreeSet::new();
+    let mut query = Query::new(Selector::Commit(sha.to_string()))
+        .oldest_first()
+        .limit(1000);
+    loop {
+        let page = reader.query(&query)?;
+        for env in &page.events {
+            if env.body.app.as_deref() != Some(app) {
+                continue;
             }
-            match page.next {
-                Some(n) => query.cursor = Some(n),
-                None => break,
+            match &env.body.event {
+                Event::CommitObserved(c) if row.author_email.is_none() => {
+                    row.author_name = Some(c.author.name.clone());
+                    row.author_email = Some(c.author.email.clone());
+                    row.authored_at = Some(c.author.time);
+                    row.summary = Some(first_line(&c.message));
+                }
+                Event::ObjectApplied(a)
+                    if a.revision == sha && a.action != ApplyAction::Unchanged =>
+                {
+                    changed.insert(a.object.identity());
+                }
+                Event::ObjectPruned(p) if p.revision == sha => {
+                    changed.insert(p.object.identity());
+                }
+                _ => {}
             }
         }
-        rows.push(row);
+        match page.next {
+            Some(n) => query.cursor = Some(n),
+            None => break,
+        }
     }
-    rows.sort_by(|a, b| {
-        b.first_seen
-            .cmp(&a.first_seen)
-            .then_with(|| a.sha.cmp(&b.sha))
-    });
-    Ok(rows)
+    row.objects_changed = changed.len() as u64;
+    Ok(row)
 }

@@ -309,95 +309,115 @@ fn manifest(replicas: u64, image: &str, extra: Option<&str>) -> serde_json::Valu
 #[test]
 fn blame_credits_the_apply_that_last_changed_each_field_and_tracks_drift() {
     let dep = samples::object("apps", "v1", "Deployment", Some("web"), "api");
-    let manifests: HashMap<Digest, serde_json::Value> = [
-        (Digest([1; 32]), manifest(2, "api:1", None)),
-        (Digest([2; 32]), manifest(3, "api:1", Some("front"))),
-        (Digest([3; 32]), manifest(3, "api:2", Some("front"))),
-    ]
-    .into();
-    let applied = |seq: u64, rev: u64, d: u8| {
+    let applied = |seq: u64, rev: u64, action: ApplyAction, changed: &[&str]| {
         env(
             seq,
             "shop",
             Event::ObjectApplied(ObjectApplied {
                 revision: samples::sha(rev),
                 object: dep.clone(),
-                action: ApplyAction::Configured,
-                changed_fields: vec![],
-                digest: Digest([d; 32]),
+                action,
+                changed_fields: changed.iter().map(|c| c.to_string()).collect(),
+                digest: Digest([seq as u8; 32]),
+            }),
+        )
+    };
+    let drift = |seq: u64, path: &str, expected: &str, actual: &str, manager: Option<&str>| {
+        env(
+            seq,
+            "shop",
+            Event::DriftDetected(DriftDetected {
+                object: dep.clone(),
+                diffs: vec![FieldDiff {
+                    path: path.into(),
+                    expected: Some(expected.into()),
+                    actual: Some(actual.into()),
+                }],
+                managers: manager
+                    .map(|m| FieldManager {
+                        manager: m.into(),
+                        operation: "Update".into(),
+                        fields: vec![path.into()],
+                        time: Some(t(seq)),
+                    })
+                    .into_iter()
+                    .collect(),
+            }),
+        )
+    };
+    let corrected = |seq: u64, rev: u64, fields: &[&str]| {
+        env(
+            seq,
+            "shop",
+            Event::DriftCorrected(DriftCorrected {
+                revision: samples::sha(rev),
+                object: dep.clone(),
+                fields: fields.iter().map(|c| c.to_string()).collect(),
             }),
         )
     };
     let events = vec![
-        applied(1, 1, 1),
-        applied(2, 2, 2),
-        env(
+        applied(1, 1, ApplyAction::Created, &[]),
+        // Git: replicas 2 -> 3 and a label added (a whole new map: its parent pointer).
+        applied(
+            2,
+            2,
+            ApplyAction::Configured,
+            &["/spec/replicas", "/metadata/labels"],
+        ),
+        drift(3, "/spec/replicas", "3", "5", Some("kubectl-scale")),
+        // The correction re-applies revision 2: it puts the value back, it does not set it.
+        applied(4, 2, ApplyAction::Configured, &["/spec/replicas"]),
+        corrected(5, 2, &["/spec/replicas"]),
+        applied(
+            6,
             3,
-            "shop",
-            Event::DriftDetected(DriftDetected {
-                object: dep.clone(),
-                diffs: vec![FieldDiff {
-                    path: "/spec/replicas".into(),
-                    expected: Some("3".into()),
-                    actual: Some("5".into()),
-                }],
-                managers: vec![FieldManager {
-                    manager: "kubectl-scale".into(),
-                    operation: "Update".into(),
-                    fields: vec!["/spec/replicas".into()],
-                    time: Some(t(3)),
-                }],
-            }),
+            ApplyAction::Configured,
+            &["/spec/template/spec/containers/0/image"],
         ),
-        env(
-            4,
-            "shop",
-            Event::DriftCorrected(DriftCorrected {
-                revision: samples::sha(2),
-                object: dep.clone(),
-                fields: vec!["/spec/replicas".into()],
-            }),
-        ),
-        // Applying the same content again (a rollback re-apply) credits nobody new.
-        applied(5, 3, 3),
-        applied(6, 4, 3),
-        env(
+        drift(
             7,
-            "shop",
-            Event::DriftDetected(DriftDetected {
-                object: dep.clone(),
-                diffs: vec![FieldDiff {
-                    path: "/spec/template/spec/containers/0/image".into(),
-                    expected: Some("\"api:2\"".into()),
-                    actual: Some("\"api:3\"".into()),
-                }],
-                managers: vec![],
-            }),
+            "/spec/template/spec/containers/0/image",
+            "\"api:2\"",
+            "\"api:3\"",
+            None,
         ),
     ];
-    let mut load = |d: &Digest| manifests.get(d).cloned();
-    let walked = blame_walk(&events, &mut load, None);
+    let current = manifest(3, "api:2", Some("front"));
+    let walked = blame_walk(&events, &current, None);
     assert_eq!(walked.api_version, "apps/v1");
     let by_path: HashMap<&str, &WalkedField> =
         walked.fields.iter().map(|f| (f.path.as_str(), f)).collect();
-    let set_by = |p: &str| by_path[p].set_by.as_ref().map(|s| (s.0, s.2.clone()));
-    assert_eq!(set_by("/spec/replicas"), Some((2, samples::sha(2))));
-    assert_eq!(set_by("/metadata/labels/tier"), Some((2, samples::sha(2))));
+    let set_by =
+        |w: &HashMap<&str, &WalkedField>, p: &str| w[p].set_by.as_ref().map(|s| (s.0, s.2.clone()));
     assert_eq!(
-        set_by("/spec/template/spec/containers/0/image"),
-        Some((5, samples::sha(3)))
+        set_by(&by_path, "/spec/replicas"),
+        Some((2, samples::sha(2)))
     );
-    assert_eq!(set_by("/metadata/name"), Some((1, samples::sha(1))));
+    assert_eq!(
+        set_by(&by_path, "/metadata/labels/tier"),
+        Some((2, samples::sha(2)))
+    );
+    assert_eq!(
+        set_by(&by_path, "/spec/template/spec/containers/0/image"),
+        Some((6, samples::sha(3)))
+    );
+    assert_eq!(
+        set_by(&by_path, "/metadata/name"),
+        Some((1, samples::sha(1)))
+    );
     // A list of scalars is one field.
     assert_eq!(
         by_path["/spec/template/spec/containers/0/args"].value,
         json!(["a", "b"])
     );
+    assert_eq!(by_path["/spec/replicas"].value, json!(3));
     let replicas = &by_path["/spec/replicas"].drifts;
     assert_eq!(replicas.len(), 1);
     assert_eq!(replicas[0].managers[0].manager, "kubectl-scale");
+    assert_eq!(replicas[0].actual.as_deref(), Some("5"));
     assert!(replicas[0].corrected);
-    assert_eq!(replicas[0].corrected_seq, Some(4));
+    assert_eq!(replicas[0].corrected_seq, Some(5));
     let image = &by_path["/spec/template/spec/containers/0/image"].drifts;
     assert_eq!(image.len(), 1);
     assert!(!image[0].corrected);
@@ -405,7 +425,7 @@ fn blame_credits_the_apply_that_last_changed_each_field_and_tracks_drift() {
     assert!(by_path["/metadata/name"].drifts.is_empty());
 
     // Narrowed to a subtree.
-    let walked = blame_walk(&events, &mut load, Some("/spec/template"));
+    let walked = blame_walk(&events, &current, Some("/spec/template"));
     let paths: Vec<&str> = walked.fields.iter().map(|f| f.path.as_str()).collect();
     assert_eq!(
         paths,
@@ -416,9 +436,10 @@ fn blame_credits_the_apply_that_last_changed_each_field_and_tracks_drift() {
         ]
     );
 
-    // A pruned and recreated object starts over; a missing manifest credits nobody.
-    let mut events2 = events.clone();
-    events2.push(env(
+    // A pruned and recreated object starts over: its creation sets every field, and drifts of
+    // its earlier life are still listed.
+    let mut again = events.clone();
+    again.push(env(
         8,
         "shop",
         Event::ObjectPruned(ObjectPruned {
@@ -426,13 +447,32 @@ fn blame_credits_the_apply_that_last_changed_each_field_and_tracks_drift() {
             object: dep.clone(),
         }),
     ));
-    events2.push(applied(9, 6, 3));
-    let walked = blame_walk(&events2, &mut load, Some("/spec/replicas"));
-    assert_eq!(walked.fields[0].set_by.as_ref().unwrap().0, 9);
-    events2.push(applied(10, 7, 9));
-    events2.push(applied(11, 8, 3));
-    let walked = blame_walk(&events2, &mut load, Some("/spec/replicas"));
-    assert_eq!(walked.fields[0].set_by.as_ref().unwrap().0, 11);
+    again.push(applied(9, 6, ApplyAction::Created, &[]));
+    let walked = blame_walk(&again, &current, None);
+    assert!(
+        walked
+            .fields
+            .iter()
+            .all(|f| f.set_by.as_ref().unwrap().0 == 9)
+    );
+    assert_eq!(
+        walked.fields.iter().map(|f| f.drifts.len()).sum::<usize>(),
+        2
+    );
+
+    // Without the creation (compacted away), what no later apply changed is credited to the
+    // oldest apply left.
+    let walked = blame_walk(&events[5..], &current, None);
+    let by_path: HashMap<&str, &WalkedField> =
+        walked.fields.iter().map(|f| (f.path.as_str(), f)).collect();
+    assert_eq!(
+        set_by(&by_path, "/metadata/name"),
+        Some((6, samples::sha(3)))
+    );
+    assert_eq!(
+        set_by(&by_path, "/spec/replicas"),
+        Some((6, samples::sha(3)))
+    );
 }
 
 #[test]

@@ -1,0 +1,280 @@
+//! The query layer on a real store (no cluster): every history filter, paged with cursors,
+//! equals the same filter applied to the whole log by brute force; a sparse filter returns
+//! short pages with a cursor instead of scanning the whole log at once; revisions pages
+//! concatenate to the unlimited list.
+
+use reckon::event::{Draft, Envelope, Event, IntentKind, IntentRecorded, samples};
+use reckon::query::{self, Category, HistoryFilter};
+use reckon::store::{EventStore, OpenOptions, SledStore};
+
+const APPS: u64 = 2;
+const OBJECTS: u64 = 4;
+
+fn store(events: u64) -> (tempfile::TempDir, SledStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = SledStore::open(dir.path().join("s"), OpenOptions::create()).unwrap();
+    // A rollback and a resume at the very start of app-0's history: rare events for sparse
+    // filters.
+    s.append(vec![
+        Draft::new(
+            Some("app-0"),
+            Event::IntentRecorded(IntentRecorded {
+                intent: IntentKind::Rollback,
+                revision: Some(samples::sha(0)),
+                reason: Some("bad build".into()),
+            }),
+        )
+        .by("ana"),
+    ])
+    .unwrap();
+    let mut i = 0;
+    while i < events {
+        let end = (i + 5000).min(events);
+        s.append(
+            (i..end)
+                .map(|j| samples::stream(j, APPS, OBJECTS))
+                .collect(),
+        )
+        .unwrap();
+        i = end;
+    }
+    s.append(vec![
+        Draft::new(
+            Some("app-0"),
+            Event::IntentRecorded(IntentRecorded {
+                intent: IntentKind::Resume,
+                revision: None,
+                reason: None,
+            }),
+        )
+        .by("ana"),
+    ])
+    .unwrap();
+    s.flush().unwrap();
+    (dir, s)
+}
+
+fn all(s: &SledStore) -> Vec<Envelope> {
+    let mut v: Vec<Envelope> = s.reader().iter_from(1).map(|e| e.unwrap()).collect();
+    v.reverse();
+    v
+}
+
+/// Every page of `filter`, concatenated, with the page sizes.
+fn paged(s: &SledStore, filter: &HistoryFilter) -> (Vec<u64>, Vec<usize>) {
+    let mut f = filter.clone();
+    let mut seqs = Vec::new();
+    let mut sizes = Vec::new();
+    loop {
+        let page = query::history(s, s.projections(), &f).unwrap();
+        assert!(page.events.len() <= f.limit);
+        sizes.push(page.events.len());
+        seqs.extend(page.events.iter().map(|e| e.seq));
+        match page.next {
+            Some(n) => f.cursor = Some(n),
+            None => return (seqs, sizes),
+        }
+    }
+}
+
+#[test]
+fn every_filter_pages_to_exactly_what_a_full_scan_selects() {
+    let (_dir, s) = store(30_000);
+    let log = all(&s);
+    let t = |seq: u64| log.iter().find(|e| e.body.seq == seq).unwrap().body.time;
+    let (since, until) = (t(9_000), t(21_000));
+    let rev = samples::sha(3 * APPS + 1); // app-1's fourth revision
+    let dep1 = samples::object("apps", "v1", "Deployment", Some("ns-1"), "svc-2");
+    type Pick = Box<dyn Fn(&Envelope) -> bool>;
+    let cases: Vec<(&str, HistoryFilter, Pick)> = vec![
+        (
+            "app",
+            HistoryFilter {
+                app: Some("app-1".into()),
+                ..Default::default()
+            },
+            Box::new(|e| e.body.app.as_deref() == Some("app-1")),
+        ),
+        (
+            "object",
+            HistoryFilter {
+                object: Some("Deployment/ns-1/svc-2".into()),
+                ..Default::default()
+            },
+            Box::new(move |e| {
+                e.body
+                    .event
+                    .object()
+                    .is_some_and(|o| o.identity() == dep1.identity())
+            }),
+        ),
+        (
+            "revision prefix",
+            HistoryFilter {
+                revision: Some(rev[..34].into()),
+                ..Default::default()
+            },
+            Box::new({
+                let rev = rev.clone();
+                move |e| e.body.event.revisions().contains(&rev.as_str())
+            }),
+        ),
+        (
+            "author",
+            HistoryFilter {
+                author: Some("DEV3@example.com".into()),
+                ..Default::default()
+            },
+            Box::new(|e| e.body.event.authors().contains(&"dev3@example.com")),
+        ),
+        (
+            "category (two kinds merged)",
+            HistoryFilter {
+                category: Some(Category::Drift),
+                ..Default::default()
+            },
+            Box::new(|e| Category::of(e.body.event.kind()) == Some(Category::Drift)),
+        ),
+        (
+            "category (four kinds merged) in a time window",
+            HistoryFilter {
+                category: Some(Category::Apply),
+                since: Some(since),
+                until: Some(until),
+                ..Default::default()
+            },
+            Box::new(move |e| {
+                Category::of(e.body.event.kind()) == Some(Category::Apply)
+                    && e.body.time >= since
+                    && e.body.time <= until
+            }),
+        ),
+        (
+            "app and category",
+            HistoryFilter {
+                app: Some("app-0".into()),
+                category: Some(Category::Commit),
+                ..Default::default()
+            },
+            Box::new(|e| {
+                e.body.app.as_deref() == Some("app-0")
+                    && matches!(e.body.event, Event::CommitObserved(_))
+            }),
+        ),
+        ("everything", HistoryFilter::default(), Box::new(|_| true)),
+    ];
+    for (name, mut filter, pick) in cases {
+        filter.limit = 97;
+        let expected: Vec<u64> = log.iter().filter(|e| pick(e)).map(|e| e.body.seq).collect();
+        assert!(!expected.is_empty(), "{name}: the case selects something");
+        let (got, sizes) = paged(&s, &filter);
+        assert_eq!(got.len(), expected.len(), "{name}");
+        assert_eq!(got, expected, "{name}");
+        // Pages are full until the last one (these filters are exact on their index or dense).
+        assert!(
+            sizes[..sizes.len() - 1].iter().all(|n| *n == 97),
+            "{name}: {sizes:?}"
+        );
+    }
+}
+
+#[test]
+fn a_sparse_filter_returns_short_pages_with_a_cursor_instead_of_scanning_everything() {
+    let (_dir, s) = store(50_000);
+    // app-0 has ~25,000 events; its two intents are at its oldest and newest ends.
+    let filter = HistoryFilter {
+        app: Some("app-0".into()),
+        category: Some(Category::Rollback),
+        limit: 10,
+        ..Default::default()
+    };
+    let first = query::history(&s, s.projections(), &filter).unwrap();
+    assert_eq!(first.events.len(), 1, "the resume, then the budget ran out");
+    assert_eq!(first.events[0].summary, "resume");
+    assert_eq!(first.events[0].actor.as_deref(), Some("ana"));
+    let next = first
+        .next
+        .expect("a cursor: the scan stopped at its budget");
+    let examined = all(&s)
+        .iter()
+        .filter(|e| e.body.app.as_deref() == Some("app-0"))
+        .filter(|e| (next..=first.events[0].seq).contains(&e.body.seq))
+        .count();
+    assert_eq!(examined, query::SCAN_BUDGET, "examined exactly the budget");
+    let (seqs, sizes) = paged(&s, &filter);
+    assert_eq!(seqs.len(), 2, "{sizes:?}");
+    assert_eq!(seqs[1], 1, "the rollback, the very first event");
+    let rollback = query::history(
+        &s,
+        s.projections(),
+        &HistoryFilter {
+            cursor: Some(seqs[1] + 1),
+            ..filter.clone()
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        rollback.events[0].summary,
+        format!("rollback to {}: bad build", &samples::sha(0)[..12])
+    );
+}
+
+#[test]
+fn follow_polls_see_only_what_was_appended_after_the_cursor() {
+    let (_dir, mut s) = store(1_000);
+    let head = s.reader().last_seq().unwrap();
+    let filter = HistoryFilter {
+        app: Some("app-1".into()),
+        ..Default::default()
+    };
+    let nothing = query::history_after(&s, s.projections(), &filter, head).unwrap();
+    assert!(nothing.events.is_empty());
+    assert_eq!(nothing.next, None);
+    s.append(
+        (1_000..1_010)
+            .map(|j| samples::stream(j, APPS, OBJECTS))
+            .collect(),
+    )
+    .unwrap();
+    let page = query::history_after(&s, s.projections(), &filter, head).unwrap();
+    let seqs: Vec<u64> = page.events.iter().map(|e| e.seq).collect();
+    assert_eq!(
+        seqs,
+        vec![head + 2, head + 4, head + 6, head + 8, head + 10]
+    );
+    assert_eq!(page.next, Some(head + 10));
+    let again = query::history_after(&s, s.projections(), &filter, page.next.unwrap()).unwrap();
+    assert!(again.events.is_empty());
+}
+
+#[test]
+fn revision_pages_concatenate_to_the_whole_list() {
+    let (_dir, s) = store(6_000);
+    let whole = query::revisions(&s, s.projections(), "app-0").unwrap();
+    assert!(whole.len() > 50, "{}", whole.len());
+    assert!(whole.windows(2).all(|w| w[0].first_seen >= w[1].first_seen));
+    let mut cursor: Option<String> = None;
+    let mut pages = Vec::new();
+    loop {
+        let page =
+            query::revisions_page(&s, s.projections(), "app-0", 20, cursor.as_deref()).unwrap();
+        pages.extend(page.revisions);
+        match page.next {
+            Some(n) => cursor = Some(n),
+            None => break,
+        }
+    }
+    assert_eq!(pages, whole);
+    // Each revision of the sample stream applies (or drifts) its App's OBJECTS objects.
+    let full = &whole[1];
+    assert!(
+        full.author_email
+            .as_deref()
+            .unwrap()
+            .ends_with("@example.com")
+    );
+    assert!(full.summary.as_deref().unwrap().starts_with("Update app-0"));
+    assert!(full.objects_changed <= OBJECTS && full.objects_changed >= OBJECTS - 1);
+    let e = query::revisions_page(&s, s.projections(), "app-0", 20, Some("nope")).unwrap_err();
+    assert!(e.to_string().contains("nope"), "{e}");
+}
