@@ -241,6 +241,12 @@ async fn rollback_across_a_pruned_object_stays_pinned_and_resume_follows_git_aga
             ("app/settings.yaml", Some(&config_map("settings", "red"))),
             ("app/legacy.yaml", None),
             ("app/extra.yaml", Some(&config_map("extra", "green"))),
+            (
+                "app/keeper.yaml",
+                Some(
+                    "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: keeper\n  annotations:\n    reckon.dev/prune: disabled\ndata:\n  color: white\n",
+                ),
+            ),
         ],
     );
     assert_synced(&pass(&mut r, true).await);
@@ -332,6 +338,16 @@ async fn rollback_across_a_pruned_object_stays_pinned_and_resume_follows_git_aga
         ]
     );
     assert_eq!(pruned, vec![("ConfigMap/extra".into(), c1.clone())]);
+    // The normal prune rules hold: an object that opts out stays, and the skip is recorded.
+    let skipped: Vec<(String, String)> = events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            Event::PruneSkipped(p) => Some((p.object.name.clone(), p.revision.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(skipped, vec![("keeper".to_string(), c1.clone())]);
+    assert_eq!(h.color("keeper").await.as_deref(), Some("white"));
     assert_eq!(
         h.color("legacy").await.as_deref(),
         Some("grey"),

@@ -46,7 +46,8 @@ fn show(out: &Output) -> String {
     )
 }
 
-/// Runs the agent for `seconds` (it polls every second), then stops it with SIGTERM.
+/// Runs the agent for `seconds` (it polls every second), then stops it with SIGTERM. Meanwhile
+/// the store is the agent's: `reckon rollback` says so instead of a bare lock error.
 fn run_agent_for(dir: &Path, seconds: u64) {
     let mut agent = reckon(dir)
         .arg("run")
@@ -54,6 +55,18 @@ fn run_agent_for(dir: &Path, seconds: u64) {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_secs(seconds));
+    let out = reckon(dir)
+        .args(["rollback", "shop", "--steps", "1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        show(&out).contains(
+            "opening the store ./reckon-store: it is in use by another reckon process (a running agent?)"
+        ),
+        "{}",
+        show(&out)
+    );
     let status = Command::new("kill")
         .args(["-TERM", &agent.id().to_string()])
         .status()

@@ -68,13 +68,22 @@ pub enum Command {
 
 /// Opens the store for writing, creating it when missing (fetch, sync, diff).
 fn open_writable(path: &std::path::Path) -> anyhow::Result<crate::store::SledStore> {
-    use anyhow::Context;
     let options = crate::store::OpenOptions {
         create: true,
         ..Default::default()
     };
-    crate::store::SledStore::open(path, options)
-        .with_context(|| format!("opening the store {}", path.display()))
+    crate::store::SledStore::open(path, options).map_err(|e| {
+        // sled's lock error is an OS error deep in its message; say what it means here.
+        if e.to_string().contains("could not acquire lock") {
+            anyhow::anyhow!(
+                "it is in use by another reckon process (a running agent?): stop it, or ask \
+                 the running agent over its HTTP API"
+            )
+        } else {
+            anyhow::Error::new(e)
+        }
+        .context(format!("opening the store {}", path.display()))
+    })
 }
 
 /// Output formats shared by commands that print data.

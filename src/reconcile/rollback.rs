@@ -63,6 +63,37 @@ pub enum RollbackError {
     },
 }
 
+/// How a caller should report a [`RollbackError`] (the HTTP API maps it to a status code).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// The App is unknown (404).
+    NotFound,
+    /// The request names no usable target (400/422).
+    Invalid,
+    /// The App's state does not allow it: resume of an App that is not pinned (409).
+    Conflict,
+    /// The store failed (500).
+    Internal,
+}
+
+impl RollbackError {
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            RollbackError::UnknownApp { .. } => ErrorClass::NotFound,
+            RollbackError::NotPinned { .. } => ErrorClass::Conflict,
+            RollbackError::Store { .. } => ErrorClass::Internal,
+            RollbackError::EmptyActor
+            | RollbackError::BadRevision { .. }
+            | RollbackError::UnknownRevision { .. }
+            | RollbackError::AmbiguousRevision { .. }
+            | RollbackError::NotApplied { .. }
+            | RollbackError::ZeroSteps { .. }
+            | RollbackError::NothingApplied { .. }
+            | RollbackError::NotEnoughHistory { .. } => ErrorClass::Invalid,
+        }
+    }
+}
+
 /// What to roll back to.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -462,6 +493,22 @@ mod tests {
         assert_eq!(t, RollbackTarget::Steps(2));
         let t: RollbackTarget = serde_json::from_str(r#"{"revision": "abcd"}"#).unwrap();
         assert_eq!(t, RollbackTarget::Revision("abcd".into()));
+    }
+
+    #[test]
+    fn errors_are_classed_for_the_api() {
+        let s = state();
+        let class = |t: RollbackTarget| resolve("shop", &s, &t).unwrap_err().class();
+        assert_eq!(class(by_sha("ffff")), ErrorClass::Invalid);
+        assert_eq!(class(RollbackTarget::Steps(0)), ErrorClass::Invalid);
+        assert_eq!(
+            RollbackError::UnknownApp { app: "x".into() }.class(),
+            ErrorClass::NotFound
+        );
+        assert_eq!(
+            RollbackError::NotPinned { app: "x".into() }.class(),
+            ErrorClass::Conflict
+        );
     }
 
     #[test]

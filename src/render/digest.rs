@@ -297,6 +297,38 @@ pub fn open_sealed(recorded: &Value, key: &SecretKey) -> Result<Value, SealError
     Ok(out)
 }
 
+/// The keyed-hash (storable) form of a recorded object, whatever version recorded it: sealed
+/// Secret values are opened and hashed, hashed ones kept. For views of recorded sets (`show`,
+/// `diff` between revisions): values never appear, and sets recorded before and after sealing
+/// compare alike with [`secret_changes`].
+pub fn storable_from_recorded(recorded: &Value, key: &SecretKey) -> Result<Value, SealError> {
+    if !is_secret(recorded) {
+        return Ok(recorded.clone());
+    }
+    let mut out = recorded.clone();
+    let cipher = cipher(key);
+    for field in SECRET_FIELDS {
+        if let Some(Value::Object(data)) = out.get_mut(field) {
+            for (data_key, value) in data.iter_mut() {
+                let Some(sealed) = value.as_str().and_then(|t| t.strip_prefix(SEALED_PREFIX))
+                else {
+                    continue;
+                };
+                let aad = format!("{field}\0{data_key}");
+                let plain =
+                    open_value(&cipher, &aad, sealed).map_err(|reason| SealError::Open {
+                        field: field.into(),
+                        key: data_key.clone(),
+                        reason,
+                    })?;
+                let one = serde_json::json!({"apiVersion": "v1", "kind": "Secret", field: {data_key.clone(): plain}});
+                *value = storable_object(&one, key)[field][data_key.as_str()].clone();
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// The storable form of every object of a rendered set, in render order.
 pub fn storable(set: &super::RenderedSet, key: &SecretKey) -> Vec<Value> {
     set.objects
@@ -557,6 +589,18 @@ mod tests {
         let config_map = json!({"apiVersion": "v1", "kind": "ConfigMap", "data": {"p": "x"}});
         assert_eq!(open_sealed(&config_map, &k).unwrap(), config_map);
         assert_eq!(sealed_object(&config_map, &k), config_map);
+    }
+
+    #[test]
+    fn recorded_sets_of_either_version_read_as_the_same_keyed_hashes() {
+        let k = key(5);
+        let mut plain = secret(json!({"password": "aHVudGVyMg=="}));
+        plain["stringData"] = json!({"token": "hunter3"});
+        let hashed = storable_object(&plain, &k);
+        let sealed = sealed_object(&plain, &k);
+        assert_eq!(storable_from_recorded(&sealed, &k).unwrap(), hashed);
+        assert_eq!(storable_from_recorded(&hashed, &k).unwrap(), hashed);
+        assert!(storable_from_recorded(&sealed, &key(6)).is_err());
     }
 
     #[test]
