@@ -277,7 +277,7 @@ fn event_pages_walk_the_log_and_match_the_store() {
     );
     for e in &page.events {
         assert_eq!(e.kind, "DriftDetected");
-        assert_eq!(e.object.as_deref(), Some("Deployment/ns-2/svc-0"));
+        assert_eq!(e.object.as_deref(), Some("Deployment.apps/ns-2/svc-0"));
         let v = serde_json::to_value(&e.event).unwrap();
         assert_eq!(v["DriftDetected"]["managers"][0]["manager"], "kubectl-edit");
     }
@@ -391,15 +391,32 @@ fn read_routes_answer_what_the_queries_answer() {
     let p = &s.projections;
     let json = |v: &dyn erased::Ser| v.json();
 
-    let revs: Value = client.get("/api/v1/apps/app-2/revisions", &[]).unwrap();
-    spec.validate(
-        spec.response_schema("GET", "/api/v1/apps/{app}/revisions", 200),
-        &revs,
-    )
-    .unwrap();
+    // Every revision, 7 a page, following the cursor, equals the unlimited query.
     let direct = query::revisions(&s.store, p, "app-2").unwrap();
     assert!(direct.len() > 10);
-    assert_eq!(revs, json(&direct));
+    let mut walked = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let page: Value = client
+            .get(
+                "/api/v1/apps/app-2/revisions",
+                &[("limit", Some("7".into())), ("cursor", cursor.clone())],
+            )
+            .unwrap();
+        spec.validate(
+            spec.response_schema("GET", "/api/v1/apps/{app}/revisions", 200),
+            &page,
+        )
+        .unwrap();
+        let rows = page["revisions"].as_array().unwrap();
+        assert!(rows.len() <= 7);
+        walked.extend(rows.iter().cloned());
+        match page["next"].as_str() {
+            Some(n) => cursor = Some(n.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(Value::Array(walked), json(&direct));
 
     let (old, new) = (&direct[direct.len() - 1].sha, &direct[1].sha);
     // The sample stream's blobs are not manifests: the route answers as the query does.

@@ -237,12 +237,14 @@ fn the_api_answers_from_real_syncs_and_rolls_back() {
     assert_eq!(r.status(), 200);
 
     // --- Each query route, checked against what happened.
-    let revs_json: Value = reader.get("/api/v1/apps/web/revisions", &[]).unwrap();
+    let page: Value = reader.get("/api/v1/apps/web/revisions", &[]).unwrap();
     spec.validate(
         spec.response_schema("GET", "/api/v1/apps/{app}/revisions", 200),
-        &revs_json,
+        &page,
     )
     .unwrap();
+    assert_eq!(page["next"], Value::Null, "two revisions fit one page");
+    let revs_json = page["revisions"].clone();
     let revs: Vec<RevisionRow> = serde_json::from_value(revs_json.clone()).unwrap();
     let shas: Vec<&str> = revs.iter().map(|r| r.sha.as_str()).collect();
     assert_eq!(shas, [rev_b.as_str(), rev_a.as_str()], "newest first");

@@ -5,10 +5,11 @@ use super::auth::Identity;
 use super::{ApiError, ApiState};
 use crate::query::{
     self, AppStatus, Blame, Category, HistoryFilter, HistoryPage, ObjectSpec, QueryError,
-    ReplayedApp, RevisionDiff, RevisionRow, Shown,
+    ReplayedApp, RevisionDiff, RevisionsPage, Shown,
 };
 use crate::reconcile::rollback::{
-    ResumePlan, RollbackError, RollbackPlan, RollbackTarget, request_resume, request_rollback,
+    ErrorClass, ResumePlan, RollbackError, RollbackPlan, RollbackTarget, request_resume,
+    request_rollback,
 };
 use axum::Json;
 use axum::extract::{Extension, Path, Query as Params, State};
@@ -159,14 +160,38 @@ pub async fn app(
     .await
 }
 
-/// Every revision the App observed or applied, newest first. Unlimited.
+#[derive(Debug, Default, Deserialize)]
+pub struct PageParams {
+    pub limit: Option<usize>,
+    pub cursor: Option<String>,
+}
+
+/// Every revision the App observed or applied, newest first, a page at a time (`next`: the SHA
+/// to pass as `cursor`; the order is stable while revisions are added).
 pub async fn revisions(
     State(state): State<ApiState>,
     Path(app): Path<String>,
-) -> Result<Json<Vec<RevisionRow>>, ApiError> {
+    Params(params): Params<PageParams>,
+) -> Result<Json<RevisionsPage>, ApiError> {
+    let limit = params.limit.unwrap_or(100);
+    if limit == 0 || limit > query::MAX_LIMIT {
+        return Err(ApiError::BadRequest(format!(
+            "limit={limit}: must be between 1 and {}",
+            query::MAX_LIMIT
+        )));
+    }
     let projections = state.projections().await?;
     let reader = state.store.reader().clone();
-    blocking(move || Ok(Json(query::revisions(&reader, &projections, &app)?))).await
+    blocking(move || {
+        Ok(Json(query::revisions_page(
+            &reader,
+            &projections,
+            &app,
+            limit,
+            params.cursor.as_deref(),
+        )?))
+    })
+    .await
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -293,13 +318,11 @@ pub struct ResumeRequest {
 
 impl From<RollbackError> for ApiError {
     fn from(e: RollbackError) -> Self {
-        match e {
-            RollbackError::UnknownApp { .. } | RollbackError::UnknownRevision { .. } => {
-                ApiError::NotFound(e.to_string())
-            }
-            RollbackError::NotPinned { .. } => ApiError::Conflict(e.to_string()),
-            RollbackError::Store { .. } => ApiError::Internal(e.to_string()),
-            _ => ApiError::BadRequest(e.to_string()),
+        match e.class() {
+            ErrorClass::NotFound => ApiError::NotFound(e.to_string()),
+            ErrorClass::Invalid => ApiError::BadRequest(e.to_string()),
+            ErrorClass::Conflict => ApiError::Conflict(e.to_string()),
+            ErrorClass::Internal => ApiError::Internal(e.to_string()),
         }
     }
 }

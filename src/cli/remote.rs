@@ -6,7 +6,7 @@ use super::source::Source;
 use crate::api::client::{Client, segment};
 use crate::query::{
     AppStatus, Blame, HistoryFilter, HistoryPage, ObjectSpec, ReplayedApp, RevisionDiff,
-    RevisionRow, Shown,
+    RevisionRow, RevisionsPage, Shown,
 };
 use chrono::{DateTime, SecondsFormat, Utc};
 
@@ -90,8 +90,21 @@ impl Source for Remote {
     }
 
     fn revisions(&mut self, app: &str) -> anyhow::Result<Vec<RevisionRow>> {
+        // Unlimited, like the local answer: every page, following the cursor.
         let path = format!("/api/v1/apps/{}/revisions", segment(app));
-        Ok(self.client.get(&path, &[])?)
+        let mut all = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page: RevisionsPage = self.client.get(
+                &path,
+                &[("limit", Some("1000".into())), ("cursor", cursor.take())],
+            )?;
+            all.extend(page.revisions);
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => return Ok(all),
+            }
+        }
     }
 
     fn blame(
