@@ -61,10 +61,11 @@ fn openapi_paths_are_exactly_the_routes() {
 
 struct Server {
     base: String,
+    handle: reckon::store::writer::StoreHandle,
     projections: reckon::store::Projections,
     store: reckon::store::StoreReader,
     _dir: tempfile::TempDir,
-    _rt: tokio::runtime::Runtime,
+    rt: tokio::runtime::Runtime,
 }
 
 /// A store with the sample stream, served by the API router on a loopback port.
@@ -88,7 +89,7 @@ fn server() -> Server {
         }
     }
     let reader = store.reader();
-    let (base, projections) = rt.block_on(async {
+    let (base, projections, handle) = rt.block_on(async {
         let (handle, _task) = reckon::store::writer::spawn(store);
         let drafts: Vec<_> = (0..EVENTS)
             .map(|i| samples::stream(i, APPS, OBJECTS))
@@ -97,6 +98,7 @@ fn server() -> Server {
             handle.append(chunk.to_vec()).await.unwrap();
         }
         let projections = handle.projections().await.unwrap();
+        let kept = handle.clone();
         let state = ApiState::new(
             handle,
             Arc::new(tokens),
@@ -110,14 +112,15 @@ fn server() -> Server {
                 .await
                 .unwrap()
         });
-        (format!("http://{addr}"), projections)
+        (format!("http://{addr}"), projections, kept)
     });
     Server {
         base,
+        handle,
         projections,
         store: reader,
         _dir: dir,
-        _rt: rt,
+        rt,
     }
 }
 
@@ -504,4 +507,59 @@ mod erased {
             serde_json::to_value(self).unwrap()
         }
     }
+}
+
+#[test]
+fn history_follow_over_the_server_prints_what_is_appended() {
+    use std::io::BufRead;
+    let s = server();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_reckon"))
+        .args([
+            "history",
+            "app-0",
+            "--follow",
+            "--interval",
+            "0.2",
+            "--limit",
+            "3",
+        ])
+        .args(["-o", "jsonl", "--server", &s.base, "--token", READ])
+        .env_remove("RECKON_SERVER")
+        .env_remove("RECKON_TOKEN")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(serde_json::from_str::<Value>(&line).unwrap());
+        }
+    });
+    let next = |what: &str| {
+        rx.recv_timeout(std::time::Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("no line for {what}"))
+    };
+    // The newest page first (3 events, oldest first, like tail -f).
+    let first: Vec<Value> = (0..3).map(|_| next("the first page")).collect();
+    assert!(first.iter().all(|e| e["app"] == "app-0"), "{first:?}");
+    let last_seen = first[2]["seq"].as_u64().unwrap();
+    // Appended while following: another App's event is filtered out, app-0's are printed.
+    let appended =
+        s.rt.block_on(s.handle.append(vec![
+            samples::stream(EVENTS + 2, APPS, OBJECTS), // 2002 % 3: app-1
+            samples::stream(EVENTS + 1, APPS, OBJECTS), // 2001 % 3: app-0
+            samples::stream(EVENTS + 4, APPS, OBJECTS), // 2004 % 3: app-0
+        ]))
+        .unwrap();
+    let a = next("the first appended app-0 event");
+    let b = next("the second appended app-0 event");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(a["seq"].as_u64().unwrap(), appended.first_seq + 1);
+    assert_eq!(b["seq"].as_u64().unwrap(), appended.last_seq);
+    assert!(a["seq"].as_u64().unwrap() > last_seen);
+    assert_eq!(a["app"], "app-0");
 }
