@@ -211,6 +211,15 @@ fn tokens_give_401_403_and_200_as_documented() {
     let intent = serde_json::to_value(&page.events[0].event).unwrap();
     assert_eq!(intent["IntentRecorded"]["intent"], "Rollback");
 
+    // Unknown paths get a JSON 404 too.
+    let (status, _, body) = raw(
+        reqwest::Method::GET,
+        &format!("{}/api/v1/nope", s.base),
+        None,
+    );
+    assert_eq!(status, 404);
+    assert_eq!(body["error"]["code"], "not_found");
+
     // Health and metrics need no token.
     let (status, _, _) = raw(reqwest::Method::GET, &format!("{}/healthz", s.base), None);
     assert_eq!(status, 200);

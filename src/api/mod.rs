@@ -190,6 +190,9 @@ pub fn router(state: ApiState) -> Router {
     .route(OPEN_ROUTES[0], get(|| async { "ok\n" }))
     .route(OPEN_ROUTES[1], get(|| async { "ok\n" }))
     .route(OPEN_ROUTES[2], get(handlers::metrics))
+    .fallback(|uri: axum::http::Uri| async move {
+        ApiError::NotFound(format!("no route {} (see docs/api.md)", uri.path()))
+    })
     .with_state(state)
 }
 
