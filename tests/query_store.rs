@@ -161,6 +161,58 @@ fn every_filter_pages_to_exactly_what_a_full_scan_selects() {
                     && matches!(e.body.event, Event::CommitObserved(_))
             }),
         ),
+        (
+            "object and category",
+            HistoryFilter {
+                object: Some("Deployment/ns-1/svc-2".into()),
+                category: Some(Category::Drift),
+                ..Default::default()
+            },
+            Box::new({
+                let dep = samples::object("apps", "v1", "Deployment", Some("ns-1"), "svc-2");
+                move |e| {
+                    e.body
+                        .event
+                        .object()
+                        .is_some_and(|o| o.identity() == dep.identity())
+                        && matches!(
+                            e.body.event,
+                            Event::DriftDetected(_) | Event::DriftCorrected(_)
+                        )
+                }
+            }),
+        ),
+        (
+            "revision, category and time window",
+            HistoryFilter {
+                revision: Some(samples::sha(937 * APPS)[..36].into()),
+                category: Some(Category::Apply),
+                since: Some(since),
+                until: Some(until),
+                ..Default::default()
+            },
+            Box::new({
+                let rev = samples::sha(937 * APPS);
+                move |e| {
+                    e.body.event.revisions().contains(&rev.as_str())
+                        && Category::of(e.body.event.kind()) == Some(Category::Apply)
+                        && e.body.time >= since
+                        && e.body.time <= until
+                }
+            }),
+        ),
+        (
+            "author and App",
+            HistoryFilter {
+                author: Some("dev7@example.com".into()),
+                app: Some("app-1".into()),
+                ..Default::default()
+            },
+            Box::new(|e| {
+                e.body.app.as_deref() == Some("app-1")
+                    && e.body.event.authors().contains(&"dev7@example.com")
+            }),
+        ),
         ("everything", HistoryFilter::default(), Box::new(|_| true)),
     ];
     for (name, mut filter, pick) in cases {
@@ -179,44 +231,52 @@ fn every_filter_pages_to_exactly_what_a_full_scan_selects() {
 }
 
 #[test]
-fn a_sparse_filter_returns_short_pages_with_a_cursor_instead_of_scanning_everything() {
+fn a_sparse_combination_is_found_from_the_indexes_in_one_page() {
     let (_dir, s) = store(50_000);
-    // app-0 has ~25,000 events; its two intents are at its oldest and newest ends.
+    // app-0 has ~25,000 events; its two intents are at its oldest and newest ends. The App and
+    // kind indexes are intersected without reading the events in between.
     let filter = HistoryFilter {
         app: Some("app-0".into()),
         category: Some(Category::Rollback),
         limit: 10,
         ..Default::default()
     };
-    let first = query::history(&s, s.projections(), &filter).unwrap();
-    assert_eq!(first.events.len(), 1, "the resume, then the budget ran out");
-    assert_eq!(first.events[0].summary, "resume");
-    assert_eq!(first.events[0].actor.as_deref(), Some("ana"));
-    let next = first
-        .next
-        .expect("a cursor: the scan stopped at its budget");
-    let examined = all(&s)
-        .iter()
-        .filter(|e| e.body.app.as_deref() == Some("app-0"))
-        .filter(|e| (next..=first.events[0].seq).contains(&e.body.seq))
-        .count();
-    assert_eq!(examined, query::SCAN_BUDGET, "examined exactly the budget");
-    let (seqs, sizes) = paged(&s, &filter);
-    assert_eq!(seqs.len(), 2, "{sizes:?}");
-    assert_eq!(seqs[1], 1, "the rollback, the very first event");
-    let rollback = query::history(
+    let page = query::history(&s, s.projections(), &filter).unwrap();
+    assert_eq!(page.next, None);
+    let summaries: Vec<&str> = page.events.iter().map(|e| e.summary.as_str()).collect();
+    let rollback = format!("rollback to {}: bad build", &samples::sha(0)[..12]);
+    assert_eq!(summaries, vec!["resume", rollback.as_str()]);
+    assert!(
+        page.events
+            .iter()
+            .all(|e| e.actor.as_deref() == Some("ana"))
+    );
+    assert_eq!(page.events[1].seq, 1);
+    // Oldest first after the first event (how --follow polls): only the resume.
+    let after = query::history_after(&s, s.projections(), &filter, 1).unwrap();
+    assert_eq!(after.events.len(), 1);
+    assert_eq!(after.events[0].summary, "resume");
+    // Pages of one continue exactly.
+    let (seqs, sizes) = paged(
+        &s,
+        &HistoryFilter {
+            limit: 1,
+            ..filter.clone()
+        },
+    );
+    assert_eq!(seqs, vec![page.events[0].seq, 1], "{sizes:?}");
+    // Nothing for the other App.
+    let other = query::history(
         &s,
         s.projections(),
         &HistoryFilter {
-            cursor: Some(seqs[1] + 1),
-            ..filter.clone()
+            app: Some("app-1".into()),
+            ..filter
         },
     )
     .unwrap();
-    assert_eq!(
-        rollback.events[0].summary,
-        format!("rollback to {}: bad build", &samples::sha(0)[..12])
-    );
+    assert!(other.events.is_empty());
+    assert_eq!(other.next, None);
 }
 
 #[test]

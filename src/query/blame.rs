@@ -260,8 +260,8 @@ pub fn blame_walk(events: &[Envelope], current: &Value, field: Option<&str>) -> 
     }
 }
 
-/// Every event of `object` (any App), oldest first.
-fn object_events<R: EventRead + ?Sized>(
+/// Every event of `object` recorded for `app`, oldest first: what [`blame_walk`] walks.
+pub fn object_events<R: EventRead + ?Sized>(
     reader: &R,
     object: &crate::event::ObjectRef,
     app: &str,

@@ -12,7 +12,9 @@ mod revisions;
 mod show;
 mod status;
 
-pub use blame::{Blame, BlameCommit, BlameField, FieldDrift, FieldManagerRef, blame, blame_walk};
+pub use blame::{
+    Blame, BlameCommit, BlameField, FieldDrift, FieldManagerRef, blame, blame_walk, object_events,
+};
 pub use replay::{ReplayedApp, ReplayedObject, replay};
 pub use revisions::{RevisionRow, RevisionsPage, revisions, revisions_page};
 pub use show::{ChangedObject, FieldChangeRow, RevisionDiff, Shown, diff_revisions, show};
@@ -556,6 +558,11 @@ pub struct HistoryPage {
 #[derive(Clone, Debug)]
 struct Plan {
     selectors: Vec<Selector>,
+    /// Every filter that has an index, as a union of terms: the candidates are the
+    /// intersection of these groups.
+    groups: Vec<Vec<Selector>>,
+    since: Option<DateTime<Utc>>,
+    until: Option<DateTime<Utc>>,
     app: Option<String>,
     object: Option<String>,
     author: Option<String>,
@@ -596,8 +603,27 @@ impl Plan {
         } else {
             vec![Selector::All]
         };
+        let mut groups = Vec::new();
+        if let Some(o) = &object {
+            groups.push(vec![Selector::Object(o.clone())]);
+        }
+        if !revisions.is_empty() {
+            groups.push(revisions.iter().cloned().map(Selector::Commit).collect());
+        }
+        if let Some(a) = &f.author {
+            groups.push(vec![Selector::Author(a.clone())]);
+        }
+        if let Some(a) = &f.app {
+            groups.push(vec![Selector::App(a.clone())]);
+        }
+        if let Some(c) = f.category {
+            groups.push(c.kinds().into_iter().map(Selector::Kind).collect());
+        }
         Ok(Plan {
             selectors,
+            groups,
+            since: f.since,
+            until: f.until,
             app: f.app.clone(),
             object: object.map(|o| o.identity()),
             author: f.author.as_ref().map(|a| a.to_lowercase()),
@@ -626,6 +652,8 @@ impl Plan {
             && self
                 .category
                 .is_none_or(|c| Category::of(e.kind()) == Some(c))
+            && self.since.is_none_or(|t| b.time >= t)
+            && self.until.is_none_or(|t| b.time <= t)
     }
 }
 
@@ -661,6 +689,153 @@ pub fn history_ordered<R: EventRead + ?Sized>(
     scan(reader, projections, filter, order).map(|(page, _)| page)
 }
 
+/// Index entries one page may read when intersecting several indexes.
+pub const POSTINGS_BUDGET: usize = 2_000_000;
+
+/// One index term's sequence numbers, read a chunk at a time.
+struct SeqStream {
+    query: Query,
+    buffer: std::collections::VecDeque<u64>,
+    done: bool,
+}
+
+impl SeqStream {
+    fn peek<R: EventRead + ?Sized>(&mut self, reader: &R) -> Result<Option<u64>, QueryError> {
+        if self.buffer.is_empty() && !self.done {
+            let page = reader.postings(&self.query)?;
+            self.buffer.extend(page.seqs);
+            match page.next {
+                Some(n) => self.query.cursor = Some(n),
+                None => self.done = true,
+            }
+        }
+        Ok(self.buffer.front().copied())
+    }
+}
+
+/// Whether `a` comes before `b` in scan order.
+fn before(order: Order, a: u64, b: u64) -> bool {
+    match order {
+        Order::NewestFirst => a > b,
+        Order::OldestFirst => a < b,
+    }
+}
+
+/// The head of the union of a group's terms, in scan order.
+fn union_peek<R: EventRead + ?Sized>(
+    reader: &R,
+    group: &mut [SeqStream],
+    order: Order,
+) -> Result<Option<u64>, QueryError> {
+    let mut best: Option<u64> = None;
+    for s in group.iter_mut() {
+        if let Some(seq) = s.peek(reader)?
+            && best.is_none_or(|b| before(order, seq, b))
+        {
+            best = Some(seq);
+        }
+    }
+    Ok(best)
+}
+
+fn union_pop(group: &mut [SeqStream], seq: u64) {
+    for s in group.iter_mut() {
+        while s.buffer.front() == Some(&seq) {
+            s.buffer.pop_front();
+        }
+    }
+}
+
+/// The page when several filters have an index: their sequence numbers are intersected from the
+/// indexes alone and only the events in all of them are read.
+fn scan_intersection<R: EventRead + ?Sized>(
+    reader: &R,
+    plan: &Plan,
+    filter: &HistoryFilter,
+    order: Order,
+    limit: usize,
+) -> Result<(HistoryPage, Option<u64>), QueryError> {
+    let mut groups: Vec<Vec<SeqStream>> = plan
+        .groups
+        .iter()
+        .map(|terms| {
+            terms
+                .iter()
+                .map(|t| SeqStream {
+                    query: Query {
+                        selector: t.clone(),
+                        order,
+                        limit: 4096,
+                        cursor: filter.cursor,
+                        since: filter.since,
+                        until: filter.until,
+                    },
+                    buffer: Default::default(),
+                    done: false,
+                })
+                .collect()
+        })
+        .collect();
+    let mut events = Vec::new();
+    let (mut read, mut decoded) = (0usize, 0usize);
+    let mut last = None;
+    loop {
+        let mut heads = Vec::with_capacity(groups.len());
+        for g in groups.iter_mut() {
+            match union_peek(reader, g, order)? {
+                Some(h) => heads.push(h),
+                None => return Ok((HistoryPage { events, next: None }, last)),
+            }
+        }
+        // The furthest head in scan order: every group has passed everything before it.
+        let target = heads
+            .iter()
+            .copied()
+            .reduce(|a, b| if before(order, a, b) { b } else { a })
+            .expect("at least two groups");
+        if heads.iter().all(|h| *h == target) {
+            for g in groups.iter_mut() {
+                union_pop(g, target);
+            }
+            read += groups.len();
+            last = Some(target);
+            decoded += 1;
+            if let Some(env) = reader.get(target)?
+                && plan.accepts(&env)
+            {
+                events.push(EventRow::from_envelope(&env));
+                if events.len() == limit {
+                    let page = HistoryPage {
+                        events,
+                        next: Some(target),
+                    };
+                    return Ok((page, last));
+                }
+            }
+        } else {
+            for (g, h) in groups.iter_mut().zip(&heads) {
+                if *h != target {
+                    union_pop(g, *h);
+                    read += 1;
+                }
+            }
+        }
+        if read >= POSTINGS_BUDGET || decoded >= SCAN_BUDGET {
+            // Everything before `target` in scan order is decided; `target` itself may not be
+            // (when it was not popped), so the next page starts at it.
+            let next = if last == Some(target) {
+                Some(target)
+            } else {
+                match order {
+                    Order::NewestFirst => target.checked_add(1),
+                    Order::OldestFirst => target.checked_sub(1),
+                }
+            };
+            return Ok((HistoryPage { events, next }, last));
+        }
+    }
+}
+
 /// The page and the last event examined (matching or not).
 fn scan<R: EventRead + ?Sized>(
     reader: &R,
@@ -670,6 +845,10 @@ fn scan<R: EventRead + ?Sized>(
 ) -> Result<(HistoryPage, Option<u64>), QueryError> {
     let plan = Plan::new(projections, filter)?;
     let limit = filter.limit.clamp(1, MAX_LIMIT);
+    if plan.groups.len() >= 2 {
+        return scan_intersection(reader, &plan, filter, order, limit);
+    }
+
     // Read in chunks a little larger than the page: most filters are exact on their index.
     let chunk = (limit + 1).min(512);
     let mut streams: Vec<Stream> = plan

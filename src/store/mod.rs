@@ -224,11 +224,30 @@ pub struct Appended {
     pub head: Digest,
 }
 
+/// A page of sequence numbers from an index, without the events (see [`EventRead::postings`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SeqPage {
+    pub seqs: Vec<u64>,
+    /// Pass as `cursor` to continue; `None` when the index is exhausted in the range.
+    pub next: Option<u64>,
+}
+
 pub trait EventRead {
     fn get(&self, seq: u64) -> Result<Option<Envelope>, StoreError>;
     fn query(&self, q: &Query) -> Result<Page, StoreError>;
     /// The decompressed, address-checked canonical manifests.
     fn blob(&self, digest: &Digest) -> Result<Option<Vec<u8>>, StoreError>;
+    /// The sequence numbers `q` selects, read from the index alone (no event is decoded), so
+    /// that several indexes can be intersected cheaply. May include events of another term
+    /// whose 8-byte hash collides: callers check the events they keep. Time bounds narrow the
+    /// sequence range only. The default decodes the events (stores without an index).
+    fn postings(&self, q: &Query) -> Result<SeqPage, StoreError> {
+        let page = self.query(q)?;
+        Ok(SeqPage {
+            seqs: page.events.iter().map(|e| e.body.seq).collect(),
+            next: page.next,
+        })
+    }
 }
 
 /// The single writer's interface.

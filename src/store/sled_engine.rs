@@ -703,6 +703,9 @@ impl EventRead for SledStore {
     fn get(&self, seq: u64) -> Result<Option<Envelope>, StoreError> {
         self.reader.get(seq)
     }
+    fn postings(&self, q: &Query) -> Result<super::SeqPage, StoreError> {
+        self.reader.postings(q)
+    }
     fn query(&self, q: &Query) -> Result<Page, StoreError> {
         self.reader.query(q)
     }
@@ -1048,6 +1051,54 @@ impl StoreReader {
 impl EventRead for StoreReader {
     fn get(&self, seq: u64) -> Result<Option<Envelope>, StoreError> {
         self.get_cached(seq, &mut None)
+    }
+
+    fn postings(&self, q: &Query) -> Result<super::SeqPage, StoreError> {
+        let Some(term) = selector_term(&q.selector) else {
+            // The log itself: its sequence numbers are what it holds.
+            let page = self.query(q)?;
+            return Ok(super::SeqPage {
+                seqs: page.events.iter().map(|e| e.body.seq).collect(),
+                next: page.next,
+            });
+        };
+        let empty = super::SeqPage {
+            seqs: vec![],
+            next: None,
+        };
+        if q.limit == 0 {
+            return Ok(empty);
+        }
+        let (mut lo, mut hi) = match (q.order, q.cursor) {
+            (_, None) => (1, u64::MAX),
+            (Order::OldestFirst, Some(c)) => match c.checked_add(1) {
+                Some(lo) => (lo, u64::MAX),
+                None => return Ok(empty),
+            },
+            (Order::NewestFirst, Some(c)) => (1, c.saturating_sub(1)),
+        };
+        if let Some(s) = q.since
+            && let Some(seq) = self.time_floor(s)?
+        {
+            lo = lo.max(seq);
+        }
+        if let Some(u) = q.until
+            && let Some(seq) = self.time_ceiling(u)?
+        {
+            hi = hi.min(seq.saturating_sub(1));
+        }
+        if lo > hi {
+            return Ok(empty);
+        }
+        let mut seqs = Vec::with_capacity(q.limit.min(4096));
+        for seq in self.scan_postings(term, lo, hi, q.order) {
+            seqs.push(seq?);
+            if seqs.len() == q.limit {
+                let next = seqs.last().copied();
+                return Ok(super::SeqPage { seqs, next });
+            }
+        }
+        Ok(super::SeqPage { seqs, next: None })
     }
 
     fn query(&self, q: &Query) -> Result<Page, StoreError> {
