@@ -6,6 +6,7 @@
 #   scripts/bench-api.sh                                    # 10,000,000 events, 1000 Apps
 #   RECKON_BENCH_EVENTS=100000 RECKON_BENCH_APPS=100 scripts/bench-api.sh   # CI size
 #   RECKON_BENCH_DIR=/var/tmp/api-bench scripts/bench-api.sh   # keep and reuse the store
+#   RECKON_BENCH_DIR=... RECKON_BENCH_REUSE=1 scripts/bench-api.sh  # whatever size it holds
 # The full output goes to $CARGO_TARGET_DIR/bench-api.log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
