@@ -168,7 +168,7 @@ fn api_query_benchmark() {
     let open_time = opened.elapsed();
     let reader = store.reader();
     let projections = Arc::new(store.projections().clone());
-    let (base, _handle) = rt.block_on(async {
+    let (base, handle) = rt.block_on(async {
         let (handle, _task) = reckon::store::writer::spawn(store);
         let mut tokens = Tokens::default();
         tokens.add(TOKEN, Some("bench"), Role::Read);
@@ -358,5 +358,6 @@ fn api_query_benchmark() {
             ms(wall),
         );
     }
-    drop(rt);
+    // The writer ends (snapshot, flush) once closed; only then can the runtime shut down.
+    rt.block_on(handle.close()).unwrap();
 }
