@@ -5,7 +5,7 @@
 
 use reckon::event::{Draft, Envelope, Event, IntentKind, IntentRecorded, samples};
 use reckon::query::{self, Category, HistoryFilter};
-use reckon::store::{EventStore, OpenOptions, SledStore};
+use reckon::store::{EventRead, EventStore, OpenOptions, SledStore};
 
 const APPS: u64 = 2;
 const OBJECTS: u64 = 4;
@@ -337,4 +337,172 @@ fn revision_pages_concatenate_to_the_whole_list() {
     assert!(full.objects_changed <= OBJECTS && full.objects_changed >= OBJECTS - 1);
     let e = query::revisions_page(&s, s.projections(), "app-0", 20, Some("nope")).unwrap_err();
     assert!(e.to_string().contains("nope"), "{e}");
+}
+
+/// A small hand-made history: a render with its manifests, a sync, health, an uncorrected drift
+/// and a rollback by a person.
+#[test]
+fn status_replay_show_and_blame_on_a_recorded_history() {
+    use reckon::event::*;
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = SledStore::open(dir.path().join("s"), OpenOptions::create()).unwrap();
+    let cm = |color: &str| {
+        serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "settings", "namespace": "shop"}, "data": {"color": color}})
+    };
+    let obj = samples::object("", "v1", "ConfigMap", Some("shop"), "settings");
+    let mut c1 = samples::commit(1, "alice@example.com");
+    c1.sha = format!("aaaa{}", &c1.sha[4..]);
+    let mut c2 = samples::commit(2, "bob@example.com");
+    c2.sha = format!("aaab{}", &c2.sha[4..]);
+    let mut seq_time = Vec::new();
+    for (c, color) in [(&c1, "blue"), (&c2, "green")] {
+        let set = reckon::store::blob::canonical(&[cm(color)]);
+        let set_digest = s.put_blob(&set).unwrap();
+        let one = s.put_blob(&set).unwrap(); // one object: the set is the object's manifest
+        let d = |e: Event| Draft::new(Some("shop"), e);
+        let appended = s
+            .append(vec![
+                d(Event::CommitObserved(c.clone())),
+                d(Event::RenderSucceeded(RenderSucceeded {
+                    revision: c.sha.clone(),
+                    digest: set_digest,
+                    object_count: 1,
+                })),
+                d(Event::SyncStarted(SyncStarted {
+                    revision: c.sha.clone(),
+                    digest: Some(set_digest),
+                })),
+                d(Event::ObjectApplied(ObjectApplied {
+                    revision: c.sha.clone(),
+                    object: obj.clone(),
+                    action: if color == "blue" {
+                        ApplyAction::Created
+                    } else {
+                        ApplyAction::Configured
+                    },
+                    changed_fields: vec!["/data/color".into()],
+                    digest: one,
+                })),
+                d(Event::SyncFinished(SyncFinished {
+                    revision: c.sha.clone(),
+                    outcome: SyncOutcome::Succeeded,
+                    counts: SyncCounts::default(),
+                    duration_ms: 7,
+                })),
+                d(Event::HealthChanged(HealthChanged {
+                    object: None,
+                    from: Health::Unknown,
+                    to: Health::Healthy,
+                    message: None,
+                })),
+            ])
+            .unwrap();
+        s.flush().unwrap();
+        seq_time.push((
+            appended.last_seq,
+            s.get(appended.last_seq).unwrap().unwrap().body.time,
+        ));
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    s.append(vec![Draft::new(
+        Some("shop"),
+        Event::DriftDetected(DriftDetected {
+            object: obj.clone(),
+            diffs: vec![FieldDiff {
+                path: "/data/color".into(),
+                expected: Some("\"green\"".into()),
+                actual: Some("\"red\"".into()),
+            }],
+            managers: vec![FieldManager {
+                manager: "kubectl-edit".into(),
+                operation: "Update".into(),
+                fields: vec!["/data/color".into()],
+                time: None,
+            }],
+        }),
+    )])
+    .unwrap();
+    s.append(vec![
+        Draft::new(
+            Some("shop"),
+            Event::IntentRecorded(IntentRecorded {
+                intent: IntentKind::Rollback,
+                revision: Some(c1.sha.clone()),
+                reason: Some("green breaks checkout".into()),
+            }),
+        )
+        .by("ana"),
+    ])
+    .unwrap();
+    s.flush().unwrap();
+    let p = s.projections().clone();
+
+    let st = query::status(&s, &p, Some("shop")).unwrap();
+    assert_eq!(st.len(), 1);
+    let st = &st[0];
+    assert!(st.pinned);
+    assert_eq!(st.intent.kind, "rollback");
+    assert_eq!(st.intent.revision.as_deref(), Some(c1.sha.as_str()));
+    assert_eq!(st.intent.actor.as_deref(), Some("ana"));
+    assert_eq!(st.intent.reason.as_deref(), Some("green breaks checkout"));
+    assert_eq!(st.applied_revision.as_deref(), Some(c2.sha.as_str()));
+    assert_eq!(st.health, Some(Health::Healthy));
+    assert_eq!(st.drift_count, 1);
+    assert_eq!(st.drifted, vec!["ConfigMap/shop/settings".to_string()]);
+    assert_eq!(st.last_sync.as_ref().unwrap().revision, c2.sha);
+    let e = query::status(&s, &p, Some("nope")).unwrap_err();
+    assert!(e.to_string().contains("\"nope\""), "{e}");
+
+    // Replay: after the first sync, before the rollback, now.
+    let (seq1, t1) = seq_time[0];
+    let then = query::replay(&s, t1, Some("shop")).unwrap();
+    assert_eq!(then[0].seq, seq1);
+    assert!(!then[0].pinned);
+    assert_eq!(then[0].applied_revision.as_deref(), Some(c1.sha.as_str()));
+    assert_eq!(then[0].inventory[0].revision, c1.sha);
+    let now = query::replay(&s, chrono::Utc::now(), None).unwrap();
+    assert!(now[0].pinned);
+    assert_eq!(now[0].intent.actor.as_deref(), Some("ana"));
+    assert_eq!(now[0].inventory[0].revision, c2.sha);
+    let before = chrono::DateTime::from_timestamp(1_000, 0).unwrap();
+    assert!(query::replay(&s, before, None).unwrap().is_empty());
+    assert!(matches!(
+        query::replay(&s, before, Some("shop")),
+        Err(query::QueryError::NothingAt { .. })
+    ));
+
+    // Show by prefix; an ambiguous prefix names both.
+    let shown = query::show(&s, &p, "shop", &c1.sha[..6]).unwrap();
+    assert_eq!(shown.manifests, vec![cm("blue")]);
+    let e = query::show(&s, &p, "shop", "aaa").unwrap_err().to_string();
+    assert!(e.contains(&c1.sha) && e.contains(&c2.sha), "{e}");
+    let d = query::diff_revisions(&s, &p, "shop", &c1.sha[..5], &c2.sha[..5]).unwrap();
+    assert!(d.added.is_empty() && d.removed.is_empty());
+    assert_eq!(d.changed[0].object, "ConfigMap/shop/settings");
+    assert_eq!(d.changed[0].fields[0].path, "/data/color");
+    assert_eq!(d.changed[0].fields[0].from, Some(serde_json::json!("blue")));
+
+    // Blame: the color from Bob's commit, with its open drift; the name from Alice's.
+    let spec: query::ObjectSpec = "ConfigMap/shop/settings".parse().unwrap();
+    let b = query::blame(&s, &p, &spec, None, None).unwrap();
+    let color = b.fields.iter().find(|f| f.path == "/data/color").unwrap();
+    assert_eq!(color.set_by.as_ref().unwrap().revision, c2.sha);
+    assert_eq!(
+        color.set_by.as_ref().unwrap().author_email.as_deref(),
+        Some("bob@example.com")
+    );
+    assert_eq!(color.drifts.len(), 1);
+    assert!(!color.drifts[0].corrected);
+    assert_eq!(color.drifts[0].managers[0].manager, "kubectl-edit");
+    let name = b
+        .fields
+        .iter()
+        .find(|f| f.path == "/metadata/name")
+        .unwrap();
+    assert_eq!(name.set_by.as_ref().unwrap().revision, c1.sha);
+    let e = query::blame(&s, &p, &spec, None, Some("spec.replicas"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("/spec/replicas"), "{e}");
 }

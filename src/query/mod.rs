@@ -836,6 +836,45 @@ fn scan_intersection<R: EventRead + ?Sized>(
     }
 }
 
+/// A page of one App's events of one kind, newest first, from the intersection of the App and
+/// kind indexes (status and the like look up "the App's last X" this way).
+pub(crate) fn app_kind_page<R: EventRead + ?Sized>(
+    reader: &R,
+    app: &str,
+    kind: EventKind,
+    cursor: Option<u64>,
+    limit: usize,
+) -> Result<HistoryPage, QueryError> {
+    let plan = Plan {
+        selectors: vec![],
+        groups: vec![
+            vec![Selector::App(app.to_string())],
+            vec![Selector::Kind(kind)],
+        ],
+        since: None,
+        until: None,
+        app: Some(app.to_string()),
+        object: None,
+        author: None,
+        revisions: vec![],
+        category: None,
+    };
+    let filter = HistoryFilter {
+        cursor,
+        limit,
+        ..Default::default()
+    };
+    let (page, _) = scan_intersection(reader, &plan, &filter, Order::NewestFirst, limit)?;
+    Ok(HistoryPage {
+        events: page
+            .events
+            .into_iter()
+            .filter(|e| e.kind == kind.name())
+            .collect(),
+        next: page.next,
+    })
+}
+
 /// The page and the last event examined (matching or not).
 fn scan<R: EventRead + ?Sized>(
     reader: &R,

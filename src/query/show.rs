@@ -16,7 +16,8 @@ pub struct Shown {
     pub revision: String,
     /// Blob address (hex) of the rendered manifests.
     pub digest: String,
-    /// The manifests in canonical order (Secret values as keyed hashes, as stored).
+    /// The manifests in canonical order, as stored (Secret values sealed or, in sets recorded
+    /// before sealing, as keyed hashes: never in plain text).
     pub manifests: Vec<Value>,
 }
 

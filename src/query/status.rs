@@ -1,8 +1,8 @@
 //! Owns `status`: per App what it is meant to run (intent), what it runs (revision), how the
 //! last sync went, its health, its open drift and whether it is pinned.
 
-use super::{QueryError, object_name};
-use crate::event::{Envelope, Event, EventKind, Health, IntentKind, SyncCounts, SyncOutcome};
+use super::{EventRow, QueryError, app_kind_page, object_name};
+use crate::event::{Event, EventKind, Health, IntentKind, SyncCounts, SyncOutcome};
 use crate::store::projection::AppState;
 use crate::store::{EventRead, Projections, Query, Selector};
 use chrono::{DateTime, Utc};
@@ -59,53 +59,47 @@ pub struct AppStatus {
     pub objects: u64,
 }
 
-/// The newest event of `kind` for `app` that `pick` accepts, looking back [`LOOKBACK`] events.
-fn latest<R: EventRead + ?Sized>(
-    reader: &R,
+/// The newest event of `kind` for `app` that `pick` accepts, looking back [`LOOKBACK`] events
+/// of that App and kind (read through the intersection of the App and kind indexes).
+fn latest(
+    reader: &(impl EventRead + ?Sized),
     app: &str,
     kind: EventKind,
-    pick: impl Fn(&Envelope) -> bool,
-) -> Result<Option<Envelope>, QueryError> {
-    let mut query = Query::new(Selector::Kind(kind)).limit(500);
+    pick: impl Fn(&EventRow) -> bool,
+) -> Result<Option<EventRow>, QueryError> {
+    let mut cursor = None;
     let mut seen = 0;
     loop {
-        let page = reader.query(&query)?;
+        let page = app_kind_page(reader, app, kind, cursor, 500)?;
         seen += page.events.len();
-        if let Some(e) = page
-            .events
-            .into_iter()
-            .find(|e| e.body.app.as_deref() == Some(app) && pick(e))
-        {
+        if let Some(e) = page.events.into_iter().find(|e| pick(e)) {
             return Ok(Some(e));
         }
         match page.next {
-            Some(n) if seen < LOOKBACK => query.cursor = Some(n),
+            Some(n) if seen < LOOKBACK => cursor = Some(n),
             _ => return Ok(None),
         }
     }
 }
 
 /// Objects of `app` whose newest drift record is an uncorrected DriftDetected.
-fn open_drift<R: EventRead + ?Sized>(reader: &R, app: &str) -> Result<Vec<String>, QueryError> {
+fn open_drift(reader: &(impl EventRead + ?Sized), app: &str) -> Result<Vec<String>, QueryError> {
     // Newest DriftDetected per object within the look-back.
     let mut newest: BTreeMap<String, (u64, crate::event::ObjectRef)> = BTreeMap::new();
-    let mut query = Query::new(Selector::Kind(EventKind::DriftDetected)).limit(500);
+    let mut cursor = None;
     let mut seen = 0;
     loop {
-        let page = reader.query(&query)?;
+        let page = app_kind_page(reader, app, EventKind::DriftDetected, cursor, 500)?;
         seen += page.events.len();
         for e in &page.events {
-            if e.body.app.as_deref() != Some(app) {
-                continue;
-            }
-            if let Event::DriftDetected(d) = &e.body.event {
+            if let Event::DriftDetected(d) = &e.event {
                 newest
                     .entry(d.object.identity())
-                    .or_insert((e.body.seq, d.object.clone()));
+                    .or_insert((e.seq, d.object.clone()));
             }
         }
         match page.next {
-            Some(n) if seen < LOOKBACK => query.cursor = Some(n),
+            Some(n) if seen < LOOKBACK => cursor = Some(n),
             _ => break,
         }
     }
@@ -185,27 +179,26 @@ pub fn status<R: EventRead + ?Sized>(
         if app.is_some_and(|a| a != name) {
             continue;
         }
-        let last_sync = latest(reader, name, EventKind::SyncFinished, |_| true)?.and_then(|e| {
-            match e.body.event {
+        let last_sync =
+            latest(reader, name, EventKind::SyncFinished, |_| true)?.and_then(|e| match e.event {
                 Event::SyncFinished(s) => Some(LastSync {
                     revision: s.revision,
-                    time: e.body.time,
+                    time: e.time,
                     outcome: s.outcome,
                     counts: s.counts,
                     duration_ms: s.duration_ms,
                 }),
                 _ => None,
-            }
-        });
+            });
         let health = latest(
             reader,
             name,
             EventKind::HealthChanged,
-            |e| matches!(&e.body.event, Event::HealthChanged(h) if h.object.is_none()),
+            |e| matches!(&e.event, Event::HealthChanged(h) if h.object.is_none()),
         )?;
         let (health, health_since) = match health {
-            Some(e) => match e.body.event {
-                Event::HealthChanged(h) => (Some(h.to), Some(e.body.time)),
+            Some(e) => match e.event {
+                Event::HealthChanged(h) => (Some(h.to), Some(e.time)),
                 _ => (None, None),
             },
             None => (None, None),

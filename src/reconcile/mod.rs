@@ -726,6 +726,14 @@ impl Reconciler {
         let changes = self.execute(&plan, desired, &revision, options).await?;
         appended += changes.1;
         let changes = changes.0;
+        // Every change is on the server now (the health wait below can take much longer): the
+        // moment "applied" is what `kubectl apply` returning corresponds to.
+        tracing::info!(
+            app = %name,
+            %revision,
+            objects = changes.outcomes.len(),
+            "applied"
+        );
 
         // Corrections of the drifts this plan re-applied.
         let mut drafts = Vec::new();

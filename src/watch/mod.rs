@@ -1,4 +1,4 @@
-//! Owns drift signals: one kube-runtime watcher and reflector store per kind an App manages
+//! Owns drift signals: one kube-runtime watcher and compact live cache per kind an App manages
 //! (selected by its `reckon.dev/app` label), the live cache that answers the planner's
 //! [`Observed`] input, and debounced "object changed / deleted" notifications so the agent
 //! re-plans soon after someone else touches an object.
@@ -15,6 +15,7 @@
 //! than a maximum, and while the consumer is busy it keeps merging rather than blocking the
 //! watchers.
 
+mod cache;
 mod debounce;
 
 pub use debounce::{Change, ChangeKind};
@@ -27,7 +28,6 @@ use crate::render::SecretKey;
 use crate::render::normalize::APP_LABEL;
 use futures::StreamExt;
 use kube::api::{Api, DynamicObject, ListParams};
-use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -79,7 +79,7 @@ const BATCH_CHANNEL: usize = 1;
 
 struct KindWatch {
     resource: Resolved,
-    store: Store<DynamicObject>,
+    store: Arc<cache::KindCache>,
     synced: Arc<AtomicBool>,
     task: JoinHandle<()>,
 }
@@ -119,17 +119,26 @@ fn object_ref(object: &DynamicObject, resource: &Resolved) -> ObjectRef {
     }
 }
 
-/// Identity and resourceVersion of every object in a store.
+/// Identity and resourceVersion of every object in a kind's cache.
 fn versions(
-    store: &Store<DynamicObject>,
+    store: &cache::KindCache,
     resource: &Resolved,
 ) -> HashMap<ObjectKey, (ObjectRef, String)> {
+    let ar = &resource.resource;
     store
-        .state()
-        .iter()
-        .map(|o| {
-            let object = object_ref(o, resource);
-            let rv = o.metadata.resource_version.clone().unwrap_or_default();
+        .versions()
+        .into_iter()
+        .map(|((namespace, name), rv)| {
+            let object = ObjectRef {
+                group: ar.group.clone(),
+                version: ar.version.clone(),
+                kind: ar.kind.clone(),
+                namespace: match resource.scope {
+                    Scope::Namespaced => Some(namespace),
+                    Scope::Cluster => None,
+                },
+                name,
+            };
             (object.key(), (object, rv))
         })
         .collect()
@@ -227,7 +236,7 @@ struct KindTask {
     api: Api<DynamicObject>,
     resource: Resolved,
     selector: String,
-    writer: reflector::store::Writer<DynamicObject>,
+    store: Arc<cache::KindCache>,
     synced: Arc<AtomicBool>,
     raw: mpsc::Sender<Change>,
     resync: Duration,
@@ -240,13 +249,12 @@ async fn run_kind(task: KindTask) {
         api,
         resource,
         selector,
-        mut writer,
+        store,
         synced,
         raw,
         resync,
         key,
     } = task;
-    let store = writer.as_reader();
     let config = watcher::Config::default().labels(&selector);
     let mut events = watcher(api.clone(), config).default_backoff().boxed();
     let mut tick = tokio::time::interval(resync);
@@ -297,7 +305,7 @@ async fn run_kind(task: KindTask) {
                 watcher::Event::InitApply(_) => {}
                 watcher::Event::InitDone => {}
             }
-            writer.apply_watcher_event(&event);
+            store.apply(&event);
             if matches!(event, watcher::Event::InitDone) {
                 let before = before_relist.take().unwrap_or_default();
                 if first_list {
@@ -389,14 +397,13 @@ impl AppWatch {
             }
             // Cluster-wide for namespaced kinds: an App may place objects in any namespace.
             let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &resource.resource);
-            let writer = reflector::store::Writer::new(resource.resource.clone());
-            let store = writer.as_reader();
+            let store = Arc::new(cache::KindCache::default());
             let synced = Arc::new(AtomicBool::new(false));
             let task = tokio::spawn(run_kind(KindTask {
                 api,
                 resource: resource.clone(),
                 selector: selector.clone(),
-                writer,
+                store: store.clone(),
                 synced: synced.clone(),
                 raw: self.raw.clone(),
                 resync: self.options.resync,
@@ -460,17 +467,13 @@ impl AppWatch {
             if !kind.synced.load(Ordering::Acquire) {
                 continue;
             }
-            let mut lookup =
-                reflector::ObjectRef::new_with(&object.name, kind.resource.resource.clone());
-            if kind.resource.scope == Scope::Namespaced {
-                lookup = lookup.within(object.namespace.as_deref().unwrap_or_default());
-            }
-            let observation = match kind.store.get(&lookup) {
+            let namespace = match kind.resource.scope {
+                Scope::Namespaced => object.namespace.as_deref().unwrap_or_default(),
+                Scope::Cluster => "",
+            };
+            let observation = match kind.store.get(namespace, &object.name) {
                 None => Observation::Absent,
-                Some(live) => {
-                    let Ok(mut value) = serde_json::to_value(live.as_ref()) else {
-                        continue;
-                    };
+                Some(mut value) => {
                     // Items of a list carry no apiVersion and kind (only watch events do),
                     // and the store holds both.
                     if let serde_json::Value::Object(map) = &mut value {

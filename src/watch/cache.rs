@@ -1,0 +1,172 @@
+//! Owns the live cache of one watched kind: each object kept as the lz4-compressed JSON of its
+//! sanitized form, keyed by namespace and name, and parsed again only when a pass reads it.
+//!
+//! Why not kube's reflector store: it keeps every object parsed (`DynamicObject`, whose
+//! `serde_json::Value` maps cost a B-tree node each, and managedFields are deep maps of one or
+//! two keys). A thousand Apps' Deployments, Services and Ingresses held that way were most of
+//! the agent's memory; compressed JSON is a few percent of it. A pass reads a handful of its
+//! own objects, so parsing on read costs microseconds where the memory was megabytes.
+
+use kube::api::DynamicObject;
+use kube::runtime::watcher;
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+/// `(namespace or "", name)`.
+pub type Key = (String, String);
+
+struct Entry {
+    resource_version: String,
+    /// lz4 (size-prefixed) of the object's JSON.
+    packed: Box<[u8]>,
+}
+
+#[derive(Default)]
+struct Inner {
+    objects: HashMap<Key, Entry>,
+    /// A re-list in progress: objects listed so far, swapped in whole at its end (what a
+    /// restarted watch or a resync lists is the truth; what it does not list is gone).
+    relist: Option<HashMap<Key, Entry>>,
+}
+
+/// One kind's objects. Shared between the kind's watch task (the only writer) and readers.
+#[derive(Default)]
+pub struct KindCache {
+    inner: RwLock<Inner>,
+}
+
+fn key_of(object: &DynamicObject) -> Key {
+    (
+        object.metadata.namespace.clone().unwrap_or_default(),
+        object.metadata.name.clone().unwrap_or_default(),
+    )
+}
+
+fn pack(object: &DynamicObject) -> Entry {
+    // Serializing a DynamicObject cannot fail (string keys, no non-finite floats from JSON).
+    let json = serde_json::to_vec(object).unwrap_or_default();
+    Entry {
+        resource_version: object.metadata.resource_version.clone().unwrap_or_default(),
+        packed: lz4_flex::compress_prepend_size(&json).into_boxed_slice(),
+    }
+}
+
+impl KindCache {
+    /// Applies one watcher event, with the reflector's semantics (`Init` starts a re-list,
+    /// `InitApply` adds to it, `InitDone` replaces the cache with it).
+    pub fn apply(&self, event: &watcher::Event<DynamicObject>) {
+        let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        match event {
+            watcher::Event::Apply(o) => {
+                inner.objects.insert(key_of(o), pack(o));
+            }
+            watcher::Event::Delete(o) => {
+                inner.objects.remove(&key_of(o));
+            }
+            watcher::Event::Init => inner.relist = Some(HashMap::new()),
+            watcher::Event::InitApply(o) => {
+                let entry = pack(o);
+                inner
+                    .relist
+                    .get_or_insert_with(HashMap::new)
+                    .insert(key_of(o), entry);
+            }
+            watcher::Event::InitDone => {
+                if let Some(listed) = inner.relist.take() {
+                    inner.objects = listed;
+                }
+            }
+        }
+    }
+
+    /// The object's JSON, parsed. `None` when absent (or, never expected, unreadable).
+    pub fn get(&self, namespace: &str, name: &str) -> Option<serde_json::Value> {
+        let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        let entry = inner
+            .objects
+            .get(&(namespace.to_string(), name.to_string()))?;
+        let json = lz4_flex::decompress_size_prepended(&entry.packed).ok()?;
+        drop(inner);
+        serde_json::from_slice(&json).ok()
+    }
+
+    /// Every cached object's key and resourceVersion.
+    pub fn versions(&self) -> Vec<(Key, String)> {
+        let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        inner
+            .objects
+            .iter()
+            .map(|(k, e)| (k.clone(), e.resource_version.clone()))
+            .collect()
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.inner
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .objects
+            .len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn object(ns: &str, name: &str, rv: &str, replicas: u32) -> DynamicObject {
+        serde_json::from_value(json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": name, "namespace": ns, "resourceVersion": rv},
+            "spec": {"replicas": replicas}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn events_update_the_cache_and_reads_give_the_object_back() {
+        let cache = KindCache::default();
+        cache.apply(&watcher::Event::Apply(object("a", "web", "1", 1)));
+        cache.apply(&watcher::Event::Apply(object("b", "web", "2", 2)));
+        assert_eq!(cache.get("a", "web").unwrap()["spec"]["replicas"], 1);
+        assert_eq!(
+            cache.get("b", "web").unwrap()["metadata"]["resourceVersion"],
+            "2"
+        );
+        assert_eq!(cache.get("c", "web"), None);
+
+        cache.apply(&watcher::Event::Apply(object("a", "web", "3", 5)));
+        assert_eq!(cache.get("a", "web").unwrap()["spec"]["replicas"], 5);
+        cache.apply(&watcher::Event::Delete(object("a", "web", "4", 5)));
+        assert_eq!(cache.get("a", "web"), None);
+        assert_eq!(cache.len(), 1);
+    }
+
+    #[test]
+    fn a_relist_replaces_the_cache_only_when_done() {
+        let cache = KindCache::default();
+        cache.apply(&watcher::Event::Apply(object("a", "kept", "1", 1)));
+        cache.apply(&watcher::Event::Apply(object("a", "gone", "2", 1)));
+
+        cache.apply(&watcher::Event::Init);
+        cache.apply(&watcher::Event::InitApply(object("a", "kept", "5", 2)));
+        cache.apply(&watcher::Event::InitApply(object("a", "new", "6", 1)));
+        // Until the list is complete, readers see the previous state.
+        assert!(cache.get("a", "gone").is_some());
+        assert_eq!(cache.get("a", "kept").unwrap()["spec"]["replicas"], 1);
+
+        cache.apply(&watcher::Event::InitDone);
+        assert_eq!(cache.get("a", "gone"), None);
+        assert_eq!(cache.get("a", "kept").unwrap()["spec"]["replicas"], 2);
+        let mut versions = cache.versions();
+        versions.sort();
+        assert_eq!(
+            versions,
+            [
+                (("a".to_string(), "kept".to_string()), "5".to_string()),
+                (("a".to_string(), "new".to_string()), "6".to_string()),
+            ]
+        );
+    }
+}
