@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod agent;
+pub mod api;
 pub mod apply;
 pub mod cli;
 pub mod cluster;
@@ -13,6 +14,7 @@ pub mod codec;
 pub mod config;
 pub mod event;
 pub mod health;
+pub mod metrics;
 pub mod observe;
 pub mod plan;
 pub mod query;

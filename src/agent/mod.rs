@@ -86,6 +86,9 @@ pub struct AgentOptions {
     pub watch: WatchOptions,
     /// Up to this fraction of a poll interval is added at random to each wait.
     pub jitter: f64,
+    /// Bearer tokens of the `/api/v1` routes; none configured means the API refuses every
+    /// request (see docs/api.md).
+    pub api_tokens: Arc<crate::api::auth::Tokens>,
 }
 
 impl AgentOptions {
@@ -100,6 +103,7 @@ impl AgentOptions {
             webhooks: WebhookSecrets::default(),
             watch: WatchOptions::default(),
             jitter: 0.1,
+            api_tokens: Arc::default(),
         }
     }
 }
@@ -294,7 +298,17 @@ async fn reconcile_all(
     }
 
     let server = match options.listen {
-        Some(addr) => Some(serve(addr, cfg, options, wakers.clone(), stop.clone()).await?),
+        Some(addr) => Some(
+            serve(
+                addr,
+                cfg,
+                options,
+                store.clone(),
+                wakers.clone(),
+                stop.clone(),
+            )
+            .await?,
+        ),
         None => None,
     };
 
@@ -332,11 +346,13 @@ async fn reconcile_all(
     Ok(())
 }
 
-/// Serves `/healthz`, `/readyz` and the webhook endpoints until stop.
+/// Serves `/healthz`, `/readyz`, the webhook endpoints, `/metrics` and the `/api/v1` routes
+/// until stop.
 async fn serve(
     addr: SocketAddr,
     cfg: &Config,
     options: &AgentOptions,
+    store: StoreHandle,
     wakers: Arc<HashMap<String, mpsc::Sender<Wake>>>,
     mut stop: watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<()>, AgentError> {
@@ -351,16 +367,33 @@ async fn serve(
             .map(|a| (a.name.clone(), a.source.url.clone()))
             .collect(),
     };
+    let hook_wakers = wakers.clone();
     tokio::spawn(async move {
         while let Some(t) = rx.recv().await {
-            if let Some(waker) = wakers.get(&t.source) {
+            if let Some(waker) = hook_wakers.get(&t.source) {
                 let _ = waker.try_send(Wake::Fetch);
             }
         }
     });
-    let app = webhook::router(hooks, tx)
-        .route("/healthz", axum::routing::get(|| async { "ok\n" }))
-        .route("/readyz", axum::routing::get(|| async { "ok\n" }));
+    if options.api_tokens.is_empty() {
+        tracing::warn!(
+            "no API tokens configured (--api-token-file, --admin-token-file): /api/v1 refuses \
+             every request"
+        );
+    }
+    let apps = cfg.apps.iter().map(|a| a.name.clone()).collect();
+    // A recorded rollback or resume is acted on by a pass now; the pass reads the intent from
+    // the store, so a plain re-plan (no fetch) is enough. A full inbox already holds a pending
+    // pass, which will read the new intent too.
+    let waker: crate::api::Waker = Arc::new(move |app: &str| match wakers.get(app) {
+        Some(w) => {
+            let _ = w.try_send(Wake::Changed);
+            true
+        }
+        None => false,
+    });
+    let api = crate::api::ApiState::new(store, options.api_tokens.clone(), apps, Some(waker));
+    let app = webhook::router(hooks, tx).merge(crate::api::router(api));
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| AgentError::Listen { addr, source })?;
@@ -443,13 +476,15 @@ async fn app_task(
             next_fetch = tokio::time::Instant::now() + schedule.next_delay(&mut rand::rng());
         }
         fetch_pending = false;
-        match reconciler
+        let started = std::time::Instant::now();
+        let passed = reconciler
             .pass(&PassOptions {
                 fetch,
                 progress: None,
             })
-            .await
-        {
+            .await;
+        crate::metrics::METRICS.observe_reconcile(started.elapsed(), passed.is_ok());
+        match passed {
             Ok(report) => {
                 let ok = matches!(
                     report.status,

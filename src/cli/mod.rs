@@ -4,6 +4,7 @@
 mod fetch;
 pub mod output;
 pub mod query;
+mod remote;
 mod rollback;
 mod run;
 pub mod source;

@@ -27,12 +27,17 @@ pub struct Common {
     /// Output format: table (default), json, yaml or jsonl (one JSON object per line).
     #[arg(short, long, value_enum, default_value_t = Format::Table)]
     pub output: Format,
+    #[command(flatten)]
+    pub server: super::remote::ServerArgs,
 }
 
 impl Common {
-    /// The source the flags name.
+    /// The source the flags name: the agent at --server, else the local store.
     pub fn source(&self) -> anyhow::Result<Box<dyn Source>> {
-        Ok(Box::new(Local::new(&self.store)))
+        Ok(match self.server.client()? {
+            Some(client) => Box::new(super::remote::Remote::new(client)),
+            None => Box::new(Local::new(&self.store)),
+        })
     }
 }
 

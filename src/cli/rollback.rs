@@ -32,6 +32,10 @@ pub struct RollbackArgs {
     /// Record the rollback only; the agent or the next `reckon sync` applies it.
     #[arg(long)]
     no_sync: bool,
+    /// Ask the running agent at --server to record it (with an admin --token) and apply it;
+    /// the actor is the token's identity.
+    #[command(flatten)]
+    server: super::remote::ServerArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -52,6 +56,10 @@ pub struct ResumeArgs {
     /// Use the last recorded head instead of fetching first.
     #[arg(long)]
     no_fetch: bool,
+    /// Ask the running agent at --server to record it (with an admin --token); the actor is
+    /// the token's identity.
+    #[command(flatten)]
+    server: super::remote::ServerArgs,
 }
 
 /// The actor of an intent given on the command line: `--actor`, else the OS user.
@@ -89,6 +97,11 @@ async fn pass(r: &mut Reconciler, fetch: bool) -> anyhow::Result<PassReport> {
 }
 
 pub async fn rollback(args: RollbackArgs) -> anyhow::Result<ExitCode> {
+    if args.server.server.is_some() {
+        super::remote::refuse_actor(args.actor.as_deref())?;
+        return super::remote::rollback(args.server, args.app, args.to, args.steps, args.reason)
+            .await;
+    }
     let actor = actor(args.actor)?;
     let target = match (args.to, args.steps) {
         (Some(rev), _) => RollbackTarget::Revision(rev),
@@ -124,6 +137,10 @@ pub async fn rollback(args: RollbackArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn resume(args: ResumeArgs) -> anyhow::Result<ExitCode> {
+    if args.server.server.is_some() {
+        super::remote::refuse_actor(args.actor.as_deref())?;
+        return super::remote::resume(args.server, args.app, args.reason).await;
+    }
     let actor = actor(args.actor)?;
     let (mut r, handle, task) = reconciler(&args.paths, &args.app).await?;
     let recorded = rollback::request_resume(&handle, &args.app, actor.clone(), args.reason).await;

@@ -1,6 +1,7 @@
 //! Owns `reckon run`: the agent, until SIGINT or SIGTERM.
 
 use crate::agent::{self, AgentOptions, WebhookSecrets};
+use crate::api::auth::Role;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -58,6 +59,14 @@ pub struct RunArgs {
     /// Secret of the generic HMAC webhook.
     #[arg(long, env = "RECKON_WEBHOOK_SECRET", hide_env_values = true)]
     webhook_secret: Option<String>,
+    /// Read-only API tokens: a file with one token per line (`TOKEN` or `NAME TOKEN`). They may
+    /// call every GET under /api/v1. Without any token file the API refuses every request.
+    #[arg(long, env = "RECKON_API_TOKEN_FILE")]
+    api_token_file: Option<PathBuf>,
+    /// Admin API tokens (same format): GET and POST (rollback, resume); NAME becomes the actor
+    /// `api:NAME` of what they record.
+    #[arg(long, env = "RECKON_ADMIN_TOKEN_FILE")]
+    admin_token_file: Option<PathBuf>,
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
@@ -68,6 +77,17 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         gitlab: args.gitlab_token,
         generic: args.webhook_secret,
     };
+    let mut tokens = crate::api::auth::Tokens::default();
+    if let Some(path) = &args.api_token_file {
+        tokens.load(path, Role::Read)?;
+    }
+    if let Some(path) = &args.admin_token_file {
+        tokens.load(path, Role::Admin)?;
+    }
+    if !tokens.is_empty() && args.listen.is_none() {
+        anyhow::bail!("API token files were given but no --listen address to serve the API on");
+    }
+    options.api_tokens = std::sync::Arc::new(tokens);
     agent::run(options, agent::stop_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }

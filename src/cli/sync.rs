@@ -49,6 +49,9 @@ pub struct DiffArgs {
     /// Output format of --from/--to: table, json, yaml or jsonl.
     #[arg(short, long, value_enum, default_value_t = super::output::Format::Table)]
     output: super::output::Format,
+    /// With --from/--to: ask the running agent at --server instead of opening the store.
+    #[command(flatten)]
+    server: super::remote::ServerArgs,
     /// The App to compare.
     app: String,
 }
@@ -292,8 +295,15 @@ pub async fn diff(args: DiffArgs) -> anyhow::Result<ExitCode> {
         let common = super::query::Common {
             store: args.paths.store,
             output: args.output,
+            server: args.server,
         };
         return super::query::diff_recorded(common, args.app, from, to).await;
+    }
+    if args.server.server.is_some() {
+        anyhow::bail!(
+            "reckon diff --server compares two recorded revisions: give --from and --to (a \
+             dry-run diff against the cluster runs here, on the local store)"
+        );
     }
     let (mut r, handle, task) = reconciler(&args.paths, &args.app).await?;
     let result = r.diff(!args.no_fetch).await;

@@ -217,9 +217,12 @@ impl GitSource {
         previous_head: Option<String>,
     ) -> Result<FetchOutcome, SourceError> {
         let this = self.clone();
-        tokio::task::spawn_blocking(move || this.fetch(previous_head.as_deref()))
+        let started = std::time::Instant::now();
+        let result = tokio::task::spawn_blocking(move || this.fetch(previous_head.as_deref()))
             .await
-            .map_err(|e| SourceError::Task(e.to_string()))?
+            .map_err(|e| SourceError::Task(e.to_string()))?;
+        crate::metrics::METRICS.observe_git_fetch(started.elapsed(), result.is_ok());
+        result
     }
 
     /// The files under the source's path at `sha`, relative to that path, sorted. Blocking.

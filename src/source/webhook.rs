@@ -86,12 +86,16 @@ struct Shared {
 /// Triggers go out with `try_send`: a full channel means fetches are already queued, and a webhook
 /// sender must not wait on reckon's fetch queue (GitHub gives up after 10 s). A dropped trigger
 /// is logged; the next poll catches up.
+/// The webhook endpoints (all POST), in the order [`router`] mounts them; the API's route table
+/// and its OpenAPI document list them from here.
+pub const ROUTES: [&str; 3] = ["/hooks/github", "/hooks/gitlab", "/hooks/generic/{source}"];
+
 pub fn router(config: WebhookConfig, triggers: mpsc::Sender<WebhookTrigger>) -> Router {
     let shared = Arc::new(Shared { config, triggers });
     Router::new()
-        .route("/hooks/github", post(github))
-        .route("/hooks/gitlab", post(gitlab))
-        .route("/hooks/generic/{source}", post(generic))
+        .route(ROUTES[0], post(github))
+        .route(ROUTES[1], post(gitlab))
+        .route(ROUTES[2], post(generic))
         .with_state(shared)
 }
 

@@ -4,7 +4,7 @@
 use super::projection::AppState;
 use super::sled_engine::{SledStore, StoreReader};
 use super::{Appended, EventStore, Projections, StoreError};
-use crate::event::{Digest, Draft};
+use crate::event::{Digest, Draft, EventKind};
 use tokio::sync::{mpsc, oneshot};
 
 /// Why 64: a command is one logical batch (a whole sync's events, possibly thousands), so 64
@@ -15,15 +15,20 @@ pub const CHANNEL_BOUND: usize = 64;
 /// At most this many queued appends share one flush (bounds the wait of the first one).
 const GROUP_COMMIT_MAX: usize = 64;
 
+/// The batch's result and the kinds of its events (counted in the metrics once flushed).
 fn write_batch(
     store: &mut SledStore,
     blobs: &[Vec<u8>],
     drafts: Vec<Draft>,
-) -> Result<Appended, StoreError> {
-    for blob in blobs {
-        store.put_blob(blob)?;
-    }
-    store.append(drafts)
+) -> (Result<Appended, StoreError>, Vec<EventKind>) {
+    let kinds = drafts.iter().map(|d| d.event.kind()).collect();
+    let result = (|| {
+        for blob in blobs {
+            store.put_blob(blob)?;
+        }
+        store.append(drafts)
+    })();
+    (result, kinds)
 }
 
 enum Command {
@@ -90,7 +95,7 @@ pub fn spawn(store: SledStore) -> (StoreHandle, tokio::task::JoinHandle<Result<(
                         }
                     }
                     let mut flushed = store.flush().map_err(Some);
-                    for (result, reply) in done {
+                    for ((result, kinds), reply) in done {
                         let r = match &mut flushed {
                             Ok(()) => result,
                             // Disk full and friends keep their own type for the first batch.
@@ -101,6 +106,10 @@ pub fn spawn(store: SledStore) -> (StoreHandle, tokio::task::JoinHandle<Result<(
                                 },
                             }),
                         };
+                        // The one hook for event-derived metrics: only what is durable counts.
+                        if r.is_ok() {
+                            crate::metrics::METRICS.record_appended(kinds);
+                        }
                         let _ = reply.send(r);
                     }
                 }

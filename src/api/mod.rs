@@ -1,0 +1,311 @@
+//! Owns reckon's HTTP API: the `/api/v1` routes (history, apps, revisions, blame, manifests,
+//! diff, replay as JSON; rollback and resume as POST), bearer-token authentication, JSON errors,
+//! `/metrics`, and the OpenAPI document that describes them (`docs/openapi.yaml`, embedded so a
+//! test checks the committed file against the routes the server really has).
+//!
+//! The router is built from [`ROUTES`], one table of (method, path, handler); the same table is
+//! what the OpenAPI test compares against, so a route cannot exist undocumented.
+
+pub mod auth;
+pub mod client;
+pub mod handlers;
+
+use crate::store::Projections;
+use crate::store::writer::StoreHandle;
+use auth::{Identity, Role, Tokens};
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, get};
+use serde::Serialize;
+use std::sync::Arc;
+
+/// The OpenAPI 3 document of every route (the committed `docs/openapi.yaml`).
+pub const OPENAPI: &str = include_str!("../../docs/openapi.yaml");
+
+/// Every API path starts with this.
+pub const PREFIX: &str = "/api/v1";
+
+/// Wakes an App's task so that a just-recorded intent is acted on now, not at the next poll.
+/// Returns false when the agent has no such App.
+pub type Waker = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct ApiState {
+    pub store: StoreHandle,
+    pub tokens: Arc<Tokens>,
+    /// The Apps the agent reconciles (from its configuration).
+    pub apps: Arc<Vec<String>>,
+    pub waker: Option<Waker>,
+    projections: Arc<tokio::sync::Mutex<Option<Arc<Projections>>>>,
+}
+
+impl ApiState {
+    pub fn new(
+        store: StoreHandle,
+        tokens: Arc<Tokens>,
+        apps: Vec<String>,
+        waker: Option<Waker>,
+    ) -> ApiState {
+        ApiState {
+            store,
+            tokens,
+            apps: Arc::new(apps),
+            waker,
+            projections: Arc::default(),
+        }
+    }
+
+    /// The projections as of the newest event. Queries need them (object groups, revision
+    /// prefixes, inventories), and a copy from the writer costs as much as the projections are
+    /// large; so one copy is shared by every request until the log grows.
+    pub async fn projections(&self) -> Result<Arc<Projections>, ApiError> {
+        let reader = self.store.reader().clone();
+        let last = tokio::task::spawn_blocking(move || reader.last_seq())
+            .await
+            .map_err(|e| ApiError::Internal(format!("read task: {e}")))??;
+        let mut cached = self.projections.lock().await;
+        if let Some(p) = cached.as_ref()
+            && p.covered_seq >= last
+        {
+            return Ok(p.clone());
+        }
+        let fresh = Arc::new(self.store.projections().await?);
+        *cached = Some(fresh.clone());
+        Ok(fresh)
+    }
+}
+
+/// Who may call a route.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// No token (health, metrics; webhooks check their own signatures).
+    Open,
+    /// A read-only or an admin token.
+    Read,
+    /// An admin token.
+    Admin,
+}
+
+/// One route: method, path (axum syntax, `{param}`), and who may call it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Route {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub access: Access,
+}
+
+/// The handler of each route, and the route table the router and the OpenAPI test share.
+fn table() -> Vec<(Route, MethodRouter<ApiState>)> {
+    use axum::routing::post;
+    let r = |method, path, access| Route {
+        method,
+        path,
+        access,
+    };
+    vec![
+        (
+            r("GET", "/api/v1/events", Access::Read),
+            get(handlers::events),
+        ),
+        (r("GET", "/api/v1/apps", Access::Read), get(handlers::apps)),
+        (
+            r("GET", "/api/v1/apps/{app}", Access::Read),
+            get(handlers::app),
+        ),
+        (
+            r("GET", "/api/v1/apps/{app}/revisions", Access::Read),
+            get(handlers::revisions),
+        ),
+        (
+            r(
+                "GET",
+                "/api/v1/apps/{app}/revisions/{rev}/manifests",
+                Access::Read,
+            ),
+            get(handlers::manifests),
+        ),
+        (
+            r("GET", "/api/v1/apps/{app}/diff", Access::Read),
+            get(handlers::diff),
+        ),
+        (
+            r("GET", "/api/v1/blame", Access::Read),
+            get(handlers::blame),
+        ),
+        (
+            r("GET", "/api/v1/replay", Access::Read),
+            get(handlers::replay),
+        ),
+        (
+            r("POST", "/api/v1/apps/{app}/rollback", Access::Admin),
+            post(handlers::rollback),
+        ),
+        (
+            r("POST", "/api/v1/apps/{app}/resume", Access::Admin),
+            post(handlers::resume),
+        ),
+    ]
+}
+
+/// Method and path of every route the agent serves: the `/api/v1` table, the open endpoints
+/// ([`OPEN_ROUTES`]) and the webhooks (mounted by the agent from [`crate::source::webhook`]).
+pub fn routes() -> Vec<Route> {
+    let mut all: Vec<Route> = table().into_iter().map(|(r, _)| r).collect();
+    for path in OPEN_ROUTES {
+        all.push(Route {
+            method: "GET",
+            path,
+            access: Access::Open,
+        });
+    }
+    for path in crate::source::webhook::ROUTES {
+        all.push(Route {
+            method: "POST",
+            path,
+            access: Access::Open,
+        });
+    }
+    all
+}
+
+/// Served without a token: liveness and readiness for probes, and `/metrics` (Prometheus
+/// scrapers rarely carry tokens, and it names no App).
+pub const OPEN_ROUTES: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+
+/// The `/api/v1` routes (behind bearer tokens) and [`OPEN_ROUTES`]. Unknown paths fall through
+/// to the caller's fallback.
+pub fn router(state: ApiState) -> Router {
+    let mut api = Router::new();
+    for (route, handler) in table() {
+        api = api.route(route.path, handler);
+    }
+    api.route_layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        authenticate,
+    ))
+    .route(OPEN_ROUTES[0], get(|| async { "ok\n" }))
+    .route(OPEN_ROUTES[1], get(|| async { "ok\n" }))
+    .route(OPEN_ROUTES[2], get(handlers::metrics))
+    .fallback(|uri: axum::http::Uri| async move {
+        ApiError::NotFound(format!("no route {} (see docs/api.md)", uri.path()))
+    })
+    .with_state(state)
+}
+
+/// Checks the bearer token: none or an unknown one → 401 with `WWW-Authenticate: Bearer`; a
+/// read-only token on anything but GET/HEAD → 403. The identity goes into the request's
+/// extensions for handlers that record who acted.
+async fn authenticate(State(state): State<ApiState>, mut req: Request, next: Next) -> Response {
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(auth::bearer)
+        .map(str::to_owned);
+    let identity: Option<Identity> = presented.as_deref().and_then(|t| state.tokens.check(t));
+    let Some(identity) = identity else {
+        let message = if state.tokens.is_empty() {
+            "this agent has no API tokens configured (start it with --api-token-file and/or \
+             --admin-token-file)"
+        } else if presented.is_none() {
+            "missing bearer token (Authorization: Bearer TOKEN)"
+        } else {
+            "unknown bearer token"
+        };
+        let mut resp = ApiError::Unauthorized(message.into()).into_response();
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"reckon\""),
+        );
+        return resp;
+    };
+    let read_only = matches!(*req.method(), Method::GET | Method::HEAD);
+    if !read_only && identity.role != Role::Admin {
+        return ApiError::Forbidden(format!(
+            "{} is a read-only token; {} needs an admin token",
+            identity.actor,
+            req.method()
+        ))
+        .into_response();
+    }
+    req.extensions_mut().insert(identity);
+    next.run(req).await
+}
+
+/// Every error the API answers with; the body is `{"error": {"code", "message"}}`.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: ErrorDetail<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorDetail<'a> {
+    code: &'a str,
+    message: String,
+}
+
+impl ApiError {
+    fn parts(&self) -> (StatusCode, &'static str) {
+        match self {
+            ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code) = self.parts();
+        if status.is_server_error() {
+            tracing::error!(error = %self, "API request failed");
+        }
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code,
+                message: self.to_string(),
+            },
+        };
+        (status, axum::Json(body)).into_response()
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        ApiError::Internal(format!("reading the store: {e}"))
+    }
+}
+
+/// Serves [`router`] (and `extra`, e.g. health and webhooks) on `listener` until `stop`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app)
+        .with_graceful_shutdown(stop)
+        .await
+}
