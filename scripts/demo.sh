@@ -4,7 +4,9 @@
 # Git repository with commits by several authors, and runs the agent (`reckon run`) against it:
 # the first sync, a change, a removed file (pruned), manual drift (corrected), a deleted object
 # (re-created), a force-push, a broken commit (nothing pruned) and an unreachable remote. Then it
-# verifies the hash-chained log and prints what reckon recorded as a timeline.
+# verifies the hash-chained log, prints what reckon recorded as a timeline, asks the history
+# questions (revisions, drift history, blame), rolls back to a commit while the remote is gone,
+# and resumes following Git.
 # It is a smoke check too: every wait has a timeout, and the script exits non-zero when reckon
 # does not do its job.
 set -euo pipefail
