@@ -865,6 +865,31 @@ impl StoreReader {
         )
     }
 
+    /// The sequence range `[lo, hi]` a query may return, from its cursor and time range; `None`
+    /// when nothing can match. Time is non-decreasing along the sequence, so a time range
+    /// narrows the seq range.
+    fn seq_range(&self, q: &Query) -> Result<Option<(u64, u64)>, StoreError> {
+        let (mut lo, mut hi) = match (q.order, q.cursor) {
+            (_, None) => (1, u64::MAX),
+            (Order::OldestFirst, Some(c)) => match c.checked_add(1) {
+                Some(lo) => (lo, u64::MAX),
+                None => return Ok(None),
+            },
+            (Order::NewestFirst, Some(c)) => (1, c.saturating_sub(1)),
+        };
+        if let Some(s) = q.since
+            && let Some(seq) = self.time_floor(s)?
+        {
+            lo = lo.max(seq);
+        }
+        if let Some(u) = q.until
+            && let Some(seq) = self.time_ceiling(u)?
+        {
+            hi = hi.min(seq.saturating_sub(1));
+        }
+        Ok((lo <= hi).then_some((lo, hi)))
+    }
+
     /// Every event in sequence order, from `from` on.
     pub fn iter_from(&self, from: u64) -> impl Iterator<Item = Result<Envelope, StoreError>> + '_ {
         self.scan_log(from, u64::MAX, Order::OldestFirst)
@@ -1069,27 +1094,9 @@ impl EventRead for StoreReader {
         if q.limit == 0 {
             return Ok(empty);
         }
-        let (mut lo, mut hi) = match (q.order, q.cursor) {
-            (_, None) => (1, u64::MAX),
-            (Order::OldestFirst, Some(c)) => match c.checked_add(1) {
-                Some(lo) => (lo, u64::MAX),
-                None => return Ok(empty),
-            },
-            (Order::NewestFirst, Some(c)) => (1, c.saturating_sub(1)),
-        };
-        if let Some(s) = q.since
-            && let Some(seq) = self.time_floor(s)?
-        {
-            lo = lo.max(seq);
-        }
-        if let Some(u) = q.until
-            && let Some(seq) = self.time_ceiling(u)?
-        {
-            hi = hi.min(seq.saturating_sub(1));
-        }
-        if lo > hi {
+        let Some((lo, hi)) = self.seq_range(q)? else {
             return Ok(empty);
-        }
+        };
         let mut seqs = Vec::with_capacity(q.limit.min(4096));
         for seq in self.scan_postings(term, lo, hi, q.order) {
             seqs.push(seq?);
@@ -1109,28 +1116,9 @@ impl EventRead for StoreReader {
         if q.limit == 0 {
             return Ok(empty);
         }
-        let (mut lo, mut hi) = match (q.order, q.cursor) {
-            (_, None) => (1, u64::MAX),
-            (Order::OldestFirst, Some(c)) => match c.checked_add(1) {
-                Some(lo) => (lo, u64::MAX),
-                None => return Ok(empty),
-            },
-            (Order::NewestFirst, Some(c)) => (1, c.saturating_sub(1)),
-        };
-        // Time is non-decreasing along the sequence, so a time range narrows the seq range.
-        if let Some(s) = q.since
-            && let Some(seq) = self.time_floor(s)?
-        {
-            lo = lo.max(seq);
-        }
-        if let Some(u) = q.until
-            && let Some(seq) = self.time_ceiling(u)?
-        {
-            hi = hi.min(seq.saturating_sub(1));
-        }
-        if lo > hi {
+        let Some((lo, hi)) = self.seq_range(q)? else {
             return Ok(empty);
-        }
+        };
         let iter: EnvIter<'_> = match selector_term(&q.selector) {
             None => self.scan_log(lo, hi, q.order),
             Some(term) => {
