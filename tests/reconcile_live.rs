@@ -6,105 +6,39 @@
 
 mod support;
 
-use reckon::apply::Catalog;
 use reckon::config;
 use reckon::event::{ApplyAction, Event, EventKind, SyncOutcome};
-use reckon::reconcile::{Live, PassOptions, PassStatus, Reconciler};
-use reckon::render::SecretKey;
-use reckon::source::{GitSource, config::spec_for};
-use reckon::store::{OpenOptions, SledStore, writer};
-use reckon_testenv::git::Fixture;
-use std::sync::Arc;
-use support::TestNamespace;
-use support::sync::{api_for, counting_client, writes};
+use reckon::reconcile::{PassOptions, PassStatus, Reconciler};
+use support::sync::{api_for, writes};
 
 const CONFIGMAP: &str =
     "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  color: blue\n";
 const SERVICE: &str = "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  selector:\n    app: web\n  ports:\n    - port: 80\n";
 const DEPLOYMENT: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 0\n  selector:\n    matchLabels:\n      app: web\n  template:\n    metadata:\n      labels:\n        app: web\n    spec:\n      containers:\n        - name: web\n          image: nginx:1.25\n          ports:\n            - containerPort: 80\n";
 
-/// One store, one cache, one Git repository and a namespace, shared by a test's Apps.
-struct Harness {
-    fixture: Fixture,
-    ns: TestNamespace,
-    store: writer::StoreHandle,
-    writer: Option<tokio::task::JoinHandle<Result<(), reckon::store::StoreError>>>,
-    _store_dir: tempfile::TempDir,
-    cache: tempfile::TempDir,
-    requests: Arc<support::sync::Requests>,
-    catalog: Arc<Catalog>,
+/// The shared harness (`tests/support/harness.rs`) with this file's conveniences.
+struct Harness(support::harness::Harness);
+
+impl std::ops::Deref for Harness {
+    type Target = support::harness::Harness;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
 impl Harness {
     async fn new(prefix: &str) -> Self {
-        let (client, requests) = counting_client().await;
-        let ns = TestNamespace::create(&client, prefix).await;
-        let catalog = support::sync::catalog(client).await;
-        let store_dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(
-            store_dir.path(),
-            OpenOptions {
-                create: true,
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        let (store, writer) = writer::spawn(store);
-        Self {
-            fixture: Fixture::new().unwrap(),
-            ns,
-            store,
-            writer: Some(writer),
-            _store_dir: store_dir,
-            cache: tempfile::tempdir().unwrap(),
-            requests,
-            catalog: Arc::new(catalog),
-        }
-    }
-
-    fn app(&self, name: &str, path: &str, extra: &str) -> config::App {
-        let text = format!(
-            "apps:\n  - name: {name}\n    source:\n      url: {url}\n      path: {path}\n    target:\n      kubeconfig: {kc}\n      namespace: {ns}\n{extra}",
-            url = self.fixture.file_url(),
-            kc = support::kubeconfig().display(),
-            ns = self.ns.name,
-        );
-        let cfg = config::parse(&text, std::path::Path::new("reckon.yaml")).unwrap();
-        cfg.apps.into_iter().next().unwrap()
+        Harness(support::harness::Harness::new(prefix).await)
     }
 
     fn reconciler(&self, app: config::App) -> Reconciler {
-        let source = GitSource::new(spec_for(&app).unwrap(), self.cache.path());
-        Reconciler::new(
-            app,
-            source,
-            self.store.clone(),
-            SecretKey::new([9; 32]),
-            self.catalog.clone(),
-            Live::Direct,
-        )
-    }
-
-    fn commit(&self, message: &str, files: &[(&str, Option<&str>)]) -> String {
-        let mut c = self.fixture.commit(message);
-        for (path, contents) in files {
-            c = match contents {
-                Some(text) => c.write(path, text),
-                None => c.remove(path),
-            };
-        }
-        let sha = c.create().unwrap();
-        self.fixture.push().unwrap();
-        sha
+        self.0.reconciler(app, [9; 32])
     }
 
     /// Every event of `app` so far, oldest first.
     fn events(&self, app: &str) -> Vec<Event> {
-        self.store
-            .reader()
-            .iter_from(1)
-            .map(|e| e.unwrap())
-            .filter(|e| e.body.app.as_deref() == Some(app))
+        self.envelopes(app, 1)
+            .into_iter()
             .map(|e| e.body.event)
             .collect()
     }
@@ -113,9 +47,8 @@ impl Harness {
         self.events(app).iter().map(Event::kind).collect()
     }
 
-    async fn close(mut self) {
-        self.store.clone().close().await.unwrap();
-        self.writer.take().unwrap().await.unwrap().unwrap();
+    async fn close(self) {
+        self.0.close().await
     }
 }
 

@@ -6,17 +6,12 @@
 
 mod support;
 
-use reckon::apply::Catalog;
 use reckon::config;
 use reckon::event::{ApplyAction, Event, IntentKind};
 use reckon::reconcile::rollback::{self, RollbackError, RollbackTarget};
-use reckon::reconcile::{Live, PassOptions, PassReport, PassStatus, Reconciler};
+use reckon::reconcile::{PassOptions, PassReport, PassStatus, Reconciler};
 use reckon::render::SecretKey;
-use reckon::source::{GitSource, config::spec_for};
-use reckon::store::{EventRead, OpenOptions, SledStore, writer};
-use reckon_testenv::git::Fixture;
-use std::sync::Arc;
-use support::TestNamespace;
+use reckon::store::EventRead;
 use support::sync::api_for;
 
 const KEY: [u8; 32] = [9; 32];
@@ -36,100 +31,40 @@ fn base64_of(text: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(text)
 }
 
-/// One store, one cache, one Git repository and a namespace.
-struct Harness {
-    fixture: Fixture,
-    ns: TestNamespace,
-    store: writer::StoreHandle,
-    writer: Option<tokio::task::JoinHandle<Result<(), reckon::store::StoreError>>>,
-    _store_dir: tempfile::TempDir,
-    cache: tempfile::TempDir,
-    catalog: Arc<Catalog>,
+/// The shared harness (`tests/support/harness.rs`) with this file's conveniences.
+struct Harness(support::harness::Harness);
+
+impl std::ops::Deref for Harness {
+    type Target = support::harness::Harness;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
 impl Harness {
     async fn new(prefix: &str) -> Self {
-        let client = support::client().await;
-        let ns = TestNamespace::create(&client, prefix).await;
-        let catalog = support::sync::catalog(client).await;
-        let store_dir = tempfile::tempdir().unwrap();
-        let store = SledStore::open(
-            store_dir.path(),
-            OpenOptions {
-                create: true,
-                ..Default::default()
-            },
-        )
-        .unwrap();
-        let (store, writer) = writer::spawn(store);
-        Self {
-            fixture: Fixture::new().unwrap(),
-            ns,
-            store,
-            writer: Some(writer),
-            _store_dir: store_dir,
-            cache: tempfile::tempdir().unwrap(),
-            catalog: Arc::new(catalog),
-        }
+        Harness(support::harness::Harness::new(prefix).await)
     }
 
     fn app(&self, name: &str) -> config::App {
-        let text = format!(
-            "apps:\n  - name: {name}\n    source:\n      url: {url}\n      path: app\n    target:\n      kubeconfig: {kc}\n      namespace: {ns}\n",
-            url = self.fixture.file_url(),
-            kc = support::kubeconfig().display(),
-            ns = self.ns.name,
-        );
-        let cfg = config::parse(&text, std::path::Path::new("reckon.yaml")).unwrap();
-        cfg.apps.into_iter().next().unwrap()
+        self.0.app(name, "app", "")
     }
 
     /// A fresh reconciler (nothing in memory: what a restarted agent or `reckon sync` has).
     fn reconciler(&self, name: &str) -> Reconciler {
-        let app = self.app(name);
-        let source = GitSource::new(spec_for(&app).unwrap(), self.cache.path());
-        Reconciler::new(
-            app,
-            source,
-            self.store.clone(),
-            SecretKey::new(KEY),
-            self.catalog.clone(),
-            Live::Direct,
-        )
-    }
-
-    fn commit(&self, message: &str, files: &[(&str, Option<&str>)]) -> String {
-        let mut c = self.fixture.commit(message);
-        for (path, contents) in files {
-            c = match contents {
-                Some(text) => c.write(path, text),
-                None => c.remove(path),
-            };
-        }
-        let sha = c.create().unwrap();
-        self.fixture.push().unwrap();
-        sha
+        self.0.reconciler(self.app(name), KEY)
     }
 
     /// Every event of `app` from sequence `from` on, with its actor.
     fn events_since(&self, app: &str, from: u64) -> Vec<(Option<String>, Event)> {
-        self.store
-            .reader()
-            .iter_from(from)
-            .map(|e| e.unwrap())
-            .filter(|e| e.body.app.as_deref() == Some(app))
+        self.envelopes(app, from)
+            .into_iter()
             .map(|e| (e.body.actor, e.body.event))
             .collect()
     }
 
     fn next_seq(&self) -> u64 {
-        self.store
-            .reader()
-            .iter_from(1)
-            .map(|e| e.unwrap().body.seq)
-            .last()
-            .unwrap_or(0)
-            + 1
+        self.store.reader().last_seq().unwrap() + 1
     }
 
     async fn color(&self, name: &str) -> Option<String> {
@@ -157,9 +92,8 @@ impl Harness {
             .map(|s| s.data["data"]["password"].as_str().unwrap().to_string())
     }
 
-    async fn close(mut self) {
-        self.store.clone().close().await.unwrap();
-        self.writer.take().unwrap().await.unwrap().unwrap();
+    async fn close(self) {
+        self.0.close().await
     }
 }
 
