@@ -10,43 +10,20 @@ use reckon::store::sled_engine::size_on_disk;
 use reckon::store::{EventRead, EventStore, OpenOptions, Query, Selector, SledStore};
 use std::time::{Duration, Instant};
 
+mod support;
+use support::{Rng, percentile};
+
 const APPS: u64 = 50;
 const OBJECTS: u64 = 20;
 const BATCH: u64 = 1000;
 const QUERIES: usize = 300;
 
-/// A small deterministic generator (xorshift) so runs are comparable without a rand crate.
-struct Rng(u64);
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n.max(1)
-    }
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
-}
-
 fn main() {
-    let n: u64 = std::env::args()
-        .skip(1)
-        .find(|a| !a.starts_with('-'))
-        .or_else(|| std::env::var("RECKON_BENCH_EVENTS").ok())
-        .map(|s| s.replace('_', "").parse().expect("event count"))
-        .unwrap_or(100_000);
+    let n = support::event_count(100_000);
     let tmp = tempfile::tempdir().unwrap();
-    let path = std::env::var_os("RECKON_BENCH_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| tmp.path().join("bench-store"));
+    let path = support::store_path(tmp.path());
     // RECKON_BENCH_REUSE=1 keeps a store of the right size from an earlier run (read-side runs).
-    let reuse = std::env::var_os("RECKON_BENCH_REUSE").is_some()
-        && SledStore::open(&path, OpenOptions::default())
-            .ok()
-            .and_then(|s| s.head())
-            .is_some_and(|h| h.0 == n);
+    let reuse = support::reusable(&path, n);
     if !reuse {
         let _ = std::fs::remove_dir_all(&path);
     }

@@ -25,6 +25,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+// The store-side benchmarks' generator and percentiles (benches/ is not a test crate).
+#[path = "../benches/support/mod.rs"]
+mod bench_support;
+use bench_support::{Rng, percentile};
+
 const TOKEN: &str = "bench-token-0123456789";
 const OBJECTS: u64 = 20;
 /// Distinct manifest versions per object (the image tag cycles): blobs are deduplicated.
@@ -32,25 +37,11 @@ const VERSIONS: u64 = 8;
 const BATCH: u64 = 10_000;
 const REQUESTS: usize = 200;
 
-struct Rng(u64);
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n.max(1)
-    }
-}
-
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
         .map(|s| s.replace('_', "").parse().expect(name))
         .unwrap_or(default)
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
 }
 
 fn manifest(k: u64, version: u64) -> Vec<u8> {
