@@ -143,18 +143,29 @@ impl Packed {
 
     fn unpack(&self, key: &SecretKey) -> Result<Rendered, String> {
         let bytes = lz4_flex::decompress_size_prepended(&self.bytes).map_err(|e| e.to_string())?;
-        let set = render::from_recorded(&bytes, key).map_err(|e| e.to_string())?;
-        Ok(Rendered {
-            revision: self.revision.clone(),
-            desired: Arc::new(
-                set.objects
-                    .iter()
-                    .map(|o| DesiredObject::from_rendered(o, key))
-                    .collect(),
-            ),
-            digest: self.digest,
-        })
+        open_recorded(self.revision.clone(), &bytes, self.digest, key)
     }
+}
+
+/// Objects in the recorded format ([`render::from_recorded`]: one canonical object per line,
+/// Secret values sealed) opened as `revision`'s desired set, whose address is `digest`.
+fn open_recorded(
+    revision: String,
+    bytes: &[u8],
+    digest: Digest,
+    key: &SecretKey,
+) -> Result<Rendered, String> {
+    let set = render::from_recorded(bytes, key).map_err(|e| e.to_string())?;
+    Ok(Rendered {
+        revision,
+        desired: Arc::new(
+            set.objects
+                .iter()
+                .map(|o| DesiredObject::from_rendered(o, key))
+                .collect(),
+        ),
+        digest,
+    })
 }
 
 /// One object as recorded: as rendered, a Secret's values sealed.
@@ -463,18 +474,9 @@ impl Reconciler {
                 .blob(&digest)
                 .map_err(|e| format!("reading blob {digest}: {e}"))?
                 .ok_or_else(|| format!("the store does not hold blob {digest}"))?;
-            let set = render::from_recorded(&bytes, &key).map_err(|e| e.to_string())?;
-            let desired: Vec<DesiredObject> = set
-                .objects
-                .iter()
-                .map(|o| DesiredObject::from_rendered(o, &key))
-                .collect();
-            let digest = Digest::of(&set_bytes(&desired, &key));
-            Ok(Rendered {
-                revision,
-                desired: Arc::new(desired),
-                digest,
-            })
+            // The blob's address is the set's digest: re-serializing and sealing it again
+            // would only compute the same bytes.
+            open_recorded(revision, &bytes, digest, &key)
         })
         .await
         .map_err(|e| e.to_string())?
