@@ -105,18 +105,27 @@ impl Drop for AppWatch {
     }
 }
 
-fn object_ref(object: &DynamicObject, resource: &Resolved) -> ObjectRef {
+/// The identity of a watched kind's object with this namespace and name.
+fn named_ref(resource: &Resolved, namespace: Option<String>, name: String) -> ObjectRef {
     let ar = &resource.resource;
     ObjectRef {
         group: ar.group.clone(),
         version: ar.version.clone(),
         kind: ar.kind.clone(),
         namespace: match resource.scope {
-            Scope::Namespaced => object.metadata.namespace.clone(),
+            Scope::Namespaced => namespace,
             Scope::Cluster => None,
         },
-        name: object.metadata.name.clone().unwrap_or_default(),
+        name,
     }
+}
+
+fn object_ref(object: &DynamicObject, resource: &Resolved) -> ObjectRef {
+    named_ref(
+        resource,
+        object.metadata.namespace.clone(),
+        object.metadata.name.clone().unwrap_or_default(),
+    )
 }
 
 /// Identity and resourceVersion of every object in a kind's cache.
@@ -124,21 +133,11 @@ fn versions(
     store: &cache::KindCache,
     resource: &Resolved,
 ) -> HashMap<ObjectKey, (ObjectRef, String)> {
-    let ar = &resource.resource;
     store
         .versions()
         .into_iter()
         .map(|((namespace, name), rv)| {
-            let object = ObjectRef {
-                group: ar.group.clone(),
-                version: ar.version.clone(),
-                kind: ar.kind.clone(),
-                namespace: match resource.scope {
-                    Scope::Namespaced => Some(namespace),
-                    Scope::Cluster => None,
-                },
-                name,
-            };
+            let object = named_ref(resource, Some(namespace), name);
             (object.key(), (object, rv))
         })
         .collect()
