@@ -12,6 +12,7 @@ pub mod cli;
 pub mod cluster;
 pub mod codec;
 pub mod config;
+pub mod crd;
 pub mod event;
 pub mod health;
 pub mod metrics;

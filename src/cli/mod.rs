@@ -64,6 +64,9 @@ pub enum Command {
     Rollback(rollback::RollbackArgs),
     /// Unpin a rolled-back App (recorded, with who and why) and sync it to Git's head again.
     Resume(rollback::ResumeArgs),
+    /// Print the App CustomResourceDefinition (apps.reckon.dev) as YAML, generated from the
+    /// Rust type: `reckon crd > deploy/base/crd.yaml` regenerates the committed one.
+    Crd,
 }
 
 /// Opens the store for writing, creating it when missing (fetch, sync, diff).
@@ -116,5 +119,9 @@ pub async fn run() -> anyhow::Result<std::process::ExitCode> {
         Command::Replay(args) => query::replay(args).await,
         Command::Rollback(args) => rollback::rollback(args).await,
         Command::Resume(args) => rollback::resume(args).await,
+        Command::Crd => {
+            print!("{}", crate::crd::crd_yaml()?);
+            Ok(std::process::ExitCode::SUCCESS)
+        }
     }
 }

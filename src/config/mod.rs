@@ -294,7 +294,9 @@ impl Default for SignaturePolicy {
 }
 
 /// See [`SignaturePolicy::mode`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum SignatureMode {
     Off,
@@ -352,7 +354,9 @@ impl Default for Prune {
 }
 
 /// What reckon does about drift (a live managed field differing from what it applied).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum DriftMode {
     /// Record the drift and re-apply the last applied state.
@@ -365,7 +369,9 @@ pub enum DriftMode {
 }
 
 /// What server-side apply does when another field manager owns a field reckon sets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum ConflictPolicy {
     /// Take ownership (`force=true`), as Flux does; needed to correct drift made by
@@ -464,6 +470,21 @@ const MAX_CONFIG_BYTES: u64 = 4 * 1024 * 1024;
 
 /// Parses and validates configuration text; `file` is only used in error messages.
 pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
+    validate(parse_raw::<RawConfig>(text, file)?, file, true)
+}
+
+/// Parses and validates one App given alone (the keys of one `apps[]` entry, as YAML or JSON):
+/// the same per-value and per-App checks as the file, so an App from an App object behaves as
+/// the same App in `reckon.yaml`. `depends_on` may name Apps defined elsewhere (other objects
+/// or the file): an App waits for a dependency it does not know yet. `what` names the App in
+/// error messages.
+pub fn parse_app(text: &str, what: &Path) -> Result<App, ConfigError> {
+    let raw = parse_raw::<RawApp>(text, what)?;
+    let mut cfg = validate(RawConfig { apps: vec![raw] }, what, false)?;
+    Ok(cfg.apps.pop().expect("one App in, one App out"))
+}
+
+fn parse_raw<T: serde::de::DeserializeOwned>(text: &str, file: &Path) -> Result<T, ConfigError> {
     // A configuration file is small: budgets far below serde-saphyr's defaults bound the work an
     // alias bomb or a pathological file can cause before it is rejected.
     let options = serde_saphyr::options! {
@@ -480,14 +501,14 @@ pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
         with_snippet: false,
     };
     let mut failed_key = String::new();
-    let raw: Result<RawConfig, serde_saphyr::Error> =
+    let raw: Result<T, serde_saphyr::Error> =
         serde_saphyr::with_deserializer_from_str_with_options(text, options, |de| {
             serde_path_to_error::deserialize(de).map_err(|err| {
                 failed_key = err.path().to_string();
                 err.into_inner()
             })
         });
-    let raw = raw.map_err(|err| {
+    raw.map_err(|err| {
         let location = err.location();
         ConfigError::Parse {
             file: file.to_path_buf(),
@@ -500,8 +521,7 @@ pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
             },
             message: strip_location(&err.without_snippet().to_string()),
         }
-    })?;
-    validate(raw, file)
+    })
 }
 
 /// serde-saphyr appends " at line L, column C" to messages; the error already carries both.
@@ -564,7 +584,9 @@ struct RawSource {
     signature: Option<Spanned<SignaturePolicy>>,
 }
 
-fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
+/// `closed`: every `depends_on` must name an App of `raw` (a whole file); an App checked alone
+/// may depend on Apps defined elsewhere.
+fn validate(raw: RawConfig, file: &Path, closed: bool) -> Result<Config, ConfigError> {
     let invalid = |line: u64, key: String, message: String| ConfigError::Invalid {
         file: file.to_path_buf(),
         line,
@@ -589,7 +611,7 @@ fn validate(raw: RawConfig, file: &Path) -> Result<Config, ConfigError> {
     for (i, app) in raw.apps.into_iter().enumerate() {
         for (j, dep) in app.depends_on.iter().enumerate() {
             let key = format!("apps[{i}].depends_on[{j}]");
-            if !first_line.contains_key(&dep.value) {
+            if closed && !first_line.contains_key(&dep.value) {
                 return Err(invalid(
                     dep.referenced.line(),
                     key,

@@ -1,0 +1,639 @@
+//! Owns the `App` custom resource (`apps.reckon.dev/v1alpha1`): its spec and status types, the
+//! generated CustomResourceDefinition, the conversion of an App object into the same
+//! [`config::App`] that `reckon.yaml` yields, and the status computed from a pass (pure).
+//!
+//! The spec mirrors one `apps[]` entry of `reckon.yaml` with Kubernetes' camelCase keys. It is
+//! not validated twice in two ways: an object's spec is re-encoded with the file's keys and read
+//! by [`config::parse_app`], so an App object and the same App in the file get the same
+//! defaults, the same checks and the same errors (named by the object's key path). Only the
+//! default target namespace differs: the App object's own namespace, not `default`.
+//!
+//! The status carries what an operator needs at a glance (revisions, intent, conditions, last
+//! sync, drift count) and the sequence number of the App's last event — never the history:
+//! that lives in the store, and history in status hits etcd's object size limit.
+
+use crate::config::{self, ConflictPolicy, DriftMode, SignatureMode};
+use chrono::{DateTime, SecondsFormat, Utc};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// The API group of reckon's custom resources.
+pub const GROUP: &str = "reckon.dev";
+
+#[derive(Debug, thiserror::Error)]
+pub enum CrdError {
+    /// The spec does not make a valid App; `key` is its path in the object (`spec.source.url`).
+    #[error("App {namespace}/{name}: {key}: {message}")]
+    InvalidSpec {
+        namespace: String,
+        name: String,
+        key: String,
+        message: String,
+    },
+    #[error("App object without {0}")]
+    Metadata(&'static str),
+    #[error("encoding the CustomResourceDefinition: {0}")]
+    Encode(String),
+}
+
+/// One unit of sync, as a Kubernetes object: the keys of one App of `reckon.yaml` (see
+/// docs/configuration.md for each), camelCased. The object's name is the App's name.
+#[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    group = "reckon.dev",
+    version = "v1alpha1",
+    kind = "App",
+    namespaced,
+    status = "AppStatus",
+    shortname = "rapp",
+    category = "reckon",
+    derive = "PartialEq",
+    doc = "A Git source rendered and applied to a cluster under a policy, reconciled and recorded by reckon.",
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
+    ),
+    printcolumn(
+        name = "Applied",
+        type_ = "string",
+        json_path = ".status.appliedRevision"
+    ),
+    printcolumn(name = "Intent", type_ = "string", json_path = ".status.intent.kind"),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct AppSpec {
+    /// Where the manifests come from.
+    pub source: SourceSpec,
+    /// Which cluster and default namespace to apply to. Default: the agent's cluster and the
+    /// App object's namespace.
+    #[serde(default)]
+    pub target: Option<TargetSpec>,
+    /// Whether objects that left Git are deleted. Default: enabled, not when empty.
+    #[serde(default)]
+    pub prune: Option<PruneSpec>,
+    /// `correct` (default), `detect` or `off`.
+    #[serde(default)]
+    pub drift: Option<DriftMode>,
+    /// Fields neither reported nor corrected as drift.
+    #[serde(default)]
+    pub ignore: Vec<IgnoreSpec>,
+    /// When true, the App is neither synced nor corrected (its history is kept).
+    #[serde(default)]
+    pub suspend: Option<bool>,
+    /// Apps (by name) that must be synced and healthy first.
+    #[serde(default)]
+    pub depends_on: Vec<String>,
+    /// `force` (default) or `report`.
+    #[serde(default)]
+    pub conflicts: Option<ConflictPolicy>,
+    /// How long applied objects may take to become healthy, e.g. `5m` (default).
+    #[serde(default)]
+    pub health_timeout: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SourceSpec {
+    /// Repository URL: https://, http://, ssh://, git://, file:// or user@host:path.
+    pub url: String,
+    /// Exactly one of branch, tag, semver, commit. Default: {branch: main}.
+    #[serde(default, rename = "ref")]
+    pub reference: Option<RefSpec>,
+    /// Directory inside the repository. Default: `.`.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Poll interval, e.g. `1m` (default).
+    #[serde(default)]
+    pub interval: Option<String>,
+    #[serde(default)]
+    pub auth: Option<AuthSpec>,
+    /// A PEM CA bundle file in the agent's filesystem, for https:// remotes.
+    #[serde(default)]
+    pub ca_file: Option<String>,
+    #[serde(default)]
+    pub signature: Option<SignatureSpec>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct RefSpec {
+    #[serde(default)]
+    pub branch: Option<String>,
+    #[serde(default)]
+    pub tag: Option<String>,
+    #[serde(default)]
+    pub semver: Option<String>,
+    #[serde(default)]
+    pub commit: Option<String>,
+}
+
+/// Exactly one of token, basic, ssh; secrets are read from the agent's environment or files.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct AuthSpec {
+    #[serde(default)]
+    pub token: Option<SecretRefSpec>,
+    #[serde(default)]
+    pub basic: Option<BasicSpec>,
+    #[serde(default)]
+    pub ssh: Option<SshSpec>,
+}
+
+/// Exactly one of env (a variable of the agent) and file (a file the agent can read).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SecretRefSpec {
+    #[serde(default)]
+    pub env: Option<String>,
+    #[serde(default)]
+    pub file: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct BasicSpec {
+    pub username: String,
+    pub password: SecretRefSpec,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SshSpec {
+    pub key_file: String,
+    #[serde(default)]
+    pub known_hosts_file: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SignatureSpec {
+    /// `off`, `record` (default) or `require`.
+    #[serde(default)]
+    pub mode: Option<SignatureMode>,
+    #[serde(default)]
+    pub allowed_signers: Option<String>,
+    #[serde(default)]
+    pub keys: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TargetSpec {
+    /// A kubeconfig file in the agent's filesystem. Default: the cluster the agent watches
+    /// App objects on.
+    #[serde(default)]
+    pub kubeconfig: Option<String>,
+    #[serde(default)]
+    pub context: Option<String>,
+    /// Default: the App object's namespace.
+    #[serde(default)]
+    pub namespace: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PruneSpec {
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    #[serde(default)]
+    pub allow_empty: Option<bool>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct IgnoreSpec {
+    #[serde(default)]
+    pub select: Option<SelectorSpec>,
+    /// RFC 6901 JSON pointers, e.g. /spec/replicas.
+    pub pointers: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SelectorSpec {
+    #[serde(default)]
+    pub group: Option<String>,
+    #[serde(default)]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub namespace: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// What the agent reports about an App. Never its history (that is in the store): only the
+/// current facts and the sequence number of the App's last event, the external anchor that
+/// reveals a store lost or restored from an old backup.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AppStatus {
+    /// The object generation this status describes.
+    #[serde(default)]
+    pub observed_generation: Option<i64>,
+    /// The newest commit observed on the source ref.
+    #[serde(default)]
+    pub observed_revision: Option<String>,
+    /// The revision whose sync last finished without failing outright.
+    #[serde(default)]
+    pub applied_revision: Option<String>,
+    #[serde(default)]
+    pub intent: Option<IntentStatus>,
+    /// Ready, Reconciling, Stalled (always), StoreGap (when the store lost events of this App).
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// When the last sync finished (RFC 3339).
+    #[serde(default)]
+    pub last_sync_time: Option<String>,
+    /// Objects whose drift is detected and not corrected.
+    #[serde(default)]
+    pub drift_count: u64,
+    /// The sequence number of the App's newest event in the store.
+    #[serde(default)]
+    pub last_event_seq: Option<u64>,
+}
+
+/// What the App runs: follows Git, or pinned by a rollback or pin — by whom, and why.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct IntentStatus {
+    /// `follow`, `rollback`, `pin` or `resume`.
+    pub kind: String,
+    #[serde(default)]
+    pub revision: Option<String>,
+    #[serde(default)]
+    pub actor: Option<String>,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// A Kubernetes-style condition (the shape of metav1.Condition).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Condition {
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    pub reason: String,
+    #[serde(default)]
+    pub message: String,
+    pub last_transition_time: String,
+    #[serde(default)]
+    pub observed_generation: Option<i64>,
+}
+
+/// The CustomResourceDefinition as YAML: what `reckon crd` prints and `deploy/` commits.
+pub fn crd_yaml() -> Result<String, CrdError> {
+    use kube::CustomResourceExt as _;
+    let crd = App::crd();
+    let text = serde_saphyr::to_string(&crd).map_err(|e| CrdError::Encode(e.to_string()))?;
+    Ok(format!(
+        "# Generated by `reckon crd` from src/crd/mod.rs; do not edit (src/crd/tests.rs fails when it is stale).\n{text}"
+    ))
+}
+
+// ---- spec -> config::App ----
+
+/// The App an App object describes, as `reckon.yaml` would give it. `agent_kubeconfig` is the
+/// kubeconfig the agent watches App objects with (`None`: inferred): the default target.
+pub fn to_config(object: &App, agent_kubeconfig: Option<&Path>) -> Result<config::App, CrdError> {
+    let name = object
+        .metadata
+        .name
+        .clone()
+        .ok_or(CrdError::Metadata("a name"))?;
+    let namespace = object
+        .metadata
+        .namespace
+        .clone()
+        .ok_or(CrdError::Metadata("a namespace"))?;
+    let invalid = |key: String, message: String| CrdError::InvalidSpec {
+        namespace: namespace.clone(),
+        name: name.clone(),
+        key,
+        message,
+    };
+    let spec = serde_json::to_value(&object.spec)
+        .map_err(|e| invalid("spec".to_string(), e.to_string()))?;
+    let mut entry = file_keys(spec);
+    let map = entry.as_object_mut().expect("a struct encodes as a map");
+    map.insert("name".to_string(), name.clone().into());
+    let target = map
+        .entry("target")
+        .or_insert_with(|| serde_json::json!({}))
+        .as_object_mut()
+        .expect("target is a map");
+    target
+        .entry("namespace")
+        .or_insert_with(|| namespace.clone().into());
+    if let Some(kc) = agent_kubeconfig {
+        target
+            .entry("kubeconfig")
+            .or_insert_with(|| kc.display().to_string().into());
+    }
+    let text = entry.to_string();
+    let what = PathBuf::from(format!("App {namespace}/{name}"));
+    config::parse_app(&text, &what).map_err(|e| match e {
+        config::ConfigError::Parse { key, message, .. } => invalid(object_key(&key), message),
+        config::ConfigError::Invalid { key, message, .. } => invalid(object_key(&key), message),
+        other => invalid("spec".to_string(), other.to_string()),
+    })
+}
+
+/// The spec with the file's keys: nulls (absent optional keys) dropped so the file's defaults
+/// apply, camelCase keys snake_cased. Every key in a spec is a schema key (the spec has no
+/// free-form maps), so renaming every key renames nothing a user wrote as data.
+fn file_keys(value: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (snake(&k), file_keys(v)))
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(items.into_iter().map(file_keys).collect()),
+        other => other,
+    }
+}
+
+fn snake(key: &str) -> String {
+    let mut out = String::with_capacity(key.len() + 4);
+    for c in key.chars() {
+        if c.is_ascii_uppercase() {
+            out.push('_');
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A key path of the file's form (`apps[0].source.ca_file`, `source.ca_file`) as the object's
+/// (`spec.source.caFile`).
+fn object_key(key: &str) -> String {
+    let key = key.strip_prefix("apps[0]").unwrap_or(key);
+    let key = key.trim_start_matches('.');
+    if key.is_empty() {
+        return "spec".to_string();
+    }
+    let mut out = String::from("spec.");
+    let mut upper = false;
+    for c in key.chars() {
+        if c == '_' {
+            upper = true;
+        } else if upper {
+            out.push(c.to_ascii_uppercase());
+            upper = false;
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+// ---- status (pure) ----
+
+/// How the App's last pass went, as the status reports it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PassSummary {
+    /// No pass has finished since the agent took the App on.
+    NotYet,
+    /// The pass could not run to the end (the store, the watch cache, ...).
+    Error(String),
+    NoRevision {
+        fetch_failure: Option<String>,
+    },
+    Suspended,
+    RenderFailed(String),
+    /// In sync, or a sync ran with this outcome; with the App's health after it.
+    Done {
+        outcome: crate::event::SyncOutcome,
+        health: crate::event::Health,
+        fetch_failure: Option<String>,
+    },
+}
+
+impl PassSummary {
+    pub fn of(result: &Result<crate::reconcile::PassReport, String>) -> PassSummary {
+        use crate::reconcile::PassStatus;
+        match result {
+            Err(e) => PassSummary::Error(e.clone()),
+            Ok(r) => match &r.status {
+                PassStatus::NoRevision => PassSummary::NoRevision {
+                    fetch_failure: r.fetch_failure.clone(),
+                },
+                PassStatus::Suspended => PassSummary::Suspended,
+                PassStatus::RenderFailed { error } => PassSummary::RenderFailed(error.clone()),
+                PassStatus::InSync => PassSummary::Done {
+                    outcome: crate::event::SyncOutcome::Succeeded,
+                    health: r.health,
+                    fetch_failure: r.fetch_failure.clone(),
+                },
+                PassStatus::Synced { outcome, .. } => PassSummary::Done {
+                    outcome: *outcome,
+                    health: r.health,
+                    fetch_failure: r.fetch_failure.clone(),
+                },
+            },
+        }
+    }
+}
+
+/// A condition before its transition time is decided.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConditionFact {
+    pub type_: &'static str,
+    pub status: bool,
+    pub reason: String,
+    pub message: String,
+}
+
+fn fact(type_: &'static str, status: bool, reason: &str, message: String) -> ConditionFact {
+    ConditionFact {
+        type_,
+        status,
+        reason: reason.to_string(),
+        message,
+    }
+}
+
+/// Ready, Reconciling and Stalled from the last pass. Ready: synced and healthy. Reconciling:
+/// the agent expects to get there without anyone's help (waiting for a first revision, objects
+/// progressing). Stalled: it will not get there until someone changes something (Git, the spec).
+pub fn pass_conditions(pass: &PassSummary) -> [ConditionFact; 3] {
+    use crate::event::{Health, SyncOutcome};
+    let short = |s: &Option<String>| s.clone().unwrap_or_default();
+    let (ready, reconciling, stalled): ((bool, &str, String), (bool, &str), (bool, &str)) =
+        match pass {
+            PassSummary::NotYet => (
+                (false, "Starting", "the first pass has not finished".into()),
+                (true, "Starting"),
+                (false, "Starting"),
+            ),
+            PassSummary::Error(e) => (
+                (false, "ReconcileError", e.clone()),
+                (true, "Retrying"),
+                (false, "Retrying"),
+            ),
+            PassSummary::NoRevision { fetch_failure } => (
+                (false, "NoRevision", short(fetch_failure)),
+                (fetch_failure.is_none(), "Fetching"),
+                (fetch_failure.is_some(), "FetchFailed"),
+            ),
+            PassSummary::Suspended => (
+                (false, "Suspended", "spec.suspend is true".into()),
+                (false, "Suspended"),
+                (false, "Suspended"),
+            ),
+            PassSummary::RenderFailed(e) => (
+                (false, "RenderFailed", e.clone()),
+                (false, "RenderFailed"),
+                (true, "RenderFailed"),
+            ),
+            PassSummary::Done {
+                outcome,
+                health,
+                fetch_failure,
+            } => match (outcome, health) {
+                (SyncOutcome::Failed, _) => (
+                    (false, "SyncFailed", "the last sync failed".into()),
+                    (false, "SyncFailed"),
+                    (true, "SyncFailed"),
+                ),
+                (SyncOutcome::PartiallyFailed, _) => (
+                    (
+                        false,
+                        "SyncPartiallyFailed",
+                        "some objects failed to apply or prune".into(),
+                    ),
+                    (false, "SyncPartiallyFailed"),
+                    (true, "SyncPartiallyFailed"),
+                ),
+                (SyncOutcome::Succeeded, Health::Healthy) => (
+                    (true, "Synced", short(fetch_failure)),
+                    (false, "Synced"),
+                    (false, "Synced"),
+                ),
+                (SyncOutcome::Succeeded, Health::Progressing | Health::Unknown) => (
+                    (
+                        false,
+                        "Progressing",
+                        "applied objects are not ready yet".into(),
+                    ),
+                    (true, "Progressing"),
+                    (false, "Progressing"),
+                ),
+                (SyncOutcome::Succeeded, Health::Degraded | Health::Missing) => (
+                    (false, "Unhealthy", format!("health {health:?}")),
+                    (false, "Unhealthy"),
+                    (true, "Unhealthy"),
+                ),
+            },
+        };
+    [
+        fact("Ready", ready.0, ready.1, ready.2),
+        fact("Reconciling", reconciling.0, reconciling.1, String::new()),
+        fact("Stalled", stalled.0, stalled.1, String::new()),
+    ]
+}
+
+/// Conditions for an App object the agent cannot run (invalid spec, name taken).
+pub fn refused_conditions(reason: &str, message: String) -> [ConditionFact; 3] {
+    [
+        fact("Ready", false, reason, message.clone()),
+        fact("Reconciling", false, reason, String::new()),
+        fact("Stalled", true, reason, message),
+    ]
+}
+
+/// The StoreGap condition: the store lacks events this App's status had seen.
+pub fn gap_condition(message: String) -> ConditionFact {
+    fact("StoreGap", true, "StoreBehindStatus", message)
+}
+
+/// Conditions with transition times: a condition whose status did not change keeps the time
+/// it had in `previous`, so an unchanged App yields an unchanged status (and no write).
+pub fn with_times(
+    facts: &[ConditionFact],
+    previous: &[Condition],
+    generation: Option<i64>,
+    now: DateTime<Utc>,
+) -> Vec<Condition> {
+    facts
+        .iter()
+        .map(|f| {
+            let status = if f.status { "True" } else { "False" };
+            let since = previous
+                .iter()
+                .find(|p| p.type_ == f.type_ && p.status == status)
+                .map(|p| p.last_transition_time.clone())
+                .unwrap_or_else(|| rfc3339(now));
+            Condition {
+                type_: f.type_.to_string(),
+                status: status.to_string(),
+                reason: f.reason.clone(),
+                message: truncate(&f.message),
+                last_transition_time: since,
+                observed_generation: generation,
+            }
+        })
+        .collect()
+}
+
+/// A status message stays short: errors can quote whole manifests, and status is no log.
+fn truncate(message: &str) -> String {
+    const MAX: usize = 1024;
+    if message.len() <= MAX {
+        return message.to_string();
+    }
+    let mut end = MAX;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &message[..end])
+}
+
+pub fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// The status of an App from the store's view of it (`query::status`) and its conditions.
+pub fn status_of(
+    stored: Option<&crate::query::AppStatus>,
+    last_event_seq: Option<u64>,
+    conditions: Vec<Condition>,
+    generation: Option<i64>,
+) -> AppStatus {
+    AppStatus {
+        observed_generation: generation,
+        observed_revision: stored.and_then(|s| s.observed_revision.clone()),
+        applied_revision: stored.and_then(|s| s.applied_revision.clone()),
+        intent: stored.map(|s| IntentStatus {
+            kind: s.intent.kind.clone(),
+            revision: s.intent.revision.clone(),
+            actor: s.intent.actor.clone(),
+            reason: s.intent.reason.clone(),
+        }),
+        conditions,
+        last_sync_time: stored.and_then(|s| s.last_sync.as_ref().map(|l| rfc3339(l.time))),
+        drift_count: stored.map_or(0, |s| s.drift_count),
+        last_event_seq,
+    }
+}
+
+/// Whether the store is behind the App's status: the status saw event `status_seq` of this App,
+/// the store's newest event of it is `store_seq` (0: none). A store lost, or restored from a
+/// backup older than the status, is behind.
+pub fn store_behind(status_seq: Option<u64>, store_seq: u64) -> Option<u64> {
+    status_seq.filter(|s| *s > store_seq)
+}
+
+#[cfg(test)]
+mod tests;

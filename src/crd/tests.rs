@@ -1,0 +1,317 @@
+//! Tests of the App custom resource without a cluster: an App object yields the same App as
+//! the file, errors name the object's keys, the committed CRD is current, and the status
+//! conditions and their transition times.
+
+use super::*;
+use crate::event::{Health, SyncOutcome};
+
+fn object(namespace: &str, name: &str, spec: serde_json::Value) -> App {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "reckon.dev/v1alpha1",
+        "kind": "App",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }))
+    .expect("a valid App object")
+}
+
+/// App `web` of a file with these keys (and an App `db` it may depend on).
+fn file_app(yaml_keys: &str) -> config::App {
+    let text = format!(
+        "apps:\n  - name: web\n{yaml_keys}  - name: db\n    source:\n      url: https://e.com/db.git\n"
+    );
+    config::parse(&text, Path::new("reckon.yaml"))
+        .expect("valid file")
+        .apps
+        .remove(0)
+}
+
+#[test]
+fn every_key_of_an_app_object_means_what_it_means_in_the_file() {
+    let spec = serde_json::json!({
+        "source": {
+            "url": "https://example.com/repo.git",
+            "ref": {"tag": "v1.2.0"},
+            "path": "deploy/prod",
+            "interval": "30s",
+            "auth": {"basic": {"username": "bot", "password": {"env": "GIT_PASSWORD"}}},
+            "caFile": "/etc/ca.pem",
+            "signature": {"mode": "require", "allowedSigners": "/etc/signers", "keys": ["/k.asc"]}
+        },
+        "target": {"kubeconfig": "/kc", "context": "prod", "namespace": "shop"},
+        "prune": {"enabled": false, "allowEmpty": true},
+        "drift": "detect",
+        "ignore": [{"select": {"group": "apps", "kind": "Deployment"}, "pointers": ["/spec/replicas"]}],
+        "suspend": true,
+        "dependsOn": ["db"],
+        "conflicts": "report",
+        "healthTimeout": "2m"
+    });
+    let from_object = to_config(&object("team", "web", spec), None).unwrap();
+    let from_file = file_app(
+        "    source:
+      url: https://example.com/repo.git
+      ref: {tag: v1.2.0}
+      path: deploy/prod
+      interval: 30s
+      auth: {basic: {username: bot, password: {env: GIT_PASSWORD}}}
+      ca_file: /etc/ca.pem
+      signature: {mode: require, allowed_signers: /etc/signers, keys: [/k.asc]}
+    target: {kubeconfig: /kc, context: prod, namespace: shop}
+    prune: {enabled: false, allow_empty: true}
+    drift: detect
+    ignore:
+      - select: {group: apps, kind: Deployment}
+        pointers: [/spec/replicas]
+    suspend: true
+    depends_on: [db]
+    conflicts: report
+    health_timeout: 2m
+",
+    );
+    assert_eq!(from_object, from_file);
+}
+
+#[test]
+fn defaults_are_the_files_except_the_namespace_and_cluster() {
+    let spec = serde_json::json!({"source": {"url": "https://example.com/repo.git"}});
+    let app = to_config(&object("team-a", "web", spec), Some(Path::new("/agent/kc"))).unwrap();
+    let mut expected = file_app("    source:\n      url: https://example.com/repo.git\n");
+    expected.target.namespace = "team-a".into();
+    expected.target.kubeconfig = Some(PathBuf::from("/agent/kc"));
+    assert_eq!(app, expected);
+    assert_eq!(app.source.interval, std::time::Duration::from_secs(60));
+    assert!(app.prune.enabled);
+}
+
+#[test]
+fn a_dependency_defined_elsewhere_is_accepted() {
+    let spec = serde_json::json!({"source": {"url": "https://e.com/r.git"}, "dependsOn": ["db"]});
+    let app = to_config(&object("ns", "web", spec), None).unwrap();
+    assert_eq!(app.depends_on, vec!["db".to_string()]);
+}
+
+fn spec_error(spec: serde_json::Value) -> (String, String) {
+    match to_config(&object("ns", "web", spec), None) {
+        Err(CrdError::InvalidSpec { key, message, .. }) => (key, message),
+        other => panic!("expected an invalid spec, got {other:?}"),
+    }
+}
+
+#[test]
+fn errors_name_the_objects_key_paths() {
+    let (key, message) = spec_error(serde_json::json!({
+        "source": {"url": "https://e.com/r.git", "interval": "0s"}
+    }));
+    assert_eq!(key, "spec.source.interval");
+    assert!(message.contains("at least 1s"), "{message}");
+
+    let (key, message) = spec_error(serde_json::json!({
+        "source": {"url": "http://e.com/r.git", "caFile": "/ca.pem"}
+    }));
+    assert_eq!(key, "spec.source.caFile");
+    assert!(message.contains("https://"), "{message}");
+
+    let (key, message) = spec_error(serde_json::json!({
+        "source": {"url": "https://e.com/r.git", "ref": {"branch": "a", "tag": "b"}}
+    }));
+    assert_eq!(key, "spec.source.ref");
+    assert!(message.contains("exactly one"), "{message}");
+
+    let (key, _) = spec_error(serde_json::json!({
+        "source": {"url": "https://e.com/r.git"},
+        "ignore": [{"pointers": ["spec/replicas"]}]
+    }));
+    assert_eq!(key, "spec.ignore[0].pointers");
+}
+
+#[test]
+fn an_invalid_object_name_is_refused_as_in_the_file() {
+    let spec = serde_json::json!({"source": {"url": "https://e.com/r.git"}});
+    let name = "a".repeat(64);
+    match to_config(&object("ns", &name, spec), None) {
+        Err(CrdError::InvalidSpec { key, message, .. }) => {
+            assert_eq!(key, "spec.name");
+            assert!(message.contains("at most 63"), "{message}");
+        }
+        other => panic!("expected an invalid name, got {other:?}"),
+    }
+}
+
+#[test]
+fn the_committed_crd_is_the_generated_one() {
+    let committed = include_str!("../../deploy/base/crd.yaml");
+    assert!(
+        crd_yaml().unwrap() == committed,
+        "deploy/base/crd.yaml is stale: run `cargo run -- crd > deploy/base/crd.yaml`"
+    );
+}
+
+#[test]
+fn the_crd_has_a_status_subresource_and_a_structural_schema() {
+    use kube::CustomResourceExt as _;
+    let crd = serde_json::to_value(App::crd()).unwrap();
+    let version = &crd["spec"]["versions"][0];
+    assert_eq!(crd["spec"]["scope"], "Namespaced");
+    assert_eq!(version["name"], "v1alpha1");
+    assert!(version["subresources"]["status"].is_object());
+    let spec = &version["schema"]["openAPIV3Schema"]["properties"]["spec"];
+    assert_eq!(spec["required"], serde_json::json!(["source"]));
+    assert_eq!(
+        spec["properties"]["drift"]["enum"],
+        serde_json::json!(["correct", "detect", "off"])
+    );
+    let status = &version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"];
+    assert!(status["lastEventSeq"].is_object());
+    // A structural schema has a type at every level (Kubernetes rejects one without).
+    fn typed(schema: &serde_json::Value, at: &str) {
+        if let Some(props) = schema.get("properties").and_then(|p| p.as_object()) {
+            for (k, v) in props {
+                assert!(v.get("type").is_some(), "{at}.{k} has no type: {v}");
+                typed(v, &format!("{at}.{k}"));
+            }
+        }
+        if let Some(items) = schema.get("items") {
+            typed(items, &format!("{at}[]"));
+        }
+    }
+    typed(&version["schema"]["openAPIV3Schema"], "");
+}
+
+fn done(outcome: SyncOutcome, health: Health) -> PassSummary {
+    PassSummary::Done {
+        outcome,
+        health,
+        fetch_failure: None,
+    }
+}
+
+fn summary(facts: &[ConditionFact; 3]) -> Vec<(&'static str, bool, &str)> {
+    facts
+        .iter()
+        .map(|f| (f.type_, f.status, f.reason.as_str()))
+        .collect()
+}
+
+#[test]
+fn conditions_say_ready_reconciling_or_stalled() {
+    assert_eq!(
+        summary(&pass_conditions(&done(
+            SyncOutcome::Succeeded,
+            Health::Healthy
+        ))),
+        vec![
+            ("Ready", true, "Synced"),
+            ("Reconciling", false, "Synced"),
+            ("Stalled", false, "Synced")
+        ]
+    );
+    assert_eq!(
+        summary(&pass_conditions(&done(
+            SyncOutcome::Succeeded,
+            Health::Progressing
+        ))),
+        vec![
+            ("Ready", false, "Progressing"),
+            ("Reconciling", true, "Progressing"),
+            ("Stalled", false, "Progressing")
+        ]
+    );
+    assert_eq!(
+        summary(&pass_conditions(&PassSummary::RenderFailed(
+            "bad yaml".into()
+        ))),
+        vec![
+            ("Ready", false, "RenderFailed"),
+            ("Reconciling", false, "RenderFailed"),
+            ("Stalled", true, "RenderFailed")
+        ]
+    );
+    assert_eq!(
+        summary(&pass_conditions(&done(
+            SyncOutcome::Failed,
+            Health::Healthy
+        ))),
+        vec![
+            ("Ready", false, "SyncFailed"),
+            ("Reconciling", false, "SyncFailed"),
+            ("Stalled", true, "SyncFailed")
+        ]
+    );
+    let unreachable = PassSummary::NoRevision {
+        fetch_failure: Some("connection refused".into()),
+    };
+    let facts = pass_conditions(&unreachable);
+    assert_eq!(
+        summary(&facts),
+        vec![
+            ("Ready", false, "NoRevision"),
+            ("Reconciling", false, "Fetching"),
+            ("Stalled", true, "FetchFailed")
+        ]
+    );
+    assert_eq!(facts[0].message, "connection refused");
+    assert_eq!(
+        summary(&pass_conditions(&PassSummary::Suspended))[0],
+        ("Ready", false, "Suspended")
+    );
+}
+
+#[test]
+fn an_unchanged_condition_keeps_its_transition_time() {
+    let t0 = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc);
+    let t1 = t0 + chrono::Duration::minutes(5);
+    let first = with_times(
+        &pass_conditions(&done(SyncOutcome::Succeeded, Health::Progressing)),
+        &[],
+        Some(1),
+        t0,
+    );
+    assert!(
+        first
+            .iter()
+            .all(|c| c.last_transition_time == "2026-01-01T00:00:00Z")
+    );
+    // Same facts later: identical conditions, so the status does not change.
+    let again = with_times(
+        &pass_conditions(&done(SyncOutcome::Succeeded, Health::Progressing)),
+        &first,
+        Some(1),
+        t1,
+    );
+    assert_eq!(again, first);
+    // Ready flips: Ready and Reconciling move to t1, Stalled (still False) keeps t0.
+    let ready = with_times(
+        &pass_conditions(&done(SyncOutcome::Succeeded, Health::Healthy)),
+        &first,
+        Some(1),
+        t1,
+    );
+    assert_eq!(ready[0].last_transition_time, "2026-01-01T00:05:00Z");
+    assert_eq!(ready[1].last_transition_time, "2026-01-01T00:05:00Z");
+    assert_eq!(ready[2].last_transition_time, "2026-01-01T00:00:00Z");
+}
+
+#[test]
+fn long_messages_are_cut_on_a_character_boundary() {
+    let long = "é".repeat(2000);
+    let c = with_times(
+        &[fact("Ready", false, "RenderFailed", long)],
+        &[],
+        None,
+        Utc::now(),
+    );
+    assert!(c[0].message.len() <= 1024 + '…'.len_utf8());
+    assert!(c[0].message.ends_with('…'));
+}
+
+#[test]
+fn the_store_is_behind_only_when_the_status_saw_more() {
+    assert_eq!(store_behind(None, 0), None);
+    assert_eq!(store_behind(Some(10), 10), None);
+    assert_eq!(store_behind(Some(10), 42), None);
+    assert_eq!(store_behind(Some(10), 3), Some(10));
+    assert_eq!(store_behind(Some(10), 0), Some(10));
+}
