@@ -23,7 +23,7 @@ async fn serve(sources: Vec<(String, String)>) -> Result<(String, mpsc::Receiver
         github_secret: Some(GITHUB_SECRET.into()),
         gitlab_token: Some(GITLAB_TOKEN.into()),
         generic_secret: Some(GENERIC_SECRET.into()),
-        sources,
+        sources: std::sync::Arc::new(std::sync::RwLock::new(sources)),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);

@@ -2,8 +2,14 @@
 //! task woken by its poll timer (with jitter), a webhook, or the cluster's shared watch when
 //! one of its objects changes; Apps wait for the Apps they depend on to be synced and healthy.
 //! On stop, in-flight passes finish, the store is flushed and closed, and `run` returns.
+//!
+//! Apps come from two places behind one seam (the supervisor's `Control` messages): the file
+//! (`reckon.yaml`, fixed for the process) and, with `app_objects`, App objects in the cluster,
+//! which may be created, changed and deleted while the agent runs; each change starts, restarts
+//! or stops that App's task. Another source (a shard's share of the Apps) plugs in the same way.
 
 pub mod key;
+pub mod objects;
 
 use crate::apply::Catalog;
 use crate::config::{self, Config};
@@ -62,6 +68,18 @@ pub enum AgentError {
     },
     #[error("closing the store: {0}")]
     Close(#[source] StoreError),
+    #[error("connecting to the cluster to watch App objects: {0}")]
+    AppObjects(#[source] crate::cluster::ClusterError),
+}
+
+/// Where App objects are watched (`reckon run --watch-apps`).
+#[derive(Clone, Debug, Default)]
+pub struct AppObjects {
+    /// Only this namespace (namespaced mode); all namespaces when `None`.
+    pub namespace: Option<String>,
+    /// The cluster holding them (`None`: KUBECONFIG, ~/.kube/config, in-cluster); also the
+    /// default target of the Apps they describe.
+    pub kubeconfig: Option<PathBuf>,
 }
 
 /// Webhook secrets (a provider without one has no endpoint).
@@ -89,6 +107,8 @@ pub struct AgentOptions {
     /// Bearer tokens of the `/api/v1` routes; none configured means the API refuses every
     /// request (see docs/api.md).
     pub api_tokens: Arc<crate::api::auth::Tokens>,
+    /// Also reconcile the App objects found here; the configuration file is then optional.
+    pub app_objects: Option<AppObjects>,
 }
 
 impl AgentOptions {
@@ -104,6 +124,7 @@ impl AgentOptions {
             watch: WatchOptions::default(),
             jitter: 0.1,
             api_tokens: Arc::default(),
+            app_objects: None,
         }
     }
 }
@@ -126,6 +147,9 @@ struct Cluster {
 /// Which App manages which object, for routing watch notifications.
 type Routes = Arc<RwLock<HashMap<ObjectKey, String>>>;
 
+/// Each running App's inbox, by name (Apps come and go while the agent runs).
+type Wakers = Arc<RwLock<HashMap<String, mpsc::Sender<Wake>>>>;
+
 /// An App is ready for its dependents once a pass left it synced and healthy.
 type Readiness = watch::Sender<BTreeMap<String, bool>>;
 
@@ -134,7 +158,16 @@ pub async fn run(
     options: AgentOptions,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), AgentError> {
-    let cfg = config::load(&options.config)?;
+    // With App objects the file is optional: a cluster install may keep every App as an object.
+    let cfg = match config::load(&options.config) {
+        Err(config::ConfigError::Read { source, .. })
+            if options.app_objects.is_some() && source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            tracing::info!(file = %options.config.display(), "no configuration file: App objects only");
+            Config { apps: Vec::new() }
+        }
+        other => other?,
+    };
     let store = SledStore::open(
         &options.store,
         OpenOptions {
@@ -189,7 +222,7 @@ async fn connect(
     key: &SecretKey,
     options: &WatchOptions,
     routes: &Routes,
-    wakers: &Arc<HashMap<String, mpsc::Sender<Wake>>>,
+    wakers: &Wakers,
 ) -> Result<Cluster, AgentError> {
     let client = crate::cluster::client(
         app.target.kubeconfig.as_deref(),
@@ -226,11 +259,7 @@ async fn connect(
 }
 
 /// Sends each changed object's App a wake-up (merged: one pending wake-up is enough).
-async fn route(
-    mut batches: mpsc::Receiver<Vec<Change>>,
-    routes: Routes,
-    wakers: Arc<HashMap<String, mpsc::Sender<Wake>>>,
-) {
+async fn route(mut batches: mpsc::Receiver<Vec<Change>>, routes: Routes, wakers: Wakers) {
     while let Some(batch) = batches.recv().await {
         let apps: std::collections::BTreeSet<String> = {
             let routes = routes.read().expect("routes lock");
@@ -239,10 +268,243 @@ async fn route(
                 .filter_map(|c| routes.get(&c.object.key()).cloned())
                 .collect()
         };
+        let wakers = wakers.read().expect("wakers lock");
         for app in apps {
             if let Some(waker) = wakers.get(&app) {
                 let _ = waker.try_send(Wake::Changed);
             }
+        }
+    }
+}
+
+/// Where a running App came from: the file, or an App object (its namespace).
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Origin {
+    File,
+    Object { namespace: String },
+}
+
+impl Origin {
+    fn describe(&self) -> String {
+        match self {
+            Origin::File => "the configuration file".to_string(),
+            Origin::Object { namespace } => format!("an App object in namespace {namespace}"),
+        }
+    }
+}
+
+struct RunningApp {
+    app: config::App,
+    origin: Origin,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Starts, restarts and stops App tasks as Apps come and go; owns everything they share.
+struct Supervisor {
+    options: AgentOptions,
+    store: StoreHandle,
+    key: SecretKey,
+    stop: watch::Receiver<bool>,
+    routes: Routes,
+    wakers: Wakers,
+    clusters: HashMap<(Option<PathBuf>, Option<String>), Arc<Cluster>>,
+    ready: Arc<Readiness>,
+    limits: Limits,
+    running: BTreeMap<String, RunningApp>,
+    /// Shared with the HTTP server: the names the API acts on, the webhook sources.
+    api_apps: crate::api::AppNames,
+    hook_sources: webhook::Sources,
+    /// The client App objects are watched with (their status is written with it).
+    objects_client: Option<kube::Client>,
+}
+
+impl Supervisor {
+    /// Starts `app`'s task; `status` writes its App object's status, if it has one.
+    async fn start(
+        &mut self,
+        app: config::App,
+        origin: Origin,
+        status: Option<objects::StatusWriter>,
+    ) -> Result<(), AgentError> {
+        let target = (app.target.kubeconfig.clone(), app.target.context.clone());
+        let cluster = match self.clusters.get(&target) {
+            Some(c) => c.clone(),
+            None => {
+                let c = Arc::new(
+                    connect(
+                        &app,
+                        &self.key,
+                        &self.options.watch,
+                        &self.routes,
+                        &self.wakers,
+                    )
+                    .await?,
+                );
+                self.clusters.insert(target, c.clone());
+                c
+            }
+        };
+        let spec = spec_for(&app).map_err(|source| AgentError::Source {
+            app: app.name.clone(),
+            source,
+        })?;
+        let source = GitSource::new(spec, &self.options.cache);
+        let reconciler = Reconciler::new(
+            app.clone(),
+            source,
+            self.store.clone(),
+            self.key.clone(),
+            cluster.catalog.clone(),
+            Live::Watch(cluster.watch.clone()),
+        )
+        .with_limits(self.limits.clone());
+        // Room for a fetch and a change at once; more is merged away.
+        let (tx, inbox) = mpsc::channel(4);
+        let (own_stop, own_stop_rx) = watch::channel(false);
+        self.wakers
+            .write()
+            .expect("wakers lock")
+            .insert(app.name.clone(), tx);
+        self.api_apps
+            .write()
+            .expect("API app names lock")
+            .push(app.name.clone());
+        self.hook_sources
+            .write()
+            .expect("webhook sources lock")
+            .push((app.name.clone(), app.source.url.clone()));
+        let task = tokio::spawn(app_task(
+            reconciler,
+            inbox,
+            self.routes.clone(),
+            self.ready.clone(),
+            [self.stop.clone(), own_stop_rx],
+            self.options.jitter,
+            status.map(|w| (w, self.store.clone())),
+        ));
+        tracing::info!(app = %app.name, from = %origin.describe(), "reconciling");
+        self.running.insert(
+            app.name.clone(),
+            RunningApp {
+                app,
+                origin,
+                stop: own_stop,
+                task,
+            },
+        );
+        Ok(())
+    }
+
+    /// Stops `name`'s task (its pass in flight finishes) and forgets its routes and readiness.
+    async fn stop_app(&mut self, name: &str) {
+        let Some(running) = self.running.remove(name) else {
+            return;
+        };
+        let _ = running.stop.send(true);
+        if let Err(e) = running.task.await {
+            tracing::error!(app = %name, error = %e, "an App task ended abnormally");
+        }
+        self.wakers.write().expect("wakers lock").remove(name);
+        self.api_apps
+            .write()
+            .expect("API app names lock")
+            .retain(|a| a != name);
+        self.hook_sources
+            .write()
+            .expect("webhook sources lock")
+            .retain(|(id, _)| id != name);
+        self.routes
+            .write()
+            .expect("routes lock")
+            .retain(|_, app| app != name);
+        self.ready.send_if_modified(|r| r.remove(name).is_some());
+        tracing::info!(app = %name, "stopped reconciling");
+    }
+
+    /// An App object was created or changed: start, restart or leave its App; refuse it (in its
+    /// status) when its spec is invalid or its name is taken.
+    async fn object_applied(&mut self, object: crate::crd::App) {
+        let Some(client) = self.objects_client.clone() else {
+            return;
+        };
+        let (namespace, name) = objects::key_of(&object);
+        let origin = Origin::Object {
+            namespace: namespace.clone(),
+        };
+        let kubeconfig = self
+            .options
+            .app_objects
+            .as_ref()
+            .and_then(|o| o.kubeconfig.clone());
+        let mut writer = objects::StatusWriter::new(client, &object);
+        let app = match crate::crd::to_config(&object, kubeconfig.as_deref()) {
+            Ok(app) => app,
+            Err(e) => {
+                tracing::error!(error = %e, "App object refused");
+                if self.running.get(&name).is_some_and(|r| r.origin == origin) {
+                    self.stop_app(&name).await;
+                }
+                let message = match &e {
+                    crate::crd::CrdError::InvalidSpec { key, message, .. } => {
+                        format!("{key}: {message}")
+                    }
+                    other => other.to_string(),
+                };
+                if let Err(e) = writer.refuse("InvalidSpec", message).await {
+                    tracing::warn!(error = %e, "writing the status of a refused App object");
+                }
+                return;
+            }
+        };
+        if let Some(running) = self.running.get(&name) {
+            if running.origin != origin {
+                let message = format!(
+                    "an App named {name} already comes from {}; App names are unique per agent",
+                    running.origin.describe()
+                );
+                tracing::error!(app = %name, %namespace, "App object refused: {message}");
+                if let Err(e) = writer.refuse("NameConflict", message).await {
+                    tracing::warn!(error = %e, "writing the status of a refused App object");
+                }
+                return;
+            }
+            if running.app == app {
+                // A status write (ours) or a change that does not change the App.
+                return;
+            }
+            self.stop_app(&name).await;
+        }
+        if let Err(e) = self.start(app, origin, Some(writer)).await {
+            tracing::error!(app = %name, error = %e, "starting an App from its object");
+        }
+    }
+
+    async fn object_deleted(&mut self, namespace: &str, name: &str) {
+        let origin = Origin::Object {
+            namespace: namespace.to_string(),
+        };
+        if self.running.get(name).is_some_and(|r| r.origin == origin) {
+            self.stop_app(name).await;
+        }
+    }
+
+    /// After a (re-)list: Apps from objects that no longer exist stop.
+    async fn objects_listed(&mut self, present: &std::collections::BTreeSet<(String, String)>) {
+        let gone: Vec<(String, String)> = self
+            .running
+            .iter()
+            .filter_map(|(name, r)| match &r.origin {
+                Origin::Object { namespace }
+                    if !present.contains(&(namespace.clone(), name.clone())) =>
+                {
+                    Some((namespace.clone(), name.clone()))
+                }
+                _ => None,
+            })
+            .collect();
+        for (namespace, name) in gone {
+            self.object_deleted(&namespace, &name).await;
         }
     }
 }
@@ -254,57 +516,52 @@ async fn reconcile_all(
     key: SecretKey,
     stop: watch::Receiver<bool>,
 ) -> Result<(), AgentError> {
-    let routes: Routes = Arc::default();
-    let mut wakers = HashMap::new();
-    let mut inboxes = HashMap::new();
-    for app in &cfg.apps {
-        // Room for a fetch and a change at once; more is merged away.
-        let (tx, rx) = mpsc::channel(4);
-        wakers.insert(app.name.clone(), tx);
-        inboxes.insert(app.name.clone(), rx);
-    }
-    let wakers = Arc::new(wakers);
-
-    // One catalog and watch per cluster (kubeconfig and context).
-    let mut clusters: HashMap<(Option<PathBuf>, Option<String>), Arc<Cluster>> = HashMap::new();
-    let mut reconcilers = Vec::new();
-    let limits = Limits::default();
+    let (ready, _) = watch::channel(BTreeMap::new());
+    let mut supervisor = Supervisor {
+        options: options.clone(),
+        store: store.clone(),
+        key,
+        stop: stop.clone(),
+        routes: Arc::default(),
+        wakers: Arc::default(),
+        clusters: HashMap::new(),
+        ready: Arc::new(ready),
+        limits: Limits::default(),
+        running: BTreeMap::new(),
+        api_apps: Arc::default(),
+        hook_sources: Arc::default(),
+        objects_client: None,
+    };
+    // The file's Apps in dependency order; a file App that cannot start stops the agent (as
+    // before App objects existed: the file is the operator's own, checked at start).
     for app in cfg.sync_order() {
-        let target = (app.target.kubeconfig.clone(), app.target.context.clone());
-        let cluster = match clusters.get(&target) {
-            Some(c) => c.clone(),
-            None => {
-                let c = Arc::new(connect(app, &key, &options.watch, &routes, &wakers).await?);
-                clusters.insert(target, c.clone());
-                c
-            }
-        };
-        let spec = spec_for(app).map_err(|source| AgentError::Source {
-            app: app.name.clone(),
-            source,
-        })?;
-        let source = GitSource::new(spec, &options.cache);
-        reconcilers.push(
-            Reconciler::new(
-                app.clone(),
-                source,
-                store.clone(),
-                key.clone(),
-                cluster.catalog.clone(),
-                Live::Watch(cluster.watch.clone()),
-            )
-            .with_limits(limits.clone()),
-        );
+        supervisor.start(app.clone(), Origin::File, None).await?;
+    }
+
+    let (changes_tx, mut changes) = mpsc::channel::<objects::ObjectChange>(64);
+    if let Some(objects) = &options.app_objects {
+        let client = crate::cluster::client(objects.kubeconfig.as_deref(), None)
+            .await
+            .map_err(AgentError::AppObjects)?;
+        supervisor.objects_client = Some(client.clone());
+        tokio::spawn(objects::watch(
+            client,
+            objects.namespace.clone(),
+            changes_tx,
+        ));
+    } else {
+        drop(changes_tx);
     }
 
     let server = match options.listen {
         Some(addr) => Some(
             serve(
                 addr,
-                cfg,
                 options,
                 store.clone(),
-                wakers.clone(),
+                supervisor.wakers.clone(),
+                supervisor.api_apps.clone(),
+                supervisor.hook_sources.clone(),
                 stop.clone(),
             )
             .await?,
@@ -312,33 +569,31 @@ async fn reconcile_all(
         None => None,
     };
 
-    let (ready, _) = watch::channel(BTreeMap::new());
-    let ready = Arc::new(ready);
-    let mut tasks = tokio::task::JoinSet::new();
-    for reconciler in reconcilers {
-        let inbox = inboxes
-            .remove(&reconciler.app().name)
-            .expect("an inbox per App");
-        tasks.spawn(app_task(
-            reconciler,
-            inbox,
-            routes.clone(),
-            ready.clone(),
-            stop.clone(),
-            options.jitter,
-        ));
-    }
-    if tasks.is_empty() {
+    if supervisor.running.is_empty() && options.app_objects.is_none() {
         // Nothing to reconcile yet is not a reason to exit (a supervisor would restart it in
         // a loop): serve the health endpoints until stopped.
         tracing::warn!("the configuration lists no Apps; idle until stopped");
-        let mut stop = stop.clone();
-        let _ = stop.wait_for(|s| *s).await;
     }
-    while let Some(joined) = tasks.join_next().await {
-        if let Err(e) = joined {
-            tracing::error!(error = %e, "an App task ended abnormally");
+    let mut stop_rx = stop.clone();
+    let mut watching = options.app_objects.is_some();
+    loop {
+        tokio::select! {
+            // Not the `Ref` itself: it is not Send, and the other arm awaits.
+            _ = async { let _ = stop_rx.wait_for(|s| *s).await; } => break,
+            change = changes.recv(), if watching => match change {
+                Some(objects::ObjectChange::Applied(object)) => supervisor.object_applied(*object).await,
+                Some(objects::ObjectChange::Deleted { namespace, name }) => {
+                    supervisor.object_deleted(&namespace, &name).await
+                }
+                Some(objects::ObjectChange::Listed(present)) => supervisor.objects_listed(&present).await,
+                None => watching = false,
+            },
         }
+    }
+    // Every task sees the stop too; wait for their passes in flight.
+    let names: Vec<String> = supervisor.running.keys().cloned().collect();
+    for name in names {
+        supervisor.stop_app(&name).await;
     }
     if let Some(server) = server {
         let _ = server.await;
@@ -350,10 +605,11 @@ async fn reconcile_all(
 /// until stop.
 async fn serve(
     addr: SocketAddr,
-    cfg: &Config,
     options: &AgentOptions,
     store: StoreHandle,
-    wakers: Arc<HashMap<String, mpsc::Sender<Wake>>>,
+    wakers: Wakers,
+    apps: crate::api::AppNames,
+    sources: webhook::Sources,
     mut stop: watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<()>, AgentError> {
     let (tx, mut rx) = mpsc::channel::<WebhookTrigger>(64);
@@ -361,16 +617,12 @@ async fn serve(
         github_secret: options.webhooks.github.clone(),
         gitlab_token: options.webhooks.gitlab.clone(),
         generic_secret: options.webhooks.generic.clone(),
-        sources: cfg
-            .apps
-            .iter()
-            .map(|a| (a.name.clone(), a.source.url.clone()))
-            .collect(),
+        sources,
     };
     let hook_wakers = wakers.clone();
     tokio::spawn(async move {
         while let Some(t) = rx.recv().await {
-            if let Some(waker) = hook_wakers.get(&t.source) {
+            if let Some(waker) = hook_wakers.read().expect("wakers lock").get(&t.source) {
                 let _ = waker.try_send(Wake::Fetch);
             }
         }
@@ -381,18 +633,22 @@ async fn serve(
              every request"
         );
     }
-    let apps = cfg.apps.iter().map(|a| a.name.clone()).collect();
     // A recorded rollback or resume is acted on by a pass now; the pass reads the intent from
     // the store, so a plain re-plan (no fetch) is enough. A full inbox already holds a pending
     // pass, which will read the new intent too.
-    let waker: crate::api::Waker = Arc::new(move |app: &str| match wakers.get(app) {
-        Some(w) => {
-            let _ = w.try_send(Wake::Changed);
-            true
-        }
-        None => false,
-    });
-    let api = crate::api::ApiState::new(store, options.api_tokens.clone(), apps, Some(waker));
+    let waker: crate::api::Waker =
+        Arc::new(
+            move |app: &str| match wakers.read().expect("wakers lock").get(app) {
+                Some(w) => {
+                    let _ = w.try_send(Wake::Changed);
+                    true
+                }
+                None => false,
+            },
+        );
+    let mut api =
+        crate::api::ApiState::new(store, options.api_tokens.clone(), Vec::new(), Some(waker));
+    api.apps = apps;
     let app = webhook::router(hooks, tx).merge(crate::api::router(api));
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -411,13 +667,17 @@ async fn serve(
     }))
 }
 
+/// One App until either stop (the agent's, or its own when the App changes or goes away).
+/// With `status`, its App object's status is brought up to date before the first pass (after
+/// the external anchor check) and after every pass.
 async fn app_task(
     mut reconciler: Reconciler,
     mut inbox: mpsc::Receiver<Wake>,
     routes: Routes,
     ready: Arc<Readiness>,
-    mut stop: watch::Receiver<bool>,
+    [mut stop, mut own_stop]: [watch::Receiver<bool>; 2],
     jitter: f64,
+    mut status: Option<(objects::StatusWriter, StoreHandle)>,
 ) {
     let name = reconciler.app().name.clone();
     let deps = reconciler.app().depends_on.clone();
@@ -429,14 +689,26 @@ async fn app_task(
     let mut next_fetch = tokio::time::Instant::now();
     let mut fetch_pending = true;
     let mut routed: Vec<ObjectKey> = Vec::new();
+    if let Some((writer, store)) = status.as_mut() {
+        if let Err(e) = writer.check_anchor(store).await {
+            tracing::error!(app = %name, error = %e, "checking the App's status against the store");
+        }
+        if let Err(e) = writer
+            .after_pass(store, crate::crd::PassSummary::NotYet)
+            .await
+        {
+            tracing::warn!(app = %name, error = %e, "writing the App's status");
+        }
+    }
     loop {
-        if *stop.borrow() {
+        if *stop.borrow() || *own_stop.borrow() {
             break;
         }
         let mut changed = false;
         if !fetch_pending {
             tokio::select! {
                 _ = stop.wait_for(|s| *s) => break,
+                _ = own_stop.wait_for(|s| *s) => break,
                 wake = inbox.recv() => match wake {
                     Some(Wake::Fetch) => fetch_pending = true,
                     Some(Wake::Changed) => changed = true,
@@ -484,6 +756,15 @@ async fn app_task(
             })
             .await;
         crate::metrics::METRICS.observe_reconcile(started.elapsed(), passed.is_ok());
+        let passed = passed.map_err(|e| e.to_string());
+        if let Some((writer, store)) = status.as_mut()
+            && let Err(e) = writer
+                .after_pass(store, crate::crd::PassSummary::of(&passed))
+                .await
+        {
+            // The next pass (or poll) tries again; the status is not the record.
+            tracing::warn!(app = %name, error = %e, "writing the App's status");
+        }
         match passed {
             Ok(report) => {
                 let ok = matches!(

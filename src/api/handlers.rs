@@ -328,7 +328,13 @@ impl From<RollbackError> for ApiError {
 }
 
 fn reconciled(state: &ApiState, app: &str) -> Result<(), ApiError> {
-    if state.apps.iter().any(|a| a == app) {
+    if state
+        .apps
+        .read()
+        .expect("API app names lock")
+        .iter()
+        .any(|a| a == app)
+    {
         Ok(())
     } else {
         Err(ApiError::NotFound(format!(

@@ -32,13 +32,16 @@ pub const PREFIX: &str = "/api/v1";
 /// Returns false when the agent has no such App.
 pub type Waker = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
+/// The names of the Apps the agent reconciles, changed by the agent as Apps come and go.
+pub type AppNames = Arc<std::sync::RwLock<Vec<String>>>;
+
 /// What the handlers share.
 #[derive(Clone)]
 pub struct ApiState {
     pub store: StoreHandle,
     pub tokens: Arc<Tokens>,
-    /// The Apps the agent reconciles (from its configuration).
-    pub apps: Arc<Vec<String>>,
+    /// The Apps the agent reconciles now (from its file and App objects; it changes them).
+    pub apps: AppNames,
     pub waker: Option<Waker>,
     projections: Arc<tokio::sync::Mutex<Option<Arc<Projections>>>>,
 }
@@ -53,7 +56,7 @@ impl ApiState {
         ApiState {
             store,
             tokens,
-            apps: Arc::new(apps),
+            apps: Arc::new(std::sync::RwLock::new(apps)),
             waker,
             projections: Arc::default(),
         }

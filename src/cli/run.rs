@@ -67,6 +67,19 @@ pub struct RunArgs {
     /// `api:NAME` of what they record.
     #[arg(long, env = "RECKON_ADMIN_TOKEN_FILE")]
     admin_token_file: Option<PathBuf>,
+    /// Also reconcile App objects (apps.reckon.dev): each one created, changed or deleted
+    /// starts, restarts or stops its App, and its status is kept up to date. The configuration
+    /// file is then optional.
+    #[arg(long, env = "RECKON_WATCH_APPS")]
+    watch_apps: bool,
+    /// Confine the agent to one namespace (the namespaced install): App objects are watched
+    /// there only, and so are the namespaced objects the Apps manage.
+    #[arg(long, env = "RECKON_NAMESPACE")]
+    namespace: Option<String>,
+    /// The cluster App objects are read from and, by default, applied to (default: KUBECONFIG,
+    /// ~/.kube/config, then the in-cluster service account).
+    #[arg(long, env = "RECKON_KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
@@ -88,6 +101,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         anyhow::bail!("API token files were given but no --listen address to serve the API on");
     }
     options.api_tokens = std::sync::Arc::new(tokens);
+    options.watch.namespace = args.namespace.clone();
+    if args.watch_apps {
+        options.app_objects = Some(agent::AppObjects {
+            namespace: args.namespace,
+            kubeconfig: args.kubeconfig,
+        });
+    } else if args.kubeconfig.is_some() {
+        anyhow::bail!("--kubeconfig names the cluster of App objects: it needs --watch-apps");
+    }
     agent::run(options, agent::stop_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -293,15 +293,18 @@ impl Default for SignaturePolicy {
     }
 }
 
-/// See [`SignaturePolicy::mode`].
+/// Commit signature verification: `off`, `record` (default) or `require` (see [`SignaturePolicy::mode`]).
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
 )]
 #[serde(rename_all = "lowercase")]
 pub enum SignatureMode {
+    /// Signatures are not checked.
     Off,
+    /// Each observed commit's signature status is recorded.
     #[default]
     Record,
+    /// Only commits signed by an allowed signer are synced.
     Require,
 }
 

@@ -51,56 +51,44 @@ pub enum CrdError {
     category = "reckon",
     derive = "PartialEq",
     doc = "A Git source rendered and applied to a cluster under a policy, reconciled and recorded by reckon.",
-    printcolumn(
-        name = "Ready",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
-    ),
-    printcolumn(
-        name = "Reason",
-        type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
-    ),
-    printcolumn(
-        name = "Applied",
-        type_ = "string",
-        json_path = ".status.appliedRevision"
-    ),
-    printcolumn(name = "Intent", type_ = "string", json_path = ".status.intent.kind"),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    // Raw JSON columns: clippy takes repeated `printcolumn(type_ = ...)` for duplicated
+    // attributes.
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"Applied","type":"string","jsonPath":".status.appliedRevision"}"#,
+    printcolumn = r#"{"name":"Intent","type":"string","jsonPath":".status.intent.kind"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
+// Absent optional keys are left out, not sent as null: Kubernetes 1.20 checks a null against
+// an enum's values and refuses it.
 #[serde(rename_all = "camelCase")]
 pub struct AppSpec {
     /// Where the manifests come from.
     pub source: SourceSpec,
     /// Which cluster and default namespace to apply to. Default: the agent's cluster and the
     /// App object's namespace.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<TargetSpec>,
     /// Whether objects that left Git are deleted. Default: enabled, not when empty.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prune: Option<PruneSpec>,
     /// `correct` (default), `detect` or `off`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drift: Option<DriftMode>,
     /// Fields neither reported nor corrected as drift.
     #[serde(default)]
     pub ignore: Vec<IgnoreSpec>,
     /// When true, the App is neither synced nor corrected (its history is kept).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suspend: Option<bool>,
     /// Apps (by name) that must be synced and healthy first.
     #[serde(default)]
     pub depends_on: Vec<String>,
     /// `force` (default) or `report`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conflicts: Option<ConflictPolicy>,
     /// How long applied objects may take to become healthy, e.g. `5m` (default).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_timeout: Option<String>,
 }
 
@@ -110,52 +98,52 @@ pub struct SourceSpec {
     /// Repository URL: https://, http://, ssh://, git://, file:// or user@host:path.
     pub url: String,
     /// Exactly one of branch, tag, semver, commit. Default: {branch: main}.
-    #[serde(default, rename = "ref")]
+    #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
     pub reference: Option<RefSpec>,
     /// Directory inside the repository. Default: `.`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
     /// Poll interval, e.g. `1m` (default).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interval: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<AuthSpec>,
     /// A PEM CA bundle file in the agent's filesystem, for https:// remotes.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<SignatureSpec>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct RefSpec {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub branch: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tag: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub semver: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commit: Option<String>,
 }
 
 /// Exactly one of token, basic, ssh; secrets are read from the agent's environment or files.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct AuthSpec {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<SecretRefSpec>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub basic: Option<BasicSpec>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssh: Option<SshSpec>,
 }
 
 /// Exactly one of env (a variable of the agent) and file (a file the agent can read).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct SecretRefSpec {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub env: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<String>,
 }
 
@@ -169,7 +157,7 @@ pub struct BasicSpec {
 #[serde(rename_all = "camelCase")]
 pub struct SshSpec {
     pub key_file: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub known_hosts_file: Option<String>,
 }
 
@@ -177,9 +165,9 @@ pub struct SshSpec {
 #[serde(rename_all = "camelCase")]
 pub struct SignatureSpec {
     /// `off`, `record` (default) or `require`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<SignatureMode>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowed_signers: Option<String>,
     #[serde(default)]
     pub keys: Vec<String>,
@@ -189,27 +177,27 @@ pub struct SignatureSpec {
 pub struct TargetSpec {
     /// A kubeconfig file in the agent's filesystem. Default: the cluster the agent watches
     /// App objects on.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubeconfig: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub context: Option<String>,
     /// Default: the App object's namespace.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PruneSpec {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_empty: Option<bool>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct IgnoreSpec {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub select: Option<SelectorSpec>,
     /// RFC 6901 JSON pointers, e.g. /spec/replicas.
     pub pointers: Vec<String>,
@@ -217,13 +205,13 @@ pub struct IgnoreSpec {
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct SelectorSpec {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
 }
 
@@ -280,8 +268,10 @@ pub struct Condition {
     /// `True`, `False` or `Unknown`.
     pub status: String,
     pub reason: String,
+    /// Absent when there is nothing to add to the reason. (Not a defaulted string: Kubernetes
+    /// 1.20 rejects the CRD's `default: ""` for it.)
     #[serde(default)]
-    pub message: String,
+    pub message: Option<String>,
     pub last_transition_time: String,
     #[serde(default)]
     pub observed_generation: Option<i64>,
@@ -470,73 +460,75 @@ fn fact(type_: &'static str, status: bool, reason: &str, message: String) -> Con
 pub fn pass_conditions(pass: &PassSummary) -> [ConditionFact; 3] {
     use crate::event::{Health, SyncOutcome};
     let short = |s: &Option<String>| s.clone().unwrap_or_default();
-    let (ready, reconciling, stalled): ((bool, &str, String), (bool, &str), (bool, &str)) =
-        match pass {
-            PassSummary::NotYet => (
-                (false, "Starting", "the first pass has not finished".into()),
-                (true, "Starting"),
-                (false, "Starting"),
+    // (status, reason) of each condition; Ready also has a message.
+    type Ready<'a> = (bool, &'a str, String);
+    type Other<'a> = (bool, &'a str);
+    let (ready, reconciling, stalled): (Ready, Other, Other) = match pass {
+        PassSummary::NotYet => (
+            (false, "Starting", "the first pass has not finished".into()),
+            (true, "Starting"),
+            (false, "Starting"),
+        ),
+        PassSummary::Error(e) => (
+            (false, "ReconcileError", e.clone()),
+            (true, "Retrying"),
+            (false, "Retrying"),
+        ),
+        PassSummary::NoRevision { fetch_failure } => (
+            (false, "NoRevision", short(fetch_failure)),
+            (fetch_failure.is_none(), "Fetching"),
+            (fetch_failure.is_some(), "FetchFailed"),
+        ),
+        PassSummary::Suspended => (
+            (false, "Suspended", "spec.suspend is true".into()),
+            (false, "Suspended"),
+            (false, "Suspended"),
+        ),
+        PassSummary::RenderFailed(e) => (
+            (false, "RenderFailed", e.clone()),
+            (false, "RenderFailed"),
+            (true, "RenderFailed"),
+        ),
+        PassSummary::Done {
+            outcome,
+            health,
+            fetch_failure,
+        } => match (outcome, health) {
+            (SyncOutcome::Failed, _) => (
+                (false, "SyncFailed", "the last sync failed".into()),
+                (false, "SyncFailed"),
+                (true, "SyncFailed"),
             ),
-            PassSummary::Error(e) => (
-                (false, "ReconcileError", e.clone()),
-                (true, "Retrying"),
-                (false, "Retrying"),
+            (SyncOutcome::PartiallyFailed, _) => (
+                (
+                    false,
+                    "SyncPartiallyFailed",
+                    "some objects failed to apply or prune".into(),
+                ),
+                (false, "SyncPartiallyFailed"),
+                (true, "SyncPartiallyFailed"),
             ),
-            PassSummary::NoRevision { fetch_failure } => (
-                (false, "NoRevision", short(fetch_failure)),
-                (fetch_failure.is_none(), "Fetching"),
-                (fetch_failure.is_some(), "FetchFailed"),
+            (SyncOutcome::Succeeded, Health::Healthy) => (
+                (true, "Synced", short(fetch_failure)),
+                (false, "Synced"),
+                (false, "Synced"),
             ),
-            PassSummary::Suspended => (
-                (false, "Suspended", "spec.suspend is true".into()),
-                (false, "Suspended"),
-                (false, "Suspended"),
+            (SyncOutcome::Succeeded, Health::Progressing | Health::Unknown) => (
+                (
+                    false,
+                    "Progressing",
+                    "applied objects are not ready yet".into(),
+                ),
+                (true, "Progressing"),
+                (false, "Progressing"),
             ),
-            PassSummary::RenderFailed(e) => (
-                (false, "RenderFailed", e.clone()),
-                (false, "RenderFailed"),
-                (true, "RenderFailed"),
+            (SyncOutcome::Succeeded, Health::Degraded | Health::Missing) => (
+                (false, "Unhealthy", format!("health {health:?}")),
+                (false, "Unhealthy"),
+                (true, "Unhealthy"),
             ),
-            PassSummary::Done {
-                outcome,
-                health,
-                fetch_failure,
-            } => match (outcome, health) {
-                (SyncOutcome::Failed, _) => (
-                    (false, "SyncFailed", "the last sync failed".into()),
-                    (false, "SyncFailed"),
-                    (true, "SyncFailed"),
-                ),
-                (SyncOutcome::PartiallyFailed, _) => (
-                    (
-                        false,
-                        "SyncPartiallyFailed",
-                        "some objects failed to apply or prune".into(),
-                    ),
-                    (false, "SyncPartiallyFailed"),
-                    (true, "SyncPartiallyFailed"),
-                ),
-                (SyncOutcome::Succeeded, Health::Healthy) => (
-                    (true, "Synced", short(fetch_failure)),
-                    (false, "Synced"),
-                    (false, "Synced"),
-                ),
-                (SyncOutcome::Succeeded, Health::Progressing | Health::Unknown) => (
-                    (
-                        false,
-                        "Progressing",
-                        "applied objects are not ready yet".into(),
-                    ),
-                    (true, "Progressing"),
-                    (false, "Progressing"),
-                ),
-                (SyncOutcome::Succeeded, Health::Degraded | Health::Missing) => (
-                    (false, "Unhealthy", format!("health {health:?}")),
-                    (false, "Unhealthy"),
-                    (true, "Unhealthy"),
-                ),
-            },
-        };
+        },
+    };
     [
         fact("Ready", ready.0, ready.1, ready.2),
         fact("Reconciling", reconciling.0, reconciling.1, String::new()),
@@ -579,7 +571,7 @@ pub fn with_times(
                 type_: f.type_.to_string(),
                 status: status.to_string(),
                 reason: f.reason.clone(),
-                message: truncate(&f.message),
+                message: (!f.message.is_empty()).then(|| truncate(&f.message)),
                 last_transition_time: since,
                 observed_generation: generation,
             }

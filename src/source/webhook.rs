@@ -24,9 +24,13 @@ pub struct WebhookConfig {
     pub github_secret: Option<String>,
     pub gitlab_token: Option<String>,
     pub generic_secret: Option<String>,
-    /// The sources and their remote URLs, matched against the pushed repository's URLs.
-    pub sources: Vec<(SourceId, String)>,
+    /// The sources and their remote URLs, matched against the pushed repository's URLs. Shared
+    /// with the agent, which adds and removes Apps while it runs (App objects).
+    pub sources: Sources,
 }
+
+/// Sources by id and remote URL, changed by the agent as Apps come and go.
+pub type Sources = std::sync::Arc<std::sync::RwLock<Vec<(SourceId, String)>>>;
 
 impl std::fmt::Debug for WebhookConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -169,6 +173,8 @@ impl Shared {
         let ids: Vec<SourceId> = self
             .config
             .sources
+            .read()
+            .expect("webhook sources lock")
             .iter()
             .filter(|(_, url)| wanted.contains(&normalize_repo_url(url)))
             .map(|(id, _)| id.clone())
@@ -283,7 +289,14 @@ async fn generic(
         return refused("generic", e);
     }
     // Checked only after the signature, so unauthenticated callers cannot probe source names.
-    if !shared.config.sources.iter().any(|(id, _)| *id == source) {
+    let known = shared
+        .config
+        .sources
+        .read()
+        .expect("webhook sources lock")
+        .iter()
+        .any(|(id, _)| *id == source);
+    if !known {
         return refused("generic", WebhookError::UnknownSource(source));
     }
     shared.send("generic", &source);

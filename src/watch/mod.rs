@@ -53,6 +53,9 @@ pub struct WatchOptions {
     pub max_delay: Duration,
     /// How often each kind is re-listed in full.
     pub resync: Duration,
+    /// Watch namespaced kinds in this namespace only (an agent whose RBAC is a Role there, the
+    /// namespaced install); every namespace when `None`.
+    pub namespace: Option<String>,
 }
 
 impl Default for WatchOptions {
@@ -65,6 +68,7 @@ impl Default for WatchOptions {
             // Watches are reliable; the resync is a backup for a bug or a missed relist, and
             // costs one list per kind, so minutes rather than seconds.
             resync: Duration::from_secs(300),
+            namespace: None,
         }
     }
 }
@@ -394,8 +398,14 @@ impl AppWatch {
             if self.kinds.contains_key(&gk) {
                 continue;
             }
-            // Cluster-wide for namespaced kinds: an App may place objects in any namespace.
-            let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &resource.resource);
+            // Cluster-wide for namespaced kinds (an App may place objects in any namespace),
+            // unless the agent is confined to one.
+            let api: Api<DynamicObject> = match (&self.options.namespace, resource.scope) {
+                (Some(ns), crate::plan::Scope::Namespaced) => {
+                    Api::namespaced_with(self.client.clone(), ns, &resource.resource)
+                }
+                _ => Api::all_with(self.client.clone(), &resource.resource),
+            };
             let store = Arc::new(cache::KindCache::default());
             let synced = Arc::new(AtomicBool::new(false));
             let task = tokio::spawn(run_kind(KindTask {

@@ -1,0 +1,376 @@
+//! App objects (apps.reckon.dev) against the real control plane: the agent (`reckon run
+//! --watch-apps`, confined to the test's namespace) syncs an App object pointing at a file://
+//! repository and writes its status (revision, Ready, last event seq); editing the object's path
+//! and suspend takes effect; deleting it stops reconciling it; a steady App's status is not
+//! rewritten; an invalid spec is refused in the status; a status that saw more events than the
+//! store has (the store lost) records a StoreGap event and says so in a condition.
+
+mod support;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::CustomResourceExt as _;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use reckon::agent::{self, AgentOptions, AppObjects};
+use reckon::crd::{App, AppSpec, Condition, SourceSpec};
+use reckon::event::{Envelope, Event};
+use reckon::store::{OpenOptions, SledStore};
+use reckon_testenv::git::Fixture;
+use std::time::{Duration, Instant};
+use support::TestNamespace;
+use tokio::sync::oneshot;
+
+const SETTINGS: &str =
+    "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  color: blue\n";
+const OTHER: &str =
+    "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: other\ndata:\n  shape: round\n";
+
+/// Installs the App CRD (server-side apply: idempotent, tests may run at once) and waits until
+/// it is served.
+async fn install_crd(client: &kube::Client) {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    api.patch(
+        "apps.reckon.dev",
+        &PatchParams::apply("reckon-test").force(),
+        &Patch::Apply(App::crd()),
+    )
+    .await
+    .expect("applying the App CRD");
+    let start = Instant::now();
+    loop {
+        let crd = api.get("apps.reckon.dev").await.unwrap();
+        let established = crd
+            .status
+            .and_then(|s| s.conditions)
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True");
+        if established {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "CRD not established"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Polls `check` every 200 ms until it returns `Some`, or panics after `timeout`.
+async fn until<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn condition<'a>(app: &'a App, type_: &str) -> Option<&'a Condition> {
+    app.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+}
+
+struct Agent {
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), agent::AgentError>>,
+    store: std::path::PathBuf,
+}
+
+impl Agent {
+    /// The agent with no configuration file, watching App objects in `ns` only.
+    fn start(dir: &std::path::Path, ns: &str) -> Agent {
+        let mut options = AgentOptions::new(
+            dir.join("reckon.yaml"),
+            dir.join("store"),
+            dir.join("cache"),
+        );
+        options.watch.debounce = Duration::from_millis(100);
+        options.watch.namespace = Some(ns.to_string());
+        options.app_objects = Some(AppObjects {
+            namespace: Some(ns.to_string()),
+            kubeconfig: Some(support::kubeconfig()),
+        });
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(agent::run(options, async move {
+            let _ = rx.await;
+        }));
+        Agent {
+            stop: Some(tx),
+            task,
+            store: dir.join("store"),
+        }
+    }
+
+    /// Stops the agent and returns every event in its store.
+    async fn stop(mut self) -> Vec<Envelope> {
+        let _ = self.stop.take().unwrap().send(());
+        tokio::time::timeout(Duration::from_secs(60), &mut self.task)
+            .await
+            .expect("the agent stops within a minute")
+            .unwrap()
+            .expect("the agent exits cleanly");
+        let store = SledStore::open(&self.store, OpenOptions::default()).unwrap();
+        let events = store.reader().iter_from(1).map(|e| e.unwrap()).collect();
+        store.close().unwrap();
+        events
+    }
+}
+
+fn app_object(name: &str, url: &str, path: &str) -> App {
+    App::new(
+        name,
+        AppSpec {
+            source: SourceSpec {
+                url: url.to_string(),
+                path: Some(path.to_string()),
+                interval: Some("1s".to_string()),
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_object_is_synced_edited_and_deleted_with_its_status_kept() {
+    let client = support::client().await;
+    install_crd(&client).await;
+    let ns = TestNamespace::create(&client, "crd").await;
+    let fixture = Fixture::new().unwrap();
+    let sha = fixture
+        .commit("Two directories")
+        .write("web/settings.yaml", SETTINGS)
+        .write("other/other.yaml", OTHER)
+        .create()
+        .unwrap();
+    fixture.push().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(dir.path(), &ns.name);
+
+    let apps: Api<App> = Api::namespaced(client.clone(), &ns.name);
+    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client.clone(), &ns.name);
+    apps.create(
+        &PostParams::default(),
+        &app_object("web", &fixture.file_url(), "web"),
+    )
+    .await
+    .unwrap();
+
+    // Synced: the object exists in the App object's namespace (the default target), and the
+    // status says Ready at the commit, following Git, with the App's last event.
+    let ready = until("web Ready", Duration::from_secs(60), || async {
+        let app = apps.get("web").await.unwrap();
+        (condition(&app, "Ready")?.status == "True").then_some(app)
+    })
+    .await;
+    assert!(cms.get_opt("settings").await.unwrap().is_some());
+    let status = ready.status.clone().unwrap();
+    assert_eq!(status.applied_revision.as_deref(), Some(sha.as_str()));
+    assert_eq!(status.observed_revision.as_deref(), Some(sha.as_str()));
+    assert_eq!(status.intent.as_ref().unwrap().kind, "follow");
+    assert_eq!(status.drift_count, 0);
+    assert!(status.last_sync_time.is_some());
+    assert_eq!(condition(&ready, "Ready").unwrap().reason, "Synced");
+    assert_eq!(condition(&ready, "Stalled").unwrap().status, "False");
+    assert_eq!(status.observed_generation, ready.metadata.generation);
+    let seq_when_ready = status.last_event_seq.expect("the App's last event seq");
+
+    // Steady: polls every second find nothing new, so the status is not written again.
+    let version = ready.metadata.resource_version.clone();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let steady = apps.get("web").await.unwrap();
+    assert_eq!(
+        steady.metadata.resource_version, version,
+        "an unchanged App's status was rewritten: {:?}",
+        steady.status
+    );
+
+    // Editing the path takes effect: the other directory is applied and settings pruned.
+    apps.patch(
+        "web",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"spec": {"source": {"path": "other"}}})),
+    )
+    .await
+    .unwrap();
+    until(
+        "other applied and settings pruned",
+        Duration::from_secs(60),
+        || async {
+            let other = cms.get_opt("other").await.unwrap();
+            let settings = cms.get_opt("settings").await.unwrap();
+            (other.is_some() && settings.is_none()).then_some(())
+        },
+    )
+    .await;
+    let edited = until(
+        "the status after the edit",
+        Duration::from_secs(30),
+        || async {
+            let app = apps.get("web").await.unwrap();
+            let s = app.status.clone()?;
+            (s.last_event_seq? > seq_when_ready
+                && s.observed_generation == app.metadata.generation
+                && condition(&app, "Ready")?.status == "True")
+                .then_some(s)
+        },
+    )
+    .await;
+
+    // Suspending takes effect and says so.
+    apps.patch(
+        "web",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"spec": {"suspend": true}})),
+    )
+    .await
+    .unwrap();
+    until("web Suspended", Duration::from_secs(30), || async {
+        let app = apps.get("web").await.unwrap();
+        (condition(&app, "Ready")?.reason == "Suspended").then_some(())
+    })
+    .await;
+    // Resume, then delete the object: reckon stops reconciling it. A deleted managed object
+    // stays deleted (a reconciled App re-creates one within a second or two).
+    apps.patch(
+        "web",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"spec": {"suspend": false}})),
+    )
+    .await
+    .unwrap();
+    until("web Ready again", Duration::from_secs(30), || async {
+        let app = apps.get("web").await.unwrap();
+        (condition(&app, "Ready")?.reason == "Synced").then_some(())
+    })
+    .await;
+    cms.delete("other", &DeleteParams::default()).await.unwrap();
+    until(
+        "other re-created while the App exists",
+        Duration::from_secs(30),
+        || async { cms.get_opt("other").await.unwrap().map(|_| ()) },
+    )
+    .await;
+    apps.delete("web", &DeleteParams::default()).await.unwrap();
+    until("the App object gone", Duration::from_secs(30), || async {
+        apps.get_opt("web").await.unwrap().is_none().then_some(())
+    })
+    .await;
+    // Give the agent a moment to see the deletion, then delete a managed object again.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    cms.delete("other", &DeleteParams::default()).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(
+        cms.get_opt("other").await.unwrap().is_none(),
+        "a deleted App object's objects are still reconciled"
+    );
+
+    let events = agent.stop().await;
+    let web: Vec<&Envelope> = events
+        .iter()
+        .filter(|e| e.body.app.as_deref() == Some("web"))
+        .collect();
+    // The status named real events of this App.
+    assert!(web.iter().any(|e| e.body.seq == seq_when_ready));
+    assert!(
+        web.iter()
+            .any(|e| e.body.seq == edited.last_event_seq.unwrap())
+    );
+    assert!(
+        web.iter()
+            .any(|e| matches!(e.body.event, Event::AppSuspended(_)))
+    );
+    // No StoreGap: the store was never behind.
+    assert!(
+        !web.iter()
+            .any(|e| matches!(e.body.event, Event::StoreGap(_)))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_status_ahead_of_the_store_records_a_store_gap_and_a_bad_spec_is_refused() {
+    let client = support::client().await;
+    install_crd(&client).await;
+    let ns = TestNamespace::create(&client, "crd-gap").await;
+    let fixture = Fixture::new().unwrap();
+    fixture
+        .commit("Settings")
+        .write("web/settings.yaml", SETTINGS)
+        .create()
+        .unwrap();
+    fixture.push().unwrap();
+    let apps: Api<App> = Api::namespaced(client.clone(), &ns.name);
+
+    // An App whose status says its last event was 1,000,000: a store that had it is gone.
+    apps.create(
+        &PostParams::default(),
+        &app_object("restored", &fixture.file_url(), "web"),
+    )
+    .await
+    .unwrap();
+    apps.patch_status(
+        "restored",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"status": {"lastEventSeq": 1_000_000}})),
+    )
+    .await
+    .unwrap();
+    // And one the agent must refuse: an interval under 1s.
+    let mut bad = app_object("bad", &fixture.file_url(), "web");
+    bad.spec.source.interval = Some("0s".to_string());
+    apps.create(&PostParams::default(), &bad).await.unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(dir.path(), &ns.name);
+    let gapped = until(
+        "the StoreGap condition and Ready",
+        Duration::from_secs(60),
+        || async {
+            let app = apps.get("restored").await.unwrap();
+            (condition(&app, "StoreGap")?.status == "True"
+                && condition(&app, "Ready")?.status == "True")
+                .then_some(app)
+        },
+    )
+    .await;
+    let gap = condition(&gapped, "StoreGap").unwrap();
+    assert_eq!(gap.reason, "StoreBehindStatus");
+    let message = gap.message.as_deref().unwrap_or_default();
+    assert!(message.contains("1000000"), "{message}");
+    // The anchor now is this store's: far below what the lost store had reached.
+    assert!(gapped.status.as_ref().unwrap().last_event_seq.unwrap() < 1_000_000);
+
+    let refused = until("bad Stalled", Duration::from_secs(30), || async {
+        let app = apps.get("bad").await.unwrap();
+        (condition(&app, "Stalled")?.status == "True").then_some(app)
+    })
+    .await;
+    let stalled = condition(&refused, "Stalled").unwrap();
+    assert_eq!(stalled.reason, "InvalidSpec");
+    let message = stalled.message.as_deref().unwrap_or_default();
+    assert!(message.starts_with("spec.source.interval:"), "{message}");
+    assert_eq!(condition(&refused, "Ready").unwrap().status, "False");
+
+    let events = agent.stop().await;
+    let gaps: Vec<_> = events
+        .iter()
+        .filter_map(|e| match &e.body.event {
+            Event::StoreGap(g) if e.body.app.as_deref() == Some("restored") => Some(g.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(gaps.len(), 1, "one StoreGap: {gaps:?}");
+    assert_eq!(gaps[0].expected_seq, Some(1_000_000));
+    assert_eq!(gaps[0].found_seq, 0);
+    // The refused App recorded nothing.
+    assert!(!events.iter().any(|e| e.body.app.as_deref() == Some("bad")));
+}
