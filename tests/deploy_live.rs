@@ -225,6 +225,24 @@ fn deploy_renders_both_modes_with_a_hardened_statefulset() {
     argv.extend(args.iter().copied());
     <reckon::cli::Cli as clap::Parser>::try_parse_from(argv).expect("the StatefulSet's args parse");
 
+    // The image (Dockerfile, not buildable here) runs as the user the StatefulSet requires, and
+    // its default command parses too.
+    let dockerfile =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Dockerfile")).unwrap();
+    let uid = pod["securityContext"]["runAsUser"].as_i64().unwrap();
+    assert!(
+        dockerfile.contains(&format!("\nUSER {uid}:{uid}\n")),
+        "the Dockerfile's USER is not the StatefulSet's runAsUser {uid}"
+    );
+    let cmd = dockerfile
+        .lines()
+        .find_map(|l| l.strip_prefix("CMD "))
+        .expect("a CMD");
+    let cmd: Vec<String> = serde_json::from_str(cmd).unwrap();
+    let mut argv = vec!["reckon".to_string()];
+    argv.extend(cmd);
+    <reckon::cli::Cli as clap::Parser>::try_parse_from(argv).expect("the image's CMD parses");
+
     // Namespaced mode: Roles only, and the agent confined to its namespace.
     let ns_docs = documents(&render(&deploy_dir().join("namespaced")));
     assert!(
