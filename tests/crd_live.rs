@@ -2,8 +2,9 @@
 //! --watch-apps`, confined to the test's namespace) syncs an App object pointing at a file://
 //! repository and writes its status (revision, Ready, last event seq); editing the object's path
 //! and suspend takes effect; deleting it stops reconciling it; a steady App's status is not
-//! rewritten; an invalid spec is refused in the status; a status that saw more events than the
-//! store has (the store lost) records a StoreGap event and says so in a condition.
+//! rewritten, also not by a restarted agent; an invalid spec and a name the file already uses are
+//! refused in the status; a status that saw more events than the store has (the store lost)
+//! records a StoreGap event and says so in a condition.
 
 mod support;
 
@@ -194,6 +195,18 @@ async fn an_app_object_is_synced_edited_and_deleted_with_its_status_kept() {
         steady.status
     );
 
+    // A restarted agent with nothing new does not rewrite the status either: the App keeps it
+    // until its first pass, which finds it unchanged.
+    let events_before = agent.stop().await.len();
+    let agent = Agent::start(dir.path(), &ns.name);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let restarted = apps.get("web").await.unwrap();
+    assert_eq!(
+        restarted.metadata.resource_version, version,
+        "a restart rewrote an unchanged App's status: {:?}",
+        restarted.status
+    );
+
     // Editing the path takes effect: the other directory is applied and settings pruned.
     apps.patch(
         "web",
@@ -275,6 +288,7 @@ async fn an_app_object_is_synced_edited_and_deleted_with_its_status_kept() {
     );
 
     let events = agent.stop().await;
+    assert!(events.len() > events_before);
     let web: Vec<&Envelope> = events
         .iter()
         .filter(|e| e.body.app.as_deref() == Some("web"))
@@ -329,7 +343,26 @@ async fn a_status_ahead_of_the_store_records_a_store_gap_and_a_bad_spec_is_refus
     bad.spec.source.interval = Some("0s".to_string());
     apps.create(&PostParams::default(), &bad).await.unwrap();
 
+    // And one whose name the configuration file already uses.
+    apps.create(
+        &PostParams::default(),
+        &app_object("taken", &fixture.file_url(), "web"),
+    )
+    .await
+    .unwrap();
+
     let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("reckon.yaml"),
+        format!(
+            "apps:\n  - name: taken\n    source:\n      url: {}\n      path: web\n    \
+             target:\n      kubeconfig: {}\n      namespace: {}\n",
+            fixture.file_url(),
+            support::kubeconfig().display(),
+            ns.name
+        ),
+    )
+    .unwrap();
     let agent = Agent::start(dir.path(), &ns.name);
     let gapped = until(
         "the StoreGap condition and Ready",
@@ -360,7 +393,20 @@ async fn a_status_ahead_of_the_store_records_a_store_gap_and_a_bad_spec_is_refus
     assert!(message.starts_with("spec.source.interval:"), "{message}");
     assert_eq!(condition(&refused, "Ready").unwrap().status, "False");
 
+    let conflict = until("taken Stalled", Duration::from_secs(30), || async {
+        let app = apps.get("taken").await.unwrap();
+        (condition(&app, "Stalled")?.status == "True").then_some(app)
+    })
+    .await;
+    let stalled = condition(&conflict, "Stalled").unwrap();
+    assert_eq!(stalled.reason, "NameConflict");
+    let message = stalled.message.as_deref().unwrap_or_default();
+    assert!(message.contains("configuration file"), "{message}");
+
     let events = agent.stop().await;
+    // The file's App ran (its object did not replace it).
+    assert!(events.iter().any(|e| e.body.app.as_deref() == Some("taken")
+        && matches!(e.body.event, Event::SyncFinished(_))));
     let gaps: Vec<_> = events
         .iter()
         .filter_map(|e| match &e.body.event {

@@ -690,12 +690,20 @@ async fn app_task(
     let mut fetch_pending = true;
     let mut routed: Vec<ObjectKey> = Vec::new();
     if let Some((writer, store)) = status.as_mut() {
-        if let Err(e) = writer.check_anchor(store).await {
-            tracing::error!(app = %name, error = %e, "checking the App's status against the store");
-        }
-        if let Err(e) = writer
-            .after_pass(store, crate::crd::PassSummary::NotYet)
-            .await
+        let gap = match writer.check_anchor(store).await {
+            Ok(gap) => gap.is_some(),
+            Err(e) => {
+                tracing::error!(app = %name, error = %e, "checking the App's status against the store");
+                false
+            }
+        };
+        // A new App says it is starting; a known one keeps its status until its first pass
+        // (a restart of a thousand Apps is not two thousand status writes), unless the anchor
+        // just found a gap, which is worth saying at once.
+        if (gap || !writer.has_status())
+            && let Err(e) = writer
+                .after_pass(store, crate::crd::PassSummary::NotYet)
+                .await
         {
             tracing::warn!(app = %name, error = %e, "writing the App's status");
         }

@@ -273,7 +273,8 @@ impl StatusWriter {
         self.write(status).await
     }
 
-    pub fn name(&self) -> &str {
-        &self.name
+    /// Whether the object has a status (written by an agent before).
+    pub fn has_status(&self) -> bool {
+        self.last.is_some()
     }
 }
