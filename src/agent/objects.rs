@@ -208,7 +208,10 @@ impl StatusWriter {
                 .events
                 .into_iter()
                 .next()
-                .map(|e| format!("event {}: {}", e.seq, crate::query::summary(&e.event)));
+                .map(|e| match &e.event {
+                    Event::StoreGap(g) => format!("StoreGap event {}: {}", e.seq, g.reason),
+                    other => crate::query::summary(other),
+                });
             Ok((stored, gap))
         })
         .await
