@@ -420,3 +420,103 @@ async fn a_status_ahead_of_the_store_records_a_store_gap_and_a_bad_spec_is_refus
     // The refused App recorded nothing.
     assert!(!events.iter().any(|e| e.body.app.as_deref() == Some("bad")));
 }
+
+/// Measurement, not run by default (`--run-ignored only`): N App objects (RECKON_BENCH_APPS,
+/// default 50) on one repository, each with one ConfigMap. Prints the time from creating them
+/// to all Ready, the status writes per App until then (counted by a watch on the objects), and
+/// asserts that a steady period of three poll intervals writes no status at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn many_app_objects_reach_ready_with_few_status_writes() {
+    use futures::StreamExt;
+    use kube::runtime::watcher;
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+
+    let n: usize = std::env::var("RECKON_BENCH_APPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50);
+    let client = support::client().await;
+    install_crd(&client).await;
+    let ns = TestNamespace::create(&client, "crd-bench").await;
+    let fixture = Fixture::new().unwrap();
+    let mut commit = fixture.commit("Apps");
+    for i in 0..n {
+        commit = commit.write(
+            &format!("app-{i}/cm.yaml"),
+            format!(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm-{i}\ndata:\n  i: \"{i}\"\n"
+            ),
+        );
+    }
+    commit.create().unwrap();
+    fixture.push().unwrap();
+
+    let apps: Api<App> = Api::namespaced(client.clone(), &ns.name);
+    // Status writes per App, from a watch (each modification of an object is one event).
+    let writes: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+    let counter = writes.clone();
+    let watch_api = apps.clone();
+    let counting = tokio::spawn(async move {
+        let mut stream = watcher(watch_api, watcher::Config::default()).boxed();
+        while let Some(Ok(event)) = stream.next().await {
+            if let watcher::Event::Apply(app) = event
+                && app.status.is_some()
+            {
+                *counter
+                    .lock()
+                    .unwrap()
+                    .entry(app.metadata.name.clone().unwrap())
+                    .or_default() += 1;
+            }
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(dir.path(), &ns.name);
+    let start = Instant::now();
+    for i in 0..n {
+        let mut app = app_object(
+            &format!("app-{i}"),
+            &fixture.file_url(),
+            &format!("app-{i}"),
+        );
+        app.spec.source.interval = Some("2s".to_string());
+        apps.create(&PostParams::default(), &app).await.unwrap();
+    }
+    let created = start.elapsed();
+    until("every App Ready", Duration::from_secs(600), || async {
+        let list = apps.list(&Default::default()).await.unwrap();
+        let ready = list
+            .items
+            .iter()
+            .filter(|a| condition(a, "Ready").is_some_and(|c| c.status == "True"))
+            .count();
+        (ready == n).then_some(())
+    })
+    .await;
+    let all_ready = start.elapsed();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let until_ready: usize = writes.lock().unwrap().values().sum();
+    let versions = |list: kube::core::ObjectList<App>| -> Vec<Option<String>> {
+        list.items
+            .into_iter()
+            .map(|a| a.metadata.resource_version)
+            .collect()
+    };
+    let before = versions(apps.list(&Default::default()).await.unwrap());
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let after = versions(apps.list(&Default::default()).await.unwrap());
+    let steady: usize = writes.lock().unwrap().values().sum::<usize>() - until_ready;
+    println!(
+        "App objects: {n}; created in {:.2}s; all Ready {:.2}s after the first create; status \
+         writes until Ready: {until_ready} ({:.2} per App); status writes in 6s steady (3 polls \
+         each): {steady}",
+        created.as_secs_f64(),
+        all_ready.as_secs_f64(),
+        until_ready as f64 / n as f64
+    );
+    assert_eq!(before, after, "status written while steady");
+    counting.abort();
+    agent.stop().await;
+}
