@@ -15,23 +15,32 @@ fn fixture() -> PathBuf {
 
 const FIXTURE_EVENTS: u64 = 60;
 
+/// A copy of a committed fixture to open (opening migrates it: never open one in place).
+fn copy_of(fixture: &Path) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    copy_dir(fixture, &path);
+    (dir, path)
+}
+
+/// A new, empty store of `schema` at `path` (replacing what was there), for a fixture generator.
+fn fixture_writer(path: &Path, schema: u32) -> SledStore {
+    let _ = std::fs::remove_dir_all(path);
+    let options = OpenOptions {
+        create: true,
+        schema,
+        cache_bytes: 1 << 20,
+        ..Default::default()
+    };
+    SledStore::open(path, options).unwrap()
+}
+
 /// Regenerates the fixture with the schema-1 layout. Run only when the fixture must change:
 /// `cargo test --test migration -- --ignored generate_v1_fixture`
 #[test]
 #[ignore]
 fn generate_v1_fixture() {
-    let path = fixture();
-    let _ = std::fs::remove_dir_all(&path);
-    let mut store = SledStore::open(
-        &path,
-        OpenOptions {
-            create: true,
-            schema: 1,
-            cache_bytes: 1 << 20,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let mut store = fixture_writer(&fixture(), 1);
     fill(&mut store, 0, FIXTURE_EVENTS, 20);
     assert_eq!(store.schema(), 1);
     store.close().unwrap();
@@ -39,9 +48,7 @@ fn generate_v1_fixture() {
 
 #[test]
 fn the_v1_fixture_migrates_to_the_current_schema_after_a_backup() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("store");
-    copy_dir(&fixture(), &path);
+    let (_dir, path) = copy_of(&fixture());
     let original = snapshot_dir(&path);
     assert!(
         std::fs::read_to_string(path.join("RECKON_STORE"))
@@ -140,24 +147,13 @@ fn v2_manifest(k: u64, rev: u64) -> Vec<u8> {
 
 /// Regenerates the schema-2 fixture. It must be written by the release before migration 0004
 /// (commit a0954c2): check that commit out, add this function and `v2_manifest`, and run
-/// `cargo test --test migration -- --ignored generate_v2_fixture` there, then copy
+/// `cargo test --test migration -- --ignored generate_v2_fixture` there (with `fixture_writer`), then copy
 /// `tests/fixtures/store-v2` here. The current code would write version-3 snapshots.
 #[test]
 #[ignore]
 fn generate_v2_fixture() {
     use reckon::store::retention::Policy;
-    let path = fixture_v2();
-    let _ = std::fs::remove_dir_all(&path);
-    let mut store = SledStore::open(
-        &path,
-        OpenOptions {
-            create: true,
-            schema: 2,
-            cache_bytes: 1 << 20,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let mut store = fixture_writer(&fixture_v2(), 2);
     let mut j = 0;
     while j < FIXTURE_V2_EVENTS {
         let mut drafts = vec![];
@@ -196,12 +192,9 @@ fn generate_v2_fixture() {
 /// revisions answer what the whole log says.
 #[test]
 fn the_v2_fixture_migrates_gains_the_drift_index_and_answers_the_same() {
-    use reckon::event::ApplyAction;
     use reckon::query;
-    use std::collections::{BTreeMap, BTreeSet};
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("store");
-    copy_dir(&fixture_v2(), &path);
+    use std::collections::BTreeMap;
+    let (_dir, path) = copy_of(&fixture_v2());
     let store = SledStore::open(&path, OpenOptions::default()).unwrap();
     assert_eq!(store.schema(), STORE_SCHEMA);
     assert!(store.migrated_backup.is_some());
@@ -252,72 +245,20 @@ fn the_v2_fixture_migrates_gains_the_drift_index_and_answers_the_same() {
     let p = store.projections().clone();
     for app in ["app-0", "app-1", "app-2"] {
         // Revisions: counts and commits as the log (after the compaction) says.
-        let mut changed: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-        let mut commits = BTreeMap::new();
-        for e in log.iter().filter(|e| e.body.app.as_deref() == Some(app)) {
-            match &e.body.event {
-                Event::ObjectApplied(a) if a.action != ApplyAction::Unchanged => {
-                    changed
-                        .entry(a.revision.clone())
-                        .or_default()
-                        .insert(a.object.identity());
-                }
-                Event::CommitObserved(c) => {
-                    commits.entry(c.sha.clone()).or_insert_with(|| c.clone());
-                }
-                _ => {}
-            }
-        }
         let rows = query::revisions(&store, &p, app).unwrap();
         assert!(rows.len() >= 5, "{app}: {} revisions", rows.len());
-        for r in &rows {
-            let want = changed.get(&r.sha).map_or(0, |s| s.len() as u64);
-            assert_eq!(r.objects_changed, want, "{app} {}", r.sha);
-            assert_eq!(
-                r.author_email.as_deref(),
-                commits.get(&r.sha).map(|c| c.author.email.as_str()),
-                "{app} {}",
-                r.sha
-            );
-        }
+        oracle::check_revisions(&log, app, &rows);
         // Blame of every object equals the whole walk over its events.
         for entry in p.apps[app].inventory.values() {
             let o = &entry.object;
-            let spec: query::ObjectSpec = format!(
-                "Deployment.apps/{}/{}",
-                o.namespace.as_deref().unwrap(),
-                o.name
-            )
-            .parse()
-            .unwrap();
+            let ns = o.namespace.as_deref().unwrap();
+            let spec: query::ObjectSpec =
+                format!("Deployment.apps/{ns}/{}", o.name).parse().unwrap();
             let got = query::blame(&store, &p, &spec, Some(app), None).unwrap();
-            let current: serde_json::Value =
-                serde_json::from_slice(&store.blob(&entry.last_digest).unwrap().unwrap()).unwrap();
+            let blob = store.blob(&entry.last_digest).unwrap().unwrap();
+            let current: serde_json::Value = serde_json::from_slice(&blob).unwrap();
             let events = query::object_events(&store, o, app).unwrap();
-            let whole = query::blame_walk(&events, &current, None);
-            let mine: Vec<_> = got
-                .fields
-                .iter()
-                .map(|f| {
-                    (
-                        f.path.clone(),
-                        f.set_by.as_ref().map(|c| c.applied_seq),
-                        f.drifts.clone(),
-                    )
-                })
-                .collect();
-            let reference: Vec<_> = whole
-                .fields
-                .iter()
-                .map(|f| {
-                    (
-                        f.path.clone(),
-                        f.set_by.as_ref().map(|c| c.0),
-                        f.drifts.clone(),
-                    )
-                })
-                .collect();
-            assert_eq!(mine, reference, "{app} {}", o.identity());
+            oracle::check_blame(&got, &events, &current, &format!("{app} {}", o.identity()));
         }
     }
     // app-0 was compacted under version 2: its older objects came from the converted base state.
