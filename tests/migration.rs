@@ -15,23 +15,32 @@ fn fixture() -> PathBuf {
 
 const FIXTURE_EVENTS: u64 = 60;
 
+/// A copy of a committed fixture to open (opening migrates it: never open one in place).
+fn copy_of(fixture: &Path) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    copy_dir(fixture, &path);
+    (dir, path)
+}
+
+/// A new, empty store of `schema` at `path` (replacing what was there), for a fixture generator.
+fn fixture_writer(path: &Path, schema: u32) -> SledStore {
+    let _ = std::fs::remove_dir_all(path);
+    let options = OpenOptions {
+        create: true,
+        schema,
+        cache_bytes: 1 << 20,
+        ..Default::default()
+    };
+    SledStore::open(path, options).unwrap()
+}
+
 /// Regenerates the fixture with the schema-1 layout. Run only when the fixture must change:
 /// `cargo test --test migration -- --ignored generate_v1_fixture`
 #[test]
 #[ignore]
 fn generate_v1_fixture() {
-    let path = fixture();
-    let _ = std::fs::remove_dir_all(&path);
-    let mut store = SledStore::open(
-        &path,
-        OpenOptions {
-            create: true,
-            schema: 1,
-            cache_bytes: 1 << 20,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let mut store = fixture_writer(&fixture(), 1);
     fill(&mut store, 0, FIXTURE_EVENTS, 20);
     assert_eq!(store.schema(), 1);
     store.close().unwrap();
@@ -39,9 +48,7 @@ fn generate_v1_fixture() {
 
 #[test]
 fn the_v1_fixture_migrates_to_the_current_schema_after_a_backup() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("store");
-    copy_dir(&fixture(), &path);
+    let (_dir, path) = copy_of(&fixture());
     let original = snapshot_dir(&path);
     assert!(
         std::fs::read_to_string(path.join("RECKON_STORE"))
@@ -61,21 +68,30 @@ fn the_v1_fixture_migrates_to_the_current_schema_after_a_backup() {
     assert_eq!(rel(snapshot_dir(&backup), &backup), rel(original, &path));
 
     // The migration is an event: the newest one, by the new kind index too.
+    // One event per step, oldest first, all naming the one backup taken before the first.
     let (head_seq, _) = store.head().unwrap();
-    assert_eq!(head_seq, FIXTURE_EVENTS + 1);
+    assert_eq!(head_seq, FIXTURE_EVENTS + 2);
     let migrated = store
-        .query(&Query::new(Selector::Kind(EventKind::StoreMigrated)))
+        .query(&Query::new(Selector::Kind(EventKind::StoreMigrated)).oldest_first())
         .unwrap()
         .events;
-    assert_eq!(migrated.len(), 1);
-    match &migrated[0].body.event {
-        Event::StoreMigrated(m) => {
-            assert_eq!((m.from_schema, m.to_schema), (1, 2));
-            assert_eq!(m.step, "0002_kind_time_indexes");
-            assert_eq!(m.backup, backup.display().to_string());
-        }
-        other => panic!("{other:?}"),
-    }
+    let steps: Vec<_> = migrated
+        .iter()
+        .map(|e| match &e.body.event {
+            Event::StoreMigrated(m) => {
+                assert_eq!(m.backup, backup.display().to_string());
+                (m.from_schema, m.to_schema, m.step.clone())
+            }
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        vec![
+            (1, 2, "0002_kind_time_indexes".to_string()),
+            (2, 3, "0004_drift_index".to_string())
+        ]
+    );
     // The new indexes cover the old events: compare with a brute-force filter.
     let all = store
         .query(&Query::new(Selector::All).oldest_first().limit(1000))
@@ -101,7 +117,7 @@ fn the_v1_fixture_migrates_to_the_current_schema_after_a_backup() {
     assert_eq!(by_index, commits);
     let r = verify(&store.reader(), &mut |_| {}).unwrap();
     assert!(r.ok(), "{:?}", r.problems);
-    assert_eq!(r.events, FIXTURE_EVENTS + 1);
+    assert_eq!(r.events, FIXTURE_EVENTS + 2);
     store.close().unwrap();
     assert!(
         std::fs::read_to_string(path.join("RECKON_STORE"))
@@ -112,5 +128,145 @@ fn the_v1_fixture_migrates_to_the_current_schema_after_a_backup() {
     // Opening again does not migrate again.
     let store = SledStore::open(&path, OpenOptions::default()).unwrap();
     assert!(store.migrated_backup.is_none());
-    assert_eq!(store.head().unwrap().0, FIXTURE_EVENTS + 1);
+    assert_eq!(store.head().unwrap().0, FIXTURE_EVENTS + 2);
+}
+
+fn fixture_v2() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/store-v2")
+}
+
+const FIXTURE_V2_EVENTS: u64 = 600;
+
+/// A Deployment manifest for stream object `k` at revision `rev` (blame reads it).
+fn v2_manifest(k: u64, rev: u64) -> Vec<u8> {
+    format!(
+        r#"{{"apiVersion":"apps/v1","kind":"Deployment","metadata":{{"name":"svc-{k}"}},"spec":{{"replicas":3,"template":{{"spec":{{"containers":[{{"image":"svc-{k}:v{rev}","name":"svc"}}]}}}}}}}}"#
+    )
+    .into_bytes()
+}
+
+/// Regenerates the schema-2 fixture. It must be written by the release before migration 0004
+/// (commit a0954c2): check that commit out, add this function and `v2_manifest`, and run
+/// `cargo test --test migration -- --ignored generate_v2_fixture` there (with `fixture_writer`), then copy
+/// `tests/fixtures/store-v2` here. The current code would write version-3 snapshots.
+#[test]
+#[ignore]
+fn generate_v2_fixture() {
+    use reckon::store::retention::Policy;
+    let mut store = fixture_writer(&fixture_v2(), 2);
+    let mut j = 0;
+    while j < FIXTURE_V2_EVENTS {
+        let mut drafts = vec![];
+        for i in j..(j + 50).min(FIXTURE_V2_EVENTS) {
+            if let Some(b) = reckon::event::samples::stream_blob(i, APPS, OBJECTS) {
+                store.put_blob(&b).unwrap();
+            }
+            let mut d = reckon::event::samples::stream(i, APPS, OBJECTS);
+            if let Event::ObjectApplied(a) = &mut d.event {
+                let k: u64 = a.object.name["svc-".len()..].parse().unwrap();
+                let rev = (i / APPS) / (OBJECTS + 4);
+                a.digest = store.put_blob(&v2_manifest(k, rev)).unwrap();
+            }
+            drafts.push(d);
+        }
+        store.append(drafts).unwrap();
+        store.flush().unwrap();
+        j += 50;
+    }
+    // app-0's older half is compacted: its base state (version 2) is now inside the log.
+    let policy = Policy {
+        max_age: None,
+        max_bytes: Some(30_000),
+    };
+    let done = store
+        .compact("app-0", &policy, chrono::Utc::now(), Some("fixture"))
+        .unwrap();
+    assert!(done.is_some_and(|c| c.removed > 20));
+    assert_eq!(store.schema(), 2);
+    store.close().unwrap();
+}
+
+/// A schema-2 store written by the previous release (with a compacted App whose version-2 base
+/// state is inside the log) migrates to schema 3: backed up, the drift index backfilled so that
+/// it equals a brute-force filter of the log, `verify` clean, projections rebuilt, and blame and
+/// revisions answer what the whole log says.
+#[test]
+fn the_v2_fixture_migrates_gains_the_drift_index_and_answers_the_same() {
+    use reckon::query;
+    use std::collections::BTreeMap;
+    let (_dir, path) = copy_of(&fixture_v2());
+    let store = SledStore::open(&path, OpenOptions::default()).unwrap();
+    assert_eq!(store.schema(), STORE_SCHEMA);
+    assert!(store.migrated_backup.is_some());
+    let log: Vec<_> = store.reader().iter_from(1).map(|e| e.unwrap()).collect();
+    let migrated: Vec<_> = log
+        .iter()
+        .filter_map(|e| match &e.body.event {
+            Event::StoreMigrated(m) => Some((m.from_schema, m.to_schema, m.step.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(migrated, vec![(2, 3, "0004_drift_index".to_string())]);
+    assert!(
+        log.iter()
+            .any(|e| matches!(e.body.event, Event::RetentionCompacted(_))),
+        "the fixture holds a compaction"
+    );
+
+    // The drift index equals the drift events of each object, found by brute force.
+    let mut drifts: BTreeMap<String, (reckon::event::ObjectRef, Vec<u64>)> = BTreeMap::new();
+    for e in &log {
+        if let Event::DriftDetected(d) = &e.body.event {
+            drifts
+                .entry(d.object.identity())
+                .or_insert_with(|| (d.object.clone(), vec![]))
+                .1
+                .push(e.body.seq);
+        }
+    }
+    assert!(drifts.len() > 3, "{} drifting objects", drifts.len());
+    for (object, seqs) in drifts.values() {
+        let by_index: Vec<u64> = store
+            .query(
+                &Query::new(Selector::Drift(object.clone()))
+                    .oldest_first()
+                    .limit(1000),
+            )
+            .unwrap()
+            .events
+            .iter()
+            .map(|e| e.body.seq)
+            .collect();
+        assert_eq!(&by_index, seqs, "{}", object.identity());
+    }
+    let r = verify(&store.reader(), &mut |_| {}).unwrap();
+    assert!(r.ok(), "{:?}", r.problems);
+
+    let p = store.projections().clone();
+    for app in ["app-0", "app-1", "app-2"] {
+        // Revisions: counts and commits as the log (after the compaction) says.
+        let rows = query::revisions(&store, &p, app).unwrap();
+        assert!(rows.len() >= 5, "{app}: {} revisions", rows.len());
+        oracle::check_revisions(&log, app, &rows);
+        // Blame of every object equals the whole walk over its events.
+        for entry in p.apps[app].inventory.values() {
+            let o = &entry.object;
+            let ns = o.namespace.as_deref().unwrap();
+            let spec: query::ObjectSpec =
+                format!("Deployment.apps/{ns}/{}", o.name).parse().unwrap();
+            let got = query::blame(&store, &p, &spec, Some(app), None).unwrap();
+            let blob = store.blob(&entry.last_digest).unwrap().unwrap();
+            let current: serde_json::Value = serde_json::from_slice(&blob).unwrap();
+            let events = query::object_events(&store, o, app).unwrap();
+            oracle::check_blame(&got, &events, &current, &format!("{app} {}", o.identity()));
+        }
+    }
+    // app-0 was compacted under version 2: its older objects came from the converted base state.
+    assert!(
+        p.apps["app-0"]
+            .inventory
+            .values()
+            .any(|e| e.lifecycle_seq.is_none()),
+        "the converted base state leaves lifecycles unknown"
+    );
 }

@@ -32,10 +32,16 @@ async fn a_store_written_before_sealing_reads_back_and_rolls_back() {
     copy_dir(&fixture(), &path);
     let key = reckon::agent::key::load_or_create(&path.join("secret.key")).unwrap();
     let store = SledStore::open(&path, OpenOptions::default()).unwrap();
-    assert!(
-        store.migrated_backup.is_none(),
-        "no store migration: the format is the same"
-    );
+    // Sealing changed no layout: the only migration is the later drift index (0004).
+    let steps: Vec<String> = store
+        .reader()
+        .iter_from(1)
+        .filter_map(|e| match e.unwrap().body.event {
+            reckon::event::Event::StoreMigrated(m) => Some(m.step),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(steps, vec!["0004_drift_index".to_string()]);
     let r = verify(&store.reader(), &mut |_| {}).unwrap();
     assert!(r.ok(), "{:?}", r.problems);
 

@@ -5,8 +5,9 @@
 //! for the applied manifests, so it is unit-tested on synthetic sequences.
 
 use super::{ObjectSpec, QueryError, first_line, object_name};
-use crate::event::{Envelope, Event};
+use crate::event::{ApplyAction, Envelope, Event};
 use crate::plan::covers;
+use crate::store::projection::InventoryEntry;
 use crate::store::{EventRead, Projections, Query, Selector};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -127,17 +128,157 @@ pub struct Walked {
     pub object_drifts: Vec<FieldDrift>,
 }
 
-/// Walks one object's events of one App (given oldest first) from the newest back.
-/// `current` is the manifest reckon last applied (the inventory's blob); `field` keeps only
-/// fields at or under that pointer.
+type Since = (u64, DateTime<Utc>, String);
+
+/// The credit half of blame: folds one object's events of one App from the newest back and
+/// credits each field to the newest apply that changed it.
 ///
-/// Each field is credited to the newest apply that changed it: a creation sets every field, a
-/// configure the fields its `changed_fields` name (the planner's diff against the last applied
-/// state), except the fields a drift correction put back (the apply right before its
-/// DriftCorrected re-sets them, it does not change them). A field no apply since the object's
-/// creation (or the oldest apply still in the log) changed is credited to that apply. No
-/// older manifest has to be read: one blob per blame, whatever the history's length.
-pub fn blame_walk(events: &[Envelope], current: &Value, field: Option<&str>) -> Walked {
+/// A creation sets every field, a configure the fields its `changed_fields` name (the planner's
+/// diff against the last applied state), except the fields a drift correction put back (the
+/// apply right before its DriftCorrected re-sets them, it does not change them). A field no
+/// apply since the object's creation (or the oldest apply still in the log) changed is credited
+/// to that apply. No older manifest has to be read: one blob per blame.
+pub struct CreditWalk {
+    unresolved: Vec<String>,
+    set_by: BTreeMap<String, Since>,
+    oldest_apply: Option<Since>,
+    /// Fields a DriftCorrected put back, waiting for the apply that did it: (revision, fields).
+    correction: Option<(String, Vec<String>)>,
+    lifecycle_done: bool,
+}
+
+fn touches(changed: &str, field: &str) -> bool {
+    covers(changed, field) || covers(field, changed)
+}
+
+impl CreditWalk {
+    pub fn new(fields: impl IntoIterator<Item = String>) -> CreditWalk {
+        CreditWalk {
+            unresolved: fields.into_iter().collect(),
+            set_by: BTreeMap::new(),
+            oldest_apply: None,
+            correction: None,
+            lifecycle_done: false,
+        }
+    }
+
+    /// Folds the next older event.
+    pub fn step(&mut self, env: &Envelope) {
+        let (seq, time) = (env.body.seq, env.body.time);
+        match &env.body.event {
+            Event::ObjectApplied(a) if !self.lifecycle_done => {
+                let since = (seq, time, a.revision.clone());
+                let put_back = match self.correction.take() {
+                    Some((rev, fields)) if rev == a.revision => fields,
+                    _ => vec![],
+                };
+                let changed: Vec<String> = match a.action {
+                    ApplyAction::Created => std::mem::take(&mut self.unresolved),
+                    ApplyAction::Configured => {
+                        let (changed, rest) = std::mem::take(&mut self.unresolved)
+                            .into_iter()
+                            .partition(|f| {
+                                a.changed_fields.iter().any(|c| touches(c, f))
+                                    && !put_back.iter().any(|p| p.is_empty() || touches(p, f))
+                            });
+                        self.unresolved = rest;
+                        changed
+                    }
+                    ApplyAction::Unchanged => vec![],
+                };
+                for f in changed {
+                    self.set_by.insert(f, since.clone());
+                }
+                self.oldest_apply = Some(since);
+                if a.action == ApplyAction::Created {
+                    self.lifecycle_done = true;
+                }
+            }
+            // Before a prune the object was another life of it: its fields were set anew.
+            Event::ObjectPruned(_) => self.lifecycle_done = true,
+            Event::DriftCorrected(c) if !self.lifecycle_done => {
+                self.correction = Some((c.revision.clone(), c.fields.clone()));
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether older events can change nothing more: the creation was reached, or every field
+    /// still open is one that no apply after `lifecycle` (the apply that began the object's
+    /// life, whose `changed_fields` since are `changed_since`) changed, so that apply sets it.
+    pub fn settled(&self, changed_since: &[String]) -> bool {
+        self.lifecycle_done
+            || self
+                .unresolved
+                .iter()
+                .all(|f| !changed_since.iter().any(|c| touches(c, f)))
+    }
+
+    /// The credits: each field still open goes to `lifecycle` when the walk stopped early,
+    /// otherwise to the oldest apply it met.
+    pub fn finish(mut self, lifecycle: Option<Since>) -> BTreeMap<String, Since> {
+        if let Some(oldest) = lifecycle.or(self.oldest_apply) {
+            for f in std::mem::take(&mut self.unresolved) {
+                self.set_by.insert(f, oldest.clone());
+            }
+        }
+        self.set_by
+    }
+}
+
+/// The drift half of blame: every drift in `events` (one object's events of one App, oldest
+/// first; events other than drifts and corrections are skipped), each marked put back by the
+/// oldest correction after it that lists its path (or the whole object).
+pub fn drift_list(events: &[Envelope]) -> Vec<FieldDrift> {
+    let mut drifts = Vec::new();
+    for (i, env) in events.iter().enumerate() {
+        let Event::DriftDetected(d) = &env.body.event else {
+            continue;
+        };
+        for diff in &d.diffs {
+            let fix = events[i + 1..]
+                .iter()
+                .find_map(|later| match &later.body.event {
+                    Event::DriftCorrected(c)
+                        if c.fields.iter().any(|f| f == &diff.path || f.is_empty()) =>
+                    {
+                        Some((later.body.seq, later.body.time))
+                    }
+                    _ => None,
+                });
+            drifts.push(FieldDrift {
+                seq: env.body.seq,
+                time: env.body.time,
+                path: diff.path.clone(),
+                expected: diff.expected.clone(),
+                actual: diff.actual.clone(),
+                managers: d
+                    .managers
+                    .iter()
+                    .filter(|m| m.fields.iter().any(|f| f == &diff.path))
+                    .map(|m| FieldManagerRef {
+                        manager: m.manager.clone(),
+                        operation: m.operation.clone(),
+                        time: m.time,
+                    })
+                    .collect(),
+                corrected: fix.is_some(),
+                corrected_at: fix.map(|f| f.1),
+                corrected_seq: fix.map(|f| f.0),
+            });
+        }
+    }
+    drifts
+}
+
+/// Puts the two halves together for the fields of `current` (the manifest reckon last applied;
+/// `field` keeps only fields at or under that pointer).
+fn assemble(
+    current: &Value,
+    mut set_by: BTreeMap<String, Since>,
+    drifts: Vec<FieldDrift>,
+    field: Option<&str>,
+) -> Walked {
     let mut all = BTreeMap::new();
     leaves(current, String::new(), &mut all);
     let api_version = current
@@ -145,92 +286,6 @@ pub fn blame_walk(events: &[Envelope], current: &Value, field: Option<&str>) -> 
         .and_then(Value::as_str)
         .unwrap_or("")
         .to_string();
-    type Since = (u64, DateTime<Utc>, String);
-    let mut unresolved: Vec<String> = all.keys().cloned().collect();
-    let mut set_by: BTreeMap<String, Since> = BTreeMap::new();
-    let mut oldest_apply: Option<Since> = None;
-    // Fields a DriftCorrected put back, waiting for the apply that did it: (revision, fields).
-    let mut correction: Option<(String, Vec<String>)> = None;
-    let mut lifecycle_done = false;
-    let touches = |changed: &str, field: &str| covers(changed, field) || covers(field, changed);
-    let mut drifts: Vec<FieldDrift> = Vec::new();
-    // Corrections seen so far (newer than the drifts still to come): (seq, time, fields).
-    let mut corrections: Vec<(u64, DateTime<Utc>, Vec<String>)> = Vec::new();
-    for env in events.iter().rev() {
-        let (seq, time) = (env.body.seq, env.body.time);
-        match &env.body.event {
-            Event::ObjectApplied(a) if !lifecycle_done => {
-                let since = (seq, time, a.revision.clone());
-                let put_back = match correction.take() {
-                    Some((rev, fields)) if rev == a.revision => fields,
-                    _ => vec![],
-                };
-                let changed: Vec<&String> = match a.action {
-                    crate::event::ApplyAction::Created => unresolved.iter().collect(),
-                    crate::event::ApplyAction::Configured => unresolved
-                        .iter()
-                        .filter(|f| {
-                            a.changed_fields.iter().any(|c| touches(c, f))
-                                && !put_back.iter().any(|p| p.is_empty() || touches(p, f))
-                        })
-                        .collect(),
-                    crate::event::ApplyAction::Unchanged => vec![],
-                };
-                let changed: Vec<String> = changed.into_iter().cloned().collect();
-                for f in &changed {
-                    set_by.insert(f.clone(), since.clone());
-                }
-                unresolved.retain(|f| !changed.contains(f));
-                oldest_apply = Some(since);
-                if a.action == crate::event::ApplyAction::Created {
-                    lifecycle_done = true;
-                }
-            }
-            // Before a prune the object was another life of it: its fields were set anew.
-            Event::ObjectPruned(_) => lifecycle_done = true,
-            Event::DriftCorrected(c) => {
-                if !lifecycle_done {
-                    correction = Some((c.revision.clone(), c.fields.clone()));
-                }
-                corrections.push((seq, time, c.fields.clone()));
-            }
-            Event::DriftDetected(d) => {
-                for diff in &d.diffs {
-                    // Put back by the oldest correction after it that lists the path.
-                    let fix = corrections.iter().rev().find(|(_, _, fields)| {
-                        fields.iter().any(|f| f == &diff.path || f.is_empty())
-                    });
-                    drifts.push(FieldDrift {
-                        seq,
-                        time,
-                        path: diff.path.clone(),
-                        expected: diff.expected.clone(),
-                        actual: diff.actual.clone(),
-                        managers: d
-                            .managers
-                            .iter()
-                            .filter(|m| m.fields.iter().any(|f| f == &diff.path))
-                            .map(|m| FieldManagerRef {
-                                manager: m.manager.clone(),
-                                operation: m.operation.clone(),
-                                time: m.time,
-                            })
-                            .collect(),
-                        corrected: fix.is_some(),
-                        corrected_at: fix.map(|f| f.1),
-                        corrected_seq: fix.map(|f| f.0),
-                    });
-                }
-            }
-            _ => {}
-        }
-    }
-    if let Some(oldest) = oldest_apply {
-        for f in unresolved {
-            set_by.insert(f, oldest.clone());
-        }
-    }
-    drifts.reverse();
     let wanted = |path: &str| field.is_none_or(|f| covers(f, path) || covers(path, f));
     let object_drifts = drifts
         .iter()
@@ -248,7 +303,7 @@ pub fn blame_walk(events: &[Envelope], current: &Value, field: Option<&str>) -> 
                 })
                 .cloned()
                 .collect(),
-            set_by: set_by.get(&path).cloned(),
+            set_by: set_by.remove(&path),
             path,
             value,
         })
@@ -260,15 +315,26 @@ pub fn blame_walk(events: &[Envelope], current: &Value, field: Option<&str>) -> 
     }
 }
 
-/// Every event of `object` recorded for `app`, oldest first: what [`blame_walk`] walks.
-pub fn object_events<R: EventRead + ?Sized>(
+/// Blame from all of one object's events of one App (given oldest first): the whole walk, with
+/// no early stop. [`blame`] reads less (the walk stops once settled, drifts come from the drift
+/// index) and must answer the same; the tests hold it to this.
+pub fn blame_walk(events: &[Envelope], current: &Value, field: Option<&str>) -> Walked {
+    let mut all = BTreeMap::new();
+    leaves(current, String::new(), &mut all);
+    let mut walk = CreditWalk::new(all.into_keys());
+    for env in events.iter().rev() {
+        walk.step(env);
+    }
+    assemble(current, walk.finish(None), drift_list(events), field)
+}
+
+/// Every event `selector` holds for `app`, oldest first.
+fn app_events<R: EventRead + ?Sized>(
     reader: &R,
-    object: &crate::event::ObjectRef,
+    selector: Selector,
     app: &str,
 ) -> Result<Vec<Envelope>, QueryError> {
-    let mut query = Query::new(Selector::Object(object.clone()))
-        .oldest_first()
-        .limit(1000);
+    let mut query = Query::new(selector).oldest_first().limit(1000);
     let mut out = Vec::new();
     loop {
         let page = reader.query(&query)?;
@@ -284,12 +350,81 @@ pub fn object_events<R: EventRead + ?Sized>(
     }
 }
 
-/// The commit behind a revision, from its CommitObserved event in `app`.
+/// Every event of `object` recorded for `app`, oldest first: what [`blame_walk`] walks.
+pub fn object_events<R: EventRead + ?Sized>(
+    reader: &R,
+    object: &crate::event::ObjectRef,
+    app: &str,
+) -> Result<Vec<Envelope>, QueryError> {
+    app_events(reader, Selector::Object(object.clone()), app)
+}
+
+/// The credits of [`CreditWalk`] for `entry`'s object, reading its events newest first only
+/// until the walk is settled: when the apply that began the object's life is still in the log,
+/// every field no apply since changed is credited to it, so a long history of applies that all
+/// changed the same few fields costs a few reads, not one per apply.
+fn credits<R: EventRead + ?Sized>(
+    reader: &R,
+    entry: &InventoryEntry,
+    app: &str,
+    fields: impl IntoIterator<Item = String>,
+) -> Result<BTreeMap<String, Since>, QueryError> {
+    let lifecycle = match entry.lifecycle_seq {
+        Some(seq) => reader.get(seq)?.and_then(|env| match env.body.event {
+            Event::ObjectApplied(a)
+                if env.body.app.as_deref() == Some(app)
+                    && a.object.identity() == entry.object.identity() =>
+            {
+                Some((seq, env.body.time, a.revision))
+            }
+            _ => None,
+        }),
+        None => None,
+    };
+    let mut walk = CreditWalk::new(fields);
+    let mut query = Query::new(Selector::Object(entry.object.clone())).limit(100);
+    'pages: loop {
+        let page = reader.query(&query)?;
+        for env in &page.events {
+            if env.body.app.as_deref() != Some(app) {
+                continue;
+            }
+            if lifecycle.as_ref().is_some_and(|l| env.body.seq < l.0) {
+                break 'pages;
+            }
+            walk.step(env);
+            if lifecycle.is_some() && walk.settled(&entry.changed_since) {
+                break 'pages;
+            }
+        }
+        match page.next {
+            Some(n) => query.cursor = Some(n),
+            None => break,
+        }
+    }
+    Ok(walk.finish(lifecycle))
+}
+
+/// The commit behind a revision, from its CommitObserved event in `app`: the one the
+/// projections point at, else (a revision compacted before they recorded it) the first
+/// CommitObserved of `app` among the commit's events.
 pub(crate) fn commit_of<R: EventRead + ?Sized>(
     reader: &R,
+    projections: &Projections,
     app: &str,
     sha: &str,
 ) -> Result<Option<crate::event::CommitObserved>, QueryError> {
+    let recorded = projections
+        .apps
+        .get(app)
+        .and_then(|s| s.revisions.get(sha))
+        .and_then(|r| r.commit_seq);
+    if let Some(seq) = recorded {
+        return Ok(reader.get(seq)?.and_then(|e| match e.body.event {
+            Event::CommitObserved(c) if c.sha == sha => Some(c),
+            _ => None,
+        }));
+    }
     let mut query = Query::new(Selector::Commit(sha.to_string()))
         .oldest_first()
         .limit(100);
@@ -347,7 +482,6 @@ pub fn blame<R: EventRead + ?Sized>(
         }
     };
     let entry = &projections.apps[&app].inventory[&identity];
-    let events = object_events(reader, &reference, &app)?;
     let digest = entry.last_digest;
     let blob_problem = |p: String| QueryError::Blob {
         digest: digest.to_hex(),
@@ -362,7 +496,11 @@ pub fn blame<R: EventRead + ?Sized>(
         .ok_or_else(|| blob_problem("the blob store does not hold it".into()))?;
     let current: Value = serde_json::from_slice(&bytes)
         .map_err(|e| blob_problem(format!("it is not a JSON object: {e}")))?;
-    let walked = blame_walk(&events, &current, field.as_deref());
+    let mut all = BTreeMap::new();
+    leaves(&current, String::new(), &mut all);
+    let set_by = credits(reader, entry, &app, all.into_keys())?;
+    let drifts = drift_list(&app_events(reader, Selector::Drift(reference), &app)?);
+    let walked = assemble(&current, set_by, drifts, field.as_deref());
     if let Some(f) = &field
         && walked.fields.is_empty()
     {
@@ -378,7 +516,10 @@ pub fn blame<R: EventRead + ?Sized>(
             None => None,
             Some((seq, time, revision)) => {
                 if !commits.contains_key(&revision) {
-                    commits.insert(revision.clone(), commit_of(reader, &app, &revision)?);
+                    commits.insert(
+                        revision.clone(),
+                        commit_of(reader, projections, &app, &revision)?,
+                    );
                 }
                 let c = commits[&revision].as_ref();
                 Some(BlameCommit {

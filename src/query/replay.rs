@@ -4,7 +4,7 @@
 use super::status::{applied_revision, intent_view};
 use super::{IntentView, QueryError, object_name};
 use crate::event::Event;
-use crate::store::projection::{AppState, decode_snapshot};
+use crate::store::projection::{AppState, decode_app_state};
 use crate::store::{EventRead, Query, Selector};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -88,7 +88,7 @@ pub fn replay<R: EventRead + ?Sized>(
             if let Event::RetentionCompacted(r) = &env.body.event {
                 // The removed events are summarised by their base state; events of the App
                 // recorded between them and the summary were kept and are re-folded on top.
-                if let Ok(base) = decode_snapshot::<AppState>(&r.base_state) {
+                if let Ok(base) = decode_app_state(&r.base_state) {
                     let mut state = base;
                     let mut tail = Query::new(Selector::App(name.clone()))
                         .oldest_first()

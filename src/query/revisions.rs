@@ -1,13 +1,13 @@
 //! Owns `revisions`: every revision an App observed or applied, with its commit and what
 //! applying it changed.
 
+use super::blame::commit_of;
 use super::{QueryError, first_line};
-use crate::event::{ApplyAction, Event, SyncOutcome};
+use crate::event::SyncOutcome;
 use crate::store::projection::RevisionEntry;
-use crate::store::{EventRead, Projections, Query, Selector};
+use crate::store::{EventRead, Projections};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RevisionRow {
@@ -28,8 +28,9 @@ pub struct RevisionRow {
     pub outcome: Option<SyncOutcome>,
     /// Blob address (hex) of its rendered manifests, when it was rendered.
     pub digest: Option<String>,
-    /// Distinct objects that syncs of this revision created, configured or pruned (an object
-    /// re-applied to correct drift counts once).
+    /// Objects that syncs of this revision created, configured or pruned (an object re-applied
+    /// to correct drift counts once; one changed again after the App came back to the revision
+    /// by a rollback counts again).
     pub objects_changed: u64,
 }
 
@@ -58,9 +59,8 @@ fn ordered<'a>(
     Ok(all)
 }
 
-/// Every revision `app` observed or applied, newest first (by first seen). Unlimited: a
-/// revision's events are read through the commit index, so the cost is the App's revisions
-/// times their events, not the log.
+/// Every revision `app` observed or applied, newest first (by first seen). Unlimited: the
+/// cost is one event read per revision, not the log.
 pub fn revisions<R: EventRead + ?Sized>(
     reader: &R,
     projections: &Projections,
@@ -68,7 +68,7 @@ pub fn revisions<R: EventRead + ?Sized>(
 ) -> Result<Vec<RevisionRow>, QueryError> {
     ordered(projections, app)?
         .into_iter()
-        .map(|(sha, entry)| row(reader, app, sha, entry))
+        .map(|(sha, entry)| row(reader, projections, app, sha, entry))
         .collect()
 }
 
@@ -99,7 +99,7 @@ pub fn revisions_page<R: EventRead + ?Sized>(
     let slice = &all[start.min(all.len())..(start + limit).min(all.len())];
     let rows = slice
         .iter()
-        .map(|(sha, entry)| row(reader, app, sha, entry))
+        .map(|(sha, entry)| row(reader, projections, app, sha, entry))
         .collect::<Result<Vec<_>, _>>()?;
     let next = (start + limit < all.len())
         .then(|| rows.last().map(|r| r.sha.clone()))
@@ -110,57 +110,27 @@ pub fn revisions_page<R: EventRead + ?Sized>(
     })
 }
 
+/// One revision's row: the projections hold everything but the commit's author and message,
+/// which are one read of its CommitObserved (so a page costs one event per revision, however
+/// many events its syncs recorded).
 fn row<R: EventRead + ?Sized>(
     reader: &R,
+    projections: &Projections,
     app: &str,
     sha: &str,
     entry: &RevisionEntry,
 ) -> Result<RevisionRow, QueryError> {
-    let mut row = RevisionRow {
+    let commit = commit_of(reader, projections, app, sha)?;
+    Ok(RevisionRow {
         sha: sha.to_string(),
-        author_name: None,
-        author_email: None,
-        authored_at: None,
-        summary: None,
+        author_name: commit.as_ref().map(|c| c.author.name.clone()),
+        author_email: commit.as_ref().map(|c| c.author.email.clone()),
+        authored_at: commit.as_ref().map(|c| c.author.time),
+        summary: commit.as_ref().map(|c| first_line(&c.message)),
         first_seen: entry.first_seen,
         applied_at: entry.applied_at,
         outcome: entry.outcome,
         digest: entry.digest.map(|d| d.to_hex()),
-        objects_changed: 0,
-    };
-    let mut changed = BTreeSet::new();
-    let mut query = Query::new(Selector::Commit(sha.to_string()))
-        .oldest_first()
-        .limit(1000);
-    loop {
-        let page = reader.query(&query)?;
-        for env in &page.events {
-            if env.body.app.as_deref() != Some(app) {
-                continue;
-            }
-            match &env.body.event {
-                Event::CommitObserved(c) if row.author_email.is_none() => {
-                    row.author_name = Some(c.author.name.clone());
-                    row.author_email = Some(c.author.email.clone());
-                    row.authored_at = Some(c.author.time);
-                    row.summary = Some(first_line(&c.message));
-                }
-                Event::ObjectApplied(a)
-                    if a.revision == sha && a.action != ApplyAction::Unchanged =>
-                {
-                    changed.insert(a.object.identity());
-                }
-                Event::ObjectPruned(p) if p.revision == sha => {
-                    changed.insert(p.object.identity());
-                }
-                _ => {}
-            }
-        }
-        match page.next {
-            Some(n) => query.cursor = Some(n),
-            None => break,
-        }
-    }
-    row.objects_changed = changed.len() as u64;
-    Ok(row)
+        objects_changed: u64::from(entry.objects_changed),
+    })
 }

@@ -359,6 +359,9 @@ mod tests {
             applied_at: applied.map(t),
             outcome,
             digest: digest.map(|d| Digest([d; 32])),
+            first_seq: 0,
+            commit_seq: None,
+            objects_changed: 0,
         }
     }
 

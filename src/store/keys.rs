@@ -10,6 +10,7 @@
 //! | `U`    | h64(lowercased email) · first seq     | posting block                            | 1     |
 //! | `K`    | kind (u8) · first seq                 | posting block                            | 2     |
 //! | `T`    | time (i64 µs, sign-flipped) · seq     | empty: first seq of a run of equal times | 2     |
+//! | `D`    | h64(object identity) · first seq      | posting block: its drifts and corrections | 3    |
 //! | `X`    | seq                                   | tombstone: hash (32) · summary seq (u64) | 1     |
 //! | `M`    | name                                  | meta (`Mschema`: u32)                    | 1     |
 //!
@@ -25,7 +26,7 @@
 //! An index **entry** (what `verify` counts and fingerprints) is `term prefix · seq`, i.e. the
 //! block key with each of the block's sequence numbers.
 
-use crate::event::{EnvelopeBody, EventKind, ObjectRef};
+use crate::event::{EnvelopeBody, Event, EventKind, ObjectRef};
 use sha2::{Digest as _, Sha256};
 
 pub const LOG: u8 = b'L';
@@ -40,16 +41,20 @@ pub enum Index {
     Author,
     Kind,
     Time,
+    /// An object's DriftDetected and DriftCorrected events: blame lists every drift of an object
+    /// without reading its (far more numerous) applies.
+    Drift,
 }
 
 impl Index {
-    pub const ALL: [Index; 6] = [
+    pub const ALL: [Index; 7] = [
         Index::App,
         Index::Object,
         Index::Commit,
         Index::Author,
         Index::Kind,
         Index::Time,
+        Index::Drift,
     ];
 
     pub fn prefix(self) -> u8 {
@@ -60,6 +65,7 @@ impl Index {
             Index::Author => b'U',
             Index::Kind => b'K',
             Index::Time => b'T',
+            Index::Drift => b'D',
         }
     }
 
@@ -71,13 +77,16 @@ impl Index {
             Index::Author => "author",
             Index::Kind => "kind",
             Index::Time => "time",
+            Index::Drift => "drift",
         }
     }
 
-    /// The store schema that introduced this index (migration 0002 added kind and time).
+    /// The store schema that introduced this index (migration 0002 added kind and time, 0004
+    /// the object drift index).
     pub fn since_schema(self) -> u32 {
         match self {
             Index::Kind | Index::Time => 2,
+            Index::Drift => 3,
             _ => 1,
         }
     }
@@ -237,6 +246,15 @@ pub fn object_term(o: &ObjectRef) -> String {
     o.identity()
 }
 
+/// The object of a drift-family event (what the drift index holds), `None` for other events.
+pub fn drift_object(event: &Event) -> Option<&ObjectRef> {
+    match event {
+        Event::DriftDetected(d) => Some(&d.object),
+        Event::DriftCorrected(c) => Some(&c.object),
+        _ => None,
+    }
+}
+
 pub fn author_term(email: &str) -> String {
     email.to_lowercase()
 }
@@ -277,6 +295,11 @@ pub fn index_keys(body: &EnvelopeBody, schema: u32) -> Vec<Vec<u8>> {
             }
             Index::Kind => push(index, Term::Kind(body.event.kind())),
             Index::Time => {}
+            Index::Drift => {
+                if let Some(o) = drift_object(&body.event) {
+                    push(index, Term::Str(&object_term(o)));
+                }
+            }
         }
     }
     out

@@ -24,7 +24,7 @@ pub use projection::Projections;
 pub use sled_engine::{OpenOptions, SledStore, StoreReader};
 
 /// The store layout schema this reckon writes. See `migrations/`.
-pub const STORE_SCHEMA: u32 = 2;
+pub const STORE_SCHEMA: u32 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -161,6 +161,8 @@ pub enum Selector {
     /// Commit author or committer email, case-insensitive.
     Author(String),
     Kind(EventKind),
+    /// An object's DriftDetected and DriftCorrected events (by identity, like `Object`).
+    Drift(ObjectRef),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -6,7 +6,8 @@
 
 use crate::codec::{self, CodecError};
 use crate::event::{
-    Digest, EnvelopeBody, Event, IntentKind, ObjectRef, SyncOutcome, envelope::Envelope,
+    ApplyAction, Digest, EnvelopeBody, Event, IntentKind, ObjectRef, SyncOutcome,
+    envelope::Envelope,
 };
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -14,7 +15,11 @@ use std::collections::BTreeMap;
 
 /// Version byte in front of every snapshot (whole projections or one App's base state).
 /// 2: AppState gained the source heads (version 1 never left development).
-pub const SNAPSHOT_VERSION: u8 = 2;
+/// 3: revisions gained their commit's seq and changed-object count, inventory entries the start
+///    of the object's lifecycle and the fields changed since (migrations/0004_drift_index.md).
+///    A version-2 snapshot of the whole projections is rebuilt from the log; a version-2 App
+///    base state (inside a RetentionCompacted event, so it is read forever) is converted.
+pub const SNAPSHOT_VERSION: u8 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectionError {
@@ -90,6 +95,16 @@ pub struct InventoryEntry {
     pub applied_seq: u64,
     #[serde(with = "codec::time")]
     pub applied_at: DateTime<Utc>,
+    /// The apply that began the object's current life: its creation, or the first apply after
+    /// it entered the inventory (`None`: unknown, from a version-2 base state). Blame credits
+    /// every field no later apply changed to it without reading the applies in between.
+    pub lifecycle_seq: Option<u64>,
+    /// `changed_fields` of every apply since `lifecycle_seq`, sorted and deduplicated: bounded
+    /// by the object's own fields, whatever the number of applies.
+    pub changed_since: Vec<String>,
+    /// `first_seq` of the revision under which the object was last counted as changed, so a
+    /// drift correction re-applying it under the same revision does not count it again.
+    pub counted_for: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,23 +117,38 @@ pub struct RevisionEntry {
     pub outcome: Option<SyncOutcome>,
     /// The rendered manifests' blob address.
     pub digest: Option<Digest>,
+    /// The event that first named the revision for this App (its identity in `counted_for`).
+    pub first_seq: u64,
+    /// The App's CommitObserved of it: author and message are read from there.
+    pub commit_seq: Option<u64>,
+    /// Objects that applies of this revision created, configured or pruned, each counted once
+    /// per stay of the App on the revision (a drift correction does not count it again; coming
+    /// back to the revision by a rollback and changing it again does).
+    pub objects_changed: u32,
 }
 
 impl AppState {
     /// Folds one event of this App. Pure: no I/O, no clock.
     pub fn fold(&mut self, body: &EnvelopeBody) {
         let time = body.time;
+        let seq = body.seq;
         let revision = |revs: &mut BTreeMap<String, RevisionEntry>, sha: &str| -> () {
             revs.entry(sha.to_owned()).or_insert(RevisionEntry {
                 first_seen: time,
                 applied_at: None,
                 outcome: None,
                 digest: None,
+                first_seq: seq,
+                commit_seq: None,
+                objects_changed: 0,
             });
         };
         match &body.event {
             Event::CommitObserved(e) => {
                 revision(&mut self.revisions, &e.sha);
+                if let Some(r) = self.revisions.get_mut(&e.sha) {
+                    r.commit_seq.get_or_insert(seq);
+                }
                 self.observed_head = Some(e.sha.clone());
                 self.deployable_head = Some(e.sha.clone());
             }
@@ -158,19 +188,53 @@ impl AppState {
                 }
             }
             Event::ObjectApplied(e) => {
+                let identity = e.object.identity();
+                let prev = self.inventory.remove(&identity);
+                // A creation begins a new life (the object may have been deleted behind reckon's
+                // back and created again); so does the first apply of an object not owned.
+                let (lifecycle_seq, mut changed_since, mut counted_for) = match prev {
+                    Some(p) if e.action != ApplyAction::Created => {
+                        (p.lifecycle_seq, p.changed_since, p.counted_for)
+                    }
+                    Some(p) => (Some(seq), vec![], p.counted_for),
+                    None => (Some(seq), vec![], 0),
+                };
+                if e.action == ApplyAction::Configured && lifecycle_seq != Some(seq) {
+                    changed_since.extend(e.changed_fields.iter().cloned());
+                    changed_since.sort();
+                    changed_since.dedup();
+                }
+                if e.action != ApplyAction::Unchanged
+                    && let Some(r) = self.revisions.get_mut(&e.revision)
+                    && counted_for != r.first_seq
+                {
+                    r.objects_changed += 1;
+                    counted_for = r.first_seq;
+                }
                 self.inventory.insert(
-                    e.object.identity(),
+                    identity,
                     InventoryEntry {
                         object: e.object.clone(),
                         last_digest: e.digest,
                         revision: e.revision.clone(),
-                        applied_seq: body.seq,
+                        applied_seq: seq,
                         applied_at: time,
+                        lifecycle_seq,
+                        changed_since,
+                        counted_for,
                     },
                 );
             }
             Event::ObjectPruned(e) => {
-                self.inventory.remove(&e.object.identity());
+                let counted = self
+                    .inventory
+                    .remove(&e.object.identity())
+                    .map(|p| p.counted_for);
+                if let Some(r) = self.revisions.get_mut(&e.revision)
+                    && counted != Some(r.first_seq)
+                {
+                    r.objects_changed += 1;
+                }
             }
             Event::AppSuspended(_) => self.suspended = true,
             Event::AppResumed(_) => self.suspended = false,
@@ -220,6 +284,104 @@ pub fn decode_snapshot<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T
         None => Err(ProjectionError::Empty),
         Some(&SNAPSHOT_VERSION) => Ok(codec::decode(&bytes[1..])?),
         Some(&v) => Err(ProjectionError::UnknownVersion(v)),
+    }
+}
+
+/// One App's base state from a RetentionCompacted event, of this version or version 2.
+pub fn decode_app_state(bytes: &[u8]) -> Result<AppState, ProjectionError> {
+    match bytes.first() {
+        Some(&2) => Ok(codec::decode::<v2::AppState>(&bytes[1..])?.into()),
+        _ => decode_snapshot(bytes),
+    }
+}
+
+/// The version-2 layout, kept to read the base states compacted Apps carry in the log.
+mod v2 {
+    use super::{DateTime, Digest, Intent, ObjectRef, SyncOutcome, Utc};
+    use crate::codec;
+    use serde::Deserialize;
+    use std::collections::BTreeMap;
+
+    #[derive(Deserialize)]
+    pub struct AppState {
+        intent: Intent,
+        suspended: bool,
+        inventory: BTreeMap<String, InventoryEntry>,
+        revisions: BTreeMap<String, RevisionEntry>,
+        last_seq: u64,
+        observed_head: Option<String>,
+        deployable_head: Option<String>,
+    }
+
+    #[derive(Deserialize)]
+    struct InventoryEntry {
+        object: ObjectRef,
+        last_digest: Digest,
+        revision: String,
+        applied_seq: u64,
+        #[serde(with = "codec::time")]
+        applied_at: DateTime<Utc>,
+    }
+
+    #[derive(Deserialize)]
+    struct RevisionEntry {
+        #[serde(with = "codec::time")]
+        first_seen: DateTime<Utc>,
+        #[serde(with = "codec::time_opt")]
+        applied_at: Option<DateTime<Utc>>,
+        outcome: Option<SyncOutcome>,
+        digest: Option<Digest>,
+    }
+
+    impl From<AppState> for super::AppState {
+        /// What version 2 did not record stays unknown: no lifecycle start (blame walks the
+        /// object's events instead), no commit event (its author is looked up by the commit
+        /// index), and no changed objects counted before the compaction.
+        fn from(s: AppState) -> Self {
+            super::AppState {
+                intent: s.intent,
+                suspended: s.suspended,
+                inventory: s
+                    .inventory
+                    .into_iter()
+                    .map(|(k, e)| {
+                        let entry = super::InventoryEntry {
+                            object: e.object,
+                            last_digest: e.last_digest,
+                            revision: e.revision,
+                            applied_seq: e.applied_seq,
+                            applied_at: e.applied_at,
+                            lifecycle_seq: None,
+                            changed_since: vec![],
+                            counted_for: 0,
+                        };
+                        (k, entry)
+                    })
+                    .collect(),
+                revisions: s
+                    .revisions
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, (k, r))| {
+                        let entry = super::RevisionEntry {
+                            first_seen: r.first_seen,
+                            applied_at: r.applied_at,
+                            outcome: r.outcome,
+                            digest: r.digest,
+                            // Unknown; distinct per revision and never a real seq, so that
+                            // counting changed objects still tells revisions apart.
+                            first_seq: u64::MAX - i as u64,
+                            commit_seq: None,
+                            objects_changed: 0,
+                        };
+                        (k, entry)
+                    })
+                    .collect(),
+                last_seq: s.last_seq,
+                observed_head: s.observed_head,
+                deployable_head: s.deployable_head,
+            }
+        }
     }
 }
 
@@ -461,5 +623,58 @@ mod tests {
                 ),
             ],
         );
+    }
+
+    /// A version-2 App base state (the bytes version 2 wrote for the same history, kept in
+    /// tests/golden/snapshots-v2.hex) still reads: what version 2 recorded is kept, what it did
+    /// not is unknown rather than invented.
+    #[test]
+    fn version_2_app_base_states_convert() {
+        let text = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/snapshots-v2.hex"),
+        )
+        .unwrap();
+        let hex_bytes = text
+            .lines()
+            .find_map(|l| l.strip_prefix("app-state-v2 "))
+            .unwrap();
+        let bytes = hex::decode(hex_bytes.trim()).unwrap();
+        assert_eq!(bytes[0], 2);
+        assert!(matches!(
+            decode_snapshot::<AppState>(&bytes),
+            Err(ProjectionError::UnknownVersion(2))
+        ));
+        let old = decode_app_state(&bytes).unwrap();
+        let mut p = Projections::default();
+        history().iter().for_each(|b| p.fold(b));
+        let now = &p.apps["shop"];
+        assert_eq!(old.intent, now.intent);
+        assert_eq!(old.last_seq, now.last_seq);
+        assert_eq!(
+            old.inventory.keys().collect::<Vec<_>>(),
+            now.inventory.keys().collect::<Vec<_>>()
+        );
+        for (k, e) in &old.inventory {
+            let n = &now.inventory[k];
+            assert_eq!(
+                (&e.object, e.last_digest, &e.revision, e.applied_seq),
+                (&n.object, n.last_digest, &n.revision, n.applied_seq)
+            );
+            assert_eq!((e.lifecycle_seq, e.changed_since.len()), (None, 0));
+        }
+        assert_eq!(
+            old.revisions.keys().collect::<Vec<_>>(),
+            now.revisions.keys().collect::<Vec<_>>()
+        );
+        let mut firsts = std::collections::BTreeSet::new();
+        for (k, r) in &old.revisions {
+            let n = &now.revisions[k];
+            assert_eq!(
+                (r.first_seen, r.applied_at, r.outcome, r.digest),
+                (n.first_seen, n.applied_at, n.outcome, n.digest)
+            );
+            assert_eq!((r.commit_seq, r.objects_changed), (None, 0));
+            assert!(firsts.insert(r.first_seq), "revisions stay distinct");
+        }
     }
 }

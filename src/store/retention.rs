@@ -105,7 +105,7 @@ impl SledStore {
             for e in &page.events {
                 match &e.body.event {
                     Event::RetentionCompacted(c) => {
-                        base = projection::decode_snapshot(&c.base_state).map_err(|err| {
+                        base = projection::decode_app_state(&c.base_state).map_err(|err| {
                             StoreError::Corrupt {
                                 path: self.path().to_owned(),
                                 seq: Some(e.body.seq),

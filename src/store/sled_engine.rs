@@ -731,6 +731,9 @@ fn matches(sel: &Selector, body: &EnvelopeBody) -> bool {
             body.event.authors().iter().any(|x| x.to_lowercase() == a)
         }
         Selector::Kind(k) => body.event.kind() == *k,
+        Selector::Drift(o) => {
+            keys::drift_object(&body.event).is_some_and(|x| x.identity() == o.identity())
+        }
     }
 }
 
@@ -743,6 +746,7 @@ fn selector_term(sel: &Selector) -> Option<Vec<u8>> {
         Selector::Commit(c) => keys::term_prefix(Index::Commit, &Term::Str(c)),
         Selector::Author(a) => keys::term_prefix(Index::Author, &Term::Str(&keys::author_term(a))),
         Selector::Kind(k) => keys::term_prefix(Index::Kind, &Term::Kind(*k)),
+        Selector::Drift(o) => keys::term_prefix(Index::Drift, &Term::Str(&keys::object_term(o))),
     })
 }
 
@@ -1023,14 +1027,13 @@ impl StoreReader {
             )?;
             for e in &page.events {
                 if let (Some(app), Event::RetentionCompacted(c)) = (&e.body.app, &e.body.event) {
-                    let base =
-                        projection::decode_snapshot::<AppState>(&c.base_state).map_err(|err| {
-                            StoreError::Corrupt {
-                                path: self.path.clone(),
-                                seq: Some(e.body.seq),
-                                reason: format!("base state: {err}"),
-                            }
-                        })?;
+                    let base = projection::decode_app_state(&c.base_state).map_err(|err| {
+                        StoreError::Corrupt {
+                            path: self.path.clone(),
+                            seq: Some(e.body.seq),
+                            reason: format!("base state: {err}"),
+                        }
+                    })?;
                     bases.insert(app.clone(), base);
                 }
             }

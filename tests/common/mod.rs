@@ -110,3 +110,78 @@ pub fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// References computed from the raw log, for checking what the query layer reads from indexes
+/// and projections.
+pub mod oracle {
+    use reckon::event::{ApplyAction, Envelope, Event};
+    use reckon::query::{self, Blame, RevisionRow};
+    use std::collections::{BTreeMap, BTreeSet};
+
+    /// Each row of `rows` (an App's revisions) against `log` (the whole log, oldest first): the
+    /// distinct objects its applies created, configured or pruned, and its CommitObserved's
+    /// author and message summary.
+    pub fn check_revisions(log: &[Envelope], app: &str, rows: &[RevisionRow]) {
+        let mut changed: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let mut commits = BTreeMap::new();
+        for e in log.iter().filter(|e| e.body.app.as_deref() == Some(app)) {
+            let (rev, object) = match &e.body.event {
+                Event::ObjectApplied(a) if a.action != ApplyAction::Unchanged => {
+                    (&a.revision, &a.object)
+                }
+                Event::ObjectPruned(p) => (&p.revision, &p.object),
+                Event::CommitObserved(c) => {
+                    commits.entry(c.sha.clone()).or_insert_with(|| c.clone());
+                    continue;
+                }
+                _ => continue,
+            };
+            changed
+                .entry(rev.clone())
+                .or_default()
+                .insert(object.identity());
+        }
+        for r in rows {
+            let want = changed.get(&r.sha).map_or(0, |s| s.len() as u64);
+            assert_eq!(r.objects_changed, want, "{app} {}: objects changed", r.sha);
+            let c = commits.get(&r.sha);
+            assert_eq!(
+                r.author_email.as_deref(),
+                c.map(|c| c.author.email.as_str()),
+                "{app} {}: author",
+                r.sha
+            );
+            assert_eq!(
+                r.summary.as_deref(),
+                c.and_then(|c| c.message.lines().next()),
+                "{app} {}: summary",
+                r.sha
+            );
+        }
+    }
+
+    /// `got` (what `query::blame` read) against the whole walk over `events` (every event of
+    /// the object for its App, oldest first) with `current` (the manifest it last applied).
+    pub fn check_blame(got: &Blame, events: &[Envelope], current: &serde_json::Value, what: &str) {
+        let whole = query::blame_walk(events, current, None);
+        let mine: Vec<_> = got
+            .fields
+            .iter()
+            .map(|f| {
+                let by = f.set_by.as_ref();
+                let by = by.map(|c| (c.applied_seq, c.revision.clone()));
+                (f.path.clone(), by, f.drifts.clone())
+            })
+            .collect();
+        let reference: Vec<_> = whole
+            .fields
+            .iter()
+            .map(|f| {
+                let by = f.set_by.as_ref().map(|c| (c.0, c.2.clone()));
+                (f.path.clone(), by, f.drifts.clone())
+            })
+            .collect();
+        assert_eq!(mine, reference, "{what}");
+        assert_eq!(got.object_drifts, whole.object_drifts, "{what}");
+    }
+}
