@@ -34,6 +34,9 @@ pub struct Observation {
     pub deployable_head: Option<String>,
     /// The failure, when the fetch failed (already recorded as SourceFetchFailed).
     pub failure: Option<String>,
+    /// The App's projection after this observation (a pass plans from it without asking the
+    /// store writer again).
+    pub state: AppState,
 }
 
 fn person(p: &source::Person) -> event::Person {
@@ -163,7 +166,7 @@ pub async fn observe(
     app: &str,
     source: &GitSource,
 ) -> Result<Observation, ObserveError> {
-    observe_quietly(store, app, source, None, None).await
+    observe_quietly(store, app, source, None, None, std::time::Instant::now()).await
 }
 
 /// [`observe`] for a caller that polls: a failure identical to `last_failure` (the same text,
@@ -171,12 +174,15 @@ pub async fn observe(
 /// one per poll. The returned failure text is what to pass next time. `fetches` bounds the
 /// fetches running at once; it is held for the fetch only, not while the observation is made
 /// durable (a thousand Apps starting together would otherwise queue behind each other's fsync).
+/// `requested` is when the fetch was asked for (a poll's due time): a fetch of the same remote
+/// that started since then, for another App, answers it (see [`GitSource::fetch_since`]).
 pub async fn observe_quietly(
     store: &StoreHandle,
     app: &str,
     source: &GitSource,
     last_failure: Option<&str>,
     fetches: Option<&tokio::sync::Semaphore>,
+    requested: std::time::Instant,
 ) -> Result<Observation, ObserveError> {
     let state = app_state(store, app).await?;
     let spec = source.spec();
@@ -185,7 +191,9 @@ pub async fn observe_quietly(
             Some(limit) => Some(limit.acquire().await.expect("never closed")),
             None => None,
         };
-        source.fetch_async(state.observed_head.clone()).await
+        source
+            .fetch_async_since(state.observed_head.clone(), requested)
+            .await
     };
     let (drafts, failure) = match fetched {
         Ok(outcome) => {
@@ -223,8 +231,9 @@ pub async fn observe_quietly(
     let state = app_state(store, app).await?;
     Ok(Observation {
         appended,
-        observed_head: state.observed_head,
-        deployable_head: state.deployable_head,
+        observed_head: state.observed_head.clone(),
+        deployable_head: state.deployable_head.clone(),
         failure,
+        state,
     })
 }

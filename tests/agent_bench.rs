@@ -6,7 +6,8 @@
 //! --no-capture`, sized by `RECKON_BENCH_APPS` (default 1000 Apps of 4 objects each).
 //!
 //! `RECKON_BENCH_KEEP=1` keeps the agent's directory (config, store, cache) for a look at the
-//! event times afterwards; the agent's log is in `target/tmp/agent_bench-reckon-run.log`.
+//! event times afterwards; the agent's log is in `target/tmp/agent_bench-reckon-run.log`, the
+//! resync's in `target/tmp/agent_bench-reckon-sync.log`.
 //!
 //! Timing targets are reported, not asserted (a shared 2-core machine); correctness is
 //! asserted: every object exists with its App's label, every first sync succeeded, the
@@ -562,6 +563,10 @@ async fn agent_against_kubectl_server_side_apply() {
         .unwrap();
     let reckon_resync = started.elapsed();
     let reckon_all = delta(&before, &write_requests());
+    // Its log, for a look at where the time went (RECKON_BENCH_RUST_LOG=...,reckon::cli=debug
+    // logs its phases).
+    let sync_log = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("agent_bench-reckon-sync.log");
+    let _ = std::fs::write(&sync_log, &out.stderr);
     let reckon_writes = on_workload(&reckon_all);
     assert!(
         out.status.success(),

@@ -56,6 +56,7 @@ async fn pass(r: &mut Reconciler) -> reckon::reconcile::PassReport {
     r.pass(&PassOptions {
         fetch: true,
         progress: None,
+        ..Default::default()
     })
     .await
     .unwrap()

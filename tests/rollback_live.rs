@@ -101,6 +101,7 @@ async fn pass(r: &mut Reconciler, fetch: bool) -> PassReport {
     r.pass(&PassOptions {
         fetch,
         progress: None,
+        ..Default::default()
     })
     .await
     .unwrap()

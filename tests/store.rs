@@ -706,3 +706,65 @@ async fn the_writer_task_serialises_concurrent_producers() {
             | Event::SyncFinished(_)
     ));
 }
+
+/// Many Apps reading their projection between appends (what a thousand passes do): reads join
+/// the writer's group commits and are answered after the flush, and each still sees its own
+/// appends; appends queued without waiting keep their order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn projection_reads_between_appends_see_the_readers_own_appends() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    let (handle, task) = reckon::store::writer::spawn(create(&path));
+    let mut producers = vec![];
+    for p in 0..8u64 {
+        let h = handle.clone();
+        producers.push(tokio::spawn(async move {
+            let app = format!("app{p}");
+            for b in 0..20u64 {
+                let n = p * 100 + b;
+                let draft = reckon::event::Draft::new(
+                    Some(&app),
+                    Event::CommitObserved(samples::commit(n, "a@example.com")),
+                );
+                let appended = h.append(vec![draft]).await.unwrap();
+                let state = h.app_state(&app).await.unwrap().expect("written");
+                assert_eq!(
+                    state.last_seq, appended.last_seq,
+                    "{app} reads its own append"
+                );
+                assert_eq!(state.observed_head, Some(samples::sha(n)));
+            }
+            // Two batches queued back to back, waited for afterwards: in order, both durable.
+            let drafts = |n: u64| {
+                vec![reckon::event::Draft::new(
+                    Some(&app),
+                    Event::CommitObserved(samples::commit(n, "a@example.com")),
+                )]
+            };
+            let first = h
+                .queue_with_blobs(vec![], drafts(p * 100 + 50))
+                .await
+                .unwrap();
+            let second = h
+                .queue_with_blobs(vec![], drafts(p * 100 + 51))
+                .await
+                .unwrap();
+            let (first, second) = (
+                first.durable().await.unwrap(),
+                second.durable().await.unwrap(),
+            );
+            assert!(second.first_seq > first.last_seq);
+            let state = h.app_state(&app).await.unwrap().unwrap();
+            assert_eq!(state.observed_head, Some(samples::sha(p * 100 + 51)));
+        }));
+    }
+    for p in producers {
+        p.await.unwrap();
+    }
+    handle.close().await.unwrap();
+    task.await.unwrap().unwrap();
+    let store = SledStore::open(&path, OpenOptions::default()).unwrap();
+    let r = verify(&store.reader(), &mut |_| {}).unwrap();
+    assert!(r.ok(), "{:?}", r.problems);
+    assert_eq!(r.events, 8 * 22);
+}

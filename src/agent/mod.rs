@@ -688,6 +688,9 @@ async fn app_task(
     let mut ready_rx = ready.subscribe();
     let mut next_fetch = tokio::time::Instant::now();
     let mut fetch_pending = true;
+    // When the pending fetch was asked for (the poll's due time, a webhook's arrival): a fetch
+    // of the same remote started since then answers it, so Apps polled together share one.
+    let mut fetch_requested = std::time::Instant::now();
     let mut routed: Vec<ObjectKey> = Vec::new();
     if let Some((writer, store)) = status.as_mut() {
         let gap = match writer.check_anchor(store).await {
@@ -718,18 +721,28 @@ async fn app_task(
                 _ = stop.wait_for(|s| *s) => break,
                 _ = own_stop.wait_for(|s| *s) => break,
                 wake = inbox.recv() => match wake {
-                    Some(Wake::Fetch) => fetch_pending = true,
+                    Some(Wake::Fetch) => {
+                        fetch_pending = true;
+                        fetch_requested = std::time::Instant::now();
+                    }
                     Some(Wake::Changed) => changed = true,
                     None => break,
                 },
-                _ = tokio::time::sleep_until(next_fetch) => fetch_pending = true,
+                _ = tokio::time::sleep_until(next_fetch) => {
+                    fetch_pending = true;
+                    fetch_requested = next_fetch.into_std();
+                }
                 _ = ready_rx.changed(), if !deps.is_empty() => changed = true,
             }
         }
         // Merge whatever else is queued into this pass.
         while let Ok(wake) = inbox.try_recv() {
             match wake {
-                Wake::Fetch => fetch_pending = true,
+                Wake::Fetch if !fetch_pending => {
+                    fetch_pending = true;
+                    fetch_requested = std::time::Instant::now();
+                }
+                Wake::Fetch => {}
                 Wake::Changed => changed = true,
             }
         }
@@ -760,6 +773,7 @@ async fn app_task(
         let passed = reconciler
             .pass(&PassOptions {
                 fetch,
+                fetch_requested: fetch.then_some(fetch_requested),
                 progress: None,
             })
             .await;

@@ -90,6 +90,7 @@ async fn pass(r: &mut Reconciler, fetch: bool) -> anyhow::Result<PassReport> {
         .pass(&PassOptions {
             fetch,
             progress: Some(tx),
+            ..Default::default()
         })
         .await;
     let _ = printer.await;

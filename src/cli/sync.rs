@@ -125,8 +125,10 @@ pub async fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
         .filter(|a| args.all || args.apps.contains(&a.name))
         .cloned()
         .collect();
+    let started = std::time::Instant::now();
     let (store, key) = args.paths.open()?;
     let (handle, task) = writer::spawn(store);
+    tracing::debug!(elapsed = ?started.elapsed(), apps = apps.len(), "store open");
 
     // One catalog and one watch per cluster: a single App watches its own objects, several
     // share one watch per kind (listing each kind once instead of reading each object).
@@ -176,7 +178,10 @@ pub async fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
             }
         }
     });
+    tracing::debug!(elapsed = ?started.elapsed(), "clusters connected");
     let fetch = !args.no_fetch;
+    // Every App's fetch is asked for now: Apps on one remote share the first network fetch.
+    let fetch_requested = fetch.then(std::time::Instant::now);
     let results: Vec<(String, Result<PassReport, crate::reconcile::ReconcileError>)> =
         futures::stream::iter(reconcilers)
             .map(|mut r| {
@@ -192,13 +197,28 @@ pub async fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
                             }
                         })
                     };
-                    let report = r
-                        .pass(&PassOptions {
+                    // A task per pass: polled inside this stream, every pass's CPU work
+                    // (unpacking, observing, planning) would run on the main thread alone.
+                    let pass = tokio::spawn(async move {
+                        r.pass(&PassOptions {
                             fetch,
+                            fetch_requested,
                             progress: Some(ptx),
                         })
-                        .await;
-                    drop(r);
+                        .await
+                    });
+                    let report = match pass.await {
+                        Ok(report) => report,
+                        // A pass that panicked is a bug; report it with the App rather than
+                        // losing every other App's result.
+                        Err(e) => {
+                            let _ = forward.await;
+                            return (
+                                name,
+                                Err(crate::reconcile::ReconcileError::Task(e.to_string())),
+                            );
+                        }
+                    };
                     let _ = forward.await;
                     (name, report)
                 }
@@ -206,11 +226,13 @@ pub async fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
             .buffer_unordered(SYNC_CONCURRENCY)
             .collect()
             .await;
+    tracing::debug!(elapsed = ?started.elapsed(), "passes done");
     drop(tx);
     drop(notifications);
     let _ = printer.await;
     handle.close().await?;
     task.await??;
+    tracing::debug!(elapsed = ?started.elapsed(), "store closed");
 
     let mut out = std::io::stdout().lock();
     let mut failed = false;

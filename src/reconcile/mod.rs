@@ -51,6 +51,8 @@ pub enum ReconcileError {
         digest: Digest,
         problem: String,
     },
+    #[error("a pass ended abnormally: {0}")]
+    Task(String),
     #[error("App {app}: waiting for the watch cache: {source}")]
     Watch {
         app: String,
@@ -73,6 +75,10 @@ pub enum Live {
 pub struct PassOptions {
     /// Fetch the source first (a poll or webhook); otherwise use the last recorded head.
     pub fetch: bool,
+    /// When that fetch was asked for (a poll's due time); `None`: now. A fetch of the same
+    /// remote that started since, for another App, answers it from the mirror: a thousand
+    /// Apps polled together cost one network fetch.
+    pub fetch_requested: Option<Instant>,
     /// Each outcome as it happens (for progress on a terminal).
     pub progress: Option<mpsc::UnboundedSender<ObjectOutcome>>,
 }
@@ -261,6 +267,20 @@ pub struct Reconciler {
 /// The actor of everything the agent records on its own.
 pub const AGENT_ACTOR: &str = "reckon";
 
+/// What the agent does on its own is done by `reckon` (users act through intents).
+fn by_agent(drafts: Vec<Draft>) -> Vec<Draft> {
+    drafts
+        .into_iter()
+        .map(|d| {
+            if d.actor.is_none() {
+                d.by(AGENT_ACTOR)
+            } else {
+                d
+            }
+        })
+        .collect()
+}
+
 /// Pages of 500 of an App's newest events searched for its last recorded health.
 const HEALTH_RECALL_PAGES: usize = 4;
 
@@ -328,19 +348,8 @@ impl Reconciler {
             return Ok(0);
         }
         let n = drafts.len();
-        // What the agent does on its own is done by `reckon` (users act through intents).
-        let drafts = drafts
-            .into_iter()
-            .map(|d| {
-                if d.actor.is_none() {
-                    d.by(AGENT_ACTOR)
-                } else {
-                    d
-                }
-            })
-            .collect();
         self.store
-            .append_with_blobs(blobs, drafts)
+            .append_with_blobs(blobs, by_agent(drafts))
             .await
             .map_err(|e| self.store_err(e))?;
         Ok(n)
@@ -571,16 +580,18 @@ impl Reconciler {
         let started = Instant::now();
         let name = self.app.name.clone();
         let limits = self.limits.clone();
-        let pass_permit = limits.passes.acquire().await.expect("never closed");
         let mut appended = 0;
         let mut fetch_failure = None;
-        if options.fetch {
+        // The fetch is outside the pass limit: it holds nothing large (the fetch limit bounds
+        // it), and a pass waiting for it would keep a rendering pass from starting.
+        let observed_state = if options.fetch {
             let o = observe::observe_quietly(
                 &self.store,
                 &name,
                 &self.source,
                 self.memory.fetch_failure.as_deref(),
                 Some(&self.limits.fetches),
+                options.fetch_requested.unwrap_or_else(Instant::now),
             )
             .await
             .map_err(|source| ReconcileError::Observe {
@@ -590,8 +601,16 @@ impl Reconciler {
             appended += o.appended;
             self.memory.fetch_failure = o.failure.clone();
             fetch_failure = o.failure;
-        }
-        let state = self.state().await?;
+            Some(o.state)
+        } else {
+            None
+        };
+        let pass_permit = limits.passes.acquire().await.expect("never closed");
+        // The observation read the projection after its own append; nothing was appended since.
+        let state = match observed_state {
+            Some(state) => state,
+            None => self.state().await?,
+        };
         let pinned = state.intent.is_pinned();
         let report = |revision, status, appended, health| PassReport {
             revision,
@@ -909,6 +928,10 @@ impl Reconciler {
         tokio::pin!(run);
         let mut appended = 0;
         let mut finished: Option<ChangeSet> = None;
+        // Outcomes are queued to the store as they arrive and waited for at the end: waiting
+        // for each flush here would stop polling the executor, holding the apply limit (and
+        // the requests not yet started) for a flush that other Apps' applies need not wait for.
+        let mut queued = Vec::new();
         // Record outcomes while the executor runs; after it returns, drain what is left.
         loop {
             let mut batch: Vec<ObjectOutcome> = Vec::new();
@@ -951,10 +974,19 @@ impl Reconciler {
                         let _ = progress.send(outcome.clone());
                     }
                 }
-                appended += self.append(blobs, drafts).await?;
+                appended += drafts.len();
+                queued.push(
+                    self.store
+                        .queue_with_blobs(blobs, by_agent(drafts))
+                        .await
+                        .map_err(|e| self.store_err(e))?,
+                );
             }
             if let Some(done) = finished.take() {
                 if rx.is_empty() {
+                    for q in queued {
+                        q.durable().await.map_err(|e| self.store_err(e))?;
+                    }
                     return Ok((done, appended));
                 }
                 finished = Some(done);

@@ -95,11 +95,14 @@ pub(crate) fn lock_for(dir: &Path) -> Arc<RwLock<MirrorState>> {
     locks.entry(dir.to_path_buf()).or_default().clone()
 }
 
+/// Fetches, unless a network fetch of the mirror started at or after `requested` (when the
+/// fetch was asked for: a poll's due time, a webhook's arrival): its result is as fresh as the
+/// request needs, and the outcome is read from the mirror.
 pub(crate) fn fetch(
     src: &GitSource,
     previous_head: Option<&str>,
+    requested: Instant,
 ) -> Result<FetchOutcome, SourceError> {
-    let requested = Instant::now();
     let lock = lock_for(&src.cache_dir);
     // Answered from the mirror under the shared lock when a fetch started after this request:
     // nothing is written then, so many Apps read at once.
@@ -612,6 +615,36 @@ mod tests {
             .output()
             .expect("git");
         assert!(out.status.success(), "git {args:?}: {out:?}");
+    }
+
+    #[test]
+    fn a_poll_due_before_a_fetch_started_is_answered_by_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let remote = tmp.path().join("remote");
+        std::fs::create_dir(&remote).unwrap();
+        git(&remote, &["init", "-q", "-b", "main"]);
+        std::fs::write(remote.join("a.yaml"), "a: 1\n").unwrap();
+        git(&remote, &["add", "-A"]);
+        git(&remote, &["commit", "-q", "-m", "one"]);
+        let spec = super::super::SourceSpec {
+            id: "app".into(),
+            url: format!("file://{}", remote.display()),
+            reference: super::super::refs::RefSelector::Branch("main".into()),
+            path: String::new(),
+            access: Default::default(),
+            signatures: Default::default(),
+        };
+        let source = GitSource::new(spec, &tmp.path().join("cache"));
+        // Two Apps' polls fall due together; the first one's fetch goes to the remote.
+        let due = Instant::now();
+        let head = source.fetch_since(None, due).unwrap().head;
+        std::fs::remove_dir_all(&remote).unwrap();
+        // The second, served later, is answered from the mirror: the remote was read after it
+        // fell due (it is gone now, so going to it again would fail).
+        let second = source.fetch_since(None, due);
+        assert_eq!(second.map(|o| o.head).ok(), Some(head));
+        // A poll due now goes to the remote.
+        assert!(source.fetch_since(None, Instant::now()).is_err());
     }
 
     #[test]

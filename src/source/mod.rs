@@ -208,7 +208,17 @@ impl GitSource {
 
     /// Fetches, resolves the ref and reports what is new since `previous_head`. Blocking.
     pub fn fetch(&self, previous_head: Option<&str>) -> Result<FetchOutcome, SourceError> {
-        mirror::fetch(self, previous_head)
+        self.fetch_since(previous_head, std::time::Instant::now())
+    }
+
+    /// [`Self::fetch`] for a request made at `requested`: a network fetch of the mirror that
+    /// started since then (for another App on the same remote) answers it from the mirror.
+    pub fn fetch_since(
+        &self,
+        previous_head: Option<&str>,
+        requested: std::time::Instant,
+    ) -> Result<FetchOutcome, SourceError> {
+        mirror::fetch(self, previous_head, requested)
     }
 
     /// [`Self::fetch`] on tokio's blocking pool (gix has no usable async transport).
@@ -216,11 +226,23 @@ impl GitSource {
         &self,
         previous_head: Option<String>,
     ) -> Result<FetchOutcome, SourceError> {
+        self.fetch_async_since(previous_head, std::time::Instant::now())
+            .await
+    }
+
+    /// [`Self::fetch_since`] on tokio's blocking pool.
+    pub async fn fetch_async_since(
+        &self,
+        previous_head: Option<String>,
+        requested: std::time::Instant,
+    ) -> Result<FetchOutcome, SourceError> {
         let this = self.clone();
         let started = std::time::Instant::now();
-        let result = tokio::task::spawn_blocking(move || this.fetch(previous_head.as_deref()))
-            .await
-            .map_err(|e| SourceError::Task(e.to_string()))?;
+        let result = tokio::task::spawn_blocking(move || {
+            this.fetch_since(previous_head.as_deref(), requested)
+        })
+        .await
+        .map_err(|e| SourceError::Task(e.to_string()))?;
         crate::metrics::METRICS.observe_git_fetch(started.elapsed(), result.is_ok());
         result
     }

@@ -54,6 +54,16 @@ enum Command {
     },
 }
 
+/// An append queued by [`StoreHandle::queue_with_blobs`], not yet known to be durable.
+pub struct Queued(oneshot::Receiver<Result<Appended, StoreError>>);
+
+impl Queued {
+    /// Resolves once the batch is flushed (or failed to be).
+    pub async fn durable(self) -> Result<Appended, StoreError> {
+        self.0.await.map_err(|_| StoreError::WriterGone)?
+    }
+}
+
 /// A cheap, cloneable handle: writes go to the writer task, reads go straight to sled.
 #[derive(Clone)]
 pub struct StoreHandle {
@@ -80,13 +90,19 @@ pub fn spawn(store: SledStore) -> (StoreHandle, tokio::task::JoinHandle<Result<(
                     // recording at once pay for one flush, not one each. Each batch still gets
                     // its own result, acknowledged only once flushed.
                     let mut done = vec![(write_batch(&mut store, &blobs, drafts), reply)];
-                    while done.len() < GROUP_COMMIT_MAX {
+                    // Projection reads queued meanwhile join the group and are answered after
+                    // its flush (so they see only durable state, as a read between two flushes
+                    // does): a thousand Apps each reading their state between appends would
+                    // otherwise cut every group down to one append and one flush.
+                    let mut reads = Vec::new();
+                    while done.len() + reads.len() < GROUP_COMMIT_MAX {
                         match rx.try_recv() {
                             Ok(Command::Append {
                                 blobs,
                                 drafts,
                                 reply,
                             }) => done.push((write_batch(&mut store, &blobs, drafts), reply)),
+                            Ok(Command::AppState { app, reply }) => reads.push((app, reply)),
                             Ok(other) => {
                                 next = Some(other);
                                 break;
@@ -111,6 +127,9 @@ pub fn spawn(store: SledStore) -> (StoreHandle, tokio::task::JoinHandle<Result<(
                             crate::metrics::METRICS.record_appended(kinds);
                         }
                         let _ = reply.send(r);
+                    }
+                    for (app, reply) in reads {
+                        let _ = reply.send(store.projections().apps.get(&app).cloned());
                     }
                 }
                 Command::PutBlob { canonical, reply } => {
@@ -164,6 +183,27 @@ impl StoreHandle {
             reply,
         })
         .await?
+    }
+
+    /// Queues `blobs` and `drafts` like [`Self::append_with_blobs`] without waiting for the
+    /// flush: the returned [`Queued`] resolves once they are durable. Batches one task queues
+    /// are written in the order queued, so a caller may go on working (and queue more) while
+    /// a flush runs, and wait for all of them at the end.
+    pub async fn queue_with_blobs(
+        &self,
+        blobs: Vec<Vec<u8>>,
+        drafts: Vec<Draft>,
+    ) -> Result<Queued, StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Append {
+                blobs,
+                drafts,
+                reply,
+            })
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
+        Ok(Queued(rx))
     }
 
     pub async fn put_blob(&self, canonical: Vec<u8>) -> Result<Digest, StoreError> {
