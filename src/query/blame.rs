@@ -382,9 +382,12 @@ fn credits<R: EventRead + ?Sized>(
         None => None,
     };
     let mut walk = CreditWalk::new(fields);
-    let mut query = Query::new(Selector::Object(entry.object.clone())).limit(100);
+    // A page is read whole before the walk sees it, and the walk usually settles within the
+    // first few events: start small, grow when it does not.
+    let mut query = Query::new(Selector::Object(entry.object.clone())).limit(4);
     'pages: loop {
         let page = reader.query(&query)?;
+        query.limit = (query.limit * 4).min(1000);
         for env in &page.events {
             if env.body.app.as_deref() != Some(app) {
                 continue;

@@ -117,26 +117,74 @@ pub fn encode_chunk<'a>(records: impl IntoIterator<Item = (u64, &'a [u8])>) -> V
     out
 }
 
+/// A decompressed log chunk, read in place: a point read finds its record without copying the
+/// chunk's other records out (they were most of the allocations of a scattered read).
+pub struct RawChunk(Vec<u8>);
+
+impl RawChunk {
+    pub fn decompress(value: &[u8]) -> Result<RawChunk, String> {
+        let (&format, data) = value.split_first().ok_or("empty log chunk")?;
+        if format != CHUNK_FORMAT {
+            return Err(format!("unknown log chunk format {format}"));
+        }
+        let raw =
+            lz4_flex::decompress_size_prepended(data).map_err(|e| format!("log chunk: {e}"))?;
+        Ok(RawChunk(raw))
+    }
+
+    /// The `(seq, record)` pairs, in sequence order.
+    pub fn records(&self) -> impl Iterator<Item = Result<(u64, &[u8]), String>> {
+        let mut rest = &self.0[..];
+        std::iter::from_fn(move || {
+            if rest.is_empty() {
+                return None;
+            }
+            if rest.len() < 12 {
+                rest = &[];
+                return Some(Err("log chunk: truncated record header".into()));
+            }
+            let seq = u64::from_le_bytes(rest[..8].try_into().expect("8"));
+            let len = u32::from_le_bytes(rest[8..12].try_into().expect("4")) as usize;
+            match rest.get(12..12 + len) {
+                Some(rec) => {
+                    rest = &rest[12 + len..];
+                    Some(Ok((seq, rec)))
+                }
+                None => {
+                    rest = &[];
+                    Some(Err("log chunk: truncated record".into()))
+                }
+            }
+        })
+    }
+
+    /// The record of `seq`, if the chunk holds it.
+    pub fn find(&self, seq: u64) -> Result<Option<&[u8]>, String> {
+        for r in self.records() {
+            let (s, rec) = r?;
+            if s == seq {
+                return Ok(Some(rec));
+            }
+            if s > seq {
+                break;
+            }
+        }
+        Ok(None)
+    }
+
+    /// The newest sequence number in the chunk (`None` when it is empty or damaged).
+    pub fn last_seq(&self) -> Option<u64> {
+        self.records().filter_map(Result::ok).last().map(|(s, _)| s)
+    }
+}
+
 /// The `(seq, record)` pairs of a chunk, in sequence order.
 pub fn decode_chunk(value: &[u8]) -> Result<Vec<(u64, Vec<u8>)>, String> {
-    let (&format, data) = value.split_first().ok_or("empty log chunk")?;
-    if format != CHUNK_FORMAT {
-        return Err(format!("unknown log chunk format {format}"));
-    }
-    let raw = lz4_flex::decompress_size_prepended(data).map_err(|e| format!("log chunk: {e}"))?;
+    let chunk = RawChunk::decompress(value)?;
     let mut out = Vec::with_capacity(CHUNK_EVENTS);
-    let mut rest = &raw[..];
-    while !rest.is_empty() {
-        if rest.len() < 12 {
-            return Err("log chunk: truncated record header".into());
-        }
-        let seq = u64::from_le_bytes(rest[..8].try_into().expect("8"));
-        let len = u32::from_le_bytes(rest[8..12].try_into().expect("4")) as usize;
-        let rec = rest
-            .get(12..12 + len)
-            .ok_or("log chunk: truncated record")?;
+    for r in chunk.records() {
+        let (seq, rec) = r?;
         out.push((seq, rec.to_vec()));
-        rest = &rest[12 + len..];
     }
     Ok(out)
 }
@@ -378,6 +426,12 @@ mod tests {
         let recs: Vec<(u64, Vec<u8>)> = vec![(7, b"abc".to_vec()), (9, vec![]), (10, vec![1; 300])];
         let enc = encode_chunk(recs.iter().map(|(s, r)| (*s, &r[..])));
         assert_eq!(decode_chunk(&enc).unwrap(), recs);
+        let raw = RawChunk::decompress(&enc).unwrap();
+        assert_eq!(raw.find(9).unwrap(), Some(&[][..]));
+        assert_eq!(raw.find(10).unwrap(), Some(&[1; 300][..]));
+        assert_eq!(raw.find(8).unwrap(), None, "a seq between two records");
+        assert_eq!(raw.find(11).unwrap(), None);
+        assert_eq!(raw.last_seq(), Some(10));
         assert!(decode_chunk(&[]).is_err());
         assert!(decode_chunk(&[2, 0]).is_err());
         let mut cut = enc.clone();

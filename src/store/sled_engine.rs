@@ -1055,23 +1055,45 @@ impl StoreReader {
     }
 
     /// `get` with a one-chunk cache, for index scans that land in the same chunk repeatedly.
+    /// The chunk stays decompressed but unsplit: only the record asked for is decoded.
     fn get_cached(
         &self,
         seq: u64,
-        cache: &mut Option<(u64, Records)>,
+        cache: &mut Option<(u64, u64, keys::RawChunk)>,
     ) -> Result<Option<Envelope>, StoreError> {
-        let hit = cache.as_ref().is_some_and(|(base, recs)| {
-            *base <= seq && recs.last().is_some_and(|(last, _)| seq <= *last)
-        });
+        let hit = cache
+            .as_ref()
+            .is_some_and(|(base, last, _)| *base <= seq && seq <= *last);
         if !hit {
-            *cache = self.chunk_for(seq)?;
+            *cache = None;
+            let found = self
+                .events
+                .range(keys::log_key(0)..=keys::log_key(seq))
+                .next_back()
+                .transpose()
+                .map_err(self.err("reading the log"))?;
+            let Some((k, v)) = found else { return Ok(None) };
+            let corrupt = |reason: String| StoreError::Corrupt {
+                path: self.path.clone(),
+                seq: keys::seq_of(&k),
+                reason,
+            };
+            let chunk = keys::RawChunk::decompress(&v).map_err(corrupt)?;
+            let base = keys::seq_of(&k).unwrap_or(0);
+            let last = chunk.last_seq().unwrap_or(base);
+            *cache = Some((base, last, chunk));
         }
-        let Some((_, recs)) = cache.as_ref() else {
+        let Some((base, _, chunk)) = cache.as_ref() else {
             return Ok(None);
         };
-        match recs.binary_search_by_key(&seq, |(s, _)| *s) {
-            Ok(i) => self.open_record(seq, &recs[i].1).map(Some),
-            Err(_) => Ok(None),
+        match chunk.find(seq) {
+            Ok(Some(rec)) => self.open_record(seq, rec).map(Some),
+            Ok(None) => Ok(None),
+            Err(reason) => Err(StoreError::Corrupt {
+                path: self.path.clone(),
+                seq: Some(*base),
+                reason,
+            }),
         }
     }
 }
