@@ -329,3 +329,32 @@ fn the_v2_fixture_migrates_gains_the_drift_index_and_answers_the_same() {
         "the converted base state leaves lifecycles unknown"
     );
 }
+
+fn fixture_v3() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/store-v3")
+}
+
+const FIXTURE_V3_EVENTS: u64 = 120;
+
+/// Regenerates the store-schema-3, event-schema-1 fixture: it must be written by the release
+/// before event schema 2 (commit fd0ddf0, which added nothing but this function): check that
+/// commit out, run `cargo test --test migration -- --ignored generate_v3_fixture` there and copy
+/// `tests/fixtures/store-v3` here. The current code writes event schema 2.
+#[test]
+#[ignore]
+fn generate_v3_fixture() {
+    let path = fixture_v3();
+    let _ = std::fs::remove_dir_all(&path);
+    let mut store = SledStore::open(
+        &path,
+        OpenOptions {
+            create: true,
+            cache_bytes: 1 << 20,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    fill(&mut store, 0, FIXTURE_V3_EVENTS, 40);
+    assert_eq!(store.schema(), 3);
+    store.close().unwrap();
+}
