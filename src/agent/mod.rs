@@ -62,6 +62,8 @@ pub enum AgentError {
     },
     #[error("closing the store: {0}")]
     Close(#[source] StoreError),
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
 }
 
 /// Webhook secrets (a provider without one has no endpoint).
@@ -89,6 +91,8 @@ pub struct AgentOptions {
     /// Bearer tokens of the `/api/v1` routes; none configured means the API refuses every
     /// request (see docs/api.md).
     pub api_tokens: Arc<crate::api::auth::Tokens>,
+    /// The audit webhook receiver and drift attribution (docs/audit.md); off when `None`.
+    pub audit: Option<crate::audit::AuditOptions>,
 }
 
 impl AgentOptions {
@@ -104,6 +108,7 @@ impl AgentOptions {
             watch: WatchOptions::default(),
             jitter: 0.1,
             api_tokens: Arc::default(),
+            audit: None,
         }
     }
 }
@@ -312,6 +317,23 @@ async fn reconcile_all(
         None => None,
     };
 
+    let audit = match &options.audit {
+        Some(audit) => {
+            let catalogs: Vec<Arc<Catalog>> =
+                clusters.values().map(|c| c.catalog.clone()).collect();
+            Some(
+                crate::audit::start(
+                    audit.clone(),
+                    store.clone(),
+                    resource_of(catalogs),
+                    stop.clone(),
+                )
+                .await?,
+            )
+        }
+        None => None,
+    };
+
     let (ready, _) = watch::channel(BTreeMap::new());
     let ready = Arc::new(ready);
     let mut tasks = tokio::task::JoinSet::new();
@@ -343,7 +365,21 @@ async fn reconcile_all(
     if let Some(server) = server {
         let _ = server.await;
     }
+    if let Some(audit) = audit {
+        let _ = audit.await;
+    }
     Ok(())
+}
+
+/// The plural resource of an object, from the first cluster catalog that serves its kind (the
+/// audit log names resources, drifts name kinds).
+fn resource_of(catalogs: Vec<Arc<Catalog>>) -> crate::audit::ResourceOf {
+    Arc::new(move |object| {
+        catalogs
+            .iter()
+            .find_map(|c| c.resolve_kind(&GroupKind::new(&object.group, &object.kind)))
+            .map(|r| r.resource.plural)
+    })
 }
 
 /// Serves `/healthz`, `/readyz`, the webhook endpoints, `/metrics` and the `/api/v1` routes

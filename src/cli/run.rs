@@ -67,6 +67,48 @@ pub struct RunArgs {
     /// `api:NAME` of what they record.
     #[arg(long, env = "RECKON_ADMIN_TOKEN_FILE")]
     admin_token_file: Option<PathBuf>,
+    #[command(flatten)]
+    audit: AuditArgs,
+}
+
+/// The Kubernetes audit webhook receiver: names the person behind every drift (docs/audit.md).
+#[derive(Debug, clap::Args)]
+pub struct AuditArgs {
+    /// Serve the audit webhook receiver (POST /audit/v1/events, TLS) on this address; the API
+    /// server's --audit-webhook-config-file points here.
+    #[arg(long, env = "RECKON_AUDIT_LISTEN", requires_all = ["audit_tls_cert", "audit_tls_key"])]
+    audit_listen: Option<SocketAddr>,
+    /// PEM certificate chain the receiver serves.
+    #[arg(long, env = "RECKON_AUDIT_TLS_CERT")]
+    audit_tls_cert: Option<PathBuf>,
+    /// PEM private key of that certificate.
+    #[arg(long, env = "RECKON_AUDIT_TLS_KEY")]
+    audit_tls_key: Option<PathBuf>,
+    /// Bearer tokens the webhook kubeconfig carries (`TOKEN` or `NAME TOKEN` per line).
+    #[arg(long, env = "RECKON_AUDIT_TOKEN_FILE")]
+    audit_token_file: Option<PathBuf>,
+    /// Accept client certificates signed by this CA (PEM) instead of a token.
+    #[arg(long, env = "RECKON_AUDIT_CLIENT_CA")]
+    audit_client_ca: Option<PathBuf>,
+    /// How long a drift waits for its audit events before it is recorded unattributed; at
+    /// least the API server's --audit-webhook-batch-max-wait (30s by default).
+    #[arg(long, env = "RECKON_AUDIT_WAIT", default_value = "40s", value_parser = humantime::parse_duration)]
+    audit_wait: std::time::Duration,
+}
+
+impl AuditArgs {
+    fn options(&self) -> Option<crate::audit::AuditOptions> {
+        let listen = self.audit_listen?;
+        let mut o = crate::audit::AuditOptions::new(
+            listen,
+            self.audit_tls_cert.clone()?,
+            self.audit_tls_key.clone()?,
+        );
+        o.token_file = self.audit_token_file.clone();
+        o.client_ca = self.audit_client_ca.clone();
+        o.wait = self.audit_wait;
+        Some(o)
+    }
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
@@ -88,6 +130,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         anyhow::bail!("API token files were given but no --listen address to serve the API on");
     }
     options.api_tokens = std::sync::Arc::new(tokens);
+    options.audit = args.audit.options();
     agent::run(options, agent::stop_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -87,7 +87,7 @@ fn app_suffix(app: &Option<String>) -> String {
 pub enum Category {
     /// What Git did: CommitObserved, HistoryRewritten.
     Commit,
-    /// Drift found and put back: DriftDetected, DriftCorrected.
+    /// Drift found, attributed and put back: DriftDetected, DriftAttributed, DriftCorrected.
     Drift,
     /// What reckon applied: RenderSucceeded, SyncStarted, SyncFinished, ObjectApplied.
     Apply,
@@ -113,7 +113,7 @@ impl Category {
         use EventKind as K;
         Some(match kind {
             K::CommitObserved | K::HistoryRewritten => Category::Commit,
-            K::DriftDetected | K::DriftCorrected => Category::Drift,
+            K::DriftDetected | K::DriftCorrected | K::DriftAttributed => Category::Drift,
             K::RenderSucceeded | K::SyncStarted | K::SyncFinished | K::ObjectApplied => {
                 Category::Apply
             }
@@ -486,7 +486,40 @@ pub fn summary(e: &Event) -> String {
         Event::RetentionCompacted(r) => format!("{} events compacted ({})", r.removed, r.policy),
         Event::SourceCacheRecovered(s) => format!("Git cache of {} recloned: {}", s.url, s.reason),
         Event::RevisionBlocked(b) => format!("{} blocked: {}", short(&b.revision), b.reason),
+        Event::DriftAttributed(a) => attribution_summary(a),
     }
+}
+
+/// `by alice (update deployments/scale, kubectl/v1.32.4) [audit 0f5b…]`, or `unattributed`.
+fn attribution_summary(a: &crate::event::DriftAttributed) -> String {
+    if a.writers.is_empty() {
+        return "unattributed: no audit event matched".into();
+    }
+    let who: Vec<String> = a
+        .writers
+        .iter()
+        .map(|w| {
+            let what = match &w.subresource {
+                Some(sub) => format!("{} {sub}", w.verb),
+                None => w.verb.clone(),
+            };
+            let agent = w
+                .user_agent
+                .as_deref()
+                .map(|ua| format!(", {}", ua.split_whitespace().next().unwrap_or(ua)))
+                .unwrap_or_default();
+            let mut s = format!("{} ({what}{agent})", w.username);
+            if !w.fields.is_empty() {
+                s.push_str(&format!(" {}", w.fields.join(", ")));
+            }
+            s
+        })
+        .collect();
+    let mut s = format!("by {}", who.join("; "));
+    if !a.unexplained.is_empty() {
+        s.push_str(&format!("; unattributed {}", a.unexplained.join(", ")));
+    }
+    s
 }
 
 /// What `history` selects. Every field narrows; none set is the whole log.

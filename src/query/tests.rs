@@ -35,7 +35,10 @@ fn every_kind_has_at_most_one_category_and_the_documented_ones() {
             Category::Commit,
             vec![K::CommitObserved, K::HistoryRewritten],
         ),
-        (Category::Drift, vec![K::DriftDetected, K::DriftCorrected]),
+        (
+            Category::Drift,
+            vec![K::DriftDetected, K::DriftCorrected, K::DriftAttributed],
+        ),
         (
             Category::Apply,
             vec![
@@ -253,7 +256,8 @@ fn filters_pick_the_most_selective_index_and_post_filter_the_rest() {
         plan.selectors,
         vec![
             Selector::Kind(EventKind::DriftDetected),
-            Selector::Kind(EventKind::DriftCorrected)
+            Selector::Kind(EventKind::DriftCorrected),
+            Selector::Kind(EventKind::DriftAttributed)
         ]
     );
     assert_eq!(f(HistoryFilter::default()).selectors, vec![Selector::All]);
