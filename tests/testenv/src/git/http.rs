@@ -38,6 +38,8 @@ pub struct TestCa {
     dir: tempfile::TempDir,
     server_cert: rustls::pki_types::CertificateDer<'static>,
     server_key_der: Vec<u8>,
+    server_cert_pem: String,
+    server_key_pem: String,
 }
 
 impl TestCa {
@@ -76,7 +78,19 @@ impl TestCa {
             dir,
             server_cert: cert.der().clone(),
             server_key_der: key.serialize_der(),
+            server_cert_pem: cert.pem(),
+            server_key_pem: key.serialize_pem(),
         })
+    }
+
+    /// The server certificate and its key as PEM files (for servers other than this module's,
+    /// e.g. reckon's audit receiver): `(certificate, key)`.
+    pub fn server_pem_files(&self) -> Result<(PathBuf, PathBuf)> {
+        let cert = self.dir.path().join("server.pem");
+        let key = self.dir.path().join("server-key.pem");
+        std::fs::write(&cert, &self.server_cert_pem).map_err(io_err(&cert))?;
+        std::fs::write(&key, &self.server_key_pem).map_err(io_err(&key))?;
+        Ok((cert, key))
     }
 
     /// A PEM file holding only the CA certificate.
