@@ -13,7 +13,7 @@ mod support;
 use reckon::agent::{self, AgentOptions};
 use reckon::audit::AuditOptions;
 use reckon::event::{DriftAttributed, Event};
-use reckon::store::{OpenOptions, SledStore};
+use reckon::store::{EventStore, OpenOptions, SledStore};
 use reckon_testenv::control_plane::{AuditWebhook, ControlPlane, StartOptions, kubeconfig_yaml};
 use reckon_testenv::git::{Fixture, TestCa};
 use std::path::{Path, PathBuf};
@@ -262,6 +262,57 @@ async fn each_manual_change_is_attributed_to_the_person_who_made_it() {
         .expect("the agent exits cleanly");
     let store = SledStore::open(d.join("store"), OpenOptions::default()).unwrap();
     let events: Vec<_> = store.reader().iter_from(1).map(|e| e.unwrap()).collect();
+    // The questions users ask: blame names the person beside the field manager, and history
+    // --user lists what the audit log attributes to them.
+    let projections = store.projections().clone();
+    let spec: reckon::query::ObjectSpec = format!("Deployment.apps/{ns}/web").parse().unwrap();
+    let blame = reckon::query::blame(&store, &projections, &spec, Some("web"), None).unwrap();
+    let replicas = blame
+        .fields
+        .iter()
+        .find(|f| f.path == "/spec/replicas")
+        .expect("replicas blamed");
+    let people: Vec<Vec<String>> = replicas
+        .drifts
+        .iter()
+        .map(|d| {
+            d.changed_by
+                .as_ref()
+                .expect("attributed")
+                .iter()
+                .map(|w| w.username.clone())
+                .collect()
+        })
+        .collect();
+    assert_eq!(people, vec![vec!["alice".to_string()]]);
+    let by_user = |user: &str| -> Vec<String> {
+        let filter = reckon::query::HistoryFilter {
+            user: Some(user.into()),
+            ..Default::default()
+        };
+        reckon::query::history(&store, &projections, &filter)
+            .unwrap()
+            .events
+            .iter()
+            .map(|e| e.object.clone().unwrap_or_default())
+            .collect()
+    };
+    assert_eq!(
+        by_user("alice"),
+        vec![
+            format!("ConfigMap/{ns}/settings"),
+            format!("Deployment.apps/{ns}/web")
+        ],
+        "newest first: the delete, the scale"
+    );
+    assert_eq!(
+        by_user("bob"),
+        vec![
+            format!("ConfigMap/{ns}/by-hand"),
+            format!("ConfigMap/{ns}/settings")
+        ]
+    );
+    assert!(by_user("carol").is_empty());
     store.close().unwrap();
 
     let drifts: Vec<(u64, &reckon::event::DriftDetected)> = events

@@ -536,6 +536,10 @@ pub struct HistoryFilter {
     /// A commit SHA or prefix: every event about that revision.
     #[serde(default)]
     pub revision: Option<String>,
+    /// A Kubernetes username (exact): the changes the audit log attributes to them
+    /// (`DriftAttributed` events naming them as a writer; see docs/audit.md).
+    #[serde(default)]
+    pub user: Option<String>,
     #[serde(default)]
     pub category: Option<Category>,
     #[serde(default)]
@@ -561,6 +565,7 @@ impl Default for HistoryFilter {
             object: None,
             author: None,
             revision: None,
+            user: None,
             category: None,
             since: None,
             until: None,
@@ -600,6 +605,7 @@ struct Plan {
     object: Option<String>,
     author: Option<String>,
     revisions: Vec<String>,
+    user: Option<String>,
     category: Option<Category>,
 }
 
@@ -629,6 +635,9 @@ impl Plan {
             revisions.iter().cloned().map(Selector::Commit).collect()
         } else if let Some(a) = &f.author {
             vec![Selector::Author(a.clone())]
+        } else if f.user.is_some() {
+            // No user index: attributions are one kind, and few next to the whole log.
+            vec![Selector::Kind(EventKind::DriftAttributed)]
         } else if let Some(a) = &f.app {
             vec![Selector::App(a.clone())]
         } else if let Some(c) = f.category {
@@ -646,6 +655,9 @@ impl Plan {
         if let Some(a) = &f.author {
             groups.push(vec![Selector::Author(a.clone())]);
         }
+        if f.user.is_some() {
+            groups.push(vec![Selector::Kind(EventKind::DriftAttributed)]);
+        }
         if let Some(a) = &f.app {
             groups.push(vec![Selector::App(a.clone())]);
         }
@@ -661,6 +673,7 @@ impl Plan {
             object: object.map(|o| o.identity()),
             author: f.author.as_ref().map(|a| a.to_lowercase()),
             revisions,
+            user: f.user.clone(),
             category: f.category,
         })
     }
@@ -677,6 +690,10 @@ impl Plan {
                 e.authors()
                     .iter()
                     .any(|x| x.eq_ignore_ascii_case(a.as_str()))
+            })
+            && self.user.as_ref().is_none_or(|u| match e {
+                Event::DriftAttributed(a) => a.writers.iter().any(|w| &w.username == u),
+                _ => false,
             })
             && (self.revisions.is_empty()
                 || e.revisions()
@@ -890,6 +907,7 @@ pub(crate) fn app_kind_page<R: EventRead + ?Sized>(
         object: None,
         author: None,
         revisions: vec![],
+        user: None,
         category: None,
     };
     let filter = HistoryFilter {
