@@ -214,5 +214,19 @@ mod tests {
             text.contains("# TYPE reckon_store_size_bytes gauge"),
             "{text}"
         );
+        m.audit_dropped.inc();
+        let text = m.encode(None);
+        assert!(
+            text.contains("reckon_audit_events_dropped_total 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("reckon_audit_events_received_total 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("reckon_audit_requests_rejected_total 0"),
+            "{text}"
+        );
     }
 }
