@@ -337,7 +337,7 @@ fn fixture_v3() -> PathBuf {
 const FIXTURE_V3_EVENTS: u64 = 120;
 
 /// Regenerates the store-schema-3, event-schema-1 fixture: it must be written by the release
-/// before event schema 2 (commit fd0ddf0, which added nothing but this function): check that
+/// before event schema 2 (commit d396f7f: fd0ddf0 plus this function and the fixture): check that
 /// commit out, run `cargo test --test migration -- --ignored generate_v3_fixture` there and copy
 /// `tests/fixtures/store-v3` here. The current code writes event schema 2.
 #[test]

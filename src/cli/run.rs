@@ -134,3 +134,44 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     agent::run(options, agent::stop_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        audit: AuditArgs,
+    }
+
+    #[test]
+    fn audit_flags_become_audit_options() {
+        let w = Wrapper::try_parse_from(["x"]).unwrap();
+        assert!(w.audit.options().is_none(), "off without --audit-listen");
+        let w = Wrapper::try_parse_from([
+            "x",
+            "--audit-listen",
+            "127.0.0.1:8443",
+            "--audit-tls-cert",
+            "c.pem",
+            "--audit-tls-key",
+            "k.pem",
+            "--audit-token-file",
+            "tokens",
+            "--audit-wait",
+            "5s",
+        ])
+        .unwrap();
+        let o = w.audit.options().unwrap();
+        assert_eq!(o.listen.to_string(), "127.0.0.1:8443");
+        assert_eq!(o.tls_cert, PathBuf::from("c.pem"));
+        assert_eq!(o.tls_key, PathBuf::from("k.pem"));
+        assert_eq!(o.token_file, Some(PathBuf::from("tokens")));
+        assert_eq!(o.client_ca, None);
+        assert_eq!(o.wait, std::time::Duration::from_secs(5));
+        // The receiver serves TLS only: a listen address without a certificate is an error.
+        assert!(Wrapper::try_parse_from(["x", "--audit-listen", "127.0.0.1:8443"]).is_err());
+    }
+}
