@@ -8,6 +8,7 @@
 pub mod agent;
 pub mod api;
 pub mod apply;
+pub mod audit;
 pub mod cli;
 pub mod cluster;
 pub mod codec;

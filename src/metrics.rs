@@ -38,6 +38,11 @@ pub struct Metrics {
     reconcile_duration: Family<ResultLabel, Histogram>,
     git_fetch_duration: Family<ResultLabel, Histogram>,
     store_size: Gauge,
+    /// Audit webhook (see docs/audit.md): writes kept, writes dropped because the buffer was
+    /// full, requests refused for missing credentials.
+    pub audit_received: Counter,
+    pub audit_dropped: Counter,
+    pub audit_rejected: Counter,
 }
 
 /// The process's metrics.
@@ -97,7 +102,29 @@ impl Metrics {
             Unit::Bytes,
             store_size.clone(),
         );
+        let audit_received = Counter::default();
+        registry.register(
+            "audit_events_received",
+            "Successful writes received from the API server's audit webhook and queued",
+            audit_received.clone(),
+        );
+        let audit_dropped = Counter::default();
+        registry.register(
+            "audit_events_dropped",
+            "Audit events dropped because the receiver's bounded queue was full (drifts in \
+             that time may stay unattributed)",
+            audit_dropped.clone(),
+        );
+        let audit_rejected = Counter::default();
+        registry.register(
+            "audit_requests_rejected",
+            "Audit webhook requests refused (401) for missing or unknown credentials",
+            audit_rejected.clone(),
+        );
         Metrics {
+            audit_received,
+            audit_dropped,
+            audit_rejected,
             registry,
             events_appended,
             drift_detected,
@@ -185,6 +212,20 @@ mod tests {
         assert!(text.contains("reckon_git_fetch_duration_seconds_count{result=\"error\"} 1"));
         assert!(
             text.contains("# TYPE reckon_store_size_bytes gauge"),
+            "{text}"
+        );
+        m.audit_dropped.inc();
+        let text = m.encode(None);
+        assert!(
+            text.contains("reckon_audit_events_dropped_total 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("reckon_audit_events_received_total 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains("reckon_audit_requests_rejected_total 0"),
             "{text}"
         );
     }

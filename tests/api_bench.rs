@@ -8,7 +8,8 @@
 //! Size: `RECKON_BENCH_EVENTS` (default 10,000,000; CI runs 100,000), `RECKON_BENCH_APPS`
 //! (default 1000 Apps of 20 objects). `RECKON_BENCH_DIR` keeps the store there and reuses it
 //! when it already holds that many events (generation dominates the run at 10M);
-//! `RECKON_BENCH_REUSE=1` measures whatever size the store there holds.
+//! `RECKON_BENCH_REUSE=1` measures whatever size the store there holds; `RECKON_BENCH_SEED`
+//! picks other Apps and objects (repeated runs otherwise read what the last one left cached).
 //!
 //! The store is written directly through `SledStore` in batches: the realistic sample stream
 //! (per App: commit, render, sync, one apply per object, a drift now and then; 50 authors), with
@@ -285,6 +286,9 @@ fn api_query_benchmark() {
         },
     ];
 
+    // Repeated runs on one store read the same objects unless the seed changes (the OS page
+    // cache then holds exactly what the previous run read).
+    let seed = env_u64("RECKON_BENCH_SEED", 0);
     let http = reqwest::blocking::Client::new();
     let get = |url: &str| {
         let resp = http.get(url).bearer_auth(TOKEN).send().unwrap();
@@ -315,7 +319,7 @@ fn api_query_benchmark() {
     );
     println!("|---|---|---|---|---|---|---|");
     for c in &cases {
-        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ seed);
         let mut times = Vec::with_capacity(REQUESTS);
         let mut bytes = 0;
         for _ in 0..REQUESTS {
@@ -327,7 +331,7 @@ fn api_query_benchmark() {
         times.sort();
         // Other Apps/objects than the HTTP requests read: the same ones would be served from
         // the caches the HTTP requests just filled, flattering the baseline.
-        let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+        let mut rng = Rng(0x2545_f491_4f6c_dd1d ^ seed);
         let mut direct = Vec::with_capacity(REQUESTS);
         for _ in 0..REQUESTS {
             let t = Instant::now();

@@ -70,6 +70,8 @@ pub enum AgentError {
     Close(#[source] StoreError),
     #[error("connecting to the cluster to watch App objects: {0}")]
     AppObjects(#[source] crate::cluster::ClusterError),
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
 }
 
 /// Where App objects are watched (`reckon run --watch-apps`).
@@ -109,6 +111,8 @@ pub struct AgentOptions {
     pub api_tokens: Arc<crate::api::auth::Tokens>,
     /// Also reconcile the App objects found here; the configuration file is then optional.
     pub app_objects: Option<AppObjects>,
+    /// The audit webhook receiver and drift attribution (docs/audit.md); off when `None`.
+    pub audit: Option<crate::audit::AuditOptions>,
 }
 
 impl AgentOptions {
@@ -125,6 +129,7 @@ impl AgentOptions {
             jitter: 0.1,
             api_tokens: Arc::default(),
             app_objects: None,
+            audit: None,
         }
     }
 }
@@ -301,6 +306,10 @@ struct RunningApp {
 }
 
 /// Starts, restarts and stops App tasks as Apps come and go; owns everything they share.
+/// Cluster catalogs, shared between the supervisor (which adds one per cluster it connects)
+/// and the audit attributor.
+type Catalogs = Arc<std::sync::RwLock<Vec<Arc<Catalog>>>>;
+
 struct Supervisor {
     options: AgentOptions,
     store: StoreHandle,
@@ -309,6 +318,8 @@ struct Supervisor {
     routes: Routes,
     wakers: Wakers,
     clusters: HashMap<(Option<PathBuf>, Option<String>), Arc<Cluster>>,
+    /// The catalogs of `clusters`, shared with the audit attributor.
+    catalogs: Catalogs,
     ready: Arc<Readiness>,
     limits: Limits,
     running: BTreeMap<String, RunningApp>,
@@ -342,6 +353,10 @@ impl Supervisor {
                     .await?,
                 );
                 self.clusters.insert(target, c.clone());
+                self.catalogs
+                    .write()
+                    .expect("catalogs lock")
+                    .push(c.catalog.clone());
                 c
             }
         };
@@ -525,6 +540,7 @@ async fn reconcile_all(
         routes: Arc::default(),
         wakers: Arc::default(),
         clusters: HashMap::new(),
+        catalogs: Arc::default(),
         ready: Arc::new(ready),
         limits: Limits::default(),
         running: BTreeMap::new(),
@@ -569,6 +585,21 @@ async fn reconcile_all(
         None => None,
     };
 
+    // Every cluster an App reaches, present and future (App objects start later): the audit
+    // log names resources, drifts name kinds.
+    let audit = match &options.audit {
+        Some(audit) => Some(
+            crate::audit::start(
+                audit.clone(),
+                store.clone(),
+                resource_of(supervisor.catalogs.clone()),
+                stop.clone(),
+            )
+            .await?,
+        ),
+        None => None,
+    };
+
     if supervisor.running.is_empty() && options.app_objects.is_none() {
         // Nothing to reconcile yet is not a reason to exit (a supervisor would restart it in
         // a loop): serve the health endpoints until stopped.
@@ -598,7 +629,23 @@ async fn reconcile_all(
     if let Some(server) = server {
         let _ = server.await;
     }
+    if let Some(audit) = audit {
+        let _ = audit.await;
+    }
     Ok(())
+}
+
+/// The plural resource of an object, from the first cluster catalog that serves its kind (the
+/// audit log names resources, drifts name kinds).
+fn resource_of(catalogs: Catalogs) -> crate::audit::ResourceOf {
+    Arc::new(move |object| {
+        catalogs
+            .read()
+            .expect("catalogs lock")
+            .iter()
+            .find_map(|c| c.resolve_kind(&GroupKind::new(&object.group, &object.kind)))
+            .map(|r| r.resource.plural)
+    })
 }
 
 /// Serves `/healthz`, `/readyz`, the webhook endpoints, `/metrics` and the `/api/v1` routes

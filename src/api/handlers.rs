@@ -68,6 +68,8 @@ pub struct EventsParams {
     pub object: Option<String>,
     pub author: Option<String>,
     pub revision: Option<String>,
+    /// A Kubernetes username: the changes the audit log attributes to them.
+    pub user: Option<String>,
     /// A category: commit, drift, apply, prune, rollback or error.
     pub kind: Option<String>,
     pub since: Option<String>,
@@ -98,6 +100,7 @@ impl EventsParams {
             object: self.object.clone(),
             author: self.author.clone(),
             revision: self.revision.clone(),
+            user: self.user.clone(),
             category: self
                 .kind
                 .as_deref()

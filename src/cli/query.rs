@@ -57,6 +57,10 @@ pub struct HistoryArgs {
     /// Only events about this revision (a SHA or a unique prefix).
     #[arg(long)]
     revision: Option<String>,
+    /// Only changes the Kubernetes audit log attributes to this user (exact username, e.g.
+    /// alice or system:serviceaccount:ci:deployer); see docs/audit.md.
+    #[arg(long)]
+    user: Option<String>,
     /// Only events of this category: commit, drift, apply, prune, rollback or error.
     #[arg(long, value_parser = parse_category)]
     kind: Option<Category>,
@@ -198,6 +202,7 @@ fn history_blocking(args: HistoryArgs, stop: Arc<AtomicBool>) -> anyhow::Result<
         object: args.object.clone(),
         author: args.author.clone(),
         revision: args.revision.clone(),
+        user: args.user.clone(),
         category: args.kind,
         since: args.since,
         until: args.until,
@@ -417,6 +422,21 @@ fn drift_note(d: &crate::query::FieldDrift) -> String {
             .map(|m| m.manager.as_str())
             .collect::<Vec<_>>()
             .join(", ")
+    };
+    // The person, from the audit log, beside the field manager.
+    let who = match &d.changed_by {
+        None => who,
+        Some(people) if people.is_empty() => format!("{who} (person unattributed)"),
+        Some(people) => {
+            let names: Vec<String> = people
+                .iter()
+                .map(|w| match &w.subresource {
+                    Some(sub) => format!("{} ({} {sub})", w.username, w.verb),
+                    None => format!("{} ({})", w.username, w.verb),
+                })
+                .collect();
+            format!("{who}: {}", names.join(", "))
+        }
     };
     let fate = match &d.corrected_at {
         Some(t) => format!("put back {}", time(t)),

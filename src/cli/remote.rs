@@ -58,6 +58,7 @@ impl Remote {
             ("object", f.object.clone()),
             ("author", f.author.clone()),
             ("revision", f.revision.clone()),
+            ("user", f.user.clone()),
             ("kind", f.category.map(|c| c.name().to_string())),
             ("since", f.since.map(rfc3339)),
             ("until", f.until.map(rfc3339)),

@@ -80,6 +80,48 @@ pub struct RunArgs {
     /// ~/.kube/config, then the in-cluster service account).
     #[arg(long, env = "RECKON_KUBECONFIG")]
     kubeconfig: Option<PathBuf>,
+    #[command(flatten)]
+    audit: AuditArgs,
+}
+
+/// The Kubernetes audit webhook receiver: names the person behind every drift (docs/audit.md).
+#[derive(Debug, clap::Args)]
+pub struct AuditArgs {
+    /// Serve the audit webhook receiver (POST /audit/v1/events, TLS) on this address; the API
+    /// server's --audit-webhook-config-file points here.
+    #[arg(long, env = "RECKON_AUDIT_LISTEN", requires_all = ["audit_tls_cert", "audit_tls_key"])]
+    audit_listen: Option<SocketAddr>,
+    /// PEM certificate chain the receiver serves.
+    #[arg(long, env = "RECKON_AUDIT_TLS_CERT")]
+    audit_tls_cert: Option<PathBuf>,
+    /// PEM private key of that certificate.
+    #[arg(long, env = "RECKON_AUDIT_TLS_KEY")]
+    audit_tls_key: Option<PathBuf>,
+    /// Bearer tokens the webhook kubeconfig carries (`TOKEN` or `NAME TOKEN` per line).
+    #[arg(long, env = "RECKON_AUDIT_TOKEN_FILE")]
+    audit_token_file: Option<PathBuf>,
+    /// Accept client certificates signed by this CA (PEM) instead of a token.
+    #[arg(long, env = "RECKON_AUDIT_CLIENT_CA")]
+    audit_client_ca: Option<PathBuf>,
+    /// How long a drift waits for its audit events before it is recorded unattributed; at
+    /// least the API server's --audit-webhook-batch-max-wait (30s by default).
+    #[arg(long, env = "RECKON_AUDIT_WAIT", default_value = "40s", value_parser = humantime::parse_duration)]
+    audit_wait: std::time::Duration,
+}
+
+impl AuditArgs {
+    fn options(&self) -> Option<crate::audit::AuditOptions> {
+        let listen = self.audit_listen?;
+        let mut o = crate::audit::AuditOptions::new(
+            listen,
+            self.audit_tls_cert.clone()?,
+            self.audit_tls_key.clone()?,
+        );
+        o.token_file = self.audit_token_file.clone();
+        o.client_ca = self.audit_client_ca.clone();
+        o.wait = self.audit_wait;
+        Some(o)
+    }
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
@@ -110,6 +152,48 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     } else if args.kubeconfig.is_some() {
         anyhow::bail!("--kubeconfig names the cluster of App objects: it needs --watch-apps");
     }
+    options.audit = args.audit.options();
     agent::run(options, agent::stop_signal()).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        audit: AuditArgs,
+    }
+
+    #[test]
+    fn audit_flags_become_audit_options() {
+        let w = Wrapper::try_parse_from(["x"]).unwrap();
+        assert!(w.audit.options().is_none(), "off without --audit-listen");
+        let w = Wrapper::try_parse_from([
+            "x",
+            "--audit-listen",
+            "127.0.0.1:8443",
+            "--audit-tls-cert",
+            "c.pem",
+            "--audit-tls-key",
+            "k.pem",
+            "--audit-token-file",
+            "tokens",
+            "--audit-wait",
+            "5s",
+        ])
+        .unwrap();
+        let o = w.audit.options().unwrap();
+        assert_eq!(o.listen.to_string(), "127.0.0.1:8443");
+        assert_eq!(o.tls_cert, PathBuf::from("c.pem"));
+        assert_eq!(o.tls_key, PathBuf::from("k.pem"));
+        assert_eq!(o.token_file, Some(PathBuf::from("tokens")));
+        assert_eq!(o.client_ca, None);
+        assert_eq!(o.wait, std::time::Duration::from_secs(5));
+        // The receiver serves TLS only: a listen address without a certificate is an error.
+        assert!(Wrapper::try_parse_from(["x", "--audit-listen", "127.0.0.1:8443"]).is_err());
+    }
 }

@@ -8,7 +8,8 @@
 //!
 //! Two versions: the **format version** (this framing; a byte in front) and the **event schema
 //! version** (`EnvelopeBody::schema`, the layout of [`Event`]). A reader refuses versions newer
-//! than it knows; older schemas are upgraded on read (there is only schema 1 so far).
+//! than it knows; older schemas are upgraded on read (schema 1 → 2 added a variant at the end of [`Event`], so a
+//! schema-1 body decodes as it is).
 
 use super::{Digest, Event};
 use crate::codec::{self, CodecError};
@@ -17,7 +18,10 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 pub const FORMAT_VERSION: u8 = 1;
-pub const EVENT_SCHEMA: u16 = 1;
+/// 2: [`Event::DriftAttributed`] (a variant appended at the end; schema-1 records decode
+/// unchanged, so the upgrade on read is the identity). Older reckon refuses schema-2 records by
+/// name instead of failing to decode the new variant.
+pub const EVENT_SCHEMA: u16 = 2;
 const HASH_LEN: usize = 32;
 
 #[derive(Debug, thiserror::Error)]
@@ -173,6 +177,33 @@ mod tests {
         golden::check("envelopes", entries);
     }
 
+    /// The envelopes of every sample as event schema 1 wrote them (the golden file of the
+    /// release before schema 2, kept as it was): they still open, say schema 1, and decode to
+    /// the same events.
+    #[test]
+    fn schema_1_records_still_open() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/golden/envelopes-schema1.hex"
+        );
+        let text = std::fs::read_to_string(path).unwrap();
+        let samples = samples::all_events();
+        let mut opened = 0;
+        for line in text.lines().filter(|l| !l.trim().is_empty()) {
+            let (name, hex) = line.split_once(' ').unwrap();
+            let i: usize = name.split_once('#').unwrap().1.parse().unwrap();
+            let env = Envelope::open(&hex::decode(hex).unwrap()).unwrap();
+            assert_eq!(env.body.schema, 1, "{name}");
+            assert_eq!(env.body.event, samples[i], "{name}");
+            assert_eq!(
+                env.body.event.kind().name(),
+                name.split_once('#').unwrap().0
+            );
+            opened += 1;
+        }
+        assert_eq!(opened, 23, "every schema-1 kind");
+    }
+
     #[test]
     fn seal_open_round_trip_and_hash_definition() {
         for e in samples::all_events() {
@@ -213,7 +244,7 @@ mod tests {
         let (_, record) = Envelope::seal(b).unwrap();
         assert!(matches!(
             Envelope::open(&record),
-            Err(EnvelopeError::NewerSchema { found: 2, .. })
+            Err(EnvelopeError::NewerSchema { found: 3, .. })
         ));
         assert!(matches!(
             Envelope::open(&[1, 2, 3]),

@@ -399,6 +399,51 @@ pub struct RetentionCompacted {
     pub base_state: Vec<u8>,
 }
 
+/// One write the Kubernetes audit log recorded on a drifted object: who made it and how
+/// (see docs/audit.md). Everything here comes from the API server's audit event.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditWriter {
+    /// `user.username` (for a token user, the name in the token file; for a service account,
+    /// `system:serviceaccount:NS:NAME`).
+    pub username: String,
+    pub uid: Option<String>,
+    pub groups: Vec<String>,
+    /// `impersonatedUser.username` when the request impersonated someone: `username` is then
+    /// the person who asked, this the identity they wrote as.
+    pub impersonated: Option<String>,
+    pub user_agent: Option<String>,
+    pub source_ips: Vec<String>,
+    /// `auditID`: find the full record in the API server's own audit log.
+    pub audit_id: String,
+    /// `create`, `update`, `patch` or `delete`.
+    pub verb: String,
+    /// `scale`, `status`, ... when the write went to a subresource.
+    pub subresource: Option<String>,
+    /// When the API server finished the request (`stageTimestamp`).
+    #[serde(with = "codec::time")]
+    pub time: DateTime<Utc>,
+    /// The drifted paths this write explains (`""`: the whole object, deleted or created).
+    pub fields: Vec<String>,
+    /// Why: `request-body` (the recorded request set the drifted value, or the verb was the
+    /// deletion/creation itself), or `only-write` (no request body was recorded — audit level
+    /// `Metadata` — and this was the only write to the object in the drift's window).
+    pub evidence: String,
+}
+
+/// Who made a drift, from the Kubernetes audit log; or that nobody could be named.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DriftAttributed {
+    pub object: ObjectRef,
+    /// The `DriftDetected` this attributes; `None` for a write reckon learnt of only through
+    /// the audit log (an object created by hand in a namespace an App manages).
+    pub drift_seq: Option<u64>,
+    /// The writes that explain the drift, oldest first. Empty: unattributed (no audit event
+    /// matched; reckon never guesses).
+    pub writers: Vec<AuditWriter>,
+    /// Drifted paths no writer explains (all of them when `writers` is empty).
+    pub unexplained: Vec<String>,
+}
+
 /// Every event. **Append new variants at the end only**: the variant index is the stored tag.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Event {
@@ -425,6 +470,8 @@ pub enum Event {
     RetentionCompacted(RetentionCompacted),
     SourceCacheRecovered(SourceCacheRecovered),
     RevisionBlocked(RevisionBlocked),
+    /// Event schema 2.
+    DriftAttributed(DriftAttributed),
 }
 
 /// The kind of an event, as stored in the kind index (one byte; values are part of the format).
@@ -454,10 +501,11 @@ pub enum EventKind {
     RetentionCompacted = 20,
     SourceCacheRecovered = 21,
     RevisionBlocked = 22,
+    DriftAttributed = 23,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 23] = [
+    pub const ALL: [EventKind; 24] = [
         EventKind::AgentStarted,
         EventKind::CommitObserved,
         EventKind::IntentRecorded,
@@ -481,6 +529,7 @@ impl EventKind {
         EventKind::RetentionCompacted,
         EventKind::SourceCacheRecovered,
         EventKind::RevisionBlocked,
+        EventKind::DriftAttributed,
     ];
 
     pub fn name(self) -> &'static str {
@@ -508,6 +557,7 @@ impl EventKind {
             EventKind::RetentionCompacted => "RetentionCompacted",
             EventKind::SourceCacheRecovered => "SourceCacheRecovered",
             EventKind::RevisionBlocked => "RevisionBlocked",
+            EventKind::DriftAttributed => "DriftAttributed",
         }
     }
 
@@ -552,6 +602,7 @@ impl Event {
             Event::RetentionCompacted(_) => EventKind::RetentionCompacted,
             Event::SourceCacheRecovered(_) => EventKind::SourceCacheRecovered,
             Event::RevisionBlocked(_) => EventKind::RevisionBlocked,
+            Event::DriftAttributed(_) => EventKind::DriftAttributed,
         }
     }
 
@@ -562,6 +613,7 @@ impl Event {
             Event::ApplyFailed(e) => Some(&e.object),
             Event::DriftDetected(e) => Some(&e.object),
             Event::DriftCorrected(e) => Some(&e.object),
+            Event::DriftAttributed(e) => Some(&e.object),
             Event::ObjectPruned(e) => Some(&e.object),
             Event::PruneSkipped(e) => Some(&e.object),
             Event::HealthChanged(e) => e.object.as_ref(),

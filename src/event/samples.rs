@@ -135,7 +135,7 @@ pub fn all_events() -> Vec<Event> {
             reason: "annotation reckon.dev/prune=false".into(),
         }),
         Event::HealthChanged(HealthChanged {
-            object: Some(dep),
+            object: Some(dep.clone()),
             from: Health::Progressing,
             to: Health::Healthy,
             message: None,
@@ -187,6 +187,31 @@ pub fn all_events() -> Vec<Event> {
             revision: sha(5),
             reason: "head is unsigned".into(),
             kept: Some(sha(4)),
+        }),
+        Event::DriftAttributed(DriftAttributed {
+            object: dep.clone(),
+            drift_seq: Some(41),
+            writers: vec![AuditWriter {
+                username: "alice".into(),
+                uid: Some("1001".into()),
+                groups: vec!["system:authenticated".into(), "web-team".into()],
+                impersonated: None,
+                user_agent: Some("kubectl/v1.32.4 (linux/amd64) kubernetes/59526cd".into()),
+                source_ips: vec!["10.0.0.7".into()],
+                audit_id: "0f5ba1a6-bd3b-4e0a-9b33-1d0e7c1c2a11".into(),
+                verb: "update".into(),
+                subresource: Some("scale".into()),
+                time: t(1_764_000_099),
+                fields: vec!["spec.replicas".into()],
+                evidence: "request-body".into(),
+            }],
+            unexplained: vec![],
+        }),
+        Event::DriftAttributed(DriftAttributed {
+            object: dep.clone(),
+            drift_seq: None,
+            writers: vec![],
+            unexplained: vec!["".into()],
         }),
     ]
 }

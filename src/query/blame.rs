@@ -71,6 +71,11 @@ pub struct FieldDrift {
     pub corrected: bool,
     pub corrected_at: Option<DateTime<Utc>>,
     pub corrected_seq: Option<u64>,
+    /// Who made it, from the Kubernetes audit log (the drift's `DriftAttributed`): the writes
+    /// that explain this path. `None`: no attribution recorded (the audit receiver is off, or
+    /// still waiting); empty: unattributed.
+    #[serde(default)]
+    pub changed_by: Option<Vec<crate::event::AuditWriter>>,
 }
 
 /// A field path as users type it: a JSON pointer (`/spec/replicas`) or dotted
@@ -265,6 +270,18 @@ pub fn drift_list(events: &[Envelope]) -> Vec<FieldDrift> {
                 corrected: fix.is_some(),
                 corrected_at: fix.map(|f| f.1),
                 corrected_seq: fix.map(|f| f.0),
+                changed_by: events[i + 1..]
+                    .iter()
+                    .find_map(|later| match &later.body.event {
+                        Event::DriftAttributed(a) if a.drift_seq == Some(env.body.seq) => Some(
+                            a.writers
+                                .iter()
+                                .filter(|w| w.fields.iter().any(|f| f == &diff.path))
+                                .cloned()
+                                .collect(),
+                        ),
+                        _ => None,
+                    }),
             });
         }
     }

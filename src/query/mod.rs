@@ -87,7 +87,7 @@ fn app_suffix(app: &Option<String>) -> String {
 pub enum Category {
     /// What Git did: CommitObserved, HistoryRewritten.
     Commit,
-    /// Drift found and put back: DriftDetected, DriftCorrected.
+    /// Drift found, attributed and put back: DriftDetected, DriftAttributed, DriftCorrected.
     Drift,
     /// What reckon applied: RenderSucceeded, SyncStarted, SyncFinished, ObjectApplied.
     Apply,
@@ -113,7 +113,7 @@ impl Category {
         use EventKind as K;
         Some(match kind {
             K::CommitObserved | K::HistoryRewritten => Category::Commit,
-            K::DriftDetected | K::DriftCorrected => Category::Drift,
+            K::DriftDetected | K::DriftCorrected | K::DriftAttributed => Category::Drift,
             K::RenderSucceeded | K::SyncStarted | K::SyncFinished | K::ObjectApplied => {
                 Category::Apply
             }
@@ -486,7 +486,40 @@ pub fn summary(e: &Event) -> String {
         Event::RetentionCompacted(r) => format!("{} events compacted ({})", r.removed, r.policy),
         Event::SourceCacheRecovered(s) => format!("Git cache of {} recloned: {}", s.url, s.reason),
         Event::RevisionBlocked(b) => format!("{} blocked: {}", short(&b.revision), b.reason),
+        Event::DriftAttributed(a) => attribution_summary(a),
     }
+}
+
+/// `by alice (update deployments/scale, kubectl/v1.32.4) [audit 0f5b…]`, or `unattributed`.
+fn attribution_summary(a: &crate::event::DriftAttributed) -> String {
+    if a.writers.is_empty() {
+        return "unattributed: no audit event matched".into();
+    }
+    let who: Vec<String> = a
+        .writers
+        .iter()
+        .map(|w| {
+            let what = match &w.subresource {
+                Some(sub) => format!("{} {sub}", w.verb),
+                None => w.verb.clone(),
+            };
+            let agent = w
+                .user_agent
+                .as_deref()
+                .map(|ua| format!(", {}", ua.split_whitespace().next().unwrap_or(ua)))
+                .unwrap_or_default();
+            let mut s = format!("{} ({what}{agent})", w.username);
+            if !w.fields.is_empty() {
+                s.push_str(&format!(" {}", w.fields.join(", ")));
+            }
+            s
+        })
+        .collect();
+    let mut s = format!("by {}", who.join("; "));
+    if !a.unexplained.is_empty() {
+        s.push_str(&format!("; unattributed {}", a.unexplained.join(", ")));
+    }
+    s
 }
 
 /// What `history` selects. Every field narrows; none set is the whole log.
@@ -503,6 +536,10 @@ pub struct HistoryFilter {
     /// A commit SHA or prefix: every event about that revision.
     #[serde(default)]
     pub revision: Option<String>,
+    /// A Kubernetes username (exact): the changes the audit log attributes to them
+    /// (`DriftAttributed` events naming them as a writer; see docs/audit.md).
+    #[serde(default)]
+    pub user: Option<String>,
     #[serde(default)]
     pub category: Option<Category>,
     #[serde(default)]
@@ -528,6 +565,7 @@ impl Default for HistoryFilter {
             object: None,
             author: None,
             revision: None,
+            user: None,
             category: None,
             since: None,
             until: None,
@@ -567,6 +605,7 @@ struct Plan {
     object: Option<String>,
     author: Option<String>,
     revisions: Vec<String>,
+    user: Option<String>,
     category: Option<Category>,
 }
 
@@ -596,6 +635,9 @@ impl Plan {
             revisions.iter().cloned().map(Selector::Commit).collect()
         } else if let Some(a) = &f.author {
             vec![Selector::Author(a.clone())]
+        } else if f.user.is_some() {
+            // No user index: attributions are one kind, and few next to the whole log.
+            vec![Selector::Kind(EventKind::DriftAttributed)]
         } else if let Some(a) = &f.app {
             vec![Selector::App(a.clone())]
         } else if let Some(c) = f.category {
@@ -613,6 +655,9 @@ impl Plan {
         if let Some(a) = &f.author {
             groups.push(vec![Selector::Author(a.clone())]);
         }
+        if f.user.is_some() {
+            groups.push(vec![Selector::Kind(EventKind::DriftAttributed)]);
+        }
         if let Some(a) = &f.app {
             groups.push(vec![Selector::App(a.clone())]);
         }
@@ -628,6 +673,7 @@ impl Plan {
             object: object.map(|o| o.identity()),
             author: f.author.as_ref().map(|a| a.to_lowercase()),
             revisions,
+            user: f.user.clone(),
             category: f.category,
         })
     }
@@ -644,6 +690,10 @@ impl Plan {
                 e.authors()
                     .iter()
                     .any(|x| x.eq_ignore_ascii_case(a.as_str()))
+            })
+            && self.user.as_ref().is_none_or(|u| match e {
+                Event::DriftAttributed(a) => a.writers.iter().any(|w| &w.username == u),
+                _ => false,
             })
             && (self.revisions.is_empty()
                 || e.revisions()
@@ -857,6 +907,7 @@ pub(crate) fn app_kind_page<R: EventRead + ?Sized>(
         object: None,
         author: None,
         revisions: vec![],
+        user: None,
         category: None,
     };
     let filter = HistoryFilter {

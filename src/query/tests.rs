@@ -35,7 +35,10 @@ fn every_kind_has_at_most_one_category_and_the_documented_ones() {
             Category::Commit,
             vec![K::CommitObserved, K::HistoryRewritten],
         ),
-        (Category::Drift, vec![K::DriftDetected, K::DriftCorrected]),
+        (
+            Category::Drift,
+            vec![K::DriftDetected, K::DriftCorrected, K::DriftAttributed],
+        ),
         (
             Category::Apply,
             vec![
@@ -253,7 +256,8 @@ fn filters_pick_the_most_selective_index_and_post_filter_the_rest() {
         plan.selectors,
         vec![
             Selector::Kind(EventKind::DriftDetected),
-            Selector::Kind(EventKind::DriftCorrected)
+            Selector::Kind(EventKind::DriftCorrected),
+            Selector::Kind(EventKind::DriftAttributed)
         ]
     );
     assert_eq!(f(HistoryFilter::default()).selectors, vec![Selector::All]);
@@ -496,4 +500,154 @@ fn event_rows_round_trip_through_json() {
         let back: EventRow = serde_json::from_str(&serde_json::to_string(&row).unwrap()).unwrap();
         assert_eq!(back, row);
     }
+}
+
+fn attributed(drift_seq: Option<u64>, users: &[(&str, &str)]) -> Event {
+    let dep = samples::object("apps", "v1", "Deployment", Some("web"), "api");
+    Event::DriftAttributed(DriftAttributed {
+        object: dep,
+        drift_seq,
+        writers: users
+            .iter()
+            .map(|(user, path)| AuditWriter {
+                username: user.to_string(),
+                uid: None,
+                groups: vec![],
+                impersonated: None,
+                user_agent: None,
+                source_ips: vec![],
+                audit_id: format!("id-{user}"),
+                verb: "patch".into(),
+                subresource: None,
+                time: t(0),
+                fields: vec![path.to_string()],
+                evidence: "request-body".into(),
+            })
+            .collect(),
+        unexplained: vec![],
+    })
+}
+
+#[test]
+fn a_user_filter_walks_attributions_and_keeps_only_that_users() {
+    let p = Projections::default();
+    let plan = Plan::new(
+        &p,
+        &HistoryFilter {
+            user: Some("alice".into()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        plan.selectors,
+        vec![Selector::Kind(EventKind::DriftAttributed)]
+    );
+    let alice = env(
+        2,
+        "shop",
+        attributed(Some(1), &[("alice", "/spec/replicas")]),
+    );
+    let bob = env(3, "shop", attributed(Some(1), &[("bob", "/spec/replicas")]));
+    let both = env(
+        4,
+        "shop",
+        attributed(Some(1), &[("bob", "/a"), ("alice", "/b")]),
+    );
+    let nobody = env(5, "shop", attributed(Some(1), &[]));
+    // Usernames are exact: Kubernetes treats them case-sensitively.
+    let upper = env(6, "shop", attributed(Some(1), &[("Alice", "/a")]));
+    let drift = env(
+        7,
+        "shop",
+        samples::all_events()
+            .into_iter()
+            .find(|e| e.kind() == EventKind::DriftDetected)
+            .unwrap(),
+    );
+    let accepted: Vec<u64> = [alice, bob, both, nobody, upper, drift]
+        .iter()
+        .filter(|e| plan.accepts(e))
+        .map(|e| e.body.seq)
+        .collect();
+    assert_eq!(accepted, vec![2, 4]);
+    // With another filter the attributions are intersected with it.
+    let plan = Plan::new(
+        &p,
+        &HistoryFilter {
+            user: Some("alice".into()),
+            app: Some("shop".into()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(plan.groups.len(), 2);
+}
+
+#[test]
+fn blame_drifts_name_the_person_from_their_attribution() {
+    let dep = samples::object("apps", "v1", "Deployment", Some("web"), "api");
+    let drift = |seq: u64, paths: &[&str]| {
+        env(
+            seq,
+            "shop",
+            Event::DriftDetected(DriftDetected {
+                object: dep.clone(),
+                diffs: paths
+                    .iter()
+                    .map(|p| FieldDiff {
+                        path: p.to_string(),
+                        expected: Some("1".into()),
+                        actual: Some("2".into()),
+                    })
+                    .collect(),
+                managers: vec![],
+            }),
+        )
+    };
+    let events = vec![
+        drift(1, &["/spec/replicas", "/metadata/labels/team"]),
+        // Another drift's attribution comes first: it must not be taken for drift 1's.
+        env(
+            2,
+            "shop",
+            attributed(Some(9), &[("mallory", "/spec/replicas")]),
+        ),
+        env(
+            3,
+            "shop",
+            attributed(
+                Some(1),
+                &[
+                    ("alice", "/spec/replicas"),
+                    ("bob", "/metadata/labels/team"),
+                ],
+            ),
+        ),
+        drift(4, &["/spec/replicas"]),
+        env(5, "shop", attributed(Some(4), &[])),
+        drift(6, &["/spec/replicas"]),
+    ];
+    let drifts = blame::drift_list(&events);
+    let people: Vec<(u64, &str, Option<Vec<&str>>)> = drifts
+        .iter()
+        .map(|d| {
+            (
+                d.seq,
+                d.path.as_str(),
+                d.changed_by
+                    .as_ref()
+                    .map(|w| w.iter().map(|w| w.username.as_str()).collect()),
+            )
+        })
+        .collect();
+    assert_eq!(
+        people,
+        vec![
+            (1, "/spec/replicas", Some(vec!["alice"])),
+            (1, "/metadata/labels/team", Some(vec!["bob"])),
+            (4, "/spec/replicas", Some(vec![])),
+            (6, "/spec/replicas", None),
+        ]
+    );
 }

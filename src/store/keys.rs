@@ -41,7 +41,8 @@ pub enum Index {
     Author,
     Kind,
     Time,
-    /// An object's DriftDetected and DriftCorrected events: blame lists every drift of an object
+    /// An object's DriftDetected, DriftCorrected and DriftAttributed events: blame lists every
+    /// drift of an object, and who made it,
     /// without reading its (far more numerous) applies.
     Drift,
 }
@@ -299,6 +300,7 @@ pub fn drift_object(event: &Event) -> Option<&ObjectRef> {
     match event {
         Event::DriftDetected(d) => Some(&d.object),
         Event::DriftCorrected(c) => Some(&c.object),
+        Event::DriftAttributed(a) => Some(&a.object),
         _ => None,
     }
 }

@@ -161,7 +161,8 @@ pub enum Selector {
     /// Commit author or committer email, case-insensitive.
     Author(String),
     Kind(EventKind),
-    /// An object's DriftDetected and DriftCorrected events (by identity, like `Object`).
+    /// An object's DriftDetected, DriftCorrected and DriftAttributed events (by identity,
+    /// like `Object`).
     Drift(ObjectRef),
 }
 

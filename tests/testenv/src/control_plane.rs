@@ -209,10 +209,32 @@ fn random_token() -> String {
         .collect()
 }
 
+/// What a control plane starts with beyond the defaults.
+#[derive(Clone, Debug, Default)]
+pub struct StartOptions {
+    /// More users for the static token file, one line each: `TOKEN,USER,UID[,"GROUP,..."]`.
+    pub extra_tokens: Vec<String>,
+    /// The audit webhook backend: `--audit-policy-file` and `--audit-webhook-config-file`.
+    pub audit: Option<AuditWebhook>,
+}
+
+/// Where the API server sends its audit events.
+#[derive(Clone, Debug)]
+pub struct AuditWebhook {
+    pub policy: PathBuf,
+    /// A kubeconfig naming the receiver (server, CA, credentials).
+    pub kubeconfig: PathBuf,
+}
+
 impl ControlPlane {
     /// Starts etcd, the API server and the controller manager on free loopback ports and waits
     /// until the API server answers `/readyz`.
     pub fn start() -> Result<Self, ControlPlaneError> {
+        Self::start_with(&StartOptions::default())
+    }
+
+    /// [`ControlPlane::start`] with more token users and/or an audit webhook.
+    pub fn start_with(options: &StartOptions) -> Result<Self, ControlPlaneError> {
         let bins = Binaries::locate()?;
         process::find_binary("curl", "curl", "apt-get install curl")?;
         let dir = tempfile::Builder::new()
@@ -261,8 +283,12 @@ impl ControlPlane {
         // Credentials: a static admin token and a service account key pair.
         let token = random_token();
         let tokens = d.join("tokens.csv");
-        std::fs::write(&tokens, format!("{token},admin,1,system:masters\n"))
-            .map_err(io_err(&tokens))?;
+        let mut lines = format!("{token},admin,1,system:masters\n");
+        for l in &options.extra_tokens {
+            lines.push_str(l);
+            lines.push('\n');
+        }
+        std::fs::write(&tokens, lines).map_err(io_err(&tokens))?;
         let sa_key = d.join("sa.key");
         let sa_pub = d.join("sa.pub");
         openssl(&["genrsa", "-out", &sa_key.display().to_string(), "2048"])?;
@@ -277,6 +303,17 @@ impl ControlPlane {
 
         // kube-apiserver
         let server = format!("https://127.0.0.1:{secure}");
+        let mut audit_args = Vec::new();
+        if let Some(a) = &options.audit {
+            audit_args.extend([
+                format!("--audit-policy-file={}", a.policy.display()),
+                format!("--audit-webhook-config-file={}", a.kubeconfig.display()),
+                // Tests wait for attributions: deliver each batch within a second (default
+                // 30 s), and retry a receiver that is not up yet after a second (default 10 s).
+                "--audit-webhook-batch-max-wait=1s".into(),
+                "--audit-webhook-initial-backoff=1s".into(),
+            ]);
+        }
         let mut apiserver = Supervised::spawn(
             "kube-apiserver",
             &bins.kube_apiserver,
@@ -294,7 +331,10 @@ impl ControlPlane {
                 // /16: a /24 fills after ~250 Services and the benchmarks create 1000.
                 "--service-cluster-ip-range=10.96.0.0/16".into(),
                 "--disable-admission-plugins=ServiceAccount".into(),
-            ],
+            ]
+            .into_iter()
+            .chain(audit_args)
+            .collect::<Vec<String>>(),
             &[],
             &d.join("kube-apiserver.log"),
         )?;

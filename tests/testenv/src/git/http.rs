@@ -38,6 +38,10 @@ pub struct TestCa {
     dir: tempfile::TempDir,
     server_cert: rustls::pki_types::CertificateDer<'static>,
     server_key_der: Vec<u8>,
+    server_cert_pem: String,
+    server_key_pem: String,
+    client_cert_pem: String,
+    client_key_pem: String,
 }
 
 impl TestCa {
@@ -66,6 +70,16 @@ impl TestCa {
         let key = KeyPair::generate().map_err(tls)?;
         let cert = params.signed_by(&key, &issuer).map_err(tls)?;
 
+        // A client certificate from the same CA, for servers that authenticate clients by it.
+        let mut client_params = CertificateParams::new(Vec::<String>::new()).map_err(tls)?;
+        client_params
+            .distinguished_name
+            .push(DnType::CommonName, "reckon test client");
+        client_params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        client_params.use_authority_key_identifier_extension = true;
+        let client_key = KeyPair::generate().map_err(tls)?;
+        let client_cert = client_params.signed_by(&client_key, &issuer).map_err(tls)?;
+
         let dir = tempfile::Builder::new()
             .prefix("reckon-ca-")
             .tempdir()
@@ -76,7 +90,30 @@ impl TestCa {
             dir,
             server_cert: cert.der().clone(),
             server_key_der: key.serialize_der(),
+            server_cert_pem: cert.pem(),
+            server_key_pem: key.serialize_pem(),
+            client_cert_pem: client_cert.pem(),
+            client_key_pem: client_key.serialize_pem(),
         })
+    }
+
+    /// A client certificate signed by this CA and its key as PEM files: `(certificate, key)`.
+    pub fn client_pem_files(&self) -> Result<(PathBuf, PathBuf)> {
+        let cert = self.dir.path().join("client.pem");
+        let key = self.dir.path().join("client-key.pem");
+        std::fs::write(&cert, &self.client_cert_pem).map_err(io_err(&cert))?;
+        std::fs::write(&key, &self.client_key_pem).map_err(io_err(&key))?;
+        Ok((cert, key))
+    }
+
+    /// The server certificate and its key as PEM files (for servers other than this module's,
+    /// e.g. reckon's audit receiver): `(certificate, key)`.
+    pub fn server_pem_files(&self) -> Result<(PathBuf, PathBuf)> {
+        let cert = self.dir.path().join("server.pem");
+        let key = self.dir.path().join("server-key.pem");
+        std::fs::write(&cert, &self.server_cert_pem).map_err(io_err(&cert))?;
+        std::fs::write(&key, &self.server_key_pem).map_err(io_err(&key))?;
+        Ok((cert, key))
     }
 
     /// A PEM file holding only the CA certificate.
