@@ -617,8 +617,9 @@ mod tests {
         assert!(out.status.success(), "git {args:?}: {out:?}");
     }
 
-    #[test]
-    fn a_poll_due_before_a_fetch_started_is_answered_by_it() {
+    /// A `file://` remote with one commit on `main` and a source following it (its mirror in
+    /// the temp dir too).
+    fn one_commit_remote() -> (tempfile::TempDir, std::path::PathBuf, GitSource) {
         let tmp = tempfile::tempdir().unwrap();
         let remote = tmp.path().join("remote");
         std::fs::create_dir(&remote).unwrap();
@@ -635,6 +636,12 @@ mod tests {
             signatures: Default::default(),
         };
         let source = GitSource::new(spec, &tmp.path().join("cache"));
+        (tmp, remote, source)
+    }
+
+    #[test]
+    fn a_poll_due_before_a_fetch_started_is_answered_by_it() {
+        let (_tmp, remote, source) = one_commit_remote();
         // Two Apps' polls fall due together; the first one's fetch goes to the remote.
         let due = Instant::now();
         let head = source.fetch_since(None, due).unwrap().head;
@@ -649,22 +656,7 @@ mod tests {
 
     #[test]
     fn a_fetch_requested_before_another_started_is_answered_from_the_mirror() {
-        let tmp = tempfile::tempdir().unwrap();
-        let remote = tmp.path().join("remote");
-        std::fs::create_dir(&remote).unwrap();
-        git(&remote, &["init", "-q", "-b", "main"]);
-        std::fs::write(remote.join("a.yaml"), "a: 1\n").unwrap();
-        git(&remote, &["add", "-A"]);
-        git(&remote, &["commit", "-q", "-m", "one"]);
-        let spec = super::super::SourceSpec {
-            id: "app".into(),
-            url: format!("file://{}", remote.display()),
-            reference: super::super::refs::RefSelector::Branch("main".into()),
-            path: String::new(),
-            access: Default::default(),
-            signatures: Default::default(),
-        };
-        let source = GitSource::new(spec, &tmp.path().join("cache"));
+        let (_tmp, remote, source) = one_commit_remote();
         let head = source.fetch(None).unwrap().head;
 
         // A second fetch is requested while the mirror is busy; while it waits, another fetch
