@@ -288,16 +288,22 @@ pub fn drift_list(events: &[Envelope]) -> Vec<FieldDrift> {
     drifts
 }
 
-/// Puts the two halves together for the fields of `current` (the manifest reckon last applied;
-/// `field` keeps only fields at or under that pointer).
+/// The leaves of `current` (the manifest reckon last applied): the fields blame credits.
+fn fields_of(current: &Value) -> BTreeMap<String, Value> {
+    let mut all = BTreeMap::new();
+    leaves(current, String::new(), &mut all);
+    all
+}
+
+/// Puts the two halves together for `all` (the [`fields_of`] `current`; `field` keeps only
+/// fields at or under that pointer).
 fn assemble(
     current: &Value,
+    all: BTreeMap<String, Value>,
     mut set_by: BTreeMap<String, Since>,
     drifts: Vec<FieldDrift>,
     field: Option<&str>,
 ) -> Walked {
-    let mut all = BTreeMap::new();
-    leaves(current, String::new(), &mut all);
     let api_version = current
         .get("apiVersion")
         .and_then(Value::as_str)
@@ -336,13 +342,12 @@ fn assemble(
 /// no early stop. [`blame`] reads less (the walk stops once settled, drifts come from the drift
 /// index) and must answer the same; the tests hold it to this.
 pub fn blame_walk(events: &[Envelope], current: &Value, field: Option<&str>) -> Walked {
-    let mut all = BTreeMap::new();
-    leaves(current, String::new(), &mut all);
-    let mut walk = CreditWalk::new(all.into_keys());
+    let all = fields_of(current);
+    let mut walk = CreditWalk::new(all.keys().cloned());
     for env in events.iter().rev() {
         walk.step(env);
     }
-    assemble(current, walk.finish(None), drift_list(events), field)
+    assemble(current, all, walk.finish(None), drift_list(events), field)
 }
 
 /// Every event `selector` holds for `app`, oldest first.
@@ -516,11 +521,10 @@ pub fn blame<R: EventRead + ?Sized>(
         .ok_or_else(|| blob_problem("the blob store does not hold it".into()))?;
     let current: Value = serde_json::from_slice(&bytes)
         .map_err(|e| blob_problem(format!("it is not a JSON object: {e}")))?;
-    let mut all = BTreeMap::new();
-    leaves(&current, String::new(), &mut all);
-    let set_by = credits(reader, entry, &app, all.into_keys())?;
+    let all = fields_of(&current);
+    let set_by = credits(reader, entry, &app, all.keys().cloned())?;
     let drifts = drift_list(&app_events(reader, Selector::Drift(reference), &app)?);
-    let walked = assemble(&current, set_by, drifts, field.as_deref());
+    let walked = assemble(&current, all, set_by, drifts, field.as_deref());
     if let Some(f) = &field
         && walked.fields.is_empty()
     {

@@ -10,7 +10,7 @@
 //! | `U`    | h64(lowercased email) · first seq     | posting block                            | 1     |
 //! | `K`    | kind (u8) · first seq                 | posting block                            | 2     |
 //! | `T`    | time (i64 µs, sign-flipped) · seq     | empty: first seq of a run of equal times | 2     |
-//! | `D`    | h64(object identity) · first seq      | posting block: its drifts and corrections | 3    |
+//! | `D`    | h64(object identity) · first seq      | posting block: its drift-family events   | 3     |
 //! | `X`    | seq                                   | tombstone: hash (32) · summary seq (u64) | 1     |
 //! | `M`    | name                                  | meta (`Mschema`: u32)                    | 1     |
 //!

@@ -769,19 +769,22 @@ impl StoreReader {
 
     /// The log chunk that holds `seq` if it is live: the last chunk whose base is `<= seq`.
     pub(crate) fn chunk_for(&self, seq: u64) -> Result<Option<(u64, Records)>, StoreError> {
-        match self
-            .events
-            .range(keys::log_key(0)..=keys::log_key(seq))
-            .next_back()
-            .transpose()
-            .map_err(self.err("reading the log"))?
-        {
+        match self.chunk_value_for(seq)? {
             None => Ok(None),
             Some((k, v)) => Ok(Some((
                 keys::seq_of(&k).unwrap_or(0),
                 self.decode_chunk_at(&k, &v)?,
             ))),
         }
+    }
+
+    /// The key and stored value of the log chunk that holds `seq`, undecoded.
+    fn chunk_value_for(&self, seq: u64) -> Result<Option<(sled::IVec, sled::IVec)>, StoreError> {
+        self.events
+            .range(keys::log_key(0)..=keys::log_key(seq))
+            .next_back()
+            .transpose()
+            .map_err(self.err("reading the log"))
     }
 
     /// The newest live event.
@@ -1066,13 +1069,9 @@ impl StoreReader {
             .is_some_and(|(base, last, _)| *base <= seq && seq <= *last);
         if !hit {
             *cache = None;
-            let found = self
-                .events
-                .range(keys::log_key(0)..=keys::log_key(seq))
-                .next_back()
-                .transpose()
-                .map_err(self.err("reading the log"))?;
-            let Some((k, v)) = found else { return Ok(None) };
+            let Some((k, v)) = self.chunk_value_for(seq)? else {
+                return Ok(None);
+            };
             let corrupt = |reason: String| StoreError::Corrupt {
                 path: self.path.clone(),
                 seq: keys::seq_of(&k),
