@@ -81,12 +81,15 @@ fn queries_match_a_brute_force_filter() {
             .map(|e| e.body.seq)
             .collect();
         assert!(!expected.is_empty(), "{sel:?} selects something");
-        let oldest = paginate(&store, Query::new(sel.clone()).oldest_first().limit(7));
-        assert_eq!(oldest, expected, "{sel:?} oldest first");
-        let newest = paginate(&store, Query::new(sel.clone()).limit(7));
         let mut rev = expected.clone();
         rev.reverse();
-        assert_eq!(newest, rev, "{sel:?} newest first");
+        // Small pages, and pages large enough that sparse terms are read by several threads.
+        for limit in [7, 100, 500] {
+            let oldest = paginate(&store, Query::new(sel.clone()).oldest_first().limit(limit));
+            assert_eq!(oldest, expected, "{sel:?} oldest first, pages of {limit}");
+            let newest = paginate(&store, Query::new(sel.clone()).limit(limit));
+            assert_eq!(newest, rev, "{sel:?} newest first, pages of {limit}");
+        }
         // Time ranges: before and after the split.
         let late: Vec<u64> = events
             .iter()
@@ -118,6 +121,54 @@ fn queries_match_a_brute_force_filter() {
     assert_eq!(p.events.first().unwrap().body.seq, 2000);
     assert_eq!(p.next, Some(1991));
     assert_eq!(Order::default(), Order::NewestFirst);
+}
+
+#[test]
+fn get_many_reads_what_get_reads_in_the_order_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = create(&dir.path().join("s"));
+    fill(&mut store, 0, 3000, 250);
+    let one_by_one = |seqs: &[u64]| -> Vec<Option<Envelope>> {
+        seqs.iter().map(|s| store.get(*s).unwrap()).collect()
+    };
+    let cases: Vec<Vec<u64>> = vec![
+        vec![],
+        // Neighbours (one reader), and spread far apart (several readers).
+        (1..=200).collect(),
+        (1..=3000).step_by(37).collect(),
+        (1..=3000).rev().step_by(29).collect(),
+        // Unordered, repeated, and sequence numbers nothing holds (0, past the head).
+        vec![
+            2999, 5, 5, 0, 1800, 3001, 40, 1_000_000, 2400, 17, 1200, 2999, 640, 900, 3, 77,
+        ]
+        .into_iter()
+        .cycle()
+        .take(160)
+        .collect(),
+    ];
+    for seqs in &cases {
+        let got = store.get_many(seqs).unwrap();
+        assert_eq!(got.len(), seqs.len());
+        assert_eq!(
+            got,
+            one_by_one(seqs),
+            "{} seqs from {:?}",
+            seqs.len(),
+            seqs.first()
+        );
+        for (seq, env) in seqs.iter().zip(&got) {
+            if let Some(env) = env {
+                assert_eq!(env.body.seq, *seq);
+            }
+        }
+    }
+    assert!(
+        store
+            .get_many(&[0, 3001])
+            .unwrap()
+            .iter()
+            .all(Option::is_none)
+    );
 }
 
 #[test]

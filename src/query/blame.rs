@@ -471,6 +471,37 @@ pub(crate) fn commit_of<R: EventRead + ?Sized>(
     Ok(None)
 }
 
+/// [`commit_of`] for several revisions of `app`, in order: the events the projections point at
+/// are read together ([`EventRead::get_many`]), the rest one by one.
+pub(crate) fn commits_of<R: EventRead + ?Sized>(
+    reader: &R,
+    projections: &Projections,
+    app: &str,
+    shas: &[&str],
+) -> Result<Vec<Option<crate::event::CommitObserved>>, QueryError> {
+    let revisions = projections.apps.get(app).map(|s| &s.revisions);
+    let recorded: Vec<Option<u64>> = shas
+        .iter()
+        .map(|sha| {
+            revisions
+                .and_then(|r| r.get(*sha))
+                .and_then(|r| r.commit_seq)
+        })
+        .collect();
+    let seqs: Vec<u64> = recorded.iter().flatten().copied().collect();
+    let mut read = reader.get_many(&seqs)?.into_iter();
+    shas.iter()
+        .zip(recorded)
+        .map(|(sha, seq)| match seq {
+            Some(_) => Ok(read.next().flatten().and_then(|e| match e.body.event {
+                Event::CommitObserved(c) if c.sha == *sha => Some(c),
+                _ => None,
+            })),
+            None => commit_of(reader, projections, app, sha),
+        })
+        .collect()
+}
+
 /// Blame for an object an App manages (`app`: which one, when several do). `field` narrows to a
 /// field or a subtree (JSON pointer or dotted path).
 pub fn blame<R: EventRead + ?Sized>(

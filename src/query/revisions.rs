@@ -1,7 +1,7 @@
 //! Owns `revisions`: every revision an App observed or applied, with its commit and what
 //! applying it changed.
 
-use super::blame::commit_of;
+use super::blame::commits_of;
 use super::{QueryError, first_line};
 use crate::event::SyncOutcome;
 use crate::store::projection::RevisionEntry;
@@ -66,10 +66,7 @@ pub fn revisions<R: EventRead + ?Sized>(
     projections: &Projections,
     app: &str,
 ) -> Result<Vec<RevisionRow>, QueryError> {
-    ordered(projections, app)?
-        .into_iter()
-        .map(|(sha, entry)| row(reader, projections, app, sha, entry))
-        .collect()
+    rows(reader, projections, app, &ordered(projections, app)?)
 }
 
 /// At most `limit` revisions of [`revisions`], after the one named `cursor` (a SHA from a
@@ -97,10 +94,7 @@ pub fn revisions_page<R: EventRead + ?Sized>(
     };
     let limit = limit.clamp(1, super::MAX_LIMIT);
     let slice = &all[start.min(all.len())..(start + limit).min(all.len())];
-    let rows = slice
-        .iter()
-        .map(|(sha, entry)| row(reader, projections, app, sha, entry))
-        .collect::<Result<Vec<_>, _>>()?;
+    let rows = rows(reader, projections, app, slice)?;
     let next = (start + limit < all.len())
         .then(|| rows.last().map(|r| r.sha.clone()))
         .flatten();
@@ -110,18 +104,30 @@ pub fn revisions_page<R: EventRead + ?Sized>(
     })
 }
 
-/// One revision's row: the projections hold everything but the commit's author and message,
-/// which are one read of its CommitObserved (so a page costs one event per revision, however
-/// many events its syncs recorded).
-fn row<R: EventRead + ?Sized>(
+/// The revisions' rows: the projections hold everything but each commit's author and
+/// message, which are one read of its CommitObserved (so a page costs one event per revision,
+/// however many events its syncs recorded; the reads are issued together).
+fn rows<R: EventRead + ?Sized>(
     reader: &R,
     projections: &Projections,
     app: &str,
+    revisions: &[(&String, &RevisionEntry)],
+) -> Result<Vec<RevisionRow>, QueryError> {
+    let shas: Vec<&str> = revisions.iter().map(|(sha, _)| sha.as_str()).collect();
+    let commits = commits_of(reader, projections, app, &shas)?;
+    Ok(revisions
+        .iter()
+        .zip(commits)
+        .map(|((sha, entry), commit)| row(sha, entry, commit))
+        .collect())
+}
+
+fn row(
     sha: &str,
     entry: &RevisionEntry,
-) -> Result<RevisionRow, QueryError> {
-    let commit = commit_of(reader, projections, app, sha)?;
-    Ok(RevisionRow {
+    commit: Option<crate::event::CommitObserved>,
+) -> RevisionRow {
+    RevisionRow {
         sha: sha.to_string(),
         author_name: commit.as_ref().map(|c| c.author.name.clone()),
         author_email: commit.as_ref().map(|c| c.author.email.clone()),
@@ -132,5 +138,5 @@ fn row<R: EventRead + ?Sized>(
         outcome: entry.outcome,
         digest: entry.digest.map(|d| d.to_hex()),
         objects_changed: u64::from(entry.objects_changed),
-    })
+    }
 }

@@ -237,6 +237,12 @@ pub struct SeqPage {
 
 pub trait EventRead {
     fn get(&self, seq: u64) -> Result<Option<Envelope>, StoreError>;
+    /// The events at `seqs`, in that order (`None` where none is live). A store may read them
+    /// concurrently (a page of one object's events lies in as many chunks as events, each a
+    /// disk read when cold); the default reads them one after another.
+    fn get_many(&self, seqs: &[u64]) -> Result<Vec<Option<Envelope>>, StoreError> {
+        seqs.iter().map(|s| self.get(*s)).collect()
+    }
     fn query(&self, q: &Query) -> Result<Page, StoreError>;
     /// The decompressed, address-checked canonical manifests.
     fn blob(&self, digest: &Digest) -> Result<Option<Vec<u8>>, StoreError>;
