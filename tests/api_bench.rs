@@ -10,6 +10,13 @@
 //! when it already holds that many events (generation dominates the run at 10M);
 //! `RECKON_BENCH_REUSE=1` measures whatever size the store there holds; `RECKON_BENCH_SEED`
 //! picks other Apps and objects (repeated runs otherwise read what the last one left cached).
+//! `RECKON_BENCH_COLD=1` (root only) empties the OS page cache before each query's HTTP and
+//! direct runs, and before every read of the second table (sled's own cache in the process
+//! stays: index blocks read before are warm, the scattered log chunks mostly are not).
+//!
+//! A second table: one object's newest 100 events, read together (`EventRead::get_many`,
+//! several threads when they are scattered) against one at a time (how pages were read before),
+//! on different objects drawn alternately in the same run.
 //!
 //! The store is written directly through `SledStore` in batches: the realistic sample stream
 //! (per App: commit, render, sync, one apply per object, a drift now and then; 50 authors), with
@@ -289,6 +296,7 @@ fn api_query_benchmark() {
     // Repeated runs on one store read the same objects unless the seed changes (the OS page
     // cache then holds exactly what the previous run read).
     let seed = env_u64("RECKON_BENCH_SEED", 0);
+    let cold = std::env::var_os("RECKON_BENCH_COLD").is_some();
     let http = reqwest::blocking::Client::new();
     let get = |url: &str| {
         let resp = http.get(url).bearer_auth(TOKEN).send().unwrap();
@@ -319,6 +327,9 @@ fn api_query_benchmark() {
     );
     println!("|---|---|---|---|---|---|---|");
     for c in &cases {
+        if cold {
+            drop_page_cache();
+        }
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ seed);
         let mut times = Vec::with_capacity(REQUESTS);
         let mut bytes = 0;
@@ -331,6 +342,9 @@ fn api_query_benchmark() {
         times.sort();
         // Other Apps/objects than the HTTP requests read: the same ones would be served from
         // the caches the HTTP requests just filled, flattering the baseline.
+        if cold {
+            drop_page_cache();
+        }
         let mut rng = Rng(0x2545_f491_4f6c_dd1d ^ seed);
         let mut direct = Vec::with_capacity(REQUESTS);
         for _ in 0..REQUESTS {
@@ -366,6 +380,82 @@ fn api_query_benchmark() {
             ms(wall),
         );
     }
+    scattered_reads(&reader, &projections, apps, seed, cold);
     // The writer ends (snapshot, flush) once closed; only then can the runtime shut down.
     rt.block_on(handle.close()).unwrap();
+}
+
+/// Empties the OS page cache (needs root): what a query costs when the store is on disk only.
+fn drop_page_cache() {
+    let synced = std::process::Command::new("sync").status().unwrap();
+    assert!(synced.success(), "sync failed");
+    std::fs::write("/proc/sys/vm/drop_caches", "3")
+        .expect("RECKON_BENCH_COLD=1 writes /proc/sys/vm/drop_caches: run as root");
+}
+
+/// The second table: one object's newest page read together against one event at a time.
+fn scattered_reads(
+    reader: &reckon::store::StoreReader,
+    projections: &reckon::store::Projections,
+    apps: u64,
+    seed: u64,
+    cold: bool,
+) {
+    use reckon::store::{EventRead, Query, Selector};
+    let samples = if cold { REQUESTS / 4 } else { REQUESTS };
+    let mut rng = Rng(0x6a09_e667_f3bc_c908 ^ seed);
+    let (mut together, mut apart) = (Vec::new(), Vec::new());
+    for i in 0..2 * samples {
+        let a = rng.below(apps);
+        let object: ObjectSpec = format!("Deployment.apps/ns-{a}/svc-{}", rng.below(OBJECTS))
+            .parse()
+            .unwrap();
+        let q = Query::new(Selector::Object(object.resolve(projections))).limit(100);
+        let seqs = reader.postings(&q).unwrap().seqs;
+        assert_eq!(seqs.len(), 100, "{object:?} has a full page");
+        if cold {
+            drop_page_cache();
+        }
+        let t = Instant::now();
+        let read = if i % 2 == 0 {
+            reader.get_many(&seqs).unwrap()
+        } else {
+            seqs.iter().map(|s| reader.get(*s).unwrap()).collect()
+        };
+        let took = t.elapsed();
+        assert!(
+            read.iter().all(Option::is_some),
+            "{object:?}: every event read"
+        );
+        if i % 2 == 0 {
+            together.push(took);
+        } else {
+            apart.push(took);
+        }
+    }
+    together.sort();
+    apart.sort();
+    let ms = |d: Duration| format!("{:.1} ms", d.as_secs_f64() * 1e3);
+    println!(
+        "\nOne object's newest 100 events ({samples} objects each, {}):\n",
+        if cold {
+            "page cache emptied before each read"
+        } else {
+            "page cache as the run left it"
+        }
+    );
+    println!("| read | p50 | p99 | ratio of p99 |");
+    println!("|---|---|---|---|");
+    let (t99, a99) = (percentile(&together, 0.99), percentile(&apart, 0.99));
+    println!(
+        "| together (get_many) | {} | {} | {:.2}x |",
+        ms(percentile(&together, 0.5)),
+        ms(t99),
+        t99.as_secs_f64() / a99.as_secs_f64()
+    );
+    println!(
+        "| one at a time (get) | {} | {} | 1.00x |",
+        ms(percentile(&apart, 0.5)),
+        ms(a99)
+    );
 }
