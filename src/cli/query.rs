@@ -656,8 +656,10 @@ pub async fn diff_recorded(
     .await
 }
 
+/// A fleet's rows carry their shard: then a SHARD column comes first.
 pub fn status_table(rows: &[AppStatus]) -> Table {
-    let mut t = Table::new(&[
+    let fleet = rows.iter().any(|a| a.shard.is_some());
+    let mut head = vec![
         "APP",
         "INTENT",
         "REVISION",
@@ -666,7 +668,11 @@ pub fn status_table(rows: &[AppStatus]) -> Table {
         "HEALTH",
         "DRIFT",
         "OBJECTS",
-    ]);
+    ];
+    if fleet {
+        head.insert(0, "SHARD");
+    }
+    let mut t = Table::new(&head);
     for a in rows {
         let intent = if a.pinned {
             let mut s = format!(
@@ -712,7 +718,14 @@ pub fn status_table(rows: &[AppStatus]) -> Table {
         } else {
             Cell::colour(a.drift_count.to_string(), Colour::Yellow)
         };
-        t.row(vec![
+        let mut cells = Vec::with_capacity(head.len());
+        if fleet {
+            cells.push(Cell::colour(
+                a.shard.map_or_else(|| "-".into(), |s| s.to_string()),
+                Colour::Dim,
+            ));
+        }
+        cells.extend([
             Cell::colour(a.app.clone(), Colour::Bold),
             intent,
             a.applied_revision
@@ -730,6 +743,7 @@ pub fn status_table(rows: &[AppStatus]) -> Table {
             drift,
             a.objects.to_string().into(),
         ]);
+        t.row(cells);
     }
     t
 }
