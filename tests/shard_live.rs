@@ -46,7 +46,10 @@ async fn install_crd(client: &kube::Client) {
         if established {
             return;
         }
-        assert!(start.elapsed() < Duration::from_secs(30), "CRD not established");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "CRD not established"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -103,7 +106,10 @@ impl Shard {
         std::fs::write(dir.join("read.tokens"), format!("fleet {READER}\n")).unwrap();
         std::fs::write(dir.join("admin.tokens"), format!("ops {ADMIN}\n")).unwrap();
         std::fs::write(dir.join("peer.token"), format!("{READER}\n")).unwrap();
-        let peers: Vec<String> = ports.iter().map(|p| format!("http://127.0.0.1:{p}")).collect();
+        let peers: Vec<String> = ports
+            .iter()
+            .map(|p| format!("http://127.0.0.1:{p}"))
+            .collect();
         let log = std::fs::File::create(dir.join("agent.log")).unwrap();
         let child = support::reckon(&dir)
             .env("RUST_LOG", "info")
@@ -152,7 +158,11 @@ impl Shard {
             .unwrap();
         assert!(ok.success());
         let status = support::wait_exit(&mut child, Duration::from_secs(60));
-        assert!(status.success(), "shard exits 0 on SIGTERM: {status:?}\n{}", self.log());
+        assert!(
+            status.success(),
+            "shard exits 0 on SIGTERM: {status:?}\n{}",
+            self.log()
+        );
     }
 
     fn log(&self) -> String {
@@ -187,7 +197,10 @@ impl Http {
         if own {
             req = req.header(reckon::api::fanout::FANOUT_HEADER, "1");
         }
-        let resp = req.send().await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        let resp = req
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"));
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let bytes = resp.bytes().await.unwrap();
@@ -210,7 +223,10 @@ fn keys(page: &Value, shard: Option<u64>) -> Vec<(u64, u64)> {
         .iter()
         .map(|e| {
             (
-                e["shard"].as_u64().or(shard).expect("a fleet event names its shard"),
+                e["shard"]
+                    .as_u64()
+                    .or(shard)
+                    .expect("a fleet event names its shard"),
                 e["seq"].as_u64().unwrap(),
             )
         })
@@ -253,7 +269,7 @@ async fn two_shard_processes_split_the_apps_and_answer_history_for_the_fleet() {
     let fixture = Fixture::new().unwrap();
     let mut commit = fixture.commit("One directory per App");
     for name in owner_of.keys().chain([&orphan]) {
-        commit = commit.write(&format!("{name}/cm.yaml"), &config_map(name));
+        commit = commit.write(&format!("{name}/cm.yaml"), config_map(name));
     }
     let sha = commit.create().unwrap();
     fixture.push().unwrap();
@@ -267,9 +283,12 @@ async fn two_shard_processes_split_the_apps_and_answer_history_for_the_fleet() {
     let apps: Api<App> = Api::namespaced(client.clone(), &ns.name);
     for name in owner_of.keys() {
         let label = (*name == pinned).then_some("1");
-        apps.create(&PostParams::default(), &app_object(name, &fixture.file_url(), label))
-            .await
-            .unwrap();
+        apps.create(
+            &PostParams::default(),
+            &app_object(name, &fixture.file_url(), label),
+        )
+        .await
+        .unwrap();
     }
     apps.create(
         &PostParams::default(),
@@ -279,19 +298,22 @@ async fn two_shard_processes_split_the_apps_and_answer_history_for_the_fleet() {
     .unwrap();
 
     // Every owned App applied and Ready (its status written by its owner).
-    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> =
-        Api::namespaced(client.clone(), &ns.name);
+    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client.clone(), &ns.name);
     for name in owner_of.keys() {
-        until(&format!("{name} Ready"), Duration::from_secs(90), || async {
-            let app = apps.get(name).await.unwrap();
-            let ready = app
-                .status
-                .as_ref()?
-                .conditions
-                .iter()
-                .any(|c| c.type_ == "Ready" && c.status == "True");
-            ready.then_some(())
-        })
+        until(
+            &format!("{name} Ready"),
+            Duration::from_secs(90),
+            || async {
+                let app = apps.get(name).await.unwrap();
+                let ready = app
+                    .status
+                    .as_ref()?
+                    .conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True");
+                ready.then_some(())
+            },
+        )
         .await;
         assert!(
             cms.get_opt(&format!("cm-{name}")).await.unwrap().is_some(),
@@ -299,13 +321,17 @@ async fn two_shard_processes_split_the_apps_and_answer_history_for_the_fleet() {
         );
     }
     // The orphan: nobody applies it; shard 0 says why in its status.
-    let refused = until("the orphan's InvalidShard", Duration::from_secs(30), || async {
-        let app = apps.get(&orphan).await.unwrap();
-        app.status?
-            .conditions
-            .into_iter()
-            .find(|c| c.type_ == "Stalled" && c.reason == "InvalidShard")
-    })
+    let refused = until(
+        "the orphan's InvalidShard",
+        Duration::from_secs(30),
+        || async {
+            let app = apps.get(&orphan).await.unwrap();
+            app.status?
+                .conditions
+                .into_iter()
+                .find(|c| c.type_ == "Stalled" && c.reason == "InvalidShard")
+        },
+    )
     .await;
     let message = refused.message.unwrap_or_default();
     assert!(
@@ -325,7 +351,12 @@ async fn two_shard_processes_split_the_apps_and_answer_history_for_the_fleet() {
             .as_array()
             .unwrap()
             .iter()
-            .map(|a| (a["app"].as_str().unwrap().to_string(), a["shard"].as_u64().unwrap()))
+            .map(|a| {
+                (
+                    a["app"].as_str().unwrap().to_string(),
+                    a["shard"].as_u64().unwrap(),
+                )
+            })
             .collect();
         assert_eq!(got, owner_of, "apps from {}", s.url);
     }
@@ -344,7 +375,10 @@ async fn two_shard_processes_split_the_apps_and_answer_history_for_the_fleet() {
             .await;
         assert!(page["next"].is_null(), "one page holds a shard's events");
         for e in page["events"].as_array().unwrap() {
-            assert!(e.get("shard").is_none(), "a shard's own answer is not a fleet's");
+            assert!(
+                e.get("shard").is_none(),
+                "a shard's own answer is not a fleet's"
+            );
             let t: chrono::DateTime<chrono::Utc> = e["time"].as_str().unwrap().parse().unwrap();
             union.push((t, i as u64, e["seq"].as_u64().unwrap()));
             // Its App events are only its own Apps'.
@@ -355,7 +389,11 @@ async fn two_shard_processes_split_the_apps_and_answer_history_for_the_fleet() {
     }
     union.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then(b.2.cmp(&a.2)));
     let want: Vec<(u64, u64)> = union.iter().map(|(_, s, q)| (*s, *q)).collect();
-    assert!(want.len() > 20, "both shards recorded history: {}", want.len());
+    assert!(
+        want.len() > 20,
+        "both shards recorded history: {}",
+        want.len()
+    );
 
     for s in &shards {
         // One page: the union merged newest first by time.
@@ -392,10 +430,16 @@ async fn two_shard_processes_split_the_apps_and_answer_history_for_the_fleet() {
         // A filter across shards: one App's events come from its owner only.
         let (app, owner) = owner_of.iter().next().unwrap();
         let (_, page) = http
-            .ok(&format!("{}/api/v1/events?app={app}&limit=1000", s.url), false)
+            .ok(
+                &format!("{}/api/v1/events?app={app}&limit=1000", s.url),
+                false,
+            )
             .await;
         let ks = keys(&page, None);
-        assert!(!ks.is_empty() && ks.iter().all(|(sh, _)| sh == owner), "{app}: {ks:?}");
+        assert!(
+            !ks.is_empty() && ks.iter().all(|(sh, _)| sh == owner),
+            "{app}: {ks:?}"
+        );
     }
 
     // Per-App queries from either shard reach the owner.
@@ -408,8 +452,14 @@ async fn two_shard_processes_split_the_apps_and_answer_history_for_the_fleet() {
                 headers[reckon::api::fanout::SHARD_HEADER].to_str().unwrap(),
                 owner.to_string()
             );
-            assert_eq!(revs["revisions"][0]["sha"].as_str(), Some(sha.as_str()), "{revs}");
-            let (_, one) = http.ok(&format!("{}/api/v1/apps/{app}", s.url), false).await;
+            assert_eq!(
+                revs["revisions"][0]["sha"].as_str(),
+                Some(sha.as_str()),
+                "{revs}"
+            );
+            let (_, one) = http
+                .ok(&format!("{}/api/v1/apps/{app}", s.url), false)
+                .await;
             assert_eq!(one["app"], app.as_str());
         }
     }
@@ -431,7 +481,9 @@ async fn two_shard_processes_split_the_apps_and_answer_history_for_the_fleet() {
         .unwrap();
     assert_eq!(resp.status().as_u16(), 409);
     assert_eq!(
-        resp.headers()[reckon::api::fanout::SHARD_HEADER].to_str().unwrap(),
+        resp.headers()[reckon::api::fanout::SHARD_HEADER]
+            .to_str()
+            .unwrap(),
         owner.to_string()
     );
 
@@ -454,9 +506,10 @@ async fn two_shard_processes_split_the_apps_and_answer_history_for_the_fleet() {
     ]))
     .unwrap();
     assert_eq!(keys(&json, None), want);
-    let json: Value =
-        serde_json::from_str(&cli(&["history", "--until", &until_t, "--limit", "4", "-o", "json"]))
-            .unwrap();
+    let json: Value = serde_json::from_str(&cli(&[
+        "history", "--until", &until_t, "--limit", "4", "-o", "json",
+    ]))
+    .unwrap();
     assert_eq!(keys(&json, None), want[..4]);
     let next = json["next"].as_str().expect("a fleet cursor").to_string();
     let json: Value = serde_json::from_str(&cli(&[
@@ -465,9 +518,15 @@ async fn two_shard_processes_split_the_apps_and_answer_history_for_the_fleet() {
     .unwrap();
     assert_eq!(keys(&json, None), want[4..8]);
     let table = cli(&["history", "--until", &until_t, "--limit", "5"]);
-    assert!(table.lines().next().unwrap().starts_with("SHARD"), "{table}");
+    assert!(
+        table.lines().next().unwrap().starts_with("SHARD"),
+        "{table}"
+    );
     let status = cli(&["status"]);
-    assert!(status.lines().next().unwrap().starts_with("SHARD"), "{status}");
+    assert!(
+        status.lines().next().unwrap().starts_with("SHARD"),
+        "{status}"
+    );
     for app in owner_of.keys() {
         assert!(status.contains(app.as_str()), "{status}");
     }
@@ -480,7 +539,10 @@ async fn two_shard_processes_split_the_apps_and_answer_history_for_the_fleet() {
         .await;
     assert_eq!(status, 502, "{body}");
     let message = body["error"]["message"].as_str().unwrap();
-    assert!(message.contains(&format!("shard 1 ({stopped_url})")), "{message}");
+    assert!(
+        message.contains(&format!("shard 1 ({stopped_url})")),
+        "{message}"
+    );
     let (status, _, body) = http
         .get(&format!("{}/api/v1/apps", shards[0].url), false)
         .await;
@@ -511,8 +573,14 @@ async fn two_shard_processes_split_the_apps_and_answer_history_for_the_fleet() {
         })
         .collect();
     for (app, owner) in &owner_of {
-        assert!(stored[*owner as usize].contains(app), "{app} in shard {owner}");
-        assert!(!stored[1 - *owner as usize].contains(app), "{app} not in the other");
+        assert!(
+            stored[*owner as usize].contains(app),
+            "{app} in shard {owner}"
+        );
+        assert!(
+            !stored[1 - *owner as usize].contains(app),
+            "{app} not in the other"
+        );
     }
     assert!(stored.iter().all(|s| !s.contains(&orphan)));
 }

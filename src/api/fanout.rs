@@ -32,7 +32,9 @@ const MAX_BODY: usize = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FanoutError {
-    #[error("--peers: {count} URLs for --shards {shards} (give one per shard, in shard order, or one with {{i}})")]
+    #[error(
+        "--peers: {count} URLs for --shards {shards} (give one per shard, in shard order, or one with {{i}})"
+    )]
     PeerCount { count: usize, shards: u32 },
     #[error("--peers {url}: not an http:// or https:// URL ({reason})")]
     BadPeer { url: String, reason: String },
@@ -54,7 +56,10 @@ impl std::fmt::Debug for Fleet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Fleet")
             .field("shards", &self.shards)
-            .field("peers", &self.peers.iter().map(|u| u.as_str()).collect::<Vec<_>>())
+            .field(
+                "peers",
+                &self.peers.iter().map(|u| u.as_str()).collect::<Vec<_>>(),
+            )
             .field("token", &self.token.is_some())
             .finish()
     }
@@ -66,7 +71,9 @@ pub fn expand_peers(peers: &[String], count: u32) -> Result<Vec<String>, FanoutE
     if let [one] = peers
         && one.contains("{i}")
     {
-        return Ok((0..count).map(|i| one.replace("{i}", &i.to_string())).collect());
+        return Ok((0..count)
+            .map(|i| one.replace("{i}", &i.to_string()))
+            .collect());
     }
     if peers.len() != count as usize {
         return Err(FanoutError::PeerCount {
@@ -113,7 +120,10 @@ impl Fleet {
     }
 
     fn peer_name(&self, shard: u32) -> String {
-        self.peers[shard as usize].as_str().trim_end_matches('/').to_string()
+        self.peers[shard as usize]
+            .as_str()
+            .trim_end_matches('/')
+            .to_string()
     }
 }
 
@@ -287,7 +297,10 @@ fn app_of(path: &str, pairs: &[(String, String)]) -> Option<String> {
             );
         }
     }
-    pairs.iter().find(|(k, _)| k == "app").map(|(_, v)| v.clone())
+    pairs
+        .iter()
+        .find(|(k, _)| k == "app")
+        .map(|(_, v)| v.clone())
 }
 
 /// The middleware: answers from this store when the request was forwarded (or there is no
@@ -309,8 +322,7 @@ pub async fn fanout(
                 .apps
                 .read()
                 .expect("API app names lock")
-                .iter()
-                .any(|a| *a == app);
+                .contains(&app);
             resp.headers_mut().insert(
                 RECONCILES_HEADER,
                 HeaderValue::from_static(if mine { "true" } else { "false" }),
@@ -474,9 +486,8 @@ async fn events(
     let from = Cursor::positions(given.as_ref(), fleet.shards.count)
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     // Every shard reads the same filter: relative times become one absolute time here.
-    let rfc = |t: chrono::DateTime<chrono::Utc>| {
-        t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
-    };
+    let rfc =
+        |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
     let mut base: Vec<(String, String)> = f
         .query
         .iter()
@@ -502,10 +513,7 @@ async fn events(
             (Order::OldestFirst, Pos::Top) => query.push((key.into(), "0".into())),
             (_, Pos::At(n)) => query.push((key.into(), n.to_string())),
         }
-        let fwd = Forward {
-            query,
-            ..f.clone()
-        };
+        let fwd = Forward { query, ..f.clone() };
         Some(async move { fleet.ask(*shard, &fwd).await })
     });
     let answers = futures::future::join_all(asks).await;

@@ -4,17 +4,17 @@
 use super::auth::Identity;
 use super::{ApiError, ApiState};
 use crate::query::{
-    self, AppStatus, Blame, Category, HistoryFilter, ObjectSpec, QueryError,
-    ReplayedApp, RevisionDiff, RevisionsPage, Shown,
+    self, AppStatus, Blame, Category, HistoryFilter, ObjectSpec, QueryError, ReplayedApp,
+    RevisionDiff, RevisionsPage, Shown,
 };
 use crate::reconcile::rollback::{
     ErrorClass, ResumePlan, RollbackError, RollbackPlan, RollbackTarget, request_resume,
     request_rollback,
 };
+use crate::shard::merge::Page;
 use axum::Json;
 use axum::extract::{Extension, Path, Query as Params, State};
 use axum::response::IntoResponse;
-use crate::shard::merge::Page;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 

@@ -4,11 +4,11 @@
 
 use super::source::Source;
 use crate::api::client::{Client, segment};
-use crate::shard::merge::{Cursor, Page};
 use crate::query::{
-    AppStatus, Blame, HistoryFilter, ObjectSpec, ReplayedApp, RevisionDiff,
-    RevisionRow, RevisionsPage, Shown,
+    AppStatus, Blame, HistoryFilter, ObjectSpec, ReplayedApp, RevisionDiff, RevisionRow,
+    RevisionsPage, Shown,
 };
+use crate::shard::merge::{Cursor, Page};
 use chrono::{DateTime, SecondsFormat, Utc};
 
 /// Which agent to ask instead of opening the store.
@@ -80,11 +80,7 @@ impl Remote {
 }
 
 impl Source for Remote {
-    fn history(
-        &mut self,
-        filter: &HistoryFilter,
-        cursor: Option<&Cursor>,
-    ) -> anyhow::Result<Page> {
+    fn history(&mut self, filter: &HistoryFilter, cursor: Option<&Cursor>) -> anyhow::Result<Page> {
         self.events(filter, cursor, None)
     }
 

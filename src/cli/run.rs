@@ -141,7 +141,8 @@ impl ShardArgs {
         &self,
         shards: crate::shard::Shards,
     ) -> anyhow::Result<Option<std::sync::Arc<crate::api::fanout::Fleet>>> {
-        if self.peers.is_empty() {
+        // One shard is the whole fleet: nothing to ask (deploy/ passes --peers at any size).
+        if self.peers.is_empty() || !shards.is_sharded() {
             return Ok(None);
         }
         let token = match &self.peer_token_file {
@@ -253,7 +254,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             options.shards.count
         );
     }
-    tracing::info!(shard = options.shards.index, shards = options.shards.count, "shard");
+    tracing::info!(
+        shard = options.shards.index,
+        shards = options.shards.count,
+        "shard"
+    );
     agent::run(options, agent::stop_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }
@@ -310,7 +315,11 @@ mod tests {
             "http://a:1,http://b:2",
         ])
         .unwrap();
-        let fleet = w.shard.fleet(Shards { index: 0, count: 2 }).unwrap().unwrap();
+        let fleet = w
+            .shard
+            .fleet(Shards { index: 0, count: 2 })
+            .unwrap()
+            .unwrap();
         assert_eq!(fleet.peers.len(), 2);
         assert_eq!(fleet.peers[1].as_str(), "http://b:2/");
         let w = Sharding::try_parse_from([
@@ -319,13 +328,24 @@ mod tests {
             "http://reckon-{i}.reckon-shards.ns.svc:8080",
         ])
         .unwrap();
-        let fleet = w.shard.fleet(Shards { index: 1, count: 3 }).unwrap().unwrap();
+        let fleet = w
+            .shard
+            .fleet(Shards { index: 1, count: 3 })
+            .unwrap()
+            .unwrap();
         assert_eq!(
             fleet.peers[2].as_str(),
             "http://reckon-2.reckon-shards.ns.svc:8080/"
         );
         let w = Sharding::try_parse_from(["x", "--peers", "http://a:1"]).unwrap();
-        assert!(w.shard.fleet(Shards { index: 0, count: 2 }).is_err(), "one URL for two shards");
+        assert!(
+            w.shard.fleet(Shards { index: 0, count: 2 }).is_err(),
+            "one URL for two shards"
+        );
+        assert!(
+            w.shard.fleet(Shards::default()).unwrap().is_none(),
+            "one shard asks nobody"
+        );
     }
 
     #[test]

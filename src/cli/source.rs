@@ -4,8 +4,8 @@
 //! which returns the same [`crate::query`] types.
 
 use crate::query::{
-    self, AppStatus, Blame, HistoryFilter, ObjectSpec, ReplayedApp, RevisionDiff,
-    RevisionRow, Shown,
+    self, AppStatus, Blame, HistoryFilter, ObjectSpec, ReplayedApp, RevisionDiff, RevisionRow,
+    Shown,
 };
 use crate::shard::merge::{Cursor, Page};
 use crate::store::{EventStore, OpenOptions, SledStore, StoreError};
@@ -28,8 +28,7 @@ pub struct StoreLocked {
 pub trait Source: Send {
     /// A page newest first from `cursor` (a sequence number; a fleet's composite cursor only
     /// through an agent's API).
-    fn history(&mut self, filter: &HistoryFilter, cursor: Option<&Cursor>)
-    -> anyhow::Result<Page>;
+    fn history(&mut self, filter: &HistoryFilter, cursor: Option<&Cursor>) -> anyhow::Result<Page>;
     /// Matching events appended after `after`, oldest first (`--follow`).
     fn history_after(&mut self, filter: &HistoryFilter, after: &Cursor) -> anyhow::Result<Page>;
     /// Where `--follow` starts: the newest sequence number, or each shard's in a fleet.
@@ -104,11 +103,7 @@ impl Local {
 }
 
 impl Source for Local {
-    fn history(
-        &mut self,
-        filter: &HistoryFilter,
-        cursor: Option<&Cursor>,
-    ) -> anyhow::Result<Page> {
+    fn history(&mut self, filter: &HistoryFilter, cursor: Option<&Cursor>) -> anyhow::Result<Page> {
         let mut f = filter.clone();
         f.cursor = cursor.map(local_seq).transpose()?;
         let s = self.store()?;
