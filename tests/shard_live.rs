@@ -531,6 +531,156 @@ async fn two_shard_processes_split_the_apps_and_answer_history_for_the_fleet() {
         assert!(status.contains(app.as_str()), "{status}");
     }
 
+    // Following the fleet from its head while an App moves to the other shard (its label) and
+    // a new commit reaches every App: each new event once, oldest first, from both shards.
+    let (_, first) = http
+        .ok(&format!("{}/api/v1/events?limit=1", shards[0].url), false)
+        .await;
+    let head = first["head"]
+        .as_str()
+        .expect("a first fleet page has a head")
+        .to_string();
+    let head_pos: BTreeMap<u64, u64> = head
+        .split(',')
+        .map(|p| {
+            let (s, q) = p.split_once(':').unwrap();
+            (s.parse().unwrap(), q.parse().unwrap())
+        })
+        .collect();
+    let moved = hashed[&0][0].clone();
+    apps.patch(
+        &moved,
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"metadata": {"labels": {reckon::shard::LABEL: "1"}}})),
+    )
+    .await
+    .unwrap();
+    let sha2 = fixture
+        .commit("Second commit")
+        .write("README", "two\n")
+        .create()
+        .unwrap();
+    fixture.push().unwrap();
+    let mut after = head.clone();
+    let mut followed: Vec<(u64, u64, chrono::DateTime<chrono::Utc>, Value)> = Vec::new();
+    let start = Instant::now();
+    loop {
+        let (_, page) = http
+            .ok(
+                &format!(
+                    "{}/api/v1/events?after={}&limit=5",
+                    shards[1].url,
+                    enc(&after)
+                ),
+                false,
+            )
+            .await;
+        for e in page["events"].as_array().unwrap() {
+            let t = e["time"].as_str().unwrap().parse().unwrap();
+            followed.push((
+                e["shard"].as_u64().unwrap(),
+                e["seq"].as_u64().unwrap(),
+                t,
+                e.clone(),
+            ));
+        }
+        after = page["next"]
+            .as_str()
+            .expect("following always continues")
+            .to_string();
+        let observed: BTreeSet<u64> = followed
+            .iter()
+            .filter(|(_, _, _, e)| {
+                e["kind"] == "CommitObserved" && e["revision"].as_str() == Some(sha2.as_str())
+            })
+            .map(|(s, _, _, _)| *s)
+            .collect();
+        let moved_synced = followed.iter().any(|(s, _, _, e)| {
+            *s == 1 && e["app"] == moved.as_str() && e["kind"] == "SyncFinished"
+        });
+        if observed.len() == 2 && moved_synced {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "following saw {} events, commit 2 on {observed:?}",
+            followed.len()
+        );
+        if page["events"].as_array().unwrap().is_empty() {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+    let mut seen = BTreeSet::new();
+    for w in followed.windows(2) {
+        assert!(
+            w[0].2 <= w[1].2,
+            "oldest first: {:?} then {:?}",
+            w[0].2,
+            w[1].2
+        );
+    }
+    for (s, q, _, _) in &followed {
+        assert!(seen.insert((*s, *q)), "({s}, {q}) followed twice");
+        assert!(*q > head_pos[s], "({s}, {q}) is after the head {head}");
+    }
+    for s in 0..2u64 {
+        let seqs: Vec<u64> = followed.iter().filter(|f| f.0 == s).map(|f| f.1).collect();
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "shard {s}: {seqs:?}");
+    }
+
+    // The moved App: its new owner writes its status (no StoreGap: the old status counted the
+    // other store's events), queries prefer the shard that reconciles it now, and its history
+    // is the union of both stores.
+    let status = until(
+        "the moved App's status from shard 1",
+        Duration::from_secs(60),
+        || async {
+            let app = apps.get(&moved).await.unwrap();
+            let st = app.status?;
+            let ready = st
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True");
+            let at2 = st.applied_revision.as_deref() == Some(sha2.as_str());
+            (st.shard == Some(1) && ready && at2).then_some(st)
+        },
+    )
+    .await;
+    assert!(
+        !status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "StoreGap" && c.status == "True"),
+        "{status:?}"
+    );
+    for s in &shards {
+        let (headers, revs) = http
+            .ok(&format!("{}/api/v1/apps/{moved}/revisions", s.url), false)
+            .await;
+        assert_eq!(
+            headers[reckon::api::fanout::SHARD_HEADER].to_str().unwrap(),
+            "1"
+        );
+        assert_eq!(
+            revs["revisions"][0]["sha"].as_str(),
+            Some(sha2.as_str()),
+            "{revs}"
+        );
+        let (_, page) = http
+            .ok(
+                &format!("{}/api/v1/events?app={moved}&limit=1000", s.url),
+                false,
+            )
+            .await;
+        let from: BTreeSet<u64> = keys(&page, None).iter().map(|(sh, _)| *sh).collect();
+        assert_eq!(
+            from,
+            BTreeSet::from([0, 1]),
+            "{moved}'s history is on both shards"
+        );
+    }
+    owner_of.remove(&moved);
+
     // A stopped shard: 502 naming it, or a partial answer that says it is missing.
     let stopped_url = shards[1].url.clone();
     shards[1].stop();
@@ -583,4 +733,16 @@ async fn two_shard_processes_split_the_apps_and_answer_history_for_the_fleet() {
         );
     }
     assert!(stored.iter().all(|s| !s.contains(&orphan)));
+    assert!(
+        stored.iter().all(|s| s.contains(&moved)),
+        "{moved} moved: history on both"
+    );
+    for s in &shards {
+        let gaps = s
+            .events()
+            .iter()
+            .filter(|e| matches!(e.body.event, reckon::event::Event::StoreGap(_)))
+            .count();
+        assert_eq!(gaps, 0, "no StoreGap in {}", s.dir.display());
+    }
 }

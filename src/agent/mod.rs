@@ -458,7 +458,7 @@ impl Supervisor {
             .app_objects
             .as_ref()
             .and_then(|o| o.kubeconfig.clone());
-        let mut writer = objects::StatusWriter::new(client, &object);
+        let mut writer = objects::StatusWriter::new(client, &object, self.options.shards);
         let pin = object
             .metadata
             .labels
