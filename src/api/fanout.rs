@@ -27,6 +27,11 @@ pub const SHARD_HEADER: &str = "x-reckon-shard";
 /// On a `partial=true` list answer: the shards it lacks (comma-separated).
 pub const MISSING_HEADER: &str = "x-reckon-missing-shards";
 
+/// How far behind now a fleet's `--follow` hands out events: a shard stamps an event's time a
+/// moment before the event is visible, so following up to now could pass an event of one shard
+/// before an older one of another; a second covers that moment with a wide margin.
+const FOLLOW_LAG: chrono::TimeDelta = chrono::TimeDelta::seconds(1);
+
 /// Requests bodies forwarded to peers are small JSON (rollback, resume).
 const MAX_BODY: usize = 1 << 20;
 
@@ -516,6 +521,8 @@ async fn events(
         let fwd = Forward { query, ..f.clone() };
         Some(async move { fleet.ask(*shard, &fwd).await })
     });
+    // Taken before asking: every event stamped before it is visible by the time a shard answers.
+    let watermark = (order == Order::OldestFirst).then(|| chrono::Utc::now() - FOLLOW_LAG);
     let answers = futures::future::join_all(asks).await;
     let mut pages = Vec::new();
     let mut missing = Vec::new();
@@ -579,7 +586,7 @@ async fn events(
                 .collect(),
         )
     });
-    let (events, to) = merge::merge(order, &from, pages, filter.limit);
+    let (events, to) = merge::merge(order, &from, pages, filter.limit, watermark);
     let page = Page {
         events,
         next: merge::next_cursor(order, to),

@@ -204,11 +204,17 @@ pub enum Order {
 /// holds next might come before the other shards' heads. With `limit` fetched from every shard
 /// that happens only once `limit` events were taken, except when a shard's page was cut short
 /// by its scan budget; then the page is short, never wrong.
+///
+/// `not_after` (following only) holds back events stamped later: a shard stamps an event's time
+/// a moment before the event becomes visible, so without a watermark a poll could hand out a
+/// newer event of one shard before an older one of another that was not visible yet. Held-back
+/// events stay where they are and come with a later poll.
 pub fn merge(
     order: Order,
     from: &BTreeMap<u32, Pos>,
     pages: Vec<ShardPage>,
     limit: usize,
+    not_after: Option<chrono::DateTime<chrono::Utc>>,
 ) -> (Vec<EventRow>, BTreeMap<u32, Pos>) {
     struct Stream {
         shard: u32,
@@ -267,6 +273,12 @@ pub fn merge(
             };
         }
         let Some(b) = best else { break };
+        if let Some(mark) = not_after
+            && order == Order::OldestFirst
+            && streams[b].events.front().is_some_and(|e| e.time > mark)
+        {
+            break;
+        }
         let s = &mut streams[b];
         let mut row = s.events.pop_front().expect("best has a head");
         s.taken += 1;

@@ -118,7 +118,7 @@ fn page_all(
                     })
             })
             .collect();
-        let (events, to) = merge(Order::NewestFirst, &from, answers, limit);
+        let (events, to) = merge(Order::NewestFirst, &from, answers, limit, None);
         assert!(events.len() <= limit);
         pages.push(
             events
@@ -222,7 +222,7 @@ fn ties_break_by_shard_then_seq() {
             next: None,
         },
     ];
-    let (events, to) = merge(Order::NewestFirst, &from, pages, 10);
+    let (events, to) = merge(Order::NewestFirst, &from, pages, 10, None);
     let got: Vec<(u32, u64)> = events.iter().map(|e| (e.shard.unwrap(), e.seq)).collect();
     assert_eq!(got, vec![(0, 3), (1, 9), (1, 8), (0, 2)]);
     assert_eq!(next_cursor(Order::NewestFirst, to), None);
@@ -243,7 +243,7 @@ fn a_shard_that_shows_nothing_is_pinned_so_later_appends_stay_off_older_pages() 
             next: Some(3),
         },
     ];
-    let (events, to) = merge(Order::NewestFirst, &from, pages, 2);
+    let (events, to) = merge(Order::NewestFirst, &from, pages, 2, None);
     assert_eq!(
         events.iter().map(|e| e.seq).collect::<Vec<_>>(),
         vec![10, 9]
@@ -264,7 +264,7 @@ fn a_missing_shard_keeps_its_position() {
         events: vec![row(5, 10)],
         next: None,
     }];
-    let (events, to) = merge(Order::NewestFirst, &from, pages, 5);
+    let (events, to) = merge(Order::NewestFirst, &from, pages, 5, None);
     assert_eq!(events.len(), 1);
     assert_eq!(to[&0], Pos::Done);
     assert_eq!(to[&1], Pos::At(7));
@@ -303,7 +303,7 @@ fn following_a_fleet_prints_every_new_event_once_oldest_first() {
                 }
             })
             .collect();
-        let (events, to) = merge(Order::OldestFirst, &after, pages, limit);
+        let (events, to) = merge(Order::OldestFirst, &after, pages, limit, None);
         let c = next_cursor(Order::OldestFirst, to).unwrap();
         after = Cursor::positions(Some(&c.to_string().parse().unwrap()), 3).unwrap();
         let times: Vec<i64> = events.iter().map(|e| e.time.timestamp()).collect();
@@ -324,7 +324,7 @@ fn following_a_fleet_prints_every_new_event_once_oldest_first() {
                 }
             })
             .collect();
-        let (events, to) = merge(Order::OldestFirst, &after, pages, 3);
+        let (events, to) = merge(Order::OldestFirst, &after, pages, 3, None);
         after = to;
         if events.is_empty() {
             break;
@@ -368,4 +368,30 @@ fn cursors_round_trip_and_bad_ones_are_refused() {
     assert!(Cursor::positions(Some(&"0:1".parse().unwrap()), 2).is_err());
     assert!(Cursor::positions(Some(&Cursor::Seq(3)), 2).is_err());
     assert_eq!(Cursor::positions(None, 2).unwrap().len(), 2);
+}
+
+#[test]
+fn following_holds_back_events_newer_than_the_watermark() {
+    let from: BTreeMap<u32, Pos> = [(0, Pos::At(0)), (1, Pos::At(0))].into();
+    let pages = vec![
+        ShardPage {
+            shard: 0,
+            events: vec![row(1, 10), row(2, 30)],
+            next: Some(2),
+        },
+        ShardPage {
+            shard: 1,
+            events: vec![row(1, 20)],
+            next: Some(1),
+        },
+    ];
+    let mark = DateTime::<Utc>::from_timestamp(25, 0);
+    let (events, to) = merge(Order::OldestFirst, &from, pages.clone(), 10, mark);
+    let got: Vec<(u32, u64)> = events.iter().map(|e| (e.shard.unwrap(), e.seq)).collect();
+    assert_eq!(got, vec![(0, 1), (1, 1)]);
+    // Shard 0's event at 30 comes with a later poll: its position stays before it.
+    assert_eq!(to[&0], Pos::At(1));
+    assert_eq!(to[&1], Pos::At(1));
+    let (events, _) = merge(Order::OldestFirst, &from, pages, 10, None);
+    assert_eq!(events.len(), 3);
 }
