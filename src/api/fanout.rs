@@ -257,11 +257,11 @@ fn passthrough(a: &Answer) -> Response {
 fn unavailable(missing: &[MissingShard]) -> ApiError {
     let names: Vec<String> = missing
         .iter()
-        .map(|m| format!("shard {} ({}): {}", m.shard, m.peer, m.error))
+        .map(|m| format!("shard {} ({}) did not answer: {}", m.shard, m.peer, m.error))
         .collect();
     ApiError::BadGateway(format!(
-        "{} did not answer, so this answer would be incomplete; retry, or pass partial=true \
-         for the other shards' answer",
+        "{}; without it this answer would be incomplete: retry, or pass partial=true for the \
+         other shards' answer",
         names.join("; ")
     ))
 }
@@ -594,4 +594,70 @@ async fn events(
         missing,
     };
     Ok(axum::Json(page).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_are_a_list_per_shard_or_one_template() {
+        let list = vec!["http://a:1".to_string(), "http://b:2".to_string()];
+        assert_eq!(expand_peers(&list, 2).unwrap(), list);
+        assert!(matches!(
+            expand_peers(&list, 3),
+            Err(FanoutError::PeerCount {
+                count: 2,
+                shards: 3
+            })
+        ));
+        let t = vec!["http://reckon-{i}.reckon-shards.ns.svc:8080".to_string()];
+        assert_eq!(
+            expand_peers(&t, 3).unwrap(),
+            vec![
+                "http://reckon-0.reckon-shards.ns.svc:8080",
+                "http://reckon-1.reckon-shards.ns.svc:8080",
+                "http://reckon-2.reckon-shards.ns.svc:8080",
+            ]
+        );
+        let shards = Shards { index: 0, count: 2 };
+        let bad = vec!["ftp://a".to_string(), "http://b".to_string()];
+        assert!(matches!(
+            Fleet::new(shards, &bad, None, Duration::from_secs(1)),
+            Err(FanoutError::BadPeer { .. })
+        ));
+    }
+
+    #[test]
+    fn the_app_of_a_request_and_partial() {
+        assert_eq!(
+            app_of("/api/v1/apps/shop/revisions", &[]).as_deref(),
+            Some("shop")
+        );
+        assert_eq!(app_of("/api/v1/apps/shop", &[]).as_deref(), Some("shop"));
+        let q = vec![("app".to_string(), "web".to_string())];
+        assert_eq!(app_of("/api/v1/blame", &q).as_deref(), Some("web"));
+        assert_eq!(app_of("/api/v1/events", &[]), None);
+        assert!(!partial_of(&[]).unwrap());
+        let p = |v: &str| vec![("partial".to_string(), v.to_string())];
+        assert!(partial_of(&p("true")).unwrap());
+        assert!(!partial_of(&p("false")).unwrap());
+        assert!(partial_of(&p("maybe")).is_err());
+    }
+
+    #[test]
+    fn a_silent_shard_is_named_in_the_502() {
+        let e = unavailable(&[MissingShard {
+            shard: 1,
+            peer: "http://reckon-1:8080".into(),
+            error: "connection refused".into(),
+        }]);
+        let (status, code) = e.parts();
+        assert_eq!((status, code), (StatusCode::BAD_GATEWAY, "bad_gateway"));
+        assert!(
+            e.to_string()
+                .starts_with("shard 1 (http://reckon-1:8080) did not answer: connection refused;"),
+            "{e}"
+        );
+    }
 }
