@@ -427,6 +427,12 @@ async fn two_shard_processes_split_the_apps_and_answer_history_for_the_fleet() {
             assert!(pages < 1000);
         }
         assert_eq!(got, want, "paged with limit 3 from {}", s.url);
+        println!(
+            "{}: {} events ({} on shard 0) in {pages} pages of 3",
+            s.url,
+            want.len(),
+            want.iter().filter(|(sh, _)| *sh == 0).count()
+        );
         // A filter across shards: one App's events come from its owner only.
         let (app, owner) = owner_of.iter().next().unwrap();
         let (_, page) = http
