@@ -22,6 +22,7 @@ pub mod plan;
 pub mod query;
 pub mod reconcile;
 pub mod render;
+pub mod shard;
 pub mod source;
 pub mod store;
 pub mod telemetry;

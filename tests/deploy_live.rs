@@ -241,9 +241,42 @@ fn deploy_renders_both_modes_with_a_hardened_statefulset() {
         find(&docs, "Service", "reckon-shards")["spec"]["clusterIP"],
         "None"
     );
-    // The agent's arguments parse (the same clap definition the binary uses).
-    let mut argv = vec!["reckon"];
-    argv.extend(args.iter().copied());
+    // Sharding: the pod's ordinal is its shard, the shard count is the replica count, and the
+    // peers are the headless Service's per-pod names.
+    assert!(args.contains(&"--shard-from-hostname"), "{args:?}");
+    assert!(args.contains(&"--shards=$(RECKON_SHARDS)"), "{args:?}");
+    assert!(
+        args.contains(&"--peers=http://reckon-{i}.reckon-shards.$(POD_NAMESPACE).svc:8080"),
+        "{args:?}"
+    );
+    let env = c["env"].as_array().unwrap();
+    let shards = env
+        .iter()
+        .find(|e| e["name"] == "RECKON_SHARDS")
+        .expect("RECKON_SHARDS")["value"]
+        .as_str()
+        .unwrap();
+    assert_eq!(
+        shards,
+        sts["spec"]["replicas"].as_u64().unwrap().to_string(),
+        "RECKON_SHARDS is the replica count"
+    );
+    // The agent's arguments parse (the same clap definition the binary uses), with $(VAR)
+    // expanded as the kubelet does from the container's env.
+    let expand = |a: &str| {
+        let mut a = a.to_string();
+        for e in env {
+            let value = match e["value"].as_str() {
+                Some(v) => v.to_string(),
+                None => "reckon-system".to_string(), // fieldRef metadata.namespace
+            };
+            a = a.replace(&format!("$({})", e["name"].as_str().unwrap()), &value);
+        }
+        a
+    };
+    let mut argv = vec!["reckon".to_string()];
+    argv.extend(args.iter().map(|a| expand(a)));
+    assert!(!argv.iter().any(|a| a.contains("$(")), "{argv:?}");
     <reckon::cli::Cli as clap::Parser>::try_parse_from(argv).expect("the StatefulSet's args parse");
 
     // The image (Dockerfile, not buildable here) runs as the user the StatefulSet requires, and

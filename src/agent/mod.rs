@@ -113,6 +113,10 @@ pub struct AgentOptions {
     pub app_objects: Option<AppObjects>,
     /// The audit webhook receiver and drift attribution (docs/audit.md); off when `None`.
     pub audit: Option<crate::audit::AuditOptions>,
+    /// This replica's shard: it reconciles only the Apps it owns (see [`crate::shard`]).
+    pub shards: crate::shard::Shards,
+    /// The other shards, whom the API asks for fleet answers; `None` when not sharded.
+    pub fleet: Option<Arc<crate::api::fanout::Fleet>>,
 }
 
 impl AgentOptions {
@@ -130,6 +134,8 @@ impl AgentOptions {
             api_tokens: Arc::default(),
             app_objects: None,
             audit: None,
+            shards: crate::shard::Shards::default(),
+            fleet: None,
         }
     }
 }
@@ -452,7 +458,37 @@ impl Supervisor {
             .app_objects
             .as_ref()
             .and_then(|o| o.kubeconfig.clone());
-        let mut writer = objects::StatusWriter::new(client, &object);
+        let mut writer = objects::StatusWriter::new(client, &object, self.options.shards);
+        let pin = object
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(crate::shard::LABEL))
+            .cloned();
+        match self.options.shards.owns(&namespace, &name, pin.as_deref()) {
+            Ok(true) => {}
+            Ok(false) => {
+                // Another shard's (or pinned away since): only the owner writes its status.
+                if self.running.get(&name).is_some_and(|r| r.origin == origin) {
+                    tracing::info!(app = %name, %namespace, "now another shard's App");
+                    self.stop_app(&name).await;
+                }
+                return;
+            }
+            Err(e) => {
+                tracing::error!(app = %name, %namespace, error = %e, "App not reconciled");
+                if self.running.get(&name).is_some_and(|r| r.origin == origin) {
+                    self.stop_app(&name).await;
+                }
+                // It has no owner to write its status: shard 0 says why, once for the fleet.
+                if self.options.shards.index == 0
+                    && let Err(e) = writer.refuse("InvalidShard", e.to_string()).await
+                {
+                    tracing::warn!(error = %e, "writing the status of a refused App object");
+                }
+                return;
+            }
+        }
         let app = match crate::crd::to_config(&object, kubeconfig.as_deref()) {
             Ok(app) => app,
             Err(e) => {
@@ -551,7 +587,13 @@ async fn reconcile_all(
     // The file's Apps in dependency order; a file App that cannot start stops the agent (as
     // before App objects existed: the file is the operator's own, checked at start).
     for app in cfg.sync_order() {
-        supervisor.start(app.clone(), Origin::File, None).await?;
+        let pin = app.shard.map(|s| s.to_string());
+        match options.shards.owns("", &app.name, pin.as_deref()) {
+            Ok(true) => supervisor.start(app.clone(), Origin::File, None).await?,
+            Ok(false) => tracing::debug!(app = %app.name, "another shard reconciles it"),
+            // Not fatal: the other Apps of the file still run; every shard logs it.
+            Err(e) => tracing::error!(app = %app.name, error = %e, "App not reconciled"),
+        }
     }
 
     let (changes_tx, mut changes) = mpsc::channel::<objects::ObjectChange>(64);
@@ -696,6 +738,7 @@ async fn serve(
     let mut api =
         crate::api::ApiState::new(store, options.api_tokens.clone(), Vec::new(), Some(waker));
     api.apps = apps;
+    api.fleet = options.fleet.clone();
     let app = webhook::router(hooks, tx).merge(crate::api::router(api));
     let listener = tokio::net::TcpListener::bind(addr)
         .await

@@ -116,10 +116,16 @@ pub struct StatusWriter {
     /// The store's last seq for the App and the pass summary the last status was built from:
     /// when neither changed, the status cannot have changed and the store is not read.
     built_from: Option<(u64, PassSummary)>,
+    /// This agent's shard: the status says which store its last event seq counts in.
+    shards: crate::shard::Shards,
 }
 
 impl StatusWriter {
-    pub fn new(client: kube::Client, object: &AppObject) -> StatusWriter {
+    pub fn new(
+        client: kube::Client,
+        object: &AppObject,
+        shards: crate::shard::Shards,
+    ) -> StatusWriter {
         let (namespace, name) = key_of(object);
         StatusWriter {
             api: Api::namespaced(client, &namespace),
@@ -128,6 +134,7 @@ impl StatusWriter {
             generation: object.metadata.generation,
             last: object.status.clone(),
             built_from: None,
+            shards,
         }
     }
 
@@ -136,6 +143,16 @@ impl StatusWriter {
     /// old backup). Records a StoreGap event for the App and says so in the log; the StoreGap
     /// condition follows from the event.
     pub async fn check_anchor(&self, store: &StoreHandle) -> Result<Option<u64>, ObjectsError> {
+        let written_by = self.last.as_ref().and_then(|s| s.shard);
+        if !crd::anchor_applies(written_by, self.shards.index) {
+            tracing::info!(
+                app = %self.name,
+                from = written_by.unwrap_or(0),
+                to = self.shards.index,
+                "App moved to this shard: its earlier history stays in the other shard's store"
+            );
+            return Ok(None);
+        }
         let status_seq = self.last.as_ref().and_then(|s| s.last_event_seq);
         let store_seq = store
             .app_state(&self.name)
@@ -231,12 +248,13 @@ impl StatusWriter {
             .map(|s| s.conditions.clone())
             .unwrap_or_default();
         let conditions = crd::with_times(&facts, &previous, self.generation, chrono::Utc::now());
-        let status = crd::status_of(
+        let mut status = crd::status_of(
             stored.as_ref(),
             (seq != 0).then_some(seq),
             conditions,
             self.generation,
         );
+        status.shard = self.shards.is_sharded().then_some(self.shards.index);
         self.write(status).await?;
         self.built_from = Some((seq, summary));
         Ok(())

@@ -4,13 +4,14 @@
 use super::auth::Identity;
 use super::{ApiError, ApiState};
 use crate::query::{
-    self, AppStatus, Blame, Category, HistoryFilter, HistoryPage, ObjectSpec, QueryError,
-    ReplayedApp, RevisionDiff, RevisionsPage, Shown,
+    self, AppStatus, Blame, Category, HistoryFilter, ObjectSpec, QueryError, ReplayedApp,
+    RevisionDiff, RevisionsPage, Shown,
 };
 use crate::reconcile::rollback::{
     ErrorClass, ResumePlan, RollbackError, RollbackPlan, RollbackTarget, request_resume,
     request_rollback,
 };
+use crate::shard::merge::Page;
 use axum::Json;
 use axum::extract::{Extension, Path, Query as Params, State};
 use axum::response::IntoResponse;
@@ -75,14 +76,21 @@ pub struct EventsParams {
     pub since: Option<String>,
     pub until: Option<String>,
     pub limit: Option<usize>,
-    /// The `next` of the previous page (older events).
-    pub cursor: Option<u64>,
-    /// Events appended after this sequence number, oldest first (how `--follow` polls).
-    pub after: Option<u64>,
+    /// The `next` of the previous page (older events): a sequence number, or a fleet's
+    /// `SHARD:POS,...` (docs/api.md, Sharding).
+    pub cursor: Option<String>,
+    /// Events appended after this position, oldest first (how `--follow` polls): a sequence
+    /// number, or a fleet's `SHARD:POS,...`.
+    pub after: Option<String>,
+    /// In a fleet: answer without the shards that do not answer (listed in `missing`) instead
+    /// of failing with 502.
+    pub partial: Option<bool>,
 }
 
 impl EventsParams {
-    fn filter(&self) -> Result<HistoryFilter, ApiError> {
+    /// The filter without its position (`cursor`/`after` are a sequence number for one store
+    /// and a composite cursor for a fleet; their callers read them).
+    pub fn filter(&self) -> Result<HistoryFilter, ApiError> {
         let limit = self.limit.unwrap_or(100);
         if limit == 0 || limit > query::MAX_LIMIT {
             return Err(ApiError::BadRequest(format!(
@@ -117,25 +125,43 @@ impl EventsParams {
                 .map(|v| parse_time("until", v))
                 .transpose()?,
             limit,
-            cursor: self.cursor,
+            cursor: None,
         })
     }
 }
 
 /// The history page the parameters select (see [`query::history`] and
-/// [`query::history_after`]).
+/// [`query::history_after`]); in a fleet this answers for this shard only (the fan-out in
+/// [`super::fanout`] merges the shards).
 pub async fn events(
     State(state): State<ApiState>,
     Params(params): Params<EventsParams>,
-) -> Result<Json<HistoryPage>, ApiError> {
-    let filter = params.filter()?;
+) -> Result<Json<Page>, ApiError> {
+    let mut filter = params.filter()?;
+    let seq = |name: &str, v: &Option<String>| -> Result<Option<u64>, ApiError> {
+        v.as_deref()
+            .map(|text| {
+                text.parse::<u64>().map_err(|_| {
+                    ApiError::BadRequest(format!(
+                        "{name}={text}: expected a sequence number (the `next` of a page of \
+                         this agent, which is not sharded)"
+                    ))
+                })
+            })
+            .transpose()
+    };
+    filter.cursor = seq("cursor", &params.cursor)?;
+    let after = seq("after", &params.after)?;
     let projections = state.projections().await?;
     let reader = state.store.reader().clone();
     blocking(move || {
-        Ok(Json(match params.after {
-            Some(after) => query::history_after(&reader, &projections, &filter, after)?,
-            None => query::history(&reader, &projections, &filter)?,
-        }))
+        Ok(Json(
+            match after {
+                Some(after) => query::history_after(&reader, &projections, &filter, after)?,
+                None => query::history(&reader, &projections, &filter)?,
+            }
+            .into(),
+        ))
     })
     .await
 }

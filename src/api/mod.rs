@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod fanout;
 pub mod handlers;
 
 use crate::store::Projections;
@@ -43,6 +44,8 @@ pub struct ApiState {
     /// The Apps the agent reconciles now (from its file and App objects; it changes them).
     pub apps: AppNames,
     pub waker: Option<Waker>,
+    /// The other shards, when this agent is one of several: requests are fanned out to all.
+    pub fleet: Option<Arc<fanout::Fleet>>,
     projections: Arc<tokio::sync::Mutex<Option<Arc<Projections>>>>,
 }
 
@@ -58,6 +61,7 @@ impl ApiState {
             tokens,
             apps: Arc::new(std::sync::RwLock::new(apps)),
             waker,
+            fleet: None,
             projections: Arc::default(),
         }
     }
@@ -186,7 +190,12 @@ pub fn router(state: ApiState) -> Router {
     for (route, handler) in table() {
         api = api.route(route.path, handler);
     }
+    // Layers run outside in: authenticate first, then (in a fleet) the fan-out.
     api.route_layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        fanout::fanout,
+    ))
+    .route_layer(axum::middleware::from_fn_with_state(
         state.clone(),
         authenticate,
     ))
@@ -254,6 +263,9 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     Internal(String),
+    /// A shard of the fleet did not answer (the message names it).
+    #[error("{0}")]
+    BadGateway(String),
 }
 
 #[derive(Serialize)]
@@ -276,6 +288,7 @@ impl ApiError {
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            ApiError::BadGateway(_) => (StatusCode::BAD_GATEWAY, "bad_gateway"),
         }
     }
 }

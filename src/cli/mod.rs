@@ -39,7 +39,7 @@ pub enum Command {
     Store(store::StoreArgs),
     /// Run the agent: reconcile every App until SIGINT or SIGTERM (in-flight work finishes
     /// and the store is flushed before exit).
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// One recorded sync pass of an App (fetch, render, apply, prune, health), with progress.
     Sync(sync::SyncArgs),
     /// What a sync of an App would change, from a server-side dry run; with --from/--to, how
@@ -108,7 +108,7 @@ pub async fn run() -> anyhow::Result<std::process::ExitCode> {
         Command::Version(args) => version::run(args).await,
         Command::Fetch(args) => fetch::run(args).await,
         Command::Store(args) => store::run(args).await,
-        Command::Run(args) => run::run(args).await,
+        Command::Run(args) => run::run(*args).await,
         Command::Sync(args) => sync::sync(args).await,
         Command::Diff(args) => sync::diff(args).await,
         Command::History(args) => query::history(args).await,

@@ -8,6 +8,7 @@ use crate::query::{
     AppStatus, Blame, Category, EventRow, HistoryFilter, ObjectSpec, ReplayedApp, RevisionDiff,
     RevisionRow, Shown,
 };
+use crate::shard::merge::{Cursor, MissingShard};
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use std::io::Write;
@@ -73,9 +74,10 @@ pub struct HistoryArgs {
     /// Events per page (newest first).
     #[arg(long, default_value_t = 50)]
     limit: usize,
-    /// Continue after this event: the `next` of a previous page (printed after a full page).
+    /// Continue after this event: the `next` of a previous page (printed after a full page); a
+    /// sequence number, or SHARD:POS,... from a sharded fleet.
     #[arg(long)]
-    cursor: Option<u64>,
+    cursor: Option<Cursor>,
     /// After the newest page, keep printing matching events as they are appended, until
     /// Ctrl-C. On a local store this works only while no other process holds it (each poll
     /// opens it briefly); to follow a running agent use --server.
@@ -160,10 +162,22 @@ fn category_colour(c: Option<Category>) -> Option<Colour> {
     }
 }
 
-fn history_table(events: &[EventRow]) -> Table {
-    let mut t = Table::new(&["SEQ", "TIME", "APP", "KIND", "OBJECT", "SUMMARY"]);
+/// With `fleet`, events come from several shards' stores: a SHARD column says whose `SEQ` it is.
+fn history_table(events: &[EventRow], fleet: bool) -> Table {
+    let mut head = vec!["SEQ", "TIME", "APP", "KIND", "OBJECT", "SUMMARY"];
+    if fleet {
+        head.insert(0, "SHARD");
+    }
+    let mut t = Table::new(&head);
     for e in events {
-        t.row(vec![
+        let mut cells = Vec::with_capacity(head.len());
+        if fleet {
+            cells.push(Cell::colour(
+                e.shard.map_or_else(|| "-".into(), |s| s.to_string()),
+                Colour::Dim,
+            ));
+        }
+        cells.extend([
             Cell::colour(e.seq.to_string(), Colour::Dim),
             time(&e.time).into(),
             e.app.clone().unwrap_or_else(|| "-".into()).into(),
@@ -178,6 +192,7 @@ fn history_table(events: &[EventRow]) -> Table {
             }
             .into(),
         ]);
+        t.row(cells);
     }
     t
 }
@@ -207,7 +222,7 @@ fn history_blocking(args: HistoryArgs, stop: Arc<AtomicBool>) -> anyhow::Result<
         since: args.since,
         until: args.until,
         limit: args.limit.clamp(1, crate::query::MAX_LIMIT),
-        cursor: args.cursor,
+        cursor: None,
     };
     // Where following starts: taken before the page, so nothing appended meanwhile is missed.
     let head = if args.follow {
@@ -219,24 +234,29 @@ fn history_blocking(args: HistoryArgs, stop: Arc<AtomicBool>) -> anyhow::Result<
     // is full or nothing further matches.
     let mut events = Vec::new();
     let mut f = filter.clone();
+    let mut cursor = args.cursor.clone();
+    let mut missing = Vec::new();
     let next = loop {
-        let page = source.history(&f)?;
+        let page = source.history(&f, cursor.as_ref())?;
         events.extend(page.events);
+        missing.extend(page.missing);
         match page.next {
             Some(n) if events.len() < filter.limit => {
-                f.cursor = Some(n);
+                cursor = Some(n);
                 f.limit = filter.limit - events.len();
             }
             other => break other,
         }
     };
+    let fleet = events.iter().any(|e| e.shard.is_some());
     let format = args.common.output;
     let style = Style::detect();
     let mut out = std::io::stdout().lock();
     if let Some(head) = head {
         // Following reads top-down in time, like tail -f.
         events.reverse();
-        print_follow(&mut out, format, &style, &events, true)?;
+        let fleet = matches!(head, Cursor::Shards(_));
+        print_follow(&mut out, format, &style, &events, true, fleet)?;
         out.flush()?;
         drop(out);
         source.release();
@@ -253,24 +273,34 @@ fn history_blocking(args: HistoryArgs, stop: Arc<AtomicBool>) -> anyhow::Result<
     #[derive(serde::Serialize)]
     struct Page<'a> {
         events: &'a [EventRow],
-        next: Option<u64>,
+        next: Option<Cursor>,
+        #[serde(skip_serializing_if = "<[_]>::is_empty")]
+        missing: &'a [MissingShard],
     }
     let page = Page {
         events: &events,
-        next,
+        next: next.clone(),
+        missing: &missing,
     };
     if !machine(&mut out, format, &page, &events)? {
         if events.is_empty() {
             writeln!(out, "no events match")?;
         } else {
             out.write_all(
-                history_table(&events)
+                history_table(&events, fleet)
                     .render(&style, output::terminal_width())
                     .as_bytes(),
             )?;
         }
         if let Some(n) = next {
             writeln!(out, "(more: --cursor {n})")?;
+        }
+        for m in &missing {
+            writeln!(
+                out,
+                "(incomplete: shard {} at {} did not answer: {})",
+                m.shard, m.peer, m.error
+            )?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -282,13 +312,14 @@ fn print_follow(
     style: &Style,
     events: &[EventRow],
     header: bool,
+    fleet: bool,
 ) -> anyhow::Result<()> {
     match format {
         Format::Table => {
             if events.is_empty() {
                 return Ok(());
             }
-            let text = history_table(events).render(style, output::terminal_width());
+            let text = history_table(events, fleet).render(style, output::terminal_width());
             let skip = if header { 0 } else { 1 };
             for line in text.lines().skip(skip) {
                 writeln!(out, "{line}")?;
@@ -316,7 +347,7 @@ const LOCKED_PATIENCE: Duration = Duration::from_secs(30);
 fn follow(
     source: &mut dyn Source,
     filter: &HistoryFilter,
-    mut after: u64,
+    mut after: Cursor,
     format: Format,
     style: &Style,
     stop: &AtomicBool,
@@ -325,11 +356,12 @@ fn follow(
     let interval = Duration::from_secs_f64(interval.max(0.05));
     let mut locked_since: Option<Instant> = None;
     while !stop.load(Ordering::SeqCst) {
-        match source.history_after(filter, after) {
+        match source.history_after(filter, &after) {
             Ok(page) => {
                 locked_since = None;
+                let fleet = matches!(after, Cursor::Shards(_));
                 let mut out = std::io::stdout().lock();
-                print_follow(&mut out, format, style, &page.events, false)?;
+                print_follow(&mut out, format, style, &page.events, false, fleet)?;
                 out.flush()?;
                 if let Some(n) = page.next {
                     after = n;
@@ -624,8 +656,10 @@ pub async fn diff_recorded(
     .await
 }
 
+/// A fleet's rows carry their shard: then a SHARD column comes first.
 pub fn status_table(rows: &[AppStatus]) -> Table {
-    let mut t = Table::new(&[
+    let fleet = rows.iter().any(|a| a.shard.is_some());
+    let mut head = vec![
         "APP",
         "INTENT",
         "REVISION",
@@ -634,7 +668,11 @@ pub fn status_table(rows: &[AppStatus]) -> Table {
         "HEALTH",
         "DRIFT",
         "OBJECTS",
-    ]);
+    ];
+    if fleet {
+        head.insert(0, "SHARD");
+    }
+    let mut t = Table::new(&head);
     for a in rows {
         let intent = if a.pinned {
             let mut s = format!(
@@ -680,7 +718,14 @@ pub fn status_table(rows: &[AppStatus]) -> Table {
         } else {
             Cell::colour(a.drift_count.to_string(), Colour::Yellow)
         };
-        t.row(vec![
+        let mut cells = Vec::with_capacity(head.len());
+        if fleet {
+            cells.push(Cell::colour(
+                a.shard.map_or_else(|| "-".into(), |s| s.to_string()),
+                Colour::Dim,
+            ));
+        }
+        cells.extend([
             Cell::colour(a.app.clone(), Colour::Bold),
             intent,
             a.applied_revision
@@ -698,6 +743,7 @@ pub fn status_table(rows: &[AppStatus]) -> Table {
             drift,
             a.objects.to_string().into(),
         ]);
+        t.row(cells);
     }
     t
 }

@@ -5,9 +5,10 @@
 use super::source::Source;
 use crate::api::client::{Client, segment};
 use crate::query::{
-    AppStatus, Blame, HistoryFilter, HistoryPage, ObjectSpec, ReplayedApp, RevisionDiff,
-    RevisionRow, RevisionsPage, Shown,
+    AppStatus, Blame, HistoryFilter, ObjectSpec, ReplayedApp, RevisionDiff, RevisionRow,
+    RevisionsPage, Shown,
 };
+use crate::shard::merge::{Cursor, Page};
 use chrono::{DateTime, SecondsFormat, Utc};
 
 /// Which agent to ask instead of opening the store.
@@ -52,7 +53,12 @@ impl Remote {
         Remote { client }
     }
 
-    fn events(&self, f: &HistoryFilter, after: Option<u64>) -> anyhow::Result<HistoryPage> {
+    fn events(
+        &self,
+        f: &HistoryFilter,
+        cursor: Option<&Cursor>,
+        after: Option<&Cursor>,
+    ) -> anyhow::Result<Page> {
         let q = [
             ("app", f.app.clone()),
             ("object", f.object.clone()),
@@ -65,7 +71,7 @@ impl Remote {
             ("limit", Some(f.limit.to_string())),
             (
                 "cursor",
-                f.cursor.filter(|_| after.is_none()).map(|c| c.to_string()),
+                cursor.filter(|_| after.is_none()).map(|c| c.to_string()),
             ),
             ("after", after.map(|a| a.to_string())),
         ];
@@ -74,20 +80,23 @@ impl Remote {
 }
 
 impl Source for Remote {
-    fn history(&mut self, filter: &HistoryFilter) -> anyhow::Result<HistoryPage> {
-        self.events(filter, None)
+    fn history(&mut self, filter: &HistoryFilter, cursor: Option<&Cursor>) -> anyhow::Result<Page> {
+        self.events(filter, cursor, None)
     }
 
-    fn history_after(&mut self, filter: &HistoryFilter, after: u64) -> anyhow::Result<HistoryPage> {
-        self.events(filter, Some(after))
+    fn history_after(&mut self, filter: &HistoryFilter, after: &Cursor) -> anyhow::Result<Page> {
+        self.events(filter, None, Some(after))
     }
 
-    fn head(&mut self) -> anyhow::Result<u64> {
-        // The newest event of the whole log: a page of one, newest first.
-        let page: HistoryPage = self
+    fn head(&mut self) -> anyhow::Result<Cursor> {
+        // The newest event of the whole log: a page of one, newest first. A fleet says where
+        // each shard's log ends.
+        let page: Page = self
             .client
             .get("/api/v1/events", &[("limit", Some("1".into()))])?;
-        Ok(page.events.first().map(|e| e.seq).unwrap_or(0))
+        Ok(page
+            .head
+            .unwrap_or_else(|| Cursor::Seq(page.events.first().map(|e| e.seq).unwrap_or(0))))
     }
 
     fn revisions(&mut self, app: &str) -> anyhow::Result<Vec<RevisionRow>> {

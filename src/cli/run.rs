@@ -82,6 +82,98 @@ pub struct RunArgs {
     kubeconfig: Option<PathBuf>,
     #[command(flatten)]
     audit: AuditArgs,
+    #[command(flatten)]
+    shard: ShardArgs,
+}
+
+/// Sharding across StatefulSet replicas (docs/operations.md, Sharding).
+#[derive(Debug, clap::Args)]
+pub struct ShardArgs {
+    /// How many shards the fleet has; each reconciles the Apps it owns (the reckon.dev/shard
+    /// label or the file's `shard:` key, else a consistent hash of namespace/name).
+    #[arg(long, env = "RECKON_SHARDS", default_value_t = 1)]
+    shards: u32,
+    /// This replica's shard, 0-based.
+    #[arg(long, env = "RECKON_SHARD", conflicts_with = "shard_from_hostname")]
+    shard: Option<u32>,
+    /// Take the shard from the StatefulSet ordinal that ends the hostname (reckon-2 → 2).
+    #[arg(long, env = "RECKON_SHARD_FROM_HOSTNAME")]
+    shard_from_hostname: bool,
+    /// The API base URL of every shard in shard order (this one's included), comma-separated,
+    /// or one URL with {i} for the shard number (http://reckon-{i}.reckon-shards.reckon.svc:8080).
+    /// The API then answers for the whole fleet.
+    #[arg(long, env = "RECKON_PEERS", value_delimiter = ',')]
+    peers: Vec<String>,
+    /// A file holding the read-only API token this shard presents to the others for queries
+    /// (default: the caller's own token is passed on). Rollback and resume always pass on the
+    /// caller's token: the owning shard records it as the actor.
+    #[arg(long, env = "RECKON_PEER_TOKEN_FILE")]
+    peer_token_file: Option<PathBuf>,
+    /// How long a shard waits for another's answer.
+    #[arg(long, env = "RECKON_PEER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    peer_timeout: std::time::Duration,
+}
+
+impl ShardArgs {
+    /// This replica's shard; `hostname` is asked only for --shard-from-hostname.
+    fn shards(
+        &self,
+        hostname: impl FnOnce() -> anyhow::Result<String>,
+    ) -> anyhow::Result<crate::shard::Shards> {
+        use crate::shard::Shards;
+        let index = if self.shard_from_hostname {
+            let host = hostname()?;
+            return Ok(Shards::from_hostname(&host, self.shards)?);
+        } else if let Some(i) = self.shard {
+            i
+        } else if self.shards > 1 {
+            anyhow::bail!(
+                "--shards {}: say which shard this is with --shard I or --shard-from-hostname",
+                self.shards
+            );
+        } else {
+            0
+        };
+        Ok(Shards::new(index, self.shards)?)
+    }
+
+    fn fleet(
+        &self,
+        shards: crate::shard::Shards,
+    ) -> anyhow::Result<Option<std::sync::Arc<crate::api::fanout::Fleet>>> {
+        // One shard is the whole fleet: nothing to ask (deploy/ passes --peers at any size).
+        if self.peers.is_empty() || !shards.is_sharded() {
+            return Ok(None);
+        }
+        let token = match &self.peer_token_file {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("--peer-token-file {}: {e}", path.display()))?
+                    .trim()
+                    .to_string(),
+            ),
+            None => None,
+        };
+        Ok(Some(std::sync::Arc::new(crate::api::fanout::Fleet::new(
+            shards,
+            &self.peers,
+            token,
+            self.peer_timeout,
+        )?)))
+    }
+}
+
+/// The pod's hostname: HOSTNAME (set in every container), else the kernel's.
+fn hostname() -> anyhow::Result<String> {
+    if let Ok(h) = std::env::var("HOSTNAME")
+        && !h.is_empty()
+    {
+        return Ok(h);
+    }
+    Ok(std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map_err(|e| anyhow::anyhow!("--shard-from-hostname: reading the hostname: {e}"))?
+        .trim()
+        .to_string())
 }
 
 /// The Kubernetes audit webhook receiver: names the person behind every drift (docs/audit.md).
@@ -153,6 +245,20 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         anyhow::bail!("--kubeconfig names the cluster of App objects: it needs --watch-apps");
     }
     options.audit = args.audit.options();
+    options.shards = args.shard.shards(hostname)?;
+    options.fleet = args.shard.fleet(options.shards)?;
+    if options.shards.is_sharded() && options.fleet.is_none() && !options.api_tokens.is_empty() {
+        // A shard's API alone would answer history for a part of the fleet as if it were all.
+        anyhow::bail!(
+            "--shards {}: the API needs --peers to answer for the whole fleet",
+            options.shards.count
+        );
+    }
+    tracing::info!(
+        shard = options.shards.index,
+        shards = options.shards.count,
+        "shard"
+    );
     agent::run(options, agent::stop_signal()).await?;
     Ok(ExitCode::SUCCESS)
 }
@@ -166,6 +272,80 @@ mod tests {
     struct Wrapper {
         #[command(flatten)]
         audit: AuditArgs,
+    }
+
+    #[derive(Parser)]
+    struct Sharding {
+        #[command(flatten)]
+        shard: ShardArgs,
+    }
+
+    fn shards_of(args: &[&str], host: &str) -> anyhow::Result<crate::shard::Shards> {
+        let mut all = vec!["x"];
+        all.extend_from_slice(args);
+        let w = Sharding::try_parse_from(all)?;
+        let host = host.to_string();
+        w.shard.shards(move || Ok(host))
+    }
+
+    #[test]
+    fn shard_flags_name_this_replica() {
+        use crate::shard::Shards;
+        assert_eq!(shards_of(&[], "h").unwrap(), Shards::default());
+        assert_eq!(
+            shards_of(&["--shards", "3", "--shard", "2"], "h").unwrap(),
+            Shards { index: 2, count: 3 }
+        );
+        assert_eq!(
+            shards_of(&["--shards", "3", "--shard-from-hostname"], "reckon-1").unwrap(),
+            Shards { index: 1, count: 3 }
+        );
+        let e = shards_of(&["--shards", "3", "--shard-from-hostname"], "web").unwrap_err();
+        assert!(e.to_string().contains("hostname web"), "{e}");
+        assert!(shards_of(&["--shards", "3"], "h").is_err(), "which shard?");
+        assert!(shards_of(&["--shards", "2", "--shard", "2"], "h").is_err());
+        assert!(shards_of(&["--shard", "1", "--shard-from-hostname"], "h").is_err());
+        let w = Sharding::try_parse_from([
+            "x",
+            "--shards",
+            "2",
+            "--shard",
+            "0",
+            "--peers",
+            "http://a:1,http://b:2",
+        ])
+        .unwrap();
+        let fleet = w
+            .shard
+            .fleet(Shards { index: 0, count: 2 })
+            .unwrap()
+            .unwrap();
+        assert_eq!(fleet.peers.len(), 2);
+        assert_eq!(fleet.peers[1].as_str(), "http://b:2/");
+        let w = Sharding::try_parse_from([
+            "x",
+            "--peers",
+            "http://reckon-{i}.reckon-shards.ns.svc:8080",
+        ])
+        .unwrap();
+        let fleet = w
+            .shard
+            .fleet(Shards { index: 1, count: 3 })
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            fleet.peers[2].as_str(),
+            "http://reckon-2.reckon-shards.ns.svc:8080/"
+        );
+        let w = Sharding::try_parse_from(["x", "--peers", "http://a:1"]).unwrap();
+        assert!(
+            w.shard.fleet(Shards { index: 0, count: 2 }).is_err(),
+            "one URL for two shards"
+        );
+        assert!(
+            w.shard.fleet(Shards::default()).unwrap().is_none(),
+            "one shard asks nobody"
+        );
     }
 
     #[test]

@@ -4,9 +4,10 @@
 //! which returns the same [`crate::query`] types.
 
 use crate::query::{
-    self, AppStatus, Blame, HistoryFilter, HistoryPage, ObjectSpec, ReplayedApp, RevisionDiff,
-    RevisionRow, Shown,
+    self, AppStatus, Blame, HistoryFilter, ObjectSpec, ReplayedApp, RevisionDiff, RevisionRow,
+    Shown,
 };
+use crate::shard::merge::{Cursor, Page};
 use crate::store::{EventStore, OpenOptions, SledStore, StoreError};
 use chrono::{DateTime, Utc};
 use std::path::{Path, PathBuf};
@@ -25,11 +26,13 @@ pub struct StoreLocked {
 /// The queries, wherever they are answered. Blocking: commands call them off the async
 /// threads.
 pub trait Source: Send {
-    fn history(&mut self, filter: &HistoryFilter) -> anyhow::Result<HistoryPage>;
+    /// A page newest first from `cursor` (a sequence number; a fleet's composite cursor only
+    /// through an agent's API).
+    fn history(&mut self, filter: &HistoryFilter, cursor: Option<&Cursor>) -> anyhow::Result<Page>;
     /// Matching events appended after `after`, oldest first (`--follow`).
-    fn history_after(&mut self, filter: &HistoryFilter, after: u64) -> anyhow::Result<HistoryPage>;
-    /// The newest sequence number (where `--follow` starts).
-    fn head(&mut self) -> anyhow::Result<u64>;
+    fn history_after(&mut self, filter: &HistoryFilter, after: &Cursor) -> anyhow::Result<Page>;
+    /// Where `--follow` starts: the newest sequence number, or each shard's in a fleet.
+    fn head(&mut self) -> anyhow::Result<Cursor>;
     fn revisions(&mut self, app: &str) -> anyhow::Result<Vec<RevisionRow>>;
     fn blame(
         &mut self,
@@ -51,6 +54,16 @@ fn is_locked(e: &StoreError) -> bool {
         StoreError::Io { source, .. } => source.to_string().contains("could not acquire lock"),
         StoreError::Sled { source, .. } => source.to_string().contains("could not acquire lock"),
         _ => false,
+    }
+}
+
+/// A local store pages by sequence number; a fleet's cursor belongs to the agents' API.
+fn local_seq(c: &Cursor) -> anyhow::Result<u64> {
+    match c {
+        Cursor::Seq(n) => Ok(*n),
+        other => anyhow::bail!(
+            "cursor {other} is a fleet's (several shards): ask an agent with --server"
+        ),
     }
 }
 
@@ -90,22 +103,25 @@ impl Local {
 }
 
 impl Source for Local {
-    fn history(&mut self, filter: &HistoryFilter) -> anyhow::Result<HistoryPage> {
+    fn history(&mut self, filter: &HistoryFilter, cursor: Option<&Cursor>) -> anyhow::Result<Page> {
+        let mut f = filter.clone();
+        f.cursor = cursor.map(local_seq).transpose()?;
         let s = self.store()?;
-        Ok(query::history(s, s.projections(), filter)?)
+        Ok(query::history(s, s.projections(), &f)?.into())
     }
 
-    fn history_after(&mut self, filter: &HistoryFilter, after: u64) -> anyhow::Result<HistoryPage> {
+    fn history_after(&mut self, filter: &HistoryFilter, after: &Cursor) -> anyhow::Result<Page> {
+        let after = local_seq(after)?;
         // Reopened at each poll: only then does it see what another process appended.
         self.release();
         let s = self.store()?;
         let page = query::history_after(s, s.projections(), filter, after)?;
         self.release();
-        Ok(page)
+        Ok(page.into())
     }
 
-    fn head(&mut self) -> anyhow::Result<u64> {
-        Ok(self.store()?.reader().last_seq()?)
+    fn head(&mut self) -> anyhow::Result<Cursor> {
+        Ok(Cursor::Seq(self.store()?.reader().last_seq()?))
     }
 
     fn revisions(&mut self, app: &str) -> anyhow::Result<Vec<RevisionRow>> {

@@ -84,6 +84,10 @@ pub struct App {
     /// How long applied objects may take to become healthy before the sync fails. Default: 5m.
     #[serde(with = "duration")]
     pub health_timeout: Duration,
+    /// Pins the App to this shard of a sharded fleet (`reckon run --shards N`), like the
+    /// `reckon.dev/shard` label of an App object. Default: a consistent hash of the name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shard: Option<u32>,
 }
 
 /// The Git source of an App.
@@ -565,6 +569,8 @@ struct RawApp {
     conflicts: ConflictPolicy,
     #[serde(default = "default_health_timeout", deserialize_with = "de_positive")]
     health_timeout: Duration,
+    #[serde(default)]
+    shard: Option<u32>,
 }
 
 /// Mirrors [`Source`]; only `url` and `signature.mode` need locations (auth and signature checks).
@@ -690,6 +696,7 @@ fn validate(raw: RawConfig, file: &Path, closed: bool) -> Result<Config, ConfigE
             depends_on: app.depends_on.into_iter().map(|d| d.value).collect(),
             conflicts: app.conflicts,
             health_timeout: app.health_timeout,
+            shard: app.shard,
         });
     }
     if let Some(cycle) = graph::find_cycle(&apps) {

@@ -112,6 +112,7 @@ apps:
     depends_on: [base]
     conflicts: report
     health_timeout: 2m30s
+    shard: 3
 "#;
     let config = load_str(text).unwrap();
     assert_eq!(
@@ -182,6 +183,8 @@ apps:
     assert_eq!(web.depends_on, vec!["base".to_string()]);
     assert_eq!(web.conflicts, ConflictPolicy::Report);
     assert_eq!(web.health_timeout, Duration::from_secs(150));
+    assert_eq!(web.shard, Some(3));
+    assert_eq!(config.apps[0].shard, None, "hashed unless pinned");
 }
 
 #[test]

@@ -244,6 +244,10 @@ pub struct AppStatus {
     /// The sequence number of the App's newest event in the store.
     #[serde(default)]
     pub last_event_seq: Option<u64>,
+    /// The shard whose store `lastEventSeq` counts in (written by sharded agents; absent: shard
+    /// 0, or an agent that is not sharded).
+    #[serde(default)]
+    pub shard: Option<u32>,
 }
 
 /// What the App runs: follows Git, or pinned by a rollback or pin — by whom, and why.
@@ -617,7 +621,15 @@ pub fn status_of(
         last_sync_time: stored.and_then(|s| s.last_sync.as_ref().map(|l| rfc3339(l.time))),
         drift_count: stored.map_or(0, |s| s.drift_count),
         last_event_seq,
+        shard: None,
     }
+}
+
+/// Whether a status's `lastEventSeq` anchors shard `mine`'s store: only when that shard wrote it
+/// (absent means shard 0). After an App moves to another shard, the status names an event of
+/// the old shard's store, which says nothing about the new owner's.
+pub fn anchor_applies(status_shard: Option<u32>, mine: u32) -> bool {
+    status_shard.unwrap_or(0) == mine
 }
 
 /// Whether the store is behind the App's status: the status saw event `status_seq` of this App,

@@ -320,3 +320,14 @@ fn the_store_is_behind_only_when_the_status_saw_more() {
     assert_eq!(store_behind(Some(10), 3), Some(10));
     assert_eq!(store_behind(Some(10), 0), Some(10));
 }
+
+#[test]
+fn the_anchor_holds_only_for_the_shard_that_wrote_the_status() {
+    // Written by an unsharded agent or shard 0: anchors shard 0 (the same store, reckon-0's).
+    assert!(anchor_applies(None, 0));
+    assert!(anchor_applies(Some(0), 0));
+    assert!(anchor_applies(Some(2), 2));
+    // Moved: the status counts events of another shard's store.
+    assert!(!anchor_applies(None, 1));
+    assert!(!anchor_applies(Some(1), 0));
+}

@@ -374,6 +374,10 @@ pub struct EventRow {
     pub event: Event,
     /// The event's chain hash (hex).
     pub hash: String,
+    /// The shard whose store holds the event: set in a fleet's merged answers only (the API's
+    /// fan-out), where `seq` alone does not name an event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<u32>,
 }
 
 impl EventRow {
@@ -391,6 +395,7 @@ impl EventRow {
             summary: summary(e),
             event: e.clone(),
             hash: env.hash.to_hex(),
+            shard: None,
         }
     }
 }

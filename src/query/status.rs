@@ -57,6 +57,9 @@ pub struct AppStatus {
     pub drifted: Vec<String>,
     /// Objects the App manages now.
     pub objects: u64,
+    /// The shard whose store answered, in a fleet's App list (the API's fan-out sets it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<u32>,
 }
 
 /// The newest event of `kind` for `app` that `pick` accepts, looking back [`LOOKBACK`] events
@@ -217,6 +220,7 @@ pub fn status<R: EventRead + ?Sized>(
             drift_count: drifted.len() as u64,
             drifted,
             objects: state.inventory.len() as u64,
+            shard: None,
         });
     }
     Ok(out)
