@@ -8,8 +8,6 @@
 
 mod support;
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::CustomResourceExt as _;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use reckon::agent::{self, AgentOptions, AppObjects};
 use reckon::crd::{App, AppSpec, Condition, SourceSpec};
@@ -18,59 +16,13 @@ use reckon::store::{OpenOptions, SledStore};
 use reckon_testenv::git::Fixture;
 use std::time::{Duration, Instant};
 use support::TestNamespace;
+use support::crd::{install_app_crd, until};
 use tokio::sync::oneshot;
 
 const SETTINGS: &str =
     "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  color: blue\n";
 const OTHER: &str =
     "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: other\ndata:\n  shape: round\n";
-
-/// Installs the App CRD (server-side apply: idempotent, tests may run at once) and waits until
-/// it is served.
-async fn install_crd(client: &kube::Client) {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    api.patch(
-        "apps.reckon.dev",
-        &PatchParams::apply("reckon-test").force(),
-        &Patch::Apply(App::crd()),
-    )
-    .await
-    .expect("applying the App CRD");
-    let start = Instant::now();
-    loop {
-        let crd = api.get("apps.reckon.dev").await.unwrap();
-        let established = crd
-            .status
-            .and_then(|s| s.conditions)
-            .unwrap_or_default()
-            .iter()
-            .any(|c| c.type_ == "Established" && c.status == "True");
-        if established {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "CRD not established"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Polls `check` every 200 ms until it returns `Some`, or panics after `timeout`.
-async fn until<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
 
 fn condition<'a>(app: &'a App, type_: &str) -> Option<&'a Condition> {
     app.status
@@ -144,7 +96,7 @@ fn app_object(name: &str, url: &str, path: &str) -> App {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_app_object_is_synced_edited_and_deleted_with_its_status_kept() {
     let client = support::client().await;
-    install_crd(&client).await;
+    install_app_crd(&client).await;
     let ns = TestNamespace::create(&client, "crd").await;
     let fixture = Fixture::new().unwrap();
     let sha = fixture
@@ -313,7 +265,7 @@ async fn an_app_object_is_synced_edited_and_deleted_with_its_status_kept() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_status_ahead_of_the_store_records_a_store_gap_and_a_bad_spec_is_refused() {
     let client = support::client().await;
-    install_crd(&client).await;
+    install_app_crd(&client).await;
     let ns = TestNamespace::create(&client, "crd-gap").await;
     let fixture = Fixture::new().unwrap();
     fixture
@@ -438,7 +390,7 @@ async fn many_app_objects_reach_ready_with_few_status_writes() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(50);
     let client = support::client().await;
-    install_crd(&client).await;
+    install_app_crd(&client).await;
     let ns = TestNamespace::create(&client, "crd-bench").await;
     let fixture = Fixture::new().unwrap();
     let mut commit = fixture.commit("Apps");

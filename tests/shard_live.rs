@@ -8,8 +8,6 @@
 
 mod support;
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::CustomResourceExt as _;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use reckon::crd::{App, AppSpec, SourceSpec};
 use reckon::event::Envelope;
@@ -21,53 +19,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use support::TestNamespace;
+use support::crd::{install_app_crd, until};
 
 const READER: &str = "reader-token-7f3a";
 const ADMIN: &str = "admin-token-91c2";
-
-async fn install_crd(client: &kube::Client) {
-    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    api.patch(
-        "apps.reckon.dev",
-        &PatchParams::apply("reckon-test").force(),
-        &Patch::Apply(App::crd()),
-    )
-    .await
-    .expect("applying the App CRD");
-    let start = Instant::now();
-    loop {
-        let crd = api.get("apps.reckon.dev").await.unwrap();
-        let established = crd
-            .status
-            .and_then(|s| s.conditions)
-            .unwrap_or_default()
-            .iter()
-            .any(|c| c.type_ == "Established" && c.status == "True");
-        if established {
-            return;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "CRD not established"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn until<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
 
 fn app_object(name: &str, url: &str, shard_label: Option<&str>) -> App {
     let mut app = App::new(
@@ -236,7 +191,7 @@ fn keys(page: &Value, shard: Option<u64>) -> Vec<(u64, u64)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_shard_processes_split_the_apps_and_answer_history_for_the_fleet() {
     let client = support::client().await;
-    install_crd(&client).await;
+    install_app_crd(&client).await;
     let ns = TestNamespace::create(&client, "shard").await;
 
     // Names that the hash gives to both shards (two each), one pinned against its hash to

@@ -12,6 +12,7 @@ use reckon_testenv::control_plane::ControlPlane;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
+pub mod crd;
 pub mod harness;
 pub mod openapi;
 pub mod sync;
