@@ -138,6 +138,16 @@ const WORKLOAD: [(&str, &str); 4] = [
 /// `apiserver_request_total` counter. The counter has no namespace or client label: a delta is
 /// the whole server's, so attributing it to one client assumes nothing else writes meanwhile.
 fn write_requests() -> Writes {
+    requests()
+        .into_iter()
+        .filter(|((verb, ..), _)| WRITE_VERBS.contains(&verb.as_str()))
+        .collect()
+}
+
+/// Every request the API server has served since it started, by verb, group, resource,
+/// subresource and dry run (`apiserver_request_total` summed over its other labels: code,
+/// scope, component). The same caveat as `write_requests`: the whole server's.
+fn requests() -> Writes {
     let out = kubectl()
         .args(["get", "--raw", "/metrics"])
         .output()
@@ -148,7 +158,7 @@ fn write_requests() -> Writes {
         String::from_utf8_lossy(&out.stderr)
     );
     let text = String::from_utf8(out.stdout).expect("metrics are UTF-8");
-    let mut writes = Writes::new();
+    let mut all = Writes::new();
     for line in text.lines() {
         let Some(rest) = line.strip_prefix("apiserver_request_total{") else {
             continue;
@@ -156,12 +166,8 @@ fn write_requests() -> Writes {
         let (set, value) = rest.rsplit_once("} ").expect("a sample line");
         let l = labels(set);
         let label = |name: &str| l.get(name).cloned().unwrap_or_default();
-        let verb = label("verb");
-        if !WRITE_VERBS.contains(&verb.as_str()) {
-            continue;
-        }
         let key = (
-            verb,
+            label("verb"),
             label("group"),
             label("resource"),
             label("subresource"),
@@ -169,9 +175,189 @@ fn write_requests() -> Writes {
         );
         // Counters are integers, but the text format may write them as floats (1.2e+06).
         let n = value.trim().parse::<f64>().expect("a number").round() as u64;
-        *writes.entry(key).or_insert(0) += n;
+        *all.entry(key).or_insert(0) += n;
     }
-    writes
+    all
+}
+
+/// The control plane's processes (kube-apiserver, etcd, kube-controller-manager) of the
+/// cluster the kubeconfig names, found by their command lines: other engineers' control
+/// planes may run on the same machine. Empty when the cluster is not local.
+fn control_plane_pids() -> Vec<(&'static str, u32)> {
+    let kubeconfig = std::fs::read_to_string(support::kubeconfig()).unwrap_or_default();
+    let Some(port) = kubeconfig
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server:"))
+        .and_then(|s| s.trim().rsplit(':').next())
+        .map(str::to_string)
+    else {
+        return Vec::new();
+    };
+    let cmdlines: Vec<(u32, Vec<String>)> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let raw = std::fs::read(e.path().join("cmdline")).ok()?;
+            let args = raw
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            Some((pid, args))
+        })
+        .collect();
+    let arg = |args: &[String], name: &str| {
+        args.iter()
+            .find_map(|a| a.strip_prefix(&format!("{name}=")).map(str::to_string))
+    };
+    let is = |args: &[String], bin: &str| args.first().is_some_and(|a| a.ends_with(bin));
+    let Some((apiserver, api_args)) = cmdlines.iter().find(|(_, a)| {
+        is(a, "kube-apiserver") && arg(a, "--secure-port").as_deref() == Some(port.as_str())
+    }) else {
+        return Vec::new();
+    };
+    let mut out = vec![("kube-apiserver", *apiserver)];
+    let etcd_url = arg(api_args, "--etcd-servers").unwrap_or_default();
+    if let Some((pid, _)) = cmdlines.iter().find(|(_, a)| {
+        is(a, "etcd")
+            && a.windows(2)
+                .any(|w| w[0] == "--listen-client-urls" && w[1] == etcd_url)
+    }) {
+        out.push(("etcd", *pid));
+    }
+    let sa_key = arg(api_args, "--service-account-signing-key-file");
+    if let Some((pid, _)) = cmdlines.iter().find(|(_, a)| {
+        is(a, "kube-controller-manager")
+            && sa_key.is_some()
+            && arg(a, "--service-account-private-key-file") == sa_key
+    }) {
+        out.push(("controller manager", *pid));
+    }
+    out
+}
+
+/// CPU seconds (user + system) a process has used, from `/proc/PID/stat`; 0 once it is gone.
+fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // The command name may hold spaces; the fields after its closing parenthesis do not.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are the 14th and 15th fields; `fields` starts at the 3rd. 100 Hz: the
+    // kernel's USER_HZ on Linux.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// CPU seconds (user + system) of this process's waited-for children (kubectl).
+fn children_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // cutime and cstime: the 16th and 17th fields.
+    (ticks(13) + ticks(14)) / 100.0
+}
+
+/// Busy CPU seconds of the whole machine (all cores), from `/proc/stat`.
+fn machine_busy_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let cpu: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal: busy is all but idle and iowait.
+    let busy: f64 = cpu
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, v)| v)
+        .take(8)
+        .sum();
+    busy / 100.0
+}
+
+/// CPU seconds of some processes (the control plane's, the agent) and of the whole machine.
+#[derive(Clone)]
+struct CpuReading {
+    per_process: Vec<(String, f64)>,
+    machine: f64,
+}
+
+fn cpu_reading(processes: &[(&'static str, u32)]) -> CpuReading {
+    CpuReading {
+        per_process: processes
+            .iter()
+            .map(|(name, pid)| (name.to_string(), cpu_seconds(*pid)))
+            .collect(),
+        machine: machine_busy_seconds(),
+    }
+}
+
+/// `name X.X CPU-s (Y ms/object), ...` between two readings, for the progress lines: where a
+/// phase's CPU went, per object applied.
+fn describe_cpu(before: &CpuReading, after: &CpuReading, objects: usize) -> String {
+    let mut parts: Vec<String> = after
+        .per_process
+        .iter()
+        .zip(&before.per_process)
+        .map(|((name, a), (_, b))| {
+            let d = a - b;
+            format!(
+                "{name} {d:.1} CPU-s ({:.2} ms/object)",
+                d * 1000.0 / objects as f64
+            )
+        })
+        .collect();
+    parts.push(format!(
+        "machine busy {:.1} CPU-s",
+        after.machine - before.machine
+    ));
+    parts.join(", ")
+}
+
+/// Requests per object by `VERB group/resource/subresource`, the most first.
+fn describe_per_object(requests: &Writes, objects: usize) -> String {
+    let mut rows: Vec<(u64, String)> = requests
+        .iter()
+        .map(|((verb, group, resource, sub, dry_run), n)| {
+            let dry = if dry_run.is_empty() { "" } else { " (dry run)" };
+            (*n, format!("{verb} {group}/{resource}/{sub}{dry}"))
+        })
+        .collect();
+    rows.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    let total: u64 = rows.iter().map(|r| r.0).sum();
+    let mut out = format!(
+        "{total} requests, {:.2}/object:",
+        total as f64 / objects as f64
+    );
+    for (n, what) in rows {
+        out.push_str(&format!(
+            "\n    {what} ×{n} ({:.3}/object)",
+            n as f64 / objects as f64
+        ));
+    }
+    out
 }
 
 /// The writes that can change the Apps' objects: any write verb on the four kinds themselves
@@ -390,11 +576,29 @@ async fn agent_against_kubectl_server_side_apply() {
     // 1. Time to production. kubectl first, so that the agent can go on into the drift rounds.
     // This favours kubectl a little: the controller manager (rate-limited) is still creating
     // ReplicaSets and EndpointSlices for kubectl's objects while the agent runs.
+    // Where each first apply's time goes: the API server's requests by verb and resource, and
+    // the CPU of the control plane's processes, of the client and of the machine (other
+    // builds included), per object. Whole-server and whole-process figures: the controller
+    // manager's own requests are in both phases.
+    let mut processes = control_plane_pids();
+    let (requests_before, cpu_before, children_before) =
+        (requests(), cpu_reading(&processes), children_cpu_seconds());
     let kubectl_create = kubectl_apply(&work_apps, &ns_kubectl.name);
     progress(format!("kubectl create: {}", secs(kubectl_create)));
+    progress(format!(
+        "kubectl create, CPU: kubectl {:.1} CPU-s ({:.2} ms/object), {}",
+        children_cpu_seconds() - children_before,
+        (children_cpu_seconds() - children_before) * 1000.0 / objects as f64,
+        describe_cpu(&cpu_before, &cpu_reading(&processes), objects)
+    ));
+    progress(format!(
+        "kubectl create, API server requests: {}",
+        describe_per_object(&delta(&requests_before, &requests()), objects)
+    ));
 
     let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("agent_bench-reckon-run.log");
     let (tx, mut synced_rx) = mpsc::unbounded_channel();
+    let (requests_before, cpu_before) = (requests(), cpu_reading(&processes));
     let spawned = Instant::now();
     let mut agent = reckon(dir.path())
         .arg("run")
@@ -402,6 +606,15 @@ async fn agent_against_kubectl_server_side_apply() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    processes.push(("agent", agent.id()));
+    let cpu_before = CpuReading {
+        per_process: cpu_before
+            .per_process
+            .into_iter()
+            .chain([("agent".to_string(), 0.0)])
+            .collect(),
+        ..cpu_before
+    };
     let follower = follow_log(agent.stderr.take().unwrap(), log.clone(), tx);
     // Wall clock, to line the store's event times up with the spawn (RECKON_BENCH_KEEP).
     progress(format!(
@@ -440,6 +653,14 @@ async fn agent_against_kubectl_server_side_apply() {
             memory_at_first.get_or_insert_with(|| memory(agent.id()));
         }
     }
+    progress(format!(
+        "reckon run until every App synced, CPU: {}",
+        describe_cpu(&cpu_before, &cpu_reading(&processes), objects)
+    ));
+    progress(format!(
+        "reckon run until every App synced, API server requests: {}",
+        describe_per_object(&delta(&requests_before, &requests()), objects)
+    ));
     let mut sync_times: Vec<Duration> = first_sync.values().map(|(d, _)| *d).collect();
     sync_times.sort();
     let reckon_healthy = *sync_times.last().unwrap();

@@ -694,6 +694,77 @@ fn a_log_shorter_than_head_is_reported_as_truncated() {
     assert!(r.ok(), "{:?}", r.problems);
 }
 
+/// `HEAD` as its text says: the seq and hash it records.
+fn head_of(path: &std::path::Path) -> (u64, String) {
+    let text = std::fs::read_to_string(path.join("HEAD")).unwrap();
+    let seq = text
+        .lines()
+        .find_map(|l| l.strip_prefix("seq "))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let hash = text
+        .lines()
+        .find_map(|l| l.strip_prefix("hash "))
+        .unwrap()
+        .trim()
+        .to_string();
+    (seq, hash)
+}
+
+#[test]
+fn head_is_rewritten_in_place_at_each_flush_and_a_previous_versions_head_still_opens() {
+    use reckon::store::sled_engine::HEAD_BYTES;
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    let mut store = create(&path);
+    fill(&mut store, 0, 10, 5);
+    let inode = std::fs::metadata(path.join("HEAD")).unwrap().ino();
+    // Each flush records the new head, in the same file (no temp file and rename), at the
+    // same size.
+    for (from, expected) in [(10, 15), (15, 20)] {
+        fill(&mut store, from, 5, 5);
+        let meta = std::fs::metadata(path.join("HEAD")).unwrap();
+        assert_eq!(meta.ino(), inode, "HEAD replaced instead of rewritten");
+        assert_eq!(meta.len(), HEAD_BYTES as u64);
+        let (seq, hash) = head_of(&path);
+        assert_eq!(seq, expected);
+        assert_eq!(hash, store.get(expected).unwrap().unwrap().hash.to_string());
+    }
+    store.close().unwrap();
+    assert!(!path.join("HEAD.tmp").exists());
+
+    // The previous version wrote HEAD unpadded, by temp file and rename: such a store opens,
+    // its HEAD is checked against the log as before, and the next flush moves it on.
+    let (seq, hash) = head_of(&path);
+    std::fs::write(path.join("HEAD"), format!("seq {seq}\nhash {hash}\n")).unwrap();
+    let mut store = SledStore::open(&path, OpenOptions::default()).unwrap();
+    fill(&mut store, 20, 5, 5);
+    store.close().unwrap();
+    assert_eq!(head_of(&path).0, 25);
+    assert_eq!(
+        std::fs::metadata(path.join("HEAD")).unwrap().len(),
+        HEAD_BYTES as u64
+    );
+    // And a padded HEAD that names a hash the log does not have is still refused.
+    let text = std::fs::read_to_string(path.join("HEAD")).unwrap();
+    let (_, hash) = head_of(&path);
+    std::fs::write(
+        path.join("HEAD"),
+        text.replace(&hash, &Digest::of(b"not this").to_string()),
+    )
+    .unwrap();
+    let err = SledStore::open(&path, OpenOptions::default())
+        .err()
+        .unwrap();
+    assert!(
+        matches!(err, StoreError::Corrupt { seq: Some(25), .. }),
+        "{err}"
+    );
+}
+
 #[test]
 fn disk_full_errors_are_named_as_such() {
     let e = std::io::Error::from_raw_os_error(28);
