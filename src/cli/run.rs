@@ -76,12 +76,49 @@ pub struct RunArgs {
     /// there only, and so are the namespaced objects the Apps manage.
     #[arg(long, env = "RECKON_NAMESPACE")]
     namespace: Option<String>,
-    /// The cluster App objects are read from and, by default, applied to (default: KUBECONFIG,
-    /// ~/.kube/config, then the in-cluster service account).
+    /// The cluster App objects are read from and, by default, applied to, and the cluster of
+    /// the Lease (default: KUBECONFIG, ~/.kube/config, then the in-cluster service account).
     #[arg(long, env = "RECKON_KUBECONFIG")]
     kubeconfig: Option<PathBuf>,
     #[command(flatten)]
     audit: AuditArgs,
+    #[command(flatten)]
+    lease: LeaseArgs,
+}
+
+/// One writer per shard: a coordination.k8s.io Lease (docs/operations.md, "The Lease").
+#[derive(Debug, clap::Args)]
+pub struct LeaseArgs {
+    /// Hold this Lease before opening the store or writing anything; wait in standby (writing
+    /// nothing, /readyz 503) while another replica holds it; exit with code 3 on losing it.
+    #[arg(long, env = "RECKON_LEASE")]
+    lease: Option<String>,
+    /// The Lease's namespace (default: the namespace of the kubeconfig's context, in a pod its
+    /// own).
+    #[arg(long, env = "RECKON_LEASE_NAMESPACE", requires = "lease")]
+    lease_namespace: Option<String>,
+    /// Who this replica is in the Lease (default: $POD_NAME, else HOSTNAME-PID).
+    #[arg(long, env = "RECKON_LEASE_IDENTITY", requires = "lease")]
+    lease_identity: Option<String>,
+    /// How long a renewal is valid, in seconds: a standby takes over this long after the
+    /// holder's last renewal. The holder renews a third of it before expiry.
+    #[arg(long, env = "RECKON_LEASE_DURATION", default_value_t = 15, value_parser = clap::value_parser!(u64).range(2..=3600))]
+    lease_duration: u64,
+}
+
+impl LeaseArgs {
+    fn config(&self, kubeconfig: Option<PathBuf>) -> Option<agent::LeaseConfig> {
+        Some(agent::LeaseConfig {
+            name: self.lease.clone()?,
+            namespace: self.lease_namespace.clone(),
+            identity: self
+                .lease_identity
+                .clone()
+                .unwrap_or_else(crate::lease::default_identity),
+            duration: std::time::Duration::from_secs(self.lease_duration),
+            kubeconfig,
+        })
+    }
 }
 
 /// The Kubernetes audit webhook receiver: names the person behind every drift (docs/audit.md).
@@ -144,17 +181,28 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     options.api_tokens = std::sync::Arc::new(tokens);
     options.watch.namespace = args.namespace.clone();
+    options.lease = args.lease.config(args.kubeconfig.clone());
     if args.watch_apps {
         options.app_objects = Some(agent::AppObjects {
             namespace: args.namespace,
             kubeconfig: args.kubeconfig,
         });
-    } else if args.kubeconfig.is_some() {
-        anyhow::bail!("--kubeconfig names the cluster of App objects: it needs --watch-apps");
+    } else if args.kubeconfig.is_some() && options.lease.is_none() {
+        anyhow::bail!(
+            "--kubeconfig names the cluster of App objects and of the Lease: it needs \
+             --watch-apps or --lease"
+        );
     }
     options.audit = args.audit.options();
-    agent::run(options, agent::stop_signal()).await?;
-    Ok(ExitCode::SUCCESS)
+    match agent::run(options, agent::stop_signal()).await {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e @ agent::AgentError::LeaseLost { .. }) => {
+            // Not an ordinary failure: Kubernetes restarts the pod, which waits in standby.
+            eprintln!("error: {e}");
+            Ok(ExitCode::from(agent::LEASE_LOST_EXIT))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 #[cfg(test)]
