@@ -225,6 +225,11 @@ async fn read(api: &Api<Lease>, name: &str) -> Result<Option<Observed>, kube::Er
     Ok(api.get_opt(name).await?.map(|l| Observed::of(&l)))
 }
 
+/// Resolves when `stop` says so. (Not `wait_for` inside `select!`: its `Ref` is not `Send`.)
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
 /// Waits until this process holds the Lease; `None` when `stop` fired first. Errors talking to
 /// the API server are logged and retried: a standby has nothing better to do.
 pub async fn acquire(
@@ -241,7 +246,7 @@ pub async fn acquire(
                 Err(e) => {
                     tracing::warn!(error = %e, "standby: preparing the Lease; retrying");
                     tokio::select! {
-                        _ = stop.wait_for(|s| *s) => return None,
+                        _ = stopped(&mut stop) => return None,
                         _ = tokio::time::sleep(options.check()) => {}
                     }
                 }
@@ -254,7 +259,7 @@ pub async fn acquire(
             let mut attempt = Box::pin(async move { m.changed().await });
             let outcome = loop {
                 tokio::select! {
-                    _ = stop.wait_for(|s| *s) => return None,
+                    _ = stopped(&mut stop) => return None,
                     r = &mut attempt => break r,
                     _ = tokio::time::sleep(options.check()) => {
                         match read(&api, &options.name).await {
@@ -289,7 +294,7 @@ pub async fn acquire(
                 Err(e) => {
                     tracing::warn!(error = %e, "standby: taking the Lease failed; retrying");
                     tokio::select! {
-                        _ = stop.wait_for(|s| *s) => return None,
+                        _ = stopped(&mut stop) => return None,
                         _ = tokio::time::sleep(options.check()) => {}
                     }
                     continue 'fresh;
