@@ -217,6 +217,50 @@ mod tests {
         audit: AuditArgs,
     }
 
+    #[derive(Parser)]
+    struct LeaseWrapper {
+        #[command(flatten)]
+        lease: LeaseArgs,
+    }
+
+    #[test]
+    fn lease_flags_become_the_lease_config() {
+        let w = LeaseWrapper::try_parse_from(["x"]).unwrap();
+        assert!(w.lease.config(None).is_none(), "off without --lease");
+        let w = LeaseWrapper::try_parse_from([
+            "x",
+            "--lease",
+            "reckon",
+            "--lease-namespace",
+            "ops",
+            "--lease-identity",
+            "reckon-0",
+            "--lease-duration",
+            "20",
+        ])
+        .unwrap();
+        let c = w.lease.config(Some(PathBuf::from("kc"))).unwrap();
+        assert_eq!(c.name, "reckon");
+        assert_eq!(c.namespace.as_deref(), Some("ops"));
+        assert_eq!(c.identity, "reckon-0");
+        assert_eq!(c.duration, std::time::Duration::from_secs(20));
+        assert_eq!(c.kubeconfig, Some(PathBuf::from("kc")));
+        let w = LeaseWrapper::try_parse_from(["x", "--lease", "reckon"]).unwrap();
+        let c = w.lease.config(None).unwrap();
+        assert_eq!(c.duration, std::time::Duration::from_secs(15));
+        assert_eq!(c.identity, crate::lease::default_identity());
+        assert_eq!(
+            c.namespace, None,
+            "the client's namespace, resolved at run time"
+        );
+        // A duration under 2 s leaves no room for a renewal before expiry.
+        assert!(
+            LeaseWrapper::try_parse_from(["x", "--lease", "r", "--lease-duration", "1"]).is_err()
+        );
+        // The other Lease flags mean nothing without a Lease.
+        assert!(LeaseWrapper::try_parse_from(["x", "--lease-identity", "a"]).is_err());
+    }
+
     #[test]
     fn audit_flags_become_audit_options() {
         let w = Wrapper::try_parse_from(["x"]).unwrap();
