@@ -14,6 +14,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use kube::Api;
 use kube_lease_manager::{LeaseManager, LeaseManagerBuilder, LeaseManagerError};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 use tokio::sync::{oneshot, watch};
 
@@ -205,6 +206,110 @@ impl Tenure {
     }
 }
 
+/// The instant (ms since the epoch, by this host's clock) until which this process may write to
+/// a cluster; 0 before it holds the Lease and after it lost it. Every client the holder writes
+/// with checks it before each write ([`FenceLayer`]), so a process that was frozen (SIGSTOP, a
+/// VM pause) or starved past its tenure cannot write before its Lease task notices the loss.
+#[derive(Clone, Debug, Default)]
+pub struct Fence(Arc<AtomicU64>);
+
+impl Fence {
+    pub fn allows(&self, now: SystemTime) -> bool {
+        let until = self.0.load(Ordering::Acquire);
+        millis(now) < until
+    }
+
+    fn set(&self, until: SystemTime) {
+        self.0.store(millis(until), Ordering::Release);
+    }
+
+    fn close(&self) {
+        self.0.store(0, Ordering::Release);
+    }
+}
+
+fn millis(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Why a write was refused before it was sent.
+#[derive(Debug, thiserror::Error)]
+#[error("write refused: this replica's Lease expired or was lost (another replica may be writing)")]
+pub struct Fenced;
+
+/// A tower layer for kube's client: writes (anything but GET, HEAD, OPTIONS) fail with
+/// [`Fenced`] unless the [`Fence`] allows them.
+#[derive(Clone, Debug)]
+pub struct FenceLayer(Fence);
+
+impl FenceLayer {
+    pub fn new(fence: Fence) -> FenceLayer {
+        FenceLayer(fence)
+    }
+}
+
+impl<S> tower::Layer<S> for FenceLayer {
+    type Service = FenceService<S>;
+    fn layer(&self, inner: S) -> FenceService<S> {
+        FenceService {
+            inner,
+            fence: self.0.clone(),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct FenceService<S> {
+    inner: S,
+    fence: Fence,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl<S, B> tower::Service<http::Request<B>> for FenceService<S>
+where
+    S: tower::Service<http::Request<B>>,
+    S::Error: Into<BoxError>,
+    S::Future: Send + 'static,
+    S::Response: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = BoxError;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<S::Response, BoxError>> + Send + 'static>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BoxError>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let write = !matches!(
+            *req.method(),
+            http::Method::GET | http::Method::HEAD | http::Method::OPTIONS
+        );
+        let what = write.then(|| format!("{} {}", req.method(), req.uri()));
+        // Nothing is sent before the inner future is first polled (kube's stack under this
+        // layer is lazy down to hyper's `send_request`), so the check runs then, as late as
+        // this layer can: a process frozen after queueing a write must not send it on waking.
+        let call = self.inner.call(req);
+        let fence = self.fence.clone();
+        Box::pin(async move {
+            if write && !fence.allows(SystemTime::now()) {
+                let what = what.unwrap_or_default();
+                tracing::error!(request = %what, "write refused: the Lease is not held");
+                return Err(Box::new(Fenced) as BoxError);
+            }
+            call.await.map_err(Into::into)
+        })
+    }
+}
+
 async fn build(client: &kube::Client, o: &LeaseOptions) -> Result<LeaseManager, LeaseError> {
     LeaseManagerBuilder::new(client.clone(), &o.name)
         .with_namespace(&o.namespace)
@@ -306,6 +411,7 @@ pub async fn acquire(
 
 /// The held Lease, renewed by a task of its own until it is lost or released.
 pub struct Holder {
+    fence: Fence,
     lost: watch::Receiver<Option<Lost>>,
     release: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<Result<(), LeaseError>>,
@@ -315,12 +421,26 @@ impl Holder {
     fn start(manager: Arc<LeaseManager>, api: Api<Lease>, options: LeaseOptions) -> Holder {
         let (lost_tx, lost) = watch::channel(None);
         let (release, release_rx) = oneshot::channel();
-        let task = tokio::spawn(hold(manager, api, options, lost_tx, release_rx));
+        let fence = Fence::default();
+        let task = tokio::spawn(hold(
+            manager,
+            api,
+            options,
+            fence.clone(),
+            lost_tx,
+            release_rx,
+        ));
         Holder {
+            fence,
             lost,
             release: Some(release),
             task,
         }
+    }
+
+    /// The fence the holder's cluster clients write through.
+    pub fn fence(&self) -> Fence {
+        self.fence.clone()
     }
 
     /// Resolves once the Lease is lost (never, after a release).
@@ -341,13 +461,16 @@ async fn hold(
     manager: Arc<LeaseManager>,
     api: Api<Lease>,
     options: LeaseOptions,
+    fence: Fence,
     lost: watch::Sender<Option<Lost>>,
     mut release: oneshot::Receiver<()>,
 ) -> Result<(), LeaseError> {
     let mut tenure = Tenure::new(&options, SystemTime::now());
+    fence.set(tenure.valid_until);
     let mut ticker = tokio::time::interval(options.check());
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let lose = |why: Lost| {
+        fence.close();
         tracing::error!(lease = %options.name, identity = %options.identity, reason = %why, "lost the Lease");
         let _ = lost.send(Some(why));
     };
@@ -381,6 +504,7 @@ async fn hold(
                                 lose(why);
                                 return Ok(());
                             }
+                            fence.set(tenure.valid_until);
                         }
                         Err(e) => tracing::warn!(error = %e, "reading the Lease back failed"),
                     }
@@ -491,6 +615,17 @@ mod tests {
         };
         assert_eq!(tenure.clone().observe(Some(&released)), Err(Lost::Released));
         assert_eq!(tenure.observe(None), Err(Lost::Deleted));
+    }
+
+    #[test]
+    fn the_fence_allows_writes_until_the_tenure_ends() {
+        let fence = Fence::default();
+        assert!(!fence.allows(t(0)), "closed until the Lease is held");
+        fence.set(t(14));
+        assert!(fence.allows(t(13)));
+        assert!(!fence.allows(t(14)));
+        fence.close();
+        assert!(!fence.allows(t(13)));
     }
 
     #[test]

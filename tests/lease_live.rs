@@ -503,3 +503,97 @@ async fn sigterm_releases_the_lease_and_the_standby_takes_over_at_once() {
     assert!(b.wait_exit(Duration::from_secs(60)).success());
     verify(dir.path());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_holder_that_wakes_after_the_takeover_writes_nothing() {
+    const DURATION: u64 = 6;
+    const N: usize = 300;
+    let client = support::client().await;
+    let ns = TestNamespace::create(&client, "lease-frozen").await;
+    let (f, dir_a, lease) = setup(&ns.name, N);
+    // A frozen process keeps sled's file lock, so B has a store of its own here (in a cluster,
+    // the volume could not be mounted twice either): what is tested is the cluster writes.
+    let dir_b = tempfile::tempdir().unwrap();
+    for file in ["reckon.yaml", "tokens"] {
+        std::fs::copy(dir_a.path().join(file), dir_b.path().join(file)).unwrap();
+    }
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns.name);
+    let cms = api_for(&client, "v1", "ConfigMap", "configmaps", Some(&ns.name));
+    let with = |offset: usize| {
+        move |m: &BTreeMap<String, (String, Option<String>)>| {
+            m.iter()
+                .filter(|(name, (_, n))| {
+                    let i: usize = name.trim_start_matches("cm-").parse().unwrap();
+                    n.as_deref() == Some((i + offset).to_string().as_str())
+                })
+                .count()
+        }
+    };
+    let commit = |message: &str, offset: usize| {
+        let mut c = f.commit(message);
+        for i in 0..N {
+            c = c.write(&format!("app/cm-{i:03}.yaml"), config_map(i, i + offset));
+        }
+        c.create().unwrap();
+        f.push().unwrap();
+    };
+
+    let mut a = Agent::spawn(dir_a.path(), &ns.name, &lease, "a", DURATION);
+    a.wait_ready(200, Duration::from_secs(60)).await;
+    let mut b = Agent::spawn(dir_b.path(), &ns.name, &lease, "b", DURATION);
+    b.wait_ready(503, Duration::from_secs(30)).await;
+    eventually(
+        "A synced every object",
+        Duration::from_secs(180),
+        || async { config_maps(&cms).await.len() == N },
+    )
+    .await;
+
+    // Freeze A in the middle of applying the second revision.
+    commit("Second", 1000);
+    let start = Instant::now();
+    loop {
+        let n = with(1000)(&config_maps(&cms).await);
+        if (20..N).contains(&n) {
+            break;
+        }
+        assert!(
+            n < N,
+            "the sync finished before it could be frozen; raise N"
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "A never started the second sync"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    a.signal("-STOP");
+    // B takes over once A's renewal expires and applies a third revision everywhere.
+    b.wait_ready(200, Duration::from_secs(DURATION + 10)).await;
+    commit("Third", 2000);
+    eventually(
+        "B applied the third revision",
+        Duration::from_secs(180),
+        || async { with(2000)(&config_maps(&cms).await) == N },
+    )
+    .await;
+
+    // A wakes up with its second-revision pass in flight: its writes are refused before they
+    // are sent, and it exits 3 once its Lease task reads the Lease.
+    a.signal("-CONT");
+    let status = a.wait_exit(Duration::from_secs(DURATION + 30));
+    assert_eq!(status.code(), Some(3), "{status:?}\n{}", a.logs());
+    let logs = a.logs();
+    assert!(
+        logs.contains("write refused"),
+        "the stale pass tried to write:\n{logs}"
+    );
+    assert_eq!(
+        with(2000)(&config_maps(&cms).await),
+        N,
+        "no object went back to the second revision"
+    );
+    assert_eq!(holder(&leases, &lease).await.as_deref(), Some("b"));
+    b.signal("-TERM");
+    assert!(b.wait_exit(Duration::from_secs(60)).success());
+}

@@ -241,7 +241,8 @@ pub async fn run(
         }
         _ => (String::new(), None),
     };
-    let result = run_holding(cfg, &options, stop_rx, lost_rx).await;
+    let fence = holder.as_ref().map(|h| h.fence());
+    let result = run_holding(cfg, &options, stop_rx, lost_rx, fence).await;
     let lost = lost_watch.and_then(|l| l.borrow().clone());
     match (holder, lost) {
         (_, Some(reason)) => {
@@ -355,6 +356,7 @@ async fn run_holding(
     options: &AgentOptions,
     stop_rx: watch::Receiver<bool>,
     lost: watch::Receiver<Option<crate::lease::Lost>>,
+    fence: Option<crate::lease::Fence>,
 ) -> Result<(), AgentError> {
     let store = tokio::select! {
         opened = open_store(options) => opened?,
@@ -373,7 +375,7 @@ async fn run_holding(
     );
     let appended = handle.append(vec![started]).await;
     let result = match appended {
-        Ok(_) => reconcile_all(&cfg, options, handle.clone(), key, stop_rx, lost).await,
+        Ok(_) => reconcile_all(&cfg, options, handle.clone(), key, stop_rx, lost, fence).await,
         Err(source) => Err(AgentError::Store {
             path: options.store.clone(),
             source,
@@ -398,10 +400,12 @@ async fn connect(
     options: &WatchOptions,
     routes: &Routes,
     wakers: &Wakers,
+    fence: Option<&crate::lease::Fence>,
 ) -> Result<Cluster, AgentError> {
-    let client = crate::cluster::client(
+    let client = crate::cluster::fenced_client(
         app.target.kubeconfig.as_deref(),
         app.target.context.as_deref(),
+        fence,
     )
     .await
     .map_err(|source| AgentError::Cluster {
@@ -498,6 +502,8 @@ struct Supervisor {
     hook_sources: webhook::Sources,
     /// The client App objects are watched with (their status is written with it).
     objects_client: Option<kube::Client>,
+    /// With a Lease: every client that writes to a cluster refuses to once it may be lost.
+    fence: Option<crate::lease::Fence>,
 }
 
 impl Supervisor {
@@ -519,6 +525,7 @@ impl Supervisor {
                         &self.options.watch,
                         &self.routes,
                         &self.wakers,
+                        self.fence.as_ref(),
                     )
                     .await?,
                 );
@@ -705,6 +712,7 @@ async fn reconcile_all(
     key: SecretKey,
     stop: watch::Receiver<bool>,
     lost: watch::Receiver<Option<crate::lease::Lost>>,
+    fence: Option<crate::lease::Fence>,
 ) -> Result<(), AgentError> {
     // Everything that runs until the agent stops also stops when the Lease is lost.
     let requested = stop;
@@ -736,6 +744,7 @@ async fn reconcile_all(
         api_apps: Arc::default(),
         hook_sources: Arc::default(),
         objects_client: None,
+        fence,
     };
     // The file's Apps in dependency order; a file App that cannot start stops the agent (as
     // before App objects existed: the file is the operator's own, checked at start).
@@ -745,9 +754,13 @@ async fn reconcile_all(
 
     let (changes_tx, mut changes) = mpsc::channel::<objects::ObjectChange>(64);
     if let Some(objects) = &options.app_objects {
-        let client = crate::cluster::client(objects.kubeconfig.as_deref(), None)
-            .await
-            .map_err(AgentError::AppObjects)?;
+        let client = crate::cluster::fenced_client(
+            objects.kubeconfig.as_deref(),
+            None,
+            supervisor.fence.as_ref(),
+        )
+        .await
+        .map_err(AgentError::AppObjects)?;
         supervisor.objects_client = Some(client.clone());
         tokio::spawn(objects::watch(
             client,
