@@ -2,7 +2,8 @@
 //! store directory and Lease against the real control plane: the standby writes nothing and is
 //! not ready; SIGKILL of the holder mid-sync hands over within the Lease's duration with no event
 //! lost and no action taken twice; a holder whose Lease is taken exits 3 within the duration; a
-//! SIGTERMed holder releases the Lease and the standby takes over at once.
+//! SIGTERMed holder releases the Lease and the standby takes over at once; a holder frozen past
+//! its Lease sends no stale write when it wakes.
 
 mod support;
 
@@ -499,6 +500,18 @@ async fn sigterm_releases_the_lease_and_the_standby_takes_over_at_once() {
         "the standby took over well before the duration: {takeover:?}"
     );
     assert_eq!(holder(&leases, &lease).await.as_deref(), Some("b"));
+    // A standby stopped while it waits exits 0 at once and leaves the holder alone.
+    let mut c = Agent::spawn(dir.path(), &ns.name, &lease, "c", DURATION);
+    c.wait_ready(503, Duration::from_secs(30)).await;
+    c.signal("-TERM");
+    let status = c.wait_exit(Duration::from_secs(10));
+    assert!(
+        status.success(),
+        "a stopped standby exits 0: {status:?}\n{}",
+        c.logs()
+    );
+    assert_eq!(holder(&leases, &lease).await.as_deref(), Some("b"));
+    assert_eq!(b.status("/readyz").await, Some(200));
     b.signal("-TERM");
     assert!(b.wait_exit(Duration::from_secs(60)).success());
     verify(dir.path());
