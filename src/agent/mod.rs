@@ -228,22 +228,19 @@ pub async fn run(
         },
         None => None,
     };
-    let (lost_tx, lost_rx) = watch::channel(None);
-    let (lease_name, lost_watch) = match (&holder, &options.lease) {
-        (Some(h), Some(l)) => {
-            let mut lost = h.lost();
-            tokio::spawn(async move {
-                if let Ok(why) = lost.wait_for(|l| l.is_some()).await {
-                    let _ = lost_tx.send(why.clone());
-                }
-            });
-            (l.name.clone(), Some(lost_rx.clone()))
-        }
-        _ => (String::new(), None),
+    // Without a Lease the sender is gone at once: never lost.
+    let lost_rx = match &holder {
+        Some(h) => h.lost(),
+        None => watch::channel(None).1,
     };
     let fence = holder.as_ref().map(|h| h.fence());
-    let result = run_holding(cfg, &options, stop_rx, lost_rx, fence).await;
-    let lost = lost_watch.and_then(|l| l.borrow().clone());
+    let result = run_holding(cfg, &options, stop_rx, lost_rx.clone(), fence).await;
+    let lost = lost_rx.borrow().clone();
+    let lease_name = options
+        .lease
+        .as_ref()
+        .map(|l| l.name.clone())
+        .unwrap_or_default();
     match (holder, lost) {
         (_, Some(reason)) => {
             // The store is flushed and closed by now; the log cannot say it (no event kind
