@@ -31,6 +31,16 @@ pub async fn client(
     kubeconfig: Option<&Path>,
     context: Option<&str>,
 ) -> Result<kube::Client, ClusterError> {
+    fenced_client(kubeconfig, context, None).await
+}
+
+/// [`client`], whose writes are refused once `fence` says the Lease may have passed to another
+/// replica (reads go through: a stale read harms nothing).
+pub async fn fenced_client(
+    kubeconfig: Option<&Path>,
+    context: Option<&str>,
+    fence: Option<&crate::lease::Fence>,
+) -> Result<kube::Client, ClusterError> {
     crate::tls::install_crypto_provider();
     let config = match kubeconfig {
         Some(path) => {
@@ -53,7 +63,13 @@ pub async fn client(
         }
         None => kube::Config::infer().await?,
     };
-    kube::Client::try_from(config).map_err(ClusterError::Client)
+    match fence {
+        None => kube::Client::try_from(config).map_err(ClusterError::Client),
+        Some(fence) => Ok(kube::client::ClientBuilder::try_from(config)
+            .map_err(ClusterError::Client)?
+            .with_layer(&crate::lease::FenceLayer::new(fence.clone()))
+            .build()),
+    }
 }
 
 /// The API server's version string (for example `v1.20.2`).

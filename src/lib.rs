@@ -16,6 +16,7 @@ pub mod config;
 pub mod crd;
 pub mod event;
 pub mod health;
+pub mod lease;
 pub mod metrics;
 pub mod observe;
 pub mod plan;

@@ -188,6 +188,8 @@ fn deploy_renders_both_modes_with_a_hardened_statefulset() {
         ("Namespace", "reckon-system"),
         ("CustomResourceDefinition", "apps.reckon.dev"),
         ("ServiceAccount", "reckon"),
+        ("Role", "reckon-lease"),
+        ("RoleBinding", "reckon-lease"),
         ("ClusterRole", "reckon-apps"),
         ("ClusterRole", "reckon-manager"),
         ("ClusterRoleBinding", "reckon-apps"),
@@ -227,6 +229,18 @@ fn deploy_renders_both_modes_with_a_hardened_statefulset() {
         .map(|a| a.as_str().unwrap())
         .collect();
     assert!(args.contains(&"--watch-apps"), "{args:?}");
+    // One writer: the Lease, held as the pod's name (downward API).
+    assert!(args.contains(&"--lease=reckon"), "{args:?}");
+    assert!(
+        c["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["name"] == "POD_NAME"
+                && e["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"),
+        "{}",
+        c["env"]
+    );
     // Only the data volume (and /tmp) is writable; the store is on the claim.
     let mounts = c["volumeMounts"].as_array().unwrap();
     let data = mounts.iter().find(|m| m["name"] == "data").unwrap();
@@ -422,8 +436,32 @@ async fn cluster_wide_mode_applies_and_its_rbac_allows_what_the_agent_needs_only
     ));
     assert!(!can(n, &["delete", "nodes"]));
     assert!(!can(n, &["create", "pods", "-n", "default"]));
+    lease_rbac(n);
 
     let _ = sts_delete(&client, n).await;
+}
+
+/// The Lease (both modes): every verb the agent uses on Leases in its own namespace, none
+/// elsewhere (a Role, also in the cluster-wide mode), and no deleting.
+fn lease_rbac(n: &str) {
+    for verb in ["get", "list", "watch", "create", "update", "patch"] {
+        assert!(
+            can(n, &[verb, "leases.coordination.k8s.io", "-n", n]),
+            "{verb} leases in {n}"
+        );
+        assert!(
+            !can(
+                n,
+                &[verb, "leases.coordination.k8s.io", "-n", "kube-system"]
+            ),
+            "{verb} leases in kube-system"
+        );
+    }
+    assert!(!can(
+        n,
+        &["list", "leases.coordination.k8s.io", "--all-namespaces"]
+    ));
+    assert!(!can(n, &["delete", "leases.coordination.k8s.io", "-n", n]));
 }
 
 /// Deletes the StatefulSet first so its namespace empties quickly.
@@ -473,6 +511,7 @@ async fn namespaced_mode_applies_and_its_rbac_ends_at_the_namespace() {
         &["create", "roles.rbac.authorization.k8s.io", "-n", n]
     ));
     assert!(!can(n, &["create", "pods", "--subresource=exec", "-n", n]));
+    lease_rbac(n);
 
     let _ = sts_delete(&client, n).await;
 }

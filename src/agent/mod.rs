@@ -10,6 +10,7 @@
 
 pub mod key;
 pub mod objects;
+pub mod standby;
 
 use crate::apply::Catalog;
 use crate::config::{self, Config};
@@ -72,6 +73,40 @@ pub enum AgentError {
     AppObjects(#[source] crate::cluster::ClusterError),
     #[error(transparent)]
     Audit(#[from] crate::audit::AuditError),
+    #[error("connecting to the cluster of the Lease: {0}")]
+    LeaseCluster(#[source] crate::cluster::ClusterError),
+    #[error(transparent)]
+    Lease(#[from] crate::lease::LeaseError),
+    /// Another replica may be writing now: this one stopped its writes and must not go on.
+    #[error(
+        "lost the Lease {name}: {reason}; stopped every write (exit code {})",
+        LEASE_LOST_EXIT
+    )]
+    LeaseLost {
+        name: String,
+        reason: crate::lease::Lost,
+    },
+}
+
+/// The exit code of `reckon run --lease` after losing the Lease (0: stopped, 1: any other
+/// error): Kubernetes restarts the pod, which waits in standby.
+pub const LEASE_LOST_EXIT: u8 = 3;
+
+/// How long a new holder keeps retrying to open a store another process still holds: the
+/// previous holder, having lost the Lease, flushes and exits within seconds (a killed one
+/// releases sled's file lock at once).
+const STORE_OPEN_RETRY: Duration = Duration::from_secs(30);
+
+/// `reckon run --lease`: hold this Lease before opening the store or writing to a cluster.
+#[derive(Clone, Debug)]
+pub struct LeaseConfig {
+    pub name: String,
+    /// Default: the client's namespace (in a pod: its own, from the service account).
+    pub namespace: Option<String>,
+    pub identity: String,
+    pub duration: Duration,
+    /// The cluster holding the Lease (`None`: KUBECONFIG, ~/.kube/config, in-cluster).
+    pub kubeconfig: Option<PathBuf>,
 }
 
 /// Where App objects are watched (`reckon run --watch-apps`).
@@ -117,6 +152,8 @@ pub struct AgentOptions {
     pub shards: crate::shard::Shards,
     /// The other shards, whom the API asks for fleet answers; `None` when not sharded.
     pub fleet: Option<Arc<crate::api::fanout::Fleet>>,
+    /// One writer per shard: write only while holding this Lease; off (local use) when `None`.
+    pub lease: Option<LeaseConfig>,
 }
 
 impl AgentOptions {
@@ -136,6 +173,7 @@ impl AgentOptions {
             audit: None,
             shards: crate::shard::Shards::default(),
             fleet: None,
+            lease: None,
         }
     }
 }
@@ -165,10 +203,17 @@ type Wakers = Arc<RwLock<HashMap<String, mpsc::Sender<Wake>>>>;
 type Readiness = watch::Sender<BTreeMap<String, bool>>;
 
 /// Opens the store, connects to each cluster and reconciles every App until `stop` resolves.
+/// With a Lease, first waits in standby until it holds it, and returns
+/// [`AgentError::LeaseLost`] when it loses it.
 pub async fn run(
     options: AgentOptions,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), AgentError> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        stop.await;
+        let _ = stop_tx.send(true);
+    });
     // With App objects the file is optional: a cluster install may keep every App as an object.
     let cfg = match config::load(&options.config) {
         Err(config::ConfigError::Read { source, .. })
@@ -179,17 +224,148 @@ pub async fn run(
         }
         other => other?,
     };
-    let store = SledStore::open(
-        &options.store,
-        OpenOptions {
-            create: true,
-            ..Default::default()
+    // The Lease comes before the store and before any write: a standby may share the store's
+    // volume with the holder (a re-attached PVC) and must not touch either.
+    let holder = match &options.lease {
+        Some(lease) => match hold_lease(lease, &options, stop_rx.clone()).await? {
+            Some(h) => Some(h),
+            // Stopped in standby: nothing was opened or written.
+            None => return Ok(()),
         },
-    )
-    .map_err(|source| AgentError::Store {
-        path: options.store.clone(),
-        source,
-    })?;
+        None => None,
+    };
+    // Without a Lease the sender is gone at once: never lost.
+    let lost_rx = match &holder {
+        Some(h) => h.lost(),
+        None => watch::channel(None).1,
+    };
+    let fence = holder.as_ref().map(|h| h.fence());
+    let result = run_holding(cfg, &options, stop_rx, lost_rx.clone(), fence).await;
+    let lost = lost_rx.borrow().clone();
+    let lease_name = options
+        .lease
+        .as_ref()
+        .map(|l| l.name.clone())
+        .unwrap_or_default();
+    match (holder, lost) {
+        (_, Some(reason)) => {
+            // The store is flushed and closed by now; the log cannot say it (no event kind
+            // for it), so the error log and the exit code do.
+            if let Err(e) = &result {
+                tracing::error!(error = %e, "while stopping after losing the Lease");
+            }
+            Err(AgentError::LeaseLost {
+                name: lease_name,
+                reason,
+            })
+        }
+        (Some(h), None) => {
+            // After the store is closed, so the next holder opens it at once.
+            let released = h.release().await;
+            result?;
+            released.map_err(AgentError::from)
+        }
+        (None, None) => result,
+    }
+}
+
+/// Waits in standby (serving the standby endpoints on `--listen`) until this process holds
+/// the Lease; `None` when stopped first.
+async fn hold_lease(
+    lease: &LeaseConfig,
+    options: &AgentOptions,
+    stop: watch::Receiver<bool>,
+) -> Result<Option<crate::lease::Holder>, AgentError> {
+    let client = crate::cluster::client(lease.kubeconfig.as_deref(), None)
+        .await
+        .map_err(AgentError::LeaseCluster)?;
+    let lease_options = crate::lease::LeaseOptions {
+        name: lease.name.clone(),
+        namespace: lease
+            .namespace
+            .clone()
+            .unwrap_or_else(|| client.default_namespace().to_string()),
+        identity: lease.identity.clone(),
+        duration: lease.duration,
+    };
+    tracing::info!(
+        lease = %lease_options.name,
+        namespace = %lease_options.namespace,
+        identity = %lease_options.identity,
+        duration_secs = lease_options.duration.as_secs(),
+        "standby: waiting for the Lease before opening the store or writing anything"
+    );
+    let standby = match options.listen {
+        Some(addr) => {
+            let (done, done_rx) = tokio::sync::oneshot::channel();
+            let task = standby::serve(addr, lease_options.name.clone(), done_rx)
+                .await
+                .map_err(|source| AgentError::Listen { addr, source })?;
+            Some((done, task))
+        }
+        None => None,
+    };
+    let holder = crate::lease::acquire(client, lease_options, stop).await;
+    if let Some((done, task)) = standby {
+        // The holder's server binds the same address next.
+        let _ = done.send(());
+        let _ = task.await;
+    }
+    Ok(holder)
+}
+
+/// Resolves once the Lease is lost; never without a Lease (its sender is gone at once).
+async fn lost_signal(mut lost: watch::Receiver<Option<crate::lease::Lost>>) {
+    if lost.wait_for(|l| l.is_some()).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Opens the store, retrying while another process holds it when this one holds the Lease
+/// (the previous holder is still flushing after losing it).
+async fn open_store(options: &AgentOptions) -> Result<SledStore, AgentError> {
+    let deadline = tokio::time::Instant::now() + STORE_OPEN_RETRY;
+    loop {
+        let opened = SledStore::open(
+            &options.store,
+            OpenOptions {
+                create: true,
+                ..Default::default()
+            },
+        );
+        match opened {
+            Err(e)
+                if options.lease.is_some()
+                    && tokio::time::Instant::now() < deadline
+                    && e.to_string().contains("could not acquire lock") =>
+            {
+                tracing::info!(store = %options.store.display(), "the store is still held by the previous holder; retrying");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            other => {
+                return other.map_err(|source| AgentError::Store {
+                    path: options.store.clone(),
+                    source,
+                });
+            }
+        }
+    }
+}
+
+/// The agent proper: opens the store, records AgentStarted and reconciles until `stop`, or
+/// until `lost` names why the Lease was lost (then every App task is cancelled at once).
+async fn run_holding(
+    cfg: Config,
+    options: &AgentOptions,
+    stop_rx: watch::Receiver<bool>,
+    lost: watch::Receiver<Option<crate::lease::Lost>>,
+    fence: Option<crate::lease::Fence>,
+) -> Result<(), AgentError> {
+    let store = tokio::select! {
+        opened = open_store(options) => opened?,
+        // Lost while waiting for the store: nothing was written.
+        _ = lost_signal(lost.clone()) => return Ok(()),
+    };
     let key = key::load_or_create(&options.key_file)?;
     let (handle, writer_task) = writer::spawn(store);
     let started = Draft::new(
@@ -200,21 +376,14 @@ pub async fn run(
             pid: std::process::id(),
         }),
     );
-    handle
-        .append(vec![started])
-        .await
-        .map_err(|source| AgentError::Store {
+    let appended = handle.append(vec![started]).await;
+    let result = match appended {
+        Ok(_) => reconcile_all(&cfg, options, handle.clone(), key, stop_rx, lost, fence).await,
+        Err(source) => Err(AgentError::Store {
             path: options.store.clone(),
             source,
-        })?;
-
-    let (stop_tx, stop_rx) = watch::channel(false);
-    tokio::spawn(async move {
-        stop.await;
-        let _ = stop_tx.send(true);
-    });
-
-    let result = reconcile_all(&cfg, &options, handle.clone(), key, stop_rx).await;
+        }),
+    };
     // Flush and close whatever happened: the log is the product.
     let closed = handle.close().await;
     let joined = writer_task.await;
@@ -234,10 +403,12 @@ async fn connect(
     options: &WatchOptions,
     routes: &Routes,
     wakers: &Wakers,
+    fence: Option<&crate::lease::Fence>,
 ) -> Result<Cluster, AgentError> {
-    let client = crate::cluster::client(
+    let client = crate::cluster::fenced_client(
         app.target.kubeconfig.as_deref(),
         app.target.context.as_deref(),
+        fence,
     )
     .await
     .map_err(|source| AgentError::Cluster {
@@ -334,6 +505,8 @@ struct Supervisor {
     hook_sources: webhook::Sources,
     /// The client App objects are watched with (their status is written with it).
     objects_client: Option<kube::Client>,
+    /// With a Lease: every client that writes to a cluster refuses to once it may be lost.
+    fence: Option<crate::lease::Fence>,
 }
 
 impl Supervisor {
@@ -355,6 +528,7 @@ impl Supervisor {
                         &self.options.watch,
                         &self.routes,
                         &self.wakers,
+                        self.fence.as_ref(),
                     )
                     .await?,
                 );
@@ -423,8 +597,12 @@ impl Supervisor {
             return;
         };
         let _ = running.stop.send(true);
-        if let Err(e) = running.task.await {
-            tracing::error!(app = %name, error = %e, "an App task ended abnormally");
+        match running.task.await {
+            Err(e) if e.is_cancelled() => {
+                tracing::warn!(app = %name, "pass cancelled: the Lease was lost")
+            }
+            Err(e) => tracing::error!(app = %name, error = %e, "an App task ended abnormally"),
+            Ok(()) => {}
         }
         self.wakers.write().expect("wakers lock").remove(name);
         self.api_apps
@@ -566,7 +744,23 @@ async fn reconcile_all(
     store: StoreHandle,
     key: SecretKey,
     stop: watch::Receiver<bool>,
+    lost: watch::Receiver<Option<crate::lease::Lost>>,
+    fence: Option<crate::lease::Fence>,
 ) -> Result<(), AgentError> {
+    // Everything that runs until the agent stops also stops when the Lease is lost.
+    let requested = stop;
+    let (halt, stop) = watch::channel(false);
+    {
+        let mut requested = requested.clone();
+        let lost = lost.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = async { let _ = requested.wait_for(|s| *s).await; } => {}
+                _ = lost_signal(lost) => {}
+            }
+            let _ = halt.send(true);
+        });
+    }
     let (ready, _) = watch::channel(BTreeMap::new());
     let mut supervisor = Supervisor {
         options: options.clone(),
@@ -583,6 +777,7 @@ async fn reconcile_all(
         api_apps: Arc::default(),
         hook_sources: Arc::default(),
         objects_client: None,
+        fence,
     };
     // The file's Apps in dependency order; a file App that cannot start stops the agent (as
     // before App objects existed: the file is the operator's own, checked at start).
@@ -598,9 +793,13 @@ async fn reconcile_all(
 
     let (changes_tx, mut changes) = mpsc::channel::<objects::ObjectChange>(64);
     if let Some(objects) = &options.app_objects {
-        let client = crate::cluster::client(objects.kubeconfig.as_deref(), None)
-            .await
-            .map_err(AgentError::AppObjects)?;
+        let client = crate::cluster::fenced_client(
+            objects.kubeconfig.as_deref(),
+            None,
+            supervisor.fence.as_ref(),
+        )
+        .await
+        .map_err(AgentError::AppObjects)?;
         supervisor.objects_client = Some(client.clone());
         tokio::spawn(objects::watch(
             client,
@@ -663,8 +862,15 @@ async fn reconcile_all(
             },
         }
     }
-    // Every task sees the stop too; wait for their passes in flight.
     let names: Vec<String> = supervisor.running.keys().cloned().collect();
+    if lost.borrow().is_some() {
+        // Another replica may be writing now: cancel the passes in flight (their applies,
+        // prunes and status patches stop at their next await) instead of letting them finish.
+        for running in supervisor.running.values() {
+            running.task.abort();
+        }
+    }
+    // Every task sees the stop too; wait for their passes in flight (or their cancellation).
     for name in names {
         supervisor.stop_app(&name).await;
     }

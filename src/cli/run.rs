@@ -76,14 +76,17 @@ pub struct RunArgs {
     /// there only, and so are the namespaced objects the Apps manage.
     #[arg(long, env = "RECKON_NAMESPACE")]
     namespace: Option<String>,
-    /// The cluster App objects are read from and, by default, applied to (default: KUBECONFIG,
-    /// ~/.kube/config, then the in-cluster service account).
+    /// The cluster App objects are read from and, by default, applied to, and the cluster of
+    /// the Lease (default: KUBECONFIG, ~/.kube/config, then the in-cluster service account).
     #[arg(long, env = "RECKON_KUBECONFIG")]
     kubeconfig: Option<PathBuf>,
     #[command(flatten)]
     audit: AuditArgs,
     #[command(flatten)]
     shard: ShardArgs,
+    #[command(flatten)]
+    // Boxed: the command enum's variants stay close in size (clippy::large_enum_variant).
+    lease: Box<LeaseArgs>,
 }
 
 /// Sharding across StatefulSet replicas (docs/operations.md, Sharding).
@@ -163,6 +166,16 @@ impl ShardArgs {
     }
 }
 
+/// The Lease of `shards`' shard: `NAME-I` when the fleet is sharded, so that every shard has a
+/// writer of its own; `NAME` itself for a single shard (what deploy/ runs by default).
+fn shard_lease_name(name: &str, shards: crate::shard::Shards) -> String {
+    if shards.is_sharded() {
+        format!("{name}-{}", shards.index)
+    } else {
+        name.to_string()
+    }
+}
+
 /// The pod's hostname: HOSTNAME (set in every container), else the kernel's.
 fn hostname() -> anyhow::Result<String> {
     if let Ok(h) = std::env::var("HOSTNAME")
@@ -174,6 +187,41 @@ fn hostname() -> anyhow::Result<String> {
         .map_err(|e| anyhow::anyhow!("--shard-from-hostname: reading the hostname: {e}"))?
         .trim()
         .to_string())
+}
+
+/// One writer per shard: a coordination.k8s.io Lease (docs/operations.md, "The Lease").
+#[derive(Debug, clap::Args)]
+pub struct LeaseArgs {
+    /// Hold this Lease before opening the store or writing anything; wait in standby (writing
+    /// nothing, /readyz 503) while another replica holds it; exit with code 3 on losing it.
+    #[arg(long, env = "RECKON_LEASE")]
+    lease: Option<String>,
+    /// The Lease's namespace (default: the namespace of the kubeconfig's context, in a pod its
+    /// own).
+    #[arg(long, env = "RECKON_LEASE_NAMESPACE", requires = "lease")]
+    lease_namespace: Option<String>,
+    /// Who this replica is in the Lease (default: $POD_NAME, else HOSTNAME-PID).
+    #[arg(long, env = "RECKON_LEASE_IDENTITY", requires = "lease")]
+    lease_identity: Option<String>,
+    /// How long a renewal is valid, in seconds: a standby takes over this long after the
+    /// holder's last renewal. The holder renews a third of it before expiry.
+    #[arg(long, env = "RECKON_LEASE_DURATION", default_value_t = 15, value_parser = clap::value_parser!(u64).range(2..=3600))]
+    lease_duration: u64,
+}
+
+impl LeaseArgs {
+    fn config(&self, kubeconfig: Option<PathBuf>) -> Option<agent::LeaseConfig> {
+        Some(agent::LeaseConfig {
+            name: self.lease.clone()?,
+            namespace: self.lease_namespace.clone(),
+            identity: self
+                .lease_identity
+                .clone()
+                .unwrap_or_else(crate::lease::default_identity),
+            duration: std::time::Duration::from_secs(self.lease_duration),
+            kubeconfig,
+        })
+    }
 }
 
 /// The Kubernetes audit webhook receiver: names the person behind every drift (docs/audit.md).
@@ -236,17 +284,25 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     options.api_tokens = std::sync::Arc::new(tokens);
     options.watch.namespace = args.namespace.clone();
+    options.lease = args.lease.config(args.kubeconfig.clone());
     if args.watch_apps {
         options.app_objects = Some(agent::AppObjects {
             namespace: args.namespace,
             kubeconfig: args.kubeconfig,
         });
-    } else if args.kubeconfig.is_some() {
-        anyhow::bail!("--kubeconfig names the cluster of App objects: it needs --watch-apps");
+    } else if args.kubeconfig.is_some() && options.lease.is_none() {
+        anyhow::bail!(
+            "--kubeconfig names the cluster of App objects and of the Lease: it needs \
+             --watch-apps or --lease"
+        );
     }
     options.audit = args.audit.options();
     options.shards = args.shard.shards(hostname)?;
     options.fleet = args.shard.fleet(options.shards)?;
+    if let Some(lease) = &mut options.lease {
+        // One writer per shard: each shard's replicas contend for their own Lease.
+        lease.name = shard_lease_name(&lease.name, options.shards);
+    }
     if options.shards.is_sharded() && options.fleet.is_none() && !options.api_tokens.is_empty() {
         // A shard's API alone would answer history for a part of the fleet as if it were all.
         anyhow::bail!(
@@ -259,8 +315,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         shards = options.shards.count,
         "shard"
     );
-    agent::run(options, agent::stop_signal()).await?;
-    Ok(ExitCode::SUCCESS)
+    match agent::run(options, agent::stop_signal()).await {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e @ agent::AgentError::LeaseLost { .. }) => {
+            // Not an ordinary failure: Kubernetes restarts the pod, which waits in standby.
+            eprintln!("error: {e}");
+            Ok(ExitCode::from(agent::LEASE_LOST_EXIT))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 #[cfg(test)]
@@ -346,6 +409,60 @@ mod tests {
             w.shard.fleet(Shards::default()).unwrap().is_none(),
             "one shard asks nobody"
         );
+    }
+
+    #[derive(Parser)]
+    struct LeaseWrapper {
+        #[command(flatten)]
+        lease: LeaseArgs,
+    }
+
+    #[test]
+    fn each_shard_has_a_lease_of_its_own() {
+        use crate::shard::Shards;
+        assert_eq!(shard_lease_name("reckon", Shards::default()), "reckon");
+        let names: Vec<String> = (0..3)
+            .map(|index| shard_lease_name("reckon", Shards { index, count: 3 }))
+            .collect();
+        assert_eq!(names, ["reckon-0", "reckon-1", "reckon-2"]);
+    }
+
+    #[test]
+    fn lease_flags_become_the_lease_config() {
+        let w = LeaseWrapper::try_parse_from(["x"]).unwrap();
+        assert!(w.lease.config(None).is_none(), "off without --lease");
+        let w = LeaseWrapper::try_parse_from([
+            "x",
+            "--lease",
+            "reckon",
+            "--lease-namespace",
+            "ops",
+            "--lease-identity",
+            "reckon-0",
+            "--lease-duration",
+            "20",
+        ])
+        .unwrap();
+        let c = w.lease.config(Some(PathBuf::from("kc"))).unwrap();
+        assert_eq!(c.name, "reckon");
+        assert_eq!(c.namespace.as_deref(), Some("ops"));
+        assert_eq!(c.identity, "reckon-0");
+        assert_eq!(c.duration, std::time::Duration::from_secs(20));
+        assert_eq!(c.kubeconfig, Some(PathBuf::from("kc")));
+        let w = LeaseWrapper::try_parse_from(["x", "--lease", "reckon"]).unwrap();
+        let c = w.lease.config(None).unwrap();
+        assert_eq!(c.duration, std::time::Duration::from_secs(15));
+        assert_eq!(c.identity, crate::lease::default_identity());
+        assert_eq!(
+            c.namespace, None,
+            "the client's namespace, resolved at run time"
+        );
+        // A duration under 2 s leaves no room for a renewal before expiry.
+        assert!(
+            LeaseWrapper::try_parse_from(["x", "--lease", "r", "--lease-duration", "1"]).is_err()
+        );
+        // The other Lease flags mean nothing without a Lease.
+        assert!(LeaseWrapper::try_parse_from(["x", "--lease-identity", "a"]).is_err());
     }
 
     #[test]
