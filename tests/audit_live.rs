@@ -202,6 +202,13 @@ async fn each_manual_change_is_attributed_to_the_person_who_made_it() {
     audit.token_file = Some(d.join("audit-tokens"));
     audit.wait = Duration::from_secs(8);
     options.audit = Some(audit);
+    // The API, only to watch the attributions arrive (their waits and batches vary with load).
+    let api_port = reckon_testenv::ports::free_ports(1).unwrap()[0];
+    options.listen = Some(format!("127.0.0.1:{api_port}").parse().unwrap());
+    let read_token = token();
+    let mut tokens = reckon::api::auth::Tokens::default();
+    tokens.add(&read_token, None, reckon::api::auth::Role::Read);
+    options.api_tokens = std::sync::Arc::new(tokens);
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let task = tokio::spawn(agent::run(options, async move {
         let _ = stop_rx.await;
@@ -260,8 +267,45 @@ async fn each_manual_change_is_attributed_to_the_person_who_made_it() {
         &ns,
         &["create", "configmap", "by-hand", "--from-literal=a=b"],
     );
-    // Every attribution is recorded once its writes arrived (1 s batches) or its wait is over.
-    tokio::time::sleep(Duration::from_secs(10)).await;
+    // Every attribution is recorded once its writes arrived (1 s batches) or its wait is over;
+    // under load that takes longer, so wait for what the assertions below expect to be there.
+    let http = reqwest::Client::new();
+    let attributed = |user: &'static str| {
+        let (http, token) = (http.clone(), read_token.clone());
+        async move {
+            let url = format!("http://127.0.0.1:{api_port}/api/v1/events?user={user}&limit=100");
+            let Ok(resp) = http.get(url).bearer_auth(token).send().await else {
+                return std::collections::BTreeSet::new();
+            };
+            let body = resp.bytes().await.unwrap_or_default();
+            let page: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            page["events"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|e| e["object"].as_str().map(str::to_string))
+                .collect::<std::collections::BTreeSet<String>>()
+        }
+    };
+    for (user, objects) in [
+        (
+            "alice",
+            ["ConfigMap/{ns}/settings", "Deployment.apps/{ns}/web"],
+        ),
+        ("bob", ["ConfigMap/{ns}/by-hand", "ConfigMap/{ns}/settings"]),
+    ] {
+        let want: std::collections::BTreeSet<String> =
+            objects.iter().map(|o| o.replace("{ns}", &ns)).collect();
+        eventually(
+            &format!("{user}'s changes attributed"),
+            Duration::from_secs(60),
+            || {
+                let (got, want) = (attributed(user), want.clone());
+                async move { got.await == want }
+            },
+        )
+        .await;
+    }
 
     let _ = stop_tx.send(());
     tokio::time::timeout(Duration::from_secs(60), task)
