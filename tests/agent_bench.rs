@@ -237,42 +237,34 @@ fn control_plane_pids() -> Vec<(&'static str, u32)> {
     out
 }
 
-/// CPU seconds (user + system) a process has used, from `/proc/PID/stat`; 0 once it is gone.
-fn cpu_seconds(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
-    };
+/// Fields `first` and `first + 1` of a `/proc/.../stat` file (1-based, as proc(5) numbers them),
+/// summed and in seconds; 0 when the file is gone (the process exited).
+fn stat_seconds(path: &str, first: usize) -> f64 {
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
     // The command name may hold spaces; the fields after its closing parenthesis do not.
     let fields: Vec<&str> = stat
         .rsplit_once(')')
         .map(|(_, r)| r.split_whitespace().collect())
         .unwrap_or_default();
-    let ticks = |i: usize| {
+    // `fields` starts at the 3rd field. 100 Hz: the kernel's USER_HZ on Linux.
+    let ticks = |n: usize| {
         fields
-            .get(i)
+            .get(n - 3)
             .and_then(|v| v.parse::<f64>().ok())
             .unwrap_or(0.0)
     };
-    // utime and stime are the 14th and 15th fields; `fields` starts at the 3rd. 100 Hz: the
-    // kernel's USER_HZ on Linux.
-    (ticks(11) + ticks(12)) / 100.0
+    (ticks(first) + ticks(first + 1)) / 100.0
 }
 
-/// CPU seconds (user + system) of this process's waited-for children (kubectl).
+/// CPU seconds (user + system) a process has used: utime and stime, the 14th and 15th fields.
+fn cpu_seconds(pid: u32) -> f64 {
+    stat_seconds(&format!("/proc/{pid}/stat"), 14)
+}
+
+/// CPU seconds (user + system) of this process's waited-for children (kubectl): cutime and
+/// cstime, the 16th and 17th fields.
 fn children_cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r.split_whitespace().collect())
-        .unwrap_or_default();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // cutime and cstime: the 16th and 17th fields.
-    (ticks(13) + ticks(14)) / 100.0
+    stat_seconds("/proc/self/stat", 16)
 }
 
 /// Busy CPU seconds of the whole machine (all cores), from `/proc/stat`.
