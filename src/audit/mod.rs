@@ -315,10 +315,13 @@ impl Attributor {
         let Some(ns) = r.namespace.clone() else {
             return;
         };
-        let stale = self
-            .namespaces
-            .as_ref()
-            .is_none_or(|(at, _)| at.elapsed() > Duration::from_secs(5));
+        // Refreshed every 5 s, and at once when it does not know the namespace: an index built
+        // before the App's first sync (creation records the API server delivered late, from
+        // before the agent listened) must not hide a creation in a namespace it manages now.
+        let stale = self.namespaces.as_ref().is_none_or(|(at, index)| {
+            at.elapsed() > Duration::from_secs(5)
+                || (!index.apps.contains_key(&ns) && at.elapsed() > Duration::from_millis(250))
+        });
         if stale {
             match self.store.projections().await {
                 Ok(p) => {
