@@ -87,7 +87,21 @@ impl Running {
             .expect("the agent stops within a minute")
             .unwrap()
             .expect("the agent exits cleanly");
-        let store = SledStore::open(&self.store, OpenOptions::default()).unwrap();
+        // The agent has returned, but tasks it spawned may still be dropping their handles on
+        // the store (sled's file lock goes with the last one): under load that took a moment.
+        let start = std::time::Instant::now();
+        let store = loop {
+            match SledStore::open(&self.store, OpenOptions::default()) {
+                Ok(store) => break store,
+                Err(e)
+                    if e.to_string().contains("could not acquire lock")
+                        && start.elapsed() < Duration::from_secs(10) =>
+                {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("opening the stopped agent's store: {e}"),
+            }
+        };
         let events = store.reader().iter_from(1).map(|e| e.unwrap()).collect();
         store.close().unwrap();
         events
