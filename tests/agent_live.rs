@@ -4,6 +4,7 @@
 //! dependency is synced before its dependent; stop flushes the log.
 
 mod support;
+use support::eventually;
 
 use reckon::agent::{self, AgentOptions};
 use reckon::event::{Event, EventKind};
@@ -11,7 +12,7 @@ use reckon::store::{OpenOptions, SledStore};
 use reckon_testenv::git::Fixture;
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use support::TestNamespace;
 use support::sync::api_for;
 use tokio::sync::oneshot;
@@ -35,19 +36,6 @@ fn kubectl(ns: &str, args: &[&str], editor: Option<&str>) {
         "kubectl {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// Polls `check` every 100 ms until it holds or `timeout` passes.
-async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while !check().await {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 struct Running {

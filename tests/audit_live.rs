@@ -9,6 +9,7 @@
 //! webhook is an API server flag, so it starts one with the flags.
 
 mod support;
+use support::eventually;
 
 use reckon::agent::{self, AgentOptions};
 use reckon::audit::AuditOptions;
@@ -65,18 +66,6 @@ fn post_status(url: &str, ca: &Path, token: Option<&str>) -> String {
     }
     let out = c.arg(url).output().expect("curl");
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while !check().await {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 fn deploy_file(name: &str) -> PathBuf {

@@ -129,3 +129,19 @@ pub fn reckon(dir: &std::path::Path) -> std::process::Command {
         .env_remove("RECKON_LOG_FORMAT");
     c
 }
+
+/// Polls `check` every 100 ms until it holds, or panics naming `what` after `timeout`.
+pub async fn eventually<F, Fut>(what: &str, timeout: std::time::Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = std::time::Instant::now();
+    while !check().await {
+        assert!(
+            start.elapsed() < timeout,
+            "timed out waiting for {what} ({timeout:?})"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
