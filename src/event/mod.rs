@@ -444,6 +444,30 @@ pub struct DriftAttributed {
     pub unexplained: Vec<String>,
 }
 
+/// Drifted fields that a new revision's apply wrote in the same pass: the value now in the
+/// cluster is the revision's (blame credits that apply), not a drift put back.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DriftSuperseded {
+    pub revision: String,
+    pub object: ObjectRef,
+    /// The drifted paths (as in the `DriftDetected`) the revision set to a new value.
+    pub fields: Vec<String>,
+}
+
+/// One failure shared by several objects of a sync (a missing namespace, a kind the agent may
+/// not write, an unreachable API server), recorded once for all of them instead of one
+/// `ApplyFailed` each, and recorded again only when the cause changes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApplyBlocked {
+    pub revision: String,
+    /// A short stable code (`NamespaceMissing`, `Forbidden`, `Unreachable`, ...).
+    pub cause: String,
+    /// The server's message for the first object (the others said the same).
+    pub error: String,
+    /// Every object the cause stopped, in apply order.
+    pub objects: Vec<ObjectRef>,
+}
+
 /// Every event. **Append new variants at the end only**: the variant index is the stored tag.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Event {
@@ -472,6 +496,9 @@ pub enum Event {
     RevisionBlocked(RevisionBlocked),
     /// Event schema 2.
     DriftAttributed(DriftAttributed),
+    /// Event schema 3.
+    DriftSuperseded(DriftSuperseded),
+    ApplyBlocked(ApplyBlocked),
 }
 
 /// The kind of an event, as stored in the kind index (one byte; values are part of the format).
@@ -502,10 +529,12 @@ pub enum EventKind {
     SourceCacheRecovered = 21,
     RevisionBlocked = 22,
     DriftAttributed = 23,
+    DriftSuperseded = 24,
+    ApplyBlocked = 25,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 24] = [
+    pub const ALL: [EventKind; 26] = [
         EventKind::AgentStarted,
         EventKind::CommitObserved,
         EventKind::IntentRecorded,
@@ -530,6 +559,8 @@ impl EventKind {
         EventKind::SourceCacheRecovered,
         EventKind::RevisionBlocked,
         EventKind::DriftAttributed,
+        EventKind::DriftSuperseded,
+        EventKind::ApplyBlocked,
     ];
 
     pub fn name(self) -> &'static str {
@@ -558,6 +589,8 @@ impl EventKind {
             EventKind::SourceCacheRecovered => "SourceCacheRecovered",
             EventKind::RevisionBlocked => "RevisionBlocked",
             EventKind::DriftAttributed => "DriftAttributed",
+            EventKind::DriftSuperseded => "DriftSuperseded",
+            EventKind::ApplyBlocked => "ApplyBlocked",
         }
     }
 
@@ -603,6 +636,8 @@ impl Event {
             Event::SourceCacheRecovered(_) => EventKind::SourceCacheRecovered,
             Event::RevisionBlocked(_) => EventKind::RevisionBlocked,
             Event::DriftAttributed(_) => EventKind::DriftAttributed,
+            Event::DriftSuperseded(_) => EventKind::DriftSuperseded,
+            Event::ApplyBlocked(_) => EventKind::ApplyBlocked,
         }
     }
 
@@ -614,10 +649,20 @@ impl Event {
             Event::DriftDetected(e) => Some(&e.object),
             Event::DriftCorrected(e) => Some(&e.object),
             Event::DriftAttributed(e) => Some(&e.object),
+            Event::DriftSuperseded(e) => Some(&e.object),
             Event::ObjectPruned(e) => Some(&e.object),
             Event::PruneSkipped(e) => Some(&e.object),
             Event::HealthChanged(e) => e.object.as_ref(),
             _ => None,
+        }
+    }
+
+    /// Every object this event is about (drives the object index): [`Event::object`], or each
+    /// object of an [`ApplyBlocked`].
+    pub fn objects(&self) -> Vec<&ObjectRef> {
+        match self {
+            Event::ApplyBlocked(e) => e.objects.iter().collect(),
+            other => other.object().into_iter().collect(),
         }
     }
 
@@ -633,6 +678,8 @@ impl Event {
             Event::ObjectApplied(e) => vec![e.revision.as_str()],
             Event::ApplyFailed(e) => vec![e.revision.as_str()],
             Event::DriftCorrected(e) => vec![e.revision.as_str()],
+            Event::DriftSuperseded(e) => vec![e.revision.as_str()],
+            Event::ApplyBlocked(e) => vec![e.revision.as_str()],
             Event::ObjectPruned(e) => vec![e.revision.as_str()],
             Event::PruneSkipped(e) => vec![e.revision.as_str()],
             Event::HistoryRewritten(e) => vec![e.old_head.as_str(), e.new_head.as_str()],

@@ -213,6 +213,20 @@ pub fn all_events() -> Vec<Event> {
             writers: vec![],
             unexplained: vec!["".into()],
         }),
+        Event::DriftSuperseded(DriftSuperseded {
+            revision: sha(6),
+            object: dep.clone(),
+            fields: vec!["spec.template.spec.containers.0.image".into()],
+        }),
+        Event::ApplyBlocked(ApplyBlocked {
+            revision: sha(6),
+            cause: "NamespaceMissing".into(),
+            error: "namespaces \"shop\" not found".into(),
+            objects: vec![
+                dep.clone(),
+                object("", "v1", "Service", Some("shop"), "web"),
+            ],
+        }),
     ]
 }
 

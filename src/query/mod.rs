@@ -87,7 +87,8 @@ fn app_suffix(app: &Option<String>) -> String {
 pub enum Category {
     /// What Git did: CommitObserved, HistoryRewritten.
     Commit,
-    /// Drift found, attributed and put back: DriftDetected, DriftAttributed, DriftCorrected.
+    /// Drift found, attributed, put back or overtaken by a new revision: DriftDetected,
+    /// DriftAttributed, DriftCorrected, DriftSuperseded.
     Drift,
     /// What reckon applied: RenderSucceeded, SyncStarted, SyncFinished, ObjectApplied.
     Apply,
@@ -95,7 +96,8 @@ pub enum Category {
     Prune,
     /// Intents (rollback, pin, resume, follow): IntentRecorded.
     Rollback,
-    /// Failures: ApplyFailed, RenderFailed, SourceFetchFailed, RevisionBlocked, StoreGap.
+    /// Failures: ApplyFailed, ApplyBlocked, RenderFailed, SourceFetchFailed, RevisionBlocked,
+    /// StoreGap.
     Error,
 }
 
@@ -113,13 +115,16 @@ impl Category {
         use EventKind as K;
         Some(match kind {
             K::CommitObserved | K::HistoryRewritten => Category::Commit,
-            K::DriftDetected | K::DriftCorrected | K::DriftAttributed => Category::Drift,
+            K::DriftDetected | K::DriftCorrected | K::DriftAttributed | K::DriftSuperseded => {
+                Category::Drift
+            }
             K::RenderSucceeded | K::SyncStarted | K::SyncFinished | K::ObjectApplied => {
                 Category::Apply
             }
             K::ObjectPruned | K::PruneSkipped => Category::Prune,
             K::IntentRecorded => Category::Rollback,
             K::ApplyFailed
+            | K::ApplyBlocked
             | K::RenderFailed
             | K::SourceFetchFailed
             | K::RevisionBlocked
@@ -492,6 +497,17 @@ pub fn summary(e: &Event) -> String {
         Event::SourceCacheRecovered(s) => format!("Git cache of {} recloned: {}", s.url, s.reason),
         Event::RevisionBlocked(b) => format!("{} blocked: {}", short(&b.revision), b.reason),
         Event::DriftAttributed(a) => attribution_summary(a),
+        Event::DriftSuperseded(d) => format!(
+            "drift on {} overtaken by {}'s new value",
+            d.fields.join(", "),
+            short(&d.revision)
+        ),
+        Event::ApplyBlocked(b) => format!(
+            "{} objects not applied ({}): {}",
+            b.objects.len(),
+            b.cause,
+            b.error
+        ),
     }
 }
 

@@ -347,14 +347,14 @@ pub fn counts(outcomes: &[ObjectOutcome], rejected: usize) -> event::SyncCounts 
 
 /// A sync's outcome: Failed when nothing that was tried worked (or the objects did not become
 /// healthy in time), PartiallyFailed when some objects failed, Succeeded otherwise.
-pub fn sync_outcome(counts: &event::SyncCounts, healthy: bool) -> event::SyncOutcome {
+pub fn sync_outcome(counts: &event::SyncCounts) -> event::SyncOutcome {
+    // Applied is not healthy: the outcome says what the API server accepted, and health is
+    // recorded apart (HealthChanged). An unready App's revision is still the applied one.
     let done = counts.created + counts.configured + counts.pruned;
     if counts.failed > 0 && done == 0 {
         event::SyncOutcome::Failed
     } else if counts.failed > 0 {
         event::SyncOutcome::PartiallyFailed
-    } else if !healthy {
-        event::SyncOutcome::Failed
     } else {
         event::SyncOutcome::Succeeded
     }

@@ -856,8 +856,7 @@ impl Reconciler {
         appended += n;
 
         let counts = events::counts(&changes.outcomes, plan.rejected.len());
-        let healthy = matches!(health, event::Health::Healthy);
-        let outcome = events::sync_outcome(&counts, healthy);
+        let outcome = events::sync_outcome(&counts);
         appended += self
             .append(
                 vec![],

@@ -41,7 +41,7 @@ pub enum Index {
     Author,
     Kind,
     Time,
-    /// An object's DriftDetected, DriftCorrected and DriftAttributed events: blame lists every
+    /// An object's DriftDetected, DriftCorrected, DriftSuperseded and DriftAttributed events: blame lists every
     /// drift of an object, and who made it,
     /// without reading its (far more numerous) applies.
     Drift,
@@ -301,6 +301,7 @@ pub fn drift_object(event: &Event) -> Option<&ObjectRef> {
         Event::DriftDetected(d) => Some(&d.object),
         Event::DriftCorrected(c) => Some(&c.object),
         Event::DriftAttributed(a) => Some(&a.object),
+        Event::DriftSuperseded(s) => Some(&s.object),
         _ => None,
     }
 }
@@ -327,8 +328,12 @@ pub fn index_keys(body: &EnvelopeBody, schema: u32) -> Vec<Vec<u8>> {
                 }
             }
             Index::Object => {
-                if let Some(o) = body.event.object() {
-                    push(index, Term::Str(&object_term(o)));
+                let mut terms: Vec<String> =
+                    body.event.objects().into_iter().map(object_term).collect();
+                terms.sort();
+                terms.dedup();
+                for t in &terms {
+                    push(index, Term::Str(t));
                 }
             }
             Index::Commit => {

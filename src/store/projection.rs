@@ -19,7 +19,11 @@ use std::collections::BTreeMap;
 ///    of the object's lifecycle and the fields changed since (migrations/0004_drift_index.md).
 ///    A version-2 snapshot of the whole projections is rebuilt from the log; a version-2 App
 ///    base state (inside a RetentionCompacted event, so it is read forever) is converted.
-pub const SNAPSHOT_VERSION: u8 = 3;
+/// 4: the same layout; a sync whose writes all succeeded but whose objects were not ready in
+///    time (recorded `Failed` before event schema 3) now counts as applied
+///    (migrations/0006_superseded_and_blocked.md), so a version-3 snapshot of the whole
+///    projections is rebuilt from the log once. A version-3 App base state is read as it is.
+pub const SNAPSHOT_VERSION: u8 = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectionError {
@@ -127,6 +131,14 @@ pub struct RevisionEntry {
     pub objects_changed: u32,
 }
 
+/// Whether a sync put its revision in the cluster: the API server accepted its writes (all, or
+/// some). Applied is not healthy: before event schema 3 a sync whose every write succeeded but
+/// whose objects were not ready in time was recorded `Failed` with no failed object, and it
+/// applied its revision all the same.
+pub fn applied(finished: &crate::event::SyncFinished) -> bool {
+    finished.outcome != SyncOutcome::Failed || finished.counts.failed == 0
+}
+
 impl AppState {
     /// Folds one event of this App. Pure: no I/O, no clock.
     pub fn fold(&mut self, body: &EnvelopeBody) {
@@ -182,7 +194,7 @@ impl AppState {
                 revision(&mut self.revisions, &e.revision);
                 if let Some(r) = self.revisions.get_mut(&e.revision) {
                     r.outcome = Some(e.outcome);
-                    if e.outcome != SyncOutcome::Failed {
+                    if applied(e) {
                         r.applied_at = Some(time);
                     }
                 }
@@ -291,6 +303,8 @@ pub fn decode_snapshot<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T
 pub fn decode_app_state(bytes: &[u8]) -> Result<AppState, ProjectionError> {
     match bytes.first() {
         Some(&2) => Ok(codec::decode::<v2::AppState>(&bytes[1..])?.into()),
+        // Version 3 has this layout (4 changed how the log is folded, not the bytes).
+        Some(&3) => Ok(codec::decode(&bytes[1..])?),
         _ => decode_snapshot(bytes),
     }
 }

@@ -792,8 +792,9 @@ fn matches(sel: &Selector, body: &EnvelopeBody) -> bool {
         Selector::App(a) => body.app.as_deref() == Some(a.as_str()),
         Selector::Object(o) => body
             .event
-            .object()
-            .is_some_and(|x| x.identity() == o.identity()),
+            .objects()
+            .iter()
+            .any(|x| x.identity() == o.identity()),
         Selector::Commit(c) => body.event.revisions().contains(&c.as_str()),
         Selector::Author(a) => {
             let a = a.to_lowercase();
