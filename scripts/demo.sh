@@ -91,6 +91,30 @@ wait_until() {
 }
 greeting_is() { [ "$(k get configmap web -o 'jsonpath={.data.greeting}')" = "$1" ]; }
 replicas_are() { [ "$(k get deployment web -o 'jsonpath={.spec.replicas}')" = "$1" ]; }
+available_is() { [ "$(k get deployment web -o 'jsonpath={.status.availableReplicas}')" = "$1" ]; }
+# Makes Deployment web's Pods Running and Ready. On a cluster whose nodes run Pods, that happens
+# by itself; on one without (the Debian-built v1.20 control plane has no kubelet), the demo plays
+# the kubelet of one Node: it binds the Pods to it and writes their status, as a kubelet would.
+make_pods_ready() {
+  local kc=(kubectl --kubeconfig "$RECKON_TEST_KUBECONFIG") ready now pod
+  ready=$("${kc[@]}" get nodes -o 'jsonpath={range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' | grep -c True || true)
+  if [ "$ready" -gt 0 ] && ! "${kc[@]}" get node reckon-demo-node >/dev/null 2>&1; then
+    echo "  the cluster has $ready ready node(s): its kubelets start the Pod"
+    return 0
+  fi
+  now=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+  echo "  no node runs Pods here: playing the kubelet of Node reckon-demo-node"
+  "${kc[@]}" get node reckon-demo-node >/dev/null 2>&1 \
+    || printf '{"apiVersion":"v1","kind":"Node","metadata":{"name":"reckon-demo-node"}}' | "${kc[@]}" create -f - >/dev/null
+  "${kc[@]}" patch node reckon-demo-node --subresource=status --type merge \
+    -p "{\"status\":{\"conditions\":[{\"type\":\"Ready\",\"status\":\"True\",\"reason\":\"KubeletReady\",\"lastHeartbeatTime\":\"$now\",\"lastTransitionTime\":\"$now\"}]}}" >/dev/null
+  wait_until 20 "a Pod of Deployment web exists" k get pods -l app=web -o name
+  for pod in $(k get pods -l app=web -o 'jsonpath={.items[*].metadata.name}'); do
+    printf '{"apiVersion":"v1","kind":"Binding","metadata":{"name":"%s"},"target":{"apiVersion":"v1","kind":"Node","name":"reckon-demo-node"}}' "$pod" \
+      | "${kc[@]}" create --raw "/api/v1/namespaces/demo/pods/$pod/binding" -f - >/dev/null 2>&1 || true
+    k patch pod "$pod" --subresource=status --type merge -p "{\"status\":{\"phase\":\"Running\",\"startTime\":\"$now\",\"conditions\":[{\"type\":\"PodScheduled\",\"status\":\"True\"},{\"type\":\"Initialized\",\"status\":\"True\"},{\"type\":\"ContainersReady\",\"status\":\"True\"},{\"type\":\"Ready\",\"status\":\"True\"}],\"containerStatuses\":[{\"name\":\"web\",\"image\":\"nginx:1.25\",\"imageID\":\"\",\"ready\":true,\"started\":true,\"restartCount\":0,\"state\":{\"running\":{\"startedAt\":\"$now\"}}}]}}" >/dev/null
+  done
+}
 absent() { local out; out=$(k get "$@" 2>&1) && return 1; grep -q NotFound <<<"$out"; }
 logged() { grep -qF "$1" "$agent_log"; }
 commit() { git -C "$repo" -c user.name="$1" -c user.email="$2" -c commit.gpgsign=false \
@@ -100,7 +124,7 @@ step "reckon version, connected to the local control plane"
 "$reckon" version --kubeconfig "$RECKON_TEST_KUBECONFIG"
 kubectl --kubeconfig "$RECKON_TEST_KUBECONFIG" create namespace demo
 
-step "a demo Git repository: a ConfigMap, a Service, a Deployment (replicas 0: no scheduler here)"
+step "a demo Git repository: a ConfigMap, a Service, a Deployment with one replica"
 git init -q -b main "$repo"
 mkdir -p "$repo/apps/web"
 cat > "$repo/apps/web/config.yaml" <<'YAML'
@@ -122,7 +146,7 @@ apiVersion: apps/v1
 kind: Deployment
 metadata: {name: web}
 spec:
-  replicas: 0
+  replicas: 1
   selector: {matchLabels: {app: web}}
   template:
     metadata: {labels: {app: web}}
@@ -148,7 +172,7 @@ apps:
     target:
       kubeconfig: $RECKON_TEST_KUBECONFIG
       namespace: demo
-    health_timeout: 30s
+    health_timeout: 5s
 YAML
 
 step "reckon diff before the first sync (exit 1: there are changes)"
@@ -164,7 +188,20 @@ k get configmaps,services,deployments -l reckon.dev/app=web
 step "reckon diff after the sync (exit 0: nothing to change); the agent holds the store, so it stops meanwhile"
 stop_agent
 "$reckon" diff web || fail "reckon diff exited $? after the sync (expected 0)"
+
+step "applied is not healthy: the Pod is not ready yet, and the revision is the applied one all the same"
+"$reckon" status web
+"$reckon" status web -o json | python3 -c '
+import json, sys
+s = json.load(sys.stdin)
+s = s[0] if isinstance(s, list) else s
+assert s["applied_revision"], s
+' || fail "reckon status does not show the first commit as applied while its Pod is not ready"
 start_agent
+
+step "the Pod becomes Ready after the health timeout: reckon records the App healthy, without another sync"
+make_pods_ready
+wait_until 30 "Deployment web has 1 available replica" available_is 1
 
 step "Grace changes a value in Git"
 sed -i 's/greeting: hello/greeting: hello from Grace/' "$repo/apps/web/config.yaml"
@@ -178,9 +215,9 @@ git -C "$repo" rm -q apps/web/legacy.yaml
 echo "commit $(commit "Linus Torvalds" linus@example.com "2026-11-22T10:00:00+02:00" "Drop legacy settings")"
 wait_until 20 "ConfigMap legacy is gone" absent configmap legacy
 
-step "manual drift: kubectl scale deployment web --replicas=3 (Git says 0)"
+step "manual drift: kubectl scale deployment web --replicas=3 (Git says 1)"
 k scale deployment web --replicas=3
-wait_until 20 "Deployment web is back to replicas 0" replicas_are 0
+wait_until 20 "Deployment web is back to replicas 1" replicas_are 1
 
 step "manual drift: kubectl patch configmap web (a hand edit of the greeting)"
 k patch configmap web --type merge -p '{"data": {"greeting": "edited by hand"}}'
@@ -236,7 +273,7 @@ def short(v, n=60):
     v = str(v)
     return v if len(v) <= n else v[: n - 1] + "…"
 
-seen, problems, by_object, broken, after_broken = {}, [], set(), set(), []
+seen, problems, by_object, broken, after_broken, health_healthy = {}, [], set(), set(), [], []
 for line in sys.stdin:
     e = json.loads(line)
     if "kind" not in e:
@@ -291,6 +328,8 @@ for line in sys.stdin:
         if d["outcome"] != "Succeeded":
             problems.append("SyncFinished #%d: %s" % (e["seq"], d["outcome"]))
     elif k == "HealthChanged":
+        if not d.get("object") and d["to"] == "Healthy":
+            health_healthy.append((k, d["from"] == "Progressing"))
         what = "%s: %s -> %s" % (obj(d["object"]) if d.get("object") else "the App", d["from"], d["to"])
         if d.get("message"):
             what += " (%s)" % short(d["message"])
@@ -304,6 +343,8 @@ for k, o in [("ObjectPruned", "ConfigMap demo/legacy"), ("DriftCorrected", "Depl
              ("DriftCorrected", "ConfigMap demo/web"), ("DriftCorrected", "Service demo/web")]:
     if (k, o) not in by_object:
         problems.append("no %s for %s" % (k, o))
+if not any(k == "HealthChanged" and v for k, v in health_healthy):
+    problems.append("no HealthChanged of the App to Healthy after its Pod became ready")
 problems += after_broken
 if problems:
     print("FAIL: " + "; ".join(problems), file=sys.stderr)

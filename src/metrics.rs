@@ -43,6 +43,8 @@ pub struct Metrics {
     pub audit_received: Counter,
     pub audit_dropped: Counter,
     pub audit_rejected: Counter,
+    /// Sync attempts that failed exactly as the recorded one did and were not recorded again.
+    pub sync_retries: Counter,
 }
 
 /// The process's metrics.
@@ -121,7 +123,15 @@ impl Metrics {
             "Audit webhook requests refused (401) for missing or unknown credentials",
             audit_rejected.clone(),
         );
+        let sync_retries = Counter::default();
+        registry.register(
+            "sync_retries",
+            "Sync attempts that failed for the same causes as the attempt recorded before them: \
+             retried (with backoff) but not recorded again, so the log stays proportional",
+            sync_retries.clone(),
+        );
         Metrics {
+            sync_retries,
             audit_received,
             audit_dropped,
             audit_rejected,

@@ -374,3 +374,80 @@ fn the_v3_fixture_takes_event_schema_2_after_its_schema_1_events() {
         .collect();
     assert_eq!(drift_index.last(), Some(&EventKind::DriftAttributed));
 }
+
+/// Migration 0006: event schema 3 (`DriftSuperseded`, `ApplyBlocked`) appended after a store's
+/// older records: they stay as they were, the chain verifies, and the indexes find the new
+/// events (the drift index the superseded drift, the object index every blocked object).
+#[test]
+fn the_v3_fixture_takes_event_schema_3_after_its_older_events() {
+    use reckon::event::envelope::EVENT_SCHEMA;
+    use reckon::event::{ApplyBlocked, Draft, DriftSuperseded, ObjectRef};
+    assert_eq!(EVENT_SCHEMA, 3);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    copy_dir(&fixture_v3(), &path);
+    let mut store = SledStore::open(&path, OpenOptions::default()).unwrap();
+    assert!(store.migrated_backup.is_none(), "no store migration");
+    let before: Vec<_> = store.reader().iter_from(1).map(|e| e.unwrap()).collect();
+    let (app, object) = before
+        .iter()
+        .find_map(|e| match &e.body.event {
+            Event::DriftDetected(d) => Some((e.body.app.clone(), d.object.clone())),
+            _ => None,
+        })
+        .expect("the fixture holds a drift");
+    let other = ObjectRef {
+        name: format!("{}-other", object.name),
+        ..object.clone()
+    };
+    let superseded = DriftSuperseded {
+        revision: "ab".repeat(20),
+        object: object.clone(),
+        fields: vec!["/spec/replicas".into()],
+    };
+    let blocked = ApplyBlocked {
+        revision: "ab".repeat(20),
+        cause: "NamespaceMissing".into(),
+        error: "namespaces \"shop\" not found".into(),
+        objects: vec![object.clone(), other.clone()],
+    };
+    store
+        .append(vec![
+            Draft::new(app.as_deref(), Event::DriftSuperseded(superseded.clone())),
+            Draft::new(app.as_deref(), Event::ApplyBlocked(blocked.clone())),
+        ])
+        .unwrap();
+    store.flush().unwrap();
+    store.close().unwrap();
+
+    let store = SledStore::open(&path, OpenOptions::default()).unwrap();
+    let after: Vec<_> = store.reader().iter_from(1).map(|e| e.unwrap()).collect();
+    assert_eq!(&after[..before.len()], &before[..]);
+    let new: Vec<_> = after[before.len()..].iter().collect();
+    assert!(new.iter().all(|e| e.body.schema == EVENT_SCHEMA));
+    assert_eq!(new[0].body.event, Event::DriftSuperseded(superseded));
+    assert_eq!(new[1].body.event, Event::ApplyBlocked(blocked));
+    let r = verify(&store.reader(), &mut |_| {}).unwrap();
+    assert!(r.ok(), "{:?}", r.problems);
+    let kinds = |selector: Selector| -> Vec<EventKind> {
+        store
+            .query(&Query::new(selector).oldest_first().limit(10_000))
+            .unwrap()
+            .events
+            .iter()
+            .map(|e| e.body.event.kind())
+            .collect()
+    };
+    assert_eq!(
+        kinds(Selector::Drift(object.clone())).last(),
+        Some(&EventKind::DriftSuperseded)
+    );
+    assert_eq!(
+        kinds(Selector::Object(object)).last(),
+        Some(&EventKind::ApplyBlocked)
+    );
+    assert_eq!(
+        kinds(Selector::Object(other)),
+        vec![EventKind::ApplyBlocked]
+    );
+}

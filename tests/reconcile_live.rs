@@ -546,11 +546,15 @@ async fn an_unknown_kind_fails_alone_and_is_named() {
     h.close().await;
 }
 
+/// Issue 15, observations 1, 2 and 4 (applied is not healthy): a Deployment with a replica that
+/// is not ready when the health timeout ends. Its sync applied every object, so the revision is
+/// applied (revisions, status, rollback), health is recorded apart, a pass that finds nothing
+/// to write records nothing, and the App turning healthy later is recorded without a sync.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_sync_waits_for_health_and_fails_when_it_does_not_come() {
+async fn applied_is_not_healthy_and_a_late_readiness_is_recorded_without_a_sync() {
     let h = Harness::new("health").await;
-    // No scheduler or kubelet on the test control plane: one replica never becomes available.
-    h.commit(
+    // No kubelet on the test control plane: the replica is ready only when the test says so.
+    let first = h.commit(
         "One replica",
         &[(
             "app/deploy.yaml",
@@ -564,37 +568,211 @@ async fn a_sync_waits_for_health_and_fails_when_it_does_not_come() {
         started.elapsed() >= std::time::Duration::from_secs(3),
         "waited for the health timeout"
     );
+    // Every object was accepted: the sync applied its revision, whatever the health reached.
     let (outcome, counts) = synced(&report);
-    assert_eq!((outcome, counts.created), (SyncOutcome::Failed, 1));
+    assert_eq!((outcome, counts.created), (SyncOutcome::Succeeded, 1));
     assert_eq!(report.health, reckon::event::Health::Progressing);
-    let changes: Vec<reckon::event::HealthChanged> = h
-        .events("hl")
-        .iter()
-        .filter_map(|e| match e {
-            Event::HealthChanged(c) => Some(c.clone()),
-            _ => None,
-        })
-        .collect();
+    let changes = |h: &Harness| -> Vec<reckon::event::HealthChanged> {
+        h.events("hl")
+            .iter()
+            .filter_map(|e| match e {
+                Event::HealthChanged(c) => Some(c.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    let recorded = changes(&h);
     assert!(
-        changes
+        recorded
             .iter()
             .any(|c| c.object.as_ref().is_some_and(|o| o.name == "web")
                 && c.to == reckon::event::Health::Progressing
                 && c.message.is_some()),
-        "{changes:?}"
+        "{recorded:?}"
     );
+    // The App's own health names the object still unready and why.
     assert!(
-        changes
-            .iter()
-            .any(|c| c.object.is_none() && c.to == reckon::event::Health::Progressing),
-        "the App's health: {changes:?}"
+        recorded.iter().any(|c| c.object.is_none()
+            && c.to == reckon::event::Health::Progressing
+            && c.message.as_deref().is_some_and(|m| m.contains("web"))),
+        "the App's health: {recorded:?}"
+    );
+    let state = h.store.app_state("hl").await.unwrap().unwrap();
+    assert!(
+        state.revisions[&first].applied_at.is_some(),
+        "the revision is applied: {:?}",
+        state.revisions[&first]
     );
 
-    // Scaled to zero in Git, it becomes healthy and the sync succeeds.
-    h.commit("Zero", &[("app/deploy.yaml", Some(DEPLOYMENT))]);
+    // Observation 4: unready, unchanged: a pass writes nothing and records nothing.
+    let before = h.events("hl").len();
     let report = pass(&mut r).await;
-    let (outcome, _) = synced(&report);
-    assert_eq!(outcome, SyncOutcome::Succeeded, "{report:?}");
+    assert_eq!(report.status, PassStatus::InSync, "{report:?}");
+    assert_eq!(
+        h.events("hl").len(),
+        before,
+        "{:?}",
+        &h.events("hl")[before..]
+    );
+
+    // Observation 2: rollback accepts an applied revision that was never healthy, saying so;
+    // --require-healthy refuses it.
+    let second = h.commit("Zero", &[("app/deploy.yaml", Some(DEPLOYMENT))]);
+    let report = pass(&mut r).await;
+    assert_eq!(synced(&report).0, SyncOutcome::Succeeded, "{report:?}");
     assert_eq!(report.health, reckon::event::Health::Healthy);
+    let strict = reckon::reconcile::rollback::RollbackOptions {
+        require_healthy: true,
+    };
+    let target = || reckon::reconcile::rollback::RollbackTarget::Revision(first.clone());
+    let refused = reckon::reconcile::rollback::request_rollback_with(
+        &h.store,
+        "hl",
+        target(),
+        "alice".into(),
+        None,
+        strict,
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        refused.to_string().contains("never reported healthy"),
+        "{refused}"
+    );
+    let plan = reckon::reconcile::rollback::request_rollback_with(
+        &h.store,
+        "hl",
+        target(),
+        "alice".into(),
+        Some("back to one replica".into()),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(plan.revision, first);
+    assert!(!plan.ever_healthy);
+    assert!(plan.warning.is_some(), "{plan:?}");
+    assert_eq!(plan.previous.as_deref(), Some(second.as_str()));
+    let report = pass(&mut r).await;
+    assert_eq!(synced(&report).0, SyncOutcome::Succeeded, "{report:?}");
+    assert_eq!(report.health, reckon::event::Health::Progressing);
+
+    // The replica becomes ready after the health timeout: the next pass (a poll; nothing to
+    // apply) records the App healthy, and no sync.
+    let client = support::client().await;
+    support::readiness::make_deployment_ready(&client, &h.ns.name, "web").await;
+    let before = h.envelopes("hl", 1).len();
+    let report = pass(&mut r).await;
+    assert_eq!(report.status, PassStatus::InSync, "{report:?}");
+    assert_eq!(report.health, reckon::event::Health::Healthy);
+    let new: Vec<Event> = h.events("hl")[before..].to_vec();
+    assert!(
+        new.iter().all(|e| matches!(e, Event::HealthChanged(_))),
+        "only health was recorded: {new:?}"
+    );
+    assert!(
+        new.iter().any(|e| matches!(e, Event::HealthChanged(c)
+            if c.object.is_none() && c.to == reckon::event::Health::Healthy)),
+        "{new:?}"
+    );
+    // Now the rolled-back revision has been healthy: the strict form accepts it.
+    let bodies: Vec<reckon::event::EnvelopeBody> =
+        h.envelopes("hl", 1).into_iter().map(|e| e.body).collect();
+    let healthy = reckon::reconcile::rollback::healthy_revisions(bodies.iter());
+    assert!(healthy.contains(&first), "{healthy:?}");
+    assert!(healthy.contains(&second), "{healthy:?}");
+    h.close().await;
+}
+
+/// Issue 15, observation 8: a target namespace that does not exist fails every object for one
+/// reason. It is recorded once, as one event naming the objects; the same failure again records
+/// nothing (the retries show in the report and metrics); `target.create_namespace` applies the
+/// Namespace like any object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_namespace_is_one_event_recorded_once_until_it_is_created() {
+    let h = Harness::new("nons").await;
+    let mut files = Vec::new();
+    for i in 0..5 {
+        files.push((
+            format!("app/cm-{i}.yaml"),
+            CONFIGMAP.replace("name: settings", &format!("name: settings-{i}")),
+        ));
+    }
+    let refs: Vec<(&str, Option<&str>)> = files
+        .iter()
+        .map(|(p, c)| (p.as_str(), Some(c.as_str())))
+        .collect();
+    h.commit("Five settings", &refs);
+    let missing = format!("{}-missing", h.ns.name);
+    let app = |create_namespace: bool| {
+        let mut app = h.app("nons", "app", "");
+        app.target.namespace = missing.clone();
+        app.target.create_namespace = create_namespace;
+        app
+    };
+    let mut r = h.reconciler(app(false));
+    let report = pass(&mut r).await;
+    assert_eq!(
+        synced(&report),
+        (
+            SyncOutcome::Failed,
+            reckon::event::SyncCounts {
+                failed: 5,
+                ..Default::default()
+            }
+        )
+    );
+    assert_eq!(report.failed_attempts, 1);
+    let events = h.events("nons");
+    let blocked: Vec<&reckon::event::ApplyBlocked> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::ApplyBlocked(b) => Some(b),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(blocked.len(), 1, "{events:?}");
+    assert_eq!(blocked[0].cause, "NamespaceMissing");
+    assert_eq!(blocked[0].objects.len(), 5);
+    assert!(
+        !events.iter().any(|e| matches!(e, Event::ApplyFailed(_))),
+        "one event for the shared cause, not one per object: {events:?}"
+    );
+
+    // The same failure again: nothing recorded, the attempt counted.
+    let before = events.len();
+    for attempt in 2..=3 {
+        let report = pass(&mut r).await;
+        assert!(report.unrecorded_retry, "{report:?}");
+        assert_eq!(report.failed_attempts, attempt);
+        assert_eq!(
+            h.events("nons").len(),
+            before,
+            "{:?}",
+            &h.events("nons")[before..]
+        );
+    }
+
+    // Asked to create it, the Namespace is applied (and recorded) before its objects.
+    let mut r = h.reconciler(app(true));
+    let report = pass(&mut r).await;
+    let (outcome, counts) = synced(&report);
+    assert_eq!(
+        (outcome, counts.created, counts.failed),
+        (SyncOutcome::Succeeded, 6, 0),
+        "{report:?}"
+    );
+    assert_eq!(report.failed_attempts, 0);
+    let created: Vec<String> = applied(&h.events("nons")[before..])
+        .into_iter()
+        .map(|(name, _, _)| name)
+        .collect();
+    assert_eq!(created[0], format!("Namespace/{missing}"), "{created:?}");
+    let client = support::client().await;
+    let namespaces: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(client);
+    namespaces
+        .delete(&missing, &Default::default())
+        .await
+        .unwrap();
     h.close().await;
 }

@@ -988,6 +988,9 @@ async fn app_task(
     // of the same remote started since then answers it, so Apps polled together share one.
     let mut fetch_requested = std::time::Instant::now();
     let mut routed: Vec<ObjectKey> = Vec::new();
+    // After a failed sync the next attempt waits (backoff), whatever wakes the App meanwhile:
+    // a failure that every object shares (a missing namespace) is not retried at once.
+    let mut not_before: Option<tokio::time::Instant> = None;
     if let Some((writer, store)) = status.as_mut() {
         let gap = match writer.check_anchor(store).await {
             Ok(gap) => gap.is_some(),
@@ -1045,6 +1048,16 @@ async fn app_task(
         if !(fetch_pending || changed) {
             continue;
         }
+        if let Some(at) = not_before.take()
+            && at > tokio::time::Instant::now()
+        {
+            tracing::debug!(app = %name, wait = ?(at - tokio::time::Instant::now()), "backing off after a failed sync");
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => break,
+                _ = own_stop.wait_for(|s| *s) => break,
+                _ = tokio::time::sleep_until(at) => {}
+            }
+        }
         let blocked: Vec<String> = {
             let ready = ready_rx.borrow_and_update();
             deps.iter()
@@ -1094,6 +1107,8 @@ async fn app_task(
                         }
                 ) && report.health == event::Health::Healthy;
                 ready.send_if_modified(|r| r.insert(name.clone(), ok) != Some(ok));
+                not_before = crate::reconcile::retry::backoff(report.failed_attempts)
+                    .map(|d| tokio::time::Instant::now() + d);
                 tracing::debug!(app = %name, status = ?report.status, "pass done");
             }
             Err(e) => {

@@ -255,6 +255,12 @@ impl StatusWriter {
             self.generation,
         );
         status.shard = self.shards.is_sharded().then_some(self.shards.index);
+        if let PassSummary::Done {
+            failed_attempts, ..
+        } = &summary
+        {
+            status.failed_attempts = *failed_attempts;
+        }
         self.write(status).await?;
         self.built_from = Some((seq, summary));
         Ok(())

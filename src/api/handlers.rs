@@ -8,8 +8,8 @@ use crate::query::{
     RevisionDiff, RevisionsPage, Shown,
 };
 use crate::reconcile::rollback::{
-    ErrorClass, ResumePlan, RollbackError, RollbackPlan, RollbackTarget, request_resume,
-    request_rollback,
+    ErrorClass, ResumePlan, RollbackError, RollbackOptions, RollbackPlan, RollbackTarget,
+    request_resume, request_rollback_with,
 };
 use crate::shard::merge::Page;
 use axum::Json;
@@ -337,6 +337,9 @@ pub struct RollbackRequest {
     /// This many applied revisions back from the current one.
     pub steps: Option<u32>,
     pub reason: Option<String>,
+    /// Refuse (409) a revision the App was never reported healthy on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub require_healthy: Option<bool>,
 }
 
 /// Body of `POST /api/v1/apps/{app}/resume` (optional).
@@ -391,7 +394,11 @@ pub async fn rollback(
             ));
         }
     };
-    let plan = request_rollback(&state.store, &app, target, who.actor, req.reason).await?;
+    let options = RollbackOptions {
+        require_healthy: req.require_healthy.unwrap_or(false),
+    };
+    let plan =
+        request_rollback_with(&state.store, &app, target, who.actor, req.reason, options).await?;
     if let Some(wake) = &state.waker {
         wake(&app);
     }

@@ -191,11 +191,8 @@ pub fn refuse_actor(actor: Option<&str>) -> anyhow::Result<()> {
 pub async fn rollback(
     server: ServerArgs,
     app: String,
-    to: Option<String>,
-    steps: Option<u32>,
-    reason: Option<String>,
+    body: crate::api::handlers::RollbackRequest,
 ) -> anyhow::Result<std::process::ExitCode> {
-    let body = crate::api::handlers::RollbackRequest { to, steps, reason };
     let path = format!("/api/v1/apps/{}/rollback", segment(&app));
     let plan: serde_json::Value =
         tokio::task::spawn_blocking(move || post(&server, &path, &body)).await??;
@@ -210,6 +207,9 @@ pub async fn rollback(
         short(&plan["revision"]),
         short(&plan["previous"]),
     );
+    if let Some(warning) = plan["warning"].as_str() {
+        eprintln!("{app}: warning: {warning}");
+    }
     Ok(std::process::ExitCode::SUCCESS)
 }
 

@@ -32,6 +32,10 @@ pub struct RollbackArgs {
     /// Record the rollback only; the agent or the next `reckon sync` applies it.
     #[arg(long)]
     no_sync: bool,
+    /// Refuse a revision the App was never reported healthy on (by default such a rollback
+    /// goes ahead with a warning: applied is not healthy, and it is what was running).
+    #[arg(long)]
+    require_healthy: bool,
     /// Ask the running agent at --server to record it (with an admin --token) and apply it;
     /// the actor is the token's identity.
     #[command(flatten)]
@@ -100,8 +104,13 @@ async fn pass(r: &mut Reconciler, fetch: bool) -> anyhow::Result<PassReport> {
 pub async fn rollback(args: RollbackArgs) -> anyhow::Result<ExitCode> {
     if args.server.server.is_some() {
         super::remote::refuse_actor(args.actor.as_deref())?;
-        return super::remote::rollback(args.server, args.app, args.to, args.steps, args.reason)
-            .await;
+        let request = crate::api::handlers::RollbackRequest {
+            to: args.to,
+            steps: args.steps,
+            reason: args.reason,
+            require_healthy: args.require_healthy.then_some(true),
+        };
+        return super::remote::rollback(args.server, args.app, request).await;
     }
     let actor = actor(args.actor)?;
     let target = match (args.to, args.steps) {
@@ -110,8 +119,18 @@ pub async fn rollback(args: RollbackArgs) -> anyhow::Result<ExitCode> {
         (None, None) => anyhow::bail!("give --to REV or --steps N"),
     };
     let (mut r, handle, task) = reconciler(&args.paths, &args.app).await?;
-    let recorded =
-        rollback::request_rollback(&handle, &args.app, target, actor.clone(), args.reason).await;
+    let options = rollback::RollbackOptions {
+        require_healthy: args.require_healthy,
+    };
+    let recorded = rollback::request_rollback_with(
+        &handle,
+        &args.app,
+        target,
+        actor.clone(),
+        args.reason,
+        options,
+    )
+    .await;
     let report = match &recorded {
         Ok(plan) => {
             println!(
@@ -121,6 +140,9 @@ pub async fn rollback(args: RollbackArgs) -> anyhow::Result<ExitCode> {
                 plan.previous.as_deref().map(short).unwrap_or("-"),
                 plan.app
             );
+            if let Some(warning) = &plan.warning {
+                eprintln!("{}: warning: {warning}", plan.app);
+            }
             // Applying needs no fetch: the pinned revision's manifests come from the store.
             if args.no_sync {
                 None

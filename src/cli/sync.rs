@@ -307,7 +307,10 @@ pub(super) fn summarize(
                 report.appended,
                 report.duration.as_secs_f64()
             )?;
+            // Applied is recorded apart from healthy; the exit code asks both, as the
+            // command waits for health (docs/cli.md).
             matches!(outcome, crate::event::SyncOutcome::Succeeded)
+                && report.health == crate::event::Health::Healthy
         }
     })
 }

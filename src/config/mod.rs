@@ -326,6 +326,10 @@ pub struct Target {
     /// Namespace given to namespaced objects that do not name one. Default: `default`.
     #[serde(default = "default_namespace", deserialize_with = "de_namespace")]
     pub namespace: String,
+    /// Apply `namespace` as a Namespace of the App (recorded like any apply) when the rendered
+    /// set does not declare it. Default: false (a missing namespace is an `ApplyBlocked`).
+    #[serde(default)]
+    pub create_namespace: bool,
 }
 
 impl Default for Target {
@@ -334,6 +338,7 @@ impl Default for Target {
             kubeconfig: None,
             context: None,
             namespace: default_namespace(),
+            create_namespace: false,
         }
     }
 }

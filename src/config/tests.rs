@@ -148,6 +148,7 @@ apps:
             kubeconfig: Some("/etc/reckon/kubeconfig".into()),
             context: Some("prod".into()),
             namespace: "web".into(),
+            create_namespace: false,
         }
     );
     assert_eq!(

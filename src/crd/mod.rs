@@ -174,6 +174,7 @@ pub struct SignatureSpec {
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct TargetSpec {
     /// A kubeconfig file in the agent's filesystem. Default: the cluster the agent watches
     /// App objects on.
@@ -184,6 +185,10 @@ pub struct TargetSpec {
     /// Default: the App object's namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
+    /// Apply the target namespace as a Namespace of the App when the rendered set does not
+    /// declare it. Default: false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub create_namespace: Option<bool>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -248,6 +253,10 @@ pub struct AppStatus {
     /// 0, or an agent that is not sharded).
     #[serde(default)]
     pub shard: Option<u32>,
+    /// Sync attempts that failed in a row. A retry that fails exactly like the attempt recorded
+    /// before it is not recorded again; this counts it.
+    #[serde(default)]
+    pub failed_attempts: u32,
 }
 
 /// What the App runs: follows Git, or pinned by a rollback or pin — by whom, and why.
@@ -411,6 +420,9 @@ pub enum PassSummary {
         outcome: crate::event::SyncOutcome,
         health: crate::event::Health,
         fetch_failure: Option<String>,
+        /// Failed sync attempts in a row (retries that failed like the recorded one are not
+        /// in the log: the status counts them).
+        failed_attempts: u32,
     },
 }
 
@@ -429,11 +441,13 @@ impl PassSummary {
                     outcome: crate::event::SyncOutcome::Succeeded,
                     health: r.health,
                     fetch_failure: r.fetch_failure.clone(),
+                    failed_attempts: r.failed_attempts,
                 },
                 PassStatus::Synced { outcome, .. } => PassSummary::Done {
                     outcome: *outcome,
                     health: r.health,
                     fetch_failure: r.fetch_failure.clone(),
+                    failed_attempts: r.failed_attempts,
                 },
             },
         }
@@ -497,6 +511,7 @@ pub fn pass_conditions(pass: &PassSummary) -> [ConditionFact; 3] {
             outcome,
             health,
             fetch_failure,
+            ..
         } => match (outcome, health) {
             (SyncOutcome::Failed, _) => (
                 (false, "SyncFailed", "the last sync failed".into()),
@@ -622,6 +637,7 @@ pub fn status_of(
         drift_count: stored.map_or(0, |s| s.drift_count),
         last_event_seq,
         shard: None,
+        failed_attempts: 0,
     }
 }
 

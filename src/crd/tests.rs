@@ -187,6 +187,7 @@ fn done(outcome: SyncOutcome, health: Health) -> PassSummary {
         outcome,
         health,
         fetch_failure: None,
+        failed_attempts: 0,
     }
 }
 

@@ -37,7 +37,12 @@ fn every_kind_has_at_most_one_category_and_the_documented_ones() {
         ),
         (
             Category::Drift,
-            vec![K::DriftDetected, K::DriftCorrected, K::DriftAttributed],
+            vec![
+                K::DriftDetected,
+                K::DriftCorrected,
+                K::DriftAttributed,
+                K::DriftSuperseded,
+            ],
         ),
         (
             Category::Apply,
@@ -55,6 +60,7 @@ fn every_kind_has_at_most_one_category_and_the_documented_ones() {
             vec![
                 K::RenderFailed,
                 K::ApplyFailed,
+                K::ApplyBlocked,
                 K::SourceFetchFailed,
                 K::StoreGap,
                 K::RevisionBlocked,
@@ -257,7 +263,8 @@ fn filters_pick_the_most_selective_index_and_post_filter_the_rest() {
         vec![
             Selector::Kind(EventKind::DriftDetected),
             Selector::Kind(EventKind::DriftCorrected),
-            Selector::Kind(EventKind::DriftAttributed)
+            Selector::Kind(EventKind::DriftAttributed),
+            Selector::Kind(EventKind::DriftSuperseded)
         ]
     );
     assert_eq!(f(HistoryFilter::default()).selectors, vec![Selector::All]);

@@ -322,6 +322,42 @@ pub fn health_changed(
     )
 }
 
+/// Objects named in an App's health message at most (the rest are counted).
+const UNREADY_NAMED: usize = 5;
+
+/// Why an App is not healthy: how many of its objects are not, and the first few with their
+/// reason (`None` when every object is healthy).
+pub fn unready_message(readings: &[(plan::ObjectRef, event::Health, String)]) -> Option<String> {
+    let unready: Vec<&(plan::ObjectRef, event::Health, String)> = readings
+        .iter()
+        .filter(|(_, h, _)| *h != event::Health::Healthy)
+        .collect();
+    if unready.is_empty() {
+        return None;
+    }
+    let mut named: Vec<String> = unready
+        .iter()
+        .take(UNREADY_NAMED)
+        .map(|(o, h, why)| {
+            let why = if why.is_empty() {
+                String::new()
+            } else {
+                format!(": {why}")
+            };
+            format!("{o} {h:?}{why}")
+        })
+        .collect();
+    if unready.len() > UNREADY_NAMED {
+        named.push(format!("and {} more", unready.len() - UNREADY_NAMED));
+    }
+    Some(format!(
+        "{} of {} objects not healthy: {}",
+        unready.len(),
+        readings.len(),
+        named.join("; ")
+    ))
+}
+
 /// The counts of a sync, from its outcomes (rejected objects count as failed).
 pub fn counts(outcomes: &[ObjectOutcome], rejected: usize) -> event::SyncCounts {
     let mut c = event::SyncCounts {

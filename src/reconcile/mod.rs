@@ -9,6 +9,8 @@
 //! its inventory from the log and does not repeat what was recorded.
 
 pub mod events;
+pub mod namespace;
+pub mod retry;
 pub mod rollback;
 
 use crate::apply::{self, ApplyOptions, Catalog, ChangeSet, ObjectOutcome, Outcome};
@@ -116,6 +118,11 @@ pub struct PassReport {
     /// Whether the App is pinned (a rollback): the revision is the pinned one, not Git's head.
     pub pinned: bool,
     pub duration: Duration,
+    /// Failed sync attempts in a row (0 after a pass that failed nothing); the agent waits
+    /// [`retry::backoff`] of it before retrying.
+    pub failed_attempts: u32,
+    /// This pass failed exactly as the recorded attempt before it and recorded nothing.
+    pub unrecorded_retry: bool,
 }
 
 /// One revision rendered: the desired objects and the blob address of their storable set
@@ -202,6 +209,35 @@ fn set_bytes(desired: &[DesiredObject], key: &SecretKey) -> Vec<u8> {
     blob::canonical(&stored)
 }
 
+/// What the inventory keeps of each object the plan applies: its storable rendered form, whose
+/// canonical JSON hashes to the render digest the planner compares with next time.
+fn plan_stored<'a>(
+    plan: &Plan,
+    desired: &'a [DesiredObject],
+) -> HashMap<ObjectKey, &'a serde_json::Value> {
+    let mut by_name: HashMap<(&str, &str, &str), Vec<&DesiredObject>> = HashMap::new();
+    for d in desired {
+        by_name
+            .entry((&d.object.group, &d.object.kind, &d.object.name))
+            .or_default()
+            .push(d);
+    }
+    plan.actions
+        .iter()
+        .filter(|a| matches!(a, Action::Create { .. } | Action::Configure { .. }))
+        .filter_map(|a| {
+            let o = a.object();
+            let candidates = by_name.get(&(o.group.as_str(), o.kind.as_str(), o.name.as_str()))?;
+            // The planner defaulted the namespace of those that had none.
+            let d = candidates
+                .iter()
+                .find(|d| d.object.namespace == o.namespace)
+                .or_else(|| candidates.iter().find(|d| d.object.namespace.is_none()))?;
+            Some((o.key(), d.comparable()))
+        })
+        .collect()
+}
+
 /// What a pass remembers for the next one (in memory: losing it costs one repeated record).
 #[derive(Default)]
 struct Memory {
@@ -220,6 +256,10 @@ struct Memory {
     recalled: bool,
     /// Storable manifests by blob address (inventory entries' last applied state).
     blobs: HashMap<Digest, serde_json::Value>,
+    /// The last recorded sync attempt that failed: a retry failing the same way is not recorded.
+    failure: Option<retry::FailureSignature>,
+    /// Failed sync attempts in a row.
+    failed_attempts: u32,
 }
 
 /// Limits shared by every App of an agent, so a thousand Apps starting at once neither open
@@ -455,8 +495,16 @@ impl Reconciler {
             kustomize_timeout: Duration::from_secs(60),
         };
         let revision = revision.to_string();
+        let create_namespace = self
+            .app
+            .target
+            .create_namespace
+            .then(|| self.app.target.namespace.clone());
         tokio::task::spawn_blocking(move || {
-            let set = render::render(&files, &options).map_err(|e| e.to_string())?;
+            let mut set = render::render(&files, &options).map_err(|e| e.to_string())?;
+            if let Some(ns) = &create_namespace {
+                set = namespace::with_target_namespace(set, ns, &options.app, &options.secret_key);
+            }
             let desired: Vec<DesiredObject> = set
                 .objects
                 .iter()
@@ -612,6 +660,7 @@ impl Reconciler {
             None => self.state().await?,
         };
         let pinned = state.intent.is_pinned();
+        let failed_before = self.memory.failed_attempts;
         let report = |revision, status, appended, health| PassReport {
             revision,
             status,
@@ -620,6 +669,8 @@ impl Reconciler {
             health,
             pinned,
             duration: started.elapsed(),
+            failed_attempts: failed_before,
+            unrecorded_retry: false,
         };
         let current_health = self.memory.app_health.unwrap_or(event::Health::Unknown);
 
@@ -776,6 +827,8 @@ impl Reconciler {
             )
         });
         if !work && !new_revision {
+            self.memory.failure = None;
+            self.memory.failed_attempts = 0;
             // In sync, or drift only detected (detect mode): record that drift, if new.
             for (object, drift, _) in &drifts {
                 drafts.push(events::drift_detected(&name, object, drift));
@@ -790,7 +843,14 @@ impl Reconciler {
             ));
         }
 
-        // A recorded sync.
+        // A recorded sync; a retry of the attempt that failed last is recorded only when it
+        // ends differently, so its opening waits until that is known.
+        let retrying = self
+            .memory
+            .failure
+            .as_ref()
+            .is_some_and(|f| f.revision == revision && f.digest == set_digest)
+            && drifts.is_empty();
         drafts.push(Draft::new(
             Some(&name),
             Event::SyncStarted(event::SyncStarted {
@@ -804,11 +864,50 @@ impl Reconciler {
         for rejected in &plan.rejected {
             drafts.push(events::rejected_draft(&name, &revision, rejected));
         }
-        appended += self.append(pending_blobs, drafts).await?;
+        let mut opening = Some((pending_blobs, drafts));
+        if !retrying && let Some((blobs, drafts)) = opening.take() {
+            appended += self.append(blobs, drafts).await?;
+        }
 
-        let changes = self.execute(&plan, desired, &revision, options).await?;
-        appended += changes.1;
-        let changes = changes.0;
+        let (changes, n) = self
+            .execute(&plan, desired, &revision, options, !retrying)
+            .await?;
+        appended += n;
+        let signature = retry::signature(&revision, set_digest, &changes.outcomes);
+        if retrying
+            && retry::repeats(
+                self.memory.failure.as_ref(),
+                signature.as_ref(),
+                &changes.outcomes,
+            )
+        {
+            self.memory.failed_attempts += 1;
+            crate::metrics::METRICS.sync_retries.inc();
+            tracing::info!(app = %name, %revision, attempts = self.memory.failed_attempts, "sync failed again for the same causes; not recorded again");
+            let counts = events::counts(&changes.outcomes, plan.rejected.len());
+            let outcome = events::sync_outcome(&counts);
+            let mut r = report(
+                Some(revision),
+                PassStatus::Synced { outcome, counts },
+                appended,
+                current_health,
+            );
+            r.failed_attempts = self.memory.failed_attempts;
+            r.unrecorded_retry = true;
+            return Ok(r);
+        }
+        if let Some((blobs, drafts)) = opening.take() {
+            appended += self.append(blobs, drafts).await?;
+            let stored = plan_stored(&plan, desired);
+            let (blobs, drafts) = self.outcome_records(&stored, &revision, &changes.outcomes);
+            appended += self.append(blobs, drafts).await?;
+        }
+        self.memory.failed_attempts = if signature.is_some() {
+            failed_before + 1
+        } else {
+            0
+        };
+        self.memory.failure = signature;
         // Every change is on the server now (the health wait below can take much longer): the
         // moment "applied" is what `kubectl apply` returning corresponds to.
         tracing::info!(
@@ -872,47 +971,29 @@ impl Reconciler {
             )
             .await?;
         tracing::info!(app = %name, %revision, ?outcome, ?counts, "synced");
-        Ok(report(
+        let mut r = report(
             Some(revision),
             PassStatus::Synced { outcome, counts },
             appended,
             health,
-        ))
+        );
+        r.failed_attempts = self.memory.failed_attempts;
+        Ok(r)
     }
 
-    /// Runs the plan, recording each outcome as the executor reports it.
+    /// Runs the plan, recording each outcome as the executor reports it (`stream`), or only
+    /// running it (a retry: the caller records the outcomes once it knows they are news).
+    /// Failures that may share a cause with others are held until the end and recorded
+    /// together ([`Self::outcome_records`]).
     async fn execute(
         &mut self,
         plan: &Plan,
         desired: &[DesiredObject],
         revision: &str,
         options: &PassOptions,
+        stream: bool,
     ) -> Result<(ChangeSet, usize), ReconcileError> {
-        // What the inventory keeps of each applied object: its storable rendered form, whose
-        // canonical JSON hashes to the render digest the planner compares with next time.
-        let mut by_name: HashMap<(&str, &str, &str), Vec<&DesiredObject>> = HashMap::new();
-        for d in desired {
-            by_name
-                .entry((&d.object.group, &d.object.kind, &d.object.name))
-                .or_default()
-                .push(d);
-        }
-        let stored: HashMap<ObjectKey, &serde_json::Value> = plan
-            .actions
-            .iter()
-            .filter(|a| matches!(a, Action::Create { .. } | Action::Configure { .. }))
-            .filter_map(|a| {
-                let o = a.object();
-                let candidates =
-                    by_name.get(&(o.group.as_str(), o.kind.as_str(), o.name.as_str()))?;
-                // The planner defaulted the namespace of those that had none.
-                let d = candidates
-                    .iter()
-                    .find(|d| d.object.namespace == o.namespace)
-                    .or_else(|| candidates.iter().find(|d| d.object.namespace.is_none()))?;
-                Some((o.key(), d.comparable()))
-            })
-            .collect();
+        let stored = plan_stored(plan, desired);
         let (tx, mut rx) = mpsc::unbounded_channel();
         let apply_options = ApplyOptions {
             progress: Some(tx),
@@ -931,6 +1012,7 @@ impl Reconciler {
         // for each flush here would stop polling the executor, holding the apply limit (and
         // the requests not yet started) for a flush that other Apps' applies need not wait for.
         let mut queued = Vec::new();
+        let mut held: Vec<ObjectOutcome> = Vec::new();
         // Record outcomes while the executor runs; after it returns, drain what is left.
         loop {
             let mut batch: Vec<ObjectOutcome> = Vec::new();
@@ -943,36 +1025,22 @@ impl Reconciler {
             while let Ok(more) = rx.try_recv() {
                 batch.push(more);
             }
-            if !batch.is_empty() {
-                let mut blobs = Vec::new();
-                let mut drafts = Vec::new();
+            if let Some(progress) = &options.progress {
                 for outcome in &batch {
-                    let mut address = None;
-                    if matches!(
-                        outcome.outcome,
-                        Outcome::Created | Outcome::Configured { .. }
-                    ) && let Some(value) = stored.get(&outcome.object.key())
-                    {
-                        let bytes = render::canonical_json(value).into_bytes();
-                        let digest = Digest::of(&bytes);
-                        debug_assert_eq!(
-                            outcome.digest.as_deref().and_then(events::digest_of),
-                            Some(digest),
-                            "the stored form hashes to the render digest"
-                        );
-                        blobs.push(bytes);
-                        address = Some(digest);
-                    }
-                    drafts.extend(events::outcome_draft(
-                        &self.app.name,
-                        revision,
-                        outcome,
-                        address,
-                    ));
-                    if let Some(progress) = &options.progress {
-                        let _ = progress.send(outcome.clone());
-                    }
+                    let _ = progress.send(outcome.clone());
                 }
+            }
+            let (shared, now): (Vec<ObjectOutcome>, Vec<ObjectOutcome>) = batch
+                .into_iter()
+                .partition(|o| retry::shared_cause(o).is_some());
+            held.extend(shared);
+            let last = finished.is_some() && rx.is_empty();
+            let mut ready = now;
+            if last {
+                ready.append(&mut held);
+            }
+            if stream && !ready.is_empty() {
+                let (blobs, drafts) = self.outcome_records(&stored, revision, &ready);
                 appended += drafts.len();
                 queued.push(
                     self.store
@@ -981,16 +1049,67 @@ impl Reconciler {
                         .map_err(|e| self.store_err(e))?,
                 );
             }
-            if let Some(done) = finished.take() {
-                if rx.is_empty() {
-                    for q in queued {
-                        q.durable().await.map_err(|e| self.store_err(e))?;
-                    }
-                    return Ok((done, appended));
+            if last {
+                for q in queued {
+                    q.durable().await.map_err(|e| self.store_err(e))?;
                 }
-                finished = Some(done);
+                let done = finished.take().expect("finished");
+                return Ok((done, appended));
             }
         }
+    }
+
+    /// The events and blobs recording `outcomes`: an apply's stored form goes to the blob
+    /// store; failures that share one cause become one `ApplyBlocked`, the rest one event each.
+    fn outcome_records(
+        &self,
+        stored: &HashMap<ObjectKey, &serde_json::Value>,
+        revision: &str,
+        outcomes: &[ObjectOutcome],
+    ) -> (Vec<Vec<u8>>, Vec<Draft>) {
+        let grouped = retry::group_failures(outcomes);
+        let blocked: std::collections::HashSet<usize> = grouped
+            .blocked
+            .iter()
+            .flat_map(|(_, members)| members.iter().copied())
+            .collect();
+        let mut blobs = Vec::new();
+        let mut drafts = Vec::new();
+        for (i, outcome) in outcomes.iter().enumerate() {
+            if blocked.contains(&i) {
+                continue;
+            }
+            let mut address = None;
+            if matches!(
+                outcome.outcome,
+                Outcome::Created | Outcome::Configured { .. }
+            ) && let Some(value) = stored.get(&outcome.object.key())
+            {
+                let bytes = render::canonical_json(value).into_bytes();
+                let digest = Digest::of(&bytes);
+                debug_assert_eq!(
+                    outcome.digest.as_deref().and_then(events::digest_of),
+                    Some(digest),
+                    "the stored form hashes to the render digest"
+                );
+                blobs.push(bytes);
+                address = Some(digest);
+            }
+            drafts.extend(events::outcome_draft(
+                &self.app.name,
+                revision,
+                outcome,
+                address,
+            ));
+        }
+        for (cause, members) in &grouped.blocked {
+            let members: Vec<&ObjectOutcome> = members.iter().map(|&i| &outcomes[i]).collect();
+            drafts.push(Draft::new(
+                Some(&self.app.name),
+                Event::ApplyBlocked(retry::blocked_event(revision, cause, &members)),
+            ));
+        }
+        (blobs, drafts)
     }
 
     /// Reads the health last recorded for the App and its objects back from the log, so a
@@ -1056,8 +1175,16 @@ impl Reconciler {
         observed: &Observed,
     ) -> Result<(event::Health, usize), ReconcileError> {
         if matches!(self.live, Live::Direct) {
+            // Without a watch there is nothing to compare between syncs, except for an App
+            // that was not healthy when last recorded: one reading tells whether it became so
+            // since (after the health timeout), without another sync.
+            self.recall_health();
             let health = self.memory.app_health.unwrap_or(event::Health::Unknown);
-            return Ok((health, 0));
+            if health == event::Health::Healthy || desired.is_empty() {
+                return Ok((health, 0));
+            }
+            let readings = self.direct_readings(desired, Duration::ZERO).await;
+            return self.record_readings(readings).await;
         }
         let readings = self.readings(desired, observed);
         self.record_readings(readings).await
@@ -1073,6 +1200,7 @@ impl Reconciler {
         self.recall_health();
         let mut drafts = Vec::new();
         let mut all = Vec::with_capacity(readings.len());
+        let why = events::unready_message(&readings);
         for (object, health, message) in readings {
             all.push(health);
             let previous = self.memory.health.insert(object.key(), health);
@@ -1098,7 +1226,7 @@ impl Reconciler {
                 None,
                 previous.unwrap_or(event::Health::Unknown),
                 app_health,
-                None,
+                why,
             ));
         }
         let n = self.append(vec![], drafts).await?;
@@ -1124,38 +1252,41 @@ impl Reconciler {
                 }
                 tokio::time::sleep(HEALTH_POLL).await;
             },
-            Live::Direct => {
-                let ns = &self.app.target.namespace;
-                let objects: Vec<plan::ObjectRef> = desired
-                    .iter()
-                    .filter_map(|d| {
-                        apply::resolve_namespace(
-                            &d.object,
-                            self.catalog.scope(&d.object.group_kind()),
-                            ns,
-                        )
-                    })
-                    .collect();
-                let options = health::WaitOptions {
-                    timeout: self.app.health_timeout,
-                    ..Default::default()
-                };
-                health::wait(&self.catalog, &objects, &options)
-                    .await
-                    .into_iter()
-                    .map(|(object, h)| {
-                        let recorded =
-                            if h.status == Status::Unknown && h.message.ends_with("not found") {
-                                event::Health::Missing
-                            } else {
-                                events::event_health(h.status)
-                            };
-                        (object, recorded, h.message)
-                    })
-                    .collect()
-            }
+            Live::Direct => self.direct_readings(desired, self.app.health_timeout).await,
         };
         self.record_readings(readings).await
+    }
+
+    /// The desired objects' health read from the API server (one GET each per round), waiting
+    /// up to `timeout` for them to settle.
+    async fn direct_readings(
+        &self,
+        desired: &[DesiredObject],
+        timeout: Duration,
+    ) -> Vec<(plan::ObjectRef, event::Health, String)> {
+        let ns = &self.app.target.namespace;
+        let objects: Vec<plan::ObjectRef> = desired
+            .iter()
+            .filter_map(|d| {
+                apply::resolve_namespace(&d.object, self.catalog.scope(&d.object.group_kind()), ns)
+            })
+            .collect();
+        let options = health::WaitOptions {
+            timeout,
+            ..Default::default()
+        };
+        health::wait(&self.catalog, &objects, &options)
+            .await
+            .into_iter()
+            .map(|(object, h)| {
+                let recorded = if h.status == Status::Unknown && h.message.ends_with("not found") {
+                    event::Health::Missing
+                } else {
+                    events::event_health(h.status)
+                };
+                (object, recorded, h.message)
+            })
+            .collect()
     }
 
     /// Plans without applying and asks the server what would change (a server-side dry run).

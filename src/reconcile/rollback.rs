@@ -4,11 +4,12 @@
 //! [`request_rollback`] and [`request_resume`]; the next pass does the work (a pinned App applies
 //! the manifests recorded for its revision, see [`super::Reconciler::pass`]).
 
-use crate::event::{Digest, Draft, Event, IntentKind, IntentRecorded};
-use crate::store::projection::AppState;
-use crate::store::{StoreError, writer::StoreHandle};
+use crate::event::{Digest, Draft, EnvelopeBody, Event, Health, IntentKind, IntentRecorded};
+use crate::store::projection::{self, AppState};
+use crate::store::{EventRead, Query, Selector, StoreError, writer::StoreHandle};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use std::collections::BTreeSet;
 
 /// Shortest SHA prefix accepted: shorter ones are too likely to be ambiguous to mean anything.
 pub const MIN_PREFIX: usize = 4;
@@ -53,6 +54,11 @@ pub enum RollbackError {
         current: String,
         available: usize,
     },
+    #[error(
+        "App {app}: revision {revision} was applied but never reported healthy; \
+         --require-healthy refuses it (leave it out to roll back anyway)"
+    )]
+    NeverHealthy { app: String, revision: String },
     #[error("App {app} is not pinned (it follows Git); there is nothing to resume")]
     NotPinned { app: String },
     #[error("App {app}: recording the intent: {source}")]
@@ -80,7 +86,9 @@ impl RollbackError {
     pub fn class(&self) -> ErrorClass {
         match self {
             RollbackError::UnknownApp { .. } => ErrorClass::NotFound,
-            RollbackError::NotPinned { .. } => ErrorClass::Conflict,
+            RollbackError::NotPinned { .. } | RollbackError::NeverHealthy { .. } => {
+                ErrorClass::Conflict
+            }
             RollbackError::Store { .. } => ErrorClass::Internal,
             RollbackError::EmptyActor
             | RollbackError::BadRevision { .. }
@@ -116,8 +124,21 @@ pub struct RollbackPlan {
     pub applied_at: DateTime<Utc>,
     /// The revision applied before the rollback, if any.
     pub previous: Option<String>,
+    /// Whether the App was ever reported healthy while the revision was the applied one.
+    /// Applied is not healthy: a revision that never became ready can still be rolled back to
+    /// (it is what was running), with a warning.
+    pub ever_healthy: bool,
+    /// Said to the user when the rollback goes ahead with a caveat (never healthy).
+    pub warning: Option<String>,
     /// The IntentRecorded event's sequence number.
     pub seq: u64,
+}
+
+/// How strict a rollback is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RollbackOptions {
+    /// Refuse a revision the App was never reported healthy on.
+    pub require_healthy: bool,
 }
 
 /// A recorded resume: the App follows Git again from the next pass.
@@ -236,6 +257,69 @@ pub fn resolve(
     })
 }
 
+/// The revisions the App was reported healthy on, from its events oldest first. Pure.
+///
+/// A pass records the health its applies reached before its `SyncFinished`, so an App-level
+/// `HealthChanged` belongs to the revision whose sync is running (after `SyncStarted`), or else
+/// to the revision applied last; and an App that was healthy before a sync and recorded no change
+/// during it stayed healthy on the new revision.
+pub fn healthy_revisions<'a>(
+    events: impl IntoIterator<Item = &'a EnvelopeBody>,
+) -> BTreeSet<String> {
+    let mut healthy = BTreeSet::new();
+    let mut applied: Option<&str> = None;
+    let mut syncing: Option<&str> = None;
+    let mut health = Health::Unknown;
+    for body in events {
+        match &body.event {
+            Event::SyncStarted(s) => syncing = Some(&s.revision),
+            Event::HealthChanged(h) if h.object.is_none() => {
+                health = h.to;
+                if let (Health::Healthy, Some(rev)) = (health, syncing.or(applied)) {
+                    healthy.insert(rev.to_string());
+                }
+            }
+            Event::SyncFinished(f) => {
+                syncing = None;
+                if projection::applied(f) {
+                    applied = Some(&f.revision);
+                    if health == Health::Healthy {
+                        healthy.insert(f.revision.clone());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    healthy
+}
+
+/// Whether the App was ever reported healthy on `revision` (reads the App's events).
+fn ever_healthy(store: &StoreHandle, app: &str, revision: &str) -> Result<bool, RollbackError> {
+    let err = |source| RollbackError::Store {
+        app: app.into(),
+        source,
+    };
+    let mut query = Query::new(Selector::App(app.to_string()))
+        .oldest_first()
+        .limit(1000);
+    let mut bodies = Vec::new();
+    loop {
+        let page = store.reader().query(&query).map_err(err)?;
+        bodies.extend(page.events.into_iter().filter(|e| {
+            matches!(
+                e.body.event,
+                Event::SyncStarted(_) | Event::SyncFinished(_) | Event::HealthChanged(_)
+            )
+        }));
+        if page.next.is_none() {
+            break;
+        }
+        query = query.after(page.next);
+    }
+    Ok(healthy_revisions(bodies.iter().map(|e| &e.body)).contains(revision))
+}
+
 fn check_actor(actor: &str) -> Result<(), RollbackError> {
     if actor.trim().is_empty() {
         return Err(RollbackError::EmptyActor);
@@ -281,9 +365,36 @@ pub async fn request_rollback(
     actor: String,
     reason: Option<String>,
 ) -> Result<RollbackPlan, RollbackError> {
+    let options = RollbackOptions::default();
+    request_rollback_with(store, app, target, actor, reason, options).await
+}
+
+/// [`request_rollback`] with options: `require_healthy` refuses a revision the App was never
+/// reported healthy on; without it such a rollback is recorded with a warning.
+pub async fn request_rollback_with(
+    store: &StoreHandle,
+    app: &str,
+    target: RollbackTarget,
+    actor: String,
+    reason: Option<String>,
+    options: RollbackOptions,
+) -> Result<RollbackPlan, RollbackError> {
     check_actor(&actor)?;
     let state = app_state(store, app).await?;
     let resolved = resolve(app, &state, &target)?;
+    let healthy = ever_healthy(store, app, &resolved.revision)?;
+    if options.require_healthy && !healthy {
+        return Err(RollbackError::NeverHealthy {
+            app: app.into(),
+            revision: resolved.revision,
+        });
+    }
+    let warning = (!healthy).then(|| {
+        format!(
+            "revision {} was applied but the App was never reported healthy on it",
+            resolved.revision
+        )
+    });
     let seq = record(
         store,
         app,
@@ -302,6 +413,8 @@ pub async fn request_rollback(
         digest: resolved.digest.to_hex(),
         applied_at: resolved.applied_at,
         previous: resolved.previous,
+        ever_healthy: healthy,
+        warning,
         seq,
     })
 }
@@ -518,5 +631,101 @@ mod tests {
     fn an_empty_actor_is_refused() {
         assert!(matches!(check_actor("  "), Err(RollbackError::EmptyActor)));
         assert!(check_actor("alice").is_ok());
+    }
+    fn body(seq: u64, event: Event) -> EnvelopeBody {
+        EnvelopeBody {
+            schema: crate::event::envelope::EVENT_SCHEMA,
+            seq,
+            time: t(seq as i64),
+            app: Some("shop".into()),
+            actor: None,
+            prev_hash: Digest::ZERO,
+            event,
+        }
+    }
+
+    fn started(rev: &str) -> Event {
+        Event::SyncStarted(crate::event::SyncStarted {
+            revision: rev.into(),
+            digest: None,
+        })
+    }
+
+    fn finished(rev: &str, outcome: SyncOutcome, failed: u32) -> Event {
+        Event::SyncFinished(crate::event::SyncFinished {
+            revision: rev.into(),
+            outcome,
+            counts: crate::event::SyncCounts {
+                created: 1,
+                failed,
+                ..Default::default()
+            },
+            duration_ms: 1,
+        })
+    }
+
+    fn app_health(to: Health) -> Event {
+        Event::HealthChanged(crate::event::HealthChanged {
+            object: None,
+            from: Health::Unknown,
+            to,
+            message: None,
+        })
+    }
+
+    fn healthy_of(events: Vec<Event>) -> Vec<String> {
+        let bodies: Vec<EnvelopeBody> = events
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| body(i as u64 + 1, e))
+            .collect();
+        healthy_revisions(bodies.iter()).into_iter().collect()
+    }
+
+    #[test]
+    fn a_revision_is_healthy_when_the_app_became_healthy_on_it() {
+        use SyncOutcome::*;
+        // a: healthy within its sync. b: unready at the sync's end, healthy later (after the
+        // health timeout, no other sync). c: unready, then d's sync starts: c never healthy.
+        // d: the App stayed healthy through it (no change recorded): healthy.
+        let events = vec![
+            started("a"),
+            app_health(Health::Healthy),
+            finished("a", Succeeded, 0),
+            started("b"),
+            app_health(Health::Progressing),
+            finished("b", Succeeded, 0),
+            app_health(Health::Healthy),
+            started("c"),
+            app_health(Health::Degraded),
+            finished("c", Succeeded, 0),
+            started("d"),
+            app_health(Health::Healthy),
+            finished("d", Succeeded, 0),
+            started("e"),
+            finished("e", Succeeded, 0),
+        ];
+        assert_eq!(healthy_of(events), vec!["a", "b", "d", "e"]);
+    }
+
+    #[test]
+    fn a_sync_that_applied_nothing_does_not_take_the_health_of_the_revision_before() {
+        use SyncOutcome::*;
+        let events = vec![
+            started("a"),
+            app_health(Health::Healthy),
+            finished("a", Succeeded, 0),
+            started("b"),
+            finished("b", Failed, 3),
+        ];
+        assert_eq!(healthy_of(events), vec!["a"]);
+        // Recorded before event schema 3: every write accepted, health not settled in time.
+        let events = vec![
+            started("a"),
+            app_health(Health::Progressing),
+            finished("a", Failed, 0),
+            app_health(Health::Healthy),
+        ];
+        assert_eq!(healthy_of(events), vec!["a"]);
     }
 }

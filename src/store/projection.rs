@@ -464,7 +464,11 @@ mod tests {
                 Event::SyncFinished(SyncFinished {
                     revision: r2.clone(),
                     outcome: SyncOutcome::Failed,
-                    counts: SyncCounts::default(),
+                    // Failed outright: objects the API server refused.
+                    counts: SyncCounts {
+                        failed: 2,
+                        ..Default::default()
+                    },
                     duration_ms: 5,
                 }),
             ),
@@ -536,6 +540,45 @@ mod tests {
         assert_eq!(heads(&p), (Some(samples::sha(9)), Some(samples::sha(2))));
         fold(&mut p, c(9));
         assert_eq!(heads(&p), (Some(samples::sha(9)), Some(samples::sha(9))));
+    }
+
+    /// Applied is not healthy (issue 15): before event schema 3 a sync whose every write was
+    /// accepted but whose objects were not ready in time was recorded `Failed` with nothing
+    /// failed. It applied its revision, and the fold says so; a sync that wrote nothing because
+    /// every write was refused did not.
+    #[test]
+    fn a_sync_recorded_failed_only_for_health_counts_as_applied() {
+        let c1 = samples::commit(1, "a@x");
+        let r1 = c1.sha.clone();
+        let finished = |seq, failed| {
+            body(
+                seq,
+                "shop",
+                None,
+                Event::SyncFinished(SyncFinished {
+                    revision: r1.clone(),
+                    outcome: SyncOutcome::Failed,
+                    counts: SyncCounts {
+                        created: u32::from(failed == 0),
+                        failed,
+                        ..Default::default()
+                    },
+                    duration_ms: 5,
+                }),
+            )
+        };
+        let mut refused = AppState::default();
+        refused.fold(&body(1, "shop", None, Event::CommitObserved(c1.clone())));
+        refused.fold(&finished(2, 3));
+        assert_eq!(refused.revisions[&r1].applied_at, None);
+        let mut unready = AppState::default();
+        unready.fold(&body(1, "shop", None, Event::CommitObserved(c1.clone())));
+        unready.fold(&finished(2, 0));
+        assert_eq!(
+            unready.revisions[&r1].applied_at,
+            DateTime::from_timestamp(1_764_000_002, 0)
+        );
+        assert_eq!(unready.revisions[&r1].outcome, Some(SyncOutcome::Failed));
     }
 
     #[test]
@@ -637,6 +680,30 @@ mod tests {
                 ),
             ],
         );
+    }
+
+    /// A version-3 App base state (tests/golden/snapshots-v3.hex, written before version 4,
+    /// which changed how a sync is folded, not the layout) reads as it was.
+    #[test]
+    fn version_3_app_base_states_read_as_they_are() {
+        let text = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/snapshots-v3.hex"),
+        )
+        .unwrap();
+        let hex_bytes = text
+            .lines()
+            .find_map(|l| l.strip_prefix("app-state "))
+            .unwrap();
+        let bytes = hex::decode(hex_bytes.trim()).unwrap();
+        assert_eq!(bytes[0], 3);
+        assert!(matches!(
+            decode_snapshot::<AppState>(&bytes),
+            Err(ProjectionError::UnknownVersion(3))
+        ));
+        let old = decode_app_state(&bytes).unwrap();
+        let mut p = Projections::default();
+        history().iter().for_each(|b| p.fold(b));
+        assert_eq!(old, p.apps["shop"]);
     }
 
     /// A version-2 App base state (the bytes version 2 wrote for the same history, kept in

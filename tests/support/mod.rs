@@ -15,6 +15,7 @@ use std::sync::OnceLock;
 pub mod crd;
 pub mod harness;
 pub mod openapi;
+pub mod readiness;
 pub mod sync;
 pub mod workload;
 

@@ -322,3 +322,29 @@ fn a_secret_drift_says_which_key_changed_and_never_the_values() {
         ]
     );
 }
+
+#[test]
+fn an_unhealthy_app_says_which_objects_are_not_ready_and_why() {
+    use event::Health as H;
+    let obj = |name: &str| plan::ObjectRef {
+        group: "apps".into(),
+        version: "v1".into(),
+        kind: "Deployment".into(),
+        namespace: Some("shop".into()),
+        name: name.into(),
+    };
+    let healthy = vec![(obj("a"), H::Healthy, "ready".to_string())];
+    assert_eq!(unready_message(&healthy), None);
+    let mut readings = healthy.clone();
+    readings.push((obj("b"), H::Progressing, "0 of 1 replicas available".into()));
+    let m = unready_message(&readings).unwrap();
+    assert!(m.starts_with("1 of 2 objects not healthy: "), "{m}");
+    assert!(m.contains("Progressing: 0 of 1 replicas available"), "{m}");
+    assert!(m.contains("b"), "{m}");
+    for i in 0..7 {
+        readings.push((obj(&format!("c{i}")), H::Degraded, String::new()));
+    }
+    let m = unready_message(&readings).unwrap();
+    assert!(m.starts_with("8 of 9 objects not healthy: "), "{m}");
+    assert!(m.ends_with("and 3 more"), "{m}");
+}
