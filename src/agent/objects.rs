@@ -260,6 +260,8 @@ impl StatusWriter {
         } = &summary
         {
             status.failed_attempts = *failed_attempts;
+            status.last_attempt_time =
+                (*failed_attempts > 0).then(|| crd::rfc3339(chrono::Utc::now()));
         }
         self.write(status).await?;
         self.built_from = Some((seq, summary));

@@ -257,6 +257,9 @@ pub struct AppStatus {
     /// before it is not recorded again; this counts it.
     #[serde(default)]
     pub failed_attempts: u32,
+    /// When the last failed attempt ended (RFC 3339); absent once a sync succeeds.
+    #[serde(default)]
+    pub last_attempt_time: Option<String>,
 }
 
 /// What the App runs: follows Git, or pinned by a rollback or pin — by whom, and why.
@@ -638,6 +641,7 @@ pub fn status_of(
         last_event_seq,
         shard: None,
         failed_attempts: 0,
+        last_attempt_time: None,
     }
 }
 
