@@ -470,9 +470,13 @@ fn drift_note(d: &crate::query::FieldDrift) -> String {
             format!("{who}: {}", names.join(", "))
         }
     };
-    let fate = match &d.corrected_at {
-        Some(t) => format!("put back {}", time(t)),
-        None => "not put back".into(),
+    // A new revision's apply that wrote the field ended the drift with its own value: that is
+    // not a put back (issue 15).
+    let fate = match (&d.corrected_at, &d.superseded_by, &d.superseded_at) {
+        (Some(t), _, _) => format!("put back {}", time(t)),
+        (None, Some(rev), Some(t)) => format!("superseded by {} {}", short(rev), time(t)),
+        (None, Some(rev), None) => format!("superseded by {}", short(rev)),
+        (None, None, _) => "not put back".into(),
     };
     format!(
         "{}  {}  {}: {} -> {}  by {who}; {fate}",
@@ -512,11 +516,25 @@ pub fn render_blame(b: &Blame, style: &Style, width: Option<usize>) -> String {
             ),
             None => (Cell::new("?"), "-".into(), "-".into(), String::new()),
         };
-        let open = f.drifts.iter().filter(|d| !d.corrected).count();
-        let drifts = match (f.drifts.len(), open) {
-            (0, _) => Cell::new("-"),
-            (n, 0) => Cell::colour(format!("{n}, put back"), Colour::Yellow),
-            (n, o) => Cell::colour(format!("{n}, {o} open"), Colour::Red),
+        let superseded = f
+            .drifts
+            .iter()
+            .filter(|d| !d.corrected && d.superseded_by.is_some())
+            .count();
+        let open = f
+            .drifts
+            .iter()
+            .filter(|d| !d.corrected && d.superseded_by.is_none())
+            .count();
+        let drifts = match (f.drifts.len(), open, superseded) {
+            (0, _, _) => Cell::new("-"),
+            (n, 0, 0) => Cell::colour(format!("{n}, put back"), Colour::Yellow),
+            (n, 0, s) if s == n => Cell::colour(format!("{n}, superseded"), Colour::Yellow),
+            (n, 0, s) => Cell::colour(
+                format!("{n}, {} put back, {s} superseded", n - s),
+                Colour::Yellow,
+            ),
+            (n, o, _) => Cell::colour(format!("{n}, {o} open"), Colour::Red),
         };
         t.row(vec![
             f.path.clone().into(),
@@ -833,4 +851,65 @@ pub async fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         Ok(ExitCode::SUCCESS)
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::query::{BlameField, FieldDrift};
+
+    fn drift(seq: u64, corrected: bool, superseded_by: Option<&str>) -> FieldDrift {
+        let at = chrono::DateTime::from_timestamp(1_764_000_000 + seq as i64, 0).unwrap();
+        FieldDrift {
+            seq,
+            time: at,
+            path: "/spec/template/spec/containers/0/image".into(),
+            expected: Some("\"api:1\"".into()),
+            actual: Some("\"api:hand\"".into()),
+            managers: vec![],
+            corrected,
+            corrected_at: corrected.then_some(at),
+            corrected_seq: corrected.then_some(seq + 1),
+            superseded_by: superseded_by.map(str::to_string),
+            superseded_at: superseded_by.map(|_| at),
+            superseded_seq: superseded_by.map(|_| seq + 1),
+            changed_by: None,
+        }
+    }
+
+    /// Issue 15: a drift a new revision's apply replaced is "superseded by" that revision, never
+    /// "put back", in the drift's line and in the DRIFTS column.
+    #[test]
+    fn a_superseded_drift_is_not_called_put_back() {
+        let rev = "9e37aa11bb22cc33dd44ee55ff6677889900aabb";
+        let note = drift_note(&drift(7, false, Some(rev)));
+        assert!(
+            note.ends_with("superseded by 9e37aa11bb22 2025-11-24T16:00:07Z"),
+            "{note}"
+        );
+        assert!(!note.contains("put back"), "{note}");
+        assert!(drift_note(&drift(7, true, None)).contains("; put back "));
+        assert!(drift_note(&drift(7, false, None)).ends_with("; not put back"));
+
+        let blame = |drifts: Vec<FieldDrift>| Blame {
+            app: "shop".into(),
+            object: "Deployment.apps/web/api".into(),
+            api_version: "apps/v1".into(),
+            fields: vec![BlameField {
+                path: "/spec/template/spec/containers/0/image".into(),
+                value: serde_json::json!("api:2"),
+                set_by: None,
+                drifts,
+            }],
+            object_drifts: vec![],
+        };
+        let table = |drifts| render_blame(&blame(drifts), &Style::plain(), None);
+        assert!(table(vec![drift(7, false, Some(rev))]).contains("1, superseded"));
+        assert!(
+            table(vec![drift(3, true, None), drift(7, false, Some(rev))])
+                .contains("2, 1 put back, 1 superseded")
+        );
+        assert!(table(vec![drift(3, true, None)]).contains("1, put back"));
+        assert!(table(vec![drift(3, false, None)]).contains("1, 1 open"));
+    }
 }

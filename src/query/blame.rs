@@ -1,11 +1,12 @@
 //! Owns `blame`: for each field reckon manages on an object, the commit that last set its value
-//! from Git, and every drift on it (who changed it, when, and whether reckon put it back).
+//! from Git, and every drift on it (who changed it, when, and whether reckon put it back or a
+//! new revision's apply replaced it).
 //!
 //! The walk ([`blame_walk`]) is pure: it folds the object's events oldest first, with a loader
 //! for the applied manifests, so it is unit-tested on synthetic sequences.
 
 use super::{ObjectSpec, QueryError, first_line, object_name};
-use crate::event::{ApplyAction, Envelope, Event};
+use crate::event::{ApplyAction, Digest, Envelope, Event};
 use crate::plan::covers;
 use crate::store::projection::InventoryEntry;
 use crate::store::{EventRead, Projections, Query, Selector};
@@ -71,6 +72,15 @@ pub struct FieldDrift {
     pub corrected: bool,
     pub corrected_at: Option<DateTime<Utc>>,
     pub corrected_seq: Option<u64>,
+    /// The revision whose apply ended the drift by writing a new value of its own (a later
+    /// DriftSuperseded listing the path): not a put back, and `corrected` is false. Drifts of
+    /// logs written before event schema 3 were recorded as corrected in that case too.
+    #[serde(default)]
+    pub superseded_by: Option<String>,
+    #[serde(default)]
+    pub superseded_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub superseded_seq: Option<u64>,
     /// Who made it, from the Kubernetes audit log (the drift's `DriftAttributed`): the writes
     /// that explain this path. `None`: no attribution recorded (the audit receiver is off, or
     /// still waiting); empty: unattributed.
@@ -139,16 +149,23 @@ type Since = (u64, DateTime<Utc>, String);
 /// credits each field to the newest apply that changed it.
 ///
 /// A creation sets every field, a configure the fields its `changed_fields` name (the planner's
-/// diff against the last applied state), except the fields a drift correction put back (the
-/// apply right before its DriftCorrected re-sets them, it does not change them). A field no
-/// apply since the object's creation (or the oldest apply still in the log) changed is credited
-/// to that apply. No older manifest has to be read: one blob per blame.
+/// diff against the last applied state, or for a drift correction the drifted fields), unless it
+/// re-wrote the manifest of the apply before it (the same digest): then it put values back and
+/// changed none. The digest decides, not the DriftCorrected beside the apply: blame follows the
+/// writes (issue 15). Logs written before `DriftSuperseded` existed list in a DriftCorrected the
+/// fields a new revision set in the same pass, and a drift already recorded in detect mode is
+/// put back later without a DriftCorrected. Whether an apply re-wrote the previous manifest is
+/// known only at the next older apply, so its fields wait there (one apply more is read).
+/// A field no apply since the object's creation (or the oldest apply still in the log) changed
+/// is credited to that apply. No older manifest has to be read: one blob per blame.
 pub struct CreditWalk {
     unresolved: Vec<String>,
     set_by: BTreeMap<String, Since>,
     oldest_apply: Option<Since>,
-    /// Fields a DriftCorrected put back, waiting for the apply that did it: (revision, fields).
-    correction: Option<(String, Vec<String>)>,
+    /// Fields the newest apply not yet compared changed, waiting for the next older apply to
+    /// tell whether it re-wrote that one's manifest (same digest) or set them: (the apply, its
+    /// digest, fields).
+    pending: Option<(Since, Digest, Vec<String>)>,
     lifecycle_done: bool,
 }
 
@@ -162,8 +179,18 @@ impl CreditWalk {
             unresolved: fields.into_iter().collect(),
             set_by: BTreeMap::new(),
             oldest_apply: None,
-            correction: None,
+            pending: None,
             lifecycle_done: false,
+        }
+    }
+
+    /// The waiting fields were set by their apply: the apply before it wrote another manifest
+    /// (or none is left to say so, and that apply is the oldest one met anyway).
+    fn pending_were_set(&mut self) {
+        if let Some((since, _, fields)) = self.pending.take() {
+            for f in fields {
+                self.set_by.insert(f, since.clone());
+            }
         }
     }
 
@@ -172,37 +199,43 @@ impl CreditWalk {
         let (seq, time) = (env.body.seq, env.body.time);
         match &env.body.event {
             Event::ObjectApplied(a) if !self.lifecycle_done => {
-                let since = (seq, time, a.revision.clone());
-                let put_back = match self.correction.take() {
-                    Some((rev, fields)) if rev == a.revision => fields,
-                    _ => vec![],
-                };
-                let changed: Vec<String> = match a.action {
-                    ApplyAction::Created => std::mem::take(&mut self.unresolved),
-                    ApplyAction::Configured => {
-                        let (changed, rest) = std::mem::take(&mut self.unresolved)
-                            .into_iter()
-                            .partition(|f| {
-                                a.changed_fields.iter().any(|c| touches(c, f))
-                                    && !put_back.iter().any(|p| p.is_empty() || touches(p, f))
-                            });
-                        self.unresolved = rest;
-                        changed
+                match self.pending.take() {
+                    // The newer apply re-wrote this one's manifest: it changed nothing, the
+                    // values are at least as old as this apply.
+                    Some((_, digest, fields)) if digest == a.digest => {
+                        self.unresolved.extend(fields)
                     }
-                    ApplyAction::Unchanged => vec![],
-                };
-                for f in changed {
-                    self.set_by.insert(f, since.clone());
+                    other => {
+                        self.pending = other;
+                        self.pending_were_set();
+                    }
+                }
+                let since = (seq, time, a.revision.clone());
+                match a.action {
+                    ApplyAction::Created => {
+                        for f in std::mem::take(&mut self.unresolved) {
+                            self.set_by.insert(f, since.clone());
+                        }
+                        self.lifecycle_done = true;
+                    }
+                    ApplyAction::Configured => {
+                        let (changed, rest): (Vec<String>, Vec<String>) =
+                            std::mem::take(&mut self.unresolved)
+                                .into_iter()
+                                .partition(|f| a.changed_fields.iter().any(|c| touches(c, f)));
+                        self.unresolved = rest;
+                        if !changed.is_empty() {
+                            self.pending = Some((since.clone(), a.digest, changed));
+                        }
+                    }
+                    ApplyAction::Unchanged => {}
                 }
                 self.oldest_apply = Some(since);
-                if a.action == ApplyAction::Created {
-                    self.lifecycle_done = true;
-                }
             }
             // Before a prune the object was another life of it: its fields were set anew.
-            Event::ObjectPruned(_) => self.lifecycle_done = true,
-            Event::DriftCorrected(c) if !self.lifecycle_done => {
-                self.correction = Some((c.revision.clone(), c.fields.clone()));
+            Event::ObjectPruned(_) => {
+                self.pending_were_set();
+                self.lifecycle_done = true
             }
             _ => {}
         }
@@ -210,18 +243,21 @@ impl CreditWalk {
 
     /// Whether older events can change nothing more: the creation was reached, or every field
     /// still open is one that no apply after `lifecycle` (the apply that began the object's
-    /// life, whose `changed_fields` since are `changed_since`) changed, so that apply sets it.
+    /// life, whose `changed_fields` since are `changed_since`) changed, so that apply sets it,
+    /// and no field waits for the next older apply.
     pub fn settled(&self, changed_since: &[String]) -> bool {
         self.lifecycle_done
-            || self
-                .unresolved
-                .iter()
-                .all(|f| !changed_since.iter().any(|c| touches(c, f)))
+            || (self.pending.is_none()
+                && self
+                    .unresolved
+                    .iter()
+                    .all(|f| !changed_since.iter().any(|c| touches(c, f))))
     }
 
     /// The credits: each field still open goes to `lifecycle` when the walk stopped early,
     /// otherwise to the oldest apply it met.
     pub fn finish(mut self, lifecycle: Option<Since>) -> BTreeMap<String, Since> {
+        self.pending_were_set();
         if let Some(oldest) = lifecycle.or(self.oldest_apply) {
             for f in std::mem::take(&mut self.unresolved) {
                 self.set_by.insert(f, oldest.clone());
@@ -232,8 +268,9 @@ impl CreditWalk {
 }
 
 /// The drift half of blame: every drift in `events` (one object's events of one App, oldest
-/// first; events other than drifts and corrections are skipped), each marked put back by the
-/// oldest correction after it that lists its path (or the whole object).
+/// first; events other than drifts and their ends are skipped), each ended by the oldest
+/// DriftCorrected (put back) or DriftSuperseded (a new revision set it) after it that lists its
+/// path (or the whole object).
 pub fn drift_list(events: &[Envelope]) -> Vec<FieldDrift> {
     let mut drifts = Vec::new();
     for (i, env) in events.iter().enumerate() {
@@ -241,16 +278,23 @@ pub fn drift_list(events: &[Envelope]) -> Vec<FieldDrift> {
             continue;
         };
         for diff in &d.diffs {
-            let fix = events[i + 1..]
+            let lists = |fields: &[String]| fields.iter().any(|f| f == &diff.path || f.is_empty());
+            let end = events[i + 1..]
                 .iter()
                 .find_map(|later| match &later.body.event {
-                    Event::DriftCorrected(c)
-                        if c.fields.iter().any(|f| f == &diff.path || f.is_empty()) =>
-                    {
-                        Some((later.body.seq, later.body.time))
+                    Event::DriftCorrected(c) if lists(&c.fields) => {
+                        Some((later.body.seq, later.body.time, None))
+                    }
+                    Event::DriftSuperseded(c) if lists(&c.fields) => {
+                        Some((later.body.seq, later.body.time, Some(c.revision.clone())))
                     }
                     _ => None,
                 });
+            let (fix, superseded) = match end {
+                Some((seq, time, None)) => (Some((seq, time)), None),
+                Some((seq, time, Some(rev))) => (None, Some((seq, time, rev))),
+                None => (None, None),
+            };
             drifts.push(FieldDrift {
                 seq: env.body.seq,
                 time: env.body.time,
@@ -270,6 +314,9 @@ pub fn drift_list(events: &[Envelope]) -> Vec<FieldDrift> {
                 corrected: fix.is_some(),
                 corrected_at: fix.map(|f| f.1),
                 corrected_seq: fix.map(|f| f.0),
+                superseded_at: superseded.as_ref().map(|s| s.1),
+                superseded_seq: superseded.as_ref().map(|s| s.0),
+                superseded_by: superseded.map(|s| s.2),
                 changed_by: events[i + 1..]
                     .iter()
                     .find_map(|later| match &later.body.event {

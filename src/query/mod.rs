@@ -1059,4 +1059,6 @@ pub fn history_after<R: EventRead + ?Sized>(
 }
 
 #[cfg(test)]
+mod blame_props;
+#[cfg(test)]
 mod tests;

@@ -320,6 +320,9 @@ fn manifest(replicas: u64, image: &str, extra: Option<&str>) -> serde_json::Valu
 #[test]
 fn blame_credits_the_apply_that_last_changed_each_field_and_tracks_drift() {
     let dep = samples::object("apps", "v1", "Deployment", Some("web"), "api");
+    // Each apply writes a manifest of its own, except a drift correction, which re-writes the
+    // manifest last applied (same digest): that is how blame tells a put back from a new value
+    // (issue 15, "blame follows the writes").
     let applied = |seq: u64, rev: u64, action: ApplyAction, changed: &[&str]| {
         env(
             seq,
@@ -329,7 +332,7 @@ fn blame_credits_the_apply_that_last_changed_each_field_and_tracks_drift() {
                 object: dep.clone(),
                 action,
                 changed_fields: changed.iter().map(|c| c.to_string()).collect(),
-                digest: Digest([seq as u8; 32]),
+                digest: Digest([if seq == 4 { 2 } else { seq as u8 }; 32]),
             }),
         )
     };
@@ -656,5 +659,141 @@ fn blame_drifts_name_the_person_from_their_attribution() {
             (4, "/spec/replicas", Some(vec![])),
             (6, "/spec/replicas", None),
         ]
+    );
+}
+
+/// Issue 15, observation 3: a commit changes a Deployment's image while a by-hand
+/// `kubectl set image` on it is found in the same pass. The new image is the new commit's, and
+/// the drift was superseded, not put back; logs written before `DriftSuperseded` existed said
+/// `DriftCorrected` for it, and blame must credit the new commit for those too.
+#[test]
+fn a_drift_found_while_a_commit_changes_the_field_is_credited_to_the_commit() {
+    let dep = samples::object("apps", "v1", "Deployment", Some("web"), "api");
+    let image = "/spec/template/spec/containers/0/image";
+    let applied = |seq: u64, rev: u64, action: ApplyAction, changed: &[&str], digest: u8| {
+        env(
+            seq,
+            "shop",
+            Event::ObjectApplied(ObjectApplied {
+                revision: samples::sha(rev),
+                object: dep.clone(),
+                action,
+                changed_fields: changed.iter().map(|c| c.to_string()).collect(),
+                digest: Digest([digest; 32]),
+            }),
+        )
+    };
+    let drift = env(
+        2,
+        "shop",
+        Event::DriftDetected(DriftDetected {
+            object: dep.clone(),
+            diffs: vec![FieldDiff {
+                path: image.into(),
+                expected: Some("\"api:1\"".into()),
+                actual: Some("\"api:hand\"".into()),
+            }],
+            managers: vec![FieldManager {
+                manager: "kubectl-set".into(),
+                operation: "Update".into(),
+                fields: vec![image.into()],
+                time: Some(t(2)),
+            }],
+        }),
+    );
+    let history = |end: Event| {
+        vec![
+            applied(1, 1, ApplyAction::Created, &[], 1),
+            drift.clone(),
+            applied(3, 2, ApplyAction::Configured, &[image], 2),
+            env(4, "shop", end),
+        ]
+    };
+    let current = manifest(2, "api:2", None);
+    let ends = [
+        // As recorded before event schema 3.
+        Event::DriftCorrected(DriftCorrected {
+            revision: samples::sha(2),
+            object: dep.clone(),
+            fields: vec![image.into()],
+        }),
+        Event::DriftSuperseded(DriftSuperseded {
+            revision: samples::sha(2),
+            object: dep.clone(),
+            fields: vec![image.into()],
+        }),
+    ];
+    for (i, end) in ends.into_iter().enumerate() {
+        let walked = blame_walk(&history(end), &current, None);
+        let f = walked.fields.iter().find(|f| f.path == image).unwrap();
+        assert_eq!(
+            f.set_by.as_ref().map(|s| (s.0, s.2.clone())),
+            Some((3, samples::sha(2))),
+            "case {i}"
+        );
+        let name = walked
+            .fields
+            .iter()
+            .find(|f| f.path == "/metadata/name")
+            .unwrap();
+        assert_eq!(name.set_by.as_ref().map(|s| s.0), Some(1), "case {i}");
+        assert_eq!(f.drifts.len(), 1);
+        if i == 1 {
+            let d = &f.drifts[0];
+            assert!(!d.corrected, "superseded is not put back");
+            assert_eq!(d.superseded_by, Some(samples::sha(2)));
+            assert_eq!((d.superseded_seq, d.superseded_at), (Some(4), Some(t(4))));
+            assert_eq!((d.corrected_seq, d.corrected_at), (None, None));
+        }
+    }
+}
+
+/// Found while writing the property test: a drift recorded in detect mode is not recorded again
+/// when a later pass (drift mode now `correct`) puts it back, so that re-apply has no
+/// DriftCorrected beside it. It re-wrote the manifest of the apply before it (same digest): it
+/// changed no value, and blame must not credit it.
+#[test]
+fn a_re_apply_of_the_same_manifest_sets_nothing_even_without_a_drift_corrected() {
+    let dep = samples::object("apps", "v1", "Deployment", Some("web"), "api");
+    let applied = |seq: u64, rev: u64, action: ApplyAction, changed: &[&str], digest: u8| {
+        env(
+            seq,
+            "shop",
+            Event::ObjectApplied(ObjectApplied {
+                revision: samples::sha(rev),
+                object: dep.clone(),
+                action,
+                changed_fields: changed.iter().map(|c| c.to_string()).collect(),
+                digest: Digest([digest; 32]),
+            }),
+        )
+    };
+    let events = vec![
+        applied(1, 1, ApplyAction::Created, &[], 1),
+        applied(2, 2, ApplyAction::Configured, &["/spec/replicas"], 2),
+        env(
+            3,
+            "shop",
+            Event::DriftDetected(DriftDetected {
+                object: dep.clone(),
+                diffs: vec![FieldDiff {
+                    path: "/spec/replicas".into(),
+                    expected: Some("2".into()),
+                    actual: Some("5".into()),
+                }],
+                managers: vec![],
+            }),
+        ),
+        applied(4, 2, ApplyAction::Configured, &["/spec/replicas"], 2),
+    ];
+    let walked = blame_walk(&events, &manifest(2, "api:1", None), None);
+    let f = walked
+        .fields
+        .iter()
+        .find(|f| f.path == "/spec/replicas")
+        .unwrap();
+    assert_eq!(
+        f.set_by.as_ref().map(|s| (s.0, s.2.clone())),
+        Some((2, samples::sha(2)))
     );
 }

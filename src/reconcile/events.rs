@@ -140,6 +140,69 @@ pub fn drift_fields(drift: &Drift) -> Vec<String> {
     }
 }
 
+/// How the drifted fields of an object this pass re-applied ended, given the plan's apply of
+/// it: `(put_back, superseded)`. A field the apply sets to a value of a new revision (the
+/// `changed` of a `DesiredChanged` configure touches it) was not put back: the new revision
+/// wrote it, so blame owes the value to that apply. The rest were re-written with the value
+/// last applied. A deleted object re-created is put back whatever the revision: what drifted
+/// is its existence, and the `ObjectApplied` (Created) of the new revision already credits
+/// every value to the apply that wrote it.
+pub fn split_drift(drift: &Drift, apply: &plan::Action) -> (Vec<String>, Vec<String>) {
+    let fields = drift_fields(drift);
+    let changed = match (drift, apply) {
+        (
+            Drift::Modified(_),
+            plan::Action::Configure {
+                changed,
+                reason: plan::ApplyReason::DesiredChanged,
+                ..
+            },
+        ) => changed,
+        _ => return (fields, Vec::new()),
+    };
+    let touches = |f: &str| {
+        changed
+            .iter()
+            .any(|c| plan::covers(&c.pointer, f) || plan::covers(f, &c.pointer))
+    };
+    fields.into_iter().partition(|f| !touches(f))
+}
+
+/// The events that end the drifts of an object re-applied under `revision` ([`split_drift`]):
+/// a `DriftSuperseded` for the fields the new revision set, a `DriftCorrected` for the fields
+/// put back, each only when it has fields.
+pub fn drift_ended(
+    app: &str,
+    revision: &str,
+    object: &plan::ObjectRef,
+    drift: &Drift,
+    apply: &plan::Action,
+) -> Vec<Draft> {
+    let (put_back, superseded) = split_drift(drift, apply);
+    let mut out = Vec::new();
+    if !superseded.is_empty() {
+        out.push(Draft::new(
+            Some(app),
+            Event::DriftSuperseded(event::DriftSuperseded {
+                revision: revision.to_string(),
+                object: event_ref(object),
+                fields: superseded,
+            }),
+        ));
+    }
+    if !put_back.is_empty() {
+        out.push(Draft::new(
+            Some(app),
+            Event::DriftCorrected(event::DriftCorrected {
+                revision: revision.to_string(),
+                object: event_ref(object),
+                fields: put_back,
+            }),
+        ));
+    }
+    out
+}
+
 fn prune_reason(reason: &PruneSkipReason) -> String {
     match reason {
         PruneSkipReason::PruningDisabled => "pruning is disabled for this App".into(),

@@ -927,15 +927,13 @@ impl Reconciler {
                 o.object.key() == object.key()
                     && matches!(o.outcome, Outcome::Created | Outcome::Configured { .. })
             });
-            if ok {
-                drafts.push(Draft::new(
-                    Some(&name),
-                    Event::DriftCorrected(event::DriftCorrected {
-                        revision: revision.clone(),
-                        object: events::event_ref(object),
-                        fields: events::drift_fields(drift),
-                    }),
-                ));
+            // Fields the new revision set are superseded, not put back (issue 15).
+            let apply = plan.actions.iter().find(|a| {
+                matches!(a, Action::Create { .. } | Action::Configure { .. })
+                    && a.object().key() == object.key()
+            });
+            if let (true, Some(apply)) = (ok, apply) {
+                drafts.extend(events::drift_ended(&name, &revision, object, drift, apply));
             }
         }
         appended += self.append(vec![], drafts).await?;

@@ -1,7 +1,7 @@
 use super::*;
 use crate::apply::FieldConflict;
 use crate::plan::{DriftedField, FieldOwner, ObjectRef};
-use serde_json::json;
+use serde_json::{Value, json};
 
 fn deploy() -> ObjectRef {
     ObjectRef::from_api_version("apps/v1", "Deployment", Some("ns"), "web")
@@ -347,4 +347,149 @@ fn an_unhealthy_app_says_which_objects_are_not_ready_and_why() {
     let m = unready_message(&readings).unwrap();
     assert!(m.starts_with("8 of 9 objects not healthy: "), "{m}");
     assert!(m.ends_with("and 3 more"), "{m}");
+}
+
+fn drifted(pointer: &str, before: Value, after: Value) -> DriftedField {
+    DriftedField {
+        change: FieldChange {
+            pointer: pointer.into(),
+            kind: ChangeKind::Changed,
+            before: Some(before),
+            after: Some(after),
+        },
+        owners: vec![],
+    }
+}
+
+fn configure(reason: plan::ApplyReason, changed: &[&str]) -> plan::Action {
+    plan::Action::Configure {
+        object: deploy(),
+        manifest: crate::render::Manifest::new(json!({})),
+        digest: String::new(),
+        changed: changed
+            .iter()
+            .map(|p| FieldChange {
+                pointer: p.to_string(),
+                kind: ChangeKind::Changed,
+                before: Some(json!(1)),
+                after: Some(json!(2)),
+            })
+            .collect(),
+        reason,
+    }
+}
+
+const IMAGE: &str = "/spec/template/spec/containers/0/image";
+
+/// Issue 15, observation 3: a commit changes the image while a by-hand `kubectl set image` on it
+/// is found in the same pass. The apply writes the new commit's image: the drift is superseded,
+/// not put back; the other drifted field is put back.
+#[test]
+fn a_drifted_field_the_new_revision_sets_is_superseded_not_put_back() {
+    let drift = Drift::Modified(vec![
+        drifted(IMAGE, json!("api:1"), json!("api:hand")),
+        drifted("/spec/replicas", json!(1), json!(3)),
+    ]);
+    let apply = configure(
+        plan::ApplyReason::DesiredChanged,
+        &[IMAGE, "/metadata/labels"],
+    );
+    assert_eq!(
+        split_drift(&drift, &apply),
+        (vec!["/spec/replicas".to_string()], vec![IMAGE.to_string()])
+    );
+    let drafts = drift_ended("shop", "rev2", &deploy(), &drift, &apply);
+    match drafts
+        .iter()
+        .map(|d| &d.event)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        [Event::DriftSuperseded(s), Event::DriftCorrected(c)] => {
+            assert_eq!(
+                (s.revision.as_str(), s.fields.clone()),
+                ("rev2", vec![IMAGE.to_string()])
+            );
+            assert_eq!(c.fields, vec!["/spec/replicas".to_string()]);
+            assert_eq!(s.object, event_ref(&deploy()));
+        }
+        other => panic!("{other:?}"),
+    }
+    // Every drifted field superseded: no DriftCorrected at all.
+    let only_image = Drift::Modified(vec![drifted(IMAGE, json!("api:1"), json!("api:hand"))]);
+    let drafts = drift_ended("shop", "rev2", &deploy(), &only_image, &apply);
+    assert!(matches!(
+        drafts
+            .iter()
+            .map(|d| &d.event)
+            .collect::<Vec<_>>()
+            .as_slice(),
+        [Event::DriftSuperseded(_)]
+    ));
+}
+
+#[test]
+fn coverage_either_way_supersedes_a_drift_and_siblings_do_not() {
+    // A list replaced whole by the new revision covers a drifted item in it; a drifted map the
+    // revision changed a key of holds a new value too.
+    let drift = Drift::Modified(vec![
+        drifted(
+            "/spec/template/spec/containers/0/args/1",
+            json!("a"),
+            json!("b"),
+        ),
+        drifted("/metadata/labels", json!({"a": "1"}), json!({})),
+        drifted("/metadata/annotations/x", json!("1"), json!("2")),
+        drifted("/spec/replicas2", json!(1), json!(2)),
+    ]);
+    let apply = configure(
+        plan::ApplyReason::DesiredChanged,
+        &[
+            "/spec/template/spec/containers/0/args",
+            "/metadata/labels/tier",
+            "/metadata/annotations/y",
+            "/spec/replicas",
+        ],
+    );
+    let (put_back, superseded) = split_drift(&drift, &apply);
+    assert_eq!(
+        superseded,
+        vec![
+            "/spec/template/spec/containers/0/args/1",
+            "/metadata/labels"
+        ]
+    );
+    assert_eq!(put_back, vec!["/metadata/annotations/x", "/spec/replicas2"]);
+}
+
+#[test]
+fn a_pure_correction_and_a_re_creation_put_back_every_field() {
+    let drift = Drift::Modified(vec![drifted(IMAGE, json!("api:1"), json!("api:hand"))]);
+    // A drift correction's `changed` are the drifted fields themselves: still a put back.
+    let apply = configure(plan::ApplyReason::DriftCorrection, &[IMAGE]);
+    assert_eq!(
+        split_drift(&drift, &apply),
+        (vec![IMAGE.to_string()], vec![])
+    );
+    let drafts = drift_ended("shop", "rev1", &deploy(), &drift, &apply);
+    assert!(matches!(
+        drafts
+            .iter()
+            .map(|d| &d.event)
+            .collect::<Vec<_>>()
+            .as_slice(),
+        [Event::DriftCorrected(_)]
+    ));
+    // Deleted by hand while a new revision came: the object is re-created (its existence put
+    // back); the Created apply of the new revision credits its values.
+    let create = plan::Action::Create {
+        object: deploy(),
+        manifest: crate::render::Manifest::new(json!({})),
+        digest: String::new(),
+        reason: plan::ApplyReason::DesiredChanged,
+    };
+    assert_eq!(
+        split_drift(&Drift::Deleted, &create),
+        (vec![String::new()], vec![])
+    );
 }
