@@ -776,3 +776,83 @@ async fn a_missing_namespace_is_one_event_recorded_once_until_it_is_created() {
         .unwrap();
     h.close().await;
 }
+
+/// Issue 15, observation 3 and blame's rule: drift found by hand is recorded once (detect
+/// mode); when a commit later re-applies the object, a drifted field the commit leaves alone is
+/// put back (`DriftCorrected`, also for a drift recorded by an earlier pass), and a drifted
+/// field the commit sets anew is the commit's (`DriftSuperseded`), never "put back".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_over_a_drift_puts_back_what_it_leaves_and_supersedes_what_it_sets() {
+    let h = Harness::new("supersede").await;
+    let two = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  color: blue\n  size: small\n";
+    h.commit("Settings", &[("app/cm.yaml", Some(two))]);
+    let mut r = h.reconciler(h.app("sup", "app", "    drift: detect\n"));
+    assert!(matches!(
+        pass(&mut r).await.status,
+        PassStatus::Synced { .. }
+    ));
+
+    // By hand: both fields change.
+    let client = h.catalog.client().clone();
+    let cms = api_for(&client, "v1", "ConfigMap", "configmaps", Some(&h.ns.name));
+    let patch = serde_json::json!({"data": {"color": "red", "size": "huge"}});
+    cms.patch(
+        "settings",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&patch),
+    )
+    .await
+    .unwrap();
+    let before = h.events("sup").len();
+    let report = pass(&mut r).await;
+    assert_eq!(
+        report.status,
+        PassStatus::InSync,
+        "detect mode records, corrects nothing"
+    );
+    let detected = h.events("sup")[before..]
+        .iter()
+        .filter(|e| matches!(e, Event::DriftDetected(_)))
+        .count();
+    assert_eq!(detected, 1);
+    // Seen again: not recorded again.
+    let before = h.events("sup").len();
+    pass(&mut r).await;
+    assert_eq!(h.events("sup").len(), before);
+
+    // A commit sets a new colour and leaves the size: the colour is the commit's, the size is
+    // put back to what was applied.
+    let green = h.commit(
+        "Green",
+        &[(
+            "app/cm.yaml",
+            Some(&two.replace("color: blue", "color: green")),
+        )],
+    );
+    let report = pass(&mut r).await;
+    assert_eq!(synced(&report).0, SyncOutcome::Succeeded, "{report:?}");
+    let new = h.events("sup")[before..].to_vec();
+    let superseded: Vec<&reckon::event::DriftSuperseded> = new
+        .iter()
+        .filter_map(|e| match e {
+            Event::DriftSuperseded(s) => Some(s),
+            _ => None,
+        })
+        .collect();
+    let corrected: Vec<&reckon::event::DriftCorrected> = new
+        .iter()
+        .filter_map(|e| match e {
+            Event::DriftCorrected(c) => Some(c),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(superseded.len(), 1, "{new:?}");
+    assert_eq!(superseded[0].fields, vec!["/data/color".to_string()]);
+    assert_eq!(superseded[0].revision, green);
+    assert_eq!(corrected.len(), 1, "{new:?}");
+    assert_eq!(corrected[0].fields, vec!["/data/size".to_string()]);
+    let live = cms.get("settings").await.unwrap();
+    assert_eq!(live.data["data"]["color"], "green");
+    assert_eq!(live.data["data"]["size"], "small");
+    h.close().await;
+}

@@ -793,8 +793,11 @@ impl Reconciler {
         let plan = plan::plan(desired, &inventory, &observed, &policy, &lookup);
         self.managed = plan.actions.iter().map(|a| a.object().key()).collect();
 
-        // Drifts seen before and still uncorrected (detect mode) are not recorded again.
+        // Drifts seen before and still uncorrected (detect mode) are not recorded again; one
+        // seen before and corrected now (Git changed, or the mode became `correct`) still ends
+        // with its correction.
         let mut drifts = Vec::new();
+        let mut corrections = Vec::new();
         let mut still_drifted = HashMap::new();
         for action in &plan.actions {
             if let Action::Drift {
@@ -810,6 +813,8 @@ impl Reconciler {
                 }
                 if !seen {
                     drifts.push((object.clone(), drift.clone(), *corrected));
+                } else if *corrected {
+                    corrections.push((object.clone(), drift.clone(), true));
                 }
             }
         }
@@ -919,7 +924,7 @@ impl Reconciler {
 
         // Corrections of the drifts this plan re-applied.
         let mut drafts = Vec::new();
-        for (object, drift, corrected) in &drifts {
+        for (object, drift, corrected) in drifts.iter().chain(&corrections) {
             if !corrected {
                 continue;
             }
