@@ -75,6 +75,9 @@ pub enum RenderError {
     },
     #[error("kustomize build of {dir}: {message}")]
     Kustomize { dir: String, message: String },
+    /// A Helm chart directory: its templates are not manifests and must not be read as YAML.
+    #[error("{dir} is a Helm chart (Chart.yaml); Helm sources are not supported yet")]
+    HelmChart { dir: String },
     /// A recorded set (a revision's blob) that does not read back as objects.
     #[error("recorded manifests, object {index}: {reason}")]
     Recorded { index: usize, reason: String },
@@ -195,6 +198,7 @@ pub fn render(files: &[SourceFile], options: &RenderOptions) -> Result<RenderedS
         }
     }
     kustomize_dirs.sort_unstable();
+    refuse_helm_charts(&files, &kustomize_dirs)?;
 
     // Units in path order: a kustomize directory sorts where its kustomization file would.
     enum Unit<'a> {
@@ -279,6 +283,25 @@ pub fn render(files: &[SourceFile], options: &RenderOptions) -> Result<RenderedS
     }
     let digest = set_digest(objects.iter().map(|o| o.digest.as_str()));
     Ok(RenderedSet { objects, digest })
+}
+
+/// A `Chart.yaml` outside every kustomize unit makes its directory a Helm chart: its
+/// `templates/` are Go templates, which would fail as YAML with a message that hides what the
+/// directory is. (Inside a unit kustomize decides, and it is run without Helm.)
+fn refuse_helm_charts(files: &[&SourceFile], kustomize_dirs: &[&str]) -> Result<(), RenderError> {
+    let chart = files.iter().map(|(path, _)| path.as_str()).find(|path| {
+        let name = path.rsplit('/').next().unwrap_or(path);
+        name == "Chart.yaml" && !kustomize_dirs.iter().any(|dir| is_under(path, dir))
+    });
+    match chart {
+        Some(path) => Err(RenderError::HelmChart {
+            dir: match parent(path) {
+                "" => ".".to_string(),
+                dir => dir.to_string(),
+            },
+        }),
+        None => Ok(()),
+    }
 }
 
 /// The set recorded for a revision (the blob a `RenderSucceeded` names: canonical objects, one per

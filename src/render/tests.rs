@@ -397,6 +397,35 @@ fn kustomize_cannot_fetch_remote_bases() {
 }
 
 #[test]
+fn a_helm_chart_directory_is_named_not_parsed() {
+    let files = vec![
+        file("chart/Chart.yaml", "apiVersion: v2\nname: web\nversion: 0.1.0\n"),
+        file("chart/values.yaml", "replicas: 1\n"),
+        file(
+            "chart/templates/deploy.yaml",
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {{ .Release.Name }}\n",
+        ),
+        file("plain.yaml", &config_map("plain")),
+    ];
+    let err = render(&files, &options()).unwrap_err();
+    assert!(matches!(&err, RenderError::HelmChart { dir } if dir == "chart"), "{err}");
+    assert_eq!(
+        err.to_string(),
+        "chart is a Helm chart (Chart.yaml); Helm sources are not supported yet"
+    );
+    // At the App's own root.
+    let root: Vec<SourceFile> = files
+        .iter()
+        .filter_map(|(p, b)| Some((p.strip_prefix("chart/")?.to_string(), b.clone())))
+        .collect();
+    let err = render(&root, &options()).unwrap_err();
+    assert!(
+        err.to_string().starts_with(". is a Helm chart (Chart.yaml)"),
+        "{err}"
+    );
+}
+
+#[test]
 fn a_recorded_set_reads_back_as_the_render_it_was_with_secrets_opened() {
     let secret = "apiVersion: v1\nkind: Secret\nmetadata:\n  name: creds\nstringData:\n  password: correct-horse\n";
     let files = vec![
