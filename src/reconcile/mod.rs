@@ -455,8 +455,13 @@ impl Reconciler {
             kustomize_timeout: Duration::from_secs(60),
         };
         let revision = revision.to_string();
+        let source = self.source.clone();
         tokio::task::spawn_blocking(move || {
-            let set = render::render(&files, &options).map_err(|e| e.to_string())?;
+            // kustomize units may reach the rest of the repository (`../../base`).
+            let repo = source
+                .tree_at(&revision)
+                .map_err(|e| format!("reading revision {revision}: {e}"))?;
+            let set = render::render_in(&files, &repo, &options).map_err(|e| e.to_string())?;
             let desired: Vec<DesiredObject> = set
                 .objects
                 .iter()

@@ -18,6 +18,7 @@ pub mod kustomize;
 mod manifest;
 pub mod normalize;
 mod parse;
+pub mod repo;
 
 use crate::plan::{ObjectKey, ObjectRef};
 use serde::Serialize;
@@ -75,6 +76,14 @@ pub enum RenderError {
     },
     #[error("kustomize build of {dir}: {message}")]
     Kustomize { dir: String, message: String },
+    /// A kustomization reference refused before kustomize runs (outside the repository,
+    /// absolute, remote), or a repository read that failed.
+    #[error("kustomize build of {dir}: {source}")]
+    Reference {
+        dir: String,
+        #[source]
+        source: repo::ReferenceError,
+    },
     /// A Helm chart directory: its templates are not manifests and must not be read as YAML.
     #[error("{dir} is a Helm chart (Chart.yaml); Helm sources are not supported yet")]
     HelmChart { dir: String },
@@ -172,8 +181,20 @@ fn check_path(path: &str) -> Result<(), RenderError> {
     Ok(())
 }
 
-/// Renders source files into a normalised, labelled, digested set.
+/// Renders source files into a normalised, labelled, digested set, with nothing outside the
+/// App's files for kustomize to read (a local directory, tests).
 pub fn render(files: &[SourceFile], options: &RenderOptions) -> Result<RenderedSet, RenderError> {
+    render_in(files, &repo::FilesTree::new(files), options)
+}
+
+/// Renders the App's source files (`files`, App-relative) of a revision whose whole repository
+/// `repo` is: a kustomize unit may read anything inside the repository (`../../base`), never
+/// outside it.
+pub fn render_in(
+    files: &[SourceFile],
+    repo: &dyn repo::RepoTree,
+    options: &RenderOptions,
+) -> Result<RenderedSet, RenderError> {
     let mut files: Vec<&SourceFile> = files.iter().collect();
     for (path, _) in &files {
         check_path(path)?;
@@ -228,12 +249,8 @@ pub fn render(files: &[SourceFile], options: &RenderOptions) -> Result<RenderedS
         let (file, docs) = match unit {
             Unit::File((path, bytes)) => (path.clone(), parse::documents(path, bytes)?),
             Unit::Kustomize(dir) => {
-                let inputs: Vec<&SourceFile> = files
-                    .iter()
-                    .copied()
-                    .filter(|(path, _)| is_under(path, dir))
-                    .collect();
-                let output = kustomize::build(&inputs, dir, options.kustomize_timeout)?;
+                let unit = repo::join(repo.app_dir(), dir);
+                let output = kustomize::build(repo, &unit, dir, options.kustomize_timeout)?;
                 let label = format!("kustomize build {}", if dir.is_empty() { "." } else { dir });
                 let docs = parse::documents(&label, output.as_bytes())?;
                 (label, docs)
