@@ -701,7 +701,10 @@ fn a_kustomize_overlay_renders_from_the_revision_tree() -> Result<()> {
     };
     let sha = f
         .commit("overlay over a base")
-        .write("kube/web/base/kustomization.yaml", format!("{k}resources:\n- cm.yaml\n"))
+        .write(
+            "kube/web/base/kustomization.yaml",
+            format!("{k}resources:\n- cm.yaml\n"),
+        )
         .write("kube/web/base/cm.yaml", cm("colour: grey"))
         .write("kube/web/overlays/prod/kustomization.yaml", overlay(""))
         .write("shared/colour.yaml", cm("colour: blue"))
@@ -719,7 +722,11 @@ fn a_kustomize_overlay_renders_from_the_revision_tree() -> Result<()> {
         kustomize_timeout: std::time::Duration::from_secs(60),
     };
     let render = |sha: &str| {
-        reckon::render::render_in(&src.read_tree(sha).unwrap(), &src.tree_at(sha).unwrap(), &options)
+        reckon::render::render_in(
+            &src.read_tree(sha).unwrap(),
+            &src.tree_at(sha).unwrap(),
+            &options,
+        )
     };
     let set = render(&sha)?;
     assert_eq!(set.objects.len(), 1);

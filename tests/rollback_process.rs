@@ -350,7 +350,10 @@ async fn without_user_the_actor_is_the_os_account() {
     }
     let account = Command::new("id").arg("-un").output().unwrap();
     assert!(account.status.success(), "id -un: {}", show(&account));
-    let account = String::from_utf8(account.stdout).unwrap().trim().to_string();
+    let account = String::from_utf8(account.stdout)
+        .unwrap()
+        .trim()
+        .to_string();
     let anonymous = |args: &[&str]| {
         let out = reckon(dir.path())
             .env_remove("USER")

@@ -90,7 +90,9 @@ pub struct Closure {
 
 impl Closure {
     fn covers(&self, path: &str) -> bool {
-        self.dirs.iter().any(|dir| super::is_under(path, dir) || dir == path)
+        self.dirs
+            .iter()
+            .any(|dir| super::is_under(path, dir) || dir == path)
     }
 }
 
@@ -111,10 +113,11 @@ pub fn closure(repo: &dyn RepoTree, unit: &str) -> Result<Closure, ReferenceErro
         let Some(entries) = list(repo, &root)? else {
             continue;
         };
-        let Some(name) = KUSTOMIZATION_FILES
-            .into_iter()
-            .find(|name| entries.iter().any(|(n, k)| n == name && *k == EntryKind::File))
-        else {
+        let Some(name) = KUSTOMIZATION_FILES.into_iter().find(|name| {
+            entries
+                .iter()
+                .any(|(n, k)| n == name && *k == EntryKind::File)
+        }) else {
             continue;
         };
         let file = join(&root, name);
@@ -128,7 +131,12 @@ pub fn closure(repo: &dyn RepoTree, unit: &str) -> Result<Closure, ReferenceErro
             }
         }
     }
-    let covered: Vec<String> = out.files.iter().filter(|f| out.covers(f)).cloned().collect();
+    let covered: Vec<String> = out
+        .files
+        .iter()
+        .filter(|f| out.covers(f))
+        .cloned()
+        .collect();
     for file in covered {
         out.files.remove(&file);
     }
@@ -161,7 +169,10 @@ fn walk(repo: &dyn RepoTree, dir: &str, out: &mut BTreeSet<String>) -> Result<()
     Ok(())
 }
 
-fn list(repo: &dyn RepoTree, dir: &str) -> Result<Option<Vec<(String, EntryKind)>>, ReferenceError> {
+fn list(
+    repo: &dyn RepoTree,
+    dir: &str,
+) -> Result<Option<Vec<(String, EntryKind)>>, ReferenceError> {
     repo.list(dir).map_err(|message| ReferenceError::Read {
         path: shown(dir),
         message,
@@ -176,14 +187,19 @@ pub(super) fn read(repo: &dyn RepoTree, path: &str) -> Result<Vec<u8>, Reference
 }
 
 fn shown(path: &str) -> String {
-    if path.is_empty() { ".".into() } else { path.into() }
+    if path.is_empty() {
+        ".".into()
+    } else {
+        path.into()
+    }
 }
 
 pub(super) fn join(dir: &str, name: &str) -> String {
-    if dir.is_empty() {
-        name.to_string()
-    } else {
-        format!("{dir}/{name}")
+    match (dir, name) {
+        ("", name) => name.to_string(),
+        // The App's own root as a unit: the App's directory itself.
+        (dir, "") => dir.to_string(),
+        (dir, name) => format!("{dir}/{name}"),
     }
 }
 
@@ -273,7 +289,9 @@ pub fn references(file: &str, bytes: &[u8]) -> Result<Vec<(&'static str, String)
         for reference in strings_at(&value, field) {
             let reference = if field.ends_with(".files") {
                 // `key=path` names the data key; the file is after the `=`.
-                reference.rsplit_once('=').map_or(reference, |(_, path)| path)
+                reference
+                    .rsplit_once('=')
+                    .map_or(reference, |(_, path)| path)
             } else {
                 reference
             };
@@ -294,7 +312,9 @@ pub fn references(file: &str, bytes: &[u8]) -> Result<Vec<(&'static str, String)
 
 /// Single-line strings at `field` (`a` or `a.b`, where `a` is a list of maps or a map).
 fn strings_at<'v>(value: &'v serde_json::Value, field: &str) -> Vec<&'v str> {
-    let (head, rest) = field.split_once('.').map_or((field, None), |(h, r)| (h, Some(r)));
+    let (head, rest) = field
+        .split_once('.')
+        .map_or((field, None), |(h, r)| (h, Some(r)));
     let Some(found) = value.get(head) else {
         return Vec::new();
     };

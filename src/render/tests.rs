@@ -479,7 +479,10 @@ fn an_overlay_uses_components_and_a_shared_patch_outside_the_app_path() {
     got.sort();
     assert_eq!(got, ["settings", "web"]);
     let web = set.objects.iter().find(|o| o.object.name == "web").unwrap();
-    assert_eq!(web.manifest["spec"]["replicas"], 3, "the shared patch applied");
+    assert_eq!(
+        web.manifest["spec"]["replicas"], 3,
+        "the shared patch applied"
+    );
 }
 
 #[test]
@@ -541,7 +544,10 @@ fn without_a_repository_an_overlay_cannot_reach_beyond_the_app() {
 #[test]
 fn a_helm_chart_directory_is_named_not_parsed() {
     let files = vec![
-        file("chart/Chart.yaml", "apiVersion: v2\nname: web\nversion: 0.1.0\n"),
+        file(
+            "chart/Chart.yaml",
+            "apiVersion: v2\nname: web\nversion: 0.1.0\n",
+        ),
         file("chart/values.yaml", "replicas: 1\n"),
         file(
             "chart/templates/deploy.yaml",
@@ -550,7 +556,10 @@ fn a_helm_chart_directory_is_named_not_parsed() {
         file("plain.yaml", &config_map("plain")),
     ];
     let err = render(&files, &options()).unwrap_err();
-    assert!(matches!(&err, RenderError::HelmChart { dir } if dir == "chart"), "{err}");
+    assert!(
+        matches!(&err, RenderError::HelmChart { dir } if dir == "chart"),
+        "{err}"
+    );
     assert_eq!(
         err.to_string(),
         "chart is a Helm chart (Chart.yaml); Helm sources are not supported yet"
@@ -562,7 +571,8 @@ fn a_helm_chart_directory_is_named_not_parsed() {
         .collect();
     let err = render(&root, &options()).unwrap_err();
     assert!(
-        err.to_string().starts_with(". is a Helm chart (Chart.yaml)"),
+        err.to_string()
+            .starts_with(". is a Helm chart (Chart.yaml)"),
         "{err}"
     );
 }

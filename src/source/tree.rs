@@ -9,8 +9,8 @@ use gix::bstr::ByteSlice;
 use gix::objs::tree::EntryKind;
 
 use super::SourceError;
-use crate::render::repo::EntryKind as RepoEntry;
 use super::mirror::chain;
+use crate::render::repo::EntryKind as RepoEntry;
 
 /// One tree's entries by name (BTreeMap: byte order of names, which is also git's for files).
 pub(crate) fn entries(
@@ -139,8 +139,10 @@ impl GitTree {
         let _guard = lock.read().unwrap_or_else(|p| p.into_inner());
         let repo = gix::open(cache_dir).map_err(|e| read(chain(&e)))?;
         let id = gix::ObjectId::from_hex(sha.as_bytes()).map_err(|e| read(e.to_string()))?;
-        let commit = repo.find_commit(id).map_err(|e| read(chain(&e)))?;
-        let root = commit.tree_id().map_err(|e| read(chain(&e)))?.detach();
+        let root = {
+            let commit = repo.find_commit(id).map_err(|e| read(chain(&e)))?;
+            commit.tree_id().map_err(|e| read(chain(&e)))?.detach()
+        };
         let app_dir = path
             .split('/')
             .filter(|c| !c.is_empty() && *c != ".")

@@ -726,7 +726,12 @@ impl SledStore {
         self.flush_inner(true)?;
         let others = std::sync::Arc::strong_count(&self.reader.handles) - 1;
         let path = self.reader.path.clone();
-        let SledStore { reader, db, snapshots, .. } = self;
+        let SledStore {
+            reader,
+            db,
+            snapshots,
+            ..
+        } = self;
         drop((reader, snapshots));
         if others > 0 {
             tracing::debug!(store = %path.display(), readers = others, "closed with other reader handles alive: the lock goes with the last of them");

@@ -12,13 +12,22 @@ fn file(path: &str, text: &str) -> SourceFile {
 fn layout(overlay: &str) -> Vec<SourceFile> {
     vec![
         file("README.md", "# repo"),
-        file("apps/web/base/kustomization.yaml", &format!("{K}resources:\n- deploy.yaml\n")),
+        file(
+            "apps/web/base/kustomization.yaml",
+            &format!("{K}resources:\n- deploy.yaml\n"),
+        ),
         file("apps/web/base/deploy.yaml", "kind: Deployment\n"),
         file("apps/web/base/.notes/x.yaml", "hidden"),
-        file("apps/web/overlays/prod/kustomization.yaml", &format!("{K}{overlay}")),
+        file(
+            "apps/web/overlays/prod/kustomization.yaml",
+            &format!("{K}{overlay}"),
+        ),
         file("apps/web/overlays/prod/replicas.yaml", "kind: Deployment\n"),
         file("apps/web/overlays/dev/kustomization.yaml", K),
-        file("components/monitoring/kustomization.yaml", "kind: Component\n"),
+        file(
+            "components/monitoring/kustomization.yaml",
+            "kind: Component\n",
+        ),
         file("components/monitoring/sm.yaml", "kind: ServiceMonitor\n"),
         file("shared/patches/labels.yaml", "kind: Deployment\n"),
         file("shared/patches/other.yaml", "kind: Deployment\n"),
@@ -70,7 +79,10 @@ fn a_reference_that_leaves_the_repository_is_refused_by_name() {
             reference: "../../../../../secrets".into(),
         }
     );
-    assert!(err.to_string().contains("\"../../../../../secrets\" points outside the repository"));
+    assert!(
+        err.to_string()
+            .contains("\"../../../../../secrets\" points outside the repository")
+    );
 }
 
 #[test]
@@ -138,9 +150,14 @@ fn a_base_inside_the_unit_still_has_its_references_followed() {
     let mut repo = layout("resources:\n- ../../base\n");
     repo[1] = file(
         "apps/web/base/kustomization.yaml",
-        &format!("{K}resources:\n- deploy.yaml\npatches:\n- path: ../../../shared/patches/other.yaml\n"),
+        &format!(
+            "{K}resources:\n- deploy.yaml\npatches:\n- path: ../../../shared/patches/other.yaml\n"
+        ),
     );
-    repo.push(file("apps/web/kustomization.yaml", &format!("{K}resources:\n- overlays/prod\n")));
+    repo.push(file(
+        "apps/web/kustomization.yaml",
+        &format!("{K}resources:\n- overlays/prod\n"),
+    ));
     let got = closure(&FilesTree::at(&repo, "apps/web"), "apps/web").unwrap();
     assert_eq!(got.dirs, set(&["apps/web"]));
     assert_eq!(got.files, set(&["shared/patches/other.yaml"]));
