@@ -101,6 +101,7 @@ fn verify_exits_non_zero_and_names_the_problem() {
         let (db, t) = raw_events(&path);
         edit_record(&t, 30, |_| false);
         db.flush().unwrap();
+        release_raw(&path, db, t);
     }
     let out = reckon(&path, &["verify"]);
     assert_eq!(out.status.code(), Some(1));

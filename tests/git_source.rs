@@ -662,3 +662,93 @@ fn an_empty_remote_has_no_default_branch_yet() -> Result<()> {
     assert_eq!(src.fetch(None)?.head, sha);
     Ok(())
 }
+
+/// kustomize tests need `kustomize` or `kubectl` on PATH, as the render module's do.
+fn kustomize_available() -> bool {
+    if std::env::var_os("RECKON_SKIP_KUSTOMIZE_TESTS").is_some() {
+        return false;
+    }
+    let on_path = |name: &str| {
+        std::env::var_os("PATH")
+            .is_some_and(|p| std::env::split_paths(&p).any(|dir| dir.join(name).is_file()))
+    };
+    assert!(
+        on_path("kustomize") || on_path("kubectl"),
+        "kustomize tests need kubectl or kustomize on PATH (or set RECKON_SKIP_KUSTOMIZE_TESTS=1)"
+    );
+    true
+}
+
+/// An overlay at the App's path over `../../base`, with a patch kept elsewhere in the
+/// repository, renders from a real commit; a reference that climbs out of the repository is
+/// refused by name.
+#[test]
+fn a_kustomize_overlay_renders_from_the_revision_tree() -> Result<()> {
+    if !kustomize_available() {
+        return Ok(());
+    }
+    let env = Env::new()?;
+    let f = &env.fixture;
+    let k = "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n";
+    let cm = |data: &str| {
+        format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  {data}\n")
+    };
+    let overlay = |extra: &str| {
+        format!(
+            "{k}namePrefix: prod-\nresources:\n- ../../base\n{extra}\
+             patches:\n- path: ../../../../shared/colour.yaml\n"
+        )
+    };
+    let sha = f
+        .commit("overlay over a base")
+        .write(
+            "kube/web/base/kustomization.yaml",
+            format!("{k}resources:\n- cm.yaml\n"),
+        )
+        .write("kube/web/base/cm.yaml", cm("colour: grey"))
+        .write("kube/web/overlays/prod/kustomization.yaml", overlay(""))
+        .write("shared/colour.yaml", cm("colour: blue"))
+        .create()?;
+    f.push()?;
+    let src = env.source(spec(
+        &f.file_url(),
+        RefSelector::Branch("main".into()),
+        "kube/web/overlays/prod",
+    ));
+    src.fetch(None)?;
+    let options = reckon::render::RenderOptions {
+        app: "web".into(),
+        secret_key: reckon::render::SecretKey::new([7; 32]),
+        kustomize_timeout: std::time::Duration::from_secs(60),
+    };
+    let render = |sha: &str| {
+        reckon::render::render_in(
+            &src.read_tree(sha).unwrap(),
+            &src.tree_at(sha).unwrap(),
+            &options,
+        )
+    };
+    let set = render(&sha)?;
+    assert_eq!(set.objects.len(), 1);
+    assert_eq!(set.objects[0].object.name, "prod-settings");
+    assert_eq!(set.objects[0].manifest["data"]["colour"], "blue");
+
+    let escaping = f
+        .commit("reach outside")
+        .write(
+            "kube/web/overlays/prod/kustomization.yaml",
+            overlay("- ../../../../../outside\n"),
+        )
+        .create()?;
+    f.push()?;
+    src.fetch(None)?;
+    let err = render(&escaping).unwrap_err().to_string();
+    assert!(
+        err.contains(
+            "kube/web/overlays/prod/kustomization.yaml: \"../../../../../outside\" points \
+             outside the repository"
+        ),
+        "{err}"
+    );
+    Ok(())
+}

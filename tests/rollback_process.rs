@@ -321,3 +321,67 @@ async fn the_agent_does_not_undo_a_rollback_and_stays_pinned_across_a_restart() 
         ]
     );
 }
+
+/// Where `$USER` is unset (a Pod, a CI job), rollback and resume record the OS account name of
+/// the process's uid instead of refusing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_user_the_actor_is_the_os_account() {
+    let client = support::client().await;
+    let ns = TestNamespace::create(&client, "rbnouser").await;
+    let f = Fixture::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("reckon.yaml"),
+        format!(
+            "apps:\n  - name: shop\n    source:\n      url: {}\n      path: app\n    target:\n      kubeconfig: {}\n      namespace: {}\n",
+            f.file_url(),
+            support::kubeconfig().display(),
+            ns.name
+        ),
+    )
+    .unwrap();
+    for colour in ["blue", "red"] {
+        f.commit(colour)
+            .write("app/settings.yaml", config_map("settings", colour))
+            .create()
+            .unwrap();
+        f.push().unwrap();
+        run_ok(dir.path(), &["sync", "shop"]);
+    }
+    let account = Command::new("id").arg("-un").output().unwrap();
+    assert!(account.status.success(), "id -un: {}", show(&account));
+    let account = String::from_utf8(account.stdout)
+        .unwrap()
+        .trim()
+        .to_string();
+    let anonymous = |args: &[&str]| {
+        let out = reckon(dir.path())
+            .env_remove("USER")
+            .env_remove("USERNAME")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "reckon {args:?}: {}", show(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let out = anonymous(&["rollback", "shop", "--steps", "1", "--no-sync"]);
+    assert!(out.contains(&format!("by {account};")), "{out}");
+    let out = anonymous(&["resume", "shop", "--no-sync"]);
+    assert!(out.contains(&format!("resumed by {account} ")), "{out}");
+    let intents: Vec<(IntentKind, Option<String>)> = events(dir.path())
+        .iter()
+        .filter_map(|e| match &e.body.event {
+            Event::IntentRecorded(i) if i.intent != IntentKind::Follow => {
+                Some((i.intent, e.body.actor.clone()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        intents,
+        [
+            (IntentKind::Rollback, Some(account.clone())),
+            (IntentKind::Resume, Some(account)),
+        ]
+    );
+}

@@ -231,6 +231,7 @@ fn verify_after(fault: impl FnOnce(&sled::Tree)) -> Vec<Problem> {
         let (db, t) = raw_events(&path);
         fault(&t);
         db.flush().unwrap();
+        release_raw(&path, db, t);
     }
     let store = SledStore::open(
         &path,
@@ -454,6 +455,7 @@ fn tampered_tombstones_are_reported() {
         v[0] ^= 1;
         t.insert(k, v).unwrap();
         db.flush().unwrap();
+        release_raw(&path, db, t);
     }
     let store = SledStore::open(&path, OpenOptions::default()).unwrap();
     let p = verify(&store.reader(), &mut |_| {}).unwrap().problems;
@@ -621,6 +623,7 @@ fn a_corrupt_record_is_an_error_naming_path_and_seq_on_read() {
             true
         });
         db.flush().unwrap();
+        release_raw(&path, db, t);
     }
     let store = SledStore::open(&path, OpenOptions::default()).unwrap();
     let err = store.get(42).unwrap_err();
@@ -889,4 +892,44 @@ async fn projection_reads_between_appends_see_the_readers_own_appends() {
     let r = verify(&store.reader(), &mut |_| {}).unwrap();
     assert!(r.ok(), "{:?}", r.problems);
     assert_eq!(r.events, 8 * 22);
+}
+
+/// `close` returns only once sled's file lock is free: the agent reopens its own store after a
+/// restart in the same process, and a second open must never see the lock still held.
+#[test]
+fn a_closed_store_reopens_at_once_in_the_same_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    let mut store = create(&path);
+    for round in 0..200u64 {
+        fill(&mut store, round * 5, 5, 5);
+        store.close().unwrap();
+        store = SledStore::open(&path, OpenOptions::default())
+            .unwrap_or_else(|e| panic!("round {round}: reopening a closed store: {e}"));
+    }
+    assert_eq!(all(&store).len(), 1000);
+    store.close().unwrap();
+}
+
+/// The same for raw sled handles used by fault injection: once released, another process may
+/// open the store.
+#[test]
+fn released_raw_handles_free_the_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    let mut store = create(&path);
+    fill(&mut store, 0, 10, 5);
+    store.close().unwrap();
+    for round in 0..200 {
+        let (db, t) = raw_events(&path);
+        // A write in a tree of its own, so the store's log stays as it was.
+        db.open_tree("probe")
+            .unwrap()
+            .insert(b"round", &[round as u8])
+            .unwrap();
+        release_raw(&path, db, t);
+        let store = SledStore::open(&path, OpenOptions::default())
+            .unwrap_or_else(|e| panic!("round {round}: opening after the raw handles: {e}"));
+        store.close().unwrap();
+    }
 }

@@ -1,6 +1,7 @@
 //! Owns the `reckon` command line: argument parsing (clap derive) and dispatch to subcommands.
 //! Each subcommand lives in its own module and returns `anyhow::Result` (the CLI is an edge).
 
+mod actor;
 mod fetch;
 pub mod output;
 pub mod query;

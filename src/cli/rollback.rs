@@ -6,7 +6,6 @@ use super::run::Paths;
 use super::sync::{progress_line, reconciler, short, summarize};
 use crate::reconcile::rollback::{self, RollbackTarget};
 use crate::reconcile::{PassOptions, PassReport, Reconciler};
-use anyhow::Context;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
@@ -26,7 +25,8 @@ pub struct RollbackArgs {
     /// Why, recorded with the intent.
     #[arg(long)]
     reason: Option<String>,
-    /// Who asks, recorded with the intent (default: the OS user, $USER).
+    /// Who asks, recorded with the intent (default: $USER, else the OS account name, else the
+    /// kubeconfig's current user).
     #[arg(long)]
     actor: Option<String>,
     /// Record the rollback only; the agent or the next `reckon sync` applies it.
@@ -51,7 +51,8 @@ pub struct ResumeArgs {
     /// Why, recorded with the intent.
     #[arg(long)]
     reason: Option<String>,
-    /// Who asks, recorded with the intent (default: the OS user, $USER).
+    /// Who asks, recorded with the intent (default: $USER, else the OS account name, else the
+    /// kubeconfig's current user).
     #[arg(long)]
     actor: Option<String>,
     /// Record the resume only; the agent or the next `reckon sync` follows Git again.
@@ -64,15 +65,6 @@ pub struct ResumeArgs {
     /// the token's identity.
     #[command(flatten)]
     server: super::remote::ServerArgs,
-}
-
-/// The actor of an intent given on the command line: `--actor`, else the OS user.
-fn actor(given: Option<String>) -> anyhow::Result<String> {
-    given
-        .or_else(|| std::env::var("USER").ok())
-        .or_else(|| std::env::var("USERNAME").ok())
-        .filter(|a| !a.trim().is_empty())
-        .context("cannot tell who asks: $USER is not set; give --actor NAME")
 }
 
 /// One pass with progress lines (stderr on a terminal, stdout otherwise), like `reckon sync`.
@@ -112,7 +104,7 @@ pub async fn rollback(args: RollbackArgs) -> anyhow::Result<ExitCode> {
         };
         return super::remote::rollback(args.server, args.app, request).await;
     }
-    let actor = actor(args.actor)?;
+    let actor = super::actor::require(args.actor)?;
     let target = match (args.to, args.steps) {
         (Some(rev), _) => RollbackTarget::Revision(rev),
         (None, Some(n)) => RollbackTarget::Steps(n),
@@ -164,7 +156,7 @@ pub async fn resume(args: ResumeArgs) -> anyhow::Result<ExitCode> {
         super::remote::refuse_actor(args.actor.as_deref())?;
         return super::remote::resume(args.server, args.app, args.reason).await;
     }
-    let actor = actor(args.actor)?;
+    let actor = super::actor::require(args.actor)?;
     let (mut r, handle, task) = reconciler(&args.paths, &args.app).await?;
     let recorded = rollback::request_resume(&handle, &args.app, actor.clone(), args.reason).await;
     let report = match &recorded {

@@ -40,8 +40,9 @@ enum StoreCommand {
     /// After events were lost (the log ends before HEAD, e.g. after a power loss): record the
     /// loss as a StoreGap event so that the agent can write again. Export first if you can.
     Recover {
-        /// Recorded as the StoreGap event's actor.
-        #[arg(long, env = "USER")]
+        /// Recorded as the StoreGap event's actor (default: $USER, else the OS account name,
+        /// else the kubeconfig's current user).
+        #[arg(long)]
         actor: Option<String>,
     },
 }
@@ -83,8 +84,9 @@ struct CompactArgs {
     /// Keep at most this many bytes of the App's newest events.
     #[arg(long)]
     max_bytes: Option<u64>,
-    /// Recorded as the summary's actor.
-    #[arg(long, env = "USER")]
+    /// Recorded as the summary's actor (default: $USER, else the OS account name, else the
+    /// kubeconfig's current user).
+    #[arg(long)]
     actor: Option<String>,
 }
 
@@ -231,6 +233,7 @@ fn run_blocking(args: StoreArgs) -> anyhow::Result<ExitCode> {
                     ..Default::default()
                 },
             )?;
+            let actor = super::actor::resolve(actor);
             match store.record_gap(actor.as_deref())? {
                 None => writeln!(out, "nothing to recover: the log reaches HEAD")?,
                 Some(seq) => writeln!(
@@ -250,7 +253,8 @@ fn run_blocking(args: StoreArgs) -> anyhow::Result<ExitCode> {
                 max_bytes: a.max_bytes,
             };
             let mut store = open(&path, OpenOptions::default())?;
-            match store.compact(&a.app, &policy, chrono::Utc::now(), a.actor.as_deref())? {
+            let actor = super::actor::resolve(a.actor);
+            match store.compact(&a.app, &policy, chrono::Utc::now(), actor.as_deref())? {
                 None => writeln!(
                     out,
                     "{}: nothing to compact under {}",

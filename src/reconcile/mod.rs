@@ -500,8 +500,13 @@ impl Reconciler {
             .target
             .create_namespace
             .then(|| self.app.target.namespace.clone());
+        let source = self.source.clone();
         tokio::task::spawn_blocking(move || {
-            let mut set = render::render(&files, &options).map_err(|e| e.to_string())?;
+            // kustomize units may reach the rest of the repository (`../../base`).
+            let repo = source
+                .tree_at(&revision)
+                .map_err(|e| format!("reading revision {revision}: {e}"))?;
+            let mut set = render::render_in(&files, &repo, &options).map_err(|e| e.to_string())?;
             if let Some(ns) = &create_namespace {
                 set = namespace::with_target_namespace(set, ns, &options.app, &options.secret_key);
             }

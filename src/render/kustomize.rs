@@ -1,11 +1,15 @@
-//! Owns running kustomize: writing a unit's files to a private temporary directory and running
-//! `kustomize build` (preferred when on PATH) or `kubectl kustomize` under a timeout.
+//! Owns running kustomize: writing a unit's closure of repository files to a private temporary
+//! directory and running `kustomize build` (preferred when on PATH) or `kubectl kustomize`
+//! under a timeout.
 //!
-//! There is no Rust kustomize, so this shells out as Argo CD and Flux do. Network access is
-//! discouraged rather than prevented: the environment is cleared and proxies point at a closed
-//! port, which stops remote bases fetched over HTTP(S) and by git, and prompts are disabled.
+//! There is no Rust kustomize, so this shells out as Argo CD and Flux do. Remote bases are
+//! refused before kustomize runs ([`repo::closure`]); as a second line the environment is
+//! cleared and proxies point at a closed port, which stops fetches over HTTP(S) and by git, and
+//! prompts are disabled. No flag enables exec or container plugins (`--enable-alpha-plugins`,
+//! `--enable-exec`) or Helm (`--enable-helm`), so kustomize runs none.
 
-use super::{RenderError, SourceFile};
+use super::RenderError;
+use super::repo::{self, RepoTree};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -29,41 +33,68 @@ fn find_on_path(name: &str) -> Option<PathBuf> {
         .find(|candidate| candidate.is_file())
 }
 
-/// Builds the kustomization in `dir` (source-relative, "" for the root) from `files` (all
-/// source files under `dir`, paths relative to the App root). Returns the YAML kustomize wrote.
-pub fn build(files: &[&SourceFile], dir: &str, timeout: Duration) -> Result<String, RenderError> {
-    let shown_dir = if dir.is_empty() { "." } else { dir };
+/// Builds the kustomization root `unit` (a repository directory) of `repo`; `shown_dir` names
+/// it in errors (App-relative, "" for the App's root). Only the unit's closure (see
+/// [`repo::closure`]) is written out for kustomize, file by file, so a large repository is
+/// neither held in memory nor copied whole. Returns the YAML kustomize wrote.
+pub fn build(
+    repo: &dyn RepoTree,
+    unit: &str,
+    shown_dir: &str,
+    timeout: Duration,
+) -> Result<String, RenderError> {
+    let shown_dir = if shown_dir.is_empty() { "." } else { shown_dir };
     let fail = |message: String| RenderError::Kustomize {
         dir: shown_dir.to_string(),
         message,
     };
+    let refused = |source: repo::ReferenceError| RenderError::Reference {
+        dir: shown_dir.to_string(),
+        source,
+    };
+    let closure = repo::closure(repo, unit).map_err(refused)?;
+    let paths = repo::files(repo, &closure).map_err(refused)?;
     let temp = tempfile::tempdir().map_err(|source| RenderError::WriteTemp {
         path: std::env::temp_dir(),
         source,
     })?;
-    // Paths were checked by the caller (relative, no `..`), so joins stay inside `temp`.
-    for (path, bytes) in files {
-        let target = temp.path().join(path);
-        if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent).map_err(|source| RenderError::WriteTemp {
-                path: parent.to_path_buf(),
-                source,
-            })?;
-        }
-        std::fs::write(&target, bytes).map_err(|source| RenderError::WriteTemp {
-            path: target.clone(),
-            source,
-        })?;
+    for path in &paths {
+        super::check_path(path)?;
+        let bytes = repo::read(repo, path).map_err(refused)?;
+        write(temp.path(), path, &bytes)?;
     }
-    let (program, args) = tool().ok_or_else(|| {
+    // The unit's directory exists even when it holds nothing kustomize reads.
+    let build_dir = temp.path().join(unit);
+    std::fs::create_dir_all(&build_dir).map_err(|source| RenderError::WriteTemp {
+        path: build_dir.clone(),
+        source,
+    })?;
+    let (program, mut args) = tool().ok_or_else(|| {
         fail(
             "neither `kustomize` nor `kubectl` is on PATH; install kubectl \
              (https://kubernetes.io/docs/tasks/tools/) or kustomize"
                 .to_string(),
         )
     })?;
-    let build_dir = temp.path().join(dir);
+    // Files outside a kustomization's own directory (a shared patch) may be loaded: the
+    // repository bound was checked above, and the temp dir holds nothing else.
+    args.extend(["--load-restrictor", "LoadRestrictionsNone"]);
     run(&program, &args, &build_dir, temp.path(), timeout).map_err(fail)
+}
+
+/// Writes one file of the closure under `root` (its path was checked: relative, no `..`).
+fn write(root: &Path, path: &str, bytes: &[u8]) -> Result<(), RenderError> {
+    let target = root.join(path);
+    if let Some(parent) = target.parent() {
+        std::fs::create_dir_all(parent).map_err(|source| RenderError::WriteTemp {
+            path: parent.to_path_buf(),
+            source,
+        })?;
+    }
+    std::fs::write(&target, bytes).map_err(|source| RenderError::WriteTemp {
+        path: target.clone(),
+        source,
+    })
 }
 
 fn run(

@@ -18,6 +18,7 @@ pub mod kustomize;
 mod manifest;
 pub mod normalize;
 mod parse;
+pub mod repo;
 
 use crate::plan::{ObjectKey, ObjectRef};
 use serde::Serialize;
@@ -75,6 +76,17 @@ pub enum RenderError {
     },
     #[error("kustomize build of {dir}: {message}")]
     Kustomize { dir: String, message: String },
+    /// A kustomization reference refused before kustomize runs (outside the repository,
+    /// absolute, remote), or a repository read that failed.
+    #[error("kustomize build of {dir}: {source}")]
+    Reference {
+        dir: String,
+        #[source]
+        source: repo::ReferenceError,
+    },
+    /// A Helm chart directory: its templates are not manifests and must not be read as YAML.
+    #[error("{dir} is a Helm chart (Chart.yaml); Helm sources are not supported yet")]
+    HelmChart { dir: String },
     /// A recorded set (a revision's blob) that does not read back as objects.
     #[error("recorded manifests, object {index}: {reason}")]
     Recorded { index: usize, reason: String },
@@ -169,8 +181,20 @@ fn check_path(path: &str) -> Result<(), RenderError> {
     Ok(())
 }
 
-/// Renders source files into a normalised, labelled, digested set.
+/// Renders source files into a normalised, labelled, digested set, with nothing outside the
+/// App's files for kustomize to read (a local directory, tests).
 pub fn render(files: &[SourceFile], options: &RenderOptions) -> Result<RenderedSet, RenderError> {
+    render_in(files, &repo::FilesTree::new(files), options)
+}
+
+/// Renders the App's source files (`files`, App-relative) of a revision whose whole repository
+/// `repo` is: a kustomize unit may read anything inside the repository (`../../base`), never
+/// outside it.
+pub fn render_in(
+    files: &[SourceFile],
+    repo: &dyn repo::RepoTree,
+    options: &RenderOptions,
+) -> Result<RenderedSet, RenderError> {
     let mut files: Vec<&SourceFile> = files.iter().collect();
     for (path, _) in &files {
         check_path(path)?;
@@ -195,6 +219,7 @@ pub fn render(files: &[SourceFile], options: &RenderOptions) -> Result<RenderedS
         }
     }
     kustomize_dirs.sort_unstable();
+    refuse_helm_charts(&files, &kustomize_dirs)?;
 
     // Units in path order: a kustomize directory sorts where its kustomization file would.
     enum Unit<'a> {
@@ -224,12 +249,8 @@ pub fn render(files: &[SourceFile], options: &RenderOptions) -> Result<RenderedS
         let (file, docs) = match unit {
             Unit::File((path, bytes)) => (path.clone(), parse::documents(path, bytes)?),
             Unit::Kustomize(dir) => {
-                let inputs: Vec<&SourceFile> = files
-                    .iter()
-                    .copied()
-                    .filter(|(path, _)| is_under(path, dir))
-                    .collect();
-                let output = kustomize::build(&inputs, dir, options.kustomize_timeout)?;
+                let unit = repo::join(repo.app_dir(), dir);
+                let output = kustomize::build(repo, &unit, dir, options.kustomize_timeout)?;
                 let label = format!("kustomize build {}", if dir.is_empty() { "." } else { dir });
                 let docs = parse::documents(&label, output.as_bytes())?;
                 (label, docs)
@@ -279,6 +300,25 @@ pub fn render(files: &[SourceFile], options: &RenderOptions) -> Result<RenderedS
     }
     let digest = set_digest(objects.iter().map(|o| o.digest.as_str()));
     Ok(RenderedSet { objects, digest })
+}
+
+/// A `Chart.yaml` outside every kustomize unit makes its directory a Helm chart: its
+/// `templates/` are Go templates, which would fail as YAML with a message that hides what the
+/// directory is. (Inside a unit kustomize decides, and it is run without Helm.)
+fn refuse_helm_charts(files: &[&SourceFile], kustomize_dirs: &[&str]) -> Result<(), RenderError> {
+    let chart = files.iter().map(|(path, _)| path.as_str()).find(|path| {
+        let name = path.rsplit('/').next().unwrap_or(path);
+        name == "Chart.yaml" && !kustomize_dirs.iter().any(|dir| is_under(path, dir))
+    });
+    match chart {
+        Some(path) => Err(RenderError::HelmChart {
+            dir: match parent(path) {
+                "" => ".".to_string(),
+                dir => dir.to_string(),
+            },
+        }),
+        None => Ok(()),
+    }
 }
 
 /// The set recorded for a revision (the blob a `RenderSucceeded` names: canonical objects, one per

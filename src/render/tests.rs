@@ -389,10 +389,191 @@ fn kustomize_cannot_fetch_remote_bases() {
         },
     )
     .unwrap_err();
-    assert!(matches!(err, RenderError::Kustomize { .. }), "{err}");
+    assert!(
+        matches!(
+            &err,
+            RenderError::Reference {
+                source: repo::ReferenceError::Remote { .. },
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("is a remote base"),
+        "refused before kustomize runs: {err}"
+    );
     assert!(
         started.elapsed() < Duration::from_secs(30),
         "should fail fast, not time out"
+    );
+}
+
+/// The App at `app_dir` of a repository whose files are `repo` (repository-relative), rendered
+/// as the agent renders a Git revision: the App's own files plus the repository to reach.
+fn render_app_of(repo: &[SourceFile], app_dir: &str) -> Result<RenderedSet, RenderError> {
+    let app: Vec<SourceFile> = repo
+        .iter()
+        .filter_map(|(path, bytes)| {
+            let rest = path.strip_prefix(app_dir)?.strip_prefix('/')?;
+            Some((rest.to_string(), bytes.clone()))
+        })
+        .collect();
+    render_in(&app, &repo::FilesTree::at(repo, app_dir), &options())
+}
+
+fn deployment(name: &str) -> String {
+    format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\nspec:\n  replicas: 1\n  \
+         selector:\n    matchLabels: {{app: {name}}}\n  template:\n    metadata:\n      labels: {{app: {name}}}\n    \
+         spec:\n      containers:\n      - name: {name}\n        image: nginx:1.27\n"
+    )
+}
+
+/// An overlay over `../../base` with a component and a patch kept outside the App's path.
+fn overlay_repo(overlay: &str) -> Vec<SourceFile> {
+    vec![
+        file(
+            "apps/web/base/kustomization.yaml",
+            &format!("{KUSTOMIZATION}resources:\n- deploy.yaml\n"),
+        ),
+        file("apps/web/base/deploy.yaml", &deployment("web")),
+        file(
+            "apps/web/overlays/prod/kustomization.yaml",
+            &format!("{KUSTOMIZATION}{overlay}"),
+        ),
+        file(
+            "components/settings/kustomization.yaml",
+            "apiVersion: kustomize.config.k8s.io/v1alpha1\nkind: Component\nresources:\n- cm.yaml\n",
+        ),
+        file("components/settings/cm.yaml", &config_map("settings")),
+        file(
+            "shared/patches/replicas.yaml",
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 3\n",
+        ),
+    ]
+}
+
+#[test]
+fn an_overlay_builds_over_its_base_outside_the_app_path() {
+    if !kustomize_available() {
+        return;
+    }
+    let repo = overlay_repo("namePrefix: prod-\nresources:\n- ../../base\n");
+    let set = render_app_of(&repo, "apps/web/overlays/prod").unwrap();
+    assert_eq!(names(&set), ["prod-web"]);
+    assert_eq!(set.objects[0].origin.file, "kustomize build .");
+}
+
+#[test]
+fn an_overlay_uses_components_and_a_shared_patch_outside_the_app_path() {
+    if !kustomize_available() {
+        return;
+    }
+    let repo = overlay_repo(
+        "resources:\n- ../../base\ncomponents:\n- ../../../../components/settings\n\
+         patches:\n- path: ../../../../shared/patches/replicas.yaml\n",
+    );
+    let set = render_app_of(&repo, "apps/web/overlays/prod").unwrap();
+    let mut got = names(&set);
+    got.sort();
+    assert_eq!(got, ["settings", "web"]);
+    let web = set.objects.iter().find(|o| o.object.name == "web").unwrap();
+    assert_eq!(
+        web.manifest["spec"]["replicas"], 3,
+        "the shared patch applied"
+    );
+}
+
+#[test]
+fn a_unit_reaching_outside_the_repository_is_refused_naming_the_path() {
+    if !kustomize_available() {
+        return;
+    }
+    let repo = overlay_repo("resources:\n- ../../base\n- ../../../../../../etc\n");
+    let err = render_app_of(&repo, "apps/web/overlays/prod").unwrap_err();
+    let text = err.to_string();
+    assert!(
+        matches!(
+            &err,
+            RenderError::Reference {
+                source: repo::ReferenceError::EscapesRepository { .. },
+                ..
+            }
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "apps/web/overlays/prod/kustomization.yaml: \"../../../../../../etc\" points outside \
+             the repository"
+        ),
+        "{text}"
+    );
+}
+
+#[test]
+fn without_a_repository_an_overlay_cannot_reach_beyond_the_app() {
+    if !kustomize_available() {
+        return;
+    }
+    // The App's files alone (a local directory): the base is not there to read.
+    let repo = overlay_repo("resources:\n- ../../base\n");
+    let app: Vec<SourceFile> = repo
+        .iter()
+        .filter_map(|(p, b)| {
+            Some((
+                p.strip_prefix("apps/web/overlays/prod/")?.to_string(),
+                b.clone(),
+            ))
+        })
+        .collect();
+    let err = render(&app, &options()).unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            RenderError::Reference {
+                source: repo::ReferenceError::EscapesRepository { .. },
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_helm_chart_directory_is_named_not_parsed() {
+    let files = vec![
+        file(
+            "chart/Chart.yaml",
+            "apiVersion: v2\nname: web\nversion: 0.1.0\n",
+        ),
+        file("chart/values.yaml", "replicas: 1\n"),
+        file(
+            "chart/templates/deploy.yaml",
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {{ .Release.Name }}\n",
+        ),
+        file("plain.yaml", &config_map("plain")),
+    ];
+    let err = render(&files, &options()).unwrap_err();
+    assert!(
+        matches!(&err, RenderError::HelmChart { dir } if dir == "chart"),
+        "{err}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "chart is a Helm chart (Chart.yaml); Helm sources are not supported yet"
+    );
+    // At the App's own root.
+    let root: Vec<SourceFile> = files
+        .iter()
+        .filter_map(|(p, b)| Some((p.strip_prefix("chart/")?.to_string(), b.clone())))
+        .collect();
+    let err = render(&root, &options()).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with(". is a Helm chart (Chart.yaml)"),
+        "{err}"
     );
 }
 

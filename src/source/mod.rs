@@ -252,6 +252,12 @@ impl GitSource {
         tree::read_tree(&self.cache_dir, sha, &self.spec.path)
     }
 
+    /// The whole repository at `sha`, read lazily: what a kustomize unit may reach beyond the
+    /// source's path. Blocking.
+    pub fn tree_at(&self, sha: &str) -> Result<tree::GitTree, SourceError> {
+        tree::GitTree::open(&self.cache_dir, sha, &self.spec.path)
+    }
+
     /// [`Self::read_tree`] on tokio's blocking pool.
     pub async fn read_tree_async(
         &self,

@@ -1,14 +1,16 @@
 //! Owns reading files from the mirror without a worktree: the tree at a revision under a path, as
-//! (path, bytes) pairs in a deterministic order, and the tree lookups history diffs share.
+//! (path, bytes) pairs in a deterministic order; the whole repository at a revision, read lazily
+//! for kustomize ([`GitTree`]); and the tree lookups history diffs share.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use gix::bstr::ByteSlice;
 use gix::objs::tree::EntryKind;
 
 use super::SourceError;
 use super::mirror::chain;
+use crate::render::repo::EntryKind as RepoEntry;
 
 /// One tree's entries by name (BTreeMap: byte order of names, which is also git's for files).
 pub(crate) fn entries(
@@ -115,4 +117,86 @@ fn collect(
         }
     }
     Ok(())
+}
+
+/// The repository at one commit, read one tree or blob at a time: what a kustomize unit may reach
+/// beyond the App's path (`../../base`). Nothing is loaded until asked for, so a large
+/// repository costs only the files a unit uses.
+pub struct GitTree {
+    cache_dir: PathBuf,
+    repo: gix::Repository,
+    root: gix::ObjectId,
+    app_dir: String,
+}
+
+impl GitTree {
+    pub(crate) fn open(cache_dir: &Path, sha: &str, path: &str) -> Result<GitTree, SourceError> {
+        let read = |detail: String| SourceError::Read {
+            what: format!("the repository at {sha}"),
+            detail,
+        };
+        let lock = super::mirror::lock_for(cache_dir);
+        let _guard = lock.read().unwrap_or_else(|p| p.into_inner());
+        let repo = gix::open(cache_dir).map_err(|e| read(chain(&e)))?;
+        let id = gix::ObjectId::from_hex(sha.as_bytes()).map_err(|e| read(e.to_string()))?;
+        let root = {
+            let commit = repo.find_commit(id).map_err(|e| read(chain(&e)))?;
+            commit.tree_id().map_err(|e| read(chain(&e)))?.detach()
+        };
+        let app_dir = path
+            .split('/')
+            .filter(|c| !c.is_empty() && *c != ".")
+            .collect::<Vec<_>>()
+            .join("/");
+        Ok(GitTree {
+            cache_dir: cache_dir.to_owned(),
+            repo,
+            root,
+            app_dir,
+        })
+    }
+
+    /// The entry at `path` under the commit's tree, read under the mirror's shared lock (a
+    /// network fetch may be rewriting the mirror's packs otherwise).
+    fn entry(&self, path: &str) -> Result<Option<(gix::ObjectId, EntryKind)>, String> {
+        let lock = super::mirror::lock_for(&self.cache_dir);
+        let _guard = lock.read().unwrap_or_else(|p| p.into_inner());
+        lookup(&self.repo, self.root, path)
+    }
+}
+
+impl crate::render::repo::RepoTree for GitTree {
+    fn app_dir(&self) -> &str {
+        &self.app_dir
+    }
+
+    fn list(&self, dir: &str) -> Result<Option<Vec<(String, RepoEntry)>>, String> {
+        let Some((id, EntryKind::Tree)) = self.entry(dir)? else {
+            return Ok(None);
+        };
+        let lock = super::mirror::lock_for(&self.cache_dir);
+        let _guard = lock.read().unwrap_or_else(|p| p.into_inner());
+        Ok(Some(
+            entries(&self.repo, id)?
+                .into_iter()
+                .filter_map(|(name, (_, kind))| match kind {
+                    EntryKind::Tree => Some((name, RepoEntry::Dir)),
+                    EntryKind::Blob | EntryKind::BlobExecutable => Some((name, RepoEntry::File)),
+                    // Links could lead outside the repository; submodules are other repositories.
+                    EntryKind::Link | EntryKind::Commit => None,
+                })
+                .collect(),
+        ))
+    }
+
+    fn read(&self, path: &str) -> Result<Vec<u8>, String> {
+        match self.entry(path)? {
+            Some((id, EntryKind::Blob | EntryKind::BlobExecutable)) => {
+                let lock = super::mirror::lock_for(&self.cache_dir);
+                let _guard = lock.read().unwrap_or_else(|p| p.into_inner());
+                blob(&self.repo, id)
+            }
+            _ => Err("not a file in this commit".into()),
+        }
+    }
 }

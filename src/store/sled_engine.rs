@@ -90,6 +90,9 @@ pub struct StoreReader {
     pub(crate) path: PathBuf,
     pub(crate) events: sled::Tree,
     pub(crate) blobs: sled::Tree,
+    /// Counts the live readers (clones share it): sled's lock goes with the last tree handle,
+    /// so [`SledStore::close`] can only wait for the lock when no other reader is alive.
+    handles: std::sync::Arc<()>,
 }
 
 pub struct SledStore {
@@ -344,6 +347,7 @@ impl SledStore {
                 path: path.clone(),
                 events,
                 blobs,
+                handles: std::sync::Arc::new(()),
             },
             db,
             snapshots,
@@ -714,9 +718,67 @@ impl SledStore {
         Ok(Some(appended.last_seq))
     }
 
-    /// Flushes with a fresh snapshot: the shutdown path.
+    /// Flushes with a fresh snapshot and lets go of the store: the shutdown path. When no
+    /// reader handle is alive elsewhere, sled's file lock is free when this returns, so the
+    /// store can be opened again at once (by this process or another). A reader still held
+    /// elsewhere keeps the lock until it is dropped; that is logged, not waited for.
     pub fn close(mut self) -> Result<(), StoreError> {
-        self.flush_inner(true)
+        self.flush_inner(true)?;
+        let others = std::sync::Arc::strong_count(&self.reader.handles) - 1;
+        let path = self.reader.path.clone();
+        let SledStore {
+            reader,
+            db,
+            snapshots,
+            ..
+        } = self;
+        drop((reader, snapshots));
+        if others > 0 {
+            tracing::debug!(store = %path.display(), readers = others, "closed with other reader handles alive: the lock goes with the last of them");
+            return Ok(());
+        }
+        release(&path, db)
+    }
+}
+
+/// Longest [`release`] waits for sled to let go of its file lock. Dropping the last handle
+/// does not close sled's file at once: writes sled had already handed to its I/O thread pool
+/// hold the file until they finish (milliseconds), and the lock goes with the file.
+const RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Drops `db`, the caller's last handle on the sled database of the store at `store`, and
+/// returns once sled's exclusive lock on it is free.
+pub fn release(store: &Path, db: sled::Db) -> Result<(), StoreError> {
+    drop(db);
+    wait_unlocked(&store.join(SLED_DIR).join("db"), RELEASE_WAIT)
+}
+
+/// Waits until nothing holds the `flock` sled takes on `file`. flock locks belong to open file
+/// descriptions, so a fresh descriptor of our own conflicts with sled's even in this process.
+fn wait_unlocked(file: &Path, wait: std::time::Duration) -> Result<(), StoreError> {
+    let probe = fs::File::open(file).map_err(|e| StoreError::io(file, "opening sled's file", e))?;
+    let start = std::time::Instant::now();
+    loop {
+        match probe.try_lock() {
+            // Dropping the probe releases the lock it just took.
+            Ok(()) => return Ok(()),
+            Err(fs::TryLockError::WouldBlock) if start.elapsed() < wait => {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::Invalid {
+                    path: file.to_owned(),
+                    reason: format!(
+                        "sled still holds the store's lock {} after its last handle was \
+                         dropped",
+                        crate::config::duration::format(wait)
+                    ),
+                });
+            }
+            Err(fs::TryLockError::Error(e)) => {
+                return Err(StoreError::io(file, "testing sled's lock", e));
+            }
+        }
     }
 }
 

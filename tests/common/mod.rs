@@ -40,6 +40,13 @@ pub fn raw_events(path: &Path) -> (sled::Db, sled::Tree) {
     (db, t)
 }
 
+/// Drops the raw handles from [`raw_events`] and returns once sled has let go of the store's
+/// file lock, so that the next open (here or in a `reckon` process) finds it free.
+pub fn release_raw(path: &Path, db: sled::Db, tree: sled::Tree) {
+    drop(tree);
+    reckon::store::sled_engine::release(path, db).unwrap();
+}
+
 pub fn log_key(seq: u64) -> Vec<u8> {
     let mut k = vec![b'L'];
     k.extend_from_slice(&seq.to_be_bytes());
