@@ -549,12 +549,19 @@ async fn an_unknown_kind_fails_alone_and_is_named() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sync_waits_for_health_and_fails_when_it_does_not_come() {
     let h = Harness::new("health").await;
-    // No scheduler or kubelet on the test control plane: one replica never becomes available.
+    // One replica that never becomes available: on v1.20 no Pod is ever scheduled; on a control
+    // plane with simulated nodes the Pod runs, and this annotation (a KWOK stage matches it)
+    // keeps it from ever becoming Ready.
     h.commit(
         "One replica",
         &[(
             "app/deploy.yaml",
-            Some(&DEPLOYMENT.replace("replicas: 0", "replicas: 1")),
+            Some(
+                &DEPLOYMENT.replace("replicas: 0", "replicas: 1").replace(
+                    "    metadata:\n      labels:",
+                    "    metadata:\n      annotations:\n        reckon.test/never-ready: \"true\"\n      labels:",
+                ),
+            ),
         )],
     );
     let mut r = h.reconciler(h.app("hl", "app", "    health_timeout: 3s\n"));
