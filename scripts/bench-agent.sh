@@ -17,7 +17,10 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   echo "bench-agent.sh: cargo-nextest is needed (cargo install cargo-nextest)" >&2
   exit 2
 fi
-bash scripts/provision-testenv.sh >/dev/null
+bin_dir="$(bash scripts/provision-testenv.sh | tail -n 1)"
+# The Go-built control plane (RECKON_K8S_VERSION) brings kubectl and kustomize of its release:
+# first on PATH, so nothing depends on what the machine image ships.
+if [ -n "$bin_dir" ]; then export PATH="$bin_dir:$PATH"; fi
 
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 target="${CARGO_TARGET_DIR:-target}"

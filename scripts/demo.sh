@@ -14,7 +14,10 @@ set -euo pipefail
 if [ "${1:-}" != --inside ]; then
   self="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"
   cd "$(dirname "$0")/.."
-  bash scripts/provision-testenv.sh >/dev/null
+  bin_dir="$(bash scripts/provision-testenv.sh | tail -n 1)"
+  # The Go-built control plane (RECKON_K8S_VERSION) brings kubectl and kustomize of its release:
+  # first on PATH, so nothing depends on what the machine image ships.
+  if [ -n "$bin_dir" ]; then export PATH="$bin_dir:$PATH"; fi
   export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${RECKON_CACHE_DIR:-$HOME/.cache/reckon}/target}"
   cargo build --quiet --bin reckon -p reckon
   cargo build --quiet --bin reckon-testenv -p reckon-testenv

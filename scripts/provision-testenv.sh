@@ -2,14 +2,21 @@
 # Provision everything reckon's tests need on a fresh Debian 12 machine, idempotently:
 #   - Debian packages: etcd-server, golang-1.19-go, rsync (k8s build), openssh-server (SSH git
 #     server), git, openssl, kubectl check.
-#   - kube-apiserver and kube-controller-manager v1.20.2 built from Debian's own source package,
-#     cached in $RECKON_CACHE_DIR (default ~/.cache/reckon) so the second run is instant.
+#   - the control plane named by RECKON_K8S_VERSION (default 1.20.2), cached in $RECKON_CACHE_DIR
+#     (default ~/.cache/reckon) under k8s-<version>/bin so the second run is instant:
+#       1.20.2: kube-apiserver and kube-controller-manager built from Debian's own source package
+#               (etcd from Debian); no scheduler and no nodes.
+#       the release pinned in tests/testenv/k8s/kubernetes/go.mod (1.37.2): kube-apiserver,
+#               kube-controller-manager, kube-scheduler, kubectl, etcd, kustomize and KWOK built
+#               from Go modules by scripts/build-k8s-go.sh.
 # Honours KUBEBUILDER_ASSETS (prebuilt binaries) and RECKON_TEST_KUBECONFIG (an existing cluster):
 # with either, the Kubernetes build is skipped.
 # Prints the directory holding the binaries on its last line of stdout (everything else to stderr).
 set -euo pipefail
 
 CACHE="${RECKON_CACHE_DIR:-$HOME/.cache/reckon}"
+K8S_VERSION="${RECKON_K8S_VERSION:-1.20.2}"
+K8S_VERSION="${K8S_VERSION#v}"
 K8S_VERSION_DEB="1.20.5+really1.20.2-1.1+deb12u1"
 BIN="$CACHE/k8s-1.20.2/bin"
 log() { echo "provision: $*" >&2; }
@@ -34,9 +41,20 @@ apt_install() {
 # signature verification.
 apt_install git openssh-server openssh-client openssl ca-certificates curl gpg gpg-agent
 
-if ! command -v kubectl >/dev/null; then
+# The test runner scripts/test.sh prefers (it falls back to cargo test without it): pinned, so
+# every machine runs the same one.
+NEXTEST_VERSION="0.9.151"
+if command -v cargo >/dev/null && ! cargo nextest --version >/dev/null 2>&1; then
+  log "installing cargo-nextest $NEXTEST_VERSION from crates.io (a few minutes, once)"
+  cargo install --quiet --locked "cargo-nextest@$NEXTEST_VERSION" >&2 \
+    || log "WARNING: installing cargo-nextest failed; scripts/test.sh uses cargo test instead"
+fi
+
+# The Go-built control plane brings its own kubectl; the v1.20 one uses the machine's.
+if [ "$K8S_VERSION" = 1.20.2 ] && ! command -v kubectl >/dev/null; then
   log "WARNING: kubectl not found; tests that shell out to it will fail."
-  log "  install it with: apt-get install kubernetes-client (Debian) or from your vendor"
+  log "  install it with: apt-get install kubernetes-client (Debian) or from your vendor,"
+  log "  or use RECKON_K8S_VERSION=1.37.2, whose build includes kubectl"
 fi
 
 if [ -n "${RECKON_TEST_KUBECONFIG:-}" ]; then
@@ -52,6 +70,10 @@ if [ -n "${KUBEBUILDER_ASSETS:-}" ]; then
   log "using prebuilt binaries from KUBEBUILDER_ASSETS=$KUBEBUILDER_ASSETS"
   echo "$KUBEBUILDER_ASSETS"
   exit 0
+fi
+
+if [ "$K8S_VERSION" != 1.20.2 ]; then
+  exec bash "$(dirname "$0")/build-k8s-go.sh" "$K8S_VERSION"
 fi
 
 apt_install etcd-server

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, exactly as CI runs it (the README's test command):
-#   1. provision the test environment (apt packages, the v1.20 control plane build; cached),
+#   1. provision the test environment (apt packages, the control plane build; cached): v1.20.2
+#      by default, or the Go-built release with simulated nodes when RECKON_K8S_VERSION=1.37.2,
 #   2. formatting and lints, and the benchmarks at a small size,
 #   3. every test (unit, integration, smoke) under one local control plane started for the run
 #      and stopped by PID at the end — or your cluster, when RECKON_TEST_KUBECONFIG is set.
@@ -8,7 +9,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 t0=$(date +%s)
-bash scripts/provision-testenv.sh >/dev/null
+bin_dir="$(bash scripts/provision-testenv.sh | tail -n 1)"
+# The Go-built control plane (RECKON_K8S_VERSION) brings kubectl and kustomize of its release:
+# first on PATH, so nothing depends on what the machine image ships.
+if [ -n "$bin_dir" ]; then export PATH="$bin_dir:$PATH"; fi
 echo "test.sh: environment ready in $(( $(date +%s) - t0 ))s" >&2
 
 # Two cores: build with both, run tests two at a time (the control plane needs CPU too).

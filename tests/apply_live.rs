@@ -72,9 +72,15 @@ spec:
 async fn create_then_zero_writes_then_configure_and_prune() {
     let (client, requests) = counting_client().await;
     let catalog = catalog(client.clone()).await;
-    // The server's version is read once; v1.20 gets no fieldValidation.
-    assert_eq!((catalog.server().major, catalog.server().minor), (1, 20));
-    assert!(!catalog.server().supports_field_validation());
+    // The server's version is read once: fieldValidation (1.25+) is sent exactly to servers
+    // that have it — strict on the current end of the matrix, never to v1.20.
+    let strict = catalog.server().supports_field_validation();
+    assert_eq!(
+        strict,
+        catalog.server().minor >= 25,
+        "{:?}",
+        catalog.server()
+    );
     let ns = TestNamespace::create(&client, "apply").await;
     let mut app = TestApp::new("shop", &ns.name);
     app.write("config.yaml", CONFIG);
@@ -95,11 +101,21 @@ async fn create_then_zero_writes_then_configure_and_prune() {
         .filter(|(m, _)| *m == http::Method::PATCH)
         .collect();
     assert_eq!(patches.len(), 5, "{patches:#?}");
-    // fieldValidation does not exist on v1.20 and is never sent to it.
-    assert!(
-        sent.iter().all(|(_, uri)| !uri.contains("fieldValidation")),
-        "{sent:#?}"
-    );
+    // fieldValidation does not exist on v1.20 and is never sent to it; where it exists every
+    // apply asks for Strict.
+    if strict {
+        assert!(
+            patches
+                .iter()
+                .all(|(_, uri)| uri.contains("fieldValidation=Strict")),
+            "{patches:#?}"
+        );
+    } else {
+        assert!(
+            sent.iter().all(|(_, uri)| !uri.contains("fieldValidation")),
+            "{sent:#?}"
+        );
+    }
     assert!(
         patches
             .iter()

@@ -264,7 +264,7 @@ impl Cluster {
             .expect("discovery");
         let mut resources = BTreeMap::new();
         for group in discovery.groups() {
-            // Every kind at its most stable version: CronJob is only in batch/v1beta1 on v1.20.
+            // Every kind at its most stable version (CronJob is only in batch/v1beta1 on v1.20).
             for (ar, caps) in group.resources_by_stability() {
                 let scope = match caps.scope {
                     kube::discovery::Scope::Namespaced => Scope::Namespaced,
@@ -342,8 +342,19 @@ async fn rendered_objects_apply_and_plan_unchanged_then_drift_is_attributed() {
         secret_key: key.clone(),
         kustomize_timeout: Duration::from_secs(60),
     };
+    // CronJob and PodDisruptionBudget are in batch/v1beta1 and policy/v1beta1 alone on v1.20;
+    // v1.21 added their v1 and v1.25 removed the beta: use what this server serves.
+    let version = support::client().await.apiserver_version().await.unwrap();
+    let minor: u32 = version.minor.trim_end_matches('+').parse().unwrap();
+    let manifests = if minor >= 21 {
+        MANIFESTS
+            .replace("batch/v1beta1", "batch/v1")
+            .replace("policy/v1beta1", "policy/v1")
+    } else {
+        MANIFESTS.to_string()
+    };
     let rendered =
-        reckon::render::render(&[("app.yaml".into(), MANIFESTS.into())], &options).unwrap();
+        reckon::render::render(&[("app.yaml".into(), manifests.into_bytes())], &options).unwrap();
     let desired: Vec<DesiredObject> = rendered
         .objects
         .iter()

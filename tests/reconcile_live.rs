@@ -553,12 +553,19 @@ async fn an_unknown_kind_fails_alone_and_is_named() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn applied_is_not_healthy_and_a_late_readiness_is_recorded_without_a_sync() {
     let h = Harness::new("health").await;
-    // No kubelet on the test control plane: the replica is ready only when the test says so.
+    // The replica is ready only when the test says so: on v1.20 no Pod is ever scheduled (the
+    // test plays the kubelet below); with simulated nodes the annotation (a KWOK stage matches
+    // it) keeps the Pod from becoming Ready on its own.
     let first = h.commit(
         "One replica",
         &[(
             "app/deploy.yaml",
-            Some(&DEPLOYMENT.replace("replicas: 0", "replicas: 1")),
+            Some(
+                &DEPLOYMENT.replace("replicas: 0", "replicas: 1").replace(
+                    "    metadata:\n      labels:",
+                    "    metadata:\n      annotations:\n        reckon.test/never-ready: \"true\"\n      labels:",
+                ),
+            ),
         )],
     );
     let mut r = h.reconciler(h.app("hl", "app", "    health_timeout: 3s\n"));

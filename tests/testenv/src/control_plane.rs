@@ -1,10 +1,15 @@
 //! Owns the local Kubernetes control plane used by reckon's tests and demo: etcd,
-//! kube-apiserver and kube-controller-manager (v1.20.2 built from Debian's source package by
-//! `scripts/provision-testenv.sh`), each a supervised process on loopback ports, plus the
-//! kubeconfig that reaches it.
+//! kube-apiserver and kube-controller-manager, and — where the binaries exist — kube-scheduler
+//! and KWOK's fake kubelets with a few simulated Nodes, so Pods are scheduled and become Ready.
+//! Each component is a supervised process on loopback ports; the kubeconfig reaches it.
+//!
+//! Two builds exist (`scripts/provision-testenv.sh`): v1.20.2 from Debian's source package
+//! (no scheduler, no nodes: Pods stay Pending), and a current release from Go modules with
+//! kube-scheduler and KWOK. `RECKON_K8S_VERSION` picks one (default [`DEFAULT_VERSION`]); flags
+//! are chosen from what `kube-apiserver --version` says, not from the name asked for.
 //!
 //! Binaries are found, in order: `KUBEBUILDER_ASSETS` (the envtest convention), then the cache
-//! `$RECKON_CACHE_DIR/k8s-1.20.2/bin` (default `~/.cache/reckon`), then PATH.
+//! `$RECKON_CACHE_DIR/k8s-<version>/bin` (default `~/.cache/reckon`), then PATH.
 
 use crate::ports::{self, PortError};
 use crate::process::{self, ProcessError, Supervised};
@@ -39,6 +44,77 @@ pub enum ControlPlaneError {
         log: PathBuf,
         tail: String,
     },
+    #[error("asking {binary} for its version: {detail}")]
+    Version { binary: PathBuf, detail: String },
+    #[error("creating simulated node {name}: {detail}")]
+    CreateNode { name: String, detail: String },
+}
+
+/// The control plane built when `RECKON_K8S_VERSION` is unset.
+pub const DEFAULT_VERSION: &str = "1.20.2";
+
+/// How many simulated Nodes KWOK runs: enough for a DaemonSet to show one Pod per node and for
+/// spreading to matter, few enough to cost nothing.
+pub const NODES: usize = 3;
+
+/// The KWOK stages: Node and Pod lifecycles, including the annotation-driven negative cases
+/// (`reckon.test/never-ready`, `reckon.test/crash-loop`, `reckon.test/fail`) described in the file.
+pub const KWOK_STAGES: &str = include_str!("../k8s/kwok-stages.yaml");
+
+/// The annotation that marks a Node as KWOK's to manage.
+const KWOK_NODE_ANNOTATION: &str = "kwok.x-k8s.io/node";
+
+/// A Kubernetes release as `kube-apiserver --version` reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct KubeVersion {
+    pub major: u32,
+    pub minor: u32,
+    pub patch: u32,
+}
+
+impl KubeVersion {
+    /// Parses `Kubernetes v1.37.2` (or `v1.37.2`, `1.37.2`, with any `-suffix`).
+    pub fn parse(s: &str) -> Option<Self> {
+        let word = s.split_whitespace().last()?;
+        let v = word.strip_prefix('v').unwrap_or(word);
+        let v = v.split(['-', '+']).next()?;
+        let mut it = v.split('.').map(|n| n.parse::<u32>().ok());
+        let (major, minor, patch) = (it.next()??, it.next()??, it.next()??);
+        (major == 1).then_some(Self {
+            major,
+            minor,
+            patch,
+        })
+    }
+
+    /// The controller manager's insecure `--port` exists (and must be set to 0 so parallel
+    /// control planes do not fight over 10252) before 1.24, which removed the flag.
+    fn has_insecure_port_flag(self) -> bool {
+        self.minor < 24
+    }
+
+    /// v1.37 refuses to start with a loopback `--advertise-address` while its endpoint
+    /// reconciler writes the `kubernetes` Service's endpoints ("may not be in the loopback
+    /// range"); v1.20 accepted it. Nothing in a loopback test cluster reaches the API server
+    /// through that Service, so every release after the floor runs without the reconciler.
+    fn needs_no_endpoint_reconciler(self) -> bool {
+        self.minor > 20
+    }
+}
+
+impl std::fmt::Display for KubeVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "v{}.{}.{}", self.major, self.minor, self.patch)
+    }
+}
+
+/// The version `RECKON_K8S_VERSION` asks for, without a leading `v`.
+pub fn requested_version() -> String {
+    std::env::var("RECKON_K8S_VERSION")
+        .ok()
+        .map(|v| v.trim().trim_start_matches('v').to_string())
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| DEFAULT_VERSION.to_string())
 }
 
 /// Built-in API groups that must be discoverable before the control plane counts as started.
@@ -58,6 +134,9 @@ pub struct Binaries {
     pub etcd: PathBuf,
     pub kube_apiserver: PathBuf,
     pub kube_controller_manager: PathBuf,
+    /// With `kwok`: simulated nodes. Absent from the v1.20 build, whose Pods stay Pending.
+    pub kube_scheduler: Option<PathBuf>,
+    pub kwok: Option<PathBuf>,
 }
 
 const INSTALL_HINT: &str = "run scripts/provision-testenv.sh to build it into ~/.cache/reckon, \
@@ -78,20 +157,22 @@ impl Binaries {
     pub fn locate() -> Result<Self, ControlPlaneError> {
         Self::locate_in(
             std::env::var_os("KUBEBUILDER_ASSETS").map(PathBuf::from),
-            &cache_dir(),
+            &cache_dir().join(format!("k8s-{}/bin", requested_version())),
             &std::env::var_os("PATH").unwrap_or_default(),
         )
     }
 
-    /// Finds every binary in `assets`, then the cache, then the directories of `path`.
+    /// Finds every binary in `assets`, then the cache's bin directory `cache_bin`, then the
+    /// directories of `path`.
     pub fn locate_in(
         assets: Option<PathBuf>,
-        cache: &Path,
+        cache_bin: &Path,
         path: &std::ffi::OsStr,
     ) -> Result<Self, ControlPlaneError> {
         let mut dirs: Vec<PathBuf> = assets.into_iter().collect();
-        dirs.push(cache.join("k8s-1.20.2/bin"));
+        dirs.push(cache_bin.to_path_buf());
         dirs.extend(std::env::split_paths(path));
+        let optional = |name: &str| dirs.iter().map(|d| d.join(name)).find(|p| p.is_file());
         let find = |name: &str| -> Result<PathBuf, ControlPlaneError> {
             dirs.iter()
                 .map(|d| d.join(name))
@@ -109,7 +190,23 @@ impl Binaries {
             etcd: find("etcd")?,
             kube_apiserver: find("kube-apiserver")?,
             kube_controller_manager: find("kube-controller-manager")?,
+            kube_scheduler: optional("kube-scheduler"),
+            kwok: optional("kwok"),
         })
+    }
+
+    /// The API server's release, from `kube-apiserver --version`.
+    pub fn version(&self) -> Result<KubeVersion, ControlPlaneError> {
+        let err = |detail: String| ControlPlaneError::Version {
+            binary: self.kube_apiserver.clone(),
+            detail,
+        };
+        let out = Command::new(&self.kube_apiserver)
+            .arg("--version")
+            .output()
+            .map_err(|e| err(e.to_string()))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        KubeVersion::parse(&text).ok_or_else(|| err(format!("unrecognised answer {text:?}")))
     }
 }
 
@@ -117,12 +214,15 @@ impl Binaries {
 /// (in that order) by PID and removes its data directory.
 pub struct ControlPlane {
     // Field order is drop order: dependents stop before what they depend on.
+    kwok: Option<Supervised>,
+    scheduler: Option<Supervised>,
     controller_manager: Supervised,
     apiserver: Supervised,
     etcd: Supervised,
     kubeconfig: PathBuf,
     server: String,
     token: String,
+    version: KubeVersion,
     dir: tempfile::TempDir,
 }
 
@@ -130,6 +230,7 @@ impl std::fmt::Debug for ControlPlane {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ControlPlane")
             .field("server", &self.server)
+            .field("version", &self.version)
             .field("kubeconfig", &self.kubeconfig)
             .finish()
     }
@@ -188,6 +289,64 @@ fn wait_ready(
     }
 }
 
+/// POST the JSON `body` to `url` with curl and the bearer `token`; the body of a 2xx answer, or
+/// the error body.
+fn http_post(url: &str, token: &str, body: &str) -> Result<String, String> {
+    let out = Command::new("curl")
+        .args(["-sSk", "--max-time", "10", "-X", "POST", url])
+        .args([
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            body,
+        ])
+        .args(["-H", &format!("Authorization: Bearer {token}")])
+        .args(["-w", "\n%{http_code}"])
+        .output()
+        .map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or((&text, ""));
+    if code.starts_with('2') {
+        Ok(body.to_string())
+    } else {
+        Err(format!(
+            "HTTP {code}: {body}{}",
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// A simulated Node for KWOK: the annotation hands it to KWOK, which fills in its status
+/// (addresses, capacity, Ready) and keeps its lease. No taints, so every Pod may land on it.
+fn node_json(name: &str) -> String {
+    serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "annotations": { KWOK_NODE_ANNOTATION: "fake" },
+            "labels": {
+                "type": "kwok",
+                "kubernetes.io/hostname": name,
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "amd64",
+            },
+        },
+    })
+    .to_string()
+}
+
+/// Whether a Node object (JSON) has condition Ready=True.
+fn node_is_ready(body: &str) -> bool {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(body) else {
+        return false;
+    };
+    v["status"]["conditions"].as_array().is_some_and(|cs| {
+        cs.iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    })
+}
+
 /// GET `url` with curl (bearer `token` when given) and return the body of a 2xx answer.
 fn http_get(url: &str, token: Option<&str>) -> Option<String> {
     let mut cmd = Command::new("curl");
@@ -236,6 +395,7 @@ impl ControlPlane {
     /// [`ControlPlane::start`] with more token users and/or an audit webhook.
     pub fn start_with(options: &StartOptions) -> Result<Self, ControlPlaneError> {
         let bins = Binaries::locate()?;
+        let version = bins.version()?;
         process::find_binary("curl", "curl", "apt-get install curl")?;
         let dir = tempfile::Builder::new()
             .prefix("reckon-cp-")
@@ -303,9 +463,10 @@ impl ControlPlane {
 
         // kube-apiserver
         let server = format!("https://127.0.0.1:{secure}");
-        let mut audit_args = Vec::new();
+        // Flags beyond the common set: the audit webhook's, and those a release needs.
+        let mut extra_args = Vec::new();
         if let Some(a) = &options.audit {
-            audit_args.extend([
+            extra_args.extend([
                 format!("--audit-policy-file={}", a.policy.display()),
                 format!("--audit-webhook-config-file={}", a.kubeconfig.display()),
                 // Tests wait for attributions: deliver each batch within a second (default
@@ -313,6 +474,9 @@ impl ControlPlane {
                 "--audit-webhook-batch-max-wait=1s".into(),
                 "--audit-webhook-initial-backoff=1s".into(),
             ]);
+        }
+        if version.needs_no_endpoint_reconciler() {
+            extra_args.push("--endpoint-reconciler-type=none".into());
         }
         let mut apiserver = Supervised::spawn(
             "kube-apiserver",
@@ -333,7 +497,7 @@ impl ControlPlane {
                 "--disable-admission-plugins=ServiceAccount".into(),
             ]
             .into_iter()
-            .chain(audit_args)
+            .chain(extra_args)
             .collect::<Vec<String>>(),
             &[],
             &d.join("kube-apiserver.log"),
@@ -370,32 +534,129 @@ impl ControlPlane {
         std::fs::write(&kubeconfig, kubeconfig_yaml(&server, &token, &ca))
             .map_err(io_err(&kubeconfig))?;
 
-        // kube-controller-manager: namespace deletion, garbage collection, ReplicaSets.
+        // kube-controller-manager: namespace deletion, garbage collection, ReplicaSets, and
+        // with nodes the Pod lifecycle (node lifecycle, Jobs, DaemonSets).
+        let mut kcm_args = vec![
+            format!("--kubeconfig={}", kubeconfig.display()),
+            format!("--service-account-private-key-file={}", sa_key.display()),
+            "--leader-elect=false".into(),
+            "--controllers=*,-serviceaccount-token".into(),
+            "--bind-address=127.0.0.1".into(),
+            "--secure-port=0".into(),
+        ];
+        if version.has_insecure_port_flag() {
+            kcm_args.push("--port=0".into());
+        }
         let controller_manager = Supervised::spawn(
             "kube-controller-manager",
             &bins.kube_controller_manager,
-            &[
-                format!("--kubeconfig={}", kubeconfig.display()),
-                format!("--service-account-private-key-file={}", sa_key.display()),
-                "--leader-elect=false".into(),
-                "--controllers=*,-serviceaccount-token".into(),
-                "--bind-address=127.0.0.1".into(),
-                "--secure-port=0".into(),
-                "--port=0".into(),
-            ],
+            &kcm_args,
             &[],
             &d.join("kube-controller-manager.log"),
         )?;
 
-        Ok(Self {
+        let mut cp = Self {
+            kwok: None,
+            scheduler: None,
             controller_manager,
             apiserver,
             etcd,
             kubeconfig,
             server,
             token,
+            version,
             dir,
-        })
+        };
+        if let (Some(scheduler), Some(kwok)) = (&bins.kube_scheduler, &bins.kwok) {
+            cp.start_nodes(scheduler, kwok)?;
+        }
+        Ok(cp)
+    }
+
+    /// Starts kube-scheduler and KWOK, registers [`NODES`] simulated Nodes and waits until KWOK
+    /// has made each Ready, so a Pod created after this returns is scheduled and runs.
+    fn start_nodes(&mut self, scheduler: &Path, kwok: &Path) -> Result<(), ControlPlaneError> {
+        let d = self.dir.path().to_path_buf();
+        let kubeconfig = self.kubeconfig.display().to_string();
+        self.scheduler = Some(Supervised::spawn(
+            "kube-scheduler",
+            scheduler,
+            &[
+                format!("--kubeconfig={kubeconfig}"),
+                "--leader-elect=false".into(),
+                "--bind-address=127.0.0.1".into(),
+                // No health or metrics endpoint: nothing reads it, and a fixed port would
+                // collide between parallel control planes.
+                "--secure-port=0".into(),
+            ],
+            &[],
+            &d.join("kube-scheduler.log"),
+        )?);
+
+        let stages = d.join("kwok-stages.yaml");
+        std::fs::write(&stages, KWOK_STAGES).map_err(io_err(&stages))?;
+        // KWOK reads ~/.kwok/kwok.yaml too when it exists; a HOME of its own keeps a user's
+        // configuration out of the tests.
+        let kwok_home = d.join("kwok-home");
+        std::fs::create_dir_all(&kwok_home).map_err(io_err(&kwok_home))?;
+        self.kwok = Some(Supervised::spawn(
+            "kwok",
+            kwok,
+            &[
+                format!("--kubeconfig={kubeconfig}"),
+                format!("--config={}", stages.display()),
+                "--manage-all-nodes=false".into(),
+                format!("--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake"),
+                // Pod IPs are only written into status, never reached; a /16 leaves room for
+                // the benchmarks' thousands of Pods.
+                "--cidr=10.0.0.0/16".into(),
+            ],
+            &[("HOME".into(), kwok_home.display().to_string())],
+            &d.join("kwok.log"),
+        )?);
+
+        let names: Vec<String> = (0..NODES).map(|i| format!("kwok-node-{i}")).collect();
+        for name in &names {
+            http_post(
+                &format!("{}/api/v1/nodes", self.server),
+                &self.token,
+                &node_json(name),
+            )
+            .map_err(|detail| ControlPlaneError::CreateNode {
+                name: name.clone(),
+                detail,
+            })?;
+        }
+        let (server, token) = (self.server.clone(), self.token.clone());
+        let kwok = self.kwok.as_mut().expect("just started");
+        wait_ready("kwok nodes", kwok, Duration::from_secs(60), || {
+            names.iter().all(|n| {
+                http_get(&format!("{server}/api/v1/nodes/{n}"), Some(&token))
+                    .is_some_and(|b| node_is_ready(&b))
+            })
+        })?;
+        // The scheduler has no readiness endpoint here (--secure-port=0); by now it has had the
+        // nodes' wait to fail on a bad flag or a refused client, which is what this catches.
+        let scheduler = self.scheduler.as_mut().expect("just started");
+        if !scheduler.is_running() {
+            return Err(ControlPlaneError::Exited {
+                component: "kube-scheduler",
+                log: scheduler.log_path().to_path_buf(),
+                tail: scheduler.log_tail(30),
+            });
+        }
+        Ok(())
+    }
+
+    /// The API server's release.
+    pub fn version(&self) -> KubeVersion {
+        self.version
+    }
+
+    /// Whether simulated nodes run here (kube-scheduler and KWOK were started), so Pods become
+    /// Running and Ready; without them Pods stay Pending.
+    pub fn has_nodes(&self) -> bool {
+        self.kwok.is_some()
     }
 
     /// Path of a kubeconfig (admin, token auth) for this control plane.
@@ -419,19 +680,22 @@ impl ControlPlane {
     }
 
     /// PIDs of the supervised components (watchdog processes), for diagnostics.
-    pub fn pids(&self) -> [u32; 3] {
-        [
-            self.etcd.pid(),
-            self.apiserver.pid(),
-            self.controller_manager.pid(),
-        ]
+    pub fn pids(&self) -> Vec<u32> {
+        [&self.etcd, &self.apiserver, &self.controller_manager]
+            .into_iter()
+            .chain(self.scheduler.as_ref())
+            .chain(self.kwok.as_ref())
+            .map(Supervised::pid)
+            .collect()
     }
 
-    /// Whether all three components are still running.
+    /// Whether every component started is still running.
     pub fn is_healthy(&mut self) -> bool {
         self.etcd.is_running()
             && self.apiserver.is_running()
             && self.controller_manager.is_running()
+            && self.scheduler.as_mut().is_none_or(Supervised::is_running)
+            && self.kwok.as_mut().is_none_or(Supervised::is_running)
     }
 }
 
@@ -494,8 +758,59 @@ mod tests {
             std::fs::write(cache_bin.join(n), "").unwrap();
         }
         std::fs::write(assets.path().join("kube-apiserver"), "").unwrap();
-        let b = Binaries::locate_in(Some(assets.path().into()), cache.path(), "".as_ref()).unwrap();
+        let b = Binaries::locate_in(Some(assets.path().into()), &cache_bin, "".as_ref()).unwrap();
         assert_eq!(b.kube_apiserver, assets.path().join("kube-apiserver"));
         assert_eq!(b.etcd, cache_bin.join("etcd"));
+        // The v1.20 build has neither: no nodes, and no error for their absence.
+        assert!(b.kube_scheduler.is_none() && b.kwok.is_none());
+    }
+
+    #[test]
+    fn versions_parse_from_the_apiservers_answer() {
+        let v = KubeVersion::parse("Kubernetes v1.37.2\n").unwrap();
+        assert_eq!((v.major, v.minor, v.patch), (1, 37, 2));
+        assert_eq!(v.to_string(), "v1.37.2");
+        assert_eq!(
+            KubeVersion::parse("v1.20.2-dirty").map(|v| v.minor),
+            Some(20)
+        );
+        assert!(KubeVersion::parse("Kubernetes v0.0.0-master+$Format:%H$").is_none());
+        assert!(KubeVersion::parse("").is_none());
+    }
+
+    #[test]
+    fn controller_manager_port_flag_only_before_1_24() {
+        assert!(
+            KubeVersion::parse("v1.20.2")
+                .unwrap()
+                .has_insecure_port_flag()
+        );
+        assert!(
+            !KubeVersion::parse("v1.37.2")
+                .unwrap()
+                .has_insecure_port_flag()
+        );
+    }
+
+    #[test]
+    fn node_readiness_reads_the_ready_condition() {
+        let ready = r#"{"status":{"conditions":[{"type":"MemoryPressure","status":"False"},{"type":"Ready","status":"True"}]}}"#;
+        let not_ready = r#"{"status":{"conditions":[{"type":"Ready","status":"Unknown"}]}}"#;
+        assert!(node_is_ready(ready));
+        assert!(!node_is_ready(not_ready));
+        assert!(!node_is_ready(r#"{"status":{}}"#));
+        assert!(!node_is_ready("not json"));
+    }
+
+    #[test]
+    fn stages_name_every_negative_case() {
+        for a in [
+            "reckon.test/never-ready",
+            "reckon.test/crash-loop",
+            "reckon.test/fail",
+        ] {
+            assert!(KWOK_STAGES.contains(a), "{a}");
+        }
+        assert!(node_json("n").contains(KWOK_NODE_ANNOTATION));
     }
 }

@@ -36,9 +36,15 @@ async fn start() -> anyhow::Result<ControlPlane> {
         .await?
         .context("starting the local control plane")?;
     eprintln!(
-        "reckon-testenv: control plane up at {} in {:.1}s (pids {:?}, logs in {})",
+        "reckon-testenv: control plane {} up at {} in {:.1}s ({}; pids {:?}, logs in {})",
+        cp.version(),
         cp.server(),
         t.elapsed().as_secs_f64(),
+        if cp.has_nodes() {
+            format!("{} simulated nodes", reckon_testenv::control_plane::NODES)
+        } else {
+            "no nodes: Pods stay Pending".to_string()
+        },
         cp.pids(),
         cp.dir().display()
     );
