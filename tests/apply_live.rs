@@ -53,7 +53,7 @@ kind: Deployment
 metadata:
   name: web
 spec:
-  replicas: 0
+  replicas: 1
   selector:
     matchLabels: {app: web}
   template:
@@ -122,6 +122,9 @@ async fn create_then_zero_writes_then_configure_and_prune() {
             .all(|(_, uri)| uri.contains("fieldManager=reckon") && uri.contains("force=true"))
     );
 
+    // The Deployment has a replica: healthy only once its Pod is ready (the test plays the
+    // kubelet where the control plane has none; simulated nodes start it by themselves).
+    support::readiness::make_deployment_ready(&support::client().await, &ns.name, "web").await;
     let objects: Vec<ObjectRef> = plan.actions.iter().map(|a| a.object().clone()).collect();
     let health = health::wait(
         &catalog,
@@ -490,12 +493,12 @@ async fn conflicts_are_reported_or_forced_by_policy_and_diff_shows_them() {
                 .expect("replicas in diff");
             assert_eq!(
                 (replicas.before.clone(), replicas.after.clone()),
-                (Some(json!(2)), Some(json!(0)))
+                (Some(json!(2)), Some(json!(1)))
             );
         }
         other => panic!("{other:?}"),
     }
-    // Not written: a forced apply would have set replicas back to 0. (resourceVersion is no
+    // Not written: a forced apply would have set replicas back to 1. (resourceVersion is no
     // witness here: the Deployment controller updates the status after the scale.)
     assert_eq!(
         deploys.get("web").await.unwrap().data["spec"]["replicas"],
@@ -539,7 +542,7 @@ async fn conflicts_are_reported_or_forced_by_policy_and_diff_shows_them() {
         "{changes:#?}"
     );
     let live = deploys.get("web").await.unwrap();
-    assert_eq!(live.data["spec"]["replicas"], 0);
+    assert_eq!(live.data["spec"]["replicas"], 1);
     let owners: Vec<String> = live
         .metadata
         .managed_fields
