@@ -2,6 +2,7 @@
 
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// Errors while connecting to a cluster, named after the failed operation.
 #[derive(Debug, thiserror::Error)]
@@ -63,13 +64,38 @@ pub async fn fenced_client(
         }
         None => kube::Config::infer().await?,
     };
-    match fence {
-        None => kube::Client::try_from(config).map_err(ClusterError::Client),
-        Some(fence) => Ok(kube::client::ClientBuilder::try_from(config)
-            .map_err(ClusterError::Client)?
+    // kube's own retry (15 tries, backoff up to 1000 s) sits inside any layer added here: a
+    // write retried there would pass the Lease fence unchecked, and discovery of a group whose
+    // aggregated API is down (a 503, like a stopped metrics-server) would stall for minutes on
+    // v1.37. reckon retries whole passes itself; a request gets a few quick tries, each one
+    // through the fence.
+    let mut config = config;
+    config.default_retry = false;
+    let builder = kube::client::ClientBuilder::try_from(config).map_err(ClusterError::Client)?;
+    // A retry needs a service it can clone: a buffer in front of the stack (kube's client has
+    // one of the same size in front of everything).
+    let buffer = tower::buffer::BufferLayer::new(1024);
+    let retry = tower::retry::RetryLayer::new(request_retry());
+    Ok(match fence {
+        None => builder.with_layer(&buffer).with_layer(&retry).build(),
+        Some(fence) => builder
             .with_layer(&crate::lease::FenceLayer::new(fence.clone()))
-            .build()),
-    }
+            .with_layer(&buffer)
+            .with_layer(&retry)
+            .build(),
+    })
+}
+
+/// Retries of one request on 429, 503 and 504: five, 50 ms doubling to at most 5 s (or the
+/// server's Retry-After), about 1.5 s in all unless the server asks for more.
+fn request_retry() -> kube::client::retry::RetryPolicy {
+    kube::client::retry::RetryPolicy::new(
+        Duration::from_millis(50),
+        Duration::from_secs(5),
+        5,
+        true,
+    )
+    .expect("valid backoff parameters")
 }
 
 /// The API server's version string (for example `v1.20.2`).
