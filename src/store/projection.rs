@@ -682,19 +682,24 @@ mod tests {
         );
     }
 
+    /// The bytes named `key` in the committed golden file `file` (an older version's snapshot).
+    fn golden_snapshot(file: &str, key: &str) -> Vec<u8> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/golden")
+            .join(file);
+        let text = std::fs::read_to_string(path).unwrap();
+        let line = text
+            .lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix(' '))
+            .unwrap();
+        hex::decode(line.trim()).unwrap()
+    }
+
     /// A version-3 App base state (tests/golden/snapshots-v3.hex, written before version 4,
     /// which changed how a sync is folded, not the layout) reads as it was.
     #[test]
     fn version_3_app_base_states_read_as_they_are() {
-        let text = std::fs::read_to_string(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/snapshots-v3.hex"),
-        )
-        .unwrap();
-        let hex_bytes = text
-            .lines()
-            .find_map(|l| l.strip_prefix("app-state "))
-            .unwrap();
-        let bytes = hex::decode(hex_bytes.trim()).unwrap();
+        let bytes = golden_snapshot("snapshots-v3.hex", "app-state");
         assert_eq!(bytes[0], 3);
         assert!(matches!(
             decode_snapshot::<AppState>(&bytes),
@@ -711,15 +716,7 @@ mod tests {
     /// not is unknown rather than invented.
     #[test]
     fn version_2_app_base_states_convert() {
-        let text = std::fs::read_to_string(
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/snapshots-v2.hex"),
-        )
-        .unwrap();
-        let hex_bytes = text
-            .lines()
-            .find_map(|l| l.strip_prefix("app-state-v2 "))
-            .unwrap();
-        let bytes = hex::decode(hex_bytes.trim()).unwrap();
+        let bytes = golden_snapshot("snapshots-v2.hex", "app-state-v2");
         assert_eq!(bytes[0], 2);
         assert!(matches!(
             decode_snapshot::<AppState>(&bytes),
