@@ -2,20 +2,24 @@
 # Provision everything reckon's tests need on a fresh Debian 12 machine, idempotently:
 #   - Debian packages: etcd-server, golang-1.19-go, rsync (k8s build), openssh-server (SSH git
 #     server), git, openssl, kubectl check.
-#   - the control plane named by RECKON_K8S_VERSION (default 1.20.2), cached in $RECKON_CACHE_DIR
-#     (default ~/.cache/reckon) under k8s-<version>/bin so the second run is instant:
-#       1.20.2: kube-apiserver and kube-controller-manager built from Debian's own source package
-#               (etcd from Debian); no scheduler and no nodes.
-#       the release pinned in tests/testenv/k8s/kubernetes/go.mod (1.37.2): kube-apiserver,
-#               kube-controller-manager, kube-scheduler, kubectl, etcd, kustomize and KWOK built
-#               from Go modules by scripts/build-k8s-go.sh.
+#   - the control plane named by RECKON_K8S_VERSION, cached in $RECKON_CACHE_DIR (default
+#     ~/.cache/reckon) under k8s-<version>/bin so the second run is instant:
+#       the release pinned in tests/testenv/k8s/kubernetes/go.mod (the default, the newest
+#               supported): kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, etcd,
+#               kustomize and KWOK built from Go modules by scripts/build-k8s-go.sh;
+#       1.20.2 (the oldest supported, the floor of the version matrix): kube-apiserver and
+#               kube-controller-manager built from Debian's own source package (etcd from
+#               Debian); no scheduler and no nodes.
 # Honours KUBEBUILDER_ASSETS (prebuilt binaries) and RECKON_TEST_KUBECONFIG (an existing cluster):
 # with either, the Kubernetes build is skipped.
 # Prints the directory holding the binaries on its last line of stdout (everything else to stderr).
 set -euo pipefail
 
 CACHE="${RECKON_CACHE_DIR:-$HOME/.cache/reckon}"
-K8S_VERSION="${RECKON_K8S_VERSION:-1.20.2}"
+# The newest release is pinned in one place, the go.mod its build uses.
+NEWEST="$(awk '$1 == "k8s.io/kubernetes" {print $2; exit}' \
+  "$(dirname "$0")/../tests/testenv/k8s/kubernetes/go.mod")"
+K8S_VERSION="${RECKON_K8S_VERSION:-${NEWEST#v}}"
 K8S_VERSION="${K8S_VERSION#v}"
 K8S_VERSION_DEB="1.20.5+really1.20.2-1.1+deb12u1"
 BIN="$CACHE/k8s-1.20.2/bin"
@@ -54,7 +58,7 @@ fi
 if [ "$K8S_VERSION" = 1.20.2 ] && ! command -v kubectl >/dev/null; then
   log "WARNING: kubectl not found; tests that shell out to it will fail."
   log "  install it with: apt-get install kubernetes-client (Debian) or from your vendor,"
-  log "  or use RECKON_K8S_VERSION=1.37.2, whose build includes kubectl"
+  log "  or use the newest release (RECKON_K8S_VERSION unset), whose build includes kubectl"
 fi
 
 if [ -n "${RECKON_TEST_KUBECONFIG:-}" ]; then

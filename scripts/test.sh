@@ -1,17 +1,30 @@
 #!/usr/bin/env bash
 # The whole test suite, exactly as CI runs it (the README's test command):
-#   1. provision the test environment (apt packages, the control plane build; cached): v1.20.2
-#      by default, or the Go-built release with simulated nodes when RECKON_K8S_VERSION=1.37.2,
+#   1. provision the test environment (apt packages, the control plane builds; cached): both ends
+#      of the version matrix — the newest supported release, built from Go modules with
+#      simulated nodes, and the oldest, v1.20.2, from Debian's source package,
 #   2. formatting and lints, and the benchmarks at a small size,
-#   3. every test (unit, integration, smoke) under one local control plane started for the run
-#      and stopped by PID at the end — or your cluster, when RECKON_TEST_KUBECONFIG is set.
+#   3. every test (unit, integration, smoke) under one local control plane of the newest release
+#      started for the run and stopped by PID at the end — or your cluster, when
+#      RECKON_TEST_KUBECONFIG is set,
+#   4. the live apply, plan, watch, discovery and reconcile tests again on the oldest release.
+# RECKON_K8S_VERSION=<version> runs the whole suite on that one release instead (no step 4).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 t0=$(date +%s)
+# The floor runs when the version is not chosen by hand and no cluster of your own is used.
+floor="1.20.2"
+run_floor=1
+if [ -n "${RECKON_K8S_VERSION:-}" ] || [ -n "${RECKON_TEST_KUBECONFIG:-}" ]; then run_floor=0; fi
+floor_path="$PATH"
+if [ $run_floor = 1 ]; then
+  floor_bin="$(RECKON_K8S_VERSION=$floor bash scripts/provision-testenv.sh | tail -n 1)"
+  floor_path="$floor_bin:$PATH"
+fi
 bin_dir="$(bash scripts/provision-testenv.sh | tail -n 1)"
-# The Go-built control plane (RECKON_K8S_VERSION) brings kubectl and kustomize of its release:
-# first on PATH, so nothing depends on what the machine image ships.
+# The Go-built control plane brings kubectl and kustomize of its release: first on PATH, so
+# nothing depends on what the machine image ships.
 if [ -n "$bin_dir" ]; then export PATH="$bin_dir:$PATH"; fi
 echo "test.sh: environment ready in $(( $(date +%s) - t0 ))s" >&2
 
@@ -40,10 +53,24 @@ cargo build -p reckon-testenv --bin reckon-testenv
 # The reconciler benchmark at CI size (20 Apps; its table compares against kubectl in the same
 # run, and it asserts zero writes in steady state, counted by the API server, so it runs first,
 # while nothing else writes), then every test, on one control plane.
-exec "$CARGO_TARGET_DIR/debug/reckon-testenv" run -- bash -c '
+status=0
+"$CARGO_TARGET_DIR/debug/reckon-testenv" run -- bash -c '
   status=0
   if cargo nextest --version >/dev/null 2>&1; then
     RECKON_BENCH_APPS=20 cargo nextest run --cargo-quiet --test agent_bench --run-ignored only --no-capture || status=1
   fi
   "$@" || status=1
-  exit $status' test.sh "${runner[@]}"
+  exit $status' test.sh "${runner[@]}" || status=1
+
+# The floor of the version matrix: the tests whose behaviour depends on the server's release
+# (apply and field validation, planning and scopes, watches, discovery, the reconciler end to
+# end) on the oldest supported one, with its own tools first on PATH.
+if [ $run_floor = 1 ]; then
+  floor_tests=(--test apply_live --test plan_live --test watch_live --test kube_smoke
+               --test reconcile_live --test cli_version)
+  echo "test.sh: the floor of the version matrix, Kubernetes v$floor" >&2
+  PATH="$floor_path" RECKON_K8S_VERSION="$floor" \
+    "$CARGO_TARGET_DIR/debug/reckon-testenv" run -- "${runner[@]}" "${floor_tests[@]}" || status=1
+fi
+echo "test.sh: done in $(( $(date +%s) - t0 ))s" >&2
+exit $status

@@ -3,10 +3,11 @@
 //! and KWOK's fake kubelets with a few simulated Nodes, so Pods are scheduled and become Ready.
 //! Each component is a supervised process on loopback ports; the kubeconfig reaches it.
 //!
-//! Two builds exist (`scripts/provision-testenv.sh`): v1.20.2 from Debian's source package
-//! (no scheduler, no nodes: Pods stay Pending), and a current release from Go modules with
-//! kube-scheduler and KWOK. `RECKON_K8S_VERSION` picks one (default [`DEFAULT_VERSION`]); flags
-//! are chosen from what `kube-apiserver --version` says, not from the name asked for.
+//! Two builds exist (`scripts/provision-testenv.sh`): the newest supported release from Go
+//! modules with kube-scheduler and KWOK (the default, [`default_version`]), and the oldest,
+//! [`FLOOR_VERSION`], from Debian's source package (no scheduler, no nodes: Pods stay Pending).
+//! `RECKON_K8S_VERSION` picks one; flags are chosen from what `kube-apiserver --version` says,
+//! not from the name asked for.
 //!
 //! Binaries are found, in order: `KUBEBUILDER_ASSETS` (the envtest convention), then the cache
 //! `$RECKON_CACHE_DIR/k8s-<version>/bin` (default `~/.cache/reckon`), then PATH.
@@ -50,8 +51,31 @@ pub enum ControlPlaneError {
     CreateNode { name: String, detail: String },
 }
 
-/// The control plane built when `RECKON_K8S_VERSION` is unset.
-pub const DEFAULT_VERSION: &str = "1.20.2";
+/// The go.mod that pins the newest release (and everything built with it): the one place its
+/// version is written.
+const NEWEST_GO_MOD: &str = include_str!("../k8s/kubernetes/go.mod");
+
+/// The oldest release reckon supports, the floor of the version matrix: built from Debian's
+/// source package, without scheduler or nodes.
+pub const FLOOR_VERSION: &str = "1.20.2";
+
+/// The control plane built when `RECKON_K8S_VERSION` is unset: the newest supported release,
+/// as pinned in `tests/testenv/k8s/kubernetes/go.mod`.
+pub fn default_version() -> String {
+    pinned_version(NEWEST_GO_MOD)
+        .expect("tests/testenv/k8s/kubernetes/go.mod requires k8s.io/kubernetes")
+}
+
+/// The `k8s.io/kubernetes` version a go.mod requires, without the leading `v`.
+fn pinned_version(go_mod: &str) -> Option<String> {
+    go_mod.lines().find_map(|line| {
+        let mut words = line.split_whitespace();
+        (words.next()? == "k8s.io/kubernetes")
+            .then(|| words.next())
+            .flatten()
+            .map(|v| v.trim_start_matches('v').to_string())
+    })
+}
 
 /// How many simulated Nodes KWOK runs: enough for a DaemonSet to show one Pod per node and for
 /// spreading to matter, few enough to cost nothing.
@@ -114,7 +138,7 @@ pub fn requested_version() -> String {
         .ok()
         .map(|v| v.trim().trim_start_matches('v').to_string())
         .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| DEFAULT_VERSION.to_string())
+        .unwrap_or_else(default_version)
 }
 
 /// Built-in API groups that must be discoverable before the control plane counts as started.
@@ -163,7 +187,9 @@ impl Binaries {
     }
 
     /// Finds every binary in `assets`, then the cache's bin directory `cache_bin`, then the
-    /// directories of `path`.
+    /// directories of `path`. kube-scheduler and KWOK come only from the directory that holds
+    /// the kube-apiserver found: a scheduler of another release on PATH (the newest build's,
+    /// while the floor runs) would otherwise join a control plane it was not built for.
     pub fn locate_in(
         assets: Option<PathBuf>,
         cache_bin: &Path,
@@ -172,7 +198,6 @@ impl Binaries {
         let mut dirs: Vec<PathBuf> = assets.into_iter().collect();
         dirs.push(cache_bin.to_path_buf());
         dirs.extend(std::env::split_paths(path));
-        let optional = |name: &str| dirs.iter().map(|d| d.join(name)).find(|p| p.is_file());
         let find = |name: &str| -> Result<PathBuf, ControlPlaneError> {
             dirs.iter()
                 .map(|d| d.join(name))
@@ -186,12 +211,20 @@ impl Binaries {
                     .into()
                 })
         };
+        let etcd = find("etcd")?;
+        let kube_apiserver = find("kube-apiserver")?;
+        let beside = |name: &str| {
+            kube_apiserver
+                .parent()
+                .map(|d| d.join(name))
+                .filter(|p| p.is_file())
+        };
         Ok(Self {
-            etcd: find("etcd")?,
-            kube_apiserver: find("kube-apiserver")?,
+            etcd,
             kube_controller_manager: find("kube-controller-manager")?,
-            kube_scheduler: optional("kube-scheduler"),
-            kwok: optional("kwok"),
+            kube_scheduler: beside("kube-scheduler"),
+            kwok: beside("kwok"),
+            kube_apiserver,
         })
     }
 
@@ -766,6 +799,33 @@ mod tests {
     }
 
     #[test]
+    fn the_default_is_the_release_the_go_mod_pins() {
+        let v = default_version();
+        let parsed = KubeVersion::parse(&v).expect(&v);
+        assert!(parsed.minor > 20, "{v}");
+        assert_eq!(
+            pinned_version("module m\n\nrequire (\n\tk8s.io/kubernetes v1.99.3\n)\n").as_deref(),
+            Some("1.99.3")
+        );
+        assert_eq!(pinned_version("module m\n"), None);
+    }
+
+    #[test]
+    fn scheduler_and_kwok_come_from_the_apiservers_directory_only() {
+        let floor = tempfile::tempdir().unwrap();
+        let newest = tempfile::tempdir().unwrap();
+        for n in ["etcd", "kube-apiserver", "kube-controller-manager"] {
+            std::fs::write(floor.path().join(n), "").unwrap();
+        }
+        for n in ["kube-scheduler", "kwok"] {
+            std::fs::write(newest.path().join(n), "").unwrap();
+        }
+        let b = Binaries::locate_in(None, floor.path(), newest.path().as_os_str()).unwrap();
+        assert_eq!(b.kube_apiserver, floor.path().join("kube-apiserver"));
+        assert!(b.kube_scheduler.is_none() && b.kwok.is_none(), "{b:?}");
+    }
+
+    #[test]
     fn versions_parse_from_the_apiservers_answer() {
         let v = KubeVersion::parse("Kubernetes v1.37.2\n").unwrap();
         assert_eq!((v.major, v.minor, v.patch), (1, 37, 2));
@@ -808,6 +868,7 @@ mod tests {
             "reckon.test/never-ready",
             "reckon.test/crash-loop",
             "reckon.test/fail",
+            "reckon.test/ready-after",
         ] {
             assert!(KWOK_STAGES.contains(a), "{a}");
         }

@@ -5,7 +5,7 @@
 //! says so and checks nothing else.
 
 use reckon_testenv::control_plane::{
-    Binaries, ControlPlane, DEFAULT_VERSION, NODES, cache_dir, requested_version,
+    Binaries, ControlPlane, FLOOR_VERSION, NODES, cache_dir, requested_version,
 };
 use std::io::Write;
 use std::path::PathBuf;
@@ -136,14 +136,14 @@ spec:
 fn pods_run_on_simulated_nodes_and_fail_on_request() {
     let bins = Binaries::locate().expect("locating the control plane binaries");
     if bins.kube_scheduler.is_none() || bins.kwok.is_none() {
-        // Only the v1.20 build lacks them; any other version asked for must have them.
+        // Only the floor's build lacks them; any other version asked for must have them.
         assert_eq!(
             requested_version(),
-            DEFAULT_VERSION,
+            FLOOR_VERSION,
             "RECKON_K8S_VERSION={} was built without kube-scheduler and kwok",
             requested_version()
         );
-        eprintln!("v{DEFAULT_VERSION}: no scheduler and no nodes in this build; nothing to check");
+        eprintln!("v{FLOOR_VERSION}: no scheduler and no nodes in this build; nothing to check");
         return;
     }
     let cp = ControlPlane::start().expect("starting the control plane");
