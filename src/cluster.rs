@@ -98,11 +98,15 @@ fn request_retry() -> kube::client::retry::RetryPolicy {
     .expect("valid backoff parameters")
 }
 
-/// The API server's version string (for example `v1.20.2`).
-pub async fn server_version(client: &kube::Client) -> Result<String, ClusterError> {
+/// The API server's version string (for example `v1.20.2`) and where that release stands
+/// against the range reckon supports.
+pub async fn server_version(
+    client: &kube::Client,
+) -> Result<(String, crate::version::Support), ClusterError> {
     let info = client
         .apiserver_version()
         .await
         .map_err(ClusterError::ServerVersion)?;
-    Ok(info.git_version)
+    let server = crate::apply::ServerVersion::parse(&info.major, &info.minor, &info.git_version);
+    Ok((info.git_version, server.support()))
 }

@@ -23,6 +23,11 @@ fn version_reports_build_identity_as_json() {
         "commit should be a full SHA: {commit}"
     );
     assert_eq!(v["tested_kubernetes"][0], "v1.20.2");
+    assert_eq!(v["tested_kubernetes"][1], "v1.37.2");
+    assert_eq!(
+        v["supported_kubernetes"],
+        serde_json::json!({"oldest": "v1.20", "newest": "v1.37"})
+    );
     assert!(v.get("cluster").is_none(), "no cluster was asked for: {v}");
 }
 
@@ -44,7 +49,13 @@ fn version_reports_the_clusters_version() {
         .lines()
         .find(|l| l.starts_with("cluster: "))
         .unwrap_or_else(|| panic!("no cluster line in {stdout}"));
+    // Both ends of the version matrix run this test, and both are in the supported range.
     assert!(line.starts_with("cluster: v1."), "{line}");
+    assert!(line.ends_with(" (supported)"), "{line}");
+    assert!(
+        stdout.contains("supported Kubernetes: v1.20 to v1.37\n"),
+        "{stdout}"
+    );
 }
 
 #[test]

@@ -31,6 +31,9 @@ struct Report {
 struct ClusterReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     server_version: Option<String>,
+    /// Whether the server's release is in `supported_kubernetes`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    support: Option<version::Support>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
 }
@@ -45,12 +48,14 @@ pub async fn run(args: VersionArgs) -> anyhow::Result<ExitCode> {
             }
             .await
             {
-                Ok(v) => ClusterReport {
+                Ok((v, support)) => ClusterReport {
                     server_version: Some(v),
+                    support: Some(support),
                     error: None,
                 },
                 Err(e) => ClusterReport {
                     server_version: None,
+                    support: None,
                     error: Some(e.to_string()),
                 },
             },
@@ -74,12 +79,20 @@ pub async fn run(args: VersionArgs) -> anyhow::Result<ExitCode> {
             )?;
             writeln!(
                 out,
+                "supported Kubernetes: {}",
+                report.build.supported_kubernetes
+            )?;
+            writeln!(
+                out,
                 "Kubernetes API types: {}",
                 report.build.compiled_kubernetes_api
             )?;
             if let Some(c) = &report.cluster {
                 match (&c.server_version, &c.error) {
-                    (Some(v), _) => writeln!(out, "cluster: {v}")?,
+                    (Some(v), _) => match c.support {
+                        Some(s) => writeln!(out, "cluster: {v} ({s})")?,
+                        None => writeln!(out, "cluster: {v}")?,
+                    },
                     (None, Some(e)) => writeln!(out, "cluster: unreachable: {e}")?,
                     _ => {}
                 }
