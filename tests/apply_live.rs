@@ -375,6 +375,116 @@ async fn a_crd_and_its_custom_resource_in_one_sync() {
     );
 }
 
+/// A CRD with a closed schema (no unknown fields kept) and, where the server has CEL rules
+/// (v1.25+), an `x-kubernetes-validations` rule.
+fn gadget_crd(group: &str, rules: bool) -> String {
+    let validations = if rules {
+        "\n            x-kubernetes-validations:\n            - rule: \"self.min <= self.max\"\n              message: \"min must not exceed max\""
+    } else {
+        ""
+    };
+    format!(
+        r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: gadgets.{group}
+spec:
+  group: {group}
+  scope: Namespaced
+  names: {{plural: gadgets, singular: gadget, kind: Gadget, listKind: GadgetList}}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object{validations}
+            properties:
+              min: {{type: integer}}
+              max: {{type: integer}}
+"#
+    )
+}
+
+/// An unknown field is refused per object with its path, not dropped, and so is a value a
+/// CEL rule refuses (where the server has them, v1.25+); the rest of the set is applied.
+#[tokio::test]
+async fn unknown_fields_and_validation_rules_fail_per_object_with_the_path() {
+    let (client, _) = counting_client().await;
+    let catalog = catalog(client.clone()).await;
+    let server = catalog.server().clone();
+    let rules = server.at_least(1, 25);
+    let ns = TestNamespace::create(&client, "fieldval").await;
+    let group = format!("{}.reckon.test", support::suffix());
+    let _guard = CrdGuard(format!("gadgets.{group}"));
+    let mut app = TestApp::new("gadgets", &ns.name);
+    app.write("crd.yaml", &gadget_crd(&group, rules));
+    app.write("config.yaml", CONFIG);
+    let gadget = |name: &str, spec: &str| {
+        format!("apiVersion: {group}/v1\nkind: Gadget\nmetadata:\n  name: {name}\nspec: {spec}\n")
+    };
+    app.write("good.yaml", &gadget("good", "{min: 1, max: 3}"));
+    app.write(
+        "extra.yaml",
+        &gadget("extra", "{min: 1, max: 3, colour: red}"),
+    );
+    app.write(
+        "typo.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: typo\ndata: {a: b}\ndatta: {c: d}\n",
+    );
+    if rules {
+        app.write("backwards.yaml", &gadget("backwards", "{min: 5, max: 3}"));
+    }
+    let (_, changes) = app.sync(&catalog, &ApplyOptions::default()).await;
+    let outcomes = outcomes_by_name(&changes);
+    assert_eq!(*outcomes["Gadget/good"], Outcome::Created, "{changes:#?}");
+    assert_eq!(
+        *outcomes["ConfigMap/settings"],
+        Outcome::Created,
+        "{changes:#?}"
+    );
+    let invalid = |name: &str| match outcomes[name] {
+        Outcome::Failed {
+            cause: FailureCause::Invalid { causes },
+            ..
+        } => causes.clone(),
+        other => panic!("{name} on {}: {other:?}", server.git_version),
+    };
+    // A field no built-in schema declares: refused by every release, with the path.
+    assert_eq!(
+        invalid("ConfigMap/typo"),
+        [".datta: field not declared in schema"]
+    );
+    let gadgets = api_for(
+        &client,
+        &format!("{group}/v1"),
+        "Gadget",
+        "gadgets",
+        Some(&ns.name),
+    );
+    // Server-side apply builds a typed patch from the CRD's schema before anything else, so
+    // an undeclared field of a custom resource is refused the same way on both ends (not
+    // pruned, as a create or update of the same body would be without fieldValidation).
+    assert_eq!(
+        invalid("Gadget/extra"),
+        [".spec.colour: field not declared in schema"]
+    );
+    assert!(gadgets.get_opt("extra").await.unwrap().is_none());
+    if rules {
+        let causes = invalid("Gadget/backwards");
+        assert_eq!(causes.len(), 1, "{causes:?}");
+        assert!(
+            causes[0].starts_with("spec: ") && causes[0].contains("min must not exceed max"),
+            "{causes:?}"
+        );
+        assert!(gadgets.get_opt("backwards").await.unwrap().is_none());
+    }
+}
+
 #[tokio::test]
 async fn a_custom_resource_whose_crd_is_rejected_is_skipped_with_the_reason() {
     let (client, _) = counting_client().await;
@@ -691,10 +801,102 @@ async fn an_unavailable_aggregated_api_does_not_hide_the_other_groups() {
         .await
         .expect("catalog despite one broken group");
     assert_eq!(catalog.unavailable_groups(), [group]);
+    // A current server lists the broken group as stale in one aggregated answer; an old one
+    // is asked group by group after the full run failed.
+    let expected = if catalog.server().supports_aggregated_discovery() {
+        reckon::apply::DiscoveryMode::Aggregated
+    } else {
+        reckon::apply::DiscoveryMode::GroupByGroup
+    };
+    assert_eq!(catalog.discovery_mode(), expected);
     for (g, k) in [("", "ConfigMap"), ("apps", "Deployment")] {
         assert!(
             catalog.scope(&reckon::plan::GroupKind::new(g, k)).is_some(),
             "{k} lost"
+        );
+    }
+}
+
+/// The catalog finds every kind the server serves, with the same resource and scope, whichever
+/// way it discovers them: aggregated on a current server, per group on the floor.
+#[tokio::test]
+async fn discovery_finds_what_the_server_serves_by_the_servers_means() {
+    let client = support::client().await;
+    let catalog = reckon::apply::Catalog::new(client.clone()).await.unwrap();
+    let server = catalog.server().clone();
+    let expected = if server.supports_aggregated_discovery() {
+        reckon::apply::DiscoveryMode::Aggregated
+    } else {
+        reckon::apply::DiscoveryMode::PerGroup
+    };
+    assert_eq!(catalog.discovery_mode(), expected, "{}", server.git_version);
+    // The reference: kube's discovery one request per group and version, for Kubernetes' own
+    // groups (tests running beside this one add and remove CRDs and a broken APIService).
+    let own = |g: &str| g.is_empty() || !g.contains('.') || g.ends_with(".k8s.io");
+    let mut names: Vec<String> = vec![String::new()];
+    names.extend(
+        client
+            .list_api_groups()
+            .await
+            .unwrap()
+            .groups
+            .into_iter()
+            .map(|g| g.name)
+            .filter(|g| own(g)),
+    );
+    let filter: Vec<&str> = names.iter().map(String::as_str).collect();
+    let reference = kube::Discovery::new(client.clone())
+        .filter(&filter)
+        .run()
+        .await
+        .unwrap();
+    let mut checked = 0;
+    for group in reference.groups() {
+        for version in group.versions() {
+            for (ar, caps) in group.versioned_resources(version) {
+                let object = ObjectRef {
+                    group: ar.group.clone(),
+                    version: ar.version.clone(),
+                    kind: ar.kind.clone(),
+                    namespace: None,
+                    name: "x".into(),
+                };
+                let found = catalog.resolve(&object).unwrap_or_else(|| {
+                    panic!("{}/{} {} not in the catalog", ar.group, ar.version, ar.kind)
+                });
+                assert_eq!(found.resource.plural, ar.plural, "{}", ar.kind);
+                let namespaced = matches!(found.scope, reckon::plan::Scope::Namespaced);
+                assert_eq!(
+                    namespaced,
+                    caps.scope == kube::discovery::Scope::Namespaced,
+                    "{}",
+                    ar.kind
+                );
+                checked += 1;
+            }
+        }
+    }
+    // Every release serves far more than this; a catalog that found nothing fails above.
+    assert!(checked > 40, "only {checked} resources discovered");
+    // The newest release serves the current API versions the floor did not.
+    // (GA in: CronJob and PodDisruptionBudget v1.21, HorizontalPodAutoscaler v2 v1.23.)
+    for (group, version, kind, since) in [
+        ("batch", "v1", "CronJob", 21),
+        ("autoscaling", "v2", "HorizontalPodAutoscaler", 23),
+        ("policy", "v1", "PodDisruptionBudget", 21),
+    ] {
+        let object = ObjectRef {
+            group: group.into(),
+            version: version.into(),
+            kind: kind.into(),
+            namespace: None,
+            name: "x".into(),
+        };
+        assert_eq!(
+            catalog.resolve(&object).is_some(),
+            server.at_least(1, since),
+            "{group}/{version} {kind} on {}",
+            server.git_version
         );
     }
 }

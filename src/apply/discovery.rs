@@ -1,10 +1,13 @@
 //! Owns what the cluster serves: a cached discovery catalog (kind → resource, scope) and the
 //! server's version, refreshed per group when an unknown kind is met.
 //!
-//! Discovery goes through [`Discovery::run`], one request per group and version, because
-//! `run_aggregated` silently returns no groups on servers older than 1.26. A group that fails
-//! to answer (an aggregated API whose backend is down answers 503) must not hide all the
-//! others, so a failed full run falls back to one group at a time, skipping the failures.
+//! A full discovery is aggregated on servers that serve it (v1.26+: two requests, `/api` and
+//! `/apis`, instead of one per group and version) and per group on older ones, where
+//! `run_aggregated` would find no groups; an aggregated run that fails falls back to the per
+//! group one. A group that fails to answer (an aggregated API whose backend is down answers
+//! 503) must not hide all the others, so a failed full run falls back to one group at a time,
+//! skipping the failures. Refreshes of a few groups (kinds met for the first time) ask those
+//! groups alone.
 
 use crate::plan::{GroupKind, ObjectRef, Scope};
 use kube::Client;
@@ -66,6 +69,23 @@ impl ServerVersion {
     pub fn supports_field_validation(&self) -> bool {
         self.at_least(1, 25)
     }
+
+    /// Whether ports must name their `protocol` for server-side apply: servers before v1.21
+    /// refuse a port without one (kubernetes#98576 made the server default it first).
+    pub fn needs_port_protocol(&self) -> bool {
+        !self.at_least(1, 21)
+    }
+
+    /// Aggregated discovery (`apidiscovery.k8s.io`, beta from 1.26, GA in 1.30): the whole
+    /// catalog in two requests.
+    pub fn supports_aggregated_discovery(&self) -> bool {
+        self.at_least(1, 26)
+    }
+
+    /// Where this release stands against the range reckon supports.
+    pub fn support(&self) -> crate::version::Support {
+        crate::version::SUPPORTED_KUBERNETES.support_of(self.major, self.minor)
+    }
 }
 
 /// A served resource and its scope.
@@ -73,6 +93,20 @@ impl ServerVersion {
 pub struct Resolved {
     pub resource: ApiResource,
     pub scope: Scope,
+}
+
+/// How the last full discovery was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DiscoveryMode {
+    /// Not yet run.
+    #[default]
+    None,
+    /// Two requests, `/api` and `/apis`, with the aggregated discovery media type.
+    Aggregated,
+    /// One request per group and version.
+    PerGroup,
+    /// Per group after the full run failed, skipping groups that did not answer.
+    GroupByGroup,
 }
 
 #[derive(Default)]
@@ -83,6 +117,7 @@ struct Known {
     by_gk: HashMap<GroupKind, Resolved>,
     /// Groups that failed to answer at the last full discovery.
     unavailable: BTreeSet<String>,
+    mode: DiscoveryMode,
 }
 
 /// Cached discovery. Lookups are synchronous (the planner's scope lookup is a plain `Fn`);
@@ -111,6 +146,14 @@ impl Catalog {
             .await
             .map_err(DiscoveryError::ServerVersion)?;
         let server = ServerVersion::parse(&info.major, &info.minor, &info.git_version);
+        let support = server.support();
+        if support != crate::version::Support::Supported {
+            tracing::warn!(
+                server = %server.git_version,
+                supported = %crate::version::SUPPORTED_KUBERNETES,
+                "the cluster's Kubernetes release is {support}"
+            );
+        }
         let catalog = Self {
             client,
             server,
@@ -127,6 +170,11 @@ impl Catalog {
 
     pub fn server(&self) -> &ServerVersion {
         &self.server
+    }
+
+    /// How the last full discovery was made.
+    pub fn discovery_mode(&self) -> DiscoveryMode {
+        self.read().mode
     }
 
     /// Groups that did not answer at the last full discovery.
@@ -208,11 +256,15 @@ impl Catalog {
     /// Re-discovers every group.
     pub async fn refresh_all(&self) -> Result<(), DiscoveryError> {
         let _one_at_a_time = self.refreshing.lock().await;
-        match Discovery::new(self.client.clone()).run().await {
-            Ok(discovery) => {
+        match self.run_full().await {
+            Ok((discovery, mode, unavailable)) => {
+                for group in &unavailable {
+                    tracing::warn!(%group, "API group unavailable (stale in aggregated discovery); skipped");
+                }
                 let mut known = self.write();
                 Self::absorb(&mut known, &discovery);
-                known.unavailable.clear();
+                known.unavailable = unavailable;
+                known.mode = mode;
                 Ok(())
             }
             Err(full_error) => {
@@ -238,10 +290,43 @@ impl Catalog {
                         }
                     }
                 }
-                self.write().unavailable = unavailable;
+                let mut known = self.write();
+                known.unavailable = unavailable;
+                known.mode = DiscoveryMode::GroupByGroup;
                 Ok(())
             }
         }
+    }
+
+    /// One full discovery: aggregated where the server serves it, else (or when that fails)
+    /// per group. Returns the groups left out as unavailable.
+    async fn run_full(&self) -> Result<(Discovery, DiscoveryMode, BTreeSet<String>), kube::Error> {
+        if self.server.supports_aggregated_discovery() {
+            match self.run_aggregated().await {
+                Ok((discovery, stale)) => return Ok((discovery, DiscoveryMode::Aggregated, stale)),
+                Err(error) => {
+                    tracing::debug!(%error, "aggregated discovery failed; discovering per group");
+                }
+            }
+        }
+        let discovery = Discovery::new(self.client.clone()).run().await?;
+        Ok((discovery, DiscoveryMode::PerGroup, BTreeSet::new()))
+    }
+
+    /// Aggregated discovery without the groups the server marks stale: an aggregated API
+    /// whose backend is down is listed there with the last document it had, or none, and its
+    /// kinds must read as unavailable rather than as served. kube's `run_aggregated` does not
+    /// say which groups are stale, so the group list is read first to find them (three
+    /// requests in all, against one per group and version otherwise).
+    async fn run_aggregated(&self) -> Result<(Discovery, BTreeSet<String>), kube::Error> {
+        let groups = self.client.list_api_groups_aggregated().await?;
+        let stale = stale_groups(&groups);
+        let excluded: Vec<&str> = stale.iter().map(String::as_str).collect();
+        let discovery = Discovery::new(self.client.clone())
+            .exclude(&excluded)
+            .run_aggregated()
+            .await?;
+        Ok((discovery, stale))
     }
 
     /// Re-discovers some groups (CRDs just created, kinds met for the first time).
@@ -327,9 +412,46 @@ impl Catalog {
     }
 }
 
+/// The groups aggregated discovery marks stale in any of their versions.
+fn stale_groups(list: &kube::core::discovery::v2::APIGroupDiscoveryList) -> BTreeSet<String> {
+    list.items
+        .iter()
+        .filter(|g| {
+            g.versions
+                .iter()
+                .any(|v| v.freshness.as_deref() == Some("Stale"))
+        })
+        .filter_map(|g| g.metadata.as_ref()?.name.clone())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stale_groups_are_read_from_each_versions_freshness() {
+        let list: kube::core::discovery::v2::APIGroupDiscoveryList =
+            serde_json::from_value(serde_json::json!({
+                "kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2",
+                "metadata": {},
+                "items": [
+                    {"metadata": {"name": "apps"}, "versions": [
+                        {"version": "v1", "freshness": "Current", "resources": []}]},
+                    {"metadata": {"name": "metrics.k8s.io"}, "versions": [
+                        {"version": "v1beta1", "freshness": "Stale"}]},
+                    {"metadata": {"name": "mixed.example"}, "versions": [
+                        {"version": "v2", "freshness": "Current"},
+                        {"version": "v1", "freshness": "Stale"}]},
+                    {"metadata": {"name": "unmarked.example"}, "versions": [{"version": "v1"}]}
+                ]
+            }))
+            .unwrap();
+        assert_eq!(
+            stale_groups(&list).into_iter().collect::<Vec<_>>(),
+            ["metrics.k8s.io", "mixed.example"]
+        );
+    }
 
     #[test]
     fn server_versions_parse_with_suffixes_and_compare() {
@@ -339,6 +461,15 @@ mod tests {
         let eks = ServerVersion::parse("1", "27+", "v1.27.3-eks-1");
         assert_eq!((eks.major, eks.minor), (1, 27));
         assert!(eks.supports_field_validation());
+        assert!(v.needs_port_protocol() && !eks.needs_port_protocol());
+        assert!(!v.supports_aggregated_discovery() && eks.supports_aggregated_discovery());
+        assert!(!ServerVersion::parse("1", "25", "").supports_aggregated_discovery());
+        assert!(!ServerVersion::parse("1", "21", "").needs_port_protocol());
+        assert_eq!(v.support(), crate::version::Support::Supported);
+        assert_eq!(
+            ServerVersion::parse("1", "19", "").support(),
+            crate::version::Support::OlderThanSupported
+        );
         assert!(ServerVersion::parse("1", "25", "").supports_field_validation());
         assert!(!ServerVersion::parse("1", "24", "").supports_field_validation());
         assert!(ServerVersion::parse("2", "0", "").supports_field_validation());

@@ -21,7 +21,7 @@
 mod discovery;
 mod observe;
 
-pub use discovery::{Catalog, DiscoveryError, Resolved, ServerVersion};
+pub use discovery::{Catalog, DiscoveryError, DiscoveryMode, Resolved, ServerVersion};
 pub use observe::{live_object, observe, resolve_namespace};
 
 use crate::config::ConflictPolicy;
@@ -296,6 +296,17 @@ fn classify(error: &kube::Error) -> (String, FailureCause) {
                     .collect(),
             }
         }
+        // Server-side apply refuses a field the schema does not declare while it builds the
+        // typed patch, before validation, with a 500 that says which field: the manifest is
+        // wrong and sending it again cannot help, so it is invalid, not a server error.
+        500 if typed_patch_cause(&status.message).is_some() => FailureCause::Invalid {
+            causes: typed_patch_cause(&status.message).into_iter().collect(),
+        },
+        // `fieldValidation=Strict` refuses unknown and duplicate fields in a decoded body
+        // (custom resources, and everything on the way in) with a 400 that lists them.
+        400 if status.message.contains(STRICT_DECODING) => FailureCause::Invalid {
+            causes: strict_decoding_causes(&status.message),
+        },
         422 => FailureCause::Invalid {
             causes: causes
                 .iter()
@@ -321,6 +332,32 @@ fn classify(error: &kube::Error) -> (String, FailureCause) {
         status.message.clone()
     };
     (message, cause)
+}
+
+/// What a strict field validation failure starts its list of findings with.
+const STRICT_DECODING: &str = "strict decoding error: ";
+
+/// The field and reason in `failed to create typed patch object (/w; t.example/v1,
+/// Kind=Widget): .spec.colour: field not declared in schema` (v1.37), or without the
+/// parenthesised object (v1.20).
+fn typed_patch_cause(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("failed to create typed patch object")?;
+    let cause = match rest.strip_prefix(": ") {
+        Some(cause) => cause,
+        None => rest.split_once("): ")?.1,
+    };
+    Some(cause.trim().to_string())
+}
+
+/// Each finding of `strict decoding error: unknown field "spec.colour", duplicate field "x"`.
+fn strict_decoding_causes(message: &str) -> Vec<String> {
+    let Some((_, list)) = message.split_once(STRICT_DECODING) else {
+        return vec![message.to_string()];
+    };
+    list.split(", ")
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
 }
 
 /// The manager in a conflict message: `conflict with "kubectl-edit" using apps/v1: .spec.replicas`

@@ -86,6 +86,51 @@ fn other_statuses_map_to_causes_with_the_server_message() {
 }
 
 #[test]
+fn undeclared_and_unknown_fields_are_invalid_with_their_path() {
+    // What v1.37 answers a server-side apply of a field no schema declares (a built-in kind or
+    // a custom resource), whatever the fieldValidation asked for: a 500, but not a server fault.
+    let undeclared = api_error(json!({"code": 500, "status": "Failure",
+        "message": "failed to create typed patch object (/w; t.example/v1, Kind=Widget): .spec.colour: field not declared in schema"}));
+    let (message, cause) = classify(&undeclared);
+    assert!(message.contains(".spec.colour"), "{message}");
+    assert_eq!(
+        cause,
+        FailureCause::Invalid {
+            causes: vec![".spec.colour: field not declared in schema".into()]
+        }
+    );
+    // v1.20 says the same without naming the object.
+    let floor = api_error(json!({"code": 500, "status": "Failure",
+        "message": "failed to create typed patch object: .datta: field not declared in schema"}));
+    assert_eq!(
+        classify(&floor).1,
+        FailureCause::Invalid {
+            causes: vec![".datta: field not declared in schema".into()]
+        }
+    );
+    // Strict field validation on a decoded body lists every finding.
+    let strict = api_error(json!({"code": 400, "reason": "BadRequest",
+        "message": "Widget in version \"v1\" cannot be handled as a Widget: strict decoding error: unknown field \"spec.colour\", duplicate field \"spec.size\""}));
+    assert_eq!(
+        classify(&strict).1,
+        FailureCause::Invalid {
+            causes: vec![
+                "unknown field \"spec.colour\"".into(),
+                "duplicate field \"spec.size\"".into()
+            ]
+        }
+    );
+    // Any other 500 stays a server error (retried with backoff).
+    let other = api_error(
+        json!({"code": 500, "reason": "InternalError", "message": "etcdserver: request timed out"}),
+    );
+    assert!(matches!(
+        classify(&other).1,
+        FailureCause::Api { code: 500, .. }
+    ));
+}
+
+#[test]
 fn errors_name_the_object_and_the_operation() {
     let object = ObjectRef::from_api_version("apps/v1", "Deployment", Some("shop"), "web");
     let error = ApplyError::Apply {
