@@ -341,6 +341,8 @@ async fn rendered_objects_apply_and_plan_unchanged_then_drift_is_attributed() {
         app: "shop".into(),
         secret_key: key.clone(),
         kustomize_timeout: Duration::from_secs(60),
+        // Filled in as for the floor (v1.20), which needs it; any later release accepts it too.
+        fill_port_protocol: true,
     };
     // CronJob and PodDisruptionBudget are in batch/v1beta1 and policy/v1beta1 alone on v1.20;
     // v1.21 added their v1 and v1.25 removed the beta: use what this server serves.

@@ -510,6 +510,8 @@ fn hashed_only_set(files: &[(&str, String)]) -> Vec<u8> {
         app: "legacy".into(),
         secret_key: SecretKey::new(KEY),
         kustomize_timeout: std::time::Duration::from_secs(60),
+        // Filled in as for the floor (v1.20), which needs it; any later release accepts it too.
+        fill_port_protocol: true,
     };
     let files: Vec<(String, Vec<u8>)> = files
         .iter()

@@ -103,13 +103,31 @@ const MERGE_KEYS: &[&[&str]] = &[
     &["topologyKey"],
 ];
 
+/// A merge key's value in a list element, or the server's default for a key it fills in: a
+/// port's `protocol` is `TCP` when the manifest names none (servers from v1.21 accept such a
+/// port in server-side apply and store it with the default).
+/// The default stands as `Null` (a `Value::String` cannot be built in a `static`), which
+/// [`same_key`] reads as `TCP`.
+fn key_value<'a>(item: &'a Value, key: &str) -> Option<&'a Value> {
+    static DEFAULTED: Value = Value::Null;
+    item.get(key).or(match key {
+        "protocol" => Some(&DEFAULTED),
+        _ => None,
+    })
+}
+
+/// Whether two merge-key values name the same element; `Null` stands for the default `TCP`.
+fn same_key(a: &Value, b: &Value) -> bool {
+    let tcp = |v: &Value| v.is_null() || v.as_str() == Some("TCP");
+    same(a, b) || (tcp(a) && tcp(b))
+}
+
 fn merge_key(items: &[Value]) -> Option<&'static [&'static str]> {
     MERGE_KEYS.iter().copied().find(|keys| {
         !items.is_empty()
-            && items.iter().all(|item| {
-                item.as_object()
-                    .is_some_and(|o| keys.iter().all(|k| o.contains_key(*k)))
-            })
+            && items
+                .iter()
+                .all(|item| item.is_object() && keys.iter().all(|k| key_value(item, k).is_some()))
     })
 }
 
@@ -152,11 +170,12 @@ fn walk_managed(
                 Some(keys) => {
                     for (i, item) in applied_items.iter().enumerate() {
                         let found = live_items.iter().find(|candidate| {
-                            keys.iter()
-                                .all(|k| match (item.get(*k), candidate.get(*k)) {
-                                    (Some(a), Some(b)) => same(a, b),
+                            keys.iter().all(|k| {
+                                match (key_value(item, k), key_value(candidate, k)) {
+                                    (Some(a), Some(b)) => same_key(a, b),
                                     _ => false,
-                                })
+                                }
+                            })
                         });
                         walk_managed(item, found, format!("{pointer}/{i}"), ignored, out);
                     }
@@ -332,6 +351,29 @@ mod tests {
         let applied = json!({"ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP", "name": "dns-tcp"}]});
         let live = json!({"ports": [{"port": 53, "protocol": "TCP", "name": "dns-tcp", "targetPort": 53}, {"port": 53, "protocol": "UDP", "targetPort": 53}]});
         assert_eq!(drifted_fields(&applied, &live, &[]), vec![]);
+    }
+
+    #[test]
+    fn ports_without_protocol_match_the_servers_tcp_default() {
+        // As applied to a server from v1.21 (the manifest as written) and as it stores it.
+        let applied =
+            json!({"ports": [{"port": 80, "targetPort": 8080}, {"port": 53, "protocol": "UDP"}]});
+        let live = json!({"ports": [{"port": 53, "protocol": "UDP", "targetPort": 53},
+                                    {"port": 80, "protocol": "TCP", "targetPort": 8080}]});
+        assert_eq!(drifted_fields(&applied, &live, &[]), vec![]);
+        // A hand edit of the TCP port's target is still seen on the right element.
+        let edited = json!({"ports": [{"port": 53, "protocol": "UDP", "targetPort": 53},
+                                      {"port": 80, "protocol": "TCP", "targetPort": 9090}]});
+        assert_eq!(
+            pointers(&drifted_fields(&applied, &edited, &[])),
+            [("/ports/0/targetPort", ChangeKind::Changed)]
+        );
+        // A port whose protocol was changed to UDP is not the TCP port that was applied.
+        let udp = json!({"ports": [{"port": 53, "protocol": "UDP"}, {"port": 80, "protocol": "UDP", "targetPort": 8080}]});
+        assert_eq!(
+            pointers(&drifted_fields(&applied, &udp, &[])),
+            [("/ports/0", ChangeKind::Removed)]
+        );
     }
 
     #[test]

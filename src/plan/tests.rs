@@ -49,7 +49,7 @@ fn run_with(
 
 /// A desired object from a manifest, labelled and digested the way render does.
 fn desired(mut manifest: Value) -> DesiredObject {
-    crate::render::normalize::normalize(&mut manifest, "shop");
+    crate::render::normalize::normalize(&mut manifest, "shop", true);
     let m = &manifest;
     let object = ObjectRef::from_api_version(
         m["apiVersion"].as_str().unwrap(),

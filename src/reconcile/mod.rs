@@ -493,6 +493,7 @@ impl Reconciler {
             app: self.app.name.clone(),
             secret_key: self.key.clone(),
             kustomize_timeout: Duration::from_secs(60),
+            fill_port_protocol: self.catalog.server().needs_port_protocol(),
         };
         let revision = revision.to_string();
         let create_namespace = self
@@ -1392,6 +1393,7 @@ mod tests {
             app: "shop".into(),
             secret_key: key.clone(),
             kustomize_timeout: Duration::from_secs(5),
+            fill_port_protocol: true,
         };
         let set = render::render(&files, &options).unwrap();
         let desired: Vec<DesiredObject> = set

@@ -26,7 +26,8 @@ pub fn with_target_namespace(
         "kind": "Namespace",
         "metadata": {"name": namespace},
     });
-    render::normalize::normalize(&mut manifest, app);
+    // A Namespace has no ports: the protocol setting changes nothing.
+    render::normalize::normalize(&mut manifest, app, false);
     let digest = render::object_digest(&manifest, key);
     set.objects.insert(
         0,
@@ -60,6 +61,7 @@ mod tests {
             app: "shop".into(),
             secret_key: SecretKey::new([3; 32]),
             kustomize_timeout: Duration::from_secs(5),
+            fill_port_protocol: false,
         };
         render::render(&[("app.yaml".into(), yaml.as_bytes().to_vec())], &options).unwrap()
     }

@@ -108,6 +108,11 @@ pub struct RenderOptions {
     pub secret_key: SecretKey,
     /// Longest a kustomize build may run before it is killed.
     pub kustomize_timeout: Duration,
+    /// Write `protocol: TCP` into ports that name none. Servers before v1.21 refuse such a port
+    /// in server-side apply (`protocol` is part of the list's key and they did not default it
+    /// first, kubernetes#98576); later ones default it themselves, so the manifest stays as
+    /// written. Set from the server's version ([`crate::apply::ServerVersion`]).
+    pub fill_port_protocol: bool,
 }
 
 /// Where an object was read from, for messages.
@@ -287,7 +292,7 @@ pub fn render_in(
                     second_document: origin.document,
                 });
             }
-            normalize::normalize(&mut manifest, &options.app);
+            normalize::normalize(&mut manifest, &options.app, options.fill_port_protocol);
             let digest = object_digest(&manifest, &options.secret_key);
             seen.insert(object.key(), objects.len());
             objects.push(RenderedObject {

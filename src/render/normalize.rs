@@ -22,8 +22,9 @@ const SERVER_METADATA: [&str; 6] = [
     "selfLink",
 ];
 
-/// Normalises one manifest in place. Idempotent.
-pub fn normalize(manifest: &mut Value, app: &str) {
+/// Normalises one manifest in place. Idempotent. `fill_port_protocol`: see
+/// [`super::RenderOptions::fill_port_protocol`].
+pub fn normalize(manifest: &mut Value, app: &str, fill_port_protocol: bool) {
     let Value::Object(object) = manifest else {
         return;
     };
@@ -58,13 +59,13 @@ pub fn normalize(manifest: &mut Value, app: &str) {
 
     match (group, kind.as_str()) {
         ("", "Service") => {
-            if let Some(ports) = pointer_mut(object, &["spec", "ports"]) {
+            if fill_port_protocol && let Some(ports) = pointer_mut(object, &["spec", "ports"]) {
                 default_protocol(ports);
             }
         }
         ("", "Pod") => {
             if let Some(spec) = pointer_mut(object, &["spec"]) {
-                default_pod_spec(spec);
+                default_pod_spec(spec, fill_port_protocol);
             }
         }
         ("", "ReplicationController" | "PodTemplate")
@@ -76,13 +77,13 @@ pub fn normalize(manifest: &mut Value, app: &str) {
                 &["spec", "template", "spec"]
             };
             if let Some(spec) = pointer_mut(object, path) {
-                default_pod_spec(spec);
+                default_pod_spec(spec, fill_port_protocol);
             }
         }
         ("batch", "CronJob") => {
             let path = ["spec", "jobTemplate", "spec", "template", "spec"];
             if let Some(spec) = pointer_mut(object, &path) {
-                default_pod_spec(spec);
+                default_pod_spec(spec, fill_port_protocol);
             }
         }
         ("", "Secret") => fold_string_data(object),
@@ -180,14 +181,14 @@ fn default_protocol(ports: &mut Value) {
     }
 }
 
-fn default_pod_spec(spec: &mut Value) {
+fn default_pod_spec(spec: &mut Value, fill_port_protocol: bool) {
     let Value::Object(spec) = spec else {
         return;
     };
     for list in ["containers", "initContainers"] {
         if let Some(Value::Array(containers)) = spec.get_mut(list) {
             for container in containers {
-                if let Some(ports) = container.get_mut("ports") {
+                if let Some(ports) = container.get_mut("ports").filter(|_| fill_port_protocol) {
                     default_protocol(ports);
                 }
                 if let Some(resources) = container.get_mut("resources") {
@@ -247,8 +248,9 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// As for a server before v1.21, which needs ports' `protocol` filled in.
     fn normalized(mut value: Value) -> Value {
-        normalize(&mut value, "shop");
+        normalize(&mut value, "shop", true);
         value
     }
 
@@ -300,6 +302,22 @@ mod tests {
             "metadata": {"name": "s"},
             "spec": {"ports": [{"port": 80}, {"port": 53, "protocol": "UDP"}]}}));
         assert_eq!(ports_at(&out, "/spec/ports"), [json!("TCP"), json!("UDP")]);
+    }
+
+    #[test]
+    fn ports_stay_as_written_for_servers_that_default_the_protocol() {
+        let service = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"},
+            "spec": {"ports": [{"port": 80}, {"port": 53, "protocol": "UDP"}]}});
+        let deployment = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "d"}, "spec": {"template": {"spec": pod_spec()}}});
+        for (mut body, pointer) in [
+            (service, "/spec/ports"),
+            (deployment, "/spec/template/spec/containers/0/ports"),
+        ] {
+            let written = body.pointer(pointer).cloned();
+            normalize(&mut body, "shop", false);
+            assert_eq!(body.pointer(pointer).cloned(), written, "{pointer}");
+        }
     }
 
     fn pod_spec() -> Value {

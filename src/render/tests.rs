@@ -8,6 +8,7 @@ fn options() -> RenderOptions {
         app: "shop".to_string(),
         secret_key: SecretKey::new([42; 32]),
         kustomize_timeout: Duration::from_secs(60),
+        fill_port_protocol: true,
     }
 }
 
@@ -385,6 +386,7 @@ fn kustomize_cannot_fetch_remote_bases() {
         &files,
         &RenderOptions {
             kustomize_timeout: Duration::from_secs(30),
+            fill_port_protocol: true,
             ..options()
         },
     )

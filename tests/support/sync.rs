@@ -107,6 +107,8 @@ impl TestApp {
             app: self.name.clone(),
             secret_key: self.key.clone(),
             kustomize_timeout: Duration::from_secs(60),
+            // Filled in as for the floor (v1.20), which needs it; any later release accepts it too.
+            fill_port_protocol: true,
         };
         let rendered = reckon::render::render_dir(self.dir.path(), &options).expect("render");
         rendered
