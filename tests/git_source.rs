@@ -2,6 +2,8 @@
 //! every transport and auth mode, ref selection, reading trees, observed commits, force-pushes,
 //! deleted branches, corrupt caches and each failure's reason.
 
+mod support;
+
 use anyhow::Result;
 use reckon::source::{
     Access, DeployDecision, GitSource, HttpCredentials, RefSelector, SecretSource, SignaturePolicy,
@@ -663,28 +665,12 @@ fn an_empty_remote_has_no_default_branch_yet() -> Result<()> {
     Ok(())
 }
 
-/// kustomize tests need `kustomize` or `kubectl` on PATH, as the render module's do.
-fn kustomize_available() -> bool {
-    if std::env::var_os("RECKON_SKIP_KUSTOMIZE_TESTS").is_some() {
-        return false;
-    }
-    let on_path = |name: &str| {
-        std::env::var_os("PATH")
-            .is_some_and(|p| std::env::split_paths(&p).any(|dir| dir.join(name).is_file()))
-    };
-    assert!(
-        on_path("kustomize") || on_path("kubectl"),
-        "kustomize tests need kubectl or kustomize on PATH (or set RECKON_SKIP_KUSTOMIZE_TESTS=1)"
-    );
-    true
-}
-
 /// An overlay at the App's path over `../../base`, with a patch kept elsewhere in the
 /// repository, renders from a real commit; a reference that climbs out of the repository is
 /// refused by name.
 #[test]
 fn a_kustomize_overlay_renders_from_the_revision_tree() -> Result<()> {
-    if !kustomize_available() {
+    if !support::kustomize_available() {
         return Ok(());
     }
     let env = Env::new()?;
@@ -720,6 +706,8 @@ fn a_kustomize_overlay_renders_from_the_revision_tree() -> Result<()> {
         app: "web".into(),
         secret_key: reckon::render::SecretKey::new([7; 32]),
         kustomize_timeout: std::time::Duration::from_secs(60),
+        // Filled in as for the floor (v1.20), which needs it; any later release accepts it too.
+        fill_port_protocol: true,
     };
     let render = |sha: &str| {
         reckon::render::render_in(

@@ -9,7 +9,7 @@
 mod rules;
 mod wait;
 
-pub use rules::assess;
+pub use rules::{assess, pod_problem, pod_selector};
 pub use wait::{WaitOptions, wait};
 
 use serde::Serialize;

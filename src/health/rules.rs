@@ -39,6 +39,95 @@ pub fn assess(object: &Value) -> Health {
     }
 }
 
+/// The label selector (`k=v,...`) of a workload's Pods, for kinds whose health depends on Pods
+/// they own; `None` for other kinds and for selectors without `matchLabels`.
+pub fn pod_selector(object: &Value) -> Option<String> {
+    let api_version = object.get("apiVersion").and_then(Value::as_str)?;
+    let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
+    let kind = object.get("kind").and_then(Value::as_str)?;
+    if !matches!(
+        (group, kind),
+        (
+            "apps",
+            "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet"
+        ) | ("batch", "Job")
+    ) {
+        return None;
+    }
+    let labels = object.pointer("/spec/selector/matchLabels")?.as_object()?;
+    let pairs: Vec<String> = labels
+        .iter()
+        .filter_map(|(k, v)| Some(format!("{k}={}", v.as_str()?)))
+        .collect();
+    (!pairs.is_empty()).then(|| pairs.join(","))
+}
+
+/// What keeps one Pod from running and ready, in the words its kubelet and scheduler wrote:
+/// a container waiting (CrashLoopBackOff, ImagePullBackOff) or terminated with an error, a
+/// Pod the scheduler cannot place, a Ready condition that is false. `None` for a Pod that is
+/// running and ready, or done.
+pub fn pod_problem(pod: &Value) -> Option<String> {
+    let phase = text(pod, "/status/phase").unwrap_or_default();
+    if phase == "Succeeded" {
+        return None;
+    }
+    let statuses = ["/status/initContainerStatuses", "/status/containerStatuses"]
+        .iter()
+        .filter_map(|p| pod.pointer(p)?.as_array())
+        .flatten();
+    for c in statuses {
+        let name = c.get("name").and_then(Value::as_str).unwrap_or("?");
+        let restarts = c.get("restartCount").and_then(Value::as_i64).unwrap_or(0);
+        let restarted = if restarts > 0 {
+            format!(", restarted {restarts} times")
+        } else {
+            String::new()
+        };
+        if let Some(waiting) = c.pointer("/state/waiting") {
+            let reason = waiting
+                .get("reason")
+                .and_then(Value::as_str)
+                .unwrap_or("waiting");
+            let message = waiting.get("message").and_then(Value::as_str);
+            let message = message.map(|m| format!(" ({m})")).unwrap_or_default();
+            return Some(format!("container {name} {reason}{message}{restarted}"));
+        }
+        if let Some(done) = c.pointer("/state/terminated") {
+            let code = done.get("exitCode").and_then(Value::as_i64).unwrap_or(0);
+            if code != 0 {
+                let reason = done
+                    .get("reason")
+                    .and_then(Value::as_str)
+                    .unwrap_or("terminated");
+                return Some(format!(
+                    "container {name} {reason} (exit code {code}){restarted}"
+                ));
+            }
+        }
+    }
+    if let Some(c) = condition(pod, "PodScheduled")
+        && c.status == "False"
+    {
+        return Some(format!("not scheduled: {}", c.detail()));
+    }
+    if phase == "Failed" {
+        return Some(format!(
+            "failed: {}",
+            text(pod, "/status/message")
+                .or(text(pod, "/status/reason"))
+                .unwrap_or("no reason given")
+        ));
+    }
+    match condition(pod, "Ready") {
+        Some(c) if c.status == "True" => None,
+        Some(c) => Some(format!("not ready: {}", c.detail())),
+        None => Some(format!(
+            "phase {}",
+            if phase.is_empty() { "unknown" } else { phase }
+        )),
+    }
+}
+
 fn int(object: &Value, pointer: &str) -> Option<i64> {
     object.pointer(pointer).and_then(Value::as_i64)
 }

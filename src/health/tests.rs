@@ -391,3 +391,72 @@ fn pod_rules() {
     assert_eq!(health.message, "pod failed: low on memory");
     assert_eq!(status_of(pod(json!({}))), Status::InProgress);
 }
+
+#[test]
+fn workloads_name_the_selector_of_their_pods() {
+    let deploy = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "spec": {"selector": {"matchLabels": {"app": "web", "tier": "front"}}}});
+    assert_eq!(
+        super::pod_selector(&deploy).as_deref(),
+        Some("app=web,tier=front")
+    );
+    let job = json!({"apiVersion": "batch/v1", "kind": "Job",
+        "spec": {"selector": {"matchLabels": {"batch.kubernetes.io/controller-uid": "u"}}}});
+    assert_eq!(
+        super::pod_selector(&job).as_deref(),
+        Some("batch.kubernetes.io/controller-uid=u")
+    );
+    let service =
+        json!({"apiVersion": "v1", "kind": "Service", "spec": {"selector": {"app": "web"}}});
+    assert_eq!(super::pod_selector(&service), None);
+    let expressions = json!({"apiVersion": "apps/v1", "kind": "DaemonSet",
+        "spec": {"selector": {"matchExpressions": [{"key": "app", "operator": "Exists"}]}}});
+    assert_eq!(super::pod_selector(&expressions), None);
+}
+
+#[test]
+fn a_pods_problem_is_told_in_the_kubelets_and_schedulers_words() {
+    let problem = |status: Value| super::pod_problem(&json!({"status": status}));
+    assert_eq!(
+        problem(
+            json!({"phase": "Running", "containerStatuses": [{"name": "main", "restartCount": 3,
+            "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 40s"}}}]})
+        ),
+        Some("container main CrashLoopBackOff (back-off 40s), restarted 3 times".into())
+    );
+    assert_eq!(
+        problem(
+            json!({"phase": "Failed", "containerStatuses": [{"name": "run",
+            "state": {"terminated": {"reason": "Error", "exitCode": 1}}}]})
+        ),
+        Some("container run Error (exit code 1)".into())
+    );
+    assert_eq!(
+        problem(
+            json!({"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False",
+            "reason": "Unschedulable", "message": "0/3 nodes are available"}]})
+        ),
+        Some("not scheduled: Unschedulable: 0/3 nodes are available".into())
+    );
+    assert_eq!(
+        problem(
+            json!({"phase": "Running", "containerStatuses": [{"name": "main", "ready": false,
+            "state": {"running": {}}}], "conditions": [{"type": "Ready", "status": "False",
+            "reason": "ContainersNotReady", "message": "containers with unready status: [main]"}]})
+        ),
+        Some("not ready: ContainersNotReady: containers with unready status: [main]".into())
+    );
+    // Running and ready, or finished: nothing to tell.
+    assert_eq!(
+        problem(json!({"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]})),
+        None
+    );
+    assert_eq!(
+        problem(
+            json!({"phase": "Succeeded", "containerStatuses": [{"name": "run",
+            "state": {"terminated": {"reason": "Completed", "exitCode": 0}}}]})
+        ),
+        None
+    );
+    assert_eq!(problem(json!({})), Some("phase unknown".into()));
+}

@@ -3,8 +3,12 @@
 //!
 //! Polling rather than watching: a sync waits on a few dozen objects of many kinds once, and a
 //! watch per kind would cost a list plus a long-lived connection each, for the same answer.
+//!
+//! A workload still unready when the wait ends (or failed) is explained by its Pods: one list
+//! of its Pods, and the first Pod's problem in the kubelet's or scheduler's words is added to
+//! its message ("0 of 2 replicas available; pod web-5d9c-x2: container main CrashLoopBackOff").
 
-use super::{Health, Status, assess};
+use super::{Health, Status, assess, pod_problem, pod_selector};
 use crate::apply::Catalog;
 use crate::plan::ObjectRef;
 use futures::stream::{self, StreamExt};
@@ -30,24 +34,85 @@ impl Default for WaitOptions {
     }
 }
 
-async fn check(catalog: &Catalog, object: &ObjectRef) -> Health {
+/// The health of one object and, for a workload that owns Pods, the selector of its Pods.
+async fn check(catalog: &Catalog, object: &ObjectRef) -> (Health, Option<String>) {
     let resolved = match catalog.resolve(object) {
         Some(r) => r,
         None => {
-            return Health::new(
+            let health = Health::new(
                 Status::Unknown,
                 format!("{object}: kind {} not served", object.api_version()),
             );
+            return (health, None);
         }
     };
     let api = catalog.api(&resolved, object.namespace.as_deref());
     match api.get_opt(&object.name).await {
         Ok(Some(live)) => match serde_json::to_value(&live) {
-            Ok(value) => assess(&value),
-            Err(e) => Health::new(Status::Unknown, format!("{object}: unreadable: {e}")),
+            Ok(value) => (assess(&value), pod_selector(&value)),
+            Err(e) => (
+                Health::new(Status::Unknown, format!("{object}: unreadable: {e}")),
+                None,
+            ),
         },
-        Ok(None) => Health::new(Status::Unknown, format!("{object}: not found")),
-        Err(e) => Health::new(Status::Unknown, format!("{object}: reading it: {e}")),
+        Ok(None) => (
+            Health::new(Status::Unknown, format!("{object}: not found")),
+            None,
+        ),
+        Err(e) => (
+            Health::new(Status::Unknown, format!("{object}: reading it: {e}")),
+            None,
+        ),
+    }
+}
+
+/// The first problem among the Pods `selector` picks in `namespace` (by name, so the same Pod
+/// is named from one reading to the next), as `pod <name>: <problem>`.
+async fn pods_problem(catalog: &Catalog, namespace: &str, selector: &str) -> Option<String> {
+    let pod = ObjectRef::from_api_version("v1", "Pod", Some(namespace), "");
+    let resolved = catalog.resolve(&pod)?;
+    let api = catalog.api(&resolved, Some(namespace));
+    let params = kube::api::ListParams::default().labels(selector);
+    let mut pods = match api.list(&params).await {
+        Ok(list) => list.items,
+        Err(error) => {
+            tracing::debug!(%error, selector, "listing a workload's Pods to explain its health");
+            return None;
+        }
+    };
+    pods.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    pods.iter().find_map(|p| {
+        let value = serde_json::to_value(p).ok()?;
+        let problem = pod_problem(&value)?;
+        Some(format!(
+            "pod {}: {problem}",
+            p.metadata.name.as_deref().unwrap_or("?")
+        ))
+    })
+}
+
+/// Adds its Pods' first problem to the message of every workload not Current.
+async fn explain_by_pods(
+    catalog: &Catalog,
+    objects: &[ObjectRef],
+    selectors: &BTreeMap<usize, String>,
+    last: &mut BTreeMap<usize, Health>,
+    concurrency: usize,
+) {
+    let unready: Vec<(usize, String, String)> = selectors
+        .iter()
+        .filter(|(i, _)| last.get(i).is_some_and(|h| h.status != Status::Current))
+        .filter_map(|(i, sel)| Some((*i, objects[*i].namespace.clone()?, sel.clone())))
+        .collect();
+    let found: Vec<(usize, Option<String>)> = stream::iter(unready)
+        .map(|(i, ns, sel)| async move { (i, pods_problem(catalog, &ns, &sel).await) })
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await;
+    for (i, problem) in found {
+        if let (Some(problem), Some(health)) = (problem, last.get_mut(&i)) {
+            health.message = format!("{}; {problem}", health.message);
+        }
     }
 }
 
@@ -68,21 +133,28 @@ pub async fn wait(
 ) -> Vec<(ObjectRef, Health)> {
     let started = Instant::now();
     let mut last: BTreeMap<usize, Health> = BTreeMap::new();
+    let mut selectors: BTreeMap<usize, String> = BTreeMap::new();
     loop {
         let pending: Vec<usize> = (0..objects.len())
             .filter(|i| !last.get(i).is_some_and(settled))
             .collect();
-        let results: Vec<(usize, Health)> = stream::iter(pending)
+        let results: Vec<(usize, (Health, Option<String>))> = stream::iter(pending)
             .map(|i| async move { (i, check(catalog, &objects[i]).await) })
             .buffer_unordered(options.concurrency.max(1))
             .collect()
             .await;
-        last.extend(results);
+        for (i, (health, selector)) in results {
+            last.insert(i, health);
+            if let Some(selector) = selector {
+                selectors.insert(i, selector);
+            }
+        }
         if last.values().all(settled) || started.elapsed() >= options.timeout {
             break;
         }
         tokio::time::sleep(options.interval).await;
     }
+    explain_by_pods(catalog, objects, &selectors, &mut last, options.concurrency).await;
     objects
         .iter()
         .cloned()

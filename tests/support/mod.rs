@@ -146,3 +146,19 @@ where
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+/// kustomize tests need `kustomize` or `kubectl` on PATH, as the render module's do.
+pub fn kustomize_available() -> bool {
+    if std::env::var_os("RECKON_SKIP_KUSTOMIZE_TESTS").is_some() {
+        return false;
+    }
+    let on_path = |name: &str| {
+        std::env::var_os("PATH")
+            .is_some_and(|p| std::env::split_paths(&p).any(|dir| dir.join(name).is_file()))
+    };
+    assert!(
+        on_path("kustomize") || on_path("kubectl"),
+        "kustomize tests need kubectl or kustomize on PATH (or set RECKON_SKIP_KUSTOMIZE_TESTS=1)"
+    );
+    true
+}
