@@ -3,7 +3,8 @@
 //! anything). Ignored by default; run it with
 //! `reckon-testenv run -- cargo nextest run --test apply_bench --run-ignored only --no-capture`
 //! and `RECKON_BENCH_APPS=N` (default 250 apps of 4 objects: ServiceAccount, Service,
-//! Deployment with replicas 0, Ingress — the TESTENV.md baseline's shape).
+//! Deployment, Ingress — the TESTENV.md baseline's shape). Deployments have replicas 0 here: this
+//! measures the apply requests alone, not rollouts (`agent_bench` measures time to Pods Ready).
 
 mod support;
 
@@ -42,7 +43,7 @@ async fn executor_against_kubectl_server_side_apply() {
     let objects = apps * 4;
     let client = support::client().await;
     let catalog = catalog(client.clone()).await;
-    let text = manifests(apps);
+    let text = manifests(apps, 0);
 
     // kubectl: first pass creates, second pass is unchanged.
     let ns = TestNamespace::create(&client, "bench-kubectl").await;

@@ -11,7 +11,7 @@
 mod support;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 use reckon::event::{Event, Health, SyncOutcome};
 use reckon::reconcile::{PassOptions, PassReport, PassStatus, Reconciler};
@@ -23,12 +23,7 @@ use support::sync::writes;
 /// Whether the cluster runs Pods. Without simulated nodes the cluster must be the floor of the
 /// version matrix (the one build without them); anything else is a broken test environment.
 async fn has_nodes(client: &kube::Client) -> bool {
-    let nodes: Api<Node> = Api::all(client.clone());
-    let kwok = nodes
-        .list(&ListParams::default().labels("type=kwok"))
-        .await
-        .unwrap();
-    if !kwok.items.is_empty() {
+    if support::simulated_nodes(client).await > 0 {
         return true;
     }
     let version = client.apiserver_version().await.unwrap();

@@ -162,3 +162,15 @@ pub fn kustomize_available() -> bool {
     );
     true
 }
+
+/// How many simulated (KWOK) nodes the cluster has: Pods run on the newest control plane's
+/// three; the floor's has none, and its Pods stay Pending.
+pub async fn simulated_nodes(client: &kube::Client) -> usize {
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
+    nodes
+        .list(&kube::api::ListParams::default().labels("type=kwok"))
+        .await
+        .expect("listing nodes")
+        .items
+        .len()
+}

@@ -1,10 +1,11 @@
 //! The benchmarks' workload, one definition for all of them so their figures compare: an App of
-//! four small objects (ServiceAccount, Service, Deployment with replicas 0, Ingress), the shape of
-//! the kubectl baseline in TESTENV.md. Replicas 0 because the test control plane has no scheduler
-//! or kubelet: a Deployment with pods would never become available.
+//! four small objects (ServiceAccount, Service, Deployment, Ingress), the shape of the kubectl
+//! baseline in TESTENV.md. The Deployment has `replicas` Pods: one on a cluster with nodes (the
+//! newest control plane's simulated ones), so time to production includes Pods becoming Ready;
+//! zero on the floor, where no Pod is ever scheduled.
 
 /// The four objects of one App named `name`, as `(file name, YAML document)`.
-pub fn app_objects(name: &str) -> [(&'static str, String); 4] {
+pub fn app_objects(name: &str, replicas: u32) -> [(&'static str, String); 4] {
     [
         (
             "serviceaccount.yaml",
@@ -40,7 +41,7 @@ kind: Deployment
 metadata:
   name: {name}
 spec:
-  replicas: 0
+  replicas: {replicas}
   selector:
     matchLabels: {{app: {name}}}
   template:
@@ -81,11 +82,12 @@ spec:
     ]
 }
 
-/// `apps` Apps named `app0` … as one multi-document YAML stream.
-pub fn manifests(apps: usize) -> String {
+/// `apps` Apps named `app0` … as one multi-document YAML stream, with Deployments of
+/// `replicas` Pods.
+pub fn manifests(apps: usize, replicas: u32) -> String {
     let mut out = String::new();
     for i in 0..apps {
-        for (_, doc) in app_objects(&format!("app{i}")) {
+        for (_, doc) in app_objects(&format!("app{i}"), replicas) {
             out.push_str("---\n");
             out.push_str(&doc);
         }
