@@ -152,7 +152,9 @@ spec:
   replicas: 1
   selector: {matchLabels: {app: web}}
   template:
-    metadata: {labels: {app: web}}
+    # The test cluster's simulated kubelets start this Pod 10 s late, like a slow image pull
+    # (longer than the App's 5 s health timeout); a real kubelet ignores the annotation.
+    metadata: {labels: {app: web}, annotations: {reckon.test/ready-after: 10s}}
     spec:
       containers: [{name: web, image: "nginx:1.25"}]
 YAML
