@@ -293,7 +293,9 @@ async fn pods_that_never_become_ready_or_crash_are_reported_with_the_reason() {
 }
 
 const STATEFUL: &str = "apiVersion: v1\nkind: Service\nmetadata:\n  name: db\nspec:\n  clusterIP: None\n  selector:\n    app: db\n  ports:\n    - port: 5432\n---\napiVersion: apps/v1\nkind: StatefulSet\nmetadata:\n  name: db\nspec:\n  serviceName: db\n  replicas: 2\n  selector:\n    matchLabels:\n      app: db\n  template:\n    metadata:\n      labels:\n        app: db\n    spec:\n      containers:\n        - name: db\n          image: example.invalid/db:1\n";
-const DAEMON: &str = "apiVersion: apps/v1\nkind: DaemonSet\nmetadata:\n  name: agent\nspec:\n  selector:\n    matchLabels:\n      app: agent\n  template:\n    metadata:\n      labels:\n        app: agent\n    spec:\n      containers:\n        - name: agent\n          image: example.invalid/agent:1\n";
+// On the simulated nodes only: other tests register a Node of their own (they play its kubelet
+// on the floor, `support::readiness`), on which no Pod ever starts by itself.
+const DAEMON: &str = "apiVersion: apps/v1\nkind: DaemonSet\nmetadata:\n  name: agent\nspec:\n  selector:\n    matchLabels:\n      app: agent\n  template:\n    metadata:\n      labels:\n        app: agent\n    spec:\n      nodeSelector:\n        type: kwok\n      containers:\n        - name: agent\n          image: example.invalid/agent:1\n";
 
 fn job(name: &str, annotations: &str) -> String {
     format!(
@@ -329,7 +331,12 @@ async fn statefulsets_daemonsets_and_jobs_are_judged_by_their_controllers() {
     let mut r = h.reconciler(ok, [9; 32]);
     let report = pass(&mut r).await;
     assert_eq!(synced(&report), SyncOutcome::Succeeded, "{report:?}");
-    assert_eq!(report.health, Health::Healthy, "{report:?}");
+    assert_eq!(
+        report.health,
+        Health::Healthy,
+        "{report:?} {:?}",
+        app_health(&h, "ok")
+    );
     // What Healthy rests on, read back from the cluster.
     let pods: Api<Pod> = Api::namespaced(client.clone(), &h.ns.name);
     let on_nodes = |label: &'static str| {
@@ -465,4 +472,82 @@ async fn a_current_overlay_over_a_shared_base_applies_and_stays_in_sync() {
         assert!(writes(&sent).is_empty(), "{:?}", writes(&sent));
     }
     h.close().await;
+}
+
+/// The agent (watch mode, health read from its cache) says why a workload is unready the same
+/// way a direct sync does: its first Pod's problem in the kubelet's words.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_records_a_crash_looping_pod_with_its_reason() {
+    let client = support::client().await;
+    if !has_nodes(&client).await {
+        return;
+    }
+    let ns = support::TestNamespace::create(&client, "agentcrash").await;
+    let fixture = reckon_testenv::git::Fixture::new().unwrap();
+    fixture
+        .commit("Crashing")
+        .write(
+            "app/api.yaml",
+            deployment(
+                "api",
+                1,
+                "example.invalid/api:1",
+                &[("reckon.test/crash-loop", "true")],
+            ),
+        )
+        .create()
+        .unwrap();
+    fixture.push().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "apps:\n  - name: api\n    source:\n      url: {url}\n      path: app\n      interval: 1h\n    \
+         target:\n      kubeconfig: {kc}\n      namespace: {ns}\n    health_timeout: 2s\n",
+        url = fixture.file_url(),
+        kc = support::kubeconfig().display(),
+        ns = ns.name
+    );
+    std::fs::write(dir.path().join("reckon.yaml"), config).unwrap();
+    let options = reckon::agent::AgentOptions::new(
+        dir.path().join("reckon.yaml"),
+        dir.path().join("store"),
+        dir.path().join("cache"),
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let agent = tokio::spawn(reckon::agent::run(options, async move {
+        let _ = stopped.await;
+    }));
+    // The first pass applies, then waits out the 2 s health timeout; a stop lets it finish.
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns.name);
+    support::crd::until("Deployment api", Duration::from_secs(60), || {
+        let deployments = deployments.clone();
+        async move { deployments.get_opt("api").await.unwrap() }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(60), agent)
+        .await
+        .expect("the agent stops within a minute")
+        .unwrap()
+        .expect("the agent exits cleanly");
+    let store = reckon::store::SledStore::open(
+        dir.path().join("store"),
+        reckon::store::OpenOptions::default(),
+    )
+    .unwrap();
+    let messages: Vec<String> = store
+        .reader()
+        .iter_from(1)
+        .filter_map(|e| match e.unwrap().body.event {
+            Event::HealthChanged(c) if c.object.is_none() => c.message,
+            _ => None,
+        })
+        .collect();
+    store.close().unwrap();
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.contains("Deployment") && m.contains("CrashLoopBackOff")),
+        "{messages:?}"
+    );
 }

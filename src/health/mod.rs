@@ -10,7 +10,7 @@ mod rules;
 mod wait;
 
 pub use rules::{assess, pod_problem, pod_selector};
-pub use wait::{WaitOptions, wait};
+pub use wait::{WaitOptions, pod_problems, wait};
 
 use serde::Serialize;
 

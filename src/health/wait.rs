@@ -104,16 +104,27 @@ async fn explain_by_pods(
         .filter(|(i, _)| last.get(i).is_some_and(|h| h.status != Status::Current))
         .filter_map(|(i, sel)| Some((*i, objects[*i].namespace.clone()?, sel.clone())))
         .collect();
-    let found: Vec<(usize, Option<String>)> = stream::iter(unready)
-        .map(|(i, ns, sel)| async move { (i, pods_problem(catalog, &ns, &sel).await) })
-        .buffer_unordered(concurrency.max(1))
-        .collect()
-        .await;
-    for (i, problem) in found {
-        if let (Some(problem), Some(health)) = (problem, last.get_mut(&i)) {
+    for (i, problem) in pod_problems(catalog, unready, concurrency).await {
+        if let Some(health) = last.get_mut(&i) {
             health.message = format!("{}; {problem}", health.message);
         }
     }
+}
+
+/// For each `(key, namespace, Pod selector)`, the first problem among those Pods (see
+/// [`pod_problem`]) as `pod <name>: <problem>`; keys whose Pods have none are left out. One
+/// list request per workload, `concurrency` at a time.
+pub async fn pod_problems<K: Send>(
+    catalog: &Catalog,
+    workloads: Vec<(K, String, String)>,
+    concurrency: usize,
+) -> Vec<(K, String)> {
+    stream::iter(workloads)
+        .map(|(key, ns, sel)| async move { (key, pods_problem(catalog, &ns, &sel).await) })
+        .buffer_unordered(concurrency.max(1))
+        .filter_map(|(key, problem)| async move { problem.map(|p| (key, p)) })
+        .collect()
+        .await
 }
 
 /// Whether waiting longer can change the answer. Failed is final for a sync (a deadline was

@@ -1253,17 +1253,46 @@ impl Reconciler {
         let settled =
             |h: &event::Health| matches!(h, event::Health::Healthy | event::Health::Degraded);
         let readings = match self.live.clone() {
-            Live::Watch(_) => loop {
-                let observed = self.observe_live(desired, inventory).await?;
-                let readings = self.readings(desired, &observed);
-                if readings.iter().all(|(_, h, _)| settled(h)) || Instant::now() >= deadline {
-                    break readings;
-                }
-                tokio::time::sleep(HEALTH_POLL).await;
-            },
+            Live::Watch(_) => {
+                let (observed, readings) = loop {
+                    let observed = self.observe_live(desired, inventory).await?;
+                    let readings = self.readings(desired, &observed);
+                    if readings.iter().all(|(_, h, _)| settled(h)) || Instant::now() >= deadline {
+                        break (observed, readings);
+                    }
+                    tokio::time::sleep(HEALTH_POLL).await;
+                };
+                self.explained_by_pods(readings, &observed).await
+            }
             Live::Direct => self.direct_readings(desired, self.app.health_timeout).await,
         };
         self.record_readings(readings).await
+    }
+
+    /// Adds, to each workload still unready when the wait ended, its first Pod's problem (as
+    /// [`health::wait`] does for the direct mode): one list of Pods per unready workload.
+    async fn explained_by_pods(
+        &self,
+        mut readings: Vec<(plan::ObjectRef, event::Health, String)>,
+        observed: &Observed,
+    ) -> Vec<(plan::ObjectRef, event::Health, String)> {
+        let unready: Vec<(usize, String, String)> = readings
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, h, _))| *h != event::Health::Healthy)
+            .filter_map(|(i, (object, _, _))| {
+                let Some(plan::Observation::Present(live)) = observed.get(&object.key()) else {
+                    return None;
+                };
+                let selector = health::pod_selector(&live.manifest)?;
+                Some((i, object.namespace.clone()?, selector))
+            })
+            .collect();
+        for (i, problem) in health::pod_problems(&self.catalog, unready, 8).await {
+            let message = &mut readings[i].2;
+            *message = format!("{message}; {problem}");
+        }
+        readings
     }
 
     /// The desired objects' health read from the API server (one GET each per round), waiting

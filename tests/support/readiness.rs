@@ -36,9 +36,14 @@ async fn ensure_node(client: &kube::Client) {
 }
 
 /// Makes every Pod of Deployment `name` in `ns` Running and Ready, then waits until the
-/// Deployment is Available (the controller manager computes that from the Pods).
+/// Deployment is Available (the controller manager computes that from the Pods). On a cluster
+/// with simulated nodes the scheduler places the Pods and no fake Node is registered: a Node
+/// nobody runs would take other tests' Pods (a DaemonSet's, a rollout's) and never start them.
 pub async fn make_deployment_ready(client: &kube::Client, ns: &str, name: &str) {
-    ensure_node(client).await;
+    let play_kubelet = super::simulated_nodes(client).await == 0;
+    if play_kubelet {
+        ensure_node(client).await;
+    }
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), ns);
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     let deployment = deployments.get(name).await.unwrap();
@@ -69,11 +74,12 @@ pub async fn make_deployment_ready(client: &kube::Client, ns: &str, name: &str) 
     .await;
     for pod in listed {
         let pod_name = pod.metadata.name.clone().unwrap();
-        if pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.node_name.as_ref())
-            .is_none()
+        if play_kubelet
+            && pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.node_name.as_ref())
+                .is_none()
         {
             let binding = serde_json::json!({
                 "apiVersion": "v1", "kind": "Binding",
