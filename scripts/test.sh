@@ -46,4 +46,5 @@ exec "$CARGO_TARGET_DIR/debug/reckon-testenv" run -- bash -c '
     RECKON_BENCH_APPS=20 cargo nextest run --cargo-quiet --test agent_bench --run-ignored only --no-capture || status=1
   fi
   "$@" || status=1
+  bash scripts/api-contract.sh || status=1
   exit $status' test.sh "${runner[@]}"
