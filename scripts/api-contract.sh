@@ -152,6 +152,11 @@ for who in read admin; do
   summary="$(grep -E '^ +[0-9]+ generated' "$work/$who.out" | sed 's/^ *//' || true)"
   echo "api-contract.sh: $who token: ${summary:-no summary (schemathesis failed early)}" >&2
 done
+# How far the admin run got past refusals: the App's events in the rollback category (the
+# intents its rollbacks and resumes recorded; none before it ran).
+intents="$(curl -fsS -H "Authorization: Bearer $read_token" \
+  "$base/api/v1/events?app=web&kind=rollback&limit=1000" 2>/dev/null | grep -o '"seq":' | wc -l || true)"
+echo "api-contract.sh: rollback-category events the admin run left: $intents" >&2
 if ! kill -0 "$agent_pid" 2>/dev/null; then
   echo "api-contract.sh: the agent died during the run; its log:" >&2
   tail -n 40 "$work/agent.log" >&2
