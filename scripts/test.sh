@@ -60,6 +60,7 @@ status=0
     RECKON_BENCH_APPS=20 cargo nextest run --cargo-quiet --test agent_bench --run-ignored only --no-capture || status=1
   fi
   "$@" || status=1
+  bash scripts/api-contract.sh || status=1
   exit $status' test.sh "${runner[@]}" || status=1
 
 # The floor of the version matrix: the tests whose behaviour depends on the server's release

@@ -484,6 +484,16 @@ async fn events(
         (Some(a), _) => (Order::OldestFirst, Some(a)),
         (None, c) => (Order::NewestFirst, c.as_ref()),
     };
+    // The document's pattern first: the parser's integers would also take a sign (`+5`).
+    if let Some(c) = given
+        && !c
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b",:-*".contains(&b))
+    {
+        return Err(ApiError::BadRequest(format!(
+            "{c}: expected a position (SEQ, or SHARD:POS,... with POS a sequence number, - or *)"
+        )));
+    }
     let given: Option<Cursor> = given
         .map(|c| c.parse())
         .transpose()

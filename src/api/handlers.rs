@@ -2,18 +2,19 @@
 //! are blocking (sled), so each runs on tokio's blocking pool and the async workers stay free.
 
 use super::auth::Identity;
+use super::extract::{Body, Path, Query as Params, present};
 use super::{ApiError, ApiState};
 use crate::query::{
     self, AppStatus, Blame, Category, HistoryFilter, ObjectSpec, QueryError, ReplayedApp,
     RevisionDiff, RevisionsPage, Shown,
 };
 use crate::reconcile::rollback::{
-    ErrorClass, ResumePlan, RollbackError, RollbackOptions, RollbackPlan, RollbackTarget,
-    request_resume, request_rollback_with,
+    ErrorClass, MIN_PREFIX, ResumePlan, RollbackError, RollbackOptions, RollbackPlan,
+    RollbackTarget, request_resume, request_rollback_with,
 };
 use crate::shard::merge::Page;
 use axum::Json;
-use axum::extract::{Extension, Path, Query as Params, State};
+use axum::extract::{Extension, State};
 use axum::response::IntoResponse;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -45,21 +46,108 @@ impl From<QueryError> for ApiError {
     }
 }
 
-/// `RFC 3339` or a duration back from now (`30m`, `2h`, `7d`).
+/// An RFC 3339 time (`2026-01-31T12:00:00Z`) or a duration back from now: a whole number of
+/// seconds, minutes, hours, days or weeks (`30m`, `2h`, `7d`). Exactly the document's grammar
+/// (`format: date-time`, or the pattern `^[0-9]+[smhdw]$`): anything looser would be a contract
+/// only this server knows.
 pub fn parse_time(name: &str, value: &str) -> Result<DateTime<Utc>, ApiError> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(value) {
-        return Ok(t.with_timezone(&Utc));
-    }
-    match humantime::parse_duration(value) {
-        Ok(d) => chrono::Duration::from_std(d)
-            .ok()
-            .and_then(|d| Utc::now().checked_sub_signed(d))
-            .ok_or_else(|| ApiError::BadRequest(format!("{name}={value}: too far back"))),
-        Err(_) => Err(ApiError::BadRequest(format!(
+    let bad = || {
+        ApiError::BadRequest(format!(
             "{name}={value}: expected an RFC 3339 time (2026-01-31T12:00:00Z) or a duration \
-             back from now (30m, 2h, 7d)"
-        ))),
+             back from now (30m, 2h, 7d; units s, m, h, d, w)"
+        ))
+    };
+    // The last byte is the unit only on a char boundary (a multi-byte last char is no unit).
+    let (digits, unit) = value
+        .len()
+        .checked_sub(1)
+        .filter(|&i| value.is_char_boundary(i))
+        .map_or(("", value), |i| value.split_at(i));
+    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+        let per: i64 = match unit {
+            "s" => 1,
+            "m" => 60,
+            "h" => 3_600,
+            "d" => 86_400,
+            "w" => 604_800,
+            _ => return Err(bad()),
+        };
+        let too_far = || ApiError::BadRequest(format!("{name}={value}: too far back"));
+        let secs = digits
+            .parse::<i64>()
+            .ok()
+            .and_then(|n| n.checked_mul(per))
+            .ok_or_else(too_far)?;
+        return chrono::Duration::try_seconds(secs)
+            .and_then(|d| Utc::now().checked_sub_signed(d))
+            .ok_or_else(too_far);
     }
+    if !rfc3339_shaped(value) {
+        return Err(bad());
+    }
+    DateTime::parse_from_rfc3339(value)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| bad())
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.frac](Z|+HH:MM|-HH:MM)`, `T` and `Z` in either case: RFC 3339's
+/// date-time. chrono also takes a space for the `T`, which the document's format does not.
+fn rfc3339_shaped(value: &str) -> bool {
+    let b = value.as_bytes();
+    let digits =
+        |r: std::ops::Range<usize>| b.get(r).is_some_and(|d| d.iter().all(u8::is_ascii_digit));
+    let at = |i: usize, set: &[u8]| b.get(i).is_some_and(|c| set.contains(c));
+    if !(digits(0..4)
+        && at(4, b"-")
+        && digits(5..7)
+        && at(7, b"-")
+        && digits(8..10)
+        && at(10, b"Tt")
+        && digits(11..13)
+        && at(13, b":")
+        && digits(14..16)
+        && at(16, b":")
+        && digits(17..19))
+    {
+        return false;
+    }
+    let mut i = 19;
+    if at(i, b".") {
+        let start = i + 1;
+        i = start;
+        while at(i, b"0123456789") {
+            i += 1;
+        }
+        if i == start {
+            return false;
+        }
+    }
+    match b.get(i) {
+        Some(b'Z' | b'z') => i + 1 == b.len(),
+        Some(b'+' | b'-') => {
+            digits(i + 1..i + 3) && at(i + 3, b":") && digits(i + 4..i + 6) && i + 6 == b.len()
+        }
+        _ => false,
+    }
+}
+
+/// A position in one store's log: decimal digits only (`str::parse` would also take `+5`).
+fn seq_param(name: &str, value: &Option<String>) -> Result<Option<u64>, ApiError> {
+    value
+        .as_deref()
+        .map(|text| {
+            text.bytes()
+                .all(|b| b.is_ascii_digit())
+                .then(|| text.parse::<u64>().ok())
+                .flatten()
+                .ok_or_else(|| {
+                    ApiError::BadRequest(format!(
+                        "{name}={text}: expected a sequence number (the `next` of a page of \
+                         this agent, which is not sharded)"
+                    ))
+                })
+        })
+        .transpose()
 }
 
 /// Query parameters of `GET /api/v1/events`.
@@ -109,10 +197,16 @@ impl EventsParams {
             author: self.author.clone(),
             revision: self.revision.clone(),
             user: self.user.clone(),
+            // Exactly the names (the document's enum); the CLI's own parser also takes `Drift`.
             category: self
                 .kind
                 .as_deref()
-                .map(|k| k.parse::<Category>())
+                .map(|k| {
+                    Category::ALL
+                        .into_iter()
+                        .find(|c| c.name() == k)
+                        .ok_or_else(|| QueryError::BadCategory(k.to_string()))
+                })
                 .transpose()?,
             since: self
                 .since
@@ -138,20 +232,8 @@ pub async fn events(
     Params(params): Params<EventsParams>,
 ) -> Result<Json<Page>, ApiError> {
     let mut filter = params.filter()?;
-    let seq = |name: &str, v: &Option<String>| -> Result<Option<u64>, ApiError> {
-        v.as_deref()
-            .map(|text| {
-                text.parse::<u64>().map_err(|_| {
-                    ApiError::BadRequest(format!(
-                        "{name}={text}: expected a sequence number (the `next` of a page of \
-                         this agent, which is not sharded)"
-                    ))
-                })
-            })
-            .transpose()
-    };
-    filter.cursor = seq("cursor", &params.cursor)?;
-    let after = seq("after", &params.after)?;
+    filter.cursor = seq_param("cursor", &params.cursor)?;
+    let after = seq_param("after", &params.after)?;
     let projections = state.projections().await?;
     let reader = state.store.reader().clone();
     blocking(move || {
@@ -329,24 +411,56 @@ pub async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
     )
 }
 
-/// Body of `POST /api/v1/apps/{app}/rollback`: exactly one of `to` and `steps`.
+/// Body of `POST /api/v1/apps/{app}/rollback`: exactly one of `to` and `steps`. Unknown fields
+/// and explicit nulls are refused: a misspelt `require_healty` silently ignored would roll back
+/// without the check the caller asked for.
 #[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RollbackRequest {
     /// A recorded revision: full SHA or a unique prefix.
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub to: Option<String>,
     /// This many applied revisions back from the current one.
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub steps: Option<u32>,
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub reason: Option<String>,
     /// Refuse (409) a revision the App was never reported healthy on.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub require_healthy: Option<bool>,
 }
 
-/// Body of `POST /api/v1/apps/{app}/resume` (optional).
+/// Body of `POST /api/v1/apps/{app}/resume` (optional); unknown fields refused as for rollback.
 #[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ResumeRequest {
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub reason: Option<String>,
 }
+
+/// A SHA-1 in hex: no recorded revision has a longer name (the document's pattern for `to`
+/// is 4 to 40 hex digits).
+const MAX_PREFIX: usize = 40;
 
 impl From<RollbackError> for ApiError {
     fn from(e: RollbackError) -> Self {
@@ -380,11 +494,19 @@ pub async fn rollback(
     State(state): State<ApiState>,
     Extension(who): Extension<Identity>,
     Path(app): Path<String>,
-    body: Option<Json<RollbackRequest>>,
+    Body(body): Body<RollbackRequest>,
 ) -> Result<Json<RollbackPlan>, ApiError> {
     reconciled(&state, &app)?;
-    let Json(req) = body.unwrap_or_default();
+    let req = body.unwrap_or_default();
     let target = match (req.to, req.steps) {
+        // Checked here, not only by the rollback: it trims and lowercases for the CLI, and the
+        // API's contract is the document's pattern, nothing looser. Same words as the CLI's.
+        (Some(to), None)
+            if !(MIN_PREFIX..=MAX_PREFIX).contains(&to.len())
+                || !to.bytes().all(|b| b.is_ascii_hexdigit()) =>
+        {
+            return Err(RollbackError::BadRevision { app, prefix: to }.into());
+        }
         (Some(to), None) => RollbackTarget::Revision(to),
         (None, Some(steps)) => RollbackTarget::Steps(steps),
         _ => {
@@ -410,13 +532,76 @@ pub async fn resume(
     State(state): State<ApiState>,
     Extension(who): Extension<Identity>,
     Path(app): Path<String>,
-    body: Option<Json<ResumeRequest>>,
+    Body(body): Body<ResumeRequest>,
 ) -> Result<Json<ResumePlan>, ApiError> {
     reconciled(&state, &app)?;
-    let Json(req) = body.unwrap_or_default();
+    let req = body.unwrap_or_default();
     let plan = request_resume(&state.store, &app, who.actor, req.reason).await?;
     if let Some(wake) = &state.waker {
         wake(&app);
     }
     Ok(Json(plan))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_exactly_rfc_3339_or_a_whole_number_of_one_unit() {
+        let ok = |v: &str| parse_time("at", v).unwrap_or_else(|e| panic!("{v}: {e}"));
+        assert_eq!(
+            ok("2026-01-31T12:00:00Z").to_rfc3339(),
+            "2026-01-31T12:00:00+00:00"
+        );
+        assert_eq!(
+            ok("2026-01-31t13:00:00.25+01:00").to_rfc3339(),
+            "2026-01-31T12:00:00.250+00:00"
+        );
+        let now = Utc::now();
+        let ago = now - ok("2h");
+        assert!((7_199..=7_201).contains(&ago.num_seconds()), "{ago}");
+        assert!(now - ok("0s") < chrono::Duration::seconds(2));
+        ok("1w");
+        for bad in [
+            "",
+            "h",
+            "2",
+            "1h30m",
+            "2 h",
+            "2hours",
+            "+2h",
+            "-2h",
+            "2H",
+            "é",
+            "2é",
+            "2026-01-31 12:00:00Z",
+            "2026-01-31T12:00:00",
+            "2026-01-31T12:00Z",
+            "2026-02-30T12:00:00Z",
+            "2026-01-31T12:00:00.Z",
+            "2026-01-31T12:00:00+0100",
+            "2026-01-31T12:00:00Zx",
+        ] {
+            let e = parse_time("at", bad).unwrap_err();
+            assert_eq!(e.code(), "bad_request", "{bad:?}");
+            assert!(
+                e.to_string().starts_with(&format!("at={bad}:")),
+                "{bad:?}: {e}"
+            );
+        }
+        // Digits that overflow are refused, not wrapped.
+        let e = parse_time("since", "99999999999999999999d").unwrap_err();
+        assert!(e.to_string().contains("too far back"), "{e}");
+    }
+
+    #[test]
+    fn positions_are_digits_only() {
+        assert_eq!(seq_param("after", &Some("42".into())).unwrap(), Some(42));
+        assert_eq!(seq_param("after", &None).unwrap(), None);
+        for bad in ["+5", "-1", " 5", "5 ", "0:5", "18446744073709551616"] {
+            let e = seq_param("after", &Some(bad.into())).unwrap_err();
+            assert!(e.to_string().starts_with(&format!("after={bad}:")), "{e}");
+        }
+    }
 }

@@ -8,6 +8,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod extract;
 pub mod fanout;
 pub mod handlers;
 
@@ -179,9 +180,40 @@ pub fn routes() -> Vec<Route> {
     all
 }
 
-/// Served without a token: liveness and readiness for probes, and `/metrics` (Prometheus
-/// scrapers rarely carry tokens, and it names no App).
-pub const OPEN_ROUTES: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+/// Served without a token: liveness and readiness for probes, `/metrics` (Prometheus scrapers
+/// rarely carry tokens, and it names no App), and the OpenAPI document (the committed
+/// `docs/openapi.yaml`, public like the rest of the source: a client needs it to learn how to
+/// authenticate, and it holds nothing of this agent's).
+pub const OPEN_ROUTES: [&str; 5] = [
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/api/v1/openapi.json",
+    "/api/v1/openapi.yaml",
+];
+
+/// [`OPENAPI`] as JSON, converted once (the YAML is compiled in and a test parses it, so the
+/// error arm is for a broken build only).
+fn openapi_json() -> Result<&'static str, &'static str> {
+    static JSON: std::sync::LazyLock<Result<String, String>> = std::sync::LazyLock::new(|| {
+        serde_saphyr::from_str::<serde_json::Value>(OPENAPI)
+            .map_err(|e| format!("docs/openapi.yaml does not parse: {e}"))
+            .and_then(|v| serde_json::to_string(&v).map_err(|e| e.to_string()))
+    });
+    JSON.as_deref().map_err(String::as_str)
+}
+
+async fn serve_openapi_json() -> Response {
+    match openapi_json() {
+        Ok(text) => ([(header::CONTENT_TYPE, "application/json")], text).into_response(),
+        Err(e) => ApiError::Internal(e.to_string()).into_response(),
+    }
+}
+
+async fn serve_openapi_yaml() -> Response {
+    // RFC 9512's media type for YAML.
+    ([(header::CONTENT_TYPE, "application/yaml")], OPENAPI).into_response()
+}
 
 /// The `/api/v1` routes (behind bearer tokens) and [`OPEN_ROUTES`]. Unknown paths fall through
 /// to the caller's fallback.
@@ -202,8 +234,17 @@ pub fn router(state: ApiState) -> Router {
     .route(OPEN_ROUTES[0], get(|| async { "ok\n" }))
     .route(OPEN_ROUTES[1], get(|| async { "ok\n" }))
     .route(OPEN_ROUTES[2], get(handlers::metrics))
+    .route(OPEN_ROUTES[3], get(serve_openapi_json))
+    .route(OPEN_ROUTES[4], get(serve_openapi_yaml))
     .fallback(|uri: axum::http::Uri| async move {
         ApiError::NotFound(format!("no route {} (see docs/api.md)", uri.path()))
+    })
+    // Last, so that it covers every route above: axum's own 405 has an empty body.
+    .method_not_allowed_fallback(|method: Method, uri: axum::http::Uri| async move {
+        ApiError::MethodNotAllowed(format!(
+            "{method} {}: not served (docs/openapi.yaml lists each path's methods)",
+            uri.path()
+        ))
     })
     .with_state(state)
 }
@@ -266,6 +307,12 @@ pub enum ApiError {
     /// A shard of the fleet did not answer (the message names it).
     #[error("{0}")]
     BadGateway(String),
+    /// A request body that is not `application/json`.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// A method the path does not serve (the message lists those it does).
+    #[error("{0}")]
+    MethodNotAllowed(String),
 }
 
 #[derive(Serialize)]
@@ -289,7 +336,16 @@ impl ApiError {
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             ApiError::BadGateway(_) => (StatusCode::BAD_GATEWAY, "bad_gateway"),
+            ApiError::UnsupportedMediaType(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
+            ApiError::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
         }
+    }
+
+    /// The stable `code` of the JSON error (the document's `Error.code` enum).
+    pub fn code(&self) -> &'static str {
+        self.parts().1
     }
 }
 
