@@ -155,7 +155,9 @@ apps:
         web.prune,
         Prune {
             enabled: false,
-            allow_empty: true
+            allow_empty: true,
+            adopted: false,
+            non_empty_namespaces: false,
         }
     );
     assert_eq!(web.drift, DriftMode::Detect);
