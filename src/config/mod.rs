@@ -824,6 +824,10 @@ fn is_ssh_url(url: &str) -> bool {
 }
 
 fn check_url(url: &str) -> Result<(), String> {
+    // Before anything that could echo the URL back: the error itself shows it redacted.
+    if let Some(why) = crate::source::allow::credentials_in_url(url) {
+        return Err(why);
+    }
     const SCHEMES: [&str; 5] = ["https://", "http://", "ssh://", "git://", "file://"];
     if let Some(scheme) = SCHEMES.iter().find(|s| url.starts_with(**s)) {
         if url.len() == scheme.len() {
