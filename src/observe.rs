@@ -7,6 +7,7 @@
 //! last good revision. A poll that finds nothing new appends nothing.
 
 use crate::event::{self, Draft, Event};
+use crate::source::allow::redact;
 use crate::source::{self, DeployDecision, FetchOutcome, GitSource, SourceError};
 use crate::store::StoreError;
 use crate::store::projection::AppState;
@@ -98,7 +99,7 @@ pub fn outcome_drafts(
     if let Some(reason) = &outcome.cache_recovered {
         drafts.push(d(Event::SourceCacheRecovered(
             event::SourceCacheRecovered {
-                url: url.to_string(),
+                url: redact(url),
                 reason: reason.clone(),
             },
         )));
@@ -139,9 +140,10 @@ pub fn failure_draft(app: &str, url: &str, reference: &str, err: &SourceError) -
     Draft::new(
         Some(app),
         Event::SourceFetchFailed(event::SourceFetchFailed {
-            url: url.to_string(),
+            url: redact(url),
             ref_name: reference.to_string(),
-            error: err.to_string(),
+            // The error names the URL (and may quote the remote's messages about it).
+            error: err.to_string().replace(url, &redact(url)),
             reason: err.reason().to_string(),
         }),
     )
@@ -204,12 +206,13 @@ pub async fn observe_quietly(
             )
         }
         Err(err) => {
-            let text = err.to_string();
+            // The text reaches the App's status and the logs: the URL in it is redacted.
+            let text = err.to_string().replace(&spec.url, &redact(&spec.url));
             if last_failure == Some(text.as_str()) {
-                tracing::debug!(app, url = %spec.url, reason = err.reason(), "fetch still failing");
+                tracing::debug!(app, url = %redact(&spec.url), reason = err.reason(), "fetch still failing");
                 (Vec::new(), Some(text))
             } else {
-                tracing::warn!(app, url = %spec.url, reason = err.reason(), "fetch failed: {err}");
+                tracing::warn!(app, url = %redact(&spec.url), reason = err.reason(), "fetch failed: {text}");
                 let reference = spec.reference.to_string();
                 (
                     vec![failure_draft(app, &spec.url, &reference, &err)],

@@ -222,11 +222,13 @@ async fn prune_never_touches_another_apps_objects() {
     shop.sync(&catalog, &options).await;
     blog.sync(&catalog, &options).await;
 
-    // blog takes over `shared` (now in both Apps' Git; blog applies last, its label wins).
+    // blog takes over `shared` (now in both Apps' Git; blog applies last, its label wins):
+    // taking another App's object needs `adopt: always`, and is an adoption.
+    blog.adopt = reckon::config::AdoptPolicy::Always;
     blog.write("b.yaml", &CONFIG.replace("settings", "shared"));
     let (_, changes) = blog.sync(&catalog, &options).await;
     match outcomes_by_name(&changes)["ConfigMap/shared"] {
-        Outcome::Configured { changed } => {
+        Outcome::Adopted { changed } => {
             let pointers: Vec<&str> = changed.iter().map(|c| c.pointer.as_str()).collect();
             assert_eq!(pointers, ["/metadata/labels/reckon.dev~1app"]);
         }

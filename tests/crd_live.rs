@@ -52,6 +52,9 @@ impl Agent {
             namespace: Some(ns.to_string()),
             kubeconfig: Some(support::kubeconfig()),
         });
+        // These tests' repositories are local (file://): the operator allows it, as with
+        // `--app-source-schemes https,ssh,file`.
+        options.sources.schemes = vec!["https".into(), "ssh".into(), "file".into()];
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(agent::run(options, async move {
             let _ = rx.await;
@@ -271,6 +274,8 @@ async fn a_status_ahead_of_the_store_records_a_store_gap_and_a_bad_spec_is_refus
     fixture
         .commit("Settings")
         .write("web/settings.yaml", SETTINGS)
+        // The file's App has objects of its own: two Apps naming one object are refused.
+        .write("taken/other.yaml", OTHER)
         .create()
         .unwrap();
     fixture.push().unwrap();
@@ -307,7 +312,7 @@ async fn a_status_ahead_of_the_store_records_a_store_gap_and_a_bad_spec_is_refus
     std::fs::write(
         dir.path().join("reckon.yaml"),
         format!(
-            "apps:\n  - name: taken\n    source:\n      url: {}\n      path: web\n    \
+            "apps:\n  - name: taken\n    source:\n      url: {}\n      path: taken\n    \
              target:\n      kubeconfig: {}\n      namespace: {}\n",
             fixture.file_url(),
             support::kubeconfig().display(),
@@ -471,4 +476,102 @@ async fn many_app_objects_reach_ready_with_few_status_writes() {
     assert_eq!(before, after, "status written while steady");
     counting.abort();
     agent.stop().await;
+}
+
+/// Issue 17, "An App resource can read the agent's disk" and "Credentials in URLs": an App
+/// object whose source is `file://` into the agent's own cache (another App's mirror there) is
+/// refused, so is a scheme the operator did not allow, and a URL with credentials in it is
+/// refused without the secret reaching the App's status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_object_may_not_read_the_agents_disk_or_carry_credentials_in_its_url() {
+    let client = support::client().await;
+    install_app_crd(&client).await;
+    let ns = TestNamespace::create(&client, "crd-src").await;
+    let fixture = Fixture::new().unwrap();
+    fixture
+        .commit("Settings")
+        .write("web/settings.yaml", SETTINGS)
+        .create()
+        .unwrap();
+    fixture.push().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(dir.path(), &ns.name);
+    let apps: Api<App> = Api::namespaced(client.clone(), &ns.name);
+
+    // Team A's App: its repository is mirrored in the agent's cache.
+    apps.create(
+        &PostParams::default(),
+        &app_object("team-a", &fixture.file_url(), "web"),
+    )
+    .await
+    .unwrap();
+    until("team-a Ready", Duration::from_secs(60), || async {
+        let app = apps.get("team-a").await.unwrap();
+        (condition(&app, "Ready")?.status == "True").then_some(())
+    })
+    .await;
+    let mirror =
+        reckon::source::mirror::cache_dir_for(&dir.path().join("cache"), &fixture.file_url(), "");
+    assert!(mirror.exists(), "{}", mirror.display());
+
+    // A tenant points at that mirror, at a scheme not allowed, and puts a secret in a URL.
+    let stolen = format!("file://{}", mirror.display());
+    for (name, url) in [
+        ("team-b", stolen.as_str()),
+        ("daemon", "git://127.0.0.1:9/r.git"),
+        ("leaky", "https://alice:s3cret@git.example.com/r.git"),
+    ] {
+        apps.create(&PostParams::default(), &app_object(name, url, "web"))
+            .await
+            .unwrap();
+    }
+    let stalled = |name: &'static str| {
+        let apps = apps.clone();
+        async move {
+            until(
+                &format!("{name} Stalled"),
+                Duration::from_secs(30),
+                || async {
+                    let app = apps.get(name).await.unwrap();
+                    (condition(&app, "Stalled")?.status == "True").then_some(app)
+                },
+            )
+            .await
+        }
+    };
+    let b = stalled("team-b").await;
+    let c = condition(&b, "Stalled").unwrap();
+    assert_eq!(c.reason, "SourceNotAllowed");
+    let message = c.message.as_deref().unwrap_or_default();
+    assert!(message.contains("agent's own cache"), "{message}");
+    assert_ne!(condition(&b, "Ready").unwrap().status, "True");
+
+    let d = stalled("daemon").await;
+    let c = condition(&d, "Stalled").unwrap();
+    assert_eq!(c.reason, "SourceNotAllowed");
+    assert!(
+        c.message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("scheme git"),
+        "{c:?}"
+    );
+
+    let leaky = stalled("leaky").await;
+    let c = condition(&leaky, "Stalled").unwrap();
+    assert_eq!(c.reason, "InvalidSpec");
+    let message = c.message.as_deref().unwrap_or_default();
+    assert!(message.contains("source.auth"), "{message}");
+    let status = serde_json::to_string(&leaky.status).unwrap();
+    assert!(!status.contains("s3cret"), "{status}");
+
+    let events = agent.stop().await;
+    for app in ["team-b", "daemon", "leaky"] {
+        assert!(
+            !events.iter().any(|e| e.body.app.as_deref() == Some(app)),
+            "{app} recorded events: it never ran"
+        );
+    }
+    let text = format!("{events:?}");
+    assert!(!text.contains("s3cret"));
 }

@@ -406,6 +406,7 @@ async fn rendered_objects_apply_and_plan_unchanged_then_drift_is_attributed() {
             object: object.clone(),
             last_applied_digest: digest.clone(),
             last_applied: storable_object(manifest, &key),
+            adopted: false,
         });
     }
 

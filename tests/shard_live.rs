@@ -72,6 +72,9 @@ impl Shard {
             .args([
                 "run",
                 "--watch-apps",
+                // The test's repositories are local (file://): allowed by the operator.
+                "--app-source-schemes",
+                "https,ssh,file",
                 "--namespace",
                 ns,
                 "--kubeconfig",

@@ -67,6 +67,11 @@ pub enum AgentError {
         #[source]
         source: std::io::Error,
     },
+    #[error("App {app}: {source}")]
+    SourceRefused {
+        app: String,
+        source: crate::source::allow::SourceRefused,
+    },
     #[error("closing the store: {0}")]
     Close(#[source] StoreError),
     #[error("connecting to the cluster to watch App objects: {0}")]
@@ -154,6 +159,10 @@ pub struct AgentOptions {
     pub fleet: Option<Arc<crate::api::fanout::Fleet>>,
     /// One writer per shard: write only while holding this Lease; off (local use) when `None`.
     pub lease: Option<LeaseConfig>,
+    /// The schemes and hosts App objects may name (`--app-source-schemes`,
+    /// `--app-source-hosts`). The agent's cache and store are added at start: no App, from the
+    /// file or an object, may point into them.
+    pub sources: crate::source::allow::SourceRules,
 }
 
 impl AgentOptions {
@@ -174,8 +183,21 @@ impl AgentOptions {
             shards: crate::shard::Shards::default(),
             fleet: None,
             lease: None,
+            sources: crate::source::allow::SourceRules::default(),
         }
     }
+
+    /// The source rules with the agent's own directories in them.
+    fn source_rules(&self) -> crate::source::allow::SourceRules {
+        let mut rules = self.sources.clone();
+        rules.agent_dirs = vec![("cache", self.cache.clone()), ("store", self.store.clone())];
+        rules
+    }
+}
+
+/// A path's real location (symlinks resolved), where it exists.
+fn real_path(path: &std::path::Path) -> Option<PathBuf> {
+    std::fs::canonicalize(path).ok()
 }
 
 /// Why an App task runs a pass.
@@ -686,6 +708,21 @@ impl Supervisor {
                 return;
             }
         };
+        // What an App object may read is the operator's call, not its creator's.
+        if let Err(e) = crate::source::allow::check_object_source(
+            &app.source.url,
+            &self.options.source_rules(),
+            &real_path,
+        ) {
+            tracing::error!(app = %name, %namespace, error = %e, "App object refused");
+            if self.running.get(&name).is_some_and(|r| r.origin == origin) {
+                self.stop_app(&name).await;
+            }
+            if let Err(e) = writer.refuse("SourceNotAllowed", e.to_string()).await {
+                tracing::warn!(error = %e, "writing the status of a refused App object");
+            }
+            return;
+        }
         if let Some(running) = self.running.get(&name) {
             if running.origin != origin {
                 let message = format!(
@@ -781,7 +818,15 @@ async fn reconcile_all(
     };
     // The file's Apps in dependency order; a file App that cannot start stops the agent (as
     // before App objects existed: the file is the operator's own, checked at start).
+    let rules = options.source_rules();
     for app in cfg.sync_order() {
+        // The file is the operator's: any scheme, but never the agent's own cache or store.
+        crate::source::allow::into_agent_dir(&app.source.url, &rules, &real_path).map_err(
+            |source| AgentError::SourceRefused {
+                app: app.name.clone(),
+                source,
+            },
+        )?;
         let pin = app.shard.map(|s| s.to_string());
         match options.shards.owns("", &app.name, pin.as_deref()) {
             Ok(true) => supervisor.start(app.clone(), Origin::File, None).await?,

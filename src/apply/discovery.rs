@@ -118,6 +118,8 @@ struct Known {
     /// Groups that failed to answer at the last full discovery.
     unavailable: BTreeSet<String>,
     mode: DiscoveryMode,
+    /// Kinds (at `by_gk`'s version) the server can list.
+    listable: BTreeSet<GroupKind>,
 }
 
 /// Cached discovery. Lookups are synchronous (the planner's scope lookup is a plain `Fn`);
@@ -212,6 +214,19 @@ impl Catalog {
         self.read().by_gk.get(gk).cloned()
     }
 
+    /// Every namespaced kind the server can list, at its most stable version: what a
+    /// Namespace may hold.
+    pub fn namespaced_listable(&self) -> Vec<Resolved> {
+        let known = self.read();
+        known
+            .listable
+            .iter()
+            .filter_map(|gk| known.by_gk.get(gk))
+            .filter(|r| r.scope == Scope::Namespaced)
+            .cloned()
+            .collect()
+    }
+
     /// An API handle for one object (namespaced when it has a namespace and its kind is).
     pub fn api(&self, resolved: &Resolved, namespace: Option<&str>) -> Api<DynamicObject> {
         match (resolved.scope, namespace) {
@@ -228,6 +243,7 @@ impl Catalog {
                 .by_gvk
                 .retain(|(g, _, _), _| g.as_str() != group.name());
             known.by_gk.retain(|gk, _| gk.group != group.name());
+            known.listable.retain(|gk| gk.group != group.name());
             for version in group.versions() {
                 for (ar, caps) in group.versioned_resources(version) {
                     let key = (ar.group.clone(), ar.version.clone(), ar.kind.clone());
@@ -242,6 +258,9 @@ impl Catalog {
             }
             for (ar, caps) in group.resources_by_stability() {
                 let gk = GroupKind::new(&ar.group, &ar.kind);
+                if caps.supports_operation(kube::discovery::verbs::LIST) {
+                    known.listable.insert(gk.clone());
+                }
                 known.by_gk.insert(
                     gk,
                     Resolved {

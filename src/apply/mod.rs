@@ -22,13 +22,13 @@ mod discovery;
 mod observe;
 
 pub use discovery::{Catalog, DiscoveryError, DiscoveryMode, Resolved, ServerVersion};
-pub use observe::{live_object, observe, resolve_namespace};
+pub use observe::{live_object, observe, residents, resolve_namespace};
 
 use crate::config::ConflictPolicy;
 use crate::health::{self, Status};
 use crate::plan::{
-    Action, ApplyReason, FieldChange, GroupKind, ObjectRef, Plan, PruneSkipReason, Stage,
-    changed_fields,
+    Action, ApplyReason, FieldChange, GroupKind, ObjectRef, Plan, PruneSkipReason, RefuseReason,
+    Stage, changed_fields,
 };
 use futures::stream::{self, StreamExt};
 use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams};
@@ -77,6 +77,13 @@ pub enum ApplyError {
     },
     #[error("{object}: delete: {message}")]
     Delete {
+        object: ObjectRef,
+        message: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("{object}: releasing it (orphan): {message}")]
+    Orphan {
         object: ObjectRef,
         message: String,
         #[source]
@@ -178,6 +185,10 @@ pub enum FailureCause {
     },
     /// No API status: connection, TLS or decoding failure.
     Transport,
+    /// Not sent: the object is not the App's to write (see [`RefuseReason`]).
+    Refused {
+        reason: RefuseReason,
+    },
 }
 
 /// Why an action was not carried out.
@@ -195,6 +206,10 @@ pub enum SkipReason {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub enum Outcome {
     Created,
+    /// Applied to an object that existed outside the inventory: it is the App's from now on.
+    Adopted {
+        changed: Vec<FieldChange>,
+    },
     /// Applied to an existing object; the fields the plan said would change.
     Configured {
         changed: Vec<FieldChange>,
@@ -213,6 +228,8 @@ pub enum Outcome {
     Skipped {
         reason: SkipReason,
     },
+    /// An adopted object left in the cluster without the App's label, out of the inventory.
+    Orphaned,
 }
 
 /// The outcome for one object, with what an `ObjectApplied` / `ApplyFailed` / `ObjectPruned`
@@ -259,12 +276,14 @@ impl ChangeSet {
         for o in &self.outcomes {
             let name = match o.outcome {
                 Outcome::Created => "Created",
+                Outcome::Adopted { .. } => "Adopted",
                 Outcome::Configured { .. } => "Configured",
                 Outcome::Unchanged => "Unchanged",
                 Outcome::Failed { .. } => "Failed",
                 Outcome::Pruned => "Pruned",
                 Outcome::PruneFailed { .. } => "PruneFailed",
                 Outcome::Skipped { .. } => "Skipped",
+                Outcome::Orphaned => "Orphaned",
             };
             *counts.entry(name).or_insert(0) += 1;
         }
@@ -472,9 +491,12 @@ async fn execute_apply(
     let result = apply_manifest(catalog, object, manifest.as_value(), options, false).await;
     let (outcome, resource_version, uid) = match result {
         Ok(live) => {
-            let outcome = match changed {
-                None => Outcome::Created,
-                Some(changed) => Outcome::Configured {
+            let outcome = match (changed, reason) {
+                (None, _) => Outcome::Created,
+                (Some(changed), ApplyReason::Adopt { .. }) => Outcome::Adopted {
+                    changed: changed.clone(),
+                },
+                (Some(changed), _) => Outcome::Configured {
                     changed: changed.clone(),
                 },
             };
@@ -518,6 +540,74 @@ async fn execute_prune(
         reason: None,
         resource_version: None,
         uid: None,
+    }
+}
+
+/// Releases an adopted object that left Git: takes the App's labels off (a JSON merge patch,
+/// so nothing else the App applied is removed with them, as an apply without its fields would
+/// do) and leaves the object where it is. An object already gone is released too.
+async fn execute_orphan(
+    catalog: &Catalog,
+    object: &ObjectRef,
+    options: &ApplyOptions,
+) -> ObjectOutcome {
+    let outcome = match release(catalog, object, options).await {
+        Ok(()) => Outcome::Orphaned,
+        Err((error, cause)) => Outcome::PruneFailed {
+            error: error.to_string(),
+            cause,
+        },
+    };
+    ObjectOutcome {
+        object: object.clone(),
+        outcome,
+        digest: None,
+        reason: None,
+        resource_version: None,
+        uid: None,
+    }
+}
+
+async fn release(
+    catalog: &Catalog,
+    object: &ObjectRef,
+    options: &ApplyOptions,
+) -> Result<(), (ApplyError, FailureCause)> {
+    let resolved = catalog
+        .resolve(object)
+        .or_else(|| catalog.resolve_kind(&object.group_kind()))
+        .ok_or_else(|| {
+            (
+                ApplyError::Resolve {
+                    object: object.clone(),
+                },
+                FailureCause::UnknownKind,
+            )
+        })?;
+    let api = catalog.api(&resolved, object.namespace.as_deref());
+    let patch = serde_json::json!({"metadata": {"labels": {
+        crate::render::normalize::APP_LABEL: null,
+        crate::render::normalize::MANAGED_BY_LABEL: null,
+    }}});
+    let params = PatchParams {
+        field_manager: Some(options.field_manager.clone()),
+        ..PatchParams::default()
+    };
+    let patch = Patch::Merge(&patch);
+    match retry_transport(|| api.patch(&object.name, &params, &patch)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(source) => {
+            let (message, cause) = classify(&source);
+            Err((
+                ApplyError::Orphan {
+                    object: object.clone(),
+                    message,
+                    source,
+                },
+                cause,
+            ))
+        }
     }
 }
 
@@ -685,6 +775,32 @@ pub async fn execute(catalog: &Catalog, plan: &Plan, options: &ApplyOptions) -> 
             .collect()
     };
 
+    // Refused objects: nothing is sent; each is a failure with its reason.
+    for (i, action) in plan.actions.iter().enumerate() {
+        if let Action::Refuse {
+            object,
+            digest,
+            reason,
+        } = action
+        {
+            let outcome = ObjectOutcome {
+                object: object.clone(),
+                outcome: Outcome::Failed {
+                    error: reason.describe(object),
+                    cause: FailureCause::Refused {
+                        reason: reason.clone(),
+                    },
+                },
+                digest: Some(digest.clone()),
+                reason: None,
+                resource_version: None,
+                uid: None,
+            };
+            report(options, &outcome);
+            outcomes.insert(i, outcome);
+        }
+    }
+
     // Unchanged objects: recorded, never sent.
     for (i, action) in plan.actions.iter().enumerate() {
         if let Action::Unchanged { object, digest } = action {
@@ -843,7 +959,7 @@ pub async fn execute(catalog: &Catalog, plan: &Plan, options: &ApplyOptions) -> 
                 report(options, &outcome);
                 outcomes.insert(i, outcome);
             }
-            Action::Prune { object } => {
+            Action::Prune { object } | Action::Orphan { object } => {
                 let stage = object_stage(object);
                 match groups.last_mut() {
                     Some((s, members)) if *s == stage => members.push(i),
@@ -856,10 +972,11 @@ pub async fn execute(catalog: &Catalog, plan: &Plan, options: &ApplyOptions) -> 
     for (_, members) in groups {
         let done: Vec<(usize, ObjectOutcome)> = stream::iter(members)
             .map(|i| async move {
-                (
-                    i,
-                    execute_prune(catalog, plan.actions[i].object(), options).await,
-                )
+                let outcome = match &plan.actions[i] {
+                    Action::Orphan { object } => execute_orphan(catalog, object, options).await,
+                    action => execute_prune(catalog, action.object(), options).await,
+                };
+                (i, outcome)
             })
             .buffer_unordered(options.concurrency.max(1))
             .inspect(|(_, outcome)| report(options, outcome))
@@ -902,6 +1019,9 @@ pub enum DiffOutcome {
     Unchanged,
     /// Would be deleted (the server accepted a dry-run delete).
     Delete,
+    /// An adopted object that left Git: would be released (its App label taken off), not
+    /// deleted.
+    Orphan,
     /// Would fail: the dry run's error (for example a conflict under the `report` policy).
     Failed {
         error: String,
@@ -1059,6 +1179,14 @@ pub async fn diff(catalog: &Catalog, plan: &Plan, options: &ApplyOptions) -> Vec
                 Action::PruneSkipped { reason, .. } => DiffOutcome::Skipped {
                     reason: SkipReason::Prune(reason.clone()),
                 },
+                Action::Refuse { object, reason, .. } => DiffOutcome::Failed {
+                    error: reason.describe(object),
+                    cause: FailureCause::Refused {
+                        reason: reason.clone(),
+                    },
+                },
+                // Released, not deleted: nothing the server would change but two labels.
+                Action::Orphan { .. } => DiffOutcome::Orphan,
                 Action::Drift { .. } => unreachable!("filtered out above"),
             };
             (

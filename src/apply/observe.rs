@@ -5,7 +5,7 @@
 use super::Catalog;
 use crate::plan::{
     DesiredObject, InventoryEntry, LiveObject, ManagedFields, ObjectRef, Observation, Observed,
-    Scope,
+    Resident, Scope,
 };
 use crate::render::SecretKey;
 use crate::render::digest::storable_object;
@@ -57,6 +57,79 @@ pub fn resolve_namespace(
         Scope::Cluster => resolved.namespace = None,
     }
     Some(resolved)
+}
+
+/// Objects listed per kind when looking into a Namespace: enough to see whether it holds
+/// anything, and to name what it holds, without reading a big Namespace whole.
+const RESIDENTS_PAGE: u32 = 200;
+
+/// What a Namespace holds: the objects of every namespaced kind the server can list (one
+/// LIST per kind, first page), each with the metadata (and a Secret's `type`) that
+/// [`crate::plan::ownership`] judges. A kind the agent may not list fails the whole call: what
+/// the Namespace holds is then unknown.
+pub async fn residents(
+    catalog: &Catalog,
+    namespace: &str,
+) -> Result<Vec<Resident>, super::ApplyError> {
+    // Events come and go with everything and never keep a Namespace: not even listed (an agent
+    // that may not list them then still sees the rest).
+    let kinds: Vec<_> = catalog
+        .namespaced_listable()
+        .into_iter()
+        .filter(|k| {
+            !(k.resource.kind == "Event"
+                && (k.resource.group.is_empty() || k.resource.group == "events.k8s.io"))
+        })
+        .collect();
+    let lists = stream::iter(kinds)
+        .map(|kind| async move {
+            let api = catalog.api(&kind, Some(namespace));
+            let params = kube::api::ListParams::default().limit(RESIDENTS_PAGE);
+            (kind, api.list(&params).await)
+        })
+        .buffer_unordered(8)
+        .collect::<Vec<_>>()
+        .await;
+    let mut out = Vec::new();
+    for (kind, list) in lists {
+        let list = match list {
+            Ok(list) => list,
+            // Served for discovery but not listable here (aggregated APIs that are down,
+            // kinds that only exist as subresources): nothing of it can be in the way.
+            Err(kube::Error::Api(status)) if status.code == 404 || status.code == 405 => continue,
+            Err(source) => {
+                let object = ObjectRef {
+                    group: kind.resource.group.clone(),
+                    version: kind.resource.version.clone(),
+                    kind: kind.resource.kind.clone(),
+                    namespace: Some(namespace.to_string()),
+                    name: "*".into(),
+                };
+                return Err(super::ApplyError::Get {
+                    object,
+                    message: source.to_string(),
+                    source,
+                });
+            }
+        };
+        for item in list.items {
+            let object = ObjectRef {
+                group: kind.resource.group.clone(),
+                version: kind.resource.version.clone(),
+                kind: kind.resource.kind.clone(),
+                namespace: Some(namespace.to_string()),
+                name: item.metadata.name.clone().unwrap_or_default(),
+            };
+            let mut manifest = serde_json::json!({
+                "metadata": {"ownerReferences": item.metadata.owner_references.clone().unwrap_or_default()},
+            });
+            if let Some(kind) = item.data.get("type") {
+                manifest["type"] = kind.clone();
+            }
+            out.push(Resident { object, manifest });
+        }
+    }
+    Ok(out)
 }
 
 /// Reads every desired and inventory object once. Objects whose kind is not served are

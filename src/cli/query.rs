@@ -779,6 +779,13 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
                         .render(&Style::detect(), output::terminal_width())
                         .as_bytes(),
                 )?;
+                // The table says a sync failed; these say what, refusals included.
+                for a in rows.iter().filter(|a| !a.failures.is_empty()) {
+                    writeln!(out, "\n{} failed in its last sync:", a.app)?;
+                    for f in &a.failures {
+                        writeln!(out, "  {f}")?;
+                    }
+                }
             }
         }
         Ok(ExitCode::SUCCESS)

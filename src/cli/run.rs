@@ -72,6 +72,20 @@ pub struct RunArgs {
     /// file is then optional.
     #[arg(long, env = "RECKON_WATCH_APPS")]
     watch_apps: bool,
+    /// URL schemes App objects may use for their source, comma-separated (https, ssh, http,
+    /// git, file). `file` lets App objects read Git repositories on the agent's disk; the
+    /// configuration file's Apps may use any scheme. Never the agent's own cache or store.
+    #[arg(
+        long,
+        env = "RECKON_APP_SOURCE_SCHEMES",
+        value_delimiter = ',',
+        default_value = "https,ssh"
+    )]
+    app_source_schemes: Vec<String>,
+    /// Hosts App objects may name in their source, comma-separated (`git.example.com`, or
+    /// `*.example.com` for its subdomains). Default: any host.
+    #[arg(long, env = "RECKON_APP_SOURCE_HOSTS", value_delimiter = ',')]
+    app_source_hosts: Vec<String>,
     /// Confine the agent to one namespace (the namespaced install): App objects are watched
     /// there only, and so are the namespaced objects the Apps manage.
     #[arg(long, env = "RECKON_NAMESPACE")]
@@ -285,6 +299,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     options.api_tokens = std::sync::Arc::new(tokens);
     options.watch.namespace = args.namespace.clone();
     options.lease = args.lease.config(args.kubeconfig.clone());
+    options.sources = crate::source::allow::SourceRules {
+        schemes: args.app_source_schemes.clone(),
+        hosts: args.app_source_hosts.clone(),
+        agent_dirs: Vec::new(),
+    };
     if args.watch_apps {
         options.app_objects = Some(agent::AppObjects {
             namespace: args.namespace,

@@ -96,10 +96,12 @@ pub(super) fn short(sha: &str) -> &str {
 pub(super) fn progress_line(o: &ObjectOutcome) -> String {
     let what = match &o.outcome {
         Outcome::Created => "created".to_string(),
+        Outcome::Adopted { changed } => format!("adopted ({} field(s))", changed.len()),
         Outcome::Configured { changed } => format!("configured ({} field(s))", changed.len()),
         Outcome::Unchanged => "unchanged".to_string(),
         Outcome::Failed { error, .. } => format!("FAILED: {error}"),
         Outcome::Pruned => "pruned".to_string(),
+        Outcome::Orphaned => "orphaned (adopted; released, not deleted)".to_string(),
         Outcome::PruneFailed { error, .. } => format!("prune FAILED: {error}"),
         Outcome::Skipped { reason } => format!("skipped: {reason:?}"),
     };
@@ -382,6 +384,13 @@ pub async fn diff(args: DiffArgs) -> anyhow::Result<ExitCode> {
     for o in &report.objects {
         match &o.outcome {
             DiffOutcome::Unchanged => {}
+            DiffOutcome::Orphan => {
+                writeln!(
+                    out,
+                    "~ {}  orphan (adopted; its App label removed, not deleted)",
+                    o.object
+                )?;
+            }
             DiffOutcome::Create { fields, validated } => {
                 writeln!(
                     out,

@@ -81,6 +81,8 @@ pub struct App {
     pub depends_on: Vec<String>,
     /// What server-side apply does when another field manager owns a field. Default: `force`.
     pub conflicts: ConflictPolicy,
+    /// Which existing objects outside the inventory the App may take over. Default: `unowned`.
+    pub adopt: AdoptPolicy,
     /// How long applied objects may take to become healthy before the sync fails. Default: 5m.
     #[serde(with = "duration")]
     pub health_timeout: Duration,
@@ -354,6 +356,15 @@ pub struct Prune {
     /// empty render is far more often a wrong `path` or a broken commit than intent.
     #[serde(default)]
     pub allow_empty: bool,
+    /// Delete objects the App adopted (found existing, not created) when they leave the
+    /// desired set. Default: false: they are orphaned (released, left in the cluster), because
+    /// whoever made them may still need them.
+    #[serde(default)]
+    pub adopted: bool,
+    /// Delete a Namespace of the inventory even while it holds objects outside the App's
+    /// inventory (deleting a Namespace deletes everything in it). Default: false.
+    #[serde(default)]
+    pub non_empty_namespaces: bool,
 }
 
 impl Default for Prune {
@@ -361,8 +372,27 @@ impl Default for Prune {
         Self {
             enabled: true,
             allow_empty: false,
+            adopted: false,
+            non_empty_namespaces: false,
         }
     }
+}
+
+/// Which existing objects (found in the cluster, not in the App's inventory) an App may take
+/// over: apply to, label as its own, and record as `Adopted`.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum AdoptPolicy {
+    /// Never: an existing object is refused (`ApplyFailed`), whoever made it.
+    Never,
+    /// Objects without an owner's marks: no other App's `reckon.dev/app` label, no other
+    /// tool's ownership labels or annotations (Argo CD, Flux, Helm, kapp).
+    #[default]
+    Unowned,
+    /// Any existing object, even one another App or tool owns.
+    Always,
 }
 
 /// What reckon does about drift (a live managed field differing from what it applied).
@@ -572,6 +602,8 @@ struct RawApp {
     depends_on: Vec<Spanned<String>>,
     #[serde(default)]
     conflicts: ConflictPolicy,
+    #[serde(default)]
+    adopt: AdoptPolicy,
     #[serde(default = "default_health_timeout", deserialize_with = "de_positive")]
     health_timeout: Duration,
     #[serde(default)]
@@ -700,6 +732,7 @@ fn validate(raw: RawConfig, file: &Path, closed: bool) -> Result<Config, ConfigE
             suspend: app.suspend,
             depends_on: app.depends_on.into_iter().map(|d| d.value).collect(),
             conflicts: app.conflicts,
+            adopt: app.adopt,
             health_timeout: app.health_timeout,
             shard: app.shard,
         });
@@ -791,6 +824,10 @@ fn is_ssh_url(url: &str) -> bool {
 }
 
 fn check_url(url: &str) -> Result<(), String> {
+    // Before anything that could echo the URL back: the error itself shows it redacted.
+    if let Some(why) = crate::source::allow::credentials_in_url(url) {
+        return Err(why);
+    }
     const SCHEMES: [&str; 5] = ["https://", "http://", "ssh://", "git://", "file://"];
     if let Some(scheme) = SCHEMES.iter().find(|s| url.starts_with(**s)) {
         if url.len() == scheme.len() {

@@ -155,7 +155,9 @@ apps:
         web.prune,
         Prune {
             enabled: false,
-            allow_empty: true
+            allow_empty: true,
+            adopted: false,
+            non_empty_namespaces: false,
         }
     );
     assert_eq!(web.drift, DriftMode::Detect);
@@ -365,6 +367,24 @@ fn invalid_names_and_urls() {
     ] {
         let text = format!("apps:\n  - name: web\n    source: {{url: \"{url}\"}}\n");
         assert!(load_str(&text).is_ok(), "{url}");
+    }
+}
+
+#[test]
+fn credentials_in_a_url_are_refused_and_never_echoed() {
+    for url in [
+        "https://alice:s3cret@git.example.com/r.git",
+        "https://s3cret@git.example.com/r.git",
+        "http://alice:s3cret@h/r",
+        "ssh://git:s3cret@h/r",
+    ] {
+        let text = format!("apps:\n  - name: web\n    source: {{url: \"{url}\"}}\n");
+        let (line, key, message) = parse_error(&text);
+        assert_eq!((line, key.as_str()), (3, "apps[0].source.url"), "{url}");
+        assert!(message.contains("source.auth"), "{message}");
+        assert!(!message.contains("s3cret"), "{message}");
+        let shown = load_str(&text).unwrap_err().to_string();
+        assert!(!shown.contains("s3cret"), "{shown}");
     }
 }
 

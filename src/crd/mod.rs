@@ -12,7 +12,7 @@
 //! sync, drift count) and the sequence number of the App's last event — never the history:
 //! that lives in the store, and history in status hits etcd's object size limit.
 
-use crate::config::{self, ConflictPolicy, DriftMode, SignatureMode};
+use crate::config::{self, AdoptPolicy, ConflictPolicy, DriftMode, SignatureMode};
 use chrono::{DateTime, SecondsFormat, Utc};
 use kube::CustomResource;
 use schemars::JsonSchema;
@@ -87,6 +87,9 @@ pub struct AppSpec {
     /// `force` (default) or `report`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conflicts: Option<ConflictPolicy>,
+    /// `never`, `unowned` (default) or `always`: which existing objects the App may take over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adopt: Option<AdoptPolicy>,
     /// How long applied objects may take to become healthy, e.g. `5m` (default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_timeout: Option<String>,
@@ -198,6 +201,12 @@ pub struct PruneSpec {
     pub enabled: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_empty: Option<bool>,
+    /// Delete adopted objects that left Git (default false: they are orphaned).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adopted: Option<bool>,
+    /// Delete a Namespace that holds objects outside the App's inventory (default false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub non_empty_namespaces: Option<bool>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -426,6 +435,8 @@ pub enum PassSummary {
         /// Failed sync attempts in a row (retries that failed like the recorded one are not
         /// in the log: the status counts them).
         failed_attempts: u32,
+        /// Objects refused because they are not the App's (ownership conflicts), described.
+        refused: Vec<String>,
     },
 }
 
@@ -445,12 +456,14 @@ impl PassSummary {
                     health: r.health,
                     fetch_failure: r.fetch_failure.clone(),
                     failed_attempts: r.failed_attempts,
+                    refused: r.refused.clone(),
                 },
                 PassStatus::Synced { outcome, .. } => PassSummary::Done {
                     outcome: *outcome,
                     health: r.health,
                     fetch_failure: r.fetch_failure.clone(),
                     failed_attempts: r.failed_attempts,
+                    refused: r.refused.clone(),
                 },
             },
         }
@@ -509,6 +522,13 @@ pub fn pass_conditions(pass: &PassSummary) -> [ConditionFact; 3] {
             (false, "RenderFailed", e.clone()),
             (false, "RenderFailed"),
             (true, "RenderFailed"),
+        ),
+        // Not the App's to write: nothing changes until someone decides who owns the objects
+        // (Git, the `adopt` policy, or the other App).
+        PassSummary::Done { refused, .. } if !refused.is_empty() => (
+            (false, "OwnershipConflict", refused.join("; ")),
+            (false, "OwnershipConflict"),
+            (true, "OwnershipConflict"),
         ),
         PassSummary::Done {
             outcome,

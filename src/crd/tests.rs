@@ -188,6 +188,7 @@ fn done(outcome: SyncOutcome, health: Health) -> PassSummary {
         health,
         fetch_failure: None,
         failed_attempts: 0,
+        refused: Vec::new(),
     }
 }
 

@@ -22,7 +22,9 @@ pub const FORMAT_VERSION: u8 = 1;
 /// unchanged, so the upgrade on read is the identity). Older reckon refuses schema-2 records by
 /// name instead of failing to decode the new variant.
 /// 3: [`Event::DriftSuperseded`] and [`Event::ApplyBlocked`], appended the same way.
-pub const EVENT_SCHEMA: u16 = 3;
+/// 4: [`Event::ObjectOrphaned`] and [`super::ApplyAction::Adopted`] (a value appended to the
+/// `action` of `ObjectApplied`), appended the same way.
+pub const EVENT_SCHEMA: u16 = 4;
 const HASH_LEN: usize = 32;
 
 #[derive(Debug, thiserror::Error)]
@@ -217,6 +219,11 @@ mod tests {
     }
 
     #[test]
+    fn schema_3_records_still_open() {
+        older_schema_records_still_open("envelopes-schema3.hex", 3, 26);
+    }
+
+    #[test]
     fn seal_open_round_trip_and_hash_definition() {
         for e in samples::all_events() {
             let (env, record) = Envelope::seal(body(e, 9)).unwrap();
@@ -256,7 +263,7 @@ mod tests {
         let (_, record) = Envelope::seal(b).unwrap();
         assert!(matches!(
             Envelope::open(&record),
-            Err(EnvelopeError::NewerSchema { found: 4, .. })
+            Err(EnvelopeError::NewerSchema { found: 5, .. })
         ));
         assert!(matches!(
             Envelope::open(&[1, 2, 3]),

@@ -145,6 +145,9 @@ pub enum ApplyAction {
     Created,
     Configured,
     Unchanged,
+    /// Event schema 4: the object existed outside the inventory and the App took it over
+    /// (`adopt` policy); never `Created`, so that pruning it later is the App's choice.
+    Adopted,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -468,6 +471,15 @@ pub struct ApplyBlocked {
     pub objects: Vec<ObjectRef>,
 }
 
+/// An adopted object that left Git and was released instead of deleted (`prune.adopted` off):
+/// the App's label was taken off, the object stays in the cluster and leaves the inventory.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectOrphaned {
+    pub revision: String,
+    pub object: ObjectRef,
+    pub reason: String,
+}
+
 /// Every event. **Append new variants at the end only**: the variant index is the stored tag.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Event {
@@ -499,6 +511,8 @@ pub enum Event {
     /// Event schema 3.
     DriftSuperseded(DriftSuperseded),
     ApplyBlocked(ApplyBlocked),
+    /// Event schema 4.
+    ObjectOrphaned(ObjectOrphaned),
 }
 
 /// The kind of an event, as stored in the kind index (one byte; values are part of the format).
@@ -531,10 +545,11 @@ pub enum EventKind {
     DriftAttributed = 23,
     DriftSuperseded = 24,
     ApplyBlocked = 25,
+    ObjectOrphaned = 26,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 26] = [
+    pub const ALL: [EventKind; 27] = [
         EventKind::AgentStarted,
         EventKind::CommitObserved,
         EventKind::IntentRecorded,
@@ -561,6 +576,7 @@ impl EventKind {
         EventKind::DriftAttributed,
         EventKind::DriftSuperseded,
         EventKind::ApplyBlocked,
+        EventKind::ObjectOrphaned,
     ];
 
     pub fn name(self) -> &'static str {
@@ -591,6 +607,7 @@ impl EventKind {
             EventKind::DriftAttributed => "DriftAttributed",
             EventKind::DriftSuperseded => "DriftSuperseded",
             EventKind::ApplyBlocked => "ApplyBlocked",
+            EventKind::ObjectOrphaned => "ObjectOrphaned",
         }
     }
 
@@ -638,6 +655,7 @@ impl Event {
             Event::DriftAttributed(_) => EventKind::DriftAttributed,
             Event::DriftSuperseded(_) => EventKind::DriftSuperseded,
             Event::ApplyBlocked(_) => EventKind::ApplyBlocked,
+            Event::ObjectOrphaned(_) => EventKind::ObjectOrphaned,
         }
     }
 
@@ -652,6 +670,7 @@ impl Event {
             Event::DriftSuperseded(e) => Some(&e.object),
             Event::ObjectPruned(e) => Some(&e.object),
             Event::PruneSkipped(e) => Some(&e.object),
+            Event::ObjectOrphaned(e) => Some(&e.object),
             Event::HealthChanged(e) => e.object.as_ref(),
             _ => None,
         }
@@ -682,6 +701,7 @@ impl Event {
             Event::ApplyBlocked(e) => vec![e.revision.as_str()],
             Event::ObjectPruned(e) => vec![e.revision.as_str()],
             Event::PruneSkipped(e) => vec![e.revision.as_str()],
+            Event::ObjectOrphaned(e) => vec![e.revision.as_str()],
             Event::HistoryRewritten(e) => vec![e.old_head.as_str(), e.new_head.as_str()],
             Event::RevisionBlocked(e) => vec![e.revision.as_str()],
             _ => vec![],

@@ -227,6 +227,18 @@ pub fn all_events() -> Vec<Event> {
                 object("", "v1", "Service", Some("shop"), "web"),
             ],
         }),
+        Event::ObjectApplied(ObjectApplied {
+            revision: sha(7),
+            object: object("", "v1", "ConfigMap", Some("shop"), "settings"),
+            action: ApplyAction::Adopted,
+            changed_fields: vec!["/metadata/labels/reckon.dev~1app".into()],
+            digest: Digest([0x12; 32]),
+        }),
+        Event::ObjectOrphaned(ObjectOrphaned {
+            revision: sha(8),
+            object: object("", "v1", "ConfigMap", Some("shop"), "settings"),
+            reason: "adopted, and prune.adopted is off".into(),
+        }),
     ]
 }
 

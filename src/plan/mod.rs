@@ -17,13 +17,15 @@
 mod diff;
 mod fields;
 mod object;
+pub mod ownership;
 mod quantity;
 
 pub use diff::{ChangeKind, FieldChange, changed_fields, covers, drifted_fields, escape};
 pub use fields::owned_pointers;
 pub use object::{GroupKind, ObjectKey, ObjectRef};
+pub use ownership::{Owner, RefuseReason, Resident};
 
-use crate::config::{DriftMode, IgnoreRule};
+use crate::config::{AdoptPolicy, DriftMode, IgnoreRule};
 use crate::render::Manifest;
 use crate::render::normalize::APP_LABEL;
 use serde::Serialize;
@@ -88,6 +90,9 @@ pub struct InventoryEntry {
     pub last_applied_digest: String,
     /// The manifest last applied, in storable form (Secret values as keyed hashes).
     pub last_applied: Value,
+    /// The object existed before the App took it over (its life in the inventory began with
+    /// an adoption): leaving Git, it is orphaned unless the App prunes adopted objects.
+    pub adopted: bool,
 }
 
 /// One entry of a live object's `metadata.managedFields`.
@@ -137,6 +142,12 @@ pub struct Policy {
     pub allow_empty: bool,
     pub drift: DriftMode,
     pub ignore: Vec<IgnoreRule>,
+    /// Which existing objects outside the inventory may be taken over.
+    pub adopt: AdoptPolicy,
+    /// Whether adopted objects are deleted when they leave Git (otherwise orphaned).
+    pub prune_adopted: bool,
+    /// Whether a Namespace is deleted even while it holds objects the plan does not prune.
+    pub prune_non_empty_namespaces: bool,
 }
 
 /// reckon's field manager name for server-side apply.
@@ -152,6 +163,9 @@ impl Policy {
             allow_empty: app.prune.allow_empty,
             drift: app.drift,
             ignore: app.ignore.clone(),
+            adopt: app.adopt,
+            prune_adopted: app.prune.adopted,
+            prune_non_empty_namespaces: app.prune.non_empty_namespaces,
         }
     }
 
@@ -224,6 +238,8 @@ pub enum PruneSkipReason {
     OwnedByOtherApp { owner: String },
     /// Rendering failed, so the desired set is unknown (see [`render_failed`]).
     RenderFailed,
+    /// A Namespace that holds objects this plan does not delete (the first few named).
+    NamespaceNotEmpty { residents: Vec<String>, more: usize },
 }
 
 /// Why a desired object cannot be planned.
@@ -282,6 +298,18 @@ pub enum Action {
         object: ObjectRef,
         reason: PruneSkipReason,
     },
+    /// A desired object the App may not write (ownership): nothing is sent, it is recorded as
+    /// an `ApplyFailed` with the reason.
+    Refuse {
+        object: ObjectRef,
+        digest: String,
+        reason: RefuseReason,
+    },
+    /// An adopted object that left Git, released instead of deleted (`prune.adopted` off):
+    /// the App's label is taken off and it leaves the inventory.
+    Orphan {
+        object: ObjectRef,
+    },
 }
 
 /// Apply order: CRDs must exist before their custom resources, Namespaces before their content.
@@ -301,14 +329,18 @@ impl Action {
             | Action::Unchanged { object, .. }
             | Action::Drift { object, .. }
             | Action::Prune { object }
-            | Action::PruneSkipped { object, .. } => object,
+            | Action::PruneSkipped { object, .. }
+            | Action::Refuse { object, .. }
+            | Action::Orphan { object } => object,
         }
     }
 
     /// The stage the action belongs to; the executor finishes one stage before the next.
     pub fn stage(&self) -> Stage {
         match self {
-            Action::Prune { .. } | Action::PruneSkipped { .. } => Stage::Prune,
+            Action::Prune { .. } | Action::PruneSkipped { .. } | Action::Orphan { .. } => {
+                Stage::Prune
+            }
             other => apply_stage(other.object()),
         }
     }
@@ -524,6 +556,9 @@ pub fn plan(
         };
         actions.push(match reason {
             Some(reason) => Action::PruneSkipped { object, reason },
+            // Someone made it before the App took it over: deleting it is not the App's call
+            // unless it says so.
+            None if entry.adopted && !policy.prune_adopted => Action::Orphan { object },
             None => Action::Prune { object },
         });
     }
@@ -547,6 +582,15 @@ fn plan_one(
         // Not ours yet.
         match live {
             Some(live) => {
+                let owners = ownership::owners(&live.manifest, item.comparable(), &policy.app);
+                if let Some(reason) = ownership::adoption(policy.adopt, &owners) {
+                    actions.push(Action::Refuse {
+                        object: item.object,
+                        digest: item.digest,
+                        reason,
+                    });
+                    return;
+                }
                 let previous_owner = label(&live.manifest, APP_LABEL)
                     .filter(|owner| *owner != policy.app)
                     .map(str::to_string);
@@ -572,6 +616,21 @@ fn plan_one(
         return;
     };
 
+    // Another App took it over (its `adopt: always`): taking it back at every pass would make
+    // the two Apps fight over it, and the log grow without bound.
+    if let Some(owner) = live
+        .and_then(|l| label(&l.manifest, APP_LABEL))
+        .filter(|owner| *owner != policy.app)
+    {
+        actions.push(Action::Refuse {
+            object: item.object,
+            digest: item.digest,
+            reason: RefuseReason::TakenOver {
+                owner: owner.to_string(),
+            },
+        });
+        return;
+    }
     let desired_changed = item.digest != entry.last_applied_digest;
     let drift = match (policy.drift, observation) {
         (DriftMode::Off, _) | (_, None) => None,
@@ -640,6 +699,66 @@ fn plan_one(
         changed,
         reason,
     });
+}
+
+/// Namespaces named in the plan's prunes, whose residents [`guard_namespaces`] needs.
+pub fn pruned_namespaces(plan: &Plan) -> Vec<String> {
+    plan.actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Prune { object } if is_namespace(object) => Some(object.name.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Residents named in a `NamespaceNotEmpty` reason at most (the rest are counted).
+const RESIDENTS_NAMED: usize = 5;
+
+/// Keeps every Namespace prune whose Namespace holds objects the plan does not delete (deleting
+/// a Namespace deletes everything in it), unless the App allows it. `residents` maps each
+/// Namespace of [`pruned_namespaces`] to what it holds; a Namespace missing from it could not
+/// be listed and is kept too, since what it holds is unknown.
+pub fn guard_namespaces(
+    plan: &mut Plan,
+    residents: &BTreeMap<String, Vec<Resident>>,
+    policy: &Policy,
+) {
+    if policy.prune_non_empty_namespaces {
+        return;
+    }
+    let pruned: BTreeSet<ObjectKey> = plan
+        .actions
+        .iter()
+        .filter(|a| matches!(a, Action::Prune { .. }))
+        .map(|a| a.object().key())
+        .collect();
+    for action in &mut plan.actions {
+        let Action::Prune { object } = action else {
+            continue;
+        };
+        if !is_namespace(object) {
+            continue;
+        }
+        let foreign: Vec<String> = match residents.get(&object.name) {
+            Some(list) => ownership::foreign_residents(list, &pruned)
+                .iter()
+                .map(|o| o.to_string())
+                .collect(),
+            None => vec!["(its objects could not be listed)".to_string()],
+        };
+        if foreign.is_empty() {
+            continue;
+        }
+        let more = foreign.len().saturating_sub(RESIDENTS_NAMED);
+        *action = Action::PruneSkipped {
+            object: object.clone(),
+            reason: PruneSkipReason::NamespaceNotEmpty {
+                residents: foreign.into_iter().take(RESIDENTS_NAMED).collect(),
+                more,
+            },
+        };
+    }
 }
 
 /// The actions to record when rendering failed: every inventory object is kept, with the

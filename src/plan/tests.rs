@@ -20,6 +20,9 @@ fn policy() -> Policy {
         allow_empty: false,
         drift: DriftMode::Correct,
         ignore: Vec::new(),
+        adopt: AdoptPolicy::Unowned,
+        prune_adopted: false,
+        prune_non_empty_namespaces: false,
     }
 }
 
@@ -116,6 +119,7 @@ fn applied(d: &DesiredObject) -> InventoryEntry {
         object: d.object.clone(),
         last_applied_digest: d.digest.clone(),
         last_applied: d.comparable().clone(),
+        adopted: false,
     }
 }
 
@@ -175,6 +179,8 @@ fn summary(plan: &Plan) -> Vec<String> {
                 } => format!("drift(modified, corrected={corrected})"),
                 Action::Prune { .. } => "prune".into(),
                 Action::PruneSkipped { reason, .. } => format!("prune-skipped({reason:?})"),
+                Action::Refuse { reason, .. } => format!("refuse({reason:?})"),
+                Action::Orphan { .. } => "orphan".into(),
             };
             format!("{what} {}", action.object())
         })
@@ -225,7 +231,12 @@ fn existing_objects_outside_the_inventory_are_adopted_with_their_owner() {
     let mut foreign = live_of(&a);
     foreign.manifest["metadata"]["labels"][APP_LABEL] = json!("other");
     foreign.manifest["data"]["k"] = json!("old");
-    let plan = run(&[a.clone()], &[], &observed(&[foreign], &[]));
+    // Another App's object is taken only under `adopt: always`.
+    let always = Policy {
+        adopt: AdoptPolicy::Always,
+        ..policy()
+    };
+    let plan = run_with(&always, &[a.clone()], &[], &observed(&[foreign], &[]));
     match &plan.actions[..] {
         [
             Action::Configure {
@@ -253,6 +264,193 @@ fn existing_objects_outside_the_inventory_are_adopted_with_their_owner() {
     assert_eq!(
         summary(&plan),
         ["configure(Adopt { previous_owner: None }) ConfigMap/shop/a"]
+    );
+}
+
+#[test]
+fn existing_objects_owned_by_others_are_refused_unless_the_policy_allows() {
+    let a = config_map("a", Some("shop"), json!({"k": "v"}));
+    let mut other_app = live_of(&a);
+    other_app.manifest["metadata"]["labels"][APP_LABEL] = json!("billing");
+    let mut flux = live_of(&a);
+    flux.manifest["metadata"]["labels"]
+        .as_object_mut()
+        .unwrap()
+        .remove(APP_LABEL);
+    flux.manifest["metadata"]["labels"]["kustomize.toolkit.fluxcd.io/name"] = json!("infra");
+    for live in [other_app, flux] {
+        let plan = run(&[a.clone()], &[], &observed(&[live.clone()], &[]));
+        let [Action::Refuse { reason, digest, .. }] = &plan.actions[..] else {
+            panic!("{:?}", plan.actions)
+        };
+        assert!(matches!(reason, RefuseReason::Owned { owners } if owners.len() == 1));
+        assert_eq!(digest, &a.digest);
+        let always = Policy {
+            adopt: AdoptPolicy::Always,
+            ..policy()
+        };
+        let plan = run_with(&always, &[a.clone()], &[], &observed(&[live], &[]));
+        assert!(matches!(
+            &plan.actions[..],
+            [Action::Configure {
+                reason: ApplyReason::Adopt { .. },
+                ..
+            }]
+        ));
+    }
+    // `never`: even an unmarked existing object is refused; an absent one is still created.
+    let never = Policy {
+        adopt: AdoptPolicy::Never,
+        ..policy()
+    };
+    let mut bare = live_of(&a);
+    bare.manifest["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("labels");
+    let plan = run_with(&never, &[a.clone()], &[], &observed(&[bare], &[]));
+    assert_eq!(
+        summary(&plan),
+        ["refuse(AdoptionDisabled) ConfigMap/shop/a"]
+    );
+    let plan = run_with(&never, &[a.clone()], &[], &observed(&[], &[&a]));
+    assert_eq!(summary(&plan), ["create(New) ConfigMap/shop/a"]);
+}
+
+#[test]
+fn an_object_another_app_took_over_is_refused_not_taken_back() {
+    let a = config_map("a", Some("shop"), json!({"k": "v"}));
+    let mut taken = live_of(&a);
+    taken.manifest["metadata"]["labels"][APP_LABEL] = json!("billing");
+    let plan = run(&[a.clone()], &[applied(&a)], &observed(&[taken], &[]));
+    assert_eq!(
+        summary(&plan),
+        ["refuse(TakenOver { owner: \"billing\" }) ConfigMap/shop/a"]
+    );
+}
+
+#[test]
+fn adopted_objects_that_leave_git_are_orphaned_unless_pruning_them_is_allowed() {
+    let a = config_map("a", Some("shop"), json!({"k": "v"}));
+    let b = config_map("b", Some("shop"), json!({"k": "v"}));
+    let adopted = InventoryEntry {
+        adopted: true,
+        ..applied(&a)
+    };
+    let lives = observed(&[live_of(&a), live_of(&b)], &[]);
+    let plan = run(&[b.clone()], &[adopted.clone(), applied(&b)], &lives);
+    assert_eq!(
+        summary(&plan),
+        ["unchanged ConfigMap/shop/b", "orphan ConfigMap/shop/a"]
+    );
+    let prune_adopted = Policy {
+        prune_adopted: true,
+        ..policy()
+    };
+    let plan = run_with(
+        &prune_adopted,
+        &[b.clone()],
+        &[adopted.clone(), applied(&b)],
+        &lives,
+    );
+    assert_eq!(
+        summary(&plan),
+        ["unchanged ConfigMap/shop/b", "prune ConfigMap/shop/a"]
+    );
+    // Pruning off keeps it, whatever its origin.
+    let off = Policy {
+        prune: false,
+        ..policy()
+    };
+    let plan = run_with(&off, &[b.clone()], &[adopted, applied(&b)], &lives);
+    assert_eq!(
+        summary(&plan),
+        [
+            "unchanged ConfigMap/shop/b",
+            "prune-skipped(PruningDisabled) ConfigMap/shop/a"
+        ]
+    );
+}
+
+#[test]
+fn a_namespace_holding_objects_the_plan_does_not_prune_is_kept() {
+    let ns =
+        desired(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}));
+    let a = config_map("a", Some("shop"), json!({"k": "v"}));
+    let inventory = [applied(&ns), applied(&a)];
+    let lives = observed(&[live_of(&ns), live_of(&a)], &[]);
+    let keep = config_map("keep", Some("other"), json!({}));
+    let base = run(&[keep.clone()], &inventory, &lives);
+    assert_eq!(
+        summary(&base),
+        [
+            "create(New) ConfigMap/other/keep",
+            "prune ConfigMap/shop/a",
+            "prune Namespace/shop"
+        ]
+    );
+    let resident = |kind: &str, name: &str| Resident {
+        object: ObjectRef::from_api_version("v1", kind, Some("shop"), name),
+        manifest: json!({}),
+    };
+    // Only the App's own object and what every Namespace has: pruned.
+    let own: BTreeMap<String, Vec<Resident>> = [(
+        "shop".to_string(),
+        vec![
+            resident("ConfigMap", "a"),
+            resident("ServiceAccount", "default"),
+        ],
+    )]
+    .into();
+    let mut plan = base.clone();
+    guard_namespaces(&mut plan, &own, &policy());
+    assert_eq!(plan, base);
+    // Someone else's object in it: kept, the object named.
+    let theirs: BTreeMap<String, Vec<Resident>> = [(
+        "shop".to_string(),
+        vec![resident("ConfigMap", "a"), resident("Secret", "theirs")],
+    )]
+    .into();
+    let mut plan = base.clone();
+    guard_namespaces(&mut plan, &theirs, &policy());
+    assert_eq!(
+        plan.actions[2],
+        Action::PruneSkipped {
+            object: resolved(&ns).object,
+            reason: PruneSkipReason::NamespaceNotEmpty {
+                residents: vec!["Secret/shop/theirs".into()],
+                more: 0
+            }
+        }
+    );
+    // Unknown contents: kept.
+    let mut plan = base.clone();
+    guard_namespaces(&mut plan, &BTreeMap::new(), &policy());
+    assert!(matches!(plan.actions[2], Action::PruneSkipped { .. }));
+    // Unless the App says so.
+    let allow = Policy {
+        prune_non_empty_namespaces: true,
+        ..policy()
+    };
+    let mut plan = base.clone();
+    guard_namespaces(&mut plan, &theirs, &allow);
+    assert_eq!(plan, base);
+    // An orphaned adopted object stays in the Namespace: the Namespace is kept too.
+    let adopted = [
+        applied(&ns),
+        InventoryEntry {
+            adopted: true,
+            ..applied(&a)
+        },
+    ];
+    let mut plan = run(&[keep], &adopted, &lives);
+    guard_namespaces(&mut plan, &own, &policy());
+    assert_eq!(
+        summary(&plan)[1..],
+        [
+            "orphan ConfigMap/shop/a".to_string(),
+            "prune-skipped(NamespaceNotEmpty { residents: [\"ConfigMap/shop/a\"], more: 0 }) Namespace/shop".to_string()
+        ]
     );
 }
 

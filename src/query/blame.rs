@@ -212,7 +212,9 @@ impl CreditWalk {
                 }
                 let since = (seq, time, a.revision.clone());
                 match a.action {
-                    ApplyAction::Created => {
+                    // An adoption begins the object's life in the App as a creation does:
+                    // every value it applied is owed to it.
+                    ApplyAction::Created | ApplyAction::Adopted => {
                         for f in std::mem::take(&mut self.unresolved) {
                             self.set_by.insert(f, since.clone());
                         }
@@ -233,7 +235,7 @@ impl CreditWalk {
                 self.oldest_apply = Some(since);
             }
             // Before a prune the object was another life of it: its fields were set anew.
-            Event::ObjectPruned(_) => {
+            Event::ObjectPruned(_) | Event::ObjectOrphaned(_) => {
                 self.pending_were_set();
                 self.lifecycle_done = true
             }

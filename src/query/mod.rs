@@ -92,7 +92,7 @@ pub enum Category {
     Drift,
     /// What reckon applied: RenderSucceeded, SyncStarted, SyncFinished, ObjectApplied.
     Apply,
-    /// ObjectPruned, PruneSkipped.
+    /// ObjectPruned, PruneSkipped, ObjectOrphaned.
     Prune,
     /// Intents (rollback, pin, resume, follow): IntentRecorded.
     Rollback,
@@ -121,7 +121,7 @@ impl Category {
             K::RenderSucceeded | K::SyncStarted | K::SyncFinished | K::ObjectApplied => {
                 Category::Apply
             }
-            K::ObjectPruned | K::PruneSkipped => Category::Prune,
+            K::ObjectPruned | K::PruneSkipped | K::ObjectOrphaned => Category::Prune,
             K::IntentRecorded => Category::Rollback,
             K::ApplyFailed
             | K::ApplyBlocked
@@ -475,6 +475,7 @@ pub fn summary(e: &Event) -> String {
         Event::DriftCorrected(d) => format!("put back {}", d.fields.join(", ")),
         Event::ObjectPruned(p) => format!("pruned (not in {})", short(&p.revision)),
         Event::PruneSkipped(p) => format!("prune skipped: {}", p.reason),
+        Event::ObjectOrphaned(o) => format!("orphaned: {}", o.reason),
         Event::HealthChanged(h) => {
             let mut s = format!("{:?} -> {:?}", h.from, h.to);
             if let Some(m) = &h.message {

@@ -57,6 +57,10 @@ pub struct AppStatus {
     pub drifted: Vec<String>,
     /// Objects the App manages now.
     pub objects: u64,
+    /// What failed in the App's last recorded sync (each `ApplyFailed` error, the first
+    /// [`FAILURES_SHOWN`]): an object refused as another App's or tool's says so here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failures: Vec<String>,
     /// The shard whose store answered, in a fleet's App list (the API's fan-out sets it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shard: Option<u32>,
@@ -83,6 +87,29 @@ fn latest(
             _ => return Ok(None),
         }
     }
+}
+
+/// Failures of a sync shown by status at most.
+pub const FAILURES_SHOWN: usize = 10;
+
+/// The `ApplyFailed` errors of `app`'s last recorded sync (after its last SyncStarted), oldest
+/// first. A retry that failed the same way records no sync, so these stay what the App faces.
+fn last_failures(reader: &(impl EventRead + ?Sized), app: &str) -> Result<Vec<String>, QueryError> {
+    let Some(started) = latest(reader, app, EventKind::SyncStarted, |_| true)? else {
+        return Ok(Vec::new());
+    };
+    let page = app_kind_page(reader, app, EventKind::ApplyFailed, None, FAILURES_SHOWN)?;
+    let mut out: Vec<String> = page
+        .events
+        .into_iter()
+        .filter(|e| e.seq > started.seq)
+        .filter_map(|e| match e.event {
+            Event::ApplyFailed(f) => Some(f.error),
+            _ => None,
+        })
+        .collect();
+    out.reverse();
+    Ok(out)
 }
 
 /// Objects of `app` whose newest drift record is an uncorrected DriftDetected.
@@ -207,6 +234,7 @@ pub fn status<R: EventRead + ?Sized>(
             None => (None, None),
         };
         let drifted = open_drift(reader, name)?;
+        let failures = last_failures(reader, name)?;
         out.push(AppStatus {
             app: name.clone(),
             intent: intent_view(state),
@@ -220,6 +248,7 @@ pub fn status<R: EventRead + ?Sized>(
             drift_count: drifted.len() as u64,
             drifted,
             objects: state.inventory.len() as u64,
+            failures,
             shard: None,
         });
     }

@@ -53,7 +53,10 @@ fn every_kind_has_at_most_one_category_and_the_documented_ones() {
                 K::ObjectApplied,
             ],
         ),
-        (Category::Prune, vec![K::ObjectPruned, K::PruneSkipped]),
+        (
+            Category::Prune,
+            vec![K::ObjectPruned, K::PruneSkipped, K::ObjectOrphaned],
+        ),
         (Category::Rollback, vec![K::IntentRecorded]),
         (
             Category::Error,

@@ -214,6 +214,18 @@ fn prune_reason(reason: &PruneSkipReason) -> String {
             format!("the live object now belongs to App {owner}")
         }
         PruneSkipReason::RenderFailed => "rendering failed: the desired set is unknown".into(),
+        PruneSkipReason::NamespaceNotEmpty { residents, more } => {
+            let more = if *more > 0 {
+                format!(" and {more} more")
+            } else {
+                String::new()
+            };
+            format!(
+                "the Namespace holds objects this App does not prune ({}{more}); deleting it \
+                 would delete them (prune.non_empty_namespaces: true allows it)",
+                residents.join(", ")
+            )
+        }
     }
 }
 
@@ -236,7 +248,22 @@ fn cause_text(cause: &FailureCause) -> String {
         FailureCause::NotEstablished => "CRD not established".into(),
         FailureCause::Api { code, reason } => format!("API error {code} {reason}"),
         FailureCause::Transport => "transport".into(),
+        FailureCause::Refused { .. } => "refused: not this App's to write".into(),
     }
+}
+
+/// Whether an apply event began an object's life in the App by taking it over from outside:
+/// an adoption that had to put the App's label on (an object already labelled as this App's
+/// was the App's own, applied before its event was lost, and is not "adopted" for pruning).
+pub fn adopted_from_outside(event: &Event) -> bool {
+    let label = format!(
+        "/metadata/labels/{}",
+        plan::escape(crate::render::normalize::APP_LABEL)
+    );
+    // An object without labels at all gets the whole map (`/metadata/labels`).
+    matches!(event, Event::ObjectApplied(a)
+        if a.action == event::ApplyAction::Adopted
+            && a.changed_fields.iter().any(|c| plan::covers(c, &label)))
 }
 
 /// The event for one outcome of work, `None` for an unchanged object (counted, not recorded).
@@ -253,10 +280,14 @@ pub fn outcome_draft(
     };
     let event = match &outcome.outcome {
         Outcome::Unchanged => return None,
-        Outcome::Created | Outcome::Configured { .. } => {
+        Outcome::Created | Outcome::Configured { .. } | Outcome::Adopted { .. } => {
             let (action, changed_fields) = match &outcome.outcome {
                 Outcome::Configured { changed } => (
                     event::ApplyAction::Configured,
+                    changed.iter().map(|c| c.pointer.clone()).collect(),
+                ),
+                Outcome::Adopted { changed } => (
+                    event::ApplyAction::Adopted,
                     changed.iter().map(|c| c.pointer.clone()).collect(),
                 ),
                 _ => (event::ApplyAction::Created, Vec::new()),
@@ -290,6 +321,13 @@ pub fn outcome_draft(
         Outcome::Pruned => Event::ObjectPruned(event::ObjectPruned {
             revision: revision.to_string(),
             object,
+        }),
+        Outcome::Orphaned => Event::ObjectOrphaned(event::ObjectOrphaned {
+            revision: revision.to_string(),
+            object,
+            reason: "adopted (it existed before this App took it over) and prune.adopted is \
+                     off: released, its reckon.dev/app label removed, left in the cluster"
+                .into(),
         }),
         Outcome::Skipped {
             reason: SkipReason::Prune(reason),
@@ -430,9 +468,12 @@ pub fn counts(outcomes: &[ObjectOutcome], rejected: usize) -> event::SyncCounts 
     for o in outcomes {
         match o.outcome {
             Outcome::Created => c.created += 1,
-            Outcome::Configured { .. } => c.configured += 1,
+            // SyncCounts has no field for them (its layout is stored): an adoption writes to
+            // an existing object, as a configure does; the ObjectApplied event says Adopted.
+            Outcome::Configured { .. } | Outcome::Adopted { .. } => c.configured += 1,
             Outcome::Unchanged => c.unchanged += 1,
-            Outcome::Pruned => c.pruned += 1,
+            // Released rather than deleted; counted with the prunes it replaces.
+            Outcome::Pruned | Outcome::Orphaned => c.pruned += 1,
             Outcome::Skipped {
                 reason: SkipReason::Prune(_),
             } => c.prune_skipped += 1,

@@ -123,6 +123,9 @@ pub struct PassReport {
     pub failed_attempts: u32,
     /// This pass failed exactly as the recorded attempt before it and recorded nothing.
     pub unrecorded_retry: bool,
+    /// Objects this pass did not write because they are not the App's (another App's or
+    /// tool's, or taken over): each reason as recorded in its `ApplyFailed`.
+    pub refused: Vec<String>,
 }
 
 /// One revision rendered: the desired objects and the blob address of their storable set
@@ -260,6 +263,9 @@ struct Memory {
     failure: Option<retry::FailureSignature>,
     /// Failed sync attempts in a row.
     failed_attempts: u32,
+    /// Whether the apply at a seq (an inventory entry's `lifecycle_seq`) was an adoption from
+    /// outside the App: read once from the log, never changes.
+    adoptions: HashMap<u64, bool>,
 }
 
 /// Limits shared by every App of an agent, so a thousand Apps starting at once neither open
@@ -435,6 +441,35 @@ impl Reconciler {
             .iter()
             .filter_map(|d| Some((events::digest_of(&d.digest)?, d)))
             .collect();
+        // Whether an entry was adopted matters only to a prune: look it up (one read of the
+        // apply that began its life, remembered) for entries no desired object names.
+        let ns = &self.app.target.namespace;
+        let desired_keys: std::collections::HashSet<ObjectKey> = desired
+            .iter()
+            .map(|d| {
+                let mut key = d.object.key();
+                key.namespace.get_or_insert_with(|| ns.clone());
+                key
+            })
+            .collect();
+        let lookups: Vec<u64> = state
+            .inventory
+            .values()
+            .filter(|e| !desired_keys.contains(&events::plan_ref(&e.object).key()))
+            .filter_map(|e| e.lifecycle_seq)
+            .filter(|seq| !self.memory.adoptions.contains_key(seq))
+            .collect();
+        if !lookups.is_empty() {
+            let found = self
+                .store
+                .reader()
+                .get_many(&lookups)
+                .map_err(|e| self.store_err(e))?;
+            for (seq, env) in lookups.iter().zip(found) {
+                let adopted = env.is_some_and(|e| events::adopted_from_outside(&e.body.event));
+                self.memory.adoptions.insert(*seq, adopted);
+            }
+        }
         let mut entries = Vec::with_capacity(state.inventory.len());
         for entry in state.inventory.values() {
             let digest = entry.last_digest;
@@ -477,6 +512,10 @@ impl Reconciler {
                 object: events::plan_ref(&entry.object),
                 last_applied_digest: format!("sha256:{}", digest.to_hex()),
                 last_applied: value,
+                adopted: entry
+                    .lifecycle_seq
+                    .and_then(|seq| self.memory.adoptions.get(&seq).copied())
+                    .unwrap_or(false),
             });
         }
         Ok(entries)
@@ -622,10 +661,65 @@ impl Reconciler {
                     }
                 }
                 let lookup = |gk: &plan::GroupKind| self.catalog.scope(gk);
-                let w = watch.read().expect("watch lock");
-                Ok(w.observe_for(desired, inventory, ns, &lookup))
+                let mut observed = {
+                    let w = watch.read().expect("watch lock");
+                    w.observe_for(desired, inventory, ns, &lookup)
+                };
+                // The watch sees only objects labelled as an App's. A desired object outside
+                // the inventory may exist without the label (made by hand, by another tool):
+                // read it, so that it is adopted or refused, never taken for absent and
+                // "created" over what is there.
+                let owned: std::collections::HashSet<ObjectKey> =
+                    inventory.iter().map(|e| e.object.key()).collect();
+                let unowned: Vec<DesiredObject> = desired
+                    .iter()
+                    .filter(|d| {
+                        apply::resolve_namespace(&d.object, lookup(&d.object.group_kind()), ns)
+                            .is_some_and(|o| {
+                                !owned.contains(&o.key())
+                                    && !matches!(
+                                        observed.get(&o.key()),
+                                        Some(plan::Observation::Present(_))
+                                    )
+                            })
+                    })
+                    .cloned()
+                    .collect();
+                if !unowned.is_empty() {
+                    let direct = apply::observe(
+                        &self.catalog,
+                        &unowned,
+                        &[],
+                        ns,
+                        &self.key,
+                        self.apply.concurrency,
+                    )
+                    .await;
+                    observed.extend(direct);
+                }
+                Ok(observed)
             }
         }
+    }
+
+    /// Keeps the plan's Namespace prunes whose Namespace holds objects the plan does not delete
+    /// ([`plan::guard_namespaces`]); lists those Namespaces first (only when there are any).
+    async fn guard_namespaces(&self, plan: &mut Plan, policy: &plan::Policy) {
+        if policy.prune_non_empty_namespaces {
+            return;
+        }
+        let mut residents = std::collections::BTreeMap::new();
+        for namespace in plan::pruned_namespaces(plan) {
+            match apply::residents(&self.catalog, &namespace).await {
+                Ok(list) => {
+                    residents.insert(namespace, list);
+                }
+                Err(error) => {
+                    tracing::warn!(app = %self.app.name, %namespace, %error, "listing a Namespace before pruning it; kept");
+                }
+            }
+        }
+        plan::guard_namespaces(plan, &residents, policy);
     }
 
     /// One pass: fetch (if asked), render the target revision, plan against the inventory and
@@ -677,6 +771,7 @@ impl Reconciler {
             duration: started.elapsed(),
             failed_attempts: failed_before,
             unrecorded_retry: false,
+            refused: Vec::new(),
         };
         let current_health = self.memory.app_health.unwrap_or(event::Health::Unknown);
 
@@ -796,8 +891,17 @@ impl Reconciler {
         let observed = self.observe_live(desired, &inventory).await?;
         let policy = plan::Policy::from_app(&self.app);
         let lookup = |gk: &plan::GroupKind| self.catalog.scope(gk);
-        let plan = plan::plan(desired, &inventory, &observed, &policy, &lookup);
+        let mut plan = plan::plan(desired, &inventory, &observed, &policy, &lookup);
+        self.guard_namespaces(&mut plan, &policy).await;
         self.managed = plan.actions.iter().map(|a| a.object().key()).collect();
+        let refused: Vec<String> = plan
+            .actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Refuse { object, reason, .. } => Some(reason.describe(object)),
+                _ => None,
+            })
+            .collect();
 
         // Drifts seen before and still uncorrected (detect mode) are not recorded again; one
         // seen before and corrected now (Git changed, or the mode became `correct`) still ends
@@ -831,10 +935,16 @@ impl Reconciler {
                 .revisions
                 .get(&revision)
                 .is_none_or(|r| r.outcome.is_none());
+        // A refusal is a failure to report: it goes through the sync (recorded once, then
+        // retried without a record while it fails the same way), never through "in sync".
         let work = plan.actions.iter().any(|a| {
             matches!(
                 a,
-                Action::Create { .. } | Action::Configure { .. } | Action::Prune { .. }
+                Action::Create { .. }
+                    | Action::Configure { .. }
+                    | Action::Prune { .. }
+                    | Action::Orphan { .. }
+                    | Action::Refuse { .. }
             )
         });
         if !work && !new_revision {
@@ -905,6 +1015,7 @@ impl Reconciler {
             );
             r.failed_attempts = self.memory.failed_attempts;
             r.unrecorded_retry = true;
+            r.refused = refused;
             return Ok(r);
         }
         if let Some((blobs, drafts)) = opening.take() {
@@ -936,7 +1047,10 @@ impl Reconciler {
             }
             let ok = changes.outcomes.iter().any(|o| {
                 o.object.key() == object.key()
-                    && matches!(o.outcome, Outcome::Created | Outcome::Configured { .. })
+                    && matches!(
+                        o.outcome,
+                        Outcome::Created | Outcome::Configured { .. } | Outcome::Adopted { .. }
+                    )
             });
             // Fields the new revision set are superseded, not put back (issue 15).
             let apply = plan.actions.iter().find(|a| {
@@ -952,10 +1066,12 @@ impl Reconciler {
         drop(pass_permit);
 
         // Health: wait for what was applied, up to the App's timeout.
-        let applied_any = changes
-            .outcomes
-            .iter()
-            .any(|o| matches!(o.outcome, Outcome::Created | Outcome::Configured { .. }));
+        let applied_any = changes.outcomes.iter().any(|o| {
+            matches!(
+                o.outcome,
+                Outcome::Created | Outcome::Configured { .. } | Outcome::Adopted { .. }
+            )
+        });
         let (health, n) = if applied_any {
             self.wait_health(desired, &inventory).await?
         } else {
@@ -987,6 +1103,7 @@ impl Reconciler {
             health,
         );
         r.failed_attempts = self.memory.failed_attempts;
+        r.refused = refused;
         Ok(r)
     }
 
@@ -1091,7 +1208,7 @@ impl Reconciler {
             let mut address = None;
             if matches!(
                 outcome.outcome,
-                Outcome::Created | Outcome::Configured { .. }
+                Outcome::Created | Outcome::Configured { .. } | Outcome::Adopted { .. }
             ) && let Some(value) = stored.get(&outcome.object.key())
             {
                 let bytes = render::canonical_json(value).into_bytes();
@@ -1364,7 +1481,8 @@ impl Reconciler {
         let observed = self.observe_live(desired, &inventory).await?;
         let policy = plan::Policy::from_app(&self.app);
         let lookup = |gk: &plan::GroupKind| self.catalog.scope(gk);
-        let plan = plan::plan(desired, &inventory, &observed, &policy, &lookup);
+        let mut plan = plan::plan(desired, &inventory, &observed, &policy, &lookup);
+        self.guard_namespaces(&mut plan, &policy).await;
         let objects = apply::diff(&self.catalog, &plan, &self.apply).await;
         Ok(DiffReport {
             revision: Some(revision),

@@ -144,7 +144,11 @@ pub fn wrote_anything(outcomes: &[ObjectOutcome]) -> bool {
     outcomes.iter().any(|o| {
         matches!(
             o.outcome,
-            Outcome::Created | Outcome::Configured { .. } | Outcome::Pruned
+            Outcome::Created
+                | Outcome::Configured { .. }
+                | Outcome::Adopted { .. }
+                | Outcome::Pruned
+                | Outcome::Orphaned
         )
     })
 }

@@ -16,6 +16,36 @@ pub struct Access {
     pub ssh: Option<SshAccess>,
 }
 
+impl Access {
+    /// Who the remote sees, as far as reckon can tell without reading a secret: the HTTP user
+    /// and where its secret comes from, the ssh key and known_hosts files, the CA bundle.
+    /// Empty when anonymous with the defaults. Keys the mirror (see
+    /// [`super::mirror::cache_dir_for`]).
+    pub fn identity(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(h) = &self.http {
+            let secret = match &h.password {
+                SecretSource::Env(v) => format!("env:{v}"),
+                SecretSource::File(p) => format!("file:{}", p.display()),
+            };
+            parts.push(format!("http:{}:{secret}", h.username));
+        }
+        if let Some(s) = &self.ssh {
+            let path = |p: &Option<PathBuf>| p.as_ref().map(|p| p.display().to_string());
+            parts.push(format!(
+                "ssh:{}:{}:{}",
+                path(&s.private_key).unwrap_or_default(),
+                path(&s.known_hosts).unwrap_or_default(),
+                s.options.join(",")
+            ));
+        }
+        if let Some(ca) = &self.ca_bundle {
+            parts.push(format!("ca:{}", ca.display()));
+        }
+        parts.join(";")
+    }
+}
+
 /// HTTP basic credentials; a token is a password with a conventional user name.
 #[derive(Debug, Clone)]
 pub struct HttpCredentials {

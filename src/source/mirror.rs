@@ -33,10 +33,17 @@ impl Default for FetchOptions {
     }
 }
 
-/// `<root>/<last URL segment>-<16 hex of sha256(url)>`: stable per URL, readable, and two URLs
-/// never share a mirror.
-pub fn cache_dir_for(root: &Path, url: &str) -> PathBuf {
-    let digest = sha2::Sha256::digest(url.as_bytes());
+/// `<root>/<last URL segment>-<16 hex of sha256(url, credential identity)>`: stable per URL and
+/// credentials, readable; two URLs never share a mirror, and neither do two credential
+/// identities of one URL (an App without credentials is never served what another App fetched
+/// with them). Without credentials the digest is the URL's alone, as before credentials were
+/// part of the key, so existing anonymous mirrors keep their place.
+pub fn cache_dir_for(root: &Path, url: &str, identity: &str) -> PathBuf {
+    let digest = if identity.is_empty() {
+        sha2::Sha256::digest(url.as_bytes())
+    } else {
+        sha2::Sha256::digest(format!("{url}\0{identity}").as_bytes())
+    };
     let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
     let tail: String = url
         .trim_end_matches('/')
@@ -583,6 +590,46 @@ fn classify(url: &str, detail: &str, ssh_log: &str) -> SourceError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_mirror_is_keyed_by_url_and_credential_identity() {
+        use crate::source::{Access, HttpCredentials, SecretSource};
+        let root = Path::new("/cache");
+        let url = "https://git.example.com/team-a/private.git";
+        let anonymous = Access::default();
+        let with_token = Access {
+            http: Some(HttpCredentials::token(SecretSource::Env("TEAM_A".into()))),
+            ..Access::default()
+        };
+        let other_token = Access {
+            http: Some(HttpCredentials::token(SecretSource::Env("TEAM_B".into()))),
+            ..Access::default()
+        };
+        let a = cache_dir_for(root, url, &anonymous.identity());
+        let t = cache_dir_for(root, url, &with_token.identity());
+        let o = cache_dir_for(root, url, &other_token.identity());
+        assert_ne!(
+            a, t,
+            "an App without credentials never reads a credentialed mirror"
+        );
+        assert_ne!(t, o);
+        assert_eq!(
+            t,
+            cache_dir_for(root, url, &with_token.identity()),
+            "stable"
+        );
+        // Anonymous mirrors keep the directory they had before credentials were in the key.
+        assert_eq!(anonymous.identity(), "");
+        let old: String = sha2::Sha256::digest(url.as_bytes())
+            .iter()
+            .take(8)
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(a, root.join(format!("private.git-{old}")));
+        assert_ne!(cache_dir_for(root, "https://h/other.git", ""), a);
+        // The identity names where secrets come from, never a secret.
+        assert_eq!(with_token.identity(), "http:x-access-token:env:TEAM_A");
+    }
 
     #[test]
     fn a_url_that_looks_like_a_status_does_not_decide_the_class() {

@@ -19,6 +19,7 @@
 //! with jitter, triggers) and [`webhook`] (push notifications).
 
 pub mod access;
+pub mod allow;
 pub mod config;
 pub mod history;
 pub mod mirror;
@@ -185,7 +186,7 @@ pub struct GitSource {
 impl GitSource {
     /// `cache_root` holds one bare mirror per remote URL (see [`mirror::cache_dir_for`]).
     pub fn new(spec: SourceSpec, cache_root: &Path) -> Self {
-        let cache_dir = mirror::cache_dir_for(cache_root, &spec.url);
+        let cache_dir = mirror::cache_dir_for(cache_root, &spec.url, &spec.access.identity());
         Self {
             spec,
             cache_dir,

@@ -6,8 +6,8 @@
 
 use crate::codec::{self, CodecError};
 use crate::event::{
-    ApplyAction, Digest, EnvelopeBody, Event, IntentKind, ObjectRef, SyncOutcome,
-    envelope::Envelope,
+    ApplyAction, Digest, EnvelopeBody, Event, IntentKind, ObjectOrphaned, ObjectPruned, ObjectRef,
+    SyncOutcome, envelope::Envelope,
 };
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -237,12 +237,16 @@ impl AppState {
                     },
                 );
             }
-            Event::ObjectPruned(e) => {
+            // Released: no longer the App's, the same as pruned for the inventory.
+            Event::ObjectPruned(ObjectPruned { revision, object })
+            | Event::ObjectOrphaned(ObjectOrphaned {
+                revision, object, ..
+            }) => {
                 let counted = self
                     .inventory
-                    .remove(&e.object.identity())
+                    .remove(&object.identity())
                     .map(|p| p.counted_for);
-                if let Some(r) = self.revisions.get_mut(&e.revision)
+                if let Some(r) = self.revisions.get_mut(revision)
                     && counted != Some(r.first_seq)
                 {
                     r.objects_changed += 1;
@@ -483,6 +487,41 @@ mod tests {
                 }),
             ),
         ]
+    }
+
+    #[test]
+    fn an_adoption_begins_a_life_and_an_orphaned_object_leaves_the_inventory() {
+        let c = samples::commit(1, "a@x");
+        let r = c.sha.clone();
+        let settings = samples::object("", "v1", "ConfigMap", Some("web"), "settings");
+        let mut p = Projections::default();
+        p.fold(&body(1, "shop", None, Event::CommitObserved(c)));
+        p.fold(&body(
+            2,
+            "shop",
+            None,
+            Event::ObjectApplied(ObjectApplied {
+                revision: r.clone(),
+                object: settings.clone(),
+                action: ApplyAction::Adopted,
+                changed_fields: vec!["/metadata/labels/reckon.dev~1app".into()],
+                digest: Digest([4; 32]),
+            }),
+        ));
+        let entry = &p.apps["shop"].inventory[&settings.identity()];
+        assert_eq!(entry.lifecycle_seq, Some(2), "the adoption begins its life");
+        assert!(entry.changed_since.is_empty());
+        p.fold(&body(
+            3,
+            "shop",
+            None,
+            Event::ObjectOrphaned(ObjectOrphaned {
+                revision: r,
+                object: settings.clone(),
+                reason: "adopted".into(),
+            }),
+        ));
+        assert!(p.apps["shop"].inventory.is_empty());
     }
 
     #[test]

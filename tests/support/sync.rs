@@ -80,6 +80,8 @@ pub struct TestApp {
     pub key: SecretKey,
     pub inventory: Vec<InventoryEntry>,
     pub drift: DriftMode,
+    /// Which existing objects the App may take over (`adopt`).
+    pub adopt: reckon::config::AdoptPolicy,
 }
 
 impl TestApp {
@@ -91,6 +93,7 @@ impl TestApp {
             key: SecretKey::new([7; 32]),
             inventory: Vec::new(),
             drift: DriftMode::Correct,
+            adopt: reckon::config::AdoptPolicy::default(),
         }
     }
 
@@ -127,6 +130,9 @@ impl TestApp {
             allow_empty: false,
             drift: self.drift,
             ignore: Vec::new(),
+            adopt: self.adopt,
+            prune_adopted: false,
+            prune_non_empty_namespaces: false,
         }
     }
 
@@ -178,15 +184,18 @@ impl TestApp {
         for outcome in &changes.outcomes {
             let key = outcome.object.key();
             match &outcome.outcome {
-                Outcome::Created | Outcome::Configured { .. } => {
+                Outcome::Created | Outcome::Configured { .. } | Outcome::Adopted { .. } => {
                     self.inventory.retain(|e| e.object.key() != key);
                     self.inventory.push(InventoryEntry {
                         object: outcome.object.clone(),
                         last_applied_digest: outcome.digest.clone().unwrap(),
                         last_applied: storable_object(&manifests[&key], &self.key),
+                        adopted: matches!(outcome.outcome, Outcome::Adopted { .. }),
                     });
                 }
-                Outcome::Pruned => self.inventory.retain(|e| e.object.key() != key),
+                Outcome::Pruned | Outcome::Orphaned => {
+                    self.inventory.retain(|e| e.object.key() != key)
+                }
                 _ => {}
             }
         }

@@ -493,3 +493,94 @@ fn a_pure_correction_and_a_re_creation_put_back_every_field() {
         (vec![String::new()], vec![])
     );
 }
+
+#[test]
+fn an_adoption_is_recorded_as_adopted_and_a_release_as_orphaned() {
+    let label = FieldChange {
+        pointer: "/metadata/labels/reckon.dev~1app".into(),
+        kind: ChangeKind::Added,
+        before: None,
+        after: Some(json!("a")),
+    };
+    let adopted = outcome_draft(
+        "a",
+        "r1",
+        &outcome(Outcome::Adopted {
+            changed: vec![label.clone()],
+        }),
+        None,
+    )
+    .unwrap()
+    .event;
+    let Event::ObjectApplied(e) = &adopted else {
+        panic!("{adopted:?}")
+    };
+    assert_eq!(e.action, event::ApplyAction::Adopted);
+    assert_eq!(e.changed_fields, vec![label.pointer.clone()]);
+    assert!(adopted_from_outside(&adopted));
+    // An object with no labels at all: the whole map was added.
+    let unlabelled = outcome_draft(
+        "a",
+        "r1",
+        &outcome(Outcome::Adopted {
+            changed: vec![FieldChange {
+                pointer: "/metadata/labels".into(),
+                ..label.clone()
+            }],
+        }),
+        None,
+    )
+    .unwrap()
+    .event;
+    assert!(adopted_from_outside(&unlabelled));
+    // Counted with the configures: SyncCounts has no field for it.
+    let c = counts(
+        &[
+            outcome(Outcome::Adopted { changed: vec![] }),
+            outcome(Outcome::Orphaned),
+        ],
+        0,
+    );
+    assert_eq!((c.configured, c.pruned, c.created), (1, 1, 0));
+
+    // Already labelled as the App's own (applied before its event was lost): not adopted from
+    // outside, so pruning it is the App's call as for anything it created.
+    let reclaimed = outcome_draft(
+        "a",
+        "r1",
+        &outcome(Outcome::Adopted { changed: vec![] }),
+        None,
+    )
+    .unwrap()
+    .event;
+    assert!(!adopted_from_outside(&reclaimed));
+    let created = outcome_draft("a", "r1", &outcome(Outcome::Created), None)
+        .unwrap()
+        .event;
+    assert!(!adopted_from_outside(&created));
+
+    let Event::ObjectOrphaned(e) = outcome_draft("a", "r1", &outcome(Outcome::Orphaned), None)
+        .unwrap()
+        .event
+    else {
+        panic!()
+    };
+    assert_eq!(e.object.name, "web");
+    assert!(e.reason.contains("prune.adopted"), "{}", e.reason);
+}
+
+#[test]
+fn a_refusal_is_an_apply_failure_naming_the_owner() {
+    let reason = plan::RefuseReason::Owned {
+        owners: vec![plan::Owner::App("billing".into())],
+    };
+    let refused = outcome(Outcome::Failed {
+        error: reason.describe(&deploy()),
+        cause: FailureCause::Refused { reason },
+    });
+    let Event::ApplyFailed(e) = outcome_draft("a", "r1", &refused, None).unwrap().event else {
+        panic!()
+    };
+    assert!(e.error.contains("refused"), "{}", e.error);
+    assert!(e.error.contains("belongs to App billing"), "{}", e.error);
+}
