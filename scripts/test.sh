@@ -33,6 +33,7 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 # CI clones afresh every run: keep compiled dependencies in the cache, outside the clone.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${RECKON_CACHE_DIR:-$HOME/.cache/reckon}/target}"
 
+bash scripts/build-ui.sh --check  # the web UI embedded in reckon is what ui/src/ builds to
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
 

@@ -945,6 +945,7 @@ async fn serve(
         crate::api::ApiState::new(store, options.api_tokens.clone(), Vec::new(), Some(waker));
     api.apps = apps;
     api.fleet = options.fleet.clone();
+    api.stop = Some(stop.clone());
     let app = webhook::router(hooks, tx).merge(crate::api::router(api));
     let listener = tokio::net::TcpListener::bind(addr)
         .await
