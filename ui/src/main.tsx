@@ -189,8 +189,8 @@ function Fleet({ url }: { url: URL }) {
 
 // ---- app header, rollback and resume ------------------------------------------------------
 
-function AppHeader({ app, tab, onChanged }: { app: string; tab: string; onChanged?: () => void }) {
-  const [s, error, reload] = useData(() => api<AppStatus>(`/apps/${encodeURIComponent(app)}`), [app]);
+function AppHeader({ app, tab, onChanged, refresh = 0 }: { app: string; tab: string; onChanged?: () => void; refresh?: number }) {
+  const [s, error, reload] = useData(() => api<AppStatus>(`/apps/${encodeURIComponent(app)}`), [app, refresh]);
   const [resuming, setResuming] = useState(false);
   const admin = session()?.role === "admin";
   return (
@@ -283,7 +283,7 @@ function EventItem({ app, row, fresh }: { app: string; row: EventRow; fresh: boo
 }
 
 /** Newest first, older pages by cursor as the list scrolls, new events live from the stream. */
-function Timeline({ app, filters }: { app: string; filters: Record<string, string | undefined> }) {
+function Timeline({ app, filters, onLive }: { app: string; filters: Record<string, string | undefined>; onLive?: () => void }) {
   const key = JSON.stringify(filters);
   const [rows, setRows] = useState<EventRow[]>([]);
   const [fresh, setFresh] = useState<Set<number>>(new Set());
@@ -326,15 +326,19 @@ function Timeline({ app, filters }: { app: string; filters: Record<string, strin
     setRows([]); setNext(null); setDone(false); setError(null); setFresh(new Set());
     let stop: (() => void) | null = null;
     let cancelled = false;
+    // A burst of events (a sync) refreshes the App's status once, not once per event.
+    let settle: number | undefined;
     load(null, true).then((got) => {
       if (cancelled || !got) return;
       const newest = got.length ? got[0].seq : null;
       stop = follow(app, filters, newest, (row) => {
         setRows((old) => (old.some((r) => r.seq === row.seq) ? old : [row, ...old]));
         setFresh((f) => new Set(f).add(row.seq));
+        clearTimeout(settle);
+        settle = setTimeout(() => onLive?.(), 500) as unknown as number;
       }, setLive);
     });
-    return () => { cancelled = true; stop?.(); };
+    return () => { cancelled = true; clearTimeout(settle); stop?.(); };
   }, [app, key]);
 
   useEffect(() => {
@@ -367,9 +371,10 @@ function AppPage({ app, url }: { app: string; url: URL }) {
   for (const f of FILTERS) filters[f] = url.searchParams.get(f) ?? undefined;
   useEffect(() => { document.title = `${app} · reckon`; }, [app]);
   const [key, setKey] = useState(0);
+  const [live, setLive] = useState(0);
   return (
     <main id="main">
-      <AppHeader app={app} tab="timeline" onChanged={() => setKey(key + 1)} />
+      <AppHeader app={app} tab="timeline" refresh={live} onChanged={() => setKey(key + 1)} />
       <form class="filters" role="search" aria-label="Filter the timeline" onSubmit={(e) => {
         e.preventDefault();
         const data = new FormData(e.target as HTMLFormElement);
@@ -389,7 +394,7 @@ function AppPage({ app, url }: { app: string; url: URL }) {
         <button type="submit">Apply filters</button>
         <Link href={appHref(app)}>Clear</Link>
       </form>
-      <Timeline key={key} app={app} filters={filters} />
+      <Timeline key={key} app={app} filters={filters} onLive={() => setLive((n) => n + 1)} />
     </main>
   );
 }
