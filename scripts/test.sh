@@ -62,6 +62,7 @@ status=0
   fi
   "$@" || status=1
   bash scripts/api-contract.sh || status=1
+  bash scripts/ui-test.sh || status=1
   exit $status' test.sh "${runner[@]}" || status=1
 
 # The floor of the version matrix: the tests whose behaviour depends on the server's release

@@ -950,7 +950,8 @@ async fn serve(
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| AgentError::Listen { addr, source })?;
-    tracing::info!(%addr, "listening");
+    // The web UI's address, so whoever started the agent can open it (docs/ui.md).
+    tracing::info!(%addr, ui = %format!("http://{addr}{}", crate::ui::PATH), "listening");
     Ok(tokio::spawn(async move {
         let shutdown = async move {
             let _ = stop.wait_for(|s| *s).await;
