@@ -43,8 +43,8 @@ apt_install() {
 # Git servers (git daemon, http-backend ship with git), sshd for ssh://, openssl for TLS certs,
 # curl for readiness probes, gpg (+ gpg-agent, which signing needs) for GPG-signed fixtures and
 # signature verification, python3-venv for the API contract fuzzer's virtual environment
-# (scripts/api-contract.sh).
-apt_install git openssh-server openssh-client openssl ca-certificates curl gpg gpg-agent python3-venv
+# (scripts/api-contract.sh), chromium for the web UI's browser test (scripts/ui-test.sh).
+apt_install git openssh-server openssh-client openssl ca-certificates curl gpg gpg-agent python3-venv chromium
 
 # The test runner scripts/test.sh prefers (it falls back to cargo test without it): pinned, so
 # every machine runs the same one.

@@ -33,6 +33,7 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 # CI clones afresh every run: keep compiled dependencies in the cache, outside the clone.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${RECKON_CACHE_DIR:-$HOME/.cache/reckon}/target}"
 
+bash scripts/build-ui.sh --check  # the web UI embedded in reckon is what ui/src/ builds to
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
 
@@ -61,6 +62,7 @@ status=0
   fi
   "$@" || status=1
   bash scripts/api-contract.sh || status=1
+  bash scripts/ui-test.sh || status=1
   exit $status' test.sh "${runner[@]}" || status=1
 
 # The floor of the version matrix: the tests whose behaviour depends on the server's release

@@ -28,6 +28,7 @@ pub mod source;
 pub mod store;
 pub mod telemetry;
 pub mod tls;
+pub mod ui;
 pub mod version;
 pub mod watch;
 

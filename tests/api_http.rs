@@ -992,3 +992,107 @@ fn the_openapi_document_is_served_without_a_token() {
         assert!(!spec.0["paths"][path]["get"].is_null(), "{path}");
     }
 }
+
+/// Reads server-sent events from `resp` until one with data: (id, data as JSON).
+fn next_sse(lines: &mut impl Iterator<Item = std::io::Result<String>>) -> (u64, Value) {
+    let mut id = None;
+    for line in lines {
+        let line = line.expect("the stream ended or timed out before an event");
+        if let Some(v) = line.strip_prefix("id:") {
+            id = Some(v.trim().parse::<u64>().unwrap());
+        } else if let Some(v) = line.strip_prefix("data:") {
+            return (
+                id.expect("an id before the data"),
+                serde_json::from_str(v.trim()).unwrap(),
+            );
+        }
+    }
+    panic!("the stream ended before an event");
+}
+
+#[test]
+fn event_stream_sends_the_apps_new_events_as_they_are_appended() {
+    use std::io::BufRead;
+    let s = server();
+    let (status, _, body) = raw(
+        reqwest::Method::GET,
+        &format!("{}/api/v1/apps/nope/events/stream", s.base),
+        Some(READ),
+    );
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(body["error"]["code"], "not_found");
+    let url = format!("{}/api/v1/apps/app-0/events/stream", s.base);
+    let (status, _, body) = raw(reqwest::Method::GET, &url, None);
+    assert_eq!(status, 401, "{body}");
+    // A bounded client: a stream that never sends fails the test instead of hanging it.
+    let http = reqwest::blocking::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let resp = http.get(&url).bearer_auth(READ).send().unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let mut lines = std::io::BufReader::new(resp).lines();
+    // Opened without `after`: only what is appended from now on; another App's event is not sent.
+    let appended =
+        s.rt.block_on(s.handle.append(vec![
+            samples::stream(EVENTS + 2, APPS, OBJECTS), // 2002 % 3: app-1
+            samples::stream(EVENTS + 1, APPS, OBJECTS), // 2001 % 3: app-0
+        ]))
+        .unwrap();
+    let (id, row) = next_sse(&mut lines);
+    assert_eq!(id, appended.last_seq);
+    assert_eq!(row["seq"].as_u64(), Some(id));
+    assert_eq!(row["app"], "app-0");
+    // A reconnecting client gets what it missed after its Last-Event-ID, oldest first.
+    let resp = http
+        .get(&url)
+        .bearer_auth(READ)
+        .header("last-event-id", (appended.last_seq - 1).to_string())
+        .send()
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut again = std::io::BufReader::new(resp).lines();
+    let (id, row) = next_sse(&mut again);
+    assert_eq!(id, appended.last_seq);
+    assert_eq!(row["app"], "app-0");
+}
+
+#[test]
+fn the_ui_is_served_with_deep_links_and_a_strict_policy() {
+    let s = server();
+    let http = reqwest::blocking::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let resp = http.get(format!("{}/ui", s.base)).send().unwrap();
+    assert_eq!(resp.status(), 308);
+    assert_eq!(resp.headers()["location"], "/ui/");
+    for path in ["/ui/", "/ui/apps/app-0", "/ui/apps/app-0/revisions/abcd"] {
+        let resp = http.get(format!("{}{path}", s.base)).send().unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+        assert_eq!(resp.headers()["content-type"], "text/html; charset=utf-8");
+        assert!(
+            resp.headers()["content-security-policy"]
+                .to_str()
+                .unwrap()
+                .contains("script-src 'self'")
+        );
+        assert!(resp.text().unwrap().contains("/ui/assets/app.js"), "{path}");
+    }
+    let js = http
+        .get(format!("{}/ui/assets/app.js", s.base))
+        .send()
+        .unwrap();
+    assert_eq!(js.status(), 200);
+    assert_eq!(
+        js.headers()["content-type"],
+        "text/javascript; charset=utf-8"
+    );
+    assert!(js.text().unwrap().contains("/api/v1"));
+    let missing = http
+        .get(format!("{}/ui/assets/nope.js", s.base))
+        .send()
+        .unwrap();
+    assert_eq!(missing.status(), 404);
+}

@@ -990,11 +990,13 @@ async fn serve(
         crate::api::ApiState::new(store, options.api_tokens.clone(), Vec::new(), Some(waker));
     api.apps = apps;
     api.fleet = options.fleet.clone();
+    api.stop = Some(stop.clone());
     let app = webhook::router(hooks, tx).merge(crate::api::router(api));
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| AgentError::Listen { addr, source })?;
-    tracing::info!(%addr, "listening");
+    // The web UI's address, so whoever started the agent can open it (docs/ui.md).
+    tracing::info!(%addr, ui = %format!("http://{addr}{}", crate::ui::PATH), "listening");
     Ok(tokio::spawn(async move {
         let shutdown = async move {
             let _ = stop.wait_for(|s| *s).await;

@@ -318,6 +318,14 @@ pub async fn fanout(
     let Some(fleet) = state.fleet.clone() else {
         return next.run(req).await;
     };
+    // A live stream cannot be buffered and merged like a page: it streams this shard's events
+    // (docs/api.md, "Live events").
+    // Nor is a token's identity a fleet's answer: every shard has the same tokens.
+    if req.uri().path().ends_with(super::handlers::STREAM_SUFFIX)
+        || req.uri().path() == "/api/v1/whoami"
+    {
+        return next.run(req).await;
+    }
     let pairs = query_pairs(req.uri());
     if req.headers().contains_key(FANOUT_HEADER) {
         let app = app_of(req.uri().path(), &pairs);

@@ -605,3 +605,154 @@ mod tests {
         }
     }
 }
+
+/// The path suffix of the live event stream (the fan-out lets it through to this shard).
+pub const STREAM_SUFFIX: &str = "/events/stream";
+
+/// A live stream ends after this long; clients reconnect with the last id they saw, so a
+/// connection never outlives a proxy's idle timeout or pins a server task forever.
+const STREAM_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Query parameters of `GET /api/v1/apps/{app}/events/stream`: the filters of
+/// `GET /api/v1/events` (the App is in the path) and where to start.
+#[derive(Debug, Default, Deserialize)]
+pub struct StreamParams {
+    pub object: Option<String>,
+    pub author: Option<String>,
+    pub revision: Option<String>,
+    pub user: Option<String>,
+    pub kind: Option<String>,
+    /// Events appended after this sequence number; default: after the newest one now.
+    pub after: Option<String>,
+}
+
+/// Server-sent events: every event of the App that matches the filters, as it is appended,
+/// oldest first (`id:` the sequence number, `event: event`, `data:` the EventRow as JSON). The
+/// writer signals each durable flush, so an idle stream costs nothing but its keep-alive
+/// comment; `Last-Event-ID` (a reconnecting EventSource) wins over `after`.
+pub async fn event_stream(
+    State(state): State<ApiState>,
+    Path(app): Path<String>,
+    headers: axum::http::HeaderMap,
+    Params(params): Params<StreamParams>,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+    use futures::StreamExt;
+    let filter = EventsParams {
+        app: Some(app.clone()),
+        object: params.object,
+        author: params.author,
+        revision: params.revision,
+        user: params.user,
+        kind: params.kind,
+        ..EventsParams::default()
+    }
+    .filter()?;
+    let last_event_id = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let after = match seq_param("Last-Event-ID", &last_event_id)? {
+        Some(seq) => Some(seq),
+        None => seq_param("after", &params.after)?,
+    };
+    let projections = state.projections().await?;
+    let known = projections.apps.contains_key(&app)
+        || state
+            .apps
+            .read()
+            .expect("API app names lock")
+            .contains(&app);
+    if !known {
+        return Err(ApiError::NotFound(format!("no App named {app}")));
+    }
+    let reader = state.store.reader().clone();
+    let after = match after {
+        Some(seq) => seq,
+        None => blocking(move || Ok(reader.last_seq()?)).await?,
+    };
+    let mut stop = state.stop.clone();
+    let appended = state.store.appended();
+    let events = futures::stream::unfold(
+        (state, appended, after, std::collections::VecDeque::new()),
+        move |(state, mut appended, mut after, mut queue)| {
+            let filter = filter.clone();
+            async move {
+                loop {
+                    if let Some(row) = queue.pop_front() {
+                        return Some((row, (state, appended, after, queue)));
+                    }
+                    // Mark the signal seen before reading: an append between the read and
+                    // the wait below then wakes the wait instead of being missed.
+                    appended.borrow_and_update();
+                    let projections = state.projections().await.ok()?;
+                    let reader = state.store.reader().clone();
+                    let f = filter.clone();
+                    let page = blocking(move || {
+                        Ok(query::history_after(&reader, &projections, &f, after)?)
+                    })
+                    .await
+                    .ok()?;
+                    let more = page.next.is_some();
+                    if let Some(next) = page.next {
+                        after = after.max(next);
+                    }
+                    for row in page.events {
+                        after = after.max(row.seq);
+                        let data = serde_json::to_string(&row).ok()?;
+                        queue.push_back(
+                            SseEvent::default()
+                                .id(row.seq.to_string())
+                                .event("event")
+                                .data(data),
+                        );
+                    }
+                    // A page that examined its limit without a match still moved `after`:
+                    // read on before waiting.
+                    if queue.is_empty() && !more && appended.changed().await.is_err() {
+                        return None;
+                    }
+                }
+            }
+        },
+    )
+    .map(Ok::<_, std::convert::Infallible>);
+    let stopped = async move {
+        match stop.as_mut() {
+            Some(stop) => {
+                let _ = stop.wait_for(|s| *s).await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
+    let ends = async move {
+        tokio::select! {
+            () = stopped => {}
+            () = tokio::time::sleep(STREAM_MAX_AGE) => {}
+        }
+    };
+    let stream = events.take_until(Box::pin(ends));
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+/// The presented token's identity (`GET /api/v1/whoami`).
+#[derive(Debug, Serialize)]
+pub struct WhoAmI {
+    pub actor: String,
+    /// `read` or `admin`.
+    pub role: &'static str,
+}
+
+/// Who the token is: the UI asks once at sign-in to decide whether to offer rollback and
+/// resume (the POST routes refuse a read token whatever the UI shows).
+pub async fn whoami(Extension(identity): Extension<Identity>) -> Json<WhoAmI> {
+    Json(WhoAmI {
+        actor: identity.actor,
+        role: match identity.role {
+            super::auth::Role::Admin => "admin",
+            super::auth::Role::Read => "read",
+        },
+    })
+}

@@ -47,6 +47,9 @@ pub struct ApiState {
     pub waker: Option<Waker>,
     /// The other shards, when this agent is one of several: requests are fanned out to all.
     pub fleet: Option<Arc<fanout::Fleet>>,
+    /// Becomes true when the agent stops: live event streams end then, or the server's
+    /// graceful shutdown would wait for them forever.
+    pub stop: Option<tokio::sync::watch::Receiver<bool>>,
     projections: Arc<tokio::sync::Mutex<Option<Arc<Projections>>>>,
 }
 
@@ -63,6 +66,7 @@ impl ApiState {
             apps: Arc::new(std::sync::RwLock::new(apps)),
             waker,
             fleet: None,
+            stop: None,
             projections: Arc::default(),
         }
     }
@@ -121,8 +125,16 @@ fn table() -> Vec<(Route, MethodRouter<ApiState>)> {
         ),
         (r("GET", "/api/v1/apps", Access::Read), get(handlers::apps)),
         (
+            r("GET", "/api/v1/whoami", Access::Read),
+            get(handlers::whoami),
+        ),
+        (
             r("GET", "/api/v1/apps/{app}", Access::Read),
             get(handlers::app),
+        ),
+        (
+            r("GET", "/api/v1/apps/{app}/events/stream", Access::Read),
+            get(handlers::event_stream),
         ),
         (
             r("GET", "/api/v1/apps/{app}/revisions", Access::Read),
@@ -236,6 +248,7 @@ pub fn router(state: ApiState) -> Router {
     .route(OPEN_ROUTES[2], get(handlers::metrics))
     .route(OPEN_ROUTES[3], get(serve_openapi_json))
     .route(OPEN_ROUTES[4], get(serve_openapi_yaml))
+    .merge(crate::ui::router())
     .fallback(|uri: axum::http::Uri| async move {
         ApiError::NotFound(format!("no route {} (see docs/api.md)", uri.path()))
     })

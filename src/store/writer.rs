@@ -69,12 +69,16 @@ impl Queued {
 pub struct StoreHandle {
     tx: mpsc::Sender<Command>,
     reader: StoreReader,
+    /// Bumped after every flush that made events durable: live readers (the API's event
+    /// stream) wait on it instead of polling the store.
+    appended: tokio::sync::watch::Receiver<u64>,
 }
 
 /// Moves `store` into a blocking writer task. The task ends (with a final snapshot and flush)
 /// on [`StoreHandle::close`] or when every handle is dropped.
 pub fn spawn(store: SledStore) -> (StoreHandle, tokio::task::JoinHandle<Result<(), StoreError>>) {
     let (tx, mut rx) = mpsc::channel(CHANNEL_BOUND);
+    let (notify, appended) = tokio::sync::watch::channel(0u64);
     let reader = store.reader();
     let task = tokio::task::spawn_blocking(move || {
         let mut store = store;
@@ -111,6 +115,7 @@ pub fn spawn(store: SledStore) -> (StoreHandle, tokio::task::JoinHandle<Result<(
                         }
                     }
                     let mut flushed = store.flush().map_err(Some);
+                    let mut any = false;
                     for ((result, kinds), reply) in done {
                         let r = match &mut flushed {
                             Ok(()) => result,
@@ -125,8 +130,12 @@ pub fn spawn(store: SledStore) -> (StoreHandle, tokio::task::JoinHandle<Result<(
                         // The one hook for event-derived metrics: only what is durable counts.
                         if r.is_ok() {
                             crate::metrics::METRICS.record_appended(kinds);
+                            any = true;
                         }
                         let _ = reply.send(r);
+                    }
+                    if any {
+                        notify.send_modify(|n| *n = n.wrapping_add(1));
                     }
                     for (app, reply) in reads {
                         let _ = reply.send(store.projections().apps.get(&app).cloned());
@@ -149,7 +158,14 @@ pub fn spawn(store: SledStore) -> (StoreHandle, tokio::task::JoinHandle<Result<(
         }
         store.close()
     });
-    (StoreHandle { tx, reader }, task)
+    (
+        StoreHandle {
+            tx,
+            reader,
+            appended,
+        },
+        task,
+    )
 }
 
 impl StoreHandle {
@@ -226,6 +242,11 @@ impl StoreHandle {
     /// Snapshot, flush and stop the writer.
     pub async fn close(self) -> Result<(), StoreError> {
         self.call(|reply| Command::Close { reply }).await?
+    }
+
+    /// Changes after every flush that appended events (the value itself means nothing).
+    pub fn appended(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.appended.clone()
     }
 
     pub fn reader(&self) -> &StoreReader {

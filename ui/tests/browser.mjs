@@ -1,0 +1,195 @@
+// The web UI in a real browser (headless Chromium from the system, driven by playwright-core),
+// against a live agent that scripts/ui-test.sh started on the test control plane with a real
+// Git repository. Each step asserts what a user sees; axe-core checks each page; screenshots of
+// each page go to $UI_SHOTS. Exits non-zero on the first failure.
+import { chromium } from "playwright-core";
+import { execFileSync } from "node:child_process";
+import { readFileSync, mkdirSync } from "node:fs";
+import { createRequire } from "node:module";
+
+const env = (k) => { const v = process.env[k]; if (!v) throw new Error(`${k} is not set`); return v; };
+const BASE = env("UI_BASE"), READ = env("UI_READ_TOKEN"), ADMIN = env("UI_ADMIN_TOKEN");
+const GIT = env("UI_GIT"), NS = env("UI_NS"), KUBECONFIG = env("UI_KUBECONFIG"), SHOTS = env("UI_SHOTS");
+// A revision the agent applied before the live commit: what the rollback goes back to.
+const FIRST = env("UI_TARGET");
+mkdirSync(SHOTS, { recursive: true });
+const axeSource = readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
+
+const timings = [];
+let failures = 0;
+function check(cond, what) {
+  if (!cond) throw new Error(`FAILED: ${what}`);
+  console.log(`ok: ${what}`);
+}
+
+/** axe-core on the page as it is now: no serious or critical violation. */
+async function axe(page, name) {
+  await page.evaluate(axeSource);
+  const result = await page.evaluate(async () => await window.axe.run(document, { resultTypes: ["violations"] }));
+  const bad = result.violations.filter((v) => v.impact === "serious" || v.impact === "critical");
+  for (const v of bad) console.error(`axe ${name}: ${v.impact} ${v.id}: ${v.help} (${v.nodes.map((n) => n.target.join(" ")).slice(0, 3).join("; ")})`);
+  check(bad.length === 0, `axe-core: no serious violations on ${name} (${result.violations.length} minor)`);
+}
+
+async function shot(page, name) {
+  await page.screenshot({ path: `${SHOTS}/${name}.png`, fullPage: false });
+}
+
+/** Navigates and waits for `selector`; records how long the first screen took. */
+async function open(page, path, selector, name) {
+  const t0 = Date.now();
+  await page.goto(`${BASE}${path}`);
+  await page.waitForSelector(selector, { timeout: 20000 });
+  timings.push([name, Date.now() - t0]);
+}
+
+async function signIn(page, token) {
+  await page.goto(`${BASE}/ui/signin`);
+  await page.fill("#token", token);
+  await page.click("button[type=submit]");
+  await page.waitForURL(`${BASE}/ui/`);
+}
+
+const git = (...args) => execFileSync("git", ["-C", GIT, "-c", "user.name=Bea", "-c", "user.email=bea@example.com", ...args], { encoding: "utf8" }).trim();
+const kubectl = (...args) => execFileSync("kubectl", ["--kubeconfig", KUBECONFIG, ...args], { encoding: "utf8" });
+
+const browser = await chromium.launch({
+  executablePath: process.env.UI_CHROMIUM ?? "/usr/bin/chromium",
+  // Root in CI containers: Chromium's sandbox needs user namespaces it may not get.
+  args: ["--no-sandbox", "--disable-dev-shm-usage"],
+});
+try {
+  const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 }, colorScheme: "light" });
+  const page = await ctx.newPage();
+  page.on("pageerror", (e) => { failures++; console.error(`page error: ${e.message}`); });
+
+  // --- sign in (read token) and the fleet
+  await page.goto(`${BASE}/ui/`);
+  await page.waitForURL(/\/ui\/signin/);
+  await axe(page, "sign-in");
+  await shot(page, "signin");
+  await signIn(page, READ);
+  await page.waitForSelector("table.fleet a:text('web')");
+  check(await page.isVisible("text=following Git"), "fleet: web follows Git");
+  await axe(page, "fleet");
+  await shot(page, "fleet");
+  await open(page, "/ui/", "table.fleet a:text('web')", "fleet");
+
+  // --- the App's timeline, and a new commit appearing live
+  await open(page, "/ui/apps/web", ".timeline li", "timeline");
+  await page.waitForSelector("text=● live");
+  let eventRequests = 0;
+  // Polling would ask for what came after a position: the stream must make that unnecessary.
+  page.on("request", (r) => { if (r.url().includes("/api/v1/events?") && r.url().includes("after=")) eventRequests++; });
+  const cm = (name, n) => `apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ${name}\ndata:\n  n: "${n}"\n`;
+  execFileSync("sh", ["-c", `cat > ${GIT}/app/keep.yaml`], { input: cm("keep", 3) });
+  git("commit", "-qam", "Live commit for the browser");
+  const third = git("rev-parse", "HEAD");
+  await page.waitForSelector(".timeline li.new >> text=Live commit for the browser", { timeout: 30000 });
+  check(true, `timeline: commit ${third.slice(0, 10)} appeared live without a reload`);
+  // The status above the timeline follows: the new commit is applied.
+  await page.waitForSelector(`.card a[href$='${third}'] >> nth=1`, { timeout: 30000 });
+  check(true, "timeline: the App's status shows the new commit applied, without a reload");
+  check(eventRequests === 0, `timeline: live updates came from the stream (${eventRequests} polls while waiting)`);
+  // a row expands to the full event, by keyboard
+  const row = page.locator(".timeline li.new button.row").first();
+  await row.focus();
+  await page.keyboard.press("Enter");
+  await page.waitForSelector(".timeline li.new pre.full");
+  check((await row.getAttribute("aria-expanded")) === "true", "timeline: Enter expands a row to the full event");
+  await axe(page, "timeline");
+  await shot(page, "timeline");
+  // deep link with filters
+  await open(page, "/ui/apps/web?kind=commit", ".timeline li", "timeline filtered");
+  const kinds = await page.locator(".timeline li .badge").allTextContents();
+  check(kinds.length > 0 && kinds.every((k) => k === "CommitObserved"), `timeline: ?kind=commit shows only commits (${kinds.length})`);
+
+  // --- drift on a field, then blame shows it with the field manager (and the person when the
+  // control plane's audit log is wired to the agent)
+  kubectl("-n", NS, "patch", "configmap", "keep", "--type=merge", "--field-manager=hand-edit", "-p", '{"data":{"n":"99"}}');
+  const objectPath = `/ui/apps/web/object?object=${encodeURIComponent(`ConfigMap/${NS}/keep`)}`;
+  const t0 = Date.now();
+  for (;;) {
+    await page.goto(`${BASE}${objectPath}`);
+    await page.waitForSelector("tr[data-field='/data/n']");
+    if (await page.locator("tr[data-field='/data/n'] li >> text=hand-edit").count()) break;
+    if (Date.now() - t0 > 30000) throw new Error("FAILED: blame never showed the drift on /data/n");
+    await page.waitForTimeout(1000);
+  }
+  const driftText = await page.locator("tr[data-field='/data/n'] li").first().innerText();
+  check(driftText.includes("hand-edit"), `blame: the drift on /data/n names its field manager: ${driftText.replace(/\s+/g, " ")}`);
+  const person = await page.locator("tr[data-field='/data/n'] .person").count();
+  console.log(person ? "blame: the person is shown" : "blame: no audit attribution on this control plane (the UI says so)");
+  await open(page, objectPath, "tr[data-field='/data/n']", "object (blame)");
+  await axe(page, "object");
+  await shot(page, "object");
+
+  // --- a read token: no rollback or resume buttons; the API refuses it (403)
+  await open(page, `/ui/apps/web/revisions/${FIRST}`, "text=Change keep", "revision");
+  check(await page.locator("button:text('Roll back')").count() === 0, "read token: no rollback button");
+  const status = await page.evaluate(async ([tok, first]) => (await fetch("/api/v1/apps/web/rollback", {
+    method: "POST", headers: { Authorization: `Bearer ${tok}`, "Content-Type": "application/json" },
+    body: JSON.stringify({ to: first, reason: "read token" }) })).status, [READ, FIRST]);
+  check(status === 403, `read token: the API answers a rollback with ${status}`);
+  await axe(page, "revision");
+  await shot(page, "revision");
+
+  // --- an admin token rolls back (confirmation with what will happen and a reason) and sees the
+  // App pinned, then resumes
+  await page.click("button:text('Sign out')");
+  await signIn(page, ADMIN);
+  await page.goto(`${BASE}/ui/apps/web/revisions/${FIRST}`);
+  await page.click("button:text('Roll back to this revision')");
+  await page.waitForSelector("dialog[open] >> text=pins");
+  check(await page.locator("dialog[open] li").count() > 0, "rollback: the confirmation lists what will change");
+  await axe(page, "rollback dialog");
+  await shot(page, "rollback-dialog");
+  await page.fill("#reason", "browser test: back to the previous revision");
+  await page.click("dialog[open] button:text('Roll back')");
+  await page.waitForURL(`${BASE}/ui/apps/web`);
+  await page.waitForSelector(".card >> text=pinned");
+  check(await page.isVisible(".card >> text=fuzzer"), "rollback: the App is pinned by the admin token's identity");
+  await page.waitForSelector(".timeline li >> text=Rollback", { timeout: 20000 }).catch(() => {});
+  await shot(page, "pinned");
+  await page.click("button:text('Resume following Git')");
+  await page.fill("#reason", "browser test: follow Git again");
+  await page.click("dialog[open] button:text('Resume')");
+  await page.waitForSelector(".card >> text=following Git");
+  check(true, "resume: the App follows Git again");
+
+  // --- a read token does not see resume on a pinned App
+  const api = (tok, method, path, body) => page.evaluate(async ([tok, method, path, body]) => (await fetch(path, {
+    method, headers: { Authorization: `Bearer ${tok}`, "Content-Type": "application/json" }, body })).status, [tok, method, path, body]);
+  check(await api(ADMIN, "POST", "/api/v1/apps/web/rollback", JSON.stringify({ to: FIRST, reason: "pin for the read check" })) === 200, "admin API rollback: 200");
+  await page.click("button:text('Sign out')");
+  await signIn(page, READ);
+  await page.goto(`${BASE}/ui/apps/web`);
+  await page.waitForSelector(".card >> text=pinned");
+  check(await page.locator("button:text('Resume')").count() === 0, "read token: no resume button on a pinned App");
+  check(await api(READ, "POST", "/api/v1/apps/web/resume", "{}") === 403, "read token: the API refuses resume (403)");
+
+  // --- narrow window and dark mode
+  const narrow = await browser.newContext({ viewport: { width: 390, height: 800 }, colorScheme: "dark" });
+  const p2 = await narrow.newPage();
+  await p2.goto(`${BASE}/ui/signin`);
+  await p2.fill("#token", READ);
+  await p2.click("button[type=submit]");
+  await p2.waitForSelector("table.fleet a:text('web')");
+  const overflow = await p2.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  check(overflow <= 0, `narrow window (390 px): no horizontal scrolling (${overflow})`);
+  const bg = await p2.evaluate(() => getComputedStyle(document.body).backgroundColor);
+  check(bg === "rgb(13, 17, 23)", `dark mode by prefers-color-scheme (${bg})`);
+  await axe(p2, "fleet (narrow, dark)");
+  await shot(p2, "fleet-narrow-dark");
+  await p2.goto(`${BASE}/ui/apps/web`);
+  await p2.waitForSelector(".timeline li");
+  await axe(p2, "timeline (narrow, dark)");
+  await shot(p2, "timeline-narrow-dark");
+  await narrow.close();
+
+  check(failures === 0, "no script errors in the pages");
+  console.log("page timings (navigation to first screen, ms): " + timings.map(([n, ms]) => `${n} ${ms}`).join(", "));
+  console.log(`screenshots: ${SHOTS}`);
+} finally {
+  await browser.close();
+}
