@@ -152,15 +152,12 @@ pub(crate) fn read_tree(
     };
     let mut out = Vec::new();
     let mut budget = Budget::default();
-    let limited = |detail: String| {
-        if detail.starts_with("limit: ") {
-            SourceError::Limit {
-                what: format!("{path:?} at {sha}"),
-                detail: detail["limit: ".len()..].to_string(),
-            }
-        } else {
-            read(detail)
-        }
+    let limited = |detail: String| match detail.strip_prefix("limit: ") {
+        Some(limit) => SourceError::Limit {
+            what: format!("{path:?} at {sha}"),
+            detail: limit.to_string(),
+        },
+        None => read(detail),
     };
     match kind {
         EntryKind::Tree => {
