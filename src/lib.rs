@@ -17,6 +17,7 @@ pub mod crd;
 pub mod event;
 pub mod health;
 pub mod lease;
+pub mod listen;
 pub mod metrics;
 pub mod observe;
 pub mod plan;

@@ -45,6 +45,8 @@ pub struct Metrics {
     pub audit_rejected: Counter,
     /// Sync attempts that failed exactly as the recorded one did and were not recorded again.
     pub sync_retries: Counter,
+    /// Times the wall clock was found jumped back behind the log (`store::clock`).
+    pub clock_jumps_back: Counter,
 }
 
 /// The process's metrics.
@@ -130,7 +132,15 @@ impl Metrics {
              retried (with backoff) but not recorded again, so the log stays proportional",
             sync_retries.clone(),
         );
+        let clock_jumps_back = Counter::default();
+        registry.register(
+            "clock_jumps_back",
+            "Times the wall clock was found more than 1 s behind the last recorded event: events \
+             are then stamped with that event's time until the clock catches up",
+            clock_jumps_back.clone(),
+        );
         Metrics {
+            clock_jumps_back,
             sync_retries,
             audit_received,
             audit_dropped,

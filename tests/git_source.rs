@@ -320,6 +320,63 @@ fn deleted_branch_is_a_missing_ref_and_the_cache_stays_usable() -> Result<()> {
 }
 
 #[test]
+fn read_tree_refuses_a_commit_over_any_limit_naming_it() -> Result<()> {
+    use reckon::source::tree::TreeLimits;
+    let env = Env::new()?;
+    let f = &env.fixture;
+    f.commit("big and deep")
+        .write("apps/web/big.yaml", "x".repeat(5000))
+        .write("apps/web/a/b/c/deep.yaml", "kind: ConfigMap\n")
+        .create()?;
+    f.push()?;
+    let src = |limits: TreeLimits| {
+        env.source(spec(
+            &f.file_url(),
+            RefSelector::Branch("main".into()),
+            "apps/web",
+        ))
+        .with_tree_limits(limits)
+    };
+    let head = src(TreeLimits::default()).fetch(None)?.head;
+    assert_eq!(
+        src(TreeLimits::default()).read_tree(&head)?.len(),
+        4,
+        "the defaults read a normal App"
+    );
+    let over = |limits: TreeLimits| -> String {
+        match src(limits).read_tree(&head) {
+            Err(e @ SourceError::Limit { .. }) => {
+                assert_eq!(e.reason(), "OverLimit");
+                e.to_string()
+            }
+            other => panic!("expected a limit error, got {other:?}"),
+        }
+    };
+    let d = TreeLimits::default();
+    let e = over(TreeLimits {
+        max_file_bytes: 4999,
+        ..d
+    });
+    assert!(e.contains("big.yaml is 5000 bytes"), "{e}");
+    let e = over(TreeLimits { max_files: 3, ..d });
+    assert!(e.contains("more than 3 files"), "{e}");
+    let e = over(TreeLimits {
+        max_bytes: 5010,
+        ..d
+    });
+    assert!(e.contains("exceed 5010 bytes"), "{e}");
+    let e = over(TreeLimits { max_depth: 2, ..d });
+    assert!(e.contains("a/b/c is nested more than 2"), "{e}");
+    assert_eq!(
+        src(TreeLimits { max_depth: 3, ..d })
+            .read_tree(&head)?
+            .len(),
+        4
+    );
+    Ok(())
+}
+
+#[test]
 fn read_tree_returns_files_under_the_path_sorted_with_exact_bytes() -> Result<()> {
     let env = Env::new()?;
     let f = &env.fixture;

@@ -28,7 +28,11 @@ async fn serve(sources: Vec<(String, String)>) -> Result<(String, mpsc::Receiver
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     tokio::spawn(async move {
-        let _ = axum::serve(listener, webhook::router(config, tx)).await;
+        let _ = axum::serve(
+            listener,
+            webhook::router(config, tx, webhook::DEFAULT_BODY_LIMITS),
+        )
+        .await;
     });
     Ok((base, rx))
 }

@@ -142,6 +142,8 @@ pub struct AgentOptions {
     pub key_file: PathBuf,
     /// Where the HTTP endpoints (health, webhooks) listen; none when `None`.
     pub listen: Option<SocketAddr>,
+    /// The bounds of that listener (and of the audit receiver's).
+    pub listen_limits: crate::listen::ListenLimits,
     pub webhooks: WebhookSecrets,
     pub watch: WatchOptions,
     /// Up to this fraction of a poll interval is added at random to each wait.
@@ -174,6 +176,7 @@ impl AgentOptions {
             cache,
             key_file,
             listen: None,
+            listen_limits: crate::listen::ListenLimits::default(),
             webhooks: WebhookSecrets::default(),
             watch: WatchOptions::default(),
             jitter: 0.1,
@@ -320,9 +323,14 @@ async fn hold_lease(
     let standby = match options.listen {
         Some(addr) => {
             let (done, done_rx) = tokio::sync::oneshot::channel();
-            let task = standby::serve(addr, lease_options.name.clone(), done_rx)
-                .await
-                .map_err(|source| AgentError::Listen { addr, source })?;
+            let task = standby::serve(
+                addr,
+                lease_options.name.clone(),
+                options.listen_limits,
+                done_rx,
+            )
+            .await
+            .map_err(|source| AgentError::Listen { addr, source })?;
             Some((done, task))
         }
         None => None,
@@ -991,7 +999,14 @@ async fn serve(
     api.apps = apps;
     api.fleet = options.fleet.clone();
     api.stop = Some(stop.clone());
-    let app = webhook::router(hooks, tx).merge(crate::api::router(api));
+    let limits = options.listen_limits;
+    let hook_limits = crate::listen::BodyLimits {
+        timeout: limits
+            .body_timeout
+            .min(webhook::DEFAULT_BODY_LIMITS.timeout),
+        ..webhook::DEFAULT_BODY_LIMITS
+    };
+    let app = webhook::router(hooks, tx, hook_limits).merge(crate::api::router(api));
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| AgentError::Listen { addr, source })?;
@@ -1001,12 +1016,7 @@ async fn serve(
         let shutdown = async move {
             let _ = stop.wait_for(|s| *s).await;
         };
-        if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-        {
-            tracing::error!(error = %e, "HTTP server failed");
-        }
+        crate::listen::serve(listener, app, limits, shutdown).await;
     }))
 }
 

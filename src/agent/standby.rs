@@ -20,6 +20,7 @@ fn standby_message(lease: &str) -> String {
 pub async fn serve(
     addr: SocketAddr,
     lease: String,
+    limits: crate::listen::ListenLimits,
     done: oneshot::Receiver<()>,
 ) -> Result<tokio::task::JoinHandle<()>, std::io::Error> {
     let refused = standby_message(&lease);
@@ -60,11 +61,6 @@ pub async fn serve(
         let shutdown = async move {
             let _ = done.await;
         };
-        if let Err(e) = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-        {
-            tracing::error!(error = %e, "standby HTTP server failed");
-        }
+        crate::listen::serve(listener, app, limits, shutdown).await;
     }))
 }

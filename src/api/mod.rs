@@ -27,6 +27,10 @@ use std::sync::Arc;
 /// The OpenAPI 3 document of every route (the committed `docs/openapi.yaml`).
 pub const OPENAPI: &str = include_str!("../../docs/openapi.yaml");
 
+/// The largest request body the API reads: its bodies are small JSON objects (a rollback's
+/// revision and reason).
+pub const BODY_LIMIT: usize = 64 << 10;
+
 /// Every API path starts with this.
 pub const PREFIX: &str = "/api/v1";
 
@@ -234,32 +238,35 @@ pub fn router(state: ApiState) -> Router {
     for (route, handler) in table() {
         api = api.route(route.path, handler);
     }
-    // Layers run outside in: authenticate first, then (in a fleet) the fan-out.
-    api.route_layer(axum::middleware::from_fn_with_state(
-        state.clone(),
-        fanout::fanout,
-    ))
-    .route_layer(axum::middleware::from_fn_with_state(
-        state.clone(),
-        authenticate,
-    ))
-    .route(OPEN_ROUTES[0], get(|| async { "ok\n" }))
-    .route(OPEN_ROUTES[1], get(|| async { "ok\n" }))
-    .route(OPEN_ROUTES[2], get(handlers::metrics))
-    .route(OPEN_ROUTES[3], get(serve_openapi_json))
-    .route(OPEN_ROUTES[4], get(serve_openapi_yaml))
-    .merge(crate::ui::router())
-    .fallback(|uri: axum::http::Uri| async move {
-        ApiError::NotFound(format!("no route {} (see docs/api.md)", uri.path()))
-    })
-    // Last, so that it covers every route above: axum's own 405 has an empty body.
-    .method_not_allowed_fallback(|method: Method, uri: axum::http::Uri| async move {
-        ApiError::MethodNotAllowed(format!(
-            "{method} {}: not served (docs/openapi.yaml lists each path's methods)",
-            uri.path()
+    // Layers run outside in: authenticate first, then (in a fleet) the fan-out. A body is read
+    // only by a handler, so only after the token was checked, and never more than
+    // [`BODY_LIMIT`] of it.
+    api.route_layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            fanout::fanout,
         ))
-    })
-    .with_state(state)
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authenticate,
+        ))
+        .route(OPEN_ROUTES[0], get(|| async { "ok\n" }))
+        .route(OPEN_ROUTES[1], get(|| async { "ok\n" }))
+        .route(OPEN_ROUTES[2], get(handlers::metrics))
+        .route(OPEN_ROUTES[3], get(serve_openapi_json))
+        .route(OPEN_ROUTES[4], get(serve_openapi_yaml))
+        .merge(crate::ui::router())
+        .fallback(|uri: axum::http::Uri| async move {
+            ApiError::NotFound(format!("no route {} (see docs/api.md)", uri.path()))
+        })
+        // Last, so that it covers every route above: axum's own 405 has an empty body.
+        .method_not_allowed_fallback(|method: Method, uri: axum::http::Uri| async move {
+            ApiError::MethodNotAllowed(format!(
+                "{method} {}: not served (docs/openapi.yaml lists each path's methods)",
+                uri.path()
+            ))
+        })
+        .with_state(state)
 }
 
 /// Checks the bearer token: none or an unknown one → 401 with `WWW-Authenticate: Bearer`; a

@@ -57,6 +57,8 @@ pub struct AuditOptions {
     pub wait: Duration,
     /// Clock difference allowed between the API server and reckon.
     pub skew: Duration,
+    /// The receiver listener's bounds (connections, header and body deadlines).
+    pub listen_limits: crate::listen::ListenLimits,
 }
 
 impl AuditOptions {
@@ -70,6 +72,7 @@ impl AuditOptions {
             // The webhook backend's default batch wait is 30 s; a little more for delivery.
             wait: Duration::from_secs(40),
             skew: Duration::from_secs(2),
+            listen_limits: crate::listen::ListenLimits::default(),
         }
     }
 }
@@ -120,6 +123,7 @@ pub async fn start(
             tokens: Arc::new(tokens),
             queue: tx,
         },
+        options.listen_limits,
         stop.clone(),
     ));
     let from = store.reader().last_seq().unwrap_or(0);

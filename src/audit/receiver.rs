@@ -13,12 +13,10 @@ use super::AuditError;
 use super::model::{AuditRecord, EventList};
 use crate::api::auth::Tokens;
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use hyper_util::rt::TokioIo;
-use hyper_util::service::TowerToHyperService;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::Path;
@@ -29,8 +27,14 @@ use tokio::sync::{mpsc, watch};
 pub const ROUTE: &str = "/audit/v1/events";
 
 /// A batch is at most `--audit-webhook-batch-max-size` (400 by default) events; at the Request
-/// level with bodies a few KiB each that stays well under this.
-const BODY_LIMIT: usize = 16 << 20;
+/// level with bodies a few KiB each that stays well under 16 MiB. Only authenticated senders get
+/// their body read (the credential is checked first), and at most four at once: 64 MiB in the
+/// worst case, from senders the operator configured.
+const BODY_LIMITS: crate::listen::BodyLimits = crate::listen::BodyLimits {
+    max_bytes: 16 << 20,
+    in_flight: 4,
+    timeout: std::time::Duration::from_secs(30),
+};
 
 /// Whether the TLS connection presented a client certificate the CA verified.
 #[derive(Clone, Copy, Debug)]
@@ -55,17 +59,15 @@ fn router(config: ReceiverConfig) -> Router {
         tokens: config.tokens,
         queue: config.queue,
     };
-    Router::new()
-        .route(ROUTE, post(receive))
-        .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        .with_state(state)
+    let routes = Router::new().route(ROUTE, post(receive)).with_state(state);
+    crate::listen::body_limits(routes, BODY_LIMITS)
 }
 
 async fn receive(
     State(state): State<Receiver>,
     cert: Option<axum::Extension<ClientCert>>,
     headers: HeaderMap,
-    body: axum::body::Bytes,
+    body: axum::body::Body,
 ) -> Response {
     let by_cert = cert.is_some_and(|c| c.0.0);
     let by_token = headers
@@ -82,6 +84,17 @@ async fn receive(
         )
             .into_response();
     }
+    // Read only now that the sender is known: an anonymous client never gets a byte buffered.
+    let body = match axum::body::to_bytes(body, BODY_LIMITS.max_bytes).await {
+        Ok(b) => b,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("reading the EventList: {e}\n"),
+            )
+                .into_response();
+        }
+    };
     let list: EventList = match serde_json::from_slice(&body) {
         Ok(l) => l,
         Err(e) => {
@@ -184,51 +197,36 @@ pub fn tls_config(
     Ok(config)
 }
 
-/// Serves the receiver over TLS on `listener` until `stop` turns true.
+/// Serves the receiver over TLS on `listener` until `stop` turns true, under `limits` (the TLS
+/// handshake counts against the header deadline).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     tls: rustls::ServerConfig,
     config: ReceiverConfig,
+    limits: crate::listen::ListenLimits,
     mut stop: watch::Receiver<bool>,
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
     let app = router(config);
-    loop {
-        let (stream, _) = tokio::select! {
-            _ = stop.wait_for(|s| *s) => return,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "audit receiver: accept failed");
-                    continue;
-                }
-            },
-        };
+    let shutdown = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    crate::listen::serve_with(listener, limits, shutdown, move |stream| {
         let acceptor = acceptor.clone();
         let app = app.clone();
-        // One task per connection: a slow or stuck TLS handshake never holds up the others.
-        tokio::spawn(async move {
-            let tls = match tokio::time::timeout(
-                std::time::Duration::from_secs(10),
-                acceptor.accept(stream),
-            )
-            .await
-            {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(e)) => {
+        async move {
+            let tls = match acceptor.accept(stream).await {
+                Ok(tls) => tls,
+                Err(e) => {
                     tracing::debug!(error = %e, "audit receiver: TLS handshake failed");
-                    return;
+                    return None;
                 }
-                Err(_) => return,
             };
             let verified = tls.get_ref().1.peer_certificates().is_some();
-            let service =
-                TowerToHyperService::new(app.layer(axum::Extension(ClientCert(verified))));
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(tls), service)
-                .await;
-        });
-    }
+            Some((tls, app.layer(axum::Extension(ClientCert(verified)))))
+        }
+    })
+    .await
 }
 
 #[cfg(test)]
@@ -307,5 +305,28 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(status(r), StatusCode::BAD_REQUEST);
+    }
+
+    #[tokio::test]
+    async fn an_unauthenticated_body_is_never_read() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let (app, _rx) = receiver(1);
+        let read = Arc::new(AtomicBool::new(false));
+        let noted = read.clone();
+        let body = Body::from_stream(futures::stream::poll_fn(move |_| {
+            noted.store(true, Ordering::SeqCst);
+            std::task::Poll::<Option<Result<axum::body::Bytes, std::io::Error>>>::Ready(None)
+        }));
+        let mut req = Request::post(ROUTE)
+            .header(header::AUTHORIZATION, "Bearer wrong-token-0123456789")
+            .body(body)
+            .unwrap();
+        req.extensions_mut().insert(ClientCert(false));
+        let r = app.oneshot(req).await.unwrap();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        assert!(
+            !read.load(Ordering::SeqCst),
+            "the body was read before the token was checked"
+        );
     }
 }

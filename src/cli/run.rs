@@ -50,6 +50,17 @@ pub struct RunArgs {
     /// /hooks/generic/APP) on this address.
     #[arg(long, env = "RECKON_LISTEN")]
     listen: Option<SocketAddr>,
+    /// Connections served at once on --listen and --audit-listen (each); more wait to be
+    /// accepted until one closes.
+    #[arg(long, env = "RECKON_LISTEN_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    listen_max_connections: u32,
+    /// How long a client has to send a request's headers (and how long an idle connection is
+    /// kept) on --listen and --audit-listen.
+    #[arg(long, env = "RECKON_LISTEN_HEADER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    listen_header_timeout: std::time::Duration,
+    /// How long a client has to send a request's body; webhooks get at most 10s of it.
+    #[arg(long, env = "RECKON_LISTEN_BODY_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    listen_body_timeout: std::time::Duration,
     /// GitHub webhook secret (X-Hub-Signature-256).
     #[arg(long, env = "RECKON_GITHUB_SECRET", hide_env_values = true)]
     github_secret: Option<String>,
@@ -59,6 +70,28 @@ pub struct RunArgs {
     /// Secret of the generic HMAC webhook.
     #[arg(long, env = "RECKON_WEBHOOK_SECRET", hide_env_values = true)]
     webhook_secret: Option<String>,
+    /// File holding the GitHub webhook secret (instead of --github-secret; one trailing newline
+    /// is ignored).
+    #[arg(
+        long,
+        env = "RECKON_GITHUB_SECRET_FILE",
+        conflicts_with = "github_secret"
+    )]
+    github_secret_file: Option<PathBuf>,
+    /// File holding the GitLab webhook token (instead of --gitlab-token).
+    #[arg(
+        long,
+        env = "RECKON_GITLAB_TOKEN_FILE",
+        conflicts_with = "gitlab_token"
+    )]
+    gitlab_token_file: Option<PathBuf>,
+    /// File holding the generic webhook's secret (instead of --webhook-secret).
+    #[arg(
+        long,
+        env = "RECKON_WEBHOOK_SECRET_FILE",
+        conflicts_with = "webhook_secret"
+    )]
+    webhook_secret_file: Option<PathBuf>,
     /// Read-only API tokens: a file with one token per line (`TOKEN` or `NAME TOKEN`). They may
     /// call every GET under /api/v1. Without any token file the API refuses every request.
     #[arg(long, env = "RECKON_API_TOKEN_FILE")]
@@ -281,10 +314,23 @@ impl AuditArgs {
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let mut options = args.paths.options();
     options.listen = args.listen;
+    options.listen_limits = crate::listen::ListenLimits {
+        max_connections: args.listen_max_connections as usize,
+        header_timeout: args.listen_header_timeout,
+        body_timeout: args.listen_body_timeout,
+    };
     options.webhooks = WebhookSecrets {
-        github: args.github_secret,
-        gitlab: args.gitlab_token,
-        generic: args.webhook_secret,
+        github: webhook_secret(
+            "--github-secret",
+            args.github_secret,
+            args.github_secret_file,
+        )?,
+        gitlab: webhook_secret("--gitlab-token", args.gitlab_token, args.gitlab_token_file)?,
+        generic: webhook_secret(
+            "--webhook-secret",
+            args.webhook_secret,
+            args.webhook_secret_file,
+        )?,
     };
     let mut tokens = crate::api::auth::Tokens::default();
     if let Some(path) = &args.api_token_file {
@@ -316,6 +362,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         );
     }
     options.audit = args.audit.options();
+    if let Some(audit) = options.audit.as_mut() {
+        audit.listen_limits = options.listen_limits;
+    }
     options.shards = args.shard.shards(hostname)?;
     options.fleet = args.shard.fleet(options.shards)?;
     if let Some(lease) = &mut options.lease {
@@ -345,10 +394,56 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// A webhook secret given inline or in a file. An empty one is refused: an HMAC keyed with
+/// nothing, or an empty GitLab token, would let anyone trigger fetches.
+fn webhook_secret(
+    flag: &str,
+    inline: Option<String>,
+    file: Option<PathBuf>,
+) -> anyhow::Result<Option<String>> {
+    let secret = match (inline, file) {
+        (Some(s), _) => s,
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| anyhow::anyhow!("{flag}-file {}: {e}", path.display()))?;
+            // Files written by editors and `echo` end with a newline that is not part of it.
+            let text = text.strip_suffix('\n').unwrap_or(&text);
+            text.strip_suffix('\r').unwrap_or(text).to_string()
+        }
+        (None, None) => return Ok(None),
+    };
+    if secret.trim().is_empty() {
+        anyhow::bail!("{flag} is empty: a webhook needs a non-empty secret (or leave it out)");
+    }
+    Ok(Some(secret))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use clap::Parser;
+
+    #[test]
+    fn webhook_secrets_come_inline_or_from_a_file_and_are_never_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("secret");
+        std::fs::write(&file, "s3cret\n").unwrap();
+        assert_eq!(
+            webhook_secret("--x", None, Some(file.clone())).unwrap(),
+            Some("s3cret".to_string())
+        );
+        assert_eq!(
+            webhook_secret("--x", Some("inline".into()), None).unwrap(),
+            Some("inline".to_string())
+        );
+        assert_eq!(webhook_secret("--x", None, None).unwrap(), None);
+        let e = webhook_secret("--github-secret", Some(String::new()), None).unwrap_err();
+        assert!(e.to_string().contains("--github-secret is empty"), "{e}");
+        std::fs::write(&file, "\n").unwrap();
+        assert!(webhook_secret("--x", None, Some(file.clone())).is_err());
+        let e = webhook_secret("--x", None, Some(dir.path().join("missing"))).unwrap_err();
+        assert!(e.to_string().contains("--x-file"), "{e}");
+    }
 
     #[derive(Parser)]
     struct Wrapper {

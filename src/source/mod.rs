@@ -153,6 +153,9 @@ pub enum SourceError {
     Fetch { url: String, detail: String },
     #[error("reading {what} from the cache failed: {detail}")]
     Read { what: String, detail: String },
+    /// The files under the App's path exceed a [`tree::TreeLimits`] bound.
+    #[error("{what} is over a limit: {detail}")]
+    Limit { what: String, detail: String },
     #[error("the fetch task failed: {0}")]
     Task(String),
 }
@@ -170,6 +173,7 @@ impl SourceError {
             SourceError::CorruptCache { .. } => "CorruptCache",
             SourceError::Fetch { .. } => "FetchFailed",
             SourceError::Read { .. } => "ReadFailed",
+            SourceError::Limit { .. } => "OverLimit",
             SourceError::Task(_) => "TaskFailed",
         }
     }
@@ -181,6 +185,7 @@ pub struct GitSource {
     spec: SourceSpec,
     cache_dir: PathBuf,
     options: mirror::FetchOptions,
+    tree_limits: tree::TreeLimits,
 }
 
 impl GitSource {
@@ -191,7 +196,14 @@ impl GitSource {
             spec,
             cache_dir,
             options: mirror::FetchOptions::default(),
+            tree_limits: tree::TreeLimits::default(),
         }
+    }
+
+    /// Bounds what [`Self::read_tree`] may load (defaults: [`tree::TreeLimits::default`]).
+    pub fn with_tree_limits(mut self, limits: tree::TreeLimits) -> Self {
+        self.tree_limits = limits;
+        self
     }
 
     pub fn with_options(mut self, options: mirror::FetchOptions) -> Self {
@@ -250,7 +262,7 @@ impl GitSource {
 
     /// The files under the source's path at `sha`, relative to that path, sorted. Blocking.
     pub fn read_tree(&self, sha: &str) -> Result<Vec<(String, Vec<u8>)>, SourceError> {
-        tree::read_tree(&self.cache_dir, sha, &self.spec.path)
+        tree::read_tree(&self.cache_dir, sha, &self.spec.path, &self.tree_limits)
     }
 
     /// The whole repository at `sha`, read lazily: what a kustomize unit may reach beyond the

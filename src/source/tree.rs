@@ -12,6 +12,79 @@ use super::SourceError;
 use super::mirror::chain;
 use crate::render::repo::EntryKind as RepoEntry;
 
+/// What one read of an App's files ([`read_tree`]) may load: a commit that exceeds any of them
+/// fails to render (recorded as a render failure, so nothing is pruned) instead of loading
+/// without bound into the agent's memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TreeLimits {
+    /// Files under the App's path.
+    pub max_files: usize,
+    /// Their bytes together.
+    pub max_bytes: u64,
+    /// One file's bytes (checked from the object header, before the file is loaded).
+    pub max_file_bytes: u64,
+    /// Directories nested under the App's path.
+    pub max_depth: usize,
+}
+
+impl Default for TreeLimits {
+    fn default() -> Self {
+        // Far above real Apps (the largest CRD bundles are a few MiB in a few hundred files),
+        // far below what would take an agent's usual memory limit.
+        TreeLimits {
+            max_files: 10_000,
+            max_bytes: 64 << 20,
+            max_file_bytes: 16 << 20,
+            max_depth: 32,
+        }
+    }
+}
+
+/// The running totals of one read, checked as each entry is met (pure).
+#[derive(Debug, Default)]
+struct Budget {
+    files: usize,
+    bytes: u64,
+}
+
+impl Budget {
+    /// Accounts for one more file of `size` bytes at `path`, or says which limit it breaks.
+    fn add_file(&mut self, limits: &TreeLimits, path: &str, size: u64) -> Result<(), String> {
+        if size > limits.max_file_bytes {
+            return Err(format!(
+                "limit: {path} is {size} bytes, more than the {} allowed for one file",
+                limits.max_file_bytes
+            ));
+        }
+        self.files += 1;
+        self.bytes += size;
+        if self.files > limits.max_files {
+            return Err(format!(
+                "limit: more than {} files under the App's path (at {path})",
+                limits.max_files
+            ));
+        }
+        if self.bytes > limits.max_bytes {
+            return Err(format!(
+                "limit: the App's files exceed {} bytes together (at {path})",
+                limits.max_bytes
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Whether a directory at `depth` (the App's path itself is 0) may be entered.
+fn check_depth(limits: &TreeLimits, path: &str, depth: usize) -> Result<(), String> {
+    if depth > limits.max_depth {
+        return Err(format!(
+            "limit: {path} is nested more than {} directories deep",
+            limits.max_depth
+        ));
+    }
+    Ok(())
+}
+
 /// One tree's entries by name (BTreeMap: byte order of names, which is also git's for files).
 pub(crate) fn entries(
     repo: &gix::Repository,
@@ -61,6 +134,7 @@ pub(crate) fn read_tree(
     cache_dir: &Path,
     sha: &str,
     path: &str,
+    limits: &TreeLimits,
 ) -> Result<Vec<(String, Vec<u8>)>, SourceError> {
     let read = |detail: String| SourceError::Read {
         what: format!("{path:?} at {sha}"),
@@ -77,10 +151,23 @@ pub(crate) fn read_tree(
         return Err(read("no such path in this commit".into()));
     };
     let mut out = Vec::new();
+    let mut budget = Budget::default();
+    let limited = |detail: String| match detail.strip_prefix("limit: ") {
+        Some(limit) => SourceError::Limit {
+            what: format!("{path:?} at {sha}"),
+            detail: limit.to_string(),
+        },
+        None => read(detail),
+    };
     match kind {
-        EntryKind::Tree => collect(&repo, id, "", &mut out).map_err(read)?,
+        EntryKind::Tree => {
+            collect(&repo, id, "", 0, limits, &mut budget, &mut out).map_err(limited)?
+        }
         EntryKind::Blob | EntryKind::BlobExecutable => {
             let name = path.rsplit('/').next().unwrap_or(path).to_string();
+            budget
+                .add_file(limits, &name, size(&repo, id).map_err(read)?)
+                .map_err(limited)?;
             out.push((name, blob(&repo, id).map_err(read)?));
         }
         EntryKind::Link | EntryKind::Commit => {
@@ -98,10 +185,20 @@ fn blob(repo: &gix::Repository, id: gix::ObjectId) -> Result<Vec<u8>, String> {
     Ok(object.detach().data)
 }
 
+/// A blob's size from its header, without loading it.
+fn size(repo: &gix::Repository, id: gix::ObjectId) -> Result<u64, String> {
+    repo.find_header(id)
+        .map(|h| h.size())
+        .map_err(|e| format!("blob {id}: {}", chain(&e)))
+}
+
 fn collect(
     repo: &gix::Repository,
     tree: gix::ObjectId,
     prefix: &str,
+    depth: usize,
+    limits: &TreeLimits,
+    budget: &mut Budget,
     out: &mut Vec<(String, Vec<u8>)>,
 ) -> Result<(), String> {
     for (name, (id, kind)) in entries(repo, tree)? {
@@ -111,8 +208,14 @@ fn collect(
             format!("{prefix}/{name}")
         };
         match kind {
-            EntryKind::Tree => collect(repo, id, &path, out)?,
-            EntryKind::Blob | EntryKind::BlobExecutable => out.push((path, blob(repo, id)?)),
+            EntryKind::Tree => {
+                check_depth(limits, &path, depth + 1)?;
+                collect(repo, id, &path, depth + 1, limits, budget, out)?
+            }
+            EntryKind::Blob | EntryKind::BlobExecutable => {
+                budget.add_file(limits, &path, size(repo, id)?)?;
+                out.push((path, blob(repo, id)?))
+            }
             EntryKind::Link | EntryKind::Commit => {}
         }
     }
@@ -198,5 +301,48 @@ impl crate::render::repo::RepoTree for GitTree {
             }
             _ => Err("not a file in this commit".into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn small() -> TreeLimits {
+        TreeLimits {
+            max_files: 2,
+            max_bytes: 10,
+            max_file_bytes: 6,
+            max_depth: 1,
+        }
+    }
+
+    #[test]
+    fn the_budget_names_the_limit_it_breaks() {
+        let mut b = Budget::default();
+        assert!(b.add_file(&small(), "a", 4).is_ok());
+        let e = b.add_file(&small(), "big", 7).unwrap_err();
+        assert!(e.contains("big is 7 bytes"), "{e}");
+        let roomy = TreeLimits {
+            max_files: 10,
+            ..small()
+        };
+        let mut b = Budget::default();
+        b.add_file(&roomy, "a", 5).unwrap();
+        b.add_file(&roomy, "b", 5).unwrap();
+        let e = b.add_file(&roomy, "c", 1).unwrap_err();
+        assert!(e.contains("exceed 10 bytes"), "{e}");
+        let mut b = Budget::default();
+        b.add_file(&small(), "a", 1).unwrap();
+        b.add_file(&small(), "b", 1).unwrap();
+        let e = b.add_file(&small(), "c", 1).unwrap_err();
+        assert!(e.contains("more than 2 files"), "{e}");
+    }
+
+    #[test]
+    fn depth_counts_directories_below_the_app_path() {
+        assert!(check_depth(&small(), "a", 1).is_ok());
+        let e = check_depth(&small(), "a/b", 2).unwrap_err();
+        assert!(e.contains("a/b is nested more than 1"), "{e}");
     }
 }

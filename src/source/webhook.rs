@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -61,6 +61,12 @@ pub enum WebhookError {
     BadSignature,
     #[error("payload is not valid JSON: {0}")]
     BadPayload(String),
+    /// The body was not read to its end: larger than the limit, cut off, or too slow (the
+    /// deadline itself answers 408 before this is seen).
+    #[error("reading the payload: {0}")]
+    ReadBody(String),
+    #[error("payload is larger than {0} bytes")]
+    TooLarge(usize),
     #[error("unknown source {0}")]
     UnknownSource(String),
 }
@@ -74,7 +80,8 @@ impl IntoResponse for WebhookError {
             WebhookError::MissingSignature(_) | WebhookError::BadSignature => {
                 StatusCode::UNAUTHORIZED
             }
-            WebhookError::BadPayload(_) => StatusCode::BAD_REQUEST,
+            WebhookError::BadPayload(_) | WebhookError::ReadBody(_) => StatusCode::BAD_REQUEST,
+            WebhookError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
         };
         (status, format!("{self}\n")).into_response()
     }
@@ -83,6 +90,7 @@ impl IntoResponse for WebhookError {
 struct Shared {
     config: WebhookConfig,
     triggers: mpsc::Sender<WebhookTrigger>,
+    max_body: usize,
 }
 
 /// The router: `POST /hooks/github`, `POST /hooks/gitlab`, `POST /hooks/generic/{source}`.
@@ -94,13 +102,55 @@ struct Shared {
 /// and its OpenAPI document list them from here.
 pub const ROUTES: [&str; 3] = ["/hooks/github", "/hooks/gitlab", "/hooks/generic/{source}"];
 
-pub fn router(config: WebhookConfig, triggers: mpsc::Sender<WebhookTrigger>) -> Router {
-    let shared = Arc::new(Shared { config, triggers });
-    Router::new()
+///
+/// Every handler looks at the headers first and reads the body only when the request could be
+/// genuine (the endpoint exists and carries its signature header; GitLab's token is compared in
+/// full); the body is read under `limits` ([`crate::listen::body_limits`]).
+pub fn router(
+    config: WebhookConfig,
+    triggers: mpsc::Sender<WebhookTrigger>,
+    limits: crate::listen::BodyLimits,
+) -> Router {
+    let shared = Arc::new(Shared {
+        config,
+        triggers,
+        max_body: limits.max_bytes,
+    });
+    let routes = Router::new()
         .route(ROUTES[0], post(github))
         .route(ROUTES[1], post(gitlab))
         .route(ROUTES[2], post(generic))
-        .with_state(shared)
+        .with_state(shared);
+    crate::listen::body_limits(routes, limits)
+}
+
+/// The webhook routes' body bounds by default. GitHub and GitLab push payloads are a few KiB to
+/// a few hundred KiB (GitHub caps deliveries at 25 MB, but only for events reckon ignores);
+/// eight bodies of 2 MiB at once bound what unauthenticated senders can make reckon hold at
+/// 16 MiB, and Git hosts retry a 503.
+pub const DEFAULT_BODY_LIMITS: crate::listen::BodyLimits = crate::listen::BodyLimits {
+    max_bytes: 2 << 20,
+    in_flight: 8,
+    timeout: std::time::Duration::from_secs(10),
+};
+
+/// Reads the body to its end, at most `max` bytes (the limit layer refuses a larger declared
+/// length before this runs; this catches a body that grows past it while streaming).
+async fn read_body(body: Body, max: usize) -> Result<Bytes, WebhookError> {
+    axum::body::to_bytes(body, max).await.map_err(|e| {
+        // The limit error sits somewhere in the chain (axum's and tower-http's wrappers).
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        let mut too_large = false;
+        while let Some(c) = cause {
+            too_large |= c.is::<http_body_util::LengthLimitError>();
+            cause = c.source();
+        }
+        if too_large {
+            WebhookError::TooLarge(max)
+        } else {
+            WebhookError::ReadBody(e.to_string())
+        }
+    })
 }
 
 fn refused(provider: &str, err: WebhookError) -> Response {
@@ -108,12 +158,19 @@ fn refused(provider: &str, err: WebhookError) -> Response {
     err.into_response()
 }
 
+/// The MAC of a `sha256=<hex>` header: 32 bytes, or the request is refused before its body is
+/// read (a malformed header can never verify).
+fn parse_signature(header: &str) -> Result<Vec<u8>, WebhookError> {
+    header
+        .strip_prefix("sha256=")
+        .and_then(decode_hex)
+        .filter(|mac| mac.len() == 32)
+        .ok_or(WebhookError::BadSignature)
+}
+
 /// Checks `sha256=<hex>` against HMAC-SHA256(secret, body) in constant time.
 fn verify_hmac(secret: &str, body: &[u8], header: &str) -> Result<(), WebhookError> {
-    let hex = header
-        .strip_prefix("sha256=")
-        .ok_or(WebhookError::BadSignature)?;
-    let expected = decode_hex(hex).ok_or(WebhookError::BadSignature)?;
+    let expected = parse_signature(header)?;
     let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes())
         .map_err(|_| WebhookError::BadSignature)?;
     mac.update(body);
@@ -212,7 +269,7 @@ fn strings_at(payload: &serde_json::Value, object: &str, keys: &[&str]) -> Vec<S
         .collect()
 }
 
-async fn github(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn github(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Body) -> Response {
     let Some(secret) = &shared.config.github_secret else {
         return refused("github", WebhookError::NotConfigured("github"));
     };
@@ -221,6 +278,13 @@ async fn github(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byt
             "github",
             WebhookError::MissingSignature("X-Hub-Signature-256"),
         );
+    };
+    if let Err(e) = parse_signature(sig) {
+        return refused("github", e);
+    }
+    let body = match read_body(body, shared.max_body).await {
+        Ok(b) => b,
+        Err(e) => return refused("github", e),
     };
     if let Err(e) = verify_hmac(secret, &body, sig) {
         return refused("github", e);
@@ -242,7 +306,7 @@ async fn github(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byt
     accepted(shared.trigger_matching("github", &urls))
 }
 
-async fn gitlab(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn gitlab(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Body) -> Response {
     let Some(token) = &shared.config.gitlab_token else {
         return refused("gitlab", WebhookError::NotConfigured("gitlab"));
     };
@@ -256,6 +320,10 @@ async fn gitlab(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Byt
         Some("Push Hook") | Some("Tag Push Hook") => {}
         _ => return accepted(Vec::new()),
     }
+    let body = match read_body(body, shared.max_body).await {
+        Ok(b) => b,
+        Err(e) => return refused("gitlab", e),
+    };
     let payload: serde_json::Value = match serde_json::from_slice(&body) {
         Ok(p) => p,
         Err(e) => return refused("gitlab", WebhookError::BadPayload(e.to_string())),
@@ -277,13 +345,20 @@ async fn generic(
     State(shared): State<Arc<Shared>>,
     Path(source): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     let Some(secret) = &shared.config.generic_secret else {
         return refused("generic", WebhookError::NotConfigured("generic"));
     };
     let Some(sig) = header(&headers, "x-signature-256") else {
         return refused("generic", WebhookError::MissingSignature("X-Signature-256"));
+    };
+    if let Err(e) = parse_signature(sig) {
+        return refused("generic", e);
+    }
+    let body = match read_body(body, shared.max_body).await {
+        Ok(b) => b,
+        Err(e) => return refused("generic", e),
     };
     if let Err(e) = verify_hmac(secret, &body, sig) {
         return refused("generic", e);
@@ -330,5 +405,138 @@ mod tests {
         assert!(verify_hmac("s3cret", b"{ }", &sig).is_err());
         assert!(verify_hmac("s3cret", b"{}", "sha256=zz").is_err());
         assert!(verify_hmac("s3cret", b"{}", sig.trim_start_matches("sha256=")).is_err());
+    }
+
+    use axum::http::Request;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tower::ServiceExt;
+
+    fn app(limits: crate::listen::BodyLimits) -> Router {
+        let (tx, _rx) = mpsc::channel(8);
+        let config = WebhookConfig {
+            github_secret: Some("gh-secret".into()),
+            gitlab_token: Some("gl-token".into()),
+            generic_secret: Some("generic-secret".into()),
+            sources: Sources::default(),
+        };
+        router(config, tx, limits)
+    }
+
+    /// A body that notes whether anyone read it.
+    fn watched_body(read: Arc<AtomicBool>) -> Body {
+        let mut sent = false;
+        Body::from_stream(futures::stream::poll_fn(move |_| {
+            read.store(true, Ordering::SeqCst);
+            if sent {
+                return std::task::Poll::Ready(None);
+            }
+            sent = true;
+            std::task::Poll::Ready(Some(Ok::<_, std::io::Error>(Bytes::from_static(b"{}"))))
+        }))
+    }
+
+    async fn status_and_read(req: axum::http::request::Builder) -> (StatusCode, bool) {
+        let read = Arc::new(AtomicBool::new(false));
+        let req = req.body(watched_body(read.clone())).unwrap();
+        let resp = app(DEFAULT_BODY_LIMITS).oneshot(req).await.unwrap();
+        (resp.status(), read.load(Ordering::SeqCst))
+    }
+
+    #[tokio::test]
+    async fn requests_without_their_credential_header_are_refused_unread() {
+        let github = Request::post("/hooks/github").header("x-github-event", "push");
+        assert_eq!(
+            status_and_read(github).await,
+            (StatusCode::UNAUTHORIZED, false)
+        );
+        let malformed = Request::post("/hooks/github")
+            .header("x-github-event", "push")
+            .header("x-hub-signature-256", "sha256=abcd");
+        assert_eq!(
+            status_and_read(malformed).await,
+            (StatusCode::UNAUTHORIZED, false)
+        );
+        let gitlab = Request::post("/hooks/gitlab")
+            .header("x-gitlab-event", "Push Hook")
+            .header("x-gitlab-token", "wrong");
+        assert_eq!(
+            status_and_read(gitlab).await,
+            (StatusCode::UNAUTHORIZED, false)
+        );
+        let generic = Request::post("/hooks/generic/app");
+        assert_eq!(
+            status_and_read(generic).await,
+            (StatusCode::UNAUTHORIZED, false)
+        );
+        // A well-formed signature header is read and checked against the body.
+        let signed = Request::post("/hooks/github")
+            .header("x-github-event", "push")
+            .header("x-hub-signature-256", sign("other", b"{}"));
+        assert_eq!(
+            status_and_read(signed).await,
+            (StatusCode::UNAUTHORIZED, true)
+        );
+    }
+
+    #[tokio::test]
+    async fn bodies_over_the_limit_are_refused_declared_or_streamed() {
+        let limits = crate::listen::BodyLimits {
+            max_bytes: 16,
+            ..DEFAULT_BODY_LIMITS
+        };
+        let body = vec![b' '; 17];
+        let declared = Request::post("/hooks/generic/app")
+            .header("x-signature-256", sign("generic-secret", &body))
+            .header("content-length", "17")
+            .body(Body::from(body.clone()))
+            .unwrap();
+        let resp = app(limits).oneshot(declared).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        // No length declared (chunked): the limit is hit while the body streams in.
+        let chunks = futures::stream::iter(
+            body.chunks(4)
+                .map(|c| Ok::<_, std::io::Error>(Bytes::copy_from_slice(c)))
+                .collect::<Vec<_>>(),
+        );
+        let streamed = Request::post("/hooks/generic/app")
+            .header("x-signature-256", sign("generic-secret", &body))
+            .body(Body::from_stream(chunks))
+            .unwrap();
+        let resp = app(limits).oneshot(streamed).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    }
+
+    #[tokio::test]
+    async fn a_request_beyond_the_in_flight_limit_is_refused_before_its_body_is_read() {
+        let limits = crate::listen::BodyLimits {
+            in_flight: 1,
+            ..DEFAULT_BODY_LIMITS
+        };
+        let app = app(limits);
+        // The first request's body starts and never ends: it holds the only slot.
+        let (started_tx, started) = tokio::sync::oneshot::channel::<()>();
+        let mut started_tx = Some(started_tx);
+        let stalled = Body::from_stream(futures::stream::poll_fn(move |_| {
+            if let Some(tx) = started_tx.take() {
+                let _ = tx.send(());
+            }
+            std::task::Poll::<Option<Result<Bytes, std::io::Error>>>::Pending
+        }));
+        let first = Request::post("/hooks/github")
+            .header("x-hub-signature-256", sign("gh-secret", b"{}"))
+            .body(stalled)
+            .unwrap();
+        let held = tokio::spawn(app.clone().oneshot(first));
+        started.await.unwrap();
+
+        let read = Arc::new(AtomicBool::new(false));
+        let second = Request::post("/hooks/github")
+            .header("x-hub-signature-256", sign("gh-secret", b"{}"))
+            .body(watched_body(read.clone()))
+            .unwrap();
+        let resp = app.clone().oneshot(second).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(!read.load(Ordering::SeqCst), "the refused body was read");
+        held.abort();
     }
 }

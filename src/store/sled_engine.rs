@@ -103,6 +103,8 @@ pub struct SledStore {
     pub(crate) next_seq: u64,
     pub(crate) head: Digest,
     pub(crate) last_micros: i64,
+    /// Whether the wall clock is behind the log after a reported jump (`store::clock`).
+    clock: super::clock::ClockState,
     pub(crate) proj: Projections,
     unsnapshotted: u64,
     snapshot_every: u64,
@@ -355,6 +357,7 @@ impl SledStore {
             next_seq: 1,
             head: Digest::ZERO,
             last_micros: i64::MIN,
+            clock: super::clock::ClockState::default(),
             proj: Projections::default(),
             unsnapshotted: 0,
             snapshot_every: opts.snapshot_every.max(1),
@@ -542,7 +545,17 @@ impl SledStore {
         mut batch: sled::Batch,
     ) -> Result<Appended, StoreError> {
         // Time never goes backwards along the sequence: time ranges map onto sequence ranges.
-        let micros = Utc::now().timestamp_micros().max(self.last_micros);
+        let stamp =
+            super::clock::stamp(Utc::now().timestamp_micros(), self.last_micros, self.clock);
+        if let Some(back) = stamp.jumped_back {
+            tracing::warn!(
+                behind = %humantime::format_duration(back),
+                "the wall clock jumped back behind the last recorded event; events are stamped \
+                 with that event's time until the clock catches up"
+            );
+            crate::metrics::METRICS.clock_jumps_back.inc();
+        }
+        let micros = stamp.micros;
         let time = DateTime::from_timestamp_micros(micros).expect("now is in range");
         let mut seq = self.next_seq;
         let mut head = self.head;
@@ -575,6 +588,7 @@ impl SledStore {
         self.next_seq = seq;
         self.head = head;
         self.last_micros = micros;
+        self.clock = stamp.state;
         for (env, _) in &sealed {
             self.proj.fold(&env.body);
         }
