@@ -526,21 +526,8 @@ async fn execute_prune(
     object: &ObjectRef,
     options: &ApplyOptions,
 ) -> ObjectOutcome {
-    let outcome = match delete(catalog, object, options, false).await {
-        Ok(()) => Outcome::Pruned,
-        Err((error, cause)) => Outcome::PruneFailed {
-            error: error.to_string(),
-            cause,
-        },
-    };
-    ObjectOutcome {
-        object: object.clone(),
-        outcome,
-        digest: None,
-        reason: None,
-        resource_version: None,
-        uid: None,
-    }
+    let result = delete(catalog, object, options, false).await;
+    removal_outcome(object, result, Outcome::Pruned)
 }
 
 /// Releases an adopted object that left Git: takes the App's labels off (a JSON merge patch,
@@ -551,8 +538,19 @@ async fn execute_orphan(
     object: &ObjectRef,
     options: &ApplyOptions,
 ) -> ObjectOutcome {
-    let outcome = match release(catalog, object, options).await {
-        Ok(()) => Outcome::Orphaned,
+    let result = release(catalog, object, options).await;
+    removal_outcome(object, result, Outcome::Orphaned)
+}
+
+/// The outcome of taking an object out of the App (pruned or orphaned): `done` on success, a
+/// `PruneFailed` with the cause otherwise; nothing was applied, so no digest or reason.
+fn removal_outcome(
+    object: &ObjectRef,
+    result: Result<(), (ApplyError, FailureCause)>,
+    done: Outcome,
+) -> ObjectOutcome {
+    let outcome = match result {
+        Ok(()) => done,
         Err((error, cause)) => Outcome::PruneFailed {
             error: error.to_string(),
             cause,
