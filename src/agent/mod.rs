@@ -367,7 +367,7 @@ async fn open_store(options: &AgentOptions) -> Result<SledStore, AgentError> {
             Err(e)
                 if options.lease.is_some()
                     && tokio::time::Instant::now() < deadline
-                    && e.to_string().contains("could not acquire lock") =>
+                    && matches!(e, StoreError::Locked { .. }) =>
             {
                 tracing::info!(store = %options.store.display(), "the store is still held by the previous holder; retrying");
                 tokio::time::sleep(Duration::from_millis(250)).await;

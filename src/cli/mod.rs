@@ -77,8 +77,8 @@ fn open_writable(path: &std::path::Path) -> anyhow::Result<crate::store::SledSto
         ..Default::default()
     };
     crate::store::SledStore::open(path, options).map_err(|e| {
-        // sled's lock error is an OS error deep in its message; say what it means here.
-        if e.to_string().contains("could not acquire lock") {
+        // Say what it means for someone at the command line.
+        if matches!(e, crate::store::StoreError::Locked { .. }) {
             anyhow::anyhow!(
                 "it is in use by another reckon process (a running agent?): stop it, or ask \
                  the running agent over its HTTP API"

@@ -48,13 +48,9 @@ pub trait Source: Send {
     fn release(&mut self) {}
 }
 
-/// Whether a store error is sled's "could not acquire lock" (another process holds the store).
+/// Whether another process holds the store.
 fn is_locked(e: &StoreError) -> bool {
-    match e {
-        StoreError::Io { source, .. } => source.to_string().contains("could not acquire lock"),
-        StoreError::Sled { source, .. } => source.to_string().contains("could not acquire lock"),
-        _ => false,
-    }
+    matches!(e, StoreError::Locked { .. })
 }
 
 /// A local store pages by sequence number; a fleet's cursor belongs to the agents' API.

@@ -49,6 +49,10 @@ pub enum StoreError {
         "{path}: disk full while {op}; free space and retry (nothing after the last flush was lost silently: the failed batch was not acknowledged)"
     )]
     DiskFull { path: PathBuf, op: &'static str },
+    /// Another process holds the store (sled's file lock): a running agent, or a command.
+    /// Its own variant so that callers that wait or explain it need not match message text.
+    #[error("{path}: the store is in use by another process ({reason})")]
+    Locked { path: PathBuf, reason: String },
     #[error("{path}: I/O error while {op}: {source}")]
     Io {
         path: PathBuf,
@@ -97,6 +101,12 @@ pub enum StoreError {
 impl StoreError {
     pub(crate) fn sled(path: &std::path::Path, op: &'static str, e: sled::Error) -> StoreError {
         match e {
+            // sled reports its lock as an `Other` I/O error: its text is the only mark, so it
+            // is read here, once, where sled's errors become reckon's.
+            sled::Error::Io(io) if io.to_string().contains(SLED_LOCKED) => StoreError::Locked {
+                path: path.to_owned(),
+                reason: io.to_string(),
+            },
             sled::Error::Io(io) => StoreError::io(path, op, io),
             sled::Error::Corruption { at, .. } => StoreError::Corrupt {
                 path: path.to_owned(),
@@ -134,6 +144,9 @@ impl StoreError {
         }
     }
 }
+
+/// How sled 0.34 words the error of a store another process holds.
+const SLED_LOCKED: &str = "could not acquire lock";
 
 /// ENOSPC and EDQUOT, whichever way the platform reports them.
 pub fn is_disk_full(e: &std::io::Error) -> bool {
