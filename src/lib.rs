@@ -21,6 +21,7 @@ pub mod listen;
 pub mod metrics;
 pub mod observe;
 pub mod plan;
+pub mod pool;
 pub mod query;
 pub mod reconcile;
 pub mod render;

@@ -1,15 +1,10 @@
 //! The webhook receiver over real HTTP on loopback (GitHub, GitLab, generic HMAC; wrong or missing
-//! signatures get 401 and trigger nothing), and the poller: timed fetches with jitter and immediate
-//! fetches on a webhook, end to end against a real repository.
-
-use std::collections::HashMap;
-use std::time::Duration;
+//! signatures get 401 and trigger nothing). When an App fetches (its poll timer with jitter, a
+//! webhook's wake-up) is the agent's schedule, unit-tested in `agent::schedule` and end to end in
+//! the agent's live tests.
 
 use anyhow::Result;
-use reckon::source::poll::{self, PollResult, PollSchedule, Trigger};
-use reckon::source::webhook::{self, WebhookConfig, WebhookTrigger};
-use reckon::source::{GitSource, RefSelector, SourceSpec};
-use reckon_testenv::git::Fixture;
+use reckon::source::webhook::{self, Trigger, WebhookConfig, WebhookTrigger};
 use tokio::sync::mpsc;
 
 const GITHUB_SECRET: &str = "gh-s3cret";
@@ -35,21 +30,6 @@ async fn serve(sources: Vec<(String, String)>) -> Result<(String, mpsc::Receiver
         .await;
     });
     Ok((base, rx))
-}
-
-/// The default branch of `url`, whole repository, no credentials or signature checks.
-fn default_branch_source(url: impl Into<String>, cache: &std::path::Path) -> GitSource {
-    GitSource::new(
-        SourceSpec {
-            id: "app".into(),
-            url: url.into(),
-            reference: RefSelector::DefaultBranch,
-            path: String::new(),
-            access: Default::default(),
-            signatures: Default::default(),
-        },
-        cache,
-    )
 }
 
 fn github_push(url: &str) -> Vec<u8> {
@@ -230,139 +210,5 @@ async fn gitlab_token_and_generic_hmac() -> Result<()> {
     .await?;
     assert_eq!(status, 404);
     nothing_queued(&mut rx);
-    Ok(())
-}
-
-async fn next(results: &mut mpsc::Receiver<PollResult>) -> PollResult {
-    tokio::time::timeout(Duration::from_secs(20), results.recv())
-        .await
-        .expect("a poll result within 20 s")
-        .expect("poller alive")
-}
-
-#[tokio::test]
-async fn poller_fetches_on_its_interval_with_jitter() -> Result<()> {
-    reckon::tls::install_crypto_provider();
-    let f = Fixture::new()?;
-    f.commit("one").write("a", "1").create()?;
-    f.push()?;
-    let cache = tempfile::tempdir()?;
-    let source = default_branch_source(f.file_url(), cache.path());
-    let (_trigger_tx, trigger_rx) = mpsc::channel(4);
-    let (result_tx, mut results) = mpsc::channel(4);
-    let schedule = PollSchedule {
-        interval: Duration::from_millis(200),
-        jitter: 0.5,
-    };
-    let task = tokio::spawn(poll::run(source, schedule, None, trigger_rx, result_tx));
-
-    let first = next(&mut results).await;
-    assert_eq!(first.trigger, Trigger::Timer);
-    assert_eq!(first.result.unwrap().head, f.served_rev("main")?);
-    let new = f.commit("two").write("a", "2").create()?;
-    f.push()?;
-    loop {
-        let r = next(&mut results).await;
-        assert_eq!(r.trigger, Trigger::Timer);
-        let o = r.result?;
-        if o.head == new {
-            assert_eq!(o.new_commits.len(), 1, "the new commit, observed once");
-            assert_eq!(o.new_commits[0].sha, new);
-            break;
-        }
-        assert!(o.new_commits.is_empty());
-    }
-    drop(results);
-    tokio::time::timeout(Duration::from_secs(10), task).await??;
-    Ok(())
-}
-
-#[tokio::test]
-async fn a_signed_github_push_makes_the_poller_fetch_at_once() -> Result<()> {
-    reckon::tls::install_crypto_provider();
-    let f = Fixture::new()?;
-    f.commit("one").write("a", "1").create()?;
-    f.push()?;
-    let cache = tempfile::tempdir()?;
-    let url = f.file_url();
-    let source = default_branch_source(url.clone(), cache.path());
-    let (trigger_tx, trigger_rx) = mpsc::channel(4);
-    let (result_tx, mut results) = mpsc::channel(4);
-    // An hour: only a trigger can cause the second fetch within the test.
-    let schedule = PollSchedule {
-        interval: Duration::from_secs(3600),
-        jitter: 0.1,
-    };
-    tokio::spawn(poll::run(source, schedule, None, trigger_rx, result_tx));
-    let (base, webhook_rx) = serve(vec![("app".into(), url.clone())]).await?;
-    tokio::spawn(poll::dispatch(
-        webhook_rx,
-        HashMap::from([("app".to_string(), trigger_tx)]),
-    ));
-
-    assert_eq!(next(&mut results).await.trigger, Trigger::Timer);
-    let new = f.commit("two").write("a", "2").create()?;
-    f.push()?;
-    let body = github_push(&url);
-    let (status, _) = post(
-        &format!("{base}/hooks/github"),
-        &[
-            ("x-github-event", "push".into()),
-            ("x-hub-signature-256", webhook::sign(GITHUB_SECRET, &body)),
-        ],
-        body,
-    )
-    .await?;
-    assert_eq!(status, 202);
-    let r = next(&mut results).await;
-    assert_eq!(
-        r.trigger,
-        Trigger::Webhook {
-            provider: "github".into()
-        }
-    );
-    let o = r.result?;
-    assert_eq!(o.head, new);
-    assert_eq!(o.new_commits.len(), 1);
-    Ok(())
-}
-
-#[tokio::test]
-async fn a_failed_poll_keeps_the_last_good_head_and_the_next_success_reports_everything_since()
--> Result<()> {
-    reckon::tls::install_crypto_provider();
-    let f = Fixture::new()?;
-    let one = f.commit("one").write("a", "1").create()?;
-    f.push()?;
-    let cache = tempfile::tempdir()?;
-    let source = default_branch_source(f.file_url(), cache.path());
-    let (trigger_tx, trigger_rx) = mpsc::channel(4);
-    let (result_tx, mut results) = mpsc::channel(4);
-    let schedule = PollSchedule {
-        interval: Duration::from_secs(3600),
-        jitter: 0.0,
-    };
-    tokio::spawn(poll::run(source, schedule, None, trigger_rx, result_tx));
-    assert_eq!(next(&mut results).await.result?.head, one);
-
-    // The remote disappears: the poll fails with a reason.
-    let served = f.served_path();
-    let hidden = f.root().join("hidden.git");
-    std::fs::rename(&served, &hidden)?;
-    trigger_tx.send(Trigger::Manual).await?;
-    let failed = next(&mut results).await;
-    let err = failed.result.expect_err("the remote is gone");
-    assert_eq!(err.reason(), "Unreachable", "{err}");
-
-    // It comes back with two new commits: both are reported, counted from the last good head.
-    std::fs::rename(&hidden, &served)?;
-    let two = f.commit("two").write("a", "2").create()?;
-    let three = f.commit("three").write("a", "3").create()?;
-    f.push()?;
-    trigger_tx.send(Trigger::Manual).await?;
-    let ok = next(&mut results).await.result?;
-    assert_eq!(ok.previous_head.as_deref(), Some(one.as_str()));
-    let shas: Vec<&str> = ok.new_commits.iter().map(|c| c.sha.as_str()).collect();
-    assert_eq!(shas, vec![two.as_str(), three.as_str()]);
     Ok(())
 }

@@ -8,27 +8,28 @@
 //! which may be created, changed and deleted while the agent runs; each change starts, restarts
 //! or stops that App's task. Another source (a shard's share of the Apps) plugs in the same way.
 
+pub mod app;
 pub mod key;
 pub mod objects;
+pub mod registry;
+pub mod schedule;
 pub mod standby;
+mod supervisor;
 
-use crate::apply::Catalog;
 use crate::config::{self, Config};
 use crate::event::{self, Draft, Event};
-use crate::plan::{GroupKind, ObjectKey};
-use crate::reconcile::{Limits, Live, PassOptions, PassStatus, Reconciler};
+use crate::plan::GroupKind;
 use crate::render::SecretKey;
-use crate::source::poll::PollSchedule;
 use crate::source::webhook::{self, WebhookConfig, WebhookTrigger};
-use crate::source::{GitSource, config::spec_for};
 use crate::store::writer::{self, StoreHandle};
 use crate::store::{OpenOptions, SledStore, StoreError};
-use crate::watch::{AppWatch, Change, WatchOptions};
-use std::collections::{BTreeMap, HashMap};
+use crate::watch::WatchOptions;
+use schedule::Wake;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
+use supervisor::{Origin, Supervisor};
 use tokio::sync::{mpsc, watch};
 
 #[derive(Debug, thiserror::Error)]
@@ -202,30 +203,6 @@ impl AgentOptions {
 fn real_path(path: &std::path::Path) -> Option<PathBuf> {
     std::fs::canonicalize(path).ok()
 }
-
-/// Why an App task runs a pass.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Wake {
-    /// Poll timer or webhook: fetch first.
-    Fetch,
-    /// One of its objects changed: re-plan from the watch cache.
-    Changed,
-}
-
-/// The Apps on one cluster: one catalog and one shared watch.
-struct Cluster {
-    catalog: Arc<Catalog>,
-    watch: Arc<RwLock<AppWatch>>,
-}
-
-/// Which App manages which object, for routing watch notifications.
-type Routes = Arc<RwLock<HashMap<ObjectKey, String>>>;
-
-/// Each running App's inbox, by name (Apps come and go while the agent runs).
-type Wakers = Arc<RwLock<HashMap<String, mpsc::Sender<Wake>>>>;
-
-/// An App is ready for its dependents once a pass left it synced and healthy.
-type Readiness = watch::Sender<BTreeMap<String, bool>>;
 
 /// Opens the store, connects to each cluster and reconciles every App until `stop` resolves.
 /// With a Lease, first waits in standby until it holds it, and returns
@@ -427,405 +404,31 @@ async fn run_holding(
     }
 }
 
-async fn connect(
-    app: &config::App,
-    key: &SecretKey,
-    options: &WatchOptions,
-    routes: &Routes,
-    wakers: &Wakers,
-    fence: Option<&crate::lease::Fence>,
-) -> Result<Cluster, AgentError> {
-    let client = crate::cluster::fenced_client(
-        app.target.kubeconfig.as_deref(),
-        app.target.context.as_deref(),
-        fence,
-    )
-    .await
-    .map_err(|source| AgentError::Cluster {
-        app: app.name.clone(),
-        source,
-    })?;
-    let catalog = Catalog::new(client.clone())
-        .await
-        .map_err(|source| AgentError::Discovery {
-            app: app.name.clone(),
-            source,
-        })?;
-    // Right after an API server starts, discovery can miss groups; give them a moment.
-    let builtin = [
-        GroupKind::new("apps", "Deployment"),
-        GroupKind::new("apiextensions.k8s.io", "CustomResourceDefinition"),
-    ];
-    let missing = catalog
-        .wait_for_kinds(&builtin, Duration::from_secs(30))
-        .await;
-    if !missing.is_empty() {
-        tracing::warn!(?missing, "the cluster does not serve these kinds yet");
-    }
-    let (shared, batches) = AppWatch::for_all_apps(client, key.clone(), options.clone());
-    tokio::spawn(route(batches, routes.clone(), wakers.clone()));
-    Ok(Cluster {
-        catalog: Arc::new(catalog),
-        watch: Arc::new(RwLock::new(shared)),
-    })
+/// A stop for everything that runs until the agent stops: set on a requested stop, and when the
+/// Lease is lost.
+fn halt_on(
+    requested: watch::Receiver<bool>,
+    lost: watch::Receiver<Option<crate::lease::Lost>>,
+) -> watch::Receiver<bool> {
+    let (halt, stop) = watch::channel(false);
+    let mut requested = requested;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = async { let _ = requested.wait_for(|s| *s).await; } => {}
+            _ = lost_signal(lost) => {}
+        }
+        let _ = halt.send(true);
+    });
+    stop
 }
 
-/// Sends each changed object's App a wake-up (merged: one pending wake-up is enough).
-async fn route(mut batches: mpsc::Receiver<Vec<Change>>, routes: Routes, wakers: Wakers) {
-    while let Some(batch) = batches.recv().await {
-        let apps: std::collections::BTreeSet<String> = {
-            let routes = routes.read().expect("routes lock");
-            batch
-                .iter()
-                .filter_map(|c| routes.get(&c.object.key()).cloned())
-                .collect()
-        };
-        let wakers = wakers.read().expect("wakers lock");
-        for app in apps {
-            if let Some(waker) = wakers.get(&app) {
-                let _ = waker.try_send(Wake::Changed);
-            }
-        }
-    }
-}
-
-/// Where a running App came from: the file, or an App object (its namespace).
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Origin {
-    File,
-    Object { namespace: String },
-}
-
-impl Origin {
-    fn describe(&self) -> String {
-        match self {
-            Origin::File => "the configuration file".to_string(),
-            Origin::Object { namespace } => format!("an App object in namespace {namespace}"),
-        }
-    }
-}
-
-struct RunningApp {
-    app: config::App,
-    origin: Origin,
-    stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-/// Starts, restarts and stops App tasks as Apps come and go; owns everything they share.
-/// Cluster catalogs, shared between the supervisor (which adds one per cluster it connects)
-/// and the audit attributor.
-type Catalogs = Arc<std::sync::RwLock<Vec<Arc<Catalog>>>>;
-
-struct Supervisor {
-    options: AgentOptions,
-    store: StoreHandle,
-    key: SecretKey,
-    stop: watch::Receiver<bool>,
-    routes: Routes,
-    wakers: Wakers,
-    clusters: HashMap<(Option<PathBuf>, Option<String>), Arc<Cluster>>,
-    /// The catalogs of `clusters`, shared with the audit attributor.
-    catalogs: Catalogs,
-    ready: Arc<Readiness>,
-    limits: Limits,
-    running: BTreeMap<String, RunningApp>,
-    /// Shared with the HTTP server: the names the API acts on, the webhook sources.
-    api_apps: crate::api::AppNames,
-    hook_sources: webhook::Sources,
-    /// The client App objects are watched with (their status is written with it).
-    objects_client: Option<kube::Client>,
-    /// With a Lease: every client that writes to a cluster refuses to once it may be lost.
-    fence: Option<crate::lease::Fence>,
-}
-
-impl Supervisor {
-    /// Starts `app`'s task; `status` writes its App object's status, if it has one.
-    async fn start(
-        &mut self,
-        app: config::App,
-        origin: Origin,
-        status: Option<objects::StatusWriter>,
-    ) -> Result<(), AgentError> {
-        let target = (app.target.kubeconfig.clone(), app.target.context.clone());
-        let cluster = match self.clusters.get(&target) {
-            Some(c) => c.clone(),
-            None => {
-                let c = Arc::new(
-                    connect(
-                        &app,
-                        &self.key,
-                        &self.options.watch,
-                        &self.routes,
-                        &self.wakers,
-                        self.fence.as_ref(),
-                    )
-                    .await?,
-                );
-                self.clusters.insert(target, c.clone());
-                self.catalogs
-                    .write()
-                    .expect("catalogs lock")
-                    .push(c.catalog.clone());
-                c
-            }
-        };
-        let spec = spec_for(&app).map_err(|source| AgentError::Source {
-            app: app.name.clone(),
-            source,
-        })?;
-        let source = GitSource::new(spec, &self.options.cache);
-        let reconciler = Reconciler::new(
-            app.clone(),
-            source,
-            self.store.clone(),
-            self.key.clone(),
-            cluster.catalog.clone(),
-            Live::Watch(cluster.watch.clone()),
-        )
-        .with_limits(self.limits.clone());
-        // Room for a fetch and a change at once; more is merged away.
-        let (tx, inbox) = mpsc::channel(4);
-        let (own_stop, own_stop_rx) = watch::channel(false);
-        self.wakers
-            .write()
-            .expect("wakers lock")
-            .insert(app.name.clone(), tx);
-        self.api_apps
-            .write()
-            .expect("API app names lock")
-            .push(app.name.clone());
-        self.hook_sources
-            .write()
-            .expect("webhook sources lock")
-            .push((app.name.clone(), app.source.url.clone()));
-        let task = tokio::spawn(app_task(
-            reconciler,
-            inbox,
-            self.routes.clone(),
-            self.ready.clone(),
-            [self.stop.clone(), own_stop_rx],
-            self.options.jitter,
-            status.map(|w| (w, self.store.clone())),
-        ));
-        tracing::info!(app = %app.name, from = %origin.describe(), "reconciling");
-        self.running.insert(
-            app.name.clone(),
-            RunningApp {
-                app,
-                origin,
-                stop: own_stop,
-                task,
-            },
-        );
-        Ok(())
-    }
-
-    /// Stops `name`'s task (its pass in flight finishes) and forgets its routes and readiness.
-    async fn stop_app(&mut self, name: &str) {
-        let Some(running) = self.running.remove(name) else {
-            return;
-        };
-        let _ = running.stop.send(true);
-        match running.task.await {
-            Err(e) if e.is_cancelled() => {
-                tracing::warn!(app = %name, "pass cancelled: the Lease was lost")
-            }
-            Err(e) => tracing::error!(app = %name, error = %e, "an App task ended abnormally"),
-            Ok(()) => {}
-        }
-        self.wakers.write().expect("wakers lock").remove(name);
-        self.api_apps
-            .write()
-            .expect("API app names lock")
-            .retain(|a| a != name);
-        self.hook_sources
-            .write()
-            .expect("webhook sources lock")
-            .retain(|(id, _)| id != name);
-        self.routes
-            .write()
-            .expect("routes lock")
-            .retain(|_, app| app != name);
-        self.ready.send_if_modified(|r| r.remove(name).is_some());
-        tracing::info!(app = %name, "stopped reconciling");
-    }
-
-    /// An App object was created or changed: start, restart or leave its App; refuse it (in its
-    /// status) when its spec is invalid or its name is taken.
-    async fn object_applied(&mut self, object: crate::crd::App) {
-        let Some(client) = self.objects_client.clone() else {
-            return;
-        };
-        let (namespace, name) = objects::key_of(&object);
-        let origin = Origin::Object {
-            namespace: namespace.clone(),
-        };
-        let kubeconfig = self
-            .options
-            .app_objects
-            .as_ref()
-            .and_then(|o| o.kubeconfig.clone());
-        let mut writer = objects::StatusWriter::new(client, &object, self.options.shards);
-        let pin = object
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(crate::shard::LABEL))
-            .cloned();
-        match self.options.shards.owns(&namespace, &name, pin.as_deref()) {
-            Ok(true) => {}
-            Ok(false) => {
-                // Another shard's (or pinned away since): only the owner writes its status.
-                if self.running.get(&name).is_some_and(|r| r.origin == origin) {
-                    tracing::info!(app = %name, %namespace, "now another shard's App");
-                    self.stop_app(&name).await;
-                }
-                return;
-            }
-            Err(e) => {
-                tracing::error!(app = %name, %namespace, error = %e, "App not reconciled");
-                if self.running.get(&name).is_some_and(|r| r.origin == origin) {
-                    self.stop_app(&name).await;
-                }
-                // It has no owner to write its status: shard 0 says why, once for the fleet.
-                if self.options.shards.index == 0
-                    && let Err(e) = writer.refuse("InvalidShard", e.to_string()).await
-                {
-                    tracing::warn!(error = %e, "writing the status of a refused App object");
-                }
-                return;
-            }
-        }
-        let app = match crate::crd::to_config(&object, kubeconfig.as_deref()) {
-            Ok(app) => app,
-            Err(e) => {
-                tracing::error!(error = %e, "App object refused");
-                if self.running.get(&name).is_some_and(|r| r.origin == origin) {
-                    self.stop_app(&name).await;
-                }
-                let message = match &e {
-                    crate::crd::CrdError::InvalidSpec { key, message, .. } => {
-                        format!("{key}: {message}")
-                    }
-                    other => other.to_string(),
-                };
-                if let Err(e) = writer.refuse("InvalidSpec", message).await {
-                    tracing::warn!(error = %e, "writing the status of a refused App object");
-                }
-                return;
-            }
-        };
-        // What an App object may read is the operator's call, not its creator's.
-        if let Err(e) = crate::source::allow::check_object_source(
-            &app.source.url,
-            &self.options.source_rules(),
-            &real_path,
-        ) {
-            tracing::error!(app = %name, %namespace, error = %e, "App object refused");
-            if self.running.get(&name).is_some_and(|r| r.origin == origin) {
-                self.stop_app(&name).await;
-            }
-            if let Err(e) = writer.refuse("SourceNotAllowed", e.to_string()).await {
-                tracing::warn!(error = %e, "writing the status of a refused App object");
-            }
-            return;
-        }
-        if let Some(running) = self.running.get(&name) {
-            if running.origin != origin {
-                let message = format!(
-                    "an App named {name} already comes from {}; App names are unique per agent",
-                    running.origin.describe()
-                );
-                tracing::error!(app = %name, %namespace, "App object refused: {message}");
-                if let Err(e) = writer.refuse("NameConflict", message).await {
-                    tracing::warn!(error = %e, "writing the status of a refused App object");
-                }
-                return;
-            }
-            if running.app == app {
-                // A status write (ours) or a change that does not change the App.
-                return;
-            }
-            self.stop_app(&name).await;
-        }
-        if let Err(e) = self.start(app, origin, Some(writer)).await {
-            tracing::error!(app = %name, error = %e, "starting an App from its object");
-        }
-    }
-
-    async fn object_deleted(&mut self, namespace: &str, name: &str) {
-        let origin = Origin::Object {
-            namespace: namespace.to_string(),
-        };
-        if self.running.get(name).is_some_and(|r| r.origin == origin) {
-            self.stop_app(name).await;
-        }
-    }
-
-    /// After a (re-)list: Apps from objects that no longer exist stop.
-    async fn objects_listed(&mut self, present: &std::collections::BTreeSet<(String, String)>) {
-        let gone: Vec<(String, String)> = self
-            .running
-            .iter()
-            .filter_map(|(name, r)| match &r.origin {
-                Origin::Object { namespace }
-                    if !present.contains(&(namespace.clone(), name.clone())) =>
-                {
-                    Some((namespace.clone(), name.clone()))
-                }
-                _ => None,
-            })
-            .collect();
-        for (namespace, name) in gone {
-            self.object_deleted(&namespace, &name).await;
-        }
-    }
-}
-
-async fn reconcile_all(
+/// Starts the file's Apps in dependency order; a file App that cannot start stops the agent
+/// (as before App objects existed: the file is the operator's own, checked at start).
+async fn start_file_apps(
     cfg: &Config,
     options: &AgentOptions,
-    store: StoreHandle,
-    key: SecretKey,
-    stop: watch::Receiver<bool>,
-    lost: watch::Receiver<Option<crate::lease::Lost>>,
-    fence: Option<crate::lease::Fence>,
+    supervisor: &mut Supervisor,
 ) -> Result<(), AgentError> {
-    // Everything that runs until the agent stops also stops when the Lease is lost.
-    let requested = stop;
-    let (halt, stop) = watch::channel(false);
-    {
-        let mut requested = requested.clone();
-        let lost = lost.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = async { let _ = requested.wait_for(|s| *s).await; } => {}
-                _ = lost_signal(lost) => {}
-            }
-            let _ = halt.send(true);
-        });
-    }
-    let (ready, _) = watch::channel(BTreeMap::new());
-    let mut supervisor = Supervisor {
-        options: options.clone(),
-        store: store.clone(),
-        key,
-        stop: stop.clone(),
-        routes: Arc::default(),
-        wakers: Arc::default(),
-        clusters: HashMap::new(),
-        catalogs: Arc::default(),
-        ready: Arc::new(ready),
-        limits: Limits::default(),
-        running: BTreeMap::new(),
-        api_apps: Arc::default(),
-        hook_sources: Arc::default(),
-        objects_client: None,
-        fence,
-    };
-    // The file's Apps in dependency order; a file App that cannot start stops the agent (as
-    // before App objects existed: the file is the operator's own, checked at start).
     let rules = options.source_rules();
     for app in cfg.sync_order() {
         // The file is the operator's: any scheme, but never the agent's own cache or store.
@@ -843,42 +446,64 @@ async fn reconcile_all(
             Err(e) => tracing::error!(app = %app.name, error = %e, "App not reconciled"),
         }
     }
+    Ok(())
+}
 
-    let (changes_tx, mut changes) = mpsc::channel::<objects::ObjectChange>(64);
-    if let Some(objects) = &options.app_objects {
-        let client = crate::cluster::fenced_client(
-            objects.kubeconfig.as_deref(),
-            None,
-            supervisor.fence.as_ref(),
-        )
+/// With `--watch-apps`, the watch of App objects; their changes arrive on the receiver.
+async fn watch_app_objects(
+    options: &AgentOptions,
+    supervisor: &mut Supervisor,
+    fence: Option<&crate::lease::Fence>,
+) -> Result<Option<mpsc::Receiver<objects::ObjectChange>>, AgentError> {
+    let Some(objects) = &options.app_objects else {
+        return Ok(None);
+    };
+    let client = crate::cluster::fenced_client(objects.kubeconfig.as_deref(), None, fence)
         .await
         .map_err(AgentError::AppObjects)?;
-        supervisor.objects_client = Some(client.clone());
-        tokio::spawn(objects::watch(
-            client,
-            objects.namespace.clone(),
-            changes_tx,
-        ));
-    } else {
-        drop(changes_tx);
-    }
+    supervisor.objects_client = Some(client.clone());
+    let (changes_tx, changes) = mpsc::channel::<objects::ObjectChange>(64);
+    tokio::spawn(objects::watch(
+        client,
+        objects.namespace.clone(),
+        changes_tx,
+    ));
+    Ok(Some(changes))
+}
 
+/// Runs every App until `stop` (or the Lease is lost): the file's, and with `--watch-apps`
+/// those of App objects as they come and go; serves the HTTP endpoints and the audit receiver
+/// meanwhile.
+async fn reconcile_all(
+    cfg: &Config,
+    options: &AgentOptions,
+    store: StoreHandle,
+    key: SecretKey,
+    stop: watch::Receiver<bool>,
+    lost: watch::Receiver<Option<crate::lease::Lost>>,
+    fence: Option<crate::lease::Fence>,
+) -> Result<(), AgentError> {
+    // Everything that runs until the agent stops also stops when the Lease is lost.
+    let stop = halt_on(stop, lost.clone());
+    let mut supervisor = Supervisor::new(options, store.clone(), key, stop.clone(), fence.clone());
+    start_file_apps(cfg, options, &mut supervisor).await?;
+    let changes = watch_app_objects(options, &mut supervisor, fence.as_ref()).await?;
+    let mut watching = changes.is_some();
+    // Without App objects the channel is closed at once and never read.
+    let mut changes = changes.unwrap_or_else(|| mpsc::channel(1).1);
     let server = match options.listen {
         Some(addr) => Some(
             serve(
                 addr,
                 options,
                 store.clone(),
-                supervisor.wakers.clone(),
-                supervisor.api_apps.clone(),
-                supervisor.hook_sources.clone(),
+                supervisor.registry(),
                 stop.clone(),
             )
             .await?,
         ),
         None => None,
     };
-
     // Every cluster an App reaches, present and future (App objects start later): the audit
     // log names resources, drifts name kinds.
     let audit = match &options.audit {
@@ -886,47 +511,32 @@ async fn reconcile_all(
             crate::audit::start(
                 audit.clone(),
                 store.clone(),
-                resource_of(supervisor.catalogs.clone()),
+                resource_of(supervisor.registry()),
                 stop.clone(),
             )
             .await?,
         ),
         None => None,
     };
-
-    if supervisor.running.is_empty() && options.app_objects.is_none() {
+    if supervisor.is_idle() && !watching {
         // Nothing to reconcile yet is not a reason to exit (a supervisor would restart it in
         // a loop): serve the health endpoints until stopped.
         tracing::warn!("the configuration lists no Apps; idle until stopped");
     }
     let mut stop_rx = stop.clone();
-    let mut watching = options.app_objects.is_some();
     loop {
         tokio::select! {
             // Not the `Ref` itself: it is not Send, and the other arm awaits.
             _ = async { let _ = stop_rx.wait_for(|s| *s).await; } => break,
             change = changes.recv(), if watching => match change {
-                Some(objects::ObjectChange::Applied(object)) => supervisor.object_applied(*object).await,
-                Some(objects::ObjectChange::Deleted { namespace, name }) => {
-                    supervisor.object_deleted(&namespace, &name).await
-                }
-                Some(objects::ObjectChange::Listed(present)) => supervisor.objects_listed(&present).await,
+                Some(change) => supervisor.object_changed(change).await,
                 None => watching = false,
             },
         }
     }
-    let names: Vec<String> = supervisor.running.keys().cloned().collect();
-    if lost.borrow().is_some() {
-        // Another replica may be writing now: cancel the passes in flight (their applies,
-        // prunes and status patches stop at their next await) instead of letting them finish.
-        for running in supervisor.running.values() {
-            running.task.abort();
-        }
-    }
     // Every task sees the stop too; wait for their passes in flight (or their cancellation).
-    for name in names {
-        supervisor.stop_app(&name).await;
-    }
+    let cancel = lost.borrow().is_some();
+    supervisor.stop_all(cancel).await;
     if let Some(server) = server {
         let _ = server.await;
     }
@@ -938,14 +548,10 @@ async fn reconcile_all(
 
 /// The plural resource of an object, from the first cluster catalog that serves its kind (the
 /// audit log names resources, drifts name kinds).
-fn resource_of(catalogs: Catalogs) -> crate::audit::ResourceOf {
+fn resource_of(registry: registry::Snapshot) -> crate::audit::ResourceOf {
     Arc::new(move |object| {
-        catalogs
-            .read()
-            .expect("catalogs lock")
-            .iter()
-            .find_map(|c| c.resolve_kind(&GroupKind::new(&object.group, &object.kind)))
-            .map(|r| r.resource.plural)
+        let registry = registry.borrow().clone();
+        registry.resource_of(&GroupKind::new(&object.group, &object.kind))
     })
 }
 
@@ -955,9 +561,7 @@ async fn serve(
     addr: SocketAddr,
     options: &AgentOptions,
     store: StoreHandle,
-    wakers: Wakers,
-    apps: crate::api::AppNames,
-    sources: webhook::Sources,
+    registry: registry::Snapshot,
     mut stop: watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<()>, AgentError> {
     let (tx, mut rx) = mpsc::channel::<WebhookTrigger>(64);
@@ -965,14 +569,13 @@ async fn serve(
         github_secret: options.webhooks.github.clone(),
         gitlab_token: options.webhooks.gitlab.clone(),
         generic_secret: options.webhooks.generic.clone(),
-        sources,
+        sources: Arc::new(registry::WebhookSources(registry.clone())),
     };
-    let hook_wakers = wakers.clone();
+    let hook_registry = registry.clone();
     tokio::spawn(async move {
         while let Some(t) = rx.recv().await {
-            if let Some(waker) = hook_wakers.read().expect("wakers lock").get(&t.source) {
-                let _ = waker.try_send(Wake::Fetch);
-            }
+            let registry = hook_registry.borrow().clone();
+            registry.wake(&t.source, Wake::Fetch);
         }
     });
     if options.api_tokens.is_empty() {
@@ -984,19 +587,14 @@ async fn serve(
     // A recorded rollback or resume is acted on by a pass now; the pass reads the intent from
     // the store, so a plain re-plan (no fetch) is enough. A full inbox already holds a pending
     // pass, which will read the new intent too.
-    let waker: crate::api::Waker =
-        Arc::new(
-            move |app: &str| match wakers.read().expect("wakers lock").get(app) {
-                Some(w) => {
-                    let _ = w.try_send(Wake::Changed);
-                    true
-                }
-                None => false,
-            },
-        );
+    let waker_registry = registry.clone();
+    let waker: crate::api::Waker = Arc::new(move |app: &str| {
+        let registry = waker_registry.borrow().clone();
+        registry.wake(app, Wake::Changed)
+    });
     let mut api =
         crate::api::ApiState::new(store, options.api_tokens.clone(), Vec::new(), Some(waker));
-    api.apps = apps;
+    api.apps = Arc::new(move |app: &str| registry.borrow().contains(app));
     api.fleet = options.fleet.clone();
     api.stop = Some(stop.clone());
     let limits = options.listen_limits;
@@ -1018,177 +616,6 @@ async fn serve(
         };
         crate::listen::serve(listener, app, limits, shutdown).await;
     }))
-}
-
-/// One App until either stop (the agent's, or its own when the App changes or goes away).
-/// With `status`, its App object's status is brought up to date before the first pass (after
-/// the external anchor check) and after every pass.
-async fn app_task(
-    mut reconciler: Reconciler,
-    mut inbox: mpsc::Receiver<Wake>,
-    routes: Routes,
-    ready: Arc<Readiness>,
-    [mut stop, mut own_stop]: [watch::Receiver<bool>; 2],
-    jitter: f64,
-    mut status: Option<(objects::StatusWriter, StoreHandle)>,
-) {
-    let name = reconciler.app().name.clone();
-    let deps = reconciler.app().depends_on.clone();
-    let schedule = PollSchedule {
-        interval: reconciler.app().source.interval,
-        jitter,
-    };
-    let mut ready_rx = ready.subscribe();
-    let mut next_fetch = tokio::time::Instant::now();
-    let mut fetch_pending = true;
-    // When the pending fetch was asked for (the poll's due time, a webhook's arrival): a fetch
-    // of the same remote started since then answers it, so Apps polled together share one.
-    let mut fetch_requested = std::time::Instant::now();
-    let mut routed: Vec<ObjectKey> = Vec::new();
-    // After a failed sync the next attempt waits (backoff), whatever wakes the App meanwhile:
-    // a failure that every object shares (a missing namespace) is not retried at once.
-    let mut not_before: Option<tokio::time::Instant> = None;
-    if let Some((writer, store)) = status.as_mut() {
-        let gap = match writer.check_anchor(store).await {
-            Ok(gap) => gap.is_some(),
-            Err(e) => {
-                tracing::error!(app = %name, error = %e, "checking the App's status against the store");
-                false
-            }
-        };
-        // A new App says it is starting; a known one keeps its status until its first pass
-        // (a restart of a thousand Apps is not two thousand status writes), unless the anchor
-        // just found a gap, which is worth saying at once.
-        if (gap || !writer.has_status())
-            && let Err(e) = writer
-                .after_pass(store, crate::crd::PassSummary::NotYet)
-                .await
-        {
-            tracing::warn!(app = %name, error = %e, "writing the App's status");
-        }
-    }
-    loop {
-        if *stop.borrow() || *own_stop.borrow() {
-            break;
-        }
-        let mut changed = false;
-        if !fetch_pending {
-            tokio::select! {
-                _ = stop.wait_for(|s| *s) => break,
-                _ = own_stop.wait_for(|s| *s) => break,
-                wake = inbox.recv() => match wake {
-                    Some(Wake::Fetch) => {
-                        fetch_pending = true;
-                        fetch_requested = std::time::Instant::now();
-                    }
-                    Some(Wake::Changed) => changed = true,
-                    None => break,
-                },
-                _ = tokio::time::sleep_until(next_fetch) => {
-                    fetch_pending = true;
-                    fetch_requested = next_fetch.into_std();
-                }
-                _ = ready_rx.changed(), if !deps.is_empty() => changed = true,
-            }
-        }
-        // Merge whatever else is queued into this pass.
-        while let Ok(wake) = inbox.try_recv() {
-            match wake {
-                Wake::Fetch if !fetch_pending => {
-                    fetch_pending = true;
-                    fetch_requested = std::time::Instant::now();
-                }
-                Wake::Fetch => {}
-                Wake::Changed => changed = true,
-            }
-        }
-        if !(fetch_pending || changed) {
-            continue;
-        }
-        if let Some(at) = not_before.take()
-            && at > tokio::time::Instant::now()
-        {
-            tracing::debug!(app = %name, wait = ?(at - tokio::time::Instant::now()), "backing off after a failed sync");
-            tokio::select! {
-                _ = stop.wait_for(|s| *s) => break,
-                _ = own_stop.wait_for(|s| *s) => break,
-                _ = tokio::time::sleep_until(at) => {}
-            }
-        }
-        let blocked: Vec<String> = {
-            let ready = ready_rx.borrow_and_update();
-            deps.iter()
-                .filter(|d| !ready.get(*d).copied().unwrap_or(false))
-                .cloned()
-                .collect()
-        };
-        if !blocked.is_empty() {
-            tracing::debug!(app = %name, ?blocked, "waiting for dependencies");
-            if fetch_pending {
-                next_fetch = tokio::time::Instant::now() + schedule.next_delay(&mut rand::rng());
-            }
-            fetch_pending = false;
-            continue;
-        }
-        let fetch = fetch_pending;
-        if fetch {
-            next_fetch = tokio::time::Instant::now() + schedule.next_delay(&mut rand::rng());
-        }
-        fetch_pending = false;
-        let started = std::time::Instant::now();
-        let passed = reconciler
-            .pass(&PassOptions {
-                fetch,
-                fetch_requested: fetch.then_some(fetch_requested),
-                progress: None,
-            })
-            .await;
-        crate::metrics::METRICS.observe_reconcile(started.elapsed(), passed.is_ok());
-        let passed = passed.map_err(|e| e.to_string());
-        if let Some((writer, store)) = status.as_mut()
-            && let Err(e) = writer
-                .after_pass(store, crate::crd::PassSummary::of(&passed))
-                .await
-        {
-            // The next pass (or poll) tries again; the status is not the record.
-            tracing::warn!(app = %name, error = %e, "writing the App's status");
-        }
-        match passed {
-            Ok(report) => {
-                let ok = matches!(
-                    report.status,
-                    PassStatus::InSync
-                        | PassStatus::Synced {
-                            outcome: event::SyncOutcome::Succeeded,
-                            ..
-                        }
-                ) && report.health == event::Health::Healthy;
-                ready.send_if_modified(|r| r.insert(name.clone(), ok) != Some(ok));
-                not_before = crate::reconcile::retry::backoff(report.failed_attempts)
-                    .map(|d| tokio::time::Instant::now() + d);
-                tracing::debug!(app = %name, status = ?report.status, "pass done");
-            }
-            Err(e) => {
-                tracing::error!(app = %name, error = %e, "pass failed");
-                ready.send_if_modified(|r| r.insert(name.clone(), false) != Some(false));
-            }
-        }
-        // Route watch notifications of the objects it manages now.
-        let managed = reconciler.managed().to_vec();
-        if managed != routed {
-            let mut r = routes.write().expect("routes lock");
-            for key in &routed {
-                if r.get(key) == Some(&name) {
-                    r.remove(key);
-                }
-            }
-            for key in &managed {
-                r.insert(key.clone(), name.clone());
-            }
-            routed = managed;
-        }
-    }
-    tracing::debug!(app = %name, "stopped");
 }
 
 /// Resolves on SIGINT or SIGTERM.

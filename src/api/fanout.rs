@@ -331,11 +331,7 @@ pub async fn fanout(
         let app = app_of(req.uri().path(), &pairs);
         let mut resp = next.run(req).await;
         if let Some(app) = app {
-            let mine = state
-                .apps
-                .read()
-                .expect("API app names lock")
-                .contains(&app);
+            let mine = (state.apps)(&app);
             resp.headers_mut().insert(
                 RECONCILES_HEADER,
                 HeaderValue::from_static(if mine { "true" } else { "false" }),

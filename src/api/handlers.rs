@@ -474,13 +474,7 @@ impl From<RollbackError> for ApiError {
 }
 
 fn reconciled(state: &ApiState, app: &str) -> Result<(), ApiError> {
-    if state
-        .apps
-        .read()
-        .expect("API app names lock")
-        .iter()
-        .any(|a| a == app)
-    {
+    if (state.apps)(app) {
         Ok(())
     } else {
         Err(ApiError::NotFound(format!(
@@ -657,12 +651,7 @@ pub async fn event_stream(
         None => seq_param("after", &params.after)?,
     };
     let projections = state.projections().await?;
-    let known = projections.apps.contains_key(&app)
-        || state
-            .apps
-            .read()
-            .expect("API app names lock")
-            .contains(&app);
+    let known = projections.apps.contains_key(&app) || (state.apps)(&app);
     if !known {
         return Err(ApiError::NotFound(format!("no App named {app}")));
     }

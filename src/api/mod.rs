@@ -38,8 +38,8 @@ pub const PREFIX: &str = "/api/v1";
 /// Returns false when the agent has no such App.
 pub type Waker = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
-/// The names of the Apps the agent reconciles, changed by the agent as Apps come and go.
-pub type AppNames = Arc<std::sync::RwLock<Vec<String>>>;
+/// Whether the agent reconciles an App now (Apps come and go while it runs).
+pub type AppNames = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -67,7 +67,7 @@ impl ApiState {
         ApiState {
             store,
             tokens,
-            apps: Arc::new(std::sync::RwLock::new(apps)),
+            apps: Arc::new(move |app: &str| apps.iter().any(|a| a == app)),
             waker,
             fleet: None,
             stop: None,

@@ -2,20 +2,17 @@
 //! server-side dry run of what a sync would change; exit code 1 when anything would).
 
 use super::run::Paths;
-use crate::apply::{Catalog, DiffOutcome, ObjectOutcome, Outcome};
+use crate::apply::{DiffOutcome, ObjectOutcome, Outcome};
 use crate::config;
+use crate::pool::{Pool, PoolOptions, WatchScope};
 use crate::reconcile::{Limits, Live, PassOptions, PassReport, PassStatus, Reconciler};
 use crate::source::{GitSource, config::spec_for};
 use crate::store::writer;
-use crate::watch::{AppWatch, WatchOptions};
+use crate::watch::WatchOptions;
 use anyhow::Context;
 use futures::StreamExt;
-use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::RwLock;
 
 #[derive(Debug, clap::Args)]
 pub struct SyncArgs {
@@ -70,12 +67,15 @@ pub(super) async fn reconciler(
         .with_context(|| format!("no app named {name:?} in {}", paths.config.display()))?
         .clone();
     let (store, key) = paths.open()?;
-    let client = crate::cluster::client(
-        app.target.kubeconfig.as_deref(),
-        app.target.context.as_deref(),
-    )
+    let (cluster, _) = Pool::new(PoolOptions {
+        key: key.clone(),
+        watch: WatchOptions::default(),
+        scope: WatchScope::None,
+        settle: None,
+        fence: None,
+    })
+    .connect(&app)
     .await?;
-    let catalog = Catalog::new(client).await?;
     let source = GitSource::new(spec_for(&app)?, &paths.cache);
     let (handle, task) = writer::spawn(store);
     let r = Reconciler::new(
@@ -83,7 +83,7 @@ pub(super) async fn reconciler(
         source,
         handle.clone(),
         key,
-        Arc::new(catalog),
+        cluster.catalog.clone(),
         Live::Direct,
     );
     Ok((r, handle, task))
@@ -108,9 +108,6 @@ pub(super) fn progress_line(o: &ObjectOutcome) -> String {
     format!("{}  {what}", o.object)
 }
 
-/// A target cluster: kubeconfig path and context.
-type ClusterKey = (Option<PathBuf>, Option<String>);
-
 /// Passes run at once by `sync --all`; each is mostly waiting on the API server.
 const SYNC_CONCURRENCY: usize = 32;
 
@@ -134,35 +131,40 @@ pub async fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
 
     // One catalog and one watch per cluster: a single App watches its own objects, several
     // share one watch per kind (listing each kind once instead of reading each object).
-    let mut clusters: HashMap<ClusterKey, (Arc<Catalog>, Live)> = HashMap::new();
+    let mut pool = Pool::new(PoolOptions {
+        key: key.clone(),
+        watch: WatchOptions::default(),
+        scope: if args.all || args.apps.len() > 1 {
+            WatchScope::AllApps
+        } else {
+            WatchScope::OneApp
+        },
+        settle: None,
+        fence: None,
+    });
     let mut reconcilers = Vec::new();
     let limits = Limits::default();
     // Kept open for the whole run: a watch whose notifications receiver is gone stops updating
     // its cache (nobody reads them here; the debouncer merges them while unread).
     let mut notifications = Vec::new();
     for app in apps {
-        let target = (app.target.kubeconfig.clone(), app.target.context.clone());
-        if !clusters.contains_key(&target) {
-            let client = crate::cluster::client(
-                app.target.kubeconfig.as_deref(),
-                app.target.context.as_deref(),
-            )
-            .await?;
-            let catalog = Arc::new(Catalog::new(client.clone()).await?);
-            let (watch, changes) = if args.all || args.apps.len() > 1 {
-                AppWatch::for_all_apps(client, key.clone(), WatchOptions::default())
-            } else {
-                AppWatch::new(client, &app.name, key.clone(), WatchOptions::default())
-            };
-            notifications.push(changes);
-            let live = Live::Watch(Arc::new(RwLock::new(watch)));
-            clusters.insert(target.clone(), (catalog, live));
-        }
-        let (catalog, live) = clusters[&target].clone();
+        let (cluster, new) = pool.connect(&app).await?;
+        notifications.extend(new.and_then(|n| n.changes));
+        let live = match cluster.watch.clone() {
+            Some(watch) => Live::Watch(watch),
+            None => Live::Direct,
+        };
         let source = GitSource::new(spec_for(&app)?, &args.paths.cache);
         reconcilers.push(
-            Reconciler::new(app, source, handle.clone(), key.clone(), catalog, live)
-                .with_limits(limits.clone()),
+            Reconciler::new(
+                app,
+                source,
+                handle.clone(),
+                key.clone(),
+                cluster.catalog.clone(),
+                live,
+            )
+            .with_limits(limits.clone()),
         );
     }
 

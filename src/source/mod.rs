@@ -15,15 +15,15 @@
 //!
 //! Layout: [`access`] (credentials, CA bundle, ssh command), [`mirror`] (clone/fetch into the cache,
 //! corruption recovery), [`refs`] (ref selection), [`history`] (new commits, rewrites, changed
-//! paths), [`tree`] (files at a revision), [`signature`] (SSH/GPG verification), [`poll`] (interval
-//! with jitter, triggers) and [`webhook`] (push notifications).
+//! paths), [`tree`] (files at a revision), [`signature`] (SSH/GPG verification) and [`webhook`]
+//! (push notifications). When a source is fetched (interval with jitter, webhooks) is the
+//! agent's schedule (`agent::schedule`).
 
 pub mod access;
 pub mod allow;
 pub mod config;
 pub mod history;
 pub mod mirror;
-pub mod poll;
 pub mod refs;
 pub mod signature;
 pub mod tree;

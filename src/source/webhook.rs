@@ -16,10 +16,15 @@ use subtle::ConstantTimeEq;
 use tokio::sync::mpsc;
 
 use super::SourceId;
-use super::poll::Trigger;
+
+/// Why a fetch was asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Trigger {
+    Webhook { provider: String },
+}
 
 /// Secrets per provider; a provider without a secret has no endpoint (404).
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct WebhookConfig {
     pub github_secret: Option<String>,
     pub gitlab_token: Option<String>,
@@ -29,8 +34,31 @@ pub struct WebhookConfig {
     pub sources: Sources,
 }
 
-/// Sources by id and remote URL, changed by the agent as Apps come and go.
-pub type Sources = std::sync::Arc<std::sync::RwLock<Vec<(SourceId, String)>>>;
+/// The sources a webhook may trigger, as of the request: the agent's running Apps (which come
+/// and go), or a fixed list.
+pub type Sources = Arc<dyn SourceList>;
+
+/// Sources by id and remote URL.
+pub trait SourceList: Send + Sync + std::fmt::Debug {
+    /// The ids of the sources whose remote URL `matches`.
+    fn ids_where(&self, matches: &dyn Fn(&str) -> bool) -> Vec<SourceId>;
+
+    fn contains(&self, id: &str) -> bool {
+        self.ids_where(&|_| true).iter().any(|s| s == id)
+    }
+}
+
+/// A list of `(id, url)` pairs that may be changed in place.
+impl SourceList for std::sync::RwLock<Vec<(SourceId, String)>> {
+    fn ids_where(&self, matches: &dyn Fn(&str) -> bool) -> Vec<SourceId> {
+        self.read()
+            .expect("webhook sources lock")
+            .iter()
+            .filter(|(_, url)| matches(url))
+            .map(|(id, _)| id.clone())
+            .collect()
+    }
+}
 
 impl std::fmt::Debug for WebhookConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -230,12 +258,7 @@ impl Shared {
         let ids: Vec<SourceId> = self
             .config
             .sources
-            .read()
-            .expect("webhook sources lock")
-            .iter()
-            .filter(|(_, url)| wanted.contains(&normalize_repo_url(url)))
-            .map(|(id, _)| id.clone())
-            .collect();
+            .ids_where(&|url| wanted.contains(&normalize_repo_url(url)));
         for id in &ids {
             self.send(provider, id);
         }
@@ -364,13 +387,7 @@ async fn generic(
         return refused("generic", e);
     }
     // Checked only after the signature, so unauthenticated callers cannot probe source names.
-    let known = shared
-        .config
-        .sources
-        .read()
-        .expect("webhook sources lock")
-        .iter()
-        .any(|(id, _)| *id == source);
+    let known = shared.config.sources.contains(&source);
     if !known {
         return refused("generic", WebhookError::UnknownSource(source));
     }
@@ -417,7 +434,7 @@ mod tests {
             github_secret: Some("gh-secret".into()),
             gitlab_token: Some("gl-token".into()),
             generic_secret: Some("generic-secret".into()),
-            sources: Sources::default(),
+            sources: Arc::new(std::sync::RwLock::new(Vec::new())),
         };
         router(config, tx, limits)
     }
