@@ -14,7 +14,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
-use std::path::Path;
 use std::sync::LazyLock;
 use std::time::Duration;
 
@@ -190,12 +189,12 @@ impl Metrics {
             .observe(took.as_secs_f64());
     }
 
-    /// The Prometheus text exposition, with the store's size measured now (a failed measurement
-    /// leaves the last value: a scrape must not fail because of it).
-    pub fn encode(&self, store: Option<&Path>) -> String {
-        if let Some(path) = store
-            && let Ok((_, allocated)) = crate::store::sled_engine::size_on_disk(path)
-        {
+    /// The Prometheus text exposition, with the store's size (bytes allocated) as the caller
+    /// measured it now; `None` (no store, or a failed measurement: a scrape must not fail
+    /// because of it) leaves the last value. The caller measures so that the metrics, which
+    /// the store records into, do not depend on the store.
+    pub fn encode(&self, store_size: Option<u64>) -> String {
+        if let Some(allocated) = store_size {
             self.store_size
                 .set(i64::try_from(allocated).unwrap_or(i64::MAX));
         }

@@ -399,9 +399,12 @@ pub async fn replay(
 
 pub async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {
     let path = state.store.reader().path().to_owned();
-    let text = tokio::task::spawn_blocking(move || crate::metrics::METRICS.encode(Some(&path)))
-        .await
-        .unwrap_or_default();
+    let text = tokio::task::spawn_blocking(move || {
+        let size = crate::store::sled_engine::size_on_disk(&path).ok();
+        crate::metrics::METRICS.encode(size.map(|(_, allocated)| allocated))
+    })
+    .await
+    .unwrap_or_default();
     (
         [(
             axum::http::header::CONTENT_TYPE,
