@@ -10,7 +10,6 @@ pub mod blob;
 pub mod clock;
 pub mod exchange;
 pub mod keys;
-pub mod migrate;
 pub mod projection;
 pub mod retention;
 pub mod sled_engine;
@@ -22,6 +21,9 @@ use chrono::{DateTime, Utc};
 use std::path::PathBuf;
 
 pub use projection::Projections;
+/// The migration steps run when a store of an older schema is opened (part of the engine's open
+/// phase; here under the name the docs and `migrations/` use).
+pub use sled_engine::migrate;
 pub use sled_engine::{OpenOptions, SledStore, StoreReader};
 
 /// The store layout schema this reckon writes. See `migrations/`.

@@ -2,9 +2,9 @@
 //! `migrations/NNNN_*.md` at the repository root), run on open after the backup copy, each
 //! recorded as a `StoreMigrated` event in the same batch that bumps the schema.
 
-use super::keys::{self, Index};
-use super::sled_engine::SledStore;
-use super::{EventStore, StoreError};
+use super::super::keys::{self, Index};
+use super::super::{EventStore, StoreError};
+use super::SledStore;
 use crate::event::{Draft, Event, StoreMigrated};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -25,14 +25,14 @@ pub const STEPS: &[Step] = &[
         from: 1,
         to: 2,
         name: "0002_kind_time_indexes",
-        description: include_str!("../../migrations/0002_kind_time_indexes.md"),
+        description: include_str!("../../../migrations/0002_kind_time_indexes.md"),
         run: step_0002,
     },
     Step {
         from: 2,
         to: 3,
         name: "0004_drift_index",
-        description: include_str!("../../migrations/0004_drift_index.md"),
+        description: include_str!("../../../migrations/0004_drift_index.md"),
         run: step_0004,
     },
 ];
@@ -166,6 +166,6 @@ mod tests {
             );
             schema = s.to;
         }
-        assert_eq!(schema, super::super::STORE_SCHEMA);
+        assert_eq!(schema, crate::store::STORE_SCHEMA);
     }
 }
