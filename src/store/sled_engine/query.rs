@@ -41,30 +41,55 @@ pub(super) fn selector_term(sel: &Selector) -> Option<Vec<u8>> {
     })
 }
 
+/// The sequence range `[lo, hi]` a page continuing after `cursor` may hold, before any time
+/// bound; `None` when the cursor is past the end.
+fn cursor_range(order: Order, cursor: Option<u64>) -> Option<(u64, u64)> {
+    match (order, cursor) {
+        (_, None) => Some((1, u64::MAX)),
+        (Order::OldestFirst, Some(c)) => c.checked_add(1).map(|lo| (lo, u64::MAX)),
+        (Order::NewestFirst, Some(c)) => Some((1, c.saturating_sub(1))),
+    }
+}
+
+/// `[lo, hi]` narrowed by the time index: `floor`, the seq of the last time-run entry before
+/// `since` (every event before it is older), and `ceiling`, the first after `until` (every
+/// event from it on is newer). `None` when nothing is left.
+fn narrow((lo, hi): (u64, u64), floor: Option<u64>, ceiling: Option<u64>) -> Option<(u64, u64)> {
+    let lo = floor.map_or(lo, |f| lo.max(f));
+    let hi = ceiling.map_or(hi, |c| hi.min(c.saturating_sub(1)));
+    (lo <= hi).then_some((lo, hi))
+}
+
+/// Whether a page takes an event at `micros` in its time range: `None` when the event is past
+/// the range in scan order (time never goes backwards along the sequence, so nothing further
+/// can match).
+fn in_time(micros: i64, since: Option<i64>, until: Option<i64>, order: Order) -> Option<bool> {
+    let too_early = since.is_some_and(|s| micros < s);
+    let too_late = until.is_some_and(|u| micros > u);
+    let beyond = match order {
+        Order::OldestFirst => too_late,
+        Order::NewestFirst => too_early,
+    };
+    (!beyond).then_some(!too_early && !too_late)
+}
+
 impl StoreReader {
     /// The sequence range `[lo, hi]` a query may return, from its cursor and time range; `None`
     /// when nothing can match. Time is non-decreasing along the sequence, so a time range
     /// narrows the seq range.
     pub(super) fn seq_range(&self, q: &Query) -> Result<Option<(u64, u64)>, StoreError> {
-        let (mut lo, mut hi) = match (q.order, q.cursor) {
-            (_, None) => (1, u64::MAX),
-            (Order::OldestFirst, Some(c)) => match c.checked_add(1) {
-                Some(lo) => (lo, u64::MAX),
-                None => return Ok(None),
-            },
-            (Order::NewestFirst, Some(c)) => (1, c.saturating_sub(1)),
+        let Some(range) = cursor_range(q.order, q.cursor) else {
+            return Ok(None);
         };
-        if let Some(s) = q.since
-            && let Some(seq) = self.time_floor(s)?
-        {
-            lo = lo.max(seq);
-        }
-        if let Some(u) = q.until
-            && let Some(seq) = self.time_ceiling(u)?
-        {
-            hi = hi.min(seq.saturating_sub(1));
-        }
-        Ok((lo <= hi).then_some((lo, hi)))
+        let floor = match q.since {
+            Some(s) => self.time_floor(s)?,
+            None => None,
+        };
+        let ceiling = match q.until {
+            Some(u) => self.time_ceiling(u)?,
+            None => None,
+        };
+        Ok(narrow(range, floor, ceiling))
     }
 
     /// [`EventRead::postings`]: the sequence numbers of an index in the query's range.
@@ -120,17 +145,7 @@ impl StoreReader {
             if !matches(&q.selector, &env.body) {
                 return Some(false); // an h64 collision: another term with the same 8-byte hash
             }
-            let t = env.body.time.timestamp_micros();
-            let (too_early, too_late) =
-                (since.is_some_and(|s| t < s), until.is_some_and(|u| t > u));
-            let beyond = match q.order {
-                Order::OldestFirst => too_late,
-                Order::NewestFirst => too_early,
-            };
-            if beyond {
-                return None;
-            }
-            Some(!too_early && !too_late)
+            in_time(env.body.time.timestamp_micros(), since, until, q.order)
         };
         let Some(term) = selector_term(&q.selector) else {
             for env in self.scan_log(lo, hi, q.order) {
@@ -182,5 +197,60 @@ impl StoreReader {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cursor_continues_after_itself_in_scan_order() {
+        assert_eq!(cursor_range(Order::NewestFirst, None), Some((1, u64::MAX)));
+        assert_eq!(
+            cursor_range(Order::OldestFirst, Some(10)),
+            Some((11, u64::MAX))
+        );
+        assert_eq!(cursor_range(Order::NewestFirst, Some(10)), Some((1, 9)));
+        assert_eq!(cursor_range(Order::OldestFirst, Some(u64::MAX)), None);
+        // Newest first from seq 1: nothing before it.
+        assert_eq!(
+            narrow(
+                cursor_range(Order::NewestFirst, Some(1)).unwrap(),
+                None,
+                None
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn the_time_index_narrows_the_range() {
+        assert_eq!(narrow((1, u64::MAX), None, None), Some((1, u64::MAX)));
+        assert_eq!(narrow((1, u64::MAX), Some(40), Some(90)), Some((40, 89)));
+        // The cursor's bound wins where it is tighter.
+        assert_eq!(narrow((50, 60), Some(40), Some(90)), Some((50, 60)));
+        // A time range that holds nothing.
+        assert_eq!(narrow((1, u64::MAX), Some(90), Some(90)), None);
+        // Every event is at or after `until`.
+        assert_eq!(narrow((1, u64::MAX), None, Some(1)), None);
+    }
+
+    #[test]
+    fn events_outside_the_time_range_are_skipped_or_end_the_scan() {
+        let (since, until) = (Some(100), Some(200));
+        assert_eq!(in_time(150, since, until, Order::OldestFirst), Some(true));
+        assert_eq!(in_time(100, since, until, Order::NewestFirst), Some(true));
+        assert_eq!(in_time(200, since, until, Order::OldestFirst), Some(true));
+        // Before the range: skipped oldest first, the end newest first.
+        assert_eq!(in_time(50, since, until, Order::OldestFirst), Some(false));
+        assert_eq!(in_time(50, since, until, Order::NewestFirst), None);
+        // After it: the end oldest first, skipped newest first.
+        assert_eq!(in_time(250, since, until, Order::OldestFirst), None);
+        assert_eq!(in_time(250, since, until, Order::NewestFirst), Some(false));
+        assert_eq!(
+            in_time(i64::MIN, None, None, Order::NewestFirst),
+            Some(true)
+        );
     }
 }
