@@ -185,20 +185,55 @@ impl SeqSet {
     }
 }
 
+fn sled_err(path: &std::path::Path, op: &'static str) -> impl Fn(sled::Error) -> StoreError {
+    let path = path.to_owned();
+    move |e| StoreError::sled(&path, op, e)
+}
+
 /// Walks everything; `progress` is called with the number of records checked so far.
 pub fn verify(reader: &StoreReader, progress: &mut dyn FnMut(u64)) -> Result<Report, StoreError> {
     let path = reader.path().to_owned();
     let schema = reader.schema()?;
     let mut report = Report::default();
-    let err = |op: &'static str| {
-        let path = path.clone();
-        move |e: sled::Error| StoreError::sled(&path, op, e)
-    };
-
     // The sparse time index first: it is small (one entry per run of equal times).
-    let mut time_entries: BTreeMap<u64, i64> = BTreeMap::new();
+    let time_entries = read_time_index(reader, &mut report)?;
+    let mut walk = LogWalk::new(schema, time_entries);
+    walk.run(reader, &mut report, progress)?;
+    for seq in walk.time_entries.keys() {
+        if !walk.live.contains(seq) {
+            report.add(Problem::DanglingIndexEntry {
+                index: "time",
+                seq: *seq,
+            });
+        }
+    }
+    check_vouchers(walk.vouched, &walk.summaries, &mut report);
+    let mut checked = walk.checked;
+    for (index, expected) in &walk.expected_fp {
+        check_index(
+            reader,
+            *index,
+            expected,
+            &walk.live,
+            &mut report,
+            &mut checked,
+            progress,
+        )?;
+    }
+    check_blobs(reader, &walk.blob_refs, &mut report)?;
+    check_head(&path, &mut report)?;
+    progress(checked);
+    Ok(report)
+}
+
+/// The time index's entries: seq -> time (µs).
+fn read_time_index(
+    reader: &StoreReader,
+    report: &mut Report,
+) -> Result<BTreeMap<u64, i64>, StoreError> {
+    let mut time_entries = BTreeMap::new();
     for item in reader.events.scan_prefix([Index::Time.prefix()]) {
-        let (k, _) = item.map_err(err("scanning the time index"))?;
+        let (k, _) = item.map_err(sled_err(reader.path(), "scanning the time index"))?;
         if k.len() != 17 {
             report.add(Problem::CorruptIndexBlock {
                 index: "time",
@@ -210,161 +245,224 @@ pub fn verify(reader: &StoreReader, progress: &mut dyn FnMut(u64)) -> Result<Rep
         time_entries.insert(keys::seq_of(&k).unwrap_or(0), micros);
         report.index_entries += 1;
     }
+    Ok(time_entries)
+}
 
-    // Log records (chunk by chunk) merged with tombstones, in sequence order.
-    type Rec = Result<(u64, Vec<u8>), (u64, String)>;
-    let mut log = reader
-        .events
-        .range(keys::log_key(0)..=keys::log_key(u64::MAX))
-        .flat_map(|item| -> Vec<Rec> {
-            match item {
-                Err(e) => vec![Err((0, format!("sled: {e}")))],
-                Ok((k, v)) => {
-                    let base = keys::seq_of(&k).unwrap_or(0);
-                    match keys::decode_chunk(&v) {
-                        Ok(recs) => recs.into_iter().map(Ok).collect(),
-                        Err(reason) => vec![Err((base, reason))],
-                    }
-                }
-            }
-        })
-        .peekable();
-    let mut tombs = reader
-        .events
-        .range(keys::tombstone_key(0)..=keys::tombstone_key(u64::MAX))
-        .peekable();
-    let mut expected_fp: BTreeMap<Index, Fingerprint> = Index::for_schema(schema)
-        .filter(|i| *i != Index::Time)
-        .map(|i| (i, Fingerprint::default()))
-        .collect();
-    // One bit per seq (1.25 MB per 10M events), not a hash set (hundreds of MB).
-    let mut live = SeqSet::default();
-    let mut blob_refs: Vec<(u64, Digest)> = Vec::new();
-    // RetentionCompacted seq -> recorded tombstone digest; voucher -> running digest.
-    let mut summaries: BTreeMap<u64, Digest> = BTreeMap::new();
-    let mut vouched: BTreeMap<u64, Sha256> = BTreeMap::new();
-    let mut expected_seq = 1u64;
-    let mut prev: Option<Digest> = Some(Digest::ZERO);
-    // The time of the previous item if it was a live event; `Some(None)` at the start.
-    let mut prev_time: Option<Option<i64>> = Some(None);
-    let timed = schema >= Index::Time.since_schema();
-    let mut checked = 0u64;
-    loop {
-        let next_log = log.peek().map(|r| match r {
-            Ok((s, _)) => *s,
-            Err((s, _)) => *s,
-        });
-        let next_tomb = tombs.peek().map(|r| {
-            r.as_ref()
-                .map(|(k, _)| keys::seq_of(k).unwrap_or(0))
-                .unwrap_or(0)
-        });
-        let take_log = match (next_log, next_tomb) {
-            (None, None) => break,
-            (Some(l), Some(t)) => l <= t,
-            (Some(_), None) => true,
-            (None, Some(_)) => false,
-        };
-        let (seq, hash, time) = if take_log {
-            match log.next().expect("peeked") {
-                Err((seq, reason)) => {
-                    report.add(Problem::CorruptRecord { seq, reason });
-                    (seq, None, None)
-                }
-                Ok((seq, rec)) => {
-                    report.events += 1;
-                    match reader.open_record(seq, &rec) {
-                        Err(e) => {
-                            report.add(Problem::CorruptRecord {
-                                seq,
-                                reason: e.to_string(),
-                            });
-                            (seq, None, None)
-                        }
-                        Ok(env) => {
-                            if seq == expected_seq && prev.is_some_and(|p| p != env.body.prev_hash)
-                            {
-                                report.add(Problem::BrokenLink { seq });
-                            }
-                            live.insert(seq);
-                            for key in keys::index_keys(&env.body, schema) {
-                                if let Some(i) = Index::ALL.iter().find(|i| i.prefix() == key[0]) {
-                                    expected_fp.entry(*i).or_default().add(&key);
-                                }
-                            }
-                            let t = env.body.time.timestamp_micros();
-                            if timed {
-                                let run_starts = matches!(prev_time, Some(p) if p != Some(t));
-                                match time_entries.get(&seq) {
-                                    Some(&et) if et != t => report.add(Problem::TimeIndex {
-                                        seq,
-                                        reason: "the entry's time is not the event's",
-                                    }),
-                                    None if run_starts => report.add(Problem::TimeIndex {
-                                        seq,
-                                        reason: "the event starts a run of a new time but has no entry",
-                                    }),
-                                    _ => {}
-                                }
-                            }
-                            match &env.body.event {
-                                Event::RenderSucceeded(r) => blob_refs.push((seq, r.digest)),
-                                Event::RetentionCompacted(c) => {
-                                    summaries.insert(seq, c.tombstones_digest);
-                                }
-                                _ => {}
-                            }
-                            (seq, Some(env.hash), Some(t))
+/// The pass over the log in sequence order, log records merged with tombstones, and what it
+/// gathers for the checks after it.
+struct LogWalk {
+    schema: u32,
+    timed: bool,
+    time_entries: BTreeMap<u64, i64>,
+    /// Per index, the entries the log implies.
+    expected_fp: BTreeMap<Index, Fingerprint>,
+    /// One bit per seq (1.25 MB per 10M events), not a hash set (hundreds of MB).
+    live: SeqSet,
+    blob_refs: Vec<(u64, Digest)>,
+    /// RetentionCompacted seq -> recorded tombstone digest; voucher -> running digest.
+    summaries: BTreeMap<u64, Digest>,
+    vouched: BTreeMap<u64, Sha256>,
+    expected_seq: u64,
+    prev: Option<Digest>,
+    /// The time of the previous item if it was a live event; `Some(None)` at the start.
+    prev_time: Option<Option<i64>>,
+    checked: u64,
+}
+
+type Rec = Result<(u64, Vec<u8>), (u64, String)>;
+
+impl LogWalk {
+    fn new(schema: u32, time_entries: BTreeMap<u64, i64>) -> LogWalk {
+        LogWalk {
+            schema,
+            timed: schema >= Index::Time.since_schema(),
+            time_entries,
+            expected_fp: Index::for_schema(schema)
+                .filter(|i| *i != Index::Time)
+                .map(|i| (i, Fingerprint::default()))
+                .collect(),
+            live: SeqSet::default(),
+            blob_refs: Vec::new(),
+            summaries: BTreeMap::new(),
+            vouched: BTreeMap::new(),
+            expected_seq: 1,
+            prev: Some(Digest::ZERO),
+            prev_time: Some(None),
+            checked: 0,
+        }
+    }
+
+    fn run(
+        &mut self,
+        reader: &StoreReader,
+        report: &mut Report,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<(), StoreError> {
+        let mut log = reader
+            .events
+            .range(keys::log_key(0)..=keys::log_key(u64::MAX))
+            .flat_map(|item| -> Vec<Rec> {
+                match item {
+                    Err(e) => vec![Err((0, format!("sled: {e}")))],
+                    Ok((k, v)) => {
+                        let base = keys::seq_of(&k).unwrap_or(0);
+                        match keys::decode_chunk(&v) {
+                            Ok(recs) => recs.into_iter().map(Ok).collect(),
+                            Err(reason) => vec![Err((base, reason))],
                         }
                     }
                 }
-            }
-        } else {
-            let (k, v) = tombs
-                .next()
-                .expect("peeked")
-                .map_err(err("scanning tombstones"))?;
-            let seq = keys::seq_of(&k).unwrap_or(0);
-            report.tombstones += 1;
-            if v.len() != 40 {
-                report.add(Problem::TombstoneUnvouched {
-                    seq,
-                    reason: format!("{} bytes, expected 40", v.len()),
-                });
-                (seq, None, None)
+            })
+            .peekable();
+        let mut tombs = reader
+            .events
+            .range(keys::tombstone_key(0)..=keys::tombstone_key(u64::MAX))
+            .peekable();
+        loop {
+            let next_log = log.peek().map(|r| match r {
+                Ok((s, _)) => *s,
+                Err((s, _)) => *s,
+            });
+            let next_tomb = tombs.peek().map(|r| {
+                r.as_ref()
+                    .map(|(k, _)| keys::seq_of(k).unwrap_or(0))
+                    .unwrap_or(0)
+            });
+            let take_log = match (next_log, next_tomb) {
+                (None, None) => break,
+                (Some(l), Some(t)) => l <= t,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+            };
+            let (seq, hash, time) = if take_log {
+                self.record(reader, log.next().expect("peeked"), report)
             } else {
-                let hash = Digest(v[..32].try_into().expect("32 bytes"));
-                let voucher = u64::from_be_bytes(v[32..].try_into().expect("8 bytes"));
-                let h = vouched.entry(voucher).or_default();
-                h.update(seq.to_be_bytes());
-                h.update(hash.0);
-                (seq, Some(hash), None)
+                let (k, v) = tombs
+                    .next()
+                    .expect("peeked")
+                    .map_err(sled_err(reader.path(), "scanning tombstones"))?;
+                self.tombstone(&k, &v, report)
+            };
+            self.advance(seq, hash, time, report, progress);
+        }
+        Ok(())
+    }
+
+    /// One log record: its own hash, its link, its index entries, its time-run entry.
+    fn record(
+        &mut self,
+        reader: &StoreReader,
+        rec: Rec,
+        report: &mut Report,
+    ) -> (u64, Option<Digest>, Option<i64>) {
+        let (seq, rec) = match rec {
+            Err((seq, reason)) => {
+                report.add(Problem::CorruptRecord { seq, reason });
+                return (seq, None, None);
             }
+            Ok(r) => r,
         };
-        if seq != expected_seq {
+        report.events += 1;
+        let env = match reader.open_record(seq, &rec) {
+            Err(e) => {
+                report.add(Problem::CorruptRecord {
+                    seq,
+                    reason: e.to_string(),
+                });
+                return (seq, None, None);
+            }
+            Ok(env) => env,
+        };
+        if seq == self.expected_seq && self.prev.is_some_and(|p| p != env.body.prev_hash) {
+            report.add(Problem::BrokenLink { seq });
+        }
+        self.live.insert(seq);
+        for key in keys::index_keys(&env.body, self.schema) {
+            if let Some(i) = Index::ALL.iter().find(|i| i.prefix() == key[0]) {
+                self.expected_fp.entry(*i).or_default().add(&key);
+            }
+        }
+        let t = env.body.time.timestamp_micros();
+        if self.timed {
+            let run_starts = matches!(self.prev_time, Some(p) if p != Some(t));
+            match self.time_entries.get(&seq) {
+                Some(&et) if et != t => report.add(Problem::TimeIndex {
+                    seq,
+                    reason: "the entry's time is not the event's",
+                }),
+                None if run_starts => report.add(Problem::TimeIndex {
+                    seq,
+                    reason: "the event starts a run of a new time but has no entry",
+                }),
+                _ => {}
+            }
+        }
+        match &env.body.event {
+            Event::RenderSucceeded(r) => self.blob_refs.push((seq, r.digest)),
+            Event::RetentionCompacted(c) => {
+                self.summaries.insert(seq, c.tombstones_digest);
+            }
+            _ => {}
+        }
+        (seq, Some(env.hash), Some(t))
+    }
+
+    /// One tombstone: the hash it stands for, added to its voucher's running digest.
+    fn tombstone(
+        &mut self,
+        k: &[u8],
+        v: &[u8],
+        report: &mut Report,
+    ) -> (u64, Option<Digest>, Option<i64>) {
+        let seq = keys::seq_of(k).unwrap_or(0);
+        report.tombstones += 1;
+        if v.len() != 40 {
+            report.add(Problem::TombstoneUnvouched {
+                seq,
+                reason: format!("{} bytes, expected 40", v.len()),
+            });
+            return (seq, None, None);
+        }
+        let hash = Digest(v[..32].try_into().expect("32 bytes"));
+        let voucher = u64::from_be_bytes(v[32..].try_into().expect("8 bytes"));
+        let h = self.vouched.entry(voucher).or_default();
+        h.update(seq.to_be_bytes());
+        h.update(hash.0);
+        (seq, Some(hash), None)
+    }
+
+    /// The sequence's continuity, after each item.
+    fn advance(
+        &mut self,
+        seq: u64,
+        hash: Option<Digest>,
+        time: Option<i64>,
+        report: &mut Report,
+        progress: &mut dyn FnMut(u64),
+    ) {
+        if seq != self.expected_seq {
             report.add(Problem::Gap {
-                expected: expected_seq,
+                expected: self.expected_seq,
                 found: seq,
             });
         }
-        expected_seq = seq + 1;
-        prev = hash;
-        prev_time = time.map(Some);
+        self.expected_seq = seq + 1;
+        self.prev = hash;
+        self.prev_time = time.map(Some);
         report.last_seq = seq;
-        checked += 1;
-        if checked.is_multiple_of(10_000) {
-            progress(checked);
+        self.checked += 1;
+        if self.checked.is_multiple_of(10_000) {
+            progress(self.checked);
         }
     }
-    for seq in time_entries.keys() {
-        if !live.contains(seq) {
-            report.add(Problem::DanglingIndexEntry {
-                index: "time",
-                seq: *seq,
-            });
-        }
-    }
+}
 
+/// Each voucher's tombstones against the digest its RetentionCompacted event recorded.
+fn check_vouchers(
+    vouched: BTreeMap<u64, Sha256>,
+    summaries: &BTreeMap<u64, Digest>,
+    report: &mut Report,
+) {
     for (voucher, hasher) in vouched {
         let got = Digest(hasher.finalize().into());
         match summaries.get(&voucher) {
@@ -379,51 +477,69 @@ pub fn verify(reader: &StoreReader, progress: &mut dyn FnMut(u64)) -> Result<Rep
             Some(_) => {}
         }
     }
+}
 
-    for (index, expected) in &expected_fp {
-        let mut found = Fingerprint::default();
-        for item in reader.events.scan_prefix([index.prefix()]) {
-            let (k, v) = item.map_err(err("scanning an index"))?;
-            let seqs = match keys::decode_postings(&k, &v) {
-                Ok(s) => s,
-                Err(reason) => {
-                    report.add(Problem::CorruptIndexBlock {
-                        index: index.name(),
-                        reason,
-                    });
-                    continue;
-                }
-            };
-            let mut entry = k[..k.len() - 8].to_vec();
-            let term_len = entry.len();
-            for seq in seqs {
-                if !live.contains(&seq) {
-                    report.add(Problem::DanglingIndexEntry {
-                        index: index.name(),
-                        seq,
-                    });
-                }
-                entry.truncate(term_len);
-                entry.extend_from_slice(&seq.to_be_bytes());
-                found.add(&entry);
-                report.index_entries += 1;
-                checked += 1;
-                if checked.is_multiple_of(100_000) {
-                    progress(checked);
-                }
+/// One index's posting blocks: every entry points to a live event, and together they sum to
+/// what the log implies.
+fn check_index(
+    reader: &StoreReader,
+    index: Index,
+    expected: &Fingerprint,
+    live: &SeqSet,
+    report: &mut Report,
+    checked: &mut u64,
+    progress: &mut dyn FnMut(u64),
+) -> Result<(), StoreError> {
+    let mut found = Fingerprint::default();
+    for item in reader.events.scan_prefix([index.prefix()]) {
+        let (k, v) = item.map_err(sled_err(reader.path(), "scanning an index"))?;
+        let seqs = match keys::decode_postings(&k, &v) {
+            Ok(s) => s,
+            Err(reason) => {
+                report.add(Problem::CorruptIndexBlock {
+                    index: index.name(),
+                    reason,
+                });
+                continue;
+            }
+        };
+        let mut entry = k[..k.len() - 8].to_vec();
+        let term_len = entry.len();
+        for seq in seqs {
+            if !live.contains(&seq) {
+                report.add(Problem::DanglingIndexEntry {
+                    index: index.name(),
+                    seq,
+                });
+            }
+            entry.truncate(term_len);
+            entry.extend_from_slice(&seq.to_be_bytes());
+            found.add(&entry);
+            report.index_entries += 1;
+            *checked += 1;
+            if checked.is_multiple_of(100_000) {
+                progress(*checked);
             }
         }
-        if found != *expected {
-            report.add(Problem::IndexMismatch {
-                index: index.name(),
-                expected: expected.count,
-                found: found.count,
-            });
-        }
     }
+    if found != *expected {
+        report.add(Problem::IndexMismatch {
+            index: index.name(),
+            expected: expected.count,
+            found: found.count,
+        });
+    }
+    Ok(())
+}
 
+/// Every blob decompresses to its address; every recorded render's blob is present.
+fn check_blobs(
+    reader: &StoreReader,
+    blob_refs: &[(u64, Digest)],
+    report: &mut Report,
+) -> Result<(), StoreError> {
     for item in reader.blobs.iter() {
-        let (k, v) = item.map_err(err("scanning blobs"))?;
+        let (k, v) = item.map_err(sled_err(reader.path(), "scanning blobs"))?;
         report.blobs += 1;
         let digest = match <[u8; 32]>::try_from(k.as_ref()) {
             Ok(d) => Digest(d),
@@ -446,12 +562,19 @@ pub fn verify(reader: &StoreReader, progress: &mut dyn FnMut(u64)) -> Result<Rep
         let present = reader
             .blobs
             .contains_key(digest.0)
-            .map_err(err("looking up a blob"))?;
+            .map_err(sled_err(reader.path(), "looking up a blob"))?;
         if !present {
-            report.add(Problem::MissingBlob { seq, digest });
+            report.add(Problem::MissingBlob {
+                seq: *seq,
+                digest: *digest,
+            });
         }
     }
+    Ok(())
+}
 
+/// `HEAD` must not record a flushed seq beyond the log's end.
+fn check_head(path: &std::path::Path, report: &mut Report) -> Result<(), StoreError> {
     match std::fs::read_to_string(path.join(HEAD_FILE)) {
         Ok(text) => {
             let seq = text
@@ -470,10 +593,9 @@ pub fn verify(reader: &StoreReader, progress: &mut dyn FnMut(u64)) -> Result<Rep
                     reason: "unparsable".into(),
                 }),
             }
+            Ok(())
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(StoreError::io(&path, "reading HEAD", e)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(StoreError::io(path, "reading HEAD", e)),
     }
-    progress(checked);
-    Ok(report)
 }
