@@ -32,78 +32,9 @@ if ! "$venv/bin/st" --version 2>/dev/null | grep -q "$version"; then
   "$venv/bin/pip" install -q "schemathesis==$version"
 fi
 
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$cache/target}"
-cargo build -q --bin reckon
-reckon="$CARGO_TARGET_DIR/debug/reckon"
-
-work="$(mktemp -d)"
-# Random hex from od (tr | head would die of SIGPIPE under pipefail).
-rand() { od -An -N"$1" -tx1 /dev/urandom | tr -d ' \n'; }
-ns="reckon-contract-$(rand 4)"
-agent_pid=""
-kc=(kubectl --kubeconfig "$RECKON_TEST_KUBECONFIG")
-cleanup() {
-  if [ -n "$agent_pid" ]; then
-    kill -TERM "$agent_pid" 2>/dev/null || true
-    wait "$agent_pid" 2>/dev/null || true
-  fi
-  "${kc[@]}" delete namespace "$ns" --wait=false >/dev/null 2>&1 || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-# A Git repository with two commits: revisions, manifests, diff and rollback have data.
-git init -q -b main "$work/git"
-g() { git -C "$work/git" -c user.name=Ann -c user.email=ann@example.com "$@"; }
-mkdir -p "$work/git/app"
-cm() { printf 'apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: %s\ndata:\n  n: "%s"\n' "$1" "$2"; }
-cm keep 1 >"$work/git/app/keep.yaml"
-cm a 1 >"$work/git/app/a.yaml"
-g add -A && g commit -qm "Add a and keep"
-first="$(g rev-parse HEAD)"
-cm keep 2 >"$work/git/app/keep.yaml"
-g add -A && g commit -qm "Change keep"
-second="$(g rev-parse HEAD)"
-
-"${kc[@]}" create namespace "$ns" >/dev/null
-mkdir -p "$work/agent"
-cat >"$work/agent/reckon.yaml" <<EOF
-apps:
-  - name: web
-    source:
-      url: file://$work/git
-      path: app
-      interval: 1s
-    target:
-      kubeconfig: $RECKON_TEST_KUBECONFIG
-      namespace: $ns
-EOF
-read_token="contract-read-$(rand 16)"
-admin_token="contract-admin-$(rand 16)"
-echo "$read_token" >"$work/agent/read.tokens"
-echo "fuzzer $admin_token" >"$work/agent/admin.tokens"
-port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
-base="http://127.0.0.1:$port"
-
-(
-  cd "$work/agent"
-  exec env -u RECKON_STORE -u RECKON_CONFIG -u RECKON_CACHE -u RECKON_SERVER -u RECKON_TOKEN \
-    RUST_LOG=warn "$reckon" run --listen "127.0.0.1:$port" \
-    --api-token-file read.tokens --admin-token-file admin.tokens
-) >"$work/agent.log" 2>&1 &
-agent_pid=$!
-
-# Both commits applied: the second is what the agent follows, the first what a rollback finds.
-deadline=$(( $(date +%s) + 120 ))
-until curl -fsS -H "Authorization: Bearer $read_token" "$base/api/v1/apps/web" 2>/dev/null \
-  | grep -q "\"applied_revision\":\"$second\""; do
-  if ! kill -0 "$agent_pid" 2>/dev/null || [ "$(date +%s)" -gt "$deadline" ]; then
-    echo "api-contract.sh: the agent did not apply $second; its log:" >&2
-    tail -n 40 "$work/agent.log" >&2
-    exit 1
-  fi
-  sleep 0.5
-done
+# The agent, its two-commit repository and its tokens: scripts/lib/agent-fixture.sh.
+. scripts/lib/agent-fixture.sh
+agent_fixture_start contract
 echo "api-contract.sh: agent up at $base (pid $agent_pid), revisions ${first:0:10} ${second:0:10}" >&2
 
 # Values that exist, so that some cases get past "no such App" to the handlers' real work
