@@ -16,6 +16,7 @@ pub mod crd;
 pub mod harness;
 pub mod openapi;
 pub mod readiness;
+pub mod store;
 pub mod sync;
 pub mod workload;
 
