@@ -4,7 +4,7 @@
 //! the wall time of each `reckon ... --server` command against the serving API. One table.
 //!
 //! Ignored by default; `scripts/bench-api.sh` builds in release and runs it, or by hand:
-//! `cargo nextest run --release --test api_bench --run-ignored only --no-capture`.
+//! `cargo nextest run --release --test bench --run-ignored only -E 'test(/^api::/)' --no-capture`.
 //! Size: `RECKON_BENCH_EVENTS` (default 10,000,000; CI runs 100,000), `RECKON_BENCH_APPS`
 //! (default 1000 Apps of 20 objects). `RECKON_BENCH_DIR` keeps the store there and reuses it
 //! when it already holds that many events (generation dominates the run at 10M);

@@ -2,9 +2,9 @@
 //! walk over an object's whole history, on a store of the sample stream (50 Apps, 20 objects
 //! each; the layout of the store benchmark, so its store can be reused). Prints a Markdown table.
 //!
-//! Size: `RECKON_BENCH_EVENTS` (default 100000) or the first non-flag argument.
+//! Size: `RECKON_BENCH_EVENTS` (default 100000).
 //! Location: `RECKON_BENCH_DIR` (default: a temp dir); `RECKON_BENCH_REUSE=1` keeps a store of
-//! the right size from an earlier run (of this benchmark or of `benches/store.rs`).
+//! the right size from an earlier run (of this benchmark or of `tests/bench/store.rs`).
 //!
 //! Blame is measured without its one blob read (the sample stream stores no per-object
 //! manifests): reading the object's events and walking them, with a manifest of the sample's

@@ -1,5 +1,5 @@
-//! Shared by the store-side benchmarks (`benches/store.rs`, `benches/query.rs`,
-//! `tests/api_bench.rs`): a deterministic generator, percentiles, and where the generated store
+//! Shared by the store-side benchmarks (`tests/bench/store.rs`, `tests/bench/query.rs`,
+//! `tests/bench/api.rs`): a deterministic generator, percentiles, and where the generated store
 //! lives and whether an earlier one can be reused.
 #![allow(dead_code)] // Each benchmark uses a different subset.
 
@@ -27,10 +27,9 @@ pub fn percentile(sorted: &[Duration], p: f64) -> Duration {
 /// Events to generate: the first non-flag argument, else `RECKON_BENCH_EVENTS`, else `default`
 /// (underscores allowed: `10_000_000`).
 pub fn event_count(default: u64) -> u64 {
-    std::env::args()
-        .skip(1)
-        .find(|a| !a.starts_with('-'))
-        .or_else(|| std::env::var("RECKON_BENCH_EVENTS").ok())
+    // Not from the arguments: in a test binary those are the test harness's (filters, flags).
+    std::env::var("RECKON_BENCH_EVENTS")
+        .ok()
         .map(|s| s.replace('_', "").parse().expect("event count"))
         .unwrap_or(default)
 }

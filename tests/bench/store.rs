@@ -1,9 +1,10 @@
 //! Store benchmarks: batched append with all indexes, index page reads (p50/p99), open plus
 //! projection restore, and bytes on disk per event. Prints a Markdown table.
 //!
-//! Size: `RECKON_BENCH_EVENTS` (default 100000) or the first non-flag argument.
+//! Size: `RECKON_BENCH_EVENTS` (default 100000).
 //! Location: `RECKON_BENCH_DIR` (default: a temp dir, deleted afterwards).
-//! `RECKON_BENCH_EVENTS=10000 cargo bench --bench store` is the CI-sized run.
+//! `RECKON_BENCH_EVENTS=10000 cargo test --test bench -- --ignored --exact store::run --nocapture`
+//! is the CI-sized run (`scripts/test.sh`).
 
 use reckon::event::samples;
 use reckon::store::sled_engine::size_on_disk;
