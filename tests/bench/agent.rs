@@ -2,8 +2,8 @@
 //! `kubectl apply --server-side -R` of the same files on the same cluster, measured in the same
 //! run (these machines are noisy; only same-run comparisons mean anything), printed as one table.
 //! Ignored by default; `scripts/bench-agent.sh` builds in release and runs it, or by hand:
-//! `reckon-testenv run -- cargo nextest run --release --test agent_bench --run-ignored only
-//! --no-capture`, sized by `RECKON_BENCH_APPS` (default 1000 Apps of 4 objects each).
+//! `reckon-testenv run -- cargo nextest run --release --test bench --run-ignored only
+//! -E 'test(/^agent::/)' --no-capture`, sized by `RECKON_BENCH_APPS` (default 1000 Apps of 4 objects each).
 //!
 //! `RECKON_BENCH_KEEP=1` keeps the agent's directory (config, store, cache) for a look at the
 //! event times afterwards; the agent's log is in `target/tmp/agent_bench-reckon-run.log`, the
@@ -15,6 +15,7 @@
 //! SIGTERM.
 
 use crate::support;
+use support::kubectl;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, ListParams, Patch, PatchParams};
@@ -62,12 +63,6 @@ fn reckon(dir: &Path) -> Command {
         std::env::var("RECKON_BENCH_RUST_LOG").unwrap_or_else(|_| "info".into()),
     )
     .args(["--log-format", "json"]);
-    c
-}
-
-fn kubectl() -> Command {
-    let mut c = Command::new("kubectl");
-    c.arg("--kubeconfig").arg(support::kubeconfig());
     c
 }
 
@@ -790,11 +785,7 @@ async fn agent_against_kubectl_server_side_apply() {
     let rss = proc_status(agent.id(), "VmHWM");
 
     // 4. SIGTERM: in-flight passes finish, the store closes, exit 0.
-    let status = Command::new("kill")
-        .args(["-TERM", &agent.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    support::signal(&agent, "-TERM");
     let status = support::wait_exit(&mut agent, Duration::from_secs(120));
     follower.join().unwrap();
     assert!(

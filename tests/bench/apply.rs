@@ -1,15 +1,14 @@
 //! Measures the executor against `kubectl apply --server-side` of the same files on the same
 //! cluster, in the same run (these machines are noisy; only same-run comparisons mean
 //! anything). Ignored by default; run it with
-//! `reckon-testenv run -- cargo nextest run --test apply_bench --run-ignored only --no-capture`
+//! `reckon-testenv run -- cargo nextest run --test bench --run-ignored only -E 'test(/^apply::/)' --no-capture`
 //! and `RECKON_BENCH_APPS=N` (default 250 apps of 4 objects: ServiceAccount, Service,
 //! Deployment, Ingress — the TESTENV.md baseline's shape). Deployments have replicas 0 here: this
-//! measures the apply requests alone, not rollouts (`agent_bench` measures time to Pods Ready).
+//! measures the apply requests alone, not rollouts (`agent::` measures time to Pods Ready).
 
 use crate::support;
 
 use reckon::apply::{self, ApplyOptions};
-use std::process::Command;
 use std::time::{Duration, Instant};
 use support::TestNamespace;
 use support::sync::{TestApp, catalog};
@@ -17,9 +16,7 @@ use support::workload::manifests;
 
 fn kubectl_apply(dir: &std::path::Path, namespace: &str) -> Duration {
     let started = Instant::now();
-    let status = Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(support::kubeconfig())
+    let status = support::kubectl()
         .args(["apply", "--server-side", "-n", namespace, "-f"])
         .arg(dir)
         .stdout(std::process::Stdio::null())

@@ -2,18 +2,11 @@
 //! as JSON lines, a second fetch that records nothing, and an unreachable remote that fails the
 //! command while its failure is recorded.
 
+use crate::support;
+use support::reckon;
+
 use anyhow::Result;
 use reckon_testenv::git::{Fixture, Person};
-use std::process::Command;
-
-fn reckon(dir: &std::path::Path) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_reckon"));
-    c.current_dir(dir)
-        .env_remove("RECKON_STORE")
-        .env_remove("RECKON_CONFIG")
-        .env_remove("RECKON_CACHE");
-    c
-}
 
 #[test]
 fn fetch_records_commits_and_failures_in_the_store() -> Result<()> {

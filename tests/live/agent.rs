@@ -11,7 +11,6 @@ use reckon::event::{Event, EventKind};
 use reckon::store::{OpenOptions, SledStore};
 use reckon_testenv::git::Fixture;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 use support::TestNamespace;
 use support::sync::api_for;
@@ -22,11 +21,8 @@ const CONFIGMAP: &str =
 const DEPLOYMENT: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 0\n  selector:\n    matchLabels:\n      app: web\n  template:\n    metadata:\n      labels:\n        app: web\n    spec:\n      containers:\n        - name: web\n          image: nginx:1.25\n";
 
 fn kubectl(ns: &str, args: &[&str], editor: Option<&str>) {
-    let mut c = Command::new("kubectl");
-    c.arg("--kubeconfig")
-        .arg(support::kubeconfig())
-        .args(["-n", ns])
-        .args(args);
+    let mut c = support::kubectl();
+    c.args(["-n", ns]).args(args);
     if let Some(e) = editor {
         c.env("KUBE_EDITOR", e).env("EDITOR", e);
     }

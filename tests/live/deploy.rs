@@ -42,9 +42,7 @@ fn have_kubectl() -> bool {
 }
 
 fn kubectl(args: &[&str]) -> std::process::Output {
-    Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(support::kubeconfig())
+    support::kubectl()
         .args(args)
         .output()
         .expect("running kubectl (needed on PATH for the deploy tests)")

@@ -10,21 +10,18 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use kube::api::{Api, PostParams};
 use reckon::config;
 use reckon::event::{Event, SyncOutcome};
-use reckon::reconcile::{Live, PassOptions, PassReport, PassStatus, Reconciler};
+use reckon::reconcile::{Live, PassStatus, Reconciler};
 use reckon::render::SecretKey;
 use reckon::source::{GitSource, config::spec_for};
 use reckon::watch::{AppWatch, Change, WatchOptions};
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use support::TestNamespace;
-use support::harness::Harness;
+use support::harness::{Harness, pass};
 use support::sync::writes;
+use support::workload::config_map;
 
 const KEY: [u8; 32] = [9; 32];
-
-fn config_map(name: &str, color: &str) -> String {
-    format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  color: {color}\n")
-}
 
 fn namespace(name: &str) -> String {
     format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n")
@@ -54,23 +51,6 @@ fn watching(
         Live::Watch(Arc::new(RwLock::new(watch))),
     );
     (r, changes)
-}
-
-async fn pass(r: &mut Reconciler) -> PassReport {
-    r.pass(&PassOptions {
-        fetch: true,
-        progress: None,
-        ..Default::default()
-    })
-    .await
-    .unwrap()
-}
-
-fn events(h: &Harness, app: &str) -> Vec<Event> {
-    h.envelopes(app, 1)
-        .into_iter()
-        .map(|e| e.body.event)
-        .collect()
 }
 
 /// `Kind/name action` of every ObjectApplied in `events`, sorted.
@@ -162,7 +142,7 @@ async fn an_existing_namespace_named_then_removed_is_adopted_then_orphaned_never
         "{report:?}"
     );
     assert_eq!(
-        applied(&events(&h, "own")),
+        applied(&h.events("own")),
         [
             "ConfigMap/existing Adopted".to_string(),
             "ConfigMap/keep Created".to_string(),
@@ -177,7 +157,7 @@ async fn an_existing_namespace_named_then_removed_is_adopted_then_orphaned_never
     assert_eq!(existing.data.unwrap()["color"], "blue");
 
     // Git drops them: released (label off, out of the inventory), not deleted.
-    let before = events(&h, "own").len();
+    let before = h.events("own").len();
     h.commit(
         "Drop them",
         &[("app/ns.yaml", None), ("app/existing.yaml", None)],
@@ -187,7 +167,7 @@ async fn an_existing_namespace_named_then_removed_is_adopted_then_orphaned_never
         matches!(report.status, PassStatus::Synced { .. }),
         "{report:?}"
     );
-    let since = &events(&h, "own")[before..];
+    let since = &h.events("own")[before..];
     let mut orphaned: Vec<String> = since
         .iter()
         .filter_map(|e| match e {
@@ -262,13 +242,13 @@ async fn a_namespace_holding_someone_elses_objects_is_never_pruned() {
     let app = h.app("own", "app", "    prune:\n      adopted: true\n");
     let mut r = h.reconciler(app, KEY);
     pass(&mut r).await;
-    let before = events(&h, "own").len();
+    let before = h.events("own").len();
     h.commit(
         "Drop them",
         &[("app/ns.yaml", None), ("app/existing.yaml", None)],
     );
     pass(&mut r).await;
-    let since = &events(&h, "own")[before..];
+    let since = &h.events("own")[before..];
     let pruned: Vec<String> = since
         .iter()
         .filter_map(|e| match e {
@@ -362,7 +342,7 @@ async fn objects_other_tools_own_are_refused_unless_the_app_adopts_always() {
         ),
         "{report:?}"
     );
-    let mut errors = failures(&events(&h, "polite"));
+    let mut errors = failures(&h.events("polite"));
     errors.sort();
     assert_eq!(errors.len(), 2, "{errors:?}");
     assert!(
@@ -375,7 +355,7 @@ async fn objects_other_tools_own_are_refused_unless_the_app_adopts_always() {
         "{}",
         errors[1]
     );
-    assert!(applied(&events(&h, "polite")).is_empty());
+    assert!(applied(&h.events("polite")).is_empty());
     for name in ["flux-owned", "helm-owned"] {
         let cm = get_config_map(&client, &ns, name).await.unwrap();
         assert_eq!(
@@ -387,20 +367,20 @@ async fn objects_other_tools_own_are_refused_unless_the_app_adopts_always() {
     }
     // Recorded once: the same refusal at the next passes records nothing and writes nothing.
     h.requests.take();
-    let before = events(&h, "polite").len();
+    let before = h.events("polite").len();
     for _ in 0..2 {
         let report = pass(&mut r).await;
         assert_eq!(report.appended, 0, "{report:?}");
         assert_eq!(report.refused.len(), 2);
     }
-    assert_eq!(events(&h, "polite").len(), before);
+    assert_eq!(h.events("polite").len(), before);
     assert!(writes(&h.requests.take()).is_empty());
 
     // `adopt: always` takes them, and records the adoption.
     let mut r = h.reconciler(h.app("taker", "marked", "    adopt: always\n"), KEY);
     pass(&mut r).await;
     assert_eq!(
-        applied(&events(&h, "taker")),
+        applied(&h.events("taker")),
         [
             "ConfigMap/flux-owned Adopted",
             "ConfigMap/helm-owned Adopted"
@@ -410,7 +390,7 @@ async fn objects_other_tools_own_are_refused_unless_the_app_adopts_always() {
     // `adopt: never` refuses even an object nobody marked.
     let mut r = h.reconciler(h.app("strict", "plain", "    adopt: never\n"), KEY);
     pass(&mut r).await;
-    let errors = failures(&events(&h, "strict"));
+    let errors = failures(&h.events("strict"));
     assert_eq!(errors.len(), 1);
     assert!(errors[0].contains("adopt: never"), "{}", errors[0]);
     let cm = get_config_map(&client, &ns, "unmarked").await.unwrap();
@@ -441,7 +421,7 @@ async fn two_apps_naming_one_object_the_second_is_refused_once_and_says_why() {
         1,
         "the second App is refused: {report:?}"
     );
-    let errors = failures(&events(&h, "second"));
+    let errors = failures(&h.events("second"));
     assert_eq!(errors.len(), 1);
     assert!(
         errors[0].contains("belongs to App first (label reckon.dev/app=first)"),
@@ -465,16 +445,13 @@ async fn two_apps_naming_one_object_the_second_is_refused_once_and_says_why() {
     assert!(stalled.status);
 
     // No fight: passes of both, in turn, write and record nothing.
-    let counts = (events(&h, "first").len(), events(&h, "second").len());
+    let counts = (h.events("first").len(), h.events("second").len());
     h.requests.take();
     for _ in 0..2 {
         assert_eq!(pass(&mut a).await.appended, 0);
         assert_eq!(pass(&mut b).await.appended, 0);
     }
-    assert_eq!(
-        (events(&h, "first").len(), events(&h, "second").len()),
-        counts
-    );
+    assert_eq!((h.events("first").len(), h.events("second").len()), counts);
     assert!(writes(&h.requests.take()).is_empty());
 
     // `reckon status` says what failed.

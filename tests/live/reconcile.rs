@@ -8,7 +8,8 @@ use crate::support;
 
 use reckon::config;
 use reckon::event::{ApplyAction, Event, EventKind, SyncOutcome};
-use reckon::reconcile::{PassOptions, PassStatus, Reconciler};
+use reckon::reconcile::{PassStatus, Reconciler};
+use support::harness::{pass, synced};
 use support::sync::{api_for, writes};
 
 const CONFIGMAP: &str =
@@ -35,38 +36,12 @@ impl Harness {
         self.0.reconciler(app, [9; 32])
     }
 
-    /// Every event of `app` so far, oldest first.
-    fn events(&self, app: &str) -> Vec<Event> {
-        self.envelopes(app, 1)
-            .into_iter()
-            .map(|e| e.body.event)
-            .collect()
-    }
-
     fn kinds(&self, app: &str) -> Vec<EventKind> {
         self.events(app).iter().map(Event::kind).collect()
     }
 
     async fn close(self) {
         self.0.close().await
-    }
-}
-
-async fn pass(r: &mut Reconciler) -> reckon::reconcile::PassReport {
-    r.pass(&PassOptions {
-        fetch: true,
-        progress: None,
-        ..Default::default()
-    })
-    .await
-    .unwrap()
-}
-
-/// The outcome and counts of a pass that ran a sync (fails the test otherwise).
-fn synced(report: &reckon::reconcile::PassReport) -> (SyncOutcome, reckon::event::SyncCounts) {
-    match &report.status {
-        PassStatus::Synced { outcome, counts } => (*outcome, counts.clone()),
-        other => panic!("expected a sync, got {other:?}"),
     }
 }
 

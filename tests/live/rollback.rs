@@ -9,16 +9,14 @@ use crate::support;
 use reckon::config;
 use reckon::event::{ApplyAction, Event, IntentKind};
 use reckon::reconcile::rollback::{self, RollbackError, RollbackTarget};
-use reckon::reconcile::{PassOptions, PassReport, PassStatus, Reconciler};
+use reckon::reconcile::{PassReport, PassStatus, Reconciler};
 use reckon::render::SecretKey;
 use reckon::store::EventRead;
+use support::harness::pass_with as pass;
 use support::sync::api_for;
+use support::workload::config_map;
 
 const KEY: [u8; 32] = [9; 32];
-
-fn config_map(name: &str, color: &str) -> String {
-    format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  color: {color}\n")
-}
 
 fn secret(password: &str) -> String {
     format!(
@@ -95,16 +93,6 @@ impl Harness {
     async fn close(self) {
         self.0.close().await
     }
-}
-
-async fn pass(r: &mut Reconciler, fetch: bool) -> PassReport {
-    r.pass(&PassOptions {
-        fetch,
-        progress: None,
-        ..Default::default()
-    })
-    .await
-    .unwrap()
 }
 
 fn assert_synced(report: &PassReport) {

@@ -14,10 +14,10 @@ use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 use reckon::event::{Event, Health, SyncOutcome};
-use reckon::reconcile::{PassOptions, PassReport, PassStatus, Reconciler};
+use reckon::reconcile::PassStatus;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
-use support::harness::Harness;
+use support::harness::{Harness, pass, synced};
 use support::sync::writes;
 
 /// Whether the cluster runs Pods. Without simulated nodes the cluster must be the floor of the
@@ -38,23 +38,6 @@ async fn has_nodes(client: &kube::Client) -> bool {
         version.git_version
     );
     false
-}
-
-async fn pass(r: &mut Reconciler) -> PassReport {
-    r.pass(&PassOptions {
-        fetch: true,
-        progress: None,
-        ..Default::default()
-    })
-    .await
-    .unwrap()
-}
-
-fn synced(report: &PassReport) -> SyncOutcome {
-    match &report.status {
-        PassStatus::Synced { outcome, .. } => *outcome,
-        other => panic!("expected a sync, got {other:?}"),
-    }
 }
 
 /// The App-level health changes recorded for `app`, oldest first: (to, message).
@@ -109,7 +92,7 @@ async fn three_replicas_roll_out_and_a_new_revision_is_followed_to_completion() 
     let mut r = h.reconciler(h.app("web", "app", "    health_timeout: 60s\n"), [9; 32]);
     let started = Instant::now();
     let report = pass(&mut r).await;
-    assert_eq!(synced(&report), SyncOutcome::Succeeded, "{report:?}");
+    assert_eq!(synced(&report).0, SyncOutcome::Succeeded, "{report:?}");
     assert_eq!(report.health, Health::Healthy, "{report:?}");
     // The Pods start two seconds after they are scheduled: the pass waited for them.
     assert!(
@@ -151,7 +134,7 @@ async fn three_replicas_roll_out_and_a_new_revision_is_followed_to_completion() 
     );
     let started = Instant::now();
     let report = pass(&mut r).await;
-    assert_eq!(synced(&report), SyncOutcome::Succeeded, "{report:?}");
+    assert_eq!(synced(&report).0, SyncOutcome::Succeeded, "{report:?}");
     assert_eq!(report.health, Health::Healthy, "{report:?}");
     assert!(
         started.elapsed() >= Duration::from_secs(2),
@@ -251,7 +234,7 @@ async fn pods_that_never_become_ready_or_crash_are_reported_with_the_reason() {
         "waited for the timeout"
     );
     // Applied, so the sync succeeded; the App is not Healthy, and says why.
-    assert_eq!(synced(&report), SyncOutcome::Succeeded, "{report:?}");
+    assert_eq!(synced(&report).0, SyncOutcome::Succeeded, "{report:?}");
     assert_eq!(report.health, Health::Progressing, "{report:?}");
     let (to, message) = app_health(&h, "never").pop().expect("an App health change");
     assert_eq!(to, Health::Progressing);
@@ -330,7 +313,7 @@ async fn statefulsets_daemonsets_and_jobs_are_judged_by_their_controllers() {
     let ok = h.app("ok", "ok", "    health_timeout: 60s\n");
     let mut r = h.reconciler(ok, [9; 32]);
     let report = pass(&mut r).await;
-    assert_eq!(synced(&report), SyncOutcome::Succeeded, "{report:?}");
+    assert_eq!(synced(&report).0, SyncOutcome::Succeeded, "{report:?}");
     assert_eq!(
         report.health,
         Health::Healthy,
@@ -385,7 +368,7 @@ async fn statefulsets_daemonsets_and_jobs_are_judged_by_their_controllers() {
     let mut r = h.reconciler(bad, [9; 32]);
     let started = Instant::now();
     let report = pass(&mut r).await;
-    assert_eq!(synced(&report), SyncOutcome::Succeeded, "{report:?}");
+    assert_eq!(synced(&report).0, SyncOutcome::Succeeded, "{report:?}");
     assert_eq!(report.health, Health::Degraded, "{report:?}");
     assert!(
         started.elapsed() < Duration::from_secs(60),

@@ -4,13 +4,13 @@
 //! sync would change something and 0 after it.
 
 use crate::support;
+use support::{events, signal};
 
 use reckon::event::{ApplyAction, Event};
-use reckon::store::{OpenOptions, SledStore};
 use reckon_testenv::git::Fixture;
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use support::TestNamespace;
 use support::sync::api_for;
@@ -30,21 +30,6 @@ fn write_config(dir: &Path, url: &str, ns: &str) {
         ),
     )
     .unwrap();
-}
-
-fn signal(child: &Child, sig: &str) {
-    let status = Command::new("kill")
-        .args([sig, &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
-fn events(dir: &Path) -> Vec<reckon::event::Envelope> {
-    let store = SledStore::open(dir.join("reckon-store"), OpenOptions::default()).unwrap();
-    let events = store.reader().iter_from(1).map(|e| e.unwrap()).collect();
-    store.close().unwrap();
-    events
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

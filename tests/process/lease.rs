@@ -6,16 +6,16 @@
 //! its Lease sends no stale write when it wakes.
 
 use crate::support;
+use support::events;
 use support::eventually;
 
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::{Api, ListParams, Patch, PatchParams};
-use reckon::event::{ApplyAction, Envelope, Event};
-use reckon::store::{OpenOptions, SledStore};
+use reckon::event::{ApplyAction, Event};
 use reckon_testenv::git::Fixture;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 use support::TestNamespace;
 use support::sync::api_for;
@@ -107,11 +107,7 @@ impl Agent {
     }
 
     fn signal(&self, sig: &str) {
-        let status = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
+        support::signal(&self.child, sig);
     }
 
     fn wait_exit(&mut self, within: Duration) -> ExitStatus {
@@ -189,13 +185,6 @@ async fn config_maps(
             )
         })
         .collect()
-}
-
-fn events(dir: &Path) -> Vec<Envelope> {
-    let store = SledStore::open(dir.join("reckon-store"), OpenOptions::default()).unwrap();
-    let events = store.reader().iter_from(1).map(|e| e.unwrap()).collect();
-    store.close().unwrap();
-    events
 }
 
 fn verify(dir: &Path) {

@@ -4,9 +4,10 @@
 //! reason; bad targets fail with a message naming them.
 
 use crate::support;
+use support::events;
+use support::workload::config_map;
 
 use reckon::event::{Envelope, Event, IntentKind};
-use reckon::store::{OpenOptions, SledStore};
 use reckon_testenv::git::Fixture;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -18,17 +19,6 @@ fn reckon(dir: &Path) -> Command {
     let mut c = support::reckon(dir);
     c.env("RUST_LOG", "warn").env("USER", "alice");
     c
-}
-
-fn config_map(name: &str, color: &str) -> String {
-    format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  color: {color}\n")
-}
-
-fn events(dir: &Path) -> Vec<Envelope> {
-    let store = SledStore::open(dir.join("reckon-store"), OpenOptions::default()).unwrap();
-    let events = store.reader().iter_from(1).map(|e| e.unwrap()).collect();
-    store.close().unwrap();
-    events
 }
 
 fn run_ok(dir: &Path, args: &[&str]) -> String {
@@ -67,11 +57,7 @@ fn run_agent_for(dir: &Path, seconds: u64) {
         "{}",
         show(&out)
     );
-    let status = Command::new("kill")
-        .args(["-TERM", &agent.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    support::signal(&agent, "-TERM");
     let status = support::wait_exit(&mut agent, Duration::from_secs(60));
     assert!(status.success(), "SIGTERM exits 0: {status:?}");
 }
