@@ -61,12 +61,7 @@ fn start_agent(dir: &Path, port: u16) -> Agent {
 
 fn stop_agent(mut agent: Agent) {
     let mut child = agent.0.take().expect("running");
-    let ok = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok);
+    support::signal(&child, "-TERM");
     let status = support::wait_exit(&mut child, Duration::from_secs(60));
     assert!(status.success(), "SIGTERM exits 0: {status:?}");
 }
@@ -117,106 +112,176 @@ fn metric(text: &str, name: &str) -> f64 {
         .sum()
 }
 
-#[test]
-fn the_api_answers_from_real_syncs_and_rolls_back() {
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let kube = rt.block_on(support::client());
-    let ns = rt.block_on(support::TestNamespace::create(&kube, "api"));
-    let cms = api_for(&kube, "v1", "ConfigMap", "configmaps", Some(&ns.name));
-    let data = |name: &str| -> Option<String> {
-        rt.block_on(cms.get_opt(name))
+/// The agent serving an App that has synced two commits by two authors (a ConfigMap removed, one
+/// added, one changed) and put back a drift made with `kubectl patch`. Fields drop in order: the
+/// agent first, the namespace and the runtime last.
+struct Run {
+    agent: Agent,
+    dir: tempfile::TempDir,
+    port: u16,
+    base: String,
+    /// A client with the read token.
+    reader: Client,
+    http: reqwest::blocking::Client,
+    spec: Spec,
+    long: Duration,
+    f: Fixture,
+    ann: Person,
+    rev_a: String,
+    rev_b: String,
+    /// An instant between the first sync and the second commit.
+    between: chrono::DateTime<chrono::Utc>,
+    /// The ConfigMap both commits change and the drift touched.
+    object: String,
+    cms: kube::Api<kube::api::DynamicObject>,
+    ns: support::TestNamespace,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Run {
+    fn start() -> Run {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let kube = rt.block_on(support::client());
+        let ns = rt.block_on(support::TestNamespace::create(&kube, "api"));
+        let cms = api_for(&kube, "v1", "ConfigMap", "configmaps", Some(&ns.name));
+        let data = |name: &str| -> Option<String> {
+            rt.block_on(cms.get_opt(name))
+                .unwrap()
+                .and_then(|o| o.data["data"]["n"].as_str().map(str::to_owned))
+        };
+
+        let f = Fixture::new().unwrap();
+        let ann = Person::new("Ann", "ann@example.com");
+        let bob = Person::new("Bob", "bob@example.com").at(1_700_000_100, 0);
+        let rev_a = f
+            .commit("Add a and keep")
+            .author(ann.clone())
+            .write("app/a.yaml", cm("a", "1"))
+            .write("app/keep.yaml", cm("keep", "1"))
+            .create()
+            .unwrap();
+        f.push().unwrap();
+
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(
+            d.join("reckon.yaml"),
+            format!(
+                "apps:\n  - name: web\n    source:\n      url: {}\n      path: app\n      interval: 1s\n    target:\n      kubeconfig: {}\n      namespace: {}\n",
+                f.file_url(),
+                support::kubeconfig().display(),
+                ns.name
+            ),
+        )
+        .unwrap();
+        std::fs::write(d.join("read.tokens"), format!("{READ}\n")).unwrap();
+        std::fs::write(d.join("admin.tokens"), format!("ops {ADMIN}\n")).unwrap();
+        let port = free_port();
+        let base = format!("http://127.0.0.1:{port}");
+        let agent = start_agent(d, port);
+        let reader = Client::new(&base, Some(READ.into())).unwrap();
+        let spec = Spec::load();
+        let long = Duration::from_secs(90);
+
+        eventually("the first sync", long, || {
+            reader
+                .get::<AppStatus>("/api/v1/apps/web", &[])
+                .is_ok_and(|s| s.applied_revision.as_deref() == Some(rev_a.as_str()))
+        });
+        assert_eq!(data("a").as_deref(), Some("1"));
+        let between = chrono::Utc::now();
+        std::thread::sleep(Duration::from_millis(50));
+
+        // B: a goes, b comes, keep changes.
+        let rev_b = f
+            .commit("Replace a by b\n\nlonger body")
+            .author(bob.clone())
+            .remove("app/a.yaml")
+            .write("app/b.yaml", cm("b", "1"))
+            .write("app/keep.yaml", cm("keep", "2"))
+            .create()
+            .unwrap();
+        f.push().unwrap();
+        eventually("B applied", long, || {
+            status(&reader).applied_revision.as_deref() == Some(rev_b.as_str())
+                && data("a").is_none()
+        });
+        assert_eq!(data("keep").as_deref(), Some("2"));
+
+        // Drift by hand; the agent's watch sees it and puts it back.
+        let out = support::kubectl()
+            .args([
+                "-n",
+                &ns.name,
+                "patch",
+                "configmap",
+                "keep",
+                "--type",
+                "merge",
+            ])
+            .args(["-p", r#"{"data":{"n":"9"}}"#])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        eventually("the drift corrected", long, || {
+            let page: HistoryPage = reader
+                .get("/api/v1/events", &[("kind", Some("drift".into()))])
+                .unwrap();
+            page.events.iter().any(|e| e.kind == "DriftCorrected")
+                && data("keep").as_deref() == Some("2")
+        });
+        let object = format!("ConfigMap/{}/keep", ns.name);
+        Run {
+            agent,
+            dir,
+            port,
+            base,
+            reader,
+            http: reqwest::blocking::Client::new(),
+            spec,
+            long,
+            f,
+            ann,
+            rev_a,
+            rev_b,
+            between,
+            object,
+            cms,
+            ns,
+            rt,
+        }
+    }
+
+    /// `data.n` of ConfigMap `name` in the cluster, if it exists.
+    fn data(&self, name: &str) -> Option<String> {
+        self.rt
+            .block_on(self.cms.get_opt(name))
             .unwrap()
             .and_then(|o| o.data["data"]["n"].as_str().map(str::to_owned))
-    };
+    }
+}
 
-    let f = Fixture::new().unwrap();
-    let ann = Person::new("Ann", "ann@example.com");
-    let bob = Person::new("Bob", "bob@example.com").at(1_700_000_100, 0);
-    let rev_a = f
-        .commit("Add a and keep")
-        .author(ann.clone())
-        .write("app/a.yaml", cm("a", "1"))
-        .write("app/keep.yaml", cm("keep", "1"))
-        .create()
-        .unwrap();
-    f.push().unwrap();
+/// One test over one agent, step by step: each step a function below. Later steps change what
+/// earlier ones query (a rollback pins the App, a restart, a resume), so they run in this order in
+/// one process rather than as tests of their own.
+#[test]
+fn the_api_answers_from_real_syncs_and_rolls_back() {
+    let mut run = Run::start();
+    tokens_give_401_403_and_200(&run);
+    each_query_route_answers_what_happened(&run);
+    a_rollback_through_the_cli_with_the_admin_token(&run);
+    pinned_across_a_restart(&mut run);
+    resume_through_the_api(&run);
+    server_and_local_answers_are_equal(run);
+}
 
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    std::fs::write(
-        d.join("reckon.yaml"),
-        format!(
-            "apps:\n  - name: web\n    source:\n      url: {}\n      path: app\n      interval: 1s\n    target:\n      kubeconfig: {}\n      namespace: {}\n",
-            f.file_url(),
-            support::kubeconfig().display(),
-            ns.name
-        ),
-    )
-    .unwrap();
-    std::fs::write(d.join("read.tokens"), format!("{READ}\n")).unwrap();
-    std::fs::write(d.join("admin.tokens"), format!("ops {ADMIN}\n")).unwrap();
-    let port = free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let mut agent = start_agent(d, port);
-    let reader = Client::new(&base, Some(READ.into())).unwrap();
-    let spec = Spec::load();
-    let long = Duration::from_secs(90);
-
-    eventually("the first sync", long, || {
-        reader
-            .get::<AppStatus>("/api/v1/apps/web", &[])
-            .is_ok_and(|s| s.applied_revision.as_deref() == Some(rev_a.as_str()))
-    });
-    assert_eq!(data("a").as_deref(), Some("1"));
-    let between = chrono::Utc::now();
-    std::thread::sleep(Duration::from_millis(50));
-
-    // B: a goes, b comes, keep changes.
-    let rev_b = f
-        .commit("Replace a by b\n\nlonger body")
-        .author(bob.clone())
-        .remove("app/a.yaml")
-        .write("app/b.yaml", cm("b", "1"))
-        .write("app/keep.yaml", cm("keep", "2"))
-        .create()
-        .unwrap();
-    f.push().unwrap();
-    eventually("B applied", long, || {
-        status(&reader).applied_revision.as_deref() == Some(rev_b.as_str()) && data("a").is_none()
-    });
-    assert_eq!(data("keep").as_deref(), Some("2"));
-
-    // Drift by hand; the agent's watch sees it and puts it back.
-    let out = Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(support::kubeconfig())
-        .args([
-            "-n",
-            &ns.name,
-            "patch",
-            "configmap",
-            "keep",
-            "--type",
-            "merge",
-        ])
-        .args(["-p", r#"{"data":{"n":"9"}}"#])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    eventually("the drift corrected", long, || {
-        let page: HistoryPage = reader
-            .get("/api/v1/events", &[("kind", Some("drift".into()))])
-            .unwrap();
-        page.events.iter().any(|e| e.kind == "DriftCorrected")
-            && data("keep").as_deref() == Some("2")
-    });
-
-    // --- Tokens against the real agent.
-    let http = reqwest::blocking::Client::new();
+/// Tokens against the real agent.
+fn tokens_give_401_403_and_200(run: &Run) {
+    let (http, base) = (&run.http, &run.base);
     let events_url = format!("{base}/api/v1/events");
     let r = http.get(&events_url).send().unwrap();
     assert_eq!(r.status(), 401);
@@ -235,8 +300,14 @@ fn the_api_answers_from_real_syncs_and_rolls_back() {
     assert_eq!(r.status(), 403);
     let r = http.get(&events_url).bearer_auth(READ).send().unwrap();
     assert_eq!(r.status(), 200);
+}
 
-    // --- Each query route, checked against what happened.
+/// Each query route, checked against what happened; `/metrics`; the CLI through the agent prints
+/// exactly what the API answers.
+fn each_query_route_answers_what_happened(run: &Run) {
+    let (reader, spec, http, base, ns) = (&run.reader, &run.spec, &run.http, &run.base, &run.ns);
+    let d = run.dir.path();
+    let (rev_a, rev_b, between) = (run.rev_a.clone(), run.rev_b.clone(), run.between);
     let page: Value = reader.get("/api/v1/apps/web/revisions", &[]).unwrap();
     spec.validate(
         spec.response_schema("GET", "/api/v1/apps/{app}/revisions", 200),
@@ -285,7 +356,7 @@ fn the_api_answers_from_real_syncs_and_rolls_back() {
     assert_eq!(diff.changed.len(), 1);
     assert_eq!(diff.changed[0].object, "ConfigMap/keep");
 
-    let object = format!("ConfigMap/{}/keep", ns.name);
+    let object = run.object.clone();
     let blame_json: Value = reader
         .get(
             "/api/v1/blame",
@@ -418,8 +489,14 @@ fn the_api_answers_from_real_syncs_and_rolls_back() {
         &[&["revisions", "web", "-o", "json"][..], &server[..]].concat(),
     );
     assert_eq!(cli_revs, revs_json);
+}
 
-    // --- Rollback to A through the CLI and the admin token: b is pruned, a comes back.
+/// Rollback to A through the CLI and the admin token: b is pruned, a comes back.
+fn a_rollback_through_the_cli_with_the_admin_token(run: &Run) {
+    let (reader, base, long) = (&run.reader, run.base.clone(), run.long);
+    let d = run.dir.path();
+    let rev_a = run.rev_a.clone();
+    let data = |name: &str| run.data(name);
     let out = reckon(d)
         .args([
             "rollback",
@@ -437,7 +514,7 @@ fn the_api_answers_from_real_syncs_and_rolls_back() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let st = status(&reader);
+    let st = status(reader);
     assert!(st.pinned);
     assert_eq!(st.intent.kind, "rollback");
     assert_eq!(st.intent.actor.as_deref(), Some("api:ops"));
@@ -448,8 +525,14 @@ fn the_api_answers_from_real_syncs_and_rolls_back() {
             && data("b").is_none()
             && data("keep").as_deref() == Some("1")
     });
+}
 
-    // A new commit is observed but not applied while pinned, also across a restart.
+/// A new commit is observed but not applied while pinned, also across a restart.
+fn pinned_across_a_restart(run: &mut Run) {
+    let (reader, f, long, port) = (&run.reader, &run.f, run.long, run.port);
+    let d = run.dir.path().to_path_buf();
+    let d = d.as_path();
+    let (ann, rev_a) = (run.ann.clone(), run.rev_a.clone());
     let rev_c = f
         .commit("Add c")
         .author(ann)
@@ -458,21 +541,27 @@ fn the_api_answers_from_real_syncs_and_rolls_back() {
         .unwrap();
     f.push().unwrap();
     eventually("C observed", long, || {
-        status(&reader).observed_revision.as_deref() == Some(rev_c.as_str())
+        status(reader).observed_revision.as_deref() == Some(rev_c.as_str())
     });
-    stop_agent(agent);
-    agent = start_agent(d, port);
+    stop_agent(std::mem::replace(&mut run.agent, Agent(None)));
+    run.agent = start_agent(d, port);
+    let reader = &run.reader;
+    let data = |name: &str| run.data(name);
     eventually("the restarted agent serving", long, || {
         reader.get::<AppStatus>("/api/v1/apps/web", &[]).is_ok()
     });
     std::thread::sleep(Duration::from_secs(4)); // several 1 s polls
-    let st = status(&reader);
+    let st = status(reader);
     assert!(st.pinned, "still pinned after the restart: {st:?}");
     assert_eq!(st.applied_revision.as_deref(), Some(rev_a.as_str()));
     assert_eq!(data("c"), None, "C not applied while pinned");
     assert_eq!(data("a").as_deref(), Some("1"));
+}
 
-    // Resume through the API: C is applied.
+/// Resume through the API: C is applied.
+fn resume_through_the_api(run: &Run) {
+    let (http, base, long) = (&run.http, &run.base, run.long);
+    let data = |name: &str| run.data(name);
     let r = http
         .post(format!("{base}/api/v1/apps/web/resume"))
         .bearer_auth(ADMIN)
@@ -484,9 +573,17 @@ fn the_api_answers_from_real_syncs_and_rolls_back() {
     eventually("C applied after resume", long, || {
         data("c").as_deref() == Some("1") && data("a").is_none()
     });
+}
 
-    // --server and local answers on the same log: captured through the agent, compared with
-    // the store opened locally once the agent has stopped.
+/// `--server` and local answers on the same log: captured through the agent, compared with
+/// the store opened locally once the agent has stopped.
+fn server_and_local_answers_are_equal(mut run: Run) {
+    let d = run.dir.path().to_path_buf();
+    let d = d.as_path();
+    let (base, object) = (run.base.clone(), run.object.clone());
+    let (rev_a, rev_b) = (run.rev_a.clone(), run.rev_b.clone());
+    let server = ["--server", base.as_str(), "--token", READ];
+    let agent = std::mem::replace(&mut run.agent, Agent(None));
     let until = chrono::Utc::now().to_rfc3339();
     let queries: Vec<Vec<&str>> = vec![
         vec!["revisions", "web", "-o", "json"],

@@ -15,6 +15,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 use support::TestNamespace;
 use support::sync::api_for;
+use support::workload::config_map as cm;
 
 fn reckon(dir: &Path) -> Command {
     let mut c = support::reckon(dir);
@@ -70,10 +71,6 @@ fn sync(dir: &Path) {
     }
 }
 
-fn cm(name: &str, color: &str) -> String {
-    format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  color: {color}\n")
-}
-
 fn kinds(events: &Value) -> Vec<String> {
     events
         .as_array()
@@ -87,86 +84,142 @@ fn time_of(v: &Value) -> DateTime<Utc> {
     v.as_str().unwrap().parse().unwrap()
 }
 
+/// The log every step queries: three commits by three authors synced with `reckon sync` (a field
+/// changed, a file added and one removed, so an object is pruned) and a manual drift by another
+/// field manager that the next sync put back. Fields drop in order: the namespace last.
+struct Log {
+    dir: tempfile::TempDir,
+    f: Fixture,
+    cms: kube::Api<kube::api::DynamicObject>,
+    sha1: String,
+    sha2: String,
+    sha3: String,
+    /// An instant between the first sync and the second commit.
+    after_first: DateTime<Utc>,
+    settings: String,
+    old: String,
+    new: String,
+    _ns: TestNamespace,
+}
+
+impl Log {
+    async fn new() -> Log {
+        let client = support::client().await;
+        let ns = TestNamespace::create(&client, "query").await;
+        let n = &ns.name;
+        let f = Fixture::new().unwrap();
+        let alice = Person::new("Alice", "alice@example.com").at(1_767_000_000, 60);
+        let bob = Person::new("Bob", "Bob@Example.com").at(1_767_000_100, 0);
+        let carol = Person::new("Carol", "carol@example.com").at(1_767_000_200, -300);
+        let sha1 = f
+            .commit("Add settings and old\n\nThe first cut.")
+            .author(alice)
+            .write("app/settings.yaml", cm("settings", "blue"))
+            .write("app/old.yaml", cm("old", "grey"))
+            .create()
+            .unwrap();
+        f.push().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(
+            d.join("reckon.yaml"),
+            format!(
+                "apps:\n  - name: shop\n    source:\n      url: {}\n      path: app\n    target:\n      kubeconfig: {}\n      namespace: {n}\n",
+                f.file_url(),
+                support::kubeconfig().display()
+            ),
+        )
+        .unwrap();
+        sync(d);
+        let after_first = Utc::now();
+        std::thread::sleep(Duration::from_millis(50));
+
+        let sha2 = f
+            .commit("Make settings green")
+            .author(bob)
+            .write("app/settings.yaml", cm("settings", "green"))
+            .create()
+            .unwrap();
+        f.push().unwrap();
+        sync(d);
+
+        // Someone edits the object by hand; the next sync records the drift and puts it back.
+        let cms = api_for(&client, "v1", "ConfigMap", "configmaps", Some(n));
+        let patch = serde_json::json!({"data": {"color": "red"}});
+        cms.patch(
+            "settings",
+            &kube::api::PatchParams {
+                field_manager: Some("kubectl-edit".into()),
+                ..Default::default()
+            },
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .unwrap();
+        sync(d);
+        let live = cms.get("settings").await.unwrap();
+        assert_eq!(
+            live.data["data"]["color"], "green",
+            "the drift was put back"
+        );
+
+        let sha3 = f
+            .commit("Replace old by new")
+            .author(carol)
+            .remove("app/old.yaml")
+            .write("app/new.yaml", cm("new", "white"))
+            .create()
+            .unwrap();
+        f.push().unwrap();
+        sync(d);
+        assert!(
+            cms.get_opt("old").await.unwrap().is_none(),
+            "old was pruned"
+        );
+
+        let settings = format!("ConfigMap/{n}/settings");
+        let old = format!("ConfigMap/{n}/old");
+        let new = format!("ConfigMap/{n}/new");
+        Log {
+            dir,
+            f,
+            cms,
+            sha1,
+            sha2,
+            sha3,
+            after_first,
+            settings,
+            old,
+            new,
+            _ns: ns,
+        }
+    }
+}
+
+/// One test over one log, step by step: each step a function below. Later steps build on earlier
+/// ones (the follow step adds a fourth commit, the rollback step pins the App), so they run in
+/// this order in one process rather than as tests of their own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_query_on_a_log_of_real_syncs() {
-    let client = support::client().await;
-    let ns = TestNamespace::create(&client, "query").await;
-    let n = &ns.name;
-    let f = Fixture::new().unwrap();
-    let alice = Person::new("Alice", "alice@example.com").at(1_767_000_000, 60);
-    let bob = Person::new("Bob", "Bob@Example.com").at(1_767_000_100, 0);
-    let carol = Person::new("Carol", "carol@example.com").at(1_767_000_200, -300);
-    let sha1 = f
-        .commit("Add settings and old\n\nThe first cut.")
-        .author(alice)
-        .write("app/settings.yaml", cm("settings", "blue"))
-        .write("app/old.yaml", cm("old", "grey"))
-        .create()
-        .unwrap();
-    f.push().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    std::fs::write(
-        d.join("reckon.yaml"),
-        format!(
-            "apps:\n  - name: shop\n    source:\n      url: {}\n      path: app\n    target:\n      kubeconfig: {}\n      namespace: {n}\n",
-            f.file_url(),
-            support::kubeconfig().display()
-        ),
-    )
-    .unwrap();
-    sync(d);
-    let after_first = Utc::now();
-    std::thread::sleep(Duration::from_millis(50));
+    let log = Log::new().await;
+    let seqs = history(&log);
+    revisions(&log);
+    blame(&log);
+    show_and_diff(&log);
+    status(&log);
+    replay(&log);
+    let sha4 = history_follow_sees_a_sync_made_while_it_runs(&log, &seqs);
+    a_rollback_across_the_pruned_object(&log, &sha4).await;
+}
 
-    let sha2 = f
-        .commit("Make settings green")
-        .author(bob)
-        .write("app/settings.yaml", cm("settings", "green"))
-        .create()
-        .unwrap();
-    f.push().unwrap();
-    sync(d);
+/// `history`: every filter, pages by cursor, time windows, jsonl and the table; returns the log's
+/// sequence numbers, newest first.
+fn history(log: &Log) -> Vec<u64> {
+    let d = log.dir.path();
+    let (sha1, sha2, sha3) = (log.sha1.clone(), log.sha2.clone(), log.sha3.clone());
+    let (settings, old) = (log.settings.clone(), log.old.clone());
+    let after_first = log.after_first;
 
-    // Someone edits the object by hand; the next sync records the drift and puts it back.
-    let cms = api_for(&client, "v1", "ConfigMap", "configmaps", Some(n));
-    let patch = serde_json::json!({"data": {"color": "red"}});
-    cms.patch(
-        "settings",
-        &kube::api::PatchParams {
-            field_manager: Some("kubectl-edit".into()),
-            ..Default::default()
-        },
-        &kube::api::Patch::Merge(&patch),
-    )
-    .await
-    .unwrap();
-    sync(d);
-    let live = cms.get("settings").await.unwrap();
-    assert_eq!(
-        live.data["data"]["color"], "green",
-        "the drift was put back"
-    );
-
-    let sha3 = f
-        .commit("Replace old by new")
-        .author(carol)
-        .remove("app/old.yaml")
-        .write("app/new.yaml", cm("new", "white"))
-        .create()
-        .unwrap();
-    f.push().unwrap();
-    sync(d);
-    assert!(
-        cms.get_opt("old").await.unwrap().is_none(),
-        "old was pruned"
-    );
-
-    let settings = format!("ConfigMap/{n}/settings");
-    let old = format!("ConfigMap/{n}/old");
-    let new = format!("ConfigMap/{n}/new");
-
-    // --- history ---
     let all = json(d, &["history", "shop", "--limit", "1000"]);
     let events = all["events"].as_array().unwrap();
     assert_eq!(all["next"], Value::Null);
@@ -315,8 +368,14 @@ async fn every_query_on_a_log_of_real_syncs() {
         "{table}"
     );
     assert!(!table.contains("\x1b["), "no colour when not a terminal");
+    seqs
+}
 
-    // --- revisions ---
+/// `revisions`: one row per commit with its author, summary and objects changed.
+fn revisions(log: &Log) {
+    let d = log.dir.path();
+    let (sha1, sha2, sha3) = (log.sha1.clone(), log.sha2.clone(), log.sha3.clone());
+
     let revs = json(d, &["revisions", "shop"]);
     let revs = revs.as_array().unwrap();
     let shas: Vec<&str> = revs.iter().map(|r| r["sha"].as_str().unwrap()).collect();
@@ -347,8 +406,14 @@ async fn every_query_on_a_log_of_real_syncs() {
         table.contains(&sha2[..12]) && table.contains("Make settings green"),
         "{table}"
     );
+}
 
-    // --- blame ---
+/// `blame`: each field credited to the commit that set it, with the drift that was put back.
+fn blame(log: &Log) {
+    let d = log.dir.path();
+    let (sha1, sha2) = (log.sha1.clone(), log.sha2.clone());
+    let (settings, old) = (log.settings.clone(), log.old.clone());
+
     let blame = json(d, &["blame", &settings]);
     assert_eq!(blame["app"], "shop");
     assert_eq!(blame["object"], Value::String(settings.clone()));
@@ -418,8 +483,13 @@ async fn every_query_on_a_log_of_real_syncs() {
         "{}",
         String::from_utf8_lossy(&gone.stderr)
     );
+}
 
-    // --- show and diff ---
+/// `show` of a recorded revision and `diff` between two.
+fn show_and_diff(log: &Log) {
+    let d = log.dir.path();
+    let (sha1, sha2, sha3) = (log.sha1.clone(), log.sha2.clone(), log.sha3.clone());
+
     let shown = json(d, &["show", &format!("shop@{}", &sha1[..8])]);
     assert_eq!(shown["revision"], Value::String(sha1.clone()));
     let names: Vec<&str> = shown["manifests"]
@@ -474,8 +544,13 @@ async fn every_query_on_a_log_of_real_syncs() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stdout).contains("no differences"));
+}
 
-    // --- status ---
+/// `status`: following Git at the third commit, healthy, the drift put back.
+fn status(log: &Log) {
+    let d = log.dir.path();
+    let sha3 = log.sha3.clone();
+
     let status = json(d, &["status"]);
     let shop = &status[0];
     assert_eq!(status.as_array().unwrap().len(), 1);
@@ -492,8 +567,15 @@ async fn every_query_on_a_log_of_real_syncs() {
     assert_eq!(shop["objects"], 2);
     let table = text(d, &["status", "shop"]);
     assert!(table.contains("shop") && table.contains("follow") && table.contains(&sha3[..12]));
+}
 
-    // --- replay ---
+/// `replay`: the App as it stood after the first sync, and now.
+fn replay(log: &Log) {
+    let d = log.dir.path();
+    let after_first = log.after_first;
+    let sha1 = log.sha1.clone();
+    let (settings, old, new) = (log.settings.clone(), log.old.clone(), log.new.clone());
+
     let at = after_first.to_rfc3339();
     let then = json(d, &["replay", "--at", &at, "shop"]);
     let then = &then[0];
@@ -529,8 +611,13 @@ async fn every_query_on_a_log_of_real_syncs() {
         table.contains(&old) && table.contains(&sha1[..12]),
         "{table}"
     );
+}
 
-    // --- history --follow sees a sync made while it runs ---
+/// `history --follow` sees a sync made while it runs (of a fourth commit, whose SHA it returns).
+fn history_follow_sees_a_sync_made_while_it_runs(log: &Log, seqs: &[u64]) -> String {
+    let d = log.dir.path();
+    let f = &log.f;
+
     let mut follower = reckon(d)
         .args([
             "history",
@@ -577,15 +664,20 @@ async fn every_query_on_a_log_of_real_syncs() {
     }
     assert_eq!(seen[0], "CommitObserved", "{seen:?}");
     assert!(seen.contains(&"ObjectApplied".to_string()), "{seen:?}");
-    let status = Command::new("kill")
-        .args(["-INT", &follower.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    support::signal(&follower, "-INT");
     let exit = support::wait_exit(&mut follower, Duration::from_secs(10));
     assert!(exit.success(), "Ctrl-C ends following cleanly: {exit:?}");
+    sha4
+}
 
-    // --- a rollback across the pruned object, as the queries see it ---
+/// A rollback across the pruned object, as the queries see it.
+async fn a_rollback_across_the_pruned_object(log: &Log, sha4: &str) {
+    let d = log.dir.path();
+    let cms = &log.cms;
+    let sha1 = log.sha1.clone();
+    let sha4 = sha4.to_string();
+    let (settings, old, new) = (log.settings.clone(), log.old.clone(), log.new.clone());
+
     let before_rollback = Utc::now();
     std::thread::sleep(Duration::from_millis(50));
     run(

@@ -11,12 +11,11 @@ use crate::support;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use reckon::crd::{App, AppSpec, SourceSpec};
 use reckon::event::Envelope;
-use reckon::store::{OpenOptions, SledStore};
 use reckon_testenv::git::Fixture;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 use support::TestNamespace;
 use support::crd::{install_app_crd, until};
@@ -110,11 +109,7 @@ impl Shard {
         let Some(mut child) = self.child.take() else {
             return;
         };
-        let ok = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success());
+        support::signal(&child, "-TERM");
         let status = support::wait_exit(&mut child, Duration::from_secs(60));
         assert!(
             status.success(),
@@ -128,10 +123,7 @@ impl Shard {
     }
 
     fn events(&self) -> Vec<Envelope> {
-        let store = SledStore::open(self.dir.join("reckon-store"), OpenOptions::default()).unwrap();
-        let events = store.reader().iter_from(1).map(|e| e.unwrap()).collect();
-        store.close().unwrap();
-        events
+        support::events(&self.dir)
     }
 }
 
@@ -191,72 +183,147 @@ fn keys(page: &Value, shard: Option<u64>) -> Vec<(u64, u64)> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_shard_processes_split_the_apps_and_answer_history_for_the_fleet() {
-    let client = support::client().await;
-    install_app_crd(&client).await;
-    let ns = TestNamespace::create(&client, "shard").await;
+/// Two shards serving App objects in one namespace: four Apps the hash splits two and two, one
+/// labelled to shard 1 against its hash, and an orphan labelled to a shard that does not exist,
+/// all pointing at one commit. Fields drop in order: the shards stop before the namespace goes.
+struct Fleet {
+    shards: Vec<Shard>,
+    http: Http,
+    apps: Api<App>,
+    cms: Api<k8s_openapi::api::core::v1::ConfigMap>,
+    /// The Apps the hash gives to each shard.
+    hashed: BTreeMap<u32, Vec<String>>,
+    /// Every App that has an owner, with it.
+    owner_of: BTreeMap<String, u64>,
+    orphan: String,
+    fixture: Fixture,
+    /// The commit every App starts at.
+    sha: String,
+    root: tempfile::TempDir,
+    ns: TestNamespace,
+}
 
-    // Names that the hash gives to both shards (two each), one pinned against its hash to
-    // shard 1, and one with a label naming no shard of two.
-    let mut hashed: BTreeMap<u32, Vec<String>> = BTreeMap::new();
-    for i in 0.. {
-        let name = format!("app{i}");
-        let owner = reckon::shard::owner(&ns.name, &name, None, 2).unwrap();
-        let list = hashed.entry(owner).or_default();
-        if list.len() < 2 {
-            list.push(name);
+impl Fleet {
+    async fn start() -> Fleet {
+        let client = support::client().await;
+        install_app_crd(&client).await;
+        let ns = TestNamespace::create(&client, "shard").await;
+
+        // Names that the hash gives to both shards (two each), one pinned against its hash to
+        // shard 1, and one with a label naming no shard of two.
+        let mut hashed: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+        for i in 0.. {
+            let name = format!("app{i}");
+            let owner = reckon::shard::owner(&ns.name, &name, None, 2).unwrap();
+            let list = hashed.entry(owner).or_default();
+            if list.len() < 2 {
+                list.push(name);
+            }
+            if hashed.values().map(Vec::len).sum::<usize>() == 4 {
+                break;
+            }
         }
-        if hashed.values().map(Vec::len).sum::<usize>() == 4 {
-            break;
+        let pinned = (0..)
+            .map(|i| format!("pin{i}"))
+            .find(|n| reckon::shard::owner(&ns.name, n, None, 2).unwrap() == 0)
+            .unwrap();
+        let mut owner_of: BTreeMap<String, u64> = BTreeMap::new();
+        for (s, names) in &hashed {
+            for n in names {
+                owner_of.insert(n.clone(), u64::from(*s));
+            }
         }
-    }
-    let pinned = (0..)
-        .map(|i| format!("pin{i}"))
-        .find(|n| reckon::shard::owner(&ns.name, n, None, 2).unwrap() == 0)
-        .unwrap();
-    let mut owner_of: BTreeMap<String, u64> = BTreeMap::new();
-    for (s, names) in &hashed {
-        for n in names {
-            owner_of.insert(n.clone(), u64::from(*s));
+        owner_of.insert(pinned.clone(), 1);
+        let orphan = "orphan".to_string();
+
+        let fixture = Fixture::new().unwrap();
+        let mut commit = fixture.commit("One directory per App");
+        for name in owner_of.keys().chain([&orphan]) {
+            commit = commit.write(&format!("{name}/cm.yaml"), config_map(name));
         }
-    }
-    owner_of.insert(pinned.clone(), 1);
-    let orphan = "orphan".to_string();
+        let sha = commit.create().unwrap();
+        fixture.push().unwrap();
 
-    let fixture = Fixture::new().unwrap();
-    let mut commit = fixture.commit("One directory per App");
-    for name in owner_of.keys().chain([&orphan]) {
-        commit = commit.write(&format!("{name}/cm.yaml"), config_map(name));
-    }
-    let sha = commit.create().unwrap();
-    fixture.push().unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let ports = reckon_testenv::ports::free_ports(2).unwrap();
+        let shards: Vec<Shard> = (0..2)
+            .map(|i| Shard::start(i, &ports, &ns.name, root.path()))
+            .collect();
 
-    let root = tempfile::tempdir().unwrap();
-    let ports = reckon_testenv::ports::free_ports(2).unwrap();
-    let mut shards: Vec<Shard> = (0..2)
-        .map(|i| Shard::start(i, &ports, &ns.name, root.path()))
-        .collect();
-
-    let apps: Api<App> = Api::namespaced(client.clone(), &ns.name);
-    for name in owner_of.keys() {
-        let label = (*name == pinned).then_some("1");
+        let apps: Api<App> = Api::namespaced(client.clone(), &ns.name);
+        for name in owner_of.keys() {
+            let label = (*name == pinned).then_some("1");
+            apps.create(
+                &PostParams::default(),
+                &app_object(name, &fixture.file_url(), label),
+            )
+            .await
+            .unwrap();
+        }
         apps.create(
             &PostParams::default(),
-            &app_object(name, &fixture.file_url(), label),
+            &app_object(&orphan, &fixture.file_url(), Some("7")),
         )
         .await
         .unwrap();
-    }
-    apps.create(
-        &PostParams::default(),
-        &app_object(&orphan, &fixture.file_url(), Some("7")),
-    )
-    .await
-    .unwrap();
+        let cms: Api<k8s_openapi::api::core::v1::ConfigMap> =
+            Api::namespaced(client.clone(), &ns.name);
 
+        let http = Http {
+            client: reqwest::Client::new(),
+        };
+        Fleet {
+            shards,
+            http,
+            apps,
+            cms,
+            hashed,
+            owner_of,
+            orphan,
+            fixture,
+            sha,
+            root,
+            ns,
+        }
+    }
+}
+
+/// `/`-free query values: a time's `+` and `:` percent-encoded.
+fn enc(s: &str) -> String {
+    s.replace('+', "%2B").replace(':', "%3A")
+}
+
+/// The window of history both shards had recorded before the steps that change it.
+struct Window {
+    /// Its end (the `until` of every query).
+    until_t: String,
+    /// (shard, seq) of every event in it, newest first: the union of both stores.
+    want: Vec<(u64, u64)>,
+}
+
+/// One test over one fleet, step by step: each step a function below. Later steps change the
+/// fleet (an App moves to the other shard, a shard stops), so they run in this order in one
+/// process rather than as tests of their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_shard_processes_split_the_apps_and_answer_history_for_the_fleet() {
+    let mut fleet = Fleet::start().await;
+    every_owned_app_is_applied_and_the_orphan_is_refused(&fleet).await;
+    either_shard_lists_every_app_with_its_owner(&fleet).await;
+    let window = either_shard_answers_history_for_the_fleet(&fleet).await;
+    per_app_queries_and_a_post_reach_the_owner(&fleet).await;
+    the_cli_against_one_shard_answers_for_the_fleet(&fleet, &window);
+    let (moved, sha2) = following_the_fleet_while_an_app_moves(&fleet).await;
+    the_moved_app_is_answered_by_its_new_owner(&mut fleet, &moved, &sha2).await;
+    a_stopped_shard_is_named_or_reported_missing(&mut fleet, &window).await;
+    each_app_is_in_its_owners_store_only(&fleet, &moved);
+}
+
+/// Every owned App applied and Ready (its status written by its owner); the orphan applied by
+/// nobody, with shard 0 saying why in its status.
+async fn every_owned_app_is_applied_and_the_orphan_is_refused(fleet: &Fleet) {
+    let (apps, cms, ns) = (&fleet.apps, &fleet.cms, &fleet.ns);
+    let (owner_of, orphan) = (fleet.owner_of.clone(), fleet.orphan.clone());
     // Every owned App applied and Ready (its status written by its owner).
-    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client.clone(), &ns.name);
     for name in owner_of.keys() {
         until(
             &format!("{name} Ready"),
@@ -297,13 +364,13 @@ async fn two_shard_processes_split_the_apps_and_answer_history_for_the_fleet() {
         "{message}"
     );
     assert!(cms.get_opt("cm-orphan").await.unwrap().is_none());
+}
 
-    let http = Http {
-        client: reqwest::Client::new(),
-    };
-
-    // The App list from either shard: every owned App once, with its owner.
-    for s in &shards {
+/// The App list from either shard: every owned App once, with its owner.
+async fn either_shard_lists_every_app_with_its_owner(fleet: &Fleet) {
+    let (shards, http) = (&fleet.shards, &fleet.http);
+    let owner_of = fleet.owner_of.clone();
+    for s in shards {
         let (_, list) = http.ok(&format!("{}/api/v1/apps", s.url), false).await;
         let got: BTreeMap<String, u64> = list
             .as_array()
@@ -318,11 +385,15 @@ async fn two_shard_processes_split_the_apps_and_answer_history_for_the_fleet() {
             .collect();
         assert_eq!(got, owner_of, "apps from {}", s.url);
     }
+}
 
-    // History: a fixed window (shards keep polling), each shard's own events as the oracle.
+/// History: a fixed window (shards keep polling), each shard's own events as the oracle; every
+/// page of it from either shard is the union of both stores.
+async fn either_shard_answers_history_for_the_fleet(fleet: &Fleet) -> Window {
+    let (shards, http) = (&fleet.shards, &fleet.http);
+    let owner_of = fleet.owner_of.clone();
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let until_t = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-    let enc = |s: &str| s.replace('+', "%2B").replace(':', "%3A");
     let mut union: Vec<(chrono::DateTime<chrono::Utc>, u64, u64)> = Vec::new();
     for (i, s) in shards.iter().enumerate() {
         let (_, page) = http
@@ -353,7 +424,7 @@ async fn two_shard_processes_split_the_apps_and_answer_history_for_the_fleet() {
         want.len()
     );
 
-    for s in &shards {
+    for s in shards {
         // One page: the union merged newest first by time.
         let (_, page) = http
             .ok(
@@ -405,10 +476,15 @@ async fn two_shard_processes_split_the_apps_and_answer_history_for_the_fleet() {
             "{app}: {ks:?}"
         );
     }
+    Window { until_t, want }
+}
 
-    // Per-App queries from either shard reach the owner.
+/// Per-App queries from either shard reach the owner, and so does a POST.
+async fn per_app_queries_and_a_post_reach_the_owner(fleet: &Fleet) {
+    let (shards, http) = (&fleet.shards, &fleet.http);
+    let (owner_of, sha) = (fleet.owner_of.clone(), fleet.sha.clone());
     for (app, owner) in &owner_of {
-        for s in &shards {
+        for s in shards {
             let (headers, revs) = http
                 .ok(&format!("{}/api/v1/apps/{app}/revisions", s.url), false)
                 .await;
@@ -450,8 +526,13 @@ async fn two_shard_processes_split_the_apps_and_answer_history_for_the_fleet() {
             .unwrap(),
         owner.to_string()
     );
+}
 
-    // The CLI against one shard: the fleet's history, with the shard in JSON and tables.
+/// The CLI against one shard: the fleet's history, with the shard in JSON and tables.
+fn the_cli_against_one_shard_answers_for_the_fleet(fleet: &Fleet, window: &Window) {
+    let (shards, root) = (&fleet.shards, &fleet.root);
+    let owner_of = fleet.owner_of.clone();
+    let (until_t, want) = (window.until_t.clone(), window.want.clone());
     let cli = |args: &[&str]| {
         let out = support::reckon(root.path())
             .args(args)
@@ -494,9 +575,14 @@ async fn two_shard_processes_split_the_apps_and_answer_history_for_the_fleet() {
     for app in owner_of.keys() {
         assert!(status.contains(app.as_str()), "{status}");
     }
+}
 
-    // Following the fleet from its head while an App moves to the other shard (its label) and
-    // a new commit reaches every App: each new event once, oldest first, from both shards.
+/// Following the fleet from its head while an App moves to the other shard (its label) and
+/// a new commit reaches every App: each new event once, oldest first, from both shards. Returns
+/// the moved App and the new commit.
+async fn following_the_fleet_while_an_app_moves(fleet: &Fleet) -> (String, String) {
+    let (shards, http, apps, fixture) = (&fleet.shards, &fleet.http, &fleet.apps, &fleet.fixture);
+    let hashed = fleet.hashed.clone();
     let (_, first) = http
         .ok(&format!("{}/api/v1/events?limit=1", shards[0].url), false)
         .await;
@@ -591,10 +677,15 @@ async fn two_shard_processes_split_the_apps_and_answer_history_for_the_fleet() {
         let seqs: Vec<u64> = followed.iter().filter(|f| f.0 == s).map(|f| f.1).collect();
         assert!(seqs.windows(2).all(|w| w[0] < w[1]), "shard {s}: {seqs:?}");
     }
+    (moved, sha2)
+}
 
-    // The moved App: its new owner writes its status (no StoreGap: the old status counted the
-    // other store's events), queries prefer the shard that reconciles it now, and its history
-    // is the union of both stores.
+/// The moved App: its new owner writes its status (no StoreGap: the old status counted the
+/// other store's events), queries prefer the shard that reconciles it now, and its history
+/// is the union of both stores.
+async fn the_moved_app_is_answered_by_its_new_owner(fleet: &mut Fleet, moved: &str, sha2: &str) {
+    let (shards, http, apps) = (&fleet.shards, &fleet.http, &fleet.apps);
+    let (moved, sha2) = (moved.to_string(), sha2.to_string());
     let status = until(
         "the moved App's status from shard 1",
         Duration::from_secs(60),
@@ -617,7 +708,7 @@ async fn two_shard_processes_split_the_apps_and_answer_history_for_the_fleet() {
             .any(|c| c.type_ == "StoreGap" && c.status == "True"),
         "{status:?}"
     );
-    for s in &shards {
+    for s in shards {
         let (headers, revs) = http
             .ok(&format!("{}/api/v1/apps/{moved}/revisions", s.url), false)
             .await;
@@ -643,9 +734,13 @@ async fn two_shard_processes_split_the_apps_and_answer_history_for_the_fleet() {
             "{moved}'s history is on both shards"
         );
     }
-    owner_of.remove(&moved);
+    fleet.owner_of.remove(&moved);
+}
 
-    // A stopped shard: 502 naming it, or a partial answer that says it is missing.
+/// A stopped shard: 502 naming it, or a partial answer that says it is missing.
+async fn a_stopped_shard_is_named_or_reported_missing(fleet: &mut Fleet, window: &Window) {
+    let (shards, http) = (&mut fleet.shards, &fleet.http);
+    let (until_t, want) = (window.until_t.clone(), window.want.clone());
     let stopped_url = shards[1].url.clone();
     shards[1].stop();
     let (status, _, body) = http
@@ -675,8 +770,16 @@ async fn two_shard_processes_split_the_apps_and_answer_history_for_the_fleet() {
     let only0: Vec<(u64, u64)> = want.iter().copied().filter(|(s, _)| *s == 0).collect();
     assert_eq!(keys(&page, None), only0);
     shards[0].stop();
+}
 
-    // The stores: each App's events in its owner's store only; the orphan in none.
+/// The stores: each App's events in its owner's store only; the orphan in none.
+fn each_app_is_in_its_owners_store_only(fleet: &Fleet, moved: &str) {
+    let shards = &fleet.shards;
+    let (owner_of, orphan, moved) = (
+        fleet.owner_of.clone(),
+        fleet.orphan.clone(),
+        moved.to_string(),
+    );
     let stored: Vec<BTreeSet<String>> = shards
         .iter()
         .map(|s| {
@@ -701,7 +804,7 @@ async fn two_shard_processes_split_the_apps_and_answer_history_for_the_fleet() {
         stored.iter().all(|s| s.contains(&moved)),
         "{moved} moved: history on both"
     );
-    for s in &shards {
+    for s in shards {
         let gaps = s
             .events()
             .iter()
