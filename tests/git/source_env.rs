@@ -31,7 +31,12 @@ fn https_through_the_environment_proxy_with_a_token_from_an_environment_variable
     let cache = tempfile::tempdir()?;
     let child = |token: &str| -> Result<std::process::Output> {
         Ok(Command::new(std::env::current_exe()?)
-            .args(["--exact", "source_env::child_fetch", "--include-ignored", "--nocapture"])
+            .args([
+                "--exact",
+                "source_env::child_fetch",
+                "--include-ignored",
+                "--nocapture",
+            ])
             .env("HTTPS_PROXY", proxy.url())
             .env_remove("NO_PROXY")
             .env_remove("no_proxy")

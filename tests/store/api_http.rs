@@ -2,7 +2,7 @@
 //! the realistic sample stream): the OpenAPI document lists exactly the routes the router is
 //! built from, tokens give 401/403/200 as documented, events pages walk the whole log by cursor
 //! and match the store's own queries, responses fit the documented schemas, and `/metrics`
-//! counts what the writer appended. The agent with real syncs is tests/api_live.rs.
+//! counts what the writer appended. The agent with real syncs is tests/process/api.rs.
 
 use crate::support;
 

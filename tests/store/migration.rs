@@ -36,7 +36,7 @@ fn fixture_writer(path: &Path, schema: u32) -> SledStore {
 }
 
 /// Regenerates the fixture with the schema-1 layout. Run only when the fixture must change:
-/// `cargo test --test migration -- --ignored generate_v1_fixture`
+/// `cargo test --test store -- --ignored migration::generate_v1_fixture`
 #[test]
 #[ignore]
 fn generate_v1_fixture() {
@@ -147,7 +147,7 @@ fn v2_manifest(k: u64, rev: u64) -> Vec<u8> {
 
 /// Regenerates the schema-2 fixture. It must be written by the release before migration 0004
 /// (commit a0954c2): check that commit out, add this function and `v2_manifest`, and run
-/// `cargo test --test migration -- --ignored generate_v2_fixture` there (with `fixture_writer`), then copy
+/// `cargo test --test store -- --ignored migration::generate_v2_fixture` there (with `fixture_writer`), then copy
 /// `tests/fixtures/store-v2` here. The current code would write version-3 snapshots.
 #[test]
 #[ignore]
@@ -279,7 +279,7 @@ const FIXTURE_V3_EVENTS: u64 = 120;
 
 /// Regenerates the store-schema-3, event-schema-1 fixture: it must be written by the release
 /// before event schema 2 (commit d396f7f: fd0ddf0 plus this function and the fixture): check that
-/// commit out, run `cargo test --test migration -- --ignored generate_v3_fixture` there and copy
+/// commit out, run `cargo test --test store -- --ignored migration::generate_v3_fixture` there and copy
 /// `tests/fixtures/store-v3` here. The current code writes event schema 2.
 #[test]
 #[ignore]
@@ -460,7 +460,7 @@ fn fixture_v3_events3() -> PathBuf {
 /// Regenerates the store-schema-3, event-schema-3 fixture: it must be written by the release
 /// before event schema 4 (commit 440ae8a): extract that commit, add this function (writing to
 /// `tests/fixtures/store-v3-events3`), run
-/// `cargo test --test migration -- --ignored generate_v3_events3_fixture` there and copy the
+/// `cargo test --test store -- --ignored migration::generate_v3_events3_fixture` there and copy the
 /// store here. The current code writes event schema 4.
 #[test]
 #[ignore]

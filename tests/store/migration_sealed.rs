@@ -3,7 +3,7 @@
 //! tests/fixtures/store-0.1-hashed-secrets). Nothing is rewritten on open; old records read
 //! back: a revision without Secrets rolls back from its record with the digests it was applied
 //! with, and one with a Secret names the Secret it cannot restore (the pass then renders it from
-//! Git, tested live in tests/rollback_live.rs).
+//! Git, tested live in tests/live/rollback.rs).
 
 use crate::support::store as common;
 
