@@ -19,6 +19,7 @@ pub mod health;
 pub mod lease;
 pub mod listen;
 pub mod metrics;
+pub mod model;
 pub mod observe;
 pub mod plan;
 pub mod query;

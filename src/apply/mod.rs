@@ -21,6 +21,7 @@
 mod discovery;
 mod execute;
 mod observe;
+pub mod wait;
 
 pub use discovery::{Catalog, DiscoveryError, DiscoveryMode, Resolved, ServerVersion};
 pub use execute::execute;

@@ -1,5 +1,5 @@
 //! Owns readiness: kstatus-style health of live objects, as pure functions over their JSON,
-//! plus [`wait`], which polls a set of objects until they are healthy or a deadline passes.
+//! with no I/O (waiting for them is [`crate::apply::wait`]'s, next to the executor).
 //!
 //! The rules follow kstatus (the library behind `kubectl wait`-like checks in Flux) where it has
 //! one: an object whose controller has not observed its latest generation is in progress
@@ -7,10 +7,8 @@
 //! no status at all (ConfigMap, Secret, RBAC, ...) are current as soon as they exist.
 
 mod rules;
-mod wait;
 
 pub use rules::{assess, pod_problem, pod_selector};
-pub use wait::{WaitOptions, pod_problems, wait};
 
 use serde::Serialize;
 

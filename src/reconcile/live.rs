@@ -125,11 +125,11 @@ impl DirectView {
                 apply::resolve_namespace(&d.object, c.scope(&d.object.group_kind()), &c.namespace)
             })
             .collect();
-        let options = crate::health::WaitOptions {
+        let options = apply::wait::WaitOptions {
             timeout,
             ..Default::default()
         };
-        crate::health::wait(&c.catalog, &objects, &options)
+        apply::wait::wait(&c.catalog, &objects, &options)
             .await
             .into_iter()
             .map(|(object, h)| (object, recorded_health(&h), h.message))
@@ -346,7 +346,7 @@ pub(crate) fn unlabelled_candidates(
 }
 
 /// Adds, to each workload still unready when the wait ended, its first Pod's problem (as
-/// [`crate::health::wait`] does for the direct view): one list of Pods per unready workload.
+/// [`apply::wait::wait`] does for the direct view): one list of Pods per unready workload.
 async fn explained_by_pods(
     catalog: &Catalog,
     mut readings: Vec<Reading>,
@@ -364,7 +364,7 @@ async fn explained_by_pods(
             Some((i, object.namespace.clone()?, selector))
         })
         .collect();
-    for (i, problem) in crate::health::pod_problems(catalog, unready, 8).await {
+    for (i, problem) in apply::wait::pod_problems(catalog, unready, 8).await {
         let message = &mut readings[i].2;
         *message = format!("{message}; {problem}");
     }

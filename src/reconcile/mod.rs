@@ -514,6 +514,39 @@ impl Reconciler {
     }
 }
 
+/// A pass's summary for the App's status (an inherent impl of the `crd` type kept here, so the
+/// types module does not depend on the reconciler).
+impl crate::crd::PassSummary {
+    pub fn of(result: &Result<PassReport, String>) -> Self {
+        match result {
+            Err(e) => crate::crd::PassSummary::Error(e.clone()),
+            Ok(r) => match &r.status {
+                PassStatus::NoRevision => crate::crd::PassSummary::NoRevision {
+                    fetch_failure: r.fetch_failure.clone(),
+                },
+                PassStatus::Suspended => crate::crd::PassSummary::Suspended,
+                PassStatus::RenderFailed { error } => {
+                    crate::crd::PassSummary::RenderFailed(error.clone())
+                }
+                PassStatus::InSync => crate::crd::PassSummary::Done {
+                    outcome: crate::event::SyncOutcome::Succeeded,
+                    health: r.health,
+                    fetch_failure: r.fetch_failure.clone(),
+                    failed_attempts: r.failed_attempts,
+                    refused: r.refused.clone(),
+                },
+                PassStatus::Synced { outcome, .. } => crate::crd::PassSummary::Done {
+                    outcome: *outcome,
+                    health: r.health,
+                    fetch_failure: r.fetch_failure.clone(),
+                    failed_attempts: r.failed_attempts,
+                    refused: r.refused.clone(),
+                },
+            },
+        }
+    }
+}
+
 /// What a fetch left for the pass.
 #[derive(Default)]
 struct Fetched {
