@@ -29,7 +29,7 @@ pub use live::Live;
 use crate::apply::{self, ApplyOptions, Catalog, ObjectOutcome};
 use crate::config;
 use crate::event::{self, Digest, Draft, Event, SyncOutcome};
-use crate::observe;
+use crate::fetch;
 use crate::plan::{DesiredObject, ObjectKey, Plan};
 use crate::render::SecretKey;
 use crate::source::GitSource;
@@ -46,11 +46,11 @@ use tokio::sync::mpsc;
 #[derive(Debug, thiserror::Error)]
 pub enum ReconcileError {
     #[error("App {app}: {source}")]
-    Observe {
+    Fetch {
         app: String,
         // Boxed: the largest variant sets the size of every `Result` in this module.
         #[source]
-        source: Box<observe::ObserveError>,
+        source: Box<fetch::FetchError>,
     },
     #[error("App {app}: recording events: {source}")]
     Store {
@@ -411,11 +411,11 @@ impl Reconciler {
     }
 
     /// Fetches the source when asked, recording what it observed (a failure once).
-    async fn fetch(&mut self, options: &PassOptions) -> Result<Fetched, ReconcileError> {
+    async fn fetch(&mut self, options: &PassOptions) -> Result<FetchStep, ReconcileError> {
         if !options.fetch {
-            return Ok(Fetched::default());
+            return Ok(FetchStep::default());
         }
-        let o = observe::observe_quietly(
+        let o = fetch::fetch_quietly(
             &self.store,
             &self.app.name,
             &self.source,
@@ -424,12 +424,12 @@ impl Reconciler {
             options.fetch_requested.unwrap_or_else(Instant::now),
         )
         .await
-        .map_err(|source| ReconcileError::Observe {
+        .map_err(|source| ReconcileError::Fetch {
             app: self.app.name.clone(),
             source: Box::new(source),
         })?;
         self.memory.fetch_failure = o.failure.clone();
-        Ok(Fetched {
+        Ok(FetchStep {
             state: Some(o.state),
             appended: o.appended,
             failure: o.failure,
@@ -483,9 +483,9 @@ impl Reconciler {
     pub async fn diff(&mut self, fetch: bool) -> Result<DiffReport, ReconcileError> {
         let name = self.app.name.clone();
         if fetch {
-            observe::observe(&self.store, &name, &self.source)
+            fetch::fetch(&self.store, &name, &self.source)
                 .await
-                .map_err(|source| ReconcileError::Observe {
+                .map_err(|source| ReconcileError::Fetch {
                     app: name.clone(),
                     source: Box::new(source),
                 })?;
@@ -549,7 +549,7 @@ impl crate::crd::PassSummary {
 
 /// What a fetch left for the pass.
 #[derive(Default)]
-struct Fetched {
+struct FetchStep {
     /// The App's state after the fetch's records (`None`: no fetch ran).
     state: Option<AppState>,
     appended: usize,
