@@ -42,6 +42,33 @@ impl ObjectRef {
     }
 }
 
+/// The recorded form of a reference: the same object, its uid not known from the reference.
+impl From<&crate::model::ObjectRef> for ObjectRef {
+    fn from(object: &crate::model::ObjectRef) -> Self {
+        ObjectRef {
+            group: object.group.clone(),
+            version: object.version.clone(),
+            kind: object.kind.clone(),
+            namespace: object.namespace.clone(),
+            name: object.name.clone(),
+            uid: None,
+        }
+    }
+}
+
+impl ObjectRef {
+    /// The reference without the uid, as the planner and the live view name objects.
+    pub fn object_ref(&self) -> crate::model::ObjectRef {
+        crate::model::ObjectRef {
+            group: self.group.clone(),
+            version: self.version.clone(),
+            kind: self.kind.clone(),
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+        }
+    }
+}
+
 /// A person in a commit: name, email and the time they signed the commit with.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Person {

@@ -31,7 +31,7 @@ pub(super) fn adoption_lookups(
     state
         .inventory
         .values()
-        .filter(|e| !desired.contains(&events::plan_ref(&e.object).key()))
+        .filter(|e| !desired.contains(&e.object.object_ref().key()))
         .filter_map(|e| e.lifecycle_seq)
         .filter(|seq| !known.contains_key(seq))
         .collect()
@@ -53,7 +53,7 @@ pub(super) fn planner_entry(
             .or_insert_with(|| serde_json::Value::String(ns.clone()));
     }
     InventoryEntry {
-        object: events::plan_ref(&entry.object),
+        object: entry.object.object_ref(),
         last_applied_digest: format!("sha256:{}", entry.last_digest.to_hex()),
         last_applied: value,
         adopted,
@@ -183,16 +183,8 @@ mod tests {
         ] {
             state.inventory.insert(e.object.identity(), e);
         }
-        let desired: HashSet<ObjectKey> = [events::plan_ref(
-            &state
-                .inventory
-                .values()
-                .find(|e| e.object.name == "kept")
-                .unwrap()
-                .object,
-        )
-        .key()]
-        .into();
+        let kept = state.inventory.values().find(|e| e.object.name == "kept");
+        let desired: HashSet<ObjectKey> = [kept.unwrap().object.object_ref().key()].into();
         let known: HashMap<u64, bool> = [(7, true)].into();
         assert_eq!(adoption_lookups(&state, &desired, &known), vec![5]);
     }
