@@ -370,3 +370,95 @@ async fn explained_by_pods(
     }
     readings
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::health::{Health, Status};
+    use crate::reconcile::fixtures::*;
+
+    #[test]
+    fn the_watch_cannot_vouch_for_desired_objects_outside_the_inventory_it_has_not_seen() {
+        let owned = config_map("owned", "1", true);
+        let seen = config_map("seen", "1", true);
+        let unseen = config_map("unseen", "1", false);
+        let mut observed = observed(vec![live(&seen, "1")]);
+        // Absent from the cache but the App's: the cache is right that it is gone.
+        observed.insert(resolved(&owned).key(), Observation::Absent);
+        let desired = [owned.clone(), seen, unseen.clone()];
+        let read = unlabelled_candidates(&desired, &[applied(&owned)], &observed, &scopes, "shop");
+        assert_eq!(read, vec![unseen]);
+        // A kind the cluster does not serve is not read at all.
+        let widget = desired_widget();
+        assert!(
+            unlabelled_candidates(&[widget], &[], &Observed::new(), &scopes, "shop").is_empty()
+        );
+    }
+
+    fn desired_widget() -> DesiredObject {
+        desired(serde_json::json!({
+            "apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}
+        }))
+    }
+
+    #[test]
+    fn readings_tell_a_missing_object_from_one_not_observed_yet() {
+        let gone = config_map("gone", "1", false);
+        let unknown = config_map("unknown", "1", true);
+        let ready = config_map("ready", "1", true);
+        let mut observed = observed(vec![live(&ready, "1")]);
+        observed.insert(resolved(&gone).key(), Observation::Absent);
+        let readings = readings_of(
+            &[gone, unknown, ready, desired_widget()],
+            &observed,
+            &scopes,
+            "shop",
+        );
+        let summary: Vec<(String, event::Health)> = readings
+            .iter()
+            .map(|(o, h, _)| {
+                (
+                    format!("{}/{}", o.namespace.as_deref().unwrap_or(""), o.name),
+                    *h,
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("shop/gone".to_string(), event::Health::Missing),
+                ("shop/unknown".to_string(), event::Health::Unknown),
+                ("shop/ready".to_string(), event::Health::Healthy),
+            ],
+            "namespaces defaulted, unserved kinds left out"
+        );
+        assert!(!all_settled(&readings));
+    }
+
+    #[test]
+    fn health_is_settled_once_every_object_is_healthy_or_degraded() {
+        let o = |name: &str| ObjectRef::from_api_version("v1", "ConfigMap", Some("shop"), name);
+        let healthy = (o("a"), event::Health::Healthy, String::new());
+        let degraded = (o("b"), event::Health::Degraded, String::new());
+        let progressing = (o("c"), event::Health::Progressing, String::new());
+        assert!(all_settled(&[]));
+        assert!(all_settled(&[healthy.clone(), degraded.clone()]));
+        assert!(!all_settled(&[healthy, degraded, progressing]));
+    }
+
+    #[test]
+    fn an_object_the_server_does_not_find_is_recorded_missing() {
+        let missing = Health::new(Status::Unknown, "ConfigMap/shop/web: not found");
+        assert_eq!(recorded_health(&missing), event::Health::Missing);
+        let unreadable = Health::new(Status::Unknown, "ConfigMap/shop/web: unreadable");
+        assert_eq!(recorded_health(&unreadable), event::Health::Unknown);
+        assert_eq!(
+            recorded_health(&Health::new(Status::Current, "ready")),
+            event::Health::Healthy
+        );
+        assert_eq!(
+            recorded_health(&Health::new(Status::Terminating, "deleting")),
+            event::Health::Progressing
+        );
+    }
+}
