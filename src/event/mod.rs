@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-pub use crate::model::Digest;
+pub use crate::model::{Digest, Health};
 pub use envelope::{Draft, Envelope, EnvelopeBody, EnvelopeError};
 
 /// A typed reference to a Kubernetes object. `uid` is known once the object exists.
@@ -134,15 +134,6 @@ pub enum SyncOutcome {
     /// Some objects failed to apply or prune; the rest were applied.
     PartiallyFailed,
     Failed,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Health {
-    Unknown,
-    Progressing,
-    Healthy,
-    Degraded,
-    Missing,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

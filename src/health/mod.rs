@@ -34,6 +34,20 @@ pub struct Health {
     pub message: String,
 }
 
+/// The health reckon records for a readiness status (a missing object is told apart by the
+/// caller, who knows it looked).
+impl From<Status> for crate::model::Health {
+    fn from(status: Status) -> Self {
+        use crate::model::Health as H;
+        match status {
+            Status::Current => H::Healthy,
+            Status::InProgress | Status::Terminating => H::Progressing,
+            Status::Failed => H::Degraded,
+            Status::Unknown => H::Unknown,
+        }
+    }
+}
+
 impl Health {
     pub fn new(status: Status, message: impl Into<String>) -> Self {
         Self {

@@ -3,7 +3,7 @@
 
 use crate::apply::{FailureCause, ObjectOutcome, Outcome, SkipReason};
 use crate::event::{self, Digest, Draft, Event, FieldDiff, FieldManager};
-use crate::health::{self, Status};
+use crate::health;
 use crate::plan::{self, ChangeKind, Drift, FieldChange, PruneSkipReason, RejectReason};
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
@@ -353,16 +353,6 @@ pub fn rejected_draft(app: &str, revision: &str, rejected: &plan::Rejected) -> D
     )
 }
 
-/// The health the event model records for a readiness status.
-pub fn event_health(status: Status) -> event::Health {
-    match status {
-        Status::Current => event::Health::Healthy,
-        Status::InProgress | Status::Terminating => event::Health::Progressing,
-        Status::Failed => event::Health::Degraded,
-        Status::Unknown => event::Health::Unknown,
-    }
-}
-
 /// An App's aggregate health: the worst of its objects (Missing counts as Degraded-like),
 /// Healthy for an App with no objects.
 pub fn aggregate(objects: &[event::Health]) -> event::Health {
@@ -482,7 +472,7 @@ pub fn observed_health(observation: Option<&plan::Observation>) -> (event::Healt
     match observation {
         Some(plan::Observation::Present(live)) => {
             let h = health::assess(&live.manifest);
-            (event_health(h.status), h.message)
+            (event::Health::from(h.status), h.message)
         }
         Some(plan::Observation::Absent) => (event::Health::Missing, "not found".into()),
         None => (event::Health::Unknown, "not observed yet".into()),

@@ -316,7 +316,7 @@ pub(crate) fn recorded_health(h: &crate::health::Health) -> event::Health {
     if h.status == crate::health::Status::Unknown && h.message.ends_with("not found") {
         event::Health::Missing
     } else {
-        super::events::event_health(h.status)
+        event::Health::from(h.status)
     }
 }
 
