@@ -7,7 +7,7 @@
 
 use anyhow::Result;
 use reckon::event::{Envelope, Event, EventKind};
-use reckon::observe::observe;
+use reckon::fetch::fetch as observe;
 use reckon::source::{GitSource, RefSelector, SignatureMode, SignaturePolicy, SourceSpec};
 use reckon::store::writer::{self, StoreHandle};
 use reckon::store::{EventRead, OpenOptions, Query, Selector, SledStore};

@@ -7,9 +7,10 @@
 use crate::support;
 
 use kube::api::{DeleteParams, Patch, PatchParams};
+use reckon::apply::wait::{self as health, WaitOptions};
 use reckon::apply::{self, ApplyOptions, DiffOutcome, FailureCause, Outcome, SkipReason};
 use reckon::config::ConflictPolicy;
-use reckon::health::{self, Status, WaitOptions};
+use reckon::health::Status;
 use reckon::plan::{Action, ObjectRef, PruneSkipReason};
 use serde_json::json;
 use std::time::Duration;

@@ -8,9 +8,9 @@
 //! of its Pods, and the first Pod's problem in the kubelet's or scheduler's words is added to
 //! its message ("0 of 2 replicas available; pod web-5d9c-x2: container main CrashLoopBackOff").
 
-use super::{Health, Status, assess, pod_problem, pod_selector};
-use crate::apply::Catalog;
-use crate::plan::ObjectRef;
+use super::Catalog;
+use crate::health::{Health, Status, assess, pod_problem, pod_selector};
+use crate::model::ObjectRef;
 use futures::stream::{self, StreamExt};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

@@ -15,9 +15,9 @@ use crate::store::writer::StoreHandle;
 use chrono::{DateTime, Utc};
 
 /// Errors recording an observation, named after the failed operation. A failed fetch is not one
-/// of them: it is recorded as an event and reported in [`Observation::failure`].
+/// of them: it is recorded as an event and reported in [`Fetched::failure`].
 #[derive(Debug, thiserror::Error)]
-pub enum ObserveError {
+pub enum FetchError {
     #[error("reading the projection of app {app}: {source}")]
     ReadProjection { app: String, source: StoreError },
     #[error("appending the observation of app {app}: {source}")]
@@ -26,7 +26,7 @@ pub enum ObserveError {
 
 /// What one observation did.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Observation {
+pub struct Fetched {
     /// Events appended (0 for a poll that found nothing new).
     pub appended: usize,
     /// The newest commit observed on the ref, after this observation.
@@ -150,11 +150,11 @@ pub fn failure_draft(app: &str, url: &str, reference: &str, err: &SourceError) -
 }
 
 /// The App's folded state as the writer holds it now (default for an App never seen).
-async fn app_state(store: &StoreHandle, app: &str) -> Result<AppState, ObserveError> {
+async fn app_state(store: &StoreHandle, app: &str) -> Result<AppState, FetchError> {
     let state = store
         .app_state(app)
         .await
-        .map_err(|source| ObserveError::ReadProjection {
+        .map_err(|source| FetchError::ReadProjection {
             app: app.to_string(),
             source,
         })?;
@@ -163,29 +163,29 @@ async fn app_state(store: &StoreHandle, app: &str) -> Result<AppState, ObserveEr
 
 /// Fetches `source` for `app` from the head the log last recorded and appends what was observed
 /// as one flushed batch.
-pub async fn observe(
+pub async fn fetch(
     store: &StoreHandle,
     app: &str,
     source: &GitSource,
-) -> Result<Observation, ObserveError> {
-    observe_quietly(store, app, source, None, None, std::time::Instant::now()).await
+) -> Result<Fetched, FetchError> {
+    fetch_quietly(store, app, source, None, None, std::time::Instant::now()).await
 }
 
-/// [`observe`] for a caller that polls: a failure identical to `last_failure` (the same text,
+/// [`fetch`] for a caller that polls: a failure identical to `last_failure` (the same text,
 /// which includes the reason) is not recorded again, so an outage of a day is one event, not
 /// one per poll. The returned failure text is what to pass next time. `fetches` bounds the
 /// fetches running at once; it is held for the fetch only, not while the observation is made
 /// durable (a thousand Apps starting together would otherwise queue behind each other's fsync).
 /// `requested` is when the fetch was asked for (a poll's due time): a fetch of the same remote
 /// that started since then, for another App, answers it (see [`GitSource::fetch_since`]).
-pub async fn observe_quietly(
+pub async fn fetch_quietly(
     store: &StoreHandle,
     app: &str,
     source: &GitSource,
     last_failure: Option<&str>,
     fetches: Option<&tokio::sync::Semaphore>,
     requested: std::time::Instant,
-) -> Result<Observation, ObserveError> {
+) -> Result<Fetched, FetchError> {
     let state = app_state(store, app).await?;
     let spec = source.spec();
     let fetched = {
@@ -226,13 +226,13 @@ pub async fn observe_quietly(
         store
             .append(drafts)
             .await
-            .map_err(|source| ObserveError::Append {
+            .map_err(|source| FetchError::Append {
                 app: app.to_string(),
                 source,
             })?;
     }
     let state = app_state(store, app).await?;
-    Ok(Observation {
+    Ok(Fetched {
         appended,
         observed_head: state.observed_head.clone(),
         deployable_head: state.deployable_head.clone(),

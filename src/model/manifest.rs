@@ -1,7 +1,7 @@
 //! Owns [`Manifest`], the plain-text form of an object to apply, kept out of logs: its `Debug`
 //! hides Secret values and it does not implement `Serialize`, so neither `tracing::debug!(?x)`
 //! nor serialising an action or a rendered set can write a Secret value anywhere. What may be
-//! stored is [`super::digest::storable_object`] of it.
+//! stored is [`crate::render::digest::storable_object`] of it.
 
 use serde_json::Value;
 use std::fmt;

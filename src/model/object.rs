@@ -26,6 +26,13 @@ pub struct ObjectKey {
     pub name: String,
 }
 
+/// Whether a kind's objects live in a namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Scope {
+    Namespaced,
+    Cluster,
+}
+
 /// Group and kind: what scope (namespaced or cluster-wide) is decided by.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct GroupKind {
