@@ -46,7 +46,7 @@ use std::time::{Duration, Instant};
 /// latency-bound) while one sync stays a small share of what the API server admits at once
 /// (400 read-only and 200 mutating requests by default, divided between priority levels by
 /// API Priority and Fairness): beyond that, requests only queue on the server and compete
-/// with controllers. Measured on the 2-core test machine (`tests/apply_bench.rs`, 4000
+/// with controllers. Measured on the 2-core test machine (`tests/bench/apply.rs`, 4000
 /// objects, same run): execute took 9.5 s serially, 7.5 s at 8 and 7.0 s at 16; there the
 /// API server's CPU is the limit, so more concurrency buys little; with a remote server the
 /// round trip dominates and 8 buys more.
