@@ -89,7 +89,7 @@ async fn three_replicas_roll_out_and_a_new_revision_is_followed_to_completion() 
             Some(&deployment("web", 3, "example.invalid/web:1", &slow)),
         )],
     );
-    let mut r = h.reconciler(h.app("web", "app", "    health_timeout: 60s\n"), [9; 32]);
+    let mut r = h.reconciler(h.app("web", "app", "    health_timeout: 300s\n"), [9; 32]);
     let started = Instant::now();
     let report = pass(&mut r).await;
     assert_eq!(synced(&report).0, SyncOutcome::Succeeded, "{report:?}");
@@ -310,7 +310,7 @@ async fn statefulsets_daemonsets_and_jobs_are_judged_by_their_controllers() {
             ),
         ],
     );
-    let ok = h.app("ok", "ok", "    health_timeout: 60s\n");
+    let ok = h.app("ok", "ok", "    health_timeout: 300s\n");
     let mut r = h.reconciler(ok, [9; 32]);
     let report = pass(&mut r).await;
     assert_eq!(synced(&report).0, SyncOutcome::Succeeded, "{report:?}");
@@ -423,7 +423,7 @@ async fn a_current_overlay_over_a_shared_base_applies_and_stays_in_sync() {
             ("overlays/prod/ingress.yaml", Some(INGRESS)),
         ],
     );
-    let app = h.app("prod", "overlays/prod", "    health_timeout: 60s\n");
+    let app = h.app("prod", "overlays/prod", "    health_timeout: 300s\n");
     let mut r = h.reconciler(app, [9; 32]);
     let report = pass(&mut r).await;
     let (outcome, counts) = match &report.status {
