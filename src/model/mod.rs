@@ -9,6 +9,7 @@ mod health;
 pub mod labels;
 mod manifest;
 mod object;
+pub mod url;
 
 pub use digest::Digest;
 pub use health::Health;
