@@ -2,13 +2,13 @@
 //! Each subcommand lives in its own module and returns `anyhow::Result` (the CLI is an edge).
 
 mod actor;
+pub mod backend;
 mod fetch;
 pub mod output;
 pub mod query;
 mod remote;
 mod rollback;
 mod run;
-pub mod source;
 mod store;
 mod sync;
 mod version;

@@ -1,9 +1,9 @@
 //! Owns the read-only query commands: `history`, `revisions`, `blame`, `show`, `diff --from
-//! --to`, `status` and `replay`. Each obtains typed results from a [`Source`] and renders them;
+//! --to`, `status` and `replay`. Each obtains typed results from a [`Backend`] and renders them;
 //! rendering never knows where the data came from.
 
+use super::backend::{Backend, Local, StoreLocked};
 use super::output::{self, Cell, Colour, Format, Style, Table, machine, short, time};
-use super::source::{Local, Source, StoreLocked};
 use crate::query::{
     AppStatus, Blame, Category, EventRow, HistoryFilter, ObjectSpec, ReplayedApp, RevisionDiff,
     RevisionRow, Shown,
@@ -34,7 +34,7 @@ pub struct Common {
 
 impl Common {
     /// The source the flags name: the agent at --server, else the local store.
-    pub fn source(&self) -> anyhow::Result<Box<dyn Source>> {
+    pub fn source(&self) -> anyhow::Result<Box<dyn Backend>> {
         Ok(match self.server.client()? {
             Some(client) => Box::new(super::remote::Remote::new(client)),
             None => Box::new(Local::new(&self.store)),
@@ -345,7 +345,7 @@ fn print_follow(
 const LOCKED_PATIENCE: Duration = Duration::from_secs(30);
 
 fn follow(
-    source: &mut dyn Source,
+    source: &mut dyn Backend,
     filter: &HistoryFilter,
     mut after: Cursor,
     format: Format,

@@ -1,8 +1,8 @@
-//! Owns the `--server URL` side of the CLI: the query [`Source`] answered by a running agent's
+//! Owns the `--server URL` side of the CLI: the query [`Backend`] answered by a running agent's
 //! HTTP API (the same typed results as a local store), the flags that name the agent and its
 //! token, and rollback/resume recorded through the agent.
 
-use super::source::Source;
+use super::backend::Backend;
 use crate::api::client::{Client, segment};
 use crate::query::{
     AppStatus, Blame, HistoryFilter, ObjectSpec, ReplayedApp, RevisionDiff, RevisionRow,
@@ -79,7 +79,7 @@ impl Remote {
     }
 }
 
-impl Source for Remote {
+impl Backend for Remote {
     fn history(&mut self, filter: &HistoryFilter, cursor: Option<&Cursor>) -> anyhow::Result<Page> {
         self.events(filter, cursor, None)
     }

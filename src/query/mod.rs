@@ -616,7 +616,7 @@ pub struct HistoryPage {
 /// A filter resolved against the projections: index selectors to walk and the predicate every
 /// event must pass.
 #[derive(Clone, Debug)]
-struct Plan {
+struct HistoryPlan {
     selectors: Vec<Selector>,
     /// Every filter that has an index, as a union of terms: the candidates are the
     /// intersection of these groups.
@@ -631,8 +631,8 @@ struct Plan {
     category: Option<Category>,
 }
 
-impl Plan {
-    fn new(projections: &Projections, f: &HistoryFilter) -> Result<Plan, QueryError> {
+impl HistoryPlan {
+    fn new(projections: &Projections, f: &HistoryFilter) -> Result<HistoryPlan, QueryError> {
         let object = match &f.object {
             Some(text) => Some(text.parse::<ObjectSpec>()?.resolve(projections)),
             None => None,
@@ -686,7 +686,7 @@ impl Plan {
         if let Some(c) = f.category {
             groups.push(c.kinds().into_iter().map(Selector::Kind).collect());
         }
-        Ok(Plan {
+        Ok(HistoryPlan {
             selectors,
             groups,
             since: f.since,
@@ -822,7 +822,7 @@ fn union_pop(group: &mut [SeqStream], seq: u64) {
 /// indexes alone and only the events in all of them are read.
 fn scan_intersection<R: EventRead + ?Sized>(
     reader: &R,
-    plan: &Plan,
+    plan: &HistoryPlan,
     filter: &HistoryFilter,
     order: Order,
     limit: usize,
@@ -917,7 +917,7 @@ pub(crate) fn app_kind_page<R: EventRead + ?Sized>(
     cursor: Option<u64>,
     limit: usize,
 ) -> Result<HistoryPage, QueryError> {
-    let plan = Plan {
+    let plan = HistoryPlan {
         selectors: vec![],
         groups: vec![
             vec![Selector::App(app.to_string())],
@@ -955,7 +955,7 @@ fn scan<R: EventRead + ?Sized>(
     filter: &HistoryFilter,
     order: Order,
 ) -> Result<(HistoryPage, Option<u64>), QueryError> {
-    let plan = Plan::new(projections, filter)?;
+    let plan = HistoryPlan::new(projections, filter)?;
     let limit = filter.limit.clamp(1, MAX_LIMIT);
     if plan.groups.len() >= 2 {
         return scan_intersection(reader, &plan, filter, order, limit);

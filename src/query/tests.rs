@@ -192,7 +192,7 @@ fn revisions_resolve_by_unique_prefix() {
 #[test]
 fn filters_pick_the_most_selective_index_and_post_filter_the_rest() {
     let p = projections_with(&[&samples::sha(1), &samples::sha(2)]);
-    let f = |f: HistoryFilter| Plan::new(&p, &f).unwrap();
+    let f = |f: HistoryFilter| HistoryPlan::new(&p, &f).unwrap();
     let dep = samples::object("apps", "v1", "Deployment", Some("web"), "api");
     let plan = f(HistoryFilter {
         app: Some("shop".into()),
@@ -272,7 +272,7 @@ fn filters_pick_the_most_selective_index_and_post_filter_the_rest() {
     );
     assert_eq!(f(HistoryFilter::default()).selectors, vec![Selector::All]);
     // An unknown short revision is an error; an unknown full SHA is looked up as is.
-    let e = Plan::new(
+    let e = HistoryPlan::new(
         &p,
         &HistoryFilter {
             revision: Some("ffff".into()),
@@ -544,7 +544,7 @@ fn attributed(drift_seq: Option<u64>, users: &[(&str, &str)]) -> Event {
 #[test]
 fn a_user_filter_walks_attributions_and_keeps_only_that_users() {
     let p = Projections::default();
-    let plan = Plan::new(
+    let plan = HistoryPlan::new(
         &p,
         &HistoryFilter {
             user: Some("alice".into()),
@@ -585,7 +585,7 @@ fn a_user_filter_walks_attributions_and_keeps_only_that_users() {
         .collect();
     assert_eq!(accepted, vec![2, 4]);
     // With another filter the attributions are intersected with it.
-    let plan = Plan::new(
+    let plan = HistoryPlan::new(
         &p,
         &HistoryFilter {
             user: Some("alice".into()),

@@ -1,6 +1,6 @@
 //! Owns where the query commands get their data: the seam between "obtain typed results" and
 //! "render them". [`Local`] opens the store itself (read-only use; sled allows one process, so
-//! only while no agent holds it); a running agent is asked over HTTP by the `--server` source,
+//! only while no agent holds it); a running agent is asked over HTTP by the `--server` backend,
 //! which returns the same [`crate::query`] types.
 
 use crate::query::{
@@ -25,7 +25,7 @@ pub struct StoreLocked {
 
 /// The queries, wherever they are answered. Blocking: commands call them off the async
 /// threads.
-pub trait Source: Send {
+pub trait Backend: Send {
     /// A page newest first from `cursor` (a sequence number; a fleet's composite cursor only
     /// through an agent's API).
     fn history(&mut self, filter: &HistoryFilter, cursor: Option<&Cursor>) -> anyhow::Result<Page>;
@@ -98,7 +98,7 @@ impl Local {
     }
 }
 
-impl Source for Local {
+impl Backend for Local {
     fn history(&mut self, filter: &HistoryFilter, cursor: Option<&Cursor>) -> anyhow::Result<Page> {
         let mut f = filter.clone();
         f.cursor = cursor.map(local_seq).transpose()?;
