@@ -418,7 +418,7 @@ function Revisions({ app }: { app: string }) {
   );
 }
 
-function RevisionPage({ app, sha }: { app: string; sha: string }) {
+function RevisionPage({ app, sha, against }: { app: string; sha: string; against: string | null }) {
   const enc = encodeURIComponent(app);
   const [data, error, reload] = useData(async () => {
     const [commit, syncs, status] = await Promise.all([
@@ -474,10 +474,117 @@ function RevisionPage({ app, sha }: { app: string; sha: string }) {
       {applied.length === 0 ? <p class="muted">None recorded.</p> : (
         <ul>{applied.map((e) => <li><Link href={objHref(app, e.object!)}>{e.object}</Link> <span class="muted">{e.event.ObjectApplied?.action} {(e.event.ObjectApplied?.changed_fields ?? []).join(", ")}</span></li>)}</ul>
       )}
+      {data && <CompareRevisions app={app} sha={full} against={against} applied={data.status.applied_revision} />}
       <h2>Its syncs</h2>
       <ul>{data?.syncs.filter((e) => e.kind.startsWith("Sync") || e.kind === "ApplyFailed").map((e) => <li><Time iso={e.time} /> {e.kind}: {e.summary}</li>)}</ul>
       <p><Link href={appHref(app, "", qs({ revision: full }))}>Every event about this revision</Link></p>
     </main>
+  );
+}
+
+// ---- revision diff: the recorded manifests of two revisions, side by side --------------------
+
+/** Every leaf of a manifest by its JSON pointer (RFC 6901), as the diff API names fields. */
+function flatten(v: unknown, path = "", out = new Map<string, unknown>()): Map<string, unknown> {
+  if (v !== null && typeof v === "object" && Object.keys(v as object).length > 0) {
+    for (const [k, x] of Object.entries(v as Record<string, unknown>)) flatten(x, `${path}/${k.replace(/~/g, "~0").replace(/\//g, "~1")}`, out);
+  } else out.set(path, v);
+  return out;
+}
+
+/** The name the API gives an object (`Kind[.group]/namespace/name`, or `Kind[.group]/name`). */
+function objectName(m: any): string {
+  const av: string = m?.apiVersion ?? "";
+  const group = av.includes("/") ? av.split("/")[0] : "";
+  const kind = group ? `${m?.kind}.${group}` : String(m?.kind);
+  const ns = m?.metadata?.namespace;
+  return ns ? `${kind}/${ns}/${m?.metadata?.name}` : `${kind}/${m?.metadata?.name}`;
+}
+
+const show = (v: unknown) => (v === undefined ? "" : typeof v === "string" ? v : JSON.stringify(v));
+
+interface Shown { revision: string; manifests: any[] }
+
+/**
+ * The manifests recorded for this revision against another recorded one (the URL's `against`,
+ * else the applied revision, else the one before it): per object, every field in two columns,
+ * the fields the diff API reports as changed highlighted and listed first.
+ */
+function CompareRevisions({ app, sha, against, applied }: { app: string; sha: string; against: string | null; applied: string | null }) {
+  const enc = encodeURIComponent(app);
+  const [revs] = useData(() => api<{ revisions: Revision[] }>(`/apps/${enc}/revisions?limit=200`), [app]);
+  const recorded = (revs?.revisions ?? []).filter((r) => r.digest);
+  const self = recorded.findIndex((r) => r.sha === sha);
+  const other = against
+    ?? (applied && applied !== sha && recorded.some((r) => r.sha === applied) ? applied : null)
+    ?? (self >= 0 ? recorded[self + 1]?.sha ?? recorded[self - 1]?.sha : recorded.find((r) => r.sha !== sha)?.sha)
+    ?? null;
+  const [cmp, error] = useData(async () => {
+    if (!other || self < 0) return null;
+    const [diff, left, right] = await Promise.all([
+      api<Diff>(`/apps/${enc}/diff${qs({ from: other, to: sha })}`),
+      api<Shown>(`/apps/${enc}/revisions/${encodeURIComponent(other)}/manifests`),
+      api<Shown>(`/apps/${enc}/revisions/${encodeURIComponent(sha)}/manifests`),
+    ]);
+    return { diff, left, right };
+  }, [app, sha, other, self < 0]);
+  if (!revs) return null;
+  if (self < 0) return <><h2>Compare</h2><p class="muted">No manifests are recorded for this revision (it was observed, never applied).</p></>;
+  if (recorded.length < 2) return <><h2>Compare</h2><p class="muted">This is the only revision with recorded manifests: nothing to compare it with.</p></>;
+  const pick = (v: string) => navigate(revHref(app, sha) + qs({ against: v }), true);
+  const leftBy = new Map((cmp?.left.manifests ?? []).map((m) => [objectName(m), m]));
+  const rightBy = new Map((cmp?.right.manifests ?? []).map((m) => [objectName(m), m]));
+  const changed = new Map((cmp?.diff.changed ?? []).map((c) => [c.object, new Set(c.fields.map((f) => f.path))]));
+  const names = [...new Set([...leftBy.keys(), ...rightBy.keys()])].sort((a, b) =>
+    Number(!changed.has(b) && leftBy.has(b) && rightBy.has(b)) - Number(!changed.has(a) && leftBy.has(a) && rightBy.has(a)) || a.localeCompare(b));
+  const same = names.filter((n) => leftBy.has(n) && rightBy.has(n) && !changed.has(n)).length;
+  const o = cmp?.left.revision ?? other!;
+  return (
+    <section aria-labelledby="compare-title" class="compare">
+      <h2 id="compare-title">Compare with another revision</h2>
+      <div class="filters">
+        <label>Against<select id="against" value={other ?? ""} onChange={(e) => pick((e.target as HTMLSelectElement).value)}>
+          {recorded.filter((r) => r.sha !== sha).map((r) => <option value={r.sha}>{short(r.sha)} {r.summary ?? ""}{r.sha === applied ? " (applied)" : ""}</option>)}
+        </select></label>
+      </div>
+      <ErrorBox error={error} />
+      {cmp && (
+        <>
+          <p class="muted" aria-live="polite">
+            {cmp.diff.changed.length} changed, {cmp.diff.added.length} only in <span class="mono">{short(sha)}</span>, {cmp.diff.removed.length} only in <span class="mono">{short(o)}</span>, {same} the same.
+          </p>
+          {names.map((name) => {
+            const l = leftBy.get(name), r = rightBy.get(name);
+            const paths = changed.get(name);
+            if (l && r && !paths) return null;
+            const lf = l ? flatten(l) : new Map<string, unknown>(), rf = r ? flatten(r) : new Map<string, unknown>();
+            const rows = [...new Set([...lf.keys(), ...rf.keys()])];
+            const hot = (p: string) => !l || !r || (paths?.has(p) ?? false) || show(lf.get(p)) !== show(rf.get(p));
+            rows.sort((a, b) => Number(hot(b)) - Number(hot(a)));
+            return (
+              <div class="card diff" data-object={name}>
+                <h3 class="mono">{name} <span class="badge">{!l ? `only in ${short(sha)}` : !r ? `only in ${short(o)}` : `${paths!.size} field${paths!.size === 1 ? "" : "s"} changed`}</span></h3>
+                <div class="scroll" tabIndex={0} role="region" aria-label={`${name}: ${short(o)} and ${short(sha)} side by side`}>
+                  <table class="sbs">
+                    <thead><tr><th scope="col">Field</th><th scope="col"><span class="mono">{short(o)}</span></th><th scope="col"><span class="mono">{short(sha)}</span> (this revision)</th></tr></thead>
+                    <tbody>{rows.map((p) => {
+                      const h = hot(p);
+                      return (
+                        <tr class={h ? "chg" : ""} data-field={p}>
+                          <th scope="row" class="mono">{p}{h && <span class="sr-only"> (changed)</span>}</th>
+                          <td class="mono">{lf.has(p) ? show(lf.get(p)) : <span class="muted">absent</span>}</td>
+                          <td class="mono">{rf.has(p) ? show(rf.get(p)) : <span class="muted">absent</span>}</td>
+                        </tr>
+                      );
+                    })}</tbody>
+                  </table>
+                </div>
+              </div>
+            );
+          })}
+        </>
+      )}
+    </section>
   );
 }
 
@@ -561,7 +668,7 @@ function Shell() {
   if (m.length === 0) page = <Fleet url={url} />;
   else if (m[0] === "apps" && m.length === 2) page = <AppPage app={m[1]} url={url} />;
   else if (m[0] === "apps" && m[2] === "revisions" && m.length === 3) page = <Revisions app={m[1]} />;
-  else if (m[0] === "apps" && m[2] === "revisions" && m.length === 4) page = <RevisionPage app={m[1]} sha={m[3]} />;
+  else if (m[0] === "apps" && m[2] === "revisions" && m.length === 4) page = <RevisionPage app={m[1]} sha={m[3]} against={url.searchParams.get("against")} />;
   else if (m[0] === "apps" && m[2] === "object" && url.searchParams.get("object")) page = <ObjectPage app={m[1]} object={url.searchParams.get("object")!} />;
   else page = <main id="main"><h1>Not found</h1><p>No view at {url.pathname}. <Link href={`${BASE}/`}>Fleet</Link></p></main>;
   return (

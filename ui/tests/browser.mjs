@@ -16,6 +16,8 @@ mkdirSync(SHOTS, { recursive: true });
 const axeSource = readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
 
 const timings = [];
+// The page a failure is reported from: its screenshot and text go with the error.
+let current = null;
 let failures = 0;
 function check(cond, what) {
   if (!cond) throw new Error(`FAILED: ${what}`);
@@ -61,6 +63,7 @@ const browser = await chromium.launch({
 try {
   const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 }, colorScheme: "light" });
   const page = await ctx.newPage();
+  current = page;
   page.on("pageerror", (e) => { failures++; console.error(`page error: ${e.message}`); });
 
   // --- sign in (read token) and the fleet
@@ -124,8 +127,39 @@ try {
   await axe(page, "object");
   await shot(page, "object");
 
+  // --- a fourth commit (changes a, adds b), so the revision page has two revisions to pick from
+  execFileSync("sh", ["-c", `cat > ${GIT}/app/a.yaml`], { input: cm("a", 2) });
+  execFileSync("sh", ["-c", `cat > ${GIT}/app/b.yaml`], { input: cm("b", 1) });
+  git("add", "-A");
+  git("commit", "-qm", "Change a, add b");
+  const fourth = git("rev-parse", "HEAD");
+  for (const t1 = Date.now(); ;) {
+    const s = await (await fetch(`${BASE}/api/v1/apps/web`, { headers: { Authorization: `Bearer ${READ}` } })).json();
+    if (s.applied_revision === fourth) break;
+    if (Date.now() - t1 > 60000) throw new Error(`FAILED: the agent never applied ${fourth}`);
+    await new Promise((r) => setTimeout(r, 500));
+  }
+
   // --- a read token: no rollback or resume buttons; the API refuses it (403)
   await open(page, `/ui/apps/web/revisions/${FIRST}`, "text=Change keep", "revision");
+  // The side-by-side diff, by default against the applied revision (the fourth commit).
+  const keepDiff = `.diff[data-object='ConfigMap/keep']`;
+  await page.waitForSelector(`${keepDiff} tr.chg[data-field='/data/n']`);
+  const cells = async (obj, field) => (await page.locator(`${obj} tr[data-field='${field}'] td`).allTextContents()).map((t) => t.trim());
+  check(JSON.stringify(await cells(keepDiff, "/data/n")) === JSON.stringify(["3", "2"]),
+    `revision diff: keep's /data/n side by side, highlighted: ${await cells(keepDiff, "/data/n")}`);
+  check(await page.locator(`${keepDiff} tr[data-field='/metadata/name']:not(.chg)`).count() === 1, "revision diff: an unchanged field is shown, not highlighted");
+  check(await page.locator(`.diff[data-object='ConfigMap/a'] tr.chg[data-field='/data/n']`).count() === 1, "revision diff: a's change against the fourth commit is highlighted");
+  check(await page.locator(`.diff[data-object='ConfigMap/b'] >> text=only in ${fourth.slice(0, 10)}`).count() === 1, "revision diff: b exists only in the fourth commit");
+  check((await page.inputValue("#against")) === fourth, "revision diff: compared with the applied revision by default");
+  // Pick another revision: the URL carries it (a deep link) and the diff follows.
+  await page.selectOption("#against", third);
+  await page.waitForURL(new RegExp(`against=${third}`));
+  await page.waitForFunction((sel) => !document.querySelector(sel), `.diff[data-object='ConfigMap/b']`);
+  check(await page.locator(".diff").count() === 1 && await page.locator(`${keepDiff} tr.chg`).count() === 1,
+    "revision diff: against the third commit only keep differs");
+  await open(page, `/ui/apps/web/revisions/${FIRST}?against=${fourth}`, `${keepDiff} tr.chg`, "revision diff (deep link)");
+  check((await page.inputValue("#against")) === fourth, "revision diff: ?against= in the URL picks the revision");
   check(await page.locator("button:text('Roll back')").count() === 0, "read token: no rollback button");
   const status = await page.evaluate(async ([tok, first]) => (await fetch("/api/v1/apps/web/rollback", {
     method: "POST", headers: { Authorization: `Bearer ${tok}`, "Content-Type": "application/json" },
@@ -133,6 +167,8 @@ try {
   check(status === 403, `read token: the API answers a rollback with ${status}`);
   await axe(page, "revision");
   await shot(page, "revision");
+  await page.evaluate(() => document.getElementById("compare-title").scrollIntoView());
+  await shot(page, "revision-diff");
 
   // --- an admin token rolls back (confirmation with what will happen and a reason) and sees the
   // App pinned, then resumes
@@ -190,6 +226,12 @@ try {
   check(failures === 0, "no script errors in the pages");
   console.log("page timings (navigation to first screen, ms): " + timings.map(([n, ms]) => `${n} ${ms}`).join(", "));
   console.log(`screenshots: ${SHOTS}`);
+} catch (e) {
+  if (current) {
+    await current.screenshot({ path: `${SHOTS}/failure.png` }).catch(() => {});
+    console.error(`at ${current.url()}:\n${(await current.locator("main").innerText().catch(() => "")).slice(0, 3000)}`);
+  }
+  throw e;
 } finally {
   await browser.close();
 }
