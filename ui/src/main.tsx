@@ -6,6 +6,7 @@ import {
   api, qs, session, saveSession, signOut, follow, ApiError,
   type AppStatus, type EventRow, type Page, type Revision, type Blame, type Drift, type Diff, type Role,
 } from "./api";
+import { joinDrifts, type DriftItem } from "./drift";
 
 const BASE = "/ui";
 
@@ -219,6 +220,7 @@ function AppHeader({ app, tab, onChanged, refresh = 0 }: { app: string; tab: str
       <nav aria-label="App views" class="actions">
         <Link href={appHref(app)} aria-current={tab === "timeline" ? "page" : undefined}>Timeline</Link>
         <Link href={appHref(app, "/revisions")} aria-current={tab === "revisions" ? "page" : undefined}>Revisions</Link>
+        <Link href={appHref(app, "/drift")} aria-current={tab === "drift" ? "page" : undefined}>Drift</Link>
       </nav>
     </>
   );
@@ -653,6 +655,100 @@ function ObjectPage({ app, object }: { app: string; object: string }) {
   );
 }
 
+// ---- drift: every drift in a time range, by person and by object ------------------------------
+
+const DRIFT_PAGES = 10;
+
+function DriftEntry({ app, d, showObject = true }: { app: string; d: DriftItem; showObject?: boolean }) {
+  return (
+    <li data-seq={d.seq}>
+      <Time iso={d.time} /> {showObject && <Link href={objHref(app, d.object)}>{d.object}</Link>}{" "}
+      {d.fields.map((f) => <span><code>{f.path || "(object)"}</code>: <code>{f.expected ?? "—"}</code> → <code>{f.actual ?? "deleted"}</code> </span>)}
+      {d.managers.length > 0 && <span class="muted">· {d.managers.join(", ")} </span>}
+      · {d.ended ? <span class="ok">{d.ended}</span> : <span class="bad">not put back in this range</span>}
+    </li>
+  );
+}
+
+function DriftPage({ app, url }: { app: string; url: URL }) {
+  const since = url.searchParams.get("since") || "7d";
+  const until = url.searchParams.get("until") ?? "";
+  useEffect(() => { document.title = `Drift · ${app} · reckon`; }, [app]);
+  const [data, error] = useData(async () => {
+    let rows: EventRow[] = [];
+    let cursor: number | string | null = null;
+    let pages = 0;
+    do {
+      const page: Page = await api<Page>(`/events${qs({ app, kind: "drift", since, until, limit: "1000", cursor: cursor === null ? undefined : String(cursor) })}`);
+      rows = rows.concat(page.events);
+      cursor = page.next;
+    } while (cursor !== null && ++pages < DRIFT_PAGES);
+    return { drifts: joinDrifts(rows), truncated: cursor !== null };
+  }, [app, since, until]);
+  const drifts = data?.drifts ?? [];
+  const people = new Map<string, DriftItem[]>();
+  for (const d of drifts) for (const w of d.writers ?? []) people.set(w, [...(people.get(w) ?? []), d]);
+  const unmatched = drifts.filter((d) => d.writers !== null && d.writers.length === 0);
+  const unrecorded = drifts.filter((d) => d.writers === null);
+  const objects = new Map<string, DriftItem[]>();
+  for (const d of drifts) objects.set(d.object, [...(objects.get(d.object) ?? []), d]);
+  const byCount = <T,>(m: Map<string, T[]>) => [...m.entries()].sort((a, b) => b[1].length - a[1].length || a[0].localeCompare(b[0]));
+  return (
+    <main id="main">
+      <AppHeader app={app} tab="drift" />
+      <h2>Drift</h2>
+      <form class="filters" role="search" aria-label="Time range" onSubmit={(e) => {
+        e.preventDefault();
+        const f = new FormData(e.target as HTMLFormElement);
+        navigate(appHref(app, "/drift", qs({ since: String(f.get("since") ?? "").trim(), until: String(f.get("until") ?? "").trim() })));
+      }}>
+        <label>Since<input name="since" value={since} placeholder="7d or RFC 3339" size={14} /></label>
+        <label>Until<input name="until" value={until} placeholder="now, 1h or RFC 3339" size={14} /></label>
+        <button type="submit">Show</button>
+      </form>
+      <ErrorBox error={error} />
+      {data && (
+        <>
+          <p class="muted" aria-live="polite">
+            {drifts.length} drift{drifts.length === 1 ? "" : "s"} on {objects.size} object{objects.size === 1 ? "" : "s"} since {since}{until ? ` until ${until}` : ""}: {drifts.length - unmatched.length - unrecorded.length} attributed to {people.size} {people.size === 1 ? "person" : "people"}, {unmatched.length + unrecorded.length} unattributed.
+            {data.truncated && " The range holds more drift events than one view reads (10,000): narrow it."}
+          </p>
+          <h3 id="by-person">By person</h3>
+          <div class="sides">
+            <section aria-labelledby="attributed" class="card" data-side="attributed">
+              <h4 id="attributed">Attributed</h4>
+              {people.size === 0 ? <p class="muted">No drift in this range was matched to a person in the audit log.</p> : byCount(people).map(([who, ds]) => (
+                <div data-person={who}><strong class="person">{who}</strong> <span class="muted">{ds.length}</span><ul>{ds.map((d) => <DriftEntry app={app} d={d} />)}</ul></div>
+              ))}
+            </section>
+            <section aria-labelledby="unattributed" class="card" data-side="unattributed">
+              <h4 id="unattributed">Unattributed</h4>
+              {unmatched.length + unrecorded.length === 0 && <p class="muted">None.</p>}
+              {unmatched.length > 0 && <div data-group="unmatched"><strong>No audit event matched</strong> <span class="muted">{unmatched.length}</span><ul>{unmatched.map((d) => <DriftEntry app={app} d={d} />)}</ul></div>}
+              {unrecorded.length > 0 && <div data-group="unrecorded"><strong>No attribution recorded</strong> <span class="muted">{unrecorded.length} (audit attribution off, or still waiting for the audit log: docs/audit.md)</span><ul>{unrecorded.map((d) => <DriftEntry app={app} d={d} />)}</ul></div>}
+            </section>
+          </div>
+          <h3 id="by-object">By object</h3>
+          {objects.size === 0 ? <p class="muted">No drift in this range.</p> : (
+            <div class="scroll" tabIndex={0} role="region" aria-labelledby="by-object"><table class="drift-objects">
+              <thead><tr><th scope="col">Object</th><th scope="col">Drifts</th><th scope="col">People</th><th scope="col">Unattributed</th><th scope="col">Not put back</th></tr></thead>
+              <tbody>{byCount(objects).map(([o, ds]) => (
+                <tr data-object={o}>
+                  <th scope="row"><Link href={objHref(app, o)}>{o}</Link></th>
+                  <td>{ds.length}</td>
+                  <td>{[...new Set(ds.flatMap((d) => d.writers ?? []))].join(", ") || <span class="muted">—</span>}</td>
+                  <td>{ds.filter((d) => !d.writers?.length).length}</td>
+                  <td>{ds.filter((d) => !d.ended).length}</td>
+                </tr>
+              ))}</tbody>
+            </table></div>
+          )}
+        </>
+      )}
+    </main>
+  );
+}
+
 // ---- shell ------------------------------------------------------------------------------
 
 function Shell() {
@@ -669,6 +765,7 @@ function Shell() {
   else if (m[0] === "apps" && m.length === 2) page = <AppPage app={m[1]} url={url} />;
   else if (m[0] === "apps" && m[2] === "revisions" && m.length === 3) page = <Revisions app={m[1]} />;
   else if (m[0] === "apps" && m[2] === "revisions" && m.length === 4) page = <RevisionPage app={m[1]} sha={m[3]} against={url.searchParams.get("against")} />;
+  else if (m[0] === "apps" && m[2] === "drift" && m.length === 3) page = <DriftPage app={m[1]} url={url} />;
   else if (m[0] === "apps" && m[2] === "object" && url.searchParams.get("object")) page = <ObjectPage app={m[1]} object={url.searchParams.get("object")!} />;
   else page = <main id="main"><h1>Not found</h1><p>No view at {url.pathname}. <Link href={`${BASE}/`}>Fleet</Link></p></main>;
   return (

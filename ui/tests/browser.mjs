@@ -109,6 +109,7 @@ try {
 
   // --- drift on a field, then blame shows it with the field manager (and the person when the
   // control plane's audit log is wired to the agent)
+  const beforeDrift = new Date(Date.now() - 1000).toISOString();
   kubectl("-n", NS, "patch", "configmap", "keep", "--type=merge", "--field-manager=hand-edit", "-p", '{"data":{"n":"99"}}');
   const objectPath = `/ui/apps/web/object?object=${encodeURIComponent(`ConfigMap/${NS}/keep`)}`;
   const t0 = Date.now();
@@ -126,6 +127,34 @@ try {
   await open(page, objectPath, "tr[data-field='/data/n']", "object (blame)");
   await axe(page, "object");
   await shot(page, "object");
+
+  // --- the Drift page: the range in the URL; the hand edit, unattributed (no audit log here),
+  // put back, under its object; keyboard to the object's blame
+  const keep = `ConfigMap/${NS}/keep`;
+  await open(page, "/ui/apps/web/drift?since=1h", `[data-side=unattributed] li >> text=${keep}`, "drift");
+  check((await page.inputValue("input[name=since]")) === "1h", "drift: the range comes from the URL");
+  const un = await page.locator(`[data-side=unattributed] li:has-text('${keep}')`).first().innerText();
+  check(un.includes("/data/n") && un.includes("put back"), `drift: the edit is listed unattributed, with its field, and put back: ${un.replace(/\s+/g, " ")}`);
+  check(await page.locator("[data-side=attributed] >> text=No drift in this range was matched").count() === 1, "drift: attributed and unattributed side by side (none attributed here)");
+  const objRow = page.locator(`table.drift-objects tr[data-object='${keep}'] td`);
+  const counts = (await objRow.allTextContents()).map((t) => t.trim());
+  check(Number(counts[0]) >= 1 && counts[3] === "0", `drift: by object, keep drifted and nothing is left open (${counts})`);
+  await axe(page, "drift");
+  await shot(page, "drift");
+  // keyboard: from the range form, Tab reaches the object's link, Enter opens its blame
+  await page.focus("input[name=until]");
+  let reached = false;
+  for (let i = 0; i < 60 && !reached; i++) {
+    await page.keyboard.press("Tab");
+    reached = await page.evaluate((o) => document.activeElement?.closest("table.drift-objects tr")?.getAttribute("data-object") === o && document.activeElement.tagName === "A", keep);
+  }
+  check(reached, "drift: Tab reaches the object's link in the table");
+  await page.keyboard.press("Enter");
+  await page.waitForSelector("tr[data-field='/data/n']");
+  check(page.url().includes("/object?object="), "drift: Enter on it opens the object's blame");
+  // a range that ends before the edit: nothing
+  await open(page, `/ui/apps/web/drift?since=1h&until=${encodeURIComponent(beforeDrift)}`, "#by-object", "drift (empty range)");
+  check(await page.locator(`text=${keep}`).count() === 0, "drift: a range ending before the edit shows no drift");
 
   // --- a fourth commit (changes a, adds b), so the revision page has two revisions to pick from
   execFileSync("sh", ["-c", `cat > ${GIT}/app/a.yaml`], { input: cm("a", 2) });
@@ -221,6 +250,12 @@ try {
   await p2.waitForSelector(".timeline li");
   await axe(p2, "timeline (narrow, dark)");
   await shot(p2, "timeline-narrow-dark");
+  await p2.goto(`${BASE}/ui/apps/web/drift?since=1h`);
+  await p2.waitForSelector("table.drift-objects");
+  const driftOverflow = await p2.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  check(driftOverflow <= 0, `drift (narrow): no horizontal scrolling (${driftOverflow})`);
+  await axe(p2, "drift (narrow, dark)");
+  await shot(p2, "drift-narrow-dark");
   await narrow.close();
 
   check(failures === 0, "no script errors in the pages");
