@@ -749,6 +749,66 @@ function DriftPage({ app, url }: { app: string; url: URL }) {
   );
 }
 
+// ---- integrity: the last store verification and the store's size ------------------------------
+
+interface Integrity {
+  store: { bytes: number; allocated_bytes: number; last_seq: number };
+  last_verify: {
+    verified_at: string; duration_ms: number; version: string; ok: boolean; events: number;
+    tombstones: number; index_entries: number; blobs: number; last_seq: number; problems: string[];
+  } | null;
+  appended_since: number | null;
+}
+
+const bytes = (n: number) => {
+  const u = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0, v = n;
+  while (v >= 1024 && i < u.length - 1) { v /= 1024; i++; }
+  return `${i ? v.toFixed(1) : v} ${u[i]}`;
+};
+const count = (n: number) => n.toLocaleString();
+
+/** What the agent knows of its store's integrity without verifying it per request: the result
+ * `reckon store verify` recorded, and how much the log grew since (docs/storage.md). */
+function IntegrityPage() {
+  const [data, error] = useData(() => api<Integrity>("/integrity"), []);
+  useEffect(() => { document.title = "Integrity · reckon"; }, []);
+  const v = data?.last_verify;
+  return (
+    <main id="main">
+      <h1>Integrity</h1>
+      <ErrorBox error={error} />
+      {data && (
+        <>
+          <h2>Store</h2>
+          <div class="card" data-section="store"><dl class="kv">
+            <dt>Size</dt><dd><span data-value="bytes">{bytes(data.store.bytes)}</span> <span class="muted">({bytes(data.store.allocated_bytes)} on disk)</span></dd>
+            <dt>Events</dt><dd>the log ends at #{count(data.store.last_seq)}</dd>
+          </dl></div>
+          <h2>Last verification</h2>
+          {!v ? (
+            <div class="card" data-section="verify" data-state="never">
+              <p><strong>Never verified</strong> (or by a reckon that did not record it).</p>
+              <p class="muted">Verification walks every event, index entry and blob, so the agent does not run it on its live store: run <code>reckon store verify --store PATH</code> while the agent is stopped (at an upgrade, say). Its result then shows here.</p>
+            </div>
+          ) : (
+            <div class="card" data-section="verify" data-state={v.ok ? "ok" : "problems"}>
+              <p>{v.ok ? <span class="badge ok">OK</span> : <span class="badge bad">{v.problems.length} problem{v.problems.length === 1 ? "" : "s"}</span>}{" "}
+                {v.ok ? "chain intact, no gaps, every index entry points to its event, every blob present" : "the store is damaged: reckon store verify names each problem (docs/storage.md)"}</p>
+              {!v.ok && <ul>{v.problems.map((p) => <li class="mono">{p}</li>)}</ul>}
+              <dl class="kv">
+                <dt>Verified</dt><dd><Time iso={v.verified_at} /> <span class="muted">in {(v.duration_ms / 1000).toFixed(1)} s by reckon {v.version}</span></dd>
+                <dt>Covered</dt><dd>up to #{count(v.last_seq)}: {count(v.events)} events, {count(v.tombstones)} tombstones, {count(v.index_entries)} index entries, {count(v.blobs)} blobs</dd>
+                <dt>Since</dt><dd data-value="appended-since">{data.appended_since ? `${count(data.appended_since)} event${data.appended_since === 1 ? "" : "s"} appended, not covered` : "nothing appended"}</dd>
+              </dl>
+            </div>
+          )}
+        </>
+      )}
+    </main>
+  );
+}
+
 // ---- shell ------------------------------------------------------------------------------
 
 function Shell() {
@@ -762,6 +822,7 @@ function Shell() {
   const m = path.slice(BASE.length).split("/").filter(Boolean).map(decodeURIComponent);
   let page;
   if (m.length === 0) page = <Fleet url={url} />;
+  else if (m[0] === "integrity" && m.length === 1) page = <IntegrityPage />;
   else if (m[0] === "apps" && m.length === 2) page = <AppPage app={m[1]} url={url} />;
   else if (m[0] === "apps" && m[2] === "revisions" && m.length === 3) page = <Revisions app={m[1]} />;
   else if (m[0] === "apps" && m[2] === "revisions" && m.length === 4) page = <RevisionPage app={m[1]} sha={m[3]} against={url.searchParams.get("against")} />;
@@ -773,7 +834,7 @@ function Shell() {
       <a class="sr-only" href="#main">Skip to content</a>
       <header class="top">
         <Link class="brand" href={`${BASE}/`}>reckon</Link>
-        <nav aria-label="Main"><Link href={`${BASE}/`}>Fleet</Link></nav>
+        <nav aria-label="Main"><Link href={`${BASE}/`}>Fleet</Link><Link href={`${BASE}/integrity`}>Integrity</Link></nav>
         <div class="who"><span>{s.actor} ({s.role})</span><button onClick={() => { signOut(); navigate(`${BASE}/signin`); }}>Sign out</button></div>
       </header>
       {page}
