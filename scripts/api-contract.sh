@@ -9,7 +9,7 @@
 # Bounded: RECKON_CONTRACT_EXAMPLES cases per operation and phase (default 40: about 900
 # requests and 10 s per token), each run killed after RECKON_CONTRACT_TIMEOUT seconds (default
 # 600). The live event stream is left out: it answers with an endless text/event-stream that a
-# fuzzer would wait on for its whole life (tests/api_http.rs and the browser test cover it).
+# fuzzer would wait on for its whole life (tests/store/api_http.rs and the browser test cover it).
 # schemathesis is pinned and installed into a venv in the cache directory, never into the
 # clone. Every process started here is stopped by PID on exit.
 set -euo pipefail

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 5's reconciler benchmarks (tests/agent_bench.rs): `reckon run` and `reckon sync` against
+# Issue 5's reconciler benchmarks (tests/bench/agent.rs): `reckon run` and `reckon sync` against
 # `kubectl apply --server-side` of the same files, measured in the same run on one local control
 # plane, printed as one table. Size: RECKON_BENCH_APPS (default 1000 Apps of 4 objects).
 #   scripts/bench-agent.sh                      # 1000 Apps
@@ -30,12 +30,12 @@ mkdir -p "$target"
 # Release: the figures are about the product, and a debug agent is several times slower.
 echo "bench-agent.sh: building (release)" >&2
 cargo build --release -q -p reckon-testenv --bin reckon-testenv
-cargo nextest run --cargo-quiet --release --test agent_bench --no-run
+cargo nextest run --cargo-quiet --release --test bench --no-run
 
 echo "bench-agent.sh: running ${RECKON_BENCH_APPS:-1000} Apps (full output in $log)" >&2
 status=0
 "$target/release/reckon-testenv" run -- \
-  cargo nextest run --release --test agent_bench --run-ignored only --no-capture \
+  cargo nextest run --release --test bench --run-ignored only -E "test(/^agent::/)" --no-capture \
   >"$log" 2>&1 || status=$?
 
 # The table is the only output on success; on failure, the end of the log says why.

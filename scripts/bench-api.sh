@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue 6's query benchmark (tests/api_bench.rs): history (by App, object, author, kind), blame
+# Issue 6's query benchmark (tests/bench/api.rs): history (by App, object, author, kind), blame
 # and revisions through the agent's HTTP API (p50/p99 per page of 100) against the same queries
 # straight on the store in the same run, and the wall time of `reckon ... --server`. One table.
 # No cluster needed: the store is generated directly (the sample stream with real manifests).
@@ -22,11 +22,11 @@ mkdir -p "$target"
 
 # Release: the figures are about the product; a debug build is several times slower.
 echo "bench-api.sh: building (release)" >&2
-cargo nextest run --cargo-quiet --release --test api_bench --no-run
+cargo nextest run --cargo-quiet --release --test bench --no-run
 
 echo "bench-api.sh: running ${RECKON_BENCH_EVENTS:-10000000} events (full output in $log)" >&2
 status=0
-cargo nextest run --release --test api_bench --run-ignored only --no-capture >"$log" 2>&1 || status=$?
+cargo nextest run --release --test bench --run-ignored only -E "test(/^api::/)" --no-capture >"$log" 2>&1 || status=$?
 
 grep -E '^(reckon API benchmark|\|)' "$log" || true
 if [ "$status" -ne 0 ]; then

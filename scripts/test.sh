@@ -40,15 +40,21 @@ cargo clippy --workspace --all-targets -- -D warnings
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --no-run
   runner=(cargo nextest run --workspace --no-fail-fast --test-threads 2)
+  # The floor's tests by module, in the live and process binaries (see step 4).
+  floor_tests=(--test live --test process
+               -E '(binary(live) & test(/^(apply|plan|watch|kube_smoke|reconcile)::/)) | (binary(process) & test(/^cli_version::/))')
 else
   echo "test.sh: cargo-nextest not found, using cargo test (install: cargo install cargo-nextest)" >&2
   cargo test --workspace --no-run
   runner=(cargo test --workspace --no-fail-fast)
+  floor_tests=(--test live --test process -- apply:: plan:: watch:: kube_smoke:: reconcile:: cli_version::)
 fi
 # Benchmarks at CI size: they print their tables (each compares against a baseline measured in
 # the same run); the full-size figures are in docs/storage.md and docs/sources.md.
-RECKON_BENCH_EVENTS=10000 cargo test -q --bench store
-RECKON_BENCH_COMMITS=300 RECKON_BENCH_FILES=100 RECKON_BENCH_ITERS=3 cargo test -q --bench git_poll
+# Every benchmark is an ignored test of the bench binary (tests/bench/).
+RECKON_BENCH_EVENTS=10000 cargo test -q --test bench -- --ignored --exact store::run --nocapture
+RECKON_BENCH_COMMITS=300 RECKON_BENCH_FILES=100 RECKON_BENCH_ITERS=3 \
+  cargo test -q --test bench -- --ignored --exact git_poll::run --nocapture
 
 cargo build -p reckon-testenv --bin reckon-testenv
 # The reconciler benchmark at CI size (20 Apps; its table compares against kubectl in the same
@@ -58,7 +64,7 @@ status=0
 "$CARGO_TARGET_DIR/debug/reckon-testenv" run -- bash -c '
   status=0
   if cargo nextest --version >/dev/null 2>&1; then
-    RECKON_BENCH_APPS=20 cargo nextest run --cargo-quiet --test agent_bench --run-ignored only --no-capture || status=1
+    RECKON_BENCH_APPS=20 cargo nextest run --cargo-quiet --test bench --run-ignored only -E "test(/^agent::/)" --no-capture || status=1
   fi
   "$@" || status=1
   bash scripts/api-contract.sh || status=1
@@ -69,8 +75,6 @@ status=0
 # (apply and field validation, planning and scopes, watches, discovery, the reconciler end to
 # end) on the oldest supported one, with its own tools first on PATH.
 if [ $run_floor = 1 ]; then
-  floor_tests=(--test apply_live --test plan_live --test watch_live --test kube_smoke
-               --test reconcile_live --test cli_version)
   echo "test.sh: the floor of the version matrix, Kubernetes v$floor" >&2
   PATH="$floor_path" RECKON_K8S_VERSION="$floor" \
     "$CARGO_TARGET_DIR/debug/reckon-testenv" run -- "${runner[@]}" "${floor_tests[@]}" || status=1

@@ -19,9 +19,12 @@
 //!   message.
 
 mod discovery;
+mod execute;
 mod observe;
+pub mod wait;
 
 pub use discovery::{Catalog, DiscoveryError, DiscoveryMode, Resolved, ServerVersion};
+pub use execute::execute;
 pub use observe::{live_object, observe, residents, resolve_namespace};
 
 use crate::config::ConflictPolicy;
@@ -43,7 +46,7 @@ use std::time::{Duration, Instant};
 /// latency-bound) while one sync stays a small share of what the API server admits at once
 /// (400 read-only and 200 mutating requests by default, divided between priority levels by
 /// API Priority and Fairness): beyond that, requests only queue on the server and compete
-/// with controllers. Measured on the 2-core test machine (`tests/apply_bench.rs`, 4000
+/// with controllers. Measured on the 2-core test machine (`tests/bench/apply.rs`, 4000
 /// objects, same run): execute took 9.5 s serially, 7.5 s at 8 and 7.0 s at 16; there the
 /// API server's CPU is the limit, so more concurrency buys little; with a remote server the
 /// round trip dominates and 8 buys more.
@@ -761,232 +764,6 @@ fn skipped(action: &Action, reason: SkipReason) -> ObjectOutcome {
 
 fn is_apply(action: &Action) -> bool {
     matches!(action, Action::Create { .. } | Action::Configure { .. })
-}
-
-/// Executes a plan: applies by stage, waits for CRDs, prunes; one outcome per object.
-pub async fn execute(catalog: &Catalog, plan: &Plan, options: &ApplyOptions) -> ChangeSet {
-    let started = Instant::now();
-    let mut outcomes: BTreeMap<usize, ObjectOutcome> = BTreeMap::new();
-    let of_stage = |stage: Stage| -> Vec<usize> {
-        (0..plan.actions.len())
-            .filter(|&i| plan.actions[i].stage() == stage)
-            .collect()
-    };
-
-    // Refused objects: nothing is sent; each is a failure with its reason.
-    for (i, action) in plan.actions.iter().enumerate() {
-        if let Action::Refuse {
-            object,
-            digest,
-            reason,
-        } = action
-        {
-            let outcome = ObjectOutcome {
-                object: object.clone(),
-                outcome: Outcome::Failed {
-                    error: reason.describe(object),
-                    cause: FailureCause::Refused {
-                        reason: reason.clone(),
-                    },
-                },
-                digest: Some(digest.clone()),
-                reason: None,
-                resource_version: None,
-                uid: None,
-            };
-            report(options, &outcome);
-            outcomes.insert(i, outcome);
-        }
-    }
-
-    // Unchanged objects: recorded, never sent.
-    for (i, action) in plan.actions.iter().enumerate() {
-        if let Action::Unchanged { object, digest } = action {
-            outcomes.insert(
-                i,
-                ObjectOutcome {
-                    object: object.clone(),
-                    outcome: Outcome::Unchanged,
-                    digest: Some(digest.clone()),
-                    reason: None,
-                    resource_version: None,
-                    uid: None,
-                },
-            );
-        }
-    }
-
-    // Stage 1: CRDs, then wait until each applied one is Established.
-    let crd_indices: Vec<usize> = of_stage(Stage::Crds)
-        .into_iter()
-        .filter(|&i| is_apply(&plan.actions[i]))
-        .collect();
-    // Reported only once established (or not): a CRD that never becomes Established failed.
-    let quiet = ApplyOptions {
-        progress: None,
-        ..options.clone()
-    };
-    outcomes.extend(apply_all(catalog, plan, crd_indices.clone(), &quiet).await);
-    let mut not_ready: BTreeMap<GroupKind, String> = BTreeMap::new();
-    let (applied_crds, failed_crds): (Vec<usize>, Vec<usize>) = crd_indices
-        .iter()
-        .partition(|i| outcomes.get(i).is_some_and(|o| !o.is_failure()));
-    for i in failed_crds {
-        // An older version of the CRD may still serve the kind; only without one are its
-        // custom resources bound to fail.
-        let action = &plan.actions[i];
-        if let Some(gk) = manifest_of(action).and_then(crd_kind)
-            && catalog.resolve_kind(&gk).is_none()
-        {
-            not_ready.insert(gk, action.object().name.clone());
-        }
-    }
-    let waits = stream::iter(applied_crds)
-        .map(|i| async move {
-            let action = &plan.actions[i];
-            (
-                i,
-                wait_established(catalog, action.object(), options.crd_timeout).await,
-            )
-        })
-        .buffer_unordered(options.concurrency.max(1))
-        .collect::<Vec<_>>()
-        .await;
-    for (i, waited) in waits {
-        let Err(error) = waited else {
-            continue;
-        };
-        let action = &plan.actions[i];
-        tracing::warn!(%error, "CRD not ready; its custom resources are skipped");
-        if let Some(outcome) = outcomes.get_mut(&i) {
-            // The apply itself succeeded, but a CRD that never becomes Established is a
-            // failed sync of that object.
-            outcome.outcome = Outcome::Failed {
-                error: error.to_string(),
-                cause: FailureCause::NotEstablished,
-            };
-        }
-        if let Some(gk) = manifest_of(action).and_then(crd_kind) {
-            not_ready.insert(gk, action.object().name.clone());
-        }
-    }
-    for i in &crd_indices {
-        if let Some(outcome) = outcomes.get(i) {
-            report(options, outcome);
-        }
-    }
-    // Established is not yet served: the group appears in discovery a little later.
-    let new_kinds: Vec<ObjectRef> = plan
-        .actions
-        .iter()
-        .filter(|a| is_apply(a) && a.stage() == Stage::Resources)
-        .map(Action::object)
-        .filter(|o| catalog.resolve(o).is_none() && !not_ready.contains_key(&o.group_kind()))
-        .cloned()
-        .collect();
-    if !new_kinds.is_empty() {
-        let unserved = catalog
-            .wait_until_served(&new_kinds, options.crd_timeout)
-            .await;
-        for object in unserved {
-            tracing::warn!(%object, "kind still not served after waiting");
-        }
-    }
-
-    // Stage 2: Namespaces.
-    let ns_indices: Vec<usize> = of_stage(Stage::Namespaces)
-        .into_iter()
-        .filter(|&i| is_apply(&plan.actions[i]))
-        .collect();
-    outcomes.extend(apply_all(catalog, plan, ns_indices.clone(), options).await);
-    let failed_namespaces: BTreeSet<String> = ns_indices
-        .iter()
-        .filter(|i| outcomes.get(i).is_some_and(ObjectOutcome::is_failure))
-        .map(|&i| plan.actions[i].object().name.clone())
-        .collect();
-
-    // Stage 3: everything else, minus what depends on a failed CRD or Namespace.
-    let mut resource_indices = Vec::new();
-    for i in of_stage(Stage::Resources) {
-        let action = &plan.actions[i];
-        if !is_apply(action) {
-            continue;
-        }
-        let object = action.object();
-        if let Some(crd) = not_ready.get(&object.group_kind()) {
-            let outcome = skipped(action, SkipReason::CrdNotReady { crd: crd.clone() });
-            report(options, &outcome);
-            outcomes.insert(i, outcome);
-        } else if let Some(ns) = object
-            .namespace
-            .as_ref()
-            .filter(|ns| failed_namespaces.contains(*ns))
-        {
-            let outcome = skipped(
-                action,
-                SkipReason::NamespaceNotApplied {
-                    namespace: ns.clone(),
-                },
-            );
-            report(options, &outcome);
-            outcomes.insert(i, outcome);
-        } else {
-            resource_indices.push(i);
-        }
-    }
-    outcomes.extend(apply_all(catalog, plan, resource_indices, options).await);
-
-    // Stage 4: prunes, in the planner's order, one apply stage at a time (custom resources
-    // before their CRDs, namespaced objects before their Namespace).
-    let prune_indices = of_stage(Stage::Prune);
-    let mut groups: Vec<(Stage, Vec<usize>)> = Vec::new();
-    for i in prune_indices {
-        let action = &plan.actions[i];
-        match action {
-            Action::PruneSkipped { object, reason } => {
-                let outcome = ObjectOutcome {
-                    object: object.clone(),
-                    outcome: Outcome::Skipped {
-                        reason: SkipReason::Prune(reason.clone()),
-                    },
-                    digest: None,
-                    reason: None,
-                    resource_version: None,
-                    uid: None,
-                };
-                report(options, &outcome);
-                outcomes.insert(i, outcome);
-            }
-            Action::Prune { object } | Action::Orphan { object } => {
-                let stage = object_stage(object);
-                match groups.last_mut() {
-                    Some((s, members)) if *s == stage => members.push(i),
-                    _ => groups.push((stage, vec![i])),
-                }
-            }
-            _ => {}
-        }
-    }
-    for (_, members) in groups {
-        let done: Vec<(usize, ObjectOutcome)> = stream::iter(members)
-            .map(|i| async move {
-                let outcome = match &plan.actions[i] {
-                    Action::Orphan { object } => execute_orphan(catalog, object, options).await,
-                    action => execute_prune(catalog, action.object(), options).await,
-                };
-                (i, outcome)
-            })
-            .buffer_unordered(options.concurrency.max(1))
-            .inspect(|(_, outcome)| report(options, outcome))
-            .collect()
-            .await;
-        outcomes.extend(done);
-    }
-
-    ChangeSet {
-        outcomes: outcomes.into_values().collect(),
-        duration: started.elapsed(),
-    }
 }
 
 fn object_stage(object: &ObjectRef) -> Stage {

@@ -1,5 +1,5 @@
 //! The executor's pure parts: error classification from API statuses, CRD kinds, diff
-//! normalisation. Everything that talks to a server is tested in `tests/apply_live.rs`.
+//! normalisation. Everything that talks to a server is tested in `tests/live/apply.rs`.
 
 use super::*;
 use serde_json::json;

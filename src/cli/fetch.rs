@@ -2,7 +2,7 @@
 //! event store (every new commit, rewrite, refused signature or failure becomes an event).
 
 use crate::config;
-use crate::observe;
+use crate::fetch;
 use crate::source::{GitSource, config::spec_for};
 use crate::store::writer;
 use std::io::Write;
@@ -40,7 +40,7 @@ pub async fn run(args: FetchArgs) -> anyhow::Result<ExitCode> {
             continue;
         }
         let source = GitSource::new(spec_for(app)?, &args.cache);
-        let o = observe::observe(&handle, &app.name, &source).await?;
+        let o = fetch::fetch(&handle, &app.name, &source).await?;
         let short = |h: &Option<String>| {
             h.as_deref()
                 .map(|s| s[..s.len().min(12)].to_string())

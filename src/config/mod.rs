@@ -825,7 +825,7 @@ fn is_ssh_url(url: &str) -> bool {
 
 fn check_url(url: &str) -> Result<(), String> {
     // Before anything that could echo the URL back: the error itself shows it redacted.
-    if let Some(why) = crate::source::allow::credentials_in_url(url) {
+    if let Some(why) = crate::model::url::credentials_in_url(url) {
         return Err(why);
     }
     const SCHEMES: [&str; 5] = ["https://", "http://", "ssh://", "git://", "file://"];

@@ -440,36 +440,6 @@ pub enum PassSummary {
     },
 }
 
-impl PassSummary {
-    pub fn of(result: &Result<crate::reconcile::PassReport, String>) -> PassSummary {
-        use crate::reconcile::PassStatus;
-        match result {
-            Err(e) => PassSummary::Error(e.clone()),
-            Ok(r) => match &r.status {
-                PassStatus::NoRevision => PassSummary::NoRevision {
-                    fetch_failure: r.fetch_failure.clone(),
-                },
-                PassStatus::Suspended => PassSummary::Suspended,
-                PassStatus::RenderFailed { error } => PassSummary::RenderFailed(error.clone()),
-                PassStatus::InSync => PassSummary::Done {
-                    outcome: crate::event::SyncOutcome::Succeeded,
-                    health: r.health,
-                    fetch_failure: r.fetch_failure.clone(),
-                    failed_attempts: r.failed_attempts,
-                    refused: r.refused.clone(),
-                },
-                PassStatus::Synced { outcome, .. } => PassSummary::Done {
-                    outcome: *outcome,
-                    health: r.health,
-                    fetch_failure: r.fetch_failure.clone(),
-                    failed_attempts: r.failed_attempts,
-                    refused: r.refused.clone(),
-                },
-            },
-        }
-    }
-}
-
 /// A condition before its transition time is decided.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConditionFact {
@@ -638,26 +608,31 @@ pub fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
-/// The status of an App from the store's view of it (`query::status`) and its conditions.
+/// What an App's status takes from the store's view of the App (`query::status`, which
+/// implements it): this types module depends on no reader of the store.
+pub trait StoredApp {
+    fn observed_revision(&self) -> Option<String>;
+    fn applied_revision(&self) -> Option<String>;
+    fn intent(&self) -> IntentStatus;
+    fn last_sync_time(&self) -> Option<DateTime<Utc>>;
+    fn drift_count(&self) -> u64;
+}
+
+/// The status of an App from the store's view of it and its conditions.
 pub fn status_of(
-    stored: Option<&crate::query::AppStatus>,
+    stored: Option<&impl StoredApp>,
     last_event_seq: Option<u64>,
     conditions: Vec<Condition>,
     generation: Option<i64>,
 ) -> AppStatus {
     AppStatus {
         observed_generation: generation,
-        observed_revision: stored.and_then(|s| s.observed_revision.clone()),
-        applied_revision: stored.and_then(|s| s.applied_revision.clone()),
-        intent: stored.map(|s| IntentStatus {
-            kind: s.intent.kind.clone(),
-            revision: s.intent.revision.clone(),
-            actor: s.intent.actor.clone(),
-            reason: s.intent.reason.clone(),
-        }),
+        observed_revision: stored.and_then(|s| s.observed_revision()),
+        applied_revision: stored.and_then(|s| s.applied_revision()),
+        intent: stored.map(|s| s.intent()),
         conditions,
-        last_sync_time: stored.and_then(|s| s.last_sync.as_ref().map(|l| rfc3339(l.time))),
-        drift_count: stored.map_or(0, |s| s.drift_count),
+        last_sync_time: stored.and_then(|s| s.last_sync_time().map(rfc3339)),
+        drift_count: stored.map_or(0, |s| s.drift_count()),
         last_event_seq,
         shard: None,
         failed_attempts: 0,

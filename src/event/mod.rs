@@ -11,59 +11,10 @@ pub mod envelope;
 use crate::codec;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest as _, Sha256};
 use std::fmt;
 
+pub use crate::model::{Digest, Health};
 pub use envelope::{Draft, Envelope, EnvelopeBody, EnvelopeError};
-
-/// A SHA-256 digest: event hashes, rendered-manifest (blob) addresses, per-object digests.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
-pub struct Digest(pub [u8; 32]);
-
-impl Digest {
-    pub const ZERO: Digest = Digest([0; 32]);
-
-    pub fn of(bytes: &[u8]) -> Digest {
-        Digest(Sha256::digest(bytes).into())
-    }
-
-    pub fn to_hex(&self) -> String {
-        hex::encode(self.0)
-    }
-
-    pub fn from_hex(s: &str) -> Option<Digest> {
-        let v = hex::decode(s).ok()?;
-        Some(Digest(v.try_into().ok()?))
-    }
-}
-
-impl fmt::Debug for Digest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Digest({})", self.to_hex())
-    }
-}
-
-impl fmt::Display for Digest {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.to_hex())
-    }
-}
-
-impl Serialize for Digest {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        codec::bytes::serialize(&self.0, s)
-    }
-}
-
-impl<'de> Deserialize<'de> for Digest {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let v = codec::bytes::deserialize(d)?;
-        let n = v.len();
-        v.try_into()
-            .map(Digest)
-            .map_err(|_| serde::de::Error::custom(format!("digest of {n} bytes, expected 32")))
-    }
-}
 
 /// A typed reference to a Kubernetes object. `uid` is known once the object exists.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -88,6 +39,33 @@ impl ObjectRef {
             self.namespace.as_deref().unwrap_or(""),
             self.name
         )
+    }
+}
+
+/// The recorded form of a reference: the same object, its uid not known from the reference.
+impl From<&crate::model::ObjectRef> for ObjectRef {
+    fn from(object: &crate::model::ObjectRef) -> Self {
+        ObjectRef {
+            group: object.group.clone(),
+            version: object.version.clone(),
+            kind: object.kind.clone(),
+            namespace: object.namespace.clone(),
+            name: object.name.clone(),
+            uid: None,
+        }
+    }
+}
+
+impl ObjectRef {
+    /// The reference without the uid, as the planner and the live view name objects.
+    pub fn object_ref(&self) -> crate::model::ObjectRef {
+        crate::model::ObjectRef {
+            group: self.group.clone(),
+            version: self.version.clone(),
+            kind: self.kind.clone(),
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+        }
     }
 }
 
@@ -156,15 +134,6 @@ pub enum SyncOutcome {
     /// Some objects failed to apply or prune; the rest were applied.
     PartiallyFailed,
     Failed,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Health {
-    Unknown,
-    Progressing,
-    Healthy,
-    Degraded,
-    Missing,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,5 +1,5 @@
 //! Owns readiness: kstatus-style health of live objects, as pure functions over their JSON,
-//! plus [`wait`], which polls a set of objects until they are healthy or a deadline passes.
+//! with no I/O (waiting for them is [`crate::apply::wait`]'s, next to the executor).
 //!
 //! The rules follow kstatus (the library behind `kubectl wait`-like checks in Flux) where it has
 //! one: an object whose controller has not observed its latest generation is in progress
@@ -7,10 +7,8 @@
 //! no status at all (ConfigMap, Secret, RBAC, ...) are current as soon as they exist.
 
 mod rules;
-mod wait;
 
 pub use rules::{assess, pod_problem, pod_selector};
-pub use wait::{WaitOptions, pod_problems, wait};
 
 use serde::Serialize;
 
@@ -34,6 +32,20 @@ pub enum Status {
 pub struct Health {
     pub status: Status,
     pub message: String,
+}
+
+/// The health reckon records for a readiness status (a missing object is told apart by the
+/// caller, who knows it looked).
+impl From<Status> for crate::model::Health {
+    fn from(status: Status) -> Self {
+        use crate::model::Health as H;
+        match status {
+            Status::Current => H::Healthy,
+            Status::InProgress | Status::Terminating => H::Progressing,
+            Status::Failed => H::Degraded,
+            Status::Unknown => H::Unknown,
+        }
+    }
 }
 
 impl Health {

@@ -16,33 +16,21 @@
 
 mod diff;
 mod fields;
-mod object;
 pub mod ownership;
 mod quantity;
 
+pub use crate::model::labels::{FIELD_MANAGER, PRUNE_ANNOTATION, PRUNE_DISABLED};
+pub use crate::model::{GroupKind, ObjectKey, ObjectRef, Scope};
 pub use diff::{ChangeKind, FieldChange, changed_fields, covers, drifted_fields, escape};
 pub use fields::owned_pointers;
-pub use object::{GroupKind, ObjectKey, ObjectRef};
 pub use ownership::{Owner, RefuseReason, Resident};
 
 use crate::config::{AdoptPolicy, DriftMode, IgnoreRule};
-use crate::render::Manifest;
-use crate::render::normalize::APP_LABEL;
+use crate::model::Manifest;
+use crate::model::labels::APP_LABEL;
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
-
-/// Annotation that keeps an object from being pruned when it leaves Git.
-pub const PRUNE_ANNOTATION: &str = "reckon.dev/prune";
-/// Value of [`PRUNE_ANNOTATION`] that disables pruning.
-pub const PRUNE_DISABLED: &str = "disabled";
-
-/// Whether a kind's objects live in a namespace.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub enum Scope {
-    Namespaced,
-    Cluster,
-}
 
 /// Tells the planner the scope of a kind the cluster serves (from discovery), `None` if the
 /// cluster does not serve it. CRDs in the desired set are consulted first.
@@ -149,9 +137,6 @@ pub struct Policy {
     /// Whether a Namespace is deleted even while it holds objects the plan does not prune.
     pub prune_non_empty_namespaces: bool,
 }
-
-/// reckon's field manager name for server-side apply.
-pub const FIELD_MANAGER: &str = "reckon";
 
 impl Policy {
     pub fn from_app(app: &crate::config::App) -> Self {

@@ -9,7 +9,7 @@
 
 use super::ObjectRef;
 use crate::config::AdoptPolicy;
-use crate::render::normalize::APP_LABEL;
+use crate::model::labels::APP_LABEL;
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeSet;

@@ -254,3 +254,30 @@ pub fn status<R: EventRead + ?Sized>(
     }
     Ok(out)
 }
+
+impl crate::crd::StoredApp for AppStatus {
+    fn observed_revision(&self) -> Option<String> {
+        self.observed_revision.clone()
+    }
+
+    fn applied_revision(&self) -> Option<String> {
+        self.applied_revision.clone()
+    }
+
+    fn intent(&self) -> crate::crd::IntentStatus {
+        crate::crd::IntentStatus {
+            kind: self.intent.kind.clone(),
+            revision: self.intent.revision.clone(),
+            actor: self.intent.actor.clone(),
+            reason: self.intent.reason.clone(),
+        }
+    }
+
+    fn last_sync_time(&self) -> Option<DateTime<Utc>> {
+        self.last_sync.as_ref().map(|l| l.time)
+    }
+
+    fn drift_count(&self) -> u64 {
+        self.drift_count
+    }
+}

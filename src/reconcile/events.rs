@@ -3,33 +3,10 @@
 
 use crate::apply::{FailureCause, ObjectOutcome, Outcome, SkipReason};
 use crate::event::{self, Digest, Draft, Event, FieldDiff, FieldManager};
-use crate::health::{self, Status};
+use crate::health;
 use crate::plan::{self, ChangeKind, Drift, FieldChange, PruneSkipReason, RejectReason};
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
-
-/// The event store's object reference for a planner reference (the uid is not known here).
-pub fn event_ref(object: &plan::ObjectRef) -> event::ObjectRef {
-    event::ObjectRef {
-        group: object.group.clone(),
-        version: object.version.clone(),
-        kind: object.kind.clone(),
-        namespace: object.namespace.clone(),
-        name: object.name.clone(),
-        uid: None,
-    }
-}
-
-/// The planner's reference for a stored one.
-pub fn plan_ref(object: &event::ObjectRef) -> plan::ObjectRef {
-    plan::ObjectRef {
-        group: object.group.clone(),
-        version: object.version.clone(),
-        kind: object.kind.clone(),
-        namespace: object.namespace.clone(),
-        name: object.name.clone(),
-    }
-}
 
 /// `sha256:<hex>` (the render digest form) to the store's digest.
 pub fn digest_of(text: &str) -> Option<Digest> {
@@ -106,7 +83,7 @@ pub fn drift_detected(app: &str, object: &plan::ObjectRef, drift: &Drift) -> Dra
     Draft::new(
         Some(app),
         Event::DriftDetected(event::DriftDetected {
-            object: event_ref(object),
+            object: event::ObjectRef::from(object),
             diffs,
             managers,
         }),
@@ -185,7 +162,7 @@ pub fn drift_ended(
             Some(app),
             Event::DriftSuperseded(event::DriftSuperseded {
                 revision: revision.to_string(),
-                object: event_ref(object),
+                object: event::ObjectRef::from(object),
                 fields: superseded,
             }),
         ));
@@ -195,7 +172,7 @@ pub fn drift_ended(
             Some(app),
             Event::DriftCorrected(event::DriftCorrected {
                 revision: revision.to_string(),
-                object: event_ref(object),
+                object: event::ObjectRef::from(object),
                 fields: put_back,
             }),
         ));
@@ -276,7 +253,7 @@ pub fn outcome_draft(
 ) -> Option<Draft> {
     let object = event::ObjectRef {
         uid: outcome.uid.clone(),
-        ..event_ref(&outcome.object)
+        ..event::ObjectRef::from(&outcome.object)
     };
     let event = match &outcome.outcome {
         Outcome::Unchanged => return None,
@@ -370,20 +347,10 @@ pub fn rejected_draft(app: &str, revision: &str, rejected: &plan::Rejected) -> D
         Some(app),
         Event::ApplyFailed(event::ApplyFailed {
             revision: revision.to_string(),
-            object: event_ref(&rejected.object),
+            object: event::ObjectRef::from(&rejected.object),
             error,
         }),
     )
-}
-
-/// The health the event model records for a readiness status.
-pub fn event_health(status: Status) -> event::Health {
-    match status {
-        Status::Current => event::Health::Healthy,
-        Status::InProgress | Status::Terminating => event::Health::Progressing,
-        Status::Failed => event::Health::Degraded,
-        Status::Unknown => event::Health::Unknown,
-    }
 }
 
 /// An App's aggregate health: the worst of its objects (Missing counts as Degraded-like),
@@ -415,7 +382,7 @@ pub fn health_changed(
     Draft::new(
         Some(app),
         Event::HealthChanged(event::HealthChanged {
-            object: object.map(event_ref),
+            object: object.map(event::ObjectRef::from),
             from,
             to,
             message,
@@ -505,7 +472,7 @@ pub fn observed_health(observation: Option<&plan::Observation>) -> (event::Healt
     match observation {
         Some(plan::Observation::Present(live)) => {
             let h = health::assess(&live.manifest);
-            (event_health(h.status), h.message)
+            (event::Health::from(h.status), h.message)
         }
         Some(plan::Observation::Absent) => (event::Health::Missing, "not found".into()),
         None => (event::Health::Unknown, "not observed yet".into()),

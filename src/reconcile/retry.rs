@@ -96,7 +96,7 @@ pub fn blocked_event(
         error,
         objects: members
             .iter()
-            .map(|o| super::events::event_ref(&o.object))
+            .map(|o| event::ObjectRef::from(&o.object))
             .collect(),
     }
 }

@@ -15,21 +15,20 @@
 
 pub mod digest;
 pub mod kustomize;
-mod manifest;
 pub mod normalize;
 mod parse;
 pub mod repo;
 
-use crate::plan::{ObjectKey, ObjectRef};
+use crate::model::{ObjectKey, ObjectRef};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use crate::model::Manifest;
 pub use digest::{
     SecretKey, canonical_json, object_digest, open_sealed, sealed_object, set_digest, storable,
 };
-pub use manifest::Manifest;
 
 /// Errors while rendering, each naming the file (and document and line where there is one).
 #[derive(Debug, thiserror::Error)]

@@ -4,12 +4,7 @@
 use base64::Engine as _;
 use serde_json::{Map, Value};
 
-/// Label on every object reckon applies.
-pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
-/// Value of [`MANAGED_BY_LABEL`].
-pub const MANAGED_BY_VALUE: &str = "reckon";
-/// Label naming the owning App; a label rather than an annotation so watches can select on it.
-pub const APP_LABEL: &str = "reckon.dev/app";
+pub use crate::model::labels::{APP_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 
 /// Metadata the API server sets; a manifest exported from a cluster carries them, and applying
 /// them fails (resourceVersion conflicts) or is meaningless.

@@ -1,7 +1,7 @@
 //! Owns reading manifest bytes into JSON values: YAML (multi-document) and JSON, with locations.
 
 use super::RenderError;
-use crate::plan::ObjectRef;
+use crate::model::ObjectRef;
 use serde_json::Value;
 
 /// The documents of one file, empty documents skipped. `.json` files are one JSON document;

@@ -493,7 +493,7 @@ fn looks_local(detail: &str) -> bool {
 }
 
 /// Maps a failed fetch to a reason, using gix's error chain and ssh's own log. The substrings are
-/// pinned by the transport tests (tests/git_source.rs), which provoke each case for real.
+/// pinned by the transport tests (tests/git/source.rs), which provoke each case for real.
 /// `text` without the URLs in it (any token containing `://`, and the remote's own URL), so that
 /// classification reads what went wrong, not where: a port like 40185 or a repository named
 /// `credentials.git` must not look like an HTTP 401 or an auth error.

@@ -31,9 +31,8 @@ use kube::api::{Api, DynamicObject, ListParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 /// Errors of the watch module. Watch and list failures inside a kind's task are retried with
@@ -84,7 +83,9 @@ const BATCH_CHANNEL: usize = 1;
 struct KindWatch {
     resource: Resolved,
     store: Arc<cache::KindCache>,
-    synced: Arc<AtomicBool>,
+    /// Becomes `true` once the kind's first list is in the cache: its task signals it, so
+    /// whoever waits for it is woken rather than polling (the reflector's `wait_until_ready`).
+    synced: watch::Receiver<bool>,
     task: JoinHandle<()>,
 }
 
@@ -240,7 +241,7 @@ struct KindTask {
     resource: Resolved,
     selector: String,
     store: Arc<cache::KindCache>,
-    synced: Arc<AtomicBool>,
+    synced: watch::Sender<bool>,
     raw: mpsc::Sender<Change>,
     resync: Duration,
     key: SecretKey,
@@ -316,7 +317,7 @@ async fn run_kind(task: KindTask) {
                 } else {
                     changes = differences(&before, &versions(&store, &resource));
                 }
-                synced.store(true, Ordering::Release);
+                synced.send_replace(true);
             }
             for change in changes {
                 if raw.send(change).await.is_err() {
@@ -407,13 +408,13 @@ impl AppWatch {
                 _ => Api::all_with(self.client.clone(), &resource.resource),
             };
             let store = Arc::new(cache::KindCache::default());
-            let synced = Arc::new(AtomicBool::new(false));
+            let (synced_tx, synced) = watch::channel(false);
             let task = tokio::spawn(run_kind(KindTask {
                 api,
                 resource: resource.clone(),
                 selector: selector.clone(),
                 store: store.clone(),
-                synced: synced.clone(),
+                synced: synced_tx,
                 raw: self.raw.clone(),
                 resync: self.options.resync,
                 key: self.key.clone(),
@@ -437,32 +438,50 @@ impl AppWatch {
 
     /// Whether a kind's first list has completed.
     pub fn is_synced(&self, gk: &GroupKind) -> bool {
-        self.kinds
-            .get(gk)
-            .is_some_and(|k| k.synced.load(Ordering::Acquire))
+        self.kinds.get(gk).is_some_and(|k| *k.synced.borrow())
+    }
+
+    /// Resolves once each of `kinds` that is watched has completed its first list (or its
+    /// task has stopped). It holds no borrow of the watch set, so a caller that shares the set
+    /// behind a lock releases the lock before awaiting it.
+    pub fn until_synced(
+        &self,
+        kinds: &[GroupKind],
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let signals: Vec<watch::Receiver<bool>> = kinds
+            .iter()
+            .filter_map(|gk| self.kinds.get(gk))
+            .map(|k| k.synced.clone())
+            .collect();
+        async move {
+            for mut synced in signals {
+                // An error means the kind's task is gone: nothing more will come.
+                let _ = synced.wait_for(|s| *s).await;
+            }
+        }
     }
 
     /// Waits until every watched kind has completed its first list.
     pub async fn wait_synced(&self, timeout: Duration) -> Result<(), WatchError> {
-        let started = Instant::now();
-        loop {
-            let pending: Vec<String> = self
-                .kinds
-                .iter()
-                .filter(|(_, k)| !k.synced.load(Ordering::Acquire))
-                .map(|(gk, _)| gk.to_string())
-                .collect();
-            if pending.is_empty() {
-                return Ok(());
-            }
-            if started.elapsed() >= timeout {
-                return Err(WatchError::WaitSynced {
-                    kinds: pending.join(", "),
-                    timeout,
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+        let all = self.kinds();
+        if tokio::time::timeout(timeout, self.until_synced(&all))
+            .await
+            .is_ok()
+        {
+            return Ok(());
         }
+        let pending: Vec<String> = all
+            .iter()
+            .filter(|gk| !self.is_synced(gk))
+            .map(|gk| gk.to_string())
+            .collect();
+        if pending.is_empty() {
+            return Ok(());
+        }
+        Err(WatchError::WaitSynced {
+            kinds: pending.join(", "),
+            timeout,
+        })
     }
 
     /// What the cache knows about these objects (namespaces resolved): `Present` or `Absent`
@@ -473,7 +492,7 @@ impl AppWatch {
             let Some(kind) = self.kinds.get(&object.group_kind()) else {
                 continue;
             };
-            if !kind.synced.load(Ordering::Acquire) {
+            if !*kind.synced.borrow() {
                 continue;
             }
             let namespace = match kind.resource.scope {

@@ -6,7 +6,8 @@ use super::sync::{Requests, counting_client};
 use reckon::apply::Catalog;
 use reckon::config;
 use reckon::event::envelope::Envelope;
-use reckon::reconcile::{Live, Reconciler};
+use reckon::event::{Event, SyncCounts, SyncOutcome};
+use reckon::reconcile::{Live, PassOptions, PassReport, PassStatus, Reconciler};
 use reckon::render::SecretKey;
 use reckon::source::{GitSource, config::spec_for};
 use reckon::store::{OpenOptions, SledStore, StoreError, writer};
@@ -95,8 +96,40 @@ impl Harness {
             .collect()
     }
 
+    /// Every event of `app` so far, oldest first.
+    pub fn events(&self, app: &str) -> Vec<Event> {
+        self.envelopes(app, 1)
+            .into_iter()
+            .map(|e| e.body.event)
+            .collect()
+    }
+
     pub async fn close(mut self) {
         self.store.clone().close().await.unwrap();
         self.writer.take().unwrap().await.unwrap().unwrap();
+    }
+}
+
+/// One pass of `r` that fetches first (as the agent's timer runs it); fails the test on an error.
+pub async fn pass(r: &mut Reconciler) -> PassReport {
+    pass_with(r, true).await
+}
+
+/// One pass of `r`, fetching first only when `fetch` (a pinned App's pass does not need it).
+pub async fn pass_with(r: &mut Reconciler, fetch: bool) -> PassReport {
+    r.pass(&PassOptions {
+        fetch,
+        progress: None,
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+}
+
+/// The outcome and counts of a pass that ran a sync (fails the test otherwise).
+pub fn synced(report: &PassReport) -> (SyncOutcome, SyncCounts) {
+    match &report.status {
+        PassStatus::Synced { outcome, counts } => (*outcome, counts.clone()),
+        other => panic!("expected a sync, got {other:?}"),
     }
 }

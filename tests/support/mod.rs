@@ -1,5 +1,8 @@
-//! Shared support for reckon's integration tests that touch Kubernetes: the client for the run's
-//! control plane and per-test namespaces with random names that are deleted afterwards.
+//! The one set of helpers every integration-test binary shares (each `tests/<group>/main.rs`
+//! includes it as `mod support`): the client for the run's control plane, per-test namespaces
+//! with random names that are deleted afterwards, the `reckon` binary and its processes; the
+//! submodules hold the reconciler harness, syncs with counted requests, workloads, App objects,
+//! the OpenAPI document and filled stores with raw sled access.
 //!
 //! The control plane comes from `RECKON_TEST_KUBECONFIG` (set by `reckon-testenv run`, or by you
 //! for your own cluster). Without it, the first test in this process starts a local control plane
@@ -16,6 +19,7 @@ pub mod crd;
 pub mod harness;
 pub mod openapi;
 pub mod readiness;
+pub mod store;
 pub mod sync;
 pub mod workload;
 
@@ -128,6 +132,32 @@ pub fn reckon(dir: &std::path::Path) -> std::process::Command {
         .env_remove("RECKON_CACHE")
         .env_remove("RECKON_KEY_FILE")
         .env_remove("RECKON_LOG_FORMAT");
+    c
+}
+
+/// Sends `sig` (`-TERM`, `-KILL`, `-INT`, `-STOP`, `-CONT`) to `child` with kill(1).
+pub fn signal(child: &std::process::Child, sig: &str) {
+    let status = std::process::Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Every event in the store of the `reckon` processes run in `dir` (its default `reckon-store`),
+/// oldest first. Opens the store, so no process may hold it.
+pub fn events(dir: &std::path::Path) -> Vec<reckon::event::Envelope> {
+    use reckon::store::{OpenOptions, SledStore};
+    let store = SledStore::open(dir.join("reckon-store"), OpenOptions::default()).unwrap();
+    let events = store.reader().iter_from(1).map(|e| e.unwrap()).collect();
+    store.close().unwrap();
+    events
+}
+
+/// `kubectl` against the test cluster.
+pub fn kubectl() -> std::process::Command {
+    let mut c = std::process::Command::new("kubectl");
+    c.arg("--kubeconfig").arg(kubeconfig());
     c
 }
 

@@ -94,3 +94,8 @@ pub fn manifests(apps: usize, replicas: u32) -> String {
     }
     out
 }
+
+/// A ConfigMap `name` with one key, `color`.
+pub fn config_map(name: &str, color: &str) -> String {
+    format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  color: {color}\n")
+}

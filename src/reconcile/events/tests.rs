@@ -20,10 +20,10 @@ fn outcome(outcome: Outcome) -> ObjectOutcome {
 
 #[test]
 fn references_convert_both_ways_without_a_uid() {
-    let e = event_ref(&deploy());
+    let e = event::ObjectRef::from(&deploy());
     assert_eq!(e.uid, None);
     assert_eq!(e.identity(), "apps/Deployment/ns/web");
-    assert_eq!(plan_ref(&e), deploy());
+    assert_eq!(e.object_ref(), deploy());
 }
 
 #[test]
@@ -411,7 +411,7 @@ fn a_drifted_field_the_new_revision_sets_is_superseded_not_put_back() {
                 ("rev2", vec![IMAGE.to_string()])
             );
             assert_eq!(c.fields, vec!["/spec/replicas".to_string()]);
-            assert_eq!(s.object, event_ref(&deploy()));
+            assert_eq!(s.object, event::ObjectRef::from(&deploy()));
         }
         other => panic!("{other:?}"),
     }

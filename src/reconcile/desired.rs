@@ -1,0 +1,550 @@
+//! Owns the pass's desired-state stage: which revision to deploy (followed or pinned), whether
+//! the App is suspended, and the desired objects of that revision (rendered from Git, the set
+//! recorded for a pinned revision, or the set kept from the last pass), with what a render
+//! records when it succeeds and when it fails.
+
+use super::{ReconcileError, Reconciler, events, namespace};
+use crate::apply::{self, ObjectOutcome, Outcome};
+use crate::event::{self, Digest, Draft, Event};
+use crate::plan::{self, Action, DesiredObject, InventoryEntry};
+use crate::render::{self, RenderOptions, SecretKey};
+use crate::store::projection::AppState;
+use crate::store::{EventRead, blob};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// One revision rendered: the desired objects and the blob address of their storable set
+/// (whose bytes are rebuilt from the objects when they are stored: no second copy is kept).
+#[derive(Clone)]
+pub(super) struct Rendered {
+    pub revision: String,
+    pub desired: Arc<Vec<DesiredObject>>,
+    pub digest: Digest,
+}
+
+/// A rendered revision as a pass keeps it for the next: each object's canonical JSON as
+/// recorded (Secret values sealed), one per line in render order, lz4-compressed. A thousand
+/// Apps' parsed sets (`serde_json::Value`, a B-tree node per map) were tens of MB; a pass
+/// unpacks its own in microseconds.
+pub(super) struct Packed {
+    revision: String,
+    digest: Digest,
+    bytes: Box<[u8]>,
+}
+
+impl Packed {
+    pub fn pack(rendered: &Rendered, key: &SecretKey) -> Packed {
+        Packed {
+            revision: rendered.revision.clone(),
+            digest: rendered.digest,
+            bytes: lz4_flex::compress_prepend_size(&packed_lines(&rendered.desired, key))
+                .into_boxed_slice(),
+        }
+    }
+
+    pub fn unpack(&self, key: &SecretKey) -> Result<Rendered, String> {
+        let bytes = lz4_flex::decompress_size_prepended(&self.bytes).map_err(|e| e.to_string())?;
+        open_recorded(self.revision.clone(), &bytes, self.digest, key)
+    }
+}
+
+/// Objects in the recorded format ([`render::from_recorded`]: one canonical object per line,
+/// Secret values sealed) opened as `revision`'s desired set, whose address is `digest`.
+fn open_recorded(
+    revision: String,
+    bytes: &[u8],
+    digest: Digest,
+    key: &SecretKey,
+) -> Result<Rendered, String> {
+    let set = render::from_recorded(bytes, key).map_err(|e| e.to_string())?;
+    Ok(Rendered {
+        revision,
+        desired: Arc::new(
+            set.objects
+                .iter()
+                .map(|o| DesiredObject::from_rendered(o, key))
+                .collect(),
+        ),
+        digest,
+    })
+}
+
+/// One object as recorded: as rendered, a Secret's values sealed.
+fn recorded_form(d: &DesiredObject, key: &SecretKey) -> serde_json::Value {
+    match d.stored {
+        // Only objects whose storable form differs (Secrets) need sealing.
+        Some(_) => render::sealed_object(d.manifest.as_value(), key),
+        None => d.manifest.as_value().clone(),
+    }
+}
+
+/// What [`Packed`] keeps, before compression: [`render::from_recorded`]'s input format (the
+/// recorded set's), but in render order rather than sorted.
+fn packed_lines(desired: &[DesiredObject], key: &SecretKey) -> Vec<u8> {
+    let mut out = Vec::new();
+    for d in desired {
+        out.extend_from_slice(render::canonical_json(&recorded_form(d, key)).as_bytes());
+        out.push(b'\n');
+    }
+    out
+}
+
+/// The canonical bytes of a rendered set as recorded for its revision: each object as rendered,
+/// Secret values sealed under the agent's key (see [`render::sealed_object`]), so a rollback can
+/// apply it without Git. Per-object blobs (the inventory) keep the keyed-hash form instead.
+pub(super) fn set_bytes(desired: &[DesiredObject], key: &SecretKey) -> Vec<u8> {
+    let stored: Vec<serde_json::Value> = desired.iter().map(|d| recorded_form(d, key)).collect();
+    blob::canonical(&stored)
+}
+
+/// The revision to deploy: the pinned one, else the source's deployable head.
+pub(super) fn target_revision(state: &AppState) -> Option<String> {
+    if state.intent.is_pinned() {
+        state.intent.revision.clone()
+    } else {
+        state.deployable_head.clone()
+    }
+}
+
+/// The event recording a change of suspension (the configuration says `configured`, the log
+/// last recorded `recorded`), if it changed.
+pub(super) fn suspension_change(configured: bool, recorded: bool) -> Option<Event> {
+    match (configured, recorded) {
+        (true, false) => Some(Event::AppSuspended(event::AppSuspended {
+            reason: Some("suspend: true in the configuration".into()),
+        })),
+        (false, true) => Some(Event::AppResumed(event::AppResumed {
+            reason: Some("suspend removed from the configuration".into()),
+        })),
+        _ => None,
+    }
+}
+
+/// What a render failure of `revision` records: the failure, and for each inventory object
+/// the prune it does not do (a render failure never prunes).
+pub(super) fn render_failure_drafts(
+    app: &str,
+    revision: &str,
+    error: &str,
+    inventory: &[InventoryEntry],
+) -> Vec<Draft> {
+    let mut drafts = vec![Draft::new(
+        Some(app),
+        Event::RenderFailed(event::RenderFailed {
+            revision: revision.to_string(),
+            error: error.to_string(),
+        }),
+    )];
+    for action in plan::render_failed(inventory) {
+        if let Action::PruneSkipped { object, reason } = &action {
+            let outcome = ObjectOutcome {
+                object: object.clone(),
+                outcome: Outcome::Skipped {
+                    reason: apply::SkipReason::Prune(reason.clone()),
+                },
+                digest: None,
+                reason: None,
+                resource_version: None,
+                uid: None,
+            };
+            drafts.extend(events::outcome_draft(app, revision, &outcome, None));
+        }
+    }
+    drafts
+}
+
+/// Whether a render failure is news: the same failure of the same revision is recorded once,
+/// not at every pass.
+pub(super) fn render_failure_is_new(
+    last: Option<&(String, String)>,
+    revision: &str,
+    error: &str,
+) -> bool {
+    last.is_none_or(|(r, e)| r != revision || e != error)
+}
+
+/// Whether `rendered` must be recorded (blob and RenderSucceeded): once per distinct render of
+/// a revision.
+pub(super) fn needs_render_record(state: &AppState, rendered: &Rendered) -> bool {
+    state
+        .revisions
+        .get(&rendered.revision)
+        .and_then(|r| r.digest)
+        != Some(rendered.digest)
+}
+
+/// The RenderSucceeded event for `rendered`.
+pub(super) fn render_succeeded(app: &str, rendered: &Rendered) -> Draft {
+    Draft::new(
+        Some(app),
+        Event::RenderSucceeded(event::RenderSucceeded {
+            revision: rendered.revision.clone(),
+            digest: rendered.digest,
+            object_count: rendered.desired.len() as u32,
+        }),
+    )
+}
+
+/// The blob and RenderSucceeded recording `rendered`, when it must be recorded
+/// ([`needs_render_record`]); they go with the pass's first append.
+pub(super) fn render_records(
+    app: &str,
+    state: &AppState,
+    rendered: &Rendered,
+    key: &SecretKey,
+) -> (Vec<Vec<u8>>, Vec<Draft>) {
+    if needs_render_record(state, rendered) {
+        (
+            vec![set_bytes(&rendered.desired, key)],
+            vec![render_succeeded(app, rendered)],
+        )
+    } else {
+        (Vec::new(), Vec::new())
+    }
+}
+
+impl Reconciler {
+    /// Records a change of suspension (once per change); returns the events appended.
+    pub(super) async fn record_suspension(
+        &self,
+        state: &AppState,
+    ) -> Result<usize, ReconcileError> {
+        match suspension_change(self.app.suspend, state.suspended) {
+            Some(event) => {
+                self.append(vec![], vec![Draft::new(Some(&self.app.name), event)])
+                    .await
+            }
+            None => Ok(0),
+        }
+    }
+
+    /// The desired set for `revision`: the one kept from the last pass when it is the same
+    /// revision (a revision renders the same every time: a pass woken by the watch re-plans
+    /// without reading and rendering the tree again), else [`Self::desired_for`].
+    pub(super) async fn desired_state(
+        &mut self,
+        state: &AppState,
+        revision: &str,
+    ) -> Result<Rendered, String> {
+        let cached = self
+            .memory
+            .rendered
+            .as_ref()
+            .filter(|r| r.revision == revision)
+            .map(|r| r.unpack(&self.key));
+        let rendered = match cached {
+            Some(Ok(r)) => Ok(r),
+            // Unpacking what this process packed cannot fail short of a bug; render again then.
+            Some(Err(error)) => {
+                tracing::warn!(app = %self.app.name, %revision, %error, "the kept rendered set did not unpack; rendering again");
+                self.desired_for(state, revision).await
+            }
+            None => self.desired_for(state, revision).await,
+        }?;
+        self.memory.render_failure = None;
+        self.memory.rendered = Some(Packed::pack(&rendered, &self.key));
+        Ok(rendered)
+    }
+
+    /// Records a render failure once (it keeps everything applied before and prunes nothing);
+    /// returns the events appended.
+    pub(super) async fn record_render_failure(
+        &mut self,
+        state: &AppState,
+        revision: &str,
+        error: &str,
+    ) -> Result<usize, ReconcileError> {
+        if !render_failure_is_new(self.memory.render_failure.as_ref(), revision, error) {
+            tracing::debug!(app = %self.app.name, %revision, "render still failing");
+            return Ok(0);
+        }
+        let inventory = self.inventory(state, &[])?;
+        let drafts = render_failure_drafts(&self.app.name, revision, error, &inventory);
+        let appended = self.append(vec![], drafts).await?;
+        self.memory.render_failure = Some((revision.to_string(), error.to_string()));
+        tracing::warn!(app = %self.app.name, %revision, %error, "render failed; nothing applied or pruned");
+        Ok(appended)
+    }
+
+    /// Reads and renders a revision (off the async threads).
+    async fn render(&self, revision: &str) -> Result<Rendered, String> {
+        let files = self
+            .source
+            .read_tree_async(revision.to_string())
+            .await
+            .map_err(|e| format!("reading revision {revision}: {e}"))?;
+        let options = RenderOptions {
+            app: self.app.name.clone(),
+            secret_key: self.key.clone(),
+            kustomize_timeout: Duration::from_secs(60),
+            fill_port_protocol: self.catalog.server().needs_port_protocol(),
+        };
+        let revision = revision.to_string();
+        let create_namespace = self
+            .app
+            .target
+            .create_namespace
+            .then(|| self.app.target.namespace.clone());
+        let source = self.source.clone();
+        tokio::task::spawn_blocking(move || {
+            // kustomize units may reach the rest of the repository (`../../base`).
+            let repo = source
+                .tree_at(&revision)
+                .map_err(|e| format!("reading revision {revision}: {e}"))?;
+            let mut set = render::render_in(&files, &repo, &options).map_err(|e| e.to_string())?;
+            if let Some(ns) = &create_namespace {
+                set = namespace::with_target_namespace(set, ns, &options.app, &options.secret_key);
+            }
+            let desired: Vec<DesiredObject> = set
+                .objects
+                .iter()
+                .map(|o| DesiredObject::from_rendered(o, &options.secret_key))
+                .collect();
+            let digest = Digest::of(&set_bytes(&desired, &options.secret_key));
+            Ok(Rendered {
+                revision,
+                desired: Arc::new(desired),
+                digest,
+            })
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+
+    /// The manifests recorded for a revision (its RenderSucceeded blob), opened to apply.
+    async fn recorded(&self, revision: &str, digest: Digest) -> Result<Rendered, String> {
+        let reader = self.store.reader().clone();
+        let key = self.key.clone();
+        let revision = revision.to_string();
+        tokio::task::spawn_blocking(move || {
+            let bytes = reader
+                .blob(&digest)
+                .map_err(|e| format!("reading blob {digest}: {e}"))?
+                .ok_or_else(|| format!("the store does not hold blob {digest}"))?;
+            // The blob's address is the set's digest: re-serializing and sealing it again
+            // would only compute the same bytes.
+            open_recorded(revision, &bytes, digest, &key)
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+
+    /// The desired set for `revision`. A pinned App (rollback, pin) applies what was recorded
+    /// for its revision, so it needs neither the commit on the remote nor the mirror; only when
+    /// nothing usable was recorded (never rendered, or recorded by an older reckon that kept
+    /// Secret values as keyed hashes only) is the revision rendered from Git, and when that fails
+    /// too the error names both causes. A followed revision is rendered from Git.
+    pub(super) async fn desired_for(
+        &self,
+        state: &AppState,
+        revision: &str,
+    ) -> Result<Rendered, String> {
+        let recorded = state
+            .intent
+            .is_pinned()
+            .then(|| state.revisions.get(revision).and_then(|r| r.digest))
+            .flatten();
+        let Some(digest) = recorded else {
+            return self.render(revision).await;
+        };
+        match self.recorded(revision, digest).await {
+            Ok(r) => Ok(r),
+            Err(recorded) => {
+                tracing::warn!(app = %self.app.name, %revision, error = %recorded, "the recorded manifests cannot be applied; rendering the revision from Git");
+                self.render(revision).await.map_err(|git| {
+                    format!(
+                        "the manifests recorded for {revision} cannot be applied ({recorded}), \
+                         and rendering it from Git failed: {git}"
+                    )
+                })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+    use crate::event::IntentKind;
+    use crate::store::projection::{Intent, RevisionEntry};
+
+    /// A revision first seen now, never synced.
+    pub(in crate::reconcile) fn revision_entry(digest: Option<Digest>) -> RevisionEntry {
+        RevisionEntry {
+            first_seen: chrono::Utc::now(),
+            applied_at: None,
+            outcome: None,
+            digest,
+            first_seq: 1,
+            commit_seq: None,
+            objects_changed: 0,
+        }
+    }
+
+    fn desired_set(key: &SecretKey) -> Vec<DesiredObject> {
+        let files: Vec<render::SourceFile> = vec![
+            (
+                "app.yaml".into(),
+                b"apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n---\n\
+                  apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web, namespace: shop}\n\
+                  spec:\n  replicas: 2\n  selector: {matchLabels: {app: web}}\n  template:\n    \
+                  metadata: {labels: {app: web}}\n    spec:\n      containers: [{name: web, image: nginx, ports: [{containerPort: 80}]}]\n"
+                    .to_vec(),
+            ),
+            (
+                "secret.yaml".into(),
+                b"apiVersion: v1\nkind: Secret\nmetadata: {name: db}\nstringData: {password: hunter2}\ndata: {user: YWRtaW4=}\n"
+                    .to_vec(),
+            ),
+        ];
+        let options = RenderOptions {
+            app: "shop".into(),
+            secret_key: key.clone(),
+            kustomize_timeout: Duration::from_secs(5),
+            fill_port_protocol: true,
+        };
+        let set = render::render(&files, &options).unwrap();
+        set.objects
+            .iter()
+            .map(|o| DesiredObject::from_rendered(o, key))
+            .collect()
+    }
+
+    #[test]
+    fn a_packed_render_unpacks_to_the_same_desired_objects() {
+        let key = SecretKey::new([7; 32]);
+        let desired = desired_set(&key);
+        assert_eq!(desired.len(), 3);
+        assert!(desired.iter().any(|d| d.stored.is_some()), "the Secret");
+        let rendered = Rendered {
+            revision: "abc".into(),
+            digest: Digest::of(&set_bytes(&desired, &key)),
+            desired: Arc::new(desired.clone()),
+        };
+
+        let packed = Packed::pack(&rendered, &key);
+        // Kept sealed: the Secret's value is not in the packed bytes in plain text.
+        let bytes = lz4_flex::decompress_size_prepended(&packed.bytes).unwrap();
+        let text = String::from_utf8(bytes).unwrap();
+        assert!(
+            !text.contains("hunter2") && !text.contains("YWRtaW4="),
+            "{text}"
+        );
+
+        let unpacked = packed.unpack(&key).unwrap();
+        assert_eq!(unpacked.revision, "abc");
+        assert_eq!(unpacked.digest, rendered.digest);
+        assert_eq!(*unpacked.desired, desired);
+    }
+
+    fn state(pinned: Option<&str>, head: Option<&str>) -> AppState {
+        AppState {
+            intent: Intent {
+                kind: if pinned.is_some() {
+                    IntentKind::Pin
+                } else {
+                    IntentKind::Follow
+                },
+                revision: pinned.map(String::from),
+                ..Intent::default()
+            },
+            deployable_head: head.map(String::from),
+            ..AppState::default()
+        }
+    }
+
+    #[test]
+    fn a_followed_app_deploys_the_deployable_head_and_a_pinned_one_its_pin() {
+        assert_eq!(
+            target_revision(&state(None, Some("head"))),
+            Some("head".into())
+        );
+        assert_eq!(target_revision(&state(None, None)), None);
+        assert_eq!(
+            target_revision(&state(Some("old"), Some("head"))),
+            Some("old".into())
+        );
+    }
+
+    #[test]
+    fn suspension_is_recorded_only_when_it_changes() {
+        assert!(matches!(
+            suspension_change(true, false),
+            Some(Event::AppSuspended(_))
+        ));
+        assert!(matches!(
+            suspension_change(false, true),
+            Some(Event::AppResumed(_))
+        ));
+        assert_eq!(suspension_change(true, true), None);
+        assert_eq!(suspension_change(false, false), None);
+    }
+
+    #[test]
+    fn the_same_render_failure_is_recorded_once() {
+        let last = ("abc".to_string(), "broken".to_string());
+        assert!(render_failure_is_new(None, "abc", "broken"));
+        assert!(!render_failure_is_new(Some(&last), "abc", "broken"));
+        assert!(render_failure_is_new(
+            Some(&last),
+            "abc",
+            "broken differently"
+        ));
+        assert!(render_failure_is_new(Some(&last), "def", "broken"));
+    }
+
+    fn entry(kind: &str, name: &str) -> InventoryEntry {
+        InventoryEntry {
+            object: plan::ObjectRef::from_api_version("v1", kind, Some("shop"), name),
+            last_applied_digest: "sha256:00".into(),
+            last_applied: serde_json::json!({}),
+            adopted: false,
+        }
+    }
+
+    #[test]
+    fn a_render_failure_records_the_failure_and_prunes_nothing() {
+        let drafts = render_failure_drafts("shop", "abc", "broken", &[]);
+        assert_eq!(drafts.len(), 1);
+        assert!(
+            matches!(&drafts[0].event, Event::RenderFailed(f) if f.revision == "abc" && f.error == "broken")
+        );
+
+        let inventory = [entry("ConfigMap", "a"), entry("Service", "b")];
+        let drafts = render_failure_drafts("shop", "abc", "broken", &inventory);
+        assert!(matches!(drafts[0].event, Event::RenderFailed(_)));
+        assert_eq!(drafts.len(), 3, "one skipped prune per inventory object");
+        assert!(
+            drafts[1..]
+                .iter()
+                .all(|d| !matches!(d.event, Event::ObjectPruned(_))),
+            "nothing is pruned"
+        );
+    }
+
+    #[test]
+    fn a_render_is_recorded_once_per_distinct_set_of_a_revision() {
+        let key = SecretKey::new([7; 32]);
+        let desired = desired_set(&key);
+        let rendered = Rendered {
+            revision: "abc".into(),
+            digest: Digest::of(&set_bytes(&desired, &key)),
+            desired: Arc::new(desired),
+        };
+        let mut state = AppState::default();
+        assert!(needs_render_record(&state, &rendered), "never rendered");
+        state
+            .revisions
+            .insert("abc".into(), revision_entry(Some(rendered.digest)));
+        assert!(!needs_render_record(&state, &rendered), "recorded already");
+        state.revisions.get_mut("abc").unwrap().digest = Some(Digest::of(b"other"));
+        assert!(
+            needs_render_record(&state, &rendered),
+            "rendered differently"
+        );
+        let draft = render_succeeded("shop", &rendered);
+        assert!(
+            matches!(&draft.event, Event::RenderSucceeded(r) if r.object_count == 3 && r.digest == rendered.digest)
+        );
+    }
+}

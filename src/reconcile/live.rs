@@ -1,0 +1,464 @@
+//! Owns the pass's live-view stage: where the live state of an App's objects is read from
+//! (one GET per object, or the agent's watch cache), behind one trait, and the health
+//! readings taken from it.
+//!
+//! The watched view waits for a kind it has just started watching until the watch signals its
+//! first list is in (no polling), then reads the cache; objects the cache cannot see (a desired
+//! object outside the inventory, which may exist without the App's label) are read directly.
+
+use super::ReconcileError;
+use crate::apply::{self, Catalog};
+use crate::event;
+use crate::plan::{
+    DesiredObject, GroupKind, InventoryEntry, ObjectKey, ObjectRef, Observation, Observed, Scope,
+};
+use crate::render::SecretKey;
+use crate::watch::AppWatch;
+use futures::future::BoxFuture;
+use std::collections::HashSet;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+/// Where a pass reads live objects from.
+#[derive(Clone)]
+pub enum Live {
+    /// One GET per object (one-shot commands: `reckon sync`, `reckon diff`).
+    Direct,
+    /// The agent's watch cache, shared by every App on the cluster.
+    Watch(Arc<RwLock<AppWatch>>),
+}
+
+/// One object's health as read: the object, its health, and why.
+pub type Reading = (ObjectRef, event::Health, String);
+
+/// How a pass sees the cluster: the live state of the plan's inputs and the desired objects'
+/// health, now or once settled.
+pub(crate) trait LiveView: Send + Sync {
+    /// The live state of the desired objects (namespaces defaulted) and the inventory's.
+    fn observe<'a>(
+        &'a self,
+        desired: &'a [DesiredObject],
+        inventory: &'a [InventoryEntry],
+    ) -> BoxFuture<'a, Result<Observed, ReconcileError>>;
+
+    /// Whether the view follows the cluster between syncs (then `observed` tells health at no
+    /// cost); a direct view must read the objects again.
+    fn follows_changes(&self) -> bool;
+
+    /// The desired objects' health now: from `observed` when the view follows changes, else
+    /// read once.
+    fn readings<'a>(
+        &'a self,
+        desired: &'a [DesiredObject],
+        observed: &'a Observed,
+    ) -> BoxFuture<'a, Vec<Reading>>;
+
+    /// The desired objects' health once every one is settled (healthy or degraded) or
+    /// `timeout` has passed; a workload still unready is explained by its first Pod's problem.
+    fn settled_readings<'a>(
+        &'a self,
+        desired: &'a [DesiredObject],
+        inventory: &'a [InventoryEntry],
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<Vec<Reading>, ReconcileError>>;
+}
+
+/// How long a pass waits for the watch cache of a kind it has just started watching.
+const WATCH_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often a pass re-reads the watch cache while waiting for health.
+const HEALTH_POLL: Duration = Duration::from_millis(200);
+
+/// What both views read the cluster with.
+#[derive(Clone)]
+pub(crate) struct Cluster {
+    pub catalog: Arc<Catalog>,
+    pub key: SecretKey,
+    /// The App's target namespace (for objects that name none).
+    pub namespace: String,
+    /// Objects read at once.
+    pub concurrency: usize,
+}
+
+impl Cluster {
+    fn scope(&self, gk: &GroupKind) -> Option<Scope> {
+        self.catalog.scope(gk)
+    }
+}
+
+/// The view for `live` over `cluster`.
+pub(crate) fn view(live: Live, cluster: Cluster) -> Arc<dyn LiveView> {
+    match live {
+        Live::Direct => Arc::new(DirectView { cluster }),
+        Live::Watch(watch) => Arc::new(WatchedView {
+            direct: DirectView { cluster },
+            watch,
+        }),
+    }
+}
+
+/// One GET per object.
+pub(crate) struct DirectView {
+    cluster: Cluster,
+}
+
+impl DirectView {
+    async fn read(&self, desired: &[DesiredObject], inventory: &[InventoryEntry]) -> Observed {
+        let c = &self.cluster;
+        apply::observe(
+            &c.catalog,
+            desired,
+            inventory,
+            &c.namespace,
+            &c.key,
+            c.concurrency,
+        )
+        .await
+    }
+
+    /// The desired objects' health read from the API server (one GET each per round), waiting
+    /// up to `timeout` for them to settle.
+    async fn read_health(&self, desired: &[DesiredObject], timeout: Duration) -> Vec<Reading> {
+        let c = &self.cluster;
+        let objects: Vec<ObjectRef> = desired
+            .iter()
+            .filter_map(|d| {
+                apply::resolve_namespace(&d.object, c.scope(&d.object.group_kind()), &c.namespace)
+            })
+            .collect();
+        let options = apply::wait::WaitOptions {
+            timeout,
+            ..Default::default()
+        };
+        apply::wait::wait(&c.catalog, &objects, &options)
+            .await
+            .into_iter()
+            .map(|(object, h)| (object, recorded_health(&h), h.message))
+            .collect()
+    }
+}
+
+impl LiveView for DirectView {
+    fn observe<'a>(
+        &'a self,
+        desired: &'a [DesiredObject],
+        inventory: &'a [InventoryEntry],
+    ) -> BoxFuture<'a, Result<Observed, ReconcileError>> {
+        Box::pin(async move { Ok(self.read(desired, inventory).await) })
+    }
+
+    fn follows_changes(&self) -> bool {
+        false
+    }
+
+    fn readings<'a>(
+        &'a self,
+        desired: &'a [DesiredObject],
+        _observed: &'a Observed,
+    ) -> BoxFuture<'a, Vec<Reading>> {
+        Box::pin(self.read_health(desired, Duration::ZERO))
+    }
+
+    fn settled_readings<'a>(
+        &'a self,
+        desired: &'a [DesiredObject],
+        _inventory: &'a [InventoryEntry],
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<Vec<Reading>, ReconcileError>> {
+        Box::pin(async move { Ok(self.read_health(desired, timeout).await) })
+    }
+}
+
+/// The agent's watch cache, with direct reads for what it cannot see.
+pub(crate) struct WatchedView {
+    direct: DirectView,
+    watch: Arc<RwLock<AppWatch>>,
+}
+
+impl WatchedView {
+    /// Watches the kinds of the plan's inputs and waits (bounded) until each has been listed.
+    async fn watch_kinds(&self, desired: &[DesiredObject], inventory: &[InventoryEntry]) {
+        let c = &self.direct.cluster;
+        let kinds: Vec<apply::Resolved> = desired
+            .iter()
+            .map(|d| &d.object)
+            .chain(inventory.iter().map(|e| &e.object))
+            .filter_map(|o| c.catalog.resolve_kind(&o.group_kind()))
+            .collect();
+        let gks: Vec<GroupKind> = kinds
+            .iter()
+            .map(|k| GroupKind::new(&k.resource.group, &k.resource.kind))
+            .collect();
+        let synced = {
+            let mut w = self.watch.write().expect("watch lock");
+            w.add_kinds(kinds);
+            w.until_synced(&gks)
+        };
+        // On time-out the pass goes on: a kind not synced yet is left out of the observation,
+        // and the planner then claims no drift for its objects.
+        let _ = tokio::time::timeout(WATCH_SYNC_TIMEOUT, synced).await;
+    }
+
+    async fn read(
+        &self,
+        desired: &[DesiredObject],
+        inventory: &[InventoryEntry],
+    ) -> Result<Observed, ReconcileError> {
+        self.watch_kinds(desired, inventory).await;
+        let c = &self.direct.cluster;
+        let lookup = |gk: &GroupKind| c.scope(gk);
+        let mut observed = {
+            let w = self.watch.read().expect("watch lock");
+            w.observe_for(desired, inventory, &c.namespace, &lookup)
+        };
+        let unowned = unlabelled_candidates(desired, inventory, &observed, &lookup, &c.namespace);
+        if !unowned.is_empty() {
+            observed.extend(self.direct.read(&unowned, &[]).await);
+        }
+        Ok(observed)
+    }
+
+    /// Re-reads the cache until every desired object is settled or the timeout passes, then
+    /// explains the unready ones by their Pods.
+    async fn wait_settled(
+        &self,
+        desired: &[DesiredObject],
+        inventory: &[InventoryEntry],
+        timeout: Duration,
+    ) -> Result<Vec<Reading>, ReconcileError> {
+        let deadline = Instant::now() + timeout;
+        let (observed, readings) = loop {
+            let observed = self.read(desired, inventory).await?;
+            let readings = cache_readings(&self.direct.cluster, desired, &observed);
+            if all_settled(&readings) || Instant::now() >= deadline {
+                break (observed, readings);
+            }
+            tokio::time::sleep(HEALTH_POLL).await;
+        };
+        Ok(explained_by_pods(&self.direct.cluster.catalog, readings, &observed).await)
+    }
+}
+
+impl LiveView for WatchedView {
+    fn observe<'a>(
+        &'a self,
+        desired: &'a [DesiredObject],
+        inventory: &'a [InventoryEntry],
+    ) -> BoxFuture<'a, Result<Observed, ReconcileError>> {
+        Box::pin(self.read(desired, inventory))
+    }
+
+    fn follows_changes(&self) -> bool {
+        true
+    }
+
+    fn readings<'a>(
+        &'a self,
+        desired: &'a [DesiredObject],
+        observed: &'a Observed,
+    ) -> BoxFuture<'a, Vec<Reading>> {
+        let readings = cache_readings(&self.direct.cluster, desired, observed);
+        Box::pin(async move { readings })
+    }
+
+    fn settled_readings<'a>(
+        &'a self,
+        desired: &'a [DesiredObject],
+        inventory: &'a [InventoryEntry],
+        timeout: Duration,
+    ) -> BoxFuture<'a, Result<Vec<Reading>, ReconcileError>> {
+        Box::pin(self.wait_settled(desired, inventory, timeout))
+    }
+}
+
+/// The desired objects' health as `observed` shows them.
+fn cache_readings(
+    cluster: &Cluster,
+    desired: &[DesiredObject],
+    observed: &Observed,
+) -> Vec<Reading> {
+    readings_of(
+        desired,
+        observed,
+        &|gk| cluster.scope(gk),
+        &cluster.namespace,
+    )
+}
+
+/// The desired objects' health as `observed` shows them (namespaces defaulted; kinds the
+/// cluster does not serve left out).
+pub(crate) fn readings_of(
+    desired: &[DesiredObject],
+    observed: &Observed,
+    scope: &dyn Fn(&GroupKind) -> Option<Scope>,
+    namespace: &str,
+) -> Vec<Reading> {
+    desired
+        .iter()
+        .filter_map(|d| {
+            apply::resolve_namespace(&d.object, scope(&d.object.group_kind()), namespace)
+        })
+        .map(|object| {
+            let (health, message) = super::events::observed_health(observed.get(&object.key()));
+            (object, health, message)
+        })
+        .collect()
+}
+
+/// Whether every reading is settled: healthy, or degraded (it will not get better by waiting).
+pub(crate) fn all_settled(readings: &[Reading]) -> bool {
+    readings
+        .iter()
+        .all(|(_, h, _)| matches!(h, event::Health::Healthy | event::Health::Degraded))
+}
+
+/// What a health reading from the API server is recorded as: an object not found is missing.
+pub(crate) fn recorded_health(h: &crate::health::Health) -> event::Health {
+    if h.status == crate::health::Status::Unknown && h.message.ends_with("not found") {
+        event::Health::Missing
+    } else {
+        event::Health::from(h.status)
+    }
+}
+
+/// The desired objects the watch cannot vouch for: outside the inventory and not seen in the
+/// cache. The watch sees only objects labelled as an App's, and such an object may exist
+/// without the label (made by hand, by another tool): it is read directly, so that it is
+/// adopted or refused, never taken for absent and "created" over what is there.
+pub(crate) fn unlabelled_candidates(
+    desired: &[DesiredObject],
+    inventory: &[InventoryEntry],
+    observed: &Observed,
+    scope: &dyn Fn(&GroupKind) -> Option<Scope>,
+    namespace: &str,
+) -> Vec<DesiredObject> {
+    let owned: HashSet<ObjectKey> = inventory.iter().map(|e| e.object.key()).collect();
+    desired
+        .iter()
+        .filter(|d| {
+            apply::resolve_namespace(&d.object, scope(&d.object.group_kind()), namespace)
+                .is_some_and(|o| {
+                    !owned.contains(&o.key())
+                        && !matches!(observed.get(&o.key()), Some(Observation::Present(_)))
+                })
+        })
+        .cloned()
+        .collect()
+}
+
+/// Adds, to each workload still unready when the wait ended, its first Pod's problem (as
+/// [`apply::wait::wait`] does for the direct view): one list of Pods per unready workload.
+async fn explained_by_pods(
+    catalog: &Catalog,
+    mut readings: Vec<Reading>,
+    observed: &Observed,
+) -> Vec<Reading> {
+    let unready: Vec<(usize, String, String)> = readings
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, h, _))| *h != event::Health::Healthy)
+        .filter_map(|(i, (object, _, _))| {
+            let Some(Observation::Present(live)) = observed.get(&object.key()) else {
+                return None;
+            };
+            let selector = crate::health::pod_selector(&live.manifest)?;
+            Some((i, object.namespace.clone()?, selector))
+        })
+        .collect();
+    for (i, problem) in apply::wait::pod_problems(catalog, unready, 8).await {
+        let message = &mut readings[i].2;
+        *message = format!("{message}; {problem}");
+    }
+    readings
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::health::{Health, Status};
+    use crate::reconcile::fixtures::*;
+
+    #[test]
+    fn the_watch_cannot_vouch_for_desired_objects_outside_the_inventory_it_has_not_seen() {
+        let owned = config_map("owned", "1", true);
+        let seen = config_map("seen", "1", true);
+        let unseen = config_map("unseen", "1", false);
+        let mut observed = observed(vec![live(&seen, "1")]);
+        // Absent from the cache but the App's: the cache is right that it is gone.
+        observed.insert(resolved(&owned).key(), Observation::Absent);
+        let desired = [owned.clone(), seen, unseen.clone()];
+        let read = unlabelled_candidates(&desired, &[applied(&owned)], &observed, &scopes, "shop");
+        assert_eq!(read, vec![unseen]);
+        // A kind the cluster does not serve is not read at all.
+        let widget = desired_widget();
+        assert!(
+            unlabelled_candidates(&[widget], &[], &Observed::new(), &scopes, "shop").is_empty()
+        );
+    }
+
+    fn desired_widget() -> DesiredObject {
+        desired(serde_json::json!({
+            "apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}
+        }))
+    }
+
+    #[test]
+    fn readings_tell_a_missing_object_from_one_not_observed_yet() {
+        let gone = config_map("gone", "1", false);
+        let unknown = config_map("unknown", "1", true);
+        let ready = config_map("ready", "1", true);
+        let mut observed = observed(vec![live(&ready, "1")]);
+        observed.insert(resolved(&gone).key(), Observation::Absent);
+        let readings = readings_of(
+            &[gone, unknown, ready, desired_widget()],
+            &observed,
+            &scopes,
+            "shop",
+        );
+        let summary: Vec<(String, event::Health)> = readings
+            .iter()
+            .map(|(o, h, _)| {
+                (
+                    format!("{}/{}", o.namespace.as_deref().unwrap_or(""), o.name),
+                    *h,
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("shop/gone".to_string(), event::Health::Missing),
+                ("shop/unknown".to_string(), event::Health::Unknown),
+                ("shop/ready".to_string(), event::Health::Healthy),
+            ],
+            "namespaces defaulted, unserved kinds left out"
+        );
+        assert!(!all_settled(&readings));
+    }
+
+    #[test]
+    fn health_is_settled_once_every_object_is_healthy_or_degraded() {
+        let o = |name: &str| ObjectRef::from_api_version("v1", "ConfigMap", Some("shop"), name);
+        let healthy = (o("a"), event::Health::Healthy, String::new());
+        let degraded = (o("b"), event::Health::Degraded, String::new());
+        let progressing = (o("c"), event::Health::Progressing, String::new());
+        assert!(all_settled(&[]));
+        assert!(all_settled(&[healthy.clone(), degraded.clone()]));
+        assert!(!all_settled(&[healthy, degraded, progressing]));
+    }
+
+    #[test]
+    fn an_object_the_server_does_not_find_is_recorded_missing() {
+        let missing = Health::new(Status::Unknown, "ConfigMap/shop/web: not found");
+        assert_eq!(recorded_health(&missing), event::Health::Missing);
+        let unreadable = Health::new(Status::Unknown, "ConfigMap/shop/web: unreadable");
+        assert_eq!(recorded_health(&unreadable), event::Health::Unknown);
+        assert_eq!(
+            recorded_health(&Health::new(Status::Current, "ready")),
+            event::Health::Healthy
+        );
+        assert_eq!(
+            recorded_health(&Health::new(Status::Terminating, "deleting")),
+            event::Health::Progressing
+        );
+    }
+}

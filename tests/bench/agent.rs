@@ -1,0 +1,961 @@
+//! Issue 5's reconciler benchmarks: the `reckon run` and `reckon sync` binaries against
+//! `kubectl apply --server-side -R` of the same files on the same cluster, measured in the same
+//! run (these machines are noisy; only same-run comparisons mean anything), printed as one table.
+//! Ignored by default; `scripts/bench-agent.sh` builds in release and runs it, or by hand:
+//! `reckon-testenv run -- cargo nextest run --release --test bench --run-ignored only
+//! -E 'test(/^agent::/)' --no-capture`, sized by `RECKON_BENCH_APPS` (default 1000 Apps of 4 objects each).
+//!
+//! `RECKON_BENCH_KEEP=1` keeps the agent's directory (config, store, cache) for a look at the
+//! event times afterwards; the agent's log is in `target/tmp/agent_bench-reckon-run.log`, the
+//! resync's in `target/tmp/agent_bench-reckon-sync.log`.
+//!
+//! Timing targets are reported, not asserted (a shared 2-core machine); correctness is
+//! asserted: every object exists with its App's label, every first sync succeeded, the
+//! unchanged resync sends no write request for the Apps' objects, and the agent exits 0 on
+//! SIGTERM.
+
+use crate::support;
+use support::kubectl;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use reckon_testenv::git::Fixture;
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use support::TestNamespace;
+use support::sync::api_for;
+use support::workload::app_objects;
+use tokio::sync::mpsc;
+
+/// Drift corrections measured, each on a different App.
+const DRIFT_ROUNDS: usize = 20;
+
+/// Verbs the API server counts for requests that change state. DELETECOLLECTION is not in issue
+/// 5's list but is a write all the same; counting it only makes the zero-write check stricter.
+const WRITE_VERBS: [&str; 6] = [
+    "POST",
+    "PUT",
+    "PATCH",
+    "DELETE",
+    "DELETECOLLECTION",
+    "APPLY",
+];
+
+fn app_name(i: usize) -> String {
+    format!("app{i:04}")
+}
+
+fn progress(msg: impl std::fmt::Display) {
+    eprintln!("agent_bench: {msg}");
+}
+
+/// `reckon` in `dir` (where reckon.yaml, the store and the cache live), JSON logs at info: the
+/// test reads the agent's `synced` lines, and JSON needs no ANSI stripping.
+/// `RECKON_BENCH_RUST_LOG` replaces the filter when looking into where the time goes (it must
+/// keep `reckon::reconcile` at info).
+fn reckon(dir: &Path) -> Command {
+    let mut c = support::reckon(dir);
+    c.env(
+        "RUST_LOG",
+        std::env::var("RECKON_BENCH_RUST_LOG").unwrap_or_else(|_| "info".into()),
+    )
+    .args(["--log-format", "json"]);
+    c
+}
+
+/// `kubectl wait --for=condition=Available` on every Deployment in `namespace`, timed: with
+/// `kubectl_apply` before it, kubectl's time to production when Pods must become Ready.
+fn kubectl_wait_available(namespace: &str) -> Duration {
+    let started = Instant::now();
+    let out = kubectl()
+        .args([
+            "wait",
+            "--for=condition=Available",
+            "deployment",
+            "--all",
+            "-n",
+            namespace,
+        ])
+        .args(["--timeout=900s"])
+        .output()
+        .expect("running kubectl wait");
+    let elapsed = started.elapsed();
+    assert!(
+        out.status.success(),
+        "kubectl wait: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    elapsed
+}
+
+/// `kubectl apply --server-side -R -f dir -n namespace`, timed.
+fn kubectl_apply(dir: &Path, namespace: &str) -> Duration {
+    let started = Instant::now();
+    let out = kubectl()
+        .args(["apply", "--server-side", "-R", "-n", namespace, "-f"])
+        .arg(dir)
+        .output()
+        .expect("running kubectl (is it on PATH?)");
+    let elapsed = started.elapsed();
+    assert!(
+        out.status.success(),
+        "kubectl apply: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    elapsed
+}
+
+/// Parses `name="value",...` (Prometheus text format label set, without the braces).
+fn labels(text: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut rest = text;
+    while let Some(eq) = rest.find('=') {
+        let name = rest[..eq].trim_start_matches(',').trim().to_string();
+        let mut value = String::new();
+        let mut chars = rest[eq + 1..].char_indices();
+        assert_eq!(chars.next().map(|(_, c)| c), Some('"'), "label {name}");
+        let mut end = rest.len() - eq - 1;
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '\\' => {
+                    if let Some((_, e)) = chars.next() {
+                        value.push(match e {
+                            'n' => '\n',
+                            other => other,
+                        });
+                    }
+                }
+                '"' => {
+                    end = i + 1;
+                    break;
+                }
+                c => value.push(c),
+            }
+        }
+        out.insert(name, value);
+        rest = &rest[eq + 1 + end..];
+    }
+    out
+}
+
+/// One line of `apiserver_request_total` that counts writes: verb, API group, resource,
+/// subresource, dry run.
+type WriteKey = (String, String, String, String, String);
+type Writes = BTreeMap<WriteKey, u64>;
+
+/// The kinds the benchmark's Apps consist of, as the server's metrics name them (group, resource).
+const WORKLOAD: [(&str, &str); 4] = [
+    ("", "serviceaccounts"),
+    ("", "services"),
+    ("apps", "deployments"),
+    ("networking.k8s.io", "ingresses"),
+];
+
+/// Write requests the API server has served since it started, from its own
+/// `apiserver_request_total` counter. The counter has no namespace or client label: a delta is
+/// the whole server's, so attributing it to one client assumes nothing else writes meanwhile.
+fn write_requests() -> Writes {
+    requests()
+        .into_iter()
+        .filter(|((verb, ..), _)| WRITE_VERBS.contains(&verb.as_str()))
+        .collect()
+}
+
+/// Every request the API server has served since it started, by verb, group, resource,
+/// subresource and dry run (`apiserver_request_total` summed over its other labels: code,
+/// scope, component). The same caveat as `write_requests`: the whole server's.
+fn requests() -> Writes {
+    let out = kubectl()
+        .args(["get", "--raw", "/metrics"])
+        .output()
+        .expect("kubectl get --raw /metrics");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).expect("metrics are UTF-8");
+    let mut all = Writes::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("apiserver_request_total{") else {
+            continue;
+        };
+        let (set, value) = rest.rsplit_once("} ").expect("a sample line");
+        let l = labels(set);
+        let label = |name: &str| l.get(name).cloned().unwrap_or_default();
+        let key = (
+            label("verb"),
+            label("group"),
+            label("resource"),
+            label("subresource"),
+            label("dry_run"),
+        );
+        // Counters are integers, but the text format may write them as floats (1.2e+06).
+        let n = value.trim().parse::<f64>().expect("a number").round() as u64;
+        *all.entry(key).or_insert(0) += n;
+    }
+    all
+}
+
+/// The control plane's processes (kube-apiserver, etcd, kube-controller-manager) of the
+/// cluster the kubeconfig names, found by their command lines: other engineers' control
+/// planes may run on the same machine. Empty when the cluster is not local.
+fn control_plane_pids() -> Vec<(&'static str, u32)> {
+    let kubeconfig = std::fs::read_to_string(support::kubeconfig()).unwrap_or_default();
+    let Some(port) = kubeconfig
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("server:"))
+        .and_then(|s| s.trim().rsplit(':').next())
+        .map(str::to_string)
+    else {
+        return Vec::new();
+    };
+    let cmdlines: Vec<(u32, Vec<String>)> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let raw = std::fs::read(e.path().join("cmdline")).ok()?;
+            let args = raw
+                .split(|b| *b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            Some((pid, args))
+        })
+        .collect();
+    let arg = |args: &[String], name: &str| {
+        args.iter()
+            .find_map(|a| a.strip_prefix(&format!("{name}=")).map(str::to_string))
+    };
+    let is = |args: &[String], bin: &str| args.first().is_some_and(|a| a.ends_with(bin));
+    let Some((apiserver, api_args)) = cmdlines.iter().find(|(_, a)| {
+        is(a, "kube-apiserver") && arg(a, "--secure-port").as_deref() == Some(port.as_str())
+    }) else {
+        return Vec::new();
+    };
+    let mut out = vec![("kube-apiserver", *apiserver)];
+    let etcd_url = arg(api_args, "--etcd-servers").unwrap_or_default();
+    if let Some((pid, _)) = cmdlines.iter().find(|(_, a)| {
+        is(a, "etcd")
+            && a.windows(2)
+                .any(|w| w[0] == "--listen-client-urls" && w[1] == etcd_url)
+    }) {
+        out.push(("etcd", *pid));
+    }
+    let sa_key = arg(api_args, "--service-account-signing-key-file");
+    if let Some((pid, _)) = cmdlines.iter().find(|(_, a)| {
+        is(a, "kube-controller-manager")
+            && sa_key.is_some()
+            && arg(a, "--service-account-private-key-file") == sa_key
+    }) {
+        out.push(("controller manager", *pid));
+    }
+    out
+}
+
+/// Fields `first` and `first + 1` of a `/proc/.../stat` file (1-based, as proc(5) numbers them),
+/// summed and in seconds; 0 when the file is gone (the process exited).
+fn stat_seconds(path: &str, first: usize) -> f64 {
+    let stat = std::fs::read_to_string(path).unwrap_or_default();
+    // The command name may hold spaces; the fields after its closing parenthesis do not.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r.split_whitespace().collect())
+        .unwrap_or_default();
+    // `fields` starts at the 3rd field. 100 Hz: the kernel's USER_HZ on Linux.
+    let ticks = |n: usize| {
+        fields
+            .get(n - 3)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(first) + ticks(first + 1)) / 100.0
+}
+
+/// CPU seconds (user + system) a process has used: utime and stime, the 14th and 15th fields.
+fn cpu_seconds(pid: u32) -> f64 {
+    stat_seconds(&format!("/proc/{pid}/stat"), 14)
+}
+
+/// CPU seconds (user + system) of this process's waited-for children (kubectl): cutime and
+/// cstime, the 16th and 17th fields.
+fn children_cpu_seconds() -> f64 {
+    stat_seconds("/proc/self/stat", 16)
+}
+
+/// Busy CPU seconds of the whole machine (all cores), from `/proc/stat`.
+fn machine_busy_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let cpu: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal: busy is all but idle and iowait.
+    let busy: f64 = cpu
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, v)| v)
+        .take(8)
+        .sum();
+    busy / 100.0
+}
+
+/// CPU seconds of some processes (the control plane's, the agent) and of the whole machine.
+#[derive(Clone)]
+struct CpuReading {
+    per_process: Vec<(String, f64)>,
+    machine: f64,
+}
+
+fn cpu_reading(processes: &[(&'static str, u32)]) -> CpuReading {
+    CpuReading {
+        per_process: processes
+            .iter()
+            .map(|(name, pid)| (name.to_string(), cpu_seconds(*pid)))
+            .collect(),
+        machine: machine_busy_seconds(),
+    }
+}
+
+/// `name X.X CPU-s (Y ms/object), ...` between two readings, for the progress lines: where a
+/// phase's CPU went, per object applied.
+fn describe_cpu(before: &CpuReading, after: &CpuReading, objects: usize) -> String {
+    let mut parts: Vec<String> = after
+        .per_process
+        .iter()
+        .zip(&before.per_process)
+        .map(|((name, a), (_, b))| {
+            let d = a - b;
+            format!(
+                "{name} {d:.1} CPU-s ({:.2} ms/object)",
+                d * 1000.0 / objects as f64
+            )
+        })
+        .collect();
+    parts.push(format!(
+        "machine busy {:.1} CPU-s",
+        after.machine - before.machine
+    ));
+    parts.join(", ")
+}
+
+/// Requests per object by `VERB group/resource/subresource`, the most first.
+fn describe_per_object(requests: &Writes, objects: usize) -> String {
+    let mut rows: Vec<(u64, String)> = requests
+        .iter()
+        .map(|((verb, group, resource, sub, dry_run), n)| {
+            let dry = if dry_run.is_empty() { "" } else { " (dry run)" };
+            (*n, format!("{verb} {group}/{resource}/{sub}{dry}"))
+        })
+        .collect();
+    rows.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    let total: u64 = rows.iter().map(|r| r.0).sum();
+    let mut out = format!(
+        "{total} requests, {:.2}/object:",
+        total as f64 / objects as f64
+    );
+    for (n, what) in rows {
+        out.push_str(&format!(
+            "\n    {what} ×{n} ({:.3}/object)",
+            n as f64 / objects as f64
+        ));
+    }
+    out
+}
+
+/// The writes that can change the Apps' objects: any write verb on the four kinds themselves
+/// (create, replace, patch, apply, delete, scale). Not their `status`, and not other resources:
+/// the controller manager (20 writes/s by default) is still creating ReplicaSets and
+/// EndpointSlices and writing Deployment status for the 2×N Deployments and Services minutes
+/// after the applies, so at N=1000 the server as a whole never goes quiet. Those writes are
+/// reported but cannot be reckon's: reckon only applies, patches and deletes the objects it
+/// manages, and drops `status` before applying.
+fn on_workload(writes: &Writes) -> Writes {
+    writes
+        .iter()
+        .filter(|((_, group, resource, sub, _), _)| {
+            WORKLOAD.contains(&(group.as_str(), resource.as_str())) && sub != "status"
+        })
+        .map(|(k, v)| (k.clone(), *v))
+        .collect()
+}
+
+fn total(writes: &Writes) -> u64 {
+    writes.values().sum()
+}
+
+/// `VERB group/resource/subresource ×n, ...` for messages.
+fn describe(writes: &Writes) -> String {
+    let parts: Vec<String> = writes
+        .iter()
+        .map(|((verb, group, resource, sub, dry_run), n)| {
+            let dry = if dry_run.is_empty() { "" } else { " (dry run)" };
+            format!("{verb} {group}/{resource}/{sub}{dry} ×{n}")
+        })
+        .collect();
+    if parts.is_empty() {
+        "none".into()
+    } else {
+        parts.join(", ")
+    }
+}
+
+/// What changed between two `write_requests` readings.
+fn delta(before: &Writes, after: &Writes) -> Writes {
+    after
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                v.saturating_sub(before.get(k).copied().unwrap_or(0)),
+            )
+        })
+        .filter(|(_, d)| *d != 0)
+        .collect()
+}
+
+/// Waits until nothing has written to the Apps' kinds for two seconds (the controller manager's
+/// writes elsewhere go on; see `on_workload`), so that the next delta is the measured client's.
+fn wait_quiet() {
+    let start = Instant::now();
+    let mut last = total(&on_workload(&write_requests()));
+    loop {
+        std::thread::sleep(Duration::from_secs(2));
+        let now = total(&on_workload(&write_requests()));
+        if now == last {
+            return;
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            progress("the Apps' kinds were written to all the time for 60 s; measuring anyway");
+            return;
+        }
+        last = now;
+    }
+}
+
+/// A field of `/proc/PID/status`: `kB` ones (`VmHWM`, `VmRSS`) in bytes, others (`Threads`) as is.
+fn proc_status(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc status");
+    let line = status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"));
+    let mut words = line.split_whitespace();
+    let n: u64 = words.next().and_then(|v| v.parse().ok()).expect("a number");
+    match words.next() {
+        Some("kB") => n * 1024,
+        _ => n,
+    }
+}
+
+/// Resident set now and threads, for the progress lines (where the memory goes).
+fn memory(pid: u32) -> String {
+    format!(
+        "RSS {:.0} MiB, {} threads",
+        proc_status(pid, "VmRSS") as f64 / 1048576.0,
+        proc_status(pid, "Threads")
+    )
+}
+
+/// Nearest-rank percentile of sorted samples.
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+fn tail(path: &Path, lines: usize) -> String {
+    tail_str(&std::fs::read_to_string(path).unwrap_or_default(), lines)
+}
+
+/// A `synced` line of the agent's log: which App, how it ended, when the test read it.
+struct Synced {
+    app: String,
+    /// `None` for the reconciler's `applied` line (every change sent, health not yet waited
+    /// for), the sync outcome for its `synced` line.
+    outcome: Option<String>,
+    at: Instant,
+}
+
+/// Copies the agent's stderr to `log` and reports each `applied` and `synced` line (logged by
+/// the reconciler once per sync, `src/reconcile/mod.rs`) as it arrives.
+fn follow_log(
+    stderr: std::process::ChildStderr,
+    log: PathBuf,
+    tx: mpsc::UnboundedSender<Synced>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        // Unbuffered: a failing test prints the log's tail while the agent still runs.
+        let mut file = std::fs::File::create(&log).expect("agent log");
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            let at = Instant::now();
+            let _ = writeln!(file, "{line}");
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) else {
+                continue;
+            };
+            let fields = &v["fields"];
+            let outcome = match fields["message"].as_str() {
+                Some("synced") => Some(fields["outcome"].as_str().unwrap_or_default().to_string()),
+                Some("applied") => None,
+                _ => continue,
+            };
+            let _ = tx.send(Synced {
+                app: fields["app"].as_str().unwrap_or_default().to_string(),
+                outcome,
+                at,
+            });
+        }
+    })
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.2} s", d.as_secs_f64())
+}
+
+fn met(ok: bool) -> &'static str {
+    if ok { "yes" } else { "NO" }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: minutes of work; run explicitly (scripts/bench-agent.sh)"]
+async fn agent_against_kubectl_server_side_apply() {
+    let apps: usize = std::env::var("RECKON_BENCH_APPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    assert!(apps > 0, "RECKON_BENCH_APPS must be at least 1");
+    let objects = apps * 4;
+    let client = support::client().await;
+    // A replica per Deployment where Pods run (time to production then includes Pods Ready,
+    // for kubectl too), none on the floor, whose Pods are never scheduled.
+    let replicas: u32 = if support::simulated_nodes(&client).await > 0 {
+        1
+    } else {
+        0
+    };
+    let ns_reckon = TestNamespace::create(&client, "bench-agent").await;
+    let ns_kubectl = TestNamespace::create(&client, "bench-kubectl").await;
+
+    // One repository, one directory per App; kubectl applies the work tree's copy of the same
+    // files. Written and committed in one `git add -A`: a `git add` per file costs minutes at
+    // N=1000.
+    let started = Instant::now();
+    let fixture = Fixture::new().unwrap();
+    let work_apps = fixture.work_path().join("apps");
+    for i in 0..apps {
+        let name = app_name(i);
+        let dir = work_apps.join(&name);
+        std::fs::create_dir_all(&dir).unwrap();
+        for (file, doc) in app_objects(&name, replicas) {
+            std::fs::write(dir.join(file), doc).unwrap();
+        }
+    }
+    fixture.git(["add", "-A"]).unwrap();
+    fixture
+        .git([
+            "-c",
+            "user.name=Bench",
+            "-c",
+            "user.email=bench@example.com",
+            "commit",
+            "--quiet",
+            "-m",
+            "apps",
+        ])
+        .unwrap();
+    fixture.push().unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = support::kubeconfig();
+    let mut config = String::from("apps:\n");
+    for i in 0..apps {
+        let name = app_name(i);
+        config.push_str(&format!(
+            "  - name: {name}\n    source:\n      url: {url}\n      path: apps/{name}\n      interval: 1h\n    target:\n      kubeconfig: {kc}\n      namespace: {ns}\n",
+            url = fixture.file_url(),
+            kc = kubeconfig.display(),
+            ns = ns_reckon.name,
+        ));
+    }
+    std::fs::write(dir.path().join("reckon.yaml"), config).unwrap();
+    progress(format!(
+        "{apps} Apps ({objects} objects) in one repository, prepared in {}",
+        secs(started.elapsed())
+    ));
+
+    // 1. Time to production. kubectl first, so that the agent can go on into the drift rounds.
+    // This favours kubectl a little: the controller manager (rate-limited) is still creating
+    // ReplicaSets and EndpointSlices for kubectl's objects while the agent runs.
+    // Where each first apply's time goes: the API server's requests by verb and resource, and
+    // the CPU of the control plane's processes, of the client and of the machine (other
+    // builds included), per object. Whole-server and whole-process figures: the controller
+    // manager's own requests are in both phases.
+    let mut processes = control_plane_pids();
+    let (requests_before, cpu_before, children_before) =
+        (requests(), cpu_reading(&processes), children_cpu_seconds());
+    let kubectl_create = kubectl_apply(&work_apps, &ns_kubectl.name);
+    progress(format!("kubectl create: {}", secs(kubectl_create)));
+    let kubectl_available = if replicas > 0 {
+        let waited = kubectl_wait_available(&ns_kubectl.name);
+        progress(format!(
+            "kubectl wait --for=condition=Available: {}",
+            secs(waited)
+        ));
+        Some(kubectl_create + waited)
+    } else {
+        None
+    };
+    progress(format!(
+        "kubectl create, CPU: kubectl {:.1} CPU-s ({:.2} ms/object), {}",
+        children_cpu_seconds() - children_before,
+        (children_cpu_seconds() - children_before) * 1000.0 / objects as f64,
+        describe_cpu(&cpu_before, &cpu_reading(&processes), objects)
+    ));
+    progress(format!(
+        "kubectl create, API server requests: {}",
+        describe_per_object(&delta(&requests_before, &requests()), objects)
+    ));
+
+    let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("agent_bench-reckon-run.log");
+    let (tx, mut synced_rx) = mpsc::unbounded_channel();
+    let (requests_before, cpu_before) = (requests(), cpu_reading(&processes));
+    let spawned = Instant::now();
+    let mut agent = reckon(dir.path())
+        .arg("run")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    processes.push(("agent", agent.id()));
+    let cpu_before = CpuReading {
+        per_process: cpu_before
+            .per_process
+            .into_iter()
+            .chain([("agent".to_string(), 0.0)])
+            .collect(),
+        ..cpu_before
+    };
+    let follower = follow_log(agent.stderr.take().unwrap(), log.clone(), tx);
+    // Wall clock, to line the store's event times up with the spawn (RECKON_BENCH_KEEP).
+    progress(format!(
+        "reckon run spawned at {}",
+        chrono::Utc::now().format("%H:%M:%S%.3f")
+    ));
+    let mut first_sync: BTreeMap<String, (Duration, String)> = BTreeMap::new();
+    let mut first_applied: BTreeMap<String, Duration> = BTreeMap::new();
+    let mut memory_at_first = None;
+    let deadline = Duration::from_secs(300 + apps as u64);
+    while first_sync.len() < apps {
+        if let Some(status) = agent.try_wait().unwrap() {
+            panic!(
+                "the agent exited ({status}) after {} of {apps} Apps synced; log {}:\n{}",
+                first_sync.len(),
+                log.display(),
+                tail(&log, 30)
+            );
+        }
+        assert!(
+            spawned.elapsed() < deadline,
+            "{} of {apps} Apps synced after {deadline:?}; log {}:\n{}",
+            first_sync.len(),
+            log.display(),
+            tail(&log, 30)
+        );
+        if let Ok(Some(s)) = tokio::time::timeout(Duration::from_secs(1), synced_rx.recv()).await {
+            match s.outcome {
+                Some(outcome) => {
+                    first_sync.entry(s.app).or_insert((s.at - spawned, outcome));
+                }
+                None => {
+                    first_applied.entry(s.app).or_insert(s.at - spawned);
+                }
+            }
+            memory_at_first.get_or_insert_with(|| memory(agent.id()));
+        }
+    }
+    progress(format!(
+        "reckon run until every App synced, CPU: {}",
+        describe_cpu(&cpu_before, &cpu_reading(&processes), objects)
+    ));
+    progress(format!(
+        "reckon run until every App synced, API server requests: {}",
+        describe_per_object(&delta(&requests_before, &requests()), objects)
+    ));
+    let mut sync_times: Vec<Duration> = first_sync.values().map(|(d, _)| *d).collect();
+    sync_times.sort();
+    let reckon_healthy = *sync_times.last().unwrap();
+    // Every App logs `applied` before `synced` in its first pass (it creates all 4 objects).
+    assert_eq!(first_applied.len(), apps, "Apps that logged `applied`");
+    let mut applied_times: Vec<Duration> = first_applied.values().copied().collect();
+    applied_times.sort();
+    let reckon_create = *applied_times.last().unwrap();
+    progress(format!(
+        "reckon run: all {apps} Apps applied {} and synced (healthy) {} after spawn (first {}, half {}); {} at the first, {} now",
+        secs(reckon_create),
+        secs(reckon_healthy),
+        secs(sync_times[0]),
+        secs(percentile(&sync_times, 0.5)),
+        memory_at_first.unwrap_or_default(),
+        memory(agent.id())
+    ));
+    let failed: Vec<_> = first_sync
+        .iter()
+        .filter(|(_, (_, outcome))| outcome != "Succeeded")
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "first syncs that did not succeed: {failed:?}"
+    );
+
+    // Correctness: every object exists, labelled with its App (named like the objects).
+    for (api_version, kind, plural) in [
+        ("v1", "ServiceAccount", "serviceaccounts"),
+        ("v1", "Service", "services"),
+        ("apps/v1", "Deployment", "deployments"),
+        ("networking.k8s.io/v1", "Ingress", "ingresses"),
+    ] {
+        let api = api_for(&client, api_version, kind, plural, Some(&ns_reckon.name));
+        let list = api
+            .list(&ListParams::default().labels("reckon.dev/app"))
+            .await
+            .unwrap();
+        assert_eq!(list.items.len(), apps, "{kind}s labelled reckon.dev/app");
+        for o in &list.items {
+            let name = o.metadata.name.as_deref().unwrap_or_default();
+            let app = o
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("reckon.dev/app"));
+            assert_eq!(app.map(String::as_str), Some(name), "{kind} {name}'s App");
+        }
+    }
+
+    // 3. Drift correction, with the agent still running: scale a different App's Deployment
+    // each round, as another field manager, and time until the agent has put replicas back.
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns_reckon.name);
+    let bench = PatchParams {
+        field_manager: Some("bench".into()),
+        ..PatchParams::default()
+    };
+    let mut drift = Vec::with_capacity(DRIFT_ROUNDS);
+    for round in 0..DRIFT_ROUNDS {
+        let name = app_name(round * apps / DRIFT_ROUNDS);
+        deployments
+            .patch_scale(
+                &name,
+                &bench,
+                &Patch::Merge(serde_json::json!({"spec": {"replicas": 3}})),
+            )
+            .await
+            .unwrap();
+        let started = Instant::now();
+        loop {
+            let d = deployments.get(&name).await.unwrap();
+            if d.spec.and_then(|s| s.replicas) == Some(replicas as i32) {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "the agent did not correct {name}'s replicas within 60 s; log {}",
+                log.display()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        drift.push(started.elapsed());
+    }
+    drift.sort();
+    let (drift_p50, drift_p99) = (percentile(&drift, 0.5), percentile(&drift, 0.99));
+    progress(format!(
+        "drift corrected: p50 {}, p99 {} over {DRIFT_ROUNDS} rounds",
+        secs(drift_p50),
+        secs(drift_p99)
+    ));
+
+    // 2. Peak RSS over the whole run, read just before the stop.
+    let rss = proc_status(agent.id(), "VmHWM");
+
+    // 4. SIGTERM: in-flight passes finish, the store closes, exit 0.
+    support::signal(&agent, "-TERM");
+    let status = support::wait_exit(&mut agent, Duration::from_secs(120));
+    follower.join().unwrap();
+    assert!(
+        status.success(),
+        "the agent exits 0 on SIGTERM: {status}; log {}:\n{}",
+        log.display(),
+        tail(&log, 30)
+    );
+
+    // Steady state: the same N unchanged Apps, once by `reckon sync`, once by kubectl. The
+    // write counts come from the API server's metrics, which cover every client: this assumes
+    // no other client writes to the Apps' kinds during each measurement (the benchmark is
+    // ignored, so it runs alone; `on_workload` says why the controller manager's writes to
+    // other resources are left out).
+    wait_quiet();
+    let before = write_requests();
+    let started = Instant::now();
+    let out = reckon(dir.path())
+        .args(["sync", "--all", "--no-fetch"])
+        .output()
+        .unwrap();
+    let reckon_resync = started.elapsed();
+    let reckon_all = delta(&before, &write_requests());
+    // Its log, for a look at where the time went (RECKON_BENCH_RUST_LOG=...,reckon::cli=debug
+    // logs its phases).
+    let sync_log = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("agent_bench-reckon-sync.log");
+    let _ = std::fs::write(&sync_log, &out.stderr);
+    let reckon_writes = on_workload(&reckon_all);
+    assert!(
+        out.status.success(),
+        "reckon sync --all --no-fetch: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        tail_str(&String::from_utf8_lossy(&out.stderr), 30)
+    );
+    progress(format!(
+        "reckon sync --all --no-fetch: {}; writes to the Apps' kinds: {}; all writes: {}",
+        secs(reckon_resync),
+        describe(&reckon_writes),
+        describe(&reckon_all)
+    ));
+
+    wait_quiet();
+    let before = write_requests();
+    let kubectl_resync = kubectl_apply(&work_apps, &ns_kubectl.name);
+    let kubectl_all = delta(&before, &write_requests());
+    let kubectl_writes = on_workload(&kubectl_all);
+    progress(format!(
+        "kubectl unchanged apply: {}; writes to the Apps' kinds: {}; all writes: {}",
+        secs(kubectl_resync),
+        describe(&kubectl_writes),
+        describe(&kubectl_all)
+    ));
+
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
+    let create_ratio = ratio(reckon_create, kubectl_create);
+    let resync_ratio = ratio(reckon_resync, kubectl_resync);
+    let rows = [
+        [
+            format!("time to production (all applied), {apps} Apps / {objects} objects"),
+            secs(reckon_create),
+            secs(kubectl_create),
+            format!("{create_ratio:.2}×"),
+            "≤ 0.5×".into(),
+            met(create_ratio <= 0.5).into(),
+        ],
+        match kubectl_available {
+            Some(available) => [
+                format!("time to production (Pods Ready: {apps} Deployments Available)"),
+                secs(reckon_healthy),
+                secs(available),
+                format!("{:.2}×", ratio(reckon_healthy, available)),
+                "≤ 0.5×".into(),
+                met(ratio(reckon_healthy, available) <= 0.5).into(),
+            ],
+            None => [
+                "  every App synced, its health waited for (no Pods: replicas 0)".into(),
+                secs(reckon_healthy),
+                "—".into(),
+                format!("{:.2}×", ratio(reckon_healthy, kubectl_create)),
+                "—".into(),
+                "—".into(),
+            ],
+        },
+        [
+            "  first / half of the Apps synced".into(),
+            format!(
+                "{} / {}",
+                secs(sync_times[0]),
+                secs(percentile(&sync_times, 0.5))
+            ),
+            "—".into(),
+            "—".into(),
+            "—".into(),
+            "—".into(),
+        ],
+        [
+            "peak RSS of the agent (VmHWM)".into(),
+            format!("{:.1} MiB", mib(rss)),
+            "—".into(),
+            "—".into(),
+            "≤ 100 MiB".into(),
+            met(mib(rss) <= 100.0).into(),
+        ],
+        [
+            format!("drift correction p50 ({DRIFT_ROUNDS} rounds)"),
+            secs(drift_p50),
+            "—".into(),
+            "—".into(),
+            "≤ 1 s".into(),
+            met(drift_p50 <= Duration::from_secs(1)).into(),
+        ],
+        [
+            format!("drift correction p99 ({DRIFT_ROUNDS} rounds)"),
+            secs(drift_p99),
+            "—".into(),
+            "—".into(),
+            "≤ 3 s".into(),
+            met(drift_p99 <= Duration::from_secs(3)).into(),
+        ],
+        [
+            "steady state: unchanged resync".into(),
+            secs(reckon_resync),
+            secs(kubectl_resync),
+            format!("{resync_ratio:.2}×"),
+            "≤ 0.1×".into(),
+            met(resync_ratio <= 0.1).into(),
+        ],
+        [
+            "steady state: writes to the Apps' kinds (API server metrics)".into(),
+            format!("{}", total(&reckon_writes)),
+            format!("{}", total(&kubectl_writes)),
+            "—".into(),
+            "0".into(),
+            met(total(&reckon_writes) == 0).into(),
+        ],
+        [
+            "  all writes in that window (controller manager too)".into(),
+            format!("{}", total(&reckon_all)),
+            format!("{}", total(&kubectl_all)),
+            "—".into(),
+            "—".into(),
+            "—".into(),
+        ],
+    ];
+    let mut table = format!(
+        "reckon agent benchmark: {apps} Apps × 4 objects (Deployments of {replicas} replica), one Git repository (file://), against kubectl apply --server-side -R (then kubectl wait --for=condition=Available)\n\
+         | metric | reckon | kubectl | ratio | target | met? |\n|---|---|---|---|---|---|\n"
+    );
+    for row in rows {
+        table.push_str(&format!("| {} |\n", row.join(" | ")));
+    }
+    println!("{table}");
+    progress(format!("the agent's log: {}", log.display()));
+    if std::env::var_os("RECKON_BENCH_KEEP").is_some() {
+        // The store's event times show where the time went: `reckon store export` in there.
+        progress(format!(
+            "kept reckon.yaml, store and cache in {}",
+            dir.keep().display()
+        ));
+    }
+
+    assert!(
+        reckon_writes.is_empty(),
+        "an unchanged resync makes no write request; the API server counted {}",
+        describe(&reckon_writes)
+    );
+}
+
+fn tail_str(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}

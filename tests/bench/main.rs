@@ -1,0 +1,20 @@
+//! Every benchmark, each an ignored test that prints its table (`--run-ignored only
+//! --no-capture`; build with `--release` for figures worth quoting). The store-side ones need a
+//! temp dir, `git_poll` real Git servers, `agent` and `apply` the control plane:
+//!
+//! - `store::run`, `query::run`: the event store and the query layer on a generated store,
+//! - `git_poll::run`: polling and fetching against `git fetch` of the same remote,
+//! - `api::*`: the HTTP API's pages against the same queries on the store (`scripts/bench-api.sh`),
+//! - `agent::*`: `reckon run`/`reckon sync` against `kubectl apply` (`scripts/bench-agent.sh`),
+//! - `apply::*`: the executor against `kubectl apply --server-side`.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod agent;
+mod api;
+mod apply;
+mod git_poll;
+mod query;
+mod stats;
+mod store;

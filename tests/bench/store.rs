@@ -1,0 +1,166 @@
+//! Store benchmarks: batched append with all indexes, index page reads (p50/p99), open plus
+//! projection restore, and bytes on disk per event. Prints a Markdown table.
+//!
+//! Size: `RECKON_BENCH_EVENTS` (default 100000).
+//! Location: `RECKON_BENCH_DIR` (default: a temp dir, deleted afterwards).
+//! `RECKON_BENCH_EVENTS=10000 cargo test --test bench -- --ignored --exact store::run --nocapture`
+//! is the CI-sized run (`scripts/test.sh`).
+
+use reckon::event::samples;
+use reckon::store::sled_engine::size_on_disk;
+use reckon::store::{EventRead, EventStore, OpenOptions, Query, Selector, SledStore};
+use std::time::{Duration, Instant};
+
+use crate::stats as support;
+use support::{Rng, percentile};
+
+const APPS: u64 = 50;
+const OBJECTS: u64 = 20;
+const BATCH: u64 = 1000;
+const QUERIES: usize = 300;
+
+#[test]
+#[ignore = "benchmark: run explicitly (--run-ignored only); prints a table"]
+fn run() {
+    let n = support::event_count(100_000);
+    let tmp = tempfile::tempdir().unwrap();
+    let path = support::store_path(tmp.path());
+    // RECKON_BENCH_REUSE=1 keeps a store of the right size from an earlier run (read-side runs).
+    let reuse = support::reusable(&path, n);
+    if !reuse {
+        let _ = std::fs::remove_dir_all(&path);
+    }
+    println!(
+        "# reckon store benchmark: {n} events, {APPS} apps, {OBJECTS} objects/app, batches of {BATCH}"
+    );
+    println!("store: {}\n", path.display());
+
+    // 1. Append, all indexes, one flush per batch (a batch stands for one sync's events).
+    // RECKON_BENCH_CACHE_MB: sled's page cache (default: OpenOptions' 256 MiB).
+    let cache_bytes = std::env::var("RECKON_BENCH_CACHE_MB")
+        .ok()
+        .map(|s| s.parse::<u64>().expect("MiB") << 20)
+        .unwrap_or(OpenOptions::default().cache_bytes);
+    let opts = OpenOptions {
+        create: true,
+        cache_bytes,
+        ..Default::default()
+    };
+    println!("sled cache: {} MiB\n", cache_bytes >> 20);
+    let mut store = SledStore::open(&path, opts.clone()).unwrap();
+    let started = Instant::now();
+    let mut i = if reuse { n } else { 0 };
+    let mut last_report = Instant::now();
+    while i < n {
+        let end = (i + BATCH).min(n);
+        let mut drafts = Vec::with_capacity((end - i) as usize);
+        for j in i..end {
+            if let Some(b) = samples::stream_blob(j, APPS, OBJECTS) {
+                store.put_blob(&b).unwrap();
+            }
+            drafts.push(samples::stream(j, APPS, OBJECTS));
+        }
+        store.append(drafts).unwrap();
+        store.flush().unwrap();
+        i = end;
+        if last_report.elapsed() > Duration::from_secs(30) {
+            eprintln!(
+                "  appended {i} ({:.0}/s)",
+                i as f64 / started.elapsed().as_secs_f64()
+            );
+            last_report = Instant::now();
+        }
+    }
+    let append_secs = started.elapsed().as_secs_f64();
+    let append_row = if reuse {
+        "(reused an existing store)".to_string()
+    } else {
+        format!(
+            "{:.0} events/s ({append_secs:.1} s)",
+            n as f64 / append_secs
+        )
+    };
+    store.close().unwrap();
+    let (apparent, allocated) = size_on_disk(&path).unwrap();
+
+    // 2. Open + projection restore (snapshot + tail); sled's own recovery measured apart.
+    let started = Instant::now();
+    drop(
+        reckon::store::sled_engine::sled_config(&path, 256 << 20)
+            .open()
+            .unwrap(),
+    );
+    let sled_secs = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    let store = SledStore::open(&path, opts).unwrap();
+    let open_secs = started.elapsed().as_secs_f64();
+    assert_eq!(store.head().unwrap().0, n);
+    let apps_restored = store.projections().apps.len();
+
+    // 3. Pages of 100, newest first, from random terms (and random cursors for half of them).
+    let revs = n / APPS / (OBJECTS + 4);
+    // RECKON_BENCH_ORDER=oldest reads pages oldest first (default: newest first, as a UI does).
+    let oldest_first = std::env::var("RECKON_BENCH_ORDER").is_ok_and(|o| o == "oldest");
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let mut rows = vec![];
+    for (name, make) in [("object", 0u8), ("app", 1), ("author", 2), ("commit", 3)] {
+        let mut times = Vec::with_capacity(QUERIES);
+        let mut returned = 0usize;
+        for q in 0..QUERIES {
+            let app = rng.below(APPS);
+            let sel = match make {
+                0 => Selector::Object(samples::object(
+                    "apps",
+                    "v1",
+                    "Deployment",
+                    Some(&format!("ns-{app}")),
+                    &format!("svc-{}", rng.below(OBJECTS)),
+                )),
+                1 => Selector::App(format!("app-{app}")),
+                2 => Selector::Author(format!("dev{}@example.com", rng.below(50.min(revs.max(1))))),
+                _ => Selector::Commit(samples::sha(rng.below(revs.max(1)) * APPS + app)),
+            };
+            let cursor = (q % 2 == 1).then(|| 1 + rng.below(n));
+            let mut query = Query::new(sel).limit(100).after(cursor);
+            if oldest_first {
+                query = query.oldest_first();
+            }
+            let t = Instant::now();
+            let page = store.query(&query).unwrap();
+            times.push(t.elapsed());
+            returned += page.events.len();
+        }
+        times.sort();
+        rows.push((
+            name,
+            percentile(&times, 0.5),
+            percentile(&times, 0.99),
+            *times.last().unwrap(),
+            returned as f64 / QUERIES as f64,
+        ));
+    }
+    drop(store);
+
+    println!("| measure | result | target |");
+    println!("|---|---|---|");
+    println!(
+        "| append, all indexes, batched ({BATCH}/batch, flush per batch) | {append_row} | ≥ 50,000 events/s |"
+    );
+    for (name, p50, p99, max, avg) in &rows {
+        println!(
+            "| page of 100 by {name} (avg {avg:.0} returned) | p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms | p99 ≤ 10 ms |",
+            p50.as_secs_f64() * 1e3,
+            p99.as_secs_f64() * 1e3,
+            max.as_secs_f64() * 1e3
+        );
+    }
+    println!(
+        "| open + projection restore ({apps_restored} apps) | {open_secs:.3} s (sled alone: {sled_secs:.3} s) | ≤ 2 s |"
+    );
+    println!(
+        "| bytes on disk per event, all trees | {:.0} apparent, {:.0} allocated ({:.1} MB) | ≤ 600 |",
+        apparent as f64 / n as f64,
+        allocated as f64 / n as f64,
+        apparent as f64 / 1e6
+    );
+}

@@ -1,0 +1,577 @@
+//! App objects (apps.reckon.dev) against the real control plane: the agent (`reckon run
+//! --watch-apps`, confined to the test's namespace) syncs an App object pointing at a file://
+//! repository and writes its status (revision, Ready, last event seq); editing the object's path
+//! and suspend takes effect; deleting it stops reconciling it; a steady App's status is not
+//! rewritten, also not by a restarted agent; an invalid spec and a name the file already uses are
+//! refused in the status; a status that saw more events than the store has (the store lost)
+//! records a StoreGap event and says so in a condition.
+
+use crate::support;
+
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use reckon::agent::{self, AgentOptions, AppObjects};
+use reckon::crd::{App, AppSpec, Condition, SourceSpec};
+use reckon::event::{Envelope, Event};
+use reckon::store::{OpenOptions, SledStore};
+use reckon_testenv::git::Fixture;
+use std::time::{Duration, Instant};
+use support::TestNamespace;
+use support::crd::{install_app_crd, until};
+use tokio::sync::oneshot;
+
+const SETTINGS: &str =
+    "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  color: blue\n";
+const OTHER: &str =
+    "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: other\ndata:\n  shape: round\n";
+
+fn condition<'a>(app: &'a App, type_: &str) -> Option<&'a Condition> {
+    app.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+}
+
+struct Agent {
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), agent::AgentError>>,
+    store: std::path::PathBuf,
+}
+
+impl Agent {
+    /// The agent with no configuration file, watching App objects in `ns` only.
+    fn start(dir: &std::path::Path, ns: &str) -> Agent {
+        let mut options = AgentOptions::new(
+            dir.join("reckon.yaml"),
+            dir.join("store"),
+            dir.join("cache"),
+        );
+        options.watch.debounce = Duration::from_millis(100);
+        options.watch.namespace = Some(ns.to_string());
+        options.app_objects = Some(AppObjects {
+            namespace: Some(ns.to_string()),
+            kubeconfig: Some(support::kubeconfig()),
+        });
+        // These tests' repositories are local (file://): the operator allows it, as with
+        // `--app-source-schemes https,ssh,file`.
+        options.sources.schemes = vec!["https".into(), "ssh".into(), "file".into()];
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(agent::run(options, async move {
+            let _ = rx.await;
+        }));
+        Agent {
+            stop: Some(tx),
+            task,
+            store: dir.join("store"),
+        }
+    }
+
+    /// Stops the agent and returns every event in its store.
+    async fn stop(mut self) -> Vec<Envelope> {
+        let _ = self.stop.take().unwrap().send(());
+        tokio::time::timeout(Duration::from_secs(60), &mut self.task)
+            .await
+            .expect("the agent stops within a minute")
+            .unwrap()
+            .expect("the agent exits cleanly");
+        let store = SledStore::open(&self.store, OpenOptions::default()).unwrap();
+        let events = store.reader().iter_from(1).map(|e| e.unwrap()).collect();
+        store.close().unwrap();
+        events
+    }
+}
+
+fn app_object(name: &str, url: &str, path: &str) -> App {
+    App::new(
+        name,
+        AppSpec {
+            source: SourceSpec {
+                url: url.to_string(),
+                path: Some(path.to_string()),
+                interval: Some("1s".to_string()),
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_object_is_synced_edited_and_deleted_with_its_status_kept() {
+    let client = support::client().await;
+    install_app_crd(&client).await;
+    let ns = TestNamespace::create(&client, "crd").await;
+    let fixture = Fixture::new().unwrap();
+    let sha = fixture
+        .commit("Two directories")
+        .write("web/settings.yaml", SETTINGS)
+        .write("other/other.yaml", OTHER)
+        .create()
+        .unwrap();
+    fixture.push().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(dir.path(), &ns.name);
+
+    let apps: Api<App> = Api::namespaced(client.clone(), &ns.name);
+    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client.clone(), &ns.name);
+    apps.create(
+        &PostParams::default(),
+        &app_object("web", &fixture.file_url(), "web"),
+    )
+    .await
+    .unwrap();
+
+    // Synced: the object exists in the App object's namespace (the default target), and the
+    // status says Ready at the commit, following Git, with the App's last event.
+    let ready = until("web Ready", Duration::from_secs(60), || async {
+        let app = apps.get("web").await.unwrap();
+        (condition(&app, "Ready")?.status == "True").then_some(app)
+    })
+    .await;
+    assert!(cms.get_opt("settings").await.unwrap().is_some());
+    let status = ready.status.clone().unwrap();
+    assert_eq!(status.applied_revision.as_deref(), Some(sha.as_str()));
+    assert_eq!(status.observed_revision.as_deref(), Some(sha.as_str()));
+    assert_eq!(status.intent.as_ref().unwrap().kind, "follow");
+    assert_eq!(status.drift_count, 0);
+    assert!(status.last_sync_time.is_some());
+    assert_eq!(condition(&ready, "Ready").unwrap().reason, "Synced");
+    assert_eq!(condition(&ready, "Stalled").unwrap().status, "False");
+    assert_eq!(status.observed_generation, ready.metadata.generation);
+    let seq_when_ready = status.last_event_seq.expect("the App's last event seq");
+
+    // Steady: polls every second find nothing new, so the status is not written again.
+    let version = ready.metadata.resource_version.clone();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let steady = apps.get("web").await.unwrap();
+    assert_eq!(
+        steady.metadata.resource_version, version,
+        "an unchanged App's status was rewritten: {:?}",
+        steady.status
+    );
+
+    // A restarted agent with nothing new does not rewrite the status either: the App keeps it
+    // until its first pass, which finds it unchanged.
+    let events_before = agent.stop().await.len();
+    let agent = Agent::start(dir.path(), &ns.name);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let restarted = apps.get("web").await.unwrap();
+    assert_eq!(
+        restarted.metadata.resource_version, version,
+        "a restart rewrote an unchanged App's status: {:?}",
+        restarted.status
+    );
+
+    // Editing the path takes effect: the other directory is applied and settings pruned.
+    apps.patch(
+        "web",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"spec": {"source": {"path": "other"}}})),
+    )
+    .await
+    .unwrap();
+    until(
+        "other applied and settings pruned",
+        Duration::from_secs(60),
+        || async {
+            let other = cms.get_opt("other").await.unwrap();
+            let settings = cms.get_opt("settings").await.unwrap();
+            (other.is_some() && settings.is_none()).then_some(())
+        },
+    )
+    .await;
+    let edited = until(
+        "the status after the edit",
+        Duration::from_secs(30),
+        || async {
+            let app = apps.get("web").await.unwrap();
+            let s = app.status.clone()?;
+            (s.last_event_seq? > seq_when_ready
+                && s.observed_generation == app.metadata.generation
+                && condition(&app, "Ready")?.status == "True")
+                .then_some(s)
+        },
+    )
+    .await;
+
+    // Suspending takes effect and says so.
+    apps.patch(
+        "web",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"spec": {"suspend": true}})),
+    )
+    .await
+    .unwrap();
+    until("web Suspended", Duration::from_secs(30), || async {
+        let app = apps.get("web").await.unwrap();
+        (condition(&app, "Ready")?.reason == "Suspended").then_some(())
+    })
+    .await;
+    // Resume, then delete the object: reckon stops reconciling it. A deleted managed object
+    // stays deleted (a reconciled App re-creates one within a second or two).
+    apps.patch(
+        "web",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"spec": {"suspend": false}})),
+    )
+    .await
+    .unwrap();
+    until("web Ready again", Duration::from_secs(30), || async {
+        let app = apps.get("web").await.unwrap();
+        (condition(&app, "Ready")?.reason == "Synced").then_some(())
+    })
+    .await;
+    cms.delete("other", &DeleteParams::default()).await.unwrap();
+    until(
+        "other re-created while the App exists",
+        Duration::from_secs(30),
+        || async { cms.get_opt("other").await.unwrap().map(|_| ()) },
+    )
+    .await;
+    apps.delete("web", &DeleteParams::default()).await.unwrap();
+    until("the App object gone", Duration::from_secs(30), || async {
+        apps.get_opt("web").await.unwrap().is_none().then_some(())
+    })
+    .await;
+    // Give the agent a moment to see the deletion, then delete a managed object again.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    cms.delete("other", &DeleteParams::default()).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(
+        cms.get_opt("other").await.unwrap().is_none(),
+        "a deleted App object's objects are still reconciled"
+    );
+
+    let events = agent.stop().await;
+    assert!(events.len() > events_before);
+    let web: Vec<&Envelope> = events
+        .iter()
+        .filter(|e| e.body.app.as_deref() == Some("web"))
+        .collect();
+    // The status named real events of this App.
+    assert!(web.iter().any(|e| e.body.seq == seq_when_ready));
+    assert!(
+        web.iter()
+            .any(|e| e.body.seq == edited.last_event_seq.unwrap())
+    );
+    assert!(
+        web.iter()
+            .any(|e| matches!(e.body.event, Event::AppSuspended(_)))
+    );
+    // No StoreGap: the store was never behind.
+    assert!(
+        !web.iter()
+            .any(|e| matches!(e.body.event, Event::StoreGap(_)))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_status_ahead_of_the_store_records_a_store_gap_and_a_bad_spec_is_refused() {
+    let client = support::client().await;
+    install_app_crd(&client).await;
+    let ns = TestNamespace::create(&client, "crd-gap").await;
+    let fixture = Fixture::new().unwrap();
+    fixture
+        .commit("Settings")
+        .write("web/settings.yaml", SETTINGS)
+        // The file's App has objects of its own: two Apps naming one object are refused.
+        .write("taken/other.yaml", OTHER)
+        .create()
+        .unwrap();
+    fixture.push().unwrap();
+    let apps: Api<App> = Api::namespaced(client.clone(), &ns.name);
+
+    // An App whose status says its last event was 1,000,000: a store that had it is gone.
+    apps.create(
+        &PostParams::default(),
+        &app_object("restored", &fixture.file_url(), "web"),
+    )
+    .await
+    .unwrap();
+    apps.patch_status(
+        "restored",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"status": {"lastEventSeq": 1_000_000}})),
+    )
+    .await
+    .unwrap();
+    // And one the agent must refuse: an interval under 1s.
+    let mut bad = app_object("bad", &fixture.file_url(), "web");
+    bad.spec.source.interval = Some("0s".to_string());
+    apps.create(&PostParams::default(), &bad).await.unwrap();
+
+    // And one whose name the configuration file already uses.
+    apps.create(
+        &PostParams::default(),
+        &app_object("taken", &fixture.file_url(), "web"),
+    )
+    .await
+    .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("reckon.yaml"),
+        format!(
+            "apps:\n  - name: taken\n    source:\n      url: {}\n      path: taken\n    \
+             target:\n      kubeconfig: {}\n      namespace: {}\n",
+            fixture.file_url(),
+            support::kubeconfig().display(),
+            ns.name
+        ),
+    )
+    .unwrap();
+    let agent = Agent::start(dir.path(), &ns.name);
+    let gapped = until(
+        "the StoreGap condition and Ready",
+        Duration::from_secs(60),
+        || async {
+            let app = apps.get("restored").await.unwrap();
+            (condition(&app, "StoreGap")?.status == "True"
+                && condition(&app, "Ready")?.status == "True")
+                .then_some(app)
+        },
+    )
+    .await;
+    let gap = condition(&gapped, "StoreGap").unwrap();
+    assert_eq!(gap.reason, "StoreBehindStatus");
+    let message = gap.message.as_deref().unwrap_or_default();
+    assert!(message.contains("1000000"), "{message}");
+    // The anchor now is this store's: far below what the lost store had reached.
+    assert!(gapped.status.as_ref().unwrap().last_event_seq.unwrap() < 1_000_000);
+
+    let refused = until("bad Stalled", Duration::from_secs(30), || async {
+        let app = apps.get("bad").await.unwrap();
+        (condition(&app, "Stalled")?.status == "True").then_some(app)
+    })
+    .await;
+    let stalled = condition(&refused, "Stalled").unwrap();
+    assert_eq!(stalled.reason, "InvalidSpec");
+    let message = stalled.message.as_deref().unwrap_or_default();
+    assert!(message.starts_with("spec.source.interval:"), "{message}");
+    assert_eq!(condition(&refused, "Ready").unwrap().status, "False");
+
+    let conflict = until("taken Stalled", Duration::from_secs(30), || async {
+        let app = apps.get("taken").await.unwrap();
+        (condition(&app, "Stalled")?.status == "True").then_some(app)
+    })
+    .await;
+    let stalled = condition(&conflict, "Stalled").unwrap();
+    assert_eq!(stalled.reason, "NameConflict");
+    let message = stalled.message.as_deref().unwrap_or_default();
+    assert!(message.contains("configuration file"), "{message}");
+
+    let events = agent.stop().await;
+    // The file's App ran (its object did not replace it).
+    assert!(events.iter().any(|e| e.body.app.as_deref() == Some("taken")
+        && matches!(e.body.event, Event::SyncFinished(_))));
+    let gaps: Vec<_> = events
+        .iter()
+        .filter_map(|e| match &e.body.event {
+            Event::StoreGap(g) if e.body.app.as_deref() == Some("restored") => Some(g.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(gaps.len(), 1, "one StoreGap: {gaps:?}");
+    assert_eq!(gaps[0].expected_seq, Some(1_000_000));
+    assert_eq!(gaps[0].found_seq, 0);
+    // The refused App recorded nothing.
+    assert!(!events.iter().any(|e| e.body.app.as_deref() == Some("bad")));
+}
+
+/// Measurement, not run by default (`--run-ignored only`): N App objects (RECKON_BENCH_APPS,
+/// default 50) on one repository, each with one ConfigMap. Prints the time from creating them
+/// to all Ready, the status writes per App until then (counted by a watch on the objects), and
+/// asserts that a steady period of three poll intervals writes no status at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn many_app_objects_reach_ready_with_few_status_writes() {
+    use futures::StreamExt;
+    use kube::runtime::watcher;
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+
+    let n: usize = std::env::var("RECKON_BENCH_APPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50);
+    let client = support::client().await;
+    install_app_crd(&client).await;
+    let ns = TestNamespace::create(&client, "crd-bench").await;
+    let fixture = Fixture::new().unwrap();
+    let mut commit = fixture.commit("Apps");
+    for i in 0..n {
+        commit = commit.write(
+            &format!("app-{i}/cm.yaml"),
+            format!(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm-{i}\ndata:\n  i: \"{i}\"\n"
+            ),
+        );
+    }
+    commit.create().unwrap();
+    fixture.push().unwrap();
+
+    let apps: Api<App> = Api::namespaced(client.clone(), &ns.name);
+    // Status writes per App, from a watch (each modification of an object is one event).
+    let writes: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+    let counter = writes.clone();
+    let watch_api = apps.clone();
+    let counting = tokio::spawn(async move {
+        let mut stream = watcher(watch_api, watcher::Config::default()).boxed();
+        while let Some(Ok(event)) = stream.next().await {
+            if let watcher::Event::Apply(app) = event
+                && app.status.is_some()
+            {
+                *counter
+                    .lock()
+                    .unwrap()
+                    .entry(app.metadata.name.clone().unwrap())
+                    .or_default() += 1;
+            }
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(dir.path(), &ns.name);
+    let start = Instant::now();
+    for i in 0..n {
+        let mut app = app_object(
+            &format!("app-{i}"),
+            &fixture.file_url(),
+            &format!("app-{i}"),
+        );
+        app.spec.source.interval = Some("2s".to_string());
+        apps.create(&PostParams::default(), &app).await.unwrap();
+    }
+    let created = start.elapsed();
+    until("every App Ready", Duration::from_secs(600), || async {
+        let list = apps.list(&Default::default()).await.unwrap();
+        let ready = list
+            .items
+            .iter()
+            .filter(|a| condition(a, "Ready").is_some_and(|c| c.status == "True"))
+            .count();
+        (ready == n).then_some(())
+    })
+    .await;
+    let all_ready = start.elapsed();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let until_ready: usize = writes.lock().unwrap().values().sum();
+    let versions = |list: kube::core::ObjectList<App>| -> Vec<Option<String>> {
+        list.items
+            .into_iter()
+            .map(|a| a.metadata.resource_version)
+            .collect()
+    };
+    let before = versions(apps.list(&Default::default()).await.unwrap());
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let after = versions(apps.list(&Default::default()).await.unwrap());
+    let steady: usize = writes.lock().unwrap().values().sum::<usize>() - until_ready;
+    println!(
+        "App objects: {n}; created in {:.2}s; all Ready {:.2}s after the first create; status \
+         writes until Ready: {until_ready} ({:.2} per App); status writes in 6s steady (3 polls \
+         each): {steady}",
+        created.as_secs_f64(),
+        all_ready.as_secs_f64(),
+        until_ready as f64 / n as f64
+    );
+    assert_eq!(before, after, "status written while steady");
+    counting.abort();
+    agent.stop().await;
+}
+
+/// Issue 17, "An App resource can read the agent's disk" and "Credentials in URLs": an App
+/// object whose source is `file://` into the agent's own cache (another App's mirror there) is
+/// refused, so is a scheme the operator did not allow, and a URL with credentials in it is
+/// refused without the secret reaching the App's status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_object_may_not_read_the_agents_disk_or_carry_credentials_in_its_url() {
+    let client = support::client().await;
+    install_app_crd(&client).await;
+    let ns = TestNamespace::create(&client, "crd-src").await;
+    let fixture = Fixture::new().unwrap();
+    fixture
+        .commit("Settings")
+        .write("web/settings.yaml", SETTINGS)
+        .create()
+        .unwrap();
+    fixture.push().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let agent = Agent::start(dir.path(), &ns.name);
+    let apps: Api<App> = Api::namespaced(client.clone(), &ns.name);
+
+    // Team A's App: its repository is mirrored in the agent's cache.
+    apps.create(
+        &PostParams::default(),
+        &app_object("team-a", &fixture.file_url(), "web"),
+    )
+    .await
+    .unwrap();
+    until("team-a Ready", Duration::from_secs(60), || async {
+        let app = apps.get("team-a").await.unwrap();
+        (condition(&app, "Ready")?.status == "True").then_some(())
+    })
+    .await;
+    let mirror =
+        reckon::source::mirror::cache_dir_for(&dir.path().join("cache"), &fixture.file_url(), "");
+    assert!(mirror.exists(), "{}", mirror.display());
+
+    // A tenant points at that mirror, at a scheme not allowed, and puts a secret in a URL.
+    let stolen = format!("file://{}", mirror.display());
+    for (name, url) in [
+        ("team-b", stolen.as_str()),
+        ("daemon", "git://127.0.0.1:9/r.git"),
+        ("leaky", "https://alice:s3cret@git.example.com/r.git"),
+    ] {
+        apps.create(&PostParams::default(), &app_object(name, url, "web"))
+            .await
+            .unwrap();
+    }
+    let stalled = |name: &'static str| {
+        let apps = apps.clone();
+        async move {
+            until(
+                &format!("{name} Stalled"),
+                Duration::from_secs(30),
+                || async {
+                    let app = apps.get(name).await.unwrap();
+                    (condition(&app, "Stalled")?.status == "True").then_some(app)
+                },
+            )
+            .await
+        }
+    };
+    let b = stalled("team-b").await;
+    let c = condition(&b, "Stalled").unwrap();
+    assert_eq!(c.reason, "SourceNotAllowed");
+    let message = c.message.as_deref().unwrap_or_default();
+    assert!(message.contains("agent's own cache"), "{message}");
+    assert_ne!(condition(&b, "Ready").unwrap().status, "True");
+
+    let d = stalled("daemon").await;
+    let c = condition(&d, "Stalled").unwrap();
+    assert_eq!(c.reason, "SourceNotAllowed");
+    assert!(
+        c.message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("scheme git"),
+        "{c:?}"
+    );
+
+    let leaky = stalled("leaky").await;
+    let c = condition(&leaky, "Stalled").unwrap();
+    assert_eq!(c.reason, "InvalidSpec");
+    let message = c.message.as_deref().unwrap_or_default();
+    assert!(message.contains("source.auth"), "{message}");
+    let status = serde_json::to_string(&leaky.status).unwrap();
+    assert!(!status.contains("s3cret"), "{status}");
+
+    let events = agent.stop().await;
+    for app in ["team-b", "daemon", "leaky"] {
+        assert!(
+            !events.iter().any(|e| e.body.app.as_deref() == Some(app)),
+            "{app} recorded events: it never ran"
+        );
+    }
+    let text = format!("{events:?}");
+    assert!(!text.contains("s3cret"));
+}

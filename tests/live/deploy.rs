@@ -1,0 +1,515 @@
+//! `deploy/` against the real control plane: `kubectl kustomize` renders both modes, a
+//! server-side dry run of everything succeeds, a real apply reads back as written, and the
+//! RBAC lets the agent's ServiceAccount do what it needs (watch App objects, patch their
+//! status, apply and prune the managed kinds) and nothing it must not (impersonate, exec into
+//! pods, write RBAC or nodes; in namespaced mode, anything outside its namespace).
+//!
+//! Each mode is applied into a fresh namespace of the test through an overlay on a copy of
+//! `deploy/` (kustomize needs relative paths), whose namespace transformer also re-points the
+//! role bindings' subjects.
+
+use crate::support;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{Service, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role};
+use kube::api::{Api, DeleteParams};
+use serde_json::Value;
+use std::path::Path;
+use std::process::Command;
+use support::TestNamespace;
+
+fn deploy_dir() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy")
+}
+
+/// Whether kubectl is on PATH; without it the tests fail with how to get it, unless
+/// RECKON_SKIP_KUSTOMIZE_TESTS opts out (as for the render module's kustomize tests).
+fn have_kubectl() -> bool {
+    let found = Command::new("kubectl")
+        .args(["version", "--client"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(
+            std::env::var_os("RECKON_SKIP_KUSTOMIZE_TESTS").is_some(),
+            "the deploy tests need kubectl on PATH (v1.14+ for kustomize, e.g. \
+             https://kubernetes.io/docs/tasks/tools/), or set RECKON_SKIP_KUSTOMIZE_TESTS=1"
+        );
+        eprintln!("skipped: no kubectl and RECKON_SKIP_KUSTOMIZE_TESTS is set");
+    }
+    found
+}
+
+fn kubectl(args: &[&str]) -> std::process::Output {
+    support::kubectl()
+        .args(args)
+        .output()
+        .expect("running kubectl (needed on PATH for the deploy tests)")
+}
+
+fn kubectl_ok(args: &[&str]) -> String {
+    let out = kubectl(args);
+    assert!(
+        out.status.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn render(dir: &Path) -> String {
+    kubectl_ok(&["kustomize", &dir.display().to_string()])
+}
+
+fn documents(yaml: &str) -> Vec<Value> {
+    serde_saphyr::from_multiple::<Value>(yaml)
+        .expect("kustomize output is YAML")
+        .into_iter()
+        .filter(|d| !d.is_null())
+        .collect()
+}
+
+/// Whole floats as integers, so 0.0 and 0 compare equal.
+fn numbers(v: &Value) -> Value {
+    match v {
+        Value::Number(n) => match n.as_f64() {
+            Some(f) if f.fract() == 0.0 && n.is_f64() => Value::from(f as i64),
+            _ => v.clone(),
+        },
+        Value::Array(a) => Value::Array(a.iter().map(numbers).collect()),
+        Value::Object(m) => Value::Object(m.iter().map(|(k, v)| (k.clone(), numbers(v))).collect()),
+        other => other.clone(),
+    }
+}
+
+fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    docs.iter()
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name} rendered"))
+}
+
+/// A copy of deploy/ with an overlay that moves `mode` (`.` or `namespaced`) into `ns` (which
+/// the test created: the overlay drops deploy's own Namespace object).
+fn overlay(mode: &str, ns: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = Command::new("cp")
+        .arg("-r")
+        .arg(deploy_dir())
+        .arg(dir.path().join("deploy"))
+        .status()
+        .unwrap();
+    assert!(copy.success());
+    std::fs::write(
+        dir.path().join("kustomization.yaml"),
+        format!(
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n\
+             resources:\n  - deploy/{mode}\ntransformers:\n  - namespace.yaml\n\
+             patches:\n  - patch: |-\n      $patch: delete\n      apiVersion: v1\n      \
+             kind: Namespace\n      metadata:\n        name: reckon-system\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("namespace.yaml"),
+        format!(
+            "apiVersion: builtin\nkind: NamespaceTransformer\nmetadata:\n  name: test\n  \
+             namespace: {ns}\nsetRoleBindingSubjects: allServiceAccounts\nunsetOnly: false\n\
+             fieldSpecs:\n  - path: metadata/namespace\n    create: true\n"
+        ),
+    )
+    .unwrap();
+    dir
+}
+
+/// Applies rendered manifests: first a server-side dry run of all of them, then for real.
+fn dry_run_then_apply(rendered: &str, dir: &Path) {
+    let file = dir.join("rendered.yaml");
+    std::fs::write(&file, rendered).unwrap();
+    let f = file.display().to_string();
+    let dry = kubectl_ok(&[
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "--field-manager=reckon-deploy-test",
+        "--dry-run=server",
+        "-f",
+        &f,
+    ]);
+    assert!(
+        dry.contains("statefulset.apps/reckon serverside-applied (server dry run)"),
+        "{dry}"
+    );
+    kubectl_ok(&[
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "--field-manager=reckon-deploy-test",
+        "-f",
+        &f,
+    ]);
+}
+
+/// `kubectl auth can-i` as the agent's ServiceAccount in `ns`.
+fn can(ns: &str, args: &[&str]) -> bool {
+    let who = format!("--as=system:serviceaccount:{ns}:reckon");
+    let mut all = vec!["auth", "can-i", who.as_str()];
+    all.extend_from_slice(args);
+    let out = kubectl(&all);
+    let answer = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    match answer.as_str() {
+        "yes" => true,
+        "no" => false,
+        other => panic!(
+            "kubectl {all:?}: {other:?} {}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    }
+}
+
+#[test]
+fn deploy_renders_both_modes_with_a_hardened_statefulset() {
+    if !have_kubectl() {
+        return;
+    }
+    let docs = documents(&render(&deploy_dir()));
+    let kinds: Vec<(String, String)> = docs
+        .iter()
+        .map(|d| {
+            (
+                d["kind"].as_str().unwrap().to_string(),
+                d["metadata"]["name"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    for (kind, name) in [
+        ("Namespace", "reckon-system"),
+        ("CustomResourceDefinition", "apps.reckon.dev"),
+        ("ServiceAccount", "reckon"),
+        ("Role", "reckon-lease"),
+        ("RoleBinding", "reckon-lease"),
+        ("ClusterRole", "reckon-apps"),
+        ("ClusterRole", "reckon-manager"),
+        ("ClusterRoleBinding", "reckon-apps"),
+        ("ClusterRoleBinding", "reckon-manager"),
+        ("ConfigMap", "reckon-config"),
+        ("Service", "reckon-api"),
+        ("Service", "reckon-webhooks"),
+        ("Service", "reckon-metrics"),
+        ("Service", "reckon-shards"),
+        ("StatefulSet", "reckon"),
+    ] {
+        assert!(
+            kinds.contains(&(kind.to_string(), name.to_string())),
+            "{kind} {name} missing from {kinds:?}"
+        );
+    }
+    // The committed CRD is the one kustomize ships (kustomize writes `minimum: 0.0` as 0).
+    let crd = find(&docs, "CustomResourceDefinition", "apps.reckon.dev");
+    let generated =
+        serde_json::to_value(<reckon::crd::App as kube::CustomResourceExt>::crd()).unwrap();
+    assert_eq!(numbers(&crd["spec"]), numbers(&generated["spec"]));
+
+    let sts = find(&docs, "StatefulSet", "reckon");
+    let pod = &sts["spec"]["template"]["spec"];
+    let c = &pod["containers"][0];
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+    assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
+    assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
+    assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
+    assert!(c["resources"]["requests"]["memory"].is_string());
+    assert!(c["resources"]["requests"]["cpu"].is_string());
+    let args: Vec<&str> = c["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert!(args.contains(&"--watch-apps"), "{args:?}");
+    // One writer: the Lease, held as the pod's name (downward API).
+    assert!(args.contains(&"--lease=reckon"), "{args:?}");
+    assert!(
+        c["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["name"] == "POD_NAME"
+                && e["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"),
+        "{}",
+        c["env"]
+    );
+    // Only the data volume (and /tmp) is writable; the store is on the claim.
+    let mounts = c["volumeMounts"].as_array().unwrap();
+    let data = mounts.iter().find(|m| m["name"] == "data").unwrap();
+    assert!(args.contains(&"--store=/var/lib/reckon/store"));
+    assert_eq!(data["mountPath"], "/var/lib/reckon");
+    assert_eq!(
+        sts["spec"]["volumeClaimTemplates"][0]["metadata"]["name"],
+        "data"
+    );
+    assert_eq!(sts["spec"]["serviceName"], "reckon-shards");
+    assert_eq!(
+        find(&docs, "Service", "reckon-shards")["spec"]["clusterIP"],
+        "None"
+    );
+    // Sharding: the pod's ordinal is its shard, the shard count is the replica count, and the
+    // peers are the headless Service's per-pod names.
+    assert!(args.contains(&"--shard-from-hostname"), "{args:?}");
+    assert!(args.contains(&"--shards=$(RECKON_SHARDS)"), "{args:?}");
+    assert!(
+        args.contains(&"--peers=http://reckon-{i}.reckon-shards.$(POD_NAMESPACE).svc:8080"),
+        "{args:?}"
+    );
+    let env = c["env"].as_array().unwrap();
+    let shards = env
+        .iter()
+        .find(|e| e["name"] == "RECKON_SHARDS")
+        .expect("RECKON_SHARDS")["value"]
+        .as_str()
+        .unwrap();
+    assert_eq!(
+        shards,
+        sts["spec"]["replicas"].as_u64().unwrap().to_string(),
+        "RECKON_SHARDS is the replica count"
+    );
+    // The agent's arguments parse (the same clap definition the binary uses), with $(VAR)
+    // expanded as the kubelet does from the container's env.
+    let expand = |a: &str| {
+        let mut a = a.to_string();
+        for e in env {
+            let value = match e["value"].as_str() {
+                Some(v) => v.to_string(),
+                None => "reckon-system".to_string(), // fieldRef metadata.namespace
+            };
+            a = a.replace(&format!("$({})", e["name"].as_str().unwrap()), &value);
+        }
+        a
+    };
+    let mut argv = vec!["reckon".to_string()];
+    argv.extend(args.iter().map(|a| expand(a)));
+    assert!(!argv.iter().any(|a| a.contains("$(")), "{argv:?}");
+    <reckon::cli::Cli as clap::Parser>::try_parse_from(argv).expect("the StatefulSet's args parse");
+
+    // The image (Dockerfile, not buildable here) runs as the user the StatefulSet requires, and
+    // its default command parses too.
+    let dockerfile =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Dockerfile")).unwrap();
+    let uid = pod["securityContext"]["runAsUser"].as_i64().unwrap();
+    assert!(
+        dockerfile.contains(&format!("\nUSER {uid}:{uid}\n")),
+        "the Dockerfile's USER is not the StatefulSet's runAsUser {uid}"
+    );
+    let cmd = dockerfile
+        .lines()
+        .find_map(|l| l.strip_prefix("CMD "))
+        .expect("a CMD");
+    let cmd: Vec<String> = serde_json::from_str(cmd).unwrap();
+    let mut argv = vec!["reckon".to_string()];
+    argv.extend(cmd);
+    <reckon::cli::Cli as clap::Parser>::try_parse_from(argv).expect("the image's CMD parses");
+
+    // Namespaced mode: Roles only, and the agent confined to its namespace.
+    let ns_docs = documents(&render(&deploy_dir().join("namespaced")));
+    assert!(
+        !ns_docs
+            .iter()
+            .any(|d| d["kind"] == "ClusterRole" || d["kind"] == "ClusterRoleBinding"),
+        "the namespaced mode grants nothing cluster-wide"
+    );
+    let env = &find(&ns_docs, "StatefulSet", "reckon")["spec"]["template"]["spec"]["containers"][0]
+        ["env"];
+    assert!(
+        env.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["name"] == "RECKON_NAMESPACE"
+                && e["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace"),
+        "{env}"
+    );
+}
+
+/// Deletes the cluster-wide objects a test applied, also when it fails.
+struct ClusterScoped(kube::Client);
+
+impl Drop for ClusterScoped {
+    fn drop(&mut self) {
+        for args in [
+            [
+                "delete",
+                "clusterrolebinding",
+                "reckon-apps",
+                "reckon-manager",
+            ],
+            ["delete", "clusterrole", "reckon-apps", "reckon-manager"],
+        ] {
+            let mut a = args.to_vec();
+            a.push("--ignore-not-found");
+            let _ = kubectl(&a);
+        }
+        let _ = &self.0;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_wide_mode_applies_and_its_rbac_allows_what_the_agent_needs_only() {
+    if !have_kubectl() {
+        return;
+    }
+    let client = support::client().await;
+    let ns = TestNamespace::create(&client, "deploy").await;
+    let _cleanup = ClusterScoped(client.clone());
+    let dir = overlay(".", &ns.name);
+    let rendered = render(dir.path());
+    dry_run_then_apply(&rendered, dir.path());
+
+    // Read back.
+    let sts: Api<StatefulSet> = Api::namespaced(client.clone(), &ns.name);
+    let sts = sts.get("reckon").await.unwrap();
+    let pod = sts.spec.unwrap().template.spec.unwrap();
+    assert_eq!(pod.service_account_name.as_deref(), Some("reckon"));
+    let c = &pod.containers[0];
+    assert_eq!(
+        c.security_context
+            .as_ref()
+            .unwrap()
+            .read_only_root_filesystem,
+        Some(true)
+    );
+    let svcs: Api<Service> = Api::namespaced(client.clone(), &ns.name);
+    for name in [
+        "reckon-api",
+        "reckon-webhooks",
+        "reckon-metrics",
+        "reckon-shards",
+    ] {
+        svcs.get(name).await.unwrap();
+    }
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns.name);
+    sas.get("reckon").await.unwrap();
+    let binding: Api<ClusterRoleBinding> = Api::all(client.clone());
+    let binding = binding.get("reckon-manager").await.unwrap();
+    let subject = &binding.subjects.unwrap()[0];
+    assert_eq!(subject.namespace.as_deref(), Some(ns.name.as_str()));
+    let roles: Api<ClusterRole> = Api::all(client.clone());
+    roles.get("reckon-apps").await.unwrap();
+
+    let n = ns.name.as_str();
+    // What the agent needs.
+    assert!(can(n, &["watch", "apps.reckon.dev", "--all-namespaces"]));
+    assert!(can(n, &["list", "apps.reckon.dev", "--all-namespaces"]));
+    assert!(can(
+        n,
+        &[
+            "patch",
+            "apps.reckon.dev",
+            "--subresource=status",
+            "-n",
+            "default"
+        ]
+    ));
+    assert!(can(n, &["patch", "deployments.apps", "-n", "default"]));
+    assert!(can(n, &["delete", "configmaps", "-n", "kube-public"]));
+    assert!(can(n, &["watch", "services", "--all-namespaces"]));
+    assert!(can(
+        n,
+        &["patch", "customresourcedefinitions.apiextensions.k8s.io"]
+    ));
+    assert!(can(n, &["patch", "namespaces"]));
+    // What it must not have.
+    assert!(!can(n, &["patch", "apps.reckon.dev", "-n", "default"]));
+    assert!(!can(n, &["delete", "apps.reckon.dev", "-n", "default"]));
+    assert!(!can(n, &["impersonate", "users"]));
+    assert!(!can(
+        n,
+        &["create", "pods", "--subresource=exec", "-n", "default"]
+    ));
+    assert!(!can(
+        n,
+        &["create", "clusterrolebindings.rbac.authorization.k8s.io"]
+    ));
+    assert!(!can(
+        n,
+        &["escalate", "clusterroles.rbac.authorization.k8s.io"]
+    ));
+    assert!(!can(n, &["delete", "nodes"]));
+    assert!(!can(n, &["create", "pods", "-n", "default"]));
+    lease_rbac(n);
+
+    let _ = sts_delete(&client, n).await;
+}
+
+/// The Lease (both modes): every verb the agent uses on Leases in its own namespace, none
+/// elsewhere (a Role, also in the cluster-wide mode), and no deleting.
+fn lease_rbac(n: &str) {
+    for verb in ["get", "list", "watch", "create", "update", "patch"] {
+        assert!(
+            can(n, &[verb, "leases.coordination.k8s.io", "-n", n]),
+            "{verb} leases in {n}"
+        );
+        assert!(
+            !can(
+                n,
+                &[verb, "leases.coordination.k8s.io", "-n", "kube-system"]
+            ),
+            "{verb} leases in kube-system"
+        );
+    }
+    assert!(!can(
+        n,
+        &["list", "leases.coordination.k8s.io", "--all-namespaces"]
+    ));
+    assert!(!can(n, &["delete", "leases.coordination.k8s.io", "-n", n]));
+}
+
+/// Deletes the StatefulSet first so its namespace empties quickly.
+async fn sts_delete(client: &kube::Client, ns: &str) -> Result<(), kube::Error> {
+    let api: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
+    api.delete("reckon", &DeleteParams::default())
+        .await
+        .map(|_| ())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespaced_mode_applies_and_its_rbac_ends_at_the_namespace() {
+    if !have_kubectl() {
+        return;
+    }
+    let client = support::client().await;
+    let ns = TestNamespace::create(&client, "deploy-ns").await;
+    let dir = overlay("namespaced", &ns.name);
+    let rendered = render(dir.path());
+    dry_run_then_apply(&rendered, dir.path());
+
+    let roles: Api<Role> = Api::namespaced(client.clone(), &ns.name);
+    roles.get("reckon-apps").await.unwrap();
+    roles.get("reckon-manager").await.unwrap();
+    let sts: Api<StatefulSet> = Api::namespaced(client.clone(), &ns.name);
+    sts.get("reckon").await.unwrap();
+
+    let n = ns.name.as_str();
+    assert!(can(n, &["watch", "apps.reckon.dev", "-n", n]));
+    assert!(can(
+        n,
+        &["patch", "apps.reckon.dev", "--subresource=status", "-n", n]
+    ));
+    assert!(can(n, &["patch", "deployments.apps", "-n", n]));
+    assert!(can(n, &["delete", "secrets", "-n", n]));
+    assert!(can(n, &["watch", "configmaps", "-n", n]));
+    // Nothing beyond its namespace.
+    assert!(!can(n, &["watch", "apps.reckon.dev", "--all-namespaces"]));
+    assert!(!can(n, &["patch", "deployments.apps", "-n", "default"]));
+    assert!(!can(
+        n,
+        &["patch", "customresourcedefinitions.apiextensions.k8s.io"]
+    ));
+    assert!(!can(n, &["patch", "namespaces"]));
+    assert!(!can(
+        n,
+        &["create", "roles.rbac.authorization.k8s.io", "-n", n]
+    ));
+    assert!(!can(n, &["create", "pods", "--subresource=exec", "-n", n]));
+    lease_rbac(n);
+
+    let _ = sts_delete(&client, n).await;
+}

@@ -1,0 +1,24 @@
+//! Integration tests against the real control plane (`RECKON_TEST_KUBECONFIG`, set by
+//! `reckon-testenv run`; without it the first test starts a local control plane of its own),
+//! with reckon as a library in the test process: apply, plan, watch, the reconciler, ownership,
+//! health, rollback, the agent, App objects, `deploy/`, audit attribution.
+//!
+//! `apply`, `plan`, `watch`, `kube_smoke` and `reconcile` also run on the floor of the version
+//! matrix (`scripts/test.sh`).
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod agent;
+mod apply;
+mod audit;
+mod crd;
+mod deploy;
+mod kube_smoke;
+mod ownership;
+mod plan;
+mod reconcile;
+mod rollback;
+mod tls_provider;
+mod watch;
+mod workloads;

@@ -1,0 +1,815 @@
+//! Two shards as processes (`reckon run --shards 2 --shard I --peers ...`) against the real
+//! control plane, each with its own store, watching the same App objects: every App is
+//! reconciled by exactly one shard (the hash's, or the one its `reckon.dev/shard` label names;
+//! a label naming no shard leaves it to nobody, said in its status by shard 0), and either
+//! shard's API answers for the fleet — history merged by time, paged with a small limit into
+//! exactly the union of both stores, App lists, per-App queries and a POST forwarded to the
+//! owner. A stopped shard makes the fleet answer 502 naming it, or a partial answer saying so.
+
+use crate::support;
+
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use reckon::crd::{App, AppSpec, SourceSpec};
+use reckon::event::Envelope;
+use reckon_testenv::git::Fixture;
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+use support::TestNamespace;
+use support::crd::{install_app_crd, until};
+
+const READER: &str = "reader-token-7f3a";
+const ADMIN: &str = "admin-token-91c2";
+
+fn app_object(name: &str, url: &str, shard_label: Option<&str>) -> App {
+    let mut app = App::new(
+        name,
+        AppSpec {
+            source: SourceSpec {
+                url: url.to_string(),
+                path: Some(name.to_string()),
+                interval: Some("1s".to_string()),
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    );
+    if let Some(v) = shard_label {
+        app.metadata.labels = Some([(reckon::shard::LABEL.to_string(), v.to_string())].into());
+    }
+    app
+}
+
+fn config_map(app: &str) -> String {
+    format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm-{app}\ndata:\n  app: {app}\n")
+}
+
+/// One shard: the `reckon run` process, its directory (store) and API URL.
+struct Shard {
+    child: Option<Child>,
+    dir: PathBuf,
+    url: String,
+}
+
+impl Shard {
+    fn start(index: u32, ports: &[u16], ns: &str, root: &Path) -> Shard {
+        let dir = root.join(format!("shard-{index}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("read.tokens"), format!("fleet {READER}\n")).unwrap();
+        std::fs::write(dir.join("admin.tokens"), format!("ops {ADMIN}\n")).unwrap();
+        std::fs::write(dir.join("peer.token"), format!("{READER}\n")).unwrap();
+        let peers: Vec<String> = ports
+            .iter()
+            .map(|p| format!("http://127.0.0.1:{p}"))
+            .collect();
+        let log = std::fs::File::create(dir.join("agent.log")).unwrap();
+        let child = support::reckon(&dir)
+            .env("RUST_LOG", "info")
+            .env_remove("HOSTNAME")
+            .args([
+                "run",
+                "--watch-apps",
+                // The test's repositories are local (file://): allowed by the operator.
+                "--app-source-schemes",
+                "https,ssh,file",
+                "--namespace",
+                ns,
+                "--kubeconfig",
+                support::kubeconfig().to_str().unwrap(),
+                "--listen",
+                &format!("127.0.0.1:{}", ports[index as usize]),
+                "--api-token-file",
+                "read.tokens",
+                "--admin-token-file",
+                "admin.tokens",
+                "--shards",
+                "2",
+                "--shard",
+                &index.to_string(),
+                "--peers",
+                &peers.join(","),
+                "--peer-token-file",
+                "peer.token",
+            ])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        Shard {
+            child: Some(child),
+            dir,
+            url: peers[index as usize].clone(),
+        }
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        support::signal(&child, "-TERM");
+        let status = support::wait_exit(&mut child, Duration::from_secs(60));
+        assert!(
+            status.success(),
+            "shard exits 0 on SIGTERM: {status:?}\n{}",
+            self.log()
+        );
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default()
+    }
+
+    fn events(&self) -> Vec<Envelope> {
+        support::events(&self.dir)
+    }
+}
+
+impl Drop for Shard {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+struct Http {
+    client: reqwest::Client,
+}
+
+impl Http {
+    /// GET `url` with the read token; `own` asks that shard alone (as a peer would).
+    async fn get(&self, url: &str, own: bool) -> (u16, reqwest::header::HeaderMap, Value) {
+        let mut req = self.client.get(url).bearer_auth(READER);
+        if own {
+            req = req.header(reckon::api::fanout::FANOUT_HEADER, "1");
+        }
+        let resp = req
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let bytes = resp.bytes().await.unwrap();
+        let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        (status, headers, body)
+    }
+
+    async fn ok(&self, url: &str, own: bool) -> (reqwest::header::HeaderMap, Value) {
+        let (status, headers, body) = self.get(url, own).await;
+        assert_eq!(status, 200, "GET {url}: {body}");
+        (headers, body)
+    }
+}
+
+/// (shard, seq) of every event of a history answer.
+fn keys(page: &Value, shard: Option<u64>) -> Vec<(u64, u64)> {
+    page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["shard"]
+                    .as_u64()
+                    .or(shard)
+                    .expect("a fleet event names its shard"),
+                e["seq"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// Two shards serving App objects in one namespace: four Apps the hash splits two and two, one
+/// labelled to shard 1 against its hash, and an orphan labelled to a shard that does not exist,
+/// all pointing at one commit. Fields drop in order: the shards stop before the namespace goes.
+struct Fleet {
+    shards: Vec<Shard>,
+    http: Http,
+    apps: Api<App>,
+    cms: Api<k8s_openapi::api::core::v1::ConfigMap>,
+    /// The Apps the hash gives to each shard.
+    hashed: BTreeMap<u32, Vec<String>>,
+    /// Every App that has an owner, with it.
+    owner_of: BTreeMap<String, u64>,
+    orphan: String,
+    fixture: Fixture,
+    /// The commit every App starts at.
+    sha: String,
+    root: tempfile::TempDir,
+    ns: TestNamespace,
+}
+
+impl Fleet {
+    async fn start() -> Fleet {
+        let client = support::client().await;
+        install_app_crd(&client).await;
+        let ns = TestNamespace::create(&client, "shard").await;
+
+        // Names that the hash gives to both shards (two each), one pinned against its hash to
+        // shard 1, and one with a label naming no shard of two.
+        let mut hashed: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+        for i in 0.. {
+            let name = format!("app{i}");
+            let owner = reckon::shard::owner(&ns.name, &name, None, 2).unwrap();
+            let list = hashed.entry(owner).or_default();
+            if list.len() < 2 {
+                list.push(name);
+            }
+            if hashed.values().map(Vec::len).sum::<usize>() == 4 {
+                break;
+            }
+        }
+        let pinned = (0..)
+            .map(|i| format!("pin{i}"))
+            .find(|n| reckon::shard::owner(&ns.name, n, None, 2).unwrap() == 0)
+            .unwrap();
+        let mut owner_of: BTreeMap<String, u64> = BTreeMap::new();
+        for (s, names) in &hashed {
+            for n in names {
+                owner_of.insert(n.clone(), u64::from(*s));
+            }
+        }
+        owner_of.insert(pinned.clone(), 1);
+        let orphan = "orphan".to_string();
+
+        let fixture = Fixture::new().unwrap();
+        let mut commit = fixture.commit("One directory per App");
+        for name in owner_of.keys().chain([&orphan]) {
+            commit = commit.write(&format!("{name}/cm.yaml"), config_map(name));
+        }
+        let sha = commit.create().unwrap();
+        fixture.push().unwrap();
+
+        let root = tempfile::tempdir().unwrap();
+        let ports = reckon_testenv::ports::free_ports(2).unwrap();
+        let shards: Vec<Shard> = (0..2)
+            .map(|i| Shard::start(i, &ports, &ns.name, root.path()))
+            .collect();
+
+        let apps: Api<App> = Api::namespaced(client.clone(), &ns.name);
+        for name in owner_of.keys() {
+            let label = (*name == pinned).then_some("1");
+            apps.create(
+                &PostParams::default(),
+                &app_object(name, &fixture.file_url(), label),
+            )
+            .await
+            .unwrap();
+        }
+        apps.create(
+            &PostParams::default(),
+            &app_object(&orphan, &fixture.file_url(), Some("7")),
+        )
+        .await
+        .unwrap();
+        let cms: Api<k8s_openapi::api::core::v1::ConfigMap> =
+            Api::namespaced(client.clone(), &ns.name);
+
+        let http = Http {
+            client: reqwest::Client::new(),
+        };
+        Fleet {
+            shards,
+            http,
+            apps,
+            cms,
+            hashed,
+            owner_of,
+            orphan,
+            fixture,
+            sha,
+            root,
+            ns,
+        }
+    }
+}
+
+/// `/`-free query values: a time's `+` and `:` percent-encoded.
+fn enc(s: &str) -> String {
+    s.replace('+', "%2B").replace(':', "%3A")
+}
+
+/// The window of history both shards had recorded before the steps that change it.
+struct Window {
+    /// Its end (the `until` of every query).
+    until_t: String,
+    /// (shard, seq) of every event in it, newest first: the union of both stores.
+    want: Vec<(u64, u64)>,
+}
+
+/// One test over one fleet, step by step: each step a function below. Later steps change the
+/// fleet (an App moves to the other shard, a shard stops), so they run in this order in one
+/// process rather than as tests of their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_shard_processes_split_the_apps_and_answer_history_for_the_fleet() {
+    let mut fleet = Fleet::start().await;
+    every_owned_app_is_applied_and_the_orphan_is_refused(&fleet).await;
+    either_shard_lists_every_app_with_its_owner(&fleet).await;
+    let window = either_shard_answers_history_for_the_fleet(&fleet).await;
+    per_app_queries_and_a_post_reach_the_owner(&fleet).await;
+    the_cli_against_one_shard_answers_for_the_fleet(&fleet, &window);
+    let (moved, sha2) = following_the_fleet_while_an_app_moves(&fleet).await;
+    the_moved_app_is_answered_by_its_new_owner(&mut fleet, &moved, &sha2).await;
+    a_stopped_shard_is_named_or_reported_missing(&mut fleet, &window).await;
+    each_app_is_in_its_owners_store_only(&fleet, &moved);
+}
+
+/// Every owned App applied and Ready (its status written by its owner); the orphan applied by
+/// nobody, with shard 0 saying why in its status.
+async fn every_owned_app_is_applied_and_the_orphan_is_refused(fleet: &Fleet) {
+    let (apps, cms, ns) = (&fleet.apps, &fleet.cms, &fleet.ns);
+    let (owner_of, orphan) = (fleet.owner_of.clone(), fleet.orphan.clone());
+    // Every owned App applied and Ready (its status written by its owner).
+    for name in owner_of.keys() {
+        until(
+            &format!("{name} Ready"),
+            Duration::from_secs(90),
+            || async {
+                let app = apps.get(name).await.unwrap();
+                let ready = app
+                    .status
+                    .as_ref()?
+                    .conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True");
+                ready.then_some(())
+            },
+        )
+        .await;
+        assert!(
+            cms.get_opt(&format!("cm-{name}")).await.unwrap().is_some(),
+            "{name}'s ConfigMap applied"
+        );
+    }
+    // The orphan: nobody applies it; shard 0 says why in its status.
+    let refused = until(
+        "the orphan's InvalidShard",
+        Duration::from_secs(30),
+        || async {
+            let app = apps.get(&orphan).await.unwrap();
+            app.status?
+                .conditions
+                .into_iter()
+                .find(|c| c.type_ == "Stalled" && c.reason == "InvalidShard")
+        },
+    )
+    .await;
+    let message = refused.message.unwrap_or_default();
+    assert!(
+        message.contains(&format!("{}/orphan", ns.name)) && message.contains("=7"),
+        "{message}"
+    );
+    assert!(cms.get_opt("cm-orphan").await.unwrap().is_none());
+}
+
+/// The App list from either shard: every owned App once, with its owner.
+async fn either_shard_lists_every_app_with_its_owner(fleet: &Fleet) {
+    let (shards, http) = (&fleet.shards, &fleet.http);
+    let owner_of = fleet.owner_of.clone();
+    for s in shards {
+        let (_, list) = http.ok(&format!("{}/api/v1/apps", s.url), false).await;
+        let got: BTreeMap<String, u64> = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| {
+                (
+                    a["app"].as_str().unwrap().to_string(),
+                    a["shard"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(got, owner_of, "apps from {}", s.url);
+    }
+}
+
+/// History: a fixed window (shards keep polling), each shard's own events as the oracle; every
+/// page of it from either shard is the union of both stores.
+async fn either_shard_answers_history_for_the_fleet(fleet: &Fleet) -> Window {
+    let (shards, http) = (&fleet.shards, &fleet.http);
+    let owner_of = fleet.owner_of.clone();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let until_t = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let mut union: Vec<(chrono::DateTime<chrono::Utc>, u64, u64)> = Vec::new();
+    for (i, s) in shards.iter().enumerate() {
+        let (_, page) = http
+            .ok(
+                &format!("{}/api/v1/events?limit=1000&until={}", s.url, enc(&until_t)),
+                true,
+            )
+            .await;
+        assert!(page["next"].is_null(), "one page holds a shard's events");
+        for e in page["events"].as_array().unwrap() {
+            assert!(
+                e.get("shard").is_none(),
+                "a shard's own answer is not a fleet's"
+            );
+            let t: chrono::DateTime<chrono::Utc> = e["time"].as_str().unwrap().parse().unwrap();
+            union.push((t, i as u64, e["seq"].as_u64().unwrap()));
+            // Its App events are only its own Apps'.
+            if let Some(app) = e["app"].as_str() {
+                assert_eq!(owner_of.get(app), Some(&(i as u64)), "{app} on shard {i}");
+            }
+        }
+    }
+    union.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then(b.2.cmp(&a.2)));
+    let want: Vec<(u64, u64)> = union.iter().map(|(_, s, q)| (*s, *q)).collect();
+    assert!(
+        want.len() > 20,
+        "both shards recorded history: {}",
+        want.len()
+    );
+
+    for s in shards {
+        // One page: the union merged newest first by time.
+        let (_, page) = http
+            .ok(
+                &format!("{}/api/v1/events?limit=1000&until={}", s.url, enc(&until_t)),
+                false,
+            )
+            .await;
+        assert_eq!(keys(&page, None), want, "one page from {}", s.url);
+        assert!(page["next"].is_null());
+        // Small pages: exactly the union, in order, no duplicates or gaps.
+        let mut got = Vec::new();
+        let mut cursor: Option<String> = None;
+        let mut pages = 0;
+        loop {
+            let mut url = format!("{}/api/v1/events?limit=3&until={}", s.url, enc(&until_t));
+            if let Some(c) = &cursor {
+                url.push_str(&format!("&cursor={}", enc(c)));
+            }
+            let (_, page) = http.ok(&url, false).await;
+            got.extend(keys(&page, None));
+            pages += 1;
+            match page["next"].as_str() {
+                Some(c) => cursor = Some(c.to_string()),
+                None => {
+                    assert!(page["next"].is_null(), "a fleet cursor is a string");
+                    break;
+                }
+            }
+            assert!(pages < 1000);
+        }
+        assert_eq!(got, want, "paged with limit 3 from {}", s.url);
+        println!(
+            "{}: {} events ({} on shard 0) in {pages} pages of 3",
+            s.url,
+            want.len(),
+            want.iter().filter(|(sh, _)| *sh == 0).count()
+        );
+        // A filter across shards: one App's events come from its owner only.
+        let (app, owner) = owner_of.iter().next().unwrap();
+        let (_, page) = http
+            .ok(
+                &format!("{}/api/v1/events?app={app}&limit=1000", s.url),
+                false,
+            )
+            .await;
+        let ks = keys(&page, None);
+        assert!(
+            !ks.is_empty() && ks.iter().all(|(sh, _)| sh == owner),
+            "{app}: {ks:?}"
+        );
+    }
+    Window { until_t, want }
+}
+
+/// Per-App queries from either shard reach the owner, and so does a POST.
+async fn per_app_queries_and_a_post_reach_the_owner(fleet: &Fleet) {
+    let (shards, http) = (&fleet.shards, &fleet.http);
+    let (owner_of, sha) = (fleet.owner_of.clone(), fleet.sha.clone());
+    for (app, owner) in &owner_of {
+        for s in shards {
+            let (headers, revs) = http
+                .ok(&format!("{}/api/v1/apps/{app}/revisions", s.url), false)
+                .await;
+            assert_eq!(
+                headers[reckon::api::fanout::SHARD_HEADER].to_str().unwrap(),
+                owner.to_string()
+            );
+            assert_eq!(
+                revs["revisions"][0]["sha"].as_str(),
+                Some(sha.as_str()),
+                "{revs}"
+            );
+            let (_, one) = http
+                .ok(&format!("{}/api/v1/apps/{app}", s.url), false)
+                .await;
+            assert_eq!(one["app"], app.as_str());
+        }
+    }
+    let (status, _, body) = http
+        .get(&format!("{}/api/v1/apps/nosuch", shards[0].url), false)
+        .await;
+    assert_eq!(status, 404, "{body}");
+    // A POST through the other shard reaches the owner (resume of an App that is not pinned:
+    // the owner's 409, not the other shard's 404).
+    let (app, owner) = owner_of.iter().find(|(_, o)| **o == 1).unwrap();
+    let resp = http
+        .client
+        .post(format!("{}/api/v1/apps/{app}/resume", shards[0].url))
+        .bearer_auth(ADMIN)
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 409);
+    assert_eq!(
+        resp.headers()[reckon::api::fanout::SHARD_HEADER]
+            .to_str()
+            .unwrap(),
+        owner.to_string()
+    );
+}
+
+/// The CLI against one shard: the fleet's history, with the shard in JSON and tables.
+fn the_cli_against_one_shard_answers_for_the_fleet(fleet: &Fleet, window: &Window) {
+    let (shards, root) = (&fleet.shards, &fleet.root);
+    let owner_of = fleet.owner_of.clone();
+    let (until_t, want) = (window.until_t.clone(), window.want.clone());
+    let cli = |args: &[&str]| {
+        let out = support::reckon(root.path())
+            .args(args)
+            .args(["--server", &shards[1].url, "--token", READER])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "reckon {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let json: Value = serde_json::from_str(&cli(&[
+        "history", "--until", &until_t, "--limit", "1000", "-o", "json",
+    ]))
+    .unwrap();
+    assert_eq!(keys(&json, None), want);
+    let json: Value = serde_json::from_str(&cli(&[
+        "history", "--until", &until_t, "--limit", "4", "-o", "json",
+    ]))
+    .unwrap();
+    assert_eq!(keys(&json, None), want[..4]);
+    let next = json["next"].as_str().expect("a fleet cursor").to_string();
+    let json: Value = serde_json::from_str(&cli(&[
+        "history", "--until", &until_t, "--limit", "4", "--cursor", &next, "-o", "json",
+    ]))
+    .unwrap();
+    assert_eq!(keys(&json, None), want[4..8]);
+    let table = cli(&["history", "--until", &until_t, "--limit", "5"]);
+    assert!(
+        table.lines().next().unwrap().starts_with("SHARD"),
+        "{table}"
+    );
+    let status = cli(&["status"]);
+    assert!(
+        status.lines().next().unwrap().starts_with("SHARD"),
+        "{status}"
+    );
+    for app in owner_of.keys() {
+        assert!(status.contains(app.as_str()), "{status}");
+    }
+}
+
+/// Following the fleet from its head while an App moves to the other shard (its label) and
+/// a new commit reaches every App: each new event once, oldest first, from both shards. Returns
+/// the moved App and the new commit.
+async fn following_the_fleet_while_an_app_moves(fleet: &Fleet) -> (String, String) {
+    let (shards, http, apps, fixture) = (&fleet.shards, &fleet.http, &fleet.apps, &fleet.fixture);
+    let hashed = fleet.hashed.clone();
+    let (_, first) = http
+        .ok(&format!("{}/api/v1/events?limit=1", shards[0].url), false)
+        .await;
+    let head = first["head"]
+        .as_str()
+        .expect("a first fleet page has a head")
+        .to_string();
+    let head_pos: BTreeMap<u64, u64> = head
+        .split(',')
+        .map(|p| {
+            let (s, q) = p.split_once(':').unwrap();
+            (s.parse().unwrap(), q.parse().unwrap())
+        })
+        .collect();
+    let moved = hashed[&0][0].clone();
+    apps.patch(
+        &moved,
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"metadata": {"labels": {reckon::shard::LABEL: "1"}}})),
+    )
+    .await
+    .unwrap();
+    let sha2 = fixture
+        .commit("Second commit")
+        .write("README", "two\n")
+        .create()
+        .unwrap();
+    fixture.push().unwrap();
+    let mut after = head.clone();
+    let mut followed: Vec<(u64, u64, chrono::DateTime<chrono::Utc>, Value)> = Vec::new();
+    let start = Instant::now();
+    loop {
+        let (_, page) = http
+            .ok(
+                &format!(
+                    "{}/api/v1/events?after={}&limit=5",
+                    shards[1].url,
+                    enc(&after)
+                ),
+                false,
+            )
+            .await;
+        for e in page["events"].as_array().unwrap() {
+            let t = e["time"].as_str().unwrap().parse().unwrap();
+            followed.push((
+                e["shard"].as_u64().unwrap(),
+                e["seq"].as_u64().unwrap(),
+                t,
+                e.clone(),
+            ));
+        }
+        after = page["next"]
+            .as_str()
+            .expect("following always continues")
+            .to_string();
+        let observed: BTreeSet<u64> = followed
+            .iter()
+            .filter(|(_, _, _, e)| {
+                e["kind"] == "CommitObserved" && e["revision"].as_str() == Some(sha2.as_str())
+            })
+            .map(|(s, _, _, _)| *s)
+            .collect();
+        let moved_synced = followed.iter().any(|(s, _, _, e)| {
+            *s == 1 && e["app"] == moved.as_str() && e["kind"] == "SyncFinished"
+        });
+        if observed.len() == 2 && moved_synced {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "following saw {} events, commit 2 on {observed:?}",
+            followed.len()
+        );
+        if page["events"].as_array().unwrap().is_empty() {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+    let mut seen = BTreeSet::new();
+    for w in followed.windows(2) {
+        assert!(
+            w[0].2 <= w[1].2,
+            "oldest first: {:?} then {:?}",
+            w[0].2,
+            w[1].2
+        );
+    }
+    for (s, q, _, _) in &followed {
+        assert!(seen.insert((*s, *q)), "({s}, {q}) followed twice");
+        assert!(*q > head_pos[s], "({s}, {q}) is after the head {head}");
+    }
+    for s in 0..2u64 {
+        let seqs: Vec<u64> = followed.iter().filter(|f| f.0 == s).map(|f| f.1).collect();
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "shard {s}: {seqs:?}");
+    }
+    (moved, sha2)
+}
+
+/// The moved App: its new owner writes its status (no StoreGap: the old status counted the
+/// other store's events), queries prefer the shard that reconciles it now, and its history
+/// is the union of both stores.
+async fn the_moved_app_is_answered_by_its_new_owner(fleet: &mut Fleet, moved: &str, sha2: &str) {
+    let (shards, http, apps) = (&fleet.shards, &fleet.http, &fleet.apps);
+    let (moved, sha2) = (moved.to_string(), sha2.to_string());
+    let status = until(
+        "the moved App's status from shard 1",
+        Duration::from_secs(60),
+        || async {
+            let app = apps.get(&moved).await.unwrap();
+            let st = app.status?;
+            let ready = st
+                .conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True");
+            let at2 = st.applied_revision.as_deref() == Some(sha2.as_str());
+            (st.shard == Some(1) && ready && at2).then_some(st)
+        },
+    )
+    .await;
+    assert!(
+        !status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "StoreGap" && c.status == "True"),
+        "{status:?}"
+    );
+    for s in shards {
+        let (headers, revs) = http
+            .ok(&format!("{}/api/v1/apps/{moved}/revisions", s.url), false)
+            .await;
+        assert_eq!(
+            headers[reckon::api::fanout::SHARD_HEADER].to_str().unwrap(),
+            "1"
+        );
+        assert_eq!(
+            revs["revisions"][0]["sha"].as_str(),
+            Some(sha2.as_str()),
+            "{revs}"
+        );
+        let (_, page) = http
+            .ok(
+                &format!("{}/api/v1/events?app={moved}&limit=1000", s.url),
+                false,
+            )
+            .await;
+        let from: BTreeSet<u64> = keys(&page, None).iter().map(|(sh, _)| *sh).collect();
+        assert_eq!(
+            from,
+            BTreeSet::from([0, 1]),
+            "{moved}'s history is on both shards"
+        );
+    }
+    fleet.owner_of.remove(&moved);
+}
+
+/// A stopped shard: 502 naming it, or a partial answer that says it is missing.
+async fn a_stopped_shard_is_named_or_reported_missing(fleet: &mut Fleet, window: &Window) {
+    let (shards, http) = (&mut fleet.shards, &fleet.http);
+    let (until_t, want) = (window.until_t.clone(), window.want.clone());
+    let stopped_url = shards[1].url.clone();
+    shards[1].stop();
+    let (status, _, body) = http
+        .get(&format!("{}/api/v1/events?limit=10", shards[0].url), false)
+        .await;
+    assert_eq!(status, 502, "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("shard 1 ({stopped_url})")),
+        "{message}"
+    );
+    let (status, _, body) = http
+        .get(&format!("{}/api/v1/apps", shards[0].url), false)
+        .await;
+    assert_eq!(status, 502, "{body}");
+    let (_, page) = http
+        .ok(
+            &format!(
+                "{}/api/v1/events?limit=1000&until={}&partial=true",
+                shards[0].url,
+                enc(&until_t)
+            ),
+            false,
+        )
+        .await;
+    assert_eq!(page["missing"][0]["shard"], 1, "{page}");
+    let only0: Vec<(u64, u64)> = want.iter().copied().filter(|(s, _)| *s == 0).collect();
+    assert_eq!(keys(&page, None), only0);
+    shards[0].stop();
+}
+
+/// The stores: each App's events in its owner's store only; the orphan in none.
+fn each_app_is_in_its_owners_store_only(fleet: &Fleet, moved: &str) {
+    let shards = &fleet.shards;
+    let (owner_of, orphan, moved) = (
+        fleet.owner_of.clone(),
+        fleet.orphan.clone(),
+        moved.to_string(),
+    );
+    let stored: Vec<BTreeSet<String>> = shards
+        .iter()
+        .map(|s| {
+            s.events()
+                .iter()
+                .filter_map(|e| e.body.app.clone())
+                .collect()
+        })
+        .collect();
+    for (app, owner) in &owner_of {
+        assert!(
+            stored[*owner as usize].contains(app),
+            "{app} in shard {owner}"
+        );
+        assert!(
+            !stored[1 - *owner as usize].contains(app),
+            "{app} not in the other"
+        );
+    }
+    assert!(stored.iter().all(|s| !s.contains(&orphan)));
+    assert!(
+        stored.iter().all(|s| s.contains(&moved)),
+        "{moved} moved: history on both"
+    );
+    for s in shards {
+        let gaps = s
+            .events()
+            .iter()
+            .filter(|e| matches!(e.body.event, reckon::event::Event::StoreGap(_)))
+            .count();
+        assert_eq!(gaps, 0, "no StoreGap in {}", s.dir.display());
+    }
+}
