@@ -18,6 +18,8 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "$want" >"$stamp"
 fi
 node_modules/.bin/tsc --noEmit -p .
+# The pure parts of the UI, unit-tested without a browser.
+node --test --test-reporter=dot tests/drift.test.mjs
 if [ "${1:-}" = "--check" ]; then
   out="$(mktemp -d)"
   trap 'rm -rf "$out"' EXIT

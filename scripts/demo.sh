@@ -6,7 +6,9 @@
 # (re-created), a force-push, a broken commit (nothing pruned) and an unreachable remote. Then it
 # verifies the hash-chained log, prints what reckon recorded as a timeline, asks the history
 # questions (revisions, drift history, blame), rolls back to a commit while the remote is gone,
-# and resumes following Git.
+# and resumes following Git. The agent serves the web UI (`--listen` on a free loopback port,
+# with a read and an admin token): the demo prints its URL, and on a terminal keeps the agent up
+# for it at the end until Enter (RECKON_DEMO_UI=0: do not wait).
 # It is a smoke check too: every wait has a timeout, and the script exits non-zero when reckon
 # does not do its job.
 set -euo pipefail
@@ -47,10 +49,20 @@ fail() {
   fi
   exit 1
 }
+# The agent serves the HTTP API and the web UI on a free loopback port, with a read and an admin
+# token (files in $work, which the demo deletes at its end).
+ui_port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+ui_url="http://127.0.0.1:$ui_port/ui/"
+read_token="demo-read-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
+admin_token="demo-admin-$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
+echo "viewer $read_token" >"$work/read.tokens"
+echo "demo-admin $admin_token" >"$work/admin.tokens"
+chmod 600 "$work/read.tokens" "$work/admin.tokens"
 start_agent() {
-  NO_COLOR=1 "$reckon" run >>"$agent_log" 2>&1 &
+  NO_COLOR=1 "$reckon" run --listen "127.0.0.1:$ui_port" \
+    --api-token-file "$work/read.tokens" --admin-token-file "$work/admin.tokens" >>"$agent_log" 2>&1 &
   agent=$!
-  echo "agent started (pid $agent, interval 2s, log $agent_log)"
+  echo "agent started (pid $agent, interval 2s, log $agent_log); web UI: $ui_url"
 }
 # SIGTERM, then wait (bounded) for a clean exit: passes in flight finish, the store is flushed.
 stop_agent() {
@@ -394,4 +406,15 @@ greeting_is bonjour || fail "resume did not return to the followed head's greeti
 absent configmap legacy || fail "resume did not prune ConfigMap legacy again"
 "$reckon" history web --kind rollback
 "$reckon" store verify
+echo
+echo "The web UI: $ui_url  (sign in with the read token $read_token,"
+echo "  or the admin token $admin_token for rollback and resume)"
+# On a terminal the agent stays up for the UI until Enter (RECKON_DEMO_UI=0: do not wait); in CI
+# (no terminal) the demo ends here.
+if [ -t 0 ] && [ "${RECKON_DEMO_UI:-1}" != 0 ]; then
+  start_agent
+  wait_until 30 "the web UI answers" curl -fsS "$ui_url"
+  read -r -p "The agent serves the UI at $ui_url until you press Enter. " _ || true
+  stop_agent
+fi
 echo; echo "demo OK: reckon synced, pruned, corrected drift, re-created, kept the cluster through a broken commit and an unreachable remote, answered who changed what, and rolled back to a commit the remote no longer has"

@@ -27,6 +27,22 @@ status=0
 UI_BASE="$base" UI_READ_TOKEN="$read_token" UI_ADMIN_TOKEN="$admin_token" UI_GIT="$work/git" \
   UI_NS="$ns" UI_KUBECONFIG="$RECKON_TEST_KUBECONFIG" UI_SHOTS="$shots" UI_TARGET="$second" \
   UI_CHROMIUM="$chromium" timeout "${RECKON_UI_TIMEOUT:-300}" node ui/tests/browser.mjs || status=1
+# The Integrity page reports the last `reckon store verify`, which needs the store to itself:
+# stop the agent, verify what the whole browser test recorded, start it again, and look.
+if [ "$status" -eq 0 ]; then
+  agent_fixture_stop
+  "$reckon" store verify --store "$work/agent/reckon-store" || status=1
+  agent_fixture_launch
+  until curl -fsS "$base/healthz" >/dev/null 2>&1; do
+    kill -0 "$agent_pid" 2>/dev/null || { status=1; break; }
+    sleep 0.2
+  done
+fi
+if [ "$status" -eq 0 ]; then
+  UI_PHASE=verified UI_BASE="$base" UI_READ_TOKEN="$read_token" UI_ADMIN_TOKEN="$admin_token" UI_GIT="$work/git" \
+    UI_NS="$ns" UI_KUBECONFIG="$RECKON_TEST_KUBECONFIG" UI_SHOTS="$shots" UI_TARGET="$second" \
+    UI_CHROMIUM="$chromium" timeout 120 node ui/tests/browser.mjs || status=1
+fi
 if [ "$status" -ne 0 ]; then
   echo "ui-test.sh: the browser test failed; the agent's log:" >&2
   tail -n 40 "$work/agent.log" >&2

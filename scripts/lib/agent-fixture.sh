@@ -5,6 +5,7 @@
 #   $ns        the namespace          $first $second  the two commits (the second is applied)
 #   $base      http://127.0.0.1:PORT  $read_token $admin_token
 #   $agent_pid the agent              $reckon  the binary     kc  kubectl with the kubeconfig
+# agent_fixture_stop and agent_fixture_launch stop it and start it again (same port, same store).
 # An EXIT trap stops the agent by PID, deletes the namespace and the scratch directory.
 
 # Random hex from od (tr | head would die of SIGPIPE under pipefail).
@@ -71,8 +72,14 @@ agent_fixture_start() {
   local name="$1"
   : "${RECKON_TEST_KUBECONFIG:?run under reckon-testenv run (or set it to your cluster)}"
   export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-${RECKON_CACHE_DIR:-$HOME/.cache/reckon}/target}"
-  cargo build -q --bin reckon
-  reckon="$CARGO_TARGET_DIR/debug/reckon"
+  # RECKON_BIN: a reckon already built (e.g. copied out of a target directory other checkouts
+  # build into too, where debug/reckon is whichever checkout built last).
+  if [ -n "${RECKON_BIN:-}" ]; then
+    reckon="$RECKON_BIN"
+  else
+    cargo build -q --bin reckon
+    reckon="$CARGO_TARGET_DIR/debug/reckon"
+  fi
   work="$(mktemp -d)"
   ns="reckon-$name-$(rand 4)"
   agent_pid=""
@@ -84,12 +91,24 @@ agent_fixture_start() {
   local port
   port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
   base="http://127.0.0.1:$port"
+  agent_fixture_launch
+  agent_fixture_wait "$name"
+}
+
+# Starts the agent (again) on $base with its store in $work/agent/reckon-store.
+agent_fixture_launch() {
   (
     cd "$work/agent"
     exec env -u RECKON_STORE -u RECKON_CONFIG -u RECKON_CACHE -u RECKON_SERVER -u RECKON_TOKEN \
-      RUST_LOG=warn "$reckon" run --listen "127.0.0.1:$port" \
+      RUST_LOG=warn "$reckon" run --listen "${base#http://}" \
       --api-token-file read.tokens --admin-token-file admin.tokens
-  ) >"$work/agent.log" 2>&1 &
+  ) >>"$work/agent.log" 2>&1 &
   agent_pid=$!
-  agent_fixture_wait "$name"
+}
+
+# Stops the agent (SIGTERM; it flushes its store and exits) and waits for it.
+agent_fixture_stop() {
+  kill -TERM "$agent_pid" 2>/dev/null || true
+  wait "$agent_pid" 2>/dev/null || true
+  agent_pid=""
 }

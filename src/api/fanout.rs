@@ -320,9 +320,11 @@ pub async fn fanout(
     };
     // A live stream cannot be buffered and merged like a page: it streams this shard's events
     // (docs/api.md, "Live events").
-    // Nor is a token's identity a fleet's answer: every shard has the same tokens.
+    // Nor is a token's identity a fleet's answer: every shard has the same tokens. Nor a
+    // store's integrity: each shard has its own store, and reports that one.
     if req.uri().path().ends_with(super::handlers::STREAM_SUFFIX)
         || req.uri().path() == "/api/v1/whoami"
+        || req.uri().path() == "/api/v1/integrity"
     {
         return next.run(req).await;
     }

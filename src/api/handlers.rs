@@ -748,3 +748,54 @@ pub async fn whoami(Extension(identity): Extension<Identity>) -> Json<WhoAmI> {
         },
     })
 }
+
+/// Body of `GET /api/v1/integrity`.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Integrity {
+    /// This agent's store (in a sharded fleet: the shard asked).
+    pub store: StoreSize,
+    /// The last `reckon store verify` of this store; `None`: never verified (by a reckon that
+    /// records the result).
+    pub last_verify: Option<crate::store::last_verify::LastVerify>,
+    /// Events appended after the last verification (not covered by it).
+    pub appended_since: Option<u64>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct StoreSize {
+    /// Sum of the files' lengths.
+    pub bytes: u64,
+    /// Disk space the files take (what `du` reports).
+    pub allocated_bytes: u64,
+    /// The newest event's sequence number.
+    pub last_seq: u64,
+}
+
+/// The last verification's record and the store's size: two file reads and a directory walk,
+/// never a verification (see [`crate::store::last_verify`] for why).
+pub async fn integrity(State(state): State<ApiState>) -> Result<Json<Integrity>, ApiError> {
+    let reader = state.store.reader().clone();
+    blocking(move || {
+        let path = reader.path().to_owned();
+        let io = |what: &str, e: std::io::Error| {
+            ApiError::Internal(format!("{what} of the store {}: {e}", path.display()))
+        };
+        let (bytes, allocated_bytes) = crate::store::sled_engine::size_on_disk(&path)
+            .map_err(|e| io("reading the size", e))?;
+        let last_seq = reader.last_seq()?;
+        let last_verify = crate::store::last_verify::read(&path)
+            .map_err(|e| io("reading the last verification", e))?;
+        Ok(Json(Integrity {
+            appended_since: last_verify
+                .as_ref()
+                .map(|v| last_seq.saturating_sub(v.last_seq)),
+            store: StoreSize {
+                bytes,
+                allocated_bytes,
+                last_seq,
+            },
+            last_verify,
+        }))
+    })
+    .await
+}

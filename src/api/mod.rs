@@ -133,6 +133,10 @@ fn table() -> Vec<(Route, MethodRouter<ApiState>)> {
             get(handlers::whoami),
         ),
         (
+            r("GET", "/api/v1/integrity", Access::Read),
+            get(handlers::integrity),
+        ),
+        (
             r("GET", "/api/v1/apps/{app}", Access::Read),
             get(handlers::app),
         ),

@@ -125,8 +125,18 @@ fn run_blocking(args: StoreArgs) -> anyhow::Result<ExitCode> {
             )?;
             let reader = store.reader();
             let pb = progress(reader.last_seq()?, "verifying");
+            let started = std::time::Instant::now();
             let report = verify::verify(&reader, &mut |n| pb.set_position(n))?;
             pb.finish_and_clear();
+            // For the agent's integrity endpoint (the agent does not verify a live store).
+            let record = crate::store::last_verify::LastVerify::of(
+                &report,
+                chrono::Utc::now(),
+                u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            );
+            if let Err(e) = crate::store::last_verify::write(&path, &record) {
+                eprintln!("warning: could not record the result for the agent: {e}");
+            }
             writeln!(
                 out,
                 "checked {} events, {} tombstones, {} index entries, {} blobs (log ends at seq {})",

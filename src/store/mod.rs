@@ -10,6 +10,7 @@ pub mod blob;
 pub mod clock;
 pub mod exchange;
 pub mod keys;
+pub mod last_verify;
 pub mod projection;
 pub mod retention;
 pub mod sled_engine;

@@ -1096,3 +1096,50 @@ fn the_ui_is_served_with_deep_links_and_a_strict_policy() {
         .unwrap();
     assert_eq!(missing.status(), 404);
 }
+
+/// `GET /api/v1/integrity`: the store's size, and the last `store verify` as recorded beside the
+/// log, with how many events came after it; never a verification per request.
+#[test]
+fn integrity_reports_the_recorded_verification_and_what_came_after() {
+    use reckon::store::last_verify;
+    let s = server();
+    let spec = Spec::load();
+    let schema = spec.response_schema("GET", "/api/v1/integrity", 200);
+    let client = Client::new(&s.base, Some(READ.into())).unwrap();
+    let last_seq = s.store.last_seq().unwrap();
+
+    let never: Value = client.get("/api/v1/integrity", &[]).unwrap();
+    spec.validate(schema, &never).unwrap();
+    assert_eq!(never["last_verify"], Value::Null, "{never}");
+    assert_eq!(never["appended_since"], Value::Null, "{never}");
+    assert_eq!(never["store"]["last_seq"], last_seq);
+    assert!(never["store"]["bytes"].as_u64().unwrap() > 0, "{never}");
+
+    // What `reckon store verify` records (the store is quiet here: nothing appends).
+    let report = reckon::store::verify::verify(&s.store, &mut |_| {}).unwrap();
+    assert!(report.ok(), "{:?}", report.problems);
+    let record = last_verify::LastVerify::of(&report, chrono::Utc::now(), 5);
+    last_verify::write(s.store.path(), &record).unwrap();
+    // Events naming no blob (the blob store is the writer's now).
+    let more: Vec<_> = (EVENTS..EVENTS + 20)
+        .filter(|i| samples::stream_blob(*i, APPS, OBJECTS).is_none())
+        .map(|i| samples::stream(i, APPS, OBJECTS))
+        .collect();
+    let appended = more.len() as u64;
+    s.rt.block_on(s.handle.append(more)).unwrap();
+
+    let after: Value = client.get("/api/v1/integrity", &[]).unwrap();
+    spec.validate(schema, &after).unwrap();
+    assert_eq!(after["last_verify"]["ok"], true, "{after}");
+    assert_eq!(after["last_verify"]["events"], report.events);
+    assert_eq!(after["last_verify"]["last_seq"], last_seq);
+    assert_eq!(after["appended_since"], appended, "{after}");
+    assert_eq!(after["store"]["last_seq"], last_seq + appended);
+
+    // A torn or foreign file is an error, not a pass.
+    std::fs::write(s.store.path().join(last_verify::FILE), b"{").unwrap();
+    match client.get::<Value>("/api/v1/integrity", &[]).unwrap_err() {
+        reckon::api::client::ClientError::Status { status, .. } => assert_eq!(status, 500),
+        other => panic!("{other}"),
+    }
+}

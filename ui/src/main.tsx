@@ -6,6 +6,7 @@ import {
   api, qs, session, saveSession, signOut, follow, ApiError,
   type AppStatus, type EventRow, type Page, type Revision, type Blame, type Drift, type Diff, type Role,
 } from "./api";
+import { joinDrifts, type DriftItem } from "./drift";
 
 const BASE = "/ui";
 
@@ -219,6 +220,7 @@ function AppHeader({ app, tab, onChanged, refresh = 0 }: { app: string; tab: str
       <nav aria-label="App views" class="actions">
         <Link href={appHref(app)} aria-current={tab === "timeline" ? "page" : undefined}>Timeline</Link>
         <Link href={appHref(app, "/revisions")} aria-current={tab === "revisions" ? "page" : undefined}>Revisions</Link>
+        <Link href={appHref(app, "/drift")} aria-current={tab === "drift" ? "page" : undefined}>Drift</Link>
       </nav>
     </>
   );
@@ -418,7 +420,7 @@ function Revisions({ app }: { app: string }) {
   );
 }
 
-function RevisionPage({ app, sha }: { app: string; sha: string }) {
+function RevisionPage({ app, sha, against }: { app: string; sha: string; against: string | null }) {
   const enc = encodeURIComponent(app);
   const [data, error, reload] = useData(async () => {
     const [commit, syncs, status] = await Promise.all([
@@ -474,10 +476,117 @@ function RevisionPage({ app, sha }: { app: string; sha: string }) {
       {applied.length === 0 ? <p class="muted">None recorded.</p> : (
         <ul>{applied.map((e) => <li><Link href={objHref(app, e.object!)}>{e.object}</Link> <span class="muted">{e.event.ObjectApplied?.action} {(e.event.ObjectApplied?.changed_fields ?? []).join(", ")}</span></li>)}</ul>
       )}
+      {data && <CompareRevisions app={app} sha={full} against={against} applied={data.status.applied_revision} />}
       <h2>Its syncs</h2>
       <ul>{data?.syncs.filter((e) => e.kind.startsWith("Sync") || e.kind === "ApplyFailed").map((e) => <li><Time iso={e.time} /> {e.kind}: {e.summary}</li>)}</ul>
       <p><Link href={appHref(app, "", qs({ revision: full }))}>Every event about this revision</Link></p>
     </main>
+  );
+}
+
+// ---- revision diff: the recorded manifests of two revisions, side by side --------------------
+
+/** Every leaf of a manifest by its JSON pointer (RFC 6901), as the diff API names fields. */
+function flatten(v: unknown, path = "", out = new Map<string, unknown>()): Map<string, unknown> {
+  if (v !== null && typeof v === "object" && Object.keys(v as object).length > 0) {
+    for (const [k, x] of Object.entries(v as Record<string, unknown>)) flatten(x, `${path}/${k.replace(/~/g, "~0").replace(/\//g, "~1")}`, out);
+  } else out.set(path, v);
+  return out;
+}
+
+/** The name the API gives an object (`Kind[.group]/namespace/name`, or `Kind[.group]/name`). */
+function objectName(m: any): string {
+  const av: string = m?.apiVersion ?? "";
+  const group = av.includes("/") ? av.split("/")[0] : "";
+  const kind = group ? `${m?.kind}.${group}` : String(m?.kind);
+  const ns = m?.metadata?.namespace;
+  return ns ? `${kind}/${ns}/${m?.metadata?.name}` : `${kind}/${m?.metadata?.name}`;
+}
+
+const show = (v: unknown) => (v === undefined ? "" : typeof v === "string" ? v : JSON.stringify(v));
+
+interface Shown { revision: string; manifests: any[] }
+
+/**
+ * The manifests recorded for this revision against another recorded one (the URL's `against`,
+ * else the applied revision, else the one before it): per object, every field in two columns,
+ * the fields the diff API reports as changed highlighted and listed first.
+ */
+function CompareRevisions({ app, sha, against, applied }: { app: string; sha: string; against: string | null; applied: string | null }) {
+  const enc = encodeURIComponent(app);
+  const [revs] = useData(() => api<{ revisions: Revision[] }>(`/apps/${enc}/revisions?limit=200`), [app]);
+  const recorded = (revs?.revisions ?? []).filter((r) => r.digest);
+  const self = recorded.findIndex((r) => r.sha === sha);
+  const other = against
+    ?? (applied && applied !== sha && recorded.some((r) => r.sha === applied) ? applied : null)
+    ?? (self >= 0 ? recorded[self + 1]?.sha ?? recorded[self - 1]?.sha : recorded.find((r) => r.sha !== sha)?.sha)
+    ?? null;
+  const [cmp, error] = useData(async () => {
+    if (!other || self < 0) return null;
+    const [diff, left, right] = await Promise.all([
+      api<Diff>(`/apps/${enc}/diff${qs({ from: other, to: sha })}`),
+      api<Shown>(`/apps/${enc}/revisions/${encodeURIComponent(other)}/manifests`),
+      api<Shown>(`/apps/${enc}/revisions/${encodeURIComponent(sha)}/manifests`),
+    ]);
+    return { diff, left, right };
+  }, [app, sha, other, self < 0]);
+  if (!revs) return null;
+  if (self < 0) return <><h2>Compare</h2><p class="muted">No manifests are recorded for this revision (it was observed, never applied).</p></>;
+  if (recorded.length < 2) return <><h2>Compare</h2><p class="muted">This is the only revision with recorded manifests: nothing to compare it with.</p></>;
+  const pick = (v: string) => navigate(revHref(app, sha) + qs({ against: v }), true);
+  const leftBy = new Map((cmp?.left.manifests ?? []).map((m) => [objectName(m), m]));
+  const rightBy = new Map((cmp?.right.manifests ?? []).map((m) => [objectName(m), m]));
+  const changed = new Map((cmp?.diff.changed ?? []).map((c) => [c.object, new Set(c.fields.map((f) => f.path))]));
+  const names = [...new Set([...leftBy.keys(), ...rightBy.keys()])].sort((a, b) =>
+    Number(!changed.has(b) && leftBy.has(b) && rightBy.has(b)) - Number(!changed.has(a) && leftBy.has(a) && rightBy.has(a)) || a.localeCompare(b));
+  const same = names.filter((n) => leftBy.has(n) && rightBy.has(n) && !changed.has(n)).length;
+  const o = cmp?.left.revision ?? other!;
+  return (
+    <section aria-labelledby="compare-title" class="compare">
+      <h2 id="compare-title">Compare with another revision</h2>
+      <div class="filters">
+        <label>Against<select id="against" value={other ?? ""} onChange={(e) => pick((e.target as HTMLSelectElement).value)}>
+          {recorded.filter((r) => r.sha !== sha).map((r) => <option value={r.sha}>{short(r.sha)} {r.summary ?? ""}{r.sha === applied ? " (applied)" : ""}</option>)}
+        </select></label>
+      </div>
+      <ErrorBox error={error} />
+      {cmp && (
+        <>
+          <p class="muted" aria-live="polite">
+            {cmp.diff.changed.length} changed, {cmp.diff.added.length} only in <span class="mono">{short(sha)}</span>, {cmp.diff.removed.length} only in <span class="mono">{short(o)}</span>, {same} the same.
+          </p>
+          {names.map((name) => {
+            const l = leftBy.get(name), r = rightBy.get(name);
+            const paths = changed.get(name);
+            if (l && r && !paths) return null;
+            const lf = l ? flatten(l) : new Map<string, unknown>(), rf = r ? flatten(r) : new Map<string, unknown>();
+            const rows = [...new Set([...lf.keys(), ...rf.keys()])];
+            const hot = (p: string) => !l || !r || (paths?.has(p) ?? false) || show(lf.get(p)) !== show(rf.get(p));
+            rows.sort((a, b) => Number(hot(b)) - Number(hot(a)));
+            return (
+              <div class="card diff" data-object={name}>
+                <h3 class="mono">{name} <span class="badge">{!l ? `only in ${short(sha)}` : !r ? `only in ${short(o)}` : `${paths!.size} field${paths!.size === 1 ? "" : "s"} changed`}</span></h3>
+                <div class="scroll" tabIndex={0} role="region" aria-label={`${name}: ${short(o)} and ${short(sha)} side by side`}>
+                  <table class="sbs">
+                    <thead><tr><th scope="col">Field</th><th scope="col"><span class="mono">{short(o)}</span></th><th scope="col"><span class="mono">{short(sha)}</span> (this revision)</th></tr></thead>
+                    <tbody>{rows.map((p) => {
+                      const h = hot(p);
+                      return (
+                        <tr class={h ? "chg" : ""} data-field={p}>
+                          <th scope="row" class="mono">{p}{h && <span class="sr-only"> (changed)</span>}</th>
+                          <td class="mono">{lf.has(p) ? show(lf.get(p)) : <span class="muted">absent</span>}</td>
+                          <td class="mono">{rf.has(p) ? show(rf.get(p)) : <span class="muted">absent</span>}</td>
+                        </tr>
+                      );
+                    })}</tbody>
+                  </table>
+                </div>
+              </div>
+            );
+          })}
+        </>
+      )}
+    </section>
   );
 }
 
@@ -546,6 +655,160 @@ function ObjectPage({ app, object }: { app: string; object: string }) {
   );
 }
 
+// ---- drift: every drift in a time range, by person and by object ------------------------------
+
+const DRIFT_PAGES = 10;
+
+function DriftEntry({ app, d, showObject = true }: { app: string; d: DriftItem; showObject?: boolean }) {
+  return (
+    <li data-seq={d.seq}>
+      <Time iso={d.time} /> {showObject && <Link href={objHref(app, d.object)}>{d.object}</Link>}{" "}
+      {d.fields.map((f) => <span><code>{f.path || "(object)"}</code>: <code>{f.expected ?? "—"}</code> → <code>{f.actual ?? "deleted"}</code> </span>)}
+      {d.managers.length > 0 && <span class="muted">· {d.managers.join(", ")} </span>}
+      · {d.ended ? <span class="ok">{d.ended}</span> : <span class="bad">not put back in this range</span>}
+    </li>
+  );
+}
+
+function DriftPage({ app, url }: { app: string; url: URL }) {
+  const since = url.searchParams.get("since") || "7d";
+  const until = url.searchParams.get("until") ?? "";
+  useEffect(() => { document.title = `Drift · ${app} · reckon`; }, [app]);
+  const [data, error] = useData(async () => {
+    let rows: EventRow[] = [];
+    let cursor: number | string | null = null;
+    let pages = 0;
+    do {
+      const page: Page = await api<Page>(`/events${qs({ app, kind: "drift", since, until, limit: "1000", cursor: cursor === null ? undefined : String(cursor) })}`);
+      rows = rows.concat(page.events);
+      cursor = page.next;
+    } while (cursor !== null && ++pages < DRIFT_PAGES);
+    return { drifts: joinDrifts(rows), truncated: cursor !== null };
+  }, [app, since, until]);
+  const drifts = data?.drifts ?? [];
+  const people = new Map<string, DriftItem[]>();
+  for (const d of drifts) for (const w of d.writers ?? []) people.set(w, [...(people.get(w) ?? []), d]);
+  const unmatched = drifts.filter((d) => d.writers !== null && d.writers.length === 0);
+  const unrecorded = drifts.filter((d) => d.writers === null);
+  const objects = new Map<string, DriftItem[]>();
+  for (const d of drifts) objects.set(d.object, [...(objects.get(d.object) ?? []), d]);
+  const byCount = <T,>(m: Map<string, T[]>) => [...m.entries()].sort((a, b) => b[1].length - a[1].length || a[0].localeCompare(b[0]));
+  return (
+    <main id="main">
+      <AppHeader app={app} tab="drift" />
+      <h2>Drift</h2>
+      <form class="filters" role="search" aria-label="Time range" onSubmit={(e) => {
+        e.preventDefault();
+        const f = new FormData(e.target as HTMLFormElement);
+        navigate(appHref(app, "/drift", qs({ since: String(f.get("since") ?? "").trim(), until: String(f.get("until") ?? "").trim() })));
+      }}>
+        <label>Since<input name="since" value={since} placeholder="7d or RFC 3339" size={14} /></label>
+        <label>Until<input name="until" value={until} placeholder="now, 1h or RFC 3339" size={14} /></label>
+        <button type="submit">Show</button>
+      </form>
+      <ErrorBox error={error} />
+      {data && (
+        <>
+          <p class="muted" aria-live="polite">
+            {drifts.length} drift{drifts.length === 1 ? "" : "s"} on {objects.size} object{objects.size === 1 ? "" : "s"} since {since}{until ? ` until ${until}` : ""}: {drifts.length - unmatched.length - unrecorded.length} attributed to {people.size} {people.size === 1 ? "person" : "people"}, {unmatched.length + unrecorded.length} unattributed.
+            {data.truncated && " The range holds more drift events than one view reads (10,000): narrow it."}
+          </p>
+          <h3 id="by-person">By person</h3>
+          <div class="sides">
+            <section aria-labelledby="attributed" class="card" data-side="attributed">
+              <h4 id="attributed">Attributed</h4>
+              {people.size === 0 ? <p class="muted">No drift in this range was matched to a person in the audit log.</p> : byCount(people).map(([who, ds]) => (
+                <div data-person={who}><strong class="person">{who}</strong> <span class="muted">{ds.length}</span><ul>{ds.map((d) => <DriftEntry app={app} d={d} />)}</ul></div>
+              ))}
+            </section>
+            <section aria-labelledby="unattributed" class="card" data-side="unattributed">
+              <h4 id="unattributed">Unattributed</h4>
+              {unmatched.length + unrecorded.length === 0 && <p class="muted">None.</p>}
+              {unmatched.length > 0 && <div data-group="unmatched"><strong>No audit event matched</strong> <span class="muted">{unmatched.length}</span><ul>{unmatched.map((d) => <DriftEntry app={app} d={d} />)}</ul></div>}
+              {unrecorded.length > 0 && <div data-group="unrecorded"><strong>No attribution recorded</strong> <span class="muted">{unrecorded.length} (audit attribution off, or still waiting for the audit log: docs/audit.md)</span><ul>{unrecorded.map((d) => <DriftEntry app={app} d={d} />)}</ul></div>}
+            </section>
+          </div>
+          <h3 id="by-object">By object</h3>
+          {objects.size === 0 ? <p class="muted">No drift in this range.</p> : (
+            <div class="scroll" tabIndex={0} role="region" aria-labelledby="by-object"><table class="drift-objects">
+              <thead><tr><th scope="col">Object</th><th scope="col">Drifts</th><th scope="col">People</th><th scope="col">Unattributed</th><th scope="col">Not put back</th></tr></thead>
+              <tbody>{byCount(objects).map(([o, ds]) => (
+                <tr data-object={o}>
+                  <th scope="row"><Link href={objHref(app, o)}>{o}</Link></th>
+                  <td>{ds.length}</td>
+                  <td>{[...new Set(ds.flatMap((d) => d.writers ?? []))].join(", ") || <span class="muted">—</span>}</td>
+                  <td>{ds.filter((d) => !d.writers?.length).length}</td>
+                  <td>{ds.filter((d) => !d.ended).length}</td>
+                </tr>
+              ))}</tbody>
+            </table></div>
+          )}
+        </>
+      )}
+    </main>
+  );
+}
+
+// ---- integrity: the last store verification and the store's size ------------------------------
+
+interface Integrity {
+  store: { bytes: number; allocated_bytes: number; last_seq: number };
+  last_verify: {
+    verified_at: string; duration_ms: number; version: string; ok: boolean; events: number;
+    tombstones: number; index_entries: number; blobs: number; last_seq: number; problems: string[];
+  } | null;
+  appended_since: number | null;
+}
+
+const bytes = (n: number) => {
+  const u = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let i = 0, v = n;
+  while (v >= 1024 && i < u.length - 1) { v /= 1024; i++; }
+  return `${i ? v.toFixed(1) : v} ${u[i]}`;
+};
+const count = (n: number) => n.toLocaleString();
+
+/** What the agent knows of its store's integrity without verifying it per request: the result
+ * `reckon store verify` recorded, and how much the log grew since (docs/storage.md). */
+function IntegrityPage() {
+  const [data, error] = useData(() => api<Integrity>("/integrity"), []);
+  useEffect(() => { document.title = "Integrity · reckon"; }, []);
+  const v = data?.last_verify;
+  return (
+    <main id="main">
+      <h1>Integrity</h1>
+      <ErrorBox error={error} />
+      {data && (
+        <>
+          <h2>Store</h2>
+          <div class="card" data-section="store"><dl class="kv">
+            <dt>Size</dt><dd><span data-value="bytes">{bytes(data.store.bytes)}</span> <span class="muted">({bytes(data.store.allocated_bytes)} on disk)</span></dd>
+            <dt>Events</dt><dd>the log ends at #{count(data.store.last_seq)}</dd>
+          </dl></div>
+          <h2>Last verification</h2>
+          {!v ? (
+            <div class="card" data-section="verify" data-state="never">
+              <p><strong>Never verified</strong> (or by a reckon that did not record it).</p>
+              <p class="muted">Verification walks every event, index entry and blob, so the agent does not run it on its live store: run <code>reckon store verify --store PATH</code> while the agent is stopped (at an upgrade, say). Its result then shows here.</p>
+            </div>
+          ) : (
+            <div class="card" data-section="verify" data-state={v.ok ? "ok" : "problems"}>
+              <p>{v.ok ? <span class="badge ok">OK</span> : <span class="badge bad">{v.problems.length} problem{v.problems.length === 1 ? "" : "s"}</span>}{" "}
+                {v.ok ? "chain intact, no gaps, every index entry points to its event, every blob present" : "the store is damaged: reckon store verify names each problem (docs/storage.md)"}</p>
+              {!v.ok && <ul>{v.problems.map((p) => <li class="mono">{p}</li>)}</ul>}
+              <dl class="kv">
+                <dt>Verified</dt><dd><Time iso={v.verified_at} /> <span class="muted">in {(v.duration_ms / 1000).toFixed(1)} s by reckon {v.version}</span></dd>
+                <dt>Covered</dt><dd>up to #{count(v.last_seq)}: {count(v.events)} events, {count(v.tombstones)} tombstones, {count(v.index_entries)} index entries, {count(v.blobs)} blobs</dd>
+                <dt>Since</dt><dd data-value="appended-since">{data.appended_since ? `${count(data.appended_since)} event${data.appended_since === 1 ? "" : "s"} appended, not covered` : "nothing appended"}</dd>
+              </dl>
+            </div>
+          )}
+        </>
+      )}
+    </main>
+  );
+}
+
 // ---- shell ------------------------------------------------------------------------------
 
 function Shell() {
@@ -559,9 +822,11 @@ function Shell() {
   const m = path.slice(BASE.length).split("/").filter(Boolean).map(decodeURIComponent);
   let page;
   if (m.length === 0) page = <Fleet url={url} />;
+  else if (m[0] === "integrity" && m.length === 1) page = <IntegrityPage />;
   else if (m[0] === "apps" && m.length === 2) page = <AppPage app={m[1]} url={url} />;
   else if (m[0] === "apps" && m[2] === "revisions" && m.length === 3) page = <Revisions app={m[1]} />;
-  else if (m[0] === "apps" && m[2] === "revisions" && m.length === 4) page = <RevisionPage app={m[1]} sha={m[3]} />;
+  else if (m[0] === "apps" && m[2] === "revisions" && m.length === 4) page = <RevisionPage app={m[1]} sha={m[3]} against={url.searchParams.get("against")} />;
+  else if (m[0] === "apps" && m[2] === "drift" && m.length === 3) page = <DriftPage app={m[1]} url={url} />;
   else if (m[0] === "apps" && m[2] === "object" && url.searchParams.get("object")) page = <ObjectPage app={m[1]} object={url.searchParams.get("object")!} />;
   else page = <main id="main"><h1>Not found</h1><p>No view at {url.pathname}. <Link href={`${BASE}/`}>Fleet</Link></p></main>;
   return (
@@ -569,7 +834,7 @@ function Shell() {
       <a class="sr-only" href="#main">Skip to content</a>
       <header class="top">
         <Link class="brand" href={`${BASE}/`}>reckon</Link>
-        <nav aria-label="Main"><Link href={`${BASE}/`}>Fleet</Link></nav>
+        <nav aria-label="Main"><Link href={`${BASE}/`}>Fleet</Link><Link href={`${BASE}/integrity`}>Integrity</Link></nav>
         <div class="who"><span>{s.actor} ({s.role})</span><button onClick={() => { signOut(); navigate(`${BASE}/signin`); }}>Sign out</button></div>
       </header>
       {page}
