@@ -351,12 +351,7 @@ mod tests {
     #[test]
     fn a_sync_opens_with_sync_started_then_new_drifts_then_rejections() {
         let web = config_map("web", "1", true);
-        let plan = plan_of(
-            &[web.clone()],
-            &[applied(&web)],
-            &observed(vec![live(&web, "x")]),
-            DriftMode::Correct,
-        );
+        let plan = plan_against_live(&web, "x", DriftMode::Correct);
         let triage = triage_drifts(&plan, &HashMap::new());
         let drafts = sync_opening(
             "shop",
@@ -380,12 +375,7 @@ mod tests {
         assert!(!is_retry(Some(&last), "def", digest, &none));
         assert!(!is_retry(Some(&last), "abc", Digest::of(b"other"), &none));
         let web = config_map("web", "1", true);
-        let plan = plan_of(
-            &[web.clone()],
-            &[applied(&web)],
-            &observed(vec![live(&web, "x")]),
-            DriftMode::Correct,
-        );
+        let plan = plan_against_live(&web, "x", DriftMode::Correct);
         let drifted = triage_drifts(&plan, &HashMap::new());
         assert!(
             !is_retry(Some(&last), "abc", digest, &drifted),
@@ -404,12 +394,7 @@ mod tests {
     #[test]
     fn a_corrected_drift_ends_only_when_its_object_was_written() {
         let web = config_map("web", "1", true);
-        let plan = plan_of(
-            &[web.clone()],
-            &[applied(&web)],
-            &observed(vec![live(&web, "x")]),
-            DriftMode::Correct,
-        );
+        let plan = plan_against_live(&web, "x", DriftMode::Correct);
         let triage = triage_drifts(&plan, &HashMap::new());
         let written = [outcome(&web, Outcome::Configured { changed: vec![] })];
         let ended = drift_endings("shop", "abc", &triage, &plan, &written);
@@ -418,12 +403,7 @@ mod tests {
         let failed = [failed(&web, FailureCause::Invalid { causes: vec![] })];
         assert!(drift_endings("shop", "abc", &triage, &plan, &failed).is_empty());
         // Detect mode: nothing is corrected, nothing ends.
-        let detect = plan_of(
-            &[web.clone()],
-            &[applied(&web)],
-            &observed(vec![live(&web, "x")]),
-            DriftMode::Detect,
-        );
+        let detect = plan_against_live(&web, "x", DriftMode::Detect);
         let triage = triage_drifts(&detect, &HashMap::new());
         assert!(drift_endings("shop", "abc", &triage, &detect, &written).is_empty());
     }

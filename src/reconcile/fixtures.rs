@@ -118,3 +118,14 @@ pub fn plan_of(
 ) -> Plan {
     plan::plan(desired, inventory, observed, &policy(drift), &scopes)
 }
+
+/// The plan for `d` as it was applied, against a live copy whose value is `live_value` (in
+/// sync when it is `d`'s own value, drifted otherwise).
+pub fn plan_against_live(d: &DesiredObject, live_value: &str, drift: DriftMode) -> Plan {
+    plan_of(
+        std::slice::from_ref(d),
+        &[applied(d)],
+        &observed(vec![live(d, live_value)]),
+        drift,
+    )
+}

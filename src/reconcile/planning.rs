@@ -199,12 +199,7 @@ mod tests {
     #[test]
     fn an_unchanged_app_needs_no_sync() {
         let web = config_map("web", "1", true);
-        let plan = plan_of(
-            &[web.clone()],
-            &[applied(&web)],
-            &observed(vec![live(&web, "1")]),
-            DriftMode::Correct,
-        );
+        let plan = plan_against_live(&web, "1", DriftMode::Correct);
         assert!(!writes(&plan));
         assert!(!sync_needed(&plan, false));
         assert!(
@@ -262,19 +257,9 @@ mod tests {
     #[test]
     fn a_drift_that_changes_is_new_again() {
         let web = config_map("web", "1", true);
-        let plan = plan_of(
-            &[web.clone()],
-            &[applied(&web)],
-            &observed(vec![live(&web, "a")]),
-            DriftMode::Detect,
-        );
+        let plan = plan_against_live(&web, "a", DriftMode::Detect);
         let seen = triage_drifts(&plan, &HashMap::new()).uncorrected;
-        let plan = plan_of(
-            &[web.clone()],
-            &[applied(&web)],
-            &observed(vec![live(&web, "b")]),
-            DriftMode::Detect,
-        );
+        let plan = plan_against_live(&web, "b", DriftMode::Detect);
         assert_eq!(triage_drifts(&plan, &seen).new.len(), 1);
     }
 
