@@ -62,10 +62,4 @@ import (
 )
 GO
 (cd "$DIR" && go mod tidy)
-# KWOK's k8s.io/* libraries follow the same release, so a cold build compiles them once.
-KWOK="$ROOT/tests/testenv/k8s/kwok"
-(cd "$KWOK" && for m in $(go list -m -f '{{if not .Main}}{{.Path}}{{end}}' all | grep '^k8s\.io/' \
-    | grep -Fxf <(sed -n 's/^\t\(k8s\.io\/[^ ]*\) => .*/\1/p' "$DIR/go.mod")); do
-  go mod edit -replace "$m=$m@$STAGING"
-done && go mod tidy)
 echo "wrote $DIR/go.mod (kubernetes v$VERSION, staging $STAGING, etcd $ETCD)" >&2
