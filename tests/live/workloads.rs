@@ -53,6 +53,32 @@ fn app_health(h: &Harness, app: &str) -> Vec<(Health, String)> {
         .collect()
 }
 
+/// Each Pod of `ns` as `name node phase ready`, for a failing assertion to show what the
+/// cluster did.
+async fn pods_state(client: &kube::Client, ns: &str) -> Vec<String> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let list = pods.list(&ListParams::default()).await.unwrap();
+    list.items
+        .into_iter()
+        .map(|p| {
+            let status = p.status.unwrap_or_default();
+            let ready = status
+                .conditions
+                .unwrap_or_default()
+                .into_iter()
+                .find(|c| c.type_ == "Ready")
+                .map(|c| format!("{}:{}", c.status, c.reason.unwrap_or_default()));
+            format!(
+                "{} node={:?} phase={:?} ready={:?}",
+                p.metadata.name.unwrap_or_default(),
+                p.spec.and_then(|s| s.node_name),
+                status.phase,
+                ready
+            )
+        })
+        .collect()
+}
+
 /// A Deployment `name` with `replicas`, the image `image`, and Pod annotations (`k: v` lines).
 fn deployment(name: &str, replicas: u32, image: &str, annotations: &[(&str, &str)]) -> String {
     let annotations: String = annotations
@@ -93,7 +119,13 @@ async fn three_replicas_roll_out_and_a_new_revision_is_followed_to_completion() 
     let started = Instant::now();
     let report = pass(&mut r).await;
     assert_eq!(synced(&report).0, SyncOutcome::Succeeded, "{report:?}");
-    assert_eq!(report.health, Health::Healthy, "{report:?}");
+    assert_eq!(
+        report.health,
+        Health::Healthy,
+        "{report:?}\nrecorded: {:?}\nPods: {:#?}",
+        app_health(&h, "web"),
+        pods_state(&client, &h.ns.name).await
+    );
     // The Pods start two seconds after they are scheduled: the pass waited for them.
     assert!(
         started.elapsed() >= Duration::from_secs(2),
