@@ -8,6 +8,7 @@
 //! log walk would read as dangling). `store verify` opens the store exclusively, so its result is
 //! exact; the agent reports it with its time and how many events came after it.
 
+use super::StoreError;
 use super::verify::Report;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -51,13 +52,17 @@ impl LastVerify {
     }
 }
 
-/// Writes the record into `store` (a temporary file renamed over the old one: a reader never
-/// sees half a record).
-pub fn write(store: &Path, record: &LastVerify) -> std::io::Result<()> {
-    let tmp = store.join(format!("{FILE}.tmp"));
-    let body = serde_json::to_vec_pretty(record).map_err(std::io::Error::other)?;
-    std::fs::write(&tmp, body)?;
-    std::fs::rename(&tmp, store.join(FILE))
+/// Writes the record into `store` the way the store writes its control files (temporary file,
+/// fsync, rename, fsync of the directory): a reader never sees half a record.
+pub fn write(store: &Path, record: &LastVerify) -> Result<(), StoreError> {
+    let body = serde_json::to_vec_pretty(record).map_err(|e| {
+        StoreError::io(
+            store,
+            "encoding the verification record",
+            std::io::Error::other(e),
+        )
+    })?;
+    super::sled_engine::write_durably(store, FILE, &body)
 }
 
 /// The record in `store`; `None` when the store was never verified (by a reckon that records it).

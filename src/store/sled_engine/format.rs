@@ -52,7 +52,7 @@ pub(super) fn marker_text(schema: u32) -> String {
 }
 
 /// Writes `name` in `dir` atomically and durably: temp file, fsync, rename, fsync the directory.
-pub(super) fn write_durably(dir: &Path, name: &str, content: &[u8]) -> Result<(), StoreError> {
+pub(crate) fn write_durably(dir: &Path, name: &str, content: &[u8]) -> Result<(), StoreError> {
     let tmp = dir.join(format!("{name}.tmp"));
     let op = "writing a control file";
     let mut f = fs::File::create(&tmp).map_err(|e| StoreError::io(&tmp, op, e))?;

@@ -24,6 +24,7 @@ use crate::event::Digest;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+pub(crate) use format::write_durably;
 pub use format::{HEAD_BYTES, HEAD_FILE, MARKER_FILE, SLED_DIR, size_on_disk, sled_config};
 pub use write::release;
 
