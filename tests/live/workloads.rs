@@ -11,6 +11,7 @@
 use crate::support;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 use reckon::event::{Event, Health, SyncOutcome};
@@ -96,6 +97,41 @@ fn deployment(name: &str, replicas: u32, image: &str, annotations: &[(&str, &str
          labels:\n        app: {name}\n    spec:\n      containers:\n        - name: main\n          \
          image: {image}\n          ports:\n            - containerPort: 8080\n"
     )
+}
+
+/// The simulated nodes stay alive the way a kubelet keeps a node alive: each holds a Lease in
+/// `kube-node-lease` that was renewed within its duration. Without it kube-controller-manager
+/// marked every Node Unknown after its grace period and every Pod on it not Ready for good, so
+/// a Deployment judged Healthy one moment had two Ready replicas the next.
+#[tokio::test]
+async fn every_simulated_node_holds_a_fresh_lease() {
+    let client = support::client().await;
+    if !has_nodes(&client).await {
+        return;
+    }
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(client.clone());
+    let names: BTreeSet<String> = nodes
+        .list(&ListParams::default().labels("type=kwok"))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|n| n.metadata.name)
+        .collect();
+    let leases: Api<Lease> = Api::namespaced(client, "kube-node-lease");
+    for name in &names {
+        let lease = leases.get_opt(name).await.unwrap();
+        let spec = lease
+            .and_then(|l| l.spec)
+            .unwrap_or_else(|| panic!("node {name} has no Lease: it will be marked Unknown"));
+        let duration = i64::from(spec.lease_duration_seconds.expect("a lease duration"));
+        let renewed = std::time::SystemTime::from(spec.renew_time.expect("a renew time").0);
+        let age = renewed.elapsed().unwrap_or_default();
+        assert!(
+            age.as_secs() < duration.unsigned_abs(),
+            "node {name}'s Lease was renewed {age:?} ago, beyond its {duration} s"
+        );
+    }
 }
 
 /// Issue 16, item 5: three replicas roll out and the App turns Healthy only when they are

@@ -607,7 +607,7 @@ impl ControlPlane {
     }
 
     /// Starts kube-scheduler and KWOK, registers [`NODES`] simulated Nodes and waits until KWOK
-    /// has made each Ready, so a Pod created after this returns is scheduled and runs.
+    /// has made each Ready and holds its Lease, so a Pod created after this returns is scheduled and runs.
     fn start_nodes(&mut self, scheduler: &Path, kwok: &Path) -> Result<(), ControlPlaneError> {
         let d = self.dir.path().to_path_buf();
         let kubeconfig = self.kubeconfig.display().to_string();
@@ -643,6 +643,12 @@ impl ControlPlane {
                 // Pod IPs are only written into status, never reached; a /16 leaves room for
                 // the benchmarks' thousands of Pods.
                 "--cidr=10.0.0.0/16".into(),
+                // The node-heartbeat-with-lease stage leaves liveness to the Node's Lease, and the
+                // kwok binary keeps none unless asked. Without one, kube-controller-manager saw
+                // no heartbeat for its grace period (50 s), marked each Node Unknown and every Pod
+                // on it not Ready for good: rollouts that passed in the first minute failed later.
+                // A 40 s lease is renewed every 10 s, as a kubelet does.
+                "--node-lease-duration-seconds=40".into(),
             ],
             &[("HOME".into(), kwok_home.display().to_string())],
             &d.join("kwok.log"),
@@ -663,9 +669,17 @@ impl ControlPlane {
         let (server, token) = (self.server.clone(), self.token.clone());
         let kwok = self.kwok.as_mut().expect("just started");
         wait_ready("kwok nodes", kwok, Duration::from_secs(60), || {
+            // Ready, and alive by its Lease: a Node without one is marked Unknown later.
             names.iter().all(|n| {
                 http_get(&format!("{server}/api/v1/nodes/{n}"), Some(&token))
                     .is_some_and(|b| node_is_ready(&b))
+                    && http_get(
+                        &format!(
+                            "{server}/apis/coordination.k8s.io/v1/namespaces/kube-node-lease/leases/{n}"
+                        ),
+                        Some(&token),
+                    )
+                    .is_some()
             })
         })?;
         // The scheduler has no readiness endpoint here (--secure-port=0); by now it has had the
