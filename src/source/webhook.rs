@@ -1,5 +1,6 @@
 //! Owns the webhook receiver: an axum router (to be mounted on the agent's API server) for GitHub
-//! push events (`X-Hub-Signature-256`), GitLab (`X-Gitlab-Token`) and a generic HMAC endpoint. A
+//! push events (`X-Hub-Signature-256`), GitLab (`X-Gitlab-Token`) and a generic HMAC endpoint
+//! (signed with a timestamp and the source, accepted once within a window). A
 //! verified request triggers an immediate fetch of every source whose URL names the pushed
 //! repository; a missing or wrong signature gets 401, is logged, and triggers nothing.
 
@@ -97,6 +98,19 @@ pub enum WebhookError {
     TooLarge(usize),
     #[error("unknown source {0}")]
     UnknownSource(String),
+    #[error("{GENERIC_TIMESTAMP_HEADER} {0:?} is not a Unix time in seconds")]
+    BadTimestamp(String),
+    #[error(
+        "{GENERIC_TIMESTAMP_HEADER} {timestamp} is more than {window} s from this server's clock \
+         ({now}): a late or replayed delivery, or a skewed clock"
+    )]
+    Stale {
+        timestamp: u64,
+        now: u64,
+        window: u64,
+    },
+    #[error("this delivery (same timestamp and signature) was already accepted")]
+    Replayed,
 }
 
 impl IntoResponse for WebhookError {
@@ -105,9 +119,11 @@ impl IntoResponse for WebhookError {
             WebhookError::NotConfigured(_) | WebhookError::UnknownSource(_) => {
                 StatusCode::NOT_FOUND
             }
-            WebhookError::MissingSignature(_) | WebhookError::BadSignature => {
-                StatusCode::UNAUTHORIZED
-            }
+            WebhookError::MissingSignature(_)
+            | WebhookError::BadSignature
+            | WebhookError::BadTimestamp(_)
+            | WebhookError::Stale { .. } => StatusCode::UNAUTHORIZED,
+            WebhookError::Replayed => StatusCode::CONFLICT,
             WebhookError::BadPayload(_) | WebhookError::ReadBody(_) => StatusCode::BAD_REQUEST,
             WebhookError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
         };
@@ -119,6 +135,90 @@ struct Shared {
     config: WebhookConfig,
     triggers: mpsc::Sender<WebhookTrigger>,
     max_body: usize,
+    /// Generic deliveries accepted within the replay window, so each is accepted once.
+    seen: std::sync::Mutex<Seen>,
+}
+
+/// Header of the generic webhook carrying the sender's clock (Unix seconds), signed with the
+/// source and the body.
+pub const GENERIC_TIMESTAMP_HEADER: &str = "x-reckon-timestamp";
+
+/// How far a generic delivery's timestamp may be from this server's clock, either way. Five
+/// minutes, as Slack and Stripe allow: room for clock skew and a sender's retries, little for a
+/// captured request.
+pub const GENERIC_WINDOW_SECS: u64 = 300;
+
+/// At most this many generic deliveries are remembered; beyond it the one expiring first is
+/// forgotten. Only authenticated deliveries are remembered, so only a secret holder fills it.
+const SEEN_CAPACITY: usize = 4096;
+
+/// The MACs of accepted generic deliveries, each with the time it leaves the window.
+#[derive(Debug, Default)]
+struct Seen {
+    expires: std::collections::HashMap<[u8; 32], u64>,
+}
+
+impl Seen {
+    /// Remembers `mac` until `now + window`; false when it is already remembered (a replay).
+    /// Entries past their expiry are dropped first, then, when still full, the one expiring
+    /// soonest.
+    fn insert(&mut self, mac: [u8; 32], now: u64, window: u64, capacity: usize) -> bool {
+        self.expires.retain(|_, expiry| *expiry > now);
+        if self.expires.contains_key(&mac) {
+            return false;
+        }
+        if self.expires.len() >= capacity
+            && let Some(first) = self
+                .expires
+                .iter()
+                .min_by_key(|(_, expiry)| **expiry)
+                .map(|(m, _)| *m)
+        {
+            self.expires.remove(&first);
+        }
+        self.expires.insert(mac, now + window);
+        true
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.expires.len()
+    }
+}
+
+/// Whether `timestamp` is within `window` seconds of `now`, either way.
+fn check_fresh(now: u64, timestamp: u64, window: u64) -> Result<(), WebhookError> {
+    if now.abs_diff(timestamp) > window {
+        return Err(WebhookError::Stale {
+            timestamp,
+            now,
+            window,
+        });
+    }
+    Ok(())
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// What the generic webhook's HMAC covers: a version tag, the timestamp and the source, then
+/// the body, so a signature is good for one source at one time only.
+fn generic_message(timestamp: u64, source: &str, body: &[u8]) -> Vec<u8> {
+    let mut message = format!("v1:{timestamp}:{source}:").into_bytes();
+    message.extend_from_slice(body);
+    message
+}
+
+/// The two headers a generic sender puts on a delivery for `source` at `timestamp`:
+/// ([`GENERIC_TIMESTAMP_HEADER`], `X-Signature-256`).
+pub fn sign_generic(secret: &str, timestamp: u64, source: &str, body: &[u8]) -> (String, String) {
+    (
+        timestamp.to_string(),
+        sign(secret, &generic_message(timestamp, source, body)),
+    )
 }
 
 /// The router: `POST /hooks/github`, `POST /hooks/gitlab`, `POST /hooks/generic/{source}`.
@@ -143,6 +243,7 @@ pub fn router(
         config,
         triggers,
         max_body: limits.max_bytes,
+        seen: std::sync::Mutex::new(Seen::default()),
     });
     let routes = Router::new()
         .route(ROUTES[0], post(github))
@@ -370,29 +471,49 @@ async fn generic(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let Some(secret) = &shared.config.generic_secret else {
-        return refused("generic", WebhookError::NotConfigured("generic"));
-    };
-    let Some(sig) = header(&headers, "x-signature-256") else {
-        return refused("generic", WebhookError::MissingSignature("X-Signature-256"));
-    };
-    if let Err(e) = parse_signature(sig) {
-        return refused("generic", e);
+    match generic_delivery(&shared, &source, &headers, body).await {
+        Ok(()) => {
+            shared.send("generic", &source);
+            accepted(vec![source])
+        }
+        Err(e) => refused("generic", e),
     }
-    let body = match read_body(body, shared.max_body).await {
-        Ok(b) => b,
-        Err(e) => return refused("generic", e),
-    };
-    if let Err(e) = verify_hmac(secret, &body, sig) {
-        return refused("generic", e);
-    }
+}
+
+/// Checks a generic delivery: the signature and timestamp headers, the window (before the body
+/// is read), the HMAC over timestamp, source and body, the source, and that it is the first
+/// time this delivery arrives.
+async fn generic_delivery(
+    shared: &Shared,
+    source: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(), WebhookError> {
+    let secret =
+        (shared.config.generic_secret.as_ref()).ok_or(WebhookError::NotConfigured("generic"))?;
+    let sig = header(headers, "x-signature-256")
+        .ok_or(WebhookError::MissingSignature("X-Signature-256"))?;
+    let mac: [u8; 32] = parse_signature(sig)?
+        .try_into()
+        .map_err(|_| WebhookError::BadSignature)?;
+    let stamp = header(headers, GENERIC_TIMESTAMP_HEADER)
+        .ok_or(WebhookError::MissingSignature("X-Reckon-Timestamp"))?;
+    let timestamp: u64 = stamp
+        .parse()
+        .map_err(|_| WebhookError::BadTimestamp(stamp.to_string()))?;
+    let now = unix_now();
+    check_fresh(now, timestamp, GENERIC_WINDOW_SECS)?;
+    let body = read_body(body, shared.max_body).await?;
+    verify_hmac(secret, &generic_message(timestamp, source, &body), sig)?;
     // Checked only after the signature, so unauthenticated callers cannot probe source names.
-    let known = shared.config.sources.contains(&source);
-    if !known {
-        return refused("generic", WebhookError::UnknownSource(source));
+    if !shared.config.sources.contains(source) {
+        return Err(WebhookError::UnknownSource(source.to_string()));
     }
-    shared.send("generic", &source);
-    accepted(vec![source])
+    let mut seen = shared.seen.lock().expect("webhook replay set");
+    if !seen.insert(mac, now, GENERIC_WINDOW_SECS, SEEN_CAPACITY) {
+        return Err(WebhookError::Replayed);
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -495,6 +616,109 @@ mod tests {
         );
     }
 
+    /// A generic request as a sender makes it, for `source`, stamped `at` (Unix seconds).
+    fn generic_request(source: &str, at: u64, body: &[u8]) -> Request<Body> {
+        let (timestamp, signature) = sign_generic("generic-secret", at, source, body);
+        Request::post(format!("/hooks/generic/{source}"))
+            .header(GENERIC_TIMESTAMP_HEADER, timestamp)
+            .header("x-signature-256", signature)
+            .body(Body::from(body.to_vec()))
+            .unwrap()
+    }
+
+    fn app_with_source(source: &str) -> Router {
+        let (tx, rx) = mpsc::channel(8);
+        std::mem::forget(rx); // Keep the channel open: triggers are queued, never read.
+        let config = WebhookConfig {
+            github_secret: None,
+            gitlab_token: None,
+            generic_secret: Some("generic-secret".into()),
+            sources: Arc::new(std::sync::RwLock::new(vec![(
+                source.to_string(),
+                "https://example.com/r.git".to_string(),
+            )])),
+        };
+        router(config, tx, DEFAULT_BODY_LIMITS)
+    }
+
+    /// Issue 18, item 8: a captured generic request could be sent again at any time, and its
+    /// signature did not name the source, so it could be replayed at another source too.
+    #[tokio::test]
+    async fn a_captured_generic_request_is_refused_replayed_late_or_at_another_source() {
+        let app = app_with_source("web");
+        let now = unix_now();
+        let first = app.clone().oneshot(generic_request("web", now, b"{}"));
+        assert_eq!(first.await.unwrap().status(), StatusCode::ACCEPTED);
+        // The same delivery again: already accepted once.
+        let again = app.clone().oneshot(generic_request("web", now, b"{}"));
+        assert_eq!(again.await.unwrap().status(), StatusCode::CONFLICT);
+        // Signed for one source, sent to another: the signature covers the source.
+        let (timestamp, signature) = sign_generic("generic-secret", now, "other", b"{}");
+        let moved = Request::post("/hooks/generic/web")
+            .header(GENERIC_TIMESTAMP_HEADER, timestamp)
+            .header("x-signature-256", signature)
+            .body(Body::from("{}"))
+            .unwrap();
+        let resp = app.clone().oneshot(moved).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+        // Captured long ago (or stamped far ahead): outside the window, refused unread.
+        for at in [now - 301, now + 301] {
+            let resp = app.clone().oneshot(generic_request("web", at, b"{}"));
+            assert_eq!(
+                resp.await.unwrap().status(),
+                StatusCode::UNAUTHORIZED,
+                "{at}"
+            );
+        }
+        // Without a timestamp: refused.
+        let bare = Request::post("/hooks/generic/web")
+            .header("x-signature-256", sign("generic-secret", b"{}"))
+            .body(Body::from("{}"))
+            .unwrap();
+        let resp = app.clone().oneshot(bare).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    }
+
+    /// What docs/sources.md's shell recipe (printf, openssl dgst -hmac) computes for this input.
+    #[test]
+    fn the_generic_signature_is_the_documented_one() {
+        let (timestamp, signature) = sign_generic("s3cret", 1_700_000_000, "web", br#"{"a":1}"#);
+        assert_eq!(timestamp, "1700000000");
+        assert_eq!(
+            signature,
+            "sha256=38486e811532bdc029e65c3492dd3be9bf165c0f62b19157ca6675e886c586fe"
+        );
+    }
+
+    #[test]
+    fn freshness_is_a_window_around_now() {
+        assert!(check_fresh(1_000, 1_000, 300).is_ok());
+        assert!(check_fresh(1_000, 700, 300).is_ok());
+        assert!(check_fresh(1_000, 1_300, 300).is_ok());
+        assert!(matches!(
+            check_fresh(1_000, 699, 300),
+            Err(WebhookError::Stale { .. })
+        ));
+        assert!(matches!(
+            check_fresh(1_000, 1_301, 300),
+            Err(WebhookError::Stale { .. })
+        ));
+    }
+
+    #[test]
+    fn the_seen_set_forgets_expired_deliveries_and_stays_bounded() {
+        let mut seen = Seen::default();
+        assert!(seen.insert([1; 32], 100, 10, 2));
+        assert!(!seen.insert([1; 32], 100, 10, 2), "a repeat is refused");
+        assert!(seen.insert([2; 32], 100, 10, 2));
+        // Full: the entry that expires first makes room.
+        assert!(seen.insert([3; 32], 105, 10, 2));
+        assert_eq!(seen.len(), 2);
+        // Past its expiry a delivery is outside the window anyway; its entry is dropped.
+        assert!(seen.insert([4; 32], 200, 10, 2));
+        assert_eq!(seen.len(), 1);
+    }
+
     #[tokio::test]
     async fn bodies_over_the_limit_are_refused_declared_or_streamed() {
         let limits = crate::listen::BodyLimits {
@@ -502,8 +726,10 @@ mod tests {
             ..DEFAULT_BODY_LIMITS
         };
         let body = vec![b' '; 17];
+        let (timestamp, signature) = sign_generic("generic-secret", unix_now(), "app", &body);
         let declared = Request::post("/hooks/generic/app")
-            .header("x-signature-256", sign("generic-secret", &body))
+            .header(GENERIC_TIMESTAMP_HEADER, &timestamp)
+            .header("x-signature-256", &signature)
             .header("content-length", "17")
             .body(Body::from(body.clone()))
             .unwrap();
@@ -516,7 +742,8 @@ mod tests {
                 .collect::<Vec<_>>(),
         );
         let streamed = Request::post("/hooks/generic/app")
-            .header("x-signature-256", sign("generic-secret", &body))
+            .header(GENERIC_TIMESTAMP_HEADER, &timestamp)
+            .header("x-signature-256", &signature)
             .body(Body::from_stream(chunks))
             .unwrap();
         let resp = app(limits).oneshot(streamed).await.unwrap();

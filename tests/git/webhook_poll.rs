@@ -184,30 +184,36 @@ async fn gitlab_token_and_generic_hmac() -> Result<()> {
 
     let generic = format!("{base}/hooks/generic/web");
     let body = b"anything".to_vec();
-    let (status, _) = post(
-        &generic,
-        &[("x-signature-256", webhook::sign(GENERIC_SECRET, &body))],
-        body.clone(),
-    )
-    .await?;
+    let signed = |secret: &str, source: &str, at: u64| {
+        let (timestamp, signature) = webhook::sign_generic(secret, at, source, &body);
+        vec![
+            (webhook::GENERIC_TIMESTAMP_HEADER, timestamp),
+            ("x-signature-256", signature),
+        ]
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let delivery = signed(GENERIC_SECRET, "web", now);
+    let (status, _) = post(&generic, &delivery, body.clone()).await?;
     assert_eq!(status, 202);
     assert_eq!(rx.recv().await.unwrap().source, "web");
-    let (status, _) = post(
-        &generic,
-        &[("x-signature-256", webhook::sign("bad", &body))],
-        body.clone(),
-    )
-    .await?;
-    assert_eq!(status, 401);
-    let (status, _) = post(&generic, &[], body.clone()).await?;
-    assert_eq!(status, 401);
+    // The same delivery again is accepted once only; one signed for another source, or stamped
+    // outside the window, or with the wrong secret, or unsigned, not at all.
+    let (status, _) = post(&generic, &delivery, body.clone()).await?;
+    assert_eq!(status, 409);
+    for headers in [
+        signed(GENERIC_SECRET, "nosuch", now),
+        signed(GENERIC_SECRET, "web", now - 600),
+        signed("bad", "web", now),
+        Vec::new(),
+    ] {
+        let (status, _) = post(&generic, &headers, body.clone()).await?;
+        assert_eq!(status, 401, "{headers:?}");
+    }
     let unknown = format!("{base}/hooks/generic/nosuch");
-    let (status, _) = post(
-        &unknown,
-        &[("x-signature-256", webhook::sign(GENERIC_SECRET, &body))],
-        body,
-    )
-    .await?;
+    let (status, _) = post(&unknown, &signed(GENERIC_SECRET, "nosuch", now), body).await?;
     assert_eq!(status, 404);
     nothing_queued(&mut rx);
     Ok(())

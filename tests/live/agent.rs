@@ -397,12 +397,15 @@ async fn a_signed_webhook_syncs_a_new_commit_at_once() {
     // Unsigned: refused, nothing fetched.
     let refused = http.post(&url).body(body.clone()).send().await.unwrap();
     assert_eq!(refused.status(), 401);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let (timestamp, signature) = reckon::source::webhook::sign_generic("s3cret", now, "web", &body);
     let signed = http
         .post(&url)
-        .header(
-            "X-Signature-256",
-            reckon::source::webhook::sign("s3cret", &body),
-        )
+        .header(reckon::source::webhook::GENERIC_TIMESTAMP_HEADER, timestamp)
+        .header("X-Signature-256", signature)
         .body(body)
         .send()
         .await
