@@ -106,6 +106,32 @@ pub async fn serve(
     .await
 }
 
+/// Serves `app` on `listener` over TLS (HTTP/1.1) until `shutdown` completes; the handshake
+/// counts against the header deadline, and a failed one drops the connection.
+pub async fn serve_tls(
+    listener: TcpListener,
+    app: Router,
+    tls: Arc<rustls::ServerConfig>,
+    limits: ListenLimits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    serve_with(listener, limits, shutdown, move |stream| {
+        let acceptor = acceptor.clone();
+        let app = app.clone();
+        async move {
+            match acceptor.accept(stream).await {
+                Ok(tls) => Some((tls, app)),
+                Err(e) => {
+                    tracing::debug!(error = %e, "TLS handshake failed");
+                    None
+                }
+            }
+        }
+    })
+    .await
+}
+
 /// Serves on `listener` until `shutdown` completes: `accept` turns a TCP connection into the
 /// stream to speak HTTP/1.1 on and the router to serve it with (a TLS handshake, a per-connection
 /// extension), or `None` to drop it. It runs in the connection's own task, under the header

@@ -145,6 +145,9 @@ pub struct AgentOptions {
     pub listen: Option<SocketAddr>,
     /// The bounds of that listener (and of the audit receiver's).
     pub listen_limits: crate::listen::ListenLimits,
+    /// Serve that listener over TLS with this configuration (`--tls-cert`, `--tls-key`); plain
+    /// HTTP when `None`.
+    pub listen_tls: Option<Arc<rustls::ServerConfig>>,
     pub webhooks: WebhookSecrets,
     pub watch: WatchOptions,
     /// Up to this fraction of a poll interval is added at random to each wait.
@@ -178,6 +181,7 @@ impl AgentOptions {
             key_file,
             listen: None,
             listen_limits: crate::listen::ListenLimits::default(),
+            listen_tls: None,
             webhooks: WebhookSecrets::default(),
             watch: WatchOptions::default(),
             jitter: 0.1,
@@ -608,13 +612,18 @@ async fn serve(
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| AgentError::Listen { addr, source })?;
+    let tls = options.listen_tls.clone();
+    let scheme = if tls.is_some() { "https" } else { "http" };
     // The web UI's address, so whoever started the agent can open it (docs/ui.md).
-    tracing::info!(%addr, ui = %format!("http://{addr}{}", crate::ui::PATH), "listening");
+    tracing::info!(%addr, ui = %format!("{scheme}://{addr}{}", crate::ui::PATH), "listening");
     Ok(tokio::spawn(async move {
         let shutdown = async move {
             let _ = stop.wait_for(|s| *s).await;
         };
-        crate::listen::serve(listener, app, limits, shutdown).await;
+        match tls {
+            Some(tls) => crate::listen::serve_tls(listener, app, tls, limits, shutdown).await,
+            None => crate::listen::serve(listener, app, limits, shutdown).await,
+        }
     }))
 }
 

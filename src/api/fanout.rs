@@ -95,6 +95,7 @@ impl Fleet {
         peers: &[String],
         token: Option<String>,
         timeout: Duration,
+        ca_file: Option<&std::path::Path>,
     ) -> Result<Fleet, FanoutError> {
         let peers = expand_peers(peers, shards.count)?
             .into_iter()
@@ -112,8 +113,17 @@ impl Fleet {
                 Ok(parsed)
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
+        let mut http = reqwest::Client::builder().timeout(timeout);
+        if let Some(ca) = ca_file {
+            for cert in
+                crate::tls::certificates(ca).map_err(|e| FanoutError::Client(e.to_string()))?
+            {
+                let cert = reqwest::Certificate::from_der(&cert)
+                    .map_err(|e| FanoutError::Client(format!("{}: {e}", ca.display())))?;
+                http = http.add_root_certificate(cert);
+            }
+        }
+        let http = http
             .build()
             .map_err(|e| FanoutError::Client(e.to_string()))?;
         Ok(Fleet {
@@ -122,6 +132,11 @@ impl Fleet {
             token: token.filter(|t| !t.is_empty()),
             http,
         })
+    }
+
+    /// A peer reached over plain HTTP, if any: the forwarded bearer tokens travel in the clear.
+    pub fn plain_http_peer(&self) -> Option<&reqwest::Url> {
+        self.peers.iter().find(|u| u.scheme() == "http")
     }
 
     fn peer_name(&self, shard: u32) -> String {
@@ -639,9 +654,29 @@ mod tests {
         let shards = Shards { index: 0, count: 2 };
         let bad = vec!["ftp://a".to_string(), "http://b".to_string()];
         assert!(matches!(
-            Fleet::new(shards, &bad, None, Duration::from_secs(1)),
+            Fleet::new(shards, &bad, None, Duration::from_secs(1), None),
             Err(FanoutError::BadPeer { .. })
         ));
+    }
+
+    #[test]
+    fn a_plain_http_peer_is_named_and_a_bad_ca_file_refused() {
+        let shards = Shards { index: 0, count: 2 };
+        let second = Duration::from_secs(1);
+        let mixed = vec!["https://a:1".to_string(), "http://b:2".to_string()];
+        let fleet = Fleet::new(shards, &mixed, None, second, None).unwrap();
+        assert_eq!(
+            fleet.plain_http_peer().map(|u| u.as_str()),
+            Some("http://b:2/")
+        );
+        let tls = vec!["https://a:1".to_string(), "https://b:2".to_string()];
+        let fleet = Fleet::new(shards, &tls, None, second, None).unwrap();
+        assert!(fleet.plain_http_peer().is_none());
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("ca.pem");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        let err = Fleet::new(shards, &tls, None, second, Some(&empty)).unwrap_err();
+        assert!(err.to_string().contains("ca.pem"), "{err}");
     }
 
     #[test]

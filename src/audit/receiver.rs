@@ -17,8 +17,6 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::Path;
 use std::sync::Arc;
 use tokio::sync::{mpsc, watch};
@@ -141,60 +139,10 @@ pub fn tls_config(
     key: &Path,
     client_ca: Option<&Path>,
 ) -> Result<rustls::ServerConfig, AuditError> {
-    let pem_err = |path: &Path, e: rustls::pki_types::pem::Error| AuditError::Tls {
-        path: path.to_owned(),
-        reason: e.to_string(),
-    };
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| pem_err(cert, e))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| pem_err(cert, e))?;
-    if chain.is_empty() {
-        return Err(AuditError::Tls {
-            path: cert.to_owned(),
-            reason: "no certificate in the file".into(),
-        });
-    }
-    let private = PrivateKeyDer::from_pem_file(key).map_err(|e| pem_err(key, e))?;
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| AuditError::Tls {
-            path: cert.to_owned(),
-            reason: e.to_string(),
-        })?;
-    let builder = match client_ca {
-        None => builder.with_no_client_auth(),
-        Some(ca) => {
-            let mut roots = rustls::RootCertStore::empty();
-            for c in CertificateDer::pem_file_iter(ca).map_err(|e| pem_err(ca, e))? {
-                roots
-                    .add(c.map_err(|e| pem_err(ca, e))?)
-                    .map_err(|e| AuditError::Tls {
-                        path: ca.to_owned(),
-                        reason: e.to_string(),
-                    })?;
-            }
-            // Optional at the TLS layer: a bearer token is the other way in, checked per request.
-            let verifier =
-                rustls::server::WebPkiClientVerifier::builder_with_provider(roots.into(), provider)
-                    .allow_unauthenticated()
-                    .build()
-                    .map_err(|e| AuditError::Tls {
-                        path: ca.to_owned(),
-                        reason: e.to_string(),
-                    })?;
-            builder.with_client_cert_verifier(verifier)
-        }
-    };
-    let mut config = builder
-        .with_single_cert(chain, private)
-        .map_err(|e| AuditError::Tls {
-            path: key.to_owned(),
-            reason: e.to_string(),
-        })?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(config)
+    crate::tls::server_config(cert, key, client_ca).map_err(|e| AuditError::Tls {
+        path: e.path,
+        reason: e.reason,
+    })
 }
 
 /// Serves the receiver over TLS on `listener` until `stop` turns true, under `limits` (the TLS

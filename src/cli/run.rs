@@ -61,6 +61,13 @@ pub struct RunArgs {
     /// How long a client has to send a request's body; webhooks get at most 10s of it.
     #[arg(long, env = "RECKON_LISTEN_BODY_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     listen_body_timeout: std::time::Duration,
+    /// Serve --listen over HTTPS with this PEM certificate chain (with --tls-key): the API's
+    /// bearer tokens, webhooks and the shards' fan-out then travel encrypted.
+    #[arg(long, env = "RECKON_TLS_CERT", requires_all = ["tls_key", "listen"])]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "RECKON_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// GitHub webhook secret (X-Hub-Signature-256).
     #[arg(long, env = "RECKON_GITHUB_SECRET", hide_env_values = true)]
     github_secret: Option<String>,
@@ -162,6 +169,10 @@ pub struct ShardArgs {
     /// How long a shard waits for another's answer.
     #[arg(long, env = "RECKON_PEER_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     peer_timeout: std::time::Duration,
+    /// PEM CA certificate(s) that https:// peers' certificates chain to (added to the system's
+    /// roots), for shards serving --tls-cert from a private CA.
+    #[arg(long, env = "RECKON_PEER_CA_FILE")]
+    peer_ca_file: Option<PathBuf>,
 }
 
 impl ShardArgs {
@@ -204,12 +215,22 @@ impl ShardArgs {
             ),
             None => None,
         };
-        Ok(Some(std::sync::Arc::new(crate::api::fanout::Fleet::new(
+        let fleet = crate::api::fanout::Fleet::new(
             shards,
             &self.peers,
             token,
             self.peer_timeout,
-        )?)))
+            self.peer_ca_file.as_deref(),
+        )?;
+        if let Some(plain) = fleet.plain_http_peer() {
+            // Bearer tokens go to the peers with every forwarded request (docs/operations.md).
+            tracing::warn!(
+                peer = %plain,
+                "--peers over plain HTTP: API tokens are forwarded unencrypted; acceptable only \
+                 on a network nobody else can read (serve --tls-cert and use https:// peers)"
+            );
+        }
+        Ok(Some(std::sync::Arc::new(fleet)))
     }
 }
 
@@ -314,6 +335,10 @@ impl AuditArgs {
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let mut options = args.paths.options();
     options.listen = args.listen;
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        let tls = crate::tls::server_config(cert, key, None)?;
+        options.listen_tls = Some(std::sync::Arc::new(tls));
+    }
     options.listen_limits = crate::listen::ListenLimits {
         max_connections: args.listen_max_connections as usize,
         header_timeout: args.listen_header_timeout,

@@ -11,7 +11,7 @@ use crate::support;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use reckon::crd::{App, AppSpec, SourceSpec};
 use reckon::event::Envelope;
-use reckon_testenv::git::Fixture;
+use reckon_testenv::git::{Fixture, TestCa};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -55,17 +55,25 @@ struct Shard {
 
 impl Shard {
     fn start(index: u32, ports: &[u16], ns: &str, root: &Path) -> Shard {
+        Shard::start_with(index, ports, ns, root, None)
+    }
+
+    /// With `tls`, the shard serves HTTPS with the CA's server certificate and trusts it for
+    /// its https:// peers.
+    fn start_with(index: u32, ports: &[u16], ns: &str, root: &Path, tls: Option<&TestCa>) -> Shard {
         let dir = root.join(format!("shard-{index}"));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("read.tokens"), format!("fleet {READER}\n")).unwrap();
         std::fs::write(dir.join("admin.tokens"), format!("ops {ADMIN}\n")).unwrap();
         std::fs::write(dir.join("peer.token"), format!("{READER}\n")).unwrap();
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let peers: Vec<String> = ports
             .iter()
-            .map(|p| format!("http://127.0.0.1:{p}"))
+            .map(|p| format!("{scheme}://127.0.0.1:{p}"))
             .collect();
         let log = std::fs::File::create(dir.join("agent.log")).unwrap();
-        let child = support::reckon(&dir)
+        let mut command = support::reckon(&dir);
+        command
             .env("RUST_LOG", "info")
             .env_remove("HOSTNAME")
             .args([
@@ -92,11 +100,18 @@ impl Shard {
                 &peers.join(","),
                 "--peer-token-file",
                 "peer.token",
-            ])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+            ]);
+        if let Some(ca) = tls {
+            let (cert, key) = ca.server_pem_files().unwrap();
+            command
+                .arg("--tls-cert")
+                .arg(cert)
+                .arg("--tls-key")
+                .arg(key)
+                .arg("--peer-ca-file")
+                .arg(ca.bundle_path());
+        }
+        let child = command.stdout(Stdio::null()).stderr(log).spawn().unwrap();
         Shard {
             child: Some(child),
             dir,
@@ -811,5 +826,89 @@ fn each_app_is_in_its_owners_store_only(fleet: &Fleet, moved: &str) {
             .filter(|e| matches!(e.body.event, reckon::event::Event::StoreGap(_)))
             .count();
         assert_eq!(gaps, 0, "no StoreGap in {}", s.dir.display());
+    }
+}
+
+/// Issue 18, item 8: shards that serve HTTPS (`--tls-cert`) and name https:// peers trusted with
+/// `--peer-ca-file` answer for the fleet over TLS, bearer tokens included; the listener speaks
+/// nothing but TLS, and no shard warns of tokens sent in the clear.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shards_serving_https_answer_for_the_fleet_over_tls() {
+    let client = support::client().await;
+    install_app_crd(&client).await;
+    let ns = TestNamespace::create(&client, "shard-tls").await;
+    let fixture = Fixture::new().unwrap();
+    let names = ["tls0", "tls1"];
+    let mut commit = fixture.commit("One directory per App");
+    for name in names {
+        commit = commit.write(&format!("{name}/cm.yaml"), config_map(name));
+    }
+    commit.create().unwrap();
+    fixture.push().unwrap();
+
+    let ca = TestCa::generate().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let ports = reckon_testenv::ports::free_ports(2).unwrap();
+    let mut shards: Vec<Shard> = (0..2)
+        .map(|i| Shard::start_with(i, &ports, &ns.name, root.path(), Some(&ca)))
+        .collect();
+    // Each App pinned to its shard by label.
+    let apps: Api<App> = Api::namespaced(client.clone(), &ns.name);
+    for (i, name) in names.iter().enumerate() {
+        let label = i.to_string();
+        let object = app_object(name, &fixture.file_url(), Some(&label));
+        apps.create(&PostParams::default(), &object).await.unwrap();
+    }
+    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client, &ns.name);
+    for name in names {
+        until(
+            &format!("{name} applied"),
+            Duration::from_secs(90),
+            || async { cms.get_opt(&format!("cm-{name}")).await.unwrap() },
+        )
+        .await;
+    }
+
+    let pem = std::fs::read(ca.bundle_path()).unwrap();
+    let http = Http {
+        client: reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap())
+            .build()
+            .unwrap(),
+    };
+    let want: BTreeMap<String, u64> = [("tls0".to_string(), 0), ("tls1".to_string(), 1)].into();
+    for s in &shards {
+        assert!(s.url.starts_with("https://"), "{}", s.url);
+        // The App list merges both shards: the other one answered the fan-out over TLS.
+        let (_, list) = http.ok(&format!("{}/api/v1/apps", s.url), false).await;
+        let got: BTreeMap<String, u64> = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| {
+                (
+                    a["app"].as_str().unwrap().to_string(),
+                    a["shard"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(got, want, "apps from {}", s.url);
+        // Plain HTTP on the same port gets no answer.
+        let plain = s.url.replacen("https://", "http://", 1);
+        let refused = reqwest::Client::new()
+            .get(format!("{plain}/api/v1/apps"))
+            .bearer_auth(READER)
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await;
+        assert!(
+            refused.as_ref().is_err() || !refused.as_ref().unwrap().status().is_success(),
+            "plain HTTP answered: {refused:?}"
+        );
+    }
+    for s in &mut shards {
+        s.stop();
+        let log = s.log();
+        assert!(!log.contains("over plain HTTP"), "{log}");
     }
 }
