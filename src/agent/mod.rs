@@ -226,7 +226,10 @@ pub async fn run(
             if options.app_objects.is_some() && source.kind() == std::io::ErrorKind::NotFound =>
         {
             tracing::info!(file = %options.config.display(), "no configuration file: App objects only");
-            Config { apps: Vec::new() }
+            Config {
+                apps: Vec::new(),
+                limits: config::InputLimits::default(),
+            }
         }
         other => other?,
     };
@@ -490,6 +493,8 @@ async fn reconcile_all(
     // Everything that runs until the agent stops also stops when the Lease is lost.
     let stop = halt_on(stop, lost.clone());
     let mut supervisor = Supervisor::new(options, store.clone(), key, stop.clone(), fence.clone());
+    // The file's limits hold for every App, App objects' too.
+    supervisor.set_input_limits(cfg.limits);
     start_file_apps(cfg, options, &mut supervisor).await?;
     let changes = watch_app_objects(options, &mut supervisor, fence.as_ref()).await?;
     let mut watching = changes.is_some();

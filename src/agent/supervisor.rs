@@ -100,6 +100,11 @@ impl Supervisor {
         }
     }
 
+    /// What every App's source may cost from now on (`limits:` of the configuration file).
+    pub(super) fn set_input_limits(&mut self, input: crate::config::InputLimits) {
+        self.limits.input = input;
+    }
+
     /// A reader of the registry.
     pub(super) fn registry(&self) -> registry::Snapshot {
         self.registry.subscribe()

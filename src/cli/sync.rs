@@ -85,7 +85,11 @@ pub(super) async fn reconciler(
         key,
         cluster.catalog.clone(),
         Live::Direct,
-    );
+    )
+    .with_limits(Limits {
+        input: cfg.limits,
+        ..Limits::default()
+    });
     Ok((r, handle, task))
 }
 
@@ -143,7 +147,10 @@ pub async fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
         fence: None,
     });
     let mut reconcilers = Vec::new();
-    let limits = Limits::default();
+    let limits = Limits {
+        input: cfg.limits,
+        ..Limits::default()
+    };
     // Kept open for the whole run: a watch whose notifications receiver is gone stops updating
     // its cache (nobody reads them here; the debouncer merges them while unread).
     let mut notifications = Vec::new();

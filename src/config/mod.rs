@@ -11,6 +11,9 @@
 
 pub mod duration;
 mod graph;
+pub mod limits;
+
+pub use limits::InputLimits;
 
 use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
@@ -57,6 +60,9 @@ pub enum ConfigError {
 pub struct Config {
     /// The Apps to reconcile, in file order. Required (may be empty).
     pub apps: Vec<App>,
+    /// Bounds on what every App's source may cost (`limits:`); App objects get the same.
+    /// Default: [`InputLimits::default`].
+    pub limits: InputLimits,
 }
 
 /// One unit of sync: a Git source rendered and applied to one cluster with one policy.
@@ -522,7 +528,11 @@ pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
 /// error messages.
 pub fn parse_app(text: &str, what: &Path) -> Result<App, ConfigError> {
     let raw = parse_raw::<RawApp>(text, what)?;
-    let mut cfg = validate(RawConfig { apps: vec![raw] }, what, false)?;
+    let raw = RawConfig {
+        apps: vec![raw],
+        limits: InputLimits::default(),
+    };
+    let mut cfg = validate(raw, what, false)?;
     Ok(cfg.apps.pop().expect("one App in, one App out"))
 }
 
@@ -580,6 +590,15 @@ fn strip_location(message: &str) -> String {
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     apps: Vec<RawApp>,
+    #[serde(default, deserialize_with = "de_limits")]
+    limits: InputLimits,
+}
+
+/// The limits, checked while they are read so that an error names their line.
+fn de_limits<'de, D: serde::Deserializer<'de>>(de: D) -> Result<InputLimits, D::Error> {
+    let limits = InputLimits::deserialize(de)?;
+    limits.check().map_err(D::Error::custom)?;
+    Ok(limits)
 }
 
 #[derive(Deserialize)]
@@ -745,7 +764,10 @@ fn validate(raw: RawConfig, file: &Path, closed: bool) -> Result<Config, ConfigE
             cycle,
         });
     }
-    Ok(Config { apps })
+    Ok(Config {
+        apps,
+        limits: raw.limits,
+    })
 }
 
 // ---- defaults ----

@@ -651,3 +651,25 @@ fn a_loaded_config_serialises_back_to_an_equal_config() {
         parse(&text, Path::new("round-trip.yaml")).unwrap_or_else(|e| panic!("{e}\n{text}"));
     assert_eq!(again, config);
 }
+
+#[test]
+fn limits_are_read_checked_and_default_when_absent() {
+    assert_eq!(
+        load_str(&minimal("")).unwrap().limits,
+        InputLimits::default()
+    );
+    let text = format!(
+        "limits:\n  yaml_expanded_bytes: 1000\n  fetch_timeout: 30s\n  changed_paths: 5\n{}",
+        minimal("")
+    );
+    let limits = load_str(&text).unwrap().limits;
+    assert_eq!(limits.yaml_expanded_bytes, 1000);
+    assert_eq!(limits.fetch_timeout, Duration::from_secs(30));
+    assert_eq!(limits.changed_paths, 5);
+    assert_eq!(limits.tree_depth, InputLimits::default().tree_depth);
+    let (line, key, message) = parse_error(&format!("limits:\n  tree_depth: 0\n{}", minimal("")));
+    assert_eq!((line, key.as_str()), (2, "limits"), "{message}");
+    assert!(message.contains("limits.tree_depth"), "{message}");
+    let (line, key, _) = parse_error(&format!("limits:\n  tree_dpth: 3\n{}", minimal("")));
+    assert_eq!((line, key.as_str()), (2, "limits.tree_dpth"));
+}

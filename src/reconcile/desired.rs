@@ -277,6 +277,7 @@ impl Reconciler {
             app: self.app.name.clone(),
             secret_key: self.key.clone(),
             kustomize_timeout: Duration::from_secs(60),
+            yaml_expanded_bytes: self.limits.input.yaml_expanded_bytes,
             fill_port_protocol: self.catalog.server().needs_port_protocol(),
         };
         let revision = revision.to_string();
@@ -401,6 +402,7 @@ pub(super) mod tests {
             app: "shop".into(),
             secret_key: key.clone(),
             kustomize_timeout: Duration::from_secs(5),
+            yaml_expanded_bytes: render::DEFAULT_YAML_EXPANDED_BYTES,
             fill_port_protocol: true,
         };
         let set = render::render(&files, &options).unwrap();

@@ -172,6 +172,8 @@ pub struct Limits {
     /// `applies × 8` write requests are in flight: below the API server's default limit of 200
     /// mutating requests).
     pub applies: Arc<tokio::sync::Semaphore>,
+    /// What each App's source may cost (`limits:` in `reckon.yaml`).
+    pub input: config::InputLimits,
 }
 
 impl Default for Limits {
@@ -180,6 +182,7 @@ impl Default for Limits {
             passes: Arc::new(tokio::sync::Semaphore::new(32)),
             fetches: Arc::new(tokio::sync::Semaphore::new(8)),
             applies: Arc::new(tokio::sync::Semaphore::new(16)),
+            input: config::InputLimits::default(),
         }
     }
 }
@@ -275,8 +278,10 @@ impl Reconciler {
         }
     }
 
-    /// Shares `limits` with other reconcilers (the agent's, for all its Apps).
+    /// Shares `limits` with other reconcilers (the agent's, for all its Apps); the source
+    /// reads and fetches within `limits.input`.
     pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.source = self.source.clone().with_input_limits(&limits.input);
         self.limits = limits;
         self
     }

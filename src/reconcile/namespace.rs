@@ -61,6 +61,7 @@ mod tests {
             app: "shop".into(),
             secret_key: SecretKey::new([3; 32]),
             kustomize_timeout: Duration::from_secs(5),
+            yaml_expanded_bytes: render::DEFAULT_YAML_EXPANDED_BYTES,
             fill_port_protocol: false,
         };
         render::render(&[("app.yaml".into(), yaml.as_bytes().to_vec())], &options).unwrap()

@@ -17,6 +17,7 @@ pub mod digest;
 pub mod kustomize;
 pub mod normalize;
 mod parse;
+pub use parse::DEFAULT_YAML_EXPANDED_BYTES;
 pub mod repo;
 
 use crate::model::{ObjectKey, ObjectRef};
@@ -107,6 +108,9 @@ pub struct RenderOptions {
     pub secret_key: SecretKey,
     /// Longest a kustomize build may run before it is killed.
     pub kustomize_timeout: Duration,
+    /// Bytes of scalars a YAML file may expand to with its aliases replaced
+    /// (`limits.yaml_expanded_bytes`; default [`parse::DEFAULT_YAML_EXPANDED_BYTES`]).
+    pub yaml_expanded_bytes: usize,
     /// Write `protocol: TCP` into ports that name none. Servers before v1.21 refuse such a port
     /// in server-side apply (`protocol` is part of the list's key and they did not default it
     /// first, kubernetes#98576); later ones default it themselves, so the manifest stays as
@@ -251,12 +255,19 @@ pub fn render_in(
     let mut documents: Vec<(Origin, serde_json::Value)> = Vec::new();
     for (_, unit) in units {
         let (file, docs) = match unit {
-            Unit::File((path, bytes)) => (path.clone(), parse::documents(path, bytes)?),
+            Unit::File((path, bytes)) => (
+                path.clone(),
+                parse::documents_within(path, bytes, options.yaml_expanded_bytes)?,
+            ),
             Unit::Kustomize(dir) => {
                 let unit = repo::join(repo.app_dir(), dir);
                 let output = kustomize::build(repo, &unit, dir, options.kustomize_timeout)?;
                 let label = format!("kustomize build {}", if dir.is_empty() { "." } else { dir });
-                let docs = parse::documents(&label, output.as_bytes())?;
+                let docs = parse::documents_within(
+                    &label,
+                    output.as_bytes(),
+                    options.yaml_expanded_bytes,
+                )?;
                 (label, docs)
             }
         };

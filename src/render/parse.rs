@@ -4,9 +4,24 @@ use super::RenderError;
 use crate::model::ObjectRef;
 use serde_json::Value;
 
+/// How many bytes of scalars a YAML file may expand to once its aliases are replaced by what
+/// they name, by default: far above real manifests (the largest CRDs are a few MiB, and
+/// Kubernetes manifests rarely use anchors at all), far below what would hurt the agent.
+pub const DEFAULT_YAML_EXPANDED_BYTES: usize = 32 << 20;
+
 /// The documents of one file, empty documents skipped. `.json` files are one JSON document;
 /// everything else is YAML.
 pub(super) fn documents(file: &str, bytes: &[u8]) -> Result<Vec<Value>, RenderError> {
+    documents_within(file, bytes, DEFAULT_YAML_EXPANDED_BYTES)
+}
+
+/// [`documents`], with YAML whose aliases would expand beyond `expanded_bytes` of scalars
+/// refused before anything is built.
+pub(super) fn documents_within(
+    file: &str,
+    bytes: &[u8],
+    expanded_bytes: usize,
+) -> Result<Vec<Value>, RenderError> {
     let text = std::str::from_utf8(bytes).map_err(|err| {
         let (line, column) = line_column(bytes, err.valid_up_to());
         RenderError::Parse {
@@ -27,6 +42,7 @@ pub(super) fn documents(file: &str, bytes: &[u8]) -> Result<Vec<Value>, RenderEr
         })?;
         return Ok(vec![value]);
     }
+    check_expansion(file, text, expanded_bytes)?;
     // Kubernetes reads YAML 1.1 (sigs.k8s.io/yaml on go-yaml): `0644` is octal 420, which
     // matters for `defaultMode`. The budgets stay generous for real manifests (CRDs are large)
     // while bounding alias bombs.
@@ -54,6 +70,61 @@ pub(super) fn documents(file: &str, bytes: &[u8]) -> Result<Vec<Value>, RenderEr
             }
         })?;
     Ok(docs.into_iter().filter(|doc| !doc.is_null()).collect())
+}
+
+/// Refuses YAML whose scalars, with every alias replaced by what it names, exceed `limit`
+/// bytes: one streaming pass over the parser's events that sizes each anchored node once, so
+/// the check costs what reading the file costs, whatever the expansion. Syntax errors are left
+/// to the real parse, which reports them with its own message.
+fn check_expansion(file: &str, text: &str, limit: usize) -> Result<(), RenderError> {
+    use serde_saphyr::granit_parser::{Event, Parser};
+    // Each open collection: its anchor (0: none) and the bytes of what it holds so far.
+    let mut open: Vec<(usize, usize)> = Vec::new();
+    let mut anchored: std::collections::HashMap<usize, usize> = std::collections::HashMap::new();
+    let mut total: usize = 0;
+    for item in Parser::new_from_str(text) {
+        let Ok((event, span)) = item else {
+            return Ok(());
+        };
+        // A node's size (collections count one byte, so empty ones are not free) and its anchor.
+        let (size, anchor) = match event {
+            Event::Scalar(value, _, anchor, _) => (value.len().max(1), anchor),
+            Event::Alias(id) => (anchored.get(&id).copied().unwrap_or(0), 0),
+            Event::SequenceStart(_, anchor, _) | Event::MappingStart(_, anchor, _) => {
+                open.push((anchor, 1));
+                continue;
+            }
+            Event::SequenceEnd | Event::MappingEnd => match open.pop() {
+                Some((anchor, size)) => (size, anchor),
+                None => continue,
+            },
+            _ => continue,
+        };
+        if anchor != 0 {
+            anchored.insert(anchor, size);
+        }
+        // Only the outermost node adds to the file's total; a nested one adds to its parent.
+        match open.last_mut() {
+            Some((_, parent)) => *parent = parent.saturating_add(size),
+            None => total = total.saturating_add(size),
+        }
+        let pending: usize = open
+            .iter()
+            .map(|(_, s)| *s)
+            .fold(total, usize::saturating_add);
+        if pending > limit {
+            return Err(RenderError::Parse {
+                file: file.to_string(),
+                line: span.start.line() as u64,
+                column: span.start.col() as u64 + 1,
+                message: format!(
+                    "this YAML expands to more than {limit} bytes once its aliases are \
+                     replaced (limits.yaml_expanded_bytes)"
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 fn line_column(bytes: &[u8], offset: usize) -> (u64, u64) {
@@ -222,6 +293,38 @@ mod tests {
         let err = documents("bomb.yaml", text.as_bytes()).unwrap_err();
         assert!(matches!(err, RenderError::Parse { .. }), "{err}");
         assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    }
+
+    /// Issue 18, item 3: aliases were budgeted by count only, so a few thousand aliases of one
+    /// large anchored scalar expanded to hundreds of MiB in memory.
+    #[test]
+    fn an_alias_expansion_over_the_byte_budget_is_refused_before_it_is_built() {
+        let big = "x".repeat(64 << 10);
+        let mut text = format!("big: &big {big}\nrefs:\n");
+        for _ in 0..2_000 {
+            text.push_str("  - *big\n");
+        }
+        let err = documents_within("bomb.yaml", text.as_bytes(), 32 << 20).unwrap_err();
+        let RenderError::Parse { message, line, .. } = &err else {
+            panic!("{err:?}");
+        };
+        assert!(
+            message.contains("expands to more than 33554432 bytes"),
+            "{message}"
+        );
+        assert!(*line > 2, "{err:?}");
+        // The same anchors within the budget parse as before.
+        let small = "a: &a {k: v}\nb: *a\nc: *a\n";
+        let docs = documents_within("ok.yaml", small.as_bytes(), 64).unwrap();
+        assert_eq!(
+            docs,
+            vec![json!({"a": {"k": "v"}, "b": {"k": "v"}, "c": {"k": "v"}})]
+        );
+        let err = documents_within("ok.yaml", small.as_bytes(), 8).unwrap_err();
+        assert!(
+            err.to_string().contains("expands to more than 8 bytes"),
+            "{err}"
+        );
     }
 
     #[test]

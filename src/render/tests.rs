@@ -8,6 +8,7 @@ fn options() -> RenderOptions {
         app: "shop".to_string(),
         secret_key: SecretKey::new([42; 32]),
         kustomize_timeout: Duration::from_secs(60),
+        yaml_expanded_bytes: crate::render::DEFAULT_YAML_EXPANDED_BYTES,
         fill_port_protocol: true,
     }
 }

@@ -165,29 +165,38 @@ impl Access {
         }
     }
 
-    /// reqwest settings for gix's HTTP transport: gix's reqwest backend ignores `http.sslCAInfo`,
-    /// so the bundle is installed through the backend's client hook.
-    pub(crate) fn http_backend(&self) -> Result<Option<HttpBackend>, String> {
-        let Some(bundle) = &self.ca_bundle else {
-            return Ok(None);
+    /// reqwest settings for gix's HTTP transport: every request ends within `timeout` (gix's
+    /// reqwest backend has no timeout of its own, so a server that stalls would hold the fetch,
+    /// and the mirror's lock, for ever), and gix's backend ignores `http.sslCAInfo`, so a CA
+    /// bundle is installed through the backend's client hook too.
+    pub(crate) fn http_backend(&self, timeout: std::time::Duration) -> Result<HttpBackend, String> {
+        let certs = match &self.ca_bundle {
+            None => None,
+            Some(bundle) => {
+                let pem = std::fs::read(bundle)
+                    .map_err(|e| format!("CA bundle {}: {e}", bundle.display()))?;
+                let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                    .map_err(|e| format!("CA bundle {}: {e}", bundle.display()))?;
+                if certs.is_empty() {
+                    return Err(format!(
+                        "CA bundle {} holds no certificate",
+                        bundle.display()
+                    ));
+                }
+                Some(certs)
+            }
         };
-        let pem =
-            std::fs::read(bundle).map_err(|e| format!("CA bundle {}: {e}", bundle.display()))?;
-        let certs = reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|e| format!("CA bundle {}: {e}", bundle.display()))?;
-        if certs.is_empty() {
-            return Err(format!(
-                "CA bundle {} holds no certificate",
-                bundle.display()
-            ));
-        }
         let backend = gix::protocol::transport::client::blocking_io::http::reqwest::Options {
             configure_client: Some(Box::new(move |builder| {
-                Ok(builder.tls_certs_only(certs.clone()))
+                let builder = builder.timeout(timeout);
+                Ok(match &certs {
+                    Some(certs) => builder.tls_certs_only(certs.clone()),
+                    None => builder,
+                })
             })),
             configure_request: None,
         };
-        Ok(Some(Arc::new(Mutex::new(backend))))
+        Ok(Arc::new(Mutex::new(backend)))
     }
 }
 

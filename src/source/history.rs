@@ -9,6 +9,49 @@ use super::mirror::chain;
 use super::signature::Verifier;
 use super::{HistoryRewrite, ObservedCommit, Person, tree};
 
+/// How much of new history one fetch records: commits, and per commit the message's bytes and
+/// the changed paths (`limits:` in `reckon.yaml`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Bounds {
+    pub commits: usize,
+    pub message_bytes: usize,
+    pub changed_paths: usize,
+}
+
+impl Bounds {
+    /// The commit as recorded: a longer message cut at a character boundary and more changed
+    /// paths dropped, each with a marker in the message saying how much was left out.
+    pub(crate) fn apply(&self, mut commit: ObservedCommit) -> ObservedCommit {
+        let mut notes = Vec::new();
+        if commit.message.len() > self.message_bytes {
+            let full = commit.message.len();
+            let mut end = self.message_bytes;
+            while !commit.message.is_char_boundary(end) {
+                end -= 1;
+            }
+            commit.message.truncate(end);
+            notes.push(format!(
+                "[reckon: message cut at {end} of {full} bytes (limits.commit_message_bytes)]"
+            ));
+        }
+        if commit.changed_paths.len() > self.changed_paths {
+            let more = commit.changed_paths.len() - self.changed_paths;
+            commit.changed_paths.truncate(self.changed_paths);
+            notes.push(format!(
+                "[reckon: {more} more changed paths not recorded (limits.changed_paths)]"
+            ));
+        }
+        if !notes.is_empty() {
+            if !commit.message.is_empty() && !commit.message.ends_with('\n') {
+                commit.message.push('\n');
+            }
+            commit.message.push_str(&notes.join("\n"));
+            commit.message.push('\n');
+        }
+        commit
+    }
+}
+
 pub(crate) struct Observed {
     pub commits: Vec<ObservedCommit>,
     pub truncated: bool,
@@ -28,9 +71,10 @@ pub(crate) fn observe(
     head: gix::ObjectId,
     previous: Option<&str>,
     path: &str,
-    max: usize,
+    bounds: &Bounds,
     verifier: &Verifier,
 ) -> Result<Observed, String> {
+    let max = bounds.commits;
     let mut rewrite = None;
     let previous = match previous {
         None => None,
@@ -95,7 +139,7 @@ pub(crate) fn observe(
     ids.reverse();
     let commits = ids
         .into_iter()
-        .map(|id| describe(repo, id, path, verifier))
+        .map(|id| describe(repo, id, path, verifier).map(|c| bounds.apply(c)))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Observed {
         commits,
@@ -232,4 +276,49 @@ fn diff_entry(
         )?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod bounds_tests {
+    use super::*;
+
+    fn commit(message: &str, paths: usize) -> ObservedCommit {
+        let person = Person {
+            name: "a".into(),
+            email: "a@x".into(),
+            time: 0,
+            offset_seconds: 0,
+        };
+        ObservedCommit {
+            sha: "0".repeat(40),
+            parents: Vec::new(),
+            author: person.clone(),
+            committer: person,
+            message: message.to_string(),
+            changed_paths: (0..paths).map(|i| format!("app/{i}.yaml")).collect(),
+            signature: crate::source::SignatureStatus::NotChecked,
+        }
+    }
+
+    /// Issue 18, item 3: a commit message and a changed-path list were recorded whole, however
+    /// large; now each is cut to its bound with a marker saying what was left out.
+    #[test]
+    fn long_messages_and_path_lists_are_cut_with_a_marker() {
+        let bounds = Bounds {
+            commits: 10,
+            message_bytes: 8,
+            changed_paths: 2,
+        };
+        let within = bounds.apply(commit("Short\n", 2));
+        assert_eq!(within.message, "Short\n");
+        assert_eq!(within.changed_paths.len(), 2);
+        // "é" is two bytes: the cut falls back to a character boundary.
+        let cut = bounds.apply(commit("abcdefgé and much more", 5));
+        assert_eq!(
+            cut.message,
+            "abcdefg\n[reckon: message cut at 7 of 23 bytes (limits.commit_message_bytes)]\n\
+             [reckon: 3 more changed paths not recorded (limits.changed_paths)]\n"
+        );
+        assert_eq!(cut.changed_paths, vec!["app/0.yaml", "app/1.yaml"]);
+    }
 }

@@ -23,12 +23,22 @@ pub struct FetchOptions {
     /// At most this many new commits are reported per fetch (the newest ones); a push of a huge
     /// imported history must not produce an unbounded event batch.
     pub max_new_commits: usize,
+    /// Bytes of each commit message recorded (`limits.commit_message_bytes`).
+    pub commit_message_bytes: usize,
+    /// Changed paths recorded per commit (`limits.changed_paths`).
+    pub changed_paths: usize,
+    /// Longest one fetch may take (`limits.fetch_timeout`).
+    pub timeout: std::time::Duration,
 }
 
 impl Default for FetchOptions {
     fn default() -> Self {
+        let limits = crate::config::InputLimits::default();
         Self {
             max_new_commits: 1000,
+            commit_message_bytes: limits.commit_message_bytes,
+            changed_paths: limits.changed_paths,
+            timeout: limits.fetch_timeout,
         }
     }
 }
@@ -186,12 +196,15 @@ fn attempt(
             detail,
         })
     })?;
-    let backend = spec.access.http_backend().map_err(|detail| {
-        final_err(SourceError::Credentials {
-            url: url.into(),
-            detail,
-        })
-    })?;
+    let backend = spec
+        .access
+        .http_backend(src.options.timeout)
+        .map_err(|detail| {
+            final_err(SourceError::Credentials {
+                url: url.into(),
+                detail,
+            })
+        })?;
     // ssh's own log for this attempt; see Access::ssh_command.
     let scratch = tempfile::tempdir().map_err(|e| {
         final_err(SourceError::Fetch {
@@ -216,7 +229,7 @@ fn attempt(
 
     let fetched = match fresh {
         Some(default) => Ok(default),
-        None => fetch_into(&repo, url, credentials, backend),
+        None => fetch_into(&repo, url, credentials, backend, src.options.timeout),
     };
     let remote_default = match fetched {
         Ok(d) => d,
@@ -252,7 +265,11 @@ fn attempt(
         head,
         previous_head,
         &spec.path,
-        src.options.max_new_commits,
+        &history::Bounds {
+            commits: src.options.max_new_commits,
+            message_bytes: src.options.commit_message_bytes,
+            changed_paths: src.options.changed_paths,
+        },
         &verifier,
     )
     .map_err(AttemptError::Corrupt)?;
@@ -334,7 +351,48 @@ fn fetch_into(
     repo: &gix::Repository,
     url: &str,
     credentials: Option<(String, String)>,
-    backend: Option<super::access::HttpBackend>,
+    backend: super::access::HttpBackend,
+    timeout: std::time::Duration,
+) -> Result<Option<String>, String> {
+    // The pack transfer checks this flag between reads; a watchdog sets it at the deadline (each
+    // HTTP request is bounded by the backend's own timeout, ssh by its ServerAlive options).
+    let interrupt = Arc::new(AtomicBool::new(false));
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    let flag = interrupt.clone();
+    let started = std::time::Instant::now();
+    std::thread::spawn(move || {
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = finished.recv_timeout(timeout) {
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    let result = fetch_connected(repo, url, credentials, backend, &interrupt);
+    drop(done);
+    // The watchdog's flag, or an HTTP request that ran into the same deadline first.
+    let timed_out =
+        interrupt.load(std::sync::atomic::Ordering::SeqCst) || started.elapsed() >= timeout;
+    result.map_err(|detail| {
+        if timed_out {
+            timed_out_detail(timeout)
+        } else {
+            detail
+        }
+    })
+}
+
+/// Why a fetch past its deadline failed, whatever gix said when it was stopped.
+fn timed_out_detail(timeout: std::time::Duration) -> String {
+    format!(
+        "the fetch did not finish within {} (limits.fetch_timeout)",
+        crate::config::duration::format(timeout)
+    )
+}
+
+fn fetch_connected(
+    repo: &gix::Repository,
+    url: &str,
+    credentials: Option<(String, String)>,
+    backend: super::access::HttpBackend,
+    interrupt: &AtomicBool,
 ) -> Result<Option<String>, String> {
     let e = |e: gix::Error| chain(&e);
     let remote = repo
@@ -362,7 +420,7 @@ fn fetch_into(
         }
         _ => Ok(None),
     });
-    if let Some(backend) = backend {
+    {
         let mut options = repo.transport_options(url, None).map_err(e)?.and_then(|o| {
             o.downcast::<gix::protocol::transport::client::blocking_io::http::Options>()
                 .ok()
@@ -382,7 +440,7 @@ fn fetch_into(
     let outcome = connection
         .prepare_fetch(gix::progress::Discard, ref_map_options)
         .map_err(e)?
-        .receive(gix::progress::Discard, &AtomicBool::new(false))
+        .receive(gix::progress::Discard, interrupt)
         .map_err(e)?;
 
     let mut advertised = HashSet::new();

@@ -78,10 +78,12 @@ pub struct ObservedCommit {
     pub parents: Vec<String>,
     pub author: Person,
     pub committer: Person,
-    /// The full message, byte for byte (lossily decoded as UTF-8).
+    /// The message, byte for byte (lossily decoded as UTF-8), up to `limits.commit_message_bytes`
+    /// (beyond, cut with a marker line saying so).
     pub message: String,
     /// Repository paths added, modified or deleted against the first parent (against the empty tree
-    /// for a root commit), only under the source's path, sorted.
+    /// for a root commit), only under the source's path, sorted; the first
+    /// `limits.changed_paths` of them (a marker in the message counts the rest).
     pub changed_paths: Vec<String>,
     pub signature: SignatureStatus,
 }
@@ -203,6 +205,20 @@ impl GitSource {
     /// Bounds what [`Self::read_tree`] may load (defaults: [`tree::TreeLimits::default`]).
     pub fn with_tree_limits(mut self, limits: tree::TreeLimits) -> Self {
         self.tree_limits = limits;
+        self
+    }
+
+    /// Reads, records and fetches within `limits` (`limits:` in `reckon.yaml`).
+    pub fn with_input_limits(mut self, limits: &crate::config::InputLimits) -> Self {
+        self.tree_limits = tree::TreeLimits {
+            max_files: limits.files_per_render,
+            max_bytes: limits.bytes_per_render,
+            max_file_bytes: limits.bytes_per_file,
+            max_depth: limits.tree_depth,
+        };
+        self.options.commit_message_bytes = limits.commit_message_bytes;
+        self.options.changed_paths = limits.changed_paths;
+        self.options.timeout = limits.fetch_timeout;
         self
     }
 

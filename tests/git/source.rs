@@ -498,6 +498,50 @@ fn https_with_ca_bundle_and_password_from_a_file() -> Result<()> {
     Ok(())
 }
 
+/// Issue 18, item 3: a remote that accepts the connection and never answers held the fetch,
+/// and with it the mirror's lock for every App on that URL, for ever. Now a fetch ends at
+/// `limits.fetch_timeout` with an error naming it, and the next fetch of the URL gets the lock.
+#[test]
+fn a_stalled_remote_fails_the_fetch_at_its_deadline_and_frees_the_mirror() -> Result<()> {
+    let env = Env::new()?;
+    // Accepts connections, reads what is sent, answers nothing.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let port = listener.local_addr()?.port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    let limits = reckon::config::InputLimits {
+        fetch_timeout: std::time::Duration::from_secs(2),
+        ..Default::default()
+    };
+    let url = format!("http://127.0.0.1:{port}/stalled.git");
+    let src = env
+        .source(spec(&url, RefSelector::DefaultBranch, ""))
+        .with_input_limits(&limits);
+    let (tx, rx) = std::sync::mpsc::channel();
+    for _ in 0..2 {
+        let (src, tx) = (src.clone(), tx.clone());
+        std::thread::spawn(move || {
+            let started = std::time::Instant::now();
+            let result = src.fetch(None);
+            let _ = tx.send((started.elapsed(), result));
+        });
+    }
+    // Both fetches of the URL end (the second waited for the first's lock): nothing hangs.
+    for _ in 0..2 {
+        let (took, result) = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("a fetch of a stalled remote ended");
+        let err = result.unwrap_err().to_string();
+        assert!(err.contains("limits.fetch_timeout"), "{err}");
+        assert!(took >= std::time::Duration::from_secs(2), "{took:?}");
+    }
+    Ok(())
+}
+
 #[test]
 fn plain_http_anonymous_and_refused_credentials() -> Result<()> {
     let env = Env::new()?;
@@ -686,7 +730,10 @@ fn a_burst_larger_than_the_cap_reports_the_newest_commits_and_says_so() -> Resul
     let f = &env.fixture;
     let src = env
         .source(spec(&f.file_url(), RefSelector::DefaultBranch, ""))
-        .with_options(reckon::source::mirror::FetchOptions { max_new_commits: 2 });
+        .with_options(reckon::source::mirror::FetchOptions {
+            max_new_commits: 2,
+            ..Default::default()
+        });
     let first = src.fetch(None)?;
     let mut made = Vec::new();
     for i in 0..5 {
@@ -760,6 +807,7 @@ fn a_kustomize_overlay_renders_from_the_revision_tree() -> Result<()> {
     ));
     src.fetch(None)?;
     let options = reckon::render::RenderOptions {
+        yaml_expanded_bytes: reckon::render::DEFAULT_YAML_EXPANDED_BYTES,
         app: "web".into(),
         secret_key: reckon::render::SecretKey::new([7; 32]),
         kustomize_timeout: std::time::Duration::from_secs(60),

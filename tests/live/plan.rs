@@ -338,6 +338,7 @@ fn scope_lookup(cluster: &Cluster) -> impl Fn(&GroupKind) -> Option<Scope> + '_ 
 async fn rendered_objects_apply_and_plan_unchanged_then_drift_is_attributed() {
     let key = SecretKey::new([9; 32]);
     let options = RenderOptions {
+        yaml_expanded_bytes: reckon::render::DEFAULT_YAML_EXPANDED_BYTES,
         app: "shop".into(),
         secret_key: key.clone(),
         kustomize_timeout: Duration::from_secs(60),

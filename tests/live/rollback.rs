@@ -495,6 +495,7 @@ async fn rollback_after_a_force_push_and_a_lost_mirror_restores_a_secret_from_th
 /// values as keyed hashes (`set_bytes` of that version; object digests and events unchanged).
 fn hashed_only_set(files: &[(&str, String)]) -> Vec<u8> {
     let options = reckon::render::RenderOptions {
+        yaml_expanded_bytes: reckon::render::DEFAULT_YAML_EXPANDED_BYTES,
         app: "legacy".into(),
         secret_key: SecretKey::new(KEY),
         kustomize_timeout: std::time::Duration::from_secs(60),

@@ -107,6 +107,7 @@ impl TestApp {
 
     pub fn desired(&self) -> Vec<DesiredObject> {
         let options = RenderOptions {
+            yaml_expanded_bytes: reckon::render::DEFAULT_YAML_EXPANDED_BYTES,
             app: self.name.clone(),
             secret_key: self.key.clone(),
             kustomize_timeout: Duration::from_secs(60),
