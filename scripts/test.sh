@@ -56,11 +56,14 @@ RECKON_BENCH_EVENTS=10000 cargo test -q --test bench -- --ignored --exact store:
 RECKON_BENCH_COMMITS=300 RECKON_BENCH_FILES=100 RECKON_BENCH_ITERS=3 \
   cargo test -q --test bench -- --ignored --exact git_poll::run --nocapture
 
+# Every fuzz target for a few seconds from its committed corpus (fuzz/, docs/operations.md).
+status=0
+bash scripts/fuzz-smoke.sh || status=1
+
 cargo build -p reckon-testenv --bin reckon-testenv
 # The reconciler benchmark at CI size (20 Apps; its table compares against kubectl in the same
 # run, and it asserts zero writes in steady state, counted by the API server, so it runs first,
 # while nothing else writes), then every test, on one control plane.
-status=0
 "$CARGO_TARGET_DIR/debug/reckon-testenv" run -- bash -c '
   status=0
   if cargo nextest --version >/dev/null 2>&1; then

@@ -393,6 +393,34 @@ fn strings_at(payload: &serde_json::Value, object: &str, keys: &[&str]) -> Vec<S
         .collect()
 }
 
+/// The repository URLs a GitHub push payload names (any of which may match a source).
+pub fn github_push_urls(body: &[u8]) -> Result<Vec<String>, WebhookError> {
+    let payload: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| WebhookError::BadPayload(e.to_string()))?;
+    Ok(strings_at(
+        &payload,
+        "repository",
+        &["clone_url", "ssh_url", "git_url", "html_url", "url"],
+    ))
+}
+
+/// The repository URLs a GitLab push or tag push payload names.
+pub fn gitlab_push_urls(body: &[u8]) -> Result<Vec<String>, WebhookError> {
+    let payload: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| WebhookError::BadPayload(e.to_string()))?;
+    let mut urls = strings_at(
+        &payload,
+        "project",
+        &["git_http_url", "git_ssh_url", "web_url"],
+    );
+    urls.extend(strings_at(
+        &payload,
+        "repository",
+        &["git_http_url", "git_ssh_url", "url", "homepage"],
+    ));
+    Ok(urls)
+}
+
 async fn github(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Body) -> Response {
     let Some(secret) = &shared.config.github_secret else {
         return refused("github", WebhookError::NotConfigured("github"));
@@ -418,16 +446,10 @@ async fn github(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bod
         // ping (sent when a hook is created) and other events are acknowledged, nothing fetched.
         _ => return accepted(Vec::new()),
     }
-    let payload: serde_json::Value = match serde_json::from_slice(&body) {
-        Ok(p) => p,
-        Err(e) => return refused("github", WebhookError::BadPayload(e.to_string())),
-    };
-    let urls = strings_at(
-        &payload,
-        "repository",
-        &["clone_url", "ssh_url", "git_url", "html_url", "url"],
-    );
-    accepted(shared.trigger_matching("github", &urls))
+    match github_push_urls(&body) {
+        Ok(urls) => accepted(shared.trigger_matching("github", &urls)),
+        Err(e) => refused("github", e),
+    }
 }
 
 async fn gitlab(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Body) -> Response {
@@ -448,21 +470,10 @@ async fn gitlab(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: Bod
         Ok(b) => b,
         Err(e) => return refused("gitlab", e),
     };
-    let payload: serde_json::Value = match serde_json::from_slice(&body) {
-        Ok(p) => p,
-        Err(e) => return refused("gitlab", WebhookError::BadPayload(e.to_string())),
-    };
-    let mut urls = strings_at(
-        &payload,
-        "project",
-        &["git_http_url", "git_ssh_url", "web_url"],
-    );
-    urls.extend(strings_at(
-        &payload,
-        "repository",
-        &["git_http_url", "git_ssh_url", "url", "homepage"],
-    ));
-    accepted(shared.trigger_matching("gitlab", &urls))
+    match gitlab_push_urls(&body) {
+        Ok(urls) => accepted(shared.trigger_matching("gitlab", &urls)),
+        Err(e) => refused("gitlab", e),
+    }
 }
 
 async fn generic(
