@@ -166,6 +166,9 @@ pub struct AgentOptions {
     /// `--app-source-hosts`). The agent's cache and store are added at start: no App, from the
     /// file or an object, may point into them.
     pub sources: crate::source::allow::SourceRules,
+    /// What App objects may write and as whom (`--default-service-account`,
+    /// `--allow-cross-namespace-targets`).
+    pub tenancy: crate::config::policy::ObjectRules,
 }
 
 impl AgentOptions {
@@ -188,6 +191,7 @@ impl AgentOptions {
             fleet: None,
             lease: None,
             sources: crate::source::allow::SourceRules::default(),
+            tenancy: crate::config::policy::ObjectRules::default(),
         }
     }
 
@@ -222,7 +226,10 @@ pub async fn run(
             if options.app_objects.is_some() && source.kind() == std::io::ErrorKind::NotFound =>
         {
             tracing::info!(file = %options.config.display(), "no configuration file: App objects only");
-            Config { apps: Vec::new() }
+            Config {
+                apps: Vec::new(),
+                policies: Vec::new(),
+            }
         }
         other => other?,
     };
@@ -486,6 +493,7 @@ async fn reconcile_all(
     // Everything that runs until the agent stops also stops when the Lease is lost.
     let stop = halt_on(stop, lost.clone());
     let mut supervisor = Supervisor::new(options, store.clone(), key, stop.clone(), fence.clone());
+    supervisor.policies = cfg.policies.clone();
     start_file_apps(cfg, options, &mut supervisor).await?;
     let changes = watch_app_objects(options, &mut supervisor, fence.as_ref()).await?;
     let mut watching = changes.is_some();

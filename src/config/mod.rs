@@ -11,6 +11,9 @@
 
 pub mod duration;
 mod graph;
+pub mod policy;
+
+pub use policy::{Boundary, OnViolation, Policy, ServiceAccount};
 
 use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
@@ -57,6 +60,8 @@ pub enum ConfigError {
 pub struct Config {
     /// The Apps to reconcile, in file order. Required (may be empty).
     pub apps: Vec<App>,
+    /// Rules Apps may be held to (`policy:`). Default: none.
+    pub policies: Vec<Policy>,
 }
 
 /// One unit of sync: a Git source rendered and applied to one cluster with one policy.
@@ -90,6 +95,17 @@ pub struct App {
     /// `reckon.dev/shard` label of an App object. Default: a consistent hash of the name.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shard: Option<u32>,
+    /// The ServiceAccount every Kubernetes request for this App impersonates (`NAME` in the
+    /// target namespace, or `NAMESPACE/NAME`), so the cluster's RBAC decides what it may do.
+    /// Default: none, the agent's own rights (for App objects, see `--default-service-account`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service_account: Option<ServiceAccount>,
+    /// The name of the policy (`policies:`) its objects are checked against. Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    /// What it may write, resolved from `policy` and, for an App object, the agent's rules.
+    #[serde(skip_serializing_if = "Boundary::is_open")]
+    pub boundary: Boundary,
 }
 
 /// The Git source of an App.
@@ -522,7 +538,14 @@ pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
 /// error messages.
 pub fn parse_app(text: &str, what: &Path) -> Result<App, ConfigError> {
     let raw = parse_raw::<RawApp>(text, what)?;
-    let mut cfg = validate(RawConfig { apps: vec![raw] }, what, false)?;
+    let mut cfg = validate(
+        RawConfig {
+            apps: vec![raw],
+            policies: Vec::new(),
+        },
+        what,
+        false,
+    )?;
     Ok(cfg.apps.pop().expect("one App in, one App out"))
 }
 
@@ -580,6 +603,8 @@ fn strip_location(message: &str) -> String {
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     apps: Vec<RawApp>,
+    #[serde(default)]
+    policies: Vec<Spanned<Policy>>,
 }
 
 #[derive(Deserialize)]
@@ -608,6 +633,10 @@ struct RawApp {
     health_timeout: Duration,
     #[serde(default)]
     shard: Option<u32>,
+    #[serde(default)]
+    service_account: Option<Spanned<String>>,
+    #[serde(default)]
+    policy: Option<Spanned<String>>,
 }
 
 /// Mirrors [`Source`]; only `url` and `signature.mode` need locations (auth and signature checks).
@@ -639,6 +668,26 @@ fn validate(raw: RawConfig, file: &Path, closed: bool) -> Result<Config, ConfigE
         key,
         message,
     };
+    let mut policies: Vec<Policy> = Vec::with_capacity(raw.policies.len());
+    for (i, spanned) in raw.policies.into_iter().enumerate() {
+        let line = spanned.referenced.line();
+        let policy = spanned.value;
+        if policies.iter().any(|p| p.name == policy.name) {
+            return Err(invalid(
+                line,
+                format!("policies[{i}].name"),
+                format!("duplicate policy name {:?}", policy.name),
+            ));
+        }
+        if policy.namespaces.is_empty() {
+            return Err(invalid(
+                line,
+                format!("policies[{i}].namespaces"),
+                "name at least one namespace (glob) the policy's Apps may write to".to_string(),
+            ));
+        }
+        policies.push(policy);
+    }
     let mut apps = Vec::with_capacity(raw.apps.len());
     let mut first_line = std::collections::HashMap::new();
     for (i, app) in raw.apps.iter().enumerate() {
@@ -714,6 +763,33 @@ fn validate(raw: RawConfig, file: &Path, closed: bool) -> Result<Config, ConfigE
             }
             None => SignaturePolicy::default(),
         };
+        let service_account = match app.service_account {
+            Some(sa) => Some(
+                ServiceAccount::parse(&sa.value, &app.target.namespace).map_err(|message| {
+                    invalid(
+                        sa.referenced.line(),
+                        format!("apps[{i}].service_account"),
+                        message,
+                    )
+                })?,
+            ),
+            None => None,
+        };
+        let mut boundary = Boundary::default();
+        if let Some(name) = &app.policy {
+            match policies.iter().find(|p| p.name == name.value) {
+                Some(policy) => boundary.policy = Some(policy.clone()),
+                // An App given alone (an App object) resolves its policy where it is admitted.
+                None if closed => {
+                    return Err(invalid(
+                        name.referenced.line(),
+                        format!("apps[{i}].policy"),
+                        format!("unknown policy {:?}", name.value),
+                    ));
+                }
+                None => {}
+            }
+        }
         apps.push(App {
             name: app.name.value,
             source: Source {
@@ -735,6 +811,9 @@ fn validate(raw: RawConfig, file: &Path, closed: bool) -> Result<Config, ConfigE
             adopt: app.adopt,
             health_timeout: app.health_timeout,
             shard: app.shard,
+            service_account,
+            policy: app.policy.map(|p| p.value),
+            boundary,
         });
     }
     if let Some(cycle) = graph::find_cycle(&apps) {
@@ -745,7 +824,7 @@ fn validate(raw: RawConfig, file: &Path, closed: bool) -> Result<Config, ConfigE
             cycle,
         });
     }
-    Ok(Config { apps })
+    Ok(Config { apps, policies })
 }
 
 // ---- defaults ----

@@ -32,6 +32,12 @@ impl Reconciler {
         let policy = plan::Policy::from_app(&self.app);
         let lookup = |gk: &plan::GroupKind| self.catalog.scope(gk);
         let mut plan = plan::plan(desired, &inventory, &observed, &policy, &lookup);
+        // Before anything that reads or writes for the plan: what is outside the App's
+        // boundary is neither sent nor looked into.
+        let refused = plan::boundary::confine(&mut plan, &self.app.boundary);
+        if !refused.is_empty() {
+            tracing::warn!(app = %self.app.name, ?refused, "objects outside what the App may write");
+        }
         self.guard_namespaces(&mut plan, &policy).await;
         Ok(Prepared {
             rendered,
