@@ -104,7 +104,8 @@ pub struct App {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub policy: Option<String>,
     /// What it may write, resolved from `policy` and, for an App object, the agent's rules.
-    #[serde(skip_serializing_if = "Boundary::is_open")]
+    /// Not written back: it is derived (from `policy`, or by the agent).
+    #[serde(skip)]
     pub boundary: Boundary,
 }
 

@@ -89,11 +89,18 @@ pub fn bound_app_object(
     Ok(())
 }
 
-/// A ServiceAccount an App's requests impersonate.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// A ServiceAccount an App's requests impersonate. Written back as `NAMESPACE/NAME`, which
+/// reads as the same ServiceAccount whatever the App's target namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceAccount {
     pub namespace: String,
     pub name: String,
+}
+
+impl Serialize for ServiceAccount {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
 }
 
 impl ServiceAccount {

@@ -460,6 +460,8 @@ pub enum PassSummary {
         failed_attempts: u32,
         /// Objects refused because they are not the App's (ownership conflicts), described.
         refused: Vec<String>,
+        /// Writes refused because they are outside the App's namespace or policy, described.
+        outside_boundary: Vec<String>,
     },
 }
 
@@ -522,6 +524,14 @@ pub fn pass_conditions(pass: &PassSummary) -> [ConditionFact; 3] {
             (false, "OwnershipConflict", refused.join("; ")),
             (false, "OwnershipConflict"),
             (true, "OwnershipConflict"),
+        ),
+        // Likewise until Git, the App's policy or the agent's rules change.
+        PassSummary::Done {
+            outside_boundary, ..
+        } if !outside_boundary.is_empty() => (
+            (false, "OutsideBoundary", outside_boundary.join("; ")),
+            (false, "OutsideBoundary"),
+            (true, "OutsideBoundary"),
         ),
         PassSummary::Done {
             outcome,

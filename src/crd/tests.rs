@@ -189,6 +189,7 @@ fn done(outcome: SyncOutcome, health: Health) -> PassSummary {
         fetch_failure: None,
         failed_attempts: 0,
         refused: Vec::new(),
+        outside_boundary: Vec::new(),
     }
 }
 
@@ -350,4 +351,28 @@ fn an_app_object_acts_only_as_a_service_account_of_its_own_namespace() {
     let (key, message) = spec_error(spec);
     assert_eq!(key, "spec.serviceAccount");
     assert!(message.contains("its own namespace (ns)"), "{message}");
+}
+
+#[test]
+fn writes_outside_the_boundary_stall_the_app_with_their_reasons() {
+    let summary_of = |outside: Vec<String>| PassSummary::Done {
+        outcome: SyncOutcome::Failed,
+        health: Health::Healthy,
+        fetch_failure: None,
+        failed_attempts: 1,
+        refused: Vec::new(),
+        outside_boundary: outside,
+    };
+    let facts = pass_conditions(&summary_of(vec![
+        "ClusterRole.rbac.authorization.k8s.io/r is not applied: policy p".into(),
+    ]));
+    assert_eq!(
+        summary(&facts),
+        vec![
+            ("Ready", false, "OutsideBoundary"),
+            ("Reconciling", false, "OutsideBoundary"),
+            ("Stalled", true, "OutsideBoundary")
+        ]
+    );
+    assert!(facts[0].message.contains("policy p"));
 }

@@ -115,7 +115,31 @@ pub(super) fn refusals(plan: &Plan) -> Vec<String> {
     plan.actions
         .iter()
         .filter_map(|a| match a {
+            Action::Refuse {
+                reason: plan::RefuseReason::OutsideBoundary { .. },
+                ..
+            } => None,
             Action::Refuse { object, reason, .. } => Some(reason.describe(object)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The plan's writes refused because they are outside the App's boundary (its App object's
+/// namespace, its policy), described: applies and prunes.
+pub(super) fn outside_boundary(plan: &Plan) -> Vec<String> {
+    plan.actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Refuse {
+                object,
+                reason: reason @ plan::RefuseReason::OutsideBoundary { .. },
+                ..
+            } => Some(reason.describe(object)),
+            Action::PruneSkipped {
+                object,
+                reason: plan::PruneSkipReason::OutsideBoundary { rule },
+            } => Some(format!("{object} is not pruned: {rule}")),
             _ => None,
         })
         .collect()
