@@ -146,3 +146,23 @@ pub async fn server_version(
     let server = crate::apply::ServerVersion::parse(&info.major, &info.minor, &info.git_version);
     Ok((info.git_version, server.support()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_impersonating_config_acts_as_the_service_account_alone() {
+        let mut config = kube::Config::new("https://127.0.0.1:6443".parse().unwrap());
+        // Whatever the kubeconfig impersonated does not leak into the App's identity.
+        config.auth_info.impersonate = Some("admin".into());
+        config.auth_info.impersonate_groups = Some(vec!["system:masters".into()]);
+        let user = service_account_user("team-a", "reckon-app");
+        assert_eq!(user, "system:serviceaccount:team-a:reckon-app");
+        let acting = impersonating(&config, &user);
+        assert_eq!(acting.auth_info.impersonate.as_deref(), Some(user.as_str()));
+        assert_eq!(acting.auth_info.impersonate_groups, None);
+        assert_eq!(acting.cluster_url, config.cluster_url);
+        assert_eq!(config.auth_info.impersonate.as_deref(), Some("admin"));
+    }
+}
