@@ -42,8 +42,18 @@ pub async fn fenced_client(
     context: Option<&str>,
     fence: Option<&crate::lease::Fence>,
 ) -> Result<kube::Client, ClusterError> {
+    let config = load_config(kubeconfig, context).await?;
+    build_client(config, fence)
+}
+
+/// The connection settings of a kubeconfig and context, or inferred (KUBECONFIG,
+/// ~/.kube/config, in-cluster service account) when no path is given.
+pub async fn load_config(
+    kubeconfig: Option<&Path>,
+    context: Option<&str>,
+) -> Result<kube::Config, ClusterError> {
     crate::tls::install_crypto_provider();
-    let config = match kubeconfig {
+    Ok(match kubeconfig {
         Some(path) => {
             let kc =
                 Kubeconfig::read_from(path).map_err(|source| ClusterError::ReadKubeconfig {
@@ -63,7 +73,33 @@ pub async fn fenced_client(
                 })?
         }
         None => kube::Config::infer().await?,
-    };
+    })
+}
+
+/// The Kubernetes user an App's requests are made as when it names a ServiceAccount.
+pub fn service_account_user(namespace: &str, name: &str) -> String {
+    format!("system:serviceaccount:{namespace}:{name}")
+}
+
+/// `config` acting as `user` (`Impersonate-User` on every request, no groups: the API server
+/// then adds the ServiceAccount's own groups, so RBAC bound to
+/// `system:serviceaccounts:<namespace>` applies as it would to the ServiceAccount itself).
+/// Whatever the kubeconfig itself impersonated is replaced.
+pub fn impersonating(config: &kube::Config, user: &str) -> kube::Config {
+    let mut config = config.clone();
+    config.auth_info.impersonate = Some(user.to_string());
+    config.auth_info.impersonate_groups = None;
+    config.auth_info.impersonate_uid = None;
+    config.auth_info.impersonate_user_extra = None;
+    config
+}
+
+/// A client for `config`, writes fenced by `fence` when given.
+pub fn build_client(
+    config: kube::Config,
+    fence: Option<&crate::lease::Fence>,
+) -> Result<kube::Client, ClusterError> {
+    crate::tls::install_crypto_provider();
     // kube's own retry (15 tries, backoff up to 1000 s) sits inside any layer added here: a
     // write retried there would pass the Lease fence unchecked, and discovery of a group whose
     // aggregated API is down (a 503, like a stopped metrics-server) would stall for minutes on
@@ -109,4 +145,24 @@ pub async fn server_version(
         .map_err(ClusterError::ServerVersion)?;
     let server = crate::apply::ServerVersion::parse(&info.major, &info.minor, &info.git_version);
     Ok((info.git_version, server.support()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_impersonating_config_acts_as_the_service_account_alone() {
+        let mut config = kube::Config::new("https://127.0.0.1:6443".parse().unwrap());
+        // Whatever the kubeconfig impersonated does not leak into the App's identity.
+        config.auth_info.impersonate = Some("admin".into());
+        config.auth_info.impersonate_groups = Some(vec!["system:masters".into()]);
+        let user = service_account_user("team-a", "reckon-app");
+        assert_eq!(user, "system:serviceaccount:team-a:reckon-app");
+        let acting = impersonating(&config, &user);
+        assert_eq!(acting.auth_info.impersonate.as_deref(), Some(user.as_str()));
+        assert_eq!(acting.auth_info.impersonate_groups, None);
+        assert_eq!(acting.cluster_url, config.cluster_url);
+        assert_eq!(config.auth_info.impersonate.as_deref(), Some("admin"));
+    }
 }

@@ -10,7 +10,7 @@ use crate::render::SecretKey;
 use crate::watch::{AppWatch, Change, WatchOptions};
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -56,8 +56,47 @@ pub struct PoolOptions {
 
 /// One connected cluster.
 pub struct Connected {
+    /// Discovery and requests with the agent's own credentials.
     pub catalog: Arc<Catalog>,
     pub watch: Option<Arc<RwLock<AppWatch>>>,
+    /// What the agent's client was built from: impersonating clients are built from it.
+    config: kube::Config,
+    fence: Option<crate::lease::Fence>,
+    /// One catalog per identity Apps act as (`service_account`), made when first asked for.
+    identities: Mutex<HashMap<String, Arc<Catalog>>>,
+}
+
+impl Connected {
+    /// The catalog `app` makes its requests through, and how it reads live objects. An App
+    /// with a `service_account` makes every request (reads of its objects, applies, prunes,
+    /// health reads, the listing of a Namespace before pruning it) impersonating it, so the
+    /// cluster's RBAC decides what it may do; it reads its objects with one GET each, not from
+    /// the shared watch, which lists with the agent's rights. Discovery stays the agent's.
+    pub fn for_app(
+        &self,
+        app: &App,
+    ) -> Result<(Arc<Catalog>, crate::reconcile::Live), ClusterError> {
+        let Some(sa) = &app.service_account else {
+            let live = match &self.watch {
+                Some(watch) => crate::reconcile::Live::Watch(watch.clone()),
+                None => crate::reconcile::Live::Direct,
+            };
+            return Ok((self.catalog.clone(), live));
+        };
+        let user = sa.user();
+        let mut identities = self.identities.lock().unwrap_or_else(|e| e.into_inner());
+        let catalog = match identities.get(&user) {
+            Some(c) => c.clone(),
+            None => {
+                let config = crate::cluster::impersonating(&self.config, &user);
+                let client = crate::cluster::build_client(config, self.fence.as_ref())?;
+                let c = Arc::new(self.catalog.acting_as(client, &user));
+                identities.insert(user, c.clone());
+                c
+            }
+        };
+        Ok((catalog, crate::reconcile::Live::Direct))
+    }
 }
 
 /// The connected clusters, by key.
@@ -97,12 +136,12 @@ impl Pool {
 
     async fn open(&self, app: &App) -> Result<NewCluster, PoolError> {
         let o = &self.options;
-        let client = crate::cluster::fenced_client(
+        let config = crate::cluster::load_config(
             app.target.kubeconfig.as_deref(),
             app.target.context.as_deref(),
-            o.fence.as_ref(),
         )
         .await?;
+        let client = crate::cluster::build_client(config.clone(), o.fence.as_ref())?;
         let catalog = Catalog::new(client.clone()).await?;
         if let Some(wait) = o.settle {
             let builtin = [
@@ -129,6 +168,9 @@ impl Pool {
             connected: Arc::new(Connected {
                 catalog: Arc::new(catalog),
                 watch: watch.map(|w| Arc::new(RwLock::new(w))),
+                config,
+                fence: o.fence.clone(),
+                identities: Mutex::new(HashMap::new()),
             }),
             changes,
         })

@@ -169,6 +169,9 @@ pub struct AgentOptions {
     /// `--app-source-hosts`). The agent's cache and store are added at start: no App, from the
     /// file or an object, may point into them.
     pub sources: crate::source::allow::SourceRules,
+    /// What App objects may write and as whom (`--default-service-account`,
+    /// `--allow-cross-namespace-targets`).
+    pub tenancy: crate::config::policy::ObjectRules,
 }
 
 impl AgentOptions {
@@ -192,6 +195,7 @@ impl AgentOptions {
             fleet: None,
             lease: None,
             sources: crate::source::allow::SourceRules::default(),
+            tenancy: crate::config::policy::ObjectRules::default(),
         }
     }
 
@@ -229,6 +233,7 @@ pub async fn run(
             Config {
                 apps: Vec::new(),
                 limits: config::InputLimits::default(),
+                policies: Vec::new(),
             }
         }
         other => other?,
@@ -495,6 +500,7 @@ async fn reconcile_all(
     let mut supervisor = Supervisor::new(options, store.clone(), key, stop.clone(), fence.clone());
     // The file's limits hold for every App, App objects' too.
     supervisor.set_input_limits(cfg.limits);
+    supervisor.policies = cfg.policies.clone();
     start_file_apps(cfg, options, &mut supervisor).await?;
     let changes = watch_app_objects(options, &mut supervisor, fence.as_ref()).await?;
     let mut watching = changes.is_some();

@@ -7,7 +7,7 @@ use super::registry::{self, Entry, Registry, RouteUpdate};
 use super::{AgentError, AgentOptions, objects, real_path};
 use crate::config;
 use crate::pool::{ClusterKey, Pool, PoolError, PoolOptions, WatchScope};
-use crate::reconcile::{Limits, Live, Reconciler};
+use crate::reconcile::{Limits, Reconciler};
 use crate::render::SecretKey;
 use crate::source::{GitSource, config::spec_for};
 use crate::store::writer::StoreHandle;
@@ -68,6 +68,8 @@ pub(super) struct Supervisor {
     running: BTreeMap<String, RunningApp>,
     /// The client App objects are watched with (their status is written with it).
     pub(super) objects_client: Option<kube::Client>,
+    /// The configuration file's policies, which App objects may reference.
+    pub(super) policies: Vec<config::Policy>,
 }
 
 impl Supervisor {
@@ -97,6 +99,7 @@ impl Supervisor {
             limits: Limits::default(),
             running: BTreeMap::new(),
             objects_client: None,
+            policies: Vec::new(),
         }
     }
 
@@ -158,16 +161,18 @@ impl Supervisor {
             app: app.name.clone(),
             source,
         })?;
-        let live = match cluster.watch.clone() {
-            Some(watch) => Live::Watch(watch),
-            None => Live::Direct,
-        };
+        let (catalog, live) = cluster
+            .for_app(&app)
+            .map_err(|source| AgentError::Cluster {
+                app: app.name.clone(),
+                source,
+            })?;
         let reconciler = Reconciler::new(
             app.clone(),
             GitSource::new(spec, &self.options.cache),
             self.store.clone(),
             self.key.clone(),
-            cluster.catalog.clone(),
+            catalog,
             live,
         )
         .with_limits(self.limits.clone());
@@ -275,7 +280,7 @@ impl Supervisor {
             .app_objects
             .as_ref()
             .and_then(|o| o.kubeconfig.as_deref());
-        let app = match crate::crd::to_config(object, kubeconfig) {
+        let mut app = match crate::crd::to_config(object, kubeconfig) {
             Ok(app) => app,
             Err(e) => {
                 tracing::error!(error = %e, "App object refused");
@@ -301,6 +306,20 @@ impl Supervisor {
             tracing::error!(app = %name, %namespace, error = %e, "App object refused");
             return Admission::Refused {
                 reason: "SourceNotAllowed",
+                message: e.to_string(),
+                report: true,
+            };
+        }
+        // As whom it acts and where it may write are the operator's call too.
+        if let Err(e) = crate::config::policy::bound_app_object(
+            &mut app,
+            namespace,
+            &self.options.tenancy,
+            &self.policies,
+        ) {
+            tracing::error!(app = %name, %namespace, error = %e, "App object refused");
+            return Admission::Refused {
+                reason: e.reason(),
                 message: e.to_string(),
                 report: true,
             };

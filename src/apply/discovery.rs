@@ -14,7 +14,7 @@ use kube::Client;
 use kube::api::{Api, DynamicObject};
 use kube::discovery::{ApiResource, Discovery};
 use std::collections::{BTreeSet, HashMap};
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 /// Errors while discovering what the cluster serves.
@@ -127,10 +127,14 @@ struct Known {
 pub struct Catalog {
     client: Client,
     server: ServerVersion,
-    known: RwLock<Known>,
+    /// Shared with the catalogs of the same cluster that act as another identity
+    /// ([`Catalog::acting_as`]): one discovery serves every App of a cluster.
+    known: Arc<RwLock<Known>>,
     /// Serialises refreshes: concurrent appliers meeting the same unknown kind would otherwise
     /// each re-run discovery of the same group.
-    refreshing: tokio::sync::Mutex<()>,
+    refreshing: Arc<tokio::sync::Mutex<()>>,
+    /// The user this catalog's requests impersonate, if any (named in errors).
+    identity: Option<String>,
 }
 
 fn scope_of(caps: &kube::discovery::ApiCapabilities) -> Scope {
@@ -159,8 +163,9 @@ impl Catalog {
         let catalog = Self {
             client,
             server,
-            known: RwLock::new(Known::default()),
-            refreshing: tokio::sync::Mutex::new(()),
+            known: Arc::new(RwLock::new(Known::default())),
+            refreshing: Arc::new(tokio::sync::Mutex::new(())),
+            identity: None,
         };
         catalog.refresh_all().await?;
         Ok(catalog)
@@ -168,6 +173,24 @@ impl Catalog {
 
     pub fn client(&self) -> &Client {
         &self.client
+    }
+
+    /// This cluster's catalog making every request with `client`, which acts as `identity`
+    /// (an impersonating client): the discovery already made is shared, not repeated, and a
+    /// refresh by either is seen by both.
+    pub fn acting_as(&self, client: Client, identity: &str) -> Catalog {
+        Catalog {
+            client,
+            server: self.server.clone(),
+            known: self.known.clone(),
+            refreshing: self.refreshing.clone(),
+            identity: Some(identity.to_string()),
+        }
+    }
+
+    /// The user this catalog impersonates; `None`: the agent's own credentials.
+    pub fn identity(&self) -> Option<&str> {
+        self.identity.as_deref()
     }
 
     pub fn server(&self) -> &ServerVersion {

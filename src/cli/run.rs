@@ -126,6 +126,17 @@ pub struct RunArgs {
     /// `*.example.com` for its subdomains). Default: any host.
     #[arg(long, env = "RECKON_APP_SOURCE_HOSTS", value_delimiter = ',')]
     app_source_hosts: Vec<String>,
+    /// The lockdown: an App object that names no `serviceAccount` acts as the ServiceAccount
+    /// of this name in its own namespace (every request impersonates it), never with the
+    /// agent's rights. Default: such App objects act with the agent's rights.
+    #[arg(long, env = "RECKON_DEFAULT_SERVICE_ACCOUNT", value_parser = parse_sa_name)]
+    default_service_account: Option<String>,
+    /// Let App objects write outside their own namespace: another `target.namespace`,
+    /// manifests naming other namespaces, cluster-scoped objects (their policy and RBAC
+    /// still apply). Default: an App object writes only namespaced objects of its namespace,
+    /// and cluster-scoped kinds its policy allows.
+    #[arg(long, env = "RECKON_ALLOW_CROSS_NAMESPACE_TARGETS")]
+    allow_cross_namespace_targets: bool,
     /// Confine the agent to one namespace (the namespaced install): App objects are watched
     /// there only, and so are the namespaced objects the Apps manage.
     #[arg(long, env = "RECKON_NAMESPACE")]
@@ -375,6 +386,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         hosts: args.app_source_hosts.clone(),
         agent_dirs: Vec::new(),
     };
+    options.tenancy = crate::config::policy::ObjectRules {
+        default_service_account: args.default_service_account.clone(),
+        allow_cross_namespace_targets: args.allow_cross_namespace_targets,
+    };
     if args.watch_apps {
         options.app_objects = Some(agent::AppObjects {
             namespace: args.namespace,
@@ -441,6 +456,15 @@ fn webhook_secret(
         anyhow::bail!("{flag} is empty: a webhook needs a non-empty secret (or leave it out)");
     }
     Ok(Some(secret))
+}
+
+/// A ServiceAccount name as `--default-service-account` takes it: alone (each App object's
+/// own namespace is used), a DNS-1123 subdomain.
+fn parse_sa_name(text: &str) -> Result<String, String> {
+    if text.contains('/') {
+        return Err("a name alone: it is looked up in each App object's own namespace".into());
+    }
+    crate::config::ServiceAccount::parse(text, "default").map(|sa| sa.name)
 }
 
 #[cfg(test)]

@@ -78,18 +78,14 @@ pub(super) async fn reconciler(
     .await?;
     let source = GitSource::new(spec_for(&app)?, &paths.cache);
     let (handle, task) = writer::spawn(store);
-    let r = Reconciler::new(
-        app,
-        source,
-        handle.clone(),
-        key,
-        cluster.catalog.clone(),
-        Live::Direct,
-    )
-    .with_limits(Limits {
-        input: cfg.limits,
-        ..Limits::default()
-    });
+    // As the App's ServiceAccount when it names one; the pool watches nothing here.
+    let (catalog, _) = cluster.for_app(&app)?;
+    let r = Reconciler::new(app, source, handle.clone(), key, catalog, Live::Direct).with_limits(
+        Limits {
+            input: cfg.limits,
+            ..Limits::default()
+        },
+    );
     Ok((r, handle, task))
 }
 
@@ -157,21 +153,11 @@ pub async fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
     for app in apps {
         let (cluster, new) = pool.connect(&app).await?;
         notifications.extend(new.and_then(|n| n.changes));
-        let live = match cluster.watch.clone() {
-            Some(watch) => Live::Watch(watch),
-            None => Live::Direct,
-        };
+        let (catalog, live) = cluster.for_app(&app)?;
         let source = GitSource::new(spec_for(&app)?, &args.paths.cache);
         reconcilers.push(
-            Reconciler::new(
-                app,
-                source,
-                handle.clone(),
-                key.clone(),
-                cluster.catalog.clone(),
-                live,
-            )
-            .with_limits(limits.clone()),
+            Reconciler::new(app, source, handle.clone(), key.clone(), catalog, live)
+                .with_limits(limits.clone()),
         );
     }
 

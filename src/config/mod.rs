@@ -14,6 +14,9 @@ mod graph;
 pub mod limits;
 
 pub use limits::InputLimits;
+pub mod policy;
+
+pub use policy::{Boundary, OnViolation, Policy, ServiceAccount};
 
 use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
@@ -63,6 +66,8 @@ pub struct Config {
     /// Bounds on what every App's source may cost (`limits:`); App objects get the same.
     /// Default: [`InputLimits::default`].
     pub limits: InputLimits,
+    /// Rules Apps may be held to (`policy:`). Default: none.
+    pub policies: Vec<Policy>,
 }
 
 /// One unit of sync: a Git source rendered and applied to one cluster with one policy.
@@ -96,6 +101,18 @@ pub struct App {
     /// `reckon.dev/shard` label of an App object. Default: a consistent hash of the name.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shard: Option<u32>,
+    /// The ServiceAccount every Kubernetes request for this App impersonates (`NAME` in the
+    /// target namespace, or `NAMESPACE/NAME`), so the cluster's RBAC decides what it may do.
+    /// Default: none, the agent's own rights (for App objects, see `--default-service-account`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service_account: Option<ServiceAccount>,
+    /// The name of the policy (`policies:`) its objects are checked against. Default: none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    /// What it may write, resolved from `policy` and, for an App object, the agent's rules.
+    /// Not written back: it is derived (from `policy`, or by the agent).
+    #[serde(skip)]
+    pub boundary: Boundary,
 }
 
 /// The Git source of an App.
@@ -530,6 +547,7 @@ pub fn parse_app(text: &str, what: &Path) -> Result<App, ConfigError> {
     let raw = parse_raw::<RawApp>(text, what)?;
     let raw = RawConfig {
         apps: vec![raw],
+        policies: Vec::new(),
         limits: InputLimits::default(),
     };
     let mut cfg = validate(raw, what, false)?;
@@ -590,6 +608,8 @@ fn strip_location(message: &str) -> String {
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     apps: Vec<RawApp>,
+    #[serde(default)]
+    policies: Vec<Spanned<Policy>>,
     #[serde(default, deserialize_with = "de_limits")]
     limits: InputLimits,
 }
@@ -627,6 +647,10 @@ struct RawApp {
     health_timeout: Duration,
     #[serde(default)]
     shard: Option<u32>,
+    #[serde(default)]
+    service_account: Option<Spanned<String>>,
+    #[serde(default)]
+    policy: Option<Spanned<String>>,
 }
 
 /// Mirrors [`Source`]; only `url` and `signature.mode` need locations (auth and signature checks).
@@ -658,6 +682,26 @@ fn validate(raw: RawConfig, file: &Path, closed: bool) -> Result<Config, ConfigE
         key,
         message,
     };
+    let mut policies: Vec<Policy> = Vec::with_capacity(raw.policies.len());
+    for (i, spanned) in raw.policies.into_iter().enumerate() {
+        let line = spanned.referenced.line();
+        let policy = spanned.value;
+        if policies.iter().any(|p| p.name == policy.name) {
+            return Err(invalid(
+                line,
+                format!("policies[{i}].name"),
+                format!("duplicate policy name {:?}", policy.name),
+            ));
+        }
+        if policy.namespaces.is_empty() {
+            return Err(invalid(
+                line,
+                format!("policies[{i}].namespaces"),
+                "name at least one namespace (glob) the policy's Apps may write to".to_string(),
+            ));
+        }
+        policies.push(policy);
+    }
     let mut apps = Vec::with_capacity(raw.apps.len());
     let mut first_line = std::collections::HashMap::new();
     for (i, app) in raw.apps.iter().enumerate() {
@@ -733,6 +777,33 @@ fn validate(raw: RawConfig, file: &Path, closed: bool) -> Result<Config, ConfigE
             }
             None => SignaturePolicy::default(),
         };
+        let service_account = match app.service_account {
+            Some(sa) => Some(
+                ServiceAccount::parse(&sa.value, &app.target.namespace).map_err(|message| {
+                    invalid(
+                        sa.referenced.line(),
+                        format!("apps[{i}].service_account"),
+                        message,
+                    )
+                })?,
+            ),
+            None => None,
+        };
+        let mut boundary = Boundary::default();
+        if let Some(name) = &app.policy {
+            match policies.iter().find(|p| p.name == name.value) {
+                Some(policy) => boundary.policy = Some(policy.clone()),
+                // An App given alone (an App object) resolves its policy where it is admitted.
+                None if closed => {
+                    return Err(invalid(
+                        name.referenced.line(),
+                        format!("apps[{i}].policy"),
+                        format!("unknown policy {:?}", name.value),
+                    ));
+                }
+                None => {}
+            }
+        }
         apps.push(App {
             name: app.name.value,
             source: Source {
@@ -754,6 +825,9 @@ fn validate(raw: RawConfig, file: &Path, closed: bool) -> Result<Config, ConfigE
             adopt: app.adopt,
             health_timeout: app.health_timeout,
             shard: app.shard,
+            service_account,
+            policy: app.policy.map(|p| p.value),
+            boundary,
         });
     }
     if let Some(cycle) = graph::find_cycle(&apps) {
@@ -766,6 +840,7 @@ fn validate(raw: RawConfig, file: &Path, closed: bool) -> Result<Config, ConfigE
     }
     Ok(Config {
         apps,
+        policies,
         limits: raw.limits,
     })
 }

@@ -673,3 +673,67 @@ fn limits_are_read_checked_and_default_when_absent() {
     let (line, key, _) = parse_error(&format!("limits:\n  tree_dpth: 3\n{}", minimal("")));
     assert_eq!((line, key.as_str()), (2, "limits.tree_dpth"));
 }
+
+#[test]
+fn policies_are_defined_once_and_resolved_by_apps() {
+    let text = "policies:
+  - name: team-a
+    namespaces: [team-a, team-a-*]
+    namespaced_kinds: {deny: [{group: \"\", kind: Secret}]}
+    cluster_kinds: {allow: [{group: rbac.authorization.k8s.io, kind: ClusterRole}]}
+    on_violation: fail_app
+apps:
+  - name: web
+    source:
+      url: https://example.com/repo.git
+    target: {namespace: team-a}
+    service_account: deployer
+    policy: team-a
+  - name: ops
+    source:
+      url: https://example.com/repo.git
+    service_account: ops/runner
+";
+    let cfg = load_str(text).unwrap();
+    assert_eq!(cfg.policies.len(), 1);
+    let web = cfg.app("web").unwrap();
+    let policy = web.boundary.policy.as_ref().unwrap();
+    assert_eq!(policy.on_violation, OnViolation::FailApp);
+    assert_eq!(policy.cluster_kinds.allow[0].kind, "ClusterRole");
+    assert_eq!(policy.namespaced_kinds.deny[0].group, "");
+    assert!(policy.app_namespaces.is_empty());
+    assert_eq!(
+        web.boundary.confined_to, None,
+        "the file's Apps are the operator's"
+    );
+    assert_eq!(
+        web.service_account.as_ref().unwrap().user(),
+        "system:serviceaccount:team-a:deployer"
+    );
+    let ops = cfg.app("ops").unwrap();
+    assert_eq!(
+        ops.service_account.as_ref().unwrap().to_string(),
+        "ops/runner"
+    );
+    assert!(ops.boundary.is_open());
+}
+
+#[test]
+fn policy_mistakes_are_refused_with_their_key() {
+    let (_, key, message) = invalid_error(&minimal("    policy: nowhere\n"));
+    assert_eq!(key, "apps[0].policy");
+    assert!(message.contains("unknown policy \"nowhere\""), "{message}");
+    let twice =
+        "policies:\n  - {name: p, namespaces: [a]}\n  - {name: p, namespaces: [b]}\napps: []\n";
+    let (_, key, message) = invalid_error(twice);
+    assert_eq!(key, "policies[1].name");
+    assert!(message.contains("duplicate"), "{message}");
+    let nowhere = "policies:\n  - {name: p, namespaces: []}\napps: []\n";
+    assert_eq!(invalid_error(nowhere).1, "policies[0].namespaces");
+    let (_, key, _) =
+        parse_error("policies:\n  - {name: p, namespaces: [a], on_violation: ignore}\napps: []\n");
+    assert!(key.starts_with("policies[0]"), "{key}");
+    let (_, key, message) = invalid_error(&minimal("    service_account: a/b/c\n"));
+    assert_eq!(key, "apps[0].service_account");
+    assert!(message.contains("NAMESPACE/NAME"), "{message}");
+}

@@ -93,6 +93,14 @@ pub struct AppSpec {
     /// How long applied objects may take to become healthy, e.g. `5m` (default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_timeout: Option<String>,
+    /// A ServiceAccount of this App object's namespace: every request for the App impersonates
+    /// it. Default: the agent's `--default-service-account`, else the agent's own rights.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account: Option<String>,
+    /// The policy (of the agent's configuration file) the App's objects are checked against;
+    /// it must list this namespace in its `app_namespaces`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -338,6 +346,21 @@ pub fn to_config(object: &App, agent_kubeconfig: Option<&Path>) -> Result<config
     let mut entry = file_keys(spec);
     let map = entry.as_object_mut().expect("a struct encodes as a map");
     map.insert("name".to_string(), name.clone().into());
+    // An App object acts only as a ServiceAccount of its own namespace: naming another
+    // namespace's would let whoever creates App objects borrow that namespace's rights.
+    if let Some(sa) = map.get_mut("service_account") {
+        let text = sa.as_str().unwrap_or_default().to_string();
+        if text.contains('/') {
+            return Err(invalid(
+                "spec.serviceAccount".to_string(),
+                format!(
+                    "{text:?}: an App object may only name a ServiceAccount of its own \
+                     namespace ({namespace}); write its name alone"
+                ),
+            ));
+        }
+        *sa = format!("{namespace}/{text}").into();
+    }
     let target = map
         .entry("target")
         .or_insert_with(|| serde_json::json!({}))
@@ -437,6 +460,8 @@ pub enum PassSummary {
         failed_attempts: u32,
         /// Objects refused because they are not the App's (ownership conflicts), described.
         refused: Vec<String>,
+        /// Writes refused because they are outside the App's namespace or policy, described.
+        outside_boundary: Vec<String>,
     },
 }
 
@@ -499,6 +524,14 @@ pub fn pass_conditions(pass: &PassSummary) -> [ConditionFact; 3] {
             (false, "OwnershipConflict", refused.join("; ")),
             (false, "OwnershipConflict"),
             (true, "OwnershipConflict"),
+        ),
+        // Likewise until Git, the App's policy or the agent's rules change.
+        PassSummary::Done {
+            outside_boundary, ..
+        } if !outside_boundary.is_empty() => (
+            (false, "OutsideBoundary", outside_boundary.join("; ")),
+            (false, "OutsideBoundary"),
+            (true, "OutsideBoundary"),
         ),
         PassSummary::Done {
             outcome,

@@ -189,6 +189,7 @@ fn done(outcome: SyncOutcome, health: Health) -> PassSummary {
         fetch_failure: None,
         failed_attempts: 0,
         refused: Vec::new(),
+        outside_boundary: Vec::new(),
     }
 }
 
@@ -332,4 +333,46 @@ fn the_anchor_holds_only_for_the_shard_that_wrote_the_status() {
     // Moved: the status counts events of another shard's store.
     assert!(!anchor_applies(None, 1));
     assert!(!anchor_applies(Some(1), 0));
+}
+
+#[test]
+fn an_app_object_acts_only_as_a_service_account_of_its_own_namespace() {
+    let url = serde_json::json!({"url": "https://example.com/repo.git"});
+    let spec = serde_json::json!({"source": url, "serviceAccount": "deployer", "policy": "p"});
+    let app = to_config(&object("team-b", "web", spec), None).unwrap();
+    assert_eq!(
+        app.service_account.unwrap().user(),
+        "system:serviceaccount:team-b:deployer"
+    );
+    assert_eq!(app.policy.as_deref(), Some("p"));
+    // Unresolved here: the agent resolves it against its own policies when it admits the App.
+    assert_eq!(app.boundary.policy, None);
+    let spec = serde_json::json!({"source": url, "serviceAccount": "kube-system/admin"});
+    let (key, message) = spec_error(spec);
+    assert_eq!(key, "spec.serviceAccount");
+    assert!(message.contains("its own namespace (ns)"), "{message}");
+}
+
+#[test]
+fn writes_outside_the_boundary_stall_the_app_with_their_reasons() {
+    let summary_of = |outside: Vec<String>| PassSummary::Done {
+        outcome: SyncOutcome::Failed,
+        health: Health::Healthy,
+        fetch_failure: None,
+        failed_attempts: 1,
+        refused: Vec::new(),
+        outside_boundary: outside,
+    };
+    let facts = pass_conditions(&summary_of(vec![
+        "ClusterRole.rbac.authorization.k8s.io/r is not applied: policy p".into(),
+    ]));
+    assert_eq!(
+        summary(&facts),
+        vec![
+            ("Ready", false, "OutsideBoundary"),
+            ("Reconciling", false, "OutsideBoundary"),
+            ("Stalled", true, "OutsideBoundary")
+        ]
+    );
+    assert!(facts[0].message.contains("policy p"));
 }

@@ -14,6 +14,7 @@
 //! - No Secret value appears in an action except in the manifest to apply, which `Debug` hides
 //!   and serialisation leaves out: drift and change lists name Secret fields without values.
 
+pub mod boundary;
 mod diff;
 mod fields;
 pub mod ownership;
@@ -225,6 +226,8 @@ pub enum PruneSkipReason {
     RenderFailed,
     /// A Namespace that holds objects this plan does not delete (the first few named).
     NamespaceNotEmpty { residents: Vec<String>, more: usize },
+    /// The object is outside what the App may write ([`boundary`]): the rule it breaks.
+    OutsideBoundary { rule: String },
 }
 
 /// Why a desired object cannot be planned.

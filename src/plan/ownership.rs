@@ -146,6 +146,9 @@ pub enum RefuseReason {
     /// An object of the inventory whose live `reckon.dev/app` label now names another App: that
     /// App took it over (`adopt: always`); taking it back would make the two Apps fight.
     TakenOver { owner: String },
+    /// Outside what the App may write: its App object's namespace or its policy
+    /// ([`super::boundary`]); `rule` names the rule.
+    OutsideBoundary { rule: String },
 }
 
 impl RefuseReason {
@@ -168,6 +171,7 @@ impl RefuseReason {
                 "{object} was taken over by App {owner} (label {APP_LABEL}={owner}); this App \
                  no longer applies it"
             ),
+            RefuseReason::OutsideBoundary { rule } => format!("{object} is not applied: {rule}"),
         }
     }
 }

@@ -4,7 +4,9 @@
 use crate::apply::{FailureCause, ObjectOutcome, Outcome, SkipReason};
 use crate::event::{self, Digest, Draft, Event, FieldDiff, FieldManager};
 use crate::health;
-use crate::plan::{self, ChangeKind, Drift, FieldChange, PruneSkipReason, RejectReason};
+use crate::plan::{
+    self, ChangeKind, Drift, FieldChange, PruneSkipReason, RefuseReason, RejectReason,
+};
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
 
@@ -191,6 +193,7 @@ fn prune_reason(reason: &PruneSkipReason) -> String {
             format!("the live object now belongs to App {owner}")
         }
         PruneSkipReason::RenderFailed => "rendering failed: the desired set is unknown".into(),
+        PruneSkipReason::OutsideBoundary { rule } => format!("not pruned: {rule}"),
         PruneSkipReason::NamespaceNotEmpty { residents, more } => {
             let more = if *more > 0 {
                 format!(" and {more} more")
@@ -225,6 +228,9 @@ fn cause_text(cause: &FailureCause) -> String {
         FailureCause::NotEstablished => "CRD not established".into(),
         FailureCause::Api { code, reason } => format!("API error {code} {reason}"),
         FailureCause::Transport => "transport".into(),
+        FailureCause::Refused {
+            reason: RefuseReason::OutsideBoundary { .. },
+        } => "refused: outside what this App may write".into(),
         FailureCause::Refused { .. } => "refused: not this App's to write".into(),
     }
 }

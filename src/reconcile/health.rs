@@ -26,6 +26,36 @@ pub(super) fn needs_reading(last: event::Health, has_objects: bool) -> bool {
     last != event::Health::Healthy && has_objects
 }
 
+/// The desired objects a sync waits on for health: not those it failed to write or refused
+/// that did not exist before (`failed` holds their keys, namespaces resolved by `resolve`) —
+/// nothing makes them healthy until a later pass writes them, and waiting for them would hold
+/// the App for its whole health timeout at every pass (an object RBAC or a policy refuses).
+pub(super) fn worth_waiting_for(
+    desired: &[DesiredObject],
+    failed: &std::collections::BTreeSet<ObjectKey>,
+    resolve: &dyn Fn(&crate::plan::ObjectRef) -> Option<crate::plan::ObjectRef>,
+) -> Vec<DesiredObject> {
+    desired
+        .iter()
+        .filter(|d| resolve(&d.object).is_none_or(|o| !failed.contains(&o.key())))
+        .cloned()
+        .collect()
+}
+
+/// Keys of the objects `outcomes` failed (or refused) to write that `observed` did not find
+/// present before the sync.
+pub(super) fn failed_and_absent(
+    outcomes: &[crate::apply::ObjectOutcome],
+    observed: &Observed,
+) -> std::collections::BTreeSet<ObjectKey> {
+    outcomes
+        .iter()
+        .filter(|o| matches!(o.outcome, crate::apply::Outcome::Failed { .. }))
+        .map(|o| o.object.key())
+        .filter(|k| !matches!(observed.get(k), Some(crate::plan::Observation::Present(_))))
+        .collect()
+}
+
 /// The HealthChanged events for `readings`, updating `recorded`: an object whose health
 /// changed, or that is first seen unhealthy (a healthy first sighting is the normal case and
 /// not worth an event each), and the App (the worst of its objects) when it changed.
@@ -188,6 +218,57 @@ mod tests {
                 other => panic!("{other:?}"),
             })
             .collect()
+    }
+
+    #[test]
+    fn a_sync_does_not_wait_for_objects_it_could_not_create() {
+        use crate::apply::{FailureCause, ObjectOutcome, Outcome};
+        use crate::plan::{LiveObject, Observation};
+        let cm = |name: &str| ObjectRef::from_api_version("v1", "ConfigMap", None, name);
+        let desired: Vec<DesiredObject> = ["new", "refused", "existing"]
+            .iter()
+            .map(|n| DesiredObject {
+                object: cm(n),
+                manifest: crate::model::Manifest::new(serde_json::json!({})),
+                digest: "d".into(),
+                stored: None,
+            })
+            .collect();
+        let resolve = |o: &ObjectRef| {
+            let mut o = o.clone();
+            o.namespace = Some("shop".into());
+            Some(o)
+        };
+        let failed = |name: &str| ObjectOutcome {
+            object: resolve(&cm(name)).unwrap(),
+            outcome: Outcome::Failed {
+                error: "forbidden".into(),
+                cause: FailureCause::Forbidden,
+            },
+            digest: None,
+            reason: None,
+            resource_version: None,
+            uid: None,
+        };
+        let mut observed = Observed::new();
+        let existing = resolve(&cm("existing")).unwrap();
+        observed.insert(
+            existing.key(),
+            Observation::Present(LiveObject {
+                object: existing,
+                manifest: serde_json::json!({}),
+                managed_fields: Vec::new(),
+            }),
+        );
+        observed.insert(resolve(&cm("refused")).unwrap().key(), Observation::Absent);
+        let outcomes = vec![failed("refused"), failed("existing")];
+        let keys = failed_and_absent(&outcomes, &observed);
+        let waited: Vec<String> = worth_waiting_for(&desired, &keys, &resolve)
+            .into_iter()
+            .map(|d| d.object.name)
+            .collect();
+        // An object that exists is still read (its health is the App's); one never created is not.
+        assert_eq!(waited, ["new", "existing"]);
     }
 
     #[test]

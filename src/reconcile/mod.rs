@@ -30,7 +30,7 @@ use crate::apply::{self, ApplyOptions, Catalog, ObjectOutcome};
 use crate::config;
 use crate::event::{self, Digest, Draft, Event, SyncOutcome};
 use crate::fetch;
-use crate::plan::{DesiredObject, ObjectKey, Plan};
+use crate::plan::{ObjectKey, Plan};
 use crate::render::SecretKey;
 use crate::source::GitSource;
 use crate::store::projection::AppState;
@@ -129,6 +129,9 @@ pub struct PassReport {
     /// Objects this pass did not write because they are not the App's (another App's or
     /// tool's, or taken over): each reason as recorded in its `ApplyFailed`.
     pub refused: Vec<String>,
+    /// Writes this pass refused because they are outside the App's boundary (its App object's
+    /// namespace, its policy): each reason as recorded.
+    pub outside_boundary: Vec<String>,
 }
 
 /// What a pass remembers for the next one (in memory: losing it costs one repeated record).
@@ -238,6 +241,7 @@ impl PassReport {
             failed_attempts: memory.failed_attempts,
             unrecorded_retry: false,
             refused: Vec::new(),
+            outside_boundary: Vec::new(),
         }
     }
 
@@ -383,6 +387,7 @@ impl Reconciler {
                 .await;
         }
         report.refused = planning::refusals(&prepared.plan);
+        report.outside_boundary = planning::outside_boundary(&prepared.plan);
         let executed = self
             .execute_and_record(&prepared, &triage, render, options)
             .await?;
@@ -397,11 +402,19 @@ impl Reconciler {
         }
         drop(pass_permit);
         let applied_any = outcomes.iter().any(|o| execute::wrote(&o.outcome));
-        let desired: &[DesiredObject] = &prepared.rendered.desired;
+        let failed = health::failed_and_absent(outcomes, &prepared.observed);
+        let resolve = |o: &crate::plan::ObjectRef| {
+            apply::resolve_namespace(
+                o,
+                self.catalog.scope(&o.group_kind()),
+                &self.app.target.namespace,
+            )
+        };
+        let desired = health::worth_waiting_for(&prepared.rendered.desired, &failed, &resolve);
         let (health, n) = self
             .sync_health(
                 applied_any,
-                desired,
+                &desired,
                 &prepared.inventory,
                 &prepared.observed,
             )
@@ -539,6 +552,7 @@ impl crate::crd::PassSummary {
                     fetch_failure: r.fetch_failure.clone(),
                     failed_attempts: r.failed_attempts,
                     refused: r.refused.clone(),
+                    outside_boundary: r.outside_boundary.clone(),
                 },
                 PassStatus::Synced { outcome, .. } => crate::crd::PassSummary::Done {
                     outcome: *outcome,
@@ -546,6 +560,7 @@ impl crate::crd::PassSummary {
                     fetch_failure: r.fetch_failure.clone(),
                     failed_attempts: r.failed_attempts,
                     refused: r.refused.clone(),
+                    outside_boundary: r.outside_boundary.clone(),
                 },
             },
         }

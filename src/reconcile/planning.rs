@@ -32,6 +32,12 @@ impl Reconciler {
         let policy = plan::Policy::from_app(&self.app);
         let lookup = |gk: &plan::GroupKind| self.catalog.scope(gk);
         let mut plan = plan::plan(desired, &inventory, &observed, &policy, &lookup);
+        // Before anything that reads or writes for the plan: what is outside the App's
+        // boundary is neither sent nor looked into.
+        let refused = plan::boundary::confine(&mut plan, &self.app.boundary);
+        if !refused.is_empty() {
+            tracing::warn!(app = %self.app.name, ?refused, "objects outside what the App may write");
+        }
         self.guard_namespaces(&mut plan, &policy).await;
         Ok(Prepared {
             rendered,
@@ -109,7 +115,31 @@ pub(super) fn refusals(plan: &Plan) -> Vec<String> {
     plan.actions
         .iter()
         .filter_map(|a| match a {
+            Action::Refuse {
+                reason: plan::RefuseReason::OutsideBoundary { .. },
+                ..
+            } => None,
             Action::Refuse { object, reason, .. } => Some(reason.describe(object)),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The plan's writes refused because they are outside the App's boundary (its App object's
+/// namespace, its policy), described: applies and prunes.
+pub(super) fn outside_boundary(plan: &Plan) -> Vec<String> {
+    plan.actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Refuse {
+                object,
+                reason: reason @ plan::RefuseReason::OutsideBoundary { .. },
+                ..
+            } => Some(reason.describe(object)),
+            Action::PruneSkipped {
+                object,
+                reason: plan::PruneSkipReason::OutsideBoundary { rule },
+            } => Some(format!("{object} is not pruned: {rule}")),
             _ => None,
         })
         .collect()

@@ -4,6 +4,9 @@
 //! status, apply and prune the managed kinds) and nothing it must not (impersonate, exec into
 //! pods, write RBAC or nodes; in namespaced mode, anything outside its namespace).
 //!
+//! The least-privilege mode's agent can read, impersonate ServiceAccounts and write App
+//! objects' status and its Lease, nothing else: no rule it renders grants another write.
+//!
 //! Each mode is applied into a fresh namespace of the test through an overlay on a copy of
 //! `deploy/` (kustomize needs relative paths), whose namespace transformer also re-points the
 //! role bindings' subjects.
@@ -89,7 +92,8 @@ fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("no {kind} {name} rendered"))
 }
 
-/// A copy of deploy/ with an overlay that moves `mode` (`.` or `namespaced`) into `ns` (which
+/// A copy of deploy/ with an overlay that moves `mode` (`.`, `namespaced` or
+/// `least-privilege`) into `ns` (which
 /// the test created: the overlay drops deploy's own Namespace object).
 fn overlay(mode: &str, ns: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
@@ -509,6 +513,129 @@ async fn namespaced_mode_applies_and_its_rbac_ends_at_the_namespace() {
         &["create", "roles.rbac.authorization.k8s.io", "-n", n]
     ));
     assert!(!can(n, &["create", "pods", "--subresource=exec", "-n", n]));
+    lease_rbac(n);
+
+    let _ = sts_delete(&client, n).await;
+}
+
+/// Deletes the least-privilege mode's cluster-wide objects, also when the test fails.
+struct LeastPrivilegeScoped;
+
+impl Drop for LeastPrivilegeScoped {
+    fn drop(&mut self) {
+        let names = ["reckon-lp-apps", "reckon-lp-impersonate", "reckon-lp-view"];
+        for kind in ["clusterrolebinding", "clusterrole"] {
+            let mut a = vec!["delete", kind];
+            a.extend(names);
+            a.push("--ignore-not-found");
+            let _ = kubectl(&a);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn least_privilege_mode_reads_impersonates_and_writes_nothing_else() {
+    if !have_kubectl() {
+        return;
+    }
+    // Rendered: every rule is a read, an impersonation of ServiceAccounts, or one of the two
+    // writes the agent needs of its own (App objects' status, its Lease).
+    let docs = documents(&render(&deploy_dir().join("least-privilege")));
+    let mut writes = Vec::new();
+    for d in docs
+        .iter()
+        .filter(|d| d["kind"] == "ClusterRole" || d["kind"] == "Role")
+    {
+        for rule in d["rules"].as_array().unwrap() {
+            let resources: Vec<&str> = rule["resources"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r.as_str().unwrap())
+                .collect();
+            for verb in rule["verbs"].as_array().unwrap() {
+                let verb = verb.as_str().unwrap();
+                if !["get", "list", "watch"].contains(&verb) {
+                    writes.push(format!("{verb} {}", resources.join(",")));
+                }
+            }
+        }
+    }
+    writes.sort();
+    writes.dedup();
+    assert_eq!(
+        writes,
+        [
+            "create leases",
+            "impersonate serviceaccounts",
+            "patch apps/status",
+            "patch leases",
+            "update apps/status",
+            "update leases"
+        ]
+    );
+    let c = &find(&docs, "StatefulSet", "reckon")["spec"]["template"]["spec"]["containers"][0];
+    let args: Vec<&str> = c["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert!(
+        args.contains(&"--default-service-account=reckon-app"),
+        "{args:?}"
+    );
+    let mut argv = vec!["reckon".to_string()];
+    argv.extend(args.iter().map(|a| {
+        a.replace("$(RECKON_SHARDS)", "1")
+            .replace("$(POD_NAMESPACE)", "reckon-system")
+    }));
+    <reckon::cli::Cli as clap::Parser>::try_parse_from(argv).expect("the StatefulSet's args parse");
+    // The tenant example is valid YAML naming the ServiceAccount the agent defaults to.
+    let tenant =
+        std::fs::read_to_string(deploy_dir().join("least-privilege/tenant/rbac.yaml")).unwrap();
+    let tenant = documents(&tenant);
+    find(&tenant, "ServiceAccount", "reckon-app");
+    find(&tenant, "RoleBinding", "reckon-app");
+
+    // Applied: what the agent's ServiceAccount may do, asked of the API server.
+    let client = support::client().await;
+    let ns = TestNamespace::create(&client, "deploy-lp").await;
+    let _cleanup = LeastPrivilegeScoped;
+    let dir = overlay("least-privilege", &ns.name);
+    dry_run_then_apply(&render(dir.path()), dir.path());
+    let n = ns.name.as_str();
+    assert!(can(n, &["watch", "apps.reckon.dev", "--all-namespaces"]));
+    assert!(can(
+        n,
+        &[
+            "patch",
+            "apps.reckon.dev",
+            "--subresource=status",
+            "-n",
+            "default"
+        ]
+    ));
+    assert!(can(n, &["impersonate", "serviceaccounts", "-n", "team-a"]));
+    assert!(can(n, &["list", "configmaps", "--all-namespaces"]));
+    assert!(can(n, &["watch", "deployments.apps", "-n", "default"]));
+    // No write of its own, no Secret, no other identity.
+    assert!(!can(n, &["patch", "deployments.apps", "-n", "default"]));
+    assert!(!can(n, &["create", "configmaps", "-n", "default"]));
+    assert!(!can(n, &["delete", "configmaps", "-n", "default"]));
+    assert!(!can(n, &["patch", "namespaces"]));
+    assert!(!can(
+        n,
+        &["patch", "customresourcedefinitions.apiextensions.k8s.io"]
+    ));
+    assert!(!can(n, &["get", "secrets", "-n", "default"]));
+    assert!(!can(n, &["patch", "apps.reckon.dev", "-n", "default"]));
+    assert!(!can(n, &["impersonate", "users"]));
+    assert!(!can(n, &["impersonate", "groups"]));
+    assert!(!can(
+        n,
+        &["create", "clusterrolebindings.rbac.authorization.k8s.io"]
+    ));
     lease_rbac(n);
 
     let _ = sts_delete(&client, n).await;

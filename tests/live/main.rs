@@ -1,7 +1,8 @@
 //! Integration tests against the real control plane (`RECKON_TEST_KUBECONFIG`, set by
 //! `reckon-testenv run`; without it the first test starts a local control plane of its own),
 //! with reckon as a library in the test process: apply, plan, watch, the reconciler, ownership,
-//! health, rollback, the agent, App objects, `deploy/`, audit attribution.
+//! health, rollback, the agent, App objects, tenancy (impersonation, namespaces, policies),
+//! `deploy/`, audit attribution.
 //!
 //! `apply`, `plan`, `watch`, `kube_smoke` and `reconcile` also run on the floor of the version
 //! matrix (`scripts/test.sh`).
@@ -19,6 +20,7 @@ mod ownership;
 mod plan;
 mod reconcile;
 mod rollback;
+mod tenancy;
 mod tls_provider;
 mod watch;
 mod workloads;
