@@ -1,7 +1,7 @@
 //! Integration tests against the real control plane (`RECKON_TEST_KUBECONFIG`, set by
 //! `reckon-testenv run`; without it the first test starts a local control plane of its own),
 //! with reckon as a library in the test process: apply, plan, watch, the reconciler, ownership,
-//! health, rollback, the agent, App objects, `deploy/`, audit attribution.
+//! health, rollback, the agent, App objects, `deploy/`, audit attribution, Helm Apps.
 //!
 //! `apply`, `plan`, `watch`, `kube_smoke` and `reconcile` also run on the floor of the version
 //! matrix (`scripts/test.sh`).
@@ -14,6 +14,7 @@ mod apply;
 mod audit;
 mod crd;
 mod deploy;
+mod helm;
 mod kube_smoke;
 mod ownership;
 mod plan;
