@@ -234,6 +234,44 @@ mod tests {
     }
 
     #[test]
+    fn output_beyond_the_bound_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = format!("head -c {} /dev/zero", MAX_OUTPUT + 1);
+        let err = run(
+            Path::new("/bin/sh"),
+            &["-c", &script],
+            dir.path(),
+            dir.path(),
+            &[],
+            Duration::from_secs(60),
+        )
+        .unwrap_err();
+        assert!(err.contains("larger than 64 MiB"), "{err}");
+    }
+
+    #[test]
+    fn the_given_environment_is_all_the_tool_sees_besides_path_home_and_proxies() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("cache");
+        let out = run(
+            Path::new("/bin/sh"),
+            &[
+                "-c",
+                "echo \"$HELM_CACHE_HOME|$HTTPS_PROXY|${CARGO:-unset}\"",
+            ],
+            dir.path(),
+            dir.path(),
+            &[("HELM_CACHE_HOME", &cache)],
+            Duration::from_secs(10),
+        )
+        .unwrap();
+        assert_eq!(
+            out.trim(),
+            format!("{}|http://127.0.0.1:9|unset", cache.display())
+        );
+    }
+
+    #[test]
     fn large_output_does_not_deadlock() {
         let dir = tempfile::tempdir().unwrap();
         // 1 MiB on stdout and 256 KiB on stderr, beyond any pipe buffer.
