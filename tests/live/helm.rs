@@ -507,3 +507,66 @@ async fn values_from_a_secret_are_used_and_never_stored_in_plain_text() {
     );
     h.close().await;
 }
+
+/// Dependencies come vendored under `charts/` (with values passed down by the parent); one
+/// listed in `Chart.yaml` but not vendored fails the render with Helm's message — nothing is
+/// fetched — and prunes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vendored_dependency_renders_and_a_missing_one_fails_without_fetching() {
+    if !helm_available() {
+        return;
+    }
+    let h = Harness::new("helm-deps").await;
+    let parent =
+        |deps: &str| format!("apiVersion: v2\nname: web\nversion: 0.1.0\ndependencies:\n{deps}");
+    let cache_dep =
+        "  - name: cache\n    version: 1.0.0\n    repository: https://charts.example.invalid\n";
+    let mut files = vec![
+        ("chart/Chart.yaml".to_string(), parent(cache_dep)),
+        ("chart/values.yaml".to_string(), "cache:\n  size: large\n".to_string()),
+        (
+            "chart/charts/cache/Chart.yaml".to_string(),
+            "apiVersion: v2\nname: cache\nversion: 1.0.0\n".to_string(),
+        ),
+        ("chart/charts/cache/values.yaml".to_string(), "size: small\n".to_string()),
+        (
+            "chart/charts/cache/templates/cm.yaml".to_string(),
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-cache\ndata:\n  size: {{ .Values.size | quote }}\n"
+                .to_string(),
+        ),
+    ];
+    commit(&h, "A chart with a vendored dependency", &files);
+    let app = "web";
+    let mut r = h.reconciler(h.app(app, "chart", ""), KEY);
+    let report = pass(&mut r).await;
+    assert_eq!(synced(&report).0, SyncOutcome::Succeeded, "{report:?}");
+    let cms: Api<ConfigMap> = Api::namespaced(h.catalog.client().clone(), &h.ns.name);
+    let cache = cms.get("web-cache").await.unwrap();
+    assert_eq!(
+        data(&cache, "size").as_deref(),
+        Some("large"),
+        "the parent's values reach it"
+    );
+
+    files[0].1 = parent(&format!(
+        "{cache_dep}  - name: db\n    version: 1.0.0\n    repository: https://charts.example.invalid\n"
+    ));
+    commit(&h, "A dependency that is not vendored", &files);
+    let before = h.events(app).len();
+    let report = pass(&mut r).await;
+    let PassStatus::RenderFailed { error } = &report.status else {
+        panic!("{report:?}");
+    };
+    assert!(
+        error.contains("helm chart web 0.1.0: ")
+            && error.contains("missing in charts/ directory: db"),
+        "{error}"
+    );
+    let new = &h.events(app)[before..];
+    assert!(
+        !new.iter().any(|e| matches!(e, Event::ObjectPruned(_))),
+        "{new:?}"
+    );
+    assert!(cms.get_opt("web-cache").await.unwrap().is_some());
+    h.close().await;
+}
