@@ -7,14 +7,32 @@
 #
 # Stage 1 compiles the binary; stage 2 is a small Debian with what reckon shells out to: git
 # (file:// and local transports run `git upload-pack`), the OpenSSH client (SSH remotes, SSH
-# signature checks with ssh-keygen), gpg (GPG signature checks), CA certificates, and kustomize
-# (kustomize Apps). It runs as a non-root user whose only writable paths are the volumes.
+# signature checks with ssh-keygen), gpg (GPG signature checks), CA certificates, kustomize
+# (kustomize Apps) and helm (Helm Apps). It runs as a non-root user whose only writable paths are
+# the volumes.
+#
+# helm is built from the same pinned module the tests use (tests/testenv/k8s/helm/go.mod), so the
+# image renders charts with the Helm version the tests ran.
 
 ARG RUST_VERSION=1.89
 ARG DEBIAN_RELEASE=bookworm
 ARG KUSTOMIZE_IMAGE=registry.k8s.io/kustomize/kustomize:v5.5.0
 
+ARG GO_VERSION=1.26
+
 FROM ${KUSTOMIZE_IMAGE} AS kustomize
+
+FROM docker.io/library/golang:${GO_VERSION}-${DEBIAN_RELEASE} AS helm
+WORKDIR /helm
+COPY tests/testenv/k8s/helm/ ./
+ENV CGO_ENABLED=0 GOFLAGS=-mod=readonly
+RUN --mount=type=cache,target=/go/pkg/mod \
+    --mount=type=cache,target=/root/.cache/go-build \
+    HELM_VERSION="$(awk '$1 == "require" && $2 == "helm.sh/helm/v4" {print $3; exit}' go.mod)" \
+ && test -n "$HELM_VERSION" \
+ && go build -trimpath -o /usr/local/bin/helm \
+      -ldflags "-s -w -X helm.sh/helm/v4/internal/version.version=$HELM_VERSION -X helm.sh/helm/v4/internal/version.gitTreeState=clean" \
+      helm.sh/helm/v4/cmd/helm
 
 FROM docker.io/library/rust:${RUST_VERSION}-${DEBIAN_RELEASE} AS build
 WORKDIR /src
@@ -38,6 +56,7 @@ RUN apt-get update \
  && mkdir -p /var/lib/reckon /etc/reckon \
  && chown 65532:65532 /var/lib/reckon
 COPY --from=kustomize /app/kustomize /usr/local/bin/kustomize
+COPY --from=helm /usr/local/bin/helm /usr/local/bin/helm
 COPY --from=build /usr/local/bin/reckon /usr/local/bin/reckon
 USER 65532:65532
 ENV HOME=/tmp

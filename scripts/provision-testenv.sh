@@ -6,7 +6,7 @@
 #     ~/.cache/reckon) under k8s-<version>/bin so the second run is instant:
 #       the release pinned in tests/testenv/k8s/kubernetes/go.mod (the default, the newest
 #               supported): kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, etcd,
-#               kustomize and KWOK built from Go modules by scripts/build-k8s-go.sh;
+#               kustomize, KWOK and helm built from Go modules by scripts/build-k8s-go.sh;
 #       1.20.2 (the oldest supported, the floor of the version matrix): kube-apiserver and
 #               kube-controller-manager built from Debian's own source package (etcd from
 #               Debian); no scheduler and no nodes.

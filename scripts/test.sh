@@ -23,8 +23,8 @@ if [ $run_floor = 1 ]; then
   floor_path="$floor_bin:$PATH"
 fi
 bin_dir="$(bash scripts/provision-testenv.sh | tail -n 1)"
-# The Go-built control plane brings kubectl and kustomize of its release: first on PATH, so
-# nothing depends on what the machine image ships.
+# The Go-built control plane brings kubectl and kustomize of its release, and helm (pinned in
+# tests/testenv/k8s/helm/go.mod): first on PATH, so nothing depends on what the machine image ships.
 if [ -n "$bin_dir" ]; then export PATH="$bin_dir:$PATH"; fi
 echo "test.sh: environment ready in $(( $(date +%s) - t0 ))s" >&2
 

@@ -197,6 +197,23 @@ impl Catalog {
         &self.server
     }
 
+    /// Every served group/version and group/version/kind (`apps/v1`, `apps/v1/Deployment`,
+    /// `v1` for the core group), sorted: what Helm's `.Capabilities.APIVersions` holds.
+    pub fn api_versions(&self) -> Vec<String> {
+        let known = self.read();
+        let mut out = std::collections::BTreeSet::new();
+        for (group, version, kind) in known.by_gvk.keys() {
+            let gv = if group.is_empty() {
+                version.clone()
+            } else {
+                format!("{group}/{version}")
+            };
+            out.insert(format!("{gv}/{kind}"));
+            out.insert(gv);
+        }
+        out.into_iter().collect()
+    }
+
     /// How the last full discovery was made.
     pub fn discovery_mode(&self) -> DiscoveryMode {
         self.read().mode

@@ -113,6 +113,107 @@ pub struct App {
     /// Not written back: it is derived (from `policy`, or by the agent).
     #[serde(skip)]
     pub boundary: Boundary,
+    /// How the Helm chart at the source's `path` is rendered (release name, values). A
+    /// `Chart.yaml` at `path` makes the App a Helm App with or without this block; the block
+    /// without a chart there is a render error. Default: none (release = the App's name, the
+    /// chart's own `values.yaml` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub helm: Option<Helm>,
+}
+
+/// Rendering settings of a Helm App. Values are merged by Helm in this order, later winning:
+/// the chart's own `values.yaml`, `values_files` in order, `values_from` in order, `values`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Helm {
+    /// `.Release.Name`. Default: the App's name.
+    #[serde(default, deserialize_with = "de_some_release")]
+    pub release: Option<String>,
+    /// Values files in the App's source, relative to `path` (no `..`), merged in order.
+    /// Default: none.
+    #[serde(default, deserialize_with = "de_values_files")]
+    pub values_files: Vec<String>,
+    /// Values read from ConfigMaps and Secrets in the target cluster at every render, merged in
+    /// order. A Secret's values are never recorded: only a keyed digest of them. Default: none.
+    #[serde(default)]
+    pub values_from: Vec<ValuesFrom>,
+    /// Inline values (a map), merged last. Default: none.
+    #[serde(default, deserialize_with = "de_inline_values")]
+    pub values: Option<serde_json::Value>,
+}
+
+/// One ConfigMap or Secret key holding a values document, e.g.
+/// `{kind: Secret, name: db-values, key: values.yaml}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ValuesFrom {
+    pub kind: ValuesKind,
+    pub name: String,
+    /// The key in `data` holding the YAML. Default: `values.yaml`.
+    #[serde(default = "default_values_key")]
+    pub key: String,
+    /// Default: the App's target namespace.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// When true, a missing object or key is no values instead of a render error. Default: false.
+    #[serde(default)]
+    pub optional: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ValuesKind {
+    ConfigMap,
+    Secret,
+}
+
+fn default_values_key() -> String {
+    "values.yaml".to_string()
+}
+
+fn de_some_release<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Option<String>, D::Error> {
+    let name = String::deserialize(de)?;
+    // Helm's own rule for release names: a DNS-1123 subdomain, at most 53 characters.
+    let valid = !name.is_empty()
+        && name.len() <= 53
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if !valid {
+        return Err(D::Error::custom(format!(
+            "invalid release name {name:?}: lowercase alphanumerics, '-' and '.', at most 53 \
+             characters"
+        )));
+    }
+    Ok(Some(name))
+}
+
+fn de_values_files<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Vec<String>, D::Error> {
+    let files = Vec::<String>::deserialize(de)?;
+    for path in &files {
+        if path.starts_with('/')
+            || path.is_empty()
+            || path
+                .split('/')
+                .any(|part| part == ".." || part == "." || part.is_empty())
+        {
+            return Err(D::Error::custom(format!(
+                "invalid values file {path:?}: a file relative to the App's path, without '..'"
+            )));
+        }
+    }
+    Ok(files)
+}
+
+fn de_inline_values<'de, D: serde::Deserializer<'de>>(
+    de: D,
+) -> Result<Option<serde_json::Value>, D::Error> {
+    let value = serde_json::Value::deserialize(de)?;
+    if !value.is_object() {
+        return Err(D::Error::custom("values must be a map"));
+    }
+    Ok(Some(value))
 }
 
 /// The Git source of an App.
@@ -651,6 +752,7 @@ struct RawApp {
     service_account: Option<Spanned<String>>,
     #[serde(default)]
     policy: Option<Spanned<String>>,
+    helm: Option<Helm>,
 }
 
 /// Mirrors [`Source`]; only `url` and `signature.mode` need locations (auth and signature checks).
@@ -828,6 +930,7 @@ fn validate(raw: RawConfig, file: &Path, closed: bool) -> Result<Config, ConfigE
             service_account,
             policy: app.policy.map(|p| p.value),
             boundary,
+            helm: app.helm,
         });
     }
     if let Some(cycle) = graph::find_cycle(&apps) {

@@ -737,3 +737,46 @@ fn policy_mistakes_are_refused_with_their_key() {
     assert_eq!(key, "apps[0].service_account");
     assert!(message.contains("NAMESPACE/NAME"), "{message}");
 }
+
+#[test]
+fn a_helm_block_is_read_with_its_defaults() {
+    let text = minimal(
+        "    helm:\n      release: web-prod\n      values_files: [values-prod.yaml, env/eu.yaml]\n      \
+         values_from:\n        - {kind: Secret, name: db-values}\n        - {kind: ConfigMap, name: tuning, key: tune.yaml, namespace: ops, optional: true}\n      \
+         values:\n        replicaCount: 2\n        image: {tag: \"1.2\"}\n",
+    );
+    let app = &load_str(&text).unwrap().apps[0];
+    let helm = app.helm.as_ref().unwrap();
+    assert_eq!(helm.release.as_deref(), Some("web-prod"));
+    assert_eq!(helm.values_files, ["values-prod.yaml", "env/eu.yaml"]);
+    assert_eq!(helm.values_from.len(), 2);
+    assert_eq!(helm.values_from[0].kind, ValuesKind::Secret);
+    assert_eq!(helm.values_from[0].key, "values.yaml", "the default key");
+    assert_eq!(helm.values_from[0].namespace, None);
+    assert!(!helm.values_from[0].optional);
+    assert_eq!(helm.values_from[1].namespace.as_deref(), Some("ops"));
+    assert!(helm.values_from[1].optional);
+    // Inline values keep the user's keys as written (camelCase included).
+    assert_eq!(
+        helm.values,
+        Some(serde_json::json!({"replicaCount": 2, "image": {"tag": "1.2"}}))
+    );
+    assert_eq!(load_str(&minimal("")).unwrap().apps[0].helm, None);
+}
+
+#[test]
+fn bad_helm_settings_name_the_key() {
+    let (_, key, message) = parse_error(&minimal("    helm:\n      release: Web_Prod\n"));
+    assert_eq!(key, "apps[0].helm.release");
+    assert!(message.contains("invalid release name"), "{message}");
+    let (_, key, message) = parse_error(&minimal("    helm:\n      values_files: [../x.yaml]\n"));
+    assert_eq!(key, "apps[0].helm.values_files");
+    assert!(message.contains("without '..'"), "{message}");
+    let (_, key, message) = parse_error(&minimal("    helm:\n      values: [1, 2]\n"));
+    assert_eq!(key, "apps[0].helm.values");
+    assert!(message.contains("must be a map"), "{message}");
+    let (_, key, _) = parse_error(&minimal(
+        "    helm:\n      values_from: [{kind: Pod, name: x}]\n",
+    ));
+    assert!(key.starts_with("apps[0].helm.values_from"), "{key}");
+}

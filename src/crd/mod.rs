@@ -101,6 +101,53 @@ pub struct AppSpec {
     /// it must list this namespace in its `app_namespaces`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<String>,
+    /// How the Helm chart at the source's path is rendered: release name and values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub helm: Option<HelmSpec>,
+}
+
+/// The file's `helm` block. Values merge in this order, later winning: the chart's
+/// values.yaml, valuesFiles, valuesFrom, values.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HelmSpec {
+    /// `.Release.Name`. Default: the App's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<String>,
+    /// Values files in the source, relative to its path.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub values_files: Vec<String>,
+    /// ConfigMap or Secret keys holding values documents, read at every pass.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub values_from: Vec<ValuesFromSpec>,
+    /// Inline values, merged last; free-form (the keys are the chart's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "free_form_map")]
+    pub values: Option<serde_json::Value>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ValuesFromSpec {
+    /// `ConfigMap` or `Secret`.
+    pub kind: String,
+    pub name: String,
+    /// Default: `values.yaml`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// Default: the App's target namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// A missing object or key is no values instead of a render error. Default: false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub optional: Option<bool>,
+}
+
+/// A map whose keys are the user's, kept as written by the API server.
+fn free_form_map(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true
+    })
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -343,7 +390,18 @@ pub fn to_config(object: &App, agent_kubeconfig: Option<&Path>) -> Result<config
     };
     let spec = serde_json::to_value(&object.spec)
         .map_err(|e| invalid("spec".to_string(), e.to_string()))?;
+    // Inline Helm values are the chart's keys, not the schema's: they keep their case.
+    let mut spec = spec;
+    let values = spec
+        .get_mut("helm")
+        .and_then(|h| h.as_object_mut())
+        .and_then(|h| h.remove("values"));
     let mut entry = file_keys(spec);
+    if let Some(values) = values.filter(|v| !v.is_null())
+        && let Some(helm) = entry.get_mut("helm").and_then(|h| h.as_object_mut())
+    {
+        helm.insert("values".to_string(), values);
+    }
     let map = entry.as_object_mut().expect("a struct encodes as a map");
     map.insert("name".to_string(), name.clone().into());
     // An App object acts only as a ServiceAccount of its own namespace: naming another
@@ -376,16 +434,38 @@ pub fn to_config(object: &App, agent_kubeconfig: Option<&Path>) -> Result<config
     }
     let text = entry.to_string();
     let what = PathBuf::from(format!("App {namespace}/{name}"));
-    config::parse_app(&text, &what).map_err(|e| match e {
+    let mut app = config::parse_app(&text, &what).map_err(|e| match e {
         config::ConfigError::Parse { key, message, .. } => invalid(object_key(&key), message),
         config::ConfigError::Invalid { key, message, .. } => invalid(object_key(&key), message),
         other => invalid("spec".to_string(), other.to_string()),
-    })
+    })?;
+    // Values read from the cluster end up in the objects the App applies: an App object may
+    // read them only from its own namespace, or its creator could copy any Secret the agent can
+    // read into a namespace they can read. (The file's Apps are the operator's: no such bound.)
+    if let Some(helm) = app.helm.as_mut() {
+        for (i, from) in helm.values_from.iter_mut().enumerate() {
+            match &from.namespace {
+                None => from.namespace = Some(namespace.clone()),
+                Some(ns) if *ns == namespace => {}
+                Some(ns) => {
+                    return Err(invalid(
+                        format!("spec.helm.valuesFrom[{i}].namespace"),
+                        format!(
+                            "an App object reads values only from its own namespace \
+                             {namespace:?}, not {ns:?}"
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(app)
 }
 
 /// The spec with the file's keys: nulls (absent optional keys) dropped so the file's defaults
-/// apply, camelCase keys snake_cased. Every key in a spec is a schema key (the spec has no
-/// free-form maps), so renaming every key renames nothing a user wrote as data.
+/// apply, camelCase keys snake_cased. Every key in a spec is a schema key except inside
+/// `helm.values` (the one free-form map, taken out before and put back after), so renaming every
+/// key renames nothing a user wrote as data.
 fn file_keys(value: serde_json::Value) -> serde_json::Value {
     use serde_json::Value;
     match value {

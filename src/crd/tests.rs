@@ -73,6 +73,64 @@ fn every_key_of_an_app_object_means_what_it_means_in_the_file() {
 }
 
 #[test]
+fn a_helm_block_means_what_it_means_in_the_file_and_its_values_keep_their_keys() {
+    let spec = serde_json::json!({
+        "source": {"url": "https://example.com/repo.git", "path": "charts/web"},
+        "target": {"namespace": "shop"},
+        "helm": {
+            "release": "web-prod",
+            "valuesFiles": ["values-prod.yaml"],
+            "valuesFrom": [{"kind": "Secret", "name": "db-values", "optional": true}],
+            "values": {"replicaCount": 2, "image": {"pullPolicy": "Always"}}
+        }
+    });
+    let mut from_object = to_config(&object("team", "web", spec), None).unwrap();
+    let from_file = file_app(
+        "    source:
+      url: https://example.com/repo.git
+      path: charts/web
+    target: {namespace: shop}
+    helm:
+      release: web-prod
+      values_files: [values-prod.yaml]
+      values_from: [{kind: Secret, name: db-values, optional: true}]
+      values: {replicaCount: 2, image: {pullPolicy: Always}}
+",
+    );
+    // An App object's values come from its own namespace, whatever its target's.
+    let from = &mut from_object.helm.as_mut().unwrap().values_from[0];
+    assert_eq!(from.namespace.as_deref(), Some("team"));
+    from.namespace = None;
+    assert_eq!(from_object, from_file);
+    assert_eq!(
+        from_object.helm.unwrap().values.unwrap()["image"]["pullPolicy"],
+        "Always",
+        "the chart's keys are not renamed"
+    );
+    let elsewhere = serde_json::json!({
+        "source": {"url": "https://example.com/repo.git"},
+        "helm": {"valuesFrom": [{"kind": "Secret", "name": "db", "namespace": "kube-system"}]}
+    });
+    match to_config(&object("team", "web", elsewhere), None) {
+        Err(CrdError::InvalidSpec { key, message, .. }) => {
+            assert_eq!(key, "spec.helm.valuesFrom[0].namespace");
+            assert!(message.contains("only from its own namespace"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let bad = serde_json::json!({
+        "source": {"url": "https://example.com/repo.git"},
+        "helm": {"valuesFrom": [{"kind": "Pod", "name": "x"}]}
+    });
+    match to_config(&object("team", "web", bad), None) {
+        Err(CrdError::InvalidSpec { key, .. }) => {
+            assert!(key.starts_with("spec.helm.valuesFrom"), "{key}")
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
 fn defaults_are_the_files_except_the_namespace_and_cluster() {
     let spec = serde_json::json!({"source": {"url": "https://example.com/repo.git"}});
     let app = to_config(&object("team-a", "web", spec), Some(Path::new("/agent/kc"))).unwrap();

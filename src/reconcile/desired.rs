@@ -1,12 +1,14 @@
 //! Owns the pass's desired-state stage: which revision to deploy (followed or pinned), whether
-//! the App is suspended, and the desired objects of that revision (rendered from Git, the set
-//! recorded for a pinned revision, or the set kept from the last pass), with what a render
-//! records when it succeeds and when it fails.
+//! the App is suspended, and the desired objects of that revision (rendered from Git — plain
+//! manifests, kustomize, or a Helm chart with its values — the set recorded for a pinned
+//! revision, or the set kept from the last pass), with what a render records when it succeeds
+//! and when it fails.
 
 use super::{ReconcileError, Reconciler, events, namespace};
 use crate::apply::{self, ObjectOutcome, Outcome};
 use crate::event::{self, Digest, Draft, Event};
 use crate::plan::{self, Action, DesiredObject, InventoryEntry};
+use crate::render::helm::{self, SkippedHook, ValuesLayer, ValuesSource};
 use crate::render::{self, RenderOptions, SecretKey};
 use crate::store::projection::AppState;
 use crate::store::{EventRead, blob};
@@ -20,6 +22,11 @@ pub(super) struct Rendered {
     pub revision: String,
     pub desired: Arc<Vec<DesiredObject>>,
     pub digest: Digest,
+    /// For a Helm App, the keyed digest of the values read outside Git (the cluster's and the
+    /// App's inline ones): the same revision renders differently when they change.
+    pub values_key: Option<String>,
+    /// Helm hooks the chart rendered and the App does not apply (recorded with the render).
+    pub hooks: Arc<Vec<SkippedHook>>,
 }
 
 /// A rendered revision as a pass keeps it for the next: each object's canonical JSON as
@@ -29,6 +36,8 @@ pub(super) struct Rendered {
 pub(super) struct Packed {
     revision: String,
     digest: Digest,
+    values_key: Option<String>,
+    hooks: Arc<Vec<SkippedHook>>,
     bytes: Box<[u8]>,
 }
 
@@ -37,6 +46,8 @@ impl Packed {
         Packed {
             revision: rendered.revision.clone(),
             digest: rendered.digest,
+            values_key: rendered.values_key.clone(),
+            hooks: rendered.hooks.clone(),
             bytes: lz4_flex::compress_prepend_size(&packed_lines(&rendered.desired, key))
                 .into_boxed_slice(),
         }
@@ -44,7 +55,15 @@ impl Packed {
 
     pub fn unpack(&self, key: &SecretKey) -> Result<Rendered, String> {
         let bytes = lz4_flex::decompress_size_prepended(&self.bytes).map_err(|e| e.to_string())?;
-        open_recorded(self.revision.clone(), &bytes, self.digest, key)
+        let mut rendered = open_recorded(self.revision.clone(), &bytes, self.digest, key)?;
+        rendered.values_key = self.values_key.clone();
+        rendered.hooks = self.hooks.clone();
+        Ok(rendered)
+    }
+
+    /// Whether this is the render of `revision` with the values `values_key` names.
+    fn is_for(&self, revision: &str, values_key: Option<&str>) -> bool {
+        self.revision == revision && self.values_key.as_deref() == values_key
     }
 }
 
@@ -66,6 +85,8 @@ fn open_recorded(
                 .collect(),
         ),
         digest,
+        values_key: None,
+        hooks: Arc::default(),
     })
 }
 
@@ -95,6 +116,12 @@ fn packed_lines(desired: &[DesiredObject], key: &SecretKey) -> Vec<u8> {
 pub(super) fn set_bytes(desired: &[DesiredObject], key: &SecretKey) -> Vec<u8> {
     let stored: Vec<serde_json::Value> = desired.iter().map(|d| recorded_form(d, key)).collect();
     blob::canonical(&stored)
+}
+
+/// What names a Helm App's values from outside Git in the kept render: their keyed digest, or
+/// none when there are none.
+fn values_key(values: &[ValuesLayer], key: &SecretKey) -> Option<String> {
+    (!values.is_empty()).then(|| helm::values_digest(values, key))
 }
 
 /// The revision to deploy: the pinned one, else the source's deployable head.
@@ -194,13 +221,30 @@ pub(super) fn render_records(
     key: &SecretKey,
 ) -> (Vec<Vec<u8>>, Vec<Draft>) {
     if needs_render_record(state, rendered) {
-        (
-            vec![set_bytes(&rendered.desired, key)],
-            vec![render_succeeded(app, rendered)],
-        )
+        let mut drafts = vec![render_succeeded(app, rendered)];
+        drafts.extend(hook_drafts(app, &rendered.revision, &rendered.hooks));
+        (vec![set_bytes(&rendered.desired, key)], drafts)
     } else {
         (Vec::new(), Vec::new())
     }
+}
+
+/// One note per Helm hook the render left out, so none is skipped silently: a `PruneSkipped`
+/// (an object the App does not touch, and why) naming the hook and its template.
+pub(super) fn hook_drafts(app: &str, revision: &str, hooks: &[SkippedHook]) -> Vec<Draft> {
+    hooks
+        .iter()
+        .map(|hook| {
+            Draft::new(
+                Some(app),
+                Event::PruneSkipped(event::PruneSkipped {
+                    revision: revision.to_string(),
+                    object: event::ObjectRef::from(&hook.object),
+                    reason: hook.reason(),
+                }),
+            )
+        })
+        .collect()
 }
 
 impl Reconciler {
@@ -226,21 +270,26 @@ impl Reconciler {
         state: &AppState,
         revision: &str,
     ) -> Result<Rendered, String> {
+        // A Helm App's values from the cluster are read at every pass: when they (or the inline
+        // ones) change, the same revision is rendered again.
+        let values = self.helm_values().await?;
+        let values_key = values_key(&values, &self.key);
         let cached = self
             .memory
             .rendered
             .as_ref()
-            .filter(|r| r.revision == revision)
+            .filter(|r| r.is_for(revision, values_key.as_deref()))
             .map(|r| r.unpack(&self.key));
-        let rendered = match cached {
+        let mut rendered = match cached {
             Some(Ok(r)) => Ok(r),
             // Unpacking what this process packed cannot fail short of a bug; render again then.
             Some(Err(error)) => {
                 tracing::warn!(app = %self.app.name, %revision, %error, "the kept rendered set did not unpack; rendering again");
-                self.desired_for(state, revision).await
+                self.desired_for(state, revision, &values).await
             }
-            None => self.desired_for(state, revision).await,
+            None => self.desired_for(state, revision, &values).await,
         }?;
+        rendered.values_key = values_key;
         self.memory.render_failure = None;
         self.memory.rendered = Some(Packed::pack(&rendered, &self.key));
         Ok(rendered)
@@ -266,8 +315,75 @@ impl Reconciler {
         Ok(appended)
     }
 
-    /// Reads and renders a revision (off the async threads).
-    async fn render(&self, revision: &str) -> Result<Rendered, String> {
+    /// A Helm App's values from outside Git, in merge order: each `values_from` ConfigMap or
+    /// Secret key (read with the App's client), then the inline `values`. None for other Apps.
+    pub(super) async fn helm_values(&self) -> Result<Vec<ValuesLayer>, String> {
+        use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+        let Some(config) = &self.app.helm else {
+            return Ok(Vec::new());
+        };
+        let mut layers = Vec::new();
+        for from in &config.values_from {
+            let namespace = from
+                .namespace
+                .clone()
+                .unwrap_or_else(|| self.app.target.namespace.clone());
+            let client = self.catalog.client().clone();
+            let (source, bytes) = match from.kind {
+                crate::config::ValuesKind::ConfigMap => {
+                    let api = kube::Api::<ConfigMap>::namespaced(client, &namespace);
+                    let object = api.get_opt(&from.name).await;
+                    let source = ValuesSource::ConfigMap {
+                        namespace,
+                        name: from.name.clone(),
+                        key: from.key.clone(),
+                    };
+                    let object = object.map_err(|e| format!("helm values_from {source}: {e}"))?;
+                    let bytes = object
+                        .and_then(|cm| cm.data)
+                        .and_then(|data| data.get(&from.key).cloned())
+                        .map(String::into_bytes);
+                    (source, bytes)
+                }
+                crate::config::ValuesKind::Secret => {
+                    let api = kube::Api::<Secret>::namespaced(client, &namespace);
+                    let object = api.get_opt(&from.name).await;
+                    let source = ValuesSource::Secret {
+                        namespace,
+                        name: from.name.clone(),
+                        key: from.key.clone(),
+                    };
+                    let object = object.map_err(|e| format!("helm values_from {source}: {e}"))?;
+                    let bytes = object
+                        .and_then(|secret| secret.data)
+                        .and_then(|data| data.get(&from.key).map(|b| b.0.clone()));
+                    (source, bytes)
+                }
+            };
+            match bytes {
+                Some(bytes) => layers.push(ValuesLayer { source, bytes }),
+                None if from.optional => {}
+                None => {
+                    return Err(format!(
+                        "helm values_from {source}: not found (set optional: true to render \
+                         without it)"
+                    ));
+                }
+            }
+        }
+        if let Some(values) = &config.values {
+            layers.push(ValuesLayer {
+                source: ValuesSource::Inline,
+                // JSON is YAML: Helm reads it as a values file.
+                bytes: serde_json::to_vec(values).map_err(|e| e.to_string())?,
+            });
+        }
+        Ok(layers)
+    }
+
+    /// Reads and renders a revision (off the async threads); a chart at the App's path is
+    /// rendered by Helm with `values` after its values files.
+    async fn render(&self, revision: &str, values: &[ValuesLayer]) -> Result<Rendered, String> {
         let files = self
             .source
             .read_tree_async(revision.to_string())
@@ -287,12 +403,49 @@ impl Reconciler {
             .create_namespace
             .then(|| self.app.target.namespace.clone());
         let source = self.source.clone();
+        let chart = helm::is_chart(&files);
+        if self.app.helm.is_some() && !chart {
+            return Err(format!(
+                "helm is set, but the App's path {:?} holds no Chart.yaml",
+                self.app.source.path
+            ));
+        }
+        let helm_options = chart.then(|| helm::HelmOptions {
+            release: self
+                .app
+                .helm
+                .as_ref()
+                .and_then(|h| h.release.clone())
+                .unwrap_or_else(|| self.app.name.clone()),
+            namespace: self.app.target.namespace.clone(),
+            kube_version: self.catalog.server().git_version.clone(),
+            api_versions: self.catalog.api_versions(),
+            values_files: self
+                .app
+                .helm
+                .as_ref()
+                .map(|h| h.values_files.clone())
+                .unwrap_or_default(),
+            values: values.to_vec(),
+            timeout: Duration::from_secs(60),
+        });
         tokio::task::spawn_blocking(move || {
-            // kustomize units may reach the rest of the repository (`../../base`).
-            let repo = source
-                .tree_at(&revision)
-                .map_err(|e| format!("reading revision {revision}: {e}"))?;
-            let mut set = render::render_in(&files, &repo, &options).map_err(|e| e.to_string())?;
+            let (mut set, hooks) = match &helm_options {
+                Some(helm_options) => {
+                    let chart = helm::render_chart(&files, &options, helm_options)
+                        .map_err(|e| e.to_string())?;
+                    (chart.set, chart.hooks)
+                }
+                None => {
+                    // kustomize units may reach the rest of the repository (`../../base`).
+                    let repo = source
+                        .tree_at(&revision)
+                        .map_err(|e| format!("reading revision {revision}: {e}"))?;
+                    let set =
+                        render::render_in(&files, &repo, &options).map_err(|e| e.to_string())?;
+                    (set, Vec::new())
+                }
+            };
             if let Some(ns) = &create_namespace {
                 set = namespace::with_target_namespace(set, ns, &options.app, &options.secret_key);
             }
@@ -306,6 +459,8 @@ impl Reconciler {
                 revision,
                 desired: Arc::new(desired),
                 digest,
+                values_key: None,
+                hooks: Arc::new(hooks),
             })
         })
         .await
@@ -339,6 +494,7 @@ impl Reconciler {
         &self,
         state: &AppState,
         revision: &str,
+        values: &[ValuesLayer],
     ) -> Result<Rendered, String> {
         let recorded = state
             .intent
@@ -346,13 +502,13 @@ impl Reconciler {
             .then(|| state.revisions.get(revision).and_then(|r| r.digest))
             .flatten();
         let Some(digest) = recorded else {
-            return self.render(revision).await;
+            return self.render(revision, values).await;
         };
         match self.recorded(revision, digest).await {
             Ok(r) => Ok(r),
             Err(recorded) => {
                 tracing::warn!(app = %self.app.name, %revision, error = %recorded, "the recorded manifests cannot be applied; rendering the revision from Git");
-                self.render(revision).await.map_err(|git| {
+                self.render(revision, values).await.map_err(|git| {
                     format!(
                         "the manifests recorded for {revision} cannot be applied ({recorded}), \
                          and rendering it from Git failed: {git}"
@@ -422,6 +578,8 @@ pub(super) mod tests {
             revision: "abc".into(),
             digest: Digest::of(&set_bytes(&desired, &key)),
             desired: Arc::new(desired.clone()),
+            values_key: Some("hmac-sha256:00".into()),
+            hooks: Arc::new(vec![hook()]),
         };
 
         let packed = Packed::pack(&rendered, &key);
@@ -435,8 +593,70 @@ pub(super) mod tests {
 
         let unpacked = packed.unpack(&key).unwrap();
         assert_eq!(unpacked.revision, "abc");
+        assert_eq!(unpacked.values_key.as_deref(), Some("hmac-sha256:00"));
+        assert_eq!(*unpacked.hooks, vec![hook()]);
+        assert!(packed.is_for("abc", Some("hmac-sha256:00")));
+        assert!(!packed.is_for("abc", None), "other values: render again");
+        assert!(!packed.is_for("def", Some("hmac-sha256:00")));
         assert_eq!(unpacked.digest, rendered.digest);
         assert_eq!(*unpacked.desired, desired);
+    }
+
+    fn hook() -> SkippedHook {
+        SkippedHook {
+            object: plan::ObjectRef::from_api_version("batch/v1", "Job", Some("shop"), "migrate"),
+            hook: "pre-install,pre-upgrade".into(),
+            template: "templates/migrate.yaml".into(),
+        }
+    }
+
+    #[test]
+    fn each_skipped_hook_is_recorded_by_name_with_the_render() {
+        let key = SecretKey::new([7; 32]);
+        let desired = desired_set(&key);
+        let rendered = Rendered {
+            revision: "abc".into(),
+            digest: Digest::of(&set_bytes(&desired, &key)),
+            desired: Arc::new(desired),
+            values_key: None,
+            hooks: Arc::new(vec![hook()]),
+        };
+        let (blobs, drafts) = render_records("shop", &AppState::default(), &rendered, &key);
+        assert_eq!(blobs.len(), 1);
+        assert_eq!(drafts.len(), 2, "RenderSucceeded and the hook's note");
+        match &drafts[1].event {
+            Event::PruneSkipped(p) => {
+                assert_eq!(p.revision, "abc");
+                assert_eq!(p.object.name, "migrate");
+                assert_eq!(p.object.kind, "Job");
+                assert!(
+                    p.reason.contains("Helm hook pre-install,pre-upgrade"),
+                    "{}",
+                    p.reason
+                );
+                assert!(p.reason.contains("templates/migrate.yaml"), "{}", p.reason);
+            }
+            other => panic!("{other:?}"),
+        }
+        // Recorded once per distinct render, with it.
+        let mut state = AppState::default();
+        state
+            .revisions
+            .insert("abc".into(), revision_entry(Some(rendered.digest)));
+        assert!(render_records("shop", &state, &rendered, &key).1.is_empty());
+    }
+
+    #[test]
+    fn values_from_outside_git_name_the_kept_render() {
+        let key = SecretKey::new([7; 32]);
+        assert_eq!(values_key(&[], &key), None);
+        let layer = |text: &str| ValuesLayer {
+            source: ValuesSource::Inline,
+            bytes: text.as_bytes().to_vec(),
+        };
+        let one = values_key(&[layer("a: 1")], &key).unwrap();
+        assert_ne!(Some(one.clone()), values_key(&[layer("a: 2")], &key));
+        assert!(!one.contains("a: 1"));
     }
 
     fn state(pinned: Option<&str>, head: Option<&str>) -> AppState {
@@ -532,6 +752,8 @@ pub(super) mod tests {
             revision: "abc".into(),
             digest: Digest::of(&set_bytes(&desired, &key)),
             desired: Arc::new(desired),
+            values_key: None,
+            hooks: Arc::default(),
         };
         let mut state = AppState::default();
         assert!(needs_render_record(&state, &rendered), "never rendered");

@@ -518,7 +518,14 @@ impl Reconciler {
         let Some(revision) = report.revision.clone() else {
             return Ok(report);
         };
-        let rendered = match self.desired_for(&state, &revision).await {
+        let values = match self.helm_values().await {
+            Ok(values) => values,
+            Err(error) => {
+                report.render_error = Some(error);
+                return Ok(report);
+            }
+        };
+        let rendered = match self.desired_for(&state, &revision, &values).await {
             Ok(r) => r,
             Err(error) => {
                 report.render_error = Some(error);

@@ -25,6 +25,15 @@ impl SecretKey {
         Self(bytes)
     }
 
+    /// `hmac-sha256:<hex>` of `message` under the key derived for `purpose`: a digest of
+    /// something secret that only this agent's key can reproduce.
+    pub fn keyed_hash(&self, purpose: &str, message: &[u8]) -> String {
+        let mut mac =
+            <Hmac<Sha256> as Mac>::new_from_slice(&self.derive(purpose)).expect("any key size");
+        mac.update(message);
+        format!("{HASH_PREFIX}{}", hex::encode(mac.finalize().into_bytes()))
+    }
+
     /// A key for one purpose, derived from the agent's key (HMAC-SHA256 over the purpose), so the
     /// keyed hashes and the sealing cipher never share key material.
     fn derive(&self, purpose: &str) -> [u8; 32] {

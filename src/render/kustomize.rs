@@ -79,7 +79,7 @@ pub fn build(
     // Files outside a kustomization's own directory (a shared patch) may be loaded: the
     // repository bound was checked above, and the temp dir holds nothing else.
     args.extend(["--load-restrictor", "LoadRestrictionsNone"]);
-    run(&program, &args, &build_dir, temp.path(), timeout).map_err(fail)
+    run(&program, &args, &build_dir, temp.path(), &[], timeout).map_err(fail)
 }
 
 /// Writes one file of the closure under `root` (its path was checked: relative, no `..`).
@@ -97,11 +97,18 @@ fn write(root: &Path, path: &str, bytes: &[u8]) -> Result<(), RenderError> {
     })
 }
 
-fn run(
+/// Most bytes a renderer may write: a set beyond it is not a set anyone means to apply, and
+/// holding it would cost the agent its memory.
+pub(super) const MAX_OUTPUT: u64 = 64 * 1024 * 1024;
+
+/// Runs a renderer with `args` then `dir`, in a cleared environment (plus `env`) whose HOME is
+/// `home`, killed at `timeout`; returns its stdout, at most [`MAX_OUTPUT`] bytes.
+pub(super) fn run(
     program: &Path,
     args: &[&str],
     dir: &Path,
     home: &Path,
+    env: &[(&str, &Path)],
     timeout: Duration,
 ) -> Result<String, String> {
     // A closed port on loopback: connections fail at once instead of hanging until timeout.
@@ -110,6 +117,7 @@ fn run(
         .args(args)
         .arg(dir)
         .env_clear()
+        .envs(env.iter().map(|(k, v)| (*k, *v)))
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("HOME", home)
         .env("HTTP_PROXY", NO_PROXY_TARGET)
@@ -126,9 +134,13 @@ fn run(
     // Drain both pipes on threads: a child blocked on a full pipe would never exit.
     let mut stdout = child.stdout.take().expect("stdout is piped");
     let mut stderr = child.stderr.take().expect("stderr is piped");
+    // Reading stops one byte past the bound; the pipe is then closed and the tool dies of it.
     let out_reader = std::thread::spawn(move || {
         let mut buf = Vec::new();
-        stdout.read_to_end(&mut buf).map(|_| buf)
+        (&mut stdout)
+            .take(MAX_OUTPUT + 1)
+            .read_to_end(&mut buf)
+            .map(|_| buf)
     });
     let err_reader = std::thread::spawn(move || {
         let mut buf = Vec::new();
@@ -159,6 +171,12 @@ fn run(
         .join()
         .map_err(|_| "stderr reader panicked".to_string())?
         .unwrap_or_default();
+    if stdout.len() as u64 > MAX_OUTPUT {
+        return Err(format!(
+            "the output is larger than {} MiB; reckon refuses a render this large",
+            MAX_OUTPUT / (1024 * 1024)
+        ));
+    }
     if !status.success() {
         let text = String::from_utf8_lossy(&stderr);
         let text = text.trim();
@@ -187,6 +205,7 @@ mod tests {
             &["-c", "exec sleep 30"],
             dir.path(),
             dir.path(),
+            &[],
             Duration::from_millis(300),
         )
         .unwrap_err();
@@ -206,11 +225,50 @@ mod tests {
             &["-c", &script],
             dir.path(),
             dir.path(),
+            &[],
             Duration::from_secs(10),
         )
         .unwrap_err();
         assert!(err.contains("error: base/x.yaml is bad"), "{err}");
         assert!(err.contains("exit status: 3"), "{err}");
+    }
+
+    #[test]
+    fn output_beyond_the_bound_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = format!("head -c {} /dev/zero", MAX_OUTPUT + 1);
+        let err = run(
+            Path::new("/bin/sh"),
+            &["-c", &script],
+            dir.path(),
+            dir.path(),
+            &[],
+            Duration::from_secs(60),
+        )
+        .unwrap_err();
+        assert!(err.contains("larger than 64 MiB"), "{err}");
+    }
+
+    #[test]
+    fn the_given_environment_is_all_the_tool_sees_besides_path_home_and_proxies() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("cache");
+        let out = run(
+            Path::new("/bin/sh"),
+            &[
+                "-c",
+                "echo \"$HELM_CACHE_HOME|$HTTPS_PROXY|${CARGO:-unset}\"",
+            ],
+            dir.path(),
+            dir.path(),
+            &[("HELM_CACHE_HOME", &cache)],
+            Duration::from_secs(10),
+        )
+        .unwrap();
+        assert_eq!(
+            out.trim(),
+            format!("{}|http://127.0.0.1:9|unset", cache.display())
+        );
     }
 
     #[test]
@@ -223,6 +281,7 @@ mod tests {
             &["-c", script],
             dir.path(),
             dir.path(),
+            &[],
             Duration::from_secs(20),
         )
         .unwrap();

@@ -14,6 +14,7 @@
 //! weak secret offline.
 
 pub mod digest;
+pub mod helm;
 pub mod kustomize;
 pub mod normalize;
 mod parse;
@@ -84,9 +85,22 @@ pub enum RenderError {
         #[source]
         source: repo::ReferenceError,
     },
-    /// A Helm chart directory: its templates are not manifests and must not be read as YAML.
-    #[error("{dir} is a Helm chart (Chart.yaml); Helm sources are not supported yet")]
+    /// A Helm chart directory below the App's path: its templates are not manifests and must
+    /// not be read as YAML. (A chart at the App's path is rendered by [`helm`].)
+    #[error(
+        "{dir} is a Helm chart (Chart.yaml); a chart is rendered by Helm only when it is the \
+         App's path: point the App's path at it"
+    )]
     HelmChart { dir: String },
+    /// `helm template` failed, or the chart could not be prepared for it; names the chart
+    /// (`name version`), and the template and line when Helm's message names them.
+    #[error("helm chart {chart}: {}", helm_location(template.as_deref(), *line, message))]
+    Helm {
+        chart: String,
+        template: Option<String>,
+        line: Option<u64>,
+        message: String,
+    },
     /// A recorded set (a revision's blob) that does not read back as objects.
     #[error("recorded manifests, object {index}: {reason}")]
     Recorded { index: usize, reason: String },
@@ -97,6 +111,14 @@ pub enum RenderError {
         #[source]
         source: digest::SealError,
     },
+}
+
+fn helm_location(template: Option<&str>, line: Option<u64>, message: &str) -> String {
+    match (template, line) {
+        (Some(t), Some(l)) => format!("{t}:{l}: {message}"),
+        (Some(t), None) => format!("{t}: {message}"),
+        _ => message.to_string(),
+    }
 }
 
 /// Settings for one render.
@@ -282,6 +304,15 @@ pub fn render_in(
         }
     }
 
+    objects_from(documents, options)
+}
+
+/// Normalises, labels and digests parsed documents (each with where it came from) into a set;
+/// two documents naming the same object fail the render.
+fn objects_from(
+    documents: Vec<(Origin, serde_json::Value)>,
+    options: &RenderOptions,
+) -> Result<RenderedSet, RenderError> {
     let mut objects: Vec<RenderedObject> = Vec::new();
     let mut seen: BTreeMap<ObjectKey, usize> = BTreeMap::new();
     for (origin, value) in documents {

@@ -565,7 +565,8 @@ fn a_helm_chart_directory_is_named_not_parsed() {
     );
     assert_eq!(
         err.to_string(),
-        "chart is a Helm chart (Chart.yaml); Helm sources are not supported yet"
+        "chart is a Helm chart (Chart.yaml); a chart is rendered by Helm only when it is the \
+         App's path: point the App's path at it"
     );
     // At the App's own root.
     let root: Vec<SourceFile> = files

@@ -16,11 +16,13 @@
 //! Layout: [`access`] (credentials, CA bundle, ssh command), [`mirror`] (clone/fetch into the cache,
 //! corruption recovery), [`refs`] (ref selection), [`history`] (new commits, rewrites, changed
 //! paths), [`tree`] (files at a revision), [`signature`] (SSH/GPG verification) and [`webhook`]
-//! (push notifications). When a source is fetched (interval with jitter, webhooks) is the
+//! (push notifications); [`chart_index`] is the start of the Helm chart repository source (an
+//! `index.yaml` read and a version chosen from it). When a source is fetched (interval with jitter, webhooks) is the
 //! agent's schedule (`agent::schedule`).
 
 pub mod access;
 pub mod allow;
+pub mod chart_index;
 pub mod config;
 pub mod history;
 pub mod mirror;

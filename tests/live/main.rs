@@ -2,7 +2,7 @@
 //! `reckon-testenv run`; without it the first test starts a local control plane of its own),
 //! with reckon as a library in the test process: apply, plan, watch, the reconciler, ownership,
 //! health, rollback, the agent, App objects, tenancy (impersonation, namespaces, policies),
-//! `deploy/`, audit attribution.
+//! `deploy/`, audit attribution, Helm Apps.
 //!
 //! `apply`, `plan`, `watch`, `kube_smoke` and `reconcile` also run on the floor of the version
 //! matrix (`scripts/test.sh`).
@@ -15,6 +15,7 @@ mod apply;
 mod audit;
 mod crd;
 mod deploy;
+mod helm;
 mod kube_smoke;
 mod ownership;
 mod plan;
