@@ -35,6 +35,8 @@ pub struct PeerRun {
     pub cpu: f64,
     /// The control plane's CPU seconds in that window (kube-apiserver, etcd, ...).
     pub control_plane_cpu: f64,
+    /// The whole machine's busy CPU seconds in that window.
+    pub machine_busy: f64,
     /// Requests on the Apps' kinds and what health checks read, over one interval of steady state.
     pub window: Writes,
     /// Reconciles (applies) the harness finished in that window.
@@ -280,6 +282,7 @@ pub async fn run(
         ready: ready_all,
         cpu: peer_cpu,
         control_plane_cpu,
+        machine_busy: cpu_after.machine - cpu_before.machine,
         window,
         reconciles_in_window,
         drift,
