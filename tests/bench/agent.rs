@@ -1291,13 +1291,15 @@ fn table(f: &Figures) -> String {
         "—",
         None,
     );
-    let floor_ratio = healthy / f.floor;
+    // No floor when the control plane's processes were not found (a remote cluster).
+    let floor_ratio = (f.floor > 0.0).then(|| healthy / f.floor);
     row(
         "  wall time until production / that floor".into(),
         (
-            x(floor_ratio),
+            floor_ratio.map(x).unwrap_or_else(dash),
             peer_production
                 .zip(peer_floor)
+                .filter(|(_, b)| *b > 0.0)
                 .map(|(w, b)| x(w / b))
                 .unwrap_or_else(dash),
             dash(),
@@ -1305,7 +1307,7 @@ fn table(f: &Figures) -> String {
         dash(),
         dash(),
         "≤ 1.15×",
-        Some(floor_ratio <= 1.15),
+        floor_ratio.map(|r| r <= 1.15),
     );
 
     let mut table = format!(
