@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Issue 5's reconciler benchmarks (tests/bench/agent.rs): `reckon run` and `reckon sync` against
-# `kubectl apply --server-side` of the same files, measured in the same run on one local control
-# plane, printed as one table. Size: RECKON_BENCH_APPS (default 1000 Apps of 4 objects).
+# The reconciler benchmark (tests/bench/agent.rs): `reckon run` and `reckon sync` against the peer,
+# Flux's apply engine driven as kustomize-controller drives it (tests/peer/flux-ssa, built from its
+# Go module by scripts/build-peer.sh), and against `kubectl apply --server-side` of the same files,
+# measured in the same run on one local control plane, printed as one table with the control
+# plane's CPU floor. Size: RECKON_BENCH_APPS (default 1000 Apps of 4 objects); every App's
+# interval RECKON_BENCH_INTERVAL seconds (default 120, 20 up to 100 Apps).
 #   scripts/bench-agent.sh                      # 1000 Apps
 #   RECKON_BENCH_APPS=100 scripts/bench-agent.sh
 # With RECKON_TEST_KUBECONFIG set, it runs against that cluster instead (it needs metrics access).
@@ -26,6 +29,10 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 target="${CARGO_TARGET_DIR:-target}"
 log="$target/bench-agent.log"
 mkdir -p "$target"
+
+# The peer: a Go build into the cache, once (stamped); its last line is the binary.
+peer="$(bash scripts/build-peer.sh | tail -n 1)"
+export RECKON_BENCH_PEER="$peer"
 
 # Release: the figures are about the product, and a debug agent is several times slower.
 echo "bench-agent.sh: building (release)" >&2

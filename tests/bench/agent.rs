@@ -1,13 +1,17 @@
-//! Issue 5's reconciler benchmarks: the `reckon run` and `reckon sync` binaries against
-//! `kubectl apply --server-side -R` of the same files on the same cluster, measured in the same
-//! run (these machines are noisy; only same-run comparisons mean anything), printed as one table.
+//! The reconciler benchmark: the `reckon run` and `reckon sync` binaries against the peer, Flux's
+//! apply engine as kustomize-controller drives it (`peer`, built from its Go module), and against
+//! `kubectl apply --server-side -R` of the same files, on the same cluster, measured in the same
+//! run (these machines are noisy; only same-run comparisons mean anything), printed as one table
+//! with the control plane's CPU floor (issue 22).
 //! Ignored by default; `scripts/bench-agent.sh` builds in release and runs it, or by hand:
-//! `reckon-testenv run -- cargo nextest run --release --test bench --run-ignored only
-//! -E 'test(/^agent::/)' --no-capture`, sized by `RECKON_BENCH_APPS` (default 1000 Apps of 4 objects each).
+//! `RECKON_BENCH_PEER=PATH reckon-testenv run -- cargo nextest run --release --test bench
+//! --run-ignored only -E 'test(/^agent::/)' --no-capture`, sized by `RECKON_BENCH_APPS` (default
+//! 1000 Apps of 4 objects each), every App polled every `RECKON_BENCH_INTERVAL` seconds.
 //!
 //! `RECKON_BENCH_KEEP=1` keeps the agent's directory (config, store, cache) for a look at the
 //! event times afterwards; the agent's log is in `target/tmp/agent_bench-reckon-run.log`, the
-//! resync's in `target/tmp/agent_bench-reckon-sync.log`.
+//! resync's in `target/tmp/agent_bench-reckon-sync.log`, the peer's in
+//! `target/tmp/agent_bench-peer.log`.
 //!
 //! Timing targets are reported, not asserted (a shared 2-core machine); correctness is
 //! asserted: every object exists with its App's label, every first sync succeeded, the
@@ -29,6 +33,8 @@ use support::TestNamespace;
 use support::sync::api_for;
 use support::workload::app_objects;
 use tokio::sync::mpsc;
+
+mod peer;
 
 /// Drift corrections measured, each on a different App.
 const DRIFT_ROUNDS: usize = 20;
@@ -200,10 +206,77 @@ fn requests() -> Writes {
     all
 }
 
+/// The control plane's server processes: from `RECKON_TEST_CONTROL_PLANE_PGIDS`, which
+/// `reckon-testenv run` sets (every component, kube-scheduler and KWOK included), else found by
+/// command line. Empty when the cluster is not local.
+fn control_plane_pids() -> Vec<(&'static str, u32)> {
+    if let Ok(groups) = std::env::var("RECKON_TEST_CONTROL_PLANE_PGIDS") {
+        let found = members(&parse_groups(&groups), &process_groups());
+        if !found.is_empty() {
+            return found;
+        }
+    }
+    control_plane_pids_by_cmdline()
+}
+
+/// `NAME=PGID,...` as `reckon-testenv run` writes it; names it does not know are dropped.
+fn parse_groups(value: &str) -> Vec<(&'static str, u32)> {
+    const NAMES: [&str; 5] = [
+        "etcd",
+        "kube-apiserver",
+        "kube-controller-manager",
+        "kube-scheduler",
+        "kwok",
+    ];
+    value
+        .split(',')
+        .filter_map(|pair| {
+            let (name, pgid) = pair.split_once('=')?;
+            let name = NAMES.into_iter().find(|n| *n == name.trim())?;
+            Some((name, pgid.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// Every process as (pid, process group, command name), from `/proc/PID/stat`.
+fn process_groups() -> Vec<(u32, u32, String)> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            let (head, rest) = stat.rsplit_once(')')?;
+            let comm = head.split_once('(')?.1.to_string();
+            // After the name: state (3rd field), ppid, pgrp (5th).
+            let pgrp = rest.split_whitespace().nth(2)?.parse().ok()?;
+            Some((pid, pgrp, comm))
+        })
+        .collect()
+}
+
+/// The server of each group: a member that is not the group's leader (the testenv's watchdog
+/// shell) nor the watchdog's `sleep`.
+fn members(
+    groups: &[(&'static str, u32)],
+    processes: &[(u32, u32, String)],
+) -> Vec<(&'static str, u32)> {
+    groups
+        .iter()
+        .flat_map(|(name, pgid)| {
+            processes
+                .iter()
+                .filter(move |(pid, pgrp, comm)| pgrp == pgid && pid != pgid && comm != "sleep")
+                .map(move |(pid, ..)| (*name, *pid))
+        })
+        .collect()
+}
+
 /// The control plane's processes (kube-apiserver, etcd, kube-controller-manager) of the
 /// cluster the kubeconfig names, found by their command lines: other engineers' control
 /// planes may run on the same machine. Empty when the cluster is not local.
-fn control_plane_pids() -> Vec<(&'static str, u32)> {
+fn control_plane_pids_by_cmdline() -> Vec<(&'static str, u32)> {
     let kubeconfig = std::fs::read_to_string(support::kubeconfig()).unwrap_or_default();
     let Some(port) = kubeconfig
         .lines()
@@ -544,6 +617,21 @@ async fn agent_against_kubectl_server_side_apply() {
     };
     let ns_reckon = TestNamespace::create(&client, "bench-agent").await;
     let ns_kubectl = TestNamespace::create(&client, "bench-kubectl").await;
+    // The peer's namespace exists only when the peer runs.
+    let peer_bin = std::env::var_os(peer::PEER_ENV).map(PathBuf::from);
+    let ns_peer = match &peer_bin {
+        Some(_) => Some(TestNamespace::create(&client, "bench-peer").await),
+        None => None,
+    };
+    // Every App's poll interval, reckon's and the peer's: one interval of steady state is
+    // measured for both. Short enough for the drifts the peer corrects only on its interval,
+    // long enough that a steady-state pass of the peer fits in it.
+    let interval = Duration::from_secs(
+        std::env::var("RECKON_BENCH_INTERVAL")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(if apps <= 100 { 20 } else { 120 }),
+    );
 
     // One repository, one directory per App; kubectl applies the work tree's copy of the same
     // files. Written and committed in one `git add -A`: a `git add` per file costs minutes at
@@ -580,10 +668,11 @@ async fn agent_against_kubectl_server_side_apply() {
     for i in 0..apps {
         let name = app_name(i);
         config.push_str(&format!(
-            "  - name: {name}\n    source:\n      url: {url}\n      path: apps/{name}\n      interval: 1h\n    target:\n      kubeconfig: {kc}\n      namespace: {ns}\n",
+            "  - name: {name}\n    source:\n      url: {url}\n      path: apps/{name}\n      interval: {interval}s\n    target:\n      kubeconfig: {kc}\n      namespace: {ns}\n",
             url = fixture.file_url(),
             kc = kubeconfig.display(),
             ns = ns_reckon.name,
+            interval = interval.as_secs(),
         ));
     }
     std::fs::write(dir.path().join("reckon.yaml"), config).unwrap();
@@ -614,10 +703,11 @@ async fn agent_against_kubectl_server_side_apply() {
     } else {
         None
     };
+    let kubectl_cpu = children_cpu_seconds() - children_before;
     progress(format!(
         "kubectl create, CPU: kubectl {:.1} CPU-s ({:.2} ms/object), {}",
-        children_cpu_seconds() - children_before,
-        (children_cpu_seconds() - children_before) * 1000.0 / objects as f64,
+        kubectl_cpu,
+        kubectl_cpu * 1000.0 / objects as f64,
         describe_cpu(&cpu_before, &cpu_reading(&processes), objects)
     ));
     progress(format!(
@@ -682,10 +772,24 @@ async fn agent_against_kubectl_server_side_apply() {
             memory_at_first.get_or_insert_with(|| memory(agent.id()));
         }
     }
+    let cpu_synced = cpu_reading(&processes);
     progress(format!(
         "reckon run until every App synced, CPU: {}",
-        describe_cpu(&cpu_before, &cpu_reading(&processes), objects)
+        describe_cpu(&cpu_before, &cpu_synced, objects)
     ));
+    // The floor: the control plane's CPU in the same window, spread over every core, is the
+    // least wall time any client could have taken to have it do that work.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let reckon_cp_cpu = peer::cp_delta(&cpu_before, &cpu_synced);
+    let reckon_agent_cpu = cpu_synced
+        .per_process
+        .iter()
+        .find(|(name, _)| name == "agent")
+        .map_or(0.0, |(_, s)| *s);
+    let floor = reckon_cp_cpu / cores as f64;
+    // The whole machine's busy CPU in that window: when other work shares the cores, the control
+    // plane cannot have them all, and the wall time sits above the floor by that much.
+    let reckon_machine_busy = cpu_synced.machine - cpu_before.machine;
     progress(format!(
         "reckon run until every App synced, API server requests: {}",
         describe_per_object(&delta(&requests_before, &requests()), objects)
@@ -739,6 +843,18 @@ async fn agent_against_kubectl_server_side_apply() {
             assert_eq!(app.map(String::as_str), Some(name), "{kind} {name}'s App");
         }
     }
+
+    // Steady state: one interval of the running agent's requests (on the Apps' kinds and what
+    // a health check reads; see `peer::agent_requests`), the same measure as the peer's.
+    wait_quiet();
+    let before = requests();
+    tokio::time::sleep(interval).await;
+    let reckon_window = peer::agent_requests(&delta(&before, &requests()));
+    progress(format!(
+        "reckon run steady state, one interval ({}s): {}",
+        interval.as_secs(),
+        describe_per_object(&reckon_window, objects)
+    ));
 
     // 3. Drift correction, with the agent still running: scale a different App's Deployment
     // each round, as another field manager, and time until the agent has put replicas back.
@@ -839,105 +955,58 @@ async fn agent_against_kubectl_server_side_apply() {
         describe(&kubectl_all)
     ));
 
-    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
-    let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
-    let create_ratio = ratio(reckon_create, kubectl_create);
-    let resync_ratio = ratio(reckon_resync, kubectl_resync);
-    let rows = [
-        [
-            format!("time to production (all applied), {apps} Apps / {objects} objects"),
-            secs(reckon_create),
-            secs(kubectl_create),
-            format!("{create_ratio:.2}×"),
-            "≤ 0.5×".into(),
-            met(create_ratio <= 0.5).into(),
-        ],
-        match kubectl_available {
-            Some(available) => [
-                format!("time to production (Pods Ready: {apps} Deployments Available)"),
-                secs(reckon_healthy),
-                secs(available),
-                format!("{:.2}×", ratio(reckon_healthy, available)),
-                "≤ 0.5×".into(),
-                met(ratio(reckon_healthy, available) <= 0.5).into(),
-            ],
-            None => [
-                "  every App synced, its health waited for (no Pods: replicas 0)".into(),
-                secs(reckon_healthy),
-                "—".into(),
-                format!("{:.2}×", ratio(reckon_healthy, kubectl_create)),
-                "—".into(),
-                "—".into(),
-            ],
-        },
-        [
-            "  first / half of the Apps synced".into(),
-            format!(
-                "{} / {}",
-                secs(sync_times[0]),
-                secs(percentile(&sync_times, 0.5))
-            ),
-            "—".into(),
-            "—".into(),
-            "—".into(),
-            "—".into(),
-        ],
-        [
-            "peak RSS of the agent (VmHWM)".into(),
-            format!("{:.1} MiB", mib(rss)),
-            "—".into(),
-            "—".into(),
-            "≤ 100 MiB".into(),
-            met(mib(rss) <= 100.0).into(),
-        ],
-        [
-            format!("drift correction p50 ({DRIFT_ROUNDS} rounds)"),
-            secs(drift_p50),
-            "—".into(),
-            "—".into(),
-            "≤ 1 s".into(),
-            met(drift_p50 <= Duration::from_secs(1)).into(),
-        ],
-        [
-            format!("drift correction p99 ({DRIFT_ROUNDS} rounds)"),
-            secs(drift_p99),
-            "—".into(),
-            "—".into(),
-            "≤ 3 s".into(),
-            met(drift_p99 <= Duration::from_secs(3)).into(),
-        ],
-        [
-            "steady state: unchanged resync".into(),
-            secs(reckon_resync),
-            secs(kubectl_resync),
-            format!("{resync_ratio:.2}×"),
-            "≤ 0.1×".into(),
-            met(resync_ratio <= 0.1).into(),
-        ],
-        [
-            "steady state: writes to the Apps' kinds (API server metrics)".into(),
-            format!("{}", total(&reckon_writes)),
-            format!("{}", total(&kubectl_writes)),
-            "—".into(),
-            "0".into(),
-            met(total(&reckon_writes) == 0).into(),
-        ],
-        [
-            "  all writes in that window (controller manager too)".into(),
-            format!("{}", total(&reckon_all)),
-            format!("{}", total(&kubectl_all)),
-            "—".into(),
-            "—".into(),
-            "—".into(),
-        ],
-    ];
-    let mut table = format!(
-        "reckon agent benchmark: {apps} Apps × 4 objects (Deployments of {replicas} replica), one Git repository (file://), against kubectl apply --server-side -R (then kubectl wait --for=condition=Available)\n\
-         | metric | reckon | kubectl | ratio | target | met? |\n|---|---|---|---|---|---|\n"
-    );
-    for row in rows {
-        table.push_str(&format!("| {} |\n", row.join(" | ")));
-    }
+    // The peer last, on the same Apps and repository, into its own namespace.
+    let peer_run = match (&peer_bin, &ns_peer) {
+        (Some(bin), Some(ns)) => Some(
+            peer::run(
+                bin,
+                &client,
+                &fixture.file_url(),
+                &ns.name,
+                apps,
+                replicas,
+                interval,
+                &control_plane_pids(),
+            )
+            .await,
+        ),
+        _ => {
+            progress(format!(
+                "no peer column: {} names the harness scripts/build-peer.sh builds (scripts/bench-agent.sh sets it)",
+                peer::PEER_ENV
+            ));
+            None
+        }
+    };
+
+    let table = table(&Figures {
+        apps,
+        replicas,
+        interval,
+        cores,
+        reckon_create,
+        reckon_healthy,
+        sync_first: sync_times[0],
+        sync_half: percentile(&sync_times, 0.5),
+        reckon_rss: rss,
+        reckon_cpu: reckon_agent_cpu,
+        reckon_cp_cpu,
+        reckon_machine_busy,
+        floor,
+        drift_p50,
+        drift_p99,
+        reckon_window: total(&reckon_window),
+        reckon_resync,
+        reckon_writes: total(&reckon_writes),
+        reckon_all: total(&reckon_all),
+        kubectl_create,
+        kubectl_available,
+        kubectl_cpu,
+        kubectl_resync,
+        kubectl_writes: total(&kubectl_writes),
+        kubectl_all: total(&kubectl_all),
+        peer: peer_run,
+    });
     println!("{table}");
     progress(format!("the agent's log: {}", log.display()));
     if std::env::var_os("RECKON_BENCH_KEEP").is_some() {
@@ -958,4 +1027,333 @@ async fn agent_against_kubectl_server_side_apply() {
 fn tail_str(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Everything the table shows, measured in one run.
+struct Figures {
+    apps: usize,
+    replicas: u32,
+    interval: Duration,
+    cores: usize,
+    reckon_create: Duration,
+    reckon_healthy: Duration,
+    sync_first: Duration,
+    sync_half: Duration,
+    reckon_rss: u64,
+    /// The agent's CPU seconds from spawn until every App synced.
+    reckon_cpu: f64,
+    /// The control plane's CPU seconds in that window.
+    reckon_cp_cpu: f64,
+    /// The whole machine's busy CPU seconds in that window (every process, other work too).
+    reckon_machine_busy: f64,
+    /// `reckon_cp_cpu` over the machine's cores: the least wall time for that work.
+    floor: f64,
+    drift_p50: Duration,
+    drift_p99: Duration,
+    reckon_window: u64,
+    reckon_resync: Duration,
+    reckon_writes: u64,
+    reckon_all: u64,
+    kubectl_create: Duration,
+    kubectl_available: Option<Duration>,
+    kubectl_cpu: f64,
+    kubectl_resync: Duration,
+    kubectl_writes: u64,
+    kubectl_all: u64,
+    peer: Option<peer::PeerRun>,
+}
+
+/// The benchmark's table: reckon, the peer (Flux's apply engine) and kubectl side by side, the
+/// ratios to each, issue 22's targets and whether each is met.
+fn table(f: &Figures) -> String {
+    let dash = || "—".to_string();
+    let objects = f.apps * 4;
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    let ratio = |a: f64, b: f64| a / b;
+    let x = |r: f64| format!("{r:.2}×");
+    let ms_per_object = |cpu: f64| cpu * 1000.0 / objects as f64;
+    let p = f.peer.as_ref();
+    let peer_drift = |q: f64| p.map(|p| percentile(&p.drift, q));
+    // reckon's figure, the peer's, and the ratio when the peer ran.
+    let vs_peer = |reckon: f64, peer: Option<f64>, fmt: &dyn Fn(f64) -> String| {
+        (
+            fmt(reckon),
+            peer.map(fmt).unwrap_or_else(dash),
+            peer.map(|v| x(ratio(reckon, v))).unwrap_or_else(dash),
+        )
+    };
+    let s = |v: f64| format!("{v:.2} s");
+    let mut rows: Vec<[String; 8]> = Vec::new();
+    let mut row = |metric: String,
+                   (r, pv, pr): (String, String, String),
+                   kubectl: String,
+                   kr: String,
+                   target: &str,
+                   met_: Option<bool>| {
+        rows.push([
+            metric,
+            r,
+            pv,
+            pr,
+            kubectl,
+            kr,
+            target.to_string(),
+            met_.map(|m| met(m).to_string()).unwrap_or_else(dash),
+        ]);
+    };
+    let peer_ratio_met =
+        |reckon: f64, peer: Option<f64>, at_most: f64| peer.map(|v| ratio(reckon, v) <= at_most);
+
+    let create = f.reckon_create.as_secs_f64();
+    let peer_applied = p.map(|p| p.applied.as_secs_f64());
+    row(
+        format!(
+            "time to production (all applied), {} Apps / {objects} objects",
+            f.apps
+        ),
+        vs_peer(create, peer_applied, &s),
+        secs(f.kubectl_create),
+        x(ratio(create, f.kubectl_create.as_secs_f64())),
+        "≤ 0.25× peer",
+        peer_ratio_met(create, peer_applied, 0.25),
+    );
+    let healthy = f.reckon_healthy.as_secs_f64();
+    match f.kubectl_available {
+        Some(available) => {
+            let peer_ready = p.and_then(|p| p.ready).map(|d| d.as_secs_f64());
+            row(
+                format!(
+                    "time to production (Pods Ready: {} Deployments Available)",
+                    f.apps
+                ),
+                vs_peer(healthy, peer_ready, &s),
+                secs(available),
+                x(ratio(healthy, available.as_secs_f64())),
+                "≤ 0.25× peer",
+                peer_ratio_met(healthy, peer_ready, 0.25),
+            );
+        }
+        None => row(
+            "  every App synced, its health waited for (no Pods: replicas 0)".into(),
+            (s(healthy), dash(), dash()),
+            dash(),
+            dash(),
+            "—",
+            None,
+        ),
+    }
+    row(
+        "  first / half of the Apps synced".into(),
+        (
+            format!("{} / {}", secs(f.sync_first), secs(f.sync_half)),
+            dash(),
+            dash(),
+        ),
+        dash(),
+        dash(),
+        "—",
+        None,
+    );
+    let peer_rss = p.map(|p| mib(p.rss));
+    let rss = mib(f.reckon_rss);
+    row(
+        "peak RSS of the agent (VmHWM)".into(),
+        vs_peer(rss, peer_rss, &|v| format!("{v:.1} MiB")),
+        dash(),
+        dash(),
+        "≤ 0.25× peer, ≤ 64 MiB",
+        Some(rss <= 64.0 && peer_ratio_met(rss, peer_rss, 0.25).unwrap_or(true)),
+    );
+    let cpu = ms_per_object(f.reckon_cpu);
+    row(
+        "agent CPU per applied object until production (/proc utime+stime)".into(),
+        vs_peer(cpu, p.map(|p| ms_per_object(p.cpu)), &|v| {
+            format!("{v:.2} ms")
+        }),
+        format!("{:.2} ms", ms_per_object(f.kubectl_cpu)),
+        x(ratio(cpu, ms_per_object(f.kubectl_cpu))),
+        "≤ 1.0 ms",
+        Some(cpu <= 1.0),
+    );
+    for (name, reckon, q) in [("p50", f.drift_p50, 0.5), ("p99", f.drift_p99, 0.99)] {
+        row(
+            format!(
+                "drift correction {name} (reckon: {DRIFT_ROUNDS} rounds; peer: {} Apps at once)",
+                p.map_or(0, |p| p.drift.len())
+            ),
+            vs_peer(
+                reckon.as_secs_f64(),
+                peer_drift(q).map(|d| d.as_secs_f64()),
+                &s,
+            ),
+            dash(),
+            dash(),
+            if q < 0.9 { "≤ 1 s" } else { "≤ 3 s" },
+            Some(reckon <= Duration::from_secs(if q < 0.9 { 1 } else { 3 })),
+        );
+    }
+    let window = f.reckon_window as f64;
+    let peer_window = p.map(|p| p.window.values().sum::<u64>() as f64);
+    row(
+        format!(
+            "steady state: requests in one interval ({} s) on the Apps' kinds, Pods and ReplicaSets",
+            f.interval.as_secs()
+        ),
+        vs_peer(window, peer_window, &|v| format!("{v:.0}")),
+        dash(),
+        dash(),
+        "≤ 0.1× peer",
+        peer_ratio_met(window, peer_window, 0.1),
+    );
+    row(
+        "  reconciles in that interval".into(),
+        (
+            dash(),
+            p.map(|p| p.reconciles_in_window.to_string())
+                .unwrap_or_else(dash),
+            dash(),
+        ),
+        dash(),
+        dash(),
+        "—",
+        None,
+    );
+    row(
+        "steady state: unchanged resync (reckon sync --all --no-fetch)".into(),
+        (secs(f.reckon_resync), dash(), dash()),
+        secs(f.kubectl_resync),
+        x(ratio(
+            f.reckon_resync.as_secs_f64(),
+            f.kubectl_resync.as_secs_f64(),
+        )),
+        "≤ 0.1× kubectl",
+        Some(f.reckon_resync.as_secs_f64() <= 0.1 * f.kubectl_resync.as_secs_f64()),
+    );
+    row(
+        "  its writes to the Apps' kinds (API server metrics)".into(),
+        (f.reckon_writes.to_string(), dash(), dash()),
+        f.kubectl_writes.to_string(),
+        dash(),
+        "0",
+        Some(f.reckon_writes == 0),
+    );
+    row(
+        "  all writes in that window (controller manager too)".into(),
+        (f.reckon_all.to_string(), dash(), dash()),
+        f.kubectl_all.to_string(),
+        dash(),
+        "—",
+        None,
+    );
+    let peer_production = p.map(|p| p.ready.unwrap_or(p.applied).max(p.applied).as_secs_f64());
+    let peer_floor = p.map(|p| p.control_plane_cpu / f.cores as f64);
+    row(
+        format!(
+            "floor: control plane CPU until production (all components) / {} cores",
+            f.cores
+        ),
+        (
+            format!("{:.1} CPU-s → {:.2} s", f.reckon_cp_cpu, f.floor),
+            p.map(|p| {
+                format!(
+                    "{:.1} CPU-s → {:.2} s",
+                    p.control_plane_cpu,
+                    p.control_plane_cpu / f.cores as f64
+                )
+            })
+            .unwrap_or_else(dash),
+            dash(),
+        ),
+        dash(),
+        dash(),
+        "—",
+        None,
+    );
+    // Busy CPU over the CPU the window offered: how much of the machine the run had to share.
+    let busy = |cpu: f64, wall: f64| {
+        format!(
+            "{cpu:.1} of {:.1} CPU-s ({:.0}%)",
+            wall * f.cores as f64,
+            100.0 * cpu / (wall * f.cores as f64)
+        )
+    };
+    row(
+        "  machine busy in that window (every process, other work included)".into(),
+        (
+            busy(f.reckon_machine_busy, healthy),
+            p.zip(peer_production)
+                .map(|(p, w)| busy(p.machine_busy, w))
+                .unwrap_or_else(dash),
+            dash(),
+        ),
+        dash(),
+        dash(),
+        "—",
+        None,
+    );
+    // No floor when the control plane's processes were not found (a remote cluster).
+    let floor_ratio = (f.floor > 0.0).then(|| healthy / f.floor);
+    row(
+        "  wall time until production / that floor".into(),
+        (
+            floor_ratio.map(x).unwrap_or_else(dash),
+            peer_production
+                .zip(peer_floor)
+                .filter(|(_, b)| *b > 0.0)
+                .map(|(w, b)| x(w / b))
+                .unwrap_or_else(dash),
+            dash(),
+        ),
+        dash(),
+        dash(),
+        "≤ 1.15×",
+        floor_ratio.map(|r| r <= 1.15),
+    );
+
+    let mut table = format!(
+        "reckon agent benchmark: {} Apps × 4 objects (Deployments of {} replica), one Git repository (file://), interval {} s; peer: Flux's apply engine (fluxcd/pkg/ssa, kustomize-controller's options, 4 Apps at a time{}); baseline: kubectl apply --server-side -R{}\n\
+         | metric | reckon | peer (Flux) | reckon/peer | kubectl | reckon/kubectl | target | met? |\n|---|---|---|---|---|---|---|---|\n",
+        f.apps,
+        f.replicas,
+        f.interval.as_secs(),
+        if f.replicas > 0 {
+            ", health checks"
+        } else {
+            ""
+        },
+        if f.replicas > 0 {
+            " then kubectl wait --for=condition=Available"
+        } else {
+            ""
+        },
+    );
+    for row in rows {
+        table.push_str(&format!("| {} |\n", row.join(" | ")));
+    }
+    table
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn process_groups_name_their_servers() {
+        let groups = parse_groups("etcd=10,kube-apiserver=20, kwok = 30,unknown=40,bad");
+        assert_eq!(
+            groups,
+            vec![("etcd", 10), ("kube-apiserver", 20), ("kwok", 30)]
+        );
+        let processes = vec![
+            (10, 10, "bash".to_string()),
+            (11, 10, "etcd".to_string()),
+            (12, 10, "sleep".to_string()),
+            (21, 20, "kube-apiserver".to_string()),
+            (31, 99, "kwok".to_string()),
+        ];
+        assert_eq!(
+            members(&groups, &processes),
+            vec![("etcd", 11), ("kube-apiserver", 21)]
+        );
+    }
 }

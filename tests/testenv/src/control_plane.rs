@@ -55,6 +55,11 @@ pub enum ControlPlaneError {
 /// version is written.
 const NEWEST_GO_MOD: &str = include_str!("../k8s/kubernetes/go.mod");
 
+/// Set by `reckon-testenv run` for the command it runs: the control plane's components as
+/// `NAME=PGID,...` (etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok), each
+/// the process group of the component's server.
+pub const CONTROL_PLANE_ENV: &str = "RECKON_TEST_CONTROL_PLANE_PGIDS";
+
 /// The oldest release reckon supports, the floor of the version matrix: built from Debian's
 /// source package, without scheduler or nodes.
 pub const FLOOR_VERSION: &str = "1.20.2";
@@ -734,6 +739,31 @@ impl ControlPlane {
             .chain(self.kwok.as_ref())
             .map(Supervised::pid)
             .collect()
+    }
+
+    /// Each component's name and process group (the watchdog's PID; the server is its member),
+    /// for [`CONTROL_PLANE_ENV`]: a benchmark reads the control plane's CPU from `/proc` by
+    /// process group instead of guessing processes from command lines.
+    pub fn process_groups(&self) -> Vec<(&'static str, u32)> {
+        [
+            ("etcd", Some(&self.etcd)),
+            ("kube-apiserver", Some(&self.apiserver)),
+            ("kube-controller-manager", Some(&self.controller_manager)),
+            ("kube-scheduler", self.scheduler.as_ref()),
+            ("kwok", self.kwok.as_ref()),
+        ]
+        .into_iter()
+        .filter_map(|(name, p)| p.map(|p| (name, p.pid())))
+        .collect()
+    }
+
+    /// [`Self::process_groups`] as `NAME=PGID,...`, the value of [`CONTROL_PLANE_ENV`].
+    pub fn process_groups_env(&self) -> String {
+        self.process_groups()
+            .iter()
+            .map(|(name, pgid)| format!("{name}={pgid}"))
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// Whether every component started is still running.

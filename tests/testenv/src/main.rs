@@ -2,7 +2,8 @@
 //! stops every process it started when the run ends — normally, on failure, or on a signal.
 //!
 //! - `reckon-testenv run -- CMD ARGS...`: start the control plane, run CMD with
-//!   `RECKON_TEST_KUBECONFIG` pointing at it, stop everything, exit with CMD's status. When
+//!   `RECKON_TEST_KUBECONFIG` pointing at it (and `RECKON_TEST_CONTROL_PLANE_PGIDS` naming its
+//!   components' process groups, for benchmarks that read their CPU), stop everything, exit with CMD's status. When
 //!   `RECKON_TEST_KUBECONFIG` is already set (your own cluster), CMD runs against that instead.
 //! - `reckon-testenv up`: start it, print the kubeconfig path, wait for SIGINT/SIGTERM.
 //! - `reckon-testenv hold LOG [--orphan-dir DIR] -- CMD ARGS...`: run CMD under the same
@@ -123,6 +124,10 @@ async fn real_main() -> anyhow::Result<ExitCode> {
             child.args(rest);
             if let Some(cp) = &cp {
                 child.env("RECKON_TEST_KUBECONFIG", cp.kubeconfig());
+                child.env(
+                    reckon_testenv::control_plane::CONTROL_PLANE_ENV,
+                    cp.process_groups_env(),
+                );
             }
             let mut child = child.spawn().with_context(|| format!("running {prog}"))?;
             let status = tokio::select! {
