@@ -12,6 +12,13 @@ use serde::{Serialize, de::DeserializeOwned};
 
 const CONFIG: bincode::config::Configuration = bincode::config::standard();
 
+/// Most a decode may claim for the containers it reads (strings, byte strings, sequences),
+/// checked before each is allocated. Without it a corrupt length prefix is allocated as given,
+/// and an allocation of a terabyte aborts the process. Far above anything reckon stores (a
+/// recorded set is bounded by `limits.bytes_per_render`, 64 MiB by default); not part of the
+/// format: nothing encoded changes.
+const DECODE_LIMIT: usize = 1 << 30;
+
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
     #[error("encoding failed: {0}")]
@@ -31,7 +38,8 @@ pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
 
 /// Decodes with the store's single bincode configuration; the whole slice must be consumed.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
-    let (value, used) = bincode::serde::decode_from_slice(bytes, CONFIG)?;
+    let (value, used) =
+        bincode::serde::decode_from_slice(bytes, CONFIG.with_limit::<DECODE_LIMIT>())?;
     if used != bytes.len() {
         return Err(CodecError::TrailingBytes {
             left: bytes.len() - used,
@@ -157,6 +165,32 @@ mod tests {
             b: vec![0, 255, 7],
             n: 300,
         }
+    }
+
+    /// Found by the `event_envelope` fuzz target: a record whose length prefix claims about a
+    /// terabyte made decoding allocate it up front, and the allocation failure aborted the
+    /// process. A corrupt record must be an error like any other.
+    #[test]
+    fn a_length_prefix_beyond_the_decode_limit_is_an_error_not_an_allocation() {
+        let record = include_bytes!("../tests/fixtures/fuzz/event_envelope-huge-length");
+        assert!(decode::<crate::event::EnvelopeBody>(record).is_err());
+        assert!(crate::event::Envelope::open(record).is_err());
+        // A string whose length prefix (a u64 varint: marker 253, then 8 bytes) says 1 TiB.
+        let mut huge = vec![253];
+        huge.extend_from_slice(&(1u64 << 40).to_le_bytes());
+        huge.extend_from_slice(b"abc");
+        let err = decode::<String>(&huge).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                CodecError::Decode(bincode::error::DecodeError::LimitExceeded)
+            ),
+            "{err}"
+        );
+        // A length far past what is left of the input, below the limit: refused too.
+        let mut short = encode(&String::from("abc")).unwrap();
+        short[0] = 200;
+        assert!(decode::<String>(&short).is_err());
     }
 
     #[test]
