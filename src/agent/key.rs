@@ -57,23 +57,28 @@ fn create(path: &Path) -> Result<SecretKey, KeyError> {
         source,
     };
     let bytes: [u8; 32] = rand::random();
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(err)?;
-    }
-    let mut options = std::fs::OpenOptions::new();
-    // create_new: two agents starting at once must not each write a different key.
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    match options.open(path) {
-        Ok(mut file) => {
-            file.write_all(hex::encode(bytes).as_bytes())
-                .and_then(|_| file.sync_all())
+    let dir = match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) => dir,
+        None => Path::new("."),
+    };
+    std::fs::create_dir_all(dir).map_err(err)?;
+    // Written whole and synced under a temporary name (mode 0600), then linked into place only
+    // if no key is there yet: another agent starting at once never reads a half-written key,
+    // and a crash leaves either no key or the whole one.
+    let mut file = tempfile::NamedTempFile::new_in(dir).map_err(err)?;
+    file.write_all(hex::encode(bytes).as_bytes())
+        .and_then(|_| file.as_file().sync_all())
+        .map_err(err)?;
+    match file.persist_noclobber(path) {
+        Ok(_) => {
+            // The new name must survive a crash too: losing the key unseals recorded Secrets.
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
                 .map_err(err)?;
             Ok(SecretKey::new(bytes))
         }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => load_or_create(path),
-        Err(e) => Err(err(e)),
+        Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => load_or_create(path),
+        Err(e) => Err(err(e.error)),
     }
 }
 
@@ -99,6 +104,30 @@ mod tests {
             first,
             "each agent gets its own random key"
         );
+    }
+
+    /// Two agents starting at once on one store: the one that lost the race to create the key
+    /// read the winner's file while it was still empty and failed as "malformed". The key file
+    /// must appear whole or not at all.
+    #[test]
+    fn agents_starting_together_all_get_the_one_key() {
+        for _ in 0..50 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("secret.key");
+            let keys: Vec<Result<SecretKey, String>> = std::thread::scope(|s| {
+                let handles: Vec<_> = (0..4)
+                    .map(|_| s.spawn(|| load_or_create(&path).map_err(|e| e.to_string())))
+                    .collect();
+                handles.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            let first = keys[0].clone().unwrap();
+            for key in keys {
+                assert!(key.as_ref() == Ok(&first), "{:?}", key.err());
+            }
+            // Nothing but the key is left in the directory.
+            let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().collect();
+            assert_eq!(names.len(), 1, "{names:?}");
+        }
     }
 
     #[test]
