@@ -9,15 +9,12 @@
 use crate::support;
 
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use reckon::agent::{self, AgentOptions, AppObjects};
 use reckon::crd::{App, AppSpec, Condition, SourceSpec};
 use reckon::event::{Envelope, Event};
-use reckon::store::{OpenOptions, SledStore};
 use reckon_testenv::git::Fixture;
 use std::time::{Duration, Instant};
 use support::TestNamespace;
-use support::crd::{install_app_crd, until};
-use tokio::sync::oneshot;
+use support::crd::{ObjectAgent, install_app_crd, until};
 
 const SETTINGS: &str =
     "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  color: blue\n";
@@ -30,55 +27,6 @@ fn condition<'a>(app: &'a App, type_: &str) -> Option<&'a Condition> {
         .conditions
         .iter()
         .find(|c| c.type_ == type_)
-}
-
-struct Agent {
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), agent::AgentError>>,
-    store: std::path::PathBuf,
-}
-
-impl Agent {
-    /// The agent with no configuration file, watching App objects in `ns` only.
-    fn start(dir: &std::path::Path, ns: &str) -> Agent {
-        let mut options = AgentOptions::new(
-            dir.join("reckon.yaml"),
-            dir.join("store"),
-            dir.join("cache"),
-        );
-        options.watch.debounce = Duration::from_millis(100);
-        options.watch.namespace = Some(ns.to_string());
-        options.app_objects = Some(AppObjects {
-            namespace: Some(ns.to_string()),
-            kubeconfig: Some(support::kubeconfig()),
-        });
-        // These tests' repositories are local (file://): the operator allows it, as with
-        // `--app-source-schemes https,ssh,file`.
-        options.sources.schemes = vec!["https".into(), "ssh".into(), "file".into()];
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(agent::run(options, async move {
-            let _ = rx.await;
-        }));
-        Agent {
-            stop: Some(tx),
-            task,
-            store: dir.join("store"),
-        }
-    }
-
-    /// Stops the agent and returns every event in its store.
-    async fn stop(mut self) -> Vec<Envelope> {
-        let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(Duration::from_secs(60), &mut self.task)
-            .await
-            .expect("the agent stops within a minute")
-            .unwrap()
-            .expect("the agent exits cleanly");
-        let store = SledStore::open(&self.store, OpenOptions::default()).unwrap();
-        let events = store.reader().iter_from(1).map(|e| e.unwrap()).collect();
-        store.close().unwrap();
-        events
-    }
 }
 
 fn app_object(name: &str, url: &str, path: &str) -> App {
@@ -110,7 +58,7 @@ async fn an_app_object_is_synced_edited_and_deleted_with_its_status_kept() {
         .unwrap();
     fixture.push().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let agent = Agent::start(dir.path(), &ns.name);
+    let agent = ObjectAgent::start(dir.path(), &ns.name, Default::default());
 
     let apps: Api<App> = Api::namespaced(client.clone(), &ns.name);
     let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client.clone(), &ns.name);
@@ -153,7 +101,7 @@ async fn an_app_object_is_synced_edited_and_deleted_with_its_status_kept() {
     // A restarted agent with nothing new does not rewrite the status either: the App keeps it
     // until its first pass, which finds it unchanged.
     let events_before = agent.stop().await.len();
-    let agent = Agent::start(dir.path(), &ns.name);
+    let agent = ObjectAgent::start(dir.path(), &ns.name, Default::default());
     tokio::time::sleep(Duration::from_secs(4)).await;
     let restarted = apps.get("web").await.unwrap();
     assert_eq!(
@@ -320,7 +268,7 @@ async fn a_status_ahead_of_the_store_records_a_store_gap_and_a_bad_spec_is_refus
         ),
     )
     .unwrap();
-    let agent = Agent::start(dir.path(), &ns.name);
+    let agent = ObjectAgent::start(dir.path(), &ns.name, Default::default());
     let gapped = until(
         "the StoreGap condition and Ready",
         Duration::from_secs(60),
@@ -430,7 +378,7 @@ async fn many_app_objects_reach_ready_with_few_status_writes() {
         }
     });
     let dir = tempfile::tempdir().unwrap();
-    let agent = Agent::start(dir.path(), &ns.name);
+    let agent = ObjectAgent::start(dir.path(), &ns.name, Default::default());
     let start = Instant::now();
     for i in 0..n {
         let mut app = app_object(
@@ -495,7 +443,7 @@ async fn an_app_object_may_not_read_the_agents_disk_or_carry_credentials_in_its_
         .unwrap();
     fixture.push().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let agent = Agent::start(dir.path(), &ns.name);
+    let agent = ObjectAgent::start(dir.path(), &ns.name, Default::default());
     let apps: Api<App> = Api::namespaced(client.clone(), &ns.name);
 
     // Team A's App: its repository is mirrored in the agent's cache.

@@ -10,7 +10,6 @@ use crate::support;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::api::rbac::v1::ClusterRole;
 use kube::api::{Api, PostParams};
-use reckon::agent::{self, AgentOptions, AppObjects};
 use reckon::config::{self, policy::ObjectRules};
 use reckon::crd::{App, AppSpec, Condition, SourceSpec, TargetSpec};
 use reckon::event::{Envelope, Event, SyncOutcome};
@@ -18,14 +17,12 @@ use reckon::pool::{Pool, PoolOptions, WatchScope};
 use reckon::reconcile::Reconciler;
 use reckon::render::SecretKey;
 use reckon::source::{GitSource, config::spec_for};
-use reckon::store::{OpenOptions, SledStore};
 use reckon::watch::WatchOptions;
 use reckon_testenv::git::Fixture;
 use std::time::Duration;
 use support::TestNamespace;
-use support::crd::{install_app_crd, until};
+use support::crd::{ObjectAgent, install_app_crd, until};
 use support::harness::{Harness, pass, synced};
-use tokio::sync::oneshot;
 
 const KEY: [u8; 32] = [17; 32];
 
@@ -283,52 +280,6 @@ async fn a_policy_denying_a_cluster_scoped_kind_refuses_it_and_the_rest_applies(
     h.close().await;
 }
 
-struct Agent {
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<Result<(), agent::AgentError>>,
-    store: std::path::PathBuf,
-}
-
-impl Agent {
-    /// The agent with no configuration file, watching App objects in `ns` only, under `rules`.
-    fn start(dir: &std::path::Path, ns: &str, rules: ObjectRules) -> Agent {
-        let mut options = AgentOptions::new(
-            dir.join("reckon.yaml"),
-            dir.join("store"),
-            dir.join("cache"),
-        );
-        options.watch.debounce = Duration::from_millis(100);
-        options.app_objects = Some(AppObjects {
-            namespace: Some(ns.to_string()),
-            kubeconfig: Some(support::kubeconfig()),
-        });
-        options.sources.schemes = vec!["https".into(), "ssh".into(), "file".into()];
-        options.tenancy = rules;
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(agent::run(options, async move {
-            let _ = rx.await;
-        }));
-        Agent {
-            stop: Some(tx),
-            task,
-            store: dir.join("store"),
-        }
-    }
-
-    async fn stop(mut self) -> Vec<Envelope> {
-        let _ = self.stop.take().unwrap().send(());
-        tokio::time::timeout(Duration::from_secs(60), &mut self.task)
-            .await
-            .expect("the agent stops within a minute")
-            .unwrap()
-            .expect("the agent exits cleanly");
-        let store = SledStore::open(&self.store, OpenOptions::default()).unwrap();
-        let events = store.reader().iter_from(1).map(|e| e.unwrap()).collect();
-        store.close().unwrap();
-        events
-    }
-}
-
 fn app_object(name: &str, url: &str, path: &str, target: Option<&str>) -> App {
     App::new(
         name,
@@ -384,7 +335,7 @@ async fn an_app_object_may_not_write_outside_its_namespace() {
         .unwrap();
     fixture.push().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let agent = Agent::start(dir.path(), &ns.name, ObjectRules::default());
+    let agent = ObjectAgent::start(dir.path(), &ns.name, ObjectRules::default());
     let apps: Api<App> = Api::namespaced(client.clone(), &ns.name);
     apps.create(
         &PostParams::default(),
@@ -475,7 +426,7 @@ async fn the_default_service_account_locks_app_objects_down_to_their_rbac() {
         default_service_account: Some("reckon-app".into()),
         ..ObjectRules::default()
     };
-    let agent = Agent::start(dir.path(), &ns.name, rules);
+    let agent = ObjectAgent::start(dir.path(), &ns.name, rules);
     let apps: Api<App> = Api::namespaced(client.clone(), &ns.name);
     apps.create(
         &PostParams::default(),

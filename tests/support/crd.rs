@@ -1,4 +1,5 @@
-//! The App CRD in the test cluster, and polling until the cluster (or an agent) gets there.
+//! The App CRD in the test cluster, polling until the cluster (or an agent) gets there, and an
+//! agent in the test process that reconciles App objects.
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
@@ -49,5 +50,63 @@ where
         }
         assert!(start.elapsed() < timeout, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The agent (`reckon run --watch-apps`) in the test process, with no configuration file,
+/// watching App objects in one namespace only.
+pub struct ObjectAgent {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), reckon::agent::AgentError>>,
+    store: std::path::PathBuf,
+}
+
+impl ObjectAgent {
+    /// Starts it in `dir` (store, cache) for the App objects of `ns`, under `rules`.
+    pub fn start(
+        dir: &std::path::Path,
+        ns: &str,
+        rules: reckon::config::policy::ObjectRules,
+    ) -> ObjectAgent {
+        use reckon::agent::{AgentOptions, AppObjects};
+        let mut options = AgentOptions::new(
+            dir.join("reckon.yaml"),
+            dir.join("store"),
+            dir.join("cache"),
+        );
+        options.watch.debounce = Duration::from_millis(100);
+        options.watch.namespace = Some(ns.to_string());
+        options.app_objects = Some(AppObjects {
+            namespace: Some(ns.to_string()),
+            kubeconfig: Some(super::kubeconfig()),
+        });
+        // The tests' repositories are local (file://): the operator allows it, as with
+        // `--app-source-schemes https,ssh,file`.
+        options.sources.schemes = vec!["https".into(), "ssh".into(), "file".into()];
+        options.tenancy = rules;
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(reckon::agent::run(options, async move {
+            let _ = rx.await;
+        }));
+        ObjectAgent {
+            stop: Some(tx),
+            task,
+            store: dir.join("store"),
+        }
+    }
+
+    /// Stops the agent and returns every event in its store.
+    pub async fn stop(mut self) -> Vec<reckon::event::Envelope> {
+        use reckon::store::{OpenOptions, SledStore};
+        let _ = self.stop.take().unwrap().send(());
+        tokio::time::timeout(Duration::from_secs(60), &mut self.task)
+            .await
+            .expect("the agent stops within a minute")
+            .unwrap()
+            .expect("the agent exits cleanly");
+        let store = SledStore::open(&self.store, OpenOptions::default()).unwrap();
+        let events = store.reader().iter_from(1).map(|e| e.unwrap()).collect();
+        store.close().unwrap();
+        events
     }
 }
