@@ -78,6 +78,11 @@ pub(super) fn documents_within(
 /// to the real parse, which reports them with its own message.
 fn check_expansion(file: &str, text: &str, limit: usize) -> Result<(), RenderError> {
     use serde_saphyr::granit_parser::{Event, Parser};
+    // Without an alias (`*`) nothing expands, and the scalars are no longer than the text: most
+    // manifests need no second pass.
+    if text.len() <= limit && !text.contains('*') {
+        return Ok(());
+    }
     // Each open collection: its anchor (0: none) and the bytes of what it holds so far.
     let mut open: Vec<(usize, usize)> = Vec::new();
     let mut anchored: std::collections::HashMap<usize, usize> = std::collections::HashMap::new();
