@@ -330,6 +330,12 @@ mod tests {
             err.to_string().contains("expands to more than 8 bytes"),
             "{err}"
         );
+        // No alias, but more scalar bytes than the bound: refused all the same.
+        let plain = documents_within("plain.yaml", b"a: 123456789\n", 8).unwrap_err();
+        assert!(
+            plain.to_string().contains("expands to more than 8 bytes"),
+            "{plain}"
+        );
     }
 
     #[test]
