@@ -42,6 +42,8 @@ pub struct Metrics {
     pub audit_received: Counter,
     pub audit_dropped: Counter,
     pub audit_rejected: Counter,
+    /// Audit writes refused (429) because their sender was over its rate.
+    pub audit_throttled: Counter,
     /// Sync attempts that failed exactly as the recorded one did and were not recorded again.
     pub sync_retries: Counter,
     /// Times the wall clock was found jumped back behind the log (`store::clock`).
@@ -124,6 +126,13 @@ impl Metrics {
             "Audit webhook requests refused (401) for missing or unknown credentials",
             audit_rejected.clone(),
         );
+        let audit_throttled = Counter::default();
+        registry.register(
+            "audit_events_throttled",
+            "Audit writes refused (429, the API server retries the batch) because their sender \
+             was over --audit-sender-rate",
+            audit_throttled.clone(),
+        );
         let sync_retries = Counter::default();
         registry.register(
             "sync_retries",
@@ -144,6 +153,7 @@ impl Metrics {
             audit_received,
             audit_dropped,
             audit_rejected,
+            audit_throttled,
             registry,
             events_appended,
             drift_detected,

@@ -527,6 +527,7 @@ async fn reconcile_all(
                 audit.clone(),
                 store.clone(),
                 resource_of(supervisor.registry()),
+                reckon_users(supervisor.registry()),
                 stop.clone(),
             )
             .await?,
@@ -568,6 +569,11 @@ fn resource_of(registry: registry::Snapshot) -> crate::audit::ResourceOf {
         let registry = registry.borrow().clone();
         registry.resource_of(&GroupKind::new(&object.group, &object.kind))
     })
+}
+
+/// Who the agent is on its clusters, as they connect (attribution tells reckon's writes by it).
+fn reckon_users(registry: registry::Snapshot) -> crate::audit::ReckonUsers {
+    Arc::new(move || registry.borrow().clone().reckon_users())
 }
 
 /// Serves `/healthz`, `/readyz`, the webhook endpoints, `/metrics` and the `/api/v1` routes

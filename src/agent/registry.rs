@@ -82,6 +82,14 @@ impl Registry {
             .collect()
     }
 
+    /// The users the agent's credentials are on its clusters (those that can say).
+    pub fn reckon_users(&self) -> Vec<String> {
+        self.catalogs
+            .iter()
+            .filter_map(|c| c.whoami().map(str::to_string))
+            .collect()
+    }
+
     /// The plural resource of a kind, from the first catalog that serves it.
     pub fn resource_of(&self, kind: &GroupKind) -> Option<String> {
         self.catalogs

@@ -135,6 +135,31 @@ pub struct Catalog {
     refreshing: Arc<tokio::sync::Mutex<()>>,
     /// The user this catalog's requests impersonate, if any (named in errors).
     identity: Option<String>,
+    /// The user the server says the agent's own credentials are (`SelfSubjectReview`, from
+    /// Kubernetes 1.28); `None` on older servers. Attribution needs it to tell reckon's writes
+    /// from writes that merely name reckon's field manager.
+    whoami: Option<String>,
+}
+
+/// Asks the server who the client is (`authentication.k8s.io/v1` `SelfSubjectReview`, served
+/// from Kubernetes 1.28 and allowed to every authenticated user). Older servers answer 404;
+/// nothing depends on the answer but attribution, so any failure is `None`.
+async fn whoami(client: &Client) -> Option<String> {
+    use k8s_openapi::api::authentication::v1::SelfSubjectReview;
+    let api: kube::Api<SelfSubjectReview> = kube::Api::all(client.clone());
+    match api
+        .create(
+            &kube::api::PostParams::default(),
+            &SelfSubjectReview::default(),
+        )
+        .await
+    {
+        Ok(review) => review.status?.user_info?.username,
+        Err(e) => {
+            tracing::debug!(error = %e, "SelfSubjectReview: the server cannot say who we are");
+            None
+        }
+    }
 }
 
 fn scope_of(caps: &kube::discovery::ApiCapabilities) -> Scope {
@@ -166,9 +191,16 @@ impl Catalog {
             known: Arc::new(RwLock::new(Known::default())),
             refreshing: Arc::new(tokio::sync::Mutex::new(())),
             identity: None,
+            whoami: None,
         };
         catalog.refresh_all().await?;
-        Ok(catalog)
+        let whoami = whoami(&catalog.client).await;
+        Ok(Self { whoami, ..catalog })
+    }
+
+    /// The user the agent's own credentials authenticate as, when the server can say.
+    pub fn whoami(&self) -> Option<&str> {
+        self.whoami.as_deref()
     }
 
     pub fn client(&self) -> &Client {
@@ -185,6 +217,7 @@ impl Catalog {
             known: self.known.clone(),
             refreshing: self.refreshing.clone(),
             identity: Some(identity.to_string()),
+            whoami: self.whoami.clone(),
         }
     }
 

@@ -3,7 +3,7 @@
 //!
 //! A write is a candidate for a drift when it hit the same object (API group, plural resource,
 //! namespace, name; any subresource, since `kubectl scale` writes `deployments/scale`), succeeded,
-//! was not reckon's own (field manager `reckon`), and took effect inside the drift's window (after
+//! was not reckon's own (field manager `reckon` sent by reckon's own user), and took effect inside the drift's window (after
 //! reckon last wrote the object, before the drift was seen, both widened by the clock skew
 //! allowed between the API server and reckon). A candidate explains a drifted path when its
 //! recorded request body set the path to the drifted value (merge/strategic patches and full
@@ -15,6 +15,7 @@ use super::model::AuditRecord;
 use crate::event::{AuditWriter, FieldDiff, ObjectRef};
 use chrono::{DateTime, Duration, Utc};
 use serde_json::Value;
+use std::collections::BTreeSet;
 
 /// A drift to attribute, with what the attributor knows around it.
 #[derive(Clone, Debug)]
@@ -27,6 +28,8 @@ pub struct DriftWindow<'a> {
     pub detected: DateTime<Utc>,
     /// When reckon last wrote the object before the drift (writes before it were overwritten).
     pub since: DateTime<Utc>,
+    /// Whose writes are reckon's own.
+    pub reckon: &'a Reckon,
 }
 
 /// What correlation concluded.
@@ -44,9 +47,46 @@ impl Attribution {
     }
 }
 
-/// reckon's own writes carry this field manager; they never explain a drift.
-fn is_reckon(r: &AuditRecord) -> bool {
-    r.field_manager.as_deref() == Some(crate::plan::FIELD_MANAGER)
+/// Who reckon is on the API server: the users its own credentials authenticate as (from the
+/// server's `SelfSubjectReview`, or `--audit-own-user`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Reckon {
+    users: BTreeSet<String>,
+}
+
+/// reckon's users not known: the field manager alone decides (see [`Reckon::wrote`]).
+pub static UNKNOWN: Reckon = Reckon {
+    users: BTreeSet::new(),
+};
+
+impl Reckon {
+    pub fn new(users: impl IntoIterator<Item = String>) -> Reckon {
+        Reckon {
+            users: users.into_iter().filter(|u| !u.is_empty()).collect(),
+        }
+    }
+
+    pub fn known(&self) -> bool {
+        !self.users.is_empty()
+    }
+
+    /// Whether `r` is reckon's own write, which never explains a drift: it names reckon's field
+    /// manager AND was sent by one of reckon's users, acting as itself or as a ServiceAccount
+    /// (an App's `service_account`). The field manager is only a query parameter any writer
+    /// may set (`kubectl patch --field-manager=reckon`); without the user check such a write
+    /// escaped attribution. With no user known the field manager alone decides, as before.
+    pub fn wrote(&self, r: &AuditRecord) -> bool {
+        if r.field_manager.as_deref() != Some(crate::plan::FIELD_MANAGER) {
+            return false;
+        }
+        if !self.known() {
+            return true;
+        }
+        self.users.contains(&r.username)
+            && r.impersonated
+                .as_deref()
+                .is_none_or(|u| u.starts_with("system:serviceaccount:"))
+    }
 }
 
 /// Whether `r` is a successful write to the drifted object inside the window.
@@ -55,7 +95,7 @@ fn candidate(r: &AuditRecord, d: &DriftWindow<'_>, skew: Duration) -> bool {
         && r.resource == d.resource
         && r.namespace == d.object.namespace
         && r.name.as_deref() == Some(d.object.name.as_str())
-        && !is_reckon(r)
+        && !d.reckon.wrote(r)
         && r.time >= d.since - skew
         && r.time <= d.detected + skew
 }
@@ -169,9 +209,15 @@ pub fn writer(r: &AuditRecord, fields: Vec<String>, evidence: &str) -> AuditWrit
 /// Which of `records` explain the drift. Each drifted path goes to the newest candidate whose
 /// body set it (the last write decides the live value); a deletion to the newest deleting
 /// candidate.
-pub fn attribute(d: &DriftWindow<'_>, records: &[AuditRecord], skew: Duration) -> Attribution {
-    let mut candidates: Vec<&AuditRecord> =
-        records.iter().filter(|r| candidate(r, d, skew)).collect();
+pub fn attribute<'r>(
+    d: &DriftWindow<'_>,
+    records: impl IntoIterator<Item = &'r AuditRecord>,
+    skew: Duration,
+) -> Attribution {
+    let mut candidates: Vec<&AuditRecord> = records
+        .into_iter()
+        .filter(|r| candidate(r, d, skew))
+        .collect();
     candidates.sort_by_key(|r| r.time);
     // (index into candidates, explained paths)
     let mut explained: Vec<(usize, Vec<String>)> = Vec::new();
@@ -230,11 +276,11 @@ pub fn attribute(d: &DriftWindow<'_>, records: &[AuditRecord], skew: Duration) -
 /// Whether `r` created an object by hand: a successful create (not through a subresource, not
 /// by reckon) of an object no controller owns (ownerReferences in the body mean a controller
 /// made it for an owner, like a Deployment's ReplicaSets).
-pub fn is_manual_creation(r: &AuditRecord) -> bool {
+pub fn is_manual_creation(r: &AuditRecord, reckon: &Reckon) -> bool {
     r.verb == "create"
         && r.subresource.is_none()
         && r.name.is_some()
-        && !is_reckon(r)
+        && !reckon.wrote(r)
         && r.request_object
             .as_ref()
             .and_then(|b| b.pointer("/metadata/ownerReferences"))
@@ -325,6 +371,7 @@ mod tests {
             diffs,
             detected: t(10_000),
             since: t(0),
+            reckon: &UNKNOWN,
         }
     }
 
@@ -638,10 +685,10 @@ mod tests {
             0,
             Some(json!({"kind": "Deployment", "metadata": {"name": "web"}})),
         );
-        assert!(is_manual_creation(&c));
+        assert!(is_manual_creation(&c, &UNKNOWN));
         assert_eq!(created_object(&c).kind, "Deployment");
         c.field_manager = Some("reckon".into());
-        assert!(!is_manual_creation(&c));
+        assert!(!is_manual_creation(&c, &UNKNOWN));
         let owned = rec(
             "b",
             "system:serviceaccount:kube-system:deployment-controller",
@@ -652,6 +699,50 @@ mod tests {
                 json!({"metadata": {"name": "web-5d4", "ownerReferences": [{"kind": "Deployment"}]}}),
             ),
         );
-        assert!(!is_manual_creation(&owned));
+        assert!(!is_manual_creation(&owned, &UNKNOWN));
+    }
+
+    #[test]
+    fn reckons_field_manager_from_anyone_but_reckon_is_attributed() {
+        let o = dep();
+        let diffs = [diff("/spec/replicas", Some("3"))];
+        let body = || Some(json!({"spec": {"replicas": 3}}));
+        let as_reckon = |id: &str, user: &str, impersonated: Option<&str>| {
+            let mut r = rec(id, user, "patch", None, 5_000, body());
+            r.field_manager = Some("reckon".into());
+            r.impersonated = impersonated.map(str::to_string);
+            r
+        };
+        let agent = "system:serviceaccount:reckon:reckon";
+        let reckon = Reckon::new([agent.to_string()]);
+        let w = DriftWindow {
+            reckon: &reckon,
+            ..window(&o, &diffs)
+        };
+        // Someone else naming reckon's field manager is still named.
+        let spoof = as_reckon("a", "mallory", None);
+        assert_eq!(who(&attribute(&w, [&spoof], SKEW))[0].0, "mallory");
+        // The agent itself, and the agent acting as an App's ServiceAccount, are reckon.
+        let own = as_reckon("b", agent, None);
+        assert!(attribute(&w, [&own], SKEW).writers.is_empty());
+        let for_app = as_reckon("c", agent, Some("system:serviceaccount:team-a:deployer"));
+        assert!(attribute(&w, [&for_app], SKEW).writers.is_empty());
+        // The agent's credentials impersonating a person (a kubeconfig that may impersonate):
+        // that is the person's write.
+        let as_person = as_reckon("d", agent, Some("mallory"));
+        assert_eq!(attribute(&w, [&as_person], SKEW).writers.len(), 1);
+        // Not reckon's field manager: never reckon's, whoever sent it.
+        let mut by_hand = rec("e", agent, "patch", None, 5_000, body());
+        by_hand.field_manager = Some("kubectl-edit".into());
+        assert!(!reckon.wrote(&by_hand));
+        // Creations follow the same rule.
+        let mut created = as_reckon("f", "mallory", None);
+        created.verb = "create".into();
+        created.request_object = Some(json!({"kind": "Deployment", "metadata": {"name": "x"}}));
+        assert!(is_manual_creation(&created, &reckon));
+        assert!(!is_manual_creation(&created, &UNKNOWN));
+        // Unknown users: the field manager alone, as before (warned about at start).
+        assert!(UNKNOWN.wrote(&spoof));
+        assert!(!Reckon::new([String::new()]).known());
     }
 }

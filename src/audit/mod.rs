@@ -11,6 +11,7 @@
 //! `--audit-webhook-batch-max-wait`, 30 s by default), then is recorded attributed or
 //! "unattributed"; it is recorded at once when every drifted path is explained.
 
+pub mod buffer;
 pub mod correlate;
 pub mod model;
 pub mod receiver;
@@ -20,7 +21,7 @@ use crate::store::writer::StoreHandle;
 use crate::store::{EventRead, Order, Query, Selector};
 use chrono::{DateTime, Utc};
 use model::AuditRecord;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -41,6 +42,14 @@ pub enum AuditError {
     },
     #[error("audit receiver: give --audit-token-file or --audit-client-ca (or both)")]
     NoCredentials,
+    #[error(
+        "audit receiver: --audit-client-ca needs --audit-client-identity: a CA (the cluster's \
+         above all) signs certificates for many users and nodes, and only the API server's may \
+         send audit events"
+    )]
+    NoClientIdentities,
+    #[error("audit receiver: --audit-client-identity without --audit-client-ca verifies nothing")]
+    IdentitiesWithoutCa,
 }
 
 /// `reckon run --audit-*`.
@@ -53,6 +62,13 @@ pub struct AuditOptions {
     pub token_file: Option<PathBuf>,
     /// CA of client certificates the webhook kubeconfig may present instead.
     pub client_ca: Option<PathBuf>,
+    /// The names (subject CN or SAN) a client certificate must carry to be accepted.
+    pub client_identities: Vec<String>,
+    /// What each sender (token or certificate identity) may deliver.
+    pub sender_rate: receiver::SenderRate,
+    /// Users whose writes under reckon's field manager are reckon's own, besides those the
+    /// clusters report for the agent's credentials (for servers without `SelfSubjectReview`).
+    pub own_users: Vec<String>,
     /// How long a drift waits for its audit events before it is recorded as it stands.
     pub wait: Duration,
     /// Clock difference allowed between the API server and reckon.
@@ -69,6 +85,9 @@ impl AuditOptions {
             tls_key,
             token_file: None,
             client_ca: None,
+            client_identities: Vec::new(),
+            sender_rate: receiver::SenderRate::default(),
+            own_users: Vec::new(),
             // The webhook backend's default batch wait is 30 s; a little more for delivery.
             wait: Duration::from_secs(40),
             skew: Duration::from_secs(2),
@@ -80,8 +99,13 @@ impl AuditOptions {
 /// The plural resource of an object (from discovery), as the audit log names it.
 pub type ResourceOf = Arc<dyn Fn(&ObjectRef) -> Option<String> + Send + Sync>;
 
-/// Writes kept for matching: bounded by count and by age, so a flood of audit events costs a
-/// fixed amount of memory (each record is a few hundred bytes plus its request body).
+/// The users the agent's credentials authenticate as on the clusters it reaches, as far as they
+/// are known yet (clusters are connected as Apps start).
+pub type ReckonUsers = Arc<dyn Fn() -> Vec<String> + Send + Sync>;
+
+/// Writes kept for matching: bounded by count and by bytes, so a flood of audit events costs a
+/// fixed amount of memory (each record is a few hundred bytes plus its request body), shared
+/// fairly between senders ([`buffer::Recent`]).
 const MAX_RECORDS: usize = 20_000;
 const MAX_BYTES: usize = 64 << 20;
 
@@ -94,6 +118,7 @@ pub async fn start(
     options: AuditOptions,
     store: StoreHandle,
     resource_of: ResourceOf,
+    reckon_users: ReckonUsers,
     stop: watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<()>, AuditError> {
     let mut tokens = crate::api::auth::Tokens::default();
@@ -102,6 +127,11 @@ pub async fn start(
     }
     if tokens.is_empty() && options.client_ca.is_none() {
         return Err(AuditError::NoCredentials);
+    }
+    match (&options.client_ca, options.client_identities.is_empty()) {
+        (Some(_), true) => return Err(AuditError::NoClientIdentities),
+        (None, false) => return Err(AuditError::IdentitiesWithoutCa),
+        _ => {}
     }
     let tls = receiver::tls_config(
         &options.tls_cert,
@@ -122,6 +152,8 @@ pub async fn start(
         receiver::ReceiverConfig {
             tokens: Arc::new(tokens),
             queue: tx,
+            rate: options.sender_rate,
+            client_identities: options.client_identities.clone(),
         },
         options.listen_limits,
         stop.clone(),
@@ -132,8 +164,10 @@ pub async fn start(
         resource_of,
         wait: chrono::Duration::from_std(options.wait).unwrap_or(chrono::Duration::seconds(40)),
         skew: chrono::Duration::from_std(options.skew).unwrap_or(chrono::Duration::seconds(2)),
-        records: VecDeque::new(),
-        bytes: 0,
+        recent: buffer::Recent::new(MAX_RECORDS, MAX_BYTES),
+        own_users: options.own_users.clone(),
+        reckon_users,
+        warned_unknown: false,
         pending: Vec::new(),
         cursor: from,
         namespaces: None,
@@ -156,8 +190,12 @@ struct Attributor {
     resource_of: ResourceOf,
     wait: chrono::Duration,
     skew: chrono::Duration,
-    records: VecDeque<AuditRecord>,
-    bytes: usize,
+    recent: buffer::Recent,
+    /// `--audit-own-user`.
+    own_users: Vec<String>,
+    reckon_users: ReckonUsers,
+    /// Said once that reckon's own user is not known.
+    warned_unknown: bool,
     pending: Vec<Pending>,
     /// The newest DriftDetected seq already picked up.
     cursor: u64,
@@ -173,7 +211,11 @@ struct NamespaceIndex {
 }
 
 impl Attributor {
-    async fn run(mut self, mut rx: mpsc::Receiver<AuditRecord>, mut stop: watch::Receiver<bool>) {
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<(buffer::Sender, AuditRecord)>,
+        mut stop: watch::Receiver<bool>,
+    ) {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -184,13 +226,13 @@ impl Attributor {
             tokio::select! {
                 _ = stopped => return,
                 got = rx.recv() => match got {
-                    Some(r) => {
+                    Some((sender, r)) => {
                         self.creation(&r).await;
-                        self.keep(r);
+                        self.recent.keep(&sender, r);
                         // Take whatever else is queued before matching.
-                        while let Ok(r) = rx.try_recv() {
+                        while let Ok((sender, r)) = rx.try_recv() {
                             self.creation(&r).await;
-                            self.keep(r);
+                            self.recent.keep(&sender, r);
                         }
                     }
                     None => return,
@@ -205,14 +247,20 @@ impl Attributor {
         }
     }
 
-    fn keep(&mut self, r: AuditRecord) {
-        self.bytes += r.weight();
-        self.records.push_back(r);
-        while self.records.len() > MAX_RECORDS || self.bytes > MAX_BYTES {
-            if let Some(old) = self.records.pop_front() {
-                self.bytes -= old.weight();
-            }
+    /// Whose writes are reckon's own, as far as known now.
+    fn reckon(&mut self) -> correlate::Reckon {
+        let reckon =
+            correlate::Reckon::new(self.own_users.iter().cloned().chain((self.reckon_users)()));
+        if !reckon.known() && !self.warned_unknown {
+            self.warned_unknown = true;
+            tracing::warn!(
+                "attributor: the API server did not say which user the agent is (no \
+                 SelfSubjectReview before Kubernetes 1.28): any write under the field manager \
+                 `reckon` is taken for reckon's own and never attributed; name the agent's \
+                 user with --audit-own-user"
+            );
         }
+        reckon
     }
 
     /// Reads the drifts appended since the last look.
@@ -268,7 +316,7 @@ impl Attributor {
         if self.pending.is_empty() {
             return;
         }
-        let records: &[AuditRecord] = self.records.make_contiguous();
+        let reckon = self.reckon();
         let mut done = Vec::new();
         let mut keep = Vec::new();
         for p in std::mem::take(&mut self.pending) {
@@ -280,8 +328,9 @@ impl Attributor {
                         diffs: &p.drift.diffs,
                         detected: p.detected,
                         since: p.since,
+                        reckon: &reckon,
                     },
-                    records,
+                    self.recent.iter(),
                     self.skew,
                 ),
                 None => correlate::Attribution {
@@ -313,7 +362,7 @@ impl Attributor {
 
     /// Records an object created by hand in a namespace an App manages.
     async fn creation(&mut self, r: &AuditRecord) {
-        if !correlate::is_manual_creation(r) {
+        if !correlate::is_manual_creation(r, &self.reckon()) {
             return;
         }
         let Some(ns) = r.namespace.clone() else {

@@ -179,6 +179,15 @@ fn query_param(uri: &str, key: &str) -> Option<String> {
 pub(crate) mod tests {
     use super::*;
 
+    /// The first write of [`SCALE`], as `user`.
+    pub(crate) fn record(user: &str) -> AuditRecord {
+        let list: EventList = serde_json::from_str(SCALE).unwrap();
+        let first = list.items.into_iter().next().unwrap();
+        let mut r = AuditRecord::from_event(first).unwrap();
+        r.username = user.to_string();
+        r
+    }
+
     /// A real batch as kube-apiserver v1.20's webhook backend sent it (`kubectl scale`, level
     /// Request), trimmed of annotations.
     pub(crate) const SCALE: &str = r#"{"kind":"EventList","apiVersion":"audit.k8s.io/v1","metadata":{},"items":[

@@ -319,9 +319,36 @@ pub struct AuditArgs {
     /// Bearer tokens the webhook kubeconfig carries (`TOKEN` or `NAME TOKEN` per line).
     #[arg(long, env = "RECKON_AUDIT_TOKEN_FILE")]
     audit_token_file: Option<PathBuf>,
-    /// Accept client certificates signed by this CA (PEM) instead of a token.
-    #[arg(long, env = "RECKON_AUDIT_CLIENT_CA")]
+    /// Accept client certificates signed by this CA (PEM) instead of a token; only those that
+    /// name an --audit-client-identity.
+    #[arg(
+        long,
+        env = "RECKON_AUDIT_CLIENT_CA",
+        requires = "audit_client_identity"
+    )]
     audit_client_ca: Option<PathBuf>,
+    /// A name (subject common name, or a DNS, URI or e-mail alternative name) a client
+    /// certificate must carry to be accepted: the API server's (repeat, or comma-separated).
+    #[arg(
+        long,
+        env = "RECKON_AUDIT_CLIENT_IDENTITY",
+        value_delimiter = ',',
+        requires = "audit_client_ca"
+    )]
+    audit_client_identity: Vec<String>,
+    /// Writes per second one sender (token or certificate identity) may deliver; past it the
+    /// batch is refused with 429 and the API server retries it.
+    #[arg(long, env = "RECKON_AUDIT_SENDER_RATE", default_value = "200")]
+    audit_sender_rate: std::num::NonZeroU32,
+    /// Writes one sender may deliver at once (at least the API server's
+    /// --audit-webhook-batch-max-size, 400 by default).
+    #[arg(long, env = "RECKON_AUDIT_SENDER_BURST", default_value = "4000")]
+    audit_sender_burst: std::num::NonZeroU32,
+    /// The user the agent's credentials are on the cluster, when the API server cannot say
+    /// (no SelfSubjectReview before Kubernetes 1.28): writes under the field manager `reckon`
+    /// by anyone else are attributed (repeat, or comma-separated).
+    #[arg(long, env = "RECKON_AUDIT_OWN_USER", value_delimiter = ',')]
+    audit_own_user: Vec<String>,
     /// How long a drift waits for its audit events before it is recorded unattributed; at
     /// least the API server's --audit-webhook-batch-max-wait (30s by default).
     #[arg(long, env = "RECKON_AUDIT_WAIT", default_value = "40s", value_parser = humantime::parse_duration)]
@@ -338,6 +365,12 @@ impl AuditArgs {
         );
         o.token_file = self.audit_token_file.clone();
         o.client_ca = self.audit_client_ca.clone();
+        o.client_identities = self.audit_client_identity.clone();
+        o.sender_rate = crate::audit::receiver::SenderRate {
+            per_second: self.audit_sender_rate,
+            burst: self.audit_sender_burst,
+        };
+        o.own_users = self.audit_own_user.clone();
         o.wait = self.audit_wait;
         Some(o)
     }
@@ -652,7 +685,43 @@ mod tests {
         assert_eq!(o.tls_key, PathBuf::from("k.pem"));
         assert_eq!(o.token_file, Some(PathBuf::from("tokens")));
         assert_eq!(o.client_ca, None);
+        assert!(o.client_identities.is_empty() && o.own_users.is_empty());
+        assert_eq!(o.sender_rate, crate::audit::receiver::SenderRate::default());
         assert_eq!(o.wait, std::time::Duration::from_secs(5));
+        let base = [
+            "x",
+            "--audit-listen",
+            "127.0.0.1:8443",
+            "--audit-tls-cert",
+            "c.pem",
+            "--audit-tls-key",
+            "k.pem",
+        ];
+        let with = |extra: &[&str]| Wrapper::try_parse_from(base.iter().chain(extra));
+        // A client CA alone would let every certificate it signed in: refused at parse.
+        assert!(with(&["--audit-client-ca", "ca.pem"]).is_err());
+        assert!(with(&["--audit-client-identity", "kube-apiserver"]).is_err());
+        let w = with(&[
+            "--audit-client-ca",
+            "ca.pem",
+            "--audit-client-identity",
+            "kube-apiserver,audit.example",
+            "--audit-sender-rate",
+            "50",
+            "--audit-sender-burst",
+            "800",
+            "--audit-own-user",
+            "system:serviceaccount:reckon:reckon",
+        ])
+        .unwrap();
+        let o = w.audit.options().unwrap();
+        assert_eq!(o.client_identities, ["kube-apiserver", "audit.example"]);
+        assert_eq!(
+            (o.sender_rate.per_second.get(), o.sender_rate.burst.get()),
+            (50, 800)
+        );
+        assert_eq!(o.own_users, ["system:serviceaccount:reckon:reckon"]);
+        assert!(with(&["--audit-sender-rate", "0"]).is_err());
         // The receiver serves TLS only: a listen address without a certificate is an error.
         assert!(Wrapper::try_parse_from(["x", "--audit-listen", "127.0.0.1:8443"]).is_err());
     }

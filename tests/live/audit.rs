@@ -90,6 +90,7 @@ struct Audited {
     alice: String,
     alice_kc: PathBuf,
     bob_kc: PathBuf,
+    mallory_kc: PathBuf,
     ns: String,
     /// The agent's API (read token): only to watch the attributions arrive.
     api_port: u16,
@@ -127,9 +128,13 @@ impl Audited {
             .replace("${RECKON_AUDIT_TOKEN}", &webhook_token);
         std::fs::write(d.join("webhook.yaml"), webhook).unwrap();
 
-        let (alice, bob) = (token(), token());
+        let (alice, bob, mallory) = (token(), token(), token());
         let cp = ControlPlane::start_with(&StartOptions {
-            extra_tokens: vec![format!("{alice},alice,2001"), format!("{bob},bob,2002")],
+            extra_tokens: vec![
+                format!("{alice},alice,2001"),
+                format!("{bob},bob,2002"),
+                format!("{mallory},mallory,2003"),
+            ],
             audit: Some(AuditWebhook {
                 policy: deploy_file("policy.yaml"),
                 kubeconfig: d.join("webhook.yaml"),
@@ -143,6 +148,7 @@ impl Audited {
             path
         };
         let (alice_kc, bob_kc) = (as_user("alice", &alice), as_user("bob", &bob));
+        let mallory_kc = as_user("mallory", &mallory);
         let admin = cp.kubeconfig().to_path_buf();
 
         let ns = format!("reckon-test-audit-{}", support::suffix());
@@ -180,6 +186,7 @@ impl Audited {
                 "--role=editor",
                 "--user=alice",
                 "--user=bob",
+                "--user=mallory",
             ],
         );
 
@@ -240,6 +247,7 @@ impl Audited {
             alice,
             alice_kc,
             bob_kc,
+            mallory_kc,
             ns,
             api_port,
             read_token,
@@ -285,8 +293,9 @@ fn only_the_webhooks_credentials_get_in(a: &Audited) {
     );
 }
 
-/// alice scales the Deployment, bob patches the ConfigMap, alice deletes it (each put back),
-/// bob creates a ConfigMap by hand.
+/// alice scales the Deployment, bob patches the ConfigMap, alice deletes it, mallory patches it
+/// naming reckon's field manager to pass for reckon (each put back), bob creates a ConfigMap by
+/// hand.
 async fn alice_and_bob_change_things_by_hand(a: &Audited) {
     let (alice_kc, bob_kc, ns) = (a.alice_kc.clone(), a.bob_kc.clone(), a.ns.clone());
     let (deployments, cms) = (&a.deployments, &a.cms);
@@ -321,6 +330,25 @@ async fn alice_and_bob_change_things_by_hand(a: &Audited) {
         },
     )
     .await;
+    // The field manager is a query parameter anyone may set; before the attributor checked who
+    // sent reckon's field manager, this write was taken for reckon's own and never attributed.
+    kubectl(
+        &a.mallory_kc,
+        &ns,
+        &[
+            "patch",
+            "configmap/settings",
+            "--field-manager=reckon",
+            "-p",
+            r#"{"data":{"color":"red"}}"#,
+        ],
+    );
+    eventually(
+        "the color put back after mallory",
+        Duration::from_secs(20),
+        || async { cms.get("settings").await.unwrap().data["data"]["color"] == "blue" },
+    )
+    .await;
     kubectl(
         &bob_kc,
         &ns,
@@ -350,13 +378,18 @@ async fn every_change_is_attributed_while_the_agent_runs(a: &Audited) {
                 .collect::<std::collections::BTreeSet<String>>()
         }
     };
-    for (user, objects) in [
+    let expected: [(&str, &[&str]); 3] = [
         (
             "alice",
-            ["ConfigMap/{ns}/settings", "Deployment.apps/{ns}/web"],
+            &["ConfigMap/{ns}/settings", "Deployment.apps/{ns}/web"],
         ),
-        ("bob", ["ConfigMap/{ns}/by-hand", "ConfigMap/{ns}/settings"]),
-    ] {
+        (
+            "bob",
+            &["ConfigMap/{ns}/by-hand", "ConfigMap/{ns}/settings"],
+        ),
+        ("mallory", &["ConfigMap/{ns}/settings"]),
+    ];
+    for (user, objects) in expected {
         let want: std::collections::BTreeSet<String> =
             objects.iter().map(|o| o.replace("{ns}", &ns)).collect();
         let start = Instant::now();
@@ -450,6 +483,7 @@ async fn the_agent_stops_and_blame_and_history_name_the_people(
             format!("ConfigMap/{ns}/settings")
         ]
     );
+    assert_eq!(by_user("mallory"), vec![format!("ConfigMap/{ns}/settings")]);
     assert!(by_user("carol").is_empty());
     store.close().unwrap();
     (events, cp)
@@ -516,9 +550,21 @@ fn each_drift_and_the_configmap_made_by_hand_is_attributed_once(
     assert!(!w.audit_id.is_empty());
     assert!(scaled.unexplained.is_empty());
 
-    let patched = for_drift(&|d| {
-        d.object.kind == "ConfigMap" && d.diffs.iter().any(|f| f.path == "/data/color")
-    });
+    let color = |value: &'static str| {
+        move |d: &reckon::event::DriftDetected| {
+            d.object.kind == "ConfigMap"
+                && d.diffs
+                    .iter()
+                    .any(|f| f.path == "/data/color" && f.actual.as_deref() == Some(value))
+        }
+    };
+    let spoofed = for_drift(&color("\"red\""));
+    assert_eq!(
+        users(spoofed),
+        vec![("mallory".into(), "patch".into(), None)],
+        "a write naming reckon's field manager by someone else is theirs: {spoofed:#?}"
+    );
+    let patched = for_drift(&color("\"green\""));
     assert_eq!(
         users(patched),
         vec![("bob".into(), "patch".into(), None)],

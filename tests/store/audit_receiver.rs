@@ -1,6 +1,7 @@
 //! The audit webhook receiver over real TLS (no cluster needed): a client certificate signed by
-//! the configured CA gets in, as does the token; no credential, a wrong token or a certificate
-//! from another CA does not; what gets in is queued and attributed from the store's drifts.
+//! the configured CA and naming an allowed identity gets in, as does the token; no credential, a
+//! wrong token, a certificate from another CA, or one from the right CA naming anybody else (a
+//! user's or a kubelet's, which the cluster CA also signs) does not.
 
 use reckon::audit::{AuditOptions, ResourceOf};
 use reckon::store::{OpenOptions, SledStore, writer};
@@ -45,15 +46,29 @@ async fn token_or_client_certificate_and_nothing_else() {
     let mut options = AuditOptions::new(format!("127.0.0.1:{port}").parse().unwrap(), cert, key);
     options.token_file = Some(dir.path().join("tokens"));
     options.client_ca = Some(ca.bundle_path());
+    options.client_identities = vec!["kube-apiserver".into(), "audit.cluster.example".into()];
     let resource_of: ResourceOf = Arc::new(|_| None);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let task = reckon::audit::start(options, handle.clone(), resource_of, stop_rx)
-        .await
-        .unwrap();
+    let task = reckon::audit::start(
+        options,
+        handle.clone(),
+        resource_of,
+        Arc::new(Vec::new),
+        stop_rx,
+    )
+    .await
+    .unwrap();
     let url = format!("https://127.0.0.1:{port}/audit/v1/events");
     let ca_pem = ca.bundle_path();
-    let (client_cert, client_key) = ca.client_pem_files().unwrap();
-    let (other_cert, other_key) = other.client_pem_files().unwrap();
+    let (client_cert, client_key) = ca.client_pem_files_named("kube-apiserver", &[]).unwrap();
+    let (san_cert, san_key) = ca
+        .client_pem_files_named("apiserver-7", &["audit.cluster.example"])
+        .unwrap();
+    let (user_cert, user_key) = ca.client_pem_files_named("alice", &[]).unwrap();
+    let (node_cert, node_key) = ca
+        .client_pem_files_named("system:node:worker-1", &["worker-1"])
+        .unwrap();
+    let (other_cert, other_key) = other.client_pem_files_named("kube-apiserver", &[]).unwrap();
     let statuses = tokio::task::spawn_blocking(move || {
         [
             post(&url, &ca_pem, None, None),
@@ -61,6 +76,9 @@ async fn token_or_client_certificate_and_nothing_else() {
             post(&url, &ca_pem, Some("webhook-token-0123456789"), None),
             post(&url, &ca_pem, None, Some((&client_cert, &client_key))),
             post(&url, &ca_pem, None, Some((&other_cert, &other_key))),
+            post(&url, &ca_pem, None, Some((&san_cert, &san_key))),
+            post(&url, &ca_pem, None, Some((&user_cert, &user_key))),
+            post(&url, &ca_pem, None, Some((&node_cert, &node_key))),
         ]
     })
     .await
@@ -68,13 +86,46 @@ async fn token_or_client_certificate_and_nothing_else() {
     assert_eq!(statuses[0], "401", "no credential");
     assert_eq!(statuses[1], "401", "an unknown token");
     assert_eq!(statuses[2], "200", "the webhook's token");
-    assert_eq!(statuses[3], "200", "a client certificate from the CA");
+    assert_eq!(statuses[3], "200", "the API server's certificate (its CN)");
     assert_eq!(
         statuses[4], "000",
         "a certificate from another CA fails the handshake"
     );
+    assert_eq!(statuses[5], "200", "an allowed DNS alternative name");
+    assert_eq!(statuses[6], "401", "a user's certificate from the same CA");
+    assert_eq!(
+        statuses[7], "401",
+        "a kubelet's certificate from the same CA"
+    );
     let _ = stop_tx.send(true);
     task.await.unwrap();
+    handle.close().await.unwrap();
+    writer_task.await.unwrap().unwrap();
+}
+
+/// A client CA without an allowlist would let in every certificate it signed: refused at start.
+#[tokio::test]
+async fn a_client_ca_without_identities_is_refused_at_start() {
+    reckon::tls::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStore::open(dir.path().join("store"), OpenOptions::create()).unwrap();
+    let (handle, writer_task) = writer::spawn(store);
+    let ca = TestCa::generate().unwrap();
+    let (cert, key) = ca.server_pem_files().unwrap();
+    let mut options = AuditOptions::new("127.0.0.1:0".parse().unwrap(), cert, key);
+    options.client_ca = Some(ca.bundle_path());
+    let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let resource_of: ResourceOf = Arc::new(|_| None);
+    let err = reckon::audit::start(
+        options,
+        handle.clone(),
+        resource_of,
+        Arc::new(Vec::new),
+        stop_rx,
+    )
+    .await
+    .expect_err("refused");
+    assert!(err.to_string().contains("--audit-client-identity"), "{err}");
     handle.close().await.unwrap();
     writer_task.await.unwrap().unwrap();
 }

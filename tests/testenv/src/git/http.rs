@@ -42,6 +42,9 @@ pub struct TestCa {
     server_key_pem: String,
     client_cert_pem: String,
     client_key_pem: String,
+    /// What signs further certificates ([`TestCa::client_pem_files_named`]).
+    ca_params: rcgen::CertificateParams,
+    ca_key_pem: String,
 }
 
 impl TestCa {
@@ -58,7 +61,8 @@ impl TestCa {
         ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         let ca_key = KeyPair::generate().map_err(tls)?;
         let ca_cert = ca_params.self_signed(&ca_key).map_err(tls)?;
-        let issuer = Issuer::new(ca_params, ca_key);
+        let ca_key_pem = ca_key.serialize_pem();
+        let issuer = Issuer::new(ca_params.clone(), ca_key);
 
         let mut params =
             CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])
@@ -94,7 +98,41 @@ impl TestCa {
             server_key_pem: key.serialize_pem(),
             client_cert_pem: client_cert.pem(),
             client_key_pem: client_key.serialize_pem(),
+            ca_params,
+            ca_key_pem,
         })
+    }
+
+    /// A client certificate signed by this CA with the subject common name `common_name` and
+    /// the DNS alternative names `dns`, and its key as PEM files: `(certificate, key)`.
+    pub fn client_pem_files_named(
+        &self,
+        common_name: &str,
+        dns: &[&str],
+    ) -> Result<(PathBuf, PathBuf)> {
+        use rcgen::{CertificateParams, DnType, Issuer, KeyPair};
+        let tls = |e: rcgen::Error| Error::Tls(e.to_string());
+        let ca_key = KeyPair::from_pem(&self.ca_key_pem).map_err(tls)?;
+        let issuer = Issuer::new(self.ca_params.clone(), ca_key);
+        let mut params =
+            CertificateParams::new(dns.iter().map(|d| d.to_string()).collect::<Vec<_>>())
+                .map_err(tls)?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        params.use_authority_key_identifier_extension = true;
+        let key = KeyPair::generate().map_err(tls)?;
+        let cert = params.signed_by(&key, &issuer).map_err(tls)?;
+        let stem: String = common_name
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        let cert_path = self.dir.path().join(format!("client-{stem}.pem"));
+        let key_path = self.dir.path().join(format!("client-{stem}-key.pem"));
+        std::fs::write(&cert_path, cert.pem()).map_err(io_err(&cert_path))?;
+        std::fs::write(&key_path, key.serialize_pem()).map_err(io_err(&key_path))?;
+        Ok((cert_path, key_path))
     }
 
     /// A client certificate signed by this CA and its key as PEM files: `(certificate, key)`.
