@@ -365,7 +365,8 @@ fn fetch_into(
             flag.store(true, std::sync::atomic::Ordering::SeqCst);
         }
     });
-    let result = fetch_connected(repo, url, credentials, backend, &interrupt);
+    let deadline = started + timeout;
+    let result = fetch_connected(repo, url, credentials, backend, &interrupt, deadline);
     drop(done);
     // The watchdog's flag, or an HTTP request that ran into the same deadline first.
     let timed_out =
@@ -393,6 +394,7 @@ fn fetch_connected(
     credentials: Option<(String, String)>,
     backend: super::access::HttpBackend,
     interrupt: &AtomicBool,
+    deadline: std::time::Instant,
 ) -> Result<Option<String>, String> {
     let e = |e: gix::Error| chain(&e);
     let remote = repo
@@ -405,7 +407,14 @@ fn fetch_connected(
         .map_err(e)?
         // Tags arrive through the explicit refspec; auto-following would only duplicate work.
         .with_fetch_tags(gix::remote::fetch::Tags::None);
-    let mut connection = remote.connect(gix::remote::Direction::Fetch).map_err(e)?;
+    let (remote_url, version) = remote
+        .sanitized_url_and_version(gix::remote::Direction::Fetch)
+        .map_err(e)?;
+    let mut connection = if remote_url.scheme == gix::url::Scheme::Git {
+        remote.to_connection_with_transport(git_daemon(&remote_url, version, deadline)?)
+    } else {
+        remote.connect(gix::remote::Direction::Fetch).map_err(e)?
+    };
     // Always set: without it gix would consult git's credential helpers and could prompt.
     connection.set_credentials(move |action| match (action, &credentials) {
         (gix::credentials::helper::Action::Get(ctx), Some((user, password))) => {
@@ -469,6 +478,49 @@ fn fetch_connected(
     }
     prune_and_set_head(repo, &advertised, default_branch.as_deref())?;
     Ok(default_branch)
+}
+
+/// A `git://` connection whose socket gives up at the fetch's deadline. gix's own git:// connect
+/// sets no socket timeout, and before the pack transfer (where its interrupt flag is checked) a
+/// daemon that accepted and never answered held the fetch, and the mirror's lock, for ever.
+fn git_daemon(
+    url: &gix::Url,
+    version: gix::protocol::transport::Protocol,
+    deadline: std::time::Instant,
+) -> Result<Box<dyn gix::protocol::transport::client::blocking_io::Transport + Send>, String> {
+    use gix::protocol::transport::client::git;
+    use std::net::ToSocketAddrs;
+    let host = url.host().ok_or("a git:// URL without a host")?;
+    let port = url.port;
+    let addr = (host, port.unwrap_or(9418))
+        .to_socket_addrs()
+        .map_err(|e| format!("resolving {host}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{host} has no address"))?;
+    let left = deadline
+        .saturating_duration_since(std::time::Instant::now())
+        .max(std::time::Duration::from_millis(1));
+    let stream = std::net::TcpStream::connect_timeout(&addr, left)
+        .map_err(|e| format!("connecting to {host}: {e}"))?;
+    // Each read or write waits at most what is left of the fetch's time: a stall anywhere fails
+    // by the deadline, and a slow drip is still stopped by the interrupt flag.
+    let left = deadline
+        .saturating_duration_since(std::time::Instant::now())
+        .max(std::time::Duration::from_millis(1));
+    stream
+        .set_read_timeout(Some(left))
+        .and_then(|()| stream.set_write_timeout(Some(left)))
+        .map_err(|e| e.to_string())?;
+    let write = stream.try_clone().map_err(|e| e.to_string())?;
+    Ok(Box::new(git::blocking_io::Connection::new(
+        stream,
+        write,
+        version,
+        url.path.clone(),
+        Some((host.to_string(), port)),
+        git::ConnectMode::Daemon,
+        false,
+    )))
 }
 
 /// gix's fetch does not prune: without this, a branch deleted on the remote would live on in the

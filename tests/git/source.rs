@@ -500,9 +500,18 @@ fn https_with_ca_bundle_and_password_from_a_file() -> Result<()> {
 
 /// Issue 18, item 3: a remote that accepts the connection and never answers held the fetch,
 /// and with it the mirror's lock for every App on that URL, for ever. Now a fetch ends at
-/// `limits.fetch_timeout` with an error naming it, and the next fetch of the URL gets the lock.
+/// `limits.fetch_timeout` with an error naming it, and the next fetch of the URL gets the lock:
+/// over HTTP, and over `git://`, whose daemon protocol stalled before the pack (where gix checks
+/// its interrupt flag) until its socket got the deadline as a timeout.
 #[test]
 fn a_stalled_remote_fails_the_fetch_at_its_deadline_and_frees_the_mirror() -> Result<()> {
+    for scheme in ["http", "git"] {
+        stalled_remote_over(scheme)?;
+    }
+    Ok(())
+}
+
+fn stalled_remote_over(scheme: &str) -> Result<()> {
     let env = Env::new()?;
     // Accepts connections, reads what is sent, answers nothing.
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
@@ -517,7 +526,7 @@ fn a_stalled_remote_fails_the_fetch_at_its_deadline_and_frees_the_mirror() -> Re
         fetch_timeout: std::time::Duration::from_secs(2),
         ..Default::default()
     };
-    let url = format!("http://127.0.0.1:{port}/stalled.git");
+    let url = format!("{scheme}://127.0.0.1:{port}/stalled.git");
     let src = env
         .source(spec(&url, RefSelector::DefaultBranch, ""))
         .with_input_limits(&limits);
@@ -534,9 +543,9 @@ fn a_stalled_remote_fails_the_fetch_at_its_deadline_and_frees_the_mirror() -> Re
     for _ in 0..2 {
         let (took, result) = rx
             .recv_timeout(std::time::Duration::from_secs(60))
-            .expect("a fetch of a stalled remote ended");
+            .unwrap_or_else(|_| panic!("a fetch of a stalled {scheme}:// remote ended"));
         let err = result.unwrap_err().to_string();
-        assert!(err.contains("limits.fetch_timeout"), "{err}");
+        assert!(err.contains("limits.fetch_timeout"), "{scheme}: {err}");
         assert!(took >= std::time::Duration::from_secs(2), "{took:?}");
     }
     Ok(())
