@@ -2,9 +2,9 @@
 //! versions (name, version, digest, app version, where the archive is), and which of them an App
 //! asking for an exact version or a semver range gets.
 //!
-//! The first part of the chart repository source (issue 20): pure, no network. Fetching the
-//! index (auth, CA, conditional requests so an unchanged index costs no render), downloading and
-//! unpacking the archive, and the `ChartObserved` events are not built yet.
+//! The pure part of the chart repository source: no network. Fetching the index and the archive
+//! is [`super::chart_repo`]'s; an App source naming a repository, its polling and the
+//! `ChartObserved` events are not built yet.
 
 use serde::Deserialize;
 use std::collections::BTreeMap;

@@ -159,7 +159,7 @@ impl TestCa {
         self.dir.path().join("ca.pem")
     }
 
-    fn server_config(&self) -> Result<rustls::ServerConfig> {
+    pub(crate) fn server_config(&self) -> Result<rustls::ServerConfig> {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let key = rustls::pki_types::PrivateKeyDer::Pkcs8(self.server_key_der.clone().into());
         let mut config = rustls::ServerConfig::builder_with_provider(provider)
@@ -249,6 +249,11 @@ fn unauthorized() -> Response {
         HeaderValue::from_static("Basic realm=\"reckon-test\""),
     );
     resp
+}
+
+/// Whether `req` carries `expected` as HTTP basic auth.
+pub(crate) fn basic_auth_matches(req: &Request, expected: &HttpAuth) -> bool {
+    basic_auth_user(req, expected).is_some()
 }
 
 fn basic_auth_user(req: &Request, expected: &HttpAuth) -> Option<String> {

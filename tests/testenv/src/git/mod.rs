@@ -4,6 +4,7 @@
 //! Fixtures are built by shelling out to the `git` CLI on purpose: it is the reference
 //! implementation, so what reckon reads through gix is checked against what git itself wrote.
 
+pub mod charts;
 pub mod daemon;
 pub mod http;
 pub mod process;
@@ -14,6 +15,7 @@ pub mod ssh;
 
 use std::path::{Path, PathBuf};
 
+pub use charts::ChartRepoServer;
 pub use daemon::GitDaemon;
 pub use http::{HttpAuth, HttpGitServer, HttpOptions, TestCa};
 pub use proxy::HttpProxy;
