@@ -81,6 +81,41 @@ fn ssh_signed_commits_verify_against_allowed_signers() -> Result<()> {
     Ok(())
 }
 
+/// The key's gpg-agent must still be running when `generate` returns: a guard dropped at its end
+/// used to kill it, so the first signature raced the dying agent ("gpg failed to sign the
+/// data", seen once in a full run on a loaded machine).
+#[test]
+fn a_generated_gpg_key_keeps_its_agent_until_the_key_is_dropped() -> Result<()> {
+    let f = Fixture::new()?;
+    let key = GpgKey::generate(&f.root().join("gnupg"), "Gee Pee", "gpg@example.com")?;
+    let agent_alive = |home: &std::path::Path| {
+        // Without an agent this still exits 0 ("no gpg-agent running"): only a running agent
+        // answers its pid.
+        std::process::Command::new("gpg-connect-agent")
+            .env("GNUPGHOME", home)
+            .args(["--no-autostart", "GETINFO pid", "/bye"])
+            .output()
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .any(|l| l.starts_with("D "))
+            })
+            .unwrap_or(false)
+    };
+    // gpgconf's kill is asynchronous: a killed agent still answers for a moment, which is the
+    // race. Give a kill time to land before asking.
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    assert!(agent_alive(&key.home), "the agent was stopped by generate");
+    let home = key.home.clone();
+    drop(key);
+    let gone = (0..100).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        !agent_alive(&home)
+    });
+    assert!(gone, "the agent outlived the key by 10 s");
+    Ok(())
+}
+
 #[test]
 fn gpg_signed_commits_verify() -> Result<()> {
     let f = Fixture::new()?;

@@ -116,7 +116,10 @@ impl GpgKey {
     /// Generates an ed25519 signing key without passphrase for `name <email>` in `home`.
     pub fn generate(home: &Path, name: &str, email: &str) -> Result<Self> {
         require_binary("gpg", GPG_HINT)?;
-        let _agent = GpgAgentGuard { home: home.into() };
+        // Stops the agent if generating fails half-way; on success it moves into the key, so the
+        // agent lives as long as the key (dropping it here killed the agent the first signature
+        // was about to use).
+        let agent = GpgAgentGuard { home: home.into() };
         std::fs::create_dir_all(home).map_err(io_err(home))?;
         set_mode_700(home)?;
         let gpg = |args: &[&str]| {
@@ -154,7 +157,7 @@ impl GpgKey {
             home: home.into(),
             fingerprint,
             public_armored: String::from_utf8_lossy(&public).into_owned(),
-            _agent: std::sync::Arc::new(GpgAgentGuard { home: home.into() }),
+            _agent: std::sync::Arc::new(agent),
         })
     }
 }
