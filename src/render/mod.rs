@@ -136,7 +136,7 @@ pub struct RenderOptions {
     /// Write `protocol: TCP` into ports that name none. Servers before v1.21 refuse such a port
     /// in server-side apply (`protocol` is part of the list's key and they did not default it
     /// first, kubernetes#98576); later ones default it themselves, so the manifest stays as
-    /// written. Set from the server's version ([`crate::apply::ServerVersion`]).
+    /// written. Set from the server's version ([`crate::version::ServerVersion`]).
     pub fill_port_protocol: bool,
 }
 
