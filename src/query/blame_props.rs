@@ -291,14 +291,14 @@ impl Sim {
             Outcome::Configured { changed } => Action::Configure {
                 object: object(),
                 manifest: crate::render::Manifest::new(d.clone()),
-                digest: String::new(),
+                digest: Digest::ZERO,
                 changed: changed.clone(),
                 reason: reason.clone(),
             },
             _ => Action::Create {
                 object: object(),
                 manifest: crate::render::Manifest::new(d.clone()),
-                digest: String::new(),
+                digest: Digest::ZERO,
                 reason: reason.clone(),
             },
         };

@@ -718,7 +718,7 @@ pub(super) mod tests {
     fn entry(kind: &str, name: &str) -> InventoryEntry {
         InventoryEntry {
             object: plan::ObjectRef::from_api_version("v1", kind, Some("shop"), name),
-            last_applied_digest: "sha256:00".into(),
+            last_applied_digest: Digest::ZERO,
             last_applied: serde_json::json!({}),
             adopted: false,
         }

@@ -10,11 +10,6 @@ use crate::plan::{
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
 
-/// `sha256:<hex>` (the render digest form) to the store's digest.
-pub fn digest_of(text: &str) -> Option<Digest> {
-    Digest::from_hex(text.strip_prefix("sha256:").unwrap_or(text))
-}
-
 fn json(value: &Option<serde_json::Value>) -> Option<String> {
     value.as_ref().map(|v| v.to_string())
 }
@@ -280,9 +275,7 @@ pub fn outcome_draft(
                 object,
                 action,
                 changed_fields,
-                digest: blob
-                    .or_else(|| outcome.digest.as_deref().and_then(digest_of))
-                    .unwrap_or(Digest::ZERO),
+                digest: blob.or(outcome.digest).unwrap_or(Digest::ZERO),
             })
         }
         Outcome::Failed { error, cause } | Outcome::PruneFailed { error, cause } => {

@@ -199,7 +199,7 @@ impl Reconciler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::Health;
+    use crate::event::{Digest, Health};
     use crate::plan::ObjectRef;
 
     fn reading(name: &str, health: Health) -> Reading {
@@ -230,7 +230,7 @@ mod tests {
             .map(|n| DesiredObject {
                 object: cm(n),
                 manifest: crate::model::Manifest::new(serde_json::json!({})),
-                digest: "d".into(),
+                digest: Digest::ZERO,
                 stored: None,
             })
             .collect();

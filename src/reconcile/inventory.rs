@@ -54,7 +54,7 @@ pub(super) fn planner_entry(
     }
     InventoryEntry {
         object: entry.object.object_ref(),
-        last_applied_digest: format!("sha256:{}", entry.last_digest.to_hex()),
+        last_applied_digest: entry.last_digest,
         last_applied: value,
         adopted,
     }
@@ -70,10 +70,8 @@ impl Reconciler {
         desired: &[DesiredObject],
     ) -> Result<Vec<InventoryEntry>, ReconcileError> {
         self.recall_adoptions(state, desired)?;
-        let by_digest: HashMap<Digest, &DesiredObject> = desired
-            .iter()
-            .filter_map(|d| Some((events::digest_of(&d.digest)?, d)))
-            .collect();
+        let by_digest: HashMap<Digest, &DesiredObject> =
+            desired.iter().map(|d| (d.digest, d)).collect();
         let mut entries = Vec::with_capacity(state.inventory.len());
         for entry in state.inventory.values() {
             let digest = entry.last_digest;
@@ -199,7 +197,7 @@ mod tests {
         );
         assert_eq!(e.last_applied["metadata"]["namespace"], "shop");
         assert_eq!(
-            e.last_applied_digest,
+            e.last_applied_digest.prefixed(),
             format!("sha256:{}", entry.last_digest.to_hex())
         );
         assert!(e.adopted);
