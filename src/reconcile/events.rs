@@ -471,7 +471,7 @@ pub fn observed_health(observation: Option<&plan::Observation>) -> (event::Healt
     match observation {
         Some(plan::Observation::Present(live)) => {
             let h = health::assess(&live.manifest);
-            (event::Health::from(h.status), h.message)
+            (h.status.recorded(), h.message)
         }
         Some(plan::Observation::Absent) => (event::Health::Missing, "not found".into()),
         None => (event::Health::Unknown, "not observed yet".into()),
