@@ -239,7 +239,7 @@ pub(super) fn hook_drafts(app: &str, revision: &str, hooks: &[SkippedHook]) -> V
                 Some(app),
                 Event::PruneSkipped(event::PruneSkipped {
                     revision: revision.to_string(),
-                    object: event::ObjectRef::from(&hook.object),
+                    object: event::ObjectRef::new(hook.object.clone()),
                     reason: hook.reason(),
                 }),
             )

@@ -80,7 +80,7 @@ pub fn drift_detected(app: &str, object: &plan::ObjectRef, drift: &Drift) -> Dra
     Draft::new(
         Some(app),
         Event::DriftDetected(event::DriftDetected {
-            object: event::ObjectRef::from(object),
+            object: event::ObjectRef::new(object.clone()),
             diffs,
             managers,
         }),
@@ -159,7 +159,7 @@ pub fn drift_ended(
             Some(app),
             Event::DriftSuperseded(event::DriftSuperseded {
                 revision: revision.to_string(),
-                object: event::ObjectRef::from(object),
+                object: event::ObjectRef::new(object.clone()),
                 fields: superseded,
             }),
         ));
@@ -169,7 +169,7 @@ pub fn drift_ended(
             Some(app),
             Event::DriftCorrected(event::DriftCorrected {
                 revision: revision.to_string(),
-                object: event::ObjectRef::from(object),
+                object: event::ObjectRef::new(object.clone()),
                 fields: put_back,
             }),
         ));
@@ -252,10 +252,7 @@ pub fn outcome_draft(
     outcome: &ObjectOutcome,
     blob: Option<Digest>,
 ) -> Option<Draft> {
-    let object = event::ObjectRef {
-        uid: outcome.uid.clone(),
-        ..event::ObjectRef::from(&outcome.object)
-    };
+    let object = event::ObjectRef::with_uid(outcome.object.clone(), outcome.uid.clone());
     let event = match &outcome.outcome {
         Outcome::Unchanged => return None,
         Outcome::Created | Outcome::Configured { .. } | Outcome::Adopted { .. } => {
@@ -346,7 +343,7 @@ pub fn rejected_draft(app: &str, revision: &str, rejected: &plan::Rejected) -> D
         Some(app),
         Event::ApplyFailed(event::ApplyFailed {
             revision: revision.to_string(),
-            object: event::ObjectRef::from(&rejected.object),
+            object: event::ObjectRef::new(rejected.object.clone()),
             error,
         }),
     )
@@ -381,7 +378,7 @@ pub fn health_changed(
     Draft::new(
         Some(app),
         Event::HealthChanged(event::HealthChanged {
-            object: object.map(event::ObjectRef::from),
+            object: object.map(|o| event::ObjectRef::new(o.clone())),
             from,
             to,
             message,

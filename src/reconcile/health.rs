@@ -113,7 +113,7 @@ pub(super) fn recall_page<'a>(
                 recorded.app.get_or_insert(h.to);
             }
             Some(o) => {
-                recorded.objects.entry(o.object_ref().key()).or_insert(h.to);
+                recorded.objects.entry(o.key()).or_insert(h.to);
             }
         }
     }

@@ -55,7 +55,7 @@ async fn a_store_written_before_sealing_reads_back_and_rolls_back() {
                 sets.insert(r.revision, r.digest);
             }
             Event::ObjectApplied(a) => {
-                applied.insert((a.revision, a.object.name), a.digest);
+                applied.insert((a.revision, a.object.object.name), a.digest);
             }
             _ => {}
         }
