@@ -76,10 +76,8 @@ pub async fn load_config(
     })
 }
 
-/// The Kubernetes user an App's requests are made as when it names a ServiceAccount.
-pub fn service_account_user(namespace: &str, name: &str) -> String {
-    format!("system:serviceaccount:{namespace}:{name}")
-}
+// The user name is `config`'s (pure; `config` must not depend on the kube client side).
+pub use crate::config::policy::service_account_user;
 
 /// `config` acting as `user` (`Impersonate-User` on every request, no groups: the API server
 /// then adds the ServiceAccount's own groups, so RBAC bound to
@@ -143,7 +141,7 @@ pub async fn server_version(
         .apiserver_version()
         .await
         .map_err(ClusterError::ServerVersion)?;
-    let server = crate::apply::ServerVersion::parse(&info.major, &info.minor, &info.git_version);
+    let server = crate::version::ServerVersion::parse(&info.major, &info.minor, &info.git_version);
     Ok((info.git_version, server.support()))
 }
 

@@ -1,5 +1,6 @@
 //! Owns build identity: the crate version, the commit it was built from, and the Kubernetes
-//! versions reckon is tested against.
+//! versions reckon is tested against; and a server's release (`ServerVersion`): which request
+//! options it has and where it stands against that range (pure).
 
 use serde::Serialize;
 
@@ -55,6 +56,62 @@ impl std::fmt::Display for SupportedRange {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let (o, n) = (self.oldest, self.newest);
         write!(f, "v{}.{} to v{}.{}", o.0, o.1, n.0, n.1)
+    }
+}
+
+/// The API server's version, read once per catalog; decides which request options exist.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerVersion {
+    pub major: u32,
+    pub minor: u32,
+    /// As reported, e.g. `v1.20.2`.
+    pub git_version: String,
+}
+
+impl ServerVersion {
+    /// From `/version`'s fields; `minor` may carry a suffix (`"20+"` on managed clusters).
+    /// Unparseable numbers read as 0, i.e. as the oldest server: options a server may not
+    /// know are then left out rather than sent.
+    pub fn parse(major: &str, minor: &str, git_version: &str) -> Self {
+        let number = |s: &str| {
+            s.chars()
+                .take_while(char::is_ascii_digit)
+                .collect::<String>()
+                .parse()
+                .unwrap_or(0)
+        };
+        Self {
+            major: number(major),
+            minor: number(minor),
+            git_version: git_version.to_string(),
+        }
+    }
+
+    pub fn at_least(&self, major: u32, minor: u32) -> bool {
+        (self.major, self.minor) >= (major, minor)
+    }
+
+    /// `fieldValidation` (and kube's `validation_strict()`) exists from 1.25; older servers
+    /// reject or ignore it depending on the version, so it is only sent to 1.25+.
+    pub fn supports_field_validation(&self) -> bool {
+        self.at_least(1, 25)
+    }
+
+    /// Whether ports must name their `protocol` for server-side apply: servers before v1.21
+    /// refuse a port without one (kubernetes#98576 made the server default it first).
+    pub fn needs_port_protocol(&self) -> bool {
+        !self.at_least(1, 21)
+    }
+
+    /// Aggregated discovery (`apidiscovery.k8s.io`, beta from 1.26, GA in 1.30): the whole
+    /// catalog in two requests.
+    pub fn supports_aggregated_discovery(&self) -> bool {
+        self.at_least(1, 26)
+    }
+
+    /// Where this release stands against the range reckon supports.
+    pub fn support(&self) -> Support {
+        SUPPORTED_KUBERNETES.support_of(self.major, self.minor)
     }
 }
 
@@ -151,5 +208,31 @@ mod tests {
             serde_json::to_value(r).unwrap(),
             serde_json::json!({"oldest": "v1.20", "newest": "v1.37"})
         );
+    }
+
+    #[test]
+    fn server_versions_parse_with_suffixes_and_compare() {
+        let v = ServerVersion::parse("1", "20", "v1.20.2");
+        assert_eq!((v.major, v.minor), (1, 20));
+        assert!(!v.supports_field_validation());
+        let eks = ServerVersion::parse("1", "27+", "v1.27.3-eks-1");
+        assert_eq!((eks.major, eks.minor), (1, 27));
+        assert!(eks.supports_field_validation());
+        assert!(v.needs_port_protocol() && !eks.needs_port_protocol());
+        assert!(!v.supports_aggregated_discovery() && eks.supports_aggregated_discovery());
+        assert!(!ServerVersion::parse("1", "25", "").supports_aggregated_discovery());
+        assert!(!ServerVersion::parse("1", "21", "").needs_port_protocol());
+        assert_eq!(v.support(), crate::version::Support::Supported);
+        assert_eq!(
+            ServerVersion::parse("1", "19", "").support(),
+            crate::version::Support::OlderThanSupported
+        );
+        assert!(ServerVersion::parse("1", "25", "").supports_field_validation());
+        assert!(!ServerVersion::parse("1", "24", "").supports_field_validation());
+        assert!(ServerVersion::parse("2", "0", "").supports_field_validation());
+        // Unreadable: treated as the oldest server, so nothing version-gated is sent.
+        let odd = ServerVersion::parse("", "x", "weird");
+        assert_eq!((odd.major, odd.minor), (0, 0));
+        assert!(!odd.supports_field_validation());
     }
 }

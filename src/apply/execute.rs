@@ -73,7 +73,7 @@ pub(super) fn refusals(plan: &Plan) -> Vec<(usize, ObjectOutcome)> {
                         reason: reason.clone(),
                     },
                 },
-                digest: Some(digest.clone()),
+                digest: Some(*digest),
                 reason: None,
                 resource_version: None,
                 uid: None,
@@ -92,7 +92,7 @@ pub(super) fn unchanged(plan: &Plan) -> Vec<(usize, ObjectOutcome)> {
             let outcome = ObjectOutcome {
                 object: object.clone(),
                 outcome: Outcome::Unchanged,
-                digest: Some(digest.clone()),
+                digest: Some(*digest),
                 reason: None,
                 resource_version: None,
                 uid: None,
@@ -303,6 +303,7 @@ async fn prune_all(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::Digest;
     use crate::plan::{ApplyReason, PruneSkipReason, RefuseReason};
     use crate::render::Manifest;
 
@@ -319,7 +320,7 @@ mod tests {
         Action::Create {
             object,
             manifest: Manifest::new(serde_json::json!({})),
-            digest: "sha256:00".into(),
+            digest: Digest([0; 32]),
             reason: ApplyReason::New,
         }
     }
@@ -330,11 +331,11 @@ mod tests {
             actions: vec![
                 Action::Unchanged {
                     object: obj("ConfigMap", Some("shop"), "same"),
-                    digest: "sha256:01".into(),
+                    digest: Digest([1; 32]),
                 },
                 Action::Refuse {
                     object: obj("ConfigMap", Some("shop"), "theirs"),
-                    digest: "sha256:02".into(),
+                    digest: Digest([2; 32]),
                     reason: RefuseReason::TakenOver {
                         owner: "other".into(),
                     },

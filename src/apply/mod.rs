@@ -29,6 +29,7 @@ pub use observe::{live_object, observe, residents, resolve_namespace};
 
 use crate::config::ConflictPolicy;
 use crate::health::{self, Status};
+use crate::model::Digest;
 use crate::plan::{
     Action, ApplyReason, FieldChange, GroupKind, ObjectRef, Plan, PruneSkipReason, RefuseReason,
     Stage, changed_fields,
@@ -242,7 +243,8 @@ pub struct ObjectOutcome {
     pub object: ObjectRef,
     pub outcome: Outcome,
     /// The digest applied (or left unchanged); `None` for prunes.
-    pub digest: Option<String>,
+    #[serde(serialize_with = "crate::model::digest::prefixed::serialize_option")]
+    pub digest: Option<Digest>,
     /// Why the plan applied it; `None` for unchanged objects and prunes.
     pub reason: Option<ApplyReason>,
     /// The live object's resourceVersion after a successful apply.
@@ -517,7 +519,7 @@ async fn execute_apply(
     ObjectOutcome {
         object: object.clone(),
         outcome,
-        digest: Some(digest.clone()),
+        digest: Some(*digest),
         reason: Some(reason.clone()),
         resource_version,
         uid,
@@ -748,7 +750,7 @@ fn report(options: &ApplyOptions, outcome: &ObjectOutcome) {
 fn skipped(action: &Action, reason: SkipReason) -> ObjectOutcome {
     let (digest, apply_reason) = match action {
         Action::Create { digest, reason, .. } | Action::Configure { digest, reason, .. } => {
-            (Some(digest.clone()), Some(reason.clone()))
+            (Some(*digest), Some(reason.clone()))
         }
         _ => (None, None),
     };

@@ -297,14 +297,13 @@ pub fn created_object(r: &AuditRecord) -> ObjectRef {
         .and_then(Value::as_str)
         .map(str::to_string)
         .unwrap_or_else(|| r.resource.clone());
-    ObjectRef {
+    ObjectRef::new(crate::model::ObjectRef {
         group: r.group.clone(),
         version: r.api_version.clone(),
         kind,
         namespace: r.namespace.clone(),
         name: r.name.clone().unwrap_or_default(),
-        uid: None,
-    }
+    })
 }
 
 #[cfg(test)]
@@ -317,14 +316,13 @@ mod tests {
     }
 
     fn dep() -> ObjectRef {
-        ObjectRef {
+        ObjectRef::new(crate::model::ObjectRef {
             group: "apps".into(),
             version: "v1".into(),
             kind: "Deployment".into(),
             namespace: Some("shop".into()),
             name: "web".into(),
-            uid: None,
-        }
+        })
     }
 
     fn rec(

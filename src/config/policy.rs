@@ -103,10 +103,15 @@ impl Serialize for ServiceAccount {
     }
 }
 
+/// The Kubernetes user an App's requests are made as when it names a ServiceAccount.
+pub fn service_account_user(namespace: &str, name: &str) -> String {
+    format!("system:serviceaccount:{namespace}:{name}")
+}
+
 impl ServiceAccount {
     /// The Kubernetes user name the API server knows it by.
     pub fn user(&self) -> String {
-        crate::cluster::service_account_user(&self.namespace, &self.name)
+        service_account_user(&self.namespace, &self.name)
     }
 
     /// Reads `NAME` (in `default_namespace`) or `NAMESPACE/NAME`.

@@ -16,15 +16,93 @@ use std::fmt;
 pub use crate::model::{Digest, Health};
 pub use envelope::{Draft, Envelope, EnvelopeBody, EnvelopeError};
 
-/// A typed reference to a Kubernetes object. `uid` is known once the object exists.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+/// A reference as recorded: the object as every stage names it ([`crate::model::ObjectRef`],
+/// whose fields it derefs to) and its uid, known once the object exists (it tells a re-created
+/// object apart). Stored and shown as six fields in a row — group, version, kind, namespace,
+/// name, uid — exactly as before the model type existed, so neither the bytes on disk nor the
+/// events' JSON changed (the golden tests hold them).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ObjectRef {
-    pub group: String,
-    pub version: String,
-    pub kind: String,
-    pub namespace: Option<String>,
-    pub name: String,
+    pub object: crate::model::ObjectRef,
     pub uid: Option<String>,
+}
+
+impl ObjectRef {
+    /// `object` before its uid is known.
+    pub fn new(object: crate::model::ObjectRef) -> Self {
+        ObjectRef { object, uid: None }
+    }
+
+    pub fn with_uid(object: crate::model::ObjectRef, uid: Option<String>) -> Self {
+        ObjectRef { object, uid }
+    }
+}
+
+impl std::ops::Deref for ObjectRef {
+    type Target = crate::model::ObjectRef;
+    fn deref(&self) -> &crate::model::ObjectRef {
+        &self.object
+    }
+}
+
+impl std::ops::DerefMut for ObjectRef {
+    fn deref_mut(&mut self) -> &mut crate::model::ObjectRef {
+        &mut self.object
+    }
+}
+
+/// The stored form's six fields, in their order.
+#[derive(Serialize)]
+#[serde(rename = "ObjectRef")]
+struct StoredRef<'a> {
+    group: &'a String,
+    version: &'a String,
+    kind: &'a String,
+    namespace: &'a Option<String>,
+    name: &'a String,
+    uid: &'a Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename = "ObjectRef")]
+struct StoredRefOwned {
+    group: String,
+    version: String,
+    kind: String,
+    namespace: Option<String>,
+    name: String,
+    uid: Option<String>,
+}
+
+impl Serialize for ObjectRef {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let o = &self.object;
+        StoredRef {
+            group: &o.group,
+            version: &o.version,
+            kind: &o.kind,
+            namespace: &o.namespace,
+            name: &o.name,
+            uid: &self.uid,
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for ObjectRef {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let r = StoredRefOwned::deserialize(d)?;
+        Ok(ObjectRef::with_uid(
+            crate::model::ObjectRef {
+                group: r.group,
+                version: r.version,
+                kind: r.kind,
+                namespace: r.namespace,
+                name: r.name,
+            },
+            r.uid,
+        ))
+    }
 }
 
 impl ObjectRef {
@@ -39,33 +117,6 @@ impl ObjectRef {
             self.namespace.as_deref().unwrap_or(""),
             self.name
         )
-    }
-}
-
-/// The recorded form of a reference: the same object, its uid not known from the reference.
-impl From<&crate::model::ObjectRef> for ObjectRef {
-    fn from(object: &crate::model::ObjectRef) -> Self {
-        ObjectRef {
-            group: object.group.clone(),
-            version: object.version.clone(),
-            kind: object.kind.clone(),
-            namespace: object.namespace.clone(),
-            name: object.name.clone(),
-            uid: None,
-        }
-    }
-}
-
-impl ObjectRef {
-    /// The reference without the uid, as the planner and the live view name objects.
-    pub fn object_ref(&self) -> crate::model::ObjectRef {
-        crate::model::ObjectRef {
-            group: self.group.clone(),
-            version: self.version.clone(),
-            kind: self.kind.clone(),
-            namespace: self.namespace.clone(),
-            name: self.name.clone(),
-        }
     }
 }
 

@@ -4,14 +4,16 @@
 use super::*;
 
 pub fn object(group: &str, version: &str, kind: &str, ns: Option<&str>, name: &str) -> ObjectRef {
-    ObjectRef {
-        group: group.into(),
-        version: version.into(),
-        kind: kind.into(),
-        namespace: ns.map(Into::into),
-        name: name.into(),
-        uid: Some(format!("uid-{name}")),
-    }
+    ObjectRef::with_uid(
+        crate::model::ObjectRef {
+            group: group.into(),
+            version: version.into(),
+            kind: kind.into(),
+            namespace: ns.map(Into::into),
+            name: name.into(),
+        },
+        Some(format!("uid-{name}")),
+    )
 }
 
 fn t(secs: i64) -> DateTime<Utc> {

@@ -34,17 +34,27 @@ pub struct Health {
     pub message: String,
 }
 
-/// The health reckon records for a readiness status (a missing object is told apart by the
-/// caller, who knows it looked).
-impl From<Status> for crate::model::Health {
-    fn from(status: Status) -> Self {
+impl Status {
+    /// The health reckon records for this readiness status. `health` is the one place a
+    /// reading becomes the recorded word: `Terminating` is recorded as progressing, and
+    /// `Missing` is never a reading (see [`recorded_health`]).
+    pub fn recorded(self) -> crate::model::Health {
         use crate::model::Health as H;
-        match status {
+        match self {
             Status::Current => H::Healthy,
             Status::InProgress | Status::Terminating => H::Progressing,
             Status::Failed => H::Degraded,
             Status::Unknown => H::Unknown,
         }
+    }
+}
+
+/// What a health reading from the API server is recorded as: an object not found is missing.
+pub fn recorded_health(h: &Health) -> crate::model::Health {
+    if h.status == Status::Unknown && h.message.ends_with("not found") {
+        crate::model::Health::Missing
+    } else {
+        h.status.recorded()
     }
 }
 

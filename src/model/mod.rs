@@ -4,7 +4,7 @@
 //! objects with. `render`, `plan`, `apply`, `health`, `watch`, `event` and `reconcile` build
 //! on it; it depends on none of them.
 
-mod digest;
+pub mod digest;
 mod health;
 pub mod labels;
 mod manifest;

@@ -125,7 +125,7 @@ pub fn confine(plan: &mut Plan, boundary: &Boundary) -> Vec<String> {
             Action::Create { object, digest, .. } | Action::Configure { object, digest, .. } => {
                 Action::Refuse {
                     object: object.clone(),
-                    digest: digest.clone(),
+                    digest: *digest,
                     reason: RefuseReason::OutsideBoundary { rule },
                 }
             }
@@ -148,6 +148,7 @@ pub fn confine(plan: &mut Plan, boundary: &Boundary) -> Vec<String> {
 mod tests {
     use super::*;
     use crate::config::policy::{KindRules, Policy};
+    use crate::model::Digest;
     use crate::plan::ApplyReason;
 
     fn obj(group: &str, kind: &str, ns: Option<&str>, name: &str) -> ObjectRef {
@@ -308,7 +309,7 @@ mod tests {
         Action::Create {
             object,
             manifest: crate::model::Manifest::new(serde_json::json!({})),
-            digest: "d".into(),
+            digest: Digest::ZERO,
             reason: ApplyReason::New,
         }
     }

@@ -27,8 +27,8 @@ pub use fields::owned_pointers;
 pub use ownership::{Owner, RefuseReason, Resident};
 
 use crate::config::{AdoptPolicy, DriftMode, IgnoreRule};
-use crate::model::Manifest;
 use crate::model::labels::APP_LABEL;
+use crate::model::{Digest, Manifest};
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -44,7 +44,7 @@ pub struct DesiredObject {
     /// The manifest to apply (Secret values in plain text, hidden from `Debug`).
     pub manifest: Manifest,
     /// The rendered digest; compared with the inventory's last applied digest.
-    pub digest: String,
+    pub digest: Digest,
     /// The storable form when it differs from `manifest` (Secrets, see
     /// [`crate::render::digest::storable_object`]); comparisons with stored state use it.
     pub stored: Option<Value>,
@@ -61,7 +61,7 @@ impl DesiredObject {
             object: rendered.object.clone(),
             stored: (rendered.manifest != stored).then_some(stored),
             manifest: rendered.manifest.clone(),
-            digest: rendered.digest.clone(),
+            digest: rendered.digest,
         }
     }
 
@@ -76,7 +76,8 @@ impl DesiredObject {
 pub struct InventoryEntry {
     /// With its namespace resolved, as applied.
     pub object: ObjectRef,
-    pub last_applied_digest: String,
+    #[serde(serialize_with = "crate::model::digest::prefixed::serialize")]
+    pub last_applied_digest: Digest,
     /// The manifest last applied, in storable form (Secret values as keyed hashes).
     pub last_applied: Value,
     /// The object existed before the App took it over (its life in the inventory began with
@@ -255,14 +256,16 @@ pub enum Action {
         object: ObjectRef,
         #[serde(skip)]
         manifest: Manifest,
-        digest: String,
+        #[serde(serialize_with = "crate::model::digest::prefixed::serialize")]
+        digest: Digest,
         reason: ApplyReason,
     },
     Configure {
         object: ObjectRef,
         #[serde(skip)]
         manifest: Manifest,
-        digest: String,
+        #[serde(serialize_with = "crate::model::digest::prefixed::serialize")]
+        digest: Digest,
         /// What this apply changes: against the last applied state for `DesiredChanged`, the
         /// drifted fields for `DriftCorrection`, against the live object for `Adopt`.
         changed: Vec<FieldChange>,
@@ -270,7 +273,8 @@ pub enum Action {
     },
     Unchanged {
         object: ObjectRef,
-        digest: String,
+        #[serde(serialize_with = "crate::model::digest::prefixed::serialize")]
+        digest: Digest,
     },
     /// Recorded before the apply (if any) that corrects it.
     Drift {
@@ -290,7 +294,8 @@ pub enum Action {
     /// an `ApplyFailed` with the reason.
     Refuse {
         object: ObjectRef,
-        digest: String,
+        #[serde(serialize_with = "crate::model::digest::prefixed::serialize")]
+        digest: Digest,
         reason: RefuseReason,
     },
     /// An adopted object that left Git, released instead of deleted (`prune.adopted` off):

@@ -117,7 +117,7 @@ fn applied(d: &DesiredObject) -> InventoryEntry {
     let d = resolved(d);
     InventoryEntry {
         object: d.object.clone(),
-        last_applied_digest: d.digest.clone(),
+        last_applied_digest: d.digest,
         last_applied: d.comparable().clone(),
         adopted: false,
     }

@@ -212,7 +212,7 @@ impl Sim {
                 Some(APP),
                 Event::ObjectPruned(event::ObjectPruned {
                     revision,
-                    object: event::ObjectRef::from(&object()),
+                    object: event::ObjectRef::new(object()),
                 }),
             ));
             self.last_applied = None;
@@ -291,14 +291,14 @@ impl Sim {
             Outcome::Configured { changed } => Action::Configure {
                 object: object(),
                 manifest: crate::render::Manifest::new(d.clone()),
-                digest: String::new(),
+                digest: Digest::ZERO,
                 changed: changed.clone(),
                 reason: reason.clone(),
             },
             _ => Action::Create {
                 object: object(),
                 manifest: crate::render::Manifest::new(d.clone()),
-                digest: String::new(),
+                digest: Digest::ZERO,
                 reason: reason.clone(),
             },
         };
@@ -334,7 +334,7 @@ impl Sim {
                     Some(APP),
                     Event::DriftCorrected(event::DriftCorrected {
                         revision: revision.to_string(),
-                        object: event::ObjectRef::from(&object()),
+                        object: event::ObjectRef::new(object()),
                         fields: events::drift_fields(&drift),
                     }),
                 )]
@@ -500,7 +500,7 @@ fn early_stop_credits(
     projections: &Projections,
     fields: Vec<String>,
 ) -> BTreeMap<String, (u64, String)> {
-    let entry = &projections.apps[APP].inventory[&event::ObjectRef::from(&object()).identity()];
+    let entry = &projections.apps[APP].inventory[&event::ObjectRef::new(object()).identity()];
     let lifecycle = entry.lifecycle_seq.map(|seq| {
         let env = &h.log[seq as usize - 1];
         let Event::ObjectApplied(a) = &env.body.event else {

@@ -282,14 +282,16 @@ impl ObjectSpec {
                 .or_else(|| builtin_group(&self.kind).map(str::to_string))
                 .unwrap_or_default(),
         };
-        ObjectRef {
-            group,
-            version: String::new(),
-            kind: self.kind.clone(),
-            namespace: self.namespace.clone(),
-            name: self.name.clone(),
-            uid: None,
-        }
+        ObjectRef::with_uid(
+            crate::model::ObjectRef {
+                group,
+                version: String::new(),
+                kind: self.kind.clone(),
+                namespace: self.namespace.clone(),
+                name: self.name.clone(),
+            },
+            None,
+        )
     }
 }
 

@@ -150,7 +150,7 @@ fn object_groups_come_from_the_inventory_then_builtins_then_core() {
         )
         .body,
     );
-    let g = |s: &str| s.parse::<ObjectSpec>().unwrap().resolve(&p).group;
+    let g = |s: &str| s.parse::<ObjectSpec>().unwrap().resolve(&p).object.group;
     assert_eq!(g("Widget/web/w"), "example.com");
     assert_eq!(g("Deployment/web/gone"), "apps");
     assert_eq!(g("ConfigMap/web/c"), "");

@@ -239,7 +239,7 @@ pub(super) fn hook_drafts(app: &str, revision: &str, hooks: &[SkippedHook]) -> V
                 Some(app),
                 Event::PruneSkipped(event::PruneSkipped {
                     revision: revision.to_string(),
-                    object: event::ObjectRef::from(&hook.object),
+                    object: event::ObjectRef::new(hook.object.clone()),
                     reason: hook.reason(),
                 }),
             )
@@ -718,7 +718,7 @@ pub(super) mod tests {
     fn entry(kind: &str, name: &str) -> InventoryEntry {
         InventoryEntry {
             object: plan::ObjectRef::from_api_version("v1", kind, Some("shop"), name),
-            last_applied_digest: "sha256:00".into(),
+            last_applied_digest: Digest::ZERO,
             last_applied: serde_json::json!({}),
             adopted: false,
         }

@@ -10,11 +10,6 @@ use crate::plan::{
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
 
-/// `sha256:<hex>` (the render digest form) to the store's digest.
-pub fn digest_of(text: &str) -> Option<Digest> {
-    Digest::from_hex(text.strip_prefix("sha256:").unwrap_or(text))
-}
-
 fn json(value: &Option<serde_json::Value>) -> Option<String> {
     value.as_ref().map(|v| v.to_string())
 }
@@ -85,7 +80,7 @@ pub fn drift_detected(app: &str, object: &plan::ObjectRef, drift: &Drift) -> Dra
     Draft::new(
         Some(app),
         Event::DriftDetected(event::DriftDetected {
-            object: event::ObjectRef::from(object),
+            object: event::ObjectRef::new(object.clone()),
             diffs,
             managers,
         }),
@@ -164,7 +159,7 @@ pub fn drift_ended(
             Some(app),
             Event::DriftSuperseded(event::DriftSuperseded {
                 revision: revision.to_string(),
-                object: event::ObjectRef::from(object),
+                object: event::ObjectRef::new(object.clone()),
                 fields: superseded,
             }),
         ));
@@ -174,7 +169,7 @@ pub fn drift_ended(
             Some(app),
             Event::DriftCorrected(event::DriftCorrected {
                 revision: revision.to_string(),
-                object: event::ObjectRef::from(object),
+                object: event::ObjectRef::new(object.clone()),
                 fields: put_back,
             }),
         ));
@@ -257,10 +252,7 @@ pub fn outcome_draft(
     outcome: &ObjectOutcome,
     blob: Option<Digest>,
 ) -> Option<Draft> {
-    let object = event::ObjectRef {
-        uid: outcome.uid.clone(),
-        ..event::ObjectRef::from(&outcome.object)
-    };
+    let object = event::ObjectRef::with_uid(outcome.object.clone(), outcome.uid.clone());
     let event = match &outcome.outcome {
         Outcome::Unchanged => return None,
         Outcome::Created | Outcome::Configured { .. } | Outcome::Adopted { .. } => {
@@ -280,9 +272,7 @@ pub fn outcome_draft(
                 object,
                 action,
                 changed_fields,
-                digest: blob
-                    .or_else(|| outcome.digest.as_deref().and_then(digest_of))
-                    .unwrap_or(Digest::ZERO),
+                digest: blob.or(outcome.digest).unwrap_or(Digest::ZERO),
             })
         }
         Outcome::Failed { error, cause } | Outcome::PruneFailed { error, cause } => {
@@ -353,7 +343,7 @@ pub fn rejected_draft(app: &str, revision: &str, rejected: &plan::Rejected) -> D
         Some(app),
         Event::ApplyFailed(event::ApplyFailed {
             revision: revision.to_string(),
-            object: event::ObjectRef::from(&rejected.object),
+            object: event::ObjectRef::new(rejected.object.clone()),
             error,
         }),
     )
@@ -388,7 +378,7 @@ pub fn health_changed(
     Draft::new(
         Some(app),
         Event::HealthChanged(event::HealthChanged {
-            object: object.map(event::ObjectRef::from),
+            object: object.map(|o| event::ObjectRef::new(o.clone())),
             from,
             to,
             message,
@@ -478,7 +468,7 @@ pub fn observed_health(observation: Option<&plan::Observation>) -> (event::Healt
     match observation {
         Some(plan::Observation::Present(live)) => {
             let h = health::assess(&live.manifest);
-            (event::Health::from(h.status), h.message)
+            (h.status.recorded(), h.message)
         }
         Some(plan::Observation::Absent) => (event::Health::Missing, "not found".into()),
         None => (event::Health::Unknown, "not observed yet".into()),

@@ -121,7 +121,7 @@ pub(super) fn outcome_records(
             let bytes = render::canonical_json(value).into_bytes();
             let digest = Digest::of(&bytes);
             debug_assert_eq!(
-                outcome.digest.as_deref().and_then(events::digest_of),
+                outcome.digest,
                 Some(digest),
                 "the stored form hashes to the render digest"
             );
@@ -323,7 +323,7 @@ mod tests {
         ObjectOutcome {
             object: resolved(d),
             outcome,
-            digest: Some(d.digest.clone()),
+            digest: Some(d.digest),
             reason: None,
             resource_version: None,
             uid: None,
@@ -416,7 +416,7 @@ mod tests {
         let (blobs, drafts) =
             outcome_records("shop", &stored, "abc", &[outcome(&web, Outcome::Created)]);
         assert_eq!(blobs.len(), 1);
-        assert_eq!(Some(Digest::of(&blobs[0])), events::digest_of(&web.digest));
+        assert_eq!(Some(Digest::of(&blobs[0])), Some(web.digest));
         assert!(matches!(&drafts[..], [d] if matches!(d.event, Event::ObjectApplied(_))));
     }
 

@@ -84,7 +84,7 @@ pub fn applied(d: &DesiredObject) -> InventoryEntry {
     last["metadata"]["namespace"] = json!("shop");
     InventoryEntry {
         object: resolved(d),
-        last_applied_digest: d.digest.clone(),
+        last_applied_digest: d.digest,
         last_applied: last,
         adopted: false,
     }

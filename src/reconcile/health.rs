@@ -113,7 +113,7 @@ pub(super) fn recall_page<'a>(
                 recorded.app.get_or_insert(h.to);
             }
             Some(o) => {
-                recorded.objects.entry(o.object_ref().key()).or_insert(h.to);
+                recorded.objects.entry(o.key()).or_insert(h.to);
             }
         }
     }
@@ -199,7 +199,7 @@ impl Reconciler {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::Health;
+    use crate::event::{Digest, Health};
     use crate::plan::ObjectRef;
 
     fn reading(name: &str, health: Health) -> Reading {
@@ -230,7 +230,7 @@ mod tests {
             .map(|n| DesiredObject {
                 object: cm(n),
                 manifest: crate::model::Manifest::new(serde_json::json!({})),
-                digest: "d".into(),
+                digest: Digest::ZERO,
                 stored: None,
             })
             .collect();

@@ -31,7 +31,7 @@ pub(super) fn adoption_lookups(
     state
         .inventory
         .values()
-        .filter(|e| !desired.contains(&e.object.object_ref().key()))
+        .filter(|e| !desired.contains(&e.object.key()))
         .filter_map(|e| e.lifecycle_seq)
         .filter(|seq| !known.contains_key(seq))
         .collect()
@@ -53,8 +53,8 @@ pub(super) fn planner_entry(
             .or_insert_with(|| serde_json::Value::String(ns.clone()));
     }
     InventoryEntry {
-        object: entry.object.object_ref(),
-        last_applied_digest: format!("sha256:{}", entry.last_digest.to_hex()),
+        object: entry.object.object.clone(),
+        last_applied_digest: entry.last_digest,
         last_applied: value,
         adopted,
     }
@@ -70,10 +70,8 @@ impl Reconciler {
         desired: &[DesiredObject],
     ) -> Result<Vec<InventoryEntry>, ReconcileError> {
         self.recall_adoptions(state, desired)?;
-        let by_digest: HashMap<Digest, &DesiredObject> = desired
-            .iter()
-            .filter_map(|d| Some((events::digest_of(&d.digest)?, d)))
-            .collect();
+        let by_digest: HashMap<Digest, &DesiredObject> =
+            desired.iter().map(|d| (d.digest, d)).collect();
         let mut entries = Vec::with_capacity(state.inventory.len());
         for entry in state.inventory.values() {
             let digest = entry.last_digest;
@@ -154,14 +152,16 @@ mod tests {
         lifecycle: Option<u64>,
     ) -> projection::InventoryEntry {
         projection::InventoryEntry {
-            object: ObjectRef {
-                group: String::new(),
-                version: "v1".into(),
-                kind: kind.into(),
-                namespace: ns.map(String::from),
-                name: name.into(),
-                uid: None,
-            },
+            object: ObjectRef::with_uid(
+                crate::model::ObjectRef {
+                    group: String::new(),
+                    version: "v1".into(),
+                    kind: kind.into(),
+                    namespace: ns.map(String::from),
+                    name: name.into(),
+                },
+                None,
+            ),
             last_digest: Digest::of(name.as_bytes()),
             revision: "abc".into(),
             applied_seq: 1,
@@ -184,7 +184,7 @@ mod tests {
             state.inventory.insert(e.object.identity(), e);
         }
         let kept = state.inventory.values().find(|e| e.object.name == "kept");
-        let desired: HashSet<ObjectKey> = [kept.unwrap().object.object_ref().key()].into();
+        let desired: HashSet<ObjectKey> = [kept.unwrap().object.key()].into();
         let known: HashMap<u64, bool> = [(7, true)].into();
         assert_eq!(adoption_lookups(&state, &desired, &known), vec![5]);
     }
@@ -199,7 +199,7 @@ mod tests {
         );
         assert_eq!(e.last_applied["metadata"]["namespace"], "shop");
         assert_eq!(
-            e.last_applied_digest,
+            e.last_applied_digest.prefixed(),
             format!("sha256:{}", entry.last_digest.to_hex())
         );
         assert!(e.adopted);

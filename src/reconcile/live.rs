@@ -9,6 +9,7 @@
 use super::ReconcileError;
 use crate::apply::{self, Catalog};
 use crate::event;
+use crate::health::recorded_health;
 use crate::plan::{
     DesiredObject, GroupKind, InventoryEntry, ObjectKey, ObjectRef, Observation, Observed, Scope,
 };
@@ -309,15 +310,6 @@ pub(crate) fn all_settled(readings: &[Reading]) -> bool {
     readings
         .iter()
         .all(|(_, h, _)| matches!(h, event::Health::Healthy | event::Health::Degraded))
-}
-
-/// What a health reading from the API server is recorded as: an object not found is missing.
-pub(crate) fn recorded_health(h: &crate::health::Health) -> event::Health {
-    if h.status == crate::health::Status::Unknown && h.message.ends_with("not found") {
-        event::Health::Missing
-    } else {
-        event::Health::from(h.status)
-    }
 }
 
 /// The desired objects the watch cannot vouch for: outside the inventory and not seen in the

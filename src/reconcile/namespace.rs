@@ -47,7 +47,7 @@ pub fn with_target_namespace(
             },
         },
     );
-    set.digest = render::set_digest(set.objects.iter().map(|o| o.digest.as_str()));
+    set.digest = render::set_digest_of(set.objects.iter().map(|o| &o.digest));
     set
 }
 
@@ -70,7 +70,7 @@ mod tests {
     #[test]
     fn the_target_namespace_is_added_first_and_labelled_for_the_app() {
         let set = rendered("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n");
-        let before = set.digest.clone();
+        let before = set.digest;
         let set = with_target_namespace(set, "shop", "shop", &SecretKey::new([3; 32]));
         assert_eq!(set.objects.len(), 2);
         let ns = &set.objects[0];

@@ -96,7 +96,7 @@ pub fn blocked_event(
         error,
         objects: members
             .iter()
-            .map(|o| event::ObjectRef::from(&o.object))
+            .map(|o| event::ObjectRef::new(o.object.clone()))
             .collect(),
     }
 }

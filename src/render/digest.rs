@@ -5,12 +5,13 @@
 //! `serde_json::Map` depends on a crate feature (`preserve_order`) any dependency may switch on;
 //! a digest must not change because of an unrelated dependency.
 
+use crate::model::Digest;
 use aes_gcm_siv::aead::{Aead, KeyInit, Payload};
 use aes_gcm_siv::{Aes256GcmSiv, Nonce};
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use serde_json::Value;
-use sha2::{Digest as _, Sha256};
+use sha2::Sha256;
 use std::fmt;
 
 /// Prefix of a keyed hash that replaced a Secret value.
@@ -111,28 +112,30 @@ fn write_canonical(value: &Value, out: &mut String) {
     }
 }
 
-/// `sha256:<hex>` of bytes.
-fn sha256(bytes: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
-}
-
 /// Digest of one manifest: SHA-256 over the canonical JSON of its storable form, so a
 /// Secret's digest depends on its values only through keyed hashes.
-pub fn object_digest(manifest: &Value, key: &SecretKey) -> String {
-    sha256(canonical_json(&storable_object(manifest, key)).as_bytes())
+pub fn object_digest(manifest: &Value, key: &SecretKey) -> Digest {
+    Digest::of(canonical_json(&storable_object(manifest, key)).as_bytes())
 }
 
-/// Digest of a set: SHA-256 over the sorted object digests, one per line. Each object digest
-/// covers its identity, so sorting them is a canonical order independent of file order.
-pub fn set_digest<'a>(digests: impl IntoIterator<Item = &'a str>) -> String {
-    let mut digests: Vec<&str> = digests.into_iter().collect();
-    digests.sort_unstable();
+/// Digest of a set of objects: [`set_digest`] over their digests' text form (`sha256:<hex>`,
+/// the form the set digest has always been computed over).
+pub fn set_digest_of<'a>(digests: impl IntoIterator<Item = &'a Digest>) -> Digest {
+    let lines: Vec<String> = digests.into_iter().map(Digest::prefixed).collect();
+    set_digest(lines.iter().map(String::as_str))
+}
+
+/// Digest of a set: SHA-256 over the sorted lines (object digests), one per line. Each object
+/// digest covers its identity, so sorting them is a canonical order independent of file order.
+pub fn set_digest<'a>(lines: impl IntoIterator<Item = &'a str>) -> Digest {
+    let mut lines: Vec<&str> = lines.into_iter().collect();
+    lines.sort_unstable();
     let mut text = String::new();
-    for digest in digests {
-        text.push_str(digest);
+    for line in lines {
+        text.push_str(line);
         text.push('\n');
     }
-    sha256(text.as_bytes())
+    Digest::of(text.as_bytes())
 }
 
 fn is_secret(manifest: &Value) -> bool {
@@ -418,7 +421,7 @@ mod tests {
         // Independent check of the digest format against a published SHA-256 test vector:
         // sha256("abc") = ba7816bf...
         assert_eq!(
-            sha256(b"abc"),
+            Digest::of(b"abc").prefixed(),
             "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
     }
@@ -434,7 +437,7 @@ mod tests {
         let c = json!({"kind": "ConfigMap", "apiVersion": "v1", "data": {"a": "1", "b": "3"}});
         assert_eq!(object_digest(&a, &k), object_digest(&b, &k));
         assert_ne!(object_digest(&a, &k), object_digest(&c, &k));
-        assert!(object_digest(&a, &k).starts_with("sha256:"));
+        assert!(object_digest(&a, &k).prefixed().starts_with("sha256:"));
         // Not a Secret: the key plays no part.
         assert_eq!(object_digest(&a, &k), object_digest(&a, &key(2)));
     }

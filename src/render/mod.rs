@@ -21,7 +21,7 @@ mod parse;
 pub use parse::DEFAULT_YAML_EXPANDED_BYTES;
 pub mod repo;
 
-use crate::model::{ObjectKey, ObjectRef};
+use crate::model::{Digest, ObjectKey, ObjectRef};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -29,7 +29,8 @@ use std::time::Duration;
 
 pub use crate::model::Manifest;
 pub use digest::{
-    SecretKey, canonical_json, object_digest, open_sealed, sealed_object, set_digest, storable,
+    SecretKey, canonical_json, object_digest, open_sealed, sealed_object, set_digest,
+    set_digest_of, storable,
 };
 
 /// Errors while rendering, each naming the file (and document and line where there is one).
@@ -136,7 +137,7 @@ pub struct RenderOptions {
     /// Write `protocol: TCP` into ports that name none. Servers before v1.21 refuse such a port
     /// in server-side apply (`protocol` is part of the list's key and they did not default it
     /// first, kubernetes#98576); later ones default it themselves, so the manifest stays as
-    /// written. Set from the server's version ([`crate::apply::ServerVersion`]).
+    /// written. Set from the server's version ([`crate::version::ServerVersion`]).
     pub fill_port_protocol: bool,
 }
 
@@ -156,7 +157,7 @@ pub struct RenderedObject {
     pub object: ObjectRef,
     pub manifest: Manifest,
     /// [`object_digest`] of the manifest (of its storable form for a Secret).
-    pub digest: String,
+    pub digest: Digest,
     pub origin: Origin,
 }
 
@@ -166,7 +167,7 @@ pub struct RenderedSet {
     pub objects: Vec<RenderedObject>,
     /// [`set_digest`] of the object digests: equal sets have equal digests whatever the order
     /// of files in the repository.
-    pub digest: String,
+    pub digest: Digest,
 }
 
 /// A source file: path relative to the App's directory (`/`-separated) and its contents.
@@ -344,7 +345,7 @@ fn objects_from(
             });
         }
     }
-    let digest = set_digest(objects.iter().map(|o| o.digest.as_str()));
+    let digest = set_digest_of(objects.iter().map(|o| &o.digest));
     Ok(RenderedSet { objects, digest })
 }
 
@@ -402,7 +403,7 @@ pub fn from_recorded(blob: &[u8], key: &SecretKey) -> Result<RenderedSet, Render
             },
         });
     }
-    let digest = set_digest(objects.iter().map(|o| o.digest.as_str()));
+    let digest = set_digest_of(objects.iter().map(|o| &o.digest));
     Ok(RenderedSet { objects, digest })
 }
 

@@ -113,7 +113,7 @@ fn objects_are_normalised_labelled_and_digested() {
         object.digest,
         object_digest(&object.manifest, &options().secret_key)
     );
-    assert_eq!(set.digest, set_digest([object.digest.as_str()]));
+    assert_eq!(set.digest, set_digest([object.digest.prefixed().as_str()]));
 }
 
 #[test]

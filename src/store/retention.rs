@@ -8,7 +8,7 @@ use super::keys;
 use super::projection::{self, AppState};
 use super::sled_engine::SledStore;
 use super::{EventRead, EventStore, Query, Selector, StoreError};
-use crate::event::{Digest, Draft, Event, RetentionCompacted};
+use crate::event::{Digest, Draft, Envelope, Event, RetentionCompacted};
 use chrono::{DateTime, Utc};
 use sha2::{Digest as _, Sha256};
 use std::collections::BTreeMap;
@@ -82,6 +82,112 @@ pub struct Compacted {
     pub removed_bytes: u64,
 }
 
+/// What pass 2 of a compaction gathers as it takes the removed prefix out: the sled batch, the
+/// touched log chunks and posting blocks (each read once, rewritten once by [`Removal::finish`]),
+/// the tombstones' digest, the counts for the summary and the App's base state folded forward.
+struct Removal {
+    summary_seq: u64,
+    batch: sled::Batch,
+    digest: Sha256,
+    by_kind: BTreeMap<&'static str, u64>,
+    removed: u64,
+    removed_bytes: u64,
+    first_time: Option<DateTime<Utc>>,
+    last_time: Option<DateTime<Utc>>,
+    chunks: BTreeMap<u64, Vec<(u64, Vec<u8>)>>,
+    blocks: BTreeMap<Vec<u8>, Vec<u64>>,
+    base: AppState,
+}
+
+impl Removal {
+    fn new(summary_seq: u64, base: AppState) -> Self {
+        Removal {
+            summary_seq,
+            batch: sled::Batch::default(),
+            digest: Sha256::new(),
+            by_kind: BTreeMap::new(),
+            removed: 0,
+            removed_bytes: 0,
+            first_time: None,
+            last_time: None,
+            chunks: BTreeMap::new(),
+            blocks: BTreeMap::new(),
+            base,
+        }
+    }
+
+    /// Accounts for one removed event: its time key goes, its hash stays as a tombstone naming
+    /// the summary, and it is folded into the base state.
+    fn count(&mut self, env: &Envelope, item: &Item) {
+        let seq = item.seq;
+        self.batch
+            .remove(keys::time_key(env.body.time.timestamp_micros(), seq));
+        let mut tomb = env.hash.0.to_vec();
+        tomb.extend_from_slice(&self.summary_seq.to_be_bytes());
+        self.batch.insert(&keys::tombstone_key(seq)[..], tomb);
+        self.digest.update(seq.to_be_bytes());
+        self.digest.update(env.hash.0);
+        *self
+            .by_kind
+            .entry(env.body.event.kind().name())
+            .or_default() += 1;
+        self.removed += 1;
+        self.removed_bytes += item.bytes;
+        self.first_time.get_or_insert(env.body.time);
+        self.last_time = Some(env.body.time);
+        self.base.fold(&env.body);
+    }
+
+    /// Rewrites the touched chunks and posting blocks into the batch: an emptied chunk goes, and a
+    /// block is keyed by its first seq, so it is re-keyed when that one went.
+    fn finish(&mut self) {
+        for (chunk_base, recs) in std::mem::take(&mut self.chunks) {
+            if recs.is_empty() {
+                self.batch.remove(&keys::log_key(chunk_base)[..]);
+            } else {
+                self.batch.insert(
+                    &keys::log_key(chunk_base)[..],
+                    keys::encode_chunk(recs.iter().map(|(s, r)| (*s, &r[..]))),
+                );
+            }
+        }
+        for (old_key, seqs) in std::mem::take(&mut self.blocks) {
+            self.batch.remove(old_key.clone());
+            if let Some(first) = seqs.first() {
+                let mut key = old_key[..old_key.len() - 8].to_vec();
+                key.extend_from_slice(&first.to_be_bytes());
+                self.batch.insert(key, keys::encode_postings(&seqs));
+            }
+        }
+    }
+
+    /// The `RetentionCompacted` summary of what was removed, `first_seq..=cut`.
+    fn summary(
+        self,
+        policy: &Policy,
+        first_seq: u64,
+        cut: u64,
+        base_state: Vec<u8>,
+    ) -> RetentionCompacted {
+        RetentionCompacted {
+            policy: policy.describe(),
+            first_seq,
+            last_seq: cut,
+            removed: self.removed,
+            removed_bytes: self.removed_bytes,
+            by_kind: self
+                .by_kind
+                .into_iter()
+                .map(|(k, n)| (k.to_owned(), n))
+                .collect(),
+            first_time: self.first_time,
+            last_time: self.last_time,
+            tombstones_digest: Digest(self.digest.finalize().into()),
+            base_state,
+        }
+    }
+}
+
 impl SledStore {
     /// Applies `policy` to `app`. Returns `None` when nothing is old or big enough to remove.
     pub fn compact(
@@ -91,7 +197,42 @@ impl SledStore {
         now: DateTime<Utc>,
         actor: Option<&str>,
     ) -> Result<Option<Compacted>, StoreError> {
-        // Pass 1: the App's events (summaries are never removed: they vouch for tombstones).
+        let (items, base) = self.retention_items(app)?;
+        let Some(cut) = cut(&items, policy, now) else {
+            return Ok(None);
+        };
+        // Pass 2: remove the prefix from its chunks and posting blocks, keep its hashes, fold it
+        // into the base state.
+        let mut removal = Removal::new(self.next_seq, base);
+        for item in items.iter().take_while(|i| i.seq <= cut) {
+            self.take_out(&mut removal, item)?;
+        }
+        removal.finish();
+        let base_state =
+            projection::encode_snapshot(&removal.base).map_err(|e| StoreError::Invalid {
+                path: self.path().to_owned(),
+                reason: format!("encoding the base state: {e}"),
+            })?;
+        let first_seq = items.first().map(|i| i.seq).unwrap_or(0);
+        let batch = std::mem::take(&mut removal.batch);
+        let (removed, removed_bytes) = (removal.removed, removal.removed_bytes);
+        let summary = removal.summary(policy, first_seq, cut, base_state);
+        let mut draft = Draft::new(Some(app), Event::RetentionCompacted(summary));
+        draft.actor = actor.map(str::to_owned);
+        let appended = self.append_with(vec![draft], batch)?;
+        // A snapshot covering the summary: restore never replays across a compaction.
+        self.write_snapshot()?;
+        self.flush()?;
+        Ok(Some(Compacted {
+            summary_seq: appended.last_seq,
+            removed,
+            removed_bytes,
+        }))
+    }
+
+    /// Pass 1: the App's events as retention sees them, oldest first, and the base state of its
+    /// last compaction (summaries are never removed: they vouch for tombstones).
+    fn retention_items(&self, app: &str) -> Result<(Vec<Item>, AppState), StoreError> {
         let mut items = Vec::new();
         let mut base = AppState::default();
         let mut cursor = None;
@@ -131,120 +272,55 @@ impl SledStore {
                 None => break,
             }
         }
-        let Some(cut) = cut(&items, policy, now) else {
-            return Ok(None);
-        };
-        // Pass 2: remove the prefix from its chunks and posting blocks, keep its hashes, fold it
-        // into the base state. Each touched chunk and block is read once and rewritten once.
-        let mut batch = sled::Batch::default();
-        let summary_seq = self.next_seq;
-        let mut digest = Sha256::new();
-        let mut by_kind: BTreeMap<&'static str, u64> = BTreeMap::new();
-        let (mut removed, mut removed_bytes) = (0u64, 0u64);
-        let (mut first_time, mut last_time) = (None, None);
-        let mut chunks: BTreeMap<u64, Vec<(u64, Vec<u8>)>> = BTreeMap::new();
-        let mut blocks: BTreeMap<Vec<u8>, Vec<u64>> = BTreeMap::new();
-        let corrupt = |seq: u64, reason: String| StoreError::Corrupt {
+        Ok((items, base))
+    }
+
+    fn corrupt(&self, seq: u64, reason: String) -> StoreError {
+        StoreError::Corrupt {
             path: self.path().to_owned(),
             seq: Some(seq),
             reason,
-        };
-        for item in items.iter().take_while(|i| i.seq <= cut) {
-            let env = self
-                .get(item.seq)?
-                .ok_or_else(|| corrupt(item.seq, "vanished during compaction".into()))?;
-            let (chunk_base, recs) = self
+        }
+    }
+
+    /// Takes one event out of its log chunk and its posting blocks (each read into `removal`
+    /// the first time it is touched) and accounts for it.
+    fn take_out(&self, removal: &mut Removal, item: &Item) -> Result<(), StoreError> {
+        let env = self
+            .get(item.seq)?
+            .ok_or_else(|| self.corrupt(item.seq, "vanished during compaction".into()))?;
+        let (chunk_base, recs) = self
+            .reader
+            .chunk_for(item.seq)?
+            .ok_or_else(|| self.corrupt(item.seq, "no log chunk".into()))?;
+        removal
+            .chunks
+            .entry(chunk_base)
+            .or_insert(recs)
+            .retain(|(s, _)| *s != item.seq);
+        for entry in keys::index_keys(&env.body, self.schema) {
+            let term = &entry[..entry.len() - 8];
+            let mut lo = term.to_vec();
+            lo.extend_from_slice(&0u64.to_be_bytes());
+            let (block_key, block) = self
                 .reader
-                .chunk_for(item.seq)?
-                .ok_or_else(|| corrupt(item.seq, "no log chunk".into()))?;
-            chunks
-                .entry(chunk_base)
-                .or_insert(recs)
-                .retain(|(s, _)| *s != item.seq);
-            for entry in keys::index_keys(&env.body, self.schema) {
-                let term = &entry[..entry.len() - 8];
-                let mut lo = term.to_vec();
-                lo.extend_from_slice(&0u64.to_be_bytes());
-                let (block_key, block) = self
-                    .reader
-                    .events
-                    .range(lo..=entry.clone())
-                    .next_back()
-                    .transpose()
-                    .map_err(|e| StoreError::sled(self.path(), "reading an index block", e))?
-                    .ok_or_else(|| corrupt(item.seq, "missing index entry".into()))?;
-                let seqs = match blocks.entry(block_key.to_vec()) {
-                    std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
-                    std::collections::btree_map::Entry::Vacant(v) => v.insert(
-                        keys::decode_postings(&block_key, &block)
-                            .map_err(|r| corrupt(item.seq, r))?,
-                    ),
-                };
-                seqs.retain(|s| *s != item.seq);
-            }
-            batch.remove(keys::time_key(env.body.time.timestamp_micros(), item.seq));
-            let mut tomb = env.hash.0.to_vec();
-            tomb.extend_from_slice(&summary_seq.to_be_bytes());
-            batch.insert(&keys::tombstone_key(item.seq)[..], tomb);
-            digest.update(item.seq.to_be_bytes());
-            digest.update(env.hash.0);
-            *by_kind.entry(env.body.event.kind().name()).or_default() += 1;
-            removed += 1;
-            removed_bytes += item.bytes;
-            first_time.get_or_insert(env.body.time);
-            last_time = Some(env.body.time);
-            base.fold(&env.body);
+                .events
+                .range(lo..=entry.clone())
+                .next_back()
+                .transpose()
+                .map_err(|e| StoreError::sled(self.path(), "reading an index block", e))?
+                .ok_or_else(|| self.corrupt(item.seq, "missing index entry".into()))?;
+            let seqs = match removal.blocks.entry(block_key.to_vec()) {
+                std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
+                std::collections::btree_map::Entry::Vacant(v) => v.insert(
+                    keys::decode_postings(&block_key, &block)
+                        .map_err(|r| self.corrupt(item.seq, r))?,
+                ),
+            };
+            seqs.retain(|s| *s != item.seq);
         }
-        for (chunk_base, recs) in chunks {
-            if recs.is_empty() {
-                batch.remove(&keys::log_key(chunk_base)[..]);
-            } else {
-                batch.insert(
-                    &keys::log_key(chunk_base)[..],
-                    keys::encode_chunk(recs.iter().map(|(s, r)| (*s, &r[..]))),
-                );
-            }
-        }
-        for (old_key, seqs) in blocks {
-            // A block is keyed by its first seq: re-key it when that one went.
-            batch.remove(old_key.clone());
-            if let Some(first) = seqs.first() {
-                let mut key = old_key[..old_key.len() - 8].to_vec();
-                key.extend_from_slice(&first.to_be_bytes());
-                batch.insert(key, keys::encode_postings(&seqs));
-            }
-        }
-        let base_state = projection::encode_snapshot(&base).map_err(|e| StoreError::Invalid {
-            path: self.path().to_owned(),
-            reason: format!("encoding the base state: {e}"),
-        })?;
-        let first_seq = items.first().map(|i| i.seq).unwrap_or(0);
-        let summary = RetentionCompacted {
-            policy: policy.describe(),
-            first_seq,
-            last_seq: cut,
-            removed,
-            removed_bytes,
-            by_kind: by_kind
-                .into_iter()
-                .map(|(k, n)| (k.to_owned(), n))
-                .collect(),
-            first_time,
-            last_time,
-            tombstones_digest: Digest(digest.finalize().into()),
-            base_state,
-        };
-        let mut draft = Draft::new(Some(app), Event::RetentionCompacted(summary));
-        draft.actor = actor.map(str::to_owned);
-        let appended = self.append_with(vec![draft], batch)?;
-        // A snapshot covering the summary: restore never replays across a compaction.
-        self.write_snapshot()?;
-        self.flush()?;
-        Ok(Some(Compacted {
-            summary_seq: appended.last_seq,
-            removed,
-            removed_bytes,
-        }))
+        removal.count(&env, item);
+        Ok(())
     }
 }
 

@@ -197,7 +197,7 @@ async fn a_chart_from_git_syncs_is_corrected_upgrades_and_rolls_back_on_the_reco
         .events(app)
         .into_iter()
         .filter_map(|e| match e {
-            Event::PruneSkipped(p) => Some((p.object.kind, p.object.name, p.reason)),
+            Event::PruneSkipped(p) => Some((p.object.object.kind, p.object.object.name, p.reason)),
             _ => None,
         })
         .collect();

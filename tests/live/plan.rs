@@ -405,7 +405,7 @@ async fn rendered_objects_apply_and_plan_unchanged_then_drift_is_attributed() {
             .unwrap_or_else(|e| panic!("server-side apply of {object}: {e}"));
         inventory.push(InventoryEntry {
             object: object.clone(),
-            last_applied_digest: digest.clone(),
+            last_applied_digest: *digest,
             last_applied: storable_object(manifest, &key),
             adopted: false,
         });

@@ -3,11 +3,16 @@
 //! pruned), a manual drift by another field manager that the next sync puts back. Then every
 //! query through the real `reckon` binary: `-o json` parsed and checked exactly, tables checked
 //! for their key content, and `history --follow` seeing a sync made while it runs.
+//!
+//! One test per step. The steps that only read the log share one, built once per test run
+//! (`support::fixture::shared`), each on a copy of its own; the steps that change it (a fourth
+//! commit synced while `history --follow` runs, then a rollback) build their own.
 
 use crate::support;
 
 use chrono::{DateTime, Utc};
 use reckon_testenv::git::{Fixture, Person};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -196,25 +201,83 @@ impl Log {
     }
 }
 
-/// One test over one log, step by step: each step a function below. Later steps build on earlier
-/// ones (the follow step adds a fourth commit, the rollback step pins the App), so they run in
-/// this order in one process rather than as tests of their own.
+/// What the read-only steps know about the shared log besides its directory.
+#[derive(Serialize, Deserialize)]
+struct Facts {
+    sha1: String,
+    sha2: String,
+    sha3: String,
+    after_first: DateTime<Utc>,
+    settings: String,
+    old: String,
+    new: String,
+}
+
+/// A private copy of the shared log: the steps that only read run `reckon` in it.
+struct Recorded {
+    dir: tempfile::TempDir,
+    facts: Facts,
+}
+
+impl std::ops::Deref for Recorded {
+    type Target = Facts;
+    fn deref(&self) -> &Facts {
+        &self.facts
+    }
+}
+
+/// The shared log, built by the first step of the run to ask for it (its namespace and Git
+/// repository go when it is built: the read-only steps need only the store and reckon.yaml).
+fn recorded() -> Recorded {
+    let (dir, facts) = support::fixture::shared("process-query-log", |into| {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let log = Log::new().await;
+            support::fixture::copy_dir(log.dir.path(), into);
+            Facts {
+                sha1: log.sha1.clone(),
+                sha2: log.sha2.clone(),
+                sha3: log.sha3.clone(),
+                after_first: log.after_first,
+                settings: log.settings.clone(),
+                old: log.old.clone(),
+                new: log.new.clone(),
+            }
+        })
+    });
+    Recorded { dir, facts }
+}
+
+/// The log's sequence numbers, newest first.
+fn newest_first(d: &Path) -> Vec<u64> {
+    let all = json(d, &["history", "shop", "--limit", "1000"]);
+    all["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect()
+}
+
+/// The steps that change the log, on one of their own: a fourth commit synced while
+/// `history --follow` runs, then a rollback (which builds on that commit) across the pruned
+/// object.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_query_on_a_log_of_real_syncs() {
+async fn follow_then_rollback_on_a_log_of_their_own() {
     let log = Log::new().await;
-    let seqs = history(&log);
-    revisions(&log);
-    blame(&log);
-    show_and_diff(&log);
-    status(&log);
-    replay(&log);
+    let seqs = newest_first(log.dir.path());
     let sha4 = history_follow_sees_a_sync_made_while_it_runs(&log, &seqs);
     a_rollback_across_the_pruned_object(&log, &sha4).await;
 }
 
-/// `history`: every filter, pages by cursor, time windows, jsonl and the table; returns the log's
-/// sequence numbers, newest first.
-fn history(log: &Log) -> Vec<u64> {
+/// `history`: every filter, pages by cursor, time windows, jsonl and the table.
+#[test]
+fn history() {
+    let log = &recorded();
     let d = log.dir.path();
     let (sha1, sha2, sha3) = (log.sha1.clone(), log.sha2.clone(), log.sha3.clone());
     let (settings, old) = (log.settings.clone(), log.old.clone());
@@ -368,11 +431,12 @@ fn history(log: &Log) -> Vec<u64> {
         "{table}"
     );
     assert!(!table.contains("\x1b["), "no colour when not a terminal");
-    seqs
 }
 
 /// `revisions`: one row per commit with its author, summary and objects changed.
-fn revisions(log: &Log) {
+#[test]
+fn revisions() {
+    let log = &recorded();
     let d = log.dir.path();
     let (sha1, sha2, sha3) = (log.sha1.clone(), log.sha2.clone(), log.sha3.clone());
 
@@ -409,7 +473,9 @@ fn revisions(log: &Log) {
 }
 
 /// `blame`: each field credited to the commit that set it, with the drift that was put back.
-fn blame(log: &Log) {
+#[test]
+fn blame() {
+    let log = &recorded();
     let d = log.dir.path();
     let (sha1, sha2) = (log.sha1.clone(), log.sha2.clone());
     let (settings, old) = (log.settings.clone(), log.old.clone());
@@ -486,7 +552,9 @@ fn blame(log: &Log) {
 }
 
 /// `show` of a recorded revision and `diff` between two.
-fn show_and_diff(log: &Log) {
+#[test]
+fn show_and_diff() {
+    let log = &recorded();
     let d = log.dir.path();
     let (sha1, sha2, sha3) = (log.sha1.clone(), log.sha2.clone(), log.sha3.clone());
 
@@ -547,7 +615,9 @@ fn show_and_diff(log: &Log) {
 }
 
 /// `status`: following Git at the third commit, healthy, the drift put back.
-fn status(log: &Log) {
+#[test]
+fn status() {
+    let log = &recorded();
     let d = log.dir.path();
     let sha3 = log.sha3.clone();
 
@@ -570,7 +640,9 @@ fn status(log: &Log) {
 }
 
 /// `replay`: the App as it stood after the first sync, and now.
-fn replay(log: &Log) {
+#[test]
+fn replay() {
+    let log = &recorded();
     let d = log.dir.path();
     let after_first = log.after_first;
     let sha1 = log.sha1.clone();

@@ -381,7 +381,7 @@ fn the_v3_fixture_takes_event_schema_2_after_its_schema_1_events() {
 #[test]
 fn the_v3_fixture_takes_event_schema_3_after_its_older_events() {
     use reckon::event::envelope::EVENT_SCHEMA;
-    use reckon::event::{ApplyBlocked, Draft, DriftSuperseded, ObjectRef};
+    use reckon::event::{ApplyBlocked, Draft, DriftSuperseded};
     // Written for schema 3; later schemas append the same events with their own number.
     const { assert!(EVENT_SCHEMA >= 3) };
     let dir = tempfile::tempdir().unwrap();
@@ -397,10 +397,8 @@ fn the_v3_fixture_takes_event_schema_3_after_its_older_events() {
             _ => None,
         })
         .expect("the fixture holds a drift");
-    let other = ObjectRef {
-        name: format!("{}-other", object.name),
-        ..object.clone()
-    };
+    let mut other = object.clone();
+    other.name = format!("{}-other", object.name);
     let superseded = DriftSuperseded {
         revision: "ab".repeat(20),
         object: object.clone(),
@@ -505,14 +503,16 @@ fn the_event_schema_3_fixture_takes_adoptions_and_orphans() {
         .iter()
         .find_map(|e| e.body.app.clone())
         .expect("the fixture holds App events");
-    let object = ObjectRef {
-        group: String::new(),
-        version: "v1".into(),
-        kind: "Namespace".into(),
-        namespace: None,
-        name: "existing".into(),
-        uid: None,
-    };
+    let object = ObjectRef::with_uid(
+        reckon::model::ObjectRef {
+            group: String::new(),
+            version: "v1".into(),
+            kind: "Namespace".into(),
+            namespace: None,
+            name: "existing".into(),
+        },
+        None,
+    );
     let adopted = ObjectApplied {
         revision: "cd".repeat(20),
         object: object.clone(),

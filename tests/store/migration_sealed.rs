@@ -55,7 +55,7 @@ async fn a_store_written_before_sealing_reads_back_and_rolls_back() {
                 sets.insert(r.revision, r.digest);
             }
             Event::ObjectApplied(a) => {
-                applied.insert((a.revision, a.object.name), a.digest);
+                applied.insert((a.revision, a.object.object.name), a.digest);
             }
             _ => {}
         }
@@ -74,7 +74,7 @@ async fn a_store_written_before_sealing_reads_back_and_rolls_back() {
     let settings = &blue.objects[0];
     assert_eq!(settings.manifest["data"]["color"], "blue");
     assert_eq!(
-        Digest::from_hex(settings.digest.trim_start_matches("sha256:")),
+        Some(settings.digest),
         Some(applied[&(BLUE.to_string(), "settings".to_string())])
     );
 

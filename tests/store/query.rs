@@ -341,17 +341,37 @@ fn revision_pages_concatenate_to_the_whole_list() {
     assert!(e.to_string().contains("nope"), "{e}");
 }
 
+/// The ConfigMap of the hand-made history, in `color`.
+fn cm(color: &str) -> serde_json::Value {
+    serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "settings", "namespace": "shop"}, "data": {"color": color}})
+}
+
+/// What the steps on the hand-made history know besides its store: the two commits, and the
+/// last sequence number and time of each sync.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Recorded {
+    c1: reckon::event::CommitObserved,
+    c2: reckon::event::CommitObserved,
+    seq_time: Vec<(u64, chrono::DateTime<chrono::Utc>)>,
+}
+
+/// A private copy of the hand-made history (built once per run, `support::fixture`), opened.
+fn recorded_history() -> (tempfile::TempDir, SledStore, Recorded) {
+    let (dir, recorded) = crate::support::fixture::shared("store-query-history", |into| {
+        let mut s = SledStore::open(into.join("s"), OpenOptions::create()).unwrap();
+        let recorded = record_history(&mut s);
+        s.close().unwrap();
+        recorded
+    });
+    let s = SledStore::open(dir.path().join("s"), OpenOptions::default()).unwrap();
+    (dir, s, recorded)
+}
+
 /// A small hand-made history: a render with its manifests, a sync, health, an uncorrected drift
-/// and a rollback by a person.
-#[test]
-fn status_replay_show_and_blame_on_a_recorded_history() {
+/// and a rollback by a person. Each step below is a test of its own on a copy.
+fn record_history(s: &mut SledStore) -> Recorded {
     use reckon::event::*;
-    let dir = tempfile::tempdir().unwrap();
-    let mut s = SledStore::open(dir.path().join("s"), OpenOptions::create()).unwrap();
-    let cm = |color: &str| {
-        serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
-            "metadata": {"name": "settings", "namespace": "shop"}, "data": {"color": color}})
-    };
     let obj = samples::object("", "v1", "ConfigMap", Some("shop"), "settings");
     let mut c1 = samples::commit(1, "alice@example.com");
     c1.sha = format!("aaaa{}", &c1.sha[4..]);
@@ -438,6 +458,13 @@ fn status_replay_show_and_blame_on_a_recorded_history() {
     ])
     .unwrap();
     s.flush().unwrap();
+    Recorded { c1, c2, seq_time }
+}
+
+#[test]
+fn status_on_a_recorded_history() {
+    use reckon::event::*;
+    let (_dir, s, Recorded { c1, c2, .. }) = recorded_history();
     let p = s.projections().clone();
 
     let st = query::status(&s, &p, Some("shop")).unwrap();
@@ -455,6 +482,11 @@ fn status_replay_show_and_blame_on_a_recorded_history() {
     assert_eq!(st.last_sync.as_ref().unwrap().revision, c2.sha);
     let e = query::status(&s, &p, Some("nope")).unwrap_err();
     assert!(e.to_string().contains("\"nope\""), "{e}");
+}
+
+#[test]
+fn replay_on_a_recorded_history() {
+    let (_dir, s, Recorded { c1, c2, seq_time }) = recorded_history();
 
     // Replay: after the first sync, before the rollback, now.
     let (seq1, t1) = seq_time[0];
@@ -473,6 +505,12 @@ fn status_replay_show_and_blame_on_a_recorded_history() {
         query::replay(&s, before, Some("shop")),
         Err(query::QueryError::NothingAt { .. })
     ));
+}
+
+#[test]
+fn show_and_diff_on_a_recorded_history() {
+    let (_dir, s, Recorded { c1, c2, .. }) = recorded_history();
+    let p = s.projections().clone();
 
     // Show by prefix; an ambiguous prefix names both.
     let shown = query::show(&s, &p, "shop", &c1.sha[..6]).unwrap();
@@ -484,6 +522,12 @@ fn status_replay_show_and_blame_on_a_recorded_history() {
     assert_eq!(d.changed[0].object, "ConfigMap/shop/settings");
     assert_eq!(d.changed[0].fields[0].path, "/data/color");
     assert_eq!(d.changed[0].fields[0].from, Some(serde_json::json!("blue")));
+}
+
+#[test]
+fn blame_on_a_recorded_history() {
+    let (_dir, s, Recorded { c1, c2, .. }) = recorded_history();
+    let p = s.projections().clone();
 
     // Blame: the color from Bob's commit, with its open drift; the name from Alice's.
     let spec: query::ObjectSpec = "ConfigMap/shop/settings".parse().unwrap();

@@ -2,7 +2,8 @@
 //! includes it as `mod support`): the client for the run's control plane, per-test namespaces
 //! with random names that are deleted afterwards, the `reckon` binary and its processes; the
 //! submodules hold the reconciler harness, syncs with counted requests, workloads, App objects,
-//! the OpenAPI document and filled stores with raw sled access.
+//! the OpenAPI document, filled stores with raw sled access, and fixtures built once per run and
+//! shared by the tests of one scenario (`fixture`).
 //!
 //! The control plane comes from `RECKON_TEST_KUBECONFIG` (set by `reckon-testenv run`, or by you
 //! for your own cluster). Without it, the first test in this process starts a local control plane
@@ -16,6 +17,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 pub mod crd;
+pub mod fixture;
 pub mod harness;
 pub mod openapi;
 pub mod readiness;

@@ -189,7 +189,7 @@ impl TestApp {
                     self.inventory.retain(|e| e.object.key() != key);
                     self.inventory.push(InventoryEntry {
                         object: outcome.object.clone(),
-                        last_applied_digest: outcome.digest.clone().unwrap(),
+                        last_applied_digest: outcome.digest.unwrap(),
                         last_applied: storable_object(&manifests[&key], &self.key),
                         adopted: matches!(outcome.outcome, Outcome::Adopted { .. }),
                     });
