@@ -1,6 +1,8 @@
 //! Owns the agent's secret key: 32 random bytes in a file (mode 0600) that keys the hashes of
 //! Secret values in the log and blob store. Losing it does not lose history; it only makes
-//! every Secret look changed once (its hashes no longer match), so it is re-applied.
+//! every Secret look changed once (its hashes no longer match), so it is re-applied. The same
+//! file format, created the same way, holds the checkpoint signing key's seed
+//! (`store::checkpoint`).
 
 use crate::render::SecretKey;
 use std::io::Write;
