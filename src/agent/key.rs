@@ -1,6 +1,8 @@
 //! Owns the agent's secret key: 32 random bytes in a file (mode 0600) that keys the hashes of
 //! Secret values in the log and blob store. Losing it does not lose history; it only makes
-//! every Secret look changed once (its hashes no longer match), so it is re-applied.
+//! every Secret look changed once (its hashes no longer match), so it is re-applied. The same
+//! file format, created the same way, holds the checkpoint signing key's seed
+//! (`store::checkpoint`).
 
 use crate::render::SecretKey;
 use std::io::Write;
@@ -14,7 +16,7 @@ pub enum KeyError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{path}: a secret key file holds 64 hex digits, found {found} bytes of something else")]
+    #[error("{path}: a key file holds 64 hex digits, found {found} bytes of something else")]
     Malformed { path: PathBuf, found: usize },
     #[error("creating the secret key {path}: {source}")]
     Create {
@@ -31,6 +33,12 @@ pub fn default_path(store: &Path) -> PathBuf {
 
 /// Reads the key, or creates one when the file does not exist.
 pub fn load_or_create(path: &Path) -> Result<SecretKey, KeyError> {
+    load_or_create_bytes(path).map(SecretKey::new)
+}
+
+/// 32 random bytes kept in a file as 64 hex digits (mode 0600), created whole on first use:
+/// the secret key, and the seed of the checkpoint signing key (`store::checkpoint`).
+pub fn load_or_create_bytes(path: &Path) -> Result<[u8; 32], KeyError> {
     match std::fs::read_to_string(path) {
         Ok(text) => {
             let trimmed = text.trim();
@@ -41,7 +49,7 @@ pub fn load_or_create(path: &Path) -> Result<SecretKey, KeyError> {
                     path: path.to_path_buf(),
                     found: trimmed.len(),
                 })?;
-            Ok(SecretKey::new(bytes))
+            Ok(bytes)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => create(path),
         Err(source) => Err(KeyError::Read {
@@ -51,7 +59,7 @@ pub fn load_or_create(path: &Path) -> Result<SecretKey, KeyError> {
     }
 }
 
-fn create(path: &Path) -> Result<SecretKey, KeyError> {
+fn create(path: &Path) -> Result<[u8; 32], KeyError> {
     let err = |source| KeyError::Create {
         path: path.to_path_buf(),
         source,
@@ -75,9 +83,9 @@ fn create(path: &Path) -> Result<SecretKey, KeyError> {
             std::fs::File::open(dir)
                 .and_then(|d| d.sync_all())
                 .map_err(err)?;
-            Ok(SecretKey::new(bytes))
+            Ok(bytes)
         }
-        Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => load_or_create(path),
+        Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => load_or_create_bytes(path),
         Err(e) => Err(err(e.error)),
     }
 }

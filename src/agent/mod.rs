@@ -62,6 +62,8 @@ pub enum AgentError {
     },
     #[error(transparent)]
     Key(#[from] key::KeyError),
+    #[error(transparent)]
+    Checkpoint(#[from] crate::store::checkpoint::CheckpointError),
     #[error("listening on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -133,6 +135,17 @@ pub struct WebhookSecrets {
     pub generic: Option<String>,
 }
 
+/// `reckon run --checkpoint-key --checkpoint-file`: signed checkpoints of the store's head.
+#[derive(Clone, Debug)]
+pub struct CheckpointOptions {
+    /// The ed25519 signing key's seed file (created when missing).
+    pub key: PathBuf,
+    /// The append-only file the checkpoints go to.
+    pub file: PathBuf,
+    /// How often the head is checkpointed when it moved.
+    pub every: Duration,
+}
+
 /// Everything `reckon run` is told.
 #[derive(Clone)]
 pub struct AgentOptions {
@@ -172,6 +185,11 @@ pub struct AgentOptions {
     /// What App objects may write and as whom (`--default-service-account`,
     /// `--allow-cross-namespace-targets`).
     pub tenancy: crate::config::policy::ObjectRules,
+    /// Signed checkpoints of the store's head, written outside it; off when `None`.
+    pub checkpoints: Option<CheckpointOptions>,
+    /// The latest checkpoint written, for App objects' status (set by the agent itself while it
+    /// runs; never configured).
+    pub latest_checkpoint: watch::Receiver<Option<crate::crd::StatusCheckpoint>>,
 }
 
 impl AgentOptions {
@@ -196,6 +214,8 @@ impl AgentOptions {
             lease: None,
             sources: crate::source::allow::SourceRules::default(),
             tenancy: crate::config::policy::ObjectRules::default(),
+            checkpoints: None,
+            latest_checkpoint: watch::channel(None).1,
         }
     }
 
@@ -386,7 +406,18 @@ async fn run_holding(
         _ = lost_signal(lost.clone()) => return Ok(()),
     };
     let key = key::load_or_create(&options.key_file)?;
+    // Loaded before anything is written: a key that cannot be read stops the start, not the
+    // first checkpoint minutes later.
+    let checkpointer = match &options.checkpoints {
+        Some(c) => Some(Checkpointer::new(c, &options.store)?),
+        None => None,
+    };
     let (handle, writer_task) = writer::spawn(store);
+    let mut options = options.clone();
+    if let Some(c) = &checkpointer {
+        options.latest_checkpoint = c.published.subscribe();
+    }
+    let options = &options;
     let started = Draft::new(
         None,
         Event::AgentStarted(event::AgentStarted {
@@ -396,6 +427,13 @@ async fn run_holding(
         }),
     );
     let appended = handle.append(vec![started]).await;
+    // From AgentStarted on (flushed by now): the first checkpoint at once, so a restart also
+    // anchors the head it found, then every period while the head moves.
+    let periodic = checkpointer.clone().map(|c| {
+        let stop = stop_rx.clone();
+        let appended = handle.appended();
+        tokio::spawn(c.run(stop, appended))
+    });
     let result = match appended {
         Ok(_) => reconcile_all(&cfg, options, handle.clone(), key, stop_rx, lost, fence).await,
         Err(source) => Err(AgentError::Store {
@@ -406,6 +444,16 @@ async fn run_holding(
     // Flush and close whatever happened: the log is the product.
     let closed = handle.close().await;
     let joined = writer_task.await;
+    if let Some(task) = periodic {
+        task.abort();
+    }
+    // On stop, the head the store closed with (also after an error: what was flushed is
+    // history worth anchoring).
+    if let Some(c) = &checkpointer
+        && let Err(e) = c.write_now().await
+    {
+        tracing::error!(error = %e, "writing the checkpoint on stop");
+    }
     result?;
     closed.map_err(AgentError::Close)?;
     match joined {
@@ -413,6 +461,95 @@ async fn run_holding(
         Err(e) => Err(AgentError::Close(StoreError::GroupFlush {
             reason: format!("writer task: {e}"),
         })),
+    }
+}
+
+/// Writes signed checkpoints of the store's flushed head (its `HEAD` file) to the checkpoint
+/// file: every `every` while the head moves, and once more on stop.
+#[derive(Clone)]
+struct Checkpointer {
+    signer: Arc<crate::store::checkpoint::Signer>,
+    file: PathBuf,
+    store: PathBuf,
+    every: Duration,
+    /// The latest checkpoint written, for App objects' status.
+    published: Arc<watch::Sender<Option<crate::crd::StatusCheckpoint>>>,
+    /// The last head written, so an idle agent does not repeat itself.
+    last: Arc<tokio::sync::Mutex<Option<(u64, crate::event::Digest)>>>,
+}
+
+impl Checkpointer {
+    fn new(c: &CheckpointOptions, store: &std::path::Path) -> Result<Self, AgentError> {
+        let signer = crate::store::checkpoint::Signer::load_or_create(&c.key)?;
+        tracing::info!(
+            file = %c.file.display(),
+            public_key = %hex::encode(signer.public_key().to_bytes()),
+            "checkpointing the store's head"
+        );
+        Ok(Checkpointer {
+            signer: Arc::new(signer),
+            file: c.file.clone(),
+            store: store.to_owned(),
+            every: c.every,
+            published: Arc::new(watch::channel(None).0),
+            last: Arc::default(),
+        })
+    }
+
+    async fn run(self, mut stop: watch::Receiver<bool>, mut appended: watch::Receiver<u64>) {
+        appended.mark_unchanged();
+        if let Err(e) = self.write_now().await {
+            tracing::error!(error = %e, "writing a checkpoint");
+        }
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(self.every) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            if !appended.has_changed().unwrap_or(false) {
+                continue;
+            }
+            appended.mark_unchanged();
+            if let Err(e) = self.write_now().await {
+                // Logged, not fatal: reconciling goes on; the next period tries again.
+                tracing::error!(error = %e, "writing a checkpoint");
+            }
+        }
+    }
+
+    /// Signs and appends the current flushed head, unless it was the last one written.
+    async fn write_now(&self) -> Result<(), crate::store::checkpoint::CheckpointError> {
+        use crate::store::checkpoint;
+        let mut last = self.last.lock().await;
+        let this = self.clone();
+        let previous = *last;
+        let written =
+            tokio::task::spawn_blocking(move || -> Result<_, checkpoint::CheckpointError> {
+                use crate::store::checkpoint;
+                let Some(cp) = checkpoint::of_store(&this.store, &this.signer, chrono::Utc::now())?
+                else {
+                    return Ok(None);
+                };
+                if previous == Some((cp.seq, cp.hash)) {
+                    return Ok(None);
+                }
+                checkpoint::append(&this.file, &cp)?;
+                this.published.send_replace(Some((&cp).into()));
+                Ok(Some((cp.seq, cp.hash)))
+            });
+        let seq = match written.await {
+            Ok(r) => r?,
+            Err(e) => {
+                return Err(crate::store::checkpoint::CheckpointError::Write {
+                    path: self.file.clone(),
+                    source: std::io::Error::other(e.to_string()),
+                });
+            }
+        };
+        if seq.is_some() {
+            *last = seq;
+        }
+        Ok(())
     }
 }
 

@@ -113,11 +113,13 @@ pub struct StatusWriter {
     name: String,
     generation: Option<i64>,
     last: Option<crd::AppStatus>,
-    /// The store's last seq for the App and the pass summary the last status was built from:
-    /// when neither changed, the status cannot have changed and the store is not read.
-    built_from: Option<(u64, PassSummary)>,
+    /// The store's last seq for the App, the pass summary and the checkpoint the last status was
+    /// built from: when none changed, the status cannot have changed and the store is not read.
+    built_from: Option<(u64, PassSummary, Option<u64>)>,
     /// This agent's shard: the status says which store its last event seq counts in.
     shards: crate::shard::Shards,
+    /// The agent's latest signed checkpoint of the store's head, carried in the status.
+    checkpoint: tokio::sync::watch::Receiver<Option<crd::StatusCheckpoint>>,
 }
 
 impl StatusWriter {
@@ -125,6 +127,7 @@ impl StatusWriter {
         client: kube::Client,
         object: &AppObject,
         shards: crate::shard::Shards,
+        checkpoint: tokio::sync::watch::Receiver<Option<crd::StatusCheckpoint>>,
     ) -> StatusWriter {
         let (namespace, name) = key_of(object);
         StatusWriter {
@@ -135,6 +138,7 @@ impl StatusWriter {
             last: object.status.clone(),
             built_from: None,
             shards,
+            checkpoint,
         }
     }
 
@@ -205,7 +209,9 @@ impl StatusWriter {
                     source,
                 })?;
         let seq = state.as_ref().map_or(0, |s| s.last_seq);
-        if self.built_from.as_ref() == Some(&(seq, summary.clone())) {
+        let checkpoint = self.checkpoint.borrow().clone();
+        let checkpoint_seq = checkpoint.as_ref().map(|c| c.seq);
+        if self.built_from.as_ref() == Some(&(seq, summary.clone(), checkpoint_seq)) {
             return Ok(());
         }
         let reader = store.reader().clone();
@@ -255,6 +261,7 @@ impl StatusWriter {
             self.generation,
         );
         status.shard = self.shards.is_sharded().then_some(self.shards.index);
+        status.checkpoint = checkpoint;
         if let PassSummary::Done {
             failed_attempts, ..
         } = &summary
@@ -264,7 +271,7 @@ impl StatusWriter {
                 (*failed_attempts > 0).then(|| crd::rfc3339(chrono::Utc::now()));
         }
         self.write(status).await?;
-        self.built_from = Some((seq, summary));
+        self.built_from = Some((seq, summary, checkpoint_seq));
         Ok(())
     }
 

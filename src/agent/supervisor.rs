@@ -337,7 +337,12 @@ impl Supervisor {
         let origin = Origin::Object {
             namespace: namespace.clone(),
         };
-        let mut writer = objects::StatusWriter::new(client, &object, self.options.shards);
+        let mut writer = objects::StatusWriter::new(
+            client,
+            &object,
+            self.options.shards,
+            self.options.latest_checkpoint.clone(),
+        );
         let app = match self.admit(&object, &namespace, &name) {
             Admission::App(app) => *app,
             Admission::NotOurs => {

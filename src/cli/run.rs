@@ -99,6 +99,19 @@ pub struct RunArgs {
         conflicts_with = "webhook_secret"
     )]
     webhook_secret_file: Option<PathBuf>,
+    /// Sign checkpoints of the store's head with this ed25519 key (its seed, created 0600 when
+    /// missing; keep it off the store's volume) and write them to --checkpoint-file
+    /// periodically and on stop. `reckon store checkpoint-key` prints its public key for
+    /// `reckon store verify --checkpoint-key`. See docs/storage.md, "What verify proves".
+    #[arg(long, env = "RECKON_CHECKPOINT_KEY", requires = "checkpoint_file")]
+    checkpoint_key: Option<PathBuf>,
+    /// Append-only JSON-lines file the checkpoints go to: somewhere the store's disk is not
+    /// (another volume, a log shipper's spool).
+    #[arg(long, env = "RECKON_CHECKPOINT_FILE", requires = "checkpoint_key")]
+    checkpoint_file: Option<PathBuf>,
+    /// How often to checkpoint the head (only when it moved).
+    #[arg(long, env = "RECKON_CHECKPOINT_EVERY", default_value = "5m", value_parser = humantime::parse_duration)]
+    checkpoint_every: std::time::Duration,
     /// Read-only API tokens: a file with one token per line (`TOKEN` or `NAME TOKEN`). They may
     /// call every GET under /api/v1. Without any token file the API refuses every request.
     #[arg(long, env = "RECKON_API_TOKEN_FILE")]
@@ -414,6 +427,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     options.api_tokens = std::sync::Arc::new(tokens);
     options.watch.namespace = args.namespace.clone();
     options.lease = args.lease.config(args.kubeconfig.clone());
+    if let (Some(key), Some(file)) = (&args.checkpoint_key, &args.checkpoint_file) {
+        options.checkpoints = Some(agent::CheckpointOptions {
+            key: key.clone(),
+            file: file.clone(),
+            every: args.checkpoint_every.max(std::time::Duration::from_secs(1)),
+        });
+    }
     options.sources = crate::source::allow::SourceRules {
         schemes: args.app_source_schemes.clone(),
         hosts: args.app_source_hosts.clone(),

@@ -27,8 +27,20 @@ pub struct StoreArgs {
 #[derive(Debug, clap::Subcommand)]
 enum StoreCommand {
     /// Walk the log, tombstones, indexes and blobs; report the first broken link, gap, corrupt
-    /// record or dangling index entry. Exits non-zero on any problem.
-    Verify,
+    /// record or dangling index entry; rebuild the projections and compare them with the
+    /// snapshot; with --checkpoint, check the log against signed checkpoints of its head.
+    /// Exits non-zero on any problem.
+    Verify(VerifyArgs),
+    /// Sign the store's flushed head with the checkpoint key and append it to a checkpoint file
+    /// (what the agent does periodically and on stop); prints the line.
+    Checkpoint(CheckpointArgs),
+    /// Print the public key of a checkpoint signing key (created if missing), for
+    /// `verify --checkpoint-key`.
+    CheckpointKey {
+        /// The signing key file (keep it off the store's volume).
+        #[arg(long)]
+        checkpoint_key: PathBuf,
+    },
     /// Replay the whole log into fresh projections and store them as the snapshot.
     Rebuild,
     /// Write every event as JSON Lines (stable field names; see docs/events.md).
@@ -62,6 +74,28 @@ struct ExportArgs {
     /// Also export the rendered-manifest blobs (needed for rollbacks from an imported store).
     #[arg(long)]
     with_blobs: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct VerifyArgs {
+    /// A checkpoint file (JSON lines written by `reckon run --checkpoint-file` or `store
+    /// checkpoint`); the log must match every checkpoint in it. Repeatable.
+    #[arg(long)]
+    checkpoint: Vec<PathBuf>,
+    /// The public key the checkpoints must be signed with: 64 hex digits, or a file holding
+    /// them (`store checkpoint-key`). Required with --checkpoint.
+    #[arg(long, requires = "checkpoint")]
+    checkpoint_key: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+struct CheckpointArgs {
+    /// The signing key file (created 0600 if missing; keep it off the store's volume).
+    #[arg(long)]
+    checkpoint_key: PathBuf,
+    /// The file to append the checkpoint to (created if missing).
+    #[arg(long)]
+    checkpoint_file: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]
@@ -115,7 +149,18 @@ fn run_blocking(args: StoreArgs) -> anyhow::Result<ExitCode> {
     let path = args.store;
     let mut out = std::io::stdout().lock();
     match args.command {
-        StoreCommand::Verify => {
+        StoreCommand::Verify(args) => {
+            let mut checkpoints = Vec::new();
+            for f in &args.checkpoint {
+                checkpoints.extend(crate::store::checkpoint::read(f)?);
+            }
+            let key = match (&args.checkpoint_key, args.checkpoint.is_empty()) {
+                (Some(k), _) => Some(crate::store::checkpoint::parse_public_key(k)?),
+                (None, true) => None,
+                (None, false) => bail!(
+                    "--checkpoint needs --checkpoint-key: a checkpoint proves nothing unless its signature is checked with a key you trust"
+                ),
+            };
             let store = open(
                 &path,
                 OpenOptions {
@@ -126,7 +171,18 @@ fn run_blocking(args: StoreArgs) -> anyhow::Result<ExitCode> {
             let reader = store.reader();
             let pb = progress(reader.last_seq()?, "verifying");
             let started = std::time::Instant::now();
-            let report = verify::verify(&reader, &mut |n| pb.set_position(n))?;
+            let mut signatures = verify::Report::default();
+            let anchors = match &key {
+                Some(key) => verify::check_checkpoints(&checkpoints, key, &mut signatures),
+                None => Vec::new(),
+            };
+            let mut report =
+                verify::verify_against(&reader, &anchors, &mut |n| pb.set_position(n))?;
+            for p in signatures.problems {
+                report.add(p);
+            }
+            report.checkpoints = checkpoints.len() as u64;
+            verify::check_projections(&store, &mut report)?;
             pb.finish_and_clear();
             // For the agent's integrity endpoint (the agent does not verify a live store).
             let record = crate::store::last_verify::LastVerify::of(
@@ -139,17 +195,23 @@ fn run_blocking(args: StoreArgs) -> anyhow::Result<ExitCode> {
             }
             writeln!(
                 out,
-                "checked {} events, {} tombstones, {} index entries, {} blobs (log ends at seq {})",
+                "checked {} events, {} tombstones, {} index entries, {} blobs, {} checkpoints (log ends at seq {})",
                 report.events,
                 report.tombstones,
                 report.index_entries,
                 report.blobs,
+                report.checkpoints,
                 report.last_seq
             )?;
             if report.ok() {
                 writeln!(
                     out,
-                    "OK: chain intact, no gaps, every index entry points to its event"
+                    "OK: chain intact, no gaps, every index entry points to its event, the snapshot is what the log folds to{}",
+                    if report.checkpoints > 0 {
+                        ", the log matches every checkpoint"
+                    } else {
+                        " (no checkpoint given: this does not prove the history was not rewritten and re-chained)"
+                    }
                 )?;
                 Ok(ExitCode::SUCCESS)
             } else {
@@ -158,6 +220,25 @@ fn run_blocking(args: StoreArgs) -> anyhow::Result<ExitCode> {
                 }
                 Ok(ExitCode::FAILURE)
             }
+        }
+        StoreCommand::Checkpoint(a) => {
+            use crate::store::checkpoint;
+            let signer = checkpoint::Signer::load_or_create(&a.checkpoint_key)?;
+            // Not opened: HEAD is what the store last flushed; a running agent may hold the store.
+            let Some(cp) = checkpoint::of_store(&path, &signer, chrono::Utc::now())? else {
+                bail!(
+                    "{}: no HEAD yet (the store never flushed an event): nothing to checkpoint",
+                    path.display()
+                );
+            };
+            checkpoint::append(&a.checkpoint_file, &cp)?;
+            writeln!(out, "{}", cp.to_line())?;
+            Ok(ExitCode::SUCCESS)
+        }
+        StoreCommand::CheckpointKey { checkpoint_key } => {
+            let signer = crate::store::checkpoint::Signer::load_or_create(&checkpoint_key)?;
+            writeln!(out, "{}", hex::encode(signer.public_key().to_bytes()))?;
+            Ok(ExitCode::SUCCESS)
         }
         StoreCommand::Rebuild => {
             let mut store = open(&path, OpenOptions::default())?;

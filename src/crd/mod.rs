@@ -324,6 +324,27 @@ pub struct AppStatus {
     /// When the last failed attempt ended (RFC 3339); absent once a sync succeeds.
     #[serde(default)]
     pub last_attempt_time: Option<String>,
+    /// The agent's latest signed checkpoint of its whole store's head (`reckon run
+    /// --checkpoint-key`): kept here, outside the store, so that `reckon store verify
+    /// --checkpoint` can prove the log was not rewritten up to it (docs/storage.md).
+    #[serde(default)]
+    pub checkpoint: Option<StatusCheckpoint>,
+}
+
+/// A signed checkpoint of the store's head as the App status carries it: the fields of one
+/// line of the checkpoint file (`store::checkpoint`), so the line can be rebuilt from it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusCheckpoint {
+    pub seq: u64,
+    /// The event's hash (hex).
+    pub hash: String,
+    /// When it was signed (RFC 3339, µs).
+    pub time: String,
+    /// The ed25519 public key that signed it (hex).
+    pub key: String,
+    /// The signature (hex).
+    pub signature: String,
 }
 
 /// What the App runs: follows Git, or pinned by a rollback or pin — by whom, and why.
@@ -750,6 +771,7 @@ pub fn status_of(
         shard: None,
         failed_attempts: 0,
         last_attempt_time: None,
+        checkpoint: None,
     }
 }
 

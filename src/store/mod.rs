@@ -7,6 +7,7 @@
 //! 0.34.7; [`writer`] puts the single writer behind a bounded channel for tokio code.
 
 pub mod blob;
+pub mod checkpoint;
 pub mod clock;
 pub mod exchange;
 pub mod keys;

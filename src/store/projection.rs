@@ -25,9 +25,18 @@ use std::collections::BTreeMap;
 ///    projections is rebuilt from the log once. A version-3 App base state is read as it is.
 pub const SNAPSHOT_VERSION: u8 = 4;
 
+/// Version byte of the whole projections' snapshot (the `snapshots` tree), which since 5 has its
+/// own layout: `5 · hash (32) · bincode(Projections)`, the hash being the stored hash of event
+/// `covered_seq` (the last event folded). It ties the snapshot to one history: a snapshot
+/// whose hash is not the log's at that seq was made from another log (a restored or rewritten
+/// store) and is rebuilt, and `store verify` reports it (migrations/0008_checkpoints.md).
+/// Versions 2–4 carried no hash and used [`SNAPSHOT_VERSION`]; they are rebuilt from the log.
+/// App base states (inside RetentionCompacted events) keep [`SNAPSHOT_VERSION`].
+pub const PROJECTIONS_SNAPSHOT_VERSION: u8 = 5;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectionError {
-    #[error("snapshot version {0} is not one this reckon reads ({SNAPSHOT_VERSION})")]
+    #[error("snapshot version {0} is not one this reckon reads")]
     UnknownVersion(u8),
     #[error("empty snapshot")]
     Empty,
@@ -299,6 +308,33 @@ pub fn decode_snapshot<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T
     match bytes.first() {
         None => Err(ProjectionError::Empty),
         Some(&SNAPSHOT_VERSION) => Ok(codec::decode(&bytes[1..])?),
+        Some(&v) => Err(ProjectionError::UnknownVersion(v)),
+    }
+}
+
+/// The whole projections' snapshot: [`PROJECTIONS_SNAPSHOT_VERSION`], then the hash of the last
+/// event folded (`p.covered_seq`; zero for an empty log), then the projections.
+pub fn encode_projections(
+    p: &Projections,
+    covered_hash: Digest,
+) -> Result<Vec<u8>, ProjectionError> {
+    let mut out = vec![PROJECTIONS_SNAPSHOT_VERSION];
+    out.extend_from_slice(&covered_hash.0);
+    out.extend(codec::encode(p)?);
+    Ok(out)
+}
+
+/// The projections and the hash of the last event they folded.
+pub fn decode_projections(bytes: &[u8]) -> Result<(Projections, Digest), ProjectionError> {
+    match bytes.first() {
+        None => Err(ProjectionError::Empty),
+        Some(&PROJECTIONS_SNAPSHOT_VERSION) => {
+            let hash: [u8; 32] = bytes
+                .get(1..33)
+                .and_then(|h| h.try_into().ok())
+                .ok_or(ProjectionError::Empty)?;
+            Ok((codec::decode(&bytes[33..])?, Digest(hash)))
+        }
         Some(&v) => Err(ProjectionError::UnknownVersion(v)),
     }
 }

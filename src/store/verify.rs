@@ -62,6 +62,15 @@ pub enum Problem {
     Head {
         reason: String,
     },
+    /// The log disagrees with a signed checkpoint of its head (or the checkpoint is not one).
+    Checkpoint {
+        seq: u64,
+        reason: String,
+    },
+    /// The projections snapshot is not what the log folds to.
+    Snapshot {
+        reason: String,
+    },
 }
 
 impl fmt::Display for Problem {
@@ -104,6 +113,8 @@ impl fmt::Display for Problem {
             }
             Problem::CorruptBlob { digest, reason } => write!(f, "blob {digest}: {reason}"),
             Problem::Head { reason } => write!(f, "HEAD: {reason}"),
+            Problem::Checkpoint { seq, reason } => write!(f, "checkpoint of seq {seq}: {reason}"),
+            Problem::Snapshot { reason } => write!(f, "projections snapshot: {reason}"),
         }
     }
 }
@@ -114,6 +125,8 @@ pub struct Report {
     pub tombstones: u64,
     pub index_entries: u64,
     pub blobs: u64,
+    /// Signed checkpoints the log was checked against.
+    pub checkpoints: u64,
     pub last_seq: u64,
     /// The first problem of each kind, in the order found.
     pub problems: Vec<Problem>,
@@ -124,7 +137,7 @@ impl Report {
         self.problems.is_empty()
     }
 
-    fn add(&mut self, p: Problem) {
+    pub fn add(&mut self, p: Problem) {
         let same_kind = self
             .problems
             .iter()
@@ -192,13 +205,38 @@ fn sled_err(path: &std::path::Path, op: &'static str) -> impl Fn(sled::Error) ->
 
 /// Walks everything; `progress` is called with the number of records checked so far.
 pub fn verify(reader: &StoreReader, progress: &mut dyn FnMut(u64)) -> Result<Report, StoreError> {
+    verify_against(reader, &[], progress)
+}
+
+/// [`verify`], and the log's hash at each anchor's seq must be the anchor's hash. Anchors are
+/// heads recorded outside the store (signed checkpoints whose signatures were checked, see
+/// [`check_checkpoints`]): a history rewritten and re-chained after one was taken differs
+/// there, though its own chain is whole.
+pub fn verify_against(
+    reader: &StoreReader,
+    anchors: &[(u64, Digest)],
+    progress: &mut dyn FnMut(u64),
+) -> Result<Report, StoreError> {
     let path = reader.path().to_owned();
     let schema = reader.schema()?;
     let mut report = Report::default();
     // The sparse time index first: it is small (one entry per run of equal times).
     let time_entries = read_time_index(reader, &mut report)?;
     let mut walk = LogWalk::new(schema, time_entries);
+    for (seq, hash) in anchors {
+        walk.anchors.entry(*seq).or_default().push(*hash);
+        report.checkpoints += 1;
+    }
     walk.run(reader, &mut report, progress)?;
+    for seq in walk.anchors.keys() {
+        report.add(Problem::Checkpoint {
+            seq: *seq,
+            reason: format!(
+                "the log ends at seq {}, before it: events were lost, or the store was replaced by an older copy",
+                report.last_seq
+            ),
+        });
+    }
     for seq in walk.time_entries.keys() {
         if !walk.live.contains(seq) {
             report.add(Problem::DanglingIndexEntry {
@@ -267,6 +305,8 @@ struct LogWalk {
     /// The time of the previous item if it was a live event; `Some(None)` at the start.
     prev_time: Option<Option<i64>>,
     checked: u64,
+    /// Heads recorded outside the store, by seq; each is removed once its seq is reached.
+    anchors: BTreeMap<u64, Vec<Digest>>,
 }
 
 type Rec = Result<(u64, Vec<u8>), (u64, String)>;
@@ -289,6 +329,7 @@ impl LogWalk {
             prev: Some(Digest::ZERO),
             prev_time: Some(None),
             checked: 0,
+            anchors: BTreeMap::new(),
         }
     }
 
@@ -446,6 +487,18 @@ impl LogWalk {
                 found: seq,
             });
         }
+        if let Some(expected) = self.anchors.remove(&seq) {
+            for want in expected {
+                let reason = match hash {
+                    Some(h) if h == want => continue,
+                    Some(h) => format!(
+                        "the log's hash there is {h}, the signed checkpoint says {want}: the history up to seq {seq} was rewritten"
+                    ),
+                    None => "the record there is unreadable".to_string(),
+                };
+                report.add(Problem::Checkpoint { seq, reason });
+            }
+        }
         self.expected_seq = seq + 1;
         self.prev = hash;
         self.prev_time = time.map(Some);
@@ -598,4 +651,98 @@ fn check_head(path: &std::path::Path, report: &mut Report) -> Result<(), StoreEr
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(StoreError::io(path, "reading HEAD", e)),
     }
+}
+
+/// The anchors of checkpoints that `key` signed; each one it did not sign is a problem (a
+/// forged or altered line proves nothing, and must not pass silently).
+pub fn check_checkpoints(
+    checkpoints: &[super::checkpoint::Checkpoint],
+    key: &ed25519_dalek::VerifyingKey,
+    report: &mut Report,
+) -> Vec<(u64, Digest)> {
+    let mut anchors = Vec::new();
+    for cp in checkpoints {
+        match cp.verify(key) {
+            Ok(()) => anchors.push((cp.seq, cp.hash)),
+            Err(reason) => report.add(Problem::Checkpoint {
+                seq: cp.seq,
+                reason,
+            }),
+        }
+    }
+    anchors
+}
+
+/// The projections the store restored on open (its snapshot plus the log after it) against
+/// the projections the whole log folds to: the snapshot supplies the inventory that drives
+/// pruning and is not covered by the chain, so a snapshot edited on disk must not pass. Also
+/// reports a snapshot discarded on open because it was made from another history.
+pub fn check_projections(store: &super::SledStore, report: &mut Report) -> Result<(), StoreError> {
+    if let Some(reason) = &store.snapshot_discarded {
+        report.add(Problem::Snapshot {
+            reason: reason.clone(),
+        });
+    }
+    let rebuilt = store.reader.rebuild_projections(&mut |_| {})?;
+    if let Some(reason) = projection_difference(&store.proj, &rebuilt) {
+        report.add(Problem::Snapshot { reason });
+    }
+    Ok(())
+}
+
+/// The first difference between restored and rebuilt projections, said for an operator.
+fn projection_difference(
+    restored: &super::Projections,
+    rebuilt: &super::Projections,
+) -> Option<String> {
+    if restored == rebuilt {
+        return None;
+    }
+    if restored.covered_seq != rebuilt.covered_seq {
+        return Some(format!(
+            "it covers seq {}, the log folds to seq {}",
+            restored.covered_seq, rebuilt.covered_seq
+        ));
+    }
+    let apps = restored.apps.keys().chain(rebuilt.apps.keys());
+    for app in apps {
+        let (a, b) = (restored.apps.get(app), rebuilt.apps.get(app));
+        if a == b {
+            continue;
+        }
+        let Some((a, b)) = a.zip(b) else {
+            return Some(format!(
+                "App {app} is in {} only",
+                if a.is_some() {
+                    "the snapshot"
+                } else {
+                    "the log"
+                }
+            ));
+        };
+        let what = if a.inventory != b.inventory {
+            let only = |x: &super::projection::AppState, y: &super::projection::AppState| {
+                x.inventory
+                    .keys()
+                    .filter(|k| !y.inventory.contains_key(*k))
+                    .cloned()
+                    .collect::<Vec<_>>()
+            };
+            format!(
+                "its inventory differs (objects only in the snapshot: {:?}; only in the log: {:?}; a prune would act on the snapshot's)",
+                only(a, b),
+                only(b, a)
+            )
+        } else if a.revisions != b.revisions {
+            "its revision table differs".to_string()
+        } else if a.intent != b.intent {
+            "its intent differs".to_string()
+        } else {
+            "its state differs".to_string()
+        };
+        return Some(format!(
+            "App {app}: {what} from what the log folds to; `reckon store rebuild` replaces it"
+        ));
+    }
+    Some("it differs from what the log folds to".into())
 }

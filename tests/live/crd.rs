@@ -523,3 +523,92 @@ async fn an_app_object_may_not_read_the_agents_disk_or_carry_credentials_in_its_
     let text = format!("{events:?}");
     assert!(!text.contains("s3cret"));
 }
+
+/// Item 4 of issue 18: with `--checkpoint-key` and `--checkpoint-file`, the agent signs its
+/// store's head at start, while it moves and on stop; the checkpoints go to the file (outside
+/// the store) and into the App object's status, and both verify against the store with the
+/// public key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_checkpoints_its_head_to_a_file_and_the_app_status() {
+    use reckon::store::checkpoint::{self, Checkpoint, Signer};
+    let client = support::client().await;
+    install_app_crd(&client).await;
+    let ns = TestNamespace::create(&client, "crd-cp").await;
+    let fixture = Fixture::new().unwrap();
+    fixture
+        .commit("Settings")
+        .write("web/settings.yaml", SETTINGS)
+        .create()
+        .unwrap();
+    fixture.push().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let key = outside.path().join("keys/checkpoint.key");
+    let file = outside.path().join("checkpoints.jsonl");
+    let options = {
+        let (key, file) = (key.clone(), file.clone());
+        move |o: &mut reckon::agent::AgentOptions| {
+            o.checkpoints = Some(reckon::agent::CheckpointOptions {
+                key,
+                file,
+                every: Duration::from_secs(1),
+            });
+        }
+    };
+    let agent = ObjectAgent::start_with(dir.path(), &ns.name, Default::default(), options);
+    let apps: Api<App> = Api::namespaced(client.clone(), &ns.name);
+    apps.create(
+        &PostParams::default(),
+        &app_object("web", &fixture.file_url(), "web"),
+    )
+    .await
+    .unwrap();
+    // Ready, and its status carries a checkpoint that covers the sync.
+    let in_status = until(
+        "a checkpoint in web's status",
+        Duration::from_secs(60),
+        || async {
+            let app = apps.get("web").await.unwrap();
+            let status = app.status.as_ref()?;
+            let cp = status.checkpoint.clone()?;
+            (condition(&app, "Ready")?.status == "True" && cp.seq >= status.last_event_seq?)
+                .then_some(cp)
+        },
+    )
+    .await;
+    agent.stop().await;
+
+    let public = Signer::load_or_create(&key).unwrap().public_key();
+    let from_status = Checkpoint::try_from(&in_status).unwrap();
+    from_status.verify(&public).unwrap();
+    let lines = checkpoint::read(&file).unwrap();
+    assert!(lines.len() >= 2, "at start and on stop at least: {lines:?}");
+    assert!(lines.windows(2).all(|w| w[0].seq < w[1].seq), "{lines:?}");
+    assert!(
+        lines.contains(&from_status),
+        "the status carries one of the file's"
+    );
+    // The last one is the head the store closed with.
+    let store_path = dir.path().join("store");
+    let (seq, hash) = reckon::store::sled_engine::read_head(&store_path)
+        .unwrap()
+        .unwrap();
+    let last = lines.last().unwrap();
+    assert_eq!((last.seq, last.hash), (seq, hash), "written on stop");
+    for cp in &lines {
+        cp.verify(&public).unwrap();
+    }
+    let store =
+        reckon::store::SledStore::open(&store_path, reckon::store::OpenOptions::default()).unwrap();
+    let mut report = reckon::store::verify::Report::default();
+    let anchors = reckon::store::verify::check_checkpoints(&lines, &public, &mut report);
+    let r = reckon::store::verify::verify_against(&store.reader(), &anchors, &mut |_| {}).unwrap();
+    assert!(
+        report.ok() && r.ok(),
+        "{:?} {:?}",
+        report.problems,
+        r.problems
+    );
+    assert_eq!(r.checkpoints as usize, lines.len());
+    store.close().unwrap();
+}

@@ -10,6 +10,7 @@ mod api_http;
 mod audit_receiver;
 mod cli;
 mod disk_full;
+mod integrity;
 mod listener_load;
 mod migration;
 mod migration_sealed;

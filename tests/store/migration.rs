@@ -567,3 +567,49 @@ fn the_event_schema_3_fixture_takes_adoptions_and_orphans() {
             .contains_key(&object.identity())
     );
 }
+
+/// Migration 0008: the previous release wrote a version-4 projections snapshot (no hash). The
+/// first open rebuilds it from the log as version 5, bound to the hash of the last event it
+/// folded; the projections equal the log's fold, nothing is reported as tampered, and verify
+/// (with the snapshot check) passes.
+#[test]
+fn the_v3_events3_fixture_gets_a_snapshot_bound_to_its_log() {
+    use reckon::store::projection;
+    let raw_snapshot = |path: &Path| {
+        let db = reckon::store::sled_engine::sled_config(path, 1 << 20)
+            .open()
+            .unwrap();
+        let t = db.open_tree("snapshots").unwrap();
+        let bytes = t.get(b"projections").unwrap().map(|v| v.to_vec());
+        drop(t);
+        reckon::store::sled_engine::release(path, db).unwrap();
+        bytes
+    };
+    let (_dir, path) = copy_of(&fixture_v3_events3());
+    let old = raw_snapshot(&path).expect("the fixture has a snapshot");
+    assert_eq!(old[0], 4, "written by the previous release");
+    let store = SledStore::open(&path, OpenOptions::default()).unwrap();
+    assert!(store.migrated_backup.is_none(), "no store migration");
+    assert!(
+        store.snapshot_discarded.is_none(),
+        "an older snapshot is not a tampered one"
+    );
+    let last = store.reader().iter_from(1).last().unwrap().unwrap();
+    assert_eq!(last.body.seq, FIXTURE_V3_EVENTS);
+    let mut r = verify(&store.reader(), &mut |_| {}).unwrap();
+    reckon::store::verify::check_projections(&store, &mut r).unwrap();
+    assert!(r.ok(), "{:?}", r.problems);
+    let restored = store.projections().clone();
+    store.close().unwrap();
+    let new = raw_snapshot(&path).unwrap();
+    assert_eq!(new[0], projection::PROJECTIONS_SNAPSHOT_VERSION);
+    let (p, hash) = projection::decode_projections(&new).unwrap();
+    assert_eq!(p.covered_seq, FIXTURE_V3_EVENTS);
+    assert_eq!(hash, last.hash);
+    assert_eq!(p, restored);
+    // And the next open takes it as it is.
+    let store = SledStore::open(&path, OpenOptions::default()).unwrap();
+    assert!(store.snapshot_discarded.is_none());
+    assert_eq!(store.projections(), &restored);
+    store.close().unwrap();
+}

@@ -68,6 +68,16 @@ impl ObjectAgent {
         ns: &str,
         rules: reckon::config::policy::ObjectRules,
     ) -> ObjectAgent {
+        Self::start_with(dir, ns, rules, |_| {})
+    }
+
+    /// [`Self::start`], with `adjust` changing the options last.
+    pub fn start_with(
+        dir: &std::path::Path,
+        ns: &str,
+        rules: reckon::config::policy::ObjectRules,
+        adjust: impl FnOnce(&mut reckon::agent::AgentOptions),
+    ) -> ObjectAgent {
         use reckon::agent::{AgentOptions, AppObjects};
         let mut options = AgentOptions::new(
             dir.join("reckon.yaml"),
@@ -84,6 +94,7 @@ impl ObjectAgent {
         // `--app-source-schemes https,ssh,file`.
         options.sources.schemes = vec!["https".into(), "ssh".into(), "file".into()];
         options.tenancy = rules;
+        adjust(&mut options);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(reckon::agent::run(options, async move {
             let _ = rx.await;

@@ -74,6 +74,16 @@ pub(super) fn head_text(seq: u64, hash: Digest) -> Vec<u8> {
     text
 }
 
+/// The flushed head `HEAD` records in the store at `store`; `None` when there is no `HEAD` yet
+/// (a store that never appended) or it does not parse.
+pub fn read_head(store: &Path) -> std::io::Result<Option<(u64, Digest)>> {
+    match fs::read_to_string(store.join(HEAD_FILE)) {
+        Ok(text) => Ok(parse_head(&text)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 pub(super) fn parse_head(text: &str) -> Option<(u64, Digest)> {
     let mut seq = None;
     let mut hash = None;

@@ -25,7 +25,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 pub(crate) use format::write_durably;
-pub use format::{HEAD_BYTES, HEAD_FILE, MARKER_FILE, SLED_DIR, size_on_disk, sled_config};
+pub use format::{
+    HEAD_BYTES, HEAD_FILE, MARKER_FILE, SLED_DIR, read_head, size_on_disk, sled_config,
+};
 pub use write::release;
 
 #[derive(Clone, Debug)]
@@ -90,6 +92,9 @@ pub struct SledStore {
     pub(crate) proj: Projections,
     unsnapshotted: u64,
     snapshot_every: u64,
+    /// Why the projections snapshot found on open was discarded, when it was made from another
+    /// history than the log's (not when it was merely missing, old or behind a compaction).
+    pub snapshot_discarded: Option<String>,
     /// Where the pre-migration copy went, if this open migrated.
     pub migrated_backup: Option<PathBuf>,
     /// `(HEAD seq, HEAD hash, last seq in the log)` when opened with `allow_truncated` and the

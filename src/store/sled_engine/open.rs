@@ -112,6 +112,7 @@ impl SledStore {
             clock: super::super::clock::ClockState::default(),
             proj: Projections::default(),
             unsnapshotted: 0,
+            snapshot_discarded: None,
             snapshot_every: opts.snapshot_every.max(1),
             migrated_backup: None,
             truncated: None,
@@ -168,13 +169,16 @@ impl SledStore {
     }
 
     /// Loads the snapshot and replays the tail; falls back to a full rebuild when the snapshot is
-    /// missing, unreadable, ahead of the log, or older than a compaction.
+    /// missing, unreadable, of an older version, ahead of the log, older than a compaction, or
+    /// made from another history (its hash of the last event it folded is not the log's). The
+    /// last is not a cache miss but a sign of a restored or rewritten store: it is logged and
+    /// kept in [`SledStore::snapshot_discarded`] for `store verify` to report.
     pub(super) fn restore_projections(&mut self) -> Result<(), StoreError> {
         let snap = self
             .snapshots
             .get(SNAPSHOT_KEY)
             .map_err(self.err("reading the snapshot"))?
-            .and_then(|b| projection::decode_snapshot::<Projections>(&b).ok());
+            .and_then(|b| projection::decode_projections(&b).ok());
         let last_seq = self.next_seq - 1;
         let latest_compaction = self
             .reader
@@ -183,16 +187,33 @@ impl SledStore {
             .first()
             .map(|e| e.body.seq)
             .unwrap_or(0);
-        match snap {
-            Some(p) if p.covered_seq <= last_seq && p.covered_seq >= latest_compaction => {
-                let mut p = p;
+        let usable = match snap {
+            Some((p, hash)) if p.covered_seq <= last_seq && p.covered_seq >= latest_compaction => {
+                let logged = self.reader.hash_at(p.covered_seq)?;
+                if logged == Some(hash) {
+                    Some(p)
+                } else {
+                    let reason = format!(
+                        "it folded seq {} with hash {hash}, but the log's hash there is {}: it was made from another history; rebuilt from the log",
+                        p.covered_seq,
+                        logged.map_or_else(|| "missing".to_string(), |h| h.to_string())
+                    );
+                    tracing::warn!(store = %self.reader.path.display(), "projections snapshot: {reason}");
+                    self.snapshot_discarded = Some(reason);
+                    None
+                }
+            }
+            _ => None,
+        };
+        match usable {
+            Some(mut p) => {
                 for env in self.reader.iter_from(p.covered_seq + 1) {
                     p.fold(&env?.body);
                 }
                 self.unsnapshotted = last_seq - p.covered_seq;
                 self.proj = p;
             }
-            _ => {
+            None => {
                 self.proj = self.reader.rebuild_projections(&mut |_| {})?;
                 self.write_snapshot()?;
             }

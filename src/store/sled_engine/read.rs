@@ -116,6 +116,24 @@ impl StoreReader {
         self.open_record(*seq, rec).map(Some)
     }
 
+    /// The stored hash of event `seq`, live or a retention tombstone; zero for seq 0 (what event
+    /// 1 links to); `None` when the log has no such seq.
+    pub fn hash_at(&self, seq: u64) -> Result<Option<Digest>, StoreError> {
+        if seq == 0 {
+            return Ok(Some(Digest::ZERO));
+        }
+        if let Some(env) = self.get(seq)? {
+            return Ok(Some(env.hash));
+        }
+        let tomb = self
+            .events
+            .get(keys::tombstone_key(seq))
+            .map_err(self.err("reading a tombstone"))?;
+        Ok(tomb
+            .and_then(|v| v.get(..32).and_then(|h| <[u8; 32]>::try_from(h).ok()))
+            .map(Digest))
+    }
+
     /// The newest live sequence number (0 for an empty log).
     pub fn last_seq(&self) -> Result<u64, StoreError> {
         Ok(self.last_event()?.map(|e| e.body.seq).unwrap_or(0))

@@ -18,10 +18,24 @@ use std::path::Path;
 
 impl SledStore {
     pub(crate) fn write_snapshot(&mut self) -> Result<(), StoreError> {
-        let bytes = projection::encode_snapshot(&self.proj).map_err(|e| StoreError::Invalid {
-            path: self.reader.path.clone(),
-            reason: format!("encoding the snapshot: {e}"),
-        })?;
+        // The writer folds every event it appends, so the projections cover the head; a store
+        // rebuilt from a log with a lost tail covers less, and its hash is read back.
+        let covered = self.proj.covered_seq;
+        let hash = if covered + 1 == self.next_seq {
+            self.head
+        } else {
+            self.reader
+                .hash_at(covered)?
+                .ok_or_else(|| StoreError::Invalid {
+                    path: self.reader.path.clone(),
+                    reason: format!("the projections cover seq {covered}, which the log lacks"),
+                })?
+        };
+        let bytes =
+            projection::encode_projections(&self.proj, hash).map_err(|e| StoreError::Invalid {
+                path: self.reader.path.clone(),
+                reason: format!("encoding the snapshot: {e}"),
+            })?;
         self.snapshots
             .insert(SNAPSHOT_KEY, bytes)
             .map_err(self.err("writing the snapshot"))?;
