@@ -4,7 +4,7 @@
 # read-only and an admin token, driven by ui/tests/browser.mjs (playwright-core and axe-core from
 # ui/package-lock.json) in the system's headless Chromium (Debian's `chromium` package; no
 # browser download). Screenshots of each page go to $CARGO_TARGET_DIR/tmp/ui-screens.
-#   reckon-testenv run -- bash scripts/ui-test.sh     # as scripts/test.sh runs it
+#   reckon-testenv run --audit -- bash scripts/ui-test.sh     # as scripts/test.sh runs it
 # Every process started here is stopped by PID on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,17 +16,39 @@ command -v kubectl >/dev/null || { echo "ui-test.sh: kubectl is needed" >&2; exi
 
 # The packages (and a check that the embedded assets are the sources' build).
 bash scripts/build-ui.sh --check
+# The person behind a drift: under `reckon-testenv run --audit` the API server sends the writes of
+# its people (token users alice and bob; nobody else's) to an audit receiver slot, which this
+# agent fills (RECKON_TEST_AUDIT_DIR: tests/testenv/src/audit.rs). On a cluster of your own,
+# RECKON_UI_NO_AUDIT=1 runs the rest and says the person steps were skipped.
+audit_dir="${RECKON_TEST_AUDIT_DIR:-}"
+agent_extra_args=()
+if [ -n "$audit_dir" ]; then
+  # A drift nobody's audit event explains is recorded unattributed after --audit-wait: the
+  # webhook delivers within its 1 s batch wait here, so 5 s is ample and keeps the test short.
+  agent_extra_args=(--audit-listen "$(cat "$audit_dir/listen")" --audit-tls-cert "$audit_dir/tls.crt"
+    --audit-tls-key "$audit_dir/tls.key" --audit-token-file "$audit_dir/tokens" --audit-wait 5s)
+elif [ "${RECKON_UI_NO_AUDIT:-}" != 1 ]; then
+  echo "ui-test.sh: RECKON_TEST_AUDIT_DIR is not set: run under \`reckon-testenv run --audit\` (or set RECKON_UI_NO_AUDIT=1 to skip the person steps)" >&2
+  exit 2
+fi
 # The agent, its repository (two commits by Ann; the browser test adds a third, by Bea, live)
 # and its tokens: scripts/lib/agent-fixture.sh.
 . scripts/lib/agent-fixture.sh
 agent_fixture_start ui
 shots="$CARGO_TARGET_DIR/tmp/ui-screens"
+alice_kc=""
+if [ -n "$audit_dir" ]; then
+  # alice may edit ConfigMaps in the test's namespace; the browser test drifts one as her.
+  "${kc[@]}" -n "$ns" create role drifter --verb=get,list,patch --resource=configmaps >/dev/null
+  "${kc[@]}" -n "$ns" create rolebinding drifter --role=drifter --user=alice >/dev/null
+  alice_kc="$audit_dir/alice.kubeconfig"
+fi
 echo "ui-test.sh: agent up at $base/ui/ (pid $agent_pid)" >&2
 
 status=0
 UI_BASE="$base" UI_READ_TOKEN="$read_token" UI_ADMIN_TOKEN="$admin_token" UI_GIT="$work/git" \
   UI_NS="$ns" UI_KUBECONFIG="$RECKON_TEST_KUBECONFIG" UI_SHOTS="$shots" UI_TARGET="$second" \
-  UI_CHROMIUM="$chromium" timeout "${RECKON_UI_TIMEOUT:-300}" node ui/tests/browser.mjs || status=1
+  UI_ALICE_KUBECONFIG="$alice_kc" UI_CHROMIUM="$chromium" timeout "${RECKON_UI_TIMEOUT:-300}" node ui/tests/browser.mjs || status=1
 # The Integrity page reports the last `reckon store verify`, which needs the store to itself:
 # stop the agent, verify what the whole browser test recorded, start it again, and look.
 if [ "$status" -eq 0 ]; then

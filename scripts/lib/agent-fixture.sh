@@ -6,6 +6,7 @@
 #   $base      http://127.0.0.1:PORT  $read_token $admin_token
 #   $agent_pid the agent              $reckon  the binary     kc  kubectl with the kubeconfig
 # agent_fixture_stop and agent_fixture_launch stop it and start it again (same port, same store).
+# agent_extra_args (an array, set before agent_fixture_start): more `reckon run` flags.
 # An EXIT trap stops the agent by PID, deletes the namespace and the scratch directory.
 
 # Random hex from od (tr | head would die of SIGPIPE under pipefail).
@@ -101,7 +102,8 @@ agent_fixture_launch() {
     cd "$work/agent"
     exec env -u RECKON_STORE -u RECKON_CONFIG -u RECKON_CACHE -u RECKON_SERVER -u RECKON_TOKEN \
       RUST_LOG=warn "$reckon" run --listen "${base#http://}" \
-      --api-token-file read.tokens --admin-token-file admin.tokens
+      --api-token-file read.tokens --admin-token-file admin.tokens \
+      ${agent_extra_args[@]+"${agent_extra_args[@]}"}
   ) >>"$work/agent.log" 2>&1 &
   agent_pid=$!
 }

@@ -3,6 +3,10 @@
 //! history merged by time with a composite cursor ([`crate::shard::merge`]), App lists and
 //! replays concatenated, per-App requests answered by the shard that has the App.
 //!
+//! A live event stream (`/api/v1/apps/{app}/events/stream`) cannot be merged like a page: it is
+//! forwarded, streaming, to the shard that reconciles the App, which is the one that appends its
+//! new events ([`stream_from_owner`]).
+//!
 //! A forwarded request carries [`FANOUT_HEADER`], and a shard answers such a request from its own
 //! store only: a request is fanned out once, never again. A shard that does not answer (down,
 //! 5xx, refusing the token) fails the request with 502 naming it — a fleet answer missing a
@@ -35,6 +39,10 @@ const FOLLOW_LAG: chrono::TimeDelta = chrono::TimeDelta::seconds(1);
 /// Requests bodies forwarded to peers are small JSON (rollback, resume).
 const MAX_BODY: usize = 1 << 20;
 
+/// A forwarded live stream has no overall deadline (it lasts up to 10 minutes), but a peer
+/// that sends nothing for this long is gone: its stream sends a keep-alive comment every 15 s.
+const STREAM_READ_TIMEOUT: Duration = Duration::from_secs(60);
+
 #[derive(Debug, thiserror::Error)]
 pub enum FanoutError {
     #[error(
@@ -55,6 +63,9 @@ pub struct Fleet {
     /// The read-only token for forwarded GETs (the caller's own token when `None`).
     pub token: Option<String>,
     http: reqwest::Client,
+    /// For forwarded live streams: the same peers and CA, no overall timeout (see
+    /// [`STREAM_READ_TIMEOUT`]).
+    stream_http: reqwest::Client,
 }
 
 impl std::fmt::Debug for Fleet {
@@ -113,24 +124,36 @@ impl Fleet {
                 Ok(parsed)
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let mut http = reqwest::Client::builder().timeout(timeout);
+        let mut roots = Vec::new();
         if let Some(ca) = ca_file {
             for cert in
                 crate::tls::certificates(ca).map_err(|e| FanoutError::Client(e.to_string()))?
             {
-                let cert = reqwest::Certificate::from_der(&cert)
-                    .map_err(|e| FanoutError::Client(format!("{}: {e}", ca.display())))?;
-                http = http.add_root_certificate(cert);
+                roots.push(
+                    reqwest::Certificate::from_der(&cert)
+                        .map_err(|e| FanoutError::Client(format!("{}: {e}", ca.display())))?,
+                );
             }
         }
-        let http = http
-            .build()
-            .map_err(|e| FanoutError::Client(e.to_string()))?;
+        let build = |b: reqwest::ClientBuilder| {
+            roots
+                .iter()
+                .fold(b, |b, c| b.add_root_certificate(c.clone()))
+                .build()
+                .map_err(|e| FanoutError::Client(e.to_string()))
+        };
+        let http = build(reqwest::Client::builder().timeout(timeout))?;
+        let stream_http = build(
+            reqwest::Client::builder()
+                .connect_timeout(timeout)
+                .read_timeout(STREAM_READ_TIMEOUT),
+        )?;
         Ok(Fleet {
             shards,
             peers,
             token: token.filter(|t| !t.is_empty()),
             http,
+            stream_http,
         })
     }
 
@@ -333,9 +356,17 @@ pub async fn fanout(
     let Some(fleet) = state.fleet.clone() else {
         return next.run(req).await;
     };
-    // A live stream cannot be buffered and merged like a page: it streams this shard's events
+    // A live stream cannot be buffered and merged like a page: the App's owner streams it
     // (docs/api.md, "Live events").
-    // Nor is a token's identity a fleet's answer: every shard has the same tokens. Nor a
+    if req.uri().path().ends_with(super::handlers::STREAM_SUFFIX)
+        && !req.headers().contains_key(FANOUT_HEADER)
+    {
+        return match stream_from_owner(&fleet, &state, req, next).await {
+            Ok(resp) => resp,
+            Err(e) => e.into_response(),
+        };
+    }
+    // A token's identity is not a fleet's answer: every shard has the same tokens. Nor a
     // store's integrity: each shard has its own store, and reports that one.
     if req.uri().path().ends_with(super::handlers::STREAM_SUFFIX)
         || req.uri().path() == "/api/v1/whoami"
@@ -360,6 +391,100 @@ pub async fn fanout(
         Ok(resp) => resp,
         Err(e) => e.into_response(),
     }
+}
+
+/// A live stream asked of any shard comes from the shard that reconciles the App: only it
+/// appends the App's new events. Every shard is asked whether it reconciles the App (its status,
+/// as a per-App query is); this shard streams itself when it is the one, or when nobody is (an
+/// App no shard reconciles has no new events; this shard's answer — 404 for an unknown App —
+/// stands); otherwise the owner's stream is passed through as it comes, with the owner's shard in
+/// [`SHARD_HEADER`]. Without every shard's answer the owner may be the silent one: 502.
+async fn stream_from_owner(
+    fleet: &Fleet,
+    state: &super::ApiState,
+    req: Request,
+    next: axum::middleware::Next,
+) -> Result<Response, ApiError> {
+    let path = req.uri().path().to_string();
+    let app_path = path
+        .strip_suffix(super::handlers::STREAM_SUFFIX)
+        .unwrap_or(&path)
+        .to_string();
+    let status = Forward {
+        method: Method::GET,
+        path: app_path,
+        query: Vec::new(),
+        auth: req.headers().get(header::AUTHORIZATION).cloned(),
+        body: Bytes::new(),
+    };
+    let mut owner = None;
+    let mut missing = Vec::new();
+    for r in fleet.ask_all(&fleet.all(), &status).await {
+        match r {
+            Ok(a) if a.status.is_success() && a.reconciles => owner = Some(a.shard),
+            Ok(_) => {}
+            Err(m) => missing.push(m),
+        }
+    }
+    let owner = match owner {
+        Some(o) => o,
+        None if !missing.is_empty() => return Err(unavailable(&missing)),
+        None => fleet.shards.index,
+    };
+    if owner == fleet.shards.index {
+        return Ok(next.run(req).await);
+    }
+    let mut url = fleet.peers[owner as usize].clone();
+    url.set_path(&path);
+    url.set_query(req.uri().query());
+    let mut out = fleet.stream_http.get(url).header(FANOUT_HEADER, "1");
+    match (&fleet.token, req.headers().get(header::AUTHORIZATION)) {
+        (Some(t), _) => out = out.bearer_auth(t),
+        (None, Some(a)) => out = out.header(header::AUTHORIZATION, a.clone()),
+        (None, None) => {}
+    }
+    if let Some(id) = req.headers().get("last-event-id") {
+        out = out.header("last-event-id", id.clone());
+    }
+    let peer = fleet.peer_name(owner);
+    let upstream = out.send().await.map_err(|e| {
+        unavailable(&[MissingShard {
+            shard: owner,
+            peer: peer.clone(),
+            error: error_chain(&e),
+        }])
+    })?;
+    let code = upstream.status();
+    let mut resp = Response::builder().status(code);
+    for h in [header::CONTENT_TYPE, header::CACHE_CONTROL] {
+        if let Some(v) = upstream.headers().get(&h) {
+            resp = resp.header(h, v.clone());
+        }
+    }
+    resp = resp.header(SHARD_HEADER, owner.to_string());
+    // The owner's stream as it comes; it ends when the owner's does, when the owner goes
+    // silent (STREAM_READ_TIMEOUT), or when this agent stops.
+    let chunks = futures::stream::unfold(Some(upstream), |up| async move {
+        let mut up = up?;
+        match up.chunk().await {
+            Ok(Some(bytes)) => Some((Ok(bytes), Some(up))),
+            Ok(None) => None,
+            Err(e) => Some((Err(std::io::Error::other(e)), None)),
+        }
+    });
+    let mut stop = state.stop.clone();
+    let stopped = async move {
+        match stop.as_mut() {
+            Some(stop) => {
+                let _ = stop.wait_for(|s| *s).await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
+    use futures::StreamExt;
+    let body = axum::body::Body::from_stream(chunks.take_until(Box::pin(stopped)));
+    resp.body(body)
+        .map_err(|e| ApiError::Internal(format!("forwarding the stream: {e}")))
 }
 
 async fn fan(

@@ -621,6 +621,10 @@ pub struct StreamParams {
     pub kind: Option<String>,
     /// Events appended after this sequence number; default: after the newest one now.
     pub after: Option<String>,
+    /// In a sharded fleet, the shard whose log `after` (or `Last-Event-ID`) counts in: a fleet's
+    /// rows name their shard. A position in another shard's log says nothing about this one's
+    /// (the App moved since), so the stream then starts after the newest event now.
+    pub shard: Option<u32>,
 }
 
 /// Server-sent events: every event of the App that matches the filters, as it is appended,
@@ -653,6 +657,9 @@ pub async fn event_stream(
         Some(seq) => Some(seq),
         None => seq_param("after", &params.after)?,
     };
+    // An agent without shards is the one shard of its fleet (index 0).
+    let here = state.fleet.as_ref().map(|f| f.shards.index);
+    let after = after.filter(|_| params.shard.is_none_or(|s| s == here.unwrap_or(0)));
     let projections = state.projections().await?;
     let known = projections.apps.contains_key(&app) || (state.apps)(&app);
     if !known {
@@ -663,12 +670,17 @@ pub async fn event_stream(
         Some(seq) => seq,
         None => blocking(move || Ok(reader.last_seq()?)).await?,
     };
+    // In a fleet, a stream of an App this shard reconciles ends when the App moves to another
+    // shard, which appends its events from then on: the client reconnects (with its last id and
+    // this shard's index) and is streamed by the new owner.
+    let owned_here = here.is_some() && (state.apps)(&app);
     let mut stop = state.stop.clone();
     let appended = state.store.appended();
     let events = futures::stream::unfold(
         (state, appended, after, std::collections::VecDeque::new()),
         move |(state, mut appended, mut after, mut queue)| {
             let filter = filter.clone();
+            let app = app.clone();
             async move {
                 loop {
                     if let Some(row) = queue.pop_front() {
@@ -689,8 +701,9 @@ pub async fn event_stream(
                     if let Some(next) = page.next {
                         after = after.max(next);
                     }
-                    for row in page.events {
+                    for mut row in page.events {
                         after = after.max(row.seq);
+                        row.shard = here;
                         let data = serde_json::to_string(&row).ok()?;
                         queue.push_back(
                             SseEvent::default()
@@ -698,6 +711,9 @@ pub async fn event_stream(
                                 .event("event")
                                 .data(data),
                         );
+                    }
+                    if queue.is_empty() && owned_here && !(state.apps)(&app) {
+                        return None;
                     }
                     // A page that examined its limit without a match still moved `after`:
                     // read on before waiting.

@@ -57,8 +57,8 @@ fn manifest(k: u64, version: u64) -> Vec<u8> {
     .into_bytes()
 }
 
-/// Writes `n` events of the sample stream with real manifests as blobs.
-fn generate(path: &std::path::Path, n: u64, apps: u64) {
+/// Writes `n` events of the sample stream with real manifests as blobs (also the UI timings' store).
+pub(crate) fn generate(path: &std::path::Path, n: u64, apps: u64) {
     let mut store = SledStore::open(
         path,
         OpenOptions {

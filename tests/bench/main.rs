@@ -6,7 +6,9 @@
 //! - `git_poll::run`: polling and fetching against `git fetch` of the same remote,
 //! - `api::*`: the HTTP API's pages against the same queries on the store (`scripts/bench-api.sh`),
 //! - `agent::*`: `reckon run`/`reckon sync` against `kubectl apply` (`scripts/bench-agent.sh`),
-//! - `apply::*`: the executor against `kubectl apply --server-side`.
+//! - `apply::*`: the executor against `kubectl apply --server-side`,
+//! - `ui::*`: the web UI's page timings in a real browser on the API benchmark's store
+//!   (`scripts/ui-timings.sh`).
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -18,3 +20,4 @@ mod git_poll;
 mod query;
 mod stats;
 mod store;
+mod ui;

@@ -139,6 +139,7 @@ impl Audited {
                 policy: deploy_file("policy.yaml"),
                 kubeconfig: d.join("webhook.yaml"),
             }),
+            ..StartOptions::default()
         })
         .unwrap();
         let api_ca = cp.dir().join("certs/apiserver.crt");

@@ -4,7 +4,8 @@
 //! a label naming no shard leaves it to nobody, said in its status by shard 0), and either
 //! shard's API answers for the fleet — history merged by time, paged with a small limit into
 //! exactly the union of both stores, App lists, per-App queries and a POST forwarded to the
-//! owner. A stopped shard makes the fleet answer 502 naming it, or a partial answer saying so.
+//! owner, and live event streams from the owner through either shard (also across a move). A
+//! stopped shard makes the fleet answer 502 naming it, or a partial answer saying so.
 
 use crate::support;
 
@@ -327,7 +328,9 @@ async fn two_shard_processes_split_the_apps_and_answer_history_for_the_fleet() {
     let window = either_shard_answers_history_for_the_fleet(&fleet).await;
     per_app_queries_and_a_post_reach_the_owner(&fleet).await;
     the_cli_against_one_shard_answers_for_the_fleet(&fleet, &window);
+    let streams = live_streams_open_through_shard_0(&fleet).await;
     let (moved, sha2) = following_the_fleet_while_an_app_moves(&fleet).await;
+    live_streams_follow_the_owner(&fleet, streams, &moved, &sha2).await;
     the_moved_app_is_answered_by_its_new_owner(&mut fleet, &moved, &sha2).await;
     a_stopped_shard_is_named_or_reported_missing(&mut fleet, &window).await;
     each_app_is_in_its_owners_store_only(&fleet, &moved);
@@ -540,6 +543,139 @@ async fn per_app_queries_and_a_post_reach_the_owner(fleet: &Fleet) {
             .to_str()
             .unwrap(),
         owner.to_string()
+    );
+}
+
+/// An open live event stream (server-sent events) and what it has sent so far.
+struct Live {
+    resp: reqwest::Response,
+    buf: String,
+    rows: Vec<Value>,
+    ended: bool,
+}
+
+impl Live {
+    /// Opens `GET url` with the read token; its status and the shard that streams it.
+    async fn open(http: &Http, url: &str) -> (u16, Option<String>, Live) {
+        let resp = http
+            .client
+            .get(url)
+            .bearer_auth(READER)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        let shard = resp
+            .headers()
+            .get(reckon::api::fanout::SHARD_HEADER)
+            .map(|v| v.to_str().unwrap().to_string());
+        let live = Live {
+            resp,
+            buf: String::new(),
+            rows: Vec::new(),
+            ended: false,
+        };
+        (live.resp.status().as_u16(), shard, live)
+    }
+
+    /// Reads until `done(rows so far)`, the stream's end, or `limit`; whether `done` held.
+    async fn read_until(&mut self, limit: Duration, done: impl Fn(&[Value]) -> bool) -> bool {
+        let deadline = Instant::now() + limit;
+        while !done(&self.rows) && !self.ended {
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                return false;
+            };
+            match tokio::time::timeout(left, self.resp.chunk()).await {
+                Err(_) => return false,
+                Ok(Ok(Some(bytes))) => {
+                    self.buf.push_str(&String::from_utf8_lossy(&bytes));
+                    while let Some(i) = self.buf.find("\n\n") {
+                        let block: String = self.buf.drain(..i + 2).collect();
+                        let data: String = block
+                            .lines()
+                            .filter_map(|l| l.strip_prefix("data:"))
+                            .map(str::trim_start)
+                            .collect();
+                        if !data.is_empty() {
+                            self.rows.push(serde_json::from_str(&data).unwrap());
+                        }
+                    }
+                }
+                Ok(Ok(None)) | Ok(Err(_)) => self.ended = true,
+            }
+        }
+        done(&self.rows)
+    }
+}
+
+/// Live streams opened on shard 0 before the second commit: of an App shard 1 reconciles
+/// (forwarded from shard 1) and of the App about to move from shard 0 to shard 1 (shard 0's own).
+async fn live_streams_open_through_shard_0(fleet: &Fleet) -> (Live, Live) {
+    let (shards, http) = (&fleet.shards, &fleet.http);
+    let other = &fleet.hashed[&1][0];
+    let moving = &fleet.hashed[&0][0];
+    let url = |app: &str| format!("{}/api/v1/apps/{app}/events/stream", shards[0].url);
+    let (status, shard, forwarded) = Live::open(http, &url(other)).await;
+    assert_eq!(
+        (status, shard.as_deref()),
+        (200, Some("1")),
+        "{other}'s stream through shard 0 comes from its owner"
+    );
+    let (status, shard, own) = Live::open(http, &url(moving)).await;
+    assert_eq!((status, shard), (200, None), "shard 0 streams its own App");
+    (forwarded, own)
+}
+
+/// After the second commit: the forwarded stream carried it from shard 1; the moved App's
+/// stream on shard 0 ended when the App left, and reconnecting through shard 0 (as the web UI
+/// does, with its last position and that position's shard) reaches the new owner.
+async fn live_streams_follow_the_owner(
+    fleet: &Fleet,
+    (mut forwarded, mut own): (Live, Live),
+    moved: &str,
+    sha2: &str,
+) {
+    let other = &fleet.hashed[&1][0];
+    let saw = forwarded
+        .read_until(Duration::from_secs(90), |rows| {
+            rows.iter()
+                .any(|r| r["kind"] == "CommitObserved" && r["revision"].as_str() == Some(sha2))
+        })
+        .await;
+    assert!(
+        saw,
+        "{other}'s stream through shard 0 shows the second commit live: {:?}",
+        forwarded.rows
+    );
+    for r in &forwarded.rows {
+        assert_eq!(
+            (r["app"].as_str(), r["shard"].as_u64()),
+            (Some(other.as_str()), Some(1)),
+            "{r}"
+        );
+    }
+    assert!(
+        own.read_until(Duration::from_secs(90), |_| false).await || own.ended,
+        "the moved App's stream on shard 0 ends when the App moves: {:?}",
+        own.rows
+    );
+    assert!(
+        own.rows.iter().all(|r| r["shard"].as_u64() == Some(0)),
+        "{:?}",
+        own.rows
+    );
+    let last = own.rows.last().map_or(0, |r| r["seq"].as_u64().unwrap());
+    let (status, shard, _again) = Live::open(
+        &fleet.http,
+        &format!(
+            "{}/api/v1/apps/{moved}/events/stream?after={last}&shard=0",
+            fleet.shards[0].url
+        ),
+    )
+    .await;
+    assert_eq!(
+        (status, shard.as_deref()),
+        (200, Some("1")),
+        "reconnecting reaches the moved App's new owner"
     );
 }
 

@@ -46,6 +46,8 @@ export interface EventRow {
   seq: number; time: string; app: string | null; actor: string | null; kind: string;
   category: string | null; object: string | null; revision: string | null; summary: string;
   event: Record<string, any>; hash: string;
+  /** In a sharded fleet: the shard whose log `seq` counts in. */
+  shard?: number;
 }
 export interface Page { events: EventRow[]; next: number | string | null }
 export interface AppStatus {
@@ -83,15 +85,18 @@ export interface Diff {
  * travels in the Authorization header (EventSource cannot send one). Reconnects after the
  * server ends a stream or the network drops, from the last id seen, backing off to 30 s.
  */
-export function follow(app: string, filters: Record<string, string | undefined>, after: number | null,
+export function follow(app: string, filters: Record<string, string | undefined>, after: EventRow | null,
   onEvent: (row: EventRow) => void, onState: (live: boolean) => void): () => void {
   const ctl = new AbortController();
-  let last = after;
+  // In a fleet a position names its shard's log: the App's owner streams, and starts after its
+  // newest event when the position is another shard's (the App moved).
+  let last = after?.seq ?? null;
+  let shard = after?.shard;
   let delay = 1000;
   (async () => {
     while (!ctl.signal.aborted) {
       try {
-        const url = `/api/v1/apps/${encodeURIComponent(app)}/events/stream${qs({ ...filters, after: last === null ? undefined : String(last) })}`;
+        const url = `/api/v1/apps/${encodeURIComponent(app)}/events/stream${qs({ ...filters, after: last === null ? undefined : String(last), shard: shard === undefined ? undefined : String(shard) })}`;
         const res = await fetch(url, { headers: { Authorization: `Bearer ${session()?.token ?? ""}` }, signal: ctl.signal });
         if (!res.ok || !res.body) throw new Error(`stream: ${res.status}`);
         onState(true);
@@ -111,6 +116,7 @@ export function follow(app: string, filters: Record<string, string | undefined>,
             if (!data) continue; // a keep-alive comment
             const row = JSON.parse(data) as EventRow;
             last = row.seq;
+            shard = row.shard;
             onEvent(row);
           }
         }

@@ -284,11 +284,14 @@ function EventItem({ app, row, fresh }: { app: string; row: EventRow; fresh: boo
   );
 }
 
+/** An event's identity: its sequence number, and in a fleet its shard (each has its own log). */
+const rowKey = (r: EventRow) => `${r.shard ?? ""}:${r.seq}`;
+
 /** Newest first, older pages by cursor as the list scrolls, new events live from the stream. */
 function Timeline({ app, filters, onLive }: { app: string; filters: Record<string, string | undefined>; onLive?: () => void }) {
   const key = JSON.stringify(filters);
   const [rows, setRows] = useState<EventRow[]>([]);
-  const [fresh, setFresh] = useState<Set<number>>(new Set());
+  const [fresh, setFresh] = useState<Set<string>>(new Set());
   const [next, setNext] = useState<number | string | null>(null);
   const [loading, setLoading] = useState(false);
   const [done, setDone] = useState(false);
@@ -332,10 +335,10 @@ function Timeline({ app, filters, onLive }: { app: string; filters: Record<strin
     let settle: number | undefined;
     load(null, true).then((got) => {
       if (cancelled || !got) return;
-      const newest = got.length ? got[0].seq : null;
+      const newest = got.length ? got[0] : null;
       stop = follow(app, filters, newest, (row) => {
-        setRows((old) => (old.some((r) => r.seq === row.seq) ? old : [row, ...old]));
-        setFresh((f) => new Set(f).add(row.seq));
+        setRows((old) => (old.some((r) => rowKey(r) === rowKey(row)) ? old : [row, ...old]));
+        setFresh((f) => new Set(f).add(rowKey(row)));
         clearTimeout(settle);
         settle = setTimeout(() => onLive?.(), 500) as unknown as number;
       }, setLive);
@@ -358,7 +361,7 @@ function Timeline({ app, filters, onLive }: { app: string; filters: Record<strin
       <p class="live muted" aria-live="polite">{live ? "● live: new events appear as they are recorded" : "○ connecting to live updates…"}</p>
       <ErrorBox error={error} />
       <ol class="timeline" reversed>
-        {rows.map((r) => <EventItem key={r.seq} app={app} row={r} fresh={fresh.has(r.seq)} />)}
+        {rows.map((r) => <EventItem key={rowKey(r)} app={app} row={r} fresh={fresh.has(rowKey(r))} />)}
       </ol>
       <div ref={sentinel} />
       {!done && next !== null && <button disabled={loading} onClick={() => load(next, false)}>Load older events</button>}

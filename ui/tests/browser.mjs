@@ -12,6 +12,9 @@ const BASE = env("UI_BASE"), READ = env("UI_READ_TOKEN"), ADMIN = env("UI_ADMIN_
 const GIT = env("UI_GIT"), NS = env("UI_NS"), KUBECONFIG = env("UI_KUBECONFIG"), SHOTS = env("UI_SHOTS");
 // A revision the agent applied before the live commit: what the rollback goes back to.
 const FIRST = env("UI_TARGET");
+// A kubeconfig that acts as alice, a person whose writes the control plane's audit webhook sends
+// to the agent (scripts/ui-test.sh under `reckon-testenv run --audit`); empty: no audit here.
+const ALICE = process.env.UI_ALICE_KUBECONFIG ?? "";
 // "main": everything; "verified": the Integrity page after the store was verified.
 const PHASE = process.env.UI_PHASE ?? "main";
 mkdirSync(SHOTS, { recursive: true });
@@ -56,6 +59,19 @@ async function signIn(page, token) {
 
 const git = (...args) => execFileSync("git", ["-C", GIT, "-c", "user.name=Bea", "-c", "user.email=bea@example.com", ...args], { encoding: "utf8" }).trim();
 const kubectl = (...args) => execFileSync("kubectl", ["--kubeconfig", KUBECONFIG, ...args], { encoding: "utf8" });
+const kubectlAs = (kubeconfig, ...args) => execFileSync("kubectl", ["--kubeconfig", kubeconfig, ...args], { encoding: "utf8" });
+
+/** Reloads `path` until `selector` is on it (the agent records drifts and attributions as they
+ * happen; a page shows what was recorded when it loaded). */
+async function reloadUntil(page, path, ready, selector, what, ms = 40000) {
+  for (const t0 = Date.now(); ;) {
+    await page.goto(`${BASE}${path}`);
+    await page.waitForSelector(ready);
+    if (await page.locator(selector).count()) return;
+    if (Date.now() - t0 > ms) throw new Error(`FAILED: ${what}`);
+    await page.waitForTimeout(1000);
+  }
+}
 
 const browser = await chromium.launch({
   executablePath: process.env.UI_CHROMIUM ?? "/usr/bin/chromium",
@@ -133,35 +149,58 @@ try {
     const kinds = await page.locator(".timeline li .badge").allTextContents();
     check(kinds.length > 0 && kinds.every((k) => k === "CommitObserved"), `timeline: ?kind=commit shows only commits (${kinds.length})`);
 
-    // --- drift on a field, then blame shows it with the field manager (and the person when the
-    // control plane's audit log is wired to the agent)
+    // --- drifts, then blame shows them with the field manager and the person. Two hand edits:
+    // the admin token's on keep (the control plane's audit policy sends nothing for it, as for a
+    // controller: unattributed), and alice's on a (sent by the audit webhook: attributed to her).
     const beforeDrift = new Date(Date.now() - 1000).toISOString();
     kubectl("-n", NS, "patch", "configmap", "keep", "--type=merge", "--field-manager=hand-edit", "-p", '{"data":{"n":"99"}}');
+    if (ALICE) kubectlAs(ALICE, "-n", NS, "patch", "configmap", "a", "--type=merge", "--field-manager=alice-edit", "-p", '{"data":{"n":"42"}}');
     const objectPath = `/ui/apps/web/object?object=${encodeURIComponent(`ConfigMap/${NS}/keep`)}`;
-    const t0 = Date.now();
-    for (;;) {
-      await page.goto(`${BASE}${objectPath}`);
-      await page.waitForSelector("tr[data-field='/data/n']");
-      if (await page.locator("tr[data-field='/data/n'] li >> text=hand-edit").count()) break;
-      if (Date.now() - t0 > 30000) throw new Error("FAILED: blame never showed the drift on /data/n");
-      await page.waitForTimeout(1000);
+    const field = "tr[data-field='/data/n']";
+    await reloadUntil(page, objectPath, field, `${field} li >> text=hand-edit`, "blame never showed the drift on /data/n");
+    if (ALICE) {
+      // Recorded unattributed once the agent's --audit-wait passed without an explaining write.
+      await reloadUntil(page, objectPath, field, `${field} li >> text=unattributed (no audit event matched)`, "blame never showed the admin's drift unattributed");
     }
-    const driftText = await page.locator("tr[data-field='/data/n'] li").first().innerText();
-    check(driftText.includes("hand-edit"), `blame: the drift on /data/n names its field manager: ${driftText.replace(/\s+/g, " ")}`);
-    const person = await page.locator("tr[data-field='/data/n'] .person").count();
-    console.log(person ? "blame: the person is shown" : "blame: no audit attribution on this control plane (the UI says so)");
-    await open(page, objectPath, "tr[data-field='/data/n']", "object (blame)");
+    const driftText = (await page.locator(`${field} li`).first().innerText()).replace(/\s+/g, " ");
+    check(driftText.includes("hand-edit"), `blame: the drift on /data/n names its field manager: ${driftText}`);
+    check(await page.locator(`${field} .person`).count() === 0, `blame: a drift no audit event explains names nobody: ${driftText}`);
+    await open(page, objectPath, field, "object (blame)");
     await axe(page, "object");
     await shot(page, "object");
+    const a = `ConfigMap/${NS}/a`;
+    if (ALICE) {
+      const aPath = `/ui/apps/web/object?object=${encodeURIComponent(a)}`;
+      await reloadUntil(page, aPath, field, `${field} .person`, "blame never showed the person behind alice's drift on a");
+      const text = (await page.locator(`${field} li:has(.person)`).first().innerText()).replace(/\s+/g, " ");
+      check((await page.locator(`${field} .person`).first().innerText()) === "alice" && text.includes("alice-edit"),
+        `blame: the drift on a's /data/n is by alice, from the audit log, with her field manager: ${text}`);
+      await shot(page, "object-person");
+    } else {
+      console.log("SKIPPED: the person in blame and drift (RECKON_UI_NO_AUDIT: no audit webhook on this cluster)");
+    }
 
-    // --- the Drift page: the range in the URL; the hand edit, unattributed (no audit log here),
-    // put back, under its object; keyboard to the object's blame
+    // --- the Drift page: the range in the URL; alice's edit under her name, the admin's
+    // unattributed, side by side, both put back, under their objects; keyboard to the blame
     const keep = `ConfigMap/${NS}/keep`;
     await open(page, "/ui/apps/web/drift?since=1h", `[data-side=unattributed] li >> text=${keep}`, "drift");
     check((await page.inputValue("input[name=since]")) === "1h", "drift: the range comes from the URL");
     const un = await page.locator(`[data-side=unattributed] li:has-text('${keep}')`).first().innerText();
-    check(un.includes("/data/n") && un.includes("put back"), `drift: the edit is listed unattributed, with its field, and put back: ${un.replace(/\s+/g, " ")}`);
-    check(await page.locator("[data-side=attributed] >> text=No drift in this range was matched").count() === 1, "drift: attributed and unattributed side by side (none attributed here)");
+    check(un.includes("/data/n") && un.includes("put back"), `drift: the admin's edit is listed unattributed, with its field, and put back: ${un.replace(/\s+/g, " ")}`);
+    if (ALICE) {
+      check(await page.locator(`[data-side=unattributed] [data-group=unmatched] li:has-text('${keep}')`).count() >= 1,
+        "drift: the admin's edit is in the group no audit event matched");
+      check(await page.locator(`[data-side=unattributed] li:has-text('${a}')`).count() === 0, "drift: alice's edit is not unattributed");
+      const hers = page.locator(`[data-side=attributed] [data-person=alice]`);
+      check(await hers.count() === 1, "drift: the attributed side has alice");
+      const t = (await hers.innerText()).replace(/\s+/g, " ");
+      check(t.includes(a) && t.includes("/data/n") && t.includes("put back") && !t.includes(keep),
+        `drift: under alice, her edit of a, with its field, put back: ${t}`);
+      const people = (await page.locator(`table.drift-objects tr[data-object='${a}'] td`).allTextContents()).map((x) => x.trim());
+      check(people[1] === "alice" && people[2] === "0", `drift: by object, a's drift is alice's and none unattributed (${people})`);
+    } else {
+      check(await page.locator("[data-side=attributed] >> text=No drift in this range was matched").count() === 1, "drift: attributed and unattributed side by side (none attributed here)");
+    }
     const objRow = page.locator(`table.drift-objects tr[data-object='${keep}'] td`);
     const counts = (await objRow.allTextContents()).map((t) => t.trim());
     check(Number(counts[0]) >= 1 && counts[3] === "0", `drift: by object, keep drifted and nothing is left open (${counts})`);

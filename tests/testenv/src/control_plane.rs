@@ -12,6 +12,7 @@
 //! Binaries are found, in order: `KUBEBUILDER_ASSETS` (the envtest convention), then the cache
 //! `$RECKON_CACHE_DIR/k8s-<version>/bin` (default `~/.cache/reckon`), then PATH.
 
+use crate::audit::AuditDir;
 use crate::ports::{self, PortError};
 use crate::process::{self, ProcessError, Supervised};
 use std::path::{Path, PathBuf};
@@ -49,6 +50,8 @@ pub enum ControlPlaneError {
     Version { binary: PathBuf, detail: String },
     #[error("creating simulated node {name}: {detail}")]
     CreateNode { name: String, detail: String },
+    #[error("generating the audit receiver's certificate: {0}")]
+    AuditCa(String),
 }
 
 /// The go.mod that pins the newest release (and everything built with it): the one place its
@@ -261,6 +264,7 @@ pub struct ControlPlane {
     server: String,
     token: String,
     version: KubeVersion,
+    audit_dir: Option<AuditDir>,
     dir: tempfile::TempDir,
 }
 
@@ -413,6 +417,10 @@ pub struct StartOptions {
     pub extra_tokens: Vec<String>,
     /// The audit webhook backend: `--audit-policy-file` and `--audit-webhook-config-file`.
     pub audit: Option<AuditWebhook>,
+    /// Audit the writes of the token users [`crate::audit::PEOPLE`] only, to a receiver slot
+    /// described in [`ControlPlane::audit_dir`] (`reckon-testenv run --audit`). Ignored when
+    /// `audit` is given.
+    pub people_audit: bool,
 }
 
 /// Where the API server sends its audit events.
@@ -478,11 +486,22 @@ impl ControlPlane {
             http_get(&format!("{etcd_url}/health"), None).is_some_and(|b| b.contains("true"))
         })?;
 
+        // Opt-in: an audit receiver slot and the people whose writes are sent to it.
+        let (audit_dir, audit) = match (&options.audit, options.people_audit) {
+            (Some(a), _) => (None, Some(a.clone())),
+            (None, true) => {
+                let (dir, hook) = AuditDir::prepare(&d.join("audit"), random_token)?;
+                (Some(dir), Some(hook))
+            }
+            (None, false) => (None, None),
+        };
+
         // Credentials: a static admin token and a service account key pair.
         let token = random_token();
         let tokens = d.join("tokens.csv");
         let mut lines = format!("{token},admin,1,system:masters\n");
-        for l in &options.extra_tokens {
+        let people = audit_dir.iter().flat_map(AuditDir::token_lines);
+        for l in options.extra_tokens.iter().chain(people) {
             lines.push_str(l);
             lines.push('\n');
         }
@@ -503,7 +522,7 @@ impl ControlPlane {
         let server = format!("https://127.0.0.1:{secure}");
         // Flags beyond the common set: the audit webhook's, and those a release needs.
         let mut extra_args = Vec::new();
-        if let Some(a) = &options.audit {
+        if let Some(a) = &audit {
             extra_args.extend([
                 format!("--audit-policy-file={}", a.policy.display()),
                 format!("--audit-webhook-config-file={}", a.kubeconfig.display()),
@@ -571,6 +590,9 @@ impl ControlPlane {
         let kubeconfig = d.join("kubeconfig");
         std::fs::write(&kubeconfig, kubeconfig_yaml(&server, &token, &ca))
             .map_err(io_err(&kubeconfig))?;
+        if let Some(a) = &audit_dir {
+            a.write_kubeconfigs(&server, &ca)?;
+        }
 
         // kube-controller-manager: namespace deletion, garbage collection, ReplicaSets, and
         // with nodes the Pod lifecycle (node lifecycle, Jobs, DaemonSets).
@@ -603,6 +625,7 @@ impl ControlPlane {
             server,
             token,
             version,
+            audit_dir,
             dir,
         };
         if let (Some(scheduler), Some(kwok)) = (&bins.kube_scheduler, &bins.kwok) {
@@ -729,6 +752,12 @@ impl ControlPlane {
     /// The directory holding data, certificates and the components' logs.
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// With [`StartOptions::people_audit`]: the directory a test reads to receive the people's
+    /// audit events and to write as one of them (`crate::audit`).
+    pub fn audit_dir(&self) -> Option<&Path> {
+        self.audit_dir.as_ref().map(AuditDir::path)
     }
 
     /// PIDs of the supervised components (watchdog processes), for diagnostics.

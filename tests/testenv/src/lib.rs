@@ -3,6 +3,7 @@
 //! that stops it by PID — on drop, on panic, and (through a watchdog) when the owning process dies.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod control_plane;
 pub mod git;
 pub mod ports;

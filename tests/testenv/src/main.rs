@@ -5,18 +5,23 @@
 //!   `RECKON_TEST_KUBECONFIG` pointing at it (and `RECKON_TEST_CONTROL_PLANE_PGIDS` naming its
 //!   components' process groups, for benchmarks that read their CPU), stop everything, exit with CMD's status. When
 //!   `RECKON_TEST_KUBECONFIG` is already set (your own cluster), CMD runs against that instead.
+//! - `--audit` after `run` or `up`: the API server also sends the audit events of people's writes
+//!   (token users alice and bob) to a receiver slot on a loopback port; `RECKON_TEST_AUDIT_DIR`
+//!   names the directory with the receiver's address, certificate and token and a kubeconfig per
+//!   person (`reckon_testenv::audit`). Nothing else in the run is audited.
 //! - `reckon-testenv up`: start it, print the kubeconfig path, wait for SIGINT/SIGTERM.
 //! - `reckon-testenv hold LOG [--orphan-dir DIR] -- CMD ARGS...`: run CMD under the same
 //!   supervision (own process group, watchdog bound to this process; DIR removed if this process
 //!   dies without stopping CMD) until SIGINT/SIGTERM; the watchdog tests use it.
 
 use anyhow::{Context, bail};
-use reckon_testenv::control_plane::ControlPlane;
+use reckon_testenv::audit::AUDIT_DIR_ENV;
+use reckon_testenv::control_plane::{ControlPlane, StartOptions};
 use std::process::ExitCode;
 use tokio::signal::unix::{SignalKind, signal};
 
 fn usage() -> &'static str {
-    "usage: reckon-testenv run -- CMD [ARGS...] | reckon-testenv up | reckon-testenv hold LOG [--orphan-dir DIR] -- CMD [ARGS...]"
+    "usage: reckon-testenv run [--audit] -- CMD [ARGS...] | reckon-testenv up [--audit] | reckon-testenv hold LOG [--orphan-dir DIR] -- CMD [ARGS...]"
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -30,10 +35,14 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn start() -> anyhow::Result<ControlPlane> {
+async fn start(people_audit: bool) -> anyhow::Result<ControlPlane> {
     let t = std::time::Instant::now();
+    let options = StartOptions {
+        people_audit,
+        ..StartOptions::default()
+    };
     // Startup blocks on process polling; keep it off the signal-handling runtime thread.
-    let cp = tokio::task::spawn_blocking(ControlPlane::start)
+    let cp = tokio::task::spawn_blocking(move || ControlPlane::start_with(&options))
         .await?
         .context("starting the local control plane")?;
     eprintln!(
@@ -49,6 +58,12 @@ async fn start() -> anyhow::Result<ControlPlane> {
         cp.pids(),
         cp.dir().display()
     );
+    if let Some(a) = cp.audit_dir() {
+        eprintln!(
+            "reckon-testenv: people's writes are audited to the receiver in {}",
+            a.display()
+        );
+    }
     Ok(cp)
 }
 
@@ -56,9 +71,11 @@ async fn real_main() -> anyhow::Result<ExitCode> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    // `--audit` right after the subcommand.
+    let audit = args.get(1).is_some_and(|a| a == "--audit");
     match args.first().map(String::as_str) {
         Some("up") => {
-            let cp = start().await?;
+            let cp = start(audit).await?;
             println!("{}", cp.kubeconfig().display());
             tokio::select! {
                 _ = term.recv() => {}
@@ -105,7 +122,8 @@ async fn real_main() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Some("run") => {
-            let cmd: Vec<&String> = args[1..].iter().skip_while(|a| *a == "--").collect();
+            let rest = &args[if audit { 2 } else { 1 }..];
+            let cmd: Vec<&String> = rest.iter().skip_while(|a| *a == "--").collect();
             let Some((prog, rest)) = cmd.split_first() else {
                 bail!("{}", usage())
             };
@@ -113,12 +131,17 @@ async fn real_main() -> anyhow::Result<ExitCode> {
             let cp = match existing {
                 Some(ref k) => {
                     eprintln!(
-                        "reckon-testenv: RECKON_TEST_KUBECONFIG={} set: using that cluster",
-                        k.to_string_lossy()
+                        "reckon-testenv: RECKON_TEST_KUBECONFIG={} set: using that cluster{}",
+                        k.to_string_lossy(),
+                        if audit {
+                            " (--audit ignored: its audit webhook is not ours to set)"
+                        } else {
+                            ""
+                        }
                     );
                     None
                 }
-                None => Some(start().await?),
+                None => Some(start(audit).await?),
             };
             let mut child = tokio::process::Command::new(prog);
             child.args(rest);
@@ -128,6 +151,9 @@ async fn real_main() -> anyhow::Result<ExitCode> {
                     reckon_testenv::control_plane::CONTROL_PLANE_ENV,
                     cp.process_groups_env(),
                 );
+                if let Some(a) = cp.audit_dir() {
+                    child.env(AUDIT_DIR_ENV, a);
+                }
             }
             let mut child = child.spawn().with_context(|| format!("running {prog}"))?;
             let status = tokio::select! {
