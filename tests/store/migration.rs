@@ -567,3 +567,96 @@ fn the_event_schema_3_fixture_takes_adoptions_and_orphans() {
             .contains_key(&object.identity())
     );
 }
+
+fn fixture_v3_events4() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/store-v3-events4")
+}
+
+/// The App object `web`'s last event in the event-schema-4 fixture (what its status anchor says).
+const V3_EVENTS4_WEB_LAST: u64 = 6;
+
+/// Regenerates the store-schema-3, event-schema-4 fixture: a store as the release before event
+/// schema 5 (migration note `0008_app_identity.md`) wrote it, when App objects were keyed by
+/// their bare name: App `web` (an App object's history: a commit, two ConfigMaps applied, a
+/// sync) and App `shop` of the configuration file after it. It must be written by that release
+/// (commit 45fc6df plus this function): run
+/// `cargo test --test store -- --ignored migration::generate_v3_events4_fixture` there and copy
+/// `tests/fixtures/store-v3-events4` here. The current code writes event schema 5.
+#[test]
+#[ignore]
+fn generate_v3_events4_fixture() {
+    use reckon::event::samples::{commit, object};
+    use reckon::event::{
+        ApplyAction, Digest, Draft, ObjectApplied, SyncCounts, SyncFinished, SyncOutcome,
+        SyncStarted,
+    };
+    let path = fixture_v3_events4();
+    let _ = std::fs::remove_dir_all(&path);
+    let mut store = SledStore::open(
+        &path,
+        OpenOptions {
+            create: true,
+            cache_bytes: 1 << 20,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let c = commit(1, "alice@example.com");
+    let sha = c.sha.clone();
+    let applied = |name: &str, d: u8| {
+        Event::ObjectApplied(ObjectApplied {
+            revision: sha.clone(),
+            object: object("", "v1", "ConfigMap", Some("team-a"), name),
+            action: ApplyAction::Created,
+            changed_fields: vec![],
+            digest: Digest([d; 32]),
+        })
+    };
+    let finished = Event::SyncFinished(SyncFinished {
+        revision: sha.clone(),
+        outcome: SyncOutcome::Succeeded,
+        counts: SyncCounts {
+            created: 2,
+            ..Default::default()
+        },
+        duration_ms: 40,
+    });
+    let web = |e: Event| Draft::new(Some("web"), e);
+    store
+        .append(vec![
+            web(Event::CommitObserved(c.clone())),
+            web(Event::SyncStarted(SyncStarted {
+                revision: sha.clone(),
+                digest: None,
+            })),
+            web(applied("settings", 1)),
+            web(applied("other", 2)),
+            web(finished.clone()),
+        ])
+        .unwrap();
+    store.flush().unwrap();
+    store
+        .append(vec![web(Event::HealthChanged(
+            reckon::event::HealthChanged {
+                object: None,
+                from: reckon::event::Health::Unknown,
+                to: reckon::event::Health::Healthy,
+                message: None,
+            },
+        ))])
+        .unwrap();
+    let shop = |e: Event| Draft::new(Some("shop"), e);
+    store
+        .append(vec![
+            shop(Event::CommitObserved(commit(2, "bob@example.com"))),
+            shop(finished),
+        ])
+        .unwrap();
+    store.flush().unwrap();
+    assert_eq!(store.schema(), 3);
+    assert_eq!(
+        store.projections().apps["web"].last_seq,
+        V3_EVENTS4_WEB_LAST
+    );
+    store.close().unwrap();
+}
