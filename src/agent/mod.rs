@@ -501,6 +501,7 @@ async fn reconcile_all(
     // The file's limits hold for every App, App objects' too.
     supervisor.set_input_limits(cfg.limits);
     supervisor.policies = cfg.policies.clone();
+    supervisor.file_apps = cfg.apps.iter().map(|a| a.name.clone()).collect();
     start_file_apps(cfg, options, &mut supervisor).await?;
     let changes = watch_app_objects(options, &mut supervisor, fence.as_ref()).await?;
     let mut watching = changes.is_some();

@@ -20,14 +20,14 @@ use tokio::sync::{mpsc, watch};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) enum Origin {
     File,
-    Object { namespace: String },
+    Object { namespace: String, name: String },
 }
 
 impl Origin {
     fn describe(&self) -> String {
         match self {
             Origin::File => "the configuration file".to_string(),
-            Origin::Object { namespace } => format!("an App object in namespace {namespace}"),
+            Origin::Object { namespace, name } => format!("App object {namespace}/{name}"),
         }
     }
 }
@@ -70,6 +70,9 @@ pub(super) struct Supervisor {
     pub(super) objects_client: Option<kube::Client>,
     /// The configuration file's policies, which App objects may reference.
     pub(super) policies: Vec<config::Policy>,
+    /// The configuration file's App names (all of them, this shard's or not): a previous
+    /// reckon's history under such a name is the file App's, never an App object's.
+    pub(super) file_apps: BTreeSet<String>,
 }
 
 impl Supervisor {
@@ -100,6 +103,7 @@ impl Supervisor {
             running: BTreeMap::new(),
             objects_client: None,
             policies: Vec::new(),
+            file_apps: BTreeSet::new(),
         }
     }
 
@@ -334,16 +338,19 @@ impl Supervisor {
             return;
         };
         let (namespace, name) = objects::key_of(&object);
+        let identity = crate::model::identity::of_object(&namespace, &name);
         let origin = Origin::Object {
             namespace: namespace.clone(),
+            name: name.clone(),
         };
         let mut writer = objects::StatusWriter::new(client, &object, self.options.shards);
+        writer.shadows_file_app = self.file_apps.contains(&name);
         let app = match self.admit(&object, &namespace, &name) {
             Admission::App(app) => *app,
             Admission::NotOurs => {
-                if self.runs_from(&name, &origin) {
-                    tracing::info!(app = %name, %namespace, "now another shard's App");
-                    self.stop_app(&name).await;
+                if self.runs_from(&identity, &origin) {
+                    tracing::info!(app = %identity, "now another shard's App");
+                    self.stop_app(&identity).await;
                 }
                 return;
             }
@@ -352,8 +359,8 @@ impl Supervisor {
                 message,
                 report,
             } => {
-                if self.runs_from(&name, &origin) {
-                    self.stop_app(&name).await;
+                if self.runs_from(&identity, &origin) {
+                    self.stop_app(&identity).await;
                 }
                 if report && let Err(e) = writer.refuse(reason, message).await {
                     tracing::warn!(error = %e, "writing the status of a refused App object");
@@ -361,10 +368,13 @@ impl Supervisor {
                 return;
             }
         };
-        if let Some(running) = self.running.get(&name) {
+        // Identities of App objects cannot equal a file App's name (they have a dot) nor each
+        // other (namespace and name are unique): a clash means a bug, refused all the same.
+        if let Some(running) = self.running.get(&app.name) {
             if running.origin != origin {
                 let message = format!(
-                    "an App named {name} already comes from {}; App names are unique per agent",
+                    "App {} already comes from {}; App identities are unique per agent",
+                    app.name,
                     running.origin.describe()
                 );
                 tracing::error!(app = %name, %namespace, "App object refused: {message}");
@@ -377,19 +387,21 @@ impl Supervisor {
                 // A status write (ours) or a change that does not change the App.
                 return;
             }
-            self.stop_app(&name).await;
+            self.stop_app(&identity).await;
         }
         if let Err(e) = self.start(app, origin, Some(writer)).await {
-            tracing::error!(app = %name, error = %e, "starting an App from its object");
+            tracing::error!(app = %identity, error = %e, "starting an App from its object");
         }
     }
 
     pub(super) async fn object_deleted(&mut self, namespace: &str, name: &str) {
         let origin = Origin::Object {
             namespace: namespace.to_string(),
+            name: name.to_string(),
         };
-        if self.runs_from(name, &origin) {
-            self.stop_app(name).await;
+        let identity = crate::model::identity::of_object(namespace, name);
+        if self.runs_from(&identity, &origin) {
+            self.stop_app(&identity).await;
         }
     }
 
@@ -397,9 +409,9 @@ impl Supervisor {
     pub(super) async fn objects_listed(&mut self, present: &BTreeSet<(String, String)>) {
         let gone: Vec<(String, String)> = self
             .running
-            .iter()
-            .filter_map(|(name, r)| match &r.origin {
-                Origin::Object { namespace }
+            .values()
+            .filter_map(|r| match &r.origin {
+                Origin::Object { namespace, name }
                     if !present.contains(&(namespace.clone(), name.clone())) =>
                 {
                     Some((namespace.clone(), name.clone()))

@@ -39,7 +39,8 @@ pub enum CrdError {
 }
 
 /// One unit of sync, as a Kubernetes object: the keys of one App of `reckon.yaml` (see
-/// docs/configuration.md for each), camelCased. The object's name is the App's name.
+/// docs/configuration.md for each), camelCased. The App is identified by the object's namespace
+/// and name (`NAMESPACE.NAME` in the store and the `reckon.dev/app` label).
 #[derive(CustomResource, Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
     group = "reckon.dev",
@@ -81,7 +82,7 @@ pub struct AppSpec {
     /// When true, the App is neither synced nor corrected (its history is kept).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suspend: Option<bool>,
-    /// Apps (by name) that must be synced and healthy first.
+    /// App objects of this namespace (by name) that must be synced and healthy first.
     #[serde(default)]
     pub depends_on: Vec<String>,
     /// `force` (default) or `report`.
@@ -324,6 +325,11 @@ pub struct AppStatus {
     /// When the last failed attempt ended (RFC 3339); absent once a sync succeeds.
     #[serde(default)]
     pub last_attempt_time: Option<String>,
+    /// The App's identity in the store, the API and its objects' `reckon.dev/app` label
+    /// (`NAMESPACE.NAME`, hashed past 63 characters), which `lastEventSeq` counts in. Absent:
+    /// written by a reckon that keyed App objects by their name alone.
+    #[serde(default)]
+    pub identity: Option<String>,
 }
 
 /// What the App runs: follows Git, or pinned by a rollback or pin — by whom, and why.
@@ -439,6 +445,17 @@ pub fn to_config(object: &App, agent_kubeconfig: Option<&Path>) -> Result<config
         config::ConfigError::Invalid { key, message, .. } => invalid(object_key(&key), message),
         other => invalid("spec".to_string(), other.to_string()),
     })?;
+    // Identified by namespace and name (docs/security.md, "App identity"): two objects of one
+    // name in two namespaces are two Apps, and no file App (whose names have no dot) is either.
+    app.name = crate::model::identity::of_object(&namespace, &name);
+    app.object = Some(config::AppObjectName {
+        namespace: namespace.clone(),
+        name: name.clone(),
+    });
+    // Its dependencies are App objects of its own namespace, named as they are there.
+    for dep in &mut app.depends_on {
+        *dep = crate::model::identity::of_object(&namespace, dep);
+    }
     // Values read from the cluster end up in the objects the App applies: an App object may
     // read them only from its own namespace, or its creator could copy any Secret the agent can
     // read into a namespace they can read. (The file's Apps are the operator's: no such bound.)
@@ -750,6 +767,7 @@ pub fn status_of(
         shard: None,
         failed_attempts: 0,
         last_attempt_time: None,
+        identity: None,
     }
 }
 
@@ -758,6 +776,69 @@ pub fn status_of(
 /// the old shard's store, which says nothing about the new owner's.
 pub fn anchor_applies(status_shard: Option<u32>, mine: u32) -> bool {
     status_shard.unwrap_or(0) == mine
+}
+
+/// Where an App object's record goes on from, decided before its first pass (pure).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Continuity {
+    /// The history under the App's identity (if any) is its own: carry on.
+    Continue,
+    /// The history under `from` (its bare name, as a previous reckon keyed App objects) is
+    /// the object's: its status anchor names that history's last event. Record an
+    /// `AppRenamed`.
+    Rename { from: String, anchor: u64 },
+    /// The history under the identity is an earlier object's of the same namespace and name:
+    /// this object was created after that history's last event and has no status. Record an
+    /// `AppReset`.
+    Fresh { previous_seq: u64 },
+}
+
+/// What the store holds under one name: its last event, and when it was recorded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoredUnder {
+    pub last_seq: u64,
+    pub last_time: DateTime<Utc>,
+}
+
+/// Decides [`Continuity`] for an App object whose identity is `identity` and name `name`:
+/// `status` as the object has it (`None`: never written), `created` its creation time,
+/// `anchor_here` whether its status's anchor counts in this shard's store,
+/// `under_identity` and `under_name` what the store holds under each, and `file_app_named`
+/// whether the configuration file has an App called `name` (the bare name's history is then
+/// the file App's: as before, a file App took precedence over an object of its name).
+pub fn continuity(
+    status: Option<&AppStatus>,
+    created: Option<DateTime<Utc>>,
+    anchor_here: bool,
+    under_identity: Option<StoredUnder>,
+    under_name: Option<StoredUnder>,
+    name: &str,
+    file_app_named: bool,
+) -> Continuity {
+    match (status, under_identity) {
+        // A new object (the API server keeps no status across a deletion) whose identity has
+        // history from before the object existed: an earlier object's, not this one's. History
+        // recorded after its creation may be its own (a status write that failed): carry on.
+        (None, Some(stored)) => match created {
+            Some(created) if stored.last_time < created => Continuity::Fresh {
+                previous_seq: stored.last_seq,
+            },
+            _ => Continuity::Continue,
+        },
+        // A status of a reckon that keyed App objects by name, and nothing under the identity
+        // yet: the bare name's history is the object's only if its anchor is that history's
+        // last event (nobody recorded under the name after this object's status saw it).
+        (Some(s), None) if s.identity.is_none() && anchor_here && !file_app_named => {
+            match (s.last_event_seq, under_name) {
+                (Some(anchor), Some(stored)) if stored.last_seq == anchor => Continuity::Rename {
+                    from: name.to_string(),
+                    anchor,
+                },
+                _ => Continuity::Continue,
+            }
+        }
+        _ => Continuity::Continue,
+    }
 }
 
 /// Whether the store is behind the App's status: the status saw event `status_seq` of this App,

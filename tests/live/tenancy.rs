@@ -387,7 +387,10 @@ async fn an_app_object_may_not_write_outside_its_namespace() {
     assert!(theirs.get_opt("own").await.unwrap().is_none(), "away ran");
     let roles: Api<ClusterRole> = Api::all(client.clone());
     assert!(roles.get_opt(&role).await.unwrap().is_none());
-    let mut failed = app_failures(&events, "web");
+    let mut failed = app_failures(
+        &events,
+        &reckon::model::identity::of_object(&ns.name, "web"),
+    );
     failed.sort();
     failed.dedup_by(|a, b| a.0 == b.0);
     assert_eq!(failed.len(), 2, "{failed:?}");
@@ -402,7 +405,8 @@ async fn an_app_object_may_not_write_outside_its_namespace() {
         failed[1].1
     );
     assert!(
-        events.iter().all(|e| e.body.app.as_deref() != Some("away")),
+        events.iter().all(|e| e.body.app.as_deref()
+            != Some(reckon::model::identity::of_object(&ns.name, "away").as_str())),
         "a refused App object records nothing"
     );
 }
@@ -448,7 +452,10 @@ async fn the_default_service_account_locks_app_objects_down_to_their_rbac() {
     let events = agent.stop().await;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
     assert!(secrets.get_opt("db").await.unwrap().is_none());
-    let failed = app_failures(&events, "locked");
+    let failed = app_failures(
+        &events,
+        &reckon::model::identity::of_object(&ns.name, "locked"),
+    );
     assert!(!failed.is_empty());
     let user = format!("system:serviceaccount:{}:reckon-app", ns.name);
     for (kind, error) in &failed {

@@ -548,7 +548,8 @@ fn the_event_schema_3_fixture_takes_adoptions_and_orphans() {
     assert_eq!(&after[..before.len()], &before[..]);
     let new: Vec<_> = after[before.len()..].iter().collect();
     assert!(new.iter().all(|e| e.body.schema == EVENT_SCHEMA));
-    assert_eq!(EVENT_SCHEMA, 4);
+    // Schema 4 brought them; later schemas write them the same way.
+    const { assert!(EVENT_SCHEMA >= 4) };
     assert_eq!(new[0].body.event, Event::ObjectApplied(adopted));
     assert_eq!(new[1].body.event, Event::ObjectOrphaned(orphaned));
     let r = verify(&store.reader(), &mut |_| {}).unwrap();
@@ -659,4 +660,121 @@ fn generate_v3_events4_fixture() {
         V3_EVENTS4_WEB_LAST
     );
     store.close().unwrap();
+}
+
+/// The App object team-a/web as a previous reckon left it: created before its history, its
+/// status anchored at `anchor` and written without an identity.
+fn legacy_web(anchor: u64) -> reckon::crd::App {
+    serde_json::from_value(serde_json::json!({
+        "apiVersion": "reckon.dev/v1alpha1",
+        "kind": "App",
+        "metadata": {"name": "web", "namespace": "team-a",
+                     "creationTimestamp": "2020-01-01T00:00:00Z"},
+        "spec": {"source": {"url": "https://git.example.com/web.git"}},
+        "status": {"lastEventSeq": anchor},
+    }))
+    .unwrap()
+}
+
+/// A client that is never used (deciding and recording an App's identity reads the store only).
+fn unused_client() -> kube::Client {
+    kube::Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap())).unwrap()
+}
+
+/// Migration 0008: a store the previous release wrote (event schema 4), where App object `web`
+/// of namespace team-a recorded under its bare name. The agent, before the App's first pass
+/// under its identity `team-a.web`, finds its status anchor is the name's last event and
+/// records an `AppRenamed` carrying the name's state: the old records stay as they were, the
+/// chain verifies, `team-a.web` has the inventory and `web` none, the file App `shop` is
+/// untouched, and a second decision records nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_schema_4_fixture_renames_an_app_objects_history_its_anchor_proves() {
+    use reckon::agent::objects::StatusWriter;
+    use reckon::event::envelope::EVENT_SCHEMA;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    copy_dir(&fixture_v3_events4(), &path);
+    let store = SledStore::open(&path, OpenOptions::default()).unwrap();
+    assert_eq!(store.schema(), STORE_SCHEMA);
+    assert!(store.migrated_backup.is_none(), "no store migration");
+    let before: Vec<_> = store.reader().iter_from(1).map(|e| e.unwrap()).collect();
+    assert!(
+        before.iter().all(|e| e.body.schema == 4),
+        "written by schema 4"
+    );
+    let old = store.projections().clone();
+    let web_inventory = old.apps["web"].inventory.clone();
+    assert_eq!(web_inventory.len(), 2);
+    let (handle, task) = reckon::store::writer::spawn(store);
+
+    // An anchor that is not the name's last event proves nothing: nothing is recorded.
+    let unproven = StatusWriter::new(
+        unused_client(),
+        &legacy_web(V3_EVENTS4_WEB_LAST - 1),
+        Default::default(),
+    );
+    assert_eq!(unproven.settle_identity(&handle).await.unwrap(), None);
+
+    let writer = StatusWriter::new(
+        unused_client(),
+        &legacy_web(V3_EVENTS4_WEB_LAST),
+        Default::default(),
+    );
+    let seq = writer
+        .settle_identity(&handle)
+        .await
+        .unwrap()
+        .expect("renamed");
+    // Once renamed, the same object decides nothing more (restarts, re-lists).
+    assert_eq!(writer.settle_identity(&handle).await.unwrap(), None);
+    assert_eq!(writer.check_anchor(&handle).await.unwrap(), None, "no gap");
+    let projections = handle.projections().await.unwrap();
+    assert!(
+        !projections.apps.contains_key("web"),
+        "the bare name owns nothing"
+    );
+    assert_eq!(projections.apps["team-a.web"].inventory, web_inventory);
+    assert_eq!(projections.apps["shop"], old.apps["shop"]);
+    handle.close().await.unwrap();
+    task.await.unwrap().unwrap();
+
+    let mut store = SledStore::open(&path, OpenOptions::default()).unwrap();
+    let after: Vec<_> = store.reader().iter_from(1).map(|e| e.unwrap()).collect();
+    assert_eq!(&after[..before.len()], &before[..]);
+    assert_eq!(after.len(), before.len() + 1);
+    let renamed = &after[before.len()];
+    assert_eq!(renamed.body.seq, seq);
+    assert_eq!(renamed.body.schema, EVENT_SCHEMA);
+    const { assert!(EVENT_SCHEMA >= 5) };
+    assert_eq!(renamed.body.app.as_deref(), Some("team-a.web"));
+    match &renamed.body.event {
+        Event::AppRenamed(r) => {
+            assert_eq!(r.from, "web");
+            assert_eq!(r.anchor_seq, Some(V3_EVENTS4_WEB_LAST));
+            assert!(r.reason.contains("team-a/web"), "{}", r.reason);
+        }
+        other => panic!("{other:?}"),
+    }
+    let r = verify(&store.reader(), &mut |_| {}).unwrap();
+    assert!(r.ok(), "{:?}", r.problems);
+    // Rebuilt from the log alone, the projections say the same.
+    let rebuilt = store.rebuild(&mut |_| {}).unwrap().clone();
+    assert!(!rebuilt.apps.contains_key("web"));
+    assert_eq!(rebuilt.apps["team-a.web"].inventory, web_inventory);
+    // The App's own events, as per-App readers fold them, carry its whole state.
+    let own = store
+        .query(&Query::new(Selector::App("team-a.web".into())).oldest_first())
+        .unwrap()
+        .events;
+    let mut state = reckon::store::projection::AppState::default();
+    for e in &own {
+        state.fold(&e.body);
+    }
+    assert_eq!(state.inventory, web_inventory);
+    // The earlier history stays where it was recorded.
+    let web_events = store
+        .query(&Query::new(Selector::App("web".into())).oldest_first())
+        .unwrap()
+        .events;
+    assert_eq!(web_events.len() as u64, V3_EVENTS4_WEB_LAST);
 }
