@@ -123,6 +123,10 @@ pub struct AppObjects {
     /// The cluster holding them (`None`: KUBECONFIG, ~/.kube/config, in-cluster); also the
     /// default target of the Apps they describe.
     pub kubeconfig: Option<PathBuf>,
+    /// Also watch Policy objects (cluster-scoped: the agent needs to list and watch
+    /// `policies.reckon.dev` cluster-wide), which App objects may reference besides the
+    /// configuration file's policies.
+    pub policies: bool,
 }
 
 /// Webhook secrets (a provider without one has no endpoint).
@@ -475,6 +479,9 @@ async fn watch_app_objects(
         .map_err(AgentError::AppObjects)?;
     supervisor.objects_client = Some(client.clone());
     let (changes_tx, changes) = mpsc::channel::<objects::ObjectChange>(64);
+    if objects.policies {
+        tokio::spawn(objects::watch_policies(client.clone(), changes_tx.clone()));
+    }
     tokio::spawn(objects::watch(
         client,
         objects.namespace.clone(),

@@ -56,6 +56,48 @@ pub enum ObjectChange {
     },
     /// A full (re-)list: the App objects that exist now; the supervisor drops the others.
     Listed(BTreeSet<(String, String)>),
+    /// A Policy object created or changed.
+    PolicyApplied(Box<crd::policy::Policy>),
+    PolicyDeleted(String),
+    /// A full (re-)list of Policy objects: the names that exist now.
+    PoliciesListed(BTreeSet<String>),
+}
+
+/// Watches Policy objects (cluster-scoped) until the receiver closes; failures back off and
+/// retry, as for App objects.
+pub async fn watch_policies(client: kube::Client, tx: mpsc::Sender<ObjectChange>) {
+    let api: Api<crd::policy::Policy> = Api::all(client);
+    let mut stream = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .boxed();
+    let mut listing: Option<BTreeSet<String>> = None;
+    let name_of = |p: &crd::policy::Policy| p.metadata.name.clone().unwrap_or_default();
+    while let Some(item) = stream.next().await {
+        let change = match item {
+            Ok(watcher::Event::Init) => {
+                listing = Some(BTreeSet::new());
+                continue;
+            }
+            Ok(watcher::Event::InitApply(p)) => {
+                if let Some(seen) = listing.as_mut() {
+                    seen.insert(name_of(&p));
+                }
+                ObjectChange::PolicyApplied(Box::new(p))
+            }
+            Ok(watcher::Event::InitDone) => {
+                ObjectChange::PoliciesListed(listing.take().unwrap_or_default())
+            }
+            Ok(watcher::Event::Apply(p)) => ObjectChange::PolicyApplied(Box::new(p)),
+            Ok(watcher::Event::Delete(p)) => ObjectChange::PolicyDeleted(name_of(&p)),
+            Err(e) => {
+                tracing::warn!(error = %e, "watching Policy objects (retrying)");
+                continue;
+            }
+        };
+        if tx.send(change).await.is_err() {
+            return;
+        }
+    }
 }
 
 /// Watches App objects in `namespace` (all namespaces when `None`) until the receiver closes.

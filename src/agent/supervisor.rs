@@ -73,6 +73,10 @@ pub(super) struct Supervisor {
     /// The configuration file's App names (all of them, this shard's or not): a previous
     /// reckon's history under such a name is the file App's, never an App object's.
     pub(super) file_apps: BTreeSet<String>,
+    /// Policy objects by name, as read (App objects may reference them).
+    object_policies: BTreeMap<String, config::Policy>,
+    /// The App objects as last seen, to admit again when a Policy they reference changes.
+    objects: BTreeMap<(String, String), crate::crd::App>,
 }
 
 impl Supervisor {
@@ -104,6 +108,8 @@ impl Supervisor {
             objects_client: None,
             policies: Vec::new(),
             file_apps: BTreeSet::new(),
+            object_policies: BTreeMap::new(),
+            objects: BTreeMap::new(),
         }
     }
 
@@ -314,12 +320,19 @@ impl Supervisor {
                 report: true,
             };
         }
-        // As whom it acts and where it may write are the operator's call too.
+        // As whom it acts and where it may write are the operator's call too. The file's
+        // policies come first: of two of one name, the file's holds.
+        let policies: Vec<config::Policy> = self
+            .policies
+            .iter()
+            .chain(self.object_policies.values())
+            .cloned()
+            .collect();
         if let Err(e) = crate::config::policy::bound_app_object(
             &mut app,
             namespace,
             &self.options.tenancy,
-            &self.policies,
+            &policies,
         ) {
             tracing::error!(app = %name, %namespace, error = %e, "App object refused");
             return Admission::Refused {
@@ -338,6 +351,8 @@ impl Supervisor {
             return;
         };
         let (namespace, name) = objects::key_of(&object);
+        self.objects
+            .insert((namespace.clone(), name.clone()), object.clone());
         let identity = crate::model::identity::of_object(&namespace, &name);
         let origin = Origin::Object {
             namespace: namespace.clone(),
@@ -395,6 +410,8 @@ impl Supervisor {
     }
 
     pub(super) async fn object_deleted(&mut self, namespace: &str, name: &str) {
+        self.objects
+            .remove(&(namespace.to_string(), name.to_string()));
         let origin = Origin::Object {
             namespace: namespace.to_string(),
             name: name.to_string(),
@@ -407,6 +424,7 @@ impl Supervisor {
 
     /// After a (re-)list: Apps from objects that no longer exist stop.
     pub(super) async fn objects_listed(&mut self, present: &BTreeSet<(String, String)>) {
+        self.objects.retain(|key, _| present.contains(key));
         let gone: Vec<(String, String)> = self
             .running
             .values()
@@ -431,6 +449,62 @@ impl Supervisor {
                 self.object_deleted(&namespace, &name).await
             }
             objects::ObjectChange::Listed(present) => self.objects_listed(&present).await,
+            objects::ObjectChange::PolicyApplied(policy) => self.policy_applied(&policy).await,
+            objects::ObjectChange::PolicyDeleted(name) => self.policy_gone(&name).await,
+            objects::ObjectChange::PoliciesListed(present) => {
+                let gone: Vec<String> = self
+                    .object_policies
+                    .keys()
+                    .filter(|n| !present.contains(*n))
+                    .cloned()
+                    .collect();
+                for name in gone {
+                    self.policy_gone(&name).await;
+                }
+            }
+        }
+    }
+
+    /// A Policy object was created or changed: the App objects that reference it are admitted
+    /// again, so an App whose bounds changed restarts and its next pass (at once) applies
+    /// under them. A Policy that does not read as a policy counts as absent.
+    async fn policy_applied(&mut self, object: &crate::crd::policy::Policy) {
+        let name = object.metadata.name.clone().unwrap_or_default();
+        match crate::crd::policy::to_config(object) {
+            Ok(policy) => {
+                if self.object_policies.get(&name) == Some(&policy) {
+                    return;
+                }
+                tracing::info!(policy = %name, "Policy object read");
+                self.object_policies.insert(name.clone(), policy);
+            }
+            Err(e) => {
+                tracing::error!(policy = %name, error = %e, "Policy object refused: it counts as absent");
+                if self.object_policies.remove(&name).is_none() {
+                    return;
+                }
+            }
+        }
+        self.readmit(&name).await;
+    }
+
+    async fn policy_gone(&mut self, name: &str) {
+        if self.object_policies.remove(name).is_some() {
+            tracing::info!(policy = %name, "Policy object deleted");
+            self.readmit(name).await;
+        }
+    }
+
+    /// Admits again every App object that references the policy `name`.
+    async fn readmit(&mut self, name: &str) {
+        let using: Vec<crate::crd::App> = self
+            .objects
+            .values()
+            .filter(|o| o.spec.policy.as_deref() == Some(name))
+            .cloned()
+            .collect();
+        for object in using {
+            self.object_applied(object).await;
         }
     }
 }
