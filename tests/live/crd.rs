@@ -678,3 +678,93 @@ async fn an_app_object_of_another_namespace_with_the_same_name_is_a_new_app() {
             .collect::<Vec<_>>()
     );
 }
+
+/// An App object deleted and created again under the same namespace and name is a new App
+/// (`AppReset`): it starts with an empty inventory, so it does not prune what its predecessor
+/// applied and no longer names; what it names again it adopts, as anything it did not create.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_object_created_again_after_its_deletion_is_a_new_app() {
+    let client = support::client().await;
+    install_app_crd(&client).await;
+    let ns = TestNamespace::create(&client, "again").await;
+    let fixture = Fixture::new().unwrap();
+    fixture
+        .commit("Two directories")
+        .write("first/settings.yaml", SETTINGS)
+        .write("first/other.yaml", OTHER)
+        .write("second/other.yaml", OTHER)
+        .create()
+        .unwrap();
+    fixture.push().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let agent = ObjectAgent::start(dir.path(), &ns.name, Default::default());
+    let apps: Api<App> = Api::namespaced(client.clone(), &ns.name);
+    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client.clone(), &ns.name);
+    let ready = || async {
+        until("web Ready", Duration::from_secs(60), || async {
+            let app = apps.get_opt("web").await.unwrap()?;
+            (condition(&app, "Ready")?.status == "True").then_some(app)
+        })
+        .await
+    };
+    apps.create(
+        &PostParams::default(),
+        &app_object("web", &fixture.file_url(), "first"),
+    )
+    .await
+    .unwrap();
+    ready().await;
+    apps.delete("web", &DeleteParams::default()).await.unwrap();
+    until("the App object gone", Duration::from_secs(30), || async {
+        apps.get_opt("web").await.unwrap().is_none().then_some(())
+    })
+    .await;
+    // Creation times have whole seconds: the new object is created in a later one.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    apps.create(
+        &PostParams::default(),
+        &app_object("web", &fixture.file_url(), "second"),
+    )
+    .await
+    .unwrap();
+    ready().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let events = agent.stop().await;
+
+    assert!(
+        cms.get_opt("settings").await.unwrap().is_some(),
+        "the new App pruned its predecessor's object"
+    );
+    let id = reckon::model::identity::of_object(&ns.name, "web");
+    let mine: Vec<&Envelope> = events
+        .iter()
+        .filter(|e| e.body.app.as_deref() == Some(id.as_str()))
+        .collect();
+    let reset = mine
+        .iter()
+        .position(|e| matches!(e.body.event, Event::AppReset(_)))
+        .expect("an AppReset");
+    assert_eq!(
+        mine.iter()
+            .filter(|e| matches!(e.body.event, Event::AppReset(_)))
+            .count(),
+        1
+    );
+    let after: Vec<&Envelope> = mine[reset..].to_vec();
+    assert!(
+        !after.iter().any(|e| matches!(
+            e.body.event,
+            Event::ObjectPruned(_) | Event::ObjectOrphaned(_)
+        )),
+        "nothing pruned or released after the reset"
+    );
+    // `other` is named again: adopted, never created.
+    let other = after
+        .iter()
+        .find_map(|e| match &e.body.event {
+            Event::ObjectApplied(a) if a.object.name == "other" => Some(a.action),
+            _ => None,
+        })
+        .expect("other applied by the new App");
+    assert_eq!(other, reckon::event::ApplyAction::Adopted);
+}
