@@ -113,10 +113,20 @@ impl AppTask {
         tracing::debug!(app = %name, "stopped");
     }
 
-    /// The external anchor check and, when worth it, a first status.
+    /// Where the App's record goes on from (its identity's history, the bare name's history
+    /// of an earlier reckon, or a fresh start), the external anchor check and, when worth it,
+    /// a first status.
     async fn before_first_pass(&mut self, name: &str) {
         let Some((writer, store)) = self.status.as_mut() else {
             return;
+        };
+        // Where its record goes on from comes first: the anchor is checked against it.
+        let settled = match writer.settle_identity(store).await {
+            Ok(seq) => seq.is_some(),
+            Err(e) => {
+                tracing::error!(app = %name, error = %e, "deciding where the App's history goes on from");
+                false
+            }
         };
         let gap = match writer.check_anchor(store).await {
             Ok(gap) => gap.is_some(),
@@ -128,7 +138,7 @@ impl AppTask {
         // A new App says it is starting; a known one keeps its status until its first pass
         // (a restart of a thousand Apps is not two thousand status writes), unless the anchor
         // just found a gap, which is worth saying at once.
-        if (gap || !writer.has_status())
+        if (gap || settled || !writer.has_status())
             && let Err(e) = writer
                 .after_pass(store, crate::crd::PassSummary::NotYet)
                 .await

@@ -125,6 +125,10 @@ pub struct AppObjects {
     /// The cluster holding them (`None`: KUBECONFIG, ~/.kube/config, in-cluster); also the
     /// default target of the Apps they describe.
     pub kubeconfig: Option<PathBuf>,
+    /// Also watch Policy objects (cluster-scoped: the agent needs to list and watch
+    /// `policies.reckon.dev` cluster-wide), which App objects may reference besides the
+    /// configuration file's policies.
+    pub policies: bool,
 }
 
 /// Webhook secrets (a provider without one has no endpoint).
@@ -612,6 +616,9 @@ async fn watch_app_objects(
         .map_err(AgentError::AppObjects)?;
     supervisor.objects_client = Some(client.clone());
     let (changes_tx, changes) = mpsc::channel::<objects::ObjectChange>(64);
+    if objects.policies {
+        tokio::spawn(objects::watch_policies(client.clone(), changes_tx.clone()));
+    }
     tokio::spawn(objects::watch(
         client,
         objects.namespace.clone(),
@@ -638,6 +645,7 @@ async fn reconcile_all(
     // The file's limits hold for every App, App objects' too.
     supervisor.set_input_limits(cfg.limits);
     supervisor.policies = cfg.policies.clone();
+    supervisor.file_apps = cfg.apps.iter().map(|a| a.name.clone()).collect();
     start_file_apps(cfg, options, &mut supervisor).await?;
     let changes = watch_app_objects(options, &mut supervisor, fence.as_ref()).await?;
     let mut watching = changes.is_some();

@@ -36,6 +36,12 @@ pub enum ObjectsError {
     },
     #[error("App {app}: reading its status from the store: {reason}")]
     Query { app: String, reason: String },
+    #[error("App {app}: recording where its history goes on from: {source}")]
+    RecordIdentity {
+        app: String,
+        #[source]
+        source: crate::store::StoreError,
+    },
 }
 
 /// What the App object watch tells the supervisor.
@@ -50,6 +56,48 @@ pub enum ObjectChange {
     },
     /// A full (re-)list: the App objects that exist now; the supervisor drops the others.
     Listed(BTreeSet<(String, String)>),
+    /// A Policy object created or changed.
+    PolicyApplied(Box<crd::policy::Policy>),
+    PolicyDeleted(String),
+    /// A full (re-)list of Policy objects: the names that exist now.
+    PoliciesListed(BTreeSet<String>),
+}
+
+/// Watches Policy objects (cluster-scoped) until the receiver closes; failures back off and
+/// retry, as for App objects.
+pub async fn watch_policies(client: kube::Client, tx: mpsc::Sender<ObjectChange>) {
+    let api: Api<crd::policy::Policy> = Api::all(client);
+    let mut stream = watcher(api, watcher::Config::default())
+        .default_backoff()
+        .boxed();
+    let mut listing: Option<BTreeSet<String>> = None;
+    let name_of = |p: &crd::policy::Policy| p.metadata.name.clone().unwrap_or_default();
+    while let Some(item) = stream.next().await {
+        let change = match item {
+            Ok(watcher::Event::Init) => {
+                listing = Some(BTreeSet::new());
+                continue;
+            }
+            Ok(watcher::Event::InitApply(p)) => {
+                if let Some(seen) = listing.as_mut() {
+                    seen.insert(name_of(&p));
+                }
+                ObjectChange::PolicyApplied(Box::new(p))
+            }
+            Ok(watcher::Event::InitDone) => {
+                ObjectChange::PoliciesListed(listing.take().unwrap_or_default())
+            }
+            Ok(watcher::Event::Apply(p)) => ObjectChange::PolicyApplied(Box::new(p)),
+            Ok(watcher::Event::Delete(p)) => ObjectChange::PolicyDeleted(name_of(&p)),
+            Err(e) => {
+                tracing::warn!(error = %e, "watching Policy objects (retrying)");
+                continue;
+            }
+        };
+        if tx.send(change).await.is_err() {
+            return;
+        }
+    }
 }
 
 /// Watches App objects in `namespace` (all namespaces when `None`) until the receiver closes.
@@ -111,6 +159,13 @@ pub struct StatusWriter {
     api: Api<AppObject>,
     namespace: String,
     name: String,
+    /// The App's identity in the store (`NAMESPACE.NAME`).
+    app: String,
+    /// When the object was created: history under its identity from before then is an
+    /// earlier object's.
+    created: Option<chrono::DateTime<chrono::Utc>>,
+    /// The configuration file has an App called like this object: the name's history is its.
+    pub shadows_file_app: bool,
     generation: Option<i64>,
     last: Option<crd::AppStatus>,
     /// The store's last seq for the App, the pass summary and the checkpoint the last status was
@@ -132,6 +187,13 @@ impl StatusWriter {
         let (namespace, name) = key_of(object);
         StatusWriter {
             api: Api::namespaced(client, &namespace),
+            app: crate::model::identity::of_object(&namespace, &name),
+            created: object
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .and_then(|t| chrono::DateTime::from_timestamp_micros(t.0.as_microsecond())),
+            shadows_file_app: false,
             namespace,
             name,
             generation: object.metadata.generation,
@@ -150,7 +212,7 @@ impl StatusWriter {
         let written_by = self.last.as_ref().and_then(|s| s.shard);
         if !crd::anchor_applies(written_by, self.shards.index) {
             tracing::info!(
-                app = %self.name,
+                app = %self.app,
                 from = written_by.unwrap_or(0),
                 to = self.shards.index,
                 "App moved to this shard: its earlier history stays in the other shard's store"
@@ -158,25 +220,23 @@ impl StatusWriter {
             return Ok(None);
         }
         let status_seq = self.last.as_ref().and_then(|s| s.last_event_seq);
-        let store_seq = store
-            .app_state(&self.name)
-            .await
-            .map_err(|source| ObjectsError::ReadStore {
-                app: self.name.clone(),
-                source,
-            })?
-            .map_or(0, |s| s.last_seq);
+        let mut store_seq = self.last_seq_of(store, &self.app).await?;
+        // A status written before App objects had identities counts in the bare name's
+        // history, whether or not that history became this App's.
+        if self.last.as_ref().is_some_and(|s| s.identity.is_none()) {
+            store_seq = store_seq.max(self.last_seq_of(store, &self.name).await?);
+        }
         let Some(expected) = crd::store_behind(status_seq, store_seq) else {
             return Ok(None);
         };
         let reason = format!(
             "the App object's status names event {expected} of App {} but the store's last \
              event of it is {store_seq}: the store was lost or restored from an older backup",
-            self.name
+            self.app
         );
-        tracing::error!(app = %self.name, status_seq = expected, store_seq, "store gap: {reason}");
+        tracing::error!(app = %self.app, status_seq = expected, store_seq, "store gap: {reason}");
         let draft = Draft::new(
-            Some(&self.name),
+            Some(&self.app),
             Event::StoreGap(event::StoreGap {
                 expected_seq: Some(expected),
                 found_seq: store_seq,
@@ -188,9 +248,138 @@ impl StatusWriter {
                 .append(vec![draft])
                 .await
                 .map_err(|source| ObjectsError::RecordGap {
-                    app: self.name.clone(),
+                    app: self.app.clone(),
                     source,
                 })?;
+        Ok(Some(appended.last_seq))
+    }
+
+    /// The last seq the store holds under `app` (0: none).
+    async fn last_seq_of(&self, store: &StoreHandle, app: &str) -> Result<u64, ObjectsError> {
+        Ok(store
+            .app_state(app)
+            .await
+            .map_err(|source| ObjectsError::ReadStore {
+                app: app.to_string(),
+                source,
+            })?
+            .map_or(0, |s| s.last_seq))
+    }
+
+    /// What the store holds under `app`: its last event and that event's time.
+    async fn stored_under(
+        &self,
+        store: &StoreHandle,
+        app: &str,
+    ) -> Result<Option<crd::StoredUnder>, ObjectsError> {
+        let Some(state) = store
+            .app_state(app)
+            .await
+            .map_err(|source| ObjectsError::ReadStore {
+                app: app.to_string(),
+                source,
+            })?
+        else {
+            return Ok(None);
+        };
+        let seq = state.last_seq;
+        let reader = store.reader().clone();
+        let found = tokio::task::spawn_blocking(move || {
+            use crate::store::EventRead as _;
+            reader.get_many(&[seq])
+        })
+        .await
+        .map_err(|e| ObjectsError::Query {
+            app: app.to_string(),
+            reason: e.to_string(),
+        })?
+        .map_err(|source| ObjectsError::ReadStore {
+            app: app.to_string(),
+            source,
+        })?;
+        // A compacted-away last event cannot be: compaction keeps its summary, a later event.
+        Ok(found
+            .into_iter()
+            .flatten()
+            .next()
+            .map(|e| crd::StoredUnder {
+                last_seq: seq,
+                last_time: e.body.time,
+            }))
+    }
+
+    /// Decides, before the App's first pass, where its record goes on from, and records it:
+    /// the history a previous reckon kept under the object's bare name, when the object's
+    /// status anchor proves it is the object's (`AppRenamed`), or a fresh start when the history
+    /// under its identity is an earlier object's (`AppReset`). Returns the event's seq.
+    pub async fn settle_identity(&self, store: &StoreHandle) -> Result<Option<u64>, ObjectsError> {
+        let anchor_here =
+            crd::anchor_applies(self.last.as_ref().and_then(|s| s.shard), self.shards.index);
+        let under_identity = self.stored_under(store, &self.app).await?;
+        let under_name = match under_identity {
+            None => self.stored_under(store, &self.name).await?,
+            Some(_) => None,
+        };
+        let decision = crd::continuity(
+            self.last.as_ref(),
+            self.created,
+            anchor_here,
+            under_identity,
+            under_name,
+            &self.name,
+            self.shadows_file_app,
+        );
+        let event = match decision {
+            crd::Continuity::Continue => return Ok(None),
+            crd::Continuity::Rename { from, anchor } => {
+                let state = store
+                    .app_state(&from)
+                    .await
+                    .map_err(|source| ObjectsError::ReadStore {
+                        app: from.clone(),
+                        source,
+                    })?
+                    .unwrap_or_default();
+                let base_state =
+                    crate::store::projection::encode_snapshot(&state).map_err(|e| {
+                        ObjectsError::Query {
+                            app: self.app.clone(),
+                            reason: e.to_string(),
+                        }
+                    })?;
+                let reason = format!(
+                    "App object {}/{}'s status names event {anchor}, the last one recorded \
+                     under {from}: its history and inventory continue as {}",
+                    self.namespace, self.name, self.app
+                );
+                tracing::info!(app = %self.app, %from, anchor, "App object's history renamed");
+                Event::AppRenamed(event::AppRenamed {
+                    from,
+                    anchor_seq: Some(anchor),
+                    reason,
+                    base_state,
+                })
+            }
+            crd::Continuity::Fresh { previous_seq } => {
+                let reason = format!(
+                    "App object {}/{} was created after event {previous_seq}, the last one of \
+                     {}, and has no status: a new App, not the object that recorded them",
+                    self.namespace, self.name, self.app
+                );
+                tracing::info!(app = %self.app, previous_seq, "App object starts anew");
+                Event::AppReset(event::AppReset {
+                    previous_seq,
+                    reason,
+                })
+            }
+        };
+        let appended = store
+            .append(vec![Draft::new(Some(&self.app), event).by("reckon")])
+            .await
+            .map_err(|source| ObjectsError::RecordIdentity {
+                app: self.app.clone(),
+                source,
+            })?;
         Ok(Some(appended.last_seq))
     }
 
@@ -200,14 +389,13 @@ impl StatusWriter {
         store: &StoreHandle,
         summary: PassSummary,
     ) -> Result<(), ObjectsError> {
-        let state =
-            store
-                .app_state(&self.name)
-                .await
-                .map_err(|source| ObjectsError::ReadStore {
-                    app: self.name.clone(),
-                    source,
-                })?;
+        let state = store
+            .app_state(&self.app)
+            .await
+            .map_err(|source| ObjectsError::ReadStore {
+                app: self.app.clone(),
+                source,
+            })?;
         let seq = state.as_ref().map_or(0, |s| s.last_seq);
         let checkpoint = self.checkpoint.borrow().clone();
         let checkpoint_seq = checkpoint.as_ref().map(|c| c.seq);
@@ -215,7 +403,7 @@ impl StatusWriter {
             return Ok(());
         }
         let reader = store.reader().clone();
-        let app = self.name.clone();
+        let app = self.app.clone();
         let (stored, gap) = tokio::task::spawn_blocking(move || {
             let mut projections = crate::store::Projections::default();
             if let Some(state) = state {
@@ -241,7 +429,7 @@ impl StatusWriter {
         .map_err(|e| e.to_string())
         .and_then(|r| r)
         .map_err(|reason| ObjectsError::Query {
-            app: self.name.clone(),
+            app: self.app.clone(),
             reason,
         })?;
         let mut facts = crd::pass_conditions(&summary).to_vec();
@@ -262,6 +450,7 @@ impl StatusWriter {
         );
         status.shard = self.shards.is_sharded().then_some(self.shards.index);
         status.checkpoint = checkpoint;
+        status.identity = Some(self.app.clone());
         if let PassSummary::Done {
             failed_attempts, ..
         } = &summary

@@ -20,14 +20,14 @@ use tokio::sync::{mpsc, watch};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) enum Origin {
     File,
-    Object { namespace: String },
+    Object { namespace: String, name: String },
 }
 
 impl Origin {
     fn describe(&self) -> String {
         match self {
             Origin::File => "the configuration file".to_string(),
-            Origin::Object { namespace } => format!("an App object in namespace {namespace}"),
+            Origin::Object { namespace, name } => format!("App object {namespace}/{name}"),
         }
     }
 }
@@ -70,6 +70,13 @@ pub(super) struct Supervisor {
     pub(super) objects_client: Option<kube::Client>,
     /// The configuration file's policies, which App objects may reference.
     pub(super) policies: Vec<config::Policy>,
+    /// The configuration file's App names (all of them, this shard's or not): a previous
+    /// reckon's history under such a name is the file App's, never an App object's.
+    pub(super) file_apps: BTreeSet<String>,
+    /// Policy objects by name, as read (App objects may reference them).
+    object_policies: BTreeMap<String, config::Policy>,
+    /// The App objects as last seen, to admit again when a Policy they reference changes.
+    objects: BTreeMap<(String, String), crate::crd::App>,
 }
 
 impl Supervisor {
@@ -100,6 +107,9 @@ impl Supervisor {
             running: BTreeMap::new(),
             objects_client: None,
             policies: Vec::new(),
+            file_apps: BTreeSet::new(),
+            object_policies: BTreeMap::new(),
+            objects: BTreeMap::new(),
         }
     }
 
@@ -310,12 +320,19 @@ impl Supervisor {
                 report: true,
             };
         }
-        // As whom it acts and where it may write are the operator's call too.
+        // As whom it acts and where it may write are the operator's call too. The file's
+        // policies come first: of two of one name, the file's holds.
+        let policies: Vec<config::Policy> = self
+            .policies
+            .iter()
+            .chain(self.object_policies.values())
+            .cloned()
+            .collect();
         if let Err(e) = crate::config::policy::bound_app_object(
             &mut app,
             namespace,
             &self.options.tenancy,
-            &self.policies,
+            &policies,
         ) {
             tracing::error!(app = %name, %namespace, error = %e, "App object refused");
             return Admission::Refused {
@@ -334,8 +351,12 @@ impl Supervisor {
             return;
         };
         let (namespace, name) = objects::key_of(&object);
+        self.objects
+            .insert((namespace.clone(), name.clone()), object.clone());
+        let identity = crate::model::identity::of_object(&namespace, &name);
         let origin = Origin::Object {
             namespace: namespace.clone(),
+            name: name.clone(),
         };
         let mut writer = objects::StatusWriter::new(
             client,
@@ -343,12 +364,13 @@ impl Supervisor {
             self.options.shards,
             self.options.latest_checkpoint.clone(),
         );
+        writer.shadows_file_app = self.file_apps.contains(&name);
         let app = match self.admit(&object, &namespace, &name) {
             Admission::App(app) => *app,
             Admission::NotOurs => {
-                if self.runs_from(&name, &origin) {
-                    tracing::info!(app = %name, %namespace, "now another shard's App");
-                    self.stop_app(&name).await;
+                if self.runs_from(&identity, &origin) {
+                    tracing::info!(app = %identity, "now another shard's App");
+                    self.stop_app(&identity).await;
                 }
                 return;
             }
@@ -357,8 +379,8 @@ impl Supervisor {
                 message,
                 report,
             } => {
-                if self.runs_from(&name, &origin) {
-                    self.stop_app(&name).await;
+                if self.runs_from(&identity, &origin) {
+                    self.stop_app(&identity).await;
                 }
                 if report && let Err(e) = writer.refuse(reason, message).await {
                     tracing::warn!(error = %e, "writing the status of a refused App object");
@@ -366,10 +388,13 @@ impl Supervisor {
                 return;
             }
         };
-        if let Some(running) = self.running.get(&name) {
+        // Identities of App objects cannot equal a file App's name (they have a dot) nor each
+        // other (namespace and name are unique): a clash means a bug, refused all the same.
+        if let Some(running) = self.running.get(&app.name) {
             if running.origin != origin {
                 let message = format!(
-                    "an App named {name} already comes from {}; App names are unique per agent",
+                    "App {} already comes from {}; App identities are unique per agent",
+                    app.name,
                     running.origin.describe()
                 );
                 tracing::error!(app = %name, %namespace, "App object refused: {message}");
@@ -382,29 +407,34 @@ impl Supervisor {
                 // A status write (ours) or a change that does not change the App.
                 return;
             }
-            self.stop_app(&name).await;
+            self.stop_app(&identity).await;
         }
         if let Err(e) = self.start(app, origin, Some(writer)).await {
-            tracing::error!(app = %name, error = %e, "starting an App from its object");
+            tracing::error!(app = %identity, error = %e, "starting an App from its object");
         }
     }
 
     pub(super) async fn object_deleted(&mut self, namespace: &str, name: &str) {
+        self.objects
+            .remove(&(namespace.to_string(), name.to_string()));
         let origin = Origin::Object {
             namespace: namespace.to_string(),
+            name: name.to_string(),
         };
-        if self.runs_from(name, &origin) {
-            self.stop_app(name).await;
+        let identity = crate::model::identity::of_object(namespace, name);
+        if self.runs_from(&identity, &origin) {
+            self.stop_app(&identity).await;
         }
     }
 
     /// After a (re-)list: Apps from objects that no longer exist stop.
     pub(super) async fn objects_listed(&mut self, present: &BTreeSet<(String, String)>) {
+        self.objects.retain(|key, _| present.contains(key));
         let gone: Vec<(String, String)> = self
             .running
-            .iter()
-            .filter_map(|(name, r)| match &r.origin {
-                Origin::Object { namespace }
+            .values()
+            .filter_map(|r| match &r.origin {
+                Origin::Object { namespace, name }
                     if !present.contains(&(namespace.clone(), name.clone())) =>
                 {
                     Some((namespace.clone(), name.clone()))
@@ -424,6 +454,62 @@ impl Supervisor {
                 self.object_deleted(&namespace, &name).await
             }
             objects::ObjectChange::Listed(present) => self.objects_listed(&present).await,
+            objects::ObjectChange::PolicyApplied(policy) => self.policy_applied(&policy).await,
+            objects::ObjectChange::PolicyDeleted(name) => self.policy_gone(&name).await,
+            objects::ObjectChange::PoliciesListed(present) => {
+                let gone: Vec<String> = self
+                    .object_policies
+                    .keys()
+                    .filter(|n| !present.contains(*n))
+                    .cloned()
+                    .collect();
+                for name in gone {
+                    self.policy_gone(&name).await;
+                }
+            }
+        }
+    }
+
+    /// A Policy object was created or changed: the App objects that reference it are admitted
+    /// again, so an App whose bounds changed restarts and its next pass (at once) applies
+    /// under them. A Policy that does not read as a policy counts as absent.
+    async fn policy_applied(&mut self, object: &crate::crd::policy::Policy) {
+        let name = object.metadata.name.clone().unwrap_or_default();
+        match crate::crd::policy::to_config(object) {
+            Ok(policy) => {
+                if self.object_policies.get(&name) == Some(&policy) {
+                    return;
+                }
+                tracing::info!(policy = %name, "Policy object read");
+                self.object_policies.insert(name.clone(), policy);
+            }
+            Err(e) => {
+                tracing::error!(policy = %name, error = %e, "Policy object refused: it counts as absent");
+                if self.object_policies.remove(&name).is_none() {
+                    return;
+                }
+            }
+        }
+        self.readmit(&name).await;
+    }
+
+    async fn policy_gone(&mut self, name: &str) {
+        if self.object_policies.remove(name).is_some() {
+            tracing::info!(policy = %name, "Policy object deleted");
+            self.readmit(name).await;
+        }
+    }
+
+    /// Admits again every App object that references the policy `name`.
+    async fn readmit(&mut self, name: &str) {
+        let using: Vec<crate::crd::App> = self
+            .objects
+            .values()
+            .filter(|o| o.spec.policy.as_deref() == Some(name))
+            .cloned()
+            .collect();
+        for object in using {
+            self.object_applied(object).await;
         }
     }
 }

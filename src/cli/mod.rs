@@ -90,6 +90,12 @@ fn open_writable(path: &std::path::Path) -> anyhow::Result<crate::store::SledSto
     })
 }
 
+/// An App argument: `NAMESPACE/NAME` names an App object (its identity `NAMESPACE.NAME`), any
+/// other text an App as the store names it (a file App's name, or an identity).
+fn app_name(text: &str) -> Result<String, String> {
+    Ok(crate::model::identity::from_user(text))
+}
+
 /// Output formats shared by commands that print data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
 pub enum Output {

@@ -47,6 +47,7 @@ pub struct HistoryArgs {
     #[command(flatten)]
     common: Common,
     /// Only this App's events.
+    #[arg(value_parser = super::app_name)]
     app: Option<String>,
     /// Only events about this object: KIND/NAMESPACE/NAME, or KIND/NAME when cluster-scoped;
     /// KIND may name its group (Deployment.apps).
@@ -98,6 +99,7 @@ pub struct RevisionsArgs {
     #[command(flatten)]
     common: Common,
     /// The App.
+    #[arg(value_parser = super::app_name)]
     app: String,
 }
 
@@ -113,6 +115,7 @@ pub struct BlameArgs {
     field: Option<String>,
     /// The App managing the object, when several do.
     #[arg(long)]
+    #[arg(value_parser = super::app_name)]
     app: Option<String>,
 }
 
@@ -129,6 +132,7 @@ pub struct StatusArgs {
     #[command(flatten)]
     common: Common,
     /// Only this App.
+    #[arg(value_parser = super::app_name)]
     app: Option<String>,
 }
 
@@ -140,6 +144,7 @@ pub struct ReplayArgs {
     #[arg(long, value_parser = output::parse_time)]
     at: DateTime<Utc>,
     /// Only this App.
+    #[arg(value_parser = super::app_name)]
     app: Option<String>,
 }
 

@@ -14,6 +14,7 @@ pub struct RollbackArgs {
     #[command(flatten)]
     paths: Paths,
     /// The App to roll back.
+    #[arg(value_parser = super::app_name)]
     app: String,
     /// The revision to go back to: a commit SHA or a unique prefix (at least 4 hex digits) of
     /// one the App applied. It need not be on the remote any more.
@@ -47,6 +48,7 @@ pub struct ResumeArgs {
     #[command(flatten)]
     paths: Paths,
     /// The App to unpin.
+    #[arg(value_parser = super::app_name)]
     app: String,
     /// Why, recorded with the intent.
     #[arg(long)]

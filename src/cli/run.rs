@@ -444,7 +444,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         allow_cross_namespace_targets: args.allow_cross_namespace_targets,
     };
     if args.watch_apps {
+        // Policy objects are cluster-scoped: an agent confined to one namespace (whose RBAC
+        // ends there) uses the configuration file's policies only.
         options.app_objects = Some(agent::AppObjects {
+            policies: args.namespace.is_none(),
             namespace: args.namespace,
             kubeconfig: args.kubeconfig,
         });

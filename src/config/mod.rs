@@ -75,7 +75,12 @@ pub struct Config {
 pub struct App {
     /// Unique name; a DNS-1123 label (lowercase alphanumerics and `-`, at most 63 characters)
     /// because it becomes the value of the `reckon.dev/app` label on every object. Required.
+    /// For an App object, its identity `NAMESPACE.NAME` ([`crate::model::identity`]), which no
+    /// name of the file can be.
     pub name: String,
+    /// The App object this App comes from (`None`: the configuration file's).
+    #[serde(skip)]
+    pub object: Option<AppObjectName>,
     /// Where the manifests come from. Required.
     pub source: Source,
     /// Which cluster and default namespace to apply to. Default: inferred cluster, `default`.
@@ -119,6 +124,27 @@ pub struct App {
     /// chart's own `values.yaml` only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub helm: Option<Helm>,
+}
+
+/// An App object's namespace and name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppObjectName {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl std::fmt::Display for AppObjectName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+impl App {
+    /// The name a person gave the App: the file's name, or the App object's own name (Helm's
+    /// default release name).
+    pub fn given_name(&self) -> &str {
+        self.object.as_ref().map_or(&self.name, |o| &o.name)
+    }
 }
 
 /// Rendering settings of a Helm App. Values are merged by Helm in this order, later winning:
@@ -908,6 +934,7 @@ fn validate(raw: RawConfig, file: &Path, closed: bool) -> Result<Config, ConfigE
         }
         apps.push(App {
             name: app.name.value,
+            object: None,
             source: Source {
                 url,
                 reference: source.reference,

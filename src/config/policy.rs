@@ -13,7 +13,10 @@ pub enum TenancyError {
          let App objects target other namespaces (--allow-cross-namespace-targets)"
     )]
     TargetNamespace { target: String, home: String },
-    #[error("policy {0:?} is not defined in the agent's configuration")]
+    #[error(
+        "policy {0:?} is defined neither as a Policy object nor in the agent's configuration \
+         (policies:)"
+    )]
     UnknownPolicy(String),
     #[error(
         "policy {policy:?} is not for App objects of namespace {namespace} (its app_namespaces \
@@ -27,9 +30,9 @@ impl TenancyError {
     pub fn reason(&self) -> &'static str {
         match self {
             TenancyError::TargetNamespace { .. } => "TargetNotAllowed",
-            TenancyError::UnknownPolicy(_) | TenancyError::PolicyNotForNamespace { .. } => {
-                "PolicyNotAllowed"
-            }
+            // Nothing is applied until the policy exists: it may be created after the App.
+            TenancyError::UnknownPolicy(_) => "PolicyNotFound",
+            TenancyError::PolicyNotForNamespace { .. } => "PolicyNotAllowed",
         }
     }
 }
@@ -46,8 +49,9 @@ pub struct ObjectRules {
 }
 
 /// Holds an App read from an App object in `namespace` to the agent's `rules`: its identity
-/// (the default ServiceAccount), its confinement to its namespace, and its policy (one of
-/// `policies` that lists the namespace in `app_namespaces`). Pure.
+/// (the default ServiceAccount), its confinement to its namespace, and its policy (the first of
+/// `policies` of its name — the file's come before Policy objects' — which must list the
+/// namespace in `app_namespaces`). Pure.
 pub fn bound_app_object(
     app: &mut super::App,
     namespace: &str,

@@ -16,6 +16,30 @@ fn object(namespace: &str, name: &str, spec: serde_json::Value) -> App {
 }
 
 /// App `web` of a file with these keys (and an App `db` it may depend on).
+/// An App object's App with what only an App object has taken back to the file's form: its
+/// identity (`NAMESPACE.NAME`) becomes its name, its dependencies (App objects of its namespace)
+/// their names.
+fn as_file_app(mut app: config::App) -> config::App {
+    let object = app
+        .object
+        .take()
+        .expect("an App object's App names its object");
+    assert_eq!(
+        app.name,
+        format!("{}.{}", object.namespace, object.name),
+        "identified by namespace and name"
+    );
+    let prefix = format!("{}.", object.namespace);
+    app.name = object.name;
+    for dep in &mut app.depends_on {
+        *dep = dep
+            .strip_prefix(&prefix)
+            .expect("a dependency of its namespace")
+            .to_string();
+    }
+    app
+}
+
 fn file_app(yaml_keys: &str) -> config::App {
     let text = format!(
         "apps:\n  - name: web\n{yaml_keys}  - name: db\n    source:\n      url: https://e.com/db.git\n"
@@ -47,7 +71,7 @@ fn every_key_of_an_app_object_means_what_it_means_in_the_file() {
         "conflicts": "report",
         "healthTimeout": "2m"
     });
-    let from_object = to_config(&object("team", "web", spec), None).unwrap();
+    let from_object = as_file_app(to_config(&object("team", "web", spec), None).unwrap());
     let from_file = file_app(
         "    source:
       url: https://example.com/repo.git
@@ -84,7 +108,7 @@ fn a_helm_block_means_what_it_means_in_the_file_and_its_values_keep_their_keys()
             "values": {"replicaCount": 2, "image": {"pullPolicy": "Always"}}
         }
     });
-    let mut from_object = to_config(&object("team", "web", spec), None).unwrap();
+    let mut from_object = as_file_app(to_config(&object("team", "web", spec), None).unwrap());
     let from_file = file_app(
         "    source:
       url: https://example.com/repo.git
@@ -134,6 +158,8 @@ fn a_helm_block_means_what_it_means_in_the_file_and_its_values_keep_their_keys()
 fn defaults_are_the_files_except_the_namespace_and_cluster() {
     let spec = serde_json::json!({"source": {"url": "https://example.com/repo.git"}});
     let app = to_config(&object("team-a", "web", spec), Some(Path::new("/agent/kc"))).unwrap();
+    assert_eq!(app.given_name(), "web", "Helm's default release name");
+    let app = as_file_app(app);
     let mut expected = file_app("    source:\n      url: https://example.com/repo.git\n");
     expected.target.namespace = "team-a".into();
     expected.target.kubeconfig = Some(PathBuf::from("/agent/kc"));
@@ -143,10 +169,144 @@ fn defaults_are_the_files_except_the_namespace_and_cluster() {
 }
 
 #[test]
-fn a_dependency_defined_elsewhere_is_accepted() {
+fn a_dependency_defined_elsewhere_is_an_app_object_of_the_same_namespace() {
     let spec = serde_json::json!({"source": {"url": "https://e.com/r.git"}, "dependsOn": ["db"]});
     let app = to_config(&object("ns", "web", spec), None).unwrap();
-    assert_eq!(app.depends_on, vec!["db".to_string()]);
+    assert_eq!(app.name, "ns.web");
+    assert_eq!(app.depends_on, vec!["ns.db".to_string()]);
+}
+
+fn stored(last_seq: u64, secs: i64) -> Option<StoredUnder> {
+    Some(StoredUnder {
+        last_seq,
+        last_time: DateTime::from_timestamp(secs, 0).unwrap(),
+    })
+}
+
+fn legacy_status(anchor: Option<u64>) -> AppStatus {
+    AppStatus {
+        last_event_seq: anchor,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_previous_reckons_history_under_the_bare_name_is_the_objects_only_when_its_anchor_proves_it() {
+    let created = DateTime::from_timestamp(1_000, 0);
+    let status = legacy_status(Some(42));
+    // The anchor is the last event under the name: nobody recorded there after it.
+    assert_eq!(
+        continuity(
+            Some(&status),
+            created,
+            true,
+            None,
+            stored(42, 900),
+            "web",
+            false
+        ),
+        Continuity::Rename {
+            from: "web".into(),
+            anchor: 42
+        }
+    );
+    // Someone recorded under the name after the object's status saw it (another namespace's
+    // object of the same name, under the old keying): not provably this object's.
+    assert_eq!(
+        continuity(
+            Some(&status),
+            created,
+            true,
+            None,
+            stored(50, 900),
+            "web",
+            false
+        ),
+        Continuity::Continue
+    );
+    // No anchor, no history, a file App of that name, an anchor of another shard's store,
+    // or a status already written with identities: nothing to rename.
+    for (status, under_name, file_app, here) in [
+        (legacy_status(None), stored(42, 900), false, true),
+        (legacy_status(Some(42)), None, false, true),
+        (legacy_status(Some(42)), stored(42, 900), true, true),
+        (legacy_status(Some(42)), stored(42, 900), false, false),
+        (
+            AppStatus {
+                identity: Some("ns.web".into()),
+                ..legacy_status(Some(42))
+            },
+            stored(42, 900),
+            false,
+            true,
+        ),
+    ] {
+        assert_eq!(
+            continuity(
+                Some(&status),
+                created,
+                here,
+                None,
+                under_name,
+                "web",
+                file_app
+            ),
+            Continuity::Continue,
+            "{status:?}"
+        );
+    }
+    // Renamed already (history under the identity): carry on.
+    assert_eq!(
+        continuity(
+            Some(&status),
+            created,
+            true,
+            stored(60, 950),
+            stored(42, 900),
+            "web",
+            false
+        ),
+        Continuity::Continue
+    );
+}
+
+#[test]
+fn a_new_object_with_the_identity_of_a_deleted_one_starts_anew() {
+    let created = DateTime::from_timestamp(1_000, 0);
+    // History under the identity, all before the object was created, and no status: an
+    // earlier object's.
+    assert_eq!(
+        continuity(None, created, true, stored(7, 999), None, "web", false),
+        Continuity::Fresh { previous_seq: 7 }
+    );
+    // History recorded since it was created is its own (its first status write failed).
+    assert_eq!(
+        continuity(None, created, true, stored(7, 1_000), None, "web", false),
+        Continuity::Continue
+    );
+    // A status written with identities is the anchor of continuity.
+    let status = AppStatus {
+        identity: Some("ns.web".into()),
+        last_event_seq: Some(7),
+        ..Default::default()
+    };
+    assert_eq!(
+        continuity(
+            Some(&status),
+            created,
+            true,
+            stored(7, 999),
+            None,
+            "web",
+            false
+        ),
+        Continuity::Continue
+    );
+    // Nothing under the identity: nothing to reset.
+    assert_eq!(
+        continuity(None, created, true, None, stored(3, 10), "web", false),
+        Continuity::Continue
+    );
 }
 
 fn spec_error(spec: serde_json::Value) -> (String, String) {

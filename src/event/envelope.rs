@@ -24,7 +24,9 @@ pub const FORMAT_VERSION: u8 = 1;
 /// 3: [`Event::DriftSuperseded`] and [`Event::ApplyBlocked`], appended the same way.
 /// 4: [`Event::ObjectOrphaned`] and [`super::ApplyAction::Adopted`] (a value appended to the
 /// `action` of `ObjectApplied`), appended the same way.
-pub const EVENT_SCHEMA: u16 = 4;
+/// 5: [`Event::AppRenamed`] and [`Event::AppReset`] (App objects identified by namespace and
+/// name, migration 0009), appended the same way.
+pub const EVENT_SCHEMA: u16 = 5;
 const HASH_LEN: usize = 32;
 
 #[derive(Debug, thiserror::Error)]
@@ -224,6 +226,11 @@ mod tests {
     }
 
     #[test]
+    fn schema_4_records_still_open() {
+        older_schema_records_still_open("envelopes-schema4.hex", 4, 27);
+    }
+
+    #[test]
     fn seal_open_round_trip_and_hash_definition() {
         for e in samples::all_events() {
             let (env, record) = Envelope::seal(body(e, 9)).unwrap();
@@ -263,7 +270,7 @@ mod tests {
         let (_, record) = Envelope::seal(b).unwrap();
         assert!(matches!(
             Envelope::open(&record),
-            Err(EnvelopeError::NewerSchema { found: 5, .. })
+            Err(EnvelopeError::NewerSchema { found: 6, .. })
         ));
         assert!(matches!(
             Envelope::open(&[1, 2, 3]),

@@ -500,6 +500,35 @@ pub struct ObjectOrphaned {
     pub reason: String,
 }
 
+/// The history and inventory an App recorded under an earlier name continue under this event's
+/// App (migration 0009): a store written before App objects were identified by namespace and
+/// name keeps an App object's history under its bare name, and it becomes the object's only
+/// when the object's status anchor proves it (its `lastEventSeq` is the last event recorded
+/// under that name). Recorded once, before the App's first pass under its identity.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppRenamed {
+    /// The name the history was recorded under until now.
+    pub from: String,
+    /// The App object's status anchor that proved it (its `lastEventSeq`).
+    pub anchor_seq: Option<u64>,
+    pub reason: String,
+    /// `from`'s projection at the rename (a versioned App base state, as in
+    /// [`RetentionCompacted`]): folding this App's own events alone yields its whole state.
+    #[serde(with = "codec::bytes")]
+    pub base_state: Vec<u8>,
+}
+
+/// An App starts anew under an identity the store already knows: an App object deleted and
+/// created again under the same namespace and name, whose status (empty: the API server keeps
+/// no status across a deletion) cannot prove it is the App that recorded the earlier events.
+/// Its inventory, revisions and intent start empty; its earlier history stays in the log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppReset {
+    /// The identity's last event before the reset.
+    pub previous_seq: u64,
+    pub reason: String,
+}
+
 /// Every event. **Append new variants at the end only**: the variant index is the stored tag.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Event {
@@ -533,6 +562,9 @@ pub enum Event {
     ApplyBlocked(ApplyBlocked),
     /// Event schema 4.
     ObjectOrphaned(ObjectOrphaned),
+    /// Event schema 5.
+    AppRenamed(AppRenamed),
+    AppReset(AppReset),
 }
 
 /// The kind of an event, as stored in the kind index (one byte; values are part of the format).
@@ -566,10 +598,12 @@ pub enum EventKind {
     DriftSuperseded = 24,
     ApplyBlocked = 25,
     ObjectOrphaned = 26,
+    AppRenamed = 27,
+    AppReset = 28,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 27] = [
+    pub const ALL: [EventKind; 29] = [
         EventKind::AgentStarted,
         EventKind::CommitObserved,
         EventKind::IntentRecorded,
@@ -597,6 +631,8 @@ impl EventKind {
         EventKind::DriftSuperseded,
         EventKind::ApplyBlocked,
         EventKind::ObjectOrphaned,
+        EventKind::AppRenamed,
+        EventKind::AppReset,
     ];
 
     pub fn name(self) -> &'static str {
@@ -628,6 +664,8 @@ impl EventKind {
             EventKind::DriftSuperseded => "DriftSuperseded",
             EventKind::ApplyBlocked => "ApplyBlocked",
             EventKind::ObjectOrphaned => "ObjectOrphaned",
+            EventKind::AppRenamed => "AppRenamed",
+            EventKind::AppReset => "AppReset",
         }
     }
 
@@ -676,6 +714,8 @@ impl Event {
             Event::DriftSuperseded(_) => EventKind::DriftSuperseded,
             Event::ApplyBlocked(_) => EventKind::ApplyBlocked,
             Event::ObjectOrphaned(_) => EventKind::ObjectOrphaned,
+            Event::AppRenamed(_) => EventKind::AppRenamed,
+            Event::AppReset(_) => EventKind::AppReset,
         }
     }
 

@@ -241,6 +241,16 @@ pub fn all_events() -> Vec<Event> {
             object: object("", "v1", "ConfigMap", Some("shop"), "settings"),
             reason: "adopted, and prune.adopted is off".into(),
         }),
+        Event::AppRenamed(AppRenamed {
+            from: "web".into(),
+            anchor_seq: Some(41),
+            reason: "the App object's status names web's last event".into(),
+            base_state: vec![4, 0, 0, 1],
+        }),
+        Event::AppReset(AppReset {
+            previous_seq: 41,
+            reason: "a new App object of the same namespace and name".into(),
+        }),
     ]
 }
 

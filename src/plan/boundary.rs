@@ -23,17 +23,14 @@ pub fn violation(boundary: &Boundary, object: &ObjectRef) -> Option<String> {
                 ));
             }
             Some(_) => {}
+            // With a policy, its cluster_kinds decide below (allowed and not denied), and the
+            // reason names the rule; without one, no cluster-scoped kind is allowed.
+            None if boundary.policy.is_some() => {}
             None => {
-                let allowed = boundary.policy.as_ref().is_some_and(|p| {
-                    cluster_allowed(&p.cluster_kinds.allow)
-                        && !cluster_allowed(&p.cluster_kinds.deny)
-                });
-                if !allowed {
-                    return Some(format!(
-                        "{kind} is cluster-scoped: an App object may write cluster-scoped \
-                         objects only of the kinds its policy allows (cluster_kinds.allow)"
-                    ));
-                }
+                return Some(format!(
+                    "{kind} is cluster-scoped: an App object may write cluster-scoped \
+                     objects only of the kinds its policy allows (cluster_kinds.allow)"
+                ));
             }
         }
     }
@@ -238,7 +235,13 @@ mod tests {
         let role = obj("rbac.authorization.k8s.io", "ClusterRole", None, "r");
         assert_eq!(violation(&b, &role), None);
         let binding = obj("rbac.authorization.k8s.io", "ClusterRoleBinding", None, "r");
-        assert!(violation(&b, &binding).is_some());
+        // Refused by the policy's rule, which the reason names.
+        assert_eq!(
+            violation(&b, &binding).as_deref(),
+            Some(
+                r#"policy team-a: cluster_kinds.deny {group: "*", kind: ClusterRoleBinding} matches ClusterRoleBinding.rbac.authorization.k8s.io"#
+            )
+        );
         // The policy's namespaces do not widen the App object's own namespace.
         assert!(violation(&b, &obj("", "ConfigMap", Some("team-a"), "c")).is_some());
     }

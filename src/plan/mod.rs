@@ -138,6 +138,10 @@ pub struct Policy {
     pub prune_adopted: bool,
     /// Whether a Namespace is deleted even while it holds objects the plan does not prune.
     pub prune_non_empty_namespaces: bool,
+    /// Names the App's history was recorded under before (an App object's bare name, from a
+    /// store written before App objects had identities): its objects may still carry them in
+    /// their `reckon.dev/app` label until it applies them again, and they are its own.
+    pub former_names: Vec<String>,
 }
 
 impl Policy {
@@ -153,7 +157,13 @@ impl Policy {
             adopt: app.adopt,
             prune_adopted: app.prune.adopted,
             prune_non_empty_namespaces: app.prune.non_empty_namespaces,
+            former_names: Vec::new(),
         }
+    }
+
+    /// Whether a `reckon.dev/app` label value names this App (now or by a former name).
+    fn is_own(&self, label: &str) -> bool {
+        label == self.app || self.former_names.iter().any(|n| n == label)
     }
 
     fn ignored_pointers(&self, object: &ObjectRef) -> Vec<&str> {
@@ -535,7 +545,7 @@ pub fn plan(
             .any(|m| annotation(m, PRUNE_ANNOTATION) == Some(PRUNE_DISABLED));
         let other_owner = live
             .and_then(|l| label(&l.manifest, APP_LABEL))
-            .filter(|owner| *owner != policy.app);
+            .filter(|owner| !policy.is_own(owner));
         let reason = if !policy.prune {
             Some(PruneSkipReason::PruningDisabled)
         } else if desired.is_empty() && !policy.allow_empty {
@@ -575,7 +585,8 @@ fn plan_one(
         // Not ours yet.
         match live {
             Some(live) => {
-                let owners = ownership::owners(&live.manifest, item.comparable(), &policy.app);
+                let mut owners = ownership::owners(&live.manifest, item.comparable(), &policy.app);
+                owners.retain(|o| !matches!(o, Owner::App(app) if policy.is_own(app)));
                 if let Some(reason) = ownership::adoption(policy.adopt, &owners) {
                     actions.push(Action::Refuse {
                         object: item.object,
@@ -585,7 +596,7 @@ fn plan_one(
                     return;
                 }
                 let previous_owner = label(&live.manifest, APP_LABEL)
-                    .filter(|owner| *owner != policy.app)
+                    .filter(|owner| !policy.is_own(owner))
                     .map(str::to_string);
                 let changed = redact(
                     &item.object,
@@ -613,7 +624,7 @@ fn plan_one(
     // the two Apps fight over it, and the log grow without bound.
     if let Some(owner) = live
         .and_then(|l| label(&l.manifest, APP_LABEL))
-        .filter(|owner| *owner != policy.app)
+        .filter(|owner| !policy.is_own(owner))
     {
         actions.push(Action::Refuse {
             object: item.object,

@@ -23,6 +23,7 @@ fn policy() -> Policy {
         adopt: AdoptPolicy::Unowned,
         prune_adopted: false,
         prune_non_empty_namespaces: false,
+        former_names: Vec::new(),
     }
 }
 
@@ -326,6 +327,72 @@ fn an_object_another_app_took_over_is_refused_not_taken_back() {
     assert_eq!(
         summary(&plan),
         ["refuse(TakenOver { owner: \"billing\" }) ConfigMap/shop/a"]
+    );
+}
+
+#[test]
+fn objects_labelled_with_a_former_name_of_the_app_are_its_own() {
+    // App object team-a/shop, whose history a previous reckon kept under "shop": its objects
+    // carry that label until its first pass applies them again.
+    let renamed = Policy {
+        app: "team-a.shop".into(),
+        former_names: vec!["shop".into()],
+        ..policy()
+    };
+    let a = config_map("a", Some("shop"), json!({"k": "v"}));
+    let gone = config_map("gone", Some("shop"), json!({"k": "v"}));
+    let fresh = config_map("fresh", Some("shop"), json!({"k": "v"}));
+    let labelled = |d: &DesiredObject| {
+        let mut live = live_of(d);
+        live.manifest["metadata"]["labels"][APP_LABEL] = json!("shop");
+        live
+    };
+    let lives = observed(&[labelled(&a), labelled(&gone), labelled(&fresh)], &[]);
+    let plan = run_with(
+        &renamed,
+        &[a.clone(), fresh.clone()],
+        &[applied(&a), applied(&gone)],
+        &lives,
+    );
+    let mut got = summary(&plan);
+    got.sort();
+    // Not refused as another App's: in the inventory it is planned as usual; outside it, adopted
+    // from nobody; leaving Git, pruned.
+    assert!(!got.iter().any(|s| s.starts_with("refuse")), "{got:?}");
+    assert!(
+        got.contains(&"prune ConfigMap/shop/gone".to_string()),
+        "{got:?}"
+    );
+    let adopt = plan
+        .actions
+        .iter()
+        .find(|a| a.object().name == "fresh")
+        .unwrap();
+    assert!(
+        matches!(
+            adopt,
+            Action::Configure {
+                reason: ApplyReason::Adopt {
+                    previous_owner: None
+                },
+                ..
+            }
+        ),
+        "{adopt:?}"
+    );
+    // Without the former name, the same objects are another App's.
+    let plan = run_with(
+        &Policy {
+            former_names: vec![],
+            ..renamed
+        },
+        &[a.clone()],
+        &[applied(&a)],
+        &lives,
+    );
+    assert_eq!(
+        summary(&plan),
+        ["refuse(TakenOver { owner: \"shop\" }) ConfigMap/shop/a"]
     );
 }
 

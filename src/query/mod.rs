@@ -135,7 +135,9 @@ impl Category {
             | K::AppResumed
             | K::StoreMigrated
             | K::RetentionCompacted
-            | K::SourceCacheRecovered => return None,
+            | K::SourceCacheRecovered
+            | K::AppRenamed
+            | K::AppReset => return None,
         })
     }
 
@@ -505,6 +507,11 @@ pub fn summary(e: &Event) -> String {
             d.fields.join(", "),
             short(&d.revision)
         ),
+        Event::AppRenamed(r) => format!(
+            "history and inventory of {} continue here: {}",
+            r.from, r.reason
+        ),
+        Event::AppReset(r) => format!("started anew after event {}: {}", r.previous_seq, r.reason),
         Event::ApplyBlocked(b) => format!(
             "{} objects not applied ({}): {}",
             b.objects.len(),

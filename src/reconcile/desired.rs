@@ -416,7 +416,7 @@ impl Reconciler {
                 .helm
                 .as_ref()
                 .and_then(|h| h.release.clone())
-                .unwrap_or_else(|| self.app.name.clone()),
+                .unwrap_or_else(|| self.app.given_name().to_string()),
             namespace: self.app.target.namespace.clone(),
             kube_version: self.catalog.server().git_version.clone(),
             api_versions: self.catalog.api_versions(),

@@ -25,6 +25,7 @@ pub fn policy(drift: DriftMode) -> Policy {
         adopt: AdoptPolicy::Unowned,
         prune_adopted: false,
         prune_non_empty_namespaces: false,
+        former_names: Vec::new(),
     }
 }
 

@@ -158,6 +158,10 @@ struct Memory {
     /// Whether the apply at a seq (an inventory entry's `lifecycle_seq`) was an adoption from
     /// outside the App: read once from the log, never changes.
     adoptions: HashMap<u64, bool>,
+    /// The names the App's history was recorded under before (its `AppRenamed` events): read
+    /// once from the log, the first time a plan needs them (a rename is recorded before the
+    /// App's first pass, never while it runs).
+    former_names: Option<Vec<String>>,
 }
 
 /// Limits shared by every App of an agent, so a thousand Apps starting at once neither open

@@ -29,7 +29,8 @@ impl Reconciler {
         let desired: &[DesiredObject] = &rendered.desired;
         let inventory = self.inventory(state, desired)?;
         let observed = self.live.observe(desired, &inventory).await?;
-        let policy = plan::Policy::from_app(&self.app);
+        let mut policy = plan::Policy::from_app(&self.app);
+        policy.former_names = self.former_names()?;
         let lookup = |gk: &plan::GroupKind| self.catalog.scope(gk);
         let mut plan = plan::plan(desired, &inventory, &observed, &policy, &lookup);
         // Before anything that reads or writes for the plan: what is outside the App's
@@ -45,6 +46,33 @@ impl Reconciler {
             observed,
             plan,
         })
+    }
+
+    /// The names the App's history was recorded under before ([`plan::Policy::former_names`]).
+    fn former_names(&mut self) -> Result<Vec<String>, ReconcileError> {
+        if let Some(names) = &self.memory.former_names {
+            return Ok(names.clone());
+        }
+        use crate::store::{EventRead as _, Query, Selector};
+        // Renames are rare in a whole store (one per App object at most, at an upgrade): the
+        // kind index lists them all.
+        let query = Query::new(Selector::Kind(crate::event::EventKind::AppRenamed)).limit(100_000);
+        let page = self
+            .store
+            .reader()
+            .query(&query)
+            .map_err(|e| self.store_err(e))?;
+        let names: Vec<String> = page
+            .events
+            .iter()
+            .filter(|e| e.body.app.as_deref() == Some(self.app.name.as_str()))
+            .filter_map(|e| match &e.body.event {
+                crate::event::Event::AppRenamed(r) => Some(r.from.clone()),
+                _ => None,
+            })
+            .collect();
+        self.memory.former_names = Some(names.clone());
+        Ok(names)
     }
 
     /// Keeps the plan's Namespace prunes whose Namespace holds objects the plan does not delete

@@ -263,6 +263,17 @@ impl AppState {
             }
             Event::AppSuspended(_) => self.suspended = true,
             Event::AppResumed(_) => self.suspended = false,
+            // The state recorded under the earlier name, carried in the event so that this
+            // App's own events fold to its whole state. One that does not decode (it was
+            // encoded by reckon, so a damaged store) starts the App empty: it then owns
+            // nothing, and prunes nothing, rather than something half-known.
+            Event::AppRenamed(e) => {
+                *self = decode_app_state(&e.base_state).unwrap_or_else(|err| {
+                    tracing::error!(seq, from = %e.from, error = %err, "AppRenamed base state does not decode; the App starts empty");
+                    AppState::default()
+                });
+            }
+            Event::AppReset(_) => *self = AppState::default(),
             // Compaction does not change state: its base state is used by `rebuild` only.
             _ => {}
         }
@@ -273,6 +284,13 @@ impl AppState {
 impl Projections {
     /// Folds one event. Events without an App (agent/store events) change no App state.
     pub fn fold(&mut self, body: &EnvelopeBody) {
+        // The earlier name's state moved to this App (it is in the event): the earlier name
+        // owns nothing any more.
+        if let Event::AppRenamed(e) = &body.event
+            && body.app.as_deref() != Some(e.from.as_str())
+        {
+            self.apps.remove(&e.from);
+        }
         if let Some(app) = &body.app
             && !matches!(body.event, Event::RetentionCompacted(_))
         {
@@ -829,5 +847,61 @@ mod tests {
             assert_eq!((r.commit_seq, r.objects_changed), (None, 0));
             assert!(firsts.insert(r.first_seq), "revisions stay distinct");
         }
+    }
+
+    #[test]
+    fn a_rename_carries_the_state_and_the_earlier_name_keeps_none() {
+        let mut p = Projections::default();
+        for b in history() {
+            p.fold(&b);
+        }
+        let shop = p.apps["shop"].clone();
+        assert!(!shop.inventory.is_empty());
+        let renamed = body(
+            20,
+            "team-a.shop",
+            Some("reckon"),
+            Event::AppRenamed(AppRenamed {
+                from: "shop".into(),
+                anchor_seq: Some(shop.last_seq),
+                reason: "proved".into(),
+                base_state: encode_snapshot(&shop).unwrap(),
+            }),
+        );
+        p.fold(&renamed);
+        assert!(
+            !p.apps.contains_key("shop"),
+            "the earlier name owns nothing"
+        );
+        let moved = &p.apps["team-a.shop"];
+        assert_eq!(moved.inventory, shop.inventory);
+        assert_eq!(moved.revisions, shop.revisions);
+        assert_eq!(moved.last_seq, 20);
+        // The App's own events alone fold to the same state (per-App readers, retention).
+        let mut alone = AppState::default();
+        alone.fold(&renamed);
+        assert_eq!(&alone, moved);
+        // An undecodable base state starts the App empty, owning nothing.
+        let mut broken = AppState::default();
+        let mut bad = renamed.clone();
+        if let Event::AppRenamed(e) = &mut bad.event {
+            e.base_state = vec![99];
+        }
+        broken.fold(&bad);
+        assert!(broken.inventory.is_empty());
+
+        // A reset: inventory, revisions and intent start over; the seq goes on.
+        p.fold(&body(
+            21,
+            "team-a.shop",
+            None,
+            Event::AppReset(AppReset {
+                previous_seq: 20,
+                reason: "recreated".into(),
+            }),
+        ));
+        let reset = &p.apps["team-a.shop"];
+        assert!(reset.inventory.is_empty() && reset.revisions.is_empty());
+        assert_eq!(reset.last_seq, 21);
     }
 }

@@ -192,9 +192,12 @@ async fn an_app_object_is_synced_edited_and_deleted_with_its_status_kept() {
 
     let events = agent.stop().await;
     assert!(events.len() > events_before);
+    // Recorded under its identity, namespace and name (also in its status).
+    let identity = reckon::model::identity::of_object(&ns.name, "web");
+    assert_eq!(status.identity.as_deref(), Some(identity.as_str()));
     let web: Vec<&Envelope> = events
         .iter()
-        .filter(|e| e.body.app.as_deref() == Some("web"))
+        .filter(|e| e.body.app.as_deref() == Some(identity.as_str()))
         .collect();
     // The status named real events of this App.
     assert!(web.iter().any(|e| e.body.seq == seq_when_ready));
@@ -222,8 +225,12 @@ async fn a_status_ahead_of_the_store_records_a_store_gap_and_a_bad_spec_is_refus
     fixture
         .commit("Settings")
         .write("web/settings.yaml", SETTINGS)
-        // The file's App has objects of its own: two Apps naming one object are refused.
+        // The file's App has objects of its own, and so has the App object of the same name.
         .write("taken/other.yaml", OTHER)
+        .write(
+            "taken-object/object.yaml",
+            OTHER.replace("other", "object-taken"),
+        )
         .create()
         .unwrap();
     fixture.push().unwrap();
@@ -248,10 +255,11 @@ async fn a_status_ahead_of_the_store_records_a_store_gap_and_a_bad_spec_is_refus
     bad.spec.source.interval = Some("0s".to_string());
     apps.create(&PostParams::default(), &bad).await.unwrap();
 
-    // And one whose name the configuration file already uses.
+    // And one whose name the configuration file already uses: a different App (its identity is
+    // its namespace and name), which runs beside the file's.
     apps.create(
         &PostParams::default(),
-        &app_object("taken", &fixture.file_url(), "web"),
+        &app_object("taken", &fixture.file_url(), "taken-object"),
     )
     .await
     .unwrap();
@@ -298,24 +306,48 @@ async fn a_status_ahead_of_the_store_records_a_store_gap_and_a_bad_spec_is_refus
     assert!(message.starts_with("spec.source.interval:"), "{message}");
     assert_eq!(condition(&refused, "Ready").unwrap().status, "False");
 
-    let conflict = until("taken Stalled", Duration::from_secs(30), || async {
-        let app = apps.get("taken").await.unwrap();
-        (condition(&app, "Stalled")?.status == "True").then_some(app)
-    })
+    let beside = until(
+        "the object taken Ready",
+        Duration::from_secs(60),
+        || async {
+            let app = apps.get("taken").await.unwrap();
+            (condition(&app, "Ready")?.status == "True").then_some(app)
+        },
+    )
     .await;
-    let stalled = condition(&conflict, "Stalled").unwrap();
-    assert_eq!(stalled.reason, "NameConflict");
-    let message = stalled.message.as_deref().unwrap_or_default();
-    assert!(message.contains("configuration file"), "{message}");
+    let taken = reckon::model::identity::of_object(&ns.name, "taken");
+    assert_eq!(
+        beside.status.as_ref().unwrap().identity.as_deref(),
+        Some(taken.as_str())
+    );
 
     let events = agent.stop().await;
-    // The file's App ran (its object did not replace it).
-    assert!(events.iter().any(|e| e.body.app.as_deref() == Some("taken")
-        && matches!(e.body.event, Event::SyncFinished(_))));
+    // The file's App ran, and so did the object of its name, each in a history of its own.
+    let synced = |app: &str| {
+        events.iter().any(|e| {
+            e.body.app.as_deref() == Some(app) && matches!(e.body.event, Event::SyncFinished(_))
+        })
+    };
+    assert!(synced("taken") && synced(&taken));
+    let applied_by = |app: &str| -> Vec<String> {
+        events
+            .iter()
+            .filter(|e| e.body.app.as_deref() == Some(app))
+            .filter_map(|e| match &e.body.event {
+                Event::ObjectApplied(a) => Some(a.object.name.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(applied_by("taken"), ["other"]);
+    assert_eq!(applied_by(&taken), ["object-taken"]);
+    let restored = reckon::model::identity::of_object(&ns.name, "restored");
     let gaps: Vec<_> = events
         .iter()
         .filter_map(|e| match &e.body.event {
-            Event::StoreGap(g) if e.body.app.as_deref() == Some("restored") => Some(g.clone()),
+            Event::StoreGap(g) if e.body.app.as_deref() == Some(restored.as_str()) => {
+                Some(g.clone())
+            }
             _ => None,
         })
         .collect();
@@ -323,7 +355,12 @@ async fn a_status_ahead_of_the_store_records_a_store_gap_and_a_bad_spec_is_refus
     assert_eq!(gaps[0].expected_seq, Some(1_000_000));
     assert_eq!(gaps[0].found_seq, 0);
     // The refused App recorded nothing.
-    assert!(!events.iter().any(|e| e.body.app.as_deref() == Some("bad")));
+    let bad = reckon::model::identity::of_object(&ns.name, "bad");
+    assert!(
+        !events
+            .iter()
+            .any(|e| e.body.app.as_deref() == Some(bad.as_str()))
+    );
 }
 
 /// Measurement, not run by default (`--run-ignored only`): N App objects (RECKON_BENCH_APPS,
@@ -515,13 +552,221 @@ async fn an_app_object_may_not_read_the_agents_disk_or_carry_credentials_in_its_
 
     let events = agent.stop().await;
     for app in ["team-b", "daemon", "leaky"] {
+        let app = reckon::model::identity::of_object(&ns.name, app);
         assert!(
-            !events.iter().any(|e| e.body.app.as_deref() == Some(app)),
+            !events
+                .iter()
+                .any(|e| e.body.app.as_deref() == Some(app.as_str())),
             "{app} recorded events: it never ran"
         );
     }
     let text = format!("{events:?}");
     assert!(!text.contains("s3cret"));
+}
+
+/// Issue 17, "App identity is the bare name": App object `web` of namespace A syncs its
+/// ConfigMap and is deleted; an App object `web` of namespace B created afterwards (the agent
+/// allows cross-namespace targets, as an operator may) is a new App. It must not inherit A's
+/// history or inventory, so it must not prune A's ConfigMap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_object_of_another_namespace_with_the_same_name_is_a_new_app() {
+    use reckon::config::policy::ObjectRules;
+    let client = support::client().await;
+    install_app_crd(&client).await;
+    let a = TestNamespace::create(&client, "ida").await;
+    let b = TestNamespace::create(&client, "idb").await;
+    let fixture = Fixture::new().unwrap();
+    fixture
+        .commit("A's settings, B's other")
+        .write("a/settings.yaml", SETTINGS)
+        .write("b/other.yaml", OTHER)
+        .create()
+        .unwrap();
+    fixture.push().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let open = || ObjectRules {
+        allow_cross_namespace_targets: true,
+        ..ObjectRules::default()
+    };
+    let ready = |apps: Api<App>| async move {
+        until("web Ready", Duration::from_secs(60), || async {
+            let app = apps.get("web").await.unwrap();
+            (condition(&app, "Ready")?.status == "True").then_some(app)
+        })
+        .await
+    };
+
+    // A's App runs, then its object is deleted (its ConfigMap stays, as after any deletion).
+    let a_apps: Api<App> = Api::namespaced(client.clone(), &a.name);
+    let agent = ObjectAgent::start(dir.path(), &a.name, open());
+    a_apps
+        .create(
+            &PostParams::default(),
+            &app_object("web", &fixture.file_url(), "a"),
+        )
+        .await
+        .unwrap();
+    ready(a_apps.clone()).await;
+    agent.stop().await;
+    a_apps
+        .delete("web", &DeleteParams::default())
+        .await
+        .unwrap();
+    until("A's App object gone", Duration::from_secs(30), || async {
+        a_apps.get_opt("web").await.unwrap().is_none().then_some(())
+    })
+    .await;
+
+    // B's App of the same name, on the same agent's store.
+    let b_apps: Api<App> = Api::namespaced(client.clone(), &b.name);
+    let agent = ObjectAgent::start(dir.path(), &b.name, open());
+    b_apps
+        .create(
+            &PostParams::default(),
+            &app_object("web", &fixture.file_url(), "b"),
+        )
+        .await
+        .unwrap();
+    ready(b_apps.clone()).await;
+    // A pass that prunes has done so before Ready; give a second pass the chance too.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let events = agent.stop().await;
+
+    let a_cms: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(client.clone(), &a.name);
+    let b_cms: Api<k8s_openapi::api::core::v1::ConfigMap> =
+        Api::namespaced(client.clone(), &b.name);
+    assert!(b_cms.get_opt("other").await.unwrap().is_some());
+    // Two Apps, two histories: A's under its identity, B's under its own, neither under the
+    // bare name; each labels its objects with its identity.
+    let (a_id, b_id) = (
+        reckon::model::identity::of_object(&a.name, "web"),
+        reckon::model::identity::of_object(&b.name, "web"),
+    );
+    let label = |cm: Option<k8s_openapi::api::core::v1::ConfigMap>| {
+        cm.and_then(|c| c.metadata.labels?.get("reckon.dev/app").cloned())
+    };
+    assert_eq!(
+        label(a_cms.get_opt("settings").await.unwrap()),
+        Some(a_id.clone())
+    );
+    assert_eq!(
+        label(b_cms.get_opt("other").await.unwrap()),
+        Some(b_id.clone())
+    );
+    assert!(events.iter().all(|e| e.body.app.as_deref() != Some("web")));
+    let touched = |app: &str| -> Vec<String> {
+        events
+            .iter()
+            .filter(|e| e.body.app.as_deref() == Some(app))
+            .filter_map(|e| e.body.event.object().map(|o| o.name.clone()))
+            .collect()
+    };
+    assert!(touched(&a_id).iter().all(|n| n == "settings"));
+    assert!(!touched(&a_id).is_empty());
+    assert!(
+        touched(&b_id).iter().all(|n| n == "other"),
+        "{:?}",
+        touched(&b_id)
+    );
+    assert!(
+        a_cms.get_opt("settings").await.unwrap().is_some(),
+        "B's App pruned A's ConfigMap: it inherited A's inventory. Events: {:#?}",
+        events
+            .iter()
+            .map(|e| (e.body.seq, e.body.app.clone(), e.body.event.kind()))
+            .collect::<Vec<_>>()
+    );
+}
+
+/// An App object deleted and created again under the same namespace and name is a new App
+/// (`AppReset`): it starts with an empty inventory, so it does not prune what its predecessor
+/// applied and no longer names; what it names again it adopts, as anything it did not create.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_object_created_again_after_its_deletion_is_a_new_app() {
+    let client = support::client().await;
+    install_app_crd(&client).await;
+    let ns = TestNamespace::create(&client, "again").await;
+    let fixture = Fixture::new().unwrap();
+    fixture
+        .commit("Two directories")
+        .write("first/settings.yaml", SETTINGS)
+        .write("first/other.yaml", OTHER)
+        .write("second/other.yaml", OTHER)
+        .create()
+        .unwrap();
+    fixture.push().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let agent = ObjectAgent::start(dir.path(), &ns.name, Default::default());
+    let apps: Api<App> = Api::namespaced(client.clone(), &ns.name);
+    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client.clone(), &ns.name);
+    let ready = || async {
+        until("web Ready", Duration::from_secs(60), || async {
+            let app = apps.get_opt("web").await.unwrap()?;
+            (condition(&app, "Ready")?.status == "True").then_some(app)
+        })
+        .await
+    };
+    apps.create(
+        &PostParams::default(),
+        &app_object("web", &fixture.file_url(), "first"),
+    )
+    .await
+    .unwrap();
+    ready().await;
+    apps.delete("web", &DeleteParams::default()).await.unwrap();
+    until("the App object gone", Duration::from_secs(30), || async {
+        apps.get_opt("web").await.unwrap().is_none().then_some(())
+    })
+    .await;
+    // Creation times have whole seconds: the new object is created in a later one.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    apps.create(
+        &PostParams::default(),
+        &app_object("web", &fixture.file_url(), "second"),
+    )
+    .await
+    .unwrap();
+    ready().await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let events = agent.stop().await;
+
+    assert!(
+        cms.get_opt("settings").await.unwrap().is_some(),
+        "the new App pruned its predecessor's object"
+    );
+    let id = reckon::model::identity::of_object(&ns.name, "web");
+    let mine: Vec<&Envelope> = events
+        .iter()
+        .filter(|e| e.body.app.as_deref() == Some(id.as_str()))
+        .collect();
+    let reset = mine
+        .iter()
+        .position(|e| matches!(e.body.event, Event::AppReset(_)))
+        .expect("an AppReset");
+    assert_eq!(
+        mine.iter()
+            .filter(|e| matches!(e.body.event, Event::AppReset(_)))
+            .count(),
+        1
+    );
+    let after: Vec<&Envelope> = mine[reset..].to_vec();
+    assert!(
+        !after.iter().any(|e| matches!(
+            e.body.event,
+            Event::ObjectPruned(_) | Event::ObjectOrphaned(_)
+        )),
+        "nothing pruned or released after the reset"
+    );
+    // `other` is named again: adopted, never created.
+    let other = after
+        .iter()
+        .find_map(|e| match &e.body.event {
+            Event::ObjectApplied(a) if a.object.name == "other" => Some(a.action),
+            _ => None,
+        })
+        .expect("other applied by the new App");
+    assert_eq!(other, reckon::event::ApplyAction::Adopted);
 }
 
 /// Item 4 of issue 18: with `--checkpoint-key` and `--checkpoint-file`, the agent signs its

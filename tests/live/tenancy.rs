@@ -3,7 +3,8 @@
 //! identity and the verb, nothing else touched), an App without one acts with the agent's rights
 //! as before, an App object may not write outside its own namespace (nor cluster-scoped objects)
 //! unless the agent allows it, the `--default-service-account` lockdown, and a policy that
-//! denies a cluster-scoped kind refuses it while the rest of the App applies.
+//! denies a cluster-scoped kind refuses it while the rest of the App applies — in the
+//! configuration file, and as a `Policy` object, edited while the App runs.
 
 use crate::support;
 
@@ -387,7 +388,10 @@ async fn an_app_object_may_not_write_outside_its_namespace() {
     assert!(theirs.get_opt("own").await.unwrap().is_none(), "away ran");
     let roles: Api<ClusterRole> = Api::all(client.clone());
     assert!(roles.get_opt(&role).await.unwrap().is_none());
-    let mut failed = app_failures(&events, "web");
+    let mut failed = app_failures(
+        &events,
+        &reckon::model::identity::of_object(&ns.name, "web"),
+    );
     failed.sort();
     failed.dedup_by(|a, b| a.0 == b.0);
     assert_eq!(failed.len(), 2, "{failed:?}");
@@ -402,7 +406,8 @@ async fn an_app_object_may_not_write_outside_its_namespace() {
         failed[1].1
     );
     assert!(
-        events.iter().all(|e| e.body.app.as_deref() != Some("away")),
+        events.iter().all(|e| e.body.app.as_deref()
+            != Some(reckon::model::identity::of_object(&ns.name, "away").as_str())),
         "a refused App object records nothing"
     );
 }
@@ -448,7 +453,10 @@ async fn the_default_service_account_locks_app_objects_down_to_their_rbac() {
     let events = agent.stop().await;
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns.name);
     assert!(secrets.get_opt("db").await.unwrap().is_none());
-    let failed = app_failures(&events, "locked");
+    let failed = app_failures(
+        &events,
+        &reckon::model::identity::of_object(&ns.name, "locked"),
+    );
     assert!(!failed.is_empty());
     let user = format!("system:serviceaccount:{}:reckon-app", ns.name);
     for (kind, error) in &failed {
@@ -458,4 +466,158 @@ async fn the_default_service_account_locks_app_objects_down_to_their_rbac() {
             "{error}"
         );
     }
+}
+
+/// Issue 17, item 3: a `Policy` object (cluster-scoped) that App objects reference by name. One
+/// that denies a cluster-scoped kind refuses it while the rest of the App applies; editing it to
+/// allow the kind makes the next pass (the App is admitted again at once) apply it. An App object
+/// naming a Policy that does not exist is `Stalled` (`PolicyNotFound`) and applies nothing, until
+/// the Policy is created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_object_denying_a_cluster_scoped_kind_refuses_it_until_edited_to_allow_it() {
+    use kube::api::{DeleteParams, Patch, PatchParams};
+    use reckon::crd::policy::{KindPatternSpec, KindRulesSpec, Policy, PolicySpec};
+    let client = support::client().await;
+    install_app_crd(&client).await;
+    let ns = TestNamespace::create(&client, "polobj").await;
+    let role = format!("{}-role", ns.name);
+    let fixture = Fixture::new().unwrap();
+    fixture
+        .commit("A ConfigMap and a ClusterRole")
+        .write("app/a.yaml", config_map("a", None))
+        .write("app/role.yaml", cluster_role(&role))
+        .write("other/b.yaml", config_map("b", None))
+        .create()
+        .unwrap();
+    fixture.push().unwrap();
+    let name = format!("{}-policy", ns.name);
+    let rbac = || KindPatternSpec {
+        group: Some("rbac.authorization.k8s.io".into()),
+        kind: "ClusterRole".into(),
+    };
+    let policy = Policy::new(
+        &name,
+        PolicySpec {
+            namespaces: vec![ns.name.clone()],
+            cluster_kinds: Some(KindRulesSpec {
+                allow: vec![KindPatternSpec {
+                    group: None,
+                    kind: "*".into(),
+                }],
+                deny: vec![rbac()],
+            }),
+            app_namespaces: vec![ns.name.clone()],
+            ..Default::default()
+        },
+    );
+    let policies: Api<Policy> = Api::all(client.clone());
+    policies
+        .create(&PostParams::default(), &policy)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let agent = ObjectAgent::start(dir.path(), &ns.name, ObjectRules::default());
+    let apps: Api<App> = Api::namespaced(client.clone(), &ns.name);
+    let mut governed = app_object("governed", &fixture.file_url(), "app", None);
+    governed.spec.policy = Some(name.clone());
+    apps.create(&PostParams::default(), &governed)
+        .await
+        .unwrap();
+    // And one naming a Policy nobody created.
+    let missing = format!("{}-missing", ns.name);
+    let mut orphan = app_object("orphan", &fixture.file_url(), "other", None);
+    orphan.spec.policy = Some(missing.clone());
+    apps.create(&PostParams::default(), &orphan).await.unwrap();
+
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);
+    let roles: Api<ClusterRole> = Api::all(client.clone());
+    until(
+        "the ClusterRole refused by the policy, in the status",
+        Duration::from_secs(60),
+        || async {
+            let app = apps.get("governed").await.unwrap();
+            let c = condition(&app, "Ready")?;
+            (c.reason == "OutsideBoundary" && c.message.as_deref()?.contains("ClusterRole"))
+                .then_some(())
+        },
+    )
+    .await;
+    assert!(
+        cms.get_opt("a").await.unwrap().is_some(),
+        "the rest applied"
+    );
+    assert!(roles.get_opt(&role).await.unwrap().is_none(), "never sent");
+    let stalled = until("orphan Stalled", Duration::from_secs(30), || async {
+        let app = apps.get("orphan").await.unwrap();
+        let c = condition(&app, "Stalled")?;
+        (c.status == "True").then(|| c.clone())
+    })
+    .await;
+    assert_eq!(stalled.reason, "PolicyNotFound");
+    assert!(
+        stalled
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains(&missing),
+        "{stalled:?}"
+    );
+    assert!(cms.get_opt("b").await.unwrap().is_none(), "nothing applied");
+
+    // The Policy now allows ClusterRoles: the App's next pass applies it.
+    policies
+        .patch(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"clusterKinds": {"deny": []}}})),
+        )
+        .await
+        .unwrap();
+    until(
+        "the ClusterRole applied",
+        Duration::from_secs(60),
+        || async { roles.get_opt(&role).await.unwrap().map(|_| ()) },
+    )
+    .await;
+    // The missing Policy created: the other App runs.
+    let created = Policy::new(
+        &missing,
+        PolicySpec {
+            namespaces: vec![ns.name.clone()],
+            app_namespaces: vec![ns.name.clone()],
+            ..Default::default()
+        },
+    );
+    policies
+        .create(&PostParams::default(), &created)
+        .await
+        .unwrap();
+    until("b applied", Duration::from_secs(60), || async {
+        cms.get_opt("b").await.unwrap().map(|_| ())
+    })
+    .await;
+    let events = agent.stop().await;
+
+    let id = reckon::model::identity::of_object(&ns.name, "governed");
+    let failed = app_failures(&events, &id);
+    assert!(!failed.is_empty());
+    for (kind, error) in &failed {
+        assert_eq!(kind, "ClusterRole");
+        assert!(
+            error.contains(&format!(
+                "policy {name}: cluster_kinds.deny {{group: \"rbac.authorization.k8s.io\", kind: ClusterRole}}"
+            )),
+            "names the rule: {error}"
+        );
+    }
+    let applied_role = events.iter().any(|e| {
+        e.body.app.as_deref() == Some(id.as_str())
+            && matches!(&e.body.event, Event::ObjectApplied(a) if a.object.kind == "ClusterRole")
+    });
+    assert!(applied_role, "the ClusterRole's apply is recorded");
+    // Cluster-scoped objects outlive the test's namespace.
+    for p in [&name, &missing] {
+        policies.delete(p, &DeleteParams::default()).await.unwrap();
+    }
+    roles.delete(&role, &DeleteParams::default()).await.unwrap();
 }

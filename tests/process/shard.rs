@@ -220,6 +220,12 @@ struct Fleet {
 }
 
 impl Fleet {
+    /// An App object's identity (`NAMESPACE.NAME`): how the API, the CLI and the stores name
+    /// it.
+    fn id(&self, name: &str) -> String {
+        reckon::model::identity::of_object(&self.ns.name, name)
+    }
+
     async fn start() -> Fleet {
         let client = support::client().await;
         install_app_crd(&client).await;
@@ -401,7 +407,8 @@ async fn either_shard_lists_every_app_with_its_owner(fleet: &Fleet) {
                 )
             })
             .collect();
-        assert_eq!(got, owner_of, "apps from {}", s.url);
+        let want: BTreeMap<String, u64> = owner_of.iter().map(|(n, o)| (fleet.id(n), *o)).collect();
+        assert_eq!(got, want, "apps from {}", s.url);
     }
 }
 
@@ -430,7 +437,12 @@ async fn either_shard_answers_history_for_the_fleet(fleet: &Fleet) -> Window {
             union.push((t, i as u64, e["seq"].as_u64().unwrap()));
             // Its App events are only its own Apps'.
             if let Some(app) = e["app"].as_str() {
-                assert_eq!(owner_of.get(app), Some(&(i as u64)), "{app} on shard {i}");
+                let owner = owner_of.iter().find(|(n, _)| fleet.id(n) == app);
+                assert_eq!(
+                    owner.map(|(_, o)| o),
+                    Some(&(i as u64)),
+                    "{app} on shard {i}"
+                );
             }
         }
     }
@@ -482,6 +494,7 @@ async fn either_shard_answers_history_for_the_fleet(fleet: &Fleet) -> Window {
         );
         // A filter across shards: one App's events come from its owner only.
         let (app, owner) = owner_of.iter().next().unwrap();
+        let app = fleet.id(app);
         let (_, page) = http
             .ok(
                 &format!("{}/api/v1/events?app={app}&limit=1000", s.url),
@@ -502,6 +515,7 @@ async fn per_app_queries_and_a_post_reach_the_owner(fleet: &Fleet) {
     let (shards, http) = (&fleet.shards, &fleet.http);
     let (owner_of, sha) = (fleet.owner_of.clone(), fleet.sha.clone());
     for (app, owner) in &owner_of {
+        let app = &fleet.id(app);
         for s in shards {
             let (headers, revs) = http
                 .ok(&format!("{}/api/v1/apps/{app}/revisions", s.url), false)
@@ -528,6 +542,7 @@ async fn per_app_queries_and_a_post_reach_the_owner(fleet: &Fleet) {
     // A POST through the other shard reaches the owner (resume of an App that is not pinned:
     // the owner's 409, not the other shard's 404).
     let (app, owner) = owner_of.iter().find(|(_, o)| **o == 1).unwrap();
+    let app = fleet.id(app);
     let resp = http
         .client
         .post(format!("{}/api/v1/apps/{app}/resume", shards[0].url))
@@ -724,7 +739,7 @@ fn the_cli_against_one_shard_answers_for_the_fleet(fleet: &Fleet, window: &Windo
         "{status}"
     );
     for app in owner_of.keys() {
-        assert!(status.contains(app.as_str()), "{status}");
+        assert!(status.contains(fleet.id(app).as_str()), "{status}");
     }
 }
 
@@ -797,7 +812,7 @@ async fn following_the_fleet_while_an_app_moves(fleet: &Fleet) -> (String, Strin
             .map(|(s, _, _, _)| *s)
             .collect();
         let moved_synced = followed.iter().any(|(s, _, _, e)| {
-            *s == 1 && e["app"] == moved.as_str() && e["kind"] == "SyncFinished"
+            *s == 1 && e["app"] == fleet.id(&moved).as_str() && e["kind"] == "SyncFinished"
         });
         if observed.len() == 2 && moved_synced {
             break;
@@ -859,9 +874,13 @@ async fn the_moved_app_is_answered_by_its_new_owner(fleet: &mut Fleet, moved: &s
             .any(|c| c.type_ == "StoreGap" && c.status == "True"),
         "{status:?}"
     );
+    let moved_id = fleet.id(&moved);
     for s in shards {
         let (headers, revs) = http
-            .ok(&format!("{}/api/v1/apps/{moved}/revisions", s.url), false)
+            .ok(
+                &format!("{}/api/v1/apps/{moved_id}/revisions", s.url),
+                false,
+            )
             .await;
         assert_eq!(
             headers[reckon::api::fanout::SHARD_HEADER].to_str().unwrap(),
@@ -874,7 +893,7 @@ async fn the_moved_app_is_answered_by_its_new_owner(fleet: &mut Fleet, moved: &s
         );
         let (_, page) = http
             .ok(
-                &format!("{}/api/v1/events?app={moved}&limit=1000", s.url),
+                &format!("{}/api/v1/events?app={moved_id}&limit=1000", s.url),
                 false,
             )
             .await;
@@ -941,6 +960,7 @@ fn each_app_is_in_its_owners_store_only(fleet: &Fleet, moved: &str) {
         })
         .collect();
     for (app, owner) in &owner_of {
+        let app = &fleet.id(app);
         assert!(
             stored[*owner as usize].contains(app),
             "{app} in shard {owner}"
@@ -950,9 +970,9 @@ fn each_app_is_in_its_owners_store_only(fleet: &Fleet, moved: &str) {
             "{app} not in the other"
         );
     }
-    assert!(stored.iter().all(|s| !s.contains(&orphan)));
+    assert!(stored.iter().all(|s| !s.contains(&fleet.id(&orphan))));
     assert!(
-        stored.iter().all(|s| s.contains(&moved)),
+        stored.iter().all(|s| s.contains(&fleet.id(&moved))),
         "{moved} moved: history on both"
     );
     for s in shards {
@@ -1012,7 +1032,8 @@ async fn shards_serving_https_answer_for_the_fleet_over_tls() {
             .build()
             .unwrap(),
     };
-    let want: BTreeMap<String, u64> = [("tls0".to_string(), 0), ("tls1".to_string(), 1)].into();
+    let id = |name: &str| reckon::model::identity::of_object(&ns.name, name);
+    let want: BTreeMap<String, u64> = [(id("tls0"), 0), (id("tls1"), 1)].into();
     for s in &shards {
         assert!(s.url.starts_with("https://"), "{}", s.url);
         // The App list merges both shards: the other one answered the fan-out over TLS.

@@ -7,34 +7,39 @@ use kube::api::{Api, Patch, PatchParams};
 use reckon::crd::App;
 use std::time::{Duration, Instant};
 
-/// Installs the App CRD (server-side apply: idempotent, tests may run at once) and waits until
-/// it is served.
+/// Installs the App and Policy CRDs (server-side apply: idempotent, tests may run at once) and
+/// waits until they are served.
 pub async fn install_app_crd(client: &kube::Client) {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
-    api.patch(
-        "apps.reckon.dev",
-        &PatchParams::apply("reckon-test").force(),
-        &Patch::Apply(App::crd()),
-    )
-    .await
-    .expect("applying the App CRD");
-    until(
-        "the App CRD to be established",
-        Duration::from_secs(30),
-        || {
-            let api = api.clone();
-            async move {
-                let crd = api.get("apps.reckon.dev").await.unwrap();
-                crd.status
-                    .and_then(|s| s.conditions)
-                    .unwrap_or_default()
-                    .iter()
-                    .any(|c| c.type_ == "Established" && c.status == "True")
-                    .then_some(())
-            }
-        },
-    )
-    .await
+    for (name, crd) in [
+        ("apps.reckon.dev", App::crd()),
+        ("policies.reckon.dev", reckon::crd::policy::Policy::crd()),
+    ] {
+        api.patch(
+            name,
+            &PatchParams::apply("reckon-test").force(),
+            &Patch::Apply(crd),
+        )
+        .await
+        .expect("applying a reckon CRD");
+        until(
+            &format!("the CRD {name} to be established"),
+            Duration::from_secs(30),
+            || {
+                let api = api.clone();
+                async move {
+                    let crd = api.get(name).await.unwrap();
+                    crd.status
+                        .and_then(|s| s.conditions)
+                        .unwrap_or_default()
+                        .iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True")
+                        .then_some(())
+                }
+            },
+        )
+        .await
+    }
 }
 
 /// Polls `check` every 200 ms until it returns `Some`, or panics naming `what` after `timeout`.
@@ -89,6 +94,8 @@ impl ObjectAgent {
         options.app_objects = Some(AppObjects {
             namespace: Some(ns.to_string()),
             kubeconfig: Some(super::kubeconfig()),
+            // The test process may read cluster-scoped Policy objects.
+            policies: true,
         });
         // The tests' repositories are local (file://): the operator allows it, as with
         // `--app-source-schemes https,ssh,file`.

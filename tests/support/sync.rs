@@ -134,6 +134,7 @@ impl TestApp {
             adopt: self.adopt,
             prune_adopted: false,
             prune_non_empty_namespaces: false,
+            former_names: Vec::new(),
         }
     }
 
