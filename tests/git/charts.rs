@@ -36,14 +36,11 @@ fn auth() -> HttpAuth {
 
 fn repo(server: &ChartRepoServer, auth: RepoAuth) -> ChartRepo {
     let ca = server.ca().map(|c| c.bundle_path());
-    ChartRepo::new(
-        &server.url(),
-        auth,
-        ca.as_deref(),
-        ChartLimits::default(),
-        Duration::from_secs(10),
-    )
-    .unwrap()
+    client(&server.url(), auth, ca.as_deref(), ChartLimits::default())
+}
+
+fn client(url: &str, auth: RepoAuth, ca: Option<&Path>, limits: ChartLimits) -> ChartRepo {
+    ChartRepo::new(url, auth, ca, limits, Duration::from_secs(10)).unwrap()
 }
 
 fn basic() -> RepoAuth {
@@ -145,14 +142,7 @@ fn wrong_credentials_unknown_ca_tampering_and_an_unreachable_repository_are_clea
     assert!(err.to_string().contains("credentials"), "{err}");
 
     // Without the CA the certificate is not trusted.
-    let untrusted = ChartRepo::new(
-        &server.url(),
-        basic(),
-        None,
-        ChartLimits::default(),
-        Duration::from_secs(10),
-    )
-    .unwrap();
+    let untrusted = client(&server.url(), basic(), None, ChartLimits::default());
     let err = untrusted.index(None).unwrap_err();
     assert!(matches!(err, ChartRepoError::Request { .. }), "{err}");
 
@@ -165,7 +155,7 @@ fn wrong_credentials_unknown_ca_tampering_and_an_unreachable_repository_are_clea
     assert!(err.to_string().contains("the index says sha256:"), "{err}");
 
     // An archive over the download limit: refused while reading.
-    let small = ChartRepo::new(
+    let small = client(
         &server.url(),
         basic(),
         server.ca().map(|c| c.bundle_path()).as_deref(),
@@ -173,9 +163,7 @@ fn wrong_credentials_unknown_ca_tampering_and_an_unreachable_repository_are_clea
             archive_bytes: 100,
             ..ChartLimits::default()
         },
-        Duration::from_secs(10),
-    )
-    .unwrap();
+    );
     let err = small.archive(&v1).unwrap_err();
     assert!(
         matches!(err, ChartRepoError::TooLarge { limit: 100, .. }),
@@ -184,14 +172,12 @@ fn wrong_credentials_unknown_ca_tampering_and_an_unreachable_repository_are_clea
 
     // Nobody listening.
     let port = reckon_testenv::ports::free_ports(1).unwrap()[0];
-    let gone = ChartRepo::new(
+    let gone = client(
         &format!("http://127.0.0.1:{port}"),
         RepoAuth::None,
         None,
         ChartLimits::default(),
-        Duration::from_secs(5),
-    )
-    .unwrap();
+    );
     let err = gone.index(None).unwrap_err();
     assert!(matches!(err, ChartRepoError::Request { .. }), "{err}");
 }

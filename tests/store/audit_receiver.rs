@@ -28,6 +28,24 @@ fn post(url: &str, ca: &Path, token: Option<&str>, cert: Option<(&Path, &Path)>)
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// The receiver and attributor over `store`, with no cluster behind them (no resources, no
+/// known reckon user).
+async fn start(
+    options: AuditOptions,
+    store: &writer::StoreHandle,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<()>, reckon::audit::AuditError> {
+    let resource_of: ResourceOf = Arc::new(|_| None);
+    reckon::audit::start(
+        options,
+        store.clone(),
+        resource_of,
+        Arc::new(Vec::new),
+        stop,
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_or_client_certificate_and_nothing_else() {
     reckon::tls::install_crypto_provider();
@@ -47,17 +65,8 @@ async fn token_or_client_certificate_and_nothing_else() {
     options.token_file = Some(dir.path().join("tokens"));
     options.client_ca = Some(ca.bundle_path());
     options.client_identities = vec!["kube-apiserver".into(), "audit.cluster.example".into()];
-    let resource_of: ResourceOf = Arc::new(|_| None);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let task = reckon::audit::start(
-        options,
-        handle.clone(),
-        resource_of,
-        Arc::new(Vec::new),
-        stop_rx,
-    )
-    .await
-    .unwrap();
+    let task = start(options, &handle, stop_rx).await.unwrap();
     let url = format!("https://127.0.0.1:{port}/audit/v1/events");
     let ca_pem = ca.bundle_path();
     let (client_cert, client_key) = ca.client_pem_files_named("kube-apiserver", &[]).unwrap();
@@ -115,16 +124,7 @@ async fn a_client_ca_without_identities_is_refused_at_start() {
     let mut options = AuditOptions::new("127.0.0.1:0".parse().unwrap(), cert, key);
     options.client_ca = Some(ca.bundle_path());
     let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let resource_of: ResourceOf = Arc::new(|_| None);
-    let err = reckon::audit::start(
-        options,
-        handle.clone(),
-        resource_of,
-        Arc::new(Vec::new),
-        stop_rx,
-    )
-    .await
-    .expect_err("refused");
+    let err = start(options, &handle, stop_rx).await.expect_err("refused");
     assert!(err.to_string().contains("--audit-client-identity"), "{err}");
     handle.close().await.unwrap();
     writer_task.await.unwrap().unwrap();

@@ -54,23 +54,7 @@ impl ChartRepoServer {
             log: log.clone(),
         });
         let router = axum::Router::new().fallback(serve_file).with_state(state);
-        let server = LoopbackServer::start("chart-repo", move |stream| {
-            let service = TowerToHyperService::new(router.clone());
-            let acceptor = acceptor.clone();
-            async move {
-                let http = hyper::server::conn::http1::Builder::new();
-                match acceptor {
-                    Some(acceptor) => {
-                        if let Ok(tls) = acceptor.accept(stream).await {
-                            let _ = http.serve_connection(TokioIo::new(tls), service).await;
-                        }
-                    }
-                    None => {
-                        let _ = http.serve_connection(TokioIo::new(stream), service).await;
-                    }
-                }
-            }
-        })?;
+        let server = super::serve::serve_router("chart-repo", router, acceptor)?;
         Ok(Self {
             server,
             ca,

@@ -206,23 +206,7 @@ impl HttpGitServer {
             auth: options.auth,
         });
         let router = axum::Router::new().fallback(cgi).with_state(state);
-        let server = LoopbackServer::start("git-http", move |stream| {
-            let service = TowerToHyperService::new(router.clone());
-            let acceptor = acceptor.clone();
-            async move {
-                let http = hyper::server::conn::http1::Builder::new();
-                match acceptor {
-                    Some(acceptor) => {
-                        if let Ok(tls) = acceptor.accept(stream).await {
-                            let _ = http.serve_connection(TokioIo::new(tls), service).await;
-                        }
-                    }
-                    None => {
-                        let _ = http.serve_connection(TokioIo::new(stream), service).await;
-                    }
-                }
-            }
-        })?;
+        let server = super::serve::serve_router("git-http", router, acceptor)?;
         Ok(Self { server, ca })
     }
 

@@ -77,3 +77,31 @@ impl Drop for LoopbackServer {
         }
     }
 }
+
+/// Serves `router` on loopback over HTTP/1, through `tls` when given (each connection's
+/// handshake first; a failed one drops the connection).
+pub fn serve_router(
+    name: &str,
+    router: axum::Router,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> Result<LoopbackServer> {
+    use hyper_util::rt::TokioIo;
+    use hyper_util::service::TowerToHyperService;
+    LoopbackServer::start(name, move |stream| {
+        let service = TowerToHyperService::new(router.clone());
+        let tls = tls.clone();
+        async move {
+            let http = hyper::server::conn::http1::Builder::new();
+            match tls {
+                Some(acceptor) => {
+                    if let Ok(tls) = acceptor.accept(stream).await {
+                        let _ = http.serve_connection(TokioIo::new(tls), service).await;
+                    }
+                }
+                None => {
+                    let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                }
+            }
+        }
+    })
+}
