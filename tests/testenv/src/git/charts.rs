@@ -11,8 +11,6 @@ use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use hyper_util::rt::TokioIo;
-use hyper_util::service::TowerToHyperService;
 
 use super::http::{HttpAuth, TestCa};
 use super::serve::LoopbackServer;
