@@ -626,8 +626,8 @@ impl Live {
 /// (forwarded from shard 1) and of the App about to move from shard 0 to shard 1 (shard 0's own).
 async fn live_streams_open_through_shard_0(fleet: &Fleet) -> (Live, Live) {
     let (shards, http) = (&fleet.shards, &fleet.http);
-    let other = &fleet.hashed[&1][0];
-    let moving = &fleet.hashed[&0][0];
+    let other = &fleet.id(&fleet.hashed[&1][0]);
+    let moving = &fleet.id(&fleet.hashed[&0][0]);
     let url = |app: &str| format!("{}/api/v1/apps/{app}/events/stream", shards[0].url);
     let (status, shard, forwarded) = Live::open(http, &url(other)).await;
     assert_eq!(
@@ -649,7 +649,8 @@ async fn live_streams_follow_the_owner(
     moved: &str,
     sha2: &str,
 ) {
-    let other = &fleet.hashed[&1][0];
+    let other = &fleet.id(&fleet.hashed[&1][0]);
+    let moved = &fleet.id(moved);
     let saw = forwarded
         .read_until(Duration::from_secs(90), |rows| {
             rows.iter()
