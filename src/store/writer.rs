@@ -239,9 +239,18 @@ impl StoreHandle {
         self.call(|reply| Command::AppState { app, reply }).await
     }
 
-    /// Snapshot, flush and stop the writer.
+    /// Snapshot, flush and stop the writer. This handle's reader is let go first: the writer
+    /// frees sled's file lock before answering only when no reader is left, and a reader held
+    /// here until after the answer made the lock go with it, a moment later, so an open right
+    /// after `close` could find the store locked.
     pub async fn close(self) -> Result<(), StoreError> {
-        self.call(|reply| Command::Close { reply }).await?
+        let StoreHandle { tx, reader, .. } = self;
+        drop(reader);
+        let (reply, rx) = oneshot::channel();
+        tx.send(Command::Close { reply })
+            .await
+            .map_err(|_| StoreError::WriterGone)?;
+        rx.await.map_err(|_| StoreError::WriterGone)?
     }
 
     /// Changes after every flush that appended events (the value itself means nothing).
