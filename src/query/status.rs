@@ -76,8 +76,12 @@ fn latest(
 ) -> Result<Option<EventRow>, QueryError> {
     let mut cursor = None;
     let mut seen = 0;
+    // Every event of a page is read and decoded, and the newest one usually answers: start
+    // with a page of a few and grow it only while nothing matches (a page of 500 decoded 500
+    // events per lookup, most of the fleet list's time on a large log).
+    let mut size = 4;
     loop {
-        let page = app_kind_page(reader, app, kind, cursor, 500)?;
+        let page = app_kind_page(reader, app, kind, cursor, size)?;
         seen += page.events.len();
         if let Some(e) = page.events.into_iter().find(|e| pick(e)) {
             return Ok(Some(e));
@@ -86,6 +90,7 @@ fn latest(
             Some(n) if seen < LOOKBACK => cursor = Some(n),
             _ => return Ok(None),
         }
+        size = (size * 8).min(500);
     }
 }
 
