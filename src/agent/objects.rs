@@ -63,34 +63,45 @@ pub enum ObjectChange {
     PoliciesListed(BTreeSet<String>),
 }
 
-/// Watches Policy objects (cluster-scoped) until the receiver closes; failures back off and
-/// retry, as for App objects.
-pub async fn watch_policies(client: kube::Client, tx: mpsc::Sender<ObjectChange>) {
-    let api: Api<crd::policy::Policy> = Api::all(client);
+/// What one watch relays to the supervisor: how an object's key is read and which change each
+/// event becomes. App objects and Policy objects differ only in these.
+struct Relay<K, Key> {
+    what: &'static str,
+    key: fn(&K) -> Key,
+    applied: fn(K) -> ObjectChange,
+    deleted: fn(&K) -> ObjectChange,
+    listed: fn(BTreeSet<Key>) -> ObjectChange,
+}
+
+/// Follows `api` until the receiver closes: each event becomes its change, and a full
+/// (re-)list ends with the keys that exist now. Watch failures back off and retry: a missing
+/// CRD or a lost connection is logged, not fatal.
+async fn relay<K, Key>(api: Api<K>, r: Relay<K, Key>, tx: mpsc::Sender<ObjectChange>)
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+    Key: Ord,
+{
     let mut stream = watcher(api, watcher::Config::default())
         .default_backoff()
         .boxed();
-    let mut listing: Option<BTreeSet<String>> = None;
-    let name_of = |p: &crd::policy::Policy| p.metadata.name.clone().unwrap_or_default();
+    let mut listing: Option<BTreeSet<Key>> = None;
     while let Some(item) = stream.next().await {
         let change = match item {
             Ok(watcher::Event::Init) => {
                 listing = Some(BTreeSet::new());
                 continue;
             }
-            Ok(watcher::Event::InitApply(p)) => {
+            Ok(watcher::Event::InitApply(obj)) => {
                 if let Some(seen) = listing.as_mut() {
-                    seen.insert(name_of(&p));
+                    seen.insert((r.key)(&obj));
                 }
-                ObjectChange::PolicyApplied(Box::new(p))
+                (r.applied)(obj)
             }
-            Ok(watcher::Event::InitDone) => {
-                ObjectChange::PoliciesListed(listing.take().unwrap_or_default())
-            }
-            Ok(watcher::Event::Apply(p)) => ObjectChange::PolicyApplied(Box::new(p)),
-            Ok(watcher::Event::Delete(p)) => ObjectChange::PolicyDeleted(name_of(&p)),
+            Ok(watcher::Event::InitDone) => (r.listed)(listing.take().unwrap_or_default()),
+            Ok(watcher::Event::Apply(obj)) => (r.applied)(obj),
+            Ok(watcher::Event::Delete(obj)) => (r.deleted)(&obj),
             Err(e) => {
-                tracing::warn!(error = %e, "watching Policy objects (retrying)");
+                tracing::warn!(error = %e, "watching {} (retrying)", r.what);
                 continue;
             }
         };
@@ -100,8 +111,23 @@ pub async fn watch_policies(client: kube::Client, tx: mpsc::Sender<ObjectChange>
     }
 }
 
+fn policy_name(p: &crd::policy::Policy) -> String {
+    p.metadata.name.clone().unwrap_or_default()
+}
+
+/// Watches Policy objects (cluster-scoped) until the receiver closes.
+pub async fn watch_policies(client: kube::Client, tx: mpsc::Sender<ObjectChange>) {
+    let relayed = Relay {
+        what: "Policy objects",
+        key: policy_name,
+        applied: |p| ObjectChange::PolicyApplied(Box::new(p)),
+        deleted: |p| ObjectChange::PolicyDeleted(policy_name(p)),
+        listed: ObjectChange::PoliciesListed,
+    };
+    relay(Api::all(client), relayed, tx).await
+}
+
 /// Watches App objects in `namespace` (all namespaces when `None`) until the receiver closes.
-/// Watch failures back off and retry: a missing CRD or a lost connection is logged, not fatal.
 pub async fn watch(
     client: kube::Client,
     namespace: Option<String>,
@@ -111,39 +137,17 @@ pub async fn watch(
         Some(ns) => Api::namespaced(client, ns),
         None => Api::all(client),
     };
-    let mut stream = watcher(api, watcher::Config::default())
-        .default_backoff()
-        .boxed();
-    let mut listing: Option<BTreeSet<(String, String)>> = None;
-    while let Some(item) = stream.next().await {
-        let change = match item {
-            Ok(watcher::Event::Init) => {
-                listing = Some(BTreeSet::new());
-                continue;
-            }
-            Ok(watcher::Event::InitApply(obj)) => {
-                if let Some(seen) = listing.as_mut() {
-                    seen.insert(key_of(&obj));
-                }
-                ObjectChange::Applied(Box::new(obj))
-            }
-            Ok(watcher::Event::InitDone) => {
-                ObjectChange::Listed(listing.take().unwrap_or_default())
-            }
-            Ok(watcher::Event::Apply(obj)) => ObjectChange::Applied(Box::new(obj)),
-            Ok(watcher::Event::Delete(obj)) => {
-                let (namespace, name) = key_of(&obj);
-                ObjectChange::Deleted { namespace, name }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "watching App objects (retrying)");
-                continue;
-            }
-        };
-        if tx.send(change).await.is_err() {
-            return;
-        }
-    }
+    let relayed = Relay {
+        what: "App objects",
+        key: key_of,
+        applied: |obj| ObjectChange::Applied(Box::new(obj)),
+        deleted: |obj| {
+            let (namespace, name) = key_of(obj);
+            ObjectChange::Deleted { namespace, name }
+        },
+        listed: ObjectChange::Listed,
+    };
+    relay(api, relayed, tx).await
 }
 
 pub fn key_of(obj: &AppObject) -> (String, String) {
