@@ -9,40 +9,17 @@
 use crate::support;
 
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use reckon::crd::{App, AppSpec, Condition, SourceSpec};
+use reckon::crd::App;
 use reckon::event::{Envelope, Event};
 use reckon_testenv::git::Fixture;
 use std::time::{Duration, Instant};
 use support::TestNamespace;
-use support::crd::{ObjectAgent, install_app_crd, until};
+use support::crd::{ObjectAgent, app_object, condition, install_app_crd, until};
 
 const SETTINGS: &str =
     "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  color: blue\n";
 const OTHER: &str =
     "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: other\ndata:\n  shape: round\n";
-
-fn condition<'a>(app: &'a App, type_: &str) -> Option<&'a Condition> {
-    app.status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == type_)
-}
-
-fn app_object(name: &str, url: &str, path: &str) -> App {
-    App::new(
-        name,
-        AppSpec {
-            source: SourceSpec {
-                url: url.to_string(),
-                path: Some(path.to_string()),
-                interval: Some("1s".to_string()),
-                ..Default::default()
-            },
-            ..Default::default()
-        },
-    )
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_app_object_is_synced_edited_and_deleted_with_its_status_kept() {

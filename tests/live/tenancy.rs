@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::api::rbac::v1::ClusterRole;
 use kube::api::{Api, PostParams};
 use reckon::config::{self, policy::ObjectRules};
-use reckon::crd::{App, AppSpec, Condition, SourceSpec, TargetSpec};
+use reckon::crd::{App, TargetSpec};
 use reckon::event::{Envelope, Event, SyncOutcome};
 use reckon::pool::{Pool, PoolOptions, WatchScope};
 use reckon::reconcile::Reconciler;
@@ -22,7 +22,7 @@ use reckon::watch::WatchOptions;
 use reckon_testenv::git::Fixture;
 use std::time::Duration;
 use support::TestNamespace;
-use support::crd::{ObjectAgent, install_app_crd, until};
+use support::crd::{ObjectAgent, condition, install_app_crd, until};
 use support::harness::{Harness, pass, synced};
 
 const KEY: [u8; 32] = [17; 32];
@@ -117,6 +117,20 @@ fn failures(events: &[Event]) -> Vec<(String, String)> {
         .collect()
 }
 
+/// One pass that applies part of the App and is refused the rest, ending well before the
+/// health timeout (20 s): objects that were never created are not waited for.
+async fn partly_refused_without_waiting(r: &mut Reconciler) -> reckon::reconcile::PassReport {
+    let report = pass(r).await;
+    let (outcome, _) = synced(&report);
+    assert_eq!(outcome, SyncOutcome::PartiallyFailed);
+    assert!(
+        report.duration < Duration::from_secs(15),
+        "{:?}",
+        report.duration
+    );
+    report
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_app_acting_as_a_service_account_writes_only_what_its_role_allows() {
     let h = Harness::new("sa").await;
@@ -136,15 +150,8 @@ async fn an_app_acting_as_a_service_account_writes_only_what_its_role_allows() {
         "    service_account: tenant\n    health_timeout: 20s\n",
     );
     let mut r = connected(&h, app).await;
-    let report = pass(&mut r).await;
-    let (outcome, _) = synced(&report);
-    assert_eq!(outcome, SyncOutcome::PartiallyFailed);
     // The Secret that was never created is not waited for until the health timeout.
-    assert!(
-        report.duration < Duration::from_secs(15),
-        "{:?}",
-        report.duration
-    );
+    partly_refused_without_waiting(&mut r).await;
 
     let events = h.events("tenant-app");
     assert_eq!(applied(&events), ["ConfigMap/a", "ConfigMap/b"]);
@@ -224,14 +231,7 @@ async fn a_policy_denying_a_cluster_scoped_kind_refuses_it_and_the_rest_applies(
         ),
     );
     let mut r = connected(&h, app).await;
-    let report = pass(&mut r).await;
-    let (outcome, _) = synced(&report);
-    assert_eq!(outcome, SyncOutcome::PartiallyFailed);
-    assert!(
-        report.duration < Duration::from_secs(15),
-        "{:?}",
-        report.duration
-    );
+    let report = partly_refused_without_waiting(&mut r).await;
     let events = h.events("governed");
     assert_eq!(applied(&events), ["ConfigMap/a"]);
     let failed = failures(&events);
@@ -281,32 +281,16 @@ async fn a_policy_denying_a_cluster_scoped_kind_refuses_it_and_the_rest_applies(
     h.close().await;
 }
 
+/// An App object as the tenancy tests use it: targeting `target` when given, with a health
+/// timeout short enough for refused objects.
 fn app_object(name: &str, url: &str, path: &str, target: Option<&str>) -> App {
-    App::new(
-        name,
-        AppSpec {
-            source: SourceSpec {
-                url: url.to_string(),
-                path: Some(path.to_string()),
-                interval: Some("1s".to_string()),
-                ..Default::default()
-            },
-            target: target.map(|ns| TargetSpec {
-                namespace: Some(ns.to_string()),
-                ..Default::default()
-            }),
-            health_timeout: Some("20s".to_string()),
-            ..Default::default()
-        },
-    )
-}
-
-fn condition<'a>(app: &'a App, type_: &str) -> Option<&'a Condition> {
-    app.status
-        .as_ref()?
-        .conditions
-        .iter()
-        .find(|c| c.type_ == type_)
+    let mut app = support::crd::app_object(name, url, path);
+    app.spec.target = target.map(|ns| TargetSpec {
+        namespace: Some(ns.to_string()),
+        ..Default::default()
+    });
+    app.spec.health_timeout = Some("20s".to_string());
+    app
 }
 
 fn app_failures(events: &[Envelope], app: &str) -> Vec<(String, String)> {

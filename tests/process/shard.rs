@@ -10,7 +10,7 @@
 use crate::support;
 
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use reckon::crd::{App, AppSpec, SourceSpec};
+use reckon::crd::App;
 use reckon::event::Envelope;
 use reckon_testenv::git::{Fixture, TestCa};
 use serde_json::Value;
@@ -25,18 +25,7 @@ const READER: &str = "reader-token-7f3a";
 const ADMIN: &str = "admin-token-91c2";
 
 fn app_object(name: &str, url: &str, shard_label: Option<&str>) -> App {
-    let mut app = App::new(
-        name,
-        AppSpec {
-            source: SourceSpec {
-                url: url.to_string(),
-                path: Some(name.to_string()),
-                interval: Some("1s".to_string()),
-                ..Default::default()
-            },
-            ..Default::default()
-        },
-    );
+    let mut app = support::crd::app_object(name, url, name);
     if let Some(v) = shard_label {
         app.metadata.labels = Some([(reckon::shard::LABEL.to_string(), v.to_string())].into());
     }

@@ -4,7 +4,7 @@
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
 use kube::api::{Api, Patch, PatchParams};
-use reckon::crd::App;
+use reckon::crd::{App, AppSpec, Condition, SourceSpec};
 use std::time::{Duration, Instant};
 
 /// Installs the App and Policy CRDs (server-side apply: idempotent, tests may run at once) and
@@ -127,4 +127,30 @@ impl ObjectAgent {
         store.close().unwrap();
         events
     }
+}
+
+/// An App object named `name` following `url` at `path`, polled every second; tests set the
+/// rest of the spec (target, health timeout, labels) on what this returns.
+pub fn app_object(name: &str, url: &str, path: &str) -> App {
+    App::new(
+        name,
+        AppSpec {
+            source: SourceSpec {
+                url: url.to_string(),
+                path: Some(path.to_string()),
+                interval: Some("1s".to_string()),
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    )
+}
+
+/// The App object's condition of `type_`, once its status has one.
+pub fn condition<'a>(app: &'a App, type_: &str) -> Option<&'a Condition> {
+    app.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
 }
