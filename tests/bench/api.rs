@@ -58,6 +58,30 @@ fn manifest(k: u64, version: u64) -> Vec<u8> {
 }
 
 /// Writes `n` events of the sample stream with real manifests as blobs (also the UI timings' store).
+/// Serves `store` through the agent's router on a loopback port of `rt`, with `token` a read
+/// token named `name`: the base URL and the store's handle (closed by the caller).
+pub(crate) fn serve(
+    rt: &tokio::runtime::Runtime,
+    store: SledStore,
+    token: &str,
+    name: &str,
+) -> (String, reckon::store::writer::StoreHandle) {
+    rt.block_on(async {
+        let (handle, _task) = reckon::store::writer::spawn(store);
+        let mut tokens = Tokens::default();
+        tokens.add(token, Some(name), Role::Read);
+        let state = ApiState::new(handle.clone(), Arc::new(tokens), Vec::new(), None);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            axum::serve(listener, reckon::api::router(state))
+                .await
+                .unwrap()
+        });
+        (format!("http://{addr}"), handle)
+    })
+}
+
 pub(crate) fn generate(path: &std::path::Path, n: u64, apps: u64) {
     let mut store = SledStore::open(
         path,
@@ -169,20 +193,7 @@ fn api_query_benchmark() {
     let open_time = opened.elapsed();
     let reader = store.reader();
     let projections = Arc::new(store.projections().clone());
-    let (base, handle) = rt.block_on(async {
-        let (handle, _task) = reckon::store::writer::spawn(store);
-        let mut tokens = Tokens::default();
-        tokens.add(TOKEN, Some("bench"), Role::Read);
-        let state = ApiState::new(handle.clone(), Arc::new(tokens), Vec::new(), None);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            axum::serve(listener, reckon::api::router(state))
-                .await
-                .unwrap()
-        });
-        (format!("http://{addr}"), handle)
-    });
+    let (base, handle) = serve(&rt, store, TOKEN, "bench");
 
     let app_of = move |r: &mut Rng| format!("app-{}", r.below(apps));
     let object_of = move |r: &mut Rng| {

@@ -9,10 +9,7 @@
 //! store's directory are the API benchmark's (`RECKON_BENCH_EVENTS`, `RECKON_BENCH_APPS`,
 //! `RECKON_BENCH_DIR`, `RECKON_BENCH_REUSE`): both can measure one store.
 
-use reckon::api::ApiState;
-use reckon::api::auth::{Role, Tokens};
 use reckon::store::{EventStore, OpenOptions, SledStore};
-use std::sync::Arc;
 use std::time::Instant;
 
 const TOKEN: &str = "ui-timings-token-0123456789";
@@ -58,20 +55,7 @@ fn ui_page_timings() {
         "ui_timings: {n} events, {apps} Apps; store opened in {:.1}s",
         opened.elapsed().as_secs_f64()
     );
-    let (base, handle) = rt.block_on(async {
-        let (handle, _task) = reckon::store::writer::spawn(store);
-        let mut tokens = Tokens::default();
-        tokens.add(TOKEN, Some("timings"), Role::Read);
-        let state = ApiState::new(handle.clone(), Arc::new(tokens), Vec::new(), None);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            axum::serve(listener, reckon::api::router(state))
-                .await
-                .unwrap()
-        });
-        (format!("http://{addr}"), handle)
-    });
+    let (base, handle) = crate::api::serve(&rt, store, TOKEN, "timings");
 
     // The server runs on the runtime's workers while this thread waits for the browser.
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
