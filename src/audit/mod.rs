@@ -227,11 +227,13 @@ impl Attributor {
                 _ = stopped => return,
                 got = rx.recv() => match got {
                     Some((sender, r)) => {
-                        self.creation(&r).await;
+                        // Who reckon is, asked once for what is queued now, not per record.
+                        let reckon = self.reckon();
+                        self.creation(&r, &reckon).await;
                         self.recent.keep(&sender, r);
                         // Take whatever else is queued before matching.
                         while let Ok((sender, r)) = rx.try_recv() {
-                            self.creation(&r).await;
+                            self.creation(&r, &reckon).await;
                             self.recent.keep(&sender, r);
                         }
                     }
@@ -361,8 +363,8 @@ impl Attributor {
     }
 
     /// Records an object created by hand in a namespace an App manages.
-    async fn creation(&mut self, r: &AuditRecord) {
-        if !correlate::is_manual_creation(r, &self.reckon()) {
+    async fn creation(&mut self, r: &AuditRecord, reckon: &correlate::Reckon) {
+        if !correlate::is_manual_creation(r, reckon) {
             return;
         }
         let Some(ns) = r.namespace.clone() else {
