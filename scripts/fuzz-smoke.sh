@@ -38,9 +38,12 @@ fi
 
 ARTIFACTS="${ARTIFACTS:-$(mktemp -d)}"
 t0=$(date +%s)
+stamp="$(mktemp)"  # older than everything this build writes (scripts/lib/prune-target.sh)
 FLAGS=(--fuzz-dir fuzz --dev --sanitizer none)
 cargo "${toolchain[@]}" fuzz build "${FLAGS[@]}" >&2
 log "built in $(( $(date +%s) - t0 ))s"
+(cd fuzz && bash ../scripts/lib/prune-target.sh "$CARGO_TARGET_DIR" "$stamp" Cargo.toml)
+rm -f "$stamp"
 status=0
 for target in $(cargo "${toolchain[@]}" fuzz list --fuzz-dir fuzz); do
   work="$(mktemp -d)"
