@@ -64,6 +64,8 @@ fi
 RECKON_BENCH_EVENTS=10000 cargo test -q --test bench -- --ignored --exact store::run --nocapture
 RECKON_BENCH_COMMITS=300 RECKON_BENCH_FILES=100 RECKON_BENCH_ITERS=3 \
   cargo test -q --test bench -- --ignored --exact git_poll::run --nocapture
+RECKON_BENCH_ITERS=5 cargo test -q --test bench -- --ignored --exact --test-threads 1 --nocapture \
+  helm::render_against_helm_template helm::unchanged_index_of_1000_versions
 
 # Every fuzz target for a few seconds from its committed corpus (fuzz/, docs/operations.md).
 status=0

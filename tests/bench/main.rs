@@ -7,6 +7,8 @@
 //! - `api::*`: the HTTP API's pages against the same queries on the store (`scripts/bench-api.sh`),
 //! - `agent::*`: `reckon run`/`reckon sync` against `kubectl apply` (`scripts/bench-agent.sh`),
 //! - `apply::*`: the executor against `kubectl apply --server-side`,
+//! - `helm::*`: a chart's render through reckon against `helm template`, and re-polling an
+//!   unchanged chart repository index,
 //! - `ui::*`: the web UI's page timings in a real browser on the API benchmark's store
 //!   (`scripts/ui-timings.sh`).
 
@@ -17,6 +19,7 @@ mod agent;
 mod api;
 mod apply;
 mod git_poll;
+mod helm;
 mod query;
 mod stats;
 mod store;
