@@ -23,6 +23,7 @@
 pub mod access;
 pub mod allow;
 pub mod chart_index;
+pub mod chart_oci;
 pub mod chart_repo;
 pub mod config;
 pub mod history;

@@ -9,6 +9,7 @@ mod support;
 mod charts;
 mod cli_fetch;
 mod fixtures;
+mod oci;
 mod signatures;
 mod source;
 mod source_env;

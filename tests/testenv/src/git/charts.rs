@@ -80,31 +80,37 @@ impl ChartRepoServer {
     /// rewrites `index.yaml` with `helm repo index` (archive URLs relative, as most repositories
     /// publish them). Returns the archive's path.
     pub fn publish(&self, chart_dir: &Path) -> Result<PathBuf> {
+        let archive = package(chart_dir, &self.root)?;
         let helm = super::require_binary("helm", HELM_HINT)?;
-        let out = run(
-            &helm,
-            &[
-                "package".as_ref(),
-                chart_dir.as_os_str(),
-                "--destination".as_ref(),
-                self.root.as_os_str(),
-            ],
-        )?;
-        let archive = out
-            .trim()
-            .rsplit(": ")
-            .next()
-            .map(PathBuf::from)
-            .ok_or_else(|| Error::UnexpectedOutput {
-                command: "helm package".into(),
-                detail: out.clone(),
-            })?;
         run(
             &helm,
             &["repo".as_ref(), "index".as_ref(), self.root.as_os_str()],
         )?;
         Ok(archive)
     }
+}
+
+/// Packages the chart at `chart_dir` into `destination` with the real `helm package`; returns
+/// the archive's path.
+pub fn package(chart_dir: &Path, destination: &Path) -> Result<PathBuf> {
+    let helm = super::require_binary("helm", HELM_HINT)?;
+    let out = run(
+        &helm,
+        &[
+            "package".as_ref(),
+            chart_dir.as_os_str(),
+            "--destination".as_ref(),
+            destination.as_os_str(),
+        ],
+    )?;
+    out.trim()
+        .rsplit(": ")
+        .next()
+        .map(PathBuf::from)
+        .ok_or_else(|| Error::UnexpectedOutput {
+            command: "helm package".into(),
+            detail: out.clone(),
+        })
 }
 
 fn run(program: &Path, args: &[&std::ffi::OsStr]) -> Result<String> {

@@ -7,6 +7,7 @@
 pub mod charts;
 pub mod daemon;
 pub mod http;
+pub mod oci;
 pub mod process;
 pub mod proxy;
 pub mod repo;
@@ -18,6 +19,7 @@ use std::path::{Path, PathBuf};
 pub use charts::ChartRepoServer;
 pub use daemon::GitDaemon;
 pub use http::{HttpAuth, HttpGitServer, HttpOptions, TestCa};
+pub use oci::OciRegistry;
 pub use proxy::HttpProxy;
 pub use repo::{CommitBuilder, Fixture, GpgKey, Person, SshKey};
 pub use ssh::SshServer;

@@ -1,0 +1,235 @@
+//! Helm charts in a real OCI registry (the CNCF distribution registry on loopback), pushed by the
+//! real `helm push`: what the OCI chart client proves is that the tags are listed and one chosen,
+//! a tag resolves to the manifest digest Helm reported, the chart is pulled by that digest and
+//! unpacks to the chart that was packaged, and a wrong password, an unknown CA, a blob changed in
+//! the registry's storage, a manifest that is not a chart's and an unreachable registry are clear
+//! errors.
+
+use reckon::source::chart_index::Wanted;
+use reckon::source::chart_oci::{ChartOciError, OciChart};
+use reckon::source::chart_repo::{ChartLimits, RepoAuth};
+use reckon_testenv::git::charts::package;
+use reckon_testenv::git::{HttpAuth, OciRegistry};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+fn chart(dir: &Path, version: &str, color: &str) -> PathBuf {
+    let chart = dir.join(format!("web-{version}"));
+    std::fs::create_dir_all(chart.join("templates")).unwrap();
+    std::fs::write(
+        chart.join("Chart.yaml"),
+        format!("apiVersion: v2\nname: web\nversion: {version}\nappVersion: \"{version}\"\n"),
+    )
+    .unwrap();
+    std::fs::write(chart.join("values.yaml"), format!("color: {color}\n")).unwrap();
+    std::fs::write(
+        chart.join("templates/cm.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}\ndata:\n  color: {{ .Values.color }}\n",
+    )
+    .unwrap();
+    chart
+}
+
+/// Packages and pushes `web` `version` to `oci://REGISTRY/charts/web`; the digest Helm reports.
+fn push(registry: &OciRegistry, work: &Path, version: &str, color: &str) -> String {
+    let archives = work.join("archives");
+    std::fs::create_dir_all(&archives).unwrap();
+    let archive = package(&chart(work, version, color), &archives).unwrap();
+    registry.push(&archive, "charts").unwrap()
+}
+
+fn client(registry: &OciRegistry, auth: RepoAuth, ca: Option<&Path>) -> OciChart {
+    OciChart::new(
+        &registry.url("charts/web"),
+        auth,
+        ca,
+        registry.ca().is_none(),
+        ChartLimits::default(),
+        Duration::from_secs(10),
+    )
+    .unwrap()
+}
+
+fn credentials() -> HttpAuth {
+    HttpAuth {
+        username: "charts".into(),
+        password: "s3cret-password".into(),
+    }
+}
+
+fn basic(password: &str) -> RepoAuth {
+    RepoAuth::Basic {
+        username: "charts".into(),
+        password: password.into(),
+    }
+}
+
+#[tokio::test]
+async fn a_pushed_chart_is_listed_chosen_resolved_to_its_digest_and_pulled() {
+    let work = tempfile::tempdir().unwrap();
+    let registry = OciRegistry::start(false, None).unwrap();
+    let d1 = push(&registry, work.path(), "1.0.0", "blue");
+    let d2 = push(&registry, work.path(), "1.1.0", "green");
+    push(&registry, work.path(), "2.0.0", "red");
+    let oci = client(&registry, RepoAuth::None, None);
+
+    let mut tags = oci.tags().await.unwrap();
+    tags.sort();
+    assert_eq!(tags, ["1.0.0", "1.1.0", "2.0.0"]);
+    let range = Wanted::Range(">=1.0.0, <2".parse().unwrap());
+    let tag = reckon::source::chart_oci::choose_tag("web", &tags, &range).unwrap();
+    assert_eq!(tag, "1.1.0");
+    assert_eq!(
+        oci.resolve(&tag).await.unwrap(),
+        d2,
+        "the digest helm push reported"
+    );
+
+    let pulled = oci.pull(&d2).await.unwrap();
+    assert_eq!(
+        (pulled.config.name.as_str(), pulled.config.version.as_str()),
+        ("web", "1.1.0")
+    );
+    assert_eq!(pulled.config.app_version.as_deref(), Some("1.1.0"));
+    let dir = reckon::source::chart_repo::unpack(
+        "web",
+        &pulled.archive,
+        &work.path().join("unpacked"),
+        &ChartLimits::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(dir.join("values.yaml")).unwrap(),
+        "color: green\n"
+    );
+
+    // Pinned by digest: 1.0.0 still pulls what was pushed first, and pulling by a tag's old
+    // digest after the tag moved still gets the old chart.
+    assert_eq!(oci.pull(&d1).await.unwrap().config.version, "1.0.0");
+    let d2_again = push(&registry, work.path(), "1.1.0", "purple");
+    assert_ne!(
+        d2_again, d2,
+        "a re-push of 1.1.0 with other values is another manifest"
+    );
+    assert_eq!(oci.resolve("1.1.0").await.unwrap(), d2_again);
+    let old = oci.pull(&d2).await.unwrap();
+    let dir = reckon::source::chart_repo::unpack(
+        "web",
+        &old.archive,
+        &work.path().join("old"),
+        &ChartLimits::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(dir.join("values.yaml")).unwrap(),
+        "color: green\n"
+    );
+}
+
+#[tokio::test]
+async fn wrong_credentials_unknown_ca_tampering_and_an_unreachable_registry_are_clear_errors() {
+    let work = tempfile::tempdir().unwrap();
+    let registry = OciRegistry::start(true, Some(credentials())).unwrap();
+    let digest = push(&registry, work.path(), "1.0.0", "blue");
+    let ca = registry.ca().unwrap().bundle_path();
+
+    let good = client(&registry, basic("s3cret-password"), Some(&ca));
+    assert_eq!(good.tags().await.unwrap(), ["1.0.0"]);
+    good.pull(&digest).await.unwrap();
+
+    let wrong = client(&registry, basic("wrong"), Some(&ca));
+    let err = wrong.tags().await.unwrap_err();
+    assert!(matches!(err, ChartOciError::Registry { .. }), "{err}");
+    assert!(
+        err.to_string().contains("check the registry's credentials"),
+        "{err}"
+    );
+
+    let untrusted = client(&registry, basic("s3cret-password"), None);
+    let err = untrusted.tags().await.unwrap_err();
+    assert!(matches!(err, ChartOciError::Registry { .. }), "{err}");
+
+    // The chart layer changed in the registry's storage after the push: refused by its digest.
+    let pulled = good.pull(&digest).await.unwrap();
+    let layer = blob_file(&registry.storage(), &pulled.archive);
+    let mut bytes = std::fs::read(&layer).unwrap();
+    bytes[0] ^= 0xff;
+    std::fs::write(&layer, bytes).unwrap();
+    let err = good.pull(&digest).await.unwrap_err();
+    assert!(matches!(err, ChartOciError::Registry { .. }), "{err}");
+    assert!(err.to_string().contains("Digest error"), "{err}");
+
+    // Nobody listening.
+    let port = reckon_testenv::ports::free_ports(1).unwrap()[0];
+    let gone = OciChart::new(
+        &format!("oci://127.0.0.1:{port}/charts/web"),
+        RepoAuth::None,
+        None,
+        true,
+        ChartLimits::default(),
+        Duration::from_secs(5),
+    )
+    .unwrap();
+    let err = gone.tags().await.unwrap_err();
+    assert!(matches!(err, ChartOciError::Registry { .. }), "{err}");
+    assert!(
+        err.to_string().contains(&format!("127.0.0.1:{port}")),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn an_image_that_is_not_a_chart_is_refused() {
+    let work = tempfile::tempdir().unwrap();
+    let registry = OciRegistry::start(false, None).unwrap();
+    push(&registry, work.path(), "1.0.0", "blue");
+    // The same repository, a manifest whose config is a container image's, pushed with the
+    // OCI client itself (helm pushes only charts).
+    let pusher = oci_client::Client::new(oci_client::client::ClientConfig {
+        protocol: oci_client::client::ClientProtocol::Http,
+        ..Default::default()
+    });
+    let reference: oci_client::Reference = format!("{}/charts/web:not-a-chart", registry.host())
+        .parse()
+        .unwrap();
+    let layer = oci_client::client::ImageLayer::oci_v1(b"layer bytes".to_vec(), None);
+    let config = oci_client::client::Config::oci_v1(b"{}".to_vec(), None);
+    let pushed = pusher
+        .push(
+            &reference,
+            &[layer],
+            config,
+            &oci_client::secrets::RegistryAuth::Anonymous,
+            None,
+        )
+        .await
+        .unwrap();
+    let digest = pusher
+        .fetch_manifest_digest(&reference, &oci_client::secrets::RegistryAuth::Anonymous)
+        .await
+        .unwrap();
+    assert!(
+        pushed.manifest_url.ends_with(&digest),
+        "{}",
+        pushed.manifest_url
+    );
+    let oci = client(&registry, RepoAuth::None, None);
+    let err = oci.pull(&digest).await.unwrap_err();
+    assert!(matches!(err, ChartOciError::NotAChart { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("application/vnd.oci.image.config.v1+json"),
+        "{err}"
+    );
+}
+
+/// The file in the registry's filesystem storage that holds the blob `bytes`.
+fn blob_file(storage: &Path, bytes: &[u8]) -> PathBuf {
+    use sha2::Digest;
+    let hex = hex::encode(sha2::Sha256::digest(bytes));
+    storage
+        .join("docker/registry/v2/blobs/sha256")
+        .join(&hex[..2])
+        .join(&hex)
+        .join("data")
+}
