@@ -11,6 +11,7 @@
 
 use super::chart_index::Wanted;
 use super::chart_repo::{ChartLimits, RepoAuth};
+use super::cosign::{self, FoundSignature};
 use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
 use oci_client::errors::OciDistributionError;
 use oci_client::manifest::{OciDescriptor, OciManifest};
@@ -416,6 +417,95 @@ impl OciChart {
         })
     }
 
+    /// Every cosign signature stored for the manifest `digest`: Sigstore bundles among its OCI
+    /// referrers (the registry's referrers API, or the `sha256-<hex>` tag where it has none) and
+    /// simple signatures under the `sha256-<hex>.sig` tag. What they prove is
+    /// [`super::cosign::check`]'s.
+    pub async fn signatures(&self, digest: &str) -> Result<Vec<FoundSignature>, ChartOciError> {
+        let mut found = self.bundles(digest).await?;
+        found.extend(self.simple_signatures(digest).await?);
+        Ok(found)
+    }
+
+    async fn bundles(&self, digest: &str) -> Result<Vec<FoundSignature>, ChartOciError> {
+        let subject = self.location.reference(Pinned::Digest(digest));
+        self.client
+            .store_auth_if_needed(subject.resolve_registry(), &self.auth)
+            .await;
+        let referrers = self
+            .bounded(
+                self.client
+                    .pull_referrers(&subject, Some(cosign::BUNDLE_MEDIA_TYPE)),
+            )
+            .await?;
+        let mut found = Vec::new();
+        for entry in &referrers.manifests {
+            let Some(image) = self.manifest_if_any(Pinned::Digest(&entry.digest)).await? else {
+                continue;
+            };
+            let reference = self.location.reference(Pinned::Digest(&entry.digest));
+            for layer in image
+                .layers
+                .iter()
+                .filter(|l| l.media_type == cosign::BUNDLE_MEDIA_TYPE)
+            {
+                let limit = cosign::BUNDLE_BYTES.min(u64::try_from(layer.size).unwrap_or(0));
+                found.push(FoundSignature::Bundle(
+                    self.blob(&reference, layer, limit).await?,
+                ));
+            }
+        }
+        Ok(found)
+    }
+
+    async fn simple_signatures(&self, digest: &str) -> Result<Vec<FoundSignature>, ChartOciError> {
+        let tag = cosign::signature_tag(digest);
+        let Some(image) = self.manifest_if_any(Pinned::Tag(&tag)).await? else {
+            return Ok(Vec::new());
+        };
+        let reference = self.location.reference(Pinned::Tag(&tag));
+        let mut found = Vec::new();
+        for layer in &image.layers {
+            let signature = layer
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(cosign::SIGNATURE_ANNOTATION));
+            let (true, Some(signature)) = (
+                layer.media_type == cosign::SIMPLE_SIGNING_MEDIA_TYPE,
+                signature,
+            ) else {
+                continue;
+            };
+            let limit = cosign::PAYLOAD_BYTES.min(u64::try_from(layer.size).unwrap_or(0));
+            found.push(FoundSignature::SimpleSigning {
+                payload: self.blob(&reference, layer, limit).await?,
+                signature: signature.clone(),
+            });
+        }
+        Ok(found)
+    }
+
+    /// The image manifest at `at`, or none when the registry has no such manifest (or it is an
+    /// index, which no signature is).
+    async fn manifest_if_any(
+        &self,
+        at: Pinned<'_>,
+    ) -> Result<Option<oci_client::manifest::OciImageManifest>, ChartOciError> {
+        let reference = self.location.reference(at);
+        let pulled = tokio::time::timeout(
+            self.timeout,
+            self.client.pull_manifest(&reference, &self.auth),
+        )
+        .await
+        .map_err(|_| self.registry_err(format!("no answer within {:?}", self.timeout)))?;
+        match pulled {
+            Ok((OciManifest::Image(image), _)) => Ok(Some(image)),
+            Ok((OciManifest::ImageIndex(_), _)) => Ok(None),
+            Err(e) if manifest_unknown(&e) => Ok(None),
+            Err(e) => Err(self.registry_err(format!("{e}{}", hint(&e)))),
+        }
+    }
+
     /// One blob, no more than `limit` bytes (the size the manifest declared, itself bounded).
     async fn blob(
         &self,
@@ -430,6 +520,18 @@ impl OciChart {
         self.bounded(self.client.pull_blob(reference, descriptor, &mut out))
             .await?;
         Ok(out.bytes)
+    }
+}
+
+/// Whether the registry said the manifest does not exist (404 or `MANIFEST_UNKNOWN`).
+fn manifest_unknown(error: &OciDistributionError) -> bool {
+    match error {
+        OciDistributionError::ImageManifestNotFoundError(_) => true,
+        OciDistributionError::RegistryError { envelope, .. } => envelope
+            .errors
+            .iter()
+            .any(|e| e.code == oci_client::errors::OciErrorCode::ManifestUnknown),
+        _ => false,
     }
 }
 

@@ -26,6 +26,7 @@ pub mod chart_index;
 pub mod chart_oci;
 pub mod chart_repo;
 pub mod config;
+pub mod cosign;
 pub mod history;
 pub mod mirror;
 pub mod refs;

@@ -9,7 +9,7 @@ use reckon::source::chart_index::Wanted;
 use reckon::source::chart_oci::{ChartOciError, OciChart};
 use reckon::source::chart_repo::{ChartLimits, RepoAuth};
 use reckon_testenv::git::charts::package;
-use reckon_testenv::git::{HttpAuth, OciRegistry};
+use reckon_testenv::git::{CosignKey, HttpAuth, OciRegistry, SignatureFormat};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -232,4 +232,62 @@ fn blob_file(storage: &Path, bytes: &[u8]) -> PathBuf {
         .join(&hex[..2])
         .join(&hex)
         .join("data")
+}
+
+#[tokio::test]
+async fn a_chart_signed_by_the_real_cosign_in_either_format_verifies_under_its_key_only() {
+    use reckon::source::cosign::{CosignStatus, PublicKey, check};
+    let work = tempfile::tempdir().unwrap();
+    let registry = OciRegistry::start(false, None).unwrap();
+    let bundled = push(&registry, work.path(), "1.0.0", "blue");
+    let simple = push(&registry, work.path(), "1.1.0", "green");
+    let unsigned = push(&registry, work.path(), "2.0.0", "red");
+    let (signer, stranger) = (
+        CosignKey::generate().unwrap(),
+        CosignKey::generate().unwrap(),
+    );
+    registry
+        .sign(&signer, "charts/web", &bundled, SignatureFormat::Bundle)
+        .unwrap();
+    registry
+        .sign(
+            &signer,
+            "charts/web",
+            &simple,
+            SignatureFormat::SimpleSigning,
+        )
+        .unwrap();
+    let load = |key: &CosignKey| {
+        let path = key.public_key();
+        PublicKey::from_pem(&path, &std::fs::read(&path).unwrap()).unwrap()
+    };
+    let (trusted, other) = (load(&signer), load(&stranger));
+    let oci = client(&registry, RepoAuth::None, None);
+
+    for digest in [&bundled, &simple] {
+        let found = oci.signatures(digest).await.unwrap();
+        assert_eq!(found.len(), 1, "one signature for {digest}: {found:?}");
+        assert_eq!(
+            check(digest, &found, &[other.clone(), trusted.clone()]),
+            CosignStatus::Verified {
+                key: trusted.fingerprint.clone()
+            },
+            "{digest}"
+        );
+        assert!(
+            matches!(
+                check(digest, &found, std::slice::from_ref(&other)),
+                CosignStatus::Untrusted { .. }
+            ),
+            "{digest}"
+        );
+    }
+    // A signature looked up for another manifest is not this one's.
+    let of_bundled = oci.signatures(&bundled).await.unwrap();
+    assert!(matches!(
+        check(&unsigned, &of_bundled, std::slice::from_ref(&trusted)),
+        CosignStatus::Invalid { .. }
+    ));
+    assert_eq!(oci.signatures(&unsigned).await.unwrap(), vec![]);
+    assert_eq!(check(&unsigned, &[], &[trusted]), CosignStatus::Unsigned);
 }

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 pub use charts::ChartRepoServer;
 pub use daemon::GitDaemon;
 pub use http::{HttpAuth, HttpGitServer, HttpOptions, TestCa};
-pub use oci::OciRegistry;
+pub use oci::{CosignKey, OciRegistry, SignatureFormat};
 pub use proxy::HttpProxy;
 pub use repo::{CommitBuilder, Fixture, GpgKey, Person, SshKey};
 pub use ssh::SshServer;

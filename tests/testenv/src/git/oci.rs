@@ -1,7 +1,8 @@
 //! Owns the OCI registry test server: the CNCF distribution registry (`registry`, built from Go
 //! modules beside the control plane, `tests/testenv/k8s/registry/`) on a loopback port, with its
 //! storage in a temporary directory, optionally over TLS from a fresh [`TestCa`] and behind
-//! htpasswd basic auth; charts are pushed to it with the real `helm push`.
+//! htpasswd basic auth; charts are pushed to it with the real `helm push` and signed with the real
+//! `cosign sign` (keys from `cosign generate-key-pair`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -13,6 +14,8 @@ use super::{Error, Result, io_err};
 
 const REGISTRY_HINT: &str =
     "the OCI registry is built by scripts/provision-testenv.sh (tests/testenv/k8s/registry)";
+const COSIGN_HINT: &str =
+    "cosign is built by scripts/provision-testenv.sh (tests/testenv/k8s/cosign)";
 const HELM_HINT: &str = "helm is built by scripts/provision-testenv.sh (tests/testenv/k8s/helm)";
 
 /// A running OCI registry; stopped (its process group killed) on drop.
@@ -115,6 +118,98 @@ impl OciRegistry {
                 detail: text.clone(),
             })
     }
+}
+
+impl OciRegistry {
+    /// Signs the manifest `digest` of `repository` (`charts/web`) with the real `cosign sign`,
+    /// offline (no transparency log, no signing config fetched), in `format`.
+    pub fn sign(
+        &self,
+        key: &CosignKey,
+        repository: &str,
+        digest: &str,
+        format: SignatureFormat,
+    ) -> Result<()> {
+        let cosign = super::require_binary("cosign", COSIGN_HINT)?;
+        let mut cmd = Command::new(cosign);
+        cmd.arg("sign")
+            .arg("--key")
+            .arg(key.private_key())
+            .args(["--tlog-upload=false", "--use-signing-config=false", "-y"])
+            .env("COSIGN_PASSWORD", "")
+            // cosign keeps its TUF cache and registry logins under HOME.
+            .env("HOME", self.helm_home.join("cosign-home"));
+        if format == SignatureFormat::SimpleSigning {
+            cmd.arg("--new-bundle-format=false");
+        }
+        match &self.ca {
+            Some(ca) => cmd.arg("--registry-cacert").arg(ca.bundle_path()),
+            None => cmd.arg("--allow-http-registry"),
+        };
+        if let Some(auth) = &self.auth {
+            cmd.args(["--registry-username", &auth.username]);
+            cmd.args(["--registry-password", &auth.password]);
+        }
+        cmd.arg(format!("{}/{repository}@{digest}", self.host()));
+        run(cmd, "cosign sign").map(|_| ())
+    }
+}
+
+/// How cosign stores a signature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignatureFormat {
+    /// A Sigstore bundle as an OCI referrer (cosign 3's default).
+    Bundle,
+    /// A simple-signing payload under the `sha256-<hex>.sig` tag (cosign 2's, and 3's with
+    /// `--new-bundle-format=false`).
+    SimpleSigning,
+}
+
+/// A cosign key pair made by the real `cosign generate-key-pair` (empty password).
+pub struct CosignKey {
+    dir: tempfile::TempDir,
+}
+
+impl CosignKey {
+    pub fn generate() -> Result<Self> {
+        let cosign = super::require_binary("cosign", COSIGN_HINT)?;
+        let dir = tempfile::tempdir().map_err(io_err("cosign key dir"))?;
+        let mut cmd = Command::new(cosign);
+        cmd.arg("generate-key-pair")
+            .current_dir(dir.path())
+            .env("COSIGN_PASSWORD", "");
+        run(cmd, "cosign generate-key-pair")?;
+        Ok(Self { dir })
+    }
+
+    /// `cosign.pub`: the PEM public key an App trusts.
+    pub fn public_key(&self) -> PathBuf {
+        self.dir.path().join("cosign.pub")
+    }
+
+    fn private_key(&self) -> PathBuf {
+        self.dir.path().join("cosign.key")
+    }
+}
+
+fn run(mut cmd: Command, what: &str) -> Result<String> {
+    let out = cmd.output().map_err(|source| Error::Spawn {
+        command: what.into(),
+        source,
+    })?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if !out.status.success() {
+        return Err(Error::CommandFailed {
+            command: what.into(),
+            status: out.status,
+            stderr: text,
+        });
+    }
+    Ok(text)
 }
 
 /// The registry's configuration: filesystem storage under `dir`, loopback only, deletes
