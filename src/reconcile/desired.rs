@@ -53,9 +53,10 @@ impl Packed {
         }
     }
 
-    pub fn unpack(&self, key: &SecretKey) -> Result<Rendered, String> {
+    pub fn unpack(&self, key: &SecretKey, namespace: &str) -> Result<Rendered, String> {
         let bytes = lz4_flex::decompress_size_prepended(&self.bytes).map_err(|e| e.to_string())?;
-        let mut rendered = open_recorded(self.revision.clone(), &bytes, self.digest, key)?;
+        let mut rendered =
+            open_recorded(self.revision.clone(), &bytes, self.digest, key, namespace)?;
         rendered.values_key = self.values_key.clone();
         rendered.hooks = self.hooks.clone();
         Ok(rendered)
@@ -68,14 +69,19 @@ impl Packed {
 }
 
 /// Objects in the recorded format ([`render::from_recorded`]: one canonical object per line,
-/// Secret values sealed) opened as `revision`'s desired set, whose address is `digest`.
+/// Secret values sealed) opened as `revision`'s desired set, whose address is `digest`; a Secret
+/// naming no namespace is placed in `namespace`, as a render places it.
 fn open_recorded(
     revision: String,
     bytes: &[u8],
     digest: Digest,
     key: &SecretKey,
+    namespace: &str,
 ) -> Result<Rendered, String> {
     let set = render::from_recorded(bytes, key).map_err(|e| e.to_string())?;
+    // Recorded before Secrets were placed in the target when rendered (or as rendered since):
+    // placing them again is a no-op for the latter.
+    let set = namespace::with_secret_namespaces(set, namespace, key);
     Ok(Rendered {
         revision,
         desired: Arc::new(
@@ -279,7 +285,7 @@ impl Reconciler {
             .rendered
             .as_ref()
             .filter(|r| r.is_for(revision, values_key.as_deref()))
-            .map(|r| r.unpack(&self.key));
+            .map(|r| r.unpack(&self.key, &self.app.target.namespace));
         let mut rendered = match cached {
             Some(Ok(r)) => Ok(r),
             // Unpacking what this process packed cannot fail short of a bug; render again then.
@@ -402,6 +408,7 @@ impl Reconciler {
             .target
             .create_namespace
             .then(|| self.app.target.namespace.clone());
+        let target_namespace = self.app.target.namespace.clone();
         let source = self.source.clone();
         let chart = helm::is_chart(&files);
         if self.app.helm.is_some() && !chart {
@@ -449,6 +456,7 @@ impl Reconciler {
             if let Some(ns) = &create_namespace {
                 set = namespace::with_target_namespace(set, ns, &options.app, &options.secret_key);
             }
+            set = namespace::with_secret_namespaces(set, &target_namespace, &options.secret_key);
             let desired: Vec<DesiredObject> = set
                 .objects
                 .iter()
@@ -472,6 +480,7 @@ impl Reconciler {
         let reader = self.store.reader().clone();
         let key = self.key.clone();
         let revision = revision.to_string();
+        let namespace = self.app.target.namespace.clone();
         tokio::task::spawn_blocking(move || {
             let bytes = reader
                 .blob(&digest)
@@ -479,7 +488,7 @@ impl Reconciler {
                 .ok_or_else(|| format!("the store does not hold blob {digest}"))?;
             // The blob's address is the set's digest: re-serializing and sealing it again
             // would only compute the same bytes.
-            open_recorded(revision, &bytes, digest, &key)
+            open_recorded(revision, &bytes, digest, &key, &namespace)
         })
         .await
         .map_err(|e| e.to_string())?
@@ -561,7 +570,12 @@ pub(super) mod tests {
             yaml_expanded_bytes: render::DEFAULT_YAML_EXPANDED_BYTES,
             fill_port_protocol: true,
         };
-        let set = render::render(&files, &options).unwrap();
+        // As a pass renders it: the Secret, naming no namespace, placed in the App's.
+        let set = namespace::with_secret_namespaces(
+            render::render(&files, &options).unwrap(),
+            "shop",
+            key,
+        );
         set.objects
             .iter()
             .map(|o| DesiredObject::from_rendered(o, key))
@@ -591,7 +605,7 @@ pub(super) mod tests {
             "{text}"
         );
 
-        let unpacked = packed.unpack(&key).unwrap();
+        let unpacked = packed.unpack(&key, "shop").unwrap();
         assert_eq!(unpacked.revision, "abc");
         assert_eq!(unpacked.values_key.as_deref(), Some("hmac-sha256:00"));
         assert_eq!(*unpacked.hooks, vec![hook()]);

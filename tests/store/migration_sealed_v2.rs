@@ -109,7 +109,11 @@ fn revision_records(
             continue;
         };
         let bytes = render::canonical_json(d.comparable()).into_bytes();
-        assert_eq!(Digest::of(&bytes), d.digest, "the storable form is the digest");
+        assert_eq!(
+            Digest::of(&bytes),
+            d.digest,
+            "the storable form is the digest"
+        );
         blobs.push(bytes);
         let mut object = d.object.clone();
         object.namespace = Some(NAMESPACE.into());
@@ -164,7 +168,10 @@ fn generate_sealed_v1_fixture() {
         ("creds", ApplyAction::Created),
         ("mirror", ApplyAction::Created),
     ];
-    for (n, applied) in [(1, &all[..]), (2, &[("creds", ApplyAction::Configured)][..])] {
+    for (n, applied) in [
+        (1, &all[..]),
+        (2, &[("creds", ApplyAction::Configured)][..]),
+    ] {
         let (blobs, drafts) = revision_records(n, &key, applied);
         for blob in blobs {
             store.put_blob(&blob).unwrap();
@@ -174,7 +181,9 @@ fn generate_sealed_v1_fixture() {
     }
     let set = |n: u64| {
         let sha = reckon::event::samples::sha(n);
-        store.projections().apps[APP].revisions[&sha].digest.unwrap()
+        store.projections().apps[APP].revisions[&sha]
+            .digest
+            .unwrap()
     };
     let text = String::from_utf8(
         reckon::store::EventRead::blob(&store.reader(), &set(2))
