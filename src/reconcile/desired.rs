@@ -196,6 +196,22 @@ pub(super) fn render_failure_is_new(
     last.is_none_or(|(r, e)| r != revision || e != error)
 }
 
+/// Whether `rendered` is the render `recorded` holds (the set recorded for the same revision):
+/// the same objects with the same digests, which cover Secret values through keyed hashes.
+/// When it is, `rendered` takes the recorded set's address and returns true. Sealing is random,
+/// so the same render seals to new bytes every time: without this, every render of a revision
+/// in a new process would record its set again.
+fn keep_recorded(rendered: &mut Rendered, recorded: &Rendered) -> bool {
+    let keyed = |r: &Rendered| render::set_digest_of(r.desired.iter().map(|d| &d.digest));
+    let same = rendered.revision == recorded.revision
+        && rendered.desired.len() == recorded.desired.len()
+        && keyed(rendered) == keyed(recorded);
+    if same {
+        rendered.digest = recorded.digest;
+    }
+    same
+}
+
 /// Whether `rendered` must be recorded (blob and RenderSucceeded): once per distinct render of
 /// a revision.
 pub(super) fn needs_render_record(state: &AppState, rendered: &Rendered) -> bool {
@@ -494,6 +510,28 @@ impl Reconciler {
         .map_err(|e| e.to_string())?
     }
 
+    /// `rendered` with the address of the set recorded for its revision when that set is this
+    /// render ([`keep_recorded`]); as it is when none was recorded, it differs, or the recorded
+    /// set cannot be read (then it is recorded again, as any new render).
+    async fn keep_recorded(&self, state: &AppState, mut rendered: Rendered) -> Rendered {
+        let recorded = state
+            .revisions
+            .get(&rendered.revision)
+            .and_then(|r| r.digest);
+        let Some(digest) = recorded.filter(|d| *d != rendered.digest) else {
+            return rendered;
+        };
+        match self.recorded(&rendered.revision, digest).await {
+            Ok(recorded) => {
+                keep_recorded(&mut rendered, &recorded);
+            }
+            Err(error) => {
+                tracing::debug!(app = %self.app.name, revision = %rendered.revision, %error, "the recorded set does not open; recording this render");
+            }
+        }
+        rendered
+    }
+
     /// The desired set for `revision`. A pinned App (rollback, pin) applies what was recorded
     /// for its revision, so it needs neither the commit on the remote nor the mirror; only when
     /// nothing usable was recorded (never rendered, or recorded by an older reckon that kept
@@ -511,7 +549,8 @@ impl Reconciler {
             .then(|| state.revisions.get(revision).and_then(|r| r.digest))
             .flatten();
         let Some(digest) = recorded else {
-            return self.render(revision, values).await;
+            let rendered = self.render(revision, values).await?;
+            return Ok(self.keep_recorded(state, rendered).await);
         };
         match self.recorded(revision, digest).await {
             Ok(r) => Ok(r),
@@ -548,6 +587,15 @@ pub(super) mod tests {
     }
 
     fn desired_set(key: &SecretKey) -> Vec<DesiredObject> {
+        desired_set_with(key, "hunter2")
+    }
+
+    /// The set of [`desired_set`] with the Secret's password `password`.
+    fn desired_set_with(key: &SecretKey, password: &str) -> Vec<DesiredObject> {
+        let secret = format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: db}}\n\
+             stringData: {{password: {password}}}\ndata: {{user: YWRtaW4=}}\n"
+        );
         let files: Vec<render::SourceFile> = vec![
             (
                 "app.yaml".into(),
@@ -557,11 +605,7 @@ pub(super) mod tests {
                   metadata: {labels: {app: web}}\n    spec:\n      containers: [{name: web, image: nginx, ports: [{containerPort: 80}]}]\n"
                     .to_vec(),
             ),
-            (
-                "secret.yaml".into(),
-                b"apiVersion: v1\nkind: Secret\nmetadata: {name: db}\nstringData: {password: hunter2}\ndata: {user: YWRtaW4=}\n"
-                    .to_vec(),
-            ),
+            ("secret.yaml".into(), secret.into_bytes()),
         ];
         let options = RenderOptions {
             app: "shop".into(),
@@ -580,6 +624,52 @@ pub(super) mod tests {
             .iter()
             .map(|o| DesiredObject::from_rendered(o, key))
             .collect()
+    }
+
+    /// Revision abc rendered as a pass renders it: the desired objects and the address of their
+    /// set as it would be recorded (sealed now).
+    fn rendered_with(key: &SecretKey, password: &str) -> Rendered {
+        let desired = desired_set_with(key, password);
+        Rendered {
+            revision: "abc".into(),
+            digest: Digest::of(&set_bytes(&desired, key)),
+            desired: Arc::new(desired),
+            values_key: None,
+            hooks: Arc::default(),
+        }
+    }
+
+    #[test]
+    fn an_unchanged_render_keeps_the_recorded_set_and_a_changed_one_is_recorded() {
+        let key = SecretKey::new([7; 32]);
+        // The first render of the revision is recorded: its set and a RenderSucceeded.
+        let first = rendered_with(&key, "hunter2");
+        let (blobs, drafts) = render_records("shop", &AppState::default(), &first, &key);
+        assert_eq!((blobs.len(), drafts.len()), (1, 1));
+        let mut state = AppState::default();
+        state
+            .revisions
+            .insert("abc".into(), revision_entry(Some(first.digest)));
+        let recorded = open_recorded("abc".into(), &blobs[0], first.digest, &key, "shop").unwrap();
+
+        // Rendered again (a restart, a new process): the Secret's values seal to other bytes,
+        // but it is the render recorded, so the recorded set is kept and nothing is recorded.
+        let mut again = rendered_with(&key, "hunter2");
+        assert_ne!(again.digest, first.digest, "random nonces");
+        assert!(keep_recorded(&mut again, &recorded));
+        assert_eq!(again.digest, first.digest);
+        let (blobs, drafts) = render_records("shop", &state, &again, &key);
+        assert!(blobs.is_empty() && drafts.is_empty(), "one blob per render");
+
+        // A changed Secret value is another render of the revision: recorded.
+        let mut changed = rendered_with(&key, "hunter3");
+        assert!(!keep_recorded(&mut changed, &recorded));
+        let (blobs, drafts) = render_records("shop", &state, &changed, &key);
+        assert_eq!(blobs.len(), 1);
+        assert!(matches!(
+            &drafts[0].event,
+            Event::RenderSucceeded(r) if r.digest == changed.digest && r.digest != first.digest
+        ));
     }
 
     #[test]
