@@ -21,6 +21,7 @@ mod inventory;
 mod live;
 pub mod namespace;
 mod planning;
+pub mod reseal;
 pub mod retry;
 pub mod rollback;
 

@@ -195,3 +195,228 @@ fn generate_sealed_v1_fixture() {
     assert!(!text.contains(PASSWORD_2) && !text.contains(TOKEN));
     store.close().unwrap();
 }
+
+/// Revision `n` as a pass renders it now: its Secret naming no namespace placed in the App's.
+fn rendered_now(n: u8, key: &SecretKey) -> render::RenderedSet {
+    reckon::reconcile::namespace::with_secret_namespaces(
+        render::render(&files(n), &options(key)).unwrap(),
+        NAMESPACE,
+        key,
+    )
+}
+
+/// A recorded set opened as a pass opens it (values opened, Secrets placed), by object name.
+fn opened(
+    bytes: &[u8],
+    key: &SecretKey,
+) -> std::collections::BTreeMap<String, render::RenderedObject> {
+    let set = reckon::reconcile::namespace::with_secret_namespaces(
+        render::from_recorded(bytes, key).unwrap(),
+        NAMESPACE,
+        key,
+    );
+    set.objects
+        .into_iter()
+        .map(|o| (o.object.name.clone(), o))
+        .collect()
+}
+
+/// Migration 0010 on a store the previous release wrote: each revision's set is re-sealed once
+/// (a new blob and a `RenderSucceeded` pointing the revision at it, then one `StoreMigrated`),
+/// the old records stay as they were, the chain and the projections verify, the new sets hold
+/// no scheme-1 value and no plain value, open to exactly what was rendered, compare with live
+/// Secrets and with each other as before, and a second run records nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sealed_v1_fixture_is_resealed_once_and_opens_to_what_was_rendered() {
+    use reckon::reconcile::reseal::{self, Resealed};
+    use reckon::render::digest::{
+        SEALED_PREFIX, SEALED_V1_PREFIX, SecretKeyChange, secret_changes, storable_from_recorded,
+        storable_object,
+    };
+    use reckon::store::verify::{check_projections, verify};
+    use reckon::store::{EventRead as _, EventStore as _};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    crate::support::store::copy_dir(&fixture(), &path);
+    let key = reckon::agent::key::load_or_create(&path.join("secret.key")).unwrap();
+    let store = SledStore::open(&path, OpenOptions::default()).unwrap();
+    assert!(store.migrated_backup.is_none(), "no store layout change");
+    let before: Vec<_> = store.reader().iter_from(1).map(|e| e.unwrap()).collect();
+    let old = store.projections().apps[APP].clone();
+    let sha = |n: u8| reckon::event::samples::sha(u64::from(n));
+    let old_set = |n: u8| old.revisions[&sha(n)].digest.unwrap();
+    let old_applied: std::collections::BTreeMap<String, Digest> = before
+        .iter()
+        .filter_map(|e| match &e.body.event {
+            Event::ObjectApplied(a) => Some((a.object.name.clone(), a.digest)),
+            _ => None,
+        })
+        .collect();
+
+    let (handle, task) = reckon::store::writer::spawn(store);
+    let done = reseal::reseal_recorded_sets(&handle, &key).await.unwrap();
+    assert_eq!(
+        done,
+        Resealed {
+            sets: 2,
+            unopened: vec![]
+        }
+    );
+    // Idempotent: nothing of scheme 1 is left, so nothing more is recorded.
+    assert_eq!(
+        reseal::reseal_recorded_sets(&handle, &key).await.unwrap(),
+        Resealed::default()
+    );
+    handle.close().await.unwrap();
+    task.await.unwrap().unwrap();
+
+    let store = SledStore::open(&path, OpenOptions::default()).unwrap();
+    let after: Vec<_> = store.reader().iter_from(1).map(|e| e.unwrap()).collect();
+    assert_eq!(&after[..before.len()], &before[..], "old records unchanged");
+    assert_eq!(after.len(), before.len() + 3);
+    let state = store.projections().apps[APP].clone();
+    // One RenderSucceeded per revision (in the projections' order), by the agent.
+    let mut resealed: Vec<String> = Vec::new();
+    for e in &after[before.len()..after.len() - 1] {
+        assert_eq!(e.body.app.as_deref(), Some(APP));
+        assert_eq!(e.body.actor.as_deref(), Some("reckon"));
+        match &e.body.event {
+            Event::RenderSucceeded(r) => {
+                assert_eq!(Some(r.digest), state.revisions[&r.revision].digest);
+                assert_eq!(r.object_count, 3);
+                resealed.push(r.revision.clone());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    resealed.sort();
+    let mut expected = vec![sha(1), sha(2)];
+    expected.sort();
+    assert_eq!(resealed, expected);
+    for n in [1u8, 2] {
+        assert_ne!(state.revisions[&sha(n)].digest, Some(old_set(n)));
+    }
+    match &after.last().unwrap().body.event {
+        Event::StoreMigrated(m) => assert_eq!(m.step, reseal::STEP),
+        other => panic!("{other:?}"),
+    }
+    let mut report = verify(&store.reader(), &mut |_| {}).unwrap();
+    check_projections(&store, &mut report).unwrap();
+    assert!(report.ok(), "{:?}", report.problems);
+
+    let reader = store.reader();
+    let blob = |d: Digest| reader.blob(&d).unwrap().expect("the blob is there");
+    for n in [1u8, 2] {
+        let (old_bytes, new_bytes) = (
+            blob(old_set(n)),
+            blob(state.revisions[&sha(n)].digest.unwrap()),
+        );
+        let text = String::from_utf8(new_bytes.clone()).unwrap();
+        assert!(text.contains(SEALED_PREFIX), "{text}");
+        assert!(!text.contains(SEALED_V1_PREFIX), "{text}");
+        for plain in [PASSWORD_1, PASSWORD_2, USER, TOKEN] {
+            use base64::Engine as _;
+            let b64 = base64::engine::general_purpose::STANDARD.encode(plain);
+            assert!(
+                !text.contains(plain) && !text.contains(&b64),
+                "{plain}: {text}"
+            );
+        }
+        // The values open to exactly what was rendered, from the old set and the new one.
+        let expected: std::collections::BTreeMap<String, render::RenderedObject> =
+            rendered_now(n, &key)
+                .objects
+                .into_iter()
+                .map(|o| (o.object.name.clone(), o))
+                .collect();
+        for set in [opened(&old_bytes, &key), opened(&new_bytes, &key)] {
+            assert_eq!(set.len(), 3);
+            for (name, object) in &expected {
+                assert_eq!(set[name].manifest, object.manifest, "{name}");
+                assert_eq!(set[name].digest, object.digest, "{name}");
+            }
+        }
+        let old_lines: Vec<serde_json::Value> = String::from_utf8(old_bytes)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let new_lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let by_name = |lines: &[serde_json::Value], name: &str| {
+            lines
+                .iter()
+                .find(|v| v["metadata"]["name"] == name)
+                .unwrap()
+                .clone()
+        };
+        // Scheme 1 showed equal values in two Secrets as equal; scheme 2 does not.
+        if n == 1 {
+            assert_eq!(
+                by_name(&old_lines, "creds")["data"]["password"],
+                by_name(&old_lines, "mirror")["data"]["password"],
+                "the defect the migration removes"
+            );
+        }
+        assert_ne!(
+            by_name(&new_lines, "creds")["data"]["password"],
+            by_name(&new_lines, "mirror")["data"]["password"]
+        );
+        // The ConfigMap's record is what it was.
+        assert_eq!(
+            by_name(&new_lines, "settings"),
+            by_name(&old_lines, "settings")
+        );
+    }
+
+    // Drift comparison: the live Secrets, as the API server holds them (namespace named, the
+    // values the revision applied), compare equal to what the new set opens to; a changed live
+    // value does not, and is named by key.
+    let current = opened(&blob(state.revisions[&sha(2)].digest.unwrap()), &key);
+    for name in ["creds", "mirror"] {
+        let desired = DesiredObject::from_rendered(&current[name], &key);
+        let mut live = current[name].manifest.as_value().clone();
+        live["metadata"]["uid"] = serde_json::json!(format!("uid-{name}"));
+        live["metadata"]["resourceVersion"] = serde_json::json!("7");
+        let mut stored = storable_object(&live, &key);
+        for field in ["uid", "resourceVersion"] {
+            stored["metadata"].as_object_mut().unwrap().remove(field);
+        }
+        assert_eq!(&stored, desired.comparable(), "{name}: no drift");
+        live["data"]["password"] = serde_json::json!("Y2hhbmdlZA==");
+        assert_eq!(
+            secret_changes(desired.comparable(), &storable_object(&live, &key)),
+            vec![SecretKeyChange::Changed("password".into())]
+        );
+    }
+    // Between revisions: revision 2 changed the password of creds, not of mirror.
+    let recorded = |n: u8, name: &str| {
+        let bytes = blob(state.revisions[&sha(n)].digest.unwrap());
+        let line = String::from_utf8(bytes)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .find(|v| v["metadata"]["name"] == name)
+            .unwrap();
+        storable_from_recorded(&line, &key).unwrap()
+    };
+    assert_eq!(
+        secret_changes(&recorded(1, "creds"), &recorded(2, "creds")),
+        vec![SecretKeyChange::Changed("password".into())]
+    );
+    assert_eq!(
+        secret_changes(&recorded(1, "mirror"), &recorded(2, "mirror")),
+        vec![]
+    );
+
+    // The object-bound hash changes each Secret's digest once: the digests the fixture's
+    // applies recorded (scheme-1 hashes) differ from the new ones, so the first pass after the
+    // upgrade re-applies each Secret once; the ConfigMap's is unchanged.
+    assert_eq!(old_applied["settings"], current["settings"].digest);
+    assert_ne!(old_applied["creds"], current["creds"].digest);
+    assert_ne!(old_applied["mirror"], current["mirror"].digest);
+    store.close().unwrap();
+}
