@@ -15,12 +15,17 @@ use crate::store::{EventRead, blob};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// One revision rendered: the desired objects and the blob address of their storable set
-/// (whose bytes are rebuilt from the objects when they are stored: no second copy is kept).
+/// One revision rendered: the desired objects, the same objects as recorded (Secret values
+/// sealed once, when rendered) and the blob address of their recorded set.
 #[derive(Clone)]
 pub(super) struct Rendered {
     pub revision: String,
     pub desired: Arc<Vec<DesiredObject>>,
+    /// Each desired object as recorded ([`recorded_form`]), one canonical object per line in
+    /// render order: what [`Packed`] keeps and what the recorded set is made of. Sealing takes a
+    /// random nonce, so the set's bytes cannot be rebuilt from `desired` to the same address:
+    /// they are kept from the one sealing.
+    pub lines: Arc<Vec<u8>>,
     pub digest: Digest,
     /// For a Helm App, the keyed digest of the values read outside Git (the cluster's and the
     /// App's inline ones): the same revision renders differently when they change.
@@ -41,15 +46,31 @@ pub(super) struct Packed {
     bytes: Box<[u8]>,
 }
 
+impl Rendered {
+    /// `desired` of `revision` rendered now: each object's recorded form made (Secret values
+    /// sealed) once, and the address of the set they make.
+    pub fn new(revision: String, desired: Vec<DesiredObject>, key: &SecretKey) -> Rendered {
+        let lines = packed_lines(&desired, key);
+        let digest = Digest::of(&set_of_lines(&lines).expect("lines just written"));
+        Rendered {
+            revision,
+            desired: Arc::new(desired),
+            lines: Arc::new(lines),
+            digest,
+            values_key: None,
+            hooks: Arc::default(),
+        }
+    }
+}
+
 impl Packed {
-    pub fn pack(rendered: &Rendered, key: &SecretKey) -> Packed {
+    pub fn pack(rendered: &Rendered) -> Packed {
         Packed {
             revision: rendered.revision.clone(),
             digest: rendered.digest,
             values_key: rendered.values_key.clone(),
             hooks: rendered.hooks.clone(),
-            bytes: lz4_flex::compress_prepend_size(&packed_lines(&rendered.desired, key))
-                .into_boxed_slice(),
+            bytes: lz4_flex::compress_prepend_size(&rendered.lines).into_boxed_slice(),
         }
     }
 
@@ -90,6 +111,7 @@ fn open_recorded(
                 .map(|o| DesiredObject::from_rendered(o, key))
                 .collect(),
         ),
+        lines: Arc::new(bytes.to_vec()),
         digest,
         values_key: None,
         hooks: Arc::default(),
@@ -116,12 +138,18 @@ fn packed_lines(desired: &[DesiredObject], key: &SecretKey) -> Vec<u8> {
     out
 }
 
-/// The canonical bytes of a rendered set as recorded for its revision: each object as rendered,
-/// Secret values sealed under the agent's key (see [`render::sealed_object`]), so a rollback can
-/// apply it without Git. Per-object blobs (the inventory) keep the keyed-hash form instead.
-pub(super) fn set_bytes(desired: &[DesiredObject], key: &SecretKey) -> Vec<u8> {
-    let stored: Vec<serde_json::Value> = desired.iter().map(|d| recorded_form(d, key)).collect();
-    blob::canonical(&stored)
+/// The canonical bytes of a rendered set as recorded for its revision, from its objects as
+/// recorded ([`packed_lines`]: as rendered, Secret values sealed under the agent's key, see
+/// [`render::sealed_object`]), so a rollback can apply it without Git. Per-object blobs (the
+/// inventory) keep the keyed-hash form instead.
+fn set_of_lines(lines: &[u8]) -> Result<Vec<u8>, String> {
+    let objects = lines
+        .split(|b| *b == b'\n')
+        .filter(|line| !line.is_empty())
+        .map(serde_json::from_slice)
+        .collect::<Result<Vec<serde_json::Value>, _>>()
+        .map_err(|e| e.to_string())?;
+    Ok(blob::canonical(&objects))
 }
 
 /// What names a Helm App's values from outside Git in the kept render: their keyed digest, or
@@ -240,12 +268,21 @@ pub(super) fn render_records(
     app: &str,
     state: &AppState,
     rendered: &Rendered,
-    key: &SecretKey,
 ) -> (Vec<Vec<u8>>, Vec<Draft>) {
     if needs_render_record(state, rendered) {
-        let mut drafts = vec![render_succeeded(app, rendered)];
+        // The lines are canonical JSON this process wrote (or read from a blob): they parse.
+        let bytes = set_of_lines(&rendered.lines).expect("recorded lines parse");
+        // The event names the bytes written, whatever happened to `digest` since: a
+        // RenderSucceeded never names a blob the store does not hold.
+        let mut drafts = vec![render_succeeded(
+            app,
+            &Rendered {
+                digest: Digest::of(&bytes),
+                ..rendered.clone()
+            },
+        )];
         drafts.extend(hook_drafts(app, &rendered.revision, &rendered.hooks));
-        (vec![set_bytes(&rendered.desired, key)], drafts)
+        (vec![bytes], drafts)
     } else {
         (Vec::new(), Vec::new())
     }
@@ -313,7 +350,7 @@ impl Reconciler {
         }?;
         rendered.values_key = values_key;
         self.memory.render_failure = None;
-        self.memory.rendered = Some(Packed::pack(&rendered, &self.key));
+        self.memory.rendered = Some(Packed::pack(&rendered));
         Ok(rendered)
     }
 
@@ -478,13 +515,9 @@ impl Reconciler {
                 .iter()
                 .map(|o| DesiredObject::from_rendered(o, &options.secret_key))
                 .collect();
-            let digest = Digest::of(&set_bytes(&desired, &options.secret_key));
             Ok(Rendered {
-                revision,
-                desired: Arc::new(desired),
-                digest,
-                values_key: None,
                 hooks: Arc::new(hooks),
+                ..Rendered::new(revision, desired, &options.secret_key)
             })
         })
         .await
@@ -629,14 +662,7 @@ pub(super) mod tests {
     /// Revision abc rendered as a pass renders it: the desired objects and the address of their
     /// set as it would be recorded (sealed now).
     fn rendered_with(key: &SecretKey, password: &str) -> Rendered {
-        let desired = desired_set_with(key, password);
-        Rendered {
-            revision: "abc".into(),
-            digest: Digest::of(&set_bytes(&desired, key)),
-            desired: Arc::new(desired),
-            values_key: None,
-            hooks: Arc::default(),
-        }
+        Rendered::new("abc".into(), desired_set_with(key, password), key)
     }
 
     #[test]
@@ -644,8 +670,13 @@ pub(super) mod tests {
         let key = SecretKey::new([7; 32]);
         // The first render of the revision is recorded: its set and a RenderSucceeded.
         let first = rendered_with(&key, "hunter2");
-        let (blobs, drafts) = render_records("shop", &AppState::default(), &first, &key);
+        let (blobs, drafts) = render_records("shop", &AppState::default(), &first);
         assert_eq!((blobs.len(), drafts.len()), (1, 1));
+        assert_eq!(
+            Digest::of(&blobs[0]),
+            first.digest,
+            "the blob is at its address"
+        );
         let mut state = AppState::default();
         state
             .revisions
@@ -658,13 +689,13 @@ pub(super) mod tests {
         assert_ne!(again.digest, first.digest, "random nonces");
         assert!(keep_recorded(&mut again, &recorded));
         assert_eq!(again.digest, first.digest);
-        let (blobs, drafts) = render_records("shop", &state, &again, &key);
+        let (blobs, drafts) = render_records("shop", &state, &again);
         assert!(blobs.is_empty() && drafts.is_empty(), "one blob per render");
 
         // A changed Secret value is another render of the revision: recorded.
         let mut changed = rendered_with(&key, "hunter3");
         assert!(!keep_recorded(&mut changed, &recorded));
-        let (blobs, drafts) = render_records("shop", &state, &changed, &key);
+        let (blobs, drafts) = render_records("shop", &state, &changed);
         assert_eq!(blobs.len(), 1);
         assert!(matches!(
             &drafts[0].event,
@@ -679,14 +710,12 @@ pub(super) mod tests {
         assert_eq!(desired.len(), 3);
         assert!(desired.iter().any(|d| d.stored.is_some()), "the Secret");
         let rendered = Rendered {
-            revision: "abc".into(),
-            digest: Digest::of(&set_bytes(&desired, &key)),
-            desired: Arc::new(desired.clone()),
             values_key: Some("hmac-sha256:00".into()),
             hooks: Arc::new(vec![hook()]),
+            ..Rendered::new("abc".into(), desired.clone(), &key)
         };
 
-        let packed = Packed::pack(&rendered, &key);
+        let packed = Packed::pack(&rendered);
         // Kept sealed: the Secret's value is not in the packed bytes in plain text.
         let bytes = lz4_flex::decompress_size_prepended(&packed.bytes).unwrap();
         let text = String::from_utf8(bytes).unwrap();
@@ -704,6 +733,14 @@ pub(super) mod tests {
         assert!(!packed.is_for("def", Some("hmac-sha256:00")));
         assert_eq!(unpacked.digest, rendered.digest);
         assert_eq!(*unpacked.desired, desired);
+        // Recorded from either, the set is the one sealing's, at the address the event names.
+        for r in [&rendered, &unpacked] {
+            let (blobs, drafts) = render_records("shop", &AppState::default(), r);
+            assert_eq!(Digest::of(&blobs[0]), rendered.digest);
+            assert!(
+                matches!(&drafts[0].event, Event::RenderSucceeded(e) if e.digest == rendered.digest)
+            );
+        }
     }
 
     fn hook() -> SkippedHook {
@@ -719,13 +756,10 @@ pub(super) mod tests {
         let key = SecretKey::new([7; 32]);
         let desired = desired_set(&key);
         let rendered = Rendered {
-            revision: "abc".into(),
-            digest: Digest::of(&set_bytes(&desired, &key)),
-            desired: Arc::new(desired),
-            values_key: None,
             hooks: Arc::new(vec![hook()]),
+            ..Rendered::new("abc".into(), desired, &key)
         };
-        let (blobs, drafts) = render_records("shop", &AppState::default(), &rendered, &key);
+        let (blobs, drafts) = render_records("shop", &AppState::default(), &rendered);
         assert_eq!(blobs.len(), 1);
         assert_eq!(drafts.len(), 2, "RenderSucceeded and the hook's note");
         match &drafts[1].event {
@@ -747,7 +781,7 @@ pub(super) mod tests {
         state
             .revisions
             .insert("abc".into(), revision_entry(Some(rendered.digest)));
-        assert!(render_records("shop", &state, &rendered, &key).1.is_empty());
+        assert!(render_records("shop", &state, &rendered).1.is_empty());
     }
 
     #[test]
@@ -852,13 +886,7 @@ pub(super) mod tests {
     fn a_render_is_recorded_once_per_distinct_set_of_a_revision() {
         let key = SecretKey::new([7; 32]);
         let desired = desired_set(&key);
-        let rendered = Rendered {
-            revision: "abc".into(),
-            digest: Digest::of(&set_bytes(&desired, &key)),
-            desired: Arc::new(desired),
-            values_key: None,
-            hooks: Arc::default(),
-        };
+        let rendered = Rendered::new("abc".into(), desired, &key);
         let mut state = AppState::default();
         assert!(needs_render_record(&state, &rendered), "never rendered");
         state

@@ -375,7 +375,7 @@ impl Reconciler {
                 return Ok(report.ended(PassStatus::RenderFailed { error }, started));
             }
         };
-        let render = desired::render_records(&self.app.name, &state, &rendered, &self.key);
+        let render = desired::render_records(&self.app.name, &state, &rendered);
         let prepared = self.prepare(&state, rendered).await?;
         self.managed = prepared
             .plan
