@@ -237,6 +237,38 @@ fn keyed_hash(hash_key: &[u8; 32], identity: &Identity, data_key: &str, value: &
     format!("{HASH_PREFIX}{}", hex::encode(mac.finalize().into_bytes()))
 }
 
+/// What one value of a Secret's `data` (`base64_encoded`) or `stringData` is in the storable
+/// form: its keyed hash, or the value itself when it is one already.
+fn stored_value(
+    hash_key: &[u8; 32],
+    identity: &Identity,
+    data_key: &str,
+    value: &Value,
+    base64_encoded: bool,
+) -> Value {
+    match value {
+        // Already storable: `:` is not in the base64 alphabet, so no real `data` value looks
+        // like this, and hashing is idempotent.
+        Value::String(text) if base64_encoded && text.starts_with(HASH_PREFIX) => value.clone(),
+        Value::String(text) => {
+            let decoded = if base64_encoded {
+                base64::engine::general_purpose::STANDARD.decode(text).ok()
+            } else {
+                None
+            };
+            let bytes = decoded.as_deref().unwrap_or(text.as_bytes());
+            Value::String(keyed_hash(hash_key, identity, data_key, bytes))
+        }
+        // Not a valid Secret value; hash its JSON so nothing of it is kept either.
+        other => Value::String(keyed_hash(
+            hash_key,
+            identity,
+            data_key,
+            other.to_string().as_bytes(),
+        )),
+    }
+}
+
 fn hash_values(
     map: &mut serde_json::Map<String, Value>,
     hash_key: &[u8; 32],
@@ -244,23 +276,7 @@ fn hash_values(
     base64_encoded: bool,
 ) {
     for (data_key, value) in map.iter_mut() {
-        let hashed = match &*value {
-            // Already storable: `:` is not in the base64 alphabet, so no real `data` value
-            // looks like this, and hashing is idempotent.
-            Value::String(text) if base64_encoded && text.starts_with(HASH_PREFIX) => continue,
-            Value::String(text) => {
-                let decoded = if base64_encoded {
-                    base64::engine::general_purpose::STANDARD.decode(text).ok()
-                } else {
-                    None
-                };
-                let bytes = decoded.as_deref().unwrap_or(text.as_bytes());
-                keyed_hash(hash_key, identity, data_key, bytes)
-            }
-            // Not a valid Secret value; hash its JSON so nothing of it is kept either.
-            other => keyed_hash(hash_key, identity, data_key, other.to_string().as_bytes()),
-        };
-        *value = Value::String(hashed);
+        *value = stored_value(hash_key, identity, data_key, value, base64_encoded);
     }
 }
 
@@ -289,9 +305,10 @@ pub fn storable_object(manifest: &Value, key: &SecretKey) -> Value {
     out
 }
 
-/// Scheme 2's associated data: the scheme, the Secret's identity, the field and the key. A
-/// value opens only in the place it was sealed for.
-fn aad(identity: &Identity, field: &str, data_key: &str) -> Vec<u8> {
+/// Scheme 2's associated data: the scheme, the Secret's identity, the field, the key and the
+/// value's stored form (its keyed hash, kept next to the ciphertext). A value opens only in the
+/// place it was sealed for, and only with the hash it was sealed with.
+fn aad(identity: &Identity, field: &str, data_key: &str, stored: &str) -> Vec<u8> {
     framed(&[
         SEAL_DOMAIN.as_bytes(),
         identity.group.as_bytes(),
@@ -300,14 +317,25 @@ fn aad(identity: &Identity, field: &str, data_key: &str) -> Vec<u8> {
         identity.name.as_bytes(),
         field.as_bytes(),
         data_key.as_bytes(),
+        stored.as_bytes(),
     ])
 }
 
-/// Authenticated encryption of one Secret value (AES-256-GCM-SIV, scheme 2). The plaintext is
-/// the value's exact JSON, so it opens to exactly what was rendered; the nonce is random, so
-/// equal values (in two Secrets, or in two renders of one) seal to unrelated bytes; the
-/// associated data binds it to its object, field and key.
-fn seal_value(cipher: &Aes256GcmSiv, aad: &[u8], value: &Value) -> String {
+/// A scheme-2 sealed value split into its ciphertext (base64) and its stored form (the keyed
+/// hash the storable form has for it); `None` when it is not one.
+fn split_v2(text: &str) -> Option<(&str, &str)> {
+    // base64 has no `:`, so the first one ends the ciphertext.
+    text.strip_prefix(SEALED_PREFIX)?.split_once(':')
+}
+
+/// Authenticated encryption of one Secret value (AES-256-GCM-SIV, scheme 2):
+/// `sealed-v2:<base64(nonce || ciphertext)>:<stored form>`. The plaintext is the value's exact
+/// JSON, so it opens to exactly what was rendered; the nonce is random, so equal values (in two
+/// Secrets, or in two renders of one) seal to unrelated bytes; the associated data binds it to
+/// its object, field and key. The stored form (the keyed hash bound to the object, as in the
+/// per-object blobs) is kept in clear next to it, so two recorded sets compare, value by value,
+/// without the key ([`comparable_recorded`]).
+fn seal_value(cipher: &Aes256GcmSiv, aad: &[u8], stored: &str, value: &Value) -> String {
     let plain = canonical_json(value);
     let nonce_bytes: [u8; 12] = rand::random();
     let nonce = Nonce::from_slice(&nonce_bytes);
@@ -323,7 +351,7 @@ fn seal_value(cipher: &Aes256GcmSiv, aad: &[u8], value: &Value) -> String {
     let mut out = nonce_bytes.to_vec();
     out.extend(sealed);
     format!(
-        "{SEALED_PREFIX}{}",
+        "{SEALED_PREFIX}{}:{stored}",
         base64::engine::general_purpose::STANDARD.encode(out)
     )
 }
@@ -361,11 +389,13 @@ pub fn sealed_object(manifest: &Value, key: &SecretKey) -> Value {
     }
     let identity = Identity::of(manifest);
     let cipher = cipher(key, SEAL_KEY_PURPOSE);
+    let hash_key = key.derive(VALUE_HASH_PURPOSE);
     for field in SECRET_FIELDS {
         if let Some(Value::Object(data)) = out.get_mut(field) {
             for (data_key, value) in data.iter_mut() {
-                let aad = aad(&identity, field, data_key);
-                *value = Value::String(seal_value(&cipher, &aad, value));
+                *value = Value::String(seal_in_place(
+                    &cipher, &hash_key, &identity, field, data_key, value,
+                ));
             }
         }
     }
@@ -373,6 +403,25 @@ pub fn sealed_object(manifest: &Value, key: &SecretKey) -> Value {
         annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
     }
     out
+}
+
+/// One value sealed by scheme 2 for `field`.`data_key` of `identity`, with its stored form.
+fn seal_in_place(
+    cipher: &Aes256GcmSiv,
+    hash_key: &[u8; 32],
+    identity: &Identity,
+    field: &str,
+    data_key: &str,
+    value: &Value,
+) -> String {
+    let stored = stored_value(hash_key, identity, data_key, value, field == "data");
+    let stored = stored.as_str().expect("a stored form is text");
+    seal_value(
+        cipher,
+        &aad(identity, field, data_key, stored),
+        stored,
+        value,
+    )
 }
 
 /// One recorded value opened, whichever scheme sealed it; `None` when it is not sealed (a keyed
@@ -385,18 +434,21 @@ fn open_recorded_value(
     value: &Value,
 ) -> Option<Result<Value, SealError>> {
     let text = value.as_str()?;
-    if let Some(sealed) = text.strip_prefix(SEALED_PREFIX) {
-        let aad = aad(identity, field, data_key);
-        return Some(
-            open_value(&cipher(key, SEAL_KEY_PURPOSE), &aad, sealed).map_err(|reason| {
-                SealError::Misplaced {
-                    object: identity.display(),
-                    field: field.into(),
-                    key: data_key.into(),
-                    reason,
-                }
-            }),
-        );
+    if text.starts_with(SEALED_PREFIX) {
+        let opened = match split_v2(text) {
+            Some((sealed, stored)) => open_value(
+                &cipher(key, SEAL_KEY_PURPOSE),
+                &aad(identity, field, data_key, stored),
+                sealed,
+            ),
+            None => Err("no stored form".to_string()),
+        };
+        return Some(opened.map_err(|reason| SealError::Misplaced {
+            object: identity.display(),
+            field: field.into(),
+            key: data_key.into(),
+            reason,
+        }));
     }
     let sealed = text.strip_prefix(SEALED_V1_PREFIX)?;
     let aad = format!("{field}\0{data_key}");
@@ -448,6 +500,7 @@ pub fn reseal_object(recorded: &Value, key: &SecretKey) -> Result<Option<Value>,
     }
     let identity = Identity::of(recorded);
     let cipher_v2 = cipher(key, SEAL_KEY_PURPOSE);
+    let hash_key = key.derive(VALUE_HASH_PURPOSE);
     let mut out = recorded.clone();
     let mut changed = false;
     for field in SECRET_FIELDS {
@@ -461,10 +514,8 @@ pub fn reseal_object(recorded: &Value, key: &SecretKey) -> Result<Option<Value>,
                 }
                 let plain = open_recorded_value(key, &identity, field, data_key, value)
                     .expect("a scheme-1 value")?;
-                *value = Value::String(seal_value(
-                    &cipher_v2,
-                    &aad(&identity, field, data_key),
-                    &plain,
+                *value = Value::String(seal_in_place(
+                    &cipher_v2, &hash_key, &identity, field, data_key, &plain,
                 ));
                 changed = true;
             }
@@ -500,6 +551,27 @@ pub fn storable_from_recorded(recorded: &Value, key: &SecretKey) -> Result<Value
         }
     }
     Ok(out)
+}
+
+/// A recorded object as two recorded sets are compared without the key (`diff` between
+/// revisions): each scheme-2 sealed value replaced by the stored form sealed with it (its keyed
+/// hash), so an unchanged value compares equal across revisions although its ciphertext differs,
+/// and a changed one shows as a changed hash. Anything else is unchanged.
+pub fn comparable_recorded(recorded: &Value) -> Value {
+    let mut out = recorded.clone();
+    if !is_secret(recorded) {
+        return out;
+    }
+    for field in SECRET_FIELDS {
+        if let Some(Value::Object(data)) = out.get_mut(field) {
+            for value in data.values_mut() {
+                if let Some((_, stored)) = value.as_str().and_then(split_v2) {
+                    *value = Value::String(stored.to_string());
+                }
+            }
+        }
+    }
+    out
 }
 
 /// The storable form of every object of a rendered set, in render order.
@@ -861,17 +933,52 @@ mod tests {
         }
         // The nonce (first 12 bytes) differs: not one nonce reused under the key.
         let nonce = |v: &Value| {
-            let text = v["data"]["p"]
-                .as_str()
-                .unwrap()
-                .strip_prefix(SEALED_PREFIX)
-                .unwrap();
+            let (text, _) = split_v2(v["data"]["p"].as_str().unwrap()).unwrap();
             base64::engine::general_purpose::STANDARD
                 .decode(text)
                 .unwrap()[..12]
                 .to_vec()
         };
         assert_ne!(nonce(&a), nonce(&again));
+    }
+
+    #[test]
+    fn sealed_values_carry_their_keyed_hash_so_recorded_sets_compare_without_the_key() {
+        let k = key(7);
+        let mut plain = named(secret(json!({"p": "aHVudGVyMg=="})), Some("x"), "a");
+        plain["stringData"] = json!({"t": "hunter3"});
+        let one = sealed_object(&plain, &k);
+        let two = sealed_object(&plain, &k);
+        assert_ne!(one, two, "random nonces");
+        // Compared without the key: the stored form (the keyed hash the per-object blobs and
+        // drift use) stands for each value, so an unchanged Secret compares equal.
+        assert_eq!(comparable_recorded(&one), comparable_recorded(&two));
+        let mut expected = storable_object(&plain, &k);
+        expected["metadata"]["annotations"] = json!({"team": "a"});
+        assert_eq!(comparable_recorded(&one), expected);
+        let mut changed = plain.clone();
+        changed["data"]["p"] = json!("aHVudGVyMw==");
+        assert_eq!(
+            secret_changes(
+                &comparable_recorded(&one),
+                &comparable_recorded(&sealed_object(&changed, &k))
+            ),
+            vec![SecretKeyChange::Changed("p".into())]
+        );
+        // The hash is authenticated with the value: another value's hash next to this
+        // ciphertext does not open.
+        let (sealed, _) = split_v2(one["data"]["p"].as_str().unwrap()).unwrap();
+        let other = sealed_object(&changed, &k);
+        let (_, other_hash) = split_v2(other["data"]["p"].as_str().unwrap()).unwrap();
+        let mut forged = one.clone();
+        forged["data"]["p"] = json!(format!("{SEALED_PREFIX}{sealed}:{other_hash}"));
+        assert!(matches!(
+            open_sealed(&forged, &k),
+            Err(SealError::Misplaced { .. })
+        ));
+        // Anything but a Secret is compared as it is.
+        let config_map = json!({"apiVersion": "v1", "kind": "ConfigMap", "data": {"p": "x"}});
+        assert_eq!(comparable_recorded(&config_map), config_map);
     }
 
     #[test]

@@ -412,6 +412,33 @@ async fn the_sealed_v1_fixture_is_resealed_once_and_opens_to_what_was_rendered()
         vec![]
     );
 
+    // `reckon diff` between the two revisions (no key: the stored forms sealed with the values):
+    // only creds' password changed, although every value was sealed with its own nonce.
+    let diff =
+        reckon::query::diff_revisions(&store, store.projections(), APP, &sha(1), &sha(2)).unwrap();
+    let changed: Vec<(&str, Vec<&str>)> = diff
+        .changed
+        .iter()
+        .map(|c| {
+            (
+                c.object.as_str(),
+                c.fields.iter().map(|f| f.path.as_str()).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        changed,
+        vec![("Secret/creds", vec!["/data/password"])],
+        "{diff:?}"
+    );
+    for value in [
+        &diff.changed[0].fields[0].from,
+        &diff.changed[0].fields[0].to,
+    ] {
+        let text = value.as_ref().unwrap().as_str().unwrap();
+        assert!(text.starts_with("hmac-sha256:"), "{text}");
+    }
+
     // The object-bound hash changes each Secret's digest once: the digests the fixture's
     // applies recorded (scheme-1 hashes) differ from the new ones, so the first pass after the
     // upgrade re-applies each Secret once; the ConfigMap's is unchanged.
