@@ -11,11 +11,11 @@
 //! removes it.
 
 use super::AGENT_ACTOR;
-use crate::event::{Digest, Draft, Event, RenderSucceeded, StoreMigrated};
+use crate::event::{Digest, Draft, Event, EventKind, RenderSucceeded, StoreMigrated};
 use crate::render::SecretKey;
 use crate::render::digest::{SEALED_V1_PREFIX, reseal_object};
 use crate::store::writer::StoreHandle;
-use crate::store::{EventRead, STORE_SCHEMA, StoreError, blob};
+use crate::store::{EventRead, Query, STORE_SCHEMA, Selector, StoreError, StoreReader, blob};
 
 /// The step's name, as its migration note and its `StoreMigrated` event name it.
 pub const STEP: &str = "0010_sealed_v2";
@@ -61,16 +61,41 @@ pub fn reseal_set(bytes: &[u8], key: &SecretKey) -> Result<Option<(Vec<u8>, u32)
     Ok(changed.then(|| (blob::canonical(&objects), objects.len() as u32)))
 }
 
+/// Whether the log records this step done (its `StoreMigrated`, found by the kind index): this
+/// release writes no scheme-1 value, so a store migrated once has none to look for.
+fn done_before(reader: &StoreReader) -> Result<bool, StoreError> {
+    let mut query = Query::new(Selector::Kind(EventKind::StoreMigrated));
+    loop {
+        let page = reader.query(&query)?;
+        if page
+            .events
+            .iter()
+            .any(|e| matches!(&e.body.event, Event::StoreMigrated(m) if m.step == STEP))
+        {
+            return Ok(true);
+        }
+        match page.next {
+            Some(next) => query.cursor = Some(next),
+            None => return Ok(false),
+        }
+    }
+}
+
 /// Re-seals the set each App's revisions currently name (the last `RenderSucceeded` of each
 /// revision the projections keep), appending per App the new blobs with their
 /// `RenderSucceeded` events, then one `StoreMigrated` naming the step when anything was
-/// re-sealed. A second run finds nothing to do and appends nothing.
+/// re-sealed. Once that is recorded, later starts look no further; until then (a store with no
+/// scheme-1 value, or a run that stopped halfway) each start reads the sets again, re-sealing
+/// what is left and appending nothing when nothing is.
 pub async fn reseal_recorded_sets(
     handle: &StoreHandle,
     key: &SecretKey,
 ) -> Result<Resealed, ResealError> {
-    let projections = handle.projections().await?;
     let reader = handle.reader().clone();
+    if done_before(&reader)? {
+        return Ok(Resealed::default());
+    }
+    let projections = handle.projections().await?;
     let mut done = Resealed::default();
     for (app, state) in &projections.apps {
         let mut blobs = Vec::new();
