@@ -535,8 +535,8 @@ impl Reconciler {
                 .blob(&digest)
                 .map_err(|e| format!("reading blob {digest}: {e}"))?
                 .ok_or_else(|| format!("the store does not hold blob {digest}"))?;
-            // The blob's address is the set's digest: re-serializing and sealing it again
-            // would only compute the same bytes.
+            // The blob's address is the set's digest, and its lines are the recorded objects:
+            // kept as they are (sealing again would give other bytes at another address).
             open_recorded(revision, &bytes, digest, &key, &namespace)
         })
         .await
