@@ -45,8 +45,9 @@ impl SecretKey {
 }
 
 /// Prefix of a Secret value sealed for the blob store (scheme 2): base64 of
-/// `nonce (12, random) || AES-256-GCM-SIV ciphertext`, the associated data naming the scheme,
-/// the object (group, kind, namespace, name), the field and the key (see [`seal_value`]).
+/// `nonce (12, random) || AES-256-GCM-SIV ciphertext`, then `:` and the value's keyed hash; the
+/// associated data names the scheme, the object (group, kind, namespace, name), the field, the
+/// key and that hash (see [`seal_value`]).
 pub const SEALED_PREFIX: &str = "sealed-v2:";
 
 /// Prefix of a value sealed by scheme 1 (migration 0003): deterministic (a synthetic nonce),
@@ -380,8 +381,8 @@ const SECRET_FIELDS: [&str; 2] = ["data", "stringData"];
 /// for a core `v1` Secret, every `data`/`stringData` value sealed under the agent's key (scheme
 /// 2: random nonce, bound to the object, field and key) and the `last-applied-configuration`
 /// annotation (a plain copy) removed; anything else unchanged. Never plain text; [`open_sealed`]
-/// turns it back into the manifest to apply. Sealing twice gives different bytes: a recorded
-/// set is reused by comparing keyed hashes ([`storable_from_recorded`]), not addresses.
+/// turns it back into the manifest to apply. Sealing twice gives different bytes: recorded sets
+/// are compared by keyed hashes (the objects' digests, [`comparable_recorded`]), not addresses.
 pub fn sealed_object(manifest: &Value, key: &SecretKey) -> Value {
     let mut out = manifest.clone();
     if !is_secret(manifest) {
