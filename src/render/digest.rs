@@ -47,7 +47,7 @@ impl SecretKey {
 /// Prefix of a Secret value sealed for the blob store (scheme 2): base64 of
 /// `nonce (12, random) || AES-256-GCM-SIV ciphertext`, then `:` and the value's keyed hash; the
 /// associated data names the scheme, the object (group, kind, namespace, name), the field, the
-/// key and that hash (see [`seal_value`]).
+/// key and that hash (see `seal_value`).
 pub const SEALED_PREFIX: &str = "sealed-v2:";
 
 /// Prefix of a value sealed by scheme 1 (migration 0003): deterministic (a synthetic nonce),
@@ -282,7 +282,7 @@ fn hash_values(
 }
 
 /// The form of one manifest that may be logged and stored: for a core `v1` Secret, every
-/// `data`/`stringData` value replaced by a keyed hash bound to the Secret (see [`keyed_hash`])
+/// `data`/`stringData` value replaced by a keyed hash bound to the Secret (see `keyed_hash`)
 /// and the `kubectl.kubernetes.io/last-applied-configuration` annotation (a plain copy)
 /// removed; anything else unchanged. Apply the same function to a live Secret before comparing
 /// it with a stored one: the hash binds the namespace, so a rendered Secret must name the
