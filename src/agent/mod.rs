@@ -438,6 +438,14 @@ async fn run_holding(
         let appended = handle.appended();
         tokio::spawn(c.run(stop, appended))
     });
+    // Migration 0010, before any App's first pass reads a recorded set.
+    let appended = match appended {
+        Ok(a) => crate::reconcile::reseal::reseal_recorded_sets(&handle, &key)
+            .await
+            .map(|_| a)
+            .map_err(|crate::reconcile::reseal::ResealError::Store(e)| e),
+        Err(e) => Err(e),
+    };
     let result = match appended {
         Ok(_) => reconcile_all(&cfg, options, handle.clone(), key, stop_rx, lost, fence).await,
         Err(source) => Err(AgentError::Store {

@@ -78,6 +78,7 @@ pub(super) async fn reconciler(
     .await?;
     let source = GitSource::new(spec_for(&app)?, &paths.cache);
     let (handle, task) = writer::spawn(store);
+    crate::reconcile::reseal::reseal_recorded_sets(&handle, &key).await?;
     // As the App's ServiceAccount when it names one; the pool watches nothing here.
     let (catalog, _) = cluster.for_app(&app)?;
     let r = Reconciler::new(app, source, handle.clone(), key, catalog, Live::Direct).with_limits(
@@ -127,6 +128,8 @@ pub async fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
     let started = std::time::Instant::now();
     let (store, key) = args.paths.open()?;
     let (handle, task) = writer::spawn(store);
+    // Migration 0010, before any pass reads a recorded set.
+    crate::reconcile::reseal::reseal_recorded_sets(&handle, &key).await?;
     tracing::debug!(elapsed = ?started.elapsed(), apps = apps.len(), "store open");
 
     // One catalog and one watch per cluster: a single App watches its own objects, several

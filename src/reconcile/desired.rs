@@ -15,12 +15,17 @@ use crate::store::{EventRead, blob};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// One revision rendered: the desired objects and the blob address of their storable set
-/// (whose bytes are rebuilt from the objects when they are stored: no second copy is kept).
+/// One revision rendered: the desired objects, the same objects as recorded (Secret values
+/// sealed once, when rendered) and the blob address of their recorded set.
 #[derive(Clone)]
 pub(super) struct Rendered {
     pub revision: String,
     pub desired: Arc<Vec<DesiredObject>>,
+    /// Each desired object as recorded ([`recorded_form`]), one canonical object per line in
+    /// render order: what [`Packed`] keeps and what the recorded set is made of. Sealing takes a
+    /// random nonce, so the set's bytes cannot be rebuilt from `desired` to the same address:
+    /// they are kept from the one sealing.
+    pub lines: Arc<Vec<u8>>,
     pub digest: Digest,
     /// For a Helm App, the keyed digest of the values read outside Git (the cluster's and the
     /// App's inline ones): the same revision renders differently when they change.
@@ -41,21 +46,38 @@ pub(super) struct Packed {
     bytes: Box<[u8]>,
 }
 
+impl Rendered {
+    /// `desired` of `revision` rendered now: each object's recorded form made (Secret values
+    /// sealed) once, and the address of the set they make.
+    pub fn new(revision: String, desired: Vec<DesiredObject>, key: &SecretKey) -> Rendered {
+        let lines = packed_lines(&desired, key);
+        let digest = Digest::of(&set_of_lines(&lines).expect("lines just written"));
+        Rendered {
+            revision,
+            desired: Arc::new(desired),
+            lines: Arc::new(lines),
+            digest,
+            values_key: None,
+            hooks: Arc::default(),
+        }
+    }
+}
+
 impl Packed {
-    pub fn pack(rendered: &Rendered, key: &SecretKey) -> Packed {
+    pub fn pack(rendered: &Rendered) -> Packed {
         Packed {
             revision: rendered.revision.clone(),
             digest: rendered.digest,
             values_key: rendered.values_key.clone(),
             hooks: rendered.hooks.clone(),
-            bytes: lz4_flex::compress_prepend_size(&packed_lines(&rendered.desired, key))
-                .into_boxed_slice(),
+            bytes: lz4_flex::compress_prepend_size(&rendered.lines).into_boxed_slice(),
         }
     }
 
-    pub fn unpack(&self, key: &SecretKey) -> Result<Rendered, String> {
+    pub fn unpack(&self, key: &SecretKey, namespace: &str) -> Result<Rendered, String> {
         let bytes = lz4_flex::decompress_size_prepended(&self.bytes).map_err(|e| e.to_string())?;
-        let mut rendered = open_recorded(self.revision.clone(), &bytes, self.digest, key)?;
+        let mut rendered =
+            open_recorded(self.revision.clone(), &bytes, self.digest, key, namespace)?;
         rendered.values_key = self.values_key.clone();
         rendered.hooks = self.hooks.clone();
         Ok(rendered)
@@ -68,14 +90,19 @@ impl Packed {
 }
 
 /// Objects in the recorded format ([`render::from_recorded`]: one canonical object per line,
-/// Secret values sealed) opened as `revision`'s desired set, whose address is `digest`.
+/// Secret values sealed) opened as `revision`'s desired set, whose address is `digest`; a Secret
+/// naming no namespace is placed in `namespace`, as a render places it.
 fn open_recorded(
     revision: String,
     bytes: &[u8],
     digest: Digest,
     key: &SecretKey,
+    namespace: &str,
 ) -> Result<Rendered, String> {
     let set = render::from_recorded(bytes, key).map_err(|e| e.to_string())?;
+    // Recorded before Secrets were placed in the target when rendered (or as rendered since):
+    // placing them again is a no-op for the latter.
+    let set = namespace::with_secret_namespaces(set, namespace, key);
     Ok(Rendered {
         revision,
         desired: Arc::new(
@@ -84,6 +111,7 @@ fn open_recorded(
                 .map(|o| DesiredObject::from_rendered(o, key))
                 .collect(),
         ),
+        lines: Arc::new(bytes.to_vec()),
         digest,
         values_key: None,
         hooks: Arc::default(),
@@ -110,12 +138,18 @@ fn packed_lines(desired: &[DesiredObject], key: &SecretKey) -> Vec<u8> {
     out
 }
 
-/// The canonical bytes of a rendered set as recorded for its revision: each object as rendered,
-/// Secret values sealed under the agent's key (see [`render::sealed_object`]), so a rollback can
-/// apply it without Git. Per-object blobs (the inventory) keep the keyed-hash form instead.
-pub(super) fn set_bytes(desired: &[DesiredObject], key: &SecretKey) -> Vec<u8> {
-    let stored: Vec<serde_json::Value> = desired.iter().map(|d| recorded_form(d, key)).collect();
-    blob::canonical(&stored)
+/// The canonical bytes of a rendered set as recorded for its revision, from its objects as
+/// recorded ([`packed_lines`]: as rendered, Secret values sealed under the agent's key, see
+/// [`render::sealed_object`]), so a rollback can apply it without Git. Per-object blobs (the
+/// inventory) keep the keyed-hash form instead.
+fn set_of_lines(lines: &[u8]) -> Result<Vec<u8>, String> {
+    let objects = lines
+        .split(|b| *b == b'\n')
+        .filter(|line| !line.is_empty())
+        .map(serde_json::from_slice)
+        .collect::<Result<Vec<serde_json::Value>, _>>()
+        .map_err(|e| e.to_string())?;
+    Ok(blob::canonical(&objects))
 }
 
 /// What names a Helm App's values from outside Git in the kept render: their keyed digest, or
@@ -190,6 +224,22 @@ pub(super) fn render_failure_is_new(
     last.is_none_or(|(r, e)| r != revision || e != error)
 }
 
+/// Whether `rendered` is the render `recorded` holds (the set recorded for the same revision):
+/// the same objects with the same digests, which cover Secret values through keyed hashes.
+/// When it is, `rendered` takes the recorded set's address and returns true. Sealing is random,
+/// so the same render seals to new bytes every time: without this, every render of a revision
+/// in a new process would record its set again.
+fn keep_recorded(rendered: &mut Rendered, recorded: &Rendered) -> bool {
+    let keyed = |r: &Rendered| render::set_digest_of(r.desired.iter().map(|d| &d.digest));
+    let same = rendered.revision == recorded.revision
+        && rendered.desired.len() == recorded.desired.len()
+        && keyed(rendered) == keyed(recorded);
+    if same {
+        rendered.digest = recorded.digest;
+    }
+    same
+}
+
 /// Whether `rendered` must be recorded (blob and RenderSucceeded): once per distinct render of
 /// a revision.
 pub(super) fn needs_render_record(state: &AppState, rendered: &Rendered) -> bool {
@@ -218,12 +268,21 @@ pub(super) fn render_records(
     app: &str,
     state: &AppState,
     rendered: &Rendered,
-    key: &SecretKey,
 ) -> (Vec<Vec<u8>>, Vec<Draft>) {
     if needs_render_record(state, rendered) {
-        let mut drafts = vec![render_succeeded(app, rendered)];
+        // The lines are canonical JSON this process wrote (or read from a blob): they parse.
+        let bytes = set_of_lines(&rendered.lines).expect("recorded lines parse");
+        // The event names the bytes written, whatever happened to `digest` since: a
+        // RenderSucceeded never names a blob the store does not hold.
+        let mut drafts = vec![render_succeeded(
+            app,
+            &Rendered {
+                digest: Digest::of(&bytes),
+                ..rendered.clone()
+            },
+        )];
         drafts.extend(hook_drafts(app, &rendered.revision, &rendered.hooks));
-        (vec![set_bytes(&rendered.desired, key)], drafts)
+        (vec![bytes], drafts)
     } else {
         (Vec::new(), Vec::new())
     }
@@ -279,7 +338,7 @@ impl Reconciler {
             .rendered
             .as_ref()
             .filter(|r| r.is_for(revision, values_key.as_deref()))
-            .map(|r| r.unpack(&self.key));
+            .map(|r| r.unpack(&self.key, &self.app.target.namespace));
         let mut rendered = match cached {
             Some(Ok(r)) => Ok(r),
             // Unpacking what this process packed cannot fail short of a bug; render again then.
@@ -291,7 +350,7 @@ impl Reconciler {
         }?;
         rendered.values_key = values_key;
         self.memory.render_failure = None;
-        self.memory.rendered = Some(Packed::pack(&rendered, &self.key));
+        self.memory.rendered = Some(Packed::pack(&rendered));
         Ok(rendered)
     }
 
@@ -402,6 +461,7 @@ impl Reconciler {
             .target
             .create_namespace
             .then(|| self.app.target.namespace.clone());
+        let target_namespace = self.app.target.namespace.clone();
         let source = self.source.clone();
         let chart = helm::is_chart(&files);
         if self.app.helm.is_some() && !chart {
@@ -449,18 +509,15 @@ impl Reconciler {
             if let Some(ns) = &create_namespace {
                 set = namespace::with_target_namespace(set, ns, &options.app, &options.secret_key);
             }
+            set = namespace::with_secret_namespaces(set, &target_namespace, &options.secret_key);
             let desired: Vec<DesiredObject> = set
                 .objects
                 .iter()
                 .map(|o| DesiredObject::from_rendered(o, &options.secret_key))
                 .collect();
-            let digest = Digest::of(&set_bytes(&desired, &options.secret_key));
             Ok(Rendered {
-                revision,
-                desired: Arc::new(desired),
-                digest,
-                values_key: None,
                 hooks: Arc::new(hooks),
+                ..Rendered::new(revision, desired, &options.secret_key)
             })
         })
         .await
@@ -472,17 +529,40 @@ impl Reconciler {
         let reader = self.store.reader().clone();
         let key = self.key.clone();
         let revision = revision.to_string();
+        let namespace = self.app.target.namespace.clone();
         tokio::task::spawn_blocking(move || {
             let bytes = reader
                 .blob(&digest)
                 .map_err(|e| format!("reading blob {digest}: {e}"))?
                 .ok_or_else(|| format!("the store does not hold blob {digest}"))?;
-            // The blob's address is the set's digest: re-serializing and sealing it again
-            // would only compute the same bytes.
-            open_recorded(revision, &bytes, digest, &key)
+            // The blob's address is the set's digest, and its lines are the recorded objects:
+            // kept as they are (sealing again would give other bytes at another address).
+            open_recorded(revision, &bytes, digest, &key, &namespace)
         })
         .await
         .map_err(|e| e.to_string())?
+    }
+
+    /// `rendered` with the address of the set recorded for its revision when that set is this
+    /// render ([`keep_recorded`]); as it is when none was recorded, it differs, or the recorded
+    /// set cannot be read (then it is recorded again, as any new render).
+    async fn keep_recorded(&self, state: &AppState, mut rendered: Rendered) -> Rendered {
+        let recorded = state
+            .revisions
+            .get(&rendered.revision)
+            .and_then(|r| r.digest);
+        let Some(digest) = recorded.filter(|d| *d != rendered.digest) else {
+            return rendered;
+        };
+        match self.recorded(&rendered.revision, digest).await {
+            Ok(recorded) => {
+                keep_recorded(&mut rendered, &recorded);
+            }
+            Err(error) => {
+                tracing::debug!(app = %self.app.name, revision = %rendered.revision, %error, "the recorded set does not open; recording this render");
+            }
+        }
+        rendered
     }
 
     /// The desired set for `revision`. A pinned App (rollback, pin) applies what was recorded
@@ -502,7 +582,8 @@ impl Reconciler {
             .then(|| state.revisions.get(revision).and_then(|r| r.digest))
             .flatten();
         let Some(digest) = recorded else {
-            return self.render(revision, values).await;
+            let rendered = self.render(revision, values).await?;
+            return Ok(self.keep_recorded(state, rendered).await);
         };
         match self.recorded(revision, digest).await {
             Ok(r) => Ok(r),
@@ -539,6 +620,15 @@ pub(super) mod tests {
     }
 
     fn desired_set(key: &SecretKey) -> Vec<DesiredObject> {
+        desired_set_with(key, "hunter2")
+    }
+
+    /// The set of [`desired_set`] with the Secret's password `password`.
+    fn desired_set_with(key: &SecretKey, password: &str) -> Vec<DesiredObject> {
+        let secret = format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: db}}\n\
+             stringData: {{password: {password}}}\ndata: {{user: YWRtaW4=}}\n"
+        );
         let files: Vec<render::SourceFile> = vec![
             (
                 "app.yaml".into(),
@@ -548,11 +638,7 @@ pub(super) mod tests {
                   metadata: {labels: {app: web}}\n    spec:\n      containers: [{name: web, image: nginx, ports: [{containerPort: 80}]}]\n"
                     .to_vec(),
             ),
-            (
-                "secret.yaml".into(),
-                b"apiVersion: v1\nkind: Secret\nmetadata: {name: db}\nstringData: {password: hunter2}\ndata: {user: YWRtaW4=}\n"
-                    .to_vec(),
-            ),
+            ("secret.yaml".into(), secret.into_bytes()),
         ];
         let options = RenderOptions {
             app: "shop".into(),
@@ -561,11 +647,60 @@ pub(super) mod tests {
             yaml_expanded_bytes: render::DEFAULT_YAML_EXPANDED_BYTES,
             fill_port_protocol: true,
         };
-        let set = render::render(&files, &options).unwrap();
+        // As a pass renders it: the Secret, naming no namespace, placed in the App's.
+        let set = namespace::with_secret_namespaces(
+            render::render(&files, &options).unwrap(),
+            "shop",
+            key,
+        );
         set.objects
             .iter()
             .map(|o| DesiredObject::from_rendered(o, key))
             .collect()
+    }
+
+    /// Revision abc rendered as a pass renders it: the desired objects and the address of their
+    /// set as it would be recorded (sealed now).
+    fn rendered_with(key: &SecretKey, password: &str) -> Rendered {
+        Rendered::new("abc".into(), desired_set_with(key, password), key)
+    }
+
+    #[test]
+    fn an_unchanged_render_keeps_the_recorded_set_and_a_changed_one_is_recorded() {
+        let key = SecretKey::new([7; 32]);
+        // The first render of the revision is recorded: its set and a RenderSucceeded.
+        let first = rendered_with(&key, "hunter2");
+        let (blobs, drafts) = render_records("shop", &AppState::default(), &first);
+        assert_eq!((blobs.len(), drafts.len()), (1, 1));
+        assert_eq!(
+            Digest::of(&blobs[0]),
+            first.digest,
+            "the blob is at its address"
+        );
+        let mut state = AppState::default();
+        state
+            .revisions
+            .insert("abc".into(), revision_entry(Some(first.digest)));
+        let recorded = open_recorded("abc".into(), &blobs[0], first.digest, &key, "shop").unwrap();
+
+        // Rendered again (a restart, a new process): the Secret's values seal to other bytes,
+        // but it is the render recorded, so the recorded set is kept and nothing is recorded.
+        let mut again = rendered_with(&key, "hunter2");
+        assert_ne!(again.digest, first.digest, "random nonces");
+        assert!(keep_recorded(&mut again, &recorded));
+        assert_eq!(again.digest, first.digest);
+        let (blobs, drafts) = render_records("shop", &state, &again);
+        assert!(blobs.is_empty() && drafts.is_empty(), "one blob per render");
+
+        // A changed Secret value is another render of the revision: recorded.
+        let mut changed = rendered_with(&key, "hunter3");
+        assert!(!keep_recorded(&mut changed, &recorded));
+        let (blobs, drafts) = render_records("shop", &state, &changed);
+        assert_eq!(blobs.len(), 1);
+        assert!(matches!(
+            &drafts[0].event,
+            Event::RenderSucceeded(r) if r.digest == changed.digest && r.digest != first.digest
+        ));
     }
 
     #[test]
@@ -575,14 +710,12 @@ pub(super) mod tests {
         assert_eq!(desired.len(), 3);
         assert!(desired.iter().any(|d| d.stored.is_some()), "the Secret");
         let rendered = Rendered {
-            revision: "abc".into(),
-            digest: Digest::of(&set_bytes(&desired, &key)),
-            desired: Arc::new(desired.clone()),
             values_key: Some("hmac-sha256:00".into()),
             hooks: Arc::new(vec![hook()]),
+            ..Rendered::new("abc".into(), desired.clone(), &key)
         };
 
-        let packed = Packed::pack(&rendered, &key);
+        let packed = Packed::pack(&rendered);
         // Kept sealed: the Secret's value is not in the packed bytes in plain text.
         let bytes = lz4_flex::decompress_size_prepended(&packed.bytes).unwrap();
         let text = String::from_utf8(bytes).unwrap();
@@ -591,7 +724,7 @@ pub(super) mod tests {
             "{text}"
         );
 
-        let unpacked = packed.unpack(&key).unwrap();
+        let unpacked = packed.unpack(&key, "shop").unwrap();
         assert_eq!(unpacked.revision, "abc");
         assert_eq!(unpacked.values_key.as_deref(), Some("hmac-sha256:00"));
         assert_eq!(*unpacked.hooks, vec![hook()]);
@@ -600,6 +733,14 @@ pub(super) mod tests {
         assert!(!packed.is_for("def", Some("hmac-sha256:00")));
         assert_eq!(unpacked.digest, rendered.digest);
         assert_eq!(*unpacked.desired, desired);
+        // Recorded from either, the set is the one sealing's, at the address the event names.
+        for r in [&rendered, &unpacked] {
+            let (blobs, drafts) = render_records("shop", &AppState::default(), r);
+            assert_eq!(Digest::of(&blobs[0]), rendered.digest);
+            assert!(
+                matches!(&drafts[0].event, Event::RenderSucceeded(e) if e.digest == rendered.digest)
+            );
+        }
     }
 
     fn hook() -> SkippedHook {
@@ -615,13 +756,10 @@ pub(super) mod tests {
         let key = SecretKey::new([7; 32]);
         let desired = desired_set(&key);
         let rendered = Rendered {
-            revision: "abc".into(),
-            digest: Digest::of(&set_bytes(&desired, &key)),
-            desired: Arc::new(desired),
-            values_key: None,
             hooks: Arc::new(vec![hook()]),
+            ..Rendered::new("abc".into(), desired, &key)
         };
-        let (blobs, drafts) = render_records("shop", &AppState::default(), &rendered, &key);
+        let (blobs, drafts) = render_records("shop", &AppState::default(), &rendered);
         assert_eq!(blobs.len(), 1);
         assert_eq!(drafts.len(), 2, "RenderSucceeded and the hook's note");
         match &drafts[1].event {
@@ -643,7 +781,7 @@ pub(super) mod tests {
         state
             .revisions
             .insert("abc".into(), revision_entry(Some(rendered.digest)));
-        assert!(render_records("shop", &state, &rendered, &key).1.is_empty());
+        assert!(render_records("shop", &state, &rendered).1.is_empty());
     }
 
     #[test]
@@ -748,13 +886,7 @@ pub(super) mod tests {
     fn a_render_is_recorded_once_per_distinct_set_of_a_revision() {
         let key = SecretKey::new([7; 32]);
         let desired = desired_set(&key);
-        let rendered = Rendered {
-            revision: "abc".into(),
-            digest: Digest::of(&set_bytes(&desired, &key)),
-            desired: Arc::new(desired),
-            values_key: None,
-            hooks: Arc::default(),
-        };
+        let rendered = Rendered::new("abc".into(), desired, &key);
         let mut state = AppState::default();
         assert!(needs_render_record(&state, &rendered), "never rendered");
         state

@@ -21,6 +21,7 @@ mod inventory;
 mod live;
 pub mod namespace;
 mod planning;
+pub mod reseal;
 pub mod retry;
 pub mod rollback;
 
@@ -374,7 +375,7 @@ impl Reconciler {
                 return Ok(report.ended(PassStatus::RenderFailed { error }, started));
             }
         };
-        let render = desired::render_records(&self.app.name, &state, &rendered, &self.key);
+        let render = desired::render_records(&self.app.name, &state, &rendered);
         let prepared = self.prepare(&state, rendered).await?;
         self.managed = prepared
             .plan

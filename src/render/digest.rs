@@ -44,12 +44,26 @@ impl SecretKey {
     }
 }
 
-/// Prefix of a Secret value sealed for the blob store: base64 of `nonce (12) || ciphertext`.
-pub const SEALED_PREFIX: &str = "sealed-aes256gcmsiv:";
+/// Prefix of a Secret value sealed for the blob store (scheme 2): base64 of
+/// `nonce (12, random) || AES-256-GCM-SIV ciphertext`, then `:` and the value's keyed hash; the
+/// associated data names the scheme, the object (group, kind, namespace, name), the field, the
+/// key and that hash (see `seal_value`).
+pub const SEALED_PREFIX: &str = "sealed-v2:";
+
+/// Prefix of a value sealed by scheme 1 (migration 0003): deterministic (a synthetic nonce),
+/// bound to field and key only. Still opened; [`reseal_object`] turns it into scheme 2.
+pub const SEALED_V1_PREFIX: &str = "sealed-aes256gcmsiv:";
 
 /// Purposes of the derived keys (versioned: a new scheme gets a new purpose and prefix).
-const SEAL_KEY_PURPOSE: &str = "reckon secret seal key v1";
-const SEAL_NONCE_PURPOSE: &str = "reckon secret seal nonce v1";
+const SEAL_KEY_PURPOSE: &str = "reckon secret seal key v2";
+const SEAL_V1_KEY_PURPOSE: &str = "reckon secret seal key v1";
+/// Scheme 1's synthetic nonces; only tests seal with scheme 1 now (to prove it still opens).
+#[cfg(test)]
+const SEAL_V1_NONCE_PURPOSE: &str = "reckon secret seal nonce v1";
+/// The key of the keyed hash of Secret values (the drift comparison's form).
+const VALUE_HASH_PURPOSE: &str = "reckon secret value hash v2";
+/// First part of scheme 2's associated data, so nothing else sealed under the key opens as it.
+const SEAL_DOMAIN: &str = "reckon sealed secret value v2";
 
 /// Why a stored Secret could not be opened back into the manifest to apply.
 #[derive(Debug, thiserror::Error)]
@@ -60,8 +74,21 @@ pub enum SealError {
          cannot be restored from the store"
     )]
     HashedOnly { field: String, key: String },
+    /// A scheme-1 value that does not authenticate: another key sealed it, or it was moved.
     #[error("{field}.{key} does not open with this agent's key ({reason}); was the key replaced?")]
     Open {
+        field: String,
+        key: String,
+        reason: String,
+    },
+    /// A scheme-2 value that does not authenticate. The cipher cannot tell which of the bound
+    /// parts differs, so the message names all of them.
+    #[error(
+        "{field}.{key} of {object} does not open ({reason}): it was sealed for another object, \
+         field or key, or under another agent key (was the key replaced?)"
+    )]
+    Misplaced {
+        object: String,
         field: String,
         key: String,
         reason: String,
@@ -143,54 +170,135 @@ fn is_secret(manifest: &Value) -> bool {
         && manifest.get("apiVersion").and_then(Value::as_str) == Some("v1")
 }
 
-/// Keyed hash of one Secret value. `data` values are hashed decoded, so `data` and `stringData`
-/// with the same content hash alike; the data key is part of the input so that equal values
-/// under different keys do not reveal that they are equal.
-fn keyed_hash(key: &SecretKey, data_key: &str, value: &[u8]) -> String {
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&key.0).expect("HMAC takes any key size");
-    mac.update(data_key.as_bytes());
-    mac.update(&[0]);
-    mac.update(value);
+/// Who a Secret is: group (empty for core), kind, namespace (empty when the manifest names
+/// none) and name, as its manifest says. Sealed values and keyed hashes are bound to it.
+struct Identity {
+    group: String,
+    kind: String,
+    namespace: String,
+    name: String,
+}
+
+impl Identity {
+    fn of(manifest: &Value) -> Identity {
+        let text = |pointer: &str| {
+            manifest
+                .pointer(pointer)
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
+        let api_version = text("/apiVersion");
+        Identity {
+            group: match api_version.rsplit_once('/') {
+                Some((group, _)) => group.to_string(),
+                None => String::new(),
+            },
+            kind: text("/kind"),
+            namespace: text("/metadata/namespace"),
+            name: text("/metadata/name"),
+        }
+    }
+
+    /// `KIND/NAME` or `KIND/NAMESPACE/NAME`, for messages.
+    fn display(&self) -> String {
+        match self.namespace.as_str() {
+            "" => format!("{}/{}", self.kind, self.name),
+            ns => format!("{}/{ns}/{}", self.kind, self.name),
+        }
+    }
+}
+
+/// `parts`, each preceded by its length (8 bytes, big-endian): an unambiguous encoding, so no
+/// two different lists of parts (a name ending where a key begins) give the same bytes.
+fn framed(parts: &[&[u8]]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for part in parts {
+        out.extend_from_slice(&(part.len() as u64).to_be_bytes());
+        out.extend_from_slice(part);
+    }
+    out
+}
+
+/// Keyed hash of one Secret value: HMAC-SHA256 under a key derived for this purpose, over the
+/// Secret's identity, the data key and the value. `data` values are hashed decoded and the
+/// field is not part of the input, so `data` and `stringData` with the same content hash alike
+/// (the API server folds `stringData` into `data`); the identity and data key are, so equal
+/// values in two Secrets, or under two keys, do not reveal that they are equal.
+fn keyed_hash(hash_key: &[u8; 32], identity: &Identity, data_key: &str, value: &[u8]) -> String {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(hash_key).expect("any key size");
+    mac.update(&framed(&[
+        identity.group.as_bytes(),
+        identity.kind.as_bytes(),
+        identity.namespace.as_bytes(),
+        identity.name.as_bytes(),
+        data_key.as_bytes(),
+        value,
+    ]));
     format!("{HASH_PREFIX}{}", hex::encode(mac.finalize().into_bytes()))
 }
 
-fn hash_values(map: &mut serde_json::Map<String, Value>, key: &SecretKey, base64_encoded: bool) {
+/// What one value of a Secret's `data` (`base64_encoded`) or `stringData` is in the storable
+/// form: its keyed hash, or the value itself when it is one already.
+fn stored_value(
+    hash_key: &[u8; 32],
+    identity: &Identity,
+    data_key: &str,
+    value: &Value,
+    base64_encoded: bool,
+) -> Value {
+    match value {
+        // Already storable: `:` is not in the base64 alphabet, so no real `data` value looks
+        // like this, and hashing is idempotent.
+        Value::String(text) if base64_encoded && text.starts_with(HASH_PREFIX) => value.clone(),
+        Value::String(text) => {
+            let decoded = if base64_encoded {
+                base64::engine::general_purpose::STANDARD.decode(text).ok()
+            } else {
+                None
+            };
+            let bytes = decoded.as_deref().unwrap_or(text.as_bytes());
+            Value::String(keyed_hash(hash_key, identity, data_key, bytes))
+        }
+        // Not a valid Secret value; hash its JSON so nothing of it is kept either.
+        other => Value::String(keyed_hash(
+            hash_key,
+            identity,
+            data_key,
+            other.to_string().as_bytes(),
+        )),
+    }
+}
+
+fn hash_values(
+    map: &mut serde_json::Map<String, Value>,
+    hash_key: &[u8; 32],
+    identity: &Identity,
+    base64_encoded: bool,
+) {
     for (data_key, value) in map.iter_mut() {
-        let hashed = match &*value {
-            // Already storable: `:` is not in the base64 alphabet, so no real `data` value
-            // looks like this, and hashing is idempotent.
-            Value::String(text) if base64_encoded && text.starts_with(HASH_PREFIX) => continue,
-            Value::String(text) => {
-                let decoded = if base64_encoded {
-                    base64::engine::general_purpose::STANDARD.decode(text).ok()
-                } else {
-                    None
-                };
-                let bytes = decoded.as_deref().unwrap_or(text.as_bytes());
-                keyed_hash(key, data_key, bytes)
-            }
-            // Not a valid Secret value; hash its JSON so nothing of it is kept either.
-            other => keyed_hash(key, data_key, other.to_string().as_bytes()),
-        };
-        *value = Value::String(hashed);
+        *value = stored_value(hash_key, identity, data_key, value, base64_encoded);
     }
 }
 
 /// The form of one manifest that may be logged and stored: for a core `v1` Secret, every
-/// `data`/`stringData` value replaced by a keyed hash and the
-/// `kubectl.kubernetes.io/last-applied-configuration` annotation (a plain copy) removed;
-/// anything else unchanged. Apply the same function to a live Secret before comparing it with
-/// a stored one.
+/// `data`/`stringData` value replaced by a keyed hash bound to the Secret (see `keyed_hash`)
+/// and the `kubectl.kubernetes.io/last-applied-configuration` annotation (a plain copy)
+/// removed; anything else unchanged. Apply the same function to a live Secret before comparing
+/// it with a stored one: the hash binds the namespace, so a rendered Secret must name the
+/// namespace it is applied to (the reconciler places one that names none first).
 pub fn storable_object(manifest: &Value, key: &SecretKey) -> Value {
     let mut out = manifest.clone();
     if !is_secret(manifest) {
         return out;
     }
+    let identity = Identity::of(manifest);
+    let hash_key = key.derive(VALUE_HASH_PURPOSE);
     if let Some(Value::Object(data)) = out.get_mut("data") {
-        hash_values(data, key, true);
+        hash_values(data, &hash_key, &identity, true);
     }
     if let Some(Value::Object(data)) = out.get_mut("stringData") {
-        hash_values(data, key, false);
+        hash_values(data, &hash_key, &identity, false);
     }
     if let Some(Value::Object(annotations)) = out.pointer_mut("/metadata/annotations") {
         annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
@@ -198,37 +306,58 @@ pub fn storable_object(manifest: &Value, key: &SecretKey) -> Value {
     out
 }
 
-/// Deterministic authenticated encryption of one Secret value (AES-256-GCM-SIV). The plaintext
-/// is the value's exact JSON, so it opens to exactly what was rendered; the associated data binds
-/// it to its field and key. The nonce is synthetic (a keyed hash of field, key and plaintext):
-/// the same render seals to the same bytes, so the set keeps one blob address, and GCM-SIV stays
-/// safe with it.
-fn seal_value(cipher: &Aes256GcmSiv, nonce_key: &[u8; 32], aad: &str, value: &Value) -> String {
+/// Scheme 2's associated data: the scheme, the Secret's identity, the field, the key and the
+/// value's stored form (its keyed hash, kept next to the ciphertext). A value opens only in the
+/// place it was sealed for, and only with the hash it was sealed with.
+fn aad(identity: &Identity, field: &str, data_key: &str, stored: &str) -> Vec<u8> {
+    framed(&[
+        SEAL_DOMAIN.as_bytes(),
+        identity.group.as_bytes(),
+        identity.kind.as_bytes(),
+        identity.namespace.as_bytes(),
+        identity.name.as_bytes(),
+        field.as_bytes(),
+        data_key.as_bytes(),
+        stored.as_bytes(),
+    ])
+}
+
+/// A scheme-2 sealed value split into its ciphertext (base64) and its stored form (the keyed
+/// hash the storable form has for it); `None` when it is not one.
+fn split_v2(text: &str) -> Option<(&str, &str)> {
+    // base64 has no `:`, so the first one ends the ciphertext.
+    text.strip_prefix(SEALED_PREFIX)?.split_once(':')
+}
+
+/// Authenticated encryption of one Secret value (AES-256-GCM-SIV, scheme 2):
+/// `sealed-v2:<base64(nonce || ciphertext)>:<stored form>`. The plaintext is the value's exact
+/// JSON, so it opens to exactly what was rendered; the nonce is random, so equal values (in two
+/// Secrets, or in two renders of one) seal to unrelated bytes; the associated data binds it to
+/// its object, field and key. The stored form (the keyed hash bound to the object, as in the
+/// per-object blobs) is kept in clear next to it, so two recorded sets compare, value by value,
+/// without the key ([`comparable_recorded`]).
+fn seal_value(cipher: &Aes256GcmSiv, aad: &[u8], stored: &str, value: &Value) -> String {
     let plain = canonical_json(value);
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(nonce_key).expect("any key size");
-    mac.update(aad.as_bytes());
-    mac.update(&[0]);
-    mac.update(plain.as_bytes());
-    let nonce_bytes = mac.finalize().into_bytes();
-    let nonce = Nonce::from_slice(&nonce_bytes[..12]);
+    let nonce_bytes: [u8; 12] = rand::random();
+    let nonce = Nonce::from_slice(&nonce_bytes);
     let sealed = cipher
         .encrypt(
             nonce,
             Payload {
                 msg: plain.as_bytes(),
-                aad: aad.as_bytes(),
+                aad,
             },
         )
         .expect("AES-GCM-SIV encrypts any message under 64 GiB");
-    let mut out = nonce.to_vec();
+    let mut out = nonce_bytes.to_vec();
     out.extend(sealed);
     format!(
-        "{SEALED_PREFIX}{}",
+        "{SEALED_PREFIX}{}:{stored}",
         base64::engine::general_purpose::STANDARD.encode(out)
     )
 }
 
-fn open_value(cipher: &Aes256GcmSiv, aad: &str, text: &str) -> Result<Value, String> {
+fn open_value(cipher: &Aes256GcmSiv, aad: &[u8], text: &str) -> Result<Value, String> {
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(text)
         .map_err(|e| format!("not base64: {e}"))?;
@@ -237,39 +366,37 @@ fn open_value(cipher: &Aes256GcmSiv, aad: &str, text: &str) -> Result<Value, Str
     }
     let (nonce, sealed) = bytes.split_at(12);
     let plain = cipher
-        .decrypt(
-            Nonce::from_slice(nonce),
-            Payload {
-                msg: sealed,
-                aad: aad.as_bytes(),
-            },
-        )
+        .decrypt(Nonce::from_slice(nonce), Payload { msg: sealed, aad })
         .map_err(|_| "authentication failed".to_string())?;
     serde_json::from_slice(&plain).map_err(|e| format!("not JSON: {e}"))
 }
 
-fn cipher(key: &SecretKey) -> Aes256GcmSiv {
-    Aes256GcmSiv::new(&key.derive(SEAL_KEY_PURPOSE).into())
+fn cipher(key: &SecretKey, purpose: &str) -> Aes256GcmSiv {
+    Aes256GcmSiv::new(&key.derive(purpose).into())
 }
 
 const SECRET_FIELDS: [&str; 2] = ["data", "stringData"];
 
 /// The form of one manifest kept in a revision's rendered set (the blob a rollback applies):
-/// for a core `v1` Secret, every `data`/`stringData` value sealed under the agent's key and the
-/// `last-applied-configuration` annotation (a plain copy) removed; anything else unchanged.
-/// Never plain text; [`open_sealed`] turns it back into the manifest to apply.
+/// for a core `v1` Secret, every `data`/`stringData` value sealed under the agent's key (scheme
+/// 2: random nonce, bound to the object, field and key) and the `last-applied-configuration`
+/// annotation (a plain copy) removed; anything else unchanged. Never plain text; [`open_sealed`]
+/// turns it back into the manifest to apply. Sealing twice gives different bytes: recorded sets
+/// are compared by keyed hashes (the objects' digests, [`comparable_recorded`]), not addresses.
 pub fn sealed_object(manifest: &Value, key: &SecretKey) -> Value {
     let mut out = manifest.clone();
     if !is_secret(manifest) {
         return out;
     }
-    let cipher = cipher(key);
-    let nonce_key = key.derive(SEAL_NONCE_PURPOSE);
+    let identity = Identity::of(manifest);
+    let cipher = cipher(key, SEAL_KEY_PURPOSE);
+    let hash_key = key.derive(VALUE_HASH_PURPOSE);
     for field in SECRET_FIELDS {
         if let Some(Value::Object(data)) = out.get_mut(field) {
             for (data_key, value) in data.iter_mut() {
-                let aad = format!("{field}\0{data_key}");
-                *value = Value::String(seal_value(&cipher, &nonce_key, &aad, value));
+                *value = Value::String(seal_in_place(
+                    &cipher, &hash_key, &identity, field, data_key, value,
+                ));
             }
         }
     }
@@ -279,66 +406,173 @@ pub fn sealed_object(manifest: &Value, key: &SecretKey) -> Value {
     out
 }
 
+/// One value sealed by scheme 2 for `field`.`data_key` of `identity`, with its stored form.
+fn seal_in_place(
+    cipher: &Aes256GcmSiv,
+    hash_key: &[u8; 32],
+    identity: &Identity,
+    field: &str,
+    data_key: &str,
+    value: &Value,
+) -> String {
+    let stored = stored_value(hash_key, identity, data_key, value, field == "data");
+    let stored = stored.as_str().expect("a stored form is text");
+    seal_value(
+        cipher,
+        &aad(identity, field, data_key, stored),
+        stored,
+        value,
+    )
+}
+
+/// One recorded value opened, whichever scheme sealed it; `None` when it is not sealed (a keyed
+/// hash recorded by reckon 0.1, or anything else).
+fn open_recorded_value(
+    key: &SecretKey,
+    identity: &Identity,
+    field: &str,
+    data_key: &str,
+    value: &Value,
+) -> Option<Result<Value, SealError>> {
+    let text = value.as_str()?;
+    if text.starts_with(SEALED_PREFIX) {
+        let opened = match split_v2(text) {
+            Some((sealed, stored)) => open_value(
+                &cipher(key, SEAL_KEY_PURPOSE),
+                &aad(identity, field, data_key, stored),
+                sealed,
+            ),
+            None => Err("no stored form".to_string()),
+        };
+        return Some(opened.map_err(|reason| SealError::Misplaced {
+            object: identity.display(),
+            field: field.into(),
+            key: data_key.into(),
+            reason,
+        }));
+    }
+    let sealed = text.strip_prefix(SEALED_V1_PREFIX)?;
+    let aad = format!("{field}\0{data_key}");
+    Some(
+        open_value(&cipher(key, SEAL_V1_KEY_PURPOSE), aad.as_bytes(), sealed).map_err(|reason| {
+            SealError::Open {
+                field: field.into(),
+                key: data_key.into(),
+                reason,
+            }
+        }),
+    )
+}
+
 /// The manifest to apply from a recorded (sealed) one: Secret values opened with the agent's
-/// key. A Secret recorded by an older reckon holds keyed hashes only and cannot be opened.
+/// key, whichever scheme sealed them. A Secret recorded by an older reckon holds keyed hashes
+/// only and cannot be opened; a scheme-2 value copied from another object, field or key does
+/// not open either.
 pub fn open_sealed(recorded: &Value, key: &SecretKey) -> Result<Value, SealError> {
     let mut out = recorded.clone();
     if !is_secret(recorded) {
         return Ok(out);
     }
-    let cipher = cipher(key);
+    let identity = Identity::of(recorded);
     for field in SECRET_FIELDS {
         if let Some(Value::Object(data)) = out.get_mut(field) {
             for (data_key, value) in data.iter_mut() {
-                let sealed = value.as_str().and_then(|t| t.strip_prefix(SEALED_PREFIX));
-                let Some(sealed) = sealed else {
-                    return Err(SealError::HashedOnly {
-                        field: field.into(),
-                        key: data_key.clone(),
-                    });
-                };
-                let aad = format!("{field}\0{data_key}");
-                *value = open_value(&cipher, &aad, sealed).map_err(|reason| SealError::Open {
-                    field: field.into(),
-                    key: data_key.clone(),
-                    reason,
-                })?;
+                match open_recorded_value(key, &identity, field, data_key, value) {
+                    Some(opened) => *value = opened?,
+                    None => {
+                        return Err(SealError::HashedOnly {
+                            field: field.into(),
+                            key: data_key.clone(),
+                        });
+                    }
+                }
             }
         }
     }
     Ok(out)
 }
 
+/// A recorded object with every scheme-1 sealed value sealed again with scheme 2 (migration
+/// 0010), or `None` when it holds none (not a Secret, already scheme 2, or keyed hashes of reckon
+/// 0.1, which cannot be opened). What it opens to is unchanged.
+pub fn reseal_object(recorded: &Value, key: &SecretKey) -> Result<Option<Value>, SealError> {
+    if !is_secret(recorded) {
+        return Ok(None);
+    }
+    let identity = Identity::of(recorded);
+    let cipher_v2 = cipher(key, SEAL_KEY_PURPOSE);
+    let hash_key = key.derive(VALUE_HASH_PURPOSE);
+    let mut out = recorded.clone();
+    let mut changed = false;
+    for field in SECRET_FIELDS {
+        if let Some(Value::Object(data)) = out.get_mut(field) {
+            for (data_key, value) in data.iter_mut() {
+                let v1 = value
+                    .as_str()
+                    .is_some_and(|t| t.starts_with(SEALED_V1_PREFIX));
+                if !v1 {
+                    continue;
+                }
+                let plain = open_recorded_value(key, &identity, field, data_key, value)
+                    .expect("a scheme-1 value")?;
+                *value = Value::String(seal_in_place(
+                    &cipher_v2, &hash_key, &identity, field, data_key, &plain,
+                ));
+                changed = true;
+            }
+        }
+    }
+    Ok(changed.then_some(out))
+}
+
 /// The keyed-hash (storable) form of a recorded object, whatever version recorded it: sealed
 /// Secret values are opened and hashed, hashed ones kept. For views of recorded sets (`show`,
-/// `diff` between revisions): values never appear, and sets recorded before and after sealing
-/// compare alike with [`secret_changes`].
+/// `diff` between revisions) and to tell whether a new render is the one recorded: values
+/// never appear, and sets recorded before and after sealing compare alike with
+/// [`secret_changes`].
 pub fn storable_from_recorded(recorded: &Value, key: &SecretKey) -> Result<Value, SealError> {
     if !is_secret(recorded) {
         return Ok(recorded.clone());
     }
+    let identity = Identity::of(recorded);
+    let hash_key = key.derive(VALUE_HASH_PURPOSE);
     let mut out = recorded.clone();
-    let cipher = cipher(key);
     for field in SECRET_FIELDS {
         if let Some(Value::Object(data)) = out.get_mut(field) {
             for (data_key, value) in data.iter_mut() {
-                let Some(sealed) = value.as_str().and_then(|t| t.strip_prefix(SEALED_PREFIX))
+                let Some(plain) = open_recorded_value(key, &identity, field, data_key, value)
                 else {
                     continue;
                 };
-                let aad = format!("{field}\0{data_key}");
-                let plain =
-                    open_value(&cipher, &aad, sealed).map_err(|reason| SealError::Open {
-                        field: field.into(),
-                        key: data_key.clone(),
-                        reason,
-                    })?;
-                let one = serde_json::json!({"apiVersion": "v1", "kind": "Secret", field: {data_key.clone(): plain}});
-                *value = storable_object(&one, key)[field][data_key.as_str()].clone();
+                let mut one = serde_json::Map::new();
+                one.insert(data_key.clone(), plain?);
+                hash_values(&mut one, &hash_key, &identity, field == "data");
+                *value = one.remove(data_key.as_str()).expect("just inserted");
             }
         }
     }
     Ok(out)
+}
+
+/// A recorded object as two recorded sets are compared without the key (`diff` between
+/// revisions): each scheme-2 sealed value replaced by the stored form sealed with it (its keyed
+/// hash), so an unchanged value compares equal across revisions although its ciphertext differs,
+/// and a changed one shows as a changed hash. Anything else is unchanged.
+pub fn comparable_recorded(recorded: &Value) -> Value {
+    let mut out = recorded.clone();
+    if !is_secret(recorded) {
+        return out;
+    }
+    for field in SECRET_FIELDS {
+        if let Some(Value::Object(data)) = out.get_mut(field) {
+            for value in data.values_mut() {
+                if let Some((_, stored)) = value.as_str().and_then(split_v2) {
+                    *value = Value::String(stored.to_string());
+                }
+            }
+        }
+    }
+    out
 }
 
 /// The storable form of every object of a rendered set, in render order.
@@ -549,8 +783,9 @@ mod tests {
                 .starts_with(SEALED_PREFIX)
         );
         assert_eq!(sealed["metadata"]["annotations"], json!({"team": "a"}));
-        // Deterministic: the same render seals to the same bytes (one blob address).
-        assert_eq!(sealed, sealed_object(&plain, &k));
+        // Random nonces (scheme 2): sealing the same render again gives other bytes; a recorded
+        // set is reused by comparing keyed hashes, not blob addresses.
+        assert_ne!(sealed, sealed_object(&plain, &k));
         let opened = open_sealed(&sealed, &k).unwrap();
         let mut expected = plain.clone();
         expected["metadata"]["annotations"] = json!({"team": "a"});
@@ -561,9 +796,9 @@ mod tests {
     }
 
     #[test]
-    fn sealed_values_are_bound_to_their_key_and_field() {
+    fn values_sealed_by_scheme_1_are_bound_to_their_key_and_field() {
         let k = key(7);
-        let sealed = sealed_object(
+        let sealed = sealed_v1(
             &secret(json!({"p": "aHVudGVyMg==", "q": "aHVudGVyMg=="})),
             &k,
         );
@@ -613,6 +848,245 @@ mod tests {
         assert_eq!(storable_from_recorded(&sealed, &k).unwrap(), hashed);
         assert_eq!(storable_from_recorded(&hashed, &k).unwrap(), hashed);
         assert!(storable_from_recorded(&sealed, &key(6)).is_err());
+    }
+
+    /// A Secret sealed the scheme-1 way (migration 0003: deterministic, bound to field and key
+    /// only), as reckon before migration 0010 recorded it.
+    fn sealed_v1(manifest: &Value, key: &SecretKey) -> Value {
+        let mut out = manifest.clone();
+        let cipher = cipher(key, SEAL_V1_KEY_PURPOSE);
+        let nonce_key = key.derive(SEAL_V1_NONCE_PURPOSE);
+        for field in SECRET_FIELDS {
+            if let Some(Value::Object(data)) = out.get_mut(field) {
+                for (data_key, value) in data.iter_mut() {
+                    let aad = format!("{field}\0{data_key}");
+                    let plain = canonical_json(value);
+                    let mut mac =
+                        <Hmac<Sha256> as Mac>::new_from_slice(&nonce_key).expect("any key size");
+                    mac.update(aad.as_bytes());
+                    mac.update(&[0]);
+                    mac.update(plain.as_bytes());
+                    let nonce_bytes = mac.finalize().into_bytes();
+                    let nonce = Nonce::from_slice(&nonce_bytes[..12]);
+                    let sealed = cipher
+                        .encrypt(
+                            nonce,
+                            Payload {
+                                msg: plain.as_bytes(),
+                                aad: aad.as_bytes(),
+                            },
+                        )
+                        .unwrap();
+                    let mut bytes = nonce.to_vec();
+                    bytes.extend(sealed);
+                    *value = Value::String(format!(
+                        "{SEALED_V1_PREFIX}{}",
+                        base64::engine::general_purpose::STANDARD.encode(bytes)
+                    ));
+                }
+            }
+        }
+        if let Some(Value::Object(annotations)) = out.pointer_mut("/metadata/annotations") {
+            annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+        }
+        out
+    }
+
+    fn named(mut secret: Value, namespace: Option<&str>, name: &str) -> Value {
+        secret["metadata"]["name"] = json!(name);
+        if let Some(ns) = namespace {
+            secret["metadata"]["namespace"] = json!(ns);
+        }
+        secret
+    }
+
+    #[test]
+    fn equal_values_seal_to_unrelated_bytes_in_two_secrets_and_in_two_renders() {
+        let k = key(7);
+        let a = sealed_object(
+            &named(secret(json!({"p": "aHVudGVyMg=="})), Some("x"), "a"),
+            &k,
+        );
+        let b = sealed_object(
+            &named(secret(json!({"p": "aHVudGVyMg=="})), Some("x"), "b"),
+            &k,
+        );
+        assert_ne!(a["data"]["p"], b["data"]["p"], "same value, two Secrets");
+        let again = sealed_object(
+            &named(secret(json!({"p": "aHVudGVyMg=="})), Some("x"), "a"),
+            &k,
+        );
+        assert_ne!(
+            a["data"]["p"], again["data"]["p"],
+            "same Secret sealed twice"
+        );
+        for sealed in [&a, &b, &again] {
+            assert!(
+                sealed["data"]["p"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with(SEALED_PREFIX)
+            );
+            assert_eq!(
+                open_sealed(sealed, &k).unwrap()["data"]["p"],
+                "aHVudGVyMg=="
+            );
+        }
+        // The nonce (first 12 bytes) differs: not one nonce reused under the key.
+        let nonce = |v: &Value| {
+            let (text, _) = split_v2(v["data"]["p"].as_str().unwrap()).unwrap();
+            base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .unwrap()[..12]
+                .to_vec()
+        };
+        assert_ne!(nonce(&a), nonce(&again));
+    }
+
+    #[test]
+    fn sealed_values_carry_their_keyed_hash_so_recorded_sets_compare_without_the_key() {
+        let k = key(7);
+        let mut plain = named(secret(json!({"p": "aHVudGVyMg=="})), Some("x"), "a");
+        plain["stringData"] = json!({"t": "hunter3"});
+        let one = sealed_object(&plain, &k);
+        let two = sealed_object(&plain, &k);
+        assert_ne!(one, two, "random nonces");
+        // Compared without the key: the stored form (the keyed hash the per-object blobs and
+        // drift use) stands for each value, so an unchanged Secret compares equal.
+        assert_eq!(comparable_recorded(&one), comparable_recorded(&two));
+        let mut expected = storable_object(&plain, &k);
+        expected["metadata"]["annotations"] = json!({"team": "a"});
+        assert_eq!(comparable_recorded(&one), expected);
+        let mut changed = plain.clone();
+        changed["data"]["p"] = json!("aHVudGVyMw==");
+        assert_eq!(
+            secret_changes(
+                &comparable_recorded(&one),
+                &comparable_recorded(&sealed_object(&changed, &k))
+            ),
+            vec![SecretKeyChange::Changed("p".into())]
+        );
+        // The hash is authenticated with the value: another value's hash next to this
+        // ciphertext does not open.
+        let (sealed, _) = split_v2(one["data"]["p"].as_str().unwrap()).unwrap();
+        let other = sealed_object(&changed, &k);
+        let (_, other_hash) = split_v2(other["data"]["p"].as_str().unwrap()).unwrap();
+        let mut forged = one.clone();
+        forged["data"]["p"] = json!(format!("{SEALED_PREFIX}{sealed}:{other_hash}"));
+        assert!(matches!(
+            open_sealed(&forged, &k),
+            Err(SealError::Misplaced { .. })
+        ));
+        // Anything but a Secret is compared as it is.
+        let config_map = json!({"apiVersion": "v1", "kind": "ConfigMap", "data": {"p": "x"}});
+        assert_eq!(comparable_recorded(&config_map), config_map);
+    }
+
+    #[test]
+    fn a_sealed_value_opens_only_in_the_object_field_and_key_it_was_sealed_for() {
+        let k = key(7);
+        let a = sealed_object(
+            &named(
+                secret(json!({"p": "aHVudGVyMg==", "q": "eA=="})),
+                Some("x"),
+                "a",
+            ),
+            &k,
+        );
+        let moved = |to: Value| {
+            let mut to = to;
+            to["data"]["p"] = a["data"]["p"].clone();
+            open_sealed(&to, &k).unwrap_err().to_string()
+        };
+        let b = sealed_object(&named(secret(json!({"p": "eQ=="})), Some("x"), "b"), &k);
+        assert_eq!(
+            moved(b),
+            "data.p of Secret/x/b does not open (authentication failed): it was sealed for \
+             another object, field or key, or under another agent key (was the key replaced?)"
+        );
+        // The same name in another namespace is another object.
+        let other_ns = sealed_object(&named(secret(json!({"p": "eQ=="})), Some("y"), "a"), &k);
+        assert!(moved(other_ns).starts_with("data.p of Secret/y/a does not open"));
+        // Another key of the same Secret.
+        let mut swapped = a.clone();
+        swapped["data"]["q"] = a["data"]["p"].clone();
+        let err = open_sealed(&swapped, &k).unwrap_err();
+        assert!(
+            matches!(&err, SealError::Misplaced { key, .. } if key == "q"),
+            "{err}"
+        );
+        // Another field of the same Secret, same key name.
+        let mut field = a.clone();
+        field["data"].as_object_mut().unwrap().remove("p");
+        field["stringData"] = json!({"p": a["data"]["p"].clone()});
+        let err = open_sealed(&field, &k).unwrap_err();
+        assert!(
+            matches!(&err, SealError::Misplaced { field, key, .. } if field == "stringData" && key == "p"),
+            "{err}"
+        );
+        // Where it was sealed, with another agent key.
+        let err = open_sealed(&a, &key(8)).unwrap_err();
+        assert!(matches!(err, SealError::Misplaced { .. }), "{err}");
+        // And where it was sealed, with the key that sealed it.
+        assert_eq!(open_sealed(&a, &k).unwrap()["data"]["p"], "aHVudGVyMg==");
+    }
+
+    #[test]
+    fn the_same_value_in_two_secrets_hashes_differently_and_alike_in_one() {
+        let k = key(7);
+        let hash = |ns: Option<&str>, name: &str| {
+            storable_object(&named(secret(json!({"p": "aHVudGVyMg=="})), ns, name), &k)["data"]["p"]
+                .clone()
+        };
+        assert_ne!(hash(Some("x"), "a"), hash(Some("x"), "b"), "two names");
+        assert_ne!(hash(Some("x"), "a"), hash(Some("y"), "a"), "two namespaces");
+        assert_eq!(hash(Some("x"), "a"), hash(Some("x"), "a"), "reproducible");
+        // Keyed: not the plain SHA-256 of the value, nor the scheme-1 hash (raw key, data key
+        // and value only), which was equal across Secrets.
+        let plain_sha = hex::encode(<Sha256 as sha2::Digest>::digest(b"hunter2"));
+        assert!(!hash(Some("x"), "a").as_str().unwrap().contains(&plain_sha));
+        let mut v1 = <Hmac<Sha256> as Mac>::new_from_slice(&k.0).unwrap();
+        v1.update(b"p\0hunter2");
+        let v1 = format!("{HASH_PREFIX}{}", hex::encode(v1.finalize().into_bytes()));
+        assert_ne!(hash(Some("x"), "a"), json!(v1));
+    }
+
+    #[test]
+    fn values_sealed_by_scheme_1_still_open_and_reseal_to_scheme_2() {
+        let k = key(7);
+        let mut plain = named(secret(json!({"password": "aHVudGVyMg=="})), Some("x"), "a");
+        plain["stringData"] = json!({"token": "hunter3"});
+        let v1 = sealed_v1(&plain, &k);
+        assert!(
+            v1["data"]["password"]
+                .as_str()
+                .unwrap()
+                .starts_with(SEALED_V1_PREFIX)
+        );
+        let mut expected = plain.clone();
+        expected["metadata"]["annotations"] = json!({"team": "a"});
+        assert_eq!(open_sealed(&v1, &k).unwrap(), expected);
+        assert_eq!(
+            storable_from_recorded(&v1, &k).unwrap(),
+            storable_object(&plain, &k)
+        );
+        let v2 = reseal_object(&v1, &k).unwrap().expect("scheme-1 values");
+        for (field, data_key) in [("data", "password"), ("stringData", "token")] {
+            let text = v2[field][data_key].as_str().unwrap();
+            assert!(text.starts_with(SEALED_PREFIX), "{text}");
+        }
+        assert_eq!(open_sealed(&v2, &k).unwrap(), expected);
+        // Idempotent: nothing of scheme 1 is left.
+        assert_eq!(reseal_object(&v2, &k).unwrap(), None);
+        let config_map = json!({"apiVersion": "v1", "kind": "ConfigMap", "data": {"p": "x"}});
+        assert_eq!(reseal_object(&config_map, &k).unwrap(), None);
+        // Keyed hashes of reckon 0.1 cannot be opened, so there is nothing to reseal.
+        assert_eq!(
+            reseal_object(&storable_object(&plain, &k), &k).unwrap(),
+            None
+        );
+        // A scheme-1 value under another key is refused, not copied.
+        assert!(reseal_object(&v1, &key(8)).is_err());
     }
 
     #[test]

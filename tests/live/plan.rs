@@ -358,14 +358,21 @@ async fn rendered_objects_apply_and_plan_unchanged_then_drift_is_attributed() {
     };
     let rendered =
         reckon::render::render(&[("app.yaml".into(), manifests.into_bytes())], &options).unwrap();
+    let kinds: Vec<GroupKind> = rendered
+        .objects
+        .iter()
+        .map(|o| o.object.group_kind())
+        .collect();
+    let cluster = Cluster::connect(&kinds).await;
+    let ns = TestNamespace::create(&cluster.client, "plan").await;
+    // As a pass does: the Secret, naming no namespace, is placed in the App's before its values
+    // are hashed (the hash binds the namespace).
+    let rendered = reckon::reconcile::namespace::with_secret_namespaces(rendered, &ns.name, &key);
     let desired: Vec<DesiredObject> = rendered
         .objects
         .iter()
         .map(|o| DesiredObject::from_rendered(o, &key))
         .collect();
-    let kinds: Vec<GroupKind> = desired.iter().map(|d| d.object.group_kind()).collect();
-    let cluster = Cluster::connect(&kinds).await;
-    let ns = TestNamespace::create(&cluster.client, "plan").await;
     let policy = Policy {
         default_namespace: ns.name.clone(),
         ..Policy::from_app(

@@ -480,6 +480,96 @@ async fn secret_values_reach_neither_the_log_nor_the_blobs_and_their_drift_names
     h.close().await;
 }
 
+/// Sealing takes a random nonce, so each render of a Secret seals to other bytes. A fresh
+/// reconciler (a restarted agent) renders the revision again and records no second set for it
+/// and applies nothing; a changed value is recorded as a new set. Two Secrets holding the same
+/// value record unrelated sealed values and hashes (migration 0010).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_records_no_new_set_for_an_unchanged_secret_and_equal_values_look_unrelated() {
+    let h = Harness::new("reseal").await;
+    let secrets = |password: &str| {
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: a\nstringData:\n  password: {password}\n\
+             ---\napiVersion: v1\nkind: Secret\nmetadata:\n  name: b\nstringData:\n  password: same-value-both\n"
+        )
+    };
+    h.commit(
+        "Add",
+        &[("app/secret.yaml", Some(&secrets("same-value-both")))],
+    );
+    let app = h.app("rs", "app", "");
+    let renders = |h: &Harness| -> Vec<reckon::event::RenderSucceeded> {
+        h.events("rs")
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::RenderSucceeded(r) => Some(r),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut r = h.reconciler(app.clone());
+    let (_, counts) = synced(&pass(&mut r).await);
+    assert_eq!(counts.created, 2, "{counts:?}");
+    assert_eq!(renders(&h).len(), 1);
+
+    // Restarted: nothing in memory, the revision rendered and sealed again.
+    let before = h.events("rs").len();
+    let mut restarted = h.reconciler(app.clone());
+    let report = pass(&mut restarted).await;
+    assert!(matches!(report.status, PassStatus::InSync), "{report:?}");
+    let since = &h.events("rs")[before..];
+    assert!(
+        !since
+            .iter()
+            .any(|e| matches!(e, Event::RenderSucceeded(_) | Event::ObjectApplied(_))),
+        "recorded again: {since:?}"
+    );
+
+    // The recorded set: the two equal passwords sealed to unrelated values, and the two applied
+    // Secrets' stored hashes differ.
+    let reader = h.store.reader();
+    let blob = |d: reckon::event::Digest| {
+        let bytes = reckon::store::EventRead::blob(reader, &d).unwrap().unwrap();
+        String::from_utf8(bytes).unwrap()
+    };
+    let lines: Vec<serde_json::Value> = blob(renders(&h)[0].digest)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let sealed = |name: &str| {
+        lines
+            .iter()
+            .find(|v| v["metadata"]["name"] == name)
+            .unwrap()["data"]["password"]
+            .clone()
+    };
+    assert!(sealed("a").as_str().unwrap().starts_with("sealed-v2:"));
+    assert_ne!(sealed("a"), sealed("b"));
+    let hashes: Vec<serde_json::Value> = h
+        .events("rs")
+        .iter()
+        .filter_map(|e| match e {
+            Event::ObjectApplied(a) => {
+                let stored: serde_json::Value = serde_json::from_str(&blob(a.digest)).unwrap();
+                Some(stored["data"]["password"].clone())
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(hashes.len(), 2);
+    assert_ne!(hashes[0], hashes[1], "equal values, unrelated hashes");
+
+    // A changed value is a new render: recorded, and applied.
+    h.commit(
+        "Change a",
+        &[("app/secret.yaml", Some(&secrets("another-value")))],
+    );
+    let (_, counts) = synced(&pass(&mut restarted).await);
+    assert_eq!(counts.configured, 1, "{counts:?}");
+    assert_eq!(renders(&h).len(), 2);
+    h.close().await;
+}
+
 fn base64_of(text: &str) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(text)

@@ -14,6 +14,7 @@ mod integrity;
 mod listener_load;
 mod migration;
 mod migration_sealed;
+mod migration_sealed_v2;
 mod query;
 mod sled_corruption;
 mod store;

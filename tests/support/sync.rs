@@ -115,6 +115,13 @@ impl TestApp {
             fill_port_protocol: true,
         };
         let rendered = reckon::render::render_dir(self.dir.path(), &options).expect("render");
+        // As a pass does: a Secret naming no namespace is placed in the App's before its values
+        // are hashed (the hash binds the namespace).
+        let rendered = reckon::reconcile::namespace::with_secret_namespaces(
+            rendered,
+            &self.namespace,
+            &self.key,
+        );
         rendered
             .objects
             .iter()
