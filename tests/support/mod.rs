@@ -16,8 +16,10 @@ use reckon_testenv::control_plane::ControlPlane;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
+pub mod api_agent;
 pub mod crd;
 pub mod fixture;
+pub mod fleet;
 pub mod harness;
 pub mod openapi;
 pub mod readiness;
