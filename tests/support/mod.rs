@@ -17,6 +17,7 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 pub mod api_agent;
+pub mod audited;
 pub mod crd;
 pub mod fixture;
 pub mod fleet;
