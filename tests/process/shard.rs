@@ -25,33 +25,18 @@ use std::time::{Duration, Instant};
 use support::TestNamespace;
 use support::crd::{install_app_crd, until};
 use support::fleet::{
-    ADMIN, Fleet, Http, Live, READER, Shard, Window, app_object, config_map, enc, keys,
+    ADMIN, Fleet, Http, Live, READER, Shard, Window, app_object, config_map, enc, keys, owners,
 };
 
 /// Every owned App applied and Ready (its status written by its owner); the orphan applied by
 /// nobody, with shard 0 saying why in its status.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_owned_app_is_applied_and_the_orphan_is_refused() {
-    let fleet = &Fleet::start().await;
+    // Every owned App Ready, its status written by its owner: the builder waits for that.
+    let fleet = &Fleet::ready().await;
     let (apps, cms, ns) = (&fleet.apps, &fleet.cms, &fleet.ns);
     let (owner_of, orphan) = (fleet.owner_of.clone(), fleet.orphan.clone());
-    // Every owned App applied and Ready (its status written by its owner).
     for name in owner_of.keys() {
-        until(
-            &format!("{name} Ready"),
-            Duration::from_secs(90),
-            || async {
-                let app = apps.get(name).await.unwrap();
-                let ready = app
-                    .status
-                    .as_ref()?
-                    .conditions
-                    .iter()
-                    .any(|c| c.type_ == "Ready" && c.status == "True");
-                ready.then_some(())
-            },
-        )
-        .await;
         assert!(
             cms.get_opt(&format!("cm-{name}")).await.unwrap().is_some(),
             "{name}'s ConfigMap applied"
@@ -86,17 +71,7 @@ async fn either_shard_lists_every_app_with_its_owner() {
     let owner_of = fleet.owner_of.clone();
     for s in shards {
         let (_, list) = http.ok(&format!("{}/api/v1/apps", s.url), false).await;
-        let got: BTreeMap<String, u64> = list
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|a| {
-                (
-                    a["app"].as_str().unwrap().to_string(),
-                    a["shard"].as_u64().unwrap(),
-                )
-            })
-            .collect();
+        let got = owners(&list);
         let want: BTreeMap<String, u64> = owner_of.iter().map(|(n, o)| (fleet.id(n), *o)).collect();
         assert_eq!(got, want, "apps from {}", s.url);
     }
@@ -623,17 +598,7 @@ async fn shards_serving_https_answer_for_the_fleet_over_tls() {
         assert!(s.url.starts_with("https://"), "{}", s.url);
         // The App list merges both shards: the other one answered the fan-out over TLS.
         let (_, list) = http.ok(&format!("{}/api/v1/apps", s.url), false).await;
-        let got: BTreeMap<String, u64> = list
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|a| {
-                (
-                    a["app"].as_str().unwrap().to_string(),
-                    a["shard"].as_u64().unwrap(),
-                )
-            })
-            .collect();
+        let got = owners(&list);
         assert_eq!(got, want, "apps from {}", s.url);
         // Plain HTTP on the same port gets no answer.
         let plain = s.url.replacen("https://", "http://", 1);

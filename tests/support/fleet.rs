@@ -192,6 +192,20 @@ pub fn keys(page: &Value, shard: Option<u64>) -> Vec<(u64, u64)> {
         .collect()
 }
 
+/// App → the shard that reconciles it, from an App list answer (`GET /api/v1/apps`).
+pub fn owners(list: &Value) -> BTreeMap<String, u64> {
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["app"].as_str().unwrap().to_string(),
+                a["shard"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
 /// Two shards serving App objects in one namespace: four Apps the hash splits two and two, one
 /// labelled to shard 1 against its hash, and an orphan labelled to a shard that does not exist,
 /// all pointing at one commit. Fields drop in order: the shards stop before the namespace goes.
@@ -287,7 +301,7 @@ impl Fleet {
     }
 
     /// Starts both shards and creates the Apps; nothing is applied yet.
-    pub async fn start() -> Fleet {
+    async fn start() -> Fleet {
         let client = super::client().await;
         install_app_crd(&client).await;
         let ns = TestNamespace::create(&client, "shard").await;
