@@ -6,12 +6,13 @@
 //! recorded with the right person; a request without the webhook's credentials is refused.
 //!
 //! These tests cannot use the run's shared control plane (`RECKON_TEST_KUBECONFIG`): the audit
-//! webhook is an API server flag, so each starts one with the flags (`support::audited`). The
-//! receiver's credentials are a test of their own; the changes by hand and everything found
-//! attributed after them are one (each step reads what the changes produced).
+//! webhook is an API server flag, so the attribution test starts one with the flags
+//! (`support::audited`): the changes by hand and everything found attributed after them are one
+//! test (each step reads what the changes produced). The receiver's credentials are a test of
+//! their own, asked of the receiver directly, on the shared control plane.
 
 use crate::support;
-use support::audited::{Audited, kubectl, post_status, skipped};
+use support::audited::{Audited, Receiving, kubectl, post_status, skipped, token};
 use support::eventually;
 
 use reckon::event::{DriftAttributed, Event};
@@ -35,14 +36,14 @@ async fn each_manual_change_is_attributed_to_the_person_who_made_it() {
     drop(cp);
 }
 
-/// Only the webhook's credentials get in: not a user of the API server, not an anonymous sender.
+/// Only the webhook's credentials get in: not another token (alice's), not an anonymous sender.
+/// The receiver is asked directly, so its agent runs on the run's shared control plane: the
+/// webhook, which needs a control plane of its own, is not what this checks.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_webhooks_credentials_get_in() {
-    if skipped() {
-        return;
-    }
-    let a = &Audited::start().await;
-    let (url, alice, webhook_token) = (a.url.clone(), a.alice.clone(), a.webhook_token.clone());
+    let Receiving { receiver: a, .. } = &Receiving::start().await;
+    let alice = token();
+    let (url, webhook_token) = (a.url.clone(), a.webhook_token.clone());
     let ca = &a.ca;
     assert_eq!(post_status(&url, &ca.bundle_path(), None), "401");
     assert_eq!(post_status(&url, &ca.bundle_path(), Some(&alice)), "401");

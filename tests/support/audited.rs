@@ -74,8 +74,7 @@ pub struct Audited {
     pub url: String,
     pub ca: TestCa,
     pub webhook_token: String,
-    /// alice's token and the kubeconfigs that act as each user.
-    pub alice: String,
+    /// The kubeconfigs that act as each user.
     pub alice_kc: PathBuf,
     pub bob_kc: PathBuf,
     pub mallory_kc: PathBuf,
@@ -94,26 +93,16 @@ impl Audited {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
 
-        // The receiver: a serving certificate from a throwaway CA, a port chosen before the API
-        // server starts, and the token the webhook kubeconfig carries.
-        let ca = TestCa::generate().unwrap();
-        let (cert, key) = ca.server_pem_files().unwrap();
-        let port = reckon_testenv::ports::free_ports(1).unwrap()[0];
-        let url = format!("https://127.0.0.1:{port}/audit/v1/events");
-        let webhook_token = token();
-        std::fs::write(
-            d.join("audit-tokens"),
-            format!("apiserver {webhook_token}\n"),
-        )
-        .unwrap();
+        let receiver = Receiver::prepare(d);
+        let (url, webhook_token) = (&receiver.url, &receiver.webhook_token);
         let template = std::fs::read_to_string(deploy_file("webhook-kubeconfig.yaml")).unwrap();
         let webhook = template
-            .replace("${RECKON_AUDIT_URL}", &url)
+            .replace("${RECKON_AUDIT_URL}", url)
             .replace(
                 "${RECKON_AUDIT_CA}",
-                &ca.bundle_path().display().to_string(),
+                &receiver.ca.bundle_path().display().to_string(),
             )
-            .replace("${RECKON_AUDIT_TOKEN}", &webhook_token);
+            .replace("${RECKON_AUDIT_TOKEN}", webhook_token);
         std::fs::write(d.join("webhook.yaml"), webhook).unwrap();
 
         let (alice, bob, mallory) = (token(), token(), token());
@@ -179,6 +168,95 @@ impl Audited {
             ],
         );
 
+        let running = Running::start(d, &receiver, &admin, &ns).await;
+        let Running {
+            stop_tx,
+            task,
+            deployments,
+            cms,
+            api_port,
+            read_token,
+            fixture,
+        } = running;
+        let Receiver {
+            url,
+            ca,
+            webhook_token,
+            ..
+        } = receiver;
+        Audited {
+            stop_tx,
+            task,
+            deployments,
+            cms,
+            url,
+            ca,
+            webhook_token,
+            alice_kc,
+            bob_kc,
+            mallory_kc,
+            ns,
+            api_port,
+            read_token,
+            _fixture: fixture,
+            dir,
+            cp,
+        }
+    }
+}
+
+/// The receiver's side of the webhook: a serving certificate from a throwaway CA, a port chosen
+/// before the API server starts, and the token the webhook kubeconfig carries (in
+/// `audit-tokens`, where the agent reads it).
+pub struct Receiver {
+    pub url: String,
+    pub ca: TestCa,
+    pub webhook_token: String,
+    port: u16,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+impl Receiver {
+    /// In directory `d` (the agent's).
+    pub fn prepare(d: &Path) -> Receiver {
+        let ca = TestCa::generate().unwrap();
+        let (cert, key) = ca.server_pem_files().unwrap();
+        let port = reckon_testenv::ports::free_ports(1).unwrap()[0];
+        let url = format!("https://127.0.0.1:{port}/audit/v1/events");
+        let webhook_token = token();
+        std::fs::write(
+            d.join("audit-tokens"),
+            format!("apiserver {webhook_token}\n"),
+        )
+        .unwrap();
+        Receiver {
+            url,
+            ca,
+            webhook_token,
+            port,
+            cert,
+            key,
+        }
+    }
+}
+
+/// The agent in the test process with the receiver and its API on, after its first sync of a
+/// ConfigMap and a Deployment into `ns` of the cluster `admin` reaches.
+pub struct Running {
+    pub stop_tx: oneshot::Sender<()>,
+    pub task: tokio::task::JoinHandle<Result<(), AgentError>>,
+    pub deployments: kube::Api<kube::api::DynamicObject>,
+    pub cms: kube::Api<kube::api::DynamicObject>,
+    /// The agent's API (read token): only to watch the attributions arrive.
+    pub api_port: u16,
+    pub read_token: String,
+    pub fixture: Fixture,
+}
+
+impl Running {
+    /// In directory `d` (store, cache, reckon.yaml), where `receiver` was prepared.
+    pub async fn start(d: &Path, receiver: &Receiver, admin: &Path, ns: &str) -> Running {
         let fixture = Fixture::new().unwrap();
         fixture
             .commit("Add")
@@ -189,17 +267,21 @@ impl Audited {
         fixture.push().unwrap();
         let cfg = d.join("reckon.yaml");
         std::fs::write(
-            &cfg,
-            format!(
-                "apps:\n  - name: web\n    source:\n      url: {url}\n      path: app\n      interval: 1s\n    target:\n      kubeconfig: {kc}\n      namespace: {ns}\n",
-                url = fixture.file_url(),
-                kc = admin.display(),
-            ),
-        )
-        .unwrap();
+        &cfg,
+        format!(
+            "apps:\n  - name: web\n    source:\n      url: {url}\n      path: app\n      interval: 1s\n    target:\n      kubeconfig: {kc}\n      namespace: {ns}\n",
+            url = fixture.file_url(),
+            kc = admin.display(),
+        ),
+    )
+    .unwrap();
         let mut options = AgentOptions::new(cfg, d.join("store"), d.join("cache"));
         options.watch.debounce = Duration::from_millis(100);
-        let mut audit = AuditOptions::new(format!("127.0.0.1:{port}").parse().unwrap(), cert, key);
+        let mut audit = AuditOptions::new(
+            format!("127.0.0.1:{}", receiver.port).parse().unwrap(),
+            receiver.cert.clone(),
+            receiver.key.clone(),
+        );
         audit.token_file = Some(d.join("audit-tokens"));
         // The default wait (40 s, past the webhook's 30 s batches): the test waits for the
         // attributions below, which come as soon as the audit events do; a shorter wait recorded
@@ -217,32 +299,62 @@ impl Audited {
             let _ = stop_rx.await;
         }));
 
-        let client = reckon::cluster::client(Some(&admin), None).await.unwrap();
-        let deployments = api_for(&client, "apps/v1", "Deployment", "deployments", Some(&ns));
-        let cms = api_for(&client, "v1", "ConfigMap", "configmaps", Some(&ns));
+        let client = reckon::cluster::client(Some(admin), None).await.unwrap();
+        let deployments = api_for(&client, "apps/v1", "Deployment", "deployments", Some(ns));
+        let cms = api_for(&client, "v1", "ConfigMap", "configmaps", Some(ns));
         eventually("the first sync", Duration::from_secs(60), || async {
             deployments.get_opt("web").await.unwrap().is_some()
                 && cms.get_opt("settings").await.unwrap().is_some()
         })
         .await;
-        Audited {
+        Running {
             stop_tx,
             task,
             deployments,
             cms,
-            url,
-            ca,
-            webhook_token,
-            alice,
-            alice_kc,
-            bob_kc,
-            mallory_kc,
-            ns,
             api_port,
             read_token,
-            _fixture: fixture,
-            dir,
-            cp,
+            fixture,
+        }
+    }
+}
+
+/// The receiver in an agent on the run's shared control plane, after its first sync: enough to
+/// ask whom the receiver lets in (nothing sends it audit events; the webhook is not configured
+/// here). The agent stops when this drops, before the namespace goes.
+pub struct Receiving {
+    pub receiver: Receiver,
+    stop_tx: Option<oneshot::Sender<()>>,
+    _task: tokio::task::JoinHandle<Result<(), AgentError>>,
+    _fixture: Fixture,
+    _dir: tempfile::TempDir,
+    _ns: super::TestNamespace,
+}
+
+impl Receiving {
+    pub async fn start() -> Receiving {
+        reckon::tls::install_crypto_provider();
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let receiver = Receiver::prepare(d);
+        let client = super::client().await;
+        let ns = super::TestNamespace::create(&client, "audit-receiver").await;
+        let running = Running::start(d, &receiver, &super::kubeconfig(), &ns.name).await;
+        Receiving {
+            receiver,
+            stop_tx: Some(running.stop_tx),
+            _task: running.task,
+            _fixture: running.fixture,
+            _dir: dir,
+            _ns: ns,
+        }
+    }
+}
+
+impl Drop for Receiving {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop_tx.take() {
+            let _ = tx.send(());
         }
     }
 }
