@@ -241,12 +241,13 @@ async fn a_status_ahead_of_the_store_records_a_store_gap_and_a_bad_spec_is_refus
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("reckon.yaml"),
-        format!(
-            "apps:\n  - name: taken\n    source:\n      url: {}\n      path: taken\n    \
-             target:\n      kubeconfig: {}\n      namespace: {}\n",
-            fixture.file_url(),
-            support::kubeconfig().display(),
-            ns.name
+        support::one_app_config(
+            "taken",
+            &fixture.file_url(),
+            "taken",
+            None,
+            &support::kubeconfig(),
+            &ns.name,
         ),
     )
     .unwrap();

@@ -134,11 +134,13 @@ impl Run {
         let d = dir.path();
         std::fs::write(
             d.join("reckon.yaml"),
-            format!(
-                "apps:\n  - name: web\n    source:\n      url: {}\n      path: app\n      interval: 1s\n    target:\n      kubeconfig: {}\n      namespace: {}\n",
-                f.file_url(),
-                super::kubeconfig().display(),
-                ns.name
+            super::one_app_config(
+                "web",
+                &f.file_url(),
+                "app",
+                Some("1s"),
+                &super::kubeconfig(),
+                &ns.name,
             ),
         )
         .unwrap();

@@ -267,14 +267,10 @@ impl Running {
         fixture.push().unwrap();
         let cfg = d.join("reckon.yaml");
         std::fs::write(
-        &cfg,
-        format!(
-            "apps:\n  - name: web\n    source:\n      url: {url}\n      path: app\n      interval: 1s\n    target:\n      kubeconfig: {kc}\n      namespace: {ns}\n",
-            url = fixture.file_url(),
-            kc = admin.display(),
-        ),
-    )
-    .unwrap();
+            &cfg,
+            super::one_app_config("web", &fixture.file_url(), "app", Some("1s"), admin, ns),
+        )
+        .unwrap();
         let mut options = AgentOptions::new(cfg, d.join("store"), d.join("cache"));
         options.watch.debounce = Duration::from_millis(100);
         let mut audit = AuditOptions::new(

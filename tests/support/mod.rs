@@ -159,6 +159,24 @@ pub fn events(dir: &std::path::Path) -> Vec<reckon::event::Envelope> {
     events
 }
 
+/// A `reckon.yaml` with one App: `name` following `path` of the repository at `url` (polled every
+/// `interval` when given, else at the default) and applied to namespace `ns` of the cluster
+/// `kubeconfig` reaches.
+pub fn one_app_config(
+    name: &str,
+    url: &str,
+    path: &str,
+    interval: Option<&str>,
+    kubeconfig: &std::path::Path,
+    ns: &str,
+) -> String {
+    let interval = interval.map_or(String::new(), |i| format!("      interval: {i}\n"));
+    format!(
+        "apps:\n  - name: {name}\n    source:\n      url: {url}\n      path: {path}\n{interval}    target:\n      kubeconfig: {kc}\n      namespace: {ns}\n",
+        kc = kubeconfig.display(),
+    )
+}
+
 /// `kubectl` against the test cluster.
 pub fn kubectl() -> std::process::Command {
     let mut c = std::process::Command::new("kubectl");
