@@ -12,7 +12,7 @@
 //! their own, asked of the receiver directly, on the shared control plane.
 
 use crate::support;
-use support::audited::{Audited, Receiving, kubectl, post_status, skipped, token};
+use support::audited::{Audited, Receiving, Running, kubectl, post_status, skipped, token};
 use support::eventually;
 
 use reckon::event::{DriftAttributed, Event};
@@ -58,7 +58,7 @@ async fn only_the_webhooks_credentials_get_in() {
 /// hand.
 async fn alice_and_bob_change_things_by_hand(a: &Audited) {
     let (alice_kc, bob_kc, ns) = (a.alice_kc.clone(), a.bob_kc.clone(), a.ns.clone());
-    let (deployments, cms) = (&a.deployments, &a.cms);
+    let (deployments, cms) = (&a.running.deployments, &a.running.cms);
     kubectl(&alice_kc, &ns, &["scale", "deployment/web", "--replicas=3"]);
     eventually("replicas put back", Duration::from_secs(20), || async {
         deployments.get("web").await.unwrap().data["spec"]["replicas"] == 0
@@ -119,7 +119,11 @@ async fn alice_and_bob_change_things_by_hand(a: &Audited) {
 /// Every attribution is recorded once its writes arrived (1 s batches) or its wait is over;
 /// under load that takes longer, so wait for what the assertions below expect to be there.
 async fn every_change_is_attributed_while_the_agent_runs(a: &Audited) {
-    let (ns, api_port, read_token) = (a.ns.clone(), a.api_port, a.read_token.clone());
+    let (ns, api_port, read_token) = (
+        a.ns.clone(),
+        a.running.api_port,
+        a.running.read_token.clone(),
+    );
     let http = reqwest::Client::new();
     let attributed = |user: &'static str| {
         let (http, token) = (http.clone(), read_token.clone());
@@ -174,8 +178,7 @@ async fn the_agent_stops_and_blame_and_history_name_the_people(
     a: Audited,
 ) -> (Vec<reckon::event::Envelope>, ControlPlane) {
     let Audited {
-        stop_tx,
-        task,
+        running: Running { stop_tx, task, .. },
         ns,
         dir,
         cp,

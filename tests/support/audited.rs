@@ -66,23 +66,14 @@ pub fn deploy_file(name: &str) -> PathBuf {
 /// namespace, and the agent (audit receiver and API on) after its first sync of a ConfigMap and a
 /// Deployment. Fields drop in order: the control plane last.
 pub struct Audited {
-    pub stop_tx: oneshot::Sender<()>,
-    pub task: tokio::task::JoinHandle<Result<(), AgentError>>,
-    pub deployments: kube::Api<kube::api::DynamicObject>,
-    pub cms: kube::Api<kube::api::DynamicObject>,
-    /// The receiver's URL, its CA and the token the webhook kubeconfig carries.
-    pub url: String,
-    pub ca: TestCa,
-    pub webhook_token: String,
+    /// The agent, its receiver and API on.
+    pub running: Running,
+    pub receiver: Receiver,
     /// The kubeconfigs that act as each user.
     pub alice_kc: PathBuf,
     pub bob_kc: PathBuf,
     pub mallory_kc: PathBuf,
     pub ns: String,
-    /// The agent's API (read token): only to watch the attributions arrive.
-    pub api_port: u16,
-    pub read_token: String,
-    pub _fixture: Fixture,
     pub dir: tempfile::TempDir,
     pub cp: ControlPlane,
 }
@@ -169,36 +160,13 @@ impl Audited {
         );
 
         let running = Running::start(d, &receiver, &admin, &ns).await;
-        let Running {
-            stop_tx,
-            task,
-            deployments,
-            cms,
-            api_port,
-            read_token,
-            fixture,
-        } = running;
-        let Receiver {
-            url,
-            ca,
-            webhook_token,
-            ..
-        } = receiver;
         Audited {
-            stop_tx,
-            task,
-            deployments,
-            cms,
-            url,
-            ca,
-            webhook_token,
+            running,
+            receiver,
             alice_kc,
             bob_kc,
             mallory_kc,
             ns,
-            api_port,
-            read_token,
-            _fixture: fixture,
             dir,
             cp,
         }
