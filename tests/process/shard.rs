@@ -9,7 +9,7 @@
 //!
 //! One test per step, each on a fleet of its own (`support::fleet`): nextest runs every test in
 //! a process of its own, so a running fleet cannot be shared, and starting one (two processes,
-//! five one-object Apps) takes a few seconds. The state a step starts from is reached by the
+//! five one-object Apps) takes about a second. The state a step starts from is reached by the
 //! builder (every owned App Ready, the history window) or by the test itself (an App moved to
 //! the other shard with a new commit, a shard stopped); the steps that watch a move happen
 //! (following the fleet, live streams) open what they watch before they move the App.
