@@ -75,40 +75,45 @@ fn reckon(dir: &Path) -> Command {
 /// `kubectl wait --for=condition=Available` on every Deployment in `namespace`, timed: with
 /// `kubectl_apply` before it, kubectl's time to production when Pods must become Ready.
 fn kubectl_wait_available(namespace: &str) -> Duration {
-    let started = Instant::now();
-    let out = kubectl()
-        .args([
+    kubectl_timed(
+        "kubectl wait",
+        [
             "wait",
             "--for=condition=Available",
             "deployment",
             "--all",
             "-n",
             namespace,
-        ])
-        .args(["--timeout=900s"])
-        .output()
-        .expect("running kubectl wait");
-    let elapsed = started.elapsed();
-    assert!(
-        out.status.success(),
-        "kubectl wait: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    elapsed
+            "--timeout=900s",
+        ],
+    )
 }
 
 /// `kubectl apply --server-side -R -f dir -n namespace`, timed.
 fn kubectl_apply(dir: &Path, namespace: &str) -> Duration {
+    let args = ["apply", "--server-side", "-R", "-n", namespace, "-f"];
+    kubectl_timed(
+        "kubectl apply",
+        args.iter()
+            .map(std::ffi::OsStr::new)
+            .chain([dir.as_os_str()]),
+    )
+}
+
+/// kubectl with `args`, timed; `what` names it when it cannot run or fails.
+fn kubectl_timed<S: AsRef<std::ffi::OsStr>>(
+    what: &str,
+    args: impl IntoIterator<Item = S>,
+) -> Duration {
     let started = Instant::now();
     let out = kubectl()
-        .args(["apply", "--server-side", "-R", "-n", namespace, "-f"])
-        .arg(dir)
+        .args(args)
         .output()
-        .expect("running kubectl (is it on PATH?)");
+        .unwrap_or_else(|e| panic!("running {what} (is kubectl on PATH?): {e}"));
     let elapsed = started.elapsed();
     assert!(
         out.status.success(),
-        "kubectl apply: {}",
+        "{what}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     elapsed

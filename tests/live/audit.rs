@@ -5,276 +5,30 @@
 //! patches a ConfigMap, alice deletes it, bob creates a ConfigMap by hand — and each change is
 //! recorded with the right person; a request without the webhook's credentials is refused.
 //!
-//! This test cannot use the run's shared control plane (`RECKON_TEST_KUBECONFIG`): the audit
-//! webhook is an API server flag, so it starts one with the flags.
+//! These tests cannot use the run's shared control plane (`RECKON_TEST_KUBECONFIG`): the audit
+//! webhook is an API server flag, so the attribution test starts one with the flags
+//! (`support::audited`): the changes by hand and everything found attributed after them are one
+//! test (each step reads what the changes produced). The receiver's credentials are a test of
+//! their own, asked of the receiver directly, on the shared control plane.
 
 use crate::support;
+use support::audited::{Audited, Receiving, Running, kubectl, post_status, skipped, token};
 use support::eventually;
 
-use reckon::agent::{self, AgentError, AgentOptions};
-use reckon::audit::AuditOptions;
 use reckon::event::{DriftAttributed, Event};
 use reckon::store::{EventStore, OpenOptions, SledStore};
-use reckon_testenv::control_plane::{AuditWebhook, ControlPlane, StartOptions, kubeconfig_yaml};
-use reckon_testenv::git::{Fixture, TestCa};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use reckon_testenv::control_plane::ControlPlane;
 use std::time::{Duration, Instant};
-use support::sync::api_for;
-use tokio::sync::oneshot;
 
-const CONFIGMAP: &str =
-    "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  color: blue\n";
-const DEPLOYMENT: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: 0\n  selector:\n    matchLabels:\n      app: web\n  template:\n    metadata:\n      labels:\n        app: web\n    spec:\n      containers:\n        - name: web\n          image: nginx:1.25\n";
-
-fn token() -> String {
-    format!(
-        "{}{}{}",
-        support::suffix(),
-        support::suffix(),
-        support::suffix()
-    )
-}
-
-fn kubectl(kubeconfig: &Path, ns: &str, args: &[&str]) {
-    let out = Command::new("kubectl")
-        .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .args(["-n", ns])
-        .args(args)
-        .output()
-        .expect("kubectl");
-    assert!(
-        out.status.success(),
-        "kubectl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// POSTs an empty EventList to the receiver with curl; the HTTP status.
-fn post_status(url: &str, ca: &Path, token: Option<&str>) -> String {
-    let mut c = Command::new("curl");
-    c.args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
-        .arg(ca)
-        .args(["-X", "POST", "-H", "Content-Type: application/json"])
-        .args([
-            "-d",
-            r#"{"kind":"EventList","apiVersion":"audit.k8s.io/v1","items":[]}"#,
-        ]);
-    if let Some(t) = token {
-        c.args(["-H", &format!("Authorization: Bearer {t}")]);
-    }
-    let out = c.arg(url).output().expect("curl");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn deploy_file(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("deploy/audit")
-        .join(name)
-}
-
-/// A control plane with the audit webhook, two token users (alice, bob) allowed to edit in one
-/// namespace, and the agent (audit receiver and API on) after its first sync of a ConfigMap and a
-/// Deployment. Fields drop in order: the control plane last.
-struct Audited {
-    stop_tx: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<Result<(), AgentError>>,
-    deployments: kube::Api<kube::api::DynamicObject>,
-    cms: kube::Api<kube::api::DynamicObject>,
-    /// The receiver's URL, its CA and the token the webhook kubeconfig carries.
-    url: String,
-    ca: TestCa,
-    webhook_token: String,
-    /// alice's token and the kubeconfigs that act as each user.
-    alice: String,
-    alice_kc: PathBuf,
-    bob_kc: PathBuf,
-    mallory_kc: PathBuf,
-    ns: String,
-    /// The agent's API (read token): only to watch the attributions arrive.
-    api_port: u16,
-    read_token: String,
-    _fixture: Fixture,
-    dir: tempfile::TempDir,
-    cp: ControlPlane,
-}
-
-impl Audited {
-    async fn start() -> Audited {
-        reckon::tls::install_crypto_provider();
-        let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
-
-        // The receiver: a serving certificate from a throwaway CA, a port chosen before the API
-        // server starts, and the token the webhook kubeconfig carries.
-        let ca = TestCa::generate().unwrap();
-        let (cert, key) = ca.server_pem_files().unwrap();
-        let port = reckon_testenv::ports::free_ports(1).unwrap()[0];
-        let url = format!("https://127.0.0.1:{port}/audit/v1/events");
-        let webhook_token = token();
-        std::fs::write(
-            d.join("audit-tokens"),
-            format!("apiserver {webhook_token}\n"),
-        )
-        .unwrap();
-        let template = std::fs::read_to_string(deploy_file("webhook-kubeconfig.yaml")).unwrap();
-        let webhook = template
-            .replace("${RECKON_AUDIT_URL}", &url)
-            .replace(
-                "${RECKON_AUDIT_CA}",
-                &ca.bundle_path().display().to_string(),
-            )
-            .replace("${RECKON_AUDIT_TOKEN}", &webhook_token);
-        std::fs::write(d.join("webhook.yaml"), webhook).unwrap();
-
-        let (alice, bob, mallory) = (token(), token(), token());
-        let cp = ControlPlane::start_with(&StartOptions {
-            extra_tokens: vec![
-                format!("{alice},alice,2001"),
-                format!("{bob},bob,2002"),
-                format!("{mallory},mallory,2003"),
-            ],
-            audit: Some(AuditWebhook {
-                policy: deploy_file("policy.yaml"),
-                kubeconfig: d.join("webhook.yaml"),
-            }),
-            ..StartOptions::default()
-        })
-        .unwrap();
-        let api_ca = cp.dir().join("certs/apiserver.crt");
-        let as_user = |name: &str, token: &str| {
-            let path = d.join(format!("{name}.kubeconfig"));
-            std::fs::write(&path, kubeconfig_yaml(cp.server(), token, &api_ca)).unwrap();
-            path
-        };
-        let (alice_kc, bob_kc) = (as_user("alice", &alice), as_user("bob", &bob));
-        let mallory_kc = as_user("mallory", &mallory);
-        let admin = cp.kubeconfig().to_path_buf();
-
-        let ns = format!("reckon-test-audit-{}", support::suffix());
-        let out = Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(&admin)
-            .args(["create", "namespace", &ns])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        // An explicit Role: the built-in `edit` is filled in by the controller manager's
-        // aggregation controller, which may not have run yet on a fresh control plane.
-        kubectl(
-            &admin,
-            &ns,
-            &[
-                "create",
-                "role",
-                "editor",
-                "--verb=get,list,watch,create,update,patch,delete",
-                "--resource=deployments.apps,deployments.apps/scale,configmaps",
-            ],
-        );
-        kubectl(
-            &admin,
-            &ns,
-            &[
-                "create",
-                "rolebinding",
-                "editors",
-                "--role=editor",
-                "--user=alice",
-                "--user=bob",
-                "--user=mallory",
-            ],
-        );
-
-        let fixture = Fixture::new().unwrap();
-        fixture
-            .commit("Add")
-            .write("app/cm.yaml", CONFIGMAP)
-            .write("app/deploy.yaml", DEPLOYMENT)
-            .create()
-            .unwrap();
-        fixture.push().unwrap();
-        let cfg = d.join("reckon.yaml");
-        std::fs::write(
-            &cfg,
-            format!(
-                "apps:\n  - name: web\n    source:\n      url: {url}\n      path: app\n      interval: 1s\n    target:\n      kubeconfig: {kc}\n      namespace: {ns}\n",
-                url = fixture.file_url(),
-                kc = admin.display(),
-            ),
-        )
-        .unwrap();
-        let mut options = AgentOptions::new(cfg, d.join("store"), d.join("cache"));
-        options.watch.debounce = Duration::from_millis(100);
-        let mut audit = AuditOptions::new(format!("127.0.0.1:{port}").parse().unwrap(), cert, key);
-        audit.token_file = Some(d.join("audit-tokens"));
-        // The default wait (40 s, past the webhook's 30 s batches): the test waits for the
-        // attributions below, which come as soon as the audit events do; a shorter wait recorded
-        // drifts unattributed when a loaded API server delivered its batches late.
-        options.audit = Some(audit);
-        // The API, only to watch the attributions arrive (their waits and batches vary with load).
-        let api_port = reckon_testenv::ports::free_ports(1).unwrap()[0];
-        options.listen = Some(format!("127.0.0.1:{api_port}").parse().unwrap());
-        let read_token = token();
-        let mut tokens = reckon::api::auth::Tokens::default();
-        tokens.add(&read_token, None, reckon::api::auth::Role::Read);
-        options.api_tokens = std::sync::Arc::new(tokens);
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(agent::run(options, async move {
-            let _ = stop_rx.await;
-        }));
-
-        let client = reckon::cluster::client(Some(&admin), None).await.unwrap();
-        let deployments = api_for(&client, "apps/v1", "Deployment", "deployments", Some(&ns));
-        let cms = api_for(&client, "v1", "ConfigMap", "configmaps", Some(&ns));
-        eventually("the first sync", Duration::from_secs(60), || async {
-            deployments.get_opt("web").await.unwrap().is_some()
-                && cms.get_opt("settings").await.unwrap().is_some()
-        })
-        .await;
-        Audited {
-            stop_tx,
-            task,
-            deployments,
-            cms,
-            url,
-            ca,
-            webhook_token,
-            alice,
-            alice_kc,
-            bob_kc,
-            mallory_kc,
-            ns,
-            api_port,
-            read_token,
-            _fixture: fixture,
-            dir,
-            cp,
-        }
-    }
-}
-
-/// One test over one control plane, step by step: each step a function below. The changes by
-/// hand are what the later steps find attributed, so they run in this order in one process
-/// rather than as tests of their own (each would start a control plane).
+/// The changes by hand, then what each of the later steps finds attributed: one test, since
+/// every step reads what the changes produced, and another would start a control plane of its
+/// own and make them again (audit tests run alone: `.config/nextest.toml`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_manual_change_is_attributed_to_the_person_who_made_it() {
-    // The audit webhook is an API server flag: this test needs the local control plane's
-    // binaries even when the run uses your cluster. It fails with the reason when they are
-    // missing (a skipped attribution test would be a lie), unless explicitly opted out.
-    if reckon_testenv::control_plane::Binaries::locate().is_err()
-        && std::env::var_os("RECKON_SKIP_AUDIT_LIVE_TEST").is_some()
-    {
-        eprintln!("SKIPPED (RECKON_SKIP_AUDIT_LIVE_TEST): no local control plane binaries");
+    if skipped() {
         return;
     }
     let audited = Audited::start().await;
-    only_the_webhooks_credentials_get_in(&audited);
     alice_and_bob_change_things_by_hand(&audited).await;
     every_change_is_attributed_while_the_agent_runs(&audited).await;
     let (events, cp) = the_agent_stops_and_blame_and_history_name_the_people(audited).await;
@@ -282,9 +36,14 @@ async fn each_manual_change_is_attributed_to_the_person_who_made_it() {
     drop(cp);
 }
 
-/// Only the webhook's credentials get in.
-fn only_the_webhooks_credentials_get_in(a: &Audited) {
-    let (url, alice, webhook_token) = (a.url.clone(), a.alice.clone(), a.webhook_token.clone());
+/// Only the webhook's credentials get in: not another token (alice's), not an anonymous sender.
+/// The receiver is asked directly, so its agent runs on the run's shared control plane: the
+/// webhook, which needs a control plane of its own, is not what this checks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_webhooks_credentials_get_in() {
+    let Receiving { receiver: a, .. } = &Receiving::start().await;
+    let alice = token();
+    let (url, webhook_token) = (a.url.clone(), a.webhook_token.clone());
     let ca = &a.ca;
     assert_eq!(post_status(&url, &ca.bundle_path(), None), "401");
     assert_eq!(post_status(&url, &ca.bundle_path(), Some(&alice)), "401");
@@ -299,7 +58,7 @@ fn only_the_webhooks_credentials_get_in(a: &Audited) {
 /// hand.
 async fn alice_and_bob_change_things_by_hand(a: &Audited) {
     let (alice_kc, bob_kc, ns) = (a.alice_kc.clone(), a.bob_kc.clone(), a.ns.clone());
-    let (deployments, cms) = (&a.deployments, &a.cms);
+    let (deployments, cms) = (&a.running.deployments, &a.running.cms);
     kubectl(&alice_kc, &ns, &["scale", "deployment/web", "--replicas=3"]);
     eventually("replicas put back", Duration::from_secs(20), || async {
         deployments.get("web").await.unwrap().data["spec"]["replicas"] == 0
@@ -360,7 +119,11 @@ async fn alice_and_bob_change_things_by_hand(a: &Audited) {
 /// Every attribution is recorded once its writes arrived (1 s batches) or its wait is over;
 /// under load that takes longer, so wait for what the assertions below expect to be there.
 async fn every_change_is_attributed_while_the_agent_runs(a: &Audited) {
-    let (ns, api_port, read_token) = (a.ns.clone(), a.api_port, a.read_token.clone());
+    let (ns, api_port, read_token) = (
+        a.ns.clone(),
+        a.running.api_port,
+        a.running.read_token.clone(),
+    );
     let http = reqwest::Client::new();
     let attributed = |user: &'static str| {
         let (http, token) = (http.clone(), read_token.clone());
@@ -415,8 +178,7 @@ async fn the_agent_stops_and_blame_and_history_name_the_people(
     a: Audited,
 ) -> (Vec<reckon::event::Envelope>, ControlPlane) {
     let Audited {
-        stop_tx,
-        task,
+        running: Running { stop_tx, task, .. },
         ns,
         dir,
         cp,

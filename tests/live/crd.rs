@@ -14,7 +14,9 @@ use reckon::event::{Envelope, Event};
 use reckon_testenv::git::Fixture;
 use std::time::{Duration, Instant};
 use support::TestNamespace;
-use support::crd::{ObjectAgent, app_object, condition, install_app_crd, until};
+use support::crd::{
+    AppObjects, ObjectAgent, app_object, condition, install_app_crd, until, until_ready,
+};
 
 const SETTINGS: &str =
     "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  color: blue\n";
@@ -23,22 +25,22 @@ const OTHER: &str =
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_app_object_is_synced_edited_and_deleted_with_its_status_kept() {
-    let client = support::client().await;
-    install_app_crd(&client).await;
-    let ns = TestNamespace::create(&client, "crd").await;
-    let fixture = Fixture::new().unwrap();
-    let sha = fixture
-        .commit("Two directories")
-        .write("web/settings.yaml", SETTINGS)
-        .write("other/other.yaml", OTHER)
-        .create()
-        .unwrap();
-    fixture.push().unwrap();
+    let AppObjects {
+        ns,
+        fixture,
+        sha,
+        apps,
+        cms,
+        ..
+    } = AppObjects::new(
+        "crd",
+        "Two directories",
+        &[("web/settings.yaml", SETTINGS), ("other/other.yaml", OTHER)],
+    )
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let agent = ObjectAgent::start(dir.path(), &ns.name, Default::default());
 
-    let apps: Api<App> = Api::namespaced(client.clone(), &ns.name);
-    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client.clone(), &ns.name);
     apps.create(
         &PostParams::default(),
         &app_object("web", &fixture.file_url(), "web"),
@@ -48,11 +50,7 @@ async fn an_app_object_is_synced_edited_and_deleted_with_its_status_kept() {
 
     // Synced: the object exists in the App object's namespace (the default target), and the
     // status says Ready at the commit, following Git, with the App's last event.
-    let ready = until("web Ready", Duration::from_secs(60), || async {
-        let app = apps.get("web").await.unwrap();
-        (condition(&app, "Ready")?.status == "True").then_some(app)
-    })
-    .await;
+    let ready = until_ready(&apps, "web").await;
     assert!(cms.get_opt("settings").await.unwrap().is_some());
     let status = ready.status.clone().unwrap();
     assert_eq!(status.applied_revision.as_deref(), Some(sha.as_str()));
@@ -195,23 +193,22 @@ async fn an_app_object_is_synced_edited_and_deleted_with_its_status_kept() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_status_ahead_of_the_store_records_a_store_gap_and_a_bad_spec_is_refused() {
-    let client = support::client().await;
-    install_app_crd(&client).await;
-    let ns = TestNamespace::create(&client, "crd-gap").await;
-    let fixture = Fixture::new().unwrap();
-    fixture
-        .commit("Settings")
-        .write("web/settings.yaml", SETTINGS)
-        // The file's App has objects of its own, and so has the App object of the same name.
-        .write("taken/other.yaml", OTHER)
-        .write(
-            "taken-object/object.yaml",
-            OTHER.replace("other", "object-taken"),
-        )
-        .create()
-        .unwrap();
-    fixture.push().unwrap();
-    let apps: Api<App> = Api::namespaced(client.clone(), &ns.name);
+    let AppObjects {
+        ns, fixture, apps, ..
+    } = AppObjects::new(
+        "crd-gap",
+        "Settings",
+        &[
+            ("web/settings.yaml", SETTINGS),
+            // The file's App has objects of its own, and so has the App object of the same name.
+            ("taken/other.yaml", OTHER),
+            (
+                "taken-object/object.yaml",
+                &OTHER.replace("other", "object-taken"),
+            ),
+        ],
+    )
+    .await;
 
     // An App whose status says its last event was 1,000,000: a store that had it is gone.
     apps.create(
@@ -244,12 +241,13 @@ async fn a_status_ahead_of_the_store_records_a_store_gap_and_a_bad_spec_is_refus
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("reckon.yaml"),
-        format!(
-            "apps:\n  - name: taken\n    source:\n      url: {}\n      path: taken\n    \
-             target:\n      kubeconfig: {}\n      namespace: {}\n",
-            fixture.file_url(),
-            support::kubeconfig().display(),
-            ns.name
+        support::one_app_config(
+            "taken",
+            &fixture.file_url(),
+            "taken",
+            None,
+            &support::kubeconfig(),
+            &ns.name,
         ),
     )
     .unwrap();
@@ -283,15 +281,7 @@ async fn a_status_ahead_of_the_store_records_a_store_gap_and_a_bad_spec_is_refus
     assert!(message.starts_with("spec.source.interval:"), "{message}");
     assert_eq!(condition(&refused, "Ready").unwrap().status, "False");
 
-    let beside = until(
-        "the object taken Ready",
-        Duration::from_secs(60),
-        || async {
-            let app = apps.get("taken").await.unwrap();
-            (condition(&app, "Ready")?.status == "True").then_some(app)
-        },
-    )
-    .await;
+    let beside = until_ready(&apps, "taken").await;
     let taken = reckon::model::identity::of_object(&ns.name, "taken");
     assert_eq!(
         beside.status.as_ref().unwrap().identity.as_deref(),
@@ -446,19 +436,11 @@ async fn many_app_objects_reach_ready_with_few_status_writes() {
 /// refused without the secret reaching the App's status.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_app_object_may_not_read_the_agents_disk_or_carry_credentials_in_its_url() {
-    let client = support::client().await;
-    install_app_crd(&client).await;
-    let ns = TestNamespace::create(&client, "crd-src").await;
-    let fixture = Fixture::new().unwrap();
-    fixture
-        .commit("Settings")
-        .write("web/settings.yaml", SETTINGS)
-        .create()
-        .unwrap();
-    fixture.push().unwrap();
+    let AppObjects {
+        ns, fixture, apps, ..
+    } = AppObjects::new("crd-src", "Settings", &[("web/settings.yaml", SETTINGS)]).await;
     let dir = tempfile::tempdir().unwrap();
     let agent = ObjectAgent::start(dir.path(), &ns.name, Default::default());
-    let apps: Api<App> = Api::namespaced(client.clone(), &ns.name);
 
     // Team A's App: its repository is mirrored in the agent's cache.
     apps.create(
@@ -467,11 +449,7 @@ async fn an_app_object_may_not_read_the_agents_disk_or_carry_credentials_in_its_
     )
     .await
     .unwrap();
-    until("team-a Ready", Duration::from_secs(60), || async {
-        let app = apps.get("team-a").await.unwrap();
-        (condition(&app, "Ready")?.status == "True").then_some(())
-    })
-    .await;
+    until_ready(&apps, "team-a").await;
     let mirror =
         reckon::source::mirror::cache_dir_for(&dir.path().join("cache"), &fixture.file_url(), "");
     assert!(mirror.exists(), "{}", mirror.display());
@@ -565,13 +543,6 @@ async fn an_app_object_of_another_namespace_with_the_same_name_is_a_new_app() {
         allow_cross_namespace_targets: true,
         ..ObjectRules::default()
     };
-    let ready = |apps: Api<App>| async move {
-        until("web Ready", Duration::from_secs(60), || async {
-            let app = apps.get("web").await.unwrap();
-            (condition(&app, "Ready")?.status == "True").then_some(app)
-        })
-        .await
-    };
 
     // A's App runs, then its object is deleted (its ConfigMap stays, as after any deletion).
     let a_apps: Api<App> = Api::namespaced(client.clone(), &a.name);
@@ -583,7 +554,7 @@ async fn an_app_object_of_another_namespace_with_the_same_name_is_a_new_app() {
         )
         .await
         .unwrap();
-    ready(a_apps.clone()).await;
+    until_ready(&a_apps, "web").await;
     agent.stop().await;
     a_apps
         .delete("web", &DeleteParams::default())
@@ -604,7 +575,7 @@ async fn an_app_object_of_another_namespace_with_the_same_name_is_a_new_app() {
         )
         .await
         .unwrap();
-    ready(b_apps.clone()).await;
+    until_ready(&b_apps, "web").await;
     // A pass that prunes has done so before Ready; give a second pass the chance too.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let events = agent.stop().await;
@@ -661,36 +632,31 @@ async fn an_app_object_of_another_namespace_with_the_same_name_is_a_new_app() {
 /// applied and no longer names; what it names again it adopts, as anything it did not create.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_app_object_created_again_after_its_deletion_is_a_new_app() {
-    let client = support::client().await;
-    install_app_crd(&client).await;
-    let ns = TestNamespace::create(&client, "again").await;
-    let fixture = Fixture::new().unwrap();
-    fixture
-        .commit("Two directories")
-        .write("first/settings.yaml", SETTINGS)
-        .write("first/other.yaml", OTHER)
-        .write("second/other.yaml", OTHER)
-        .create()
-        .unwrap();
-    fixture.push().unwrap();
+    let AppObjects {
+        ns,
+        fixture,
+        apps,
+        cms,
+        ..
+    } = AppObjects::new(
+        "again",
+        "Two directories",
+        &[
+            ("first/settings.yaml", SETTINGS),
+            ("first/other.yaml", OTHER),
+            ("second/other.yaml", OTHER),
+        ],
+    )
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let agent = ObjectAgent::start(dir.path(), &ns.name, Default::default());
-    let apps: Api<App> = Api::namespaced(client.clone(), &ns.name);
-    let cms: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client.clone(), &ns.name);
-    let ready = || async {
-        until("web Ready", Duration::from_secs(60), || async {
-            let app = apps.get_opt("web").await.unwrap()?;
-            (condition(&app, "Ready")?.status == "True").then_some(app)
-        })
-        .await
-    };
     apps.create(
         &PostParams::default(),
         &app_object("web", &fixture.file_url(), "first"),
     )
     .await
     .unwrap();
-    ready().await;
+    until_ready(&apps, "web").await;
     apps.delete("web", &DeleteParams::default()).await.unwrap();
     until("the App object gone", Duration::from_secs(30), || async {
         apps.get_opt("web").await.unwrap().is_none().then_some(())
@@ -704,7 +670,7 @@ async fn an_app_object_created_again_after_its_deletion_is_a_new_app() {
     )
     .await
     .unwrap();
-    ready().await;
+    until_ready(&apps, "web").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let events = agent.stop().await;
 
@@ -753,16 +719,9 @@ async fn an_app_object_created_again_after_its_deletion_is_a_new_app() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_checkpoints_its_head_to_a_file_and_the_app_status() {
     use reckon::store::checkpoint::{self, Checkpoint, Signer};
-    let client = support::client().await;
-    install_app_crd(&client).await;
-    let ns = TestNamespace::create(&client, "crd-cp").await;
-    let fixture = Fixture::new().unwrap();
-    fixture
-        .commit("Settings")
-        .write("web/settings.yaml", SETTINGS)
-        .create()
-        .unwrap();
-    fixture.push().unwrap();
+    let AppObjects {
+        ns, fixture, apps, ..
+    } = AppObjects::new("crd-cp", "Settings", &[("web/settings.yaml", SETTINGS)]).await;
     let dir = tempfile::tempdir().unwrap();
     let outside = tempfile::tempdir().unwrap();
     let key = outside.path().join("keys/checkpoint.key");
@@ -778,7 +737,6 @@ async fn the_agent_checkpoints_its_head_to_a_file_and_the_app_status() {
         }
     };
     let agent = ObjectAgent::start_with(dir.path(), &ns.name, Default::default(), options);
-    let apps: Api<App> = Api::namespaced(client.clone(), &ns.name);
     apps.create(
         &PostParams::default(),
         &app_object("web", &fixture.file_url(), "web"),

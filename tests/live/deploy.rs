@@ -16,7 +16,7 @@ use crate::support;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Service, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role};
-use kube::api::{Api, DeleteParams};
+use kube::api::Api;
 use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
@@ -333,25 +333,49 @@ fn deploy_renders_both_modes_with_a_hardened_statefulset() {
     );
 }
 
-/// Deletes the cluster-wide objects a test applied, also when it fails.
-struct ClusterScoped(kube::Client);
+/// One mode of `deploy/` applied into a namespace of the test's own (through [`overlay`], a
+/// server-side dry run first). On drop, also when the test fails: the StatefulSet goes first so
+/// the namespace empties quickly, then the mode's cluster-wide objects, then the namespace.
+struct Deployed {
+    client: kube::Client,
+    /// The mode's ClusterRoles and ClusterRoleBindings, by name.
+    cluster_scoped: &'static [&'static str],
+    dir: Option<tempfile::TempDir>,
+    ns: TestNamespace,
+}
 
-impl Drop for ClusterScoped {
+impl Deployed {
+    async fn apply(mode: &str, prefix: &str, cluster_scoped: &'static [&'static str]) -> Deployed {
+        let client = support::client().await;
+        let ns = TestNamespace::create(&client, prefix).await;
+        // Made before the apply, so that a failed one is cleaned up too.
+        let mut deployed = Deployed {
+            client,
+            cluster_scoped,
+            dir: None,
+            ns,
+        };
+        let dir = overlay(mode, &deployed.ns.name);
+        dry_run_then_apply(&render(dir.path()), dir.path());
+        deployed.dir = Some(dir);
+        deployed
+    }
+}
+
+impl Drop for Deployed {
     fn drop(&mut self) {
-        for args in [
-            [
-                "delete",
-                "clusterrolebinding",
-                "reckon-apps",
-                "reckon-manager",
-            ],
-            ["delete", "clusterrole", "reckon-apps", "reckon-manager"],
-        ] {
-            let mut a = args.to_vec();
+        let ns = self.ns.name.as_str();
+        let sts = ["-n", ns, "delete", "statefulset", "reckon", "--wait=false"];
+        let _ = kubectl(&[&sts[..], &["--ignore-not-found"]].concat());
+        if self.cluster_scoped.is_empty() {
+            return;
+        }
+        for kind in ["clusterrolebinding", "clusterrole"] {
+            let mut a = vec!["delete", kind];
+            a.extend(self.cluster_scoped);
             a.push("--ignore-not-found");
             let _ = kubectl(&a);
         }
-        let _ = &self.0;
     }
 }
 
@@ -360,12 +384,8 @@ async fn cluster_wide_mode_applies_and_its_rbac_allows_what_the_agent_needs_only
     if !have_kubectl() {
         return;
     }
-    let client = support::client().await;
-    let ns = TestNamespace::create(&client, "deploy").await;
-    let _cleanup = ClusterScoped(client.clone());
-    let dir = overlay(".", &ns.name);
-    let rendered = render(dir.path());
-    dry_run_then_apply(&rendered, dir.path());
+    let deployed = Deployed::apply(".", "deploy", &["reckon-apps", "reckon-manager"]).await;
+    let (client, ns) = (&deployed.client, &deployed.ns);
 
     // Read back.
     let sts: Api<StatefulSet> = Api::namespaced(client.clone(), &ns.name);
@@ -439,8 +459,6 @@ async fn cluster_wide_mode_applies_and_its_rbac_allows_what_the_agent_needs_only
     assert!(!can(n, &["delete", "nodes"]));
     assert!(!can(n, &["create", "pods", "-n", "default"]));
     lease_rbac(n);
-
-    let _ = sts_delete(&client, n).await;
 }
 
 /// The Lease (both modes): every verb the agent uses on Leases in its own namespace, none
@@ -466,24 +484,13 @@ fn lease_rbac(n: &str) {
     assert!(!can(n, &["delete", "leases.coordination.k8s.io", "-n", n]));
 }
 
-/// Deletes the StatefulSet first so its namespace empties quickly.
-async fn sts_delete(client: &kube::Client, ns: &str) -> Result<(), kube::Error> {
-    let api: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
-    api.delete("reckon", &DeleteParams::default())
-        .await
-        .map(|_| ())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn namespaced_mode_applies_and_its_rbac_ends_at_the_namespace() {
     if !have_kubectl() {
         return;
     }
-    let client = support::client().await;
-    let ns = TestNamespace::create(&client, "deploy-ns").await;
-    let dir = overlay("namespaced", &ns.name);
-    let rendered = render(dir.path());
-    dry_run_then_apply(&rendered, dir.path());
+    let deployed = Deployed::apply("namespaced", "deploy-ns", &[]).await;
+    let (client, ns) = (&deployed.client, &deployed.ns);
 
     let roles: Api<Role> = Api::namespaced(client.clone(), &ns.name);
     roles.get("reckon-apps").await.unwrap();
@@ -514,23 +521,6 @@ async fn namespaced_mode_applies_and_its_rbac_ends_at_the_namespace() {
     ));
     assert!(!can(n, &["create", "pods", "--subresource=exec", "-n", n]));
     lease_rbac(n);
-
-    let _ = sts_delete(&client, n).await;
-}
-
-/// Deletes the least-privilege mode's cluster-wide objects, also when the test fails.
-struct LeastPrivilegeScoped;
-
-impl Drop for LeastPrivilegeScoped {
-    fn drop(&mut self) {
-        let names = ["reckon-lp-apps", "reckon-lp-impersonate", "reckon-lp-view"];
-        for kind in ["clusterrolebinding", "clusterrole"] {
-            let mut a = vec!["delete", kind];
-            a.extend(names);
-            a.push("--ignore-not-found");
-            let _ = kubectl(&a);
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -599,11 +589,13 @@ async fn least_privilege_mode_reads_impersonates_and_writes_nothing_else() {
     find(&tenant, "RoleBinding", "reckon-app");
 
     // Applied: what the agent's ServiceAccount may do, asked of the API server.
-    let client = support::client().await;
-    let ns = TestNamespace::create(&client, "deploy-lp").await;
-    let _cleanup = LeastPrivilegeScoped;
-    let dir = overlay("least-privilege", &ns.name);
-    dry_run_then_apply(&render(dir.path()), dir.path());
+    let deployed = Deployed::apply(
+        "least-privilege",
+        "deploy-lp",
+        &["reckon-lp-apps", "reckon-lp-impersonate", "reckon-lp-view"],
+    )
+    .await;
+    let ns = &deployed.ns;
     let n = ns.name.as_str();
     assert!(can(n, &["watch", "apps.reckon.dev", "--all-namespaces"]));
     assert!(can(
@@ -637,6 +629,4 @@ async fn least_privilege_mode_reads_impersonates_and_writes_nothing_else() {
         &["create", "clusterrolebindings.rbac.authorization.k8s.io"]
     ));
     lease_rbac(n);
-
-    let _ = sts_delete(&client, n).await;
 }

@@ -24,10 +24,7 @@ fn reckon(dir: &Path) -> Command {
 fn write_config(dir: &Path, url: &str, ns: &str) {
     std::fs::write(
         dir.join("reckon.yaml"),
-        format!(
-            "apps:\n  - name: many\n    source:\n      url: {url}\n      path: app\n      interval: 1s\n    target:\n      kubeconfig: {}\n      namespace: {ns}\n",
-            support::kubeconfig().display()
-        ),
+        support::one_app_config("many", url, "app", Some("1s"), &support::kubeconfig(), ns),
     )
     .unwrap();
 }

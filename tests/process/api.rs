@@ -6,65 +6,21 @@
 //! `reckon rollback --server`) pins the App and the agent applies it across a pruned object;
 //! a new commit is observed but not applied while pinned, also after an agent restart; resume
 //! follows Git again; and the CLI's `--server` answers equal its local answers on the same log.
+//!
+//! One test per step, each on an agent of its own (`support::api_agent::Run`): a running agent
+//! cannot be shared between tests, which nextest runs as processes of their own. A step that
+//! starts from what earlier ones did (pinned by a rollback, a commit while pinned) gets there
+//! through the same helpers, with their assertions.
 
 use crate::support;
 
-use reckon::api::client::Client;
 use reckon::query::{AppStatus, Blame, HistoryPage, RevisionDiff, RevisionRow, Shown};
-use reckon_testenv::git::{Fixture, Person};
 use serde_json::Value;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-use support::openapi::Spec;
-use support::sync::api_for;
-
-const READ: &str = "reader-token-abcdefghijkl";
-const ADMIN: &str = "admin-token-abcdefghijklm";
-
-fn cm(name: &str, n: &str) -> String {
-    format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  n: \"{n}\"\n")
-}
-
-/// The reckon binary in `dir`, with no server or token leaking in from the environment.
-fn reckon(dir: &Path) -> Command {
-    let mut c = support::reckon(dir);
-    c.env("RUST_LOG", "warn")
-        .env_remove("RECKON_SERVER")
-        .env_remove("RECKON_TOKEN");
-    c
-}
-
-/// The agent process; killed if the test fails before stopping it.
-struct Agent(Option<Child>);
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.0.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-fn start_agent(dir: &Path, port: u16) -> Agent {
-    Agent(Some(
-        reckon(dir)
-            .args(["run", "--listen", &format!("127.0.0.1:{port}")])
-            .args(["--api-token-file", "read.tokens"])
-            .args(["--admin-token-file", "admin.tokens"])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    ))
-}
-
-fn stop_agent(mut agent: Agent) {
-    let mut child = agent.0.take().expect("running");
-    support::signal(&child, "-TERM");
-    let status = support::wait_exit(&mut child, Duration::from_secs(60));
-    assert!(status.success(), "SIGTERM exits 0: {status:?}");
-}
+use std::time::Duration;
+use support::api_agent::{
+    ADMIN, Agent, READ, Run, cm, eventually, reckon, start_agent, status, stop_agent,
+};
 
 /// Runs a reckon command and returns its stdout (which must be JSON with `-o json`). `diff`
 /// exits 1 when the two sides differ, like diff(1).
@@ -85,26 +41,6 @@ fn cli(dir: &Path, args: &[&str]) -> Value {
     })
 }
 
-fn eventually(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !check() {
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn status(c: &Client) -> AppStatus {
-    c.get("/api/v1/apps/web", &[]).unwrap()
-}
-
 fn metric(text: &str, name: &str) -> f64 {
     text.lines()
         .filter(|l| l.starts_with(name))
@@ -112,175 +48,10 @@ fn metric(text: &str, name: &str) -> f64 {
         .sum()
 }
 
-/// The agent serving an App that has synced two commits by two authors (a ConfigMap removed, one
-/// added, one changed) and put back a drift made with `kubectl patch`. Fields drop in order: the
-/// agent first, the namespace and the runtime last.
-struct Run {
-    agent: Agent,
-    dir: tempfile::TempDir,
-    port: u16,
-    base: String,
-    /// A client with the read token.
-    reader: Client,
-    http: reqwest::blocking::Client,
-    spec: Spec,
-    long: Duration,
-    f: Fixture,
-    ann: Person,
-    rev_a: String,
-    rev_b: String,
-    /// An instant between the first sync and the second commit.
-    between: chrono::DateTime<chrono::Utc>,
-    /// The ConfigMap both commits change and the drift touched.
-    object: String,
-    cms: kube::Api<kube::api::DynamicObject>,
-    ns: support::TestNamespace,
-    rt: tokio::runtime::Runtime,
-}
-
-impl Run {
-    fn start() -> Run {
-        let rt = tokio::runtime::Runtime::new().unwrap();
-        let kube = rt.block_on(support::client());
-        let ns = rt.block_on(support::TestNamespace::create(&kube, "api"));
-        let cms = api_for(&kube, "v1", "ConfigMap", "configmaps", Some(&ns.name));
-        let data = |name: &str| -> Option<String> {
-            rt.block_on(cms.get_opt(name))
-                .unwrap()
-                .and_then(|o| o.data["data"]["n"].as_str().map(str::to_owned))
-        };
-
-        let f = Fixture::new().unwrap();
-        let ann = Person::new("Ann", "ann@example.com");
-        let bob = Person::new("Bob", "bob@example.com").at(1_700_000_100, 0);
-        let rev_a = f
-            .commit("Add a and keep")
-            .author(ann.clone())
-            .write("app/a.yaml", cm("a", "1"))
-            .write("app/keep.yaml", cm("keep", "1"))
-            .create()
-            .unwrap();
-        f.push().unwrap();
-
-        let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
-        std::fs::write(
-            d.join("reckon.yaml"),
-            format!(
-                "apps:\n  - name: web\n    source:\n      url: {}\n      path: app\n      interval: 1s\n    target:\n      kubeconfig: {}\n      namespace: {}\n",
-                f.file_url(),
-                support::kubeconfig().display(),
-                ns.name
-            ),
-        )
-        .unwrap();
-        std::fs::write(d.join("read.tokens"), format!("{READ}\n")).unwrap();
-        std::fs::write(d.join("admin.tokens"), format!("ops {ADMIN}\n")).unwrap();
-        let port = free_port();
-        let base = format!("http://127.0.0.1:{port}");
-        let agent = start_agent(d, port);
-        let reader = Client::new(&base, Some(READ.into())).unwrap();
-        let spec = Spec::load();
-        let long = Duration::from_secs(90);
-
-        eventually("the first sync", long, || {
-            reader
-                .get::<AppStatus>("/api/v1/apps/web", &[])
-                .is_ok_and(|s| s.applied_revision.as_deref() == Some(rev_a.as_str()))
-        });
-        assert_eq!(data("a").as_deref(), Some("1"));
-        let between = chrono::Utc::now();
-        std::thread::sleep(Duration::from_millis(50));
-
-        // B: a goes, b comes, keep changes.
-        let rev_b = f
-            .commit("Replace a by b\n\nlonger body")
-            .author(bob.clone())
-            .remove("app/a.yaml")
-            .write("app/b.yaml", cm("b", "1"))
-            .write("app/keep.yaml", cm("keep", "2"))
-            .create()
-            .unwrap();
-        f.push().unwrap();
-        eventually("B applied", long, || {
-            status(&reader).applied_revision.as_deref() == Some(rev_b.as_str())
-                && data("a").is_none()
-        });
-        assert_eq!(data("keep").as_deref(), Some("2"));
-
-        // Drift by hand; the agent's watch sees it and puts it back.
-        let out = support::kubectl()
-            .args([
-                "-n",
-                &ns.name,
-                "patch",
-                "configmap",
-                "keep",
-                "--type",
-                "merge",
-            ])
-            .args(["-p", r#"{"data":{"n":"9"}}"#])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        eventually("the drift corrected", long, || {
-            let page: HistoryPage = reader
-                .get("/api/v1/events", &[("kind", Some("drift".into()))])
-                .unwrap();
-            page.events.iter().any(|e| e.kind == "DriftCorrected")
-                && data("keep").as_deref() == Some("2")
-        });
-        let object = format!("ConfigMap/{}/keep", ns.name);
-        Run {
-            agent,
-            dir,
-            port,
-            base,
-            reader,
-            http: reqwest::blocking::Client::new(),
-            spec,
-            long,
-            f,
-            ann,
-            rev_a,
-            rev_b,
-            between,
-            object,
-            cms,
-            ns,
-            rt,
-        }
-    }
-
-    /// `data.n` of ConfigMap `name` in the cluster, if it exists.
-    fn data(&self, name: &str) -> Option<String> {
-        self.rt
-            .block_on(self.cms.get_opt(name))
-            .unwrap()
-            .and_then(|o| o.data["data"]["n"].as_str().map(str::to_owned))
-    }
-}
-
-/// One test over one agent, step by step: each step a function below. Later steps change what
-/// earlier ones query (a rollback pins the App, a restart, a resume), so they run in this order in
-/// one process rather than as tests of their own.
-#[test]
-fn the_api_answers_from_real_syncs_and_rolls_back() {
-    let mut run = Run::start();
-    tokens_give_401_403_and_200(&run);
-    each_query_route_answers_what_happened(&run);
-    a_rollback_through_the_cli_with_the_admin_token(&run);
-    pinned_across_a_restart(&mut run);
-    resume_through_the_api(&run);
-    server_and_local_answers_are_equal(run);
-}
-
 /// Tokens against the real agent.
-fn tokens_give_401_403_and_200(run: &Run) {
+#[test]
+fn tokens_give_401_403_and_200() {
+    let run = &Run::start();
     let (http, base) = (&run.http, &run.base);
     let events_url = format!("{base}/api/v1/events");
     let r = http.get(&events_url).send().unwrap();
@@ -304,7 +75,9 @@ fn tokens_give_401_403_and_200(run: &Run) {
 
 /// Each query route, checked against what happened; `/metrics`; the CLI through the agent prints
 /// exactly what the API answers.
-fn each_query_route_answers_what_happened(run: &Run) {
+#[test]
+fn each_query_route_answers_what_happened() {
+    let run = &Run::start();
     let (reader, spec, http, base, ns) = (&run.reader, &run.spec, &run.http, &run.base, &run.ns);
     let d = run.dir.path();
     let (rev_a, rev_b, between) = (run.rev_a.clone(), run.rev_b.clone(), run.between);
@@ -492,7 +265,13 @@ fn each_query_route_answers_what_happened(run: &Run) {
 }
 
 /// Rollback to A through the CLI and the admin token: b is pruned, a comes back.
-fn a_rollback_through_the_cli_with_the_admin_token(run: &Run) {
+#[test]
+fn a_rollback_through_the_cli_with_the_admin_token() {
+    rollback_to_a(&Run::start());
+}
+
+/// [`a_rollback_through_the_cli_with_the_admin_token`]: where the steps after it start.
+fn rollback_to_a(run: &Run) {
     let (reader, base, long) = (&run.reader, run.base.clone(), run.long);
     let d = run.dir.path();
     let rev_a = run.rev_a.clone();
@@ -528,21 +307,15 @@ fn a_rollback_through_the_cli_with_the_admin_token(run: &Run) {
 }
 
 /// A new commit is observed but not applied while pinned, also across a restart.
-fn pinned_across_a_restart(run: &mut Run) {
-    let (reader, f, long, port) = (&run.reader, &run.f, run.long, run.port);
+#[test]
+fn pinned_across_a_restart() {
+    let run = &mut Run::start();
+    rollback_to_a(run);
+    commit_c_while_pinned(run);
+    let (long, port) = (run.long, run.port);
     let d = run.dir.path().to_path_buf();
     let d = d.as_path();
-    let (ann, rev_a) = (run.ann.clone(), run.rev_a.clone());
-    let rev_c = f
-        .commit("Add c")
-        .author(ann)
-        .write("app/c.yaml", cm("c", "1"))
-        .create()
-        .unwrap();
-    f.push().unwrap();
-    eventually("C observed", long, || {
-        status(reader).observed_revision.as_deref() == Some(rev_c.as_str())
-    });
+    let rev_a = run.rev_a.clone();
     stop_agent(std::mem::replace(&mut run.agent, Agent(None)));
     run.agent = start_agent(d, port);
     let reader = &run.reader;
@@ -558,8 +331,33 @@ fn pinned_across_a_restart(run: &mut Run) {
     assert_eq!(data("a").as_deref(), Some("1"));
 }
 
+/// A new commit (C) while the App is pinned: observed, and where the steps after it start.
+fn commit_c_while_pinned(run: &Run) {
+    let (reader, f, long) = (&run.reader, &run.f, run.long);
+    let ann = run.ann.clone();
+    let rev_c = f
+        .commit("Add c")
+        .author(ann)
+        .write("app/c.yaml", cm("c", "1"))
+        .create()
+        .unwrap();
+    f.push().unwrap();
+    eventually("C observed", long, || {
+        status(reader).observed_revision.as_deref() == Some(rev_c.as_str())
+    });
+}
+
 /// Resume through the API: C is applied.
-fn resume_through_the_api(run: &Run) {
+#[test]
+fn resume_through_the_api() {
+    let run = &Run::start();
+    rollback_to_a(run);
+    commit_c_while_pinned(run);
+    resume(run);
+}
+
+/// [`resume_through_the_api`].
+fn resume(run: &Run) {
     let (http, base, long) = (&run.http, &run.base, run.long);
     let data = |name: &str| run.data(name);
     let r = http
@@ -576,8 +374,14 @@ fn resume_through_the_api(run: &Run) {
 }
 
 /// `--server` and local answers on the same log: captured through the agent, compared with
-/// the store opened locally once the agent has stopped.
-fn server_and_local_answers_are_equal(mut run: Run) {
+/// the store opened locally once the agent has stopped. The log is the one every step before
+/// makes: two syncs and a drift put back, a rollback, a commit while pinned, a resume.
+#[test]
+fn server_and_local_answers_are_equal() {
+    let mut run = Run::start();
+    rollback_to_a(&run);
+    commit_c_while_pinned(&run);
+    resume(&run);
     let d = run.dir.path().to_path_buf();
     let d = d.as_path();
     let (base, object) = (run.base.clone(), run.object.clone());

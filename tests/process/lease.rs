@@ -148,10 +148,13 @@ fn setup(ns: &str, n: usize) -> (Fixture, tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("reckon.yaml"),
-        format!(
-            "apps:\n  - name: many\n    source:\n      url: {}\n      path: app\n      interval: 1s\n    target:\n      kubeconfig: {}\n      namespace: {ns}\n",
-            f.file_url(),
-            support::kubeconfig().display()
+        support::one_app_config(
+            "many",
+            &f.file_url(),
+            "app",
+            Some("1s"),
+            &support::kubeconfig(),
+            ns,
         ),
     )
     .unwrap();

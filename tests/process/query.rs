@@ -128,10 +128,13 @@ impl Log {
         let d = dir.path();
         std::fs::write(
             d.join("reckon.yaml"),
-            format!(
-                "apps:\n  - name: shop\n    source:\n      url: {}\n      path: app\n    target:\n      kubeconfig: {}\n      namespace: {n}\n",
-                f.file_url(),
-                support::kubeconfig().display()
+            support::one_app_config(
+                "shop",
+                &f.file_url(),
+                "app",
+                None,
+                &support::kubeconfig(),
+                n,
             ),
         )
         .unwrap();

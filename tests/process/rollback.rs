@@ -90,11 +90,13 @@ async fn the_agent_does_not_undo_a_rollback_and_stays_pinned_across_a_restart() 
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("reckon.yaml"),
-        format!(
-            "apps:\n  - name: shop\n    source:\n      url: {}\n      path: app\n      interval: 1s\n    target:\n      kubeconfig: {}\n      namespace: {}\n",
-            f.file_url(),
-            support::kubeconfig().display(),
-            ns.name
+        support::one_app_config(
+            "shop",
+            &f.file_url(),
+            "app",
+            Some("1s"),
+            &support::kubeconfig(),
+            &ns.name,
         ),
     )
     .unwrap();
@@ -318,11 +320,13 @@ async fn without_user_the_actor_is_the_os_account() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("reckon.yaml"),
-        format!(
-            "apps:\n  - name: shop\n    source:\n      url: {}\n      path: app\n    target:\n      kubeconfig: {}\n      namespace: {}\n",
-            f.file_url(),
-            support::kubeconfig().display(),
-            ns.name
+        support::one_app_config(
+            "shop",
+            &f.file_url(),
+            "app",
+            None,
+            &support::kubeconfig(),
+            &ns.name,
         ),
     )
     .unwrap();

@@ -6,353 +6,37 @@
 //! exactly the union of both stores, App lists, per-App queries and a POST forwarded to the
 //! owner, and live event streams from the owner through either shard (also across a move). A
 //! stopped shard makes the fleet answer 502 naming it, or a partial answer saying so.
+//!
+//! One test per step, each on a fleet of its own (`support::fleet`): nextest runs every test in
+//! a process of its own, so a running fleet cannot be shared, and starting one (two processes,
+//! five one-object Apps) takes about a second. The state a step starts from is reached by the
+//! builder (every owned App Ready, the history window) or by the test itself (an App moved to
+//! the other shard with a new commit, a shard stopped); the steps that watch a move happen
+//! (following the fleet, live streams) open what they watch before they move the App.
 
 use crate::support;
 
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, PostParams};
 use reckon::crd::App;
-use reckon::event::Envelope;
 use reckon_testenv::git::{Fixture, TestCa};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 use support::TestNamespace;
 use support::crd::{install_app_crd, until};
-
-const READER: &str = "reader-token-7f3a";
-const ADMIN: &str = "admin-token-91c2";
-
-fn app_object(name: &str, url: &str, shard_label: Option<&str>) -> App {
-    let mut app = support::crd::app_object(name, url, name);
-    if let Some(v) = shard_label {
-        app.metadata.labels = Some([(reckon::shard::LABEL.to_string(), v.to_string())].into());
-    }
-    app
-}
-
-fn config_map(app: &str) -> String {
-    format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm-{app}\ndata:\n  app: {app}\n")
-}
-
-/// One shard: the `reckon run` process, its directory (store) and API URL.
-struct Shard {
-    child: Option<Child>,
-    dir: PathBuf,
-    url: String,
-}
-
-impl Shard {
-    fn start(index: u32, ports: &[u16], ns: &str, root: &Path) -> Shard {
-        Shard::start_with(index, ports, ns, root, None)
-    }
-
-    /// With `tls`, the shard serves HTTPS with the CA's server certificate and trusts it for
-    /// its https:// peers.
-    fn start_with(index: u32, ports: &[u16], ns: &str, root: &Path, tls: Option<&TestCa>) -> Shard {
-        let dir = root.join(format!("shard-{index}"));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("read.tokens"), format!("fleet {READER}\n")).unwrap();
-        std::fs::write(dir.join("admin.tokens"), format!("ops {ADMIN}\n")).unwrap();
-        std::fs::write(dir.join("peer.token"), format!("{READER}\n")).unwrap();
-        let scheme = if tls.is_some() { "https" } else { "http" };
-        let peers: Vec<String> = ports
-            .iter()
-            .map(|p| format!("{scheme}://127.0.0.1:{p}"))
-            .collect();
-        let log = std::fs::File::create(dir.join("agent.log")).unwrap();
-        let mut command = support::reckon(&dir);
-        command
-            .env("RUST_LOG", "info")
-            .env_remove("HOSTNAME")
-            .args([
-                "run",
-                "--watch-apps",
-                // The test's repositories are local (file://): allowed by the operator.
-                "--app-source-schemes",
-                "https,ssh,file",
-                "--namespace",
-                ns,
-                "--kubeconfig",
-                support::kubeconfig().to_str().unwrap(),
-                "--listen",
-                &format!("127.0.0.1:{}", ports[index as usize]),
-                "--api-token-file",
-                "read.tokens",
-                "--admin-token-file",
-                "admin.tokens",
-                "--shards",
-                "2",
-                "--shard",
-                &index.to_string(),
-                "--peers",
-                &peers.join(","),
-                "--peer-token-file",
-                "peer.token",
-            ]);
-        if let Some(ca) = tls {
-            let (cert, key) = ca.server_pem_files().unwrap();
-            command
-                .arg("--tls-cert")
-                .arg(cert)
-                .arg("--tls-key")
-                .arg(key)
-                .arg("--peer-ca-file")
-                .arg(ca.bundle_path());
-        }
-        let child = command.stdout(Stdio::null()).stderr(log).spawn().unwrap();
-        Shard {
-            child: Some(child),
-            dir,
-            url: peers[index as usize].clone(),
-        }
-    }
-
-    /// SIGTERM, then waits for a clean exit.
-    fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        support::signal(&child, "-TERM");
-        let status = support::wait_exit(&mut child, Duration::from_secs(60));
-        assert!(
-            status.success(),
-            "shard exits 0 on SIGTERM: {status:?}\n{}",
-            self.log()
-        );
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default()
-    }
-
-    fn events(&self) -> Vec<Envelope> {
-        support::events(&self.dir)
-    }
-}
-
-impl Drop for Shard {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-struct Http {
-    client: reqwest::Client,
-}
-
-impl Http {
-    /// GET `url` with the read token; `own` asks that shard alone (as a peer would).
-    async fn get(&self, url: &str, own: bool) -> (u16, reqwest::header::HeaderMap, Value) {
-        let mut req = self.client.get(url).bearer_auth(READER);
-        if own {
-            req = req.header(reckon::api::fanout::FANOUT_HEADER, "1");
-        }
-        let resp = req
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("GET {url}: {e}"));
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let bytes = resp.bytes().await.unwrap();
-        let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        (status, headers, body)
-    }
-
-    async fn ok(&self, url: &str, own: bool) -> (reqwest::header::HeaderMap, Value) {
-        let (status, headers, body) = self.get(url, own).await;
-        assert_eq!(status, 200, "GET {url}: {body}");
-        (headers, body)
-    }
-}
-
-/// (shard, seq) of every event of a history answer.
-fn keys(page: &Value, shard: Option<u64>) -> Vec<(u64, u64)> {
-    page["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| {
-            (
-                e["shard"]
-                    .as_u64()
-                    .or(shard)
-                    .expect("a fleet event names its shard"),
-                e["seq"].as_u64().unwrap(),
-            )
-        })
-        .collect()
-}
-
-/// Two shards serving App objects in one namespace: four Apps the hash splits two and two, one
-/// labelled to shard 1 against its hash, and an orphan labelled to a shard that does not exist,
-/// all pointing at one commit. Fields drop in order: the shards stop before the namespace goes.
-struct Fleet {
-    shards: Vec<Shard>,
-    http: Http,
-    apps: Api<App>,
-    cms: Api<k8s_openapi::api::core::v1::ConfigMap>,
-    /// The Apps the hash gives to each shard.
-    hashed: BTreeMap<u32, Vec<String>>,
-    /// Every App that has an owner, with it.
-    owner_of: BTreeMap<String, u64>,
-    orphan: String,
-    fixture: Fixture,
-    /// The commit every App starts at.
-    sha: String,
-    root: tempfile::TempDir,
-    ns: TestNamespace,
-}
-
-impl Fleet {
-    /// An App object's identity (`NAMESPACE.NAME`): how the API, the CLI and the stores name
-    /// it.
-    fn id(&self, name: &str) -> String {
-        reckon::model::identity::of_object(&self.ns.name, name)
-    }
-
-    async fn start() -> Fleet {
-        let client = support::client().await;
-        install_app_crd(&client).await;
-        let ns = TestNamespace::create(&client, "shard").await;
-
-        // Names that the hash gives to both shards (two each), one pinned against its hash to
-        // shard 1, and one with a label naming no shard of two.
-        let mut hashed: BTreeMap<u32, Vec<String>> = BTreeMap::new();
-        for i in 0.. {
-            let name = format!("app{i}");
-            let owner = reckon::shard::owner(&ns.name, &name, None, 2).unwrap();
-            let list = hashed.entry(owner).or_default();
-            if list.len() < 2 {
-                list.push(name);
-            }
-            if hashed.values().map(Vec::len).sum::<usize>() == 4 {
-                break;
-            }
-        }
-        let pinned = (0..)
-            .map(|i| format!("pin{i}"))
-            .find(|n| reckon::shard::owner(&ns.name, n, None, 2).unwrap() == 0)
-            .unwrap();
-        let mut owner_of: BTreeMap<String, u64> = BTreeMap::new();
-        for (s, names) in &hashed {
-            for n in names {
-                owner_of.insert(n.clone(), u64::from(*s));
-            }
-        }
-        owner_of.insert(pinned.clone(), 1);
-        let orphan = "orphan".to_string();
-
-        let fixture = Fixture::new().unwrap();
-        let mut commit = fixture.commit("One directory per App");
-        for name in owner_of.keys().chain([&orphan]) {
-            commit = commit.write(&format!("{name}/cm.yaml"), config_map(name));
-        }
-        let sha = commit.create().unwrap();
-        fixture.push().unwrap();
-
-        let root = tempfile::tempdir().unwrap();
-        let ports = reckon_testenv::ports::free_ports(2).unwrap();
-        let shards: Vec<Shard> = (0..2)
-            .map(|i| Shard::start(i, &ports, &ns.name, root.path()))
-            .collect();
-
-        let apps: Api<App> = Api::namespaced(client.clone(), &ns.name);
-        for name in owner_of.keys() {
-            let label = (*name == pinned).then_some("1");
-            apps.create(
-                &PostParams::default(),
-                &app_object(name, &fixture.file_url(), label),
-            )
-            .await
-            .unwrap();
-        }
-        apps.create(
-            &PostParams::default(),
-            &app_object(&orphan, &fixture.file_url(), Some("7")),
-        )
-        .await
-        .unwrap();
-        let cms: Api<k8s_openapi::api::core::v1::ConfigMap> =
-            Api::namespaced(client.clone(), &ns.name);
-
-        let http = Http {
-            client: reqwest::Client::new(),
-        };
-        Fleet {
-            shards,
-            http,
-            apps,
-            cms,
-            hashed,
-            owner_of,
-            orphan,
-            fixture,
-            sha,
-            root,
-            ns,
-        }
-    }
-}
-
-/// `/`-free query values: a time's `+` and `:` percent-encoded.
-fn enc(s: &str) -> String {
-    s.replace('+', "%2B").replace(':', "%3A")
-}
-
-/// The window of history both shards had recorded before the steps that change it.
-struct Window {
-    /// Its end (the `until` of every query).
-    until_t: String,
-    /// (shard, seq) of every event in it, newest first: the union of both stores.
-    want: Vec<(u64, u64)>,
-}
-
-/// One test over one fleet, step by step: each step a function below. Later steps change the
-/// fleet (an App moves to the other shard, a shard stops), so they run in this order in one
-/// process rather than as tests of their own.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_shard_processes_split_the_apps_and_answer_history_for_the_fleet() {
-    let mut fleet = Fleet::start().await;
-    every_owned_app_is_applied_and_the_orphan_is_refused(&fleet).await;
-    either_shard_lists_every_app_with_its_owner(&fleet).await;
-    let window = either_shard_answers_history_for_the_fleet(&fleet).await;
-    per_app_queries_and_a_post_reach_the_owner(&fleet).await;
-    the_cli_against_one_shard_answers_for_the_fleet(&fleet, &window);
-    let streams = live_streams_open_through_shard_0(&fleet).await;
-    let (moved, sha2) = following_the_fleet_while_an_app_moves(&fleet).await;
-    live_streams_follow_the_owner(&fleet, streams, &moved, &sha2).await;
-    the_moved_app_is_answered_by_its_new_owner(&mut fleet, &moved, &sha2).await;
-    a_stopped_shard_is_named_or_reported_missing(&mut fleet, &window).await;
-    each_app_is_in_its_owners_store_only(&fleet, &moved);
-}
+use support::fleet::{
+    ADMIN, Fleet, Http, Live, READER, Shard, Window, app_object, config_map, enc, keys, owners,
+};
 
 /// Every owned App applied and Ready (its status written by its owner); the orphan applied by
 /// nobody, with shard 0 saying why in its status.
-async fn every_owned_app_is_applied_and_the_orphan_is_refused(fleet: &Fleet) {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_owned_app_is_applied_and_the_orphan_is_refused() {
+    // Every owned App Ready, its status written by its owner: the builder waits for that.
+    let fleet = &Fleet::ready().await;
     let (apps, cms, ns) = (&fleet.apps, &fleet.cms, &fleet.ns);
     let (owner_of, orphan) = (fleet.owner_of.clone(), fleet.orphan.clone());
-    // Every owned App applied and Ready (its status written by its owner).
     for name in owner_of.keys() {
-        until(
-            &format!("{name} Ready"),
-            Duration::from_secs(90),
-            || async {
-                let app = apps.get(name).await.unwrap();
-                let ready = app
-                    .status
-                    .as_ref()?
-                    .conditions
-                    .iter()
-                    .any(|c| c.type_ == "Ready" && c.status == "True");
-                ready.then_some(())
-            },
-        )
-        .await;
         assert!(
             cms.get_opt(&format!("cm-{name}")).await.unwrap().is_some(),
             "{name}'s ConfigMap applied"
@@ -380,22 +64,14 @@ async fn every_owned_app_is_applied_and_the_orphan_is_refused(fleet: &Fleet) {
 }
 
 /// The App list from either shard: every owned App once, with its owner.
-async fn either_shard_lists_every_app_with_its_owner(fleet: &Fleet) {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn either_shard_lists_every_app_with_its_owner() {
+    let fleet = &Fleet::ready().await;
     let (shards, http) = (&fleet.shards, &fleet.http);
     let owner_of = fleet.owner_of.clone();
     for s in shards {
         let (_, list) = http.ok(&format!("{}/api/v1/apps", s.url), false).await;
-        let got: BTreeMap<String, u64> = list
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|a| {
-                (
-                    a["app"].as_str().unwrap().to_string(),
-                    a["shard"].as_u64().unwrap(),
-                )
-            })
-            .collect();
+        let got = owners(&list);
         let want: BTreeMap<String, u64> = owner_of.iter().map(|(n, o)| (fleet.id(n), *o)).collect();
         assert_eq!(got, want, "apps from {}", s.url);
     }
@@ -403,46 +79,12 @@ async fn either_shard_lists_every_app_with_its_owner(fleet: &Fleet) {
 
 /// History: a fixed window (shards keep polling), each shard's own events as the oracle; every
 /// page of it from either shard is the union of both stores.
-async fn either_shard_answers_history_for_the_fleet(fleet: &Fleet) -> Window {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn either_shard_answers_history_for_the_fleet() {
+    let fleet = &Fleet::ready().await;
     let (shards, http) = (&fleet.shards, &fleet.http);
     let owner_of = fleet.owner_of.clone();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let until_t = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-    let mut union: Vec<(chrono::DateTime<chrono::Utc>, u64, u64)> = Vec::new();
-    for (i, s) in shards.iter().enumerate() {
-        let (_, page) = http
-            .ok(
-                &format!("{}/api/v1/events?limit=1000&until={}", s.url, enc(&until_t)),
-                true,
-            )
-            .await;
-        assert!(page["next"].is_null(), "one page holds a shard's events");
-        for e in page["events"].as_array().unwrap() {
-            assert!(
-                e.get("shard").is_none(),
-                "a shard's own answer is not a fleet's"
-            );
-            let t: chrono::DateTime<chrono::Utc> = e["time"].as_str().unwrap().parse().unwrap();
-            union.push((t, i as u64, e["seq"].as_u64().unwrap()));
-            // Its App events are only its own Apps'.
-            if let Some(app) = e["app"].as_str() {
-                let owner = owner_of.iter().find(|(n, _)| fleet.id(n) == app);
-                assert_eq!(
-                    owner.map(|(_, o)| o),
-                    Some(&(i as u64)),
-                    "{app} on shard {i}"
-                );
-            }
-        }
-    }
-    union.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)).then(b.2.cmp(&a.2)));
-    let want: Vec<(u64, u64)> = union.iter().map(|(_, s, q)| (*s, *q)).collect();
-    assert!(
-        want.len() > 20,
-        "both shards recorded history: {}",
-        want.len()
-    );
-
+    let Window { want, until_t } = Window::take(fleet).await;
     for s in shards {
         // One page: the union merged newest first by time.
         let (_, page) = http
@@ -496,11 +138,12 @@ async fn either_shard_answers_history_for_the_fleet(fleet: &Fleet) -> Window {
             "{app}: {ks:?}"
         );
     }
-    Window { until_t, want }
 }
 
 /// Per-App queries from either shard reach the owner, and so does a POST.
-async fn per_app_queries_and_a_post_reach_the_owner(fleet: &Fleet) {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_app_queries_and_a_post_reach_the_owner() {
+    let fleet = &Fleet::ready().await;
     let (shards, http) = (&fleet.shards, &fleet.http);
     let (owner_of, sha) = (fleet.owner_of.clone(), fleet.sha.clone());
     for (app, owner) in &owner_of {
@@ -550,67 +193,6 @@ async fn per_app_queries_and_a_post_reach_the_owner(fleet: &Fleet) {
     );
 }
 
-/// An open live event stream (server-sent events) and what it has sent so far.
-struct Live {
-    resp: reqwest::Response,
-    buf: String,
-    rows: Vec<Value>,
-    ended: bool,
-}
-
-impl Live {
-    /// Opens `GET url` with the read token; its status and the shard that streams it.
-    async fn open(http: &Http, url: &str) -> (u16, Option<String>, Live) {
-        let resp = http
-            .client
-            .get(url)
-            .bearer_auth(READER)
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("GET {url}: {e}"));
-        let shard = resp
-            .headers()
-            .get(reckon::api::fanout::SHARD_HEADER)
-            .map(|v| v.to_str().unwrap().to_string());
-        let live = Live {
-            resp,
-            buf: String::new(),
-            rows: Vec::new(),
-            ended: false,
-        };
-        (live.resp.status().as_u16(), shard, live)
-    }
-
-    /// Reads until `done(rows so far)`, the stream's end, or `limit`; whether `done` held.
-    async fn read_until(&mut self, limit: Duration, done: impl Fn(&[Value]) -> bool) -> bool {
-        let deadline = Instant::now() + limit;
-        while !done(&self.rows) && !self.ended {
-            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
-                return false;
-            };
-            match tokio::time::timeout(left, self.resp.chunk()).await {
-                Err(_) => return false,
-                Ok(Ok(Some(bytes))) => {
-                    self.buf.push_str(&String::from_utf8_lossy(&bytes));
-                    while let Some(i) = self.buf.find("\n\n") {
-                        let block: String = self.buf.drain(..i + 2).collect();
-                        let data: String = block
-                            .lines()
-                            .filter_map(|l| l.strip_prefix("data:"))
-                            .map(str::trim_start)
-                            .collect();
-                        if !data.is_empty() {
-                            self.rows.push(serde_json::from_str(&data).unwrap());
-                        }
-                    }
-                }
-                Ok(Ok(None)) | Ok(Err(_)) => self.ended = true,
-            }
-        }
-        done(&self.rows)
-    }
-}
-
 /// Live streams opened on shard 0 before the second commit: of an App shard 1 reconciles
 /// (forwarded from shard 1) and of the App about to move from shard 0 to shard 1 (shard 0's own).
 async fn live_streams_open_through_shard_0(fleet: &Fleet) -> (Live, Live) {
@@ -632,12 +214,12 @@ async fn live_streams_open_through_shard_0(fleet: &Fleet) -> (Live, Live) {
 /// After the second commit: the forwarded stream carried it from shard 1; the moved App's
 /// stream on shard 0 ended when the App left, and reconnecting through shard 0 (as the web UI
 /// does, with its last position and that position's shard) reaches the new owner.
-async fn live_streams_follow_the_owner(
-    fleet: &Fleet,
-    (mut forwarded, mut own): (Live, Live),
-    moved: &str,
-    sha2: &str,
-) {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_streams_follow_the_owner() {
+    let fleet = &Fleet::ready().await;
+    let (mut forwarded, mut own) = live_streams_open_through_shard_0(fleet).await;
+    let (moved, sha2) = fleet.move_app().await;
+    let (moved, sha2) = (moved.as_str(), sha2.as_str());
     let other = &fleet.id(&fleet.hashed[&1][0]);
     let moved = &fleet.id(moved);
     let saw = forwarded
@@ -685,7 +267,10 @@ async fn live_streams_follow_the_owner(
 }
 
 /// The CLI against one shard: the fleet's history, with the shard in JSON and tables.
-fn the_cli_against_one_shard_answers_for_the_fleet(fleet: &Fleet, window: &Window) {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_against_one_shard_answers_for_the_fleet() {
+    let fleet = &Fleet::ready().await;
+    let window = &Window::take(fleet).await;
     let (shards, root) = (&fleet.shards, &fleet.root);
     let owner_of = fleet.owner_of.clone();
     let (until_t, want) = (window.until_t.clone(), window.want.clone());
@@ -734,11 +319,11 @@ fn the_cli_against_one_shard_answers_for_the_fleet(fleet: &Fleet, window: &Windo
 }
 
 /// Following the fleet from its head while an App moves to the other shard (its label) and
-/// a new commit reaches every App: each new event once, oldest first, from both shards. Returns
-/// the moved App and the new commit.
-async fn following_the_fleet_while_an_app_moves(fleet: &Fleet) -> (String, String) {
-    let (shards, http, apps, fixture) = (&fleet.shards, &fleet.http, &fleet.apps, &fleet.fixture);
-    let hashed = fleet.hashed.clone();
+/// a new commit reaches every App: each new event once, oldest first, from both shards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn following_the_fleet_while_an_app_moves() {
+    let fleet = &Fleet::ready().await;
+    let (shards, http) = (&fleet.shards, &fleet.http);
     let (_, first) = http
         .ok(&format!("{}/api/v1/events?limit=1", shards[0].url), false)
         .await;
@@ -753,20 +338,7 @@ async fn following_the_fleet_while_an_app_moves(fleet: &Fleet) -> (String, Strin
             (s.parse().unwrap(), q.parse().unwrap())
         })
         .collect();
-    let moved = hashed[&0][0].clone();
-    apps.patch(
-        &moved,
-        &PatchParams::default(),
-        &Patch::Merge(serde_json::json!({"metadata": {"labels": {reckon::shard::LABEL: "1"}}})),
-    )
-    .await
-    .unwrap();
-    let sha2 = fixture
-        .commit("Second commit")
-        .write("README", "two\n")
-        .create()
-        .unwrap();
-    fixture.push().unwrap();
+    let (moved, sha2) = fleet.move_app().await;
     let mut after = head.clone();
     let mut followed: Vec<(u64, u64, chrono::DateTime<chrono::Utc>, Value)> = Vec::new();
     let start = Instant::now();
@@ -833,30 +405,17 @@ async fn following_the_fleet_while_an_app_moves(fleet: &Fleet) -> (String, Strin
         let seqs: Vec<u64> = followed.iter().filter(|f| f.0 == s).map(|f| f.1).collect();
         assert!(seqs.windows(2).all(|w| w[0] < w[1]), "shard {s}: {seqs:?}");
     }
-    (moved, sha2)
 }
 
 /// The moved App: its new owner writes its status (no StoreGap: the old status counted the
 /// other store's events), queries prefer the shard that reconciles it now, and its history
 /// is the union of both stores.
-async fn the_moved_app_is_answered_by_its_new_owner(fleet: &mut Fleet, moved: &str, sha2: &str) {
-    let (shards, http, apps) = (&fleet.shards, &fleet.http, &fleet.apps);
-    let (moved, sha2) = (moved.to_string(), sha2.to_string());
-    let status = until(
-        "the moved App's status from shard 1",
-        Duration::from_secs(60),
-        || async {
-            let app = apps.get(&moved).await.unwrap();
-            let st = app.status?;
-            let ready = st
-                .conditions
-                .iter()
-                .any(|c| c.type_ == "Ready" && c.status == "True");
-            let at2 = st.applied_revision.as_deref() == Some(sha2.as_str());
-            (st.shard == Some(1) && ready && at2).then_some(st)
-        },
-    )
-    .await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_moved_app_is_answered_by_its_new_owner() {
+    let fleet = &mut Fleet::ready().await;
+    let (moved, sha2) = fleet.move_app().await;
+    let status = fleet.moved_app_applied(&moved, &sha2).await;
+    let (shards, http) = (&fleet.shards, &fleet.http);
     assert!(
         !status
             .conditions
@@ -894,11 +453,13 @@ async fn the_moved_app_is_answered_by_its_new_owner(fleet: &mut Fleet, moved: &s
             "{moved}'s history is on both shards"
         );
     }
-    fleet.owner_of.remove(&moved);
 }
 
 /// A stopped shard: 502 naming it, or a partial answer that says it is missing.
-async fn a_stopped_shard_is_named_or_reported_missing(fleet: &mut Fleet, window: &Window) {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_shard_is_named_or_reported_missing() {
+    let fleet = &mut Fleet::ready().await;
+    let window = &Window::take(fleet).await;
     let (shards, http) = (&mut fleet.shards, &fleet.http);
     let (until_t, want) = (window.until_t.clone(), window.want.clone());
     let stopped_url = shards[1].url.clone();
@@ -933,7 +494,16 @@ async fn a_stopped_shard_is_named_or_reported_missing(fleet: &mut Fleet, window:
 }
 
 /// The stores: each App's events in its owner's store only; the orphan in none.
-fn each_app_is_in_its_owners_store_only(fleet: &Fleet, moved: &str) {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_app_is_in_its_owners_store_only() {
+    let fleet = &mut Fleet::ready().await;
+    let (moved, sha2) = fleet.move_app().await;
+    fleet.moved_app_applied(&moved, &sha2).await;
+    // The moved App's history is on both stores (checked below), not on one owner's.
+    fleet.owner_of.remove(&moved);
+    // The stores are read once no shard holds them.
+    fleet.shards[1].stop();
+    fleet.shards[0].stop();
     let shards = &fleet.shards;
     let (owner_of, orphan, moved) = (
         fleet.owner_of.clone(),
@@ -1028,17 +598,7 @@ async fn shards_serving_https_answer_for_the_fleet_over_tls() {
         assert!(s.url.starts_with("https://"), "{}", s.url);
         // The App list merges both shards: the other one answered the fan-out over TLS.
         let (_, list) = http.ok(&format!("{}/api/v1/apps", s.url), false).await;
-        let got: BTreeMap<String, u64> = list
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|a| {
-                (
-                    a["app"].as_str().unwrap().to_string(),
-                    a["shard"].as_u64().unwrap(),
-                )
-            })
-            .collect();
+        let got = owners(&list);
         assert_eq!(got, want, "apps from {}", s.url);
         // Plain HTTP on the same port gets no answer.
         let plain = s.url.replacen("https://", "http://", 1);

@@ -42,6 +42,58 @@ pub async fn install_app_crd(client: &kube::Client) {
     }
 }
 
+/// A namespace for App objects (the CRDs installed) and a repository whose one commit holds
+/// `files`: where the App-object tests start.
+pub struct AppObjects {
+    pub client: kube::Client,
+    pub ns: super::TestNamespace,
+    pub fixture: reckon_testenv::git::Fixture,
+    /// The commit of `files`.
+    pub sha: String,
+    /// The App objects and the ConfigMaps of the namespace.
+    pub apps: Api<App>,
+    pub cms: Api<k8s_openapi::api::core::v1::ConfigMap>,
+}
+
+impl AppObjects {
+    /// `files` are (path, contents), committed with `message` and pushed.
+    pub async fn new(prefix: &str, message: &str, files: &[(&str, &str)]) -> AppObjects {
+        let client = super::client().await;
+        install_app_crd(&client).await;
+        let ns = super::TestNamespace::create(&client, prefix).await;
+        let fixture = reckon_testenv::git::Fixture::new().unwrap();
+        let mut commit = fixture.commit(message);
+        for (path, contents) in files {
+            commit = commit.write(path, *contents);
+        }
+        let sha = commit.create().unwrap();
+        fixture.push().unwrap();
+        let apps = Api::namespaced(client.clone(), &ns.name);
+        let cms = Api::namespaced(client.clone(), &ns.name);
+        AppObjects {
+            client,
+            ns,
+            fixture,
+            sha,
+            apps,
+            cms,
+        }
+    }
+}
+
+/// App object `name` once its Ready condition is True (within a minute); it may not exist yet.
+pub async fn until_ready(apps: &Api<App>, name: &str) -> App {
+    until(
+        &format!("{name} Ready"),
+        Duration::from_secs(60),
+        || async {
+            let app = apps.get_opt(name).await.unwrap()?;
+            (condition(&app, "Ready")?.status == "True").then_some(app)
+        },
+    )
+    .await
+}
+
 /// Polls `check` every 200 ms until it returns `Some`, or panics naming `what` after `timeout`.
 pub async fn until<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
 where

@@ -49,12 +49,10 @@ impl Harness {
     /// An App on this harness's repository (`path` in it) and namespace; `extra` is appended
     /// to its YAML (indented as App keys).
     pub fn app(&self, name: &str, path: &str, extra: &str) -> config::App {
-        let text = format!(
-            "apps:\n  - name: {name}\n    source:\n      url: {url}\n      path: {path}\n    target:\n      kubeconfig: {kc}\n      namespace: {ns}\n{extra}",
-            url = self.fixture.file_url(),
-            kc = super::kubeconfig().display(),
-            ns = self.ns.name,
-        );
+        let url = self.fixture.file_url();
+        let app =
+            super::one_app_config(name, &url, path, None, &super::kubeconfig(), &self.ns.name);
+        let text = format!("{app}{extra}");
         let cfg = config::parse(&text, std::path::Path::new("reckon.yaml")).unwrap();
         cfg.apps.into_iter().next().unwrap()
     }

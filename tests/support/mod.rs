@@ -16,8 +16,11 @@ use reckon_testenv::control_plane::ControlPlane;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
+pub mod api_agent;
+pub mod audited;
 pub mod crd;
 pub mod fixture;
+pub mod fleet;
 pub mod harness;
 pub mod openapi;
 pub mod readiness;
@@ -154,6 +157,24 @@ pub fn events(dir: &std::path::Path) -> Vec<reckon::event::Envelope> {
     let events = store.reader().iter_from(1).map(|e| e.unwrap()).collect();
     store.close().unwrap();
     events
+}
+
+/// A `reckon.yaml` with one App: `name` following `path` of the repository at `url` (polled every
+/// `interval` when given, else at the default) and applied to namespace `ns` of the cluster
+/// `kubeconfig` reaches.
+pub fn one_app_config(
+    name: &str,
+    url: &str,
+    path: &str,
+    interval: Option<&str>,
+    kubeconfig: &std::path::Path,
+    ns: &str,
+) -> String {
+    let interval = interval.map_or(String::new(), |i| format!("      interval: {i}\n"));
+    format!(
+        "apps:\n  - name: {name}\n    source:\n      url: {url}\n      path: {path}\n{interval}    target:\n      kubeconfig: {kc}\n      namespace: {ns}\n",
+        kc = kubeconfig.display(),
+    )
 }
 
 /// `kubectl` against the test cluster.
