@@ -6,7 +6,10 @@
 //! refused before kustomize runs ([`repo::closure`]); as a second line the environment is
 //! cleared and proxies point at a closed port, which stops fetches over HTTP(S) and by git, and
 //! prompts are disabled. No flag enables exec or container plugins (`--enable-alpha-plugins`,
-//! `--enable-exec`) or Helm (`--enable-helm`), so kustomize runs none.
+//! `--enable-exec`), so kustomize runs none. Helm (`--enable-helm`) is enabled only for a unit
+//! whose kustomizations inflate `helmCharts`, all vendored (one naming a chart repository is
+//! refused before kustomize runs), with Helm's homes inside the temporary directory; a Helm hook
+//! in the output fails the render, since reckon runs no hooks (`skipHooks: true` leaves them out).
 
 use super::RenderError;
 use super::repo::{self, RepoTree};
@@ -79,7 +82,53 @@ pub fn build(
     // Files outside a kustomization's own directory (a shared patch) may be loaded: the
     // repository bound was checked above, and the temp dir holds nothing else.
     args.extend(["--load-restrictor", "LoadRestrictionsNone"]);
-    run(&program, &args, &build_dir, temp.path(), &[], timeout).map_err(fail)
+    if !closure.helm {
+        return run(&program, &args, &build_dir, temp.path(), &[], timeout).map_err(fail);
+    }
+    let helm = find_on_path("helm").ok_or_else(|| {
+        fail(
+            "the kustomization inflates helmCharts and `helm` is not on PATH; install Helm 4 \
+             (https://helm.sh/docs/intro/install/)"
+                .to_string(),
+        )
+    })?;
+    let helm = helm.display().to_string();
+    args.extend(["--enable-helm", "--helm-command", &helm]);
+    let home = temp.path().join(".helm-home");
+    let (cache, config, data) = (home.join("cache"), home.join("config"), home.join("data"));
+    let env: [(&str, &Path); 3] = [
+        ("HELM_CACHE_HOME", &cache),
+        ("HELM_CONFIG_HOME", &config),
+        ("HELM_DATA_HOME", &data),
+    ];
+    let output = run(&program, &args, &build_dir, temp.path(), &env, timeout).map_err(fail)?;
+    refuse_hooks(&output).map_err(fail)?;
+    Ok(output)
+}
+
+/// A Helm hook inflated by `helmCharts` would be applied as an ordinary object at every change
+/// (a `pre-upgrade` Job run again and again): refused, naming it, never applied silently.
+fn refuse_hooks(output: &str) -> Result<(), String> {
+    let docs =
+        super::parse::documents("kustomize build", output.as_bytes()).map_err(|e| e.to_string())?;
+    for doc in docs {
+        let hook = doc
+            .pointer("/metadata/annotations")
+            .and_then(|a| a.get("helm.sh/hook"))
+            .and_then(serde_json::Value::as_str);
+        if let Some(hook) = hook {
+            let kind = doc.get("kind").and_then(|k| k.as_str()).unwrap_or("?");
+            let name = doc
+                .pointer("/metadata/name")
+                .and_then(|n| n.as_str())
+                .unwrap_or("?");
+            return Err(format!(
+                "helmCharts rendered the Helm hook {kind}/{name} ({hook}); reckon does not run \
+                 Helm hooks: set skipHooks: true on the helmCharts entry"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Writes one file of the closure under `root` (its path was checked: relative, no `..`).

@@ -46,6 +46,16 @@ pub enum ReferenceError {
          copy it into the repository"
     )]
     Remote { file: String, reference: String },
+    #[error(
+        "{file}: helmCharts entry {chart:?} names the chart repository {repo:?}; reckon renders \
+         without network access: vendor the chart under the kustomization's helmGlobals.chartHome \
+         (default charts/) and remove repo"
+    )]
+    RemoteChart {
+        file: String,
+        chart: String,
+        repo: String,
+    },
     #[error("{file}: not valid YAML: {message}")]
     Unreadable { file: String, message: String },
     #[error("reading {path} from the repository: {message}")]
@@ -54,10 +64,12 @@ pub enum ReferenceError {
 
 /// Fields whose entries are kustomizations (or files) to load: a directory among them is a
 /// kustomization root whose own kustomization is loaded in turn.
-const ROOT_FIELDS: [&str; 3] = ["resources", "bases", "components"];
+/// A kustomization's `helmGlobals.chartHome` (the vendored charts of its `helmCharts`) is copied
+/// whole in the same way, though it holds charts, not a kustomization.
+const ROOT_FIELDS: [&str; 4] = ["resources", "bases", "components", "helmGlobals.chartHome"];
 
 /// Fields (or `field.subfield` under a list) whose values are files to load.
-const FILE_FIELDS: [&str; 12] = [
+const FILE_FIELDS: [&str; 14] = [
     "crds",
     "configurations",
     "patchesStrategicMerge",
@@ -70,6 +82,8 @@ const FILE_FIELDS: [&str; 12] = [
     "openapi.path",
     "configMapGenerator.files",
     "secretGenerator.files",
+    "helmCharts.valuesFile",
+    "helmCharts.additionalValuesFiles",
 ];
 
 /// Generator env files: `envs` (a list) and the older `env` (one file).
@@ -86,6 +100,8 @@ const ENV_FIELDS: [&str; 4] = [
 pub struct Closure {
     pub dirs: BTreeSet<String>,
     pub files: BTreeSet<String>,
+    /// Some kustomization of the unit inflates Helm charts (`helmCharts`): kustomize needs Helm.
+    pub helm: bool,
 }
 
 impl Closure {
@@ -121,7 +137,9 @@ pub fn closure(repo: &dyn RepoTree, unit: &str) -> Result<Closure, ReferenceErro
             continue;
         };
         let file = join(&root, name);
-        for (field, reference) in references(&file, &read(repo, &file)?)? {
+        let bytes = read(repo, &file)?;
+        out.helm |= helm_charts(&file, &bytes)?;
+        for (field, reference) in references(&file, &bytes)? {
             match resolve(repo, &root, &file, field, &reference)? {
                 Some((path, EntryKind::Dir)) => roots.push(path),
                 Some((path, EntryKind::File)) => {
@@ -308,6 +326,40 @@ pub fn references(file: &str, bytes: &[u8]) -> Result<Vec<(&'static str, String)
         }
     }
     Ok(out)
+}
+
+/// Whether a kustomization inflates Helm charts; refused when one is to be pulled from a chart
+/// repository (kustomize would fetch it at render time).
+pub fn helm_charts(file: &str, bytes: &[u8]) -> Result<bool, ReferenceError> {
+    let value: serde_json::Value = super::parse::documents(file, bytes)
+        .map_err(|e| ReferenceError::Unreadable {
+            file: file.to_string(),
+            message: e.to_string(),
+        })?
+        .into_iter()
+        .next()
+        .unwrap_or(serde_json::Value::Null);
+    let charts = value
+        .get("helmCharts")
+        .and_then(serde_json::Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    for chart in charts {
+        if let Some(repo) = chart.get("repo").and_then(serde_json::Value::as_str)
+            && !repo.trim().is_empty()
+        {
+            return Err(ReferenceError::RemoteChart {
+                file: file.to_string(),
+                chart: chart
+                    .get("name")
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+                repo: repo.to_string(),
+            });
+        }
+    }
+    Ok(!charts.is_empty())
 }
 
 /// Single-line strings at `field` (`a` or `a.b`, where `a` is a list of maps or a map).

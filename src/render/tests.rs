@@ -631,3 +631,127 @@ fn a_recorded_set_reads_back_as_the_render_it_was_with_secrets_opened() {
         "{err}"
     );
 }
+
+/// Helm for kustomize's `helmCharts`: on PATH like kustomize (the test environment builds it).
+fn helm_available() -> bool {
+    if !kustomize_available() {
+        return false;
+    }
+    let on_path = std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|dir| dir.join("helm").is_file()));
+    assert!(
+        on_path,
+        "helmCharts tests need helm on PATH (scripts/provision-testenv.sh builds it), \
+         or set RECKON_SKIP_KUSTOMIZE_TESTS=1"
+    );
+    true
+}
+
+/// A vendored chart `web` under `home` whose ConfigMap takes `color` and `size` from values and
+/// whose optional hook is a pre-install Job.
+fn vendored_chart(home: &str, with_hook: bool) -> Vec<SourceFile> {
+    let mut files = vec![
+        file(
+            &format!("{home}/web/Chart.yaml"),
+            "apiVersion: v2\nname: web\nversion: 1.2.0\n",
+        ),
+        file(
+            &format!("{home}/web/values.yaml"),
+            "color: blue\nsize: small\n",
+        ),
+        file(
+            &format!("{home}/web/templates/cm.yaml"),
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-web\ndata:\n  color: {{ .Values.color }}\n  size: {{ .Values.size }}\n",
+        ),
+    ];
+    if with_hook {
+        files.push(file(
+            &format!("{home}/web/templates/migrate.yaml"),
+            "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: migrate\n  annotations:\n    helm.sh/hook: pre-install\nspec:\n  template:\n    spec:\n      restartPolicy: Never\n      containers:\n      - name: m\n        image: busybox\n",
+        ));
+    }
+    files
+}
+
+#[test]
+fn a_kustomization_inflates_a_vendored_chart_with_its_values_files_and_inline_values() {
+    if !helm_available() {
+        return;
+    }
+    let mut files = vec![
+        file(
+            "kustomization.yaml",
+            &format!(
+                "{KUSTOMIZATION}helmGlobals:\n  chartHome: vendor\nhelmCharts:\n- name: web\n  releaseName: shop\n  valuesFile: values/prod.yaml\n  valuesInline:\n    color: green\nresources:\n- cm.yaml\n"
+            ),
+        ),
+        file("values/prod.yaml", "size: large\n"),
+        file("cm.yaml", &config_map("plain")),
+    ];
+    files.extend(vendored_chart("vendor", false));
+    let set = render(&files, &options()).unwrap();
+    let mut got = names(&set);
+    got.sort();
+    assert_eq!(got, ["plain", "shop-web"]);
+    let web = set
+        .objects
+        .iter()
+        .find(|o| o.object.name == "shop-web")
+        .unwrap();
+    assert_eq!(web.manifest["data"]["color"], "green", "inline values last");
+    assert_eq!(
+        web.manifest["data"]["size"], "large",
+        "the values file over the chart's"
+    );
+    assert_eq!(web.manifest["metadata"]["labels"]["reckon.dev/app"], "shop");
+}
+
+#[test]
+fn a_helm_chart_from_a_chart_repository_in_a_kustomization_is_refused_before_kustomize_runs() {
+    let files = vec![file(
+        "kustomization.yaml",
+        &format!(
+            "{KUSTOMIZATION}helmCharts:\n- name: redis\n  repo: https://charts.example.com\n  version: 1.0.0\n"
+        ),
+    )];
+    let err = render(&files, &options()).unwrap_err();
+    let RenderError::Reference {
+        source: repo::ReferenceError::RemoteChart { chart, repo, .. },
+        ..
+    } = &err
+    else {
+        panic!("{err:?}");
+    };
+    assert_eq!(
+        (chart.as_str(), repo.as_str()),
+        ("redis", "https://charts.example.com")
+    );
+    assert!(err.to_string().contains("vendor the chart"), "{err}");
+}
+
+#[test]
+fn a_helm_hook_inflated_by_a_kustomization_fails_the_render_unless_hooks_are_skipped() {
+    if !helm_available() {
+        return;
+    }
+    let kustomization = |skip: bool| {
+        file(
+            "kustomization.yaml",
+            &format!(
+                "{KUSTOMIZATION}helmCharts:\n- name: web\n  releaseName: shop\n  skipHooks: {skip}\n"
+            ),
+        )
+    };
+    let mut files = vec![kustomization(false)];
+    files.extend(vendored_chart("charts", true));
+    let err = render(&files, &options()).unwrap_err();
+    let RenderError::Kustomize { message, .. } = &err else {
+        panic!("{err:?}");
+    };
+    assert!(message.contains("Job/migrate (pre-install)"), "{message}");
+    assert!(message.contains("skipHooks: true"), "{message}");
+
+    files[0] = kustomization(true);
+    let set = render(&files, &options()).unwrap();
+    assert_eq!(names(&set), ["shop-web"], "the hook is left out");
+}
