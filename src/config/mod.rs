@@ -264,6 +264,58 @@ pub struct Source {
     pub ca_file: Option<PathBuf>,
     /// Commit signature verification. Default: `{mode: record}`.
     pub signature: SignaturePolicy,
+    /// When set, `url` is an HTTP(S) Helm chart repository (its `index.yaml` is under it) and
+    /// the App deploys this chart from it: `ref`, `path` and `signature` do not apply. Default:
+    /// none (a Git repository).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chart: Option<ChartRef>,
+}
+
+/// Which chart of a chart repository an App deploys: `{name: web, version: "1.2.0"}` or a
+/// semver range `{name: web, version: ">=1.2, <2"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChartRef {
+    /// The chart's name in the repository's index. Required.
+    #[serde(deserialize_with = "de_nonempty")]
+    pub name: String,
+    /// One version as the index writes it (`1.2.0`: exactly that one), or a semver range
+    /// (`>=1.2, <2`, `^1`, `~1.4`: the highest match). Default: `*`, the highest release.
+    #[serde(
+        default = "default_chart_version",
+        deserialize_with = "de_chart_version"
+    )]
+    pub version: String,
+}
+
+impl ChartRef {
+    /// What the version asks for: a plain version is that version, anything else a range.
+    pub fn wanted(&self) -> Result<crate::source::chart_index::Wanted, semver::Error> {
+        use crate::source::chart_index::Wanted;
+        let bare = self.version.strip_prefix('v').unwrap_or(&self.version);
+        if semver::Version::parse(bare).is_ok() {
+            return Ok(Wanted::Exact(self.version.clone()));
+        }
+        semver::VersionReq::parse(&self.version).map(Wanted::Range)
+    }
+}
+
+fn default_chart_version() -> String {
+    "*".to_string()
+}
+
+fn de_chart_version<'de, D: serde::Deserializer<'de>>(de: D) -> Result<String, D::Error> {
+    let version = String::deserialize(de)?;
+    let chart = ChartRef {
+        name: String::new(),
+        version: version.clone(),
+    };
+    chart.wanted().map_err(|err| {
+        D::Error::custom(format!(
+            "invalid chart version {version:?}: neither a version nor a semver range: {err}"
+        ))
+    })?;
+    Ok(version)
 }
 
 /// A Git reference to follow; written as a one-key map, e.g. `ref: {tag: v1.2.0}`.
@@ -788,9 +840,9 @@ struct RawSource {
     #[serde(deserialize_with = "de_spanned_url")]
     url: Spanned<String>,
     #[serde(default, rename = "ref")]
-    reference: GitRef,
-    #[serde(default = "default_path", deserialize_with = "de_repo_path")]
-    path: String,
+    reference: Option<GitRef>,
+    #[serde(default, deserialize_with = "de_some_repo_path")]
+    path: Option<String>,
     #[serde(default = "default_interval", deserialize_with = "de_interval")]
     interval: Duration,
     #[serde(default)]
@@ -799,6 +851,8 @@ struct RawSource {
     ca_file: Option<PathBuf>,
     #[serde(default)]
     signature: Option<Spanned<SignaturePolicy>>,
+    #[serde(default)]
+    chart: Option<ChartRef>,
 }
 
 /// `closed`: every `depends_on` must name an App of `raw` (a whole file); an App checked alone
@@ -880,6 +934,30 @@ fn validate(raw: RawConfig, file: &Path, closed: bool) -> Result<Config, ConfigE
                 ));
             }
         }
+        if source.chart.is_some() {
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                return Err(invalid(
+                    url_line,
+                    format!("apps[{i}].source.chart"),
+                    format!("a chart repository is an https:// or http:// URL, but url is {url:?}"),
+                ));
+            }
+            let git_only = [
+                ("ref", source.reference.is_some()),
+                ("path", source.path.is_some()),
+                ("signature", source.signature.is_some()),
+            ];
+            if let Some((key, _)) = git_only.iter().find(|(_, set)| *set) {
+                return Err(invalid(
+                    url_line,
+                    format!("apps[{i}].source.{key}"),
+                    format!(
+                        "{key} is for Git sources; a chart repository source names its chart \
+                         and version under chart"
+                    ),
+                ));
+            }
+        }
         if source.ca_file.is_some() && !url.starts_with("https://") {
             return Err(invalid(
                 url_line,
@@ -937,12 +1015,13 @@ fn validate(raw: RawConfig, file: &Path, closed: bool) -> Result<Config, ConfigE
             object: None,
             source: Source {
                 url,
-                reference: source.reference,
-                path: source.path,
+                reference: source.reference.unwrap_or_default(),
+                path: source.path.unwrap_or_else(default_path),
                 interval: source.interval,
                 auth: source.auth,
                 ca_file: source.ca_file,
                 signature,
+                chart: source.chart,
             },
             target: app.target,
             prune: app.prune,
@@ -1089,6 +1168,10 @@ fn de_repo_path<'de, D: serde::Deserializer<'de>>(de: D) -> Result<String, D::Er
         )));
     }
     Ok(path)
+}
+
+fn de_some_repo_path<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Option<String>, D::Error> {
+    de_repo_path(de).map(Some)
 }
 
 fn de_interval<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Duration, D::Error> {
