@@ -177,12 +177,18 @@ fn source_error(url: &str, err: ChartRepoError) -> SourceError {
             what: "chart repository response".to_string(),
             detail: text,
         },
-        ChartRepoError::Digest { chart, .. } | ChartRepoError::Archive { chart, .. } => {
-            SourceError::ChartRefused {
-                chart,
-                detail: text,
-            }
-        }
+        ChartRepoError::Digest {
+            chart,
+            expected,
+            actual,
+        } => SourceError::ChartRefused {
+            chart,
+            detail: format!("the archive's digest is {actual}, the index says {expected}"),
+        },
+        ChartRepoError::Archive { chart, reason } => SourceError::ChartRefused {
+            chart,
+            detail: format!("hostile archive: {reason}"),
+        },
     }
 }
 
