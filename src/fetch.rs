@@ -198,7 +198,8 @@ pub fn failure_draft(app: &str, url: &str, reference: &str, err: &SourceError) -
 
 /// What one look at a source found.
 enum Observed {
-    Git(FetchOutcome),
+    // Boxed: a FetchOutcome is ten times a ChartOutcome, and only one lives per look.
+    Git(Box<FetchOutcome>),
     Chart(ChartOutcome),
 }
 
@@ -261,7 +262,7 @@ pub async fn fetch_quietly(
             source
                 .fetch_async_since(state.observed_head.clone(), requested)
                 .await
-                .map(Observed::Git)
+                .map(|o| Observed::Git(Box::new(o)))
         }
     };
     let (drafts, failure) = match fetched {
