@@ -328,3 +328,104 @@ async fn a_chart_from_a_repository_syncs_upgrades_survives_an_outage_and_rolls_b
     );
     h.close().await;
 }
+
+/// The same source on an App object (`spec.source.chart`), reconciled by the agent: deployed,
+/// then upgraded by a new version, the status naming the chart revision.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_object_follows_a_chart_repository() {
+    use reckon::crd::{App, AuthSpec, BasicSpec, ChartSpec, SecretRefSpec};
+    use std::time::Duration;
+    use support::crd::{ObjectAgent, app_object, condition, install_app_crd, until};
+    if !crate::helm::helm_available() {
+        return;
+    }
+    let client = support::client().await;
+    install_app_crd(&client).await;
+    let ns = support::TestNamespace::create(&client, "helm-repo-object").await;
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("repo");
+    std::fs::create_dir_all(&root).unwrap();
+    let password = work.path().join("password");
+    std::fs::write(&password, "s3cret-password\n").unwrap();
+    let server = ChartRepoServer::start(
+        &root,
+        false,
+        Some(HttpAuth {
+            username: "charts".into(),
+            password: "s3cret-password".into(),
+        }),
+    )
+    .unwrap();
+    let r1 = sha256(
+        &server
+            .publish(&chart(work.path(), "1.0.0", "blue"))
+            .unwrap(),
+    );
+    let agent = ObjectAgent::start_with(work.path(), &ns.name, Default::default(), |o| {
+        // The repository is plain http on loopback.
+        o.sources.schemes.push("http".into());
+    });
+    let mut object = app_object("web", &server.url(), ".");
+    object.spec.source.path = None;
+    object.spec.source.chart = Some(ChartSpec {
+        name: "web".into(),
+        version: Some("^1".into()),
+    });
+    object.spec.source.auth = Some(AuthSpec {
+        basic: Some(BasicSpec {
+            username: "charts".into(),
+            password: SecretRefSpec {
+                file: Some(password.display().to_string()),
+                env: None,
+            },
+        }),
+        ..Default::default()
+    });
+    let apps: Api<App> = Api::namespaced(client.clone(), &ns.name);
+    apps.create(&kube::api::PostParams::default(), &object)
+        .await
+        .unwrap();
+    let applied = |revision: String| {
+        let apps = apps.clone();
+        async move {
+            until(
+                "the chart revision applied",
+                Duration::from_secs(90),
+                || async {
+                    let app = apps.get("web").await.unwrap();
+                    let status = app.status.as_ref()?;
+                    (condition(&app, "Ready")?.status == "True"
+                        && status.applied_revision.as_deref() == Some(revision.as_str()))
+                    .then_some(())
+                },
+            )
+            .await
+        }
+    };
+    applied(r1.clone()).await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns.name);
+    let cm = cms.get("web-settings").await.unwrap();
+    assert_eq!(data(&cm, "color").as_deref(), Some("blue"));
+
+    let r2 = sha256(
+        &server
+            .publish(&chart(work.path(), "1.1.0", "green"))
+            .unwrap(),
+    );
+    applied(r2.clone()).await;
+    let cm = cms.get("web-settings").await.unwrap();
+    assert_eq!(data(&cm, "color").as_deref(), Some("green"));
+    assert_eq!(
+        annotation(&cm, "reckon.dev/helm-chart").as_deref(),
+        Some("web-1.1.0")
+    );
+    let events = agent.stop().await;
+    let observed: Vec<String> = events
+        .iter()
+        .filter_map(|e| match &e.body.event {
+            Event::ChartObserved(c) => Some(c.version.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(observed, ["1.0.0", "1.1.0"]);
+}
