@@ -153,7 +153,11 @@ impl App {
 #[serde(deny_unknown_fields)]
 pub struct Helm {
     /// `.Release.Name`. Default: the App's name.
-    #[serde(default, deserialize_with = "de_some_release")]
+    #[serde(
+        default,
+        deserialize_with = "de_some_release",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub release: Option<String>,
     /// Values files in the App's source, relative to `path` (no `..`), merged in order.
     /// Default: none.
@@ -164,7 +168,11 @@ pub struct Helm {
     #[serde(default)]
     pub values_from: Vec<ValuesFrom>,
     /// Inline values (a map), merged last. Default: none.
-    #[serde(default, deserialize_with = "de_inline_values")]
+    #[serde(
+        default,
+        deserialize_with = "de_inline_values",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub values: Option<serde_json::Value>,
 }
 
@@ -242,20 +250,18 @@ fn de_inline_values<'de, D: serde::Deserializer<'de>>(
     Ok(Some(value))
 }
 
-/// The Git source of an App.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// The source of an App: a Git repository, or (with `chart`) a chart of a Helm chart repository.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Source {
     /// Repository URL: `https://`, `http://`, `ssh://`, `git://`, `file://` or scp-like
     /// `user@host:path`. Required.
     pub url: String,
     /// What to follow: exactly one of `branch`, `tag`, `semver` (a range over tags such as
     /// `">=1.2, <2"`) or `commit` (a full SHA). Default: `{branch: main}`.
-    #[serde(rename = "ref")]
     pub reference: GitRef,
     /// Directory inside the repository holding the manifests; relative, no `..`. Default: `.`.
     pub path: String,
     /// How often the remote is polled. Default: `1m`. Must be at least 1s.
-    #[serde(with = "duration")]
     pub interval: Duration,
     /// Credentials for the remote. Default: none (public repository or ambient SSH agent).
     pub auth: Option<Auth>,
@@ -267,8 +273,44 @@ pub struct Source {
     /// When set, `url` is an HTTP(S) Helm chart repository (its `index.yaml` is under it) and
     /// the App deploys this chart from it: `ref`, `path` and `signature` do not apply. Default:
     /// none (a Git repository).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub chart: Option<ChartRef>,
+}
+
+/// How a [`Source`] is written back: a chart repository source without the Git-only keys it
+/// would be refused with (`ref`, `path`, `signature`), so a loaded configuration serialises to
+/// one that loads again.
+#[derive(Serialize)]
+struct SourceOut<'a> {
+    url: &'a String,
+    #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+    reference: Option<&'a GitRef>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path: Option<&'a String>,
+    #[serde(with = "duration")]
+    interval: Duration,
+    auth: &'a Option<Auth>,
+    ca_file: &'a Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    signature: Option<&'a SignaturePolicy>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    chart: Option<&'a ChartRef>,
+}
+
+impl Serialize for Source {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        let git = self.chart.is_none();
+        SourceOut {
+            url: &self.url,
+            reference: git.then_some(&self.reference),
+            path: git.then_some(&self.path),
+            interval: self.interval,
+            auth: &self.auth,
+            ca_file: &self.ca_file,
+            signature: git.then_some(&self.signature),
+            chart: self.chart.as_ref(),
+        }
+        .serialize(ser)
+    }
 }
 
 /// Which chart of a chart repository an App deploys: `{name: web, version: "1.2.0"}` or a
