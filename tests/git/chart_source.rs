@@ -4,7 +4,8 @@
 //! unchanged repository costs one conditional request and records nothing, the chart's files are
 //! read back by revision (downloaded again when the cache lost them), and a tampered or hostile
 //! archive, or a repository that went away, is a SourceFetchFailed that leaves the App on its
-//! last good revision.
+//! last good revision; over TLS only the configured CA file is trusted, and a wrong password is
+//! named as such without the password.
 
 use anyhow::Result;
 use reckon::event::{Envelope, Event, EventKind};
@@ -352,6 +353,82 @@ async fn a_bad_archive_or_a_repository_gone_is_a_failure_that_keeps_the_last_goo
             .await?
             .iter()
             .any(|(p, _)| p == "Chart.yaml")
+    );
+    Ok(())
+}
+
+/// The App as `reckon.yaml` gives it, with `extra` source keys (indented under `source`).
+fn source_with(url: &str, extra: &str, cache: &Path) -> GitSource {
+    let cfg = reckon::config::parse(
+        &format!(
+            "apps:\n  - name: web\n    source:\n      url: {url}\n      chart: {{name: web}}\n{extra}"
+        ),
+        Path::new("reckon.yaml"),
+    )
+    .unwrap();
+    reckon::source::config::source_for(&cfg.apps[0], cache).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tls_the_ca_file_is_trusted_and_nothing_else_and_a_wrong_password_is_named()
+-> Result<()> {
+    let s = setup();
+    let server = ChartRepoServer::start(&s.root, true, Some(auth()))?;
+    let v1 = server.publish(&chart(s.work.path(), "1.0.0", "blue"))?;
+    let store = open(&s.work.path().join("store"));
+    let ca = server.ca().unwrap().bundle_path();
+    let pw = s.password.display();
+
+    // With the repository's CA and the password: observed.
+    let trusted = source_with(
+        &server.url(),
+        &format!(
+            "      ca_file: {}\n      auth: {{basic: {{username: charts, password: {{file: {pw}}}}}}}\n",
+            ca.display()
+        ),
+        &s.work.path().join("cache"),
+    );
+    let o = observe(&store, "web", &trusted).await?;
+    assert_eq!(o.deployable_head.as_deref(), Some(sha256(&v1).as_str()));
+
+    // Without it, the system roots do not trust the test CA.
+    let untrusted = source_with(
+        &server.url(),
+        &format!("      auth: {{basic: {{username: charts, password: {{file: {pw}}}}}}}\n"),
+        &s.work.path().join("cache2"),
+    );
+    let o = observe(&store, "other", &untrusted).await?;
+    assert!(o.deployable_head.is_none());
+    let failures = events(&store, Selector::Kind(EventKind::SourceFetchFailed));
+    let Event::SourceFetchFailed(f) = &failures.last().unwrap().body.event else {
+        unreachable!()
+    };
+    assert_eq!(f.reason, "TlsUntrusted", "{}", f.error);
+
+    // A wrong password is refused by the repository and said so.
+    let wrong = s.work.path().join("wrong");
+    std::fs::write(&wrong, "nope\n")?;
+    let refused = source_with(
+        &server.url(),
+        &format!(
+            "      ca_file: {}\n      auth: {{basic: {{username: charts, password: {{file: {}}}}}}}\n",
+            ca.display(),
+            wrong.display()
+        ),
+        &s.work.path().join("cache3"),
+    );
+    let o = observe(&store, "third", &refused).await?;
+    assert!(o.deployable_head.is_none());
+    let failures = events(&store, Selector::Kind(EventKind::SourceFetchFailed));
+    let Event::SourceFetchFailed(f) = &failures.last().unwrap().body.event else {
+        unreachable!()
+    };
+    assert_eq!(f.reason, "AuthFailed", "{}", f.error);
+    assert!(f.error.contains("HTTP 401"), "{}", f.error);
+    assert!(
+        !f.error.contains("nope"),
+        "the secret is never in the record: {}",
+        f.error
     );
     Ok(())
 }
