@@ -1,6 +1,7 @@
-//! Owns recording what a Git source observed as events: one CommitObserved per new commit, and
+//! Owns recording what a source observed as events: one CommitObserved per new commit, and
 //! HistoryRewritten, SourceCacheRecovered, RevisionBlocked and SourceFetchFailed — the audit trail
-//! of "who committed what, when, signed by whom" and of every failure to look.
+//! of "who committed what, when, signed by whom" and of every failure to look; for a chart
+//! repository source, one ChartObserved per new matching chart version.
 //!
 //! The previous head comes from the App's projection (folded from the log), so a restarted agent
 //! resumes exactly where it stopped without asking Git, and a failed fetch leaves the App on its
@@ -8,10 +9,11 @@
 
 use crate::event::{self, Draft, Event};
 use crate::source::allow::redact;
+use crate::source::chart::ChartOutcome;
 use crate::source::{self, DeployDecision, FetchOutcome, GitSource, SourceError};
-use crate::store::StoreError;
 use crate::store::projection::AppState;
 use crate::store::writer::StoreHandle;
+use crate::store::{EventRead as _, StoreError};
 use chrono::{DateTime, Utc};
 
 /// Errors recording an observation, named after the failed operation. A failed fetch is not one
@@ -135,6 +137,51 @@ pub fn outcome_drafts(
     drafts
 }
 
+/// The ChartObserved events for what one look at a chart repository found, oldest first.
+pub fn chart_drafts(app: &str, url: &str, outcome: &ChartOutcome) -> Vec<Draft> {
+    outcome
+        .new_versions
+        .iter()
+        .map(|v| {
+            Draft::new(
+                Some(app),
+                Event::ChartObserved(event::ChartObserved {
+                    revision: v.revision.clone(),
+                    repository: redact(url),
+                    name: v.name.clone(),
+                    version: v.version.clone(),
+                    app_version: v.app_version.clone(),
+                    digest: v.digest.clone(),
+                    verified: v.verified,
+                    created: v.created.clone(),
+                }),
+            )
+        })
+        .collect()
+}
+
+/// The chart version of the App's observed head, from its ChartObserved (the versions passed
+/// over since are counted from it).
+async fn observed_chart_version(
+    store: &StoreHandle,
+    state: &AppState,
+) -> Result<Option<String>, StoreError> {
+    let Some(seq) = state
+        .observed_head
+        .as_ref()
+        .and_then(|head| state.revisions.get(head))
+        .and_then(|r| r.commit_seq)
+    else {
+        return Ok(None);
+    };
+    // One point read of the log, once per look: not worth a blocking-pool hop.
+    let event = store.reader().get(seq)?;
+    Ok(event.and_then(|e| match e.body.event {
+        Event::ChartObserved(c) => Some(c.version),
+        _ => None,
+    }))
+}
+
 /// The SourceFetchFailed event for a failed fetch.
 pub fn failure_draft(app: &str, url: &str, reference: &str, err: &SourceError) -> Draft {
     Draft::new(
@@ -147,6 +194,13 @@ pub fn failure_draft(app: &str, url: &str, reference: &str, err: &SourceError) -
             reason: err.reason().to_string(),
         }),
     )
+}
+
+/// What one look at a source found.
+enum Observed {
+    // Boxed: a FetchOutcome is ten times a ChartOutcome, and only one lives per look.
+    Git(Box<FetchOutcome>),
+    Chart(ChartOutcome),
 }
 
 /// The App's folded state as the writer holds it now (default for an App never seen).
@@ -193,17 +247,40 @@ pub async fn fetch_quietly(
             Some(limit) => Some(limit.acquire().await.expect("never closed")),
             None => None,
         };
-        source
-            .fetch_async_since(state.observed_head.clone(), requested)
-            .await
+        if source.chart().is_some() {
+            let version = observed_chart_version(store, &state)
+                .await
+                .map_err(|source| FetchError::ReadProjection {
+                    app: app.to_string(),
+                    source,
+                })?;
+            source
+                .observe_chart_async(state.observed_head.clone(), version)
+                .await
+                .map(Observed::Chart)
+        } else {
+            source
+                .fetch_async_since(state.observed_head.clone(), requested)
+                .await
+                .map(|o| Observed::Git(Box::new(o)))
+        }
     };
     let (drafts, failure) = match fetched {
-        Ok(outcome) => {
+        Ok(Observed::Git(outcome)) => {
             tracing::debug!(app, head = %outcome.head, new = outcome.new_commits.len(), "fetched");
             (
                 outcome_drafts(app, &spec.url, &outcome, state.deployable_head.as_deref()),
                 None,
             )
+        }
+        Ok(Observed::Chart(outcome)) => {
+            tracing::debug!(
+                app,
+                new = outcome.new_versions.len(),
+                not_modified = outcome.not_modified,
+                "looked at the chart repository"
+            );
+            (chart_drafts(app, &spec.url, &outcome), None)
         }
         Err(err) => {
             // The text reaches the App's status and the logs: the URL in it is redacted.

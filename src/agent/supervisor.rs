@@ -9,7 +9,7 @@ use crate::config;
 use crate::pool::{ClusterKey, Pool, PoolError, PoolOptions, WatchScope};
 use crate::reconcile::{Limits, Reconciler};
 use crate::render::SecretKey;
-use crate::source::{GitSource, config::spec_for};
+use crate::source::config::source_for;
 use crate::store::writer::StoreHandle;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -167,10 +167,11 @@ impl Supervisor {
         status: Option<objects::StatusWriter>,
     ) -> Result<(), AgentError> {
         let cluster = self.cluster(&app).await?;
-        let spec = spec_for(&app).map_err(|source| AgentError::Source {
-            app: app.name.clone(),
-            source,
-        })?;
+        let source =
+            source_for(&app, &self.options.cache).map_err(|source| AgentError::Source {
+                app: app.name.clone(),
+                source,
+            })?;
         let (catalog, live) = cluster
             .for_app(&app)
             .map_err(|source| AgentError::Cluster {
@@ -179,7 +180,7 @@ impl Supervisor {
             })?;
         let reconciler = Reconciler::new(
             app.clone(),
-            GitSource::new(spec, &self.options.cache),
+            source,
             self.store.clone(),
             self.key.clone(),
             catalog,

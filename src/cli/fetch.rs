@@ -3,7 +3,7 @@
 
 use crate::config;
 use crate::fetch;
-use crate::source::{GitSource, config::spec_for};
+use crate::source::config::source_for;
 use crate::store::writer;
 use std::io::Write;
 use std::path::PathBuf;
@@ -39,7 +39,7 @@ pub async fn run(args: FetchArgs) -> anyhow::Result<ExitCode> {
         if !args.apps.is_empty() && !args.apps.contains(&app.name) {
             continue;
         }
-        let source = GitSource::new(spec_for(app)?, &args.cache);
+        let source = source_for(app, &args.cache)?;
         let o = fetch::fetch(&handle, &app.name, &source).await?;
         let short = |h: &Option<String>| {
             h.as_deref()

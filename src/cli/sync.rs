@@ -6,7 +6,7 @@ use crate::apply::{DiffOutcome, ObjectOutcome, Outcome};
 use crate::config;
 use crate::pool::{Pool, PoolOptions, WatchScope};
 use crate::reconcile::{Limits, Live, PassOptions, PassReport, PassStatus, Reconciler};
-use crate::source::{GitSource, config::spec_for};
+use crate::source::config::source_for;
 use crate::store::writer;
 use crate::watch::WatchOptions;
 use anyhow::Context;
@@ -76,7 +76,7 @@ pub(super) async fn reconciler(
     })
     .connect(&app)
     .await?;
-    let source = GitSource::new(spec_for(&app)?, &paths.cache);
+    let source = source_for(&app, &paths.cache)?;
     let (handle, task) = writer::spawn(store);
     crate::reconcile::reseal::reseal_recorded_sets(&handle, &key).await?;
     // As the App's ServiceAccount when it names one; the pool watches nothing here.
@@ -157,7 +157,7 @@ pub async fn sync(args: SyncArgs) -> anyhow::Result<ExitCode> {
         let (cluster, new) = pool.connect(&app).await?;
         notifications.extend(new.and_then(|n| n.changes));
         let (catalog, live) = cluster.for_app(&app)?;
-        let source = GitSource::new(spec_for(&app)?, &args.paths.cache);
+        let source = source_for(&app, &args.paths.cache)?;
         reconcilers.push(
             Reconciler::new(app, source, handle.clone(), key.clone(), catalog, live)
                 .with_limits(limits.clone()),

@@ -153,7 +153,11 @@ impl App {
 #[serde(deny_unknown_fields)]
 pub struct Helm {
     /// `.Release.Name`. Default: the App's name.
-    #[serde(default, deserialize_with = "de_some_release")]
+    #[serde(
+        default,
+        deserialize_with = "de_some_release",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub release: Option<String>,
     /// Values files in the App's source, relative to `path` (no `..`), merged in order.
     /// Default: none.
@@ -164,7 +168,11 @@ pub struct Helm {
     #[serde(default)]
     pub values_from: Vec<ValuesFrom>,
     /// Inline values (a map), merged last. Default: none.
-    #[serde(default, deserialize_with = "de_inline_values")]
+    #[serde(
+        default,
+        deserialize_with = "de_inline_values",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub values: Option<serde_json::Value>,
 }
 
@@ -242,20 +250,18 @@ fn de_inline_values<'de, D: serde::Deserializer<'de>>(
     Ok(Some(value))
 }
 
-/// The Git source of an App.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// The source of an App: a Git repository, or (with `chart`) a chart of a Helm chart repository.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Source {
     /// Repository URL: `https://`, `http://`, `ssh://`, `git://`, `file://` or scp-like
     /// `user@host:path`. Required.
     pub url: String,
     /// What to follow: exactly one of `branch`, `tag`, `semver` (a range over tags such as
     /// `">=1.2, <2"`) or `commit` (a full SHA). Default: `{branch: main}`.
-    #[serde(rename = "ref")]
     pub reference: GitRef,
     /// Directory inside the repository holding the manifests; relative, no `..`. Default: `.`.
     pub path: String,
     /// How often the remote is polled. Default: `1m`. Must be at least 1s.
-    #[serde(with = "duration")]
     pub interval: Duration,
     /// Credentials for the remote. Default: none (public repository or ambient SSH agent).
     pub auth: Option<Auth>,
@@ -264,6 +270,94 @@ pub struct Source {
     pub ca_file: Option<PathBuf>,
     /// Commit signature verification. Default: `{mode: record}`.
     pub signature: SignaturePolicy,
+    /// When set, `url` is an HTTP(S) Helm chart repository (its `index.yaml` is under it) and
+    /// the App deploys this chart from it: `ref`, `path` and `signature` do not apply. Default:
+    /// none (a Git repository).
+    pub chart: Option<ChartRef>,
+}
+
+/// How a [`Source`] is written back: a chart repository source without the Git-only keys it
+/// would be refused with (`ref`, `path`, `signature`), so a loaded configuration serialises to
+/// one that loads again.
+#[derive(Serialize)]
+struct SourceOut<'a> {
+    url: &'a String,
+    #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+    reference: Option<&'a GitRef>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path: Option<&'a String>,
+    #[serde(with = "duration")]
+    interval: Duration,
+    auth: &'a Option<Auth>,
+    ca_file: &'a Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    signature: Option<&'a SignaturePolicy>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    chart: Option<&'a ChartRef>,
+}
+
+impl Serialize for Source {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        let git = self.chart.is_none();
+        SourceOut {
+            url: &self.url,
+            reference: git.then_some(&self.reference),
+            path: git.then_some(&self.path),
+            interval: self.interval,
+            auth: &self.auth,
+            ca_file: &self.ca_file,
+            signature: git.then_some(&self.signature),
+            chart: self.chart.as_ref(),
+        }
+        .serialize(ser)
+    }
+}
+
+/// Which chart of a chart repository an App deploys: `{name: web, version: "1.2.0"}` or a
+/// semver range `{name: web, version: ">=1.2, <2"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChartRef {
+    /// The chart's name in the repository's index. Required.
+    #[serde(deserialize_with = "de_nonempty")]
+    pub name: String,
+    /// One version as the index writes it (`1.2.0`: exactly that one), or a semver range
+    /// (`>=1.2, <2`, `^1`, `~1.4`: the highest match). Default: `*`, the highest release.
+    #[serde(
+        default = "default_chart_version",
+        deserialize_with = "de_chart_version"
+    )]
+    pub version: String,
+}
+
+impl ChartRef {
+    /// What the version asks for: a plain version is that version, anything else a range.
+    pub fn wanted(&self) -> Result<crate::source::chart_index::Wanted, semver::Error> {
+        use crate::source::chart_index::Wanted;
+        let bare = self.version.strip_prefix('v').unwrap_or(&self.version);
+        if semver::Version::parse(bare).is_ok() {
+            return Ok(Wanted::Exact(self.version.clone()));
+        }
+        semver::VersionReq::parse(&self.version).map(Wanted::Range)
+    }
+}
+
+fn default_chart_version() -> String {
+    "*".to_string()
+}
+
+fn de_chart_version<'de, D: serde::Deserializer<'de>>(de: D) -> Result<String, D::Error> {
+    let version = String::deserialize(de)?;
+    let chart = ChartRef {
+        name: String::new(),
+        version: version.clone(),
+    };
+    chart.wanted().map_err(|err| {
+        D::Error::custom(format!(
+            "invalid chart version {version:?}: neither a version nor a semver range: {err}"
+        ))
+    })?;
+    Ok(version)
 }
 
 /// A Git reference to follow; written as a one-key map, e.g. `ref: {tag: v1.2.0}`.
@@ -788,9 +882,9 @@ struct RawSource {
     #[serde(deserialize_with = "de_spanned_url")]
     url: Spanned<String>,
     #[serde(default, rename = "ref")]
-    reference: GitRef,
-    #[serde(default = "default_path", deserialize_with = "de_repo_path")]
-    path: String,
+    reference: Option<GitRef>,
+    #[serde(default, deserialize_with = "de_some_repo_path")]
+    path: Option<String>,
     #[serde(default = "default_interval", deserialize_with = "de_interval")]
     interval: Duration,
     #[serde(default)]
@@ -799,6 +893,8 @@ struct RawSource {
     ca_file: Option<PathBuf>,
     #[serde(default)]
     signature: Option<Spanned<SignaturePolicy>>,
+    #[serde(default)]
+    chart: Option<ChartRef>,
 }
 
 /// `closed`: every `depends_on` must name an App of `raw` (a whole file); an App checked alone
@@ -880,6 +976,30 @@ fn validate(raw: RawConfig, file: &Path, closed: bool) -> Result<Config, ConfigE
                 ));
             }
         }
+        if source.chart.is_some() {
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                return Err(invalid(
+                    url_line,
+                    format!("apps[{i}].source.chart"),
+                    format!("a chart repository is an https:// or http:// URL, but url is {url:?}"),
+                ));
+            }
+            let git_only = [
+                ("ref", source.reference.is_some()),
+                ("path", source.path.is_some()),
+                ("signature", source.signature.is_some()),
+            ];
+            if let Some((key, _)) = git_only.iter().find(|(_, set)| *set) {
+                return Err(invalid(
+                    url_line,
+                    format!("apps[{i}].source.{key}"),
+                    format!(
+                        "{key} is for Git sources; a chart repository source names its chart \
+                         and version under chart"
+                    ),
+                ));
+            }
+        }
         if source.ca_file.is_some() && !url.starts_with("https://") {
             return Err(invalid(
                 url_line,
@@ -937,12 +1057,13 @@ fn validate(raw: RawConfig, file: &Path, closed: bool) -> Result<Config, ConfigE
             object: None,
             source: Source {
                 url,
-                reference: source.reference,
-                path: source.path,
+                reference: source.reference.unwrap_or_default(),
+                path: source.path.unwrap_or_else(default_path),
                 interval: source.interval,
                 auth: source.auth,
                 ca_file: source.ca_file,
                 signature,
+                chart: source.chart,
             },
             target: app.target,
             prune: app.prune,
@@ -1089,6 +1210,10 @@ fn de_repo_path<'de, D: serde::Deserializer<'de>>(de: D) -> Result<String, D::Er
         )));
     }
     Ok(path)
+}
+
+fn de_some_repo_path<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Option<String>, D::Error> {
+    de_repo_path(de).map(Some)
 }
 
 fn de_interval<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Duration, D::Error> {

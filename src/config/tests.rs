@@ -780,3 +780,65 @@ fn bad_helm_settings_name_the_key() {
     ));
     assert!(key.starts_with("apps[0].helm.values_from"), "{key}");
 }
+
+#[test]
+fn a_chart_repository_source_names_its_chart_and_version() {
+    use crate::source::chart_index::Wanted;
+    let cfg = load_str(
+        "apps:
+  - name: web
+    source:
+      url: https://charts.example.com/stable
+      chart: {name: web, version: 1.2.0}
+      auth: {token: {env: CHARTS_TOKEN}}
+      interval: 30s
+  - name: api
+    source:
+      url: http://127.0.0.1:8080/charts
+      chart: {name: api, version: \">=1.2, <2\"}
+  - name: any
+    source:
+      url: https://charts.example.com/stable
+      chart: {name: db}
+",
+    )
+    .unwrap();
+    let web = cfg.apps[0].source.chart.as_ref().unwrap();
+    assert_eq!(web.wanted().unwrap(), Wanted::Exact("1.2.0".into()));
+    assert_eq!(cfg.apps[0].source.interval, Duration::from_secs(30));
+    let api = cfg.apps[1].source.chart.as_ref().unwrap();
+    assert!(matches!(api.wanted().unwrap(), Wanted::Range(_)));
+    let any = cfg.apps[2].source.chart.as_ref().unwrap();
+    assert_eq!(any.version, "*", "the highest release by default");
+    assert_eq!(cfg.apps[0].source.chart.as_ref().unwrap().name, "web");
+
+    let (line, key, message) = invalid_error(
+        "apps:\n  - name: web\n    source:\n      url: ssh://git@h/charts\n      chart: {name: web}\n",
+    );
+    assert_eq!((line, key.as_str()), (4, "apps[0].source.chart"));
+    assert!(message.contains("https:// or http://"), "{message}");
+    for (git_key, text) in [
+        ("ref", "      ref: {branch: main}\n"),
+        ("path", "      path: charts/web\n"),
+        ("signature", "      signature: {mode: off}\n"),
+    ] {
+        let (_, key, message) = invalid_error(&format!(
+            "apps:\n  - name: web\n    source:\n      url: https://h/charts\n      chart: {{name: web}}\n{text}"
+        ));
+        assert_eq!(key, format!("apps[0].source.{git_key}"));
+        assert!(message.contains("for Git sources"), "{message}");
+    }
+    let (line, key, message) = parse_error(
+        "apps:\n  - name: web\n    source:\n      url: https://h/charts\n      chart: {name: web, version: \"not a version\"}\n",
+    );
+    assert_eq!(line, 5);
+    assert!(key.contains("chart.version"), "{key}");
+    assert!(
+        message.contains("neither a version nor a semver range"),
+        "{message}"
+    );
+    let (_, key, _) = parse_error(
+        "apps:\n  - name: web\n    source:\n      url: https://h/charts\n      chart: {name: web, tag: x}\n",
+    );
+    assert!(key.contains("chart"), "{key}");
+}

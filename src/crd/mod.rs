@@ -176,6 +176,19 @@ pub struct SourceSpec {
     pub ca_file: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<SignatureSpec>,
+    /// When set, url is an http(s) Helm chart repository and the App deploys this chart from
+    /// it (ref, path and signature do not apply).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chart: Option<ChartSpec>,
+}
+
+/// A chart of a chart repository: its name in the index and a version or semver range.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ChartSpec {
+    pub name: String,
+    /// One version (`1.2.0`) or a semver range (`>=1.2, <2`). Default: `*`, the highest release.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -594,3 +594,42 @@ fn writes_outside_the_boundary_stall_the_app_with_their_reasons() {
     );
     assert!(facts[0].message.contains("policy p"));
 }
+
+#[test]
+fn a_chart_source_means_what_it_means_in_the_file() {
+    let spec = serde_json::json!({
+        "source": {
+            "url": "https://charts.example.com/stable",
+            "chart": {"name": "web", "version": ">=1.2, <2"},
+            "auth": {"basic": {"username": "deploy", "password": {"env": "CHARTS_PW"}}},
+            "caFile": "/etc/ca.pem"
+        },
+        "target": {"namespace": "shop"}
+    });
+    let from_object = as_file_app(to_config(&object("team", "web", spec), None).unwrap());
+    let from_file = file_app(
+        "    source:
+      url: https://charts.example.com/stable
+      chart: {name: web, version: \">=1.2, <2\"}
+      auth: {basic: {username: deploy, password: {env: CHARTS_PW}}}
+      ca_file: /etc/ca.pem
+    target: {namespace: shop}
+",
+    );
+    assert_eq!(from_object, from_file);
+    let chart = from_object.source.chart.unwrap();
+    assert_eq!(
+        (chart.name.as_str(), chart.version.as_str()),
+        ("web", ">=1.2, <2")
+    );
+    let with_path = serde_json::json!({
+        "source": {"url": "https://charts.example.com", "path": "x", "chart": {"name": "web"}}
+    });
+    match to_config(&object("team", "web", with_path), None) {
+        Err(CrdError::InvalidSpec { key, message, .. }) => {
+            assert_eq!(key, "spec.source.path");
+            assert!(message.contains("for Git sources"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+}

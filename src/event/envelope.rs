@@ -26,7 +26,9 @@ pub const FORMAT_VERSION: u8 = 1;
 /// `action` of `ObjectApplied`), appended the same way.
 /// 5: [`Event::AppRenamed`] and [`Event::AppReset`] (App objects identified by namespace and
 /// name, migration 0009), appended the same way.
-pub const EVENT_SCHEMA: u16 = 5;
+/// 6: [`Event::ChartObserved`] (Apps following a chart repository, migration 0010), appended
+/// the same way.
+pub const EVENT_SCHEMA: u16 = 6;
 const HASH_LEN: usize = 32;
 
 #[derive(Debug, thiserror::Error)]
@@ -231,6 +233,11 @@ mod tests {
     }
 
     #[test]
+    fn schema_5_records_still_open() {
+        older_schema_records_still_open("envelopes-schema5.hex", 5, 29);
+    }
+
+    #[test]
     fn seal_open_round_trip_and_hash_definition() {
         for e in samples::all_events() {
             let (env, record) = Envelope::seal(body(e, 9)).unwrap();
@@ -270,7 +277,7 @@ mod tests {
         let (_, record) = Envelope::seal(b).unwrap();
         assert!(matches!(
             Envelope::open(&record),
-            Err(EnvelopeError::NewerSchema { found: 6, .. })
+            Err(EnvelopeError::NewerSchema { found: 7, .. })
         ));
         assert!(matches!(
             Envelope::open(&[1, 2, 3]),

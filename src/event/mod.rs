@@ -529,6 +529,30 @@ pub struct AppReset {
     pub reason: String,
 }
 
+/// A chart version an App following an HTTP(S) chart repository observed (event schema 6): one
+/// per new version that matches the App's version or range, oldest first, the one it deploys
+/// last. Its `revision` is what the App's revision table, rollback, blame and the commit index
+/// key it by: the archive's SHA-256 in hex, which names the chart, its version and its bytes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChartObserved {
+    /// The archive's SHA-256 in lowercase hex (the `digest` without its `sha256:`).
+    pub revision: String,
+    /// The repository URL, credentials replaced by `***`.
+    pub repository: String,
+    /// The chart's name as the index lists it.
+    pub name: String,
+    pub version: String,
+    pub app_version: Option<String>,
+    /// `sha256:<hex>` of the archive: checked against the downloaded bytes for the version the
+    /// App deploys, as the index gives it for a version passed over on the way there.
+    pub digest: String,
+    /// Whether reckon downloaded the archive and checked the digest itself (the deployed
+    /// version) or took it from the index (a version between the previous one and it).
+    pub verified: bool,
+    /// The index's `created` time of the version, as written there.
+    pub created: Option<String>,
+}
+
 /// Every event. **Append new variants at the end only**: the variant index is the stored tag.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Event {
@@ -565,6 +589,8 @@ pub enum Event {
     /// Event schema 5.
     AppRenamed(AppRenamed),
     AppReset(AppReset),
+    /// Event schema 6.
+    ChartObserved(ChartObserved),
 }
 
 /// The kind of an event, as stored in the kind index (one byte; values are part of the format).
@@ -600,10 +626,11 @@ pub enum EventKind {
     ObjectOrphaned = 26,
     AppRenamed = 27,
     AppReset = 28,
+    ChartObserved = 29,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 29] = [
+    pub const ALL: [EventKind; 30] = [
         EventKind::AgentStarted,
         EventKind::CommitObserved,
         EventKind::IntentRecorded,
@@ -633,6 +660,7 @@ impl EventKind {
         EventKind::ObjectOrphaned,
         EventKind::AppRenamed,
         EventKind::AppReset,
+        EventKind::ChartObserved,
     ];
 
     pub fn name(self) -> &'static str {
@@ -666,6 +694,7 @@ impl EventKind {
             EventKind::ObjectOrphaned => "ObjectOrphaned",
             EventKind::AppRenamed => "AppRenamed",
             EventKind::AppReset => "AppReset",
+            EventKind::ChartObserved => "ChartObserved",
         }
     }
 
@@ -716,6 +745,7 @@ impl Event {
             Event::ObjectOrphaned(_) => EventKind::ObjectOrphaned,
             Event::AppRenamed(_) => EventKind::AppRenamed,
             Event::AppReset(_) => EventKind::AppReset,
+            Event::ChartObserved(_) => EventKind::ChartObserved,
         }
     }
 
@@ -745,7 +775,8 @@ impl Event {
         }
     }
 
-    /// The commit SHAs this event mentions (drives the commit index).
+    /// The revisions this event mentions (drives the commit index): commit SHAs, and a chart
+    /// revision's archive digest.
     pub fn revisions(&self) -> Vec<&str> {
         match self {
             Event::CommitObserved(e) => vec![e.sha.as_str()],
@@ -764,6 +795,7 @@ impl Event {
             Event::ObjectOrphaned(e) => vec![e.revision.as_str()],
             Event::HistoryRewritten(e) => vec![e.old_head.as_str(), e.new_head.as_str()],
             Event::RevisionBlocked(e) => vec![e.revision.as_str()],
+            Event::ChartObserved(e) => vec![e.revision.as_str()],
             _ => vec![],
         }
     }

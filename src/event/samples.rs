@@ -251,6 +251,16 @@ pub fn all_events() -> Vec<Event> {
             previous_seq: 41,
             reason: "a new App object of the same namespace and name".into(),
         }),
+        Event::ChartObserved(ChartObserved {
+            revision: format!("{:064x}", 0xc4a27u64),
+            repository: "https://charts.example.com/stable".into(),
+            name: "web".into(),
+            version: "1.2.0".into(),
+            app_version: Some("2.0".into()),
+            digest: format!("sha256:{:064x}", 0xc4a27u64),
+            verified: true,
+            created: Some("2026-12-01T10:00:00Z".into()),
+        }),
     ]
 }
 

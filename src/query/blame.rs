@@ -47,7 +47,12 @@ pub struct BlameCommit {
     pub author_name: Option<String>,
     pub author_email: Option<String>,
     pub authored_at: Option<DateTime<Utc>>,
+    /// The commit message's first line, or (a chart revision) the chart and version.
     pub summary: Option<String>,
+    /// The chart version the revision is, from its ChartObserved: a field a chart bump set is
+    /// owed to it.
+    #[serde(default)]
+    pub chart: Option<ChartRevision>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -479,25 +484,96 @@ fn credits<R: EventRead + ?Sized>(
     Ok(walk.finish(lifecycle))
 }
 
-/// The commit behind a revision, from its CommitObserved event in `app`: the one the
-/// projections point at, else (a revision compacted before they recorded it) the first
-/// CommitObserved of `app` among the commit's events.
+/// What a revision is: the commit a Git App observed, or the chart version a chart repository
+/// App observed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Observed {
+    Commit(crate::event::CommitObserved),
+    Chart(crate::event::ChartObserved),
+}
+
+impl Observed {
+    fn of(event: Event, revision: &str) -> Option<Observed> {
+        match event {
+            Event::CommitObserved(c) if c.sha == revision => Some(Observed::Commit(c)),
+            Event::ChartObserved(c) if c.revision == revision => Some(Observed::Chart(c)),
+            _ => None,
+        }
+    }
+
+    pub fn author_name(&self) -> Option<String> {
+        match self {
+            Observed::Commit(c) => Some(c.author.name.clone()),
+            Observed::Chart(_) => None,
+        }
+    }
+
+    pub fn author_email(&self) -> Option<String> {
+        match self {
+            Observed::Commit(c) => Some(c.author.email.clone()),
+            Observed::Chart(_) => None,
+        }
+    }
+
+    pub fn authored_at(&self) -> Option<DateTime<Utc>> {
+        match self {
+            Observed::Commit(c) => Some(c.author.time),
+            Observed::Chart(_) => None,
+        }
+    }
+
+    /// The commit message's first line, or the chart and version.
+    pub fn summary(&self) -> String {
+        match self {
+            Observed::Commit(c) => first_line(&c.message),
+            Observed::Chart(c) => super::chart_summary(c),
+        }
+    }
+
+    pub fn chart(&self) -> Option<ChartRevision> {
+        match self {
+            Observed::Commit(_) => None,
+            Observed::Chart(c) => Some(ChartRevision {
+                name: c.name.clone(),
+                version: c.version.clone(),
+                app_version: c.app_version.clone(),
+                digest: c.digest.clone(),
+                repository: c.repository.clone(),
+            }),
+        }
+    }
+}
+
+/// The chart version a revision of a chart repository App is (from its ChartObserved).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChartRevision {
+    pub name: String,
+    pub version: String,
+    pub app_version: Option<String>,
+    /// `sha256:<hex>` of the chart archive.
+    pub digest: String,
+    /// The repository, credentials replaced by `***`.
+    pub repository: String,
+}
+
+/// The commit (or chart version) behind a revision, from its CommitObserved (ChartObserved)
+/// event in `app`: the one the projections point at, else (a revision compacted before they
+/// recorded it) the first such event of `app` among the revision's events.
 pub(crate) fn commit_of<R: EventRead + ?Sized>(
     reader: &R,
     projections: &Projections,
     app: &str,
     sha: &str,
-) -> Result<Option<crate::event::CommitObserved>, QueryError> {
+) -> Result<Option<Observed>, QueryError> {
     let recorded = projections
         .apps
         .get(app)
         .and_then(|s| s.revisions.get(sha))
         .and_then(|r| r.commit_seq);
     if let Some(seq) = recorded {
-        return Ok(reader.get(seq)?.and_then(|e| match e.body.event {
-            Event::CommitObserved(c) if c.sha == sha => Some(c),
-            _ => None,
-        }));
+        return Ok(reader
+            .get(seq)?
+            .and_then(|e| Observed::of(e.body.event, sha)));
     }
     let mut query = Query::new(Selector::Commit(sha.to_string()))
         .oldest_first()
@@ -507,9 +583,9 @@ pub(crate) fn commit_of<R: EventRead + ?Sized>(
         let page = reader.query(&query)?;
         for e in page.events {
             if e.body.app.as_deref() == Some(app)
-                && let Event::CommitObserved(c) = e.body.event
+                && let Some(observed) = Observed::of(e.body.event, sha)
             {
-                return Ok(Some(c));
+                return Ok(Some(observed));
             }
         }
         match page.next {
@@ -527,7 +603,7 @@ pub(crate) fn commits_of<R: EventRead + ?Sized>(
     projections: &Projections,
     app: &str,
     shas: &[&str],
-) -> Result<Vec<Option<crate::event::CommitObserved>>, QueryError> {
+) -> Result<Vec<Option<Observed>>, QueryError> {
     let revisions = projections.apps.get(app).map(|s| &s.revisions);
     let recorded: Vec<Option<u64>> = shas
         .iter()
@@ -542,10 +618,10 @@ pub(crate) fn commits_of<R: EventRead + ?Sized>(
     shas.iter()
         .zip(recorded)
         .map(|(sha, seq)| match seq {
-            Some(_) => Ok(read.next().flatten().and_then(|e| match e.body.event {
-                Event::CommitObserved(c) if c.sha == *sha => Some(c),
-                _ => None,
-            })),
+            Some(_) => Ok(read
+                .next()
+                .flatten()
+                .and_then(|e| Observed::of(e.body.event, sha))),
             None => commit_of(reader, projections, app, sha),
         })
         .collect()
@@ -613,7 +689,7 @@ pub fn blame<R: EventRead + ?Sized>(
             reason: format!("reckon manages no field at or under {f}"),
         });
     }
-    let mut commits: HashMap<String, Option<crate::event::CommitObserved>> = HashMap::new();
+    let mut commits: HashMap<String, Option<Observed>> = HashMap::new();
     let mut fields = Vec::with_capacity(walked.fields.len());
     for f in walked.fields {
         let set_by = match f.set_by {
@@ -629,10 +705,11 @@ pub fn blame<R: EventRead + ?Sized>(
                 Some(BlameCommit {
                     applied_at: time,
                     applied_seq: seq,
-                    author_name: c.map(|c| c.author.name.clone()),
-                    author_email: c.map(|c| c.author.email.clone()),
-                    authored_at: c.map(|c| c.author.time),
-                    summary: c.map(|c| first_line(&c.message)),
+                    author_name: c.and_then(Observed::author_name),
+                    author_email: c.and_then(Observed::author_email),
+                    authored_at: c.and_then(Observed::authored_at),
+                    summary: c.map(Observed::summary),
+                    chart: c.and_then(Observed::chart),
                     revision,
                 })
             }

@@ -13,7 +13,8 @@ mod show;
 mod status;
 
 pub use blame::{
-    Blame, BlameCommit, BlameField, FieldDrift, FieldManagerRef, blame, blame_walk, object_events,
+    Blame, BlameCommit, BlameField, ChartRevision, FieldDrift, FieldManagerRef, blame, blame_walk,
+    object_events,
 };
 pub use replay::{ReplayedApp, ReplayedObject, replay};
 pub use revisions::{RevisionRow, RevisionsPage, revisions, revisions_page};
@@ -85,7 +86,8 @@ fn app_suffix(app: &Option<String>) -> String {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Category {
-    /// What Git did: CommitObserved, HistoryRewritten.
+    /// What the source did: CommitObserved, HistoryRewritten, and a chart repository's
+    /// ChartObserved.
     Commit,
     /// Drift found, attributed, put back or overtaken by a new revision: DriftDetected,
     /// DriftAttributed, DriftCorrected, DriftSuperseded.
@@ -114,7 +116,7 @@ impl Category {
     pub fn of(kind: EventKind) -> Option<Category> {
         use EventKind as K;
         Some(match kind {
-            K::CommitObserved | K::HistoryRewritten => Category::Commit,
+            K::CommitObserved | K::HistoryRewritten | K::ChartObserved => Category::Commit,
             K::DriftDetected | K::DriftCorrected | K::DriftAttributed | K::DriftSuperseded => {
                 Category::Drift
             }
@@ -413,6 +415,29 @@ fn short(sha: &str) -> &str {
     &sha[..sha.len().min(12)]
 }
 
+/// A chart revision in one line: `web 1.2.0 (app 2.0) from https://charts.example/stable
+/// (sha256:0123abcd…)`.
+pub fn chart_summary(c: &crate::event::ChartObserved) -> String {
+    let app = c
+        .app_version
+        .as_ref()
+        .map(|a| format!(" (app {a})"))
+        .unwrap_or_default();
+    format!(
+        "chart {} {}{app} from {} ({}{})",
+        c.name,
+        c.version,
+        c.repository,
+        short_digest(&c.digest),
+        if c.verified { "" } else { ", from the index" }
+    )
+}
+
+fn short_digest(digest: &str) -> String {
+    let hex = digest.strip_prefix("sha256:").unwrap_or(digest);
+    format!("sha256:{}", &hex[..hex.len().min(12)])
+}
+
 /// The first line of a commit message.
 pub fn first_line(message: &str) -> String {
     message.lines().next().unwrap_or("").trim().to_string()
@@ -512,6 +537,7 @@ pub fn summary(e: &Event) -> String {
             r.from, r.reason
         ),
         Event::AppReset(r) => format!("started anew after event {}: {}", r.previous_seq, r.reason),
+        Event::ChartObserved(c) => chart_summary(c),
         Event::ApplyBlocked(b) => format!(
             "{} objects not applied ({}): {}",
             b.objects.len(),

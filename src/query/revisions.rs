@@ -1,8 +1,8 @@
 //! Owns `revisions`: every revision an App observed or applied, with its commit and what
 //! applying it changed.
 
-use super::blame::commits_of;
-use super::{QueryError, first_line};
+use super::QueryError;
+use super::blame::{ChartRevision, Observed, commits_of};
 use crate::event::SyncOutcome;
 use crate::store::projection::RevisionEntry;
 use crate::store::{EventRead, Projections};
@@ -18,8 +18,11 @@ pub struct RevisionRow {
     pub author_email: Option<String>,
     /// When the author wrote it (the commit's author time).
     pub authored_at: Option<DateTime<Utc>>,
-    /// The first line of the commit message.
+    /// The first line of the commit message, or (a chart revision) the chart and version.
     pub summary: Option<String>,
+    /// The chart version this revision is, for an App following a chart repository.
+    #[serde(default)]
+    pub chart: Option<ChartRevision>,
     /// When reckon first recorded the revision.
     pub first_seen: DateTime<Utc>,
     /// When a sync of it last finished without failing outright.
@@ -122,17 +125,15 @@ fn rows<R: EventRead + ?Sized>(
         .collect())
 }
 
-fn row(
-    sha: &str,
-    entry: &RevisionEntry,
-    commit: Option<crate::event::CommitObserved>,
-) -> RevisionRow {
+fn row(sha: &str, entry: &RevisionEntry, commit: Option<Observed>) -> RevisionRow {
+    let commit = commit.as_ref();
     RevisionRow {
         sha: sha.to_string(),
-        author_name: commit.as_ref().map(|c| c.author.name.clone()),
-        author_email: commit.as_ref().map(|c| c.author.email.clone()),
-        authored_at: commit.as_ref().map(|c| c.author.time),
-        summary: commit.as_ref().map(|c| first_line(&c.message)),
+        author_name: commit.and_then(Observed::author_name),
+        author_email: commit.and_then(Observed::author_email),
+        authored_at: commit.and_then(Observed::authored_at),
+        summary: commit.map(Observed::summary),
+        chart: commit.and_then(Observed::chart),
         first_seen: entry.first_seen,
         applied_at: entry.applied_at,
         outcome: entry.outcome,

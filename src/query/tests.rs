@@ -33,7 +33,7 @@ fn every_kind_has_at_most_one_category_and_the_documented_ones() {
     let expect = [
         (
             Category::Commit,
-            vec![K::CommitObserved, K::HistoryRewritten],
+            vec![K::CommitObserved, K::HistoryRewritten, K::ChartObserved],
         ),
         (
             Category::Drift,

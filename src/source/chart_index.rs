@@ -3,8 +3,8 @@
 //! asking for an exact version or a semver range gets.
 //!
 //! The pure part of the chart repository source: no network. Fetching the index and the archive
-//! is [`super::chart_repo`]'s; an App source naming a repository, its polling and the
-//! `ChartObserved` events are not built yet.
+//! is [`super::chart_repo`]'s; following a chart as an App's source (polling, the chart revision,
+//! what a `ChartObserved` carries) is [`super::chart`]'s.
 
 use serde::Deserialize;
 use std::collections::BTreeMap;

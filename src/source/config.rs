@@ -1,11 +1,15 @@
 //! Owns turning an App's `source:` section of `reckon.yaml` into a [`SourceSpec`]: refs,
-//! credentials (env var or file references, never values), CA bundle and signature policy.
+//! credentials (env var or file references, never values), CA bundle and signature policy; and
+//! into the [`GitSource`] that follows it (a Git remote, or a chart of a chart repository).
 
+use super::GitSource;
+use super::chart::{ChartAuth, ChartSpec};
 use super::{
     Access, HttpCredentials, RefSelector, SecretSource, SignatureMode, SignaturePolicy, SourceSpec,
     SshAccess,
 };
 use crate::config;
+use std::path::Path;
 
 fn secret(r: &config::SecretRef) -> SecretSource {
     match r {
@@ -23,6 +27,42 @@ pub enum SpecError {
         range: String,
         source: semver::Error,
     },
+    #[error(
+        "app {app}: chart version {version:?} is neither a version nor a semver range: {source}"
+    )]
+    ChartVersion {
+        app: String,
+        version: String,
+        source: semver::Error,
+    },
+}
+
+/// The source `app` follows, with its mirror (or chart cache) under `cache_root`.
+pub fn source_for(app: &config::App, cache_root: &Path) -> Result<GitSource, SpecError> {
+    let source = GitSource::new(spec_for(app)?, cache_root);
+    let Some(chart) = &app.source.chart else {
+        return Ok(source);
+    };
+    let wanted = chart.wanted().map_err(|source| SpecError::ChartVersion {
+        app: app.name.clone(),
+        version: chart.version.clone(),
+        source,
+    })?;
+    let auth = match &app.source.auth {
+        Some(config::Auth::Token(t)) => ChartAuth::Bearer(secret(t)),
+        Some(config::Auth::Basic(b)) => ChartAuth::Basic {
+            username: b.username.clone(),
+            password: secret(&b.password),
+        },
+        // The configuration refuses ssh auth on an http(s) URL.
+        Some(config::Auth::Ssh(_)) | None => ChartAuth::None,
+    };
+    Ok(source.with_chart(ChartSpec {
+        name: chart.name.clone(),
+        wanted,
+        auth,
+        limits: Default::default(),
+    }))
 }
 
 /// The source an App follows, named after the App (webhooks and polls are routed by it).

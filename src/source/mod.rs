@@ -16,12 +16,15 @@
 //! Layout: [`access`] (credentials, CA bundle, ssh command), [`mirror`] (clone/fetch into the cache,
 //! corruption recovery), [`refs`] (ref selection), [`history`] (new commits, rewrites, changed
 //! paths), [`tree`] (files at a revision), [`signature`] (SSH/GPG verification) and [`webhook`]
-//! (push notifications); [`chart_index`] is the start of the Helm chart repository source (an
-//! `index.yaml` read and a version chosen from it). When a source is fetched (interval with jitter, webhooks) is the
+//! (push notifications). A source whose URL is an HTTP(S) Helm chart repository follows one chart
+//! there instead of a ref: [`chart`] (observing versions, keeping archives by digest), with
+//! [`chart_index`] (`index.yaml`, choosing a version) and [`chart_repo`] (conditional requests,
+//! checked downloads, safe unpacking). When a source is fetched (interval with jitter, webhooks) is the
 //! agent's schedule (`agent::schedule`).
 
 pub mod access;
 pub mod allow;
+pub mod chart;
 pub mod chart_index;
 pub mod chart_oci;
 pub mod chart_repo;
@@ -165,6 +168,10 @@ pub enum SourceError {
     Limit { what: String, detail: String },
     #[error("the fetch task failed: {0}")]
     Task(String),
+    /// A chart archive that does not match its digest, or is hostile (paths outside its
+    /// directory, links, too many files or bytes unpacked): not deployed.
+    #[error("chart {chart} refused: {detail}")]
+    ChartRefused { chart: String, detail: String },
 }
 
 impl SourceError {
@@ -182,17 +189,21 @@ impl SourceError {
             SourceError::Read { .. } => "ReadFailed",
             SourceError::Limit { .. } => "OverLimit",
             SourceError::Task(_) => "TaskFailed",
+            SourceError::ChartRefused { .. } => "ChartRefused",
         }
     }
 }
 
-/// One followed source and its cache directory.
+/// One followed source and its cache directory: a Git remote, or (with [`Self::with_chart`]) a
+/// chart of a Helm chart repository, whose revisions are chart archives instead of commits.
 #[derive(Debug, Clone)]
 pub struct GitSource {
     spec: SourceSpec,
     cache_dir: PathBuf,
     options: mirror::FetchOptions,
     tree_limits: tree::TreeLimits,
+    chart: Option<chart::ChartSpec>,
+    chart_memo: chart::ChartMemo,
 }
 
 impl GitSource {
@@ -204,6 +215,8 @@ impl GitSource {
             cache_dir,
             options: mirror::FetchOptions::default(),
             tree_limits: tree::TreeLimits::default(),
+            chart: None,
+            chart_memo: chart::ChartMemo::default(),
         }
     }
 
@@ -282,13 +295,23 @@ impl GitSource {
     }
 
     /// The files under the source's path at `sha`, relative to that path, sorted. Blocking.
+    /// For a chart repository source, the chart's files at that chart revision.
     pub fn read_tree(&self, sha: &str) -> Result<Vec<(String, Vec<u8>)>, SourceError> {
+        if self.chart.is_some() {
+            return self.chart_files(sha);
+        }
         tree::read_tree(&self.cache_dir, sha, &self.spec.path, &self.tree_limits)
     }
 
     /// The whole repository at `sha`, read lazily: what a kustomize unit may reach beyond the
     /// source's path. Blocking.
     pub fn tree_at(&self, sha: &str) -> Result<tree::GitTree, SourceError> {
+        if self.chart.is_some() {
+            return Err(SourceError::Read {
+                what: format!("revision {sha}"),
+                detail: "a chart repository source has no Git tree: its revision is a chart".into(),
+            });
+        }
         tree::GitTree::open(&self.cache_dir, sha, &self.spec.path)
     }
 

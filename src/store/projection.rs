@@ -132,7 +132,8 @@ pub struct RevisionEntry {
     pub digest: Option<Digest>,
     /// The event that first named the revision for this App (its identity in `counted_for`).
     pub first_seq: u64,
-    /// The App's CommitObserved of it: author and message are read from there.
+    /// The App's CommitObserved (or, for a chart revision, ChartObserved) of it: author and
+    /// message, or chart and version, are read from there.
     pub commit_seq: Option<u64>,
     /// Objects that applies of this revision created, configured or pruned, each counted once
     /// per stay of the App on the revision (a drift correction does not count it again; coming
@@ -172,6 +173,15 @@ impl AppState {
                 }
                 self.observed_head = Some(e.sha.clone());
                 self.deployable_head = Some(e.sha.clone());
+            }
+            // A chart version is to a chart App what a commit is to a Git one.
+            Event::ChartObserved(e) => {
+                revision(&mut self.revisions, &e.revision);
+                if let Some(r) = self.revisions.get_mut(&e.revision) {
+                    r.commit_seq.get_or_insert(seq);
+                }
+                self.observed_head = Some(e.revision.clone());
+                self.deployable_head = Some(e.revision.clone());
             }
             Event::HistoryRewritten(e) => {
                 self.observed_head = Some(e.new_head.clone());
@@ -576,6 +586,36 @@ mod tests {
             }),
         ));
         assert!(p.apps["shop"].inventory.is_empty());
+    }
+
+    #[test]
+    fn a_chart_version_is_a_revision_and_the_head_like_a_commit() {
+        let chart = |version: &str, n: u64| {
+            Event::ChartObserved(crate::event::ChartObserved {
+                revision: format!("{n:064x}"),
+                repository: "https://charts.example".into(),
+                name: "web".into(),
+                version: version.into(),
+                app_version: None,
+                digest: format!("sha256:{n:064x}"),
+                verified: true,
+                created: None,
+            })
+        };
+        let mut p = Projections::default();
+        p.fold(&body(1, "web", None, chart("1.0.0", 1)));
+        p.fold(&body(2, "web", None, chart("1.1.0", 2)));
+        let a = &p.apps["web"];
+        let head = format!("{:064x}", 2);
+        assert_eq!(a.observed_head.as_deref(), Some(head.as_str()));
+        assert_eq!(a.deployable_head.as_deref(), Some(head.as_str()));
+        assert_eq!(a.revisions.len(), 2);
+        assert_eq!(
+            a.revisions[&format!("{:064x}", 1)].commit_seq,
+            Some(1),
+            "revisions and blame read the chart and version from its ChartObserved"
+        );
+        assert_eq!(a.revisions[&head].commit_seq, Some(2));
     }
 
     #[test]

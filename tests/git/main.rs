@@ -6,6 +6,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod chart_source;
 mod charts;
 mod cli_fetch;
 mod fixtures;

@@ -24,7 +24,7 @@ use support::harness::{Harness, pass, synced};
 const KEY: [u8; 32] = [5; 32];
 
 /// Whether `helm` is on PATH. Missing is a failure except on the floor of the version matrix.
-fn helm_available() -> bool {
+pub(crate) fn helm_available() -> bool {
     let found = std::env::var_os("PATH")
         .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join("helm").is_file()));
     if found {

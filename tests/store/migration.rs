@@ -826,3 +826,67 @@ async fn the_event_schema_4_fixture_renames_an_app_objects_history_its_anchor_pr
         .events;
     assert_eq!(web_events.len() as u64, V3_EVENTS4_WEB_LAST);
 }
+
+/// Migration 0010: a store written before chart repository sources (the newest committed
+/// fixture, event schema 4, opened by the current code with nothing to migrate) takes
+/// ChartObserved events: the old records are unchanged, the chain verifies, the commit and kind
+/// indexes find the new events, and the App's revision and heads are the chart revision.
+#[test]
+fn the_event_schema_4_fixture_takes_chart_observations() {
+    use reckon::event::envelope::EVENT_SCHEMA;
+    use reckon::event::{ChartObserved, Draft};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    copy_dir(&fixture_v3_events4(), &path);
+    let mut store = SledStore::open(&path, OpenOptions::default()).unwrap();
+    assert!(store.migrated_backup.is_none(), "no store migration");
+    let before: Vec<_> = store.reader().iter_from(1).map(|e| e.unwrap()).collect();
+    assert!(!before.is_empty());
+    assert!(
+        before.iter().all(|e| e.body.schema == 4),
+        "written by schema 4"
+    );
+    let revision = "ab".repeat(32);
+    let observed = ChartObserved {
+        revision: revision.clone(),
+        repository: "https://charts.example.com/stable".into(),
+        name: "web".into(),
+        version: "1.2.0".into(),
+        app_version: Some("2.0".into()),
+        digest: format!("sha256:{revision}"),
+        verified: true,
+        created: None,
+    };
+    store
+        .append(vec![Draft::new(
+            Some("charts"),
+            Event::ChartObserved(observed.clone()),
+        )])
+        .unwrap();
+    store.flush().unwrap();
+    store.close().unwrap();
+
+    let store = SledStore::open(&path, OpenOptions::default()).unwrap();
+    let after: Vec<_> = store.reader().iter_from(1).map(|e| e.unwrap()).collect();
+    assert_eq!(&after[..before.len()], &before[..]);
+    let new = &after[before.len()];
+    assert_eq!(new.body.schema, EVENT_SCHEMA);
+    const { assert!(EVENT_SCHEMA >= 6) };
+    assert_eq!(new.body.event, Event::ChartObserved(observed));
+    let r = verify(&store.reader(), &mut |_| {}).unwrap();
+    assert!(r.ok(), "{:?}", r.problems);
+    for selector in [
+        Selector::Commit(revision.clone()),
+        Selector::Kind(EventKind::ChartObserved),
+    ] {
+        let found = store.query(&Query::new(selector).oldest_first()).unwrap();
+        assert_eq!(found.events.len(), 1);
+    }
+    let state = &store.projections().apps["charts"];
+    assert_eq!(state.deployable_head.as_deref(), Some(revision.as_str()));
+    assert_eq!(
+        state.revisions[&revision].commit_seq,
+        Some(new.body.seq),
+        "revisions and blame find the chart through it"
+    );
+}
