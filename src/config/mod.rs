@@ -957,7 +957,10 @@ fn validate(raw: RawConfig, file: &Path, closed: bool) -> Result<Config, ConfigE
         let url = source.url.value;
         if let Some(auth) = &source.auth {
             let ssh_url = is_ssh_url(&url);
-            let http_url = url.starts_with("https://") || url.starts_with("http://");
+            // An OCI registry (a chart source) takes the same basic or token auth as HTTPS.
+            let http_url = url.starts_with("https://")
+                || url.starts_with("http://")
+                || (source.chart.is_some() && url.starts_with("oci://"));
             let (kind, fits) = match auth {
                 Auth::Token(_) => ("token", http_url),
                 Auth::Basic(_) => ("basic", http_url),
@@ -976,12 +979,43 @@ fn validate(raw: RawConfig, file: &Path, closed: bool) -> Result<Config, ConfigE
                 ));
             }
         }
-        if source.chart.is_some() {
-            if !(url.starts_with("https://") || url.starts_with("http://")) {
+        if source.chart.is_none() && url.starts_with("oci://") {
+            return Err(invalid(
+                url_line,
+                format!("apps[{i}].source.url"),
+                format!(
+                    "{url:?} is an OCI registry: name the chart to deploy from it under chart \
+                     ({{name, version}}), Git is not served from oci://"
+                ),
+            ));
+        }
+        if let Some(chart) = &source.chart {
+            if url.starts_with("oci://") {
+                // The chart's name is the repository's last segment, as `helm push` makes it.
+                let located =
+                    crate::source::chart_oci::ChartLocation::parse(&url).map_err(|e| {
+                        invalid(url_line, format!("apps[{i}].source.url"), e.to_string())
+                    })?;
+                if located.chart() != chart.name {
+                    return Err(invalid(
+                        url_line,
+                        format!("apps[{i}].source.chart.name"),
+                        format!(
+                            "an OCI chart is named by the URL's last segment ({:?}), but \
+                             chart.name is {:?}",
+                            located.chart(),
+                            chart.name
+                        ),
+                    ));
+                }
+            } else if !(url.starts_with("https://") || url.starts_with("http://")) {
                 return Err(invalid(
                     url_line,
                     format!("apps[{i}].source.chart"),
-                    format!("a chart repository is an https:// or http:// URL, but url is {url:?}"),
+                    format!(
+                        "a chart repository is an https:// or http:// URL, or an OCI registry's \
+                         oci://HOST/PATH/CHART, but url is {url:?}"
+                    ),
                 ));
             }
             let git_only = [
@@ -1000,11 +1034,12 @@ fn validate(raw: RawConfig, file: &Path, closed: bool) -> Result<Config, ConfigE
                 ));
             }
         }
-        if source.ca_file.is_some() && !url.starts_with("https://") {
+        // An OCI registry is reached over HTTPS too.
+        if source.ca_file.is_some() && !url.starts_with("https://") && !url.starts_with("oci://") {
             return Err(invalid(
                 url_line,
                 format!("apps[{i}].source.ca_file"),
-                format!("ca_file only applies to https:// URLs, but url is {url:?}"),
+                format!("ca_file only applies to https:// and oci:// URLs, but url is {url:?}"),
             ));
         }
         let signature = match source.signature {
@@ -1176,7 +1211,10 @@ fn check_url(url: &str) -> Result<(), String> {
     if let Some(why) = crate::model::url::credentials_in_url(url) {
         return Err(why);
     }
-    const SCHEMES: [&str; 5] = ["https://", "http://", "ssh://", "git://", "file://"];
+    // oci:// is a chart in an OCI registry: only with `chart` (checked with the App).
+    const SCHEMES: [&str; 6] = [
+        "https://", "http://", "ssh://", "git://", "file://", "oci://",
+    ];
     if let Some(scheme) = SCHEMES.iter().find(|s| url.starts_with(**s)) {
         if url.len() == scheme.len() {
             return Err(format!("invalid url {url:?}: nothing after {scheme}"));
@@ -1185,7 +1223,8 @@ fn check_url(url: &str) -> Result<(), String> {
     }
     if url.contains("://") {
         return Err(format!(
-            "invalid url {url:?}: supported schemes are https, http, ssh, git and file"
+            "invalid url {url:?}: supported schemes are https, http, ssh, git, file and (for a \
+             chart) oci"
         ));
     }
     if is_ssh_url(url) && !url.ends_with(':') {

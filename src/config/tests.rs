@@ -842,3 +842,39 @@ fn a_chart_repository_source_names_its_chart_and_version() {
     );
     assert!(key.contains("chart"), "{key}");
 }
+
+#[test]
+fn an_oci_chart_source_is_named_by_its_url_and_oci_is_for_charts_only() {
+    let app = |url: &str, chart: &str| {
+        format!(
+            "apps:\n  - name: web\n    source:\n      url: {url}\n{chart}      ca_file: /etc/ca.pem\n"
+        )
+    };
+    let cfg = load_str(&app(
+        "oci://registry.example.com/charts/web",
+        "      chart: {name: web, version: \">=1, <2\"}\n",
+    ))
+    .unwrap();
+    assert_eq!(cfg.apps[0].source.chart.as_ref().unwrap().name, "web");
+
+    let (line, key, message) = invalid_error(&app(
+        "oci://registry.example.com/charts/web",
+        "      chart: {name: api}\n",
+    ));
+    assert_eq!((line, key.as_str()), (4, "apps[0].source.chart.name"));
+    assert!(message.contains("last segment (\"web\")"), "{message}");
+
+    let (_, key, message) = invalid_error(&app("oci://registry.example.com/charts/web", ""));
+    assert_eq!(key, "apps[0].source.url");
+    assert!(message.contains("is an OCI registry"), "{message}");
+
+    let (_, key, message) = invalid_error(&app(
+        "oci://registry.example.com/charts/web:1.0.0",
+        "      chart: {name: web}\n",
+    ));
+    assert_eq!(key, "apps[0].source.url");
+    assert!(
+        message.contains("a tag does not go in the URL"),
+        "{message}"
+    );
+}

@@ -12,6 +12,7 @@
 //! exactly as for Git.
 
 use super::chart_index::{self, ChartIndexError, ChartVersion, RawVersion, Wanted};
+use super::chart_oci::{self, ChartOciError, OciChart, RegistryCause};
 use super::chart_repo::{self, ChartLimits, ChartRepo, ChartRepoError, IndexFetch, RepoAuth};
 use super::{GitSource, SecretSource, SourceError};
 use sha2::{Digest as _, Sha256};
@@ -71,6 +72,9 @@ pub struct ChartOutcome {
 struct Memo {
     validators: chart_repo::Validators,
     head: String,
+    /// For an OCI chart: the manifest digest the chosen tag stood for (the pin: the same
+    /// digest next time means the same chart, and nothing is pulled).
+    manifest: Option<String>,
 }
 
 /// The per-source memory of the last look; shared by the clones of one [`GitSource`].
@@ -274,6 +278,9 @@ impl GitSource {
         previous_version: Option<&str>,
     ) -> Result<ChartOutcome, SourceError> {
         let spec = self.chart_spec()?;
+        if self.is_oci() {
+            return self.observe_oci(spec, previous_head);
+        }
         let url = self.spec.url.clone();
         let repo = self.chart_repo(spec)?;
         let memo = self.chart_memo.0.lock().expect("not poisoned").clone();
@@ -302,6 +309,7 @@ impl GitSource {
             *self.chart_memo.0.lock().expect("not poisoned") = Some(Memo {
                 validators: validators.clone(),
                 head,
+                manifest: None,
             });
         };
         if is_previous(&chosen, previous_head) {
@@ -400,6 +408,9 @@ impl GitSource {
     /// the version whose digest is `revision` downloaded and checked.
     fn fetch_revision(&self, revision: &str) -> Result<PathBuf, SourceError> {
         let spec = self.chart_spec()?;
+        if self.is_oci() {
+            return self.fetch_oci_revision(spec, revision);
+        }
         let url = self.spec.url.clone();
         let repo = self.chart_repo(spec)?;
         let body = match repo.index(None).map_err(|e| source_error(&url, e))? {
@@ -486,6 +497,190 @@ impl GitSource {
             });
         }
         Ok(files)
+    }
+}
+
+/// Following a chart in an OCI registry (`oci://HOST/PATH/CHART`): the tags are the versions,
+/// a tag is pinned by the manifest digest it stood for, and the revision is the chart archive's
+/// SHA-256 as for a chart repository, so everything after the observation is shared.
+impl GitSource {
+    fn is_oci(&self) -> bool {
+        self.spec.url.starts_with("oci://")
+    }
+
+    fn oci_chart(&self, spec: &ChartSpec) -> Result<OciChart, SourceError> {
+        let url = &self.spec.url;
+        let credentials = |e: String| SourceError::Credentials {
+            url: url.clone(),
+            detail: e,
+        };
+        let auth = match &spec.auth {
+            ChartAuth::None => RepoAuth::None,
+            ChartAuth::Basic { username, password } => RepoAuth::Basic {
+                username: username.clone(),
+                password: password.read().map_err(credentials)?,
+            },
+            ChartAuth::Bearer(token) => RepoAuth::Bearer(token.read().map_err(credentials)?),
+        };
+        OciChart::new(
+            url,
+            auth,
+            self.spec.access.ca_bundle.as_deref(),
+            false,
+            spec.limits,
+            self.options.timeout,
+        )
+        .map_err(|e| oci_error(url, e))
+    }
+
+    /// One look at the registry: the tags listed, one chosen, resolved to its manifest digest;
+    /// the same digest as last time costs nothing more. Blocking: runs the registry client on
+    /// the runtime the caller's blocking thread belongs to.
+    fn observe_oci(
+        &self,
+        spec: &ChartSpec,
+        previous_head: Option<&str>,
+    ) -> Result<ChartOutcome, SourceError> {
+        let url = self.spec.url.clone();
+        let oci = self.oci_chart(spec)?;
+        let runtime =
+            tokio::runtime::Handle::try_current().map_err(|e| SourceError::Task(e.to_string()))?;
+        let memo = self.chart_memo.0.lock().expect("not poisoned").clone();
+        runtime.block_on(async {
+            let tags = oci.tags().await.map_err(|e| oci_error(&url, e))?;
+            let tag = chart_oci::choose_tag(&spec.name, &tags, &spec.wanted)
+                .map_err(|e| oci_error(&url, e))?;
+            let manifest = oci.resolve(&tag).await.map_err(|e| oci_error(&url, e))?;
+            let pinned = memo
+                .as_ref()
+                .filter(|m| previous_head == Some(m.head.as_str()))
+                .and_then(|m| m.manifest.as_deref());
+            if pinned == Some(manifest.as_str()) {
+                return Ok(ChartOutcome {
+                    new_versions: Vec::new(),
+                    not_modified: true,
+                });
+            }
+            let pulled = oci.pull(&manifest).await.map_err(|e| oci_error(&url, e))?;
+            let revision = hex::encode(Sha256::digest(&pulled.archive));
+            let remember = |head: String| {
+                *self.chart_memo.0.lock().expect("not poisoned") = Some(Memo {
+                    validators: Default::default(),
+                    head,
+                    manifest: Some(manifest.clone()),
+                });
+            };
+            if previous_head == Some(revision.as_str()) {
+                remember(revision);
+                return Ok(ChartOutcome {
+                    new_versions: Vec::new(),
+                    not_modified: false,
+                });
+            }
+            let chosen = ChartVersion {
+                name: pulled.config.name.clone(),
+                version: pulled.config.version.clone(),
+                app_version: pulled.config.app_version.clone(),
+                digest: Some(format!("sha256:{revision}")),
+                url: format!("{url}@{manifest}"),
+                created: None,
+            };
+            self.keep_unpacked(&chosen, &pulled.archive, &revision, spec)?;
+            remember(revision.clone());
+            // Tags carry no digests until each manifest is pulled, so versions passed over on
+            // the way are not listed (a chart repository's index has them).
+            Ok(ChartOutcome {
+                new_versions: vec![ObservedChart {
+                    digest: format!("sha256:{revision}"),
+                    revision,
+                    name: chosen.name,
+                    version: chosen.version,
+                    app_version: chosen.app_version,
+                    verified: true,
+                    created: None,
+                }],
+                not_modified: false,
+            })
+        })
+    }
+
+    /// The cache lost an OCI chart: the tags' manifests are read (small) until one whose chart
+    /// layer is `revision`, and that chart pulled again by its manifest digest.
+    fn fetch_oci_revision(&self, spec: &ChartSpec, revision: &str) -> Result<PathBuf, SourceError> {
+        let url = self.spec.url.clone();
+        let oci = self.oci_chart(spec)?;
+        let runtime =
+            tokio::runtime::Handle::try_current().map_err(|e| SourceError::Task(e.to_string()))?;
+        runtime.block_on(async {
+            let tags = oci.tags().await.map_err(|e| oci_error(&url, e))?;
+            for tag in &tags {
+                let manifest = oci.resolve(tag).await.map_err(|e| oci_error(&url, e))?;
+                if oci.layer_digest(&manifest).await.ok().as_deref()
+                    != Some(format!("sha256:{revision}").as_str())
+                {
+                    continue;
+                }
+                let pulled = oci.pull(&manifest).await.map_err(|e| oci_error(&url, e))?;
+                let chosen = ChartVersion {
+                    name: pulled.config.name.clone(),
+                    version: pulled.config.version.clone(),
+                    app_version: pulled.config.app_version.clone(),
+                    digest: Some(format!("sha256:{revision}")),
+                    url: format!("{url}@{manifest}"),
+                    created: None,
+                };
+                return self.keep_unpacked(&chosen, &pulled.archive, revision, spec);
+            }
+            Err(SourceError::MissingRef {
+                url: url.clone(),
+                selector: format!(
+                    "chart {:?} with digest sha256:{revision} (no tag holds it any more; a \
+                     rollback to it applies what was recorded)",
+                    spec.name
+                ),
+            })
+        })
+    }
+}
+
+/// An OCI registry failure as the source failure it is recorded as.
+fn oci_error(url: &str, err: ChartOciError) -> SourceError {
+    let text = err.to_string();
+    match err {
+        ChartOciError::Url { .. } | ChartOciError::Client { .. } => SourceError::Credentials {
+            url: url.to_string(),
+            detail: text,
+        },
+        ChartOciError::Registry { cause, reason, .. } => match cause {
+            RegistryCause::Unreachable => SourceError::Unreachable {
+                url: url.to_string(),
+                detail: reason,
+            },
+            RegistryCause::Tls => SourceError::TlsUntrusted {
+                url: url.to_string(),
+                detail: reason,
+            },
+            RegistryCause::Auth => SourceError::AuthFailed {
+                url: url.to_string(),
+                detail: text,
+            },
+            RegistryCause::Other => SourceError::Fetch {
+                url: url.to_string(),
+                detail: text,
+            },
+        },
+        ChartOciError::NoMatch { chart, wanted, .. } => SourceError::MissingRef {
+            url: url.to_string(),
+            selector: format!("chart {chart:?} {wanted}"),
+        },
+        ChartOciError::TooLarge { .. } => SourceError::Limit {
+            what: "OCI chart layer".to_string(),
+            detail: text,
+        },
+        ChartOciError::NotAChart { chart, reason, .. } => SourceError::ChartRefused {
+            chart,
+            detail: reason,
+        },
     }
 }
 

@@ -36,7 +36,11 @@ pub enum ChartOciError {
     #[error("OCI registry {registry}: {reason}")]
     Client { registry: String, reason: String },
     #[error("OCI chart {chart}: {reason}")]
-    Registry { chart: String, reason: String },
+    Registry {
+        chart: String,
+        reason: String,
+        cause: RegistryCause,
+    },
     #[error("OCI chart {chart}: no tag matching {wanted}{}", skipped_note(*skipped))]
     NoMatch {
         chart: String,
@@ -59,6 +63,38 @@ pub enum ChartOciError {
         size: u64,
         limit: u64,
     },
+}
+
+/// What kind of registry failure it was, for the source failure it is recorded as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegistryCause {
+    /// Nobody answered, or not in time.
+    Unreachable,
+    /// The registry's certificate is not trusted.
+    Tls,
+    /// 401/403, or the token exchange refused the credentials.
+    Auth,
+    Other,
+}
+
+impl RegistryCause {
+    fn of(error: &OciDistributionError) -> RegistryCause {
+        match error {
+            OciDistributionError::UnauthorizedError { .. }
+            | OciDistributionError::AuthenticationFailure(_) => RegistryCause::Auth,
+            OciDistributionError::RequestError(e) => {
+                let text = format!("{e:?}").to_ascii_lowercase();
+                if text.contains("certificate") || text.contains("tls") {
+                    RegistryCause::Tls
+                } else if e.is_connect() || e.is_timeout() {
+                    RegistryCause::Unreachable
+                } else {
+                    RegistryCause::Other
+                }
+            }
+            _ => RegistryCause::Other,
+        }
+    }
 }
 
 fn skipped_note(skipped: usize) -> String {
@@ -332,10 +368,24 @@ impl OciChart {
     }
 
     fn registry_err(&self, error: impl std::fmt::Display) -> ChartOciError {
+        self.registry_failure(error, RegistryCause::Other)
+    }
+
+    fn registry_failure(
+        &self,
+        error: impl std::fmt::Display,
+        cause: RegistryCause,
+    ) -> ChartOciError {
         ChartOciError::Registry {
             chart: self.location.display(),
             reason: error.to_string(),
+            cause,
         }
+    }
+
+    fn client_failure(&self, error: OciDistributionError) -> ChartOciError {
+        let cause = RegistryCause::of(&error);
+        self.registry_failure(format!("{error}{}", hint(&error)), cause)
     }
 
     /// Runs one registry call within the timeout (reads and connects have their own; this
@@ -345,8 +395,11 @@ impl OciChart {
         call: impl std::future::Future<Output = Result<T, OciDistributionError>>,
     ) -> Result<T, ChartOciError> {
         match tokio::time::timeout(self.timeout, call).await {
-            Ok(result) => result.map_err(|e| self.registry_err(format!("{e}{}", hint(&e)))),
-            Err(_) => Err(self.registry_err(format!("no answer within {:?}", self.timeout))),
+            Ok(result) => result.map_err(|e| self.client_failure(e)),
+            Err(_) => Err(self.registry_failure(
+                format!("no answer within {:?}", self.timeout),
+                RegistryCause::Unreachable,
+            )),
         }
     }
 
@@ -497,13 +550,28 @@ impl OciChart {
             self.client.pull_manifest(&reference, &self.auth),
         )
         .await
-        .map_err(|_| self.registry_err(format!("no answer within {:?}", self.timeout)))?;
+        .map_err(|_| {
+            self.registry_failure(
+                format!("no answer within {:?}", self.timeout),
+                RegistryCause::Unreachable,
+            )
+        })?;
         match pulled {
             Ok((OciManifest::Image(image), _)) => Ok(Some(image)),
             Ok((OciManifest::ImageIndex(_), _)) => Ok(None),
             Err(e) if manifest_unknown(&e) => Ok(None),
-            Err(e) => Err(self.registry_err(format!("{e}{}", hint(&e)))),
+            Err(e) => Err(self.client_failure(e)),
         }
+    }
+
+    /// The digest of the chart layer in the manifest `digest` (the manifest alone is read).
+    pub async fn layer_digest(&self, digest: &str) -> Result<String, ChartOciError> {
+        let reference = self.location.reference(Pinned::Digest(digest));
+        let (manifest, _) = self
+            .bounded(self.client.pull_manifest(&reference, &self.auth))
+            .await?;
+        let checked = chart_manifest(&self.location.display(), digest, &manifest, &self.limits)?;
+        Ok(checked.layer.digest)
     }
 
     /// One blob, no more than `limit` bytes (the size the manifest declared, itself bounded).

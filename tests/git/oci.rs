@@ -291,3 +291,105 @@ async fn a_chart_signed_by_the_real_cosign_in_either_format_verifies_under_its_k
     assert_eq!(oci.signatures(&unsigned).await.unwrap(), vec![]);
     assert_eq!(check(&unsigned, &[], &[trusted]), CosignStatus::Unsigned);
 }
+
+/// An App following `web` in the registry, as `reckon.yaml` gives it (the CA file and the
+/// password from a file), recorded in a real store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_follows_an_oci_chart_pinned_by_digest_and_keeps_its_revision_when_the_registry_goes()
+ {
+    use reckon::event::{Event, EventKind};
+    use reckon::store::{EventRead, OpenOptions, Query, Selector, SledStore, writer};
+    use sha2::Digest;
+    reckon::tls::install_crypto_provider();
+    let work = tempfile::tempdir().unwrap();
+    let registry = OciRegistry::start(true, Some(credentials())).unwrap();
+    // A copy: the registry's own goes with it, and the App's CA file must outlive it.
+    let ca = work.path().join("ca.pem");
+    std::fs::copy(registry.ca().unwrap().bundle_path(), &ca).unwrap();
+    let password = work.path().join("password");
+    std::fs::write(&password, "s3cret-password\n").unwrap();
+    let archives = work.path().join("archives");
+    std::fs::create_dir_all(&archives).unwrap();
+    let publish = |version: &str, color: &str| {
+        let archive = package(&chart(work.path(), version, color), &archives).unwrap();
+        registry.push(&archive, "charts").unwrap();
+        hex::encode(sha2::Sha256::digest(std::fs::read(&archive).unwrap()))
+    };
+    let r1 = publish("1.0.0", "blue");
+    let url = registry.url("charts/web");
+    let cfg = reckon::config::parse(
+        &format!(
+            "apps:\n  - name: web\n    source:\n      url: {url}\n      chart: {{name: web, version: \">=1.0.0, <2\"}}\n      ca_file: {}\n      auth: {{basic: {{username: charts, password: {{file: {}}}}}}}\n",
+            ca.display(),
+            password.display()
+        ),
+        Path::new("reckon.yaml"),
+    )
+    .unwrap();
+    let cache = work.path().join("cache");
+    let src = reckon::source::config::source_for(&cfg.apps[0], &cache).unwrap();
+    let store = SledStore::open(
+        work.path().join("store"),
+        OpenOptions {
+            create: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let store = writer::spawn(store).0;
+    let events = |kind: EventKind| {
+        store
+            .reader()
+            .query(&Query::new(Selector::Kind(kind)).oldest_first().limit(100))
+            .unwrap()
+            .events
+    };
+
+    // First look: the chart the range picks, pulled by digest; its revision is the archive's.
+    let o = reckon::fetch::fetch(&store, "web", &src).await.unwrap();
+    assert_eq!(
+        (o.appended, o.deployable_head.as_deref()),
+        (1, Some(r1.as_str()))
+    );
+    let observed = events(EventKind::ChartObserved);
+    let Event::ChartObserved(c) = &observed[0].body.event else {
+        panic!("{:?}", observed[0].body.event);
+    };
+    assert_eq!(
+        (c.name.as_str(), c.version.as_str(), c.repository.as_str()),
+        ("web", "1.0.0", url.as_str())
+    );
+    assert_eq!(c.digest, format!("sha256:{r1}"));
+    let files = src.read_tree_async(r1.clone()).await.unwrap();
+    let names: Vec<&str> = files.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(names, ["Chart.yaml", "templates/cm.yaml", "values.yaml"]);
+
+    // Unchanged: the tag still stands for the pinned manifest; nothing pulled or recorded.
+    let o = reckon::fetch::fetch(&store, "web", &src).await.unwrap();
+    assert_eq!(o.appended, 0);
+
+    // A new version in range is followed; 2.0.0 is outside it.
+    let r11 = publish("1.1.0", "green");
+    publish("2.0.0", "red");
+    let o = reckon::fetch::fetch(&store, "web", &src).await.unwrap();
+    assert_eq!(
+        (o.appended, o.deployable_head.as_deref()),
+        (1, Some(r11.as_str()))
+    );
+
+    // The cache lost the first chart: read again from the registry by its digest.
+    std::fs::remove_dir_all(src.chart_cache().join(&r1)).unwrap();
+    let again = src.read_tree_async(r1.clone()).await.unwrap();
+    assert_eq!(again, files);
+
+    // The registry goes away: one SourceFetchFailed, the App stays on 1.1.0.
+    drop(registry);
+    let o = reckon::fetch::fetch(&store, "web", &src).await.unwrap();
+    assert_eq!(o.deployable_head.as_deref(), Some(r11.as_str()));
+    let failed = events(EventKind::SourceFetchFailed);
+    let Event::SourceFetchFailed(f) = &failed.last().unwrap().body.event else {
+        panic!("{failed:?}");
+    };
+    assert_eq!(f.reason, "Unreachable", "{f:?}");
+    assert_eq!(events(EventKind::ChartObserved).len(), 2);
+}
