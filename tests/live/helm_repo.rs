@@ -18,7 +18,8 @@ use reckon::reconcile::rollback::{self, RollbackTarget};
 use reckon::reconcile::{Live, PassStatus, Reconciler};
 use reckon::render::SecretKey;
 use reckon::store::{EventRead, Query, Selector};
-use reckon_testenv::git::{ChartRepoServer, HttpAuth};
+use reckon_testenv::git::charts::package;
+use reckon_testenv::git::{ChartRepoServer, HttpAuth, OciRegistry};
 use sha2::{Digest, Sha256};
 use std::path::Path;
 use support::harness::{Harness, pass, synced};
@@ -91,8 +92,16 @@ fn annotation(cm: &ConfigMap, key: &str) -> Option<String> {
 
 /// The App following chart `web` (`>=1.0.0, <2`) at `url`, as `reckon.yaml` gives it.
 fn app(h: &Harness, url: &str, password: &Path) -> reckon::config::App {
+    app_trusting(h, url, password, None)
+}
+
+/// [`app`], trusting `ca` for the source's TLS.
+fn app_trusting(h: &Harness, url: &str, password: &Path, ca: Option<&Path>) -> reckon::config::App {
+    let ca = ca
+        .map(|ca| format!("      ca_file: {}\n", ca.display()))
+        .unwrap_or_default();
     let text = format!(
-        "apps:\n  - name: web\n    source:\n      url: {url}\n      chart: {{name: web, version: \">=1.0.0, <2\"}}\n      auth: {{basic: {{username: charts, password: {{file: {pw}}}}}}}\n      interval: 1s\n    target:\n      kubeconfig: {kc}\n      namespace: {ns}\n",
+        "apps:\n  - name: web\n    source:\n      url: {url}\n      chart: {{name: web, version: \">=1.0.0, <2\"}}\n{ca}      auth: {{basic: {{username: charts, password: {{file: {pw}}}}}}}\n      interval: 1s\n    target:\n      kubeconfig: {kc}\n      namespace: {ns}\n",
         pw = password.display(),
         kc = support::kubeconfig().display(),
         ns = h.ns.name,
@@ -428,4 +437,113 @@ async fn an_app_object_follows_a_chart_repository() {
         })
         .collect();
     assert_eq!(observed, ["1.0.0", "1.1.0"]);
+}
+
+/// The same life as a repository's chart, for a chart `helm push`ed to an OCI registry (the real
+/// distribution registry, over TLS with basic auth): deployed, drift corrected, an unchanged tag
+/// pulls and records nothing, a new version upgrades, the registry going away keeps the App on
+/// its revision, and a rollback applies the recorded set with the registry still gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chart_from_an_oci_registry_syncs_upgrades_survives_an_outage_and_rolls_back() {
+    if !crate::helm::helm_available() {
+        return;
+    }
+    let h = Harness::new("helm-oci").await;
+    let client = h.catalog.client().clone();
+    let work = tempfile::tempdir().unwrap();
+    let registry = OciRegistry::start(
+        true,
+        Some(HttpAuth {
+            username: "charts".into(),
+            password: "s3cret-password".into(),
+        }),
+    )
+    .unwrap();
+    let ca = work.path().join("ca.pem");
+    std::fs::copy(registry.ca().unwrap().bundle_path(), &ca).unwrap();
+    let password = work.path().join("password");
+    std::fs::write(&password, "s3cret-password\n").unwrap();
+    let archives = work.path().join("archives");
+    std::fs::create_dir_all(&archives).unwrap();
+    let publish = |version: &str, color: &str| {
+        let archive = package(&chart(work.path(), version, color), &archives).unwrap();
+        registry.push(&archive, "charts").unwrap();
+        sha256(&archive)
+    };
+    let r1 = publish("1.0.0", "blue");
+    let app = "web";
+    let url = registry.url("charts/web");
+    let mut r = reconciler(&h, app_trusting(&h, &url, &password, Some(&ca)));
+
+    let report = pass(&mut r).await;
+    assert_eq!(synced(&report).0, SyncOutcome::Succeeded, "{report:?}");
+    assert_eq!(report.revision.as_deref(), Some(r1.as_str()));
+    assert_eq!(data(&settings(&h).await, "color").as_deref(), Some("blue"));
+
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &h.ns.name);
+    let patch = serde_json::json!({"data": {"color": "red"}});
+    cms.patch(
+        "web-settings",
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await
+    .unwrap();
+    let before = h.events(app).len();
+    pass(&mut r).await;
+    assert_eq!(data(&settings(&h).await, "color").as_deref(), Some("blue"));
+    assert!(
+        h.events(app)[before..]
+            .iter()
+            .any(|e| matches!(e, Event::DriftCorrected(_))),
+        "the drift is corrected"
+    );
+
+    let before = h.events(app).len();
+    let report = pass(&mut r).await;
+    assert_eq!(report.status, PassStatus::InSync, "{report:?}");
+    assert_eq!(
+        h.events(app).len(),
+        before,
+        "an unchanged tag records nothing"
+    );
+
+    let r2 = publish("1.1.0", "green");
+    let report = pass(&mut r).await;
+    assert_eq!(synced(&report).0, SyncOutcome::Succeeded, "{report:?}");
+    assert_eq!(report.revision.as_deref(), Some(r2.as_str()));
+    assert_eq!(data(&settings(&h).await, "chart").as_deref(), Some("1.1.0"));
+    let projections = h.store.projections().await.unwrap();
+    let rows = query::revisions(h.store.reader(), &projections, app).unwrap();
+    let versions: Vec<Option<&str>> = rows
+        .iter()
+        .map(|r| r.chart.as_ref().map(|c| c.version.as_str()))
+        .collect();
+    assert_eq!(versions, vec![Some("1.1.0"), Some("1.0.0")]);
+    assert_eq!(rows[0].chart.as_ref().unwrap().repository, url);
+
+    drop(registry);
+    let before = h.events(app).len();
+    let report = pass(&mut r).await;
+    assert_eq!(report.revision.as_deref(), Some(r2.as_str()));
+    let new = &h.events(app)[before..];
+    assert!(
+        matches!(new, [Event::SourceFetchFailed(f)] if f.reason == "Unreachable"),
+        "{new:?}"
+    );
+
+    rollback::request_rollback(
+        &h.store,
+        app,
+        RollbackTarget::Revision(r1[..12].to_string()),
+        "alice".into(),
+        Some("1.1.0 breaks checkout".into()),
+    )
+    .await
+    .unwrap();
+    let report = pass(&mut r).await;
+    assert_eq!(synced(&report).0, SyncOutcome::Succeeded, "{report:?}");
+    assert_eq!(report.revision.as_deref(), Some(r1.as_str()));
+    assert_eq!(data(&settings(&h).await, "chart").as_deref(), Some("1.0.0"));
+    h.close().await;
 }
