@@ -131,9 +131,11 @@ chart_is() { [ "$(k get configmap web -o 'jsonpath={.metadata.annotations.reckon
 values_digest() { k get configmap web -o 'jsonpath={.metadata.annotations.reckon\.dev/helm-values-digest}'; }
 image_is() { [ "$(k get deployment web -o 'jsonpath={.spec.template.spec.containers[0].image}')" = "$1" ]; }
 replicas_are() { [ "$(k get deployment web -o 'jsonpath={.spec.replicas}')" = "$1" ]; }
-# Ready for the rollout that is current: every replica updated and available.
+# Ready for the rollout that is current: every replica updated and available. Where the demo plays
+# the kubelet (below), each check first starts the Pods the rollout created since the last one.
 rolled_out() {
   local want="$1" s
+  [ -z "$play_kubelet" ] || kubelet_pass
   s=$(k get deployment web -o 'jsonpath={.spec.replicas} {.status.updatedReplicas} {.status.availableReplicas} {.status.replicas}')
   [ "$s" = "$want $want $want $want" ]
 }
@@ -145,28 +147,33 @@ s = s[0] if isinstance(s, list) else s
 print(s.get("applied_revision") or "")
 ')" = "$1" ]
 }
-# Makes Deployment web's Pods Running and Ready. On a cluster whose nodes run Pods (the simulated
-# nodes of the Go-built control plane), that happens by itself; on one without (the Debian-built
-# v1.20 control plane has no kubelet), the demo plays the kubelet of one Node: it binds the Pods to
-# it and writes their status, as a kubelet would.
-make_pods_ready() {
-  local kc=(kubectl --kubeconfig "$RECKON_TEST_KUBECONFIG") ready now pod
-  ready=$("${kc[@]}" get nodes -o 'jsonpath={range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' | grep -c True || true)
-  if [ "$ready" -gt 0 ] && ! "${kc[@]}" get node reckon-demo-node >/dev/null 2>&1; then
-    echo "  the cluster has $ready ready node(s): its kubelets start the Pods"
-    return 0
+# Deployment web's Pods must become Running and Ready. On a cluster whose nodes run Pods (the
+# simulated nodes of the Go-built control plane), that happens by itself; on one without (the
+# Debian-built v1.20 control plane has no kubelet), the demo plays the kubelet of one Node: it binds
+# each new Pod to it and writes its status, as a kubelet would, at every check of a rollout.
+play_kubelet=""
+kc() { kubectl --kubeconfig "$RECKON_TEST_KUBECONFIG" "$@"; }
+nodes_or_play_kubelet() {
+  local ready now
+  ready=$(kc get nodes -o 'jsonpath={range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' | grep -c True || true)
+  if [ "$ready" -gt 0 ]; then
+    echo "the cluster has $ready ready node(s): its kubelets start the Pods"
+  else
+    echo "no node runs Pods here: the demo plays the kubelet of Node reckon-demo-node"
+    play_kubelet=1
+    printf '{"apiVersion":"v1","kind":"Node","metadata":{"name":"reckon-demo-node"}}' | kc create -f - >/dev/null
+    now=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+    kc patch node reckon-demo-node --subresource=status --type merge \
+      -p "{\"status\":{\"conditions\":[{\"type\":\"Ready\",\"status\":\"True\",\"reason\":\"KubeletReady\",\"lastHeartbeatTime\":\"$now\",\"lastTransitionTime\":\"$now\"}]}}" >/dev/null
   fi
+}
+kubelet_pass() {
+  local now pod
   now=$(date -u +%Y-%m-%dT%H:%M:%SZ)
-  echo "  no node runs Pods here: playing the kubelet of Node reckon-demo-node"
-  "${kc[@]}" get node reckon-demo-node >/dev/null 2>&1 \
-    || printf '{"apiVersion":"v1","kind":"Node","metadata":{"name":"reckon-demo-node"}}' | "${kc[@]}" create -f - >/dev/null
-  "${kc[@]}" patch node reckon-demo-node --subresource=status --type merge \
-    -p "{\"status\":{\"conditions\":[{\"type\":\"Ready\",\"status\":\"True\",\"reason\":\"KubeletReady\",\"lastHeartbeatTime\":\"$now\",\"lastTransitionTime\":\"$now\"}]}}" >/dev/null
-  wait_until 20 "Pods of Deployment web exist" k get pods -l app=web -o name
-  for pod in $(k get pods -l app=web -o 'jsonpath={.items[*].metadata.name}'); do
+  for pod in $(k get pods -l app=web -o 'jsonpath={range .items[?(@.status.phase=="Pending")]}{.metadata.name}{" "}{end}'); do
     printf '{"apiVersion":"v1","kind":"Binding","metadata":{"name":"%s"},"target":{"apiVersion":"v1","kind":"Node","name":"reckon-demo-node"}}' "$pod" \
-      | "${kc[@]}" create --raw "/api/v1/namespaces/demo/pods/$pod/binding" -f - >/dev/null 2>&1 || true
-    k patch pod "$pod" --subresource=status --type merge -p "{\"status\":{\"phase\":\"Running\",\"startTime\":\"$now\",\"conditions\":[{\"type\":\"PodScheduled\",\"status\":\"True\"},{\"type\":\"Initialized\",\"status\":\"True\"},{\"type\":\"ContainersReady\",\"status\":\"True\"},{\"type\":\"Ready\",\"status\":\"True\"}],\"containerStatuses\":[{\"name\":\"web\",\"image\":\"nginx\",\"imageID\":\"\",\"ready\":true,\"started\":true,\"restartCount\":0,\"state\":{\"running\":{\"startedAt\":\"$now\"}}}]}}" >/dev/null
+      | kc create --raw "/api/v1/namespaces/demo/pods/$pod/binding" -f - >/dev/null 2>&1 || true
+    k patch pod "$pod" --subresource=status --type merge -p "{\"status\":{\"phase\":\"Running\",\"startTime\":\"$now\",\"conditions\":[{\"type\":\"PodScheduled\",\"status\":\"True\"},{\"type\":\"Initialized\",\"status\":\"True\"},{\"type\":\"ContainersReady\",\"status\":\"True\"},{\"type\":\"Ready\",\"status\":\"True\",\"lastTransitionTime\":\"$now\"}],\"containerStatuses\":[{\"name\":\"web\",\"image\":\"nginx\",\"imageID\":\"\",\"ready\":true,\"started\":true,\"restartCount\":0,\"state\":{\"running\":{\"startedAt\":\"$now\"}}}]}}" >/dev/null 2>&1 || true
   done
 }
 # logged_after LINES TEXT: the agent logged TEXT after its log's first LINES lines.
@@ -253,6 +260,7 @@ step "reckon version, connected to the local control plane; helm for packaging a
 "$reckon" version --kubeconfig "$RECKON_TEST_KUBECONFIG"
 echo "helm $(helm version --short)"
 kubectl --kubeconfig "$RECKON_TEST_KUBECONFIG" create namespace demo
+nodes_or_play_kubelet
 
 step "a chart repository on loopback, serving chart web 1.0.0 (a ConfigMap from values, a Service, a Deployment with 2 replicas)"
 make_chart 1.0.0 1.25 light
@@ -289,7 +297,6 @@ chart_is web-1.0.0 || fail "ConfigMap web is not annotated as rendered from char
 cm_is greeting hello || fail "ConfigMap web's greeting is not the chart's default \"hello\""
 cm_is theme light || fail "ConfigMap web's theme is not chart 1.0.0's default \"light\""
 image_is nginx:1.25 || fail "Deployment web's image is not nginx:1.25 (chart 1.0.0's appVersion)"
-make_pods_ready
 wait_until 60 "Deployment web has 2 replicas ready" rolled_out 2
 wait_until 20 "reckon's status names web 1.0.0's revision as applied" applied_revision_is "$r1"
 
@@ -314,7 +321,6 @@ rc=0; "$reckon" diff web || rc=$?
 start_agent
 wait_until 30 "ConfigMap web has greeting \"hello from reckon.yaml\"" cm_is greeting "hello from reckon.yaml"
 wait_until 20 "Deployment web has replicas 3" replicas_are 3
-make_pods_ready
 wait_until 60 "Deployment web has 3 replicas ready" rolled_out 3
 chart_is web-1.0.0 || fail "the values change moved the chart off web-1.0.0"
 [ "$(values_digest)" != "$before_digest" ] || fail "the values digest on ConfigMap web did not change with the values"
@@ -330,7 +336,6 @@ wait_until 20 "Deployment web runs nginx:1.27" image_is nginx:1.27
 chart_is web-1.1.0 || fail "ConfigMap web is not annotated as rendered from chart web-1.1.0"
 cm_is chart 1.1.0 || fail "ConfigMap web's chart key is not 1.1.0"
 cm_is greeting "hello from reckon.yaml" || fail "the upgrade lost the value set in reckon.yaml"
-make_pods_ready
 wait_until 60 "Deployment web's 3 replicas are rolled out on nginx:1.27" rolled_out 3
 wait_until 20 "reckon's status names web 1.1.0's revision as applied" applied_revision_is "$r2"
 
@@ -395,7 +400,6 @@ wait_until 20 "Deployment web runs nginx:1.25 again" image_is nginx:1.25
 chart_is web-1.0.0 || fail "the rollback did not restore the objects of chart web-1.0.0"
 cm_is greeting "hello from reckon.yaml" \
   || fail "the rollback did not apply web 1.0.0's latest recorded render (with the values of reckon.yaml)"
-make_pods_ready
 wait_until 60 "Deployment web's 3 replicas are rolled out on nginx:1.25" rolled_out 3
 wait_until 20 "reckon's status names web 1.0.0's revision as applied" applied_revision_is "$r1"
 ask status web
