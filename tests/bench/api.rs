@@ -164,6 +164,45 @@ fn generate_store() {
     generate(&path, n, apps);
 }
 
+/// Serves the store in `RECKON_BENCH_DIR` through the agent's router (`/api/v1`, `/ui/`) on
+/// `RECKON_BENCH_LISTEN` (default 127.0.0.1:8089) with read token `bench-token-0123456789`, for
+/// `RECKON_BENCH_SERVE_SECS` seconds (default 600): the API's answers timed with curl, as a
+/// browser or `reckon --server` gets them. Prints how long opening the store took.
+#[test]
+#[ignore = "serves the benchmark store"]
+fn serve_store() {
+    let path = std::env::var_os("RECKON_BENCH_DIR").expect("RECKON_BENCH_DIR=DIR");
+    let listen =
+        std::env::var("RECKON_BENCH_LISTEN").unwrap_or_else(|_| "127.0.0.1:8089".to_string());
+    let secs = env_u64("RECKON_BENCH_SERVE_SECS", 600);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let opened = Instant::now();
+    let store = SledStore::open(&path, OpenOptions::default()).unwrap();
+    eprintln!(
+        "serve_store: opened in {:.1}s; serving http://{listen} for {secs}s",
+        opened.elapsed().as_secs_f64()
+    );
+    let handle = rt.block_on(async {
+        let (handle, _task) = reckon::store::writer::spawn(store);
+        let mut tokens = Tokens::default();
+        tokens.add(TOKEN, Some("bench"), Role::Read);
+        let state = ApiState::new(handle.clone(), Arc::new(tokens), Vec::new(), None);
+        let listener = tokio::net::TcpListener::bind(&listen).await.unwrap();
+        tokio::spawn(async move {
+            axum::serve(listener, reckon::api::router(state))
+                .await
+                .unwrap()
+        });
+        handle
+    });
+    std::thread::sleep(Duration::from_secs(secs));
+    rt.block_on(handle.close()).unwrap();
+}
+
 /// One measured query: its HTTP path and query string, and the same query on the store.
 struct Case {
     name: &'static str,
