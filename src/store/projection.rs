@@ -314,6 +314,25 @@ impl Projections {
         self.covered_seq = self.covered_seq.max(body.seq);
     }
 
+    /// These projections with `app` alone (its state and status), for one App's views.
+    pub fn only(&self, app: &str) -> Projections {
+        Projections {
+            covered_seq: self.covered_seq,
+            apps: self
+                .apps
+                .get_key_value(app)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .into_iter()
+                .collect(),
+            status: self
+                .status
+                .get_key_value(app)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .into_iter()
+                .collect(),
+        }
+    }
+
     /// Rebuilds from an ordered event stream. `bases` are the base states of compacted Apps
     /// (from their latest RetentionCompacted event): the compacted prefix is folded into them.
     pub fn replay<I, E>(bases: BTreeMap<String, AppState>, events: I) -> Result<Projections, E>
