@@ -10,8 +10,10 @@
 #                                                                 # with scripts/bench-api.sh)
 #   UI_RUNS=5 (loads measured per view), UI_RENDER_BUDGET_MS=300, RECKON_CHROMIUM=/usr/bin/chromium,
 #   UI_VIEWS="timeline,drift (30 days)" (a subset, by the names it prints)
-# Without --release (as measured in docs/ui.md when a release build did not fit):
+# Without --release (several times slower API answers; the render is the browser's):
 #   cargo nextest run --test bench --run-ignored only -E 'test(/^ui::/)' --no-capture
+# The store alone (e.g. to generate it once with RECKON_BENCH_BATCH=100000, then RECKON_BENCH_REUSE=1):
+#   cargo nextest run --release --test bench --run-ignored only -E 'test(=api::generate_store)' --no-capture
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -393,14 +393,16 @@ impl StatusWriter {
         store: &StoreHandle,
         summary: PassSummary,
     ) -> Result<(), ObjectsError> {
-        let state = store
-            .app_state(&self.app)
-            .await
-            .map_err(|source| ObjectsError::ReadStore {
-                app: self.app.clone(),
-                source,
-            })?;
-        let seq = state.as_ref().map_or(0, |s| s.last_seq);
+        // The App's state and its folded status (last sync, drift): what status shows.
+        let projections =
+            store
+                .app_projections(&self.app)
+                .await
+                .map_err(|source| ObjectsError::ReadStore {
+                    app: self.app.clone(),
+                    source,
+                })?;
+        let seq = projections.apps.get(&self.app).map_or(0, |s| s.last_seq);
         let checkpoint = self.checkpoint.borrow().clone();
         let checkpoint_seq = checkpoint.as_ref().map(|c| c.seq);
         if self.built_from.as_ref() == Some(&(seq, summary.clone(), checkpoint_seq)) {
@@ -409,10 +411,6 @@ impl StatusWriter {
         let reader = store.reader().clone();
         let app = self.app.clone();
         let (stored, gap) = tokio::task::spawn_blocking(move || {
-            let mut projections = crate::store::Projections::default();
-            if let Some(state) = state {
-                projections.apps.insert(app.clone(), state);
-            }
             let stored = match crate::query::status(&reader, &projections, Some(&app)) {
                 Ok(mut all) => all.pop(),
                 Err(crate::query::QueryError::UnknownApp(_)) => None,

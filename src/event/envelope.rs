@@ -26,7 +26,7 @@ pub const FORMAT_VERSION: u8 = 1;
 /// `action` of `ObjectApplied`), appended the same way.
 /// 5: [`Event::AppRenamed`] and [`Event::AppReset`] (App objects identified by namespace and
 /// name, migration 0009), appended the same way.
-/// 6: [`Event::ChartObserved`] (Apps following a chart repository, migration 0010), appended
+/// 6: [`Event::ChartObserved`] (Apps following a chart repository, migration 0011), appended
 /// the same way.
 pub const EVENT_SCHEMA: u16 = 6;
 const HASH_LEN: usize = 32;

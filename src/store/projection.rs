@@ -1,5 +1,6 @@
 //! Owns the projections: per-App state derived by folding events (current intent, inventory with
-//! the last applied digest per object, revision table), and their versioned snapshot encoding.
+//! the last applied digest per object, revision table; beside it the status of [`status`]), and
+//! their versioned snapshot encoding.
 //!
 //! Projections are never the source of truth: `fold` over the log rebuilds them from nothing.
 //! Snapshots only save replay time; a snapshot that disagrees with the log is discarded.
@@ -12,6 +13,9 @@ use crate::event::{
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+
+pub mod status;
+pub use status::StatusState;
 
 /// Version byte in front of every snapshot (whole projections or one App's base state).
 /// 2: AppState gained the source heads (version 1 never left development).
@@ -32,7 +36,9 @@ pub const SNAPSHOT_VERSION: u8 = 4;
 /// store) and is rebuilt, and `store verify` reports it (migrations/0008_checkpoints.md).
 /// Versions 2–4 carried no hash and used [`SNAPSHOT_VERSION`]; they are rebuilt from the log.
 /// App base states (inside RetentionCompacted events) keep [`SNAPSHOT_VERSION`].
-pub const PROJECTIONS_SNAPSHOT_VERSION: u8 = 5;
+/// 6: `Projections` gained `status` (migrations/0012_status_projection.md); a version-5
+/// snapshot is rebuilt from the log once.
+pub const PROJECTIONS_SNAPSHOT_VERSION: u8 = 6;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectionError {
@@ -49,6 +55,9 @@ pub struct Projections {
     /// The last sequence number folded in.
     pub covered_seq: u64,
     pub apps: BTreeMap<String, AppState>,
+    /// Per App what `status` shows beyond its state (last sync, health, open drift, failures),
+    /// kept apart so that App base states inside events keep their layout.
+    pub status: BTreeMap<String, StatusState>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -300,13 +309,38 @@ impl Projections {
             && body.app.as_deref() != Some(e.from.as_str())
         {
             self.apps.remove(&e.from);
+            match &body.app {
+                Some(app) => status::move_on_rename(&mut self.status, &e.from, app, body.seq),
+                None => drop(self.status.remove(&e.from)),
+            }
         }
-        if let Some(app) = &body.app
-            && !matches!(body.event, Event::RetentionCompacted(_))
-        {
-            self.apps.entry(app.clone()).or_default().fold(body);
+        if let Some(app) = &body.app {
+            if !matches!(body.event, Event::RetentionCompacted(_)) {
+                self.apps.entry(app.clone()).or_default().fold(body);
+            }
+            // A compaction does change the status: what its removed events showed goes.
+            self.status.entry(app.clone()).or_default().fold(body);
         }
         self.covered_seq = self.covered_seq.max(body.seq);
+    }
+
+    /// These projections with `app` alone (its state and status), for one App's views.
+    pub fn only(&self, app: &str) -> Projections {
+        Projections {
+            covered_seq: self.covered_seq,
+            apps: self
+                .apps
+                .get_key_value(app)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .into_iter()
+                .collect(),
+            status: self
+                .status
+                .get_key_value(app)
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .into_iter()
+                .collect(),
+        }
     }
 
     /// Rebuilds from an ordered event stream. `bases` are the base states of compacted Apps
@@ -315,9 +349,12 @@ impl Projections {
     where
         I: IntoIterator<Item = Result<Envelope, E>>,
     {
+        // Status starts empty: what the compacted prefix showed is gone with it (as the
+        // status a compaction leaves says).
         let mut p = Projections {
             covered_seq: 0,
             apps: bases,
+            status: BTreeMap::new(),
         };
         for e in events {
             p.fold(&e?.body);
@@ -826,6 +863,30 @@ mod tests {
             .find_map(|l| l.strip_prefix(key)?.strip_prefix(' '))
             .unwrap();
         hex::decode(line.trim()).unwrap()
+    }
+
+    /// A version-5 projections snapshot (the projections before `status`, whose bytes
+    /// tests/golden/snapshots-v5.hex keeps) is not read as version 6: the store rebuilds it from
+    /// the log. App base states did not change.
+    #[test]
+    fn version_5_projections_snapshots_are_rebuilt_and_base_states_stay() {
+        let old = golden_snapshot("snapshots-v5.hex", "projections");
+        let mut v5 = vec![5];
+        v5.extend_from_slice(&[7; 32]);
+        v5.extend_from_slice(&old[1..]);
+        assert!(matches!(
+            decode_projections(&v5),
+            Err(ProjectionError::UnknownVersion(5))
+        ));
+        let mut p = Projections::default();
+        history().iter().for_each(|b| p.fold(b));
+        assert_eq!(
+            golden_snapshot("snapshots-v5.hex", "app-state"),
+            encode_snapshot(&p.apps["shop"]).unwrap()
+        );
+        let (back, hash) =
+            decode_projections(&encode_projections(&p, Digest([7; 32])).unwrap()).unwrap();
+        assert_eq!((back, hash), (p, Digest([7; 32])));
     }
 
     /// A version-3 App base state (tests/golden/snapshots-v3.hex, written before version 4,

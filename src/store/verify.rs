@@ -744,5 +744,13 @@ fn projection_difference(
             "App {app}: {what} from what the log folds to; `reckon store rebuild` replaces it"
         ));
     }
+    let names = restored.status.keys().chain(rebuilt.status.keys());
+    for app in names {
+        if restored.status.get(app) != rebuilt.status.get(app) {
+            return Some(format!(
+                "App {app}: its status (last sync, health, open drift, failures) differs from what the log folds to; `reckon store rebuild` replaces it"
+            ));
+        }
+    }
     Some("it differs from what the log folds to".into())
 }

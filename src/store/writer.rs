@@ -49,6 +49,10 @@ enum Command {
         app: String,
         reply: oneshot::Sender<Option<AppState>>,
     },
+    AppProjections {
+        app: String,
+        reply: oneshot::Sender<Projections>,
+    },
     Close {
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
@@ -106,7 +110,9 @@ pub fn spawn(store: SledStore) -> (StoreHandle, tokio::task::JoinHandle<Result<(
                                 drafts,
                                 reply,
                             }) => done.push((write_batch(&mut store, &blobs, drafts), reply)),
-                            Ok(Command::AppState { app, reply }) => reads.push((app, reply)),
+                            Ok(
+                                read @ (Command::AppState { .. } | Command::AppProjections { .. }),
+                            ) => reads.push(read),
                             Ok(other) => {
                                 next = Some(other);
                                 break;
@@ -137,8 +143,8 @@ pub fn spawn(store: SledStore) -> (StoreHandle, tokio::task::JoinHandle<Result<(
                     if any {
                         notify.send_modify(|n| *n = n.wrapping_add(1));
                     }
-                    for (app, reply) in reads {
-                        let _ = reply.send(store.projections().apps.get(&app).cloned());
+                    for read in reads {
+                        answer_read(store.projections(), read);
                     }
                 }
                 Command::PutBlob { canonical, reply } => {
@@ -147,8 +153,8 @@ pub fn spawn(store: SledStore) -> (StoreHandle, tokio::task::JoinHandle<Result<(
                 Command::Projections { reply } => {
                     let _ = reply.send(store.projections().clone());
                 }
-                Command::AppState { app, reply } => {
-                    let _ = reply.send(store.projections().apps.get(&app).cloned());
+                read @ (Command::AppState { .. } | Command::AppProjections { .. }) => {
+                    answer_read(store.projections(), read);
                 }
                 Command::Close { reply } => {
                     let _ = reply.send(store.close());
@@ -166,6 +172,19 @@ pub fn spawn(store: SledStore) -> (StoreHandle, tokio::task::JoinHandle<Result<(
         },
         task,
     )
+}
+
+/// Answers a read of one App's projections (grouped with appends, or on its own).
+fn answer_read(projections: &Projections, read: Command) {
+    match read {
+        Command::AppState { app, reply } => {
+            let _ = reply.send(projections.apps.get(&app).cloned());
+        }
+        Command::AppProjections { app, reply } => {
+            let _ = reply.send(projections.only(&app));
+        }
+        _ => unreachable!("only App reads are answered here"),
+    }
 }
 
 impl StoreHandle {
@@ -237,6 +256,14 @@ impl StoreHandle {
     pub async fn app_state(&self, app: &str) -> Result<Option<AppState>, StoreError> {
         let app = app.to_string();
         self.call(|reply| Command::AppState { app, reply }).await
+    }
+
+    /// One App's state and status (what its status needs) as projections holding that App
+    /// alone, as of the last append; no App in them for an App the log never mentioned.
+    pub async fn app_projections(&self, app: &str) -> Result<Projections, StoreError> {
+        let app = app.to_string();
+        self.call(|reply| Command::AppProjections { app, reply })
+            .await
     }
 
     /// Snapshot, flush and stop the writer. This handle's reader is let go first: the writer

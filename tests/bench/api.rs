@@ -40,6 +40,8 @@ const TOKEN: &str = "bench-token-0123456789";
 const OBJECTS: u64 = 20;
 /// Distinct manifest versions per object (the image tag cycles): blobs are deduplicated.
 const VERSIONS: u64 = 8;
+/// Events per append and flush while generating (`RECKON_BENCH_BATCH`): one posting block per
+/// index term per batch, as the agent writes one per sync.
 const BATCH: u64 = 10_000;
 const REQUESTS: usize = 200;
 
@@ -95,9 +97,11 @@ pub(crate) fn generate(path: &std::path::Path, n: u64, apps: u64) {
     let mut objects: HashMap<(u64, u64), Digest> = HashMap::new();
     let mut sets: HashMap<u64, Digest> = HashMap::new();
     let started = Instant::now();
+    let batch = env_u64("RECKON_BENCH_BATCH", BATCH).max(1);
     let mut i = 0;
+    let mut reported = Instant::now();
     while i < n {
-        let end = (i + BATCH).min(n);
+        let end = (i + batch).min(n);
         let mut drafts = Vec::with_capacity((end - i) as usize);
         for j in i..end {
             let mut d = samples::stream(j, apps, OBJECTS);
@@ -128,10 +132,12 @@ pub(crate) fn generate(path: &std::path::Path, n: u64, apps: u64) {
         store.append(drafts).unwrap();
         store.flush().unwrap();
         i = end;
-        if i % 1_000_000 == 0 {
+        if i.is_multiple_of(1_000_000) || reported.elapsed() > Duration::from_secs(60) {
+            reported = Instant::now();
             eprintln!(
-                "api_bench: {i} events in {:.0}s",
-                started.elapsed().as_secs_f64()
+                "api_bench: {i} events in {:.0}s ({:.0}/s)",
+                started.elapsed().as_secs_f64(),
+                i as f64 / started.elapsed().as_secs_f64()
             );
         }
     }
@@ -141,6 +147,60 @@ pub(crate) fn generate(path: &std::path::Path, n: u64, apps: u64) {
         started.elapsed().as_secs_f64(),
         n as f64 / started.elapsed().as_secs_f64()
     );
+}
+
+/// Generates the benchmark's store and nothing else (`RECKON_BENCH_EVENTS`, `RECKON_BENCH_APPS`,
+/// `RECKON_BENCH_BATCH` into `RECKON_BENCH_DIR`, which it replaces), for measuring it with the
+/// commands themselves (`reckon status --store`, an agent's API with curl) or both benchmarks
+/// with `RECKON_BENCH_REUSE=1`.
+#[test]
+#[ignore = "generates the benchmark store"]
+fn generate_store() {
+    let n = env_u64("RECKON_BENCH_EVENTS", 10_000_000);
+    let apps = env_u64("RECKON_BENCH_APPS", 1000);
+    let path = std::env::var_os("RECKON_BENCH_DIR").expect("RECKON_BENCH_DIR=DIR");
+    let path = std::path::PathBuf::from(path);
+    let _ = std::fs::remove_dir_all(&path);
+    generate(&path, n, apps);
+}
+
+/// Serves the store in `RECKON_BENCH_DIR` through the agent's router (`/api/v1`, `/ui/`) on
+/// `RECKON_BENCH_LISTEN` (default 127.0.0.1:8089) with read token `bench-token-0123456789`, for
+/// `RECKON_BENCH_SERVE_SECS` seconds (default 600): the API's answers timed with curl, as a
+/// browser or `reckon --server` gets them. Prints how long opening the store took.
+#[test]
+#[ignore = "serves the benchmark store"]
+fn serve_store() {
+    let path = std::env::var_os("RECKON_BENCH_DIR").expect("RECKON_BENCH_DIR=DIR");
+    let listen =
+        std::env::var("RECKON_BENCH_LISTEN").unwrap_or_else(|_| "127.0.0.1:8089".to_string());
+    let secs = env_u64("RECKON_BENCH_SERVE_SECS", 600);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let opened = Instant::now();
+    let store = SledStore::open(&path, OpenOptions::default()).unwrap();
+    eprintln!(
+        "serve_store: opened in {:.1}s; serving http://{listen} for {secs}s",
+        opened.elapsed().as_secs_f64()
+    );
+    let handle = rt.block_on(async {
+        let (handle, _task) = reckon::store::writer::spawn(store);
+        let mut tokens = Tokens::default();
+        tokens.add(TOKEN, Some("bench"), Role::Read);
+        let state = ApiState::new(handle.clone(), Arc::new(tokens), Vec::new(), None);
+        let listener = tokio::net::TcpListener::bind(&listen).await.unwrap();
+        tokio::spawn(async move {
+            axum::serve(listener, reckon::api::router(state))
+                .await
+                .unwrap()
+        });
+        handle
+    });
+    std::thread::sleep(Duration::from_secs(secs));
+    rt.block_on(handle.close()).unwrap();
 }
 
 /// One measured query: its HTTP path and query string, and the same query on the store.

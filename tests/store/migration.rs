@@ -827,7 +827,7 @@ async fn the_event_schema_4_fixture_renames_an_app_objects_history_its_anchor_pr
     assert_eq!(web_events.len() as u64, V3_EVENTS4_WEB_LAST);
 }
 
-/// Migration 0010: a store written before chart repository sources (the newest committed
+/// Migration 0011: a store written before chart repository sources (the newest committed
 /// fixture, event schema 4, opened by the current code with nothing to migrate) takes
 /// ChartObserved events: the old records are unchanged, the chain verifies, the commit and kind
 /// indexes find the new events, and the App's revision and heads are the chart revision.
@@ -889,4 +889,175 @@ fn the_event_schema_4_fixture_takes_chart_observations() {
         Some(new.body.seq),
         "revisions and blame find the chart through it"
     );
+
+fn fixture_v3_snapshot5() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/store-v3-snapshot5")
+}
+
+/// The events of the `store-v3-snapshot5` fixture, exported (JSONL) to `RECKON_FIXTURE_EXPORT`:
+/// App `web` syncs with one object refused, turns Degraded, drifts on two objects of which one
+/// is put back; App `shop` syncs. The fixture is this export imported by the release before the
+/// status projection (commit 0ec7c5d), which writes a version-5 projections snapshot:
+/// `cargo test --test store -- --ignored migration::generate_v3_snapshot5_export`, then with
+/// that release's binary `reckon --store tests/fixtures/store-v3-snapshot5 store import -i FILE`.
+#[test]
+#[ignore]
+fn generate_v3_snapshot5_export() {
+    use reckon::event::samples::{commit, object};
+    use reckon::event::{
+        ApplyAction, ApplyFailed, Digest, Draft, DriftCorrected, DriftDetected, Health,
+        HealthChanged, ObjectApplied, SyncCounts, SyncFinished, SyncOutcome, SyncStarted,
+    };
+    let out = std::env::var_os("RECKON_FIXTURE_EXPORT").expect("RECKON_FIXTURE_EXPORT=FILE");
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = fixture_writer(&dir.path().join("store"), STORE_SCHEMA);
+    let c = commit(1, "alice@example.com");
+    let sha = c.sha.clone();
+    let cm = |name: &str| object("", "v1", "ConfigMap", Some("team-a"), name);
+    let web = |e: Event| Draft::new(Some("web"), e);
+    let finished = |outcome, counts| {
+        Event::SyncFinished(SyncFinished {
+            revision: sha.clone(),
+            outcome,
+            counts,
+            duration_ms: 40,
+        })
+    };
+    let drift = |name: &str| {
+        Event::DriftDetected(DriftDetected {
+            object: cm(name),
+            diffs: vec![],
+            managers: vec![],
+        })
+    };
+    store
+        .append(vec![
+            web(Event::CommitObserved(c.clone())),
+            web(Event::SyncStarted(SyncStarted {
+                revision: sha.clone(),
+                digest: None,
+            })),
+            web(Event::ObjectApplied(ObjectApplied {
+                revision: sha.clone(),
+                object: cm("settings"),
+                action: ApplyAction::Created,
+                changed_fields: vec![],
+                digest: Digest([1; 32]),
+            })),
+            web(Event::ApplyFailed(ApplyFailed {
+                revision: sha.clone(),
+                object: cm("quota"),
+                error: "exceeded quota".into(),
+            })),
+            web(finished(
+                SyncOutcome::PartiallyFailed,
+                SyncCounts {
+                    created: 1,
+                    failed: 1,
+                    ..Default::default()
+                },
+            )),
+            web(Event::HealthChanged(HealthChanged {
+                object: None,
+                from: Health::Unknown,
+                to: Health::Degraded,
+                message: None,
+            })),
+            web(drift("settings")),
+            web(drift("other")),
+            web(Event::DriftCorrected(DriftCorrected {
+                revision: sha.clone(),
+                object: cm("other"),
+                fields: vec![],
+            })),
+        ])
+        .unwrap();
+    let shop = |e: Event| Draft::new(Some("shop"), e);
+    store
+        .append(vec![
+            shop(Event::CommitObserved(commit(2, "bob@example.com"))),
+            shop(finished(SyncOutcome::Succeeded, SyncCounts::default())),
+        ])
+        .unwrap();
+    let mut file = std::fs::File::create(out).unwrap();
+    reckon::store::exchange::export(&store.reader(), &mut file, true, &mut |_| {}).unwrap();
+    store.close().unwrap();
+}
+
+/// Migration 0012: `store-v3-snapshot5` was written by the release before the status projection,
+/// with a version-5 projections snapshot (no status). The first open rebuilds it from the log as
+/// version 6, whose status of `web` shows the sync, health, drift and failure its log holds;
+/// verify's snapshot check passes, and the next open takes the snapshot as it is. Renamed,
+/// `web`'s status moves with its state.
+#[test]
+fn the_v3_snapshot5_fixture_gets_its_status_folded_from_its_log() {
+    use reckon::event::{Health, SyncOutcome};
+    use reckon::store::projection;
+    let raw_snapshot = |path: &Path| {
+        let db = reckon::store::sled_engine::sled_config(path, 1 << 20)
+            .open()
+            .unwrap();
+        let t = db.open_tree("snapshots").unwrap();
+        let bytes = t.get(b"projections").unwrap().map(|v| v.to_vec());
+        drop(t);
+        reckon::store::sled_engine::release(path, db).unwrap();
+        bytes
+    };
+    let (_dir, path) = copy_of(&fixture_v3_snapshot5());
+    let old = raw_snapshot(&path).expect("the fixture has a snapshot");
+    assert_eq!(
+        old[0], 5,
+        "written by the release before the status projection"
+    );
+    let store = SledStore::open(&path, OpenOptions::default()).unwrap();
+    assert!(store.migrated_backup.is_none(), "no store migration");
+    assert!(
+        store.snapshot_discarded.is_none(),
+        "an older snapshot is not a tampered one"
+    );
+    let web = &store.projections().status["web"];
+    let sync = web.last_sync.as_ref().expect("the fixture's sync");
+    assert_eq!((sync.seq, sync.outcome), (5, SyncOutcome::PartiallyFailed));
+    let health = web.health.as_ref().expect("the fixture's health");
+    assert_eq!((health.seq, health.health), (6, Health::Degraded));
+    let open: Vec<_> = web.drift.values().map(|d| d.object.name.as_str()).collect();
+    assert_eq!(open, ["settings"]);
+    let failures: Vec<_> = web.failures.iter().map(|f| f.error.as_str()).collect();
+    assert_eq!(failures, ["exceeded quota"]);
+    assert!(store.projections().status["shop"].last_sync.is_some());
+    let mut r = verify(&store.reader(), &mut |_| {}).unwrap();
+    reckon::store::verify::check_projections(&store, &mut r).unwrap();
+    assert!(r.ok(), "{:?}", r.problems);
+    let restored = store.projections().clone();
+    store.close().unwrap();
+    let new = raw_snapshot(&path).unwrap();
+    assert_eq!(new[0], projection::PROJECTIONS_SNAPSHOT_VERSION);
+    assert_eq!(new[0], 6);
+    assert_eq!(projection::decode_projections(&new).unwrap().0, restored);
+    let mut store = SledStore::open(&path, OpenOptions::default()).unwrap();
+    assert!(store.snapshot_discarded.is_none());
+    assert_eq!(store.projections(), &restored);
+
+    // Renamed (as the agent renames App object team-a/web, migration 0009), the status moves.
+    let base_state = projection::encode_snapshot(&restored.apps["web"]).unwrap();
+    store
+        .append(vec![reckon::event::Draft::new(
+            Some("team-a.web"),
+            Event::AppRenamed(reckon::event::AppRenamed {
+                from: "web".into(),
+                anchor_seq: Some(9),
+                reason: "test".into(),
+                base_state,
+            }),
+        )])
+        .unwrap();
+    let p = store.projections().clone();
+    assert!(!p.status.contains_key("web"));
+    let moved = &p.status["team-a.web"];
+    assert_eq!(moved.last_sync, restored.status["web"].last_sync);
+    assert_eq!(moved.drift, restored.status["web"].drift);
+    let mut r = verify(&store.reader(), &mut |_| {}).unwrap();
+    reckon::store::verify::check_projections(&store, &mut r).unwrap();
+    assert!(r.ok(), "{:?}", r.problems);
+    store.close().unwrap();
 }

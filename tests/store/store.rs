@@ -433,6 +433,119 @@ fn compaction_keeps_the_chain_the_state_and_the_other_apps() {
     assert_eq!(r.tombstones, c.removed + c2.removed);
 }
 
+/// The status projection (last sync, health, open drift, failures) after a compaction is what
+/// the remaining log folds to, so `store verify`'s snapshot check agrees, before and after a
+/// reopen; and a compaction of everything leaves the App no sync or drift to show.
+#[test]
+fn compaction_leaves_the_status_the_log_folds_to() {
+    use reckon::event::{ApplyFailed, Draft, Health, HealthChanged, SyncStarted};
+    use reckon::store::verify::check_projections;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s");
+    let mut store = create(&path);
+    // What the sample stream lacks: drift left open (on objects it never applies), the App's
+    // health, and a sync with failures.
+    let app = |e: Event| Draft::new(Some("app-0"), e);
+    let drift = |name: &str| {
+        app(Event::DriftDetected(reckon::event::DriftDetected {
+            object: samples::object("", "v1", "ConfigMap", Some("ns-0"), name),
+            diffs: vec![],
+            managers: vec![],
+        }))
+    };
+    store.append(vec![drift("early")]).unwrap();
+    fill(&mut store, 0, 3000, 100);
+    let sha = samples::sha(1);
+    store
+        .append(vec![
+            drift("late"),
+            app(Event::HealthChanged(HealthChanged {
+                object: None,
+                from: Health::Unknown,
+                to: Health::Degraded,
+                message: None,
+            })),
+            app(Event::SyncStarted(SyncStarted {
+                revision: sha.clone(),
+                digest: None,
+            })),
+            app(Event::ApplyFailed(ApplyFailed {
+                revision: sha,
+                object: samples::object("apps", "v1", "Deployment", Some("ns-0"), "svc-1"),
+                error: "refused".into(),
+            })),
+        ])
+        .unwrap();
+    let before = store.projections().status["app-0"].clone();
+    let other_before = store.projections().status["app-1"].clone();
+    assert!(before.last_sync.is_some() && before.health.is_some());
+    assert!(!before.drift.is_empty() && !before.failures.is_empty());
+    let agrees = |store: &SledStore| {
+        let mut r = verify(&store.reader(), &mut |_| {}).unwrap();
+        check_projections(store, &mut r).unwrap();
+        assert!(r.ok(), "{:?}", r.problems);
+    };
+
+    // By size: the newest events stay, and with them the newest sync; older drifts go.
+    store
+        .compact(
+            "app-0",
+            &Policy {
+                max_age: None,
+                max_bytes: Some(20_000),
+            },
+            chrono::Utc::now(),
+            None,
+        )
+        .unwrap()
+        .expect("something to compact");
+    let after = store.projections().status["app-0"].clone();
+    assert_eq!(after.last_sync, before.last_sync);
+    assert_eq!(
+        (&after.health, &after.failures),
+        (&before.health, &before.failures)
+    );
+    let open = |s: &reckon::store::projection::StatusState| {
+        s.drift
+            .values()
+            .map(|d| d.object.name.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(open(&before), ["early", "late"]);
+    assert_eq!(
+        open(&after),
+        ["late"],
+        "the early drift went with its event"
+    );
+    agrees(&store);
+
+    // Everything: nothing is left to show but the compaction.
+    store
+        .compact(
+            "app-0",
+            &Policy {
+                max_age: Some(std::time::Duration::from_secs(1)),
+                max_bytes: None,
+            },
+            chrono::Utc::now() + chrono::Duration::hours(1),
+            None,
+        )
+        .unwrap()
+        .expect("everything is older than an hour from now");
+    let emptied = store.projections().status["app-0"].clone();
+    assert_eq!(emptied, Default::default());
+    assert_eq!(
+        store.projections().status["app-1"],
+        other_before,
+        "other Apps keep theirs"
+    );
+    agrees(&store);
+    store.close().unwrap();
+    let store = SledStore::open(&path, OpenOptions::default()).unwrap();
+    assert_eq!(store.projections().status["app-0"], emptied);
+    agrees(&store);
+}
+
 #[test]
 fn tampered_tombstones_are_reported() {
     let dir = tempfile::tempdir().unwrap();
