@@ -889,6 +889,7 @@ fn the_event_schema_4_fixture_takes_chart_observations() {
         Some(new.body.seq),
         "revisions and blame find the chart through it"
     );
+}
 
 fn fixture_v3_snapshot5() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/store-v3-snapshot5")
