@@ -58,6 +58,7 @@ fn signature(s: &source::SignatureStatus) -> event::SignatureStatus {
             source::signature::SignatureFormat::Ssh => "ssh",
             source::signature::SignatureFormat::Gpg => "gpg",
             source::signature::SignatureFormat::Other => "other",
+            source::signature::SignatureFormat::Cosign => "cosign",
         }
         .to_string()
     };
@@ -154,6 +155,7 @@ pub fn chart_drafts(app: &str, url: &str, outcome: &ChartOutcome) -> Vec<Draft> 
                     digest: v.digest.clone(),
                     verified: v.verified,
                     created: v.created.clone(),
+                    signature: signature(&v.signature),
                 }),
             )
         })

@@ -328,6 +328,24 @@ pub struct ChartRef {
         deserialize_with = "de_chart_version"
     )]
     pub version: String,
+    /// cosign signatures of an OCI chart (`oci://` only): `mode` as for commits (default
+    /// `off` here: most charts are unsigned), `keys` the cosign public keys (PEM) trusted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<ChartSignature>,
+}
+
+/// `chart.signature`: `{mode: record|require, keys: [cosign.pub]}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChartSignature {
+    #[serde(default = "chart_signature_mode")]
+    pub mode: SignatureMode,
+    #[serde(default)]
+    pub keys: Vec<PathBuf>,
+}
+
+fn chart_signature_mode() -> SignatureMode {
+    SignatureMode::Record
 }
 
 impl ChartRef {
@@ -351,6 +369,7 @@ fn de_chart_version<'de, D: serde::Deserializer<'de>>(de: D) -> Result<String, D
     let chart = ChartRef {
         name: String::new(),
         version: version.clone(),
+        signature: None,
     };
     chart.wanted().map_err(|err| {
         D::Error::custom(format!(
@@ -988,6 +1007,24 @@ fn validate(raw: RawConfig, file: &Path, closed: bool) -> Result<Config, ConfigE
                      ({{name, version}}), Git is not served from oci://"
                 ),
             ));
+        }
+        if let Some(signature) = source.chart.as_ref().and_then(|c| c.signature.as_ref()) {
+            if !url.starts_with("oci://") {
+                return Err(invalid(
+                    url_line,
+                    format!("apps[{i}].source.chart.signature"),
+                    "cosign signatures are checked for OCI charts (oci:// URLs); a chart \
+                     repository's provenance files are not"
+                        .to_string(),
+                ));
+            }
+            if signature.mode == SignatureMode::Require && signature.keys.is_empty() {
+                return Err(invalid(
+                    url_line,
+                    format!("apps[{i}].source.chart.signature.keys"),
+                    "mode require needs at least one cosign public key".to_string(),
+                ));
+            }
         }
         if let Some(chart) = &source.chart {
             if url.starts_with("oci://") {

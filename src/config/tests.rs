@@ -878,3 +878,54 @@ fn an_oci_chart_source_is_named_by_its_url_and_oci_is_for_charts_only() {
         "{message}"
     );
 }
+
+#[test]
+fn a_chart_signature_policy_is_for_oci_charts_and_require_names_keys() {
+    let app = |url: &str, signature: &str| {
+        format!(
+            "apps:\n  - name: web\n    source:\n      url: {url}\n      chart: {{name: web, signature: {signature}}}\n"
+        )
+    };
+    let cfg = load_str(&app(
+        "oci://registry.example.com/charts/web",
+        "{mode: require, keys: [/etc/reckon/cosign.pub]}",
+    ))
+    .unwrap();
+    let signature = cfg.apps[0]
+        .source
+        .chart
+        .as_ref()
+        .unwrap()
+        .signature
+        .as_ref()
+        .unwrap();
+    assert_eq!(signature.mode, SignatureMode::Require);
+    assert_eq!(signature.keys, [PathBuf::from("/etc/reckon/cosign.pub")]);
+    let recorded = load_str(&app("oci://registry.example.com/charts/web", "{}")).unwrap();
+    assert_eq!(
+        recorded.apps[0]
+            .source
+            .chart
+            .as_ref()
+            .unwrap()
+            .signature
+            .as_ref()
+            .unwrap()
+            .mode,
+        SignatureMode::Record,
+        "a signature block without mode records"
+    );
+
+    let (_, key, message) = invalid_error(&app(
+        "oci://registry.example.com/charts/web",
+        "{mode: require}",
+    ));
+    assert_eq!(key, "apps[0].source.chart.signature.keys");
+    assert!(
+        message.contains("at least one cosign public key"),
+        "{message}"
+    );
+    let (_, key, message) = invalid_error(&app("https://charts.example.com", "{mode: record}"));
+    assert_eq!(key, "apps[0].source.chart.signature");
+    assert!(message.contains("OCI charts"), "{message}");
+}

@@ -551,6 +551,9 @@ pub struct ChartObserved {
     pub verified: bool,
     /// The index's `created` time of the version, as written there.
     pub created: Option<String>,
+    /// The chart's cosign signature as checked under the App's `chart.signature` policy (an
+    /// OCI chart; `NotChecked` for a chart repository's and when the policy is off).
+    pub signature: SignatureStatus,
 }
 
 /// Every event. **Append new variants at the end only**: the variant index is the stored tag.

@@ -260,6 +260,11 @@ pub fn all_events() -> Vec<Event> {
             digest: format!("sha256:{:064x}", 0xc4a27u64),
             verified: true,
             created: Some("2026-12-01T10:00:00Z".into()),
+            signature: SignatureStatus::Good {
+                format: "cosign".into(),
+                signer: "cosign".into(),
+                key: format!("sha256:{:064x}", 0xc05u64),
+            },
         }),
     ]
 }

@@ -14,6 +14,8 @@
 use super::chart_index::{self, ChartIndexError, ChartVersion, RawVersion, Wanted};
 use super::chart_oci::{self, ChartOciError, OciChart, RegistryCause};
 use super::chart_repo::{self, ChartLimits, ChartRepo, ChartRepoError, IndexFetch, RepoAuth};
+use super::cosign::{self, CosignStatus};
+use super::signature::{SignatureFormat, SignatureMode, SignatureStatus};
 use super::{GitSource, SecretSource, SourceError};
 use sha2::{Digest as _, Sha256};
 use std::path::{Path, PathBuf};
@@ -26,6 +28,17 @@ pub struct ChartSpec {
     pub wanted: Wanted,
     pub auth: ChartAuth,
     pub limits: ChartLimits,
+    /// What is done with an OCI chart's cosign signatures (off for a chart repository).
+    pub signature: ChartSignaturePolicy,
+}
+
+/// An OCI chart's signature policy, as a commit's: `record` writes the check's result into
+/// the chart's `ChartObserved`, `require` deploys only a chart signed by one of `keys`.
+#[derive(Debug, Clone, Default)]
+pub struct ChartSignaturePolicy {
+    pub mode: SignatureMode,
+    /// cosign public keys (PEM, ECDSA P-256), read at every check.
+    pub keys: Vec<PathBuf>,
 }
 
 /// Credentials for a chart repository, read at every look (a rotated secret needs no restart)
@@ -55,6 +68,8 @@ pub struct ObservedChart {
     /// version passed over on the way there).
     pub verified: bool,
     pub created: Option<String>,
+    /// The cosign check of an OCI chart under the App's policy; `NotChecked` otherwise.
+    pub signature: SignatureStatus,
 }
 
 /// What one look at the repository found.
@@ -127,6 +142,7 @@ pub fn passed_over(
                         digest: format!("sha256:{}", hex_of(&digest)),
                         verified: false,
                         created: v.created.clone(),
+                        signature: SignatureStatus::NotChecked,
                     },
                 )
             })
@@ -339,6 +355,7 @@ impl GitSource {
             app_version: chosen.app_version.clone(),
             verified: true,
             created: chosen.created.clone(),
+            signature: SignatureStatus::NotChecked,
         });
         remember(revision);
         Ok(ChartOutcome {
@@ -562,6 +579,7 @@ impl GitSource {
                 });
             }
             let pulled = oci.pull(&manifest).await.map_err(|e| oci_error(&url, e))?;
+            let signature = self.check_signature(&oci, spec, &manifest).await?;
             let revision = hex::encode(Sha256::digest(&pulled.archive));
             let remember = |head: String| {
                 *self.chart_memo.0.lock().expect("not poisoned") = Some(Memo {
@@ -598,10 +616,69 @@ impl GitSource {
                     app_version: chosen.app_version,
                     verified: true,
                     created: None,
+                    signature,
                 }],
                 not_modified: false,
             })
         })
+    }
+
+    /// The chart's cosign signatures checked under the App's policy: off is `NotChecked`;
+    /// `require` refuses (a `SourceFetchFailed`, nothing observed, the App stays where it is)
+    /// anything but a signature by one of the keys.
+    async fn check_signature(
+        &self,
+        oci: &OciChart,
+        spec: &ChartSpec,
+        manifest: &str,
+    ) -> Result<SignatureStatus, SourceError> {
+        let policy = &spec.signature;
+        if policy.mode == SignatureMode::Off {
+            return Ok(SignatureStatus::NotChecked);
+        }
+        let mut keys = Vec::new();
+        for path in &policy.keys {
+            let pem = std::fs::read(path).map_err(|e| SourceError::Credentials {
+                url: self.spec.url.clone(),
+                detail: format!("cosign public key {}: {e}", path.display()),
+            })?;
+            keys.push(cosign::PublicKey::from_pem(path, &pem).map_err(|e| {
+                SourceError::Credentials {
+                    url: self.spec.url.clone(),
+                    detail: e.to_string(),
+                }
+            })?);
+        }
+        let found = oci
+            .signatures(manifest)
+            .await
+            .map_err(|e| oci_error(&self.spec.url, e))?;
+        let status = match cosign::check(manifest, &found, &keys) {
+            CosignStatus::NotChecked => SignatureStatus::NotChecked,
+            CosignStatus::Unsigned => SignatureStatus::Unsigned,
+            CosignStatus::Verified { key } => SignatureStatus::Verified {
+                format: SignatureFormat::Cosign,
+                signer: "cosign".into(),
+                key,
+            },
+            CosignStatus::Untrusted { detail } => SignatureStatus::Untrusted {
+                format: SignatureFormat::Cosign,
+                detail,
+            },
+            CosignStatus::Invalid { detail } => SignatureStatus::Invalid {
+                format: SignatureFormat::Cosign,
+                detail,
+            },
+        };
+        if policy.mode == SignatureMode::Require
+            && !matches!(status, SignatureStatus::Verified { .. })
+        {
+            return Err(SourceError::ChartRefused {
+                chart: format!("{}@{manifest}", spec.name),
+                detail: format!("a cosign signature by a trusted key is required: {status:?}"),
+            });
+        }
+        Ok(status)
     }
 
     /// The cache lost an OCI chart: the tags' manifests are read (small) until one whose chart

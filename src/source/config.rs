@@ -3,7 +3,7 @@
 //! into the [`GitSource`] that follows it (a Git remote, or a chart of a chart repository).
 
 use super::GitSource;
-use super::chart::{ChartAuth, ChartSpec};
+use super::chart::{ChartAuth, ChartSignaturePolicy, ChartSpec};
 use super::{
     Access, HttpCredentials, RefSelector, SecretSource, SignatureMode, SignaturePolicy, SourceSpec,
     SshAccess,
@@ -62,6 +62,14 @@ pub fn source_for(app: &config::App, cache_root: &Path) -> Result<GitSource, Spe
         wanted,
         auth,
         limits: Default::default(),
+        signature: chart
+            .signature
+            .as_ref()
+            .map(|s| ChartSignaturePolicy {
+                mode: mode_of(s.mode),
+                keys: s.keys.clone(),
+            })
+            .unwrap_or_default(),
     }))
 }
 
@@ -106,11 +114,7 @@ pub fn spec_for(app: &config::App) -> Result<SourceSpec, SpecError> {
         }
     }
     let signatures = SignaturePolicy {
-        mode: match s.signature.mode {
-            config::SignatureMode::Off => SignatureMode::Off,
-            config::SignatureMode::Record => SignatureMode::Record,
-            config::SignatureMode::Require => SignatureMode::Require,
-        },
+        mode: mode_of(s.signature.mode),
         ssh_allowed_signers: s.signature.allowed_signers.clone(),
         gpg_public_keys: s.signature.keys.clone(),
     };
@@ -129,6 +133,15 @@ pub fn spec_for(app: &config::App) -> Result<SourceSpec, SpecError> {
         access,
         signatures,
     })
+}
+
+/// The configuration's signature mode as the source's.
+fn mode_of(mode: config::SignatureMode) -> SignatureMode {
+    match mode {
+        config::SignatureMode::Off => SignatureMode::Off,
+        config::SignatureMode::Record => SignatureMode::Record,
+        config::SignatureMode::Require => SignatureMode::Require,
+    }
 }
 
 #[cfg(test)]

@@ -39,6 +39,8 @@ pub enum SignatureFormat {
     Gpg,
     /// X.509 (gpgsm) or anything else reckon does not verify.
     Other,
+    /// A cosign signature of an OCI chart (appended last: the variant index is stored).
+    Cosign,
 }
 
 /// The result recorded on each commit event.

@@ -637,6 +637,7 @@ mod tests {
                 digest: format!("sha256:{n:064x}"),
                 verified: true,
                 created: None,
+                signature: crate::event::SignatureStatus::NotChecked,
             })
         };
         let mut p = Projections::default();

@@ -393,3 +393,100 @@ async fn an_app_follows_an_oci_chart_pinned_by_digest_and_keeps_its_revision_whe
     assert_eq!(f.reason, "Unreachable", "{f:?}");
     assert_eq!(events(EventKind::ChartObserved).len(), 2);
 }
+
+/// `chart.signature: {mode: require, keys: [cosign.pub]}`: a chart signed by the real cosign
+/// with that key is observed with its signature on the record; an unsigned new version is
+/// refused (a SourceFetchFailed, nothing observed, the App stays), and deployed once signed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_required_cosign_signature_gates_what_an_app_observes() {
+    use reckon::event::{Event, EventKind, SignatureStatus};
+    use reckon::store::{EventRead, OpenOptions, Query, Selector, SledStore, writer};
+    reckon::tls::install_crypto_provider();
+    let work = tempfile::tempdir().unwrap();
+    let registry = OciRegistry::start(true, None).unwrap();
+    let ca = work.path().join("ca.pem");
+    std::fs::copy(registry.ca().unwrap().bundle_path(), &ca).unwrap();
+    let key = CosignKey::generate().unwrap();
+    let trusted = {
+        let path = key.public_key();
+        reckon::source::cosign::PublicKey::from_pem(&path, &std::fs::read(&path).unwrap()).unwrap()
+    };
+    let d1 = push(&registry, work.path(), "1.0.0", "blue");
+    registry
+        .sign(&key, "charts/web", &d1, SignatureFormat::Bundle)
+        .unwrap();
+    let cfg = reckon::config::parse(
+        &format!(
+            "apps:\n  - name: web\n    source:\n      url: {}\n      chart: {{name: web, signature: {{mode: require, keys: [{}]}}}}\n      ca_file: {}\n",
+            registry.url("charts/web"),
+            key.public_key().display(),
+            ca.display()
+        ),
+        Path::new("reckon.yaml"),
+    )
+    .unwrap();
+    let src = reckon::source::config::source_for(&cfg.apps[0], &work.path().join("cache")).unwrap();
+    let store = SledStore::open(
+        work.path().join("store"),
+        OpenOptions {
+            create: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let store = writer::spawn(store).0;
+    let events = |kind: EventKind| {
+        store
+            .reader()
+            .query(&Query::new(Selector::Kind(kind)).oldest_first().limit(100))
+            .unwrap()
+            .events
+    };
+
+    let o = reckon::fetch::fetch(&store, "web", &src).await.unwrap();
+    assert_eq!(o.appended, 1);
+    let first = o.deployable_head.clone().unwrap();
+    let Event::ChartObserved(c) = &events(EventKind::ChartObserved)[0].body.event else {
+        unreachable!()
+    };
+    assert_eq!(
+        c.signature,
+        SignatureStatus::Good {
+            format: "cosign".into(),
+            signer: "cosign".into(),
+            key: trusted.fingerprint.clone(),
+        }
+    );
+
+    // 1.1.0 is pushed unsigned: refused, nothing observed, the App stays on 1.0.0.
+    let d2 = push(&registry, work.path(), "1.1.0", "green");
+    let o = reckon::fetch::fetch(&store, "web", &src).await.unwrap();
+    assert_eq!(o.deployable_head.as_deref(), Some(first.as_str()));
+    let failed = events(EventKind::SourceFetchFailed);
+    let Event::SourceFetchFailed(f) = &failed.last().unwrap().body.event else {
+        unreachable!()
+    };
+    assert_eq!(f.reason, "ChartRefused", "{f:?}");
+    assert!(
+        f.error.contains("signature by a trusted key is required"),
+        "{f:?}"
+    );
+    assert!(f.error.contains("Unsigned"), "{f:?}");
+    assert_eq!(events(EventKind::ChartObserved).len(), 1);
+
+    // Signed by the key: the next poll takes it.
+    registry
+        .sign(&key, "charts/web", &d2, SignatureFormat::SimpleSigning)
+        .unwrap();
+    let o = reckon::fetch::fetch(&store, "web", &src).await.unwrap();
+    assert_eq!(o.appended, 1);
+    assert_ne!(o.deployable_head.as_deref(), Some(first.as_str()));
+    let observed = events(EventKind::ChartObserved);
+    let Event::ChartObserved(c) = &observed.last().unwrap().body.event else {
+        unreachable!()
+    };
+    assert_eq!(c.version, "1.1.0");
+    assert!(
+        matches!(&c.signature, SignatureStatus::Good { key, .. } if *key == trusted.fingerprint)
+    );
+}

@@ -856,6 +856,7 @@ fn the_event_schema_4_fixture_takes_chart_observations() {
         digest: format!("sha256:{revision}"),
         verified: true,
         created: None,
+        signature: reckon::event::SignatureStatus::NotChecked,
     };
     store
         .append(vec![Draft::new(
