@@ -3,9 +3,8 @@
 #
 # Usage: prune-target.sh TARGET_DIR STAMP_FILE [MANIFEST_PATH]
 #
-# CI builds a fresh clone at a new path every run, and cargo's hash for a path crate includes its
-# path, so every run adds a new copy of reckon, reckon-testenv and each test binary beside the old
-# ones and reuses none of them (measured: 118 copies of the reckon binary, 24 GB in the fuzz
+# CI builds a fresh clone every run, and runs have added new copies of reckon, reckon-testenv and
+# each test binary beside the old ones without reusing them (measured: 118 copies of the reckon binary, 24 GB in the fuzz
 # build's cache). Compiled dependencies from crates.io keep their hash and are reused, so they are
 # left alone. What goes: an artifact, fingerprint, build-script output or incremental directory of a
 # path crate (named by `cargo metadata`: reckon, its test environment, the fuzz targets) that is older than STAMP_FILE, which the caller

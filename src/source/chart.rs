@@ -262,20 +262,25 @@ impl GitSource {
             .join(self.cache_dir.file_name().unwrap_or_default())
     }
 
-    fn chart_repo(&self, spec: &ChartSpec) -> Result<ChartRepo, SourceError> {
-        let url = &self.spec.url;
+    /// The credentials as they are now (read at every look: a rotated secret needs no restart).
+    fn repo_auth(&self, spec: &ChartSpec) -> Result<RepoAuth, SourceError> {
         let credentials = |e: String| SourceError::Credentials {
-            url: url.clone(),
+            url: self.spec.url.clone(),
             detail: e,
         };
-        let auth = match &spec.auth {
+        Ok(match &spec.auth {
             ChartAuth::None => RepoAuth::None,
             ChartAuth::Basic { username, password } => RepoAuth::Basic {
                 username: username.clone(),
                 password: password.read().map_err(credentials)?,
             },
             ChartAuth::Bearer(token) => RepoAuth::Bearer(token.read().map_err(credentials)?),
-        };
+        })
+    }
+
+    fn chart_repo(&self, spec: &ChartSpec) -> Result<ChartRepo, SourceError> {
+        let url = &self.spec.url;
+        let auth = self.repo_auth(spec)?;
         ChartRepo::new(
             url,
             auth,
@@ -527,18 +532,7 @@ impl GitSource {
 
     fn oci_chart(&self, spec: &ChartSpec) -> Result<OciChart, SourceError> {
         let url = &self.spec.url;
-        let credentials = |e: String| SourceError::Credentials {
-            url: url.clone(),
-            detail: e,
-        };
-        let auth = match &spec.auth {
-            ChartAuth::None => RepoAuth::None,
-            ChartAuth::Basic { username, password } => RepoAuth::Basic {
-                username: username.clone(),
-                password: password.read().map_err(credentials)?,
-            },
-            ChartAuth::Bearer(token) => RepoAuth::Bearer(token.read().map_err(credentials)?),
-        };
+        let auth = self.repo_auth(spec)?;
         OciChart::new(
             url,
             auth,

@@ -298,7 +298,6 @@ async fn a_chart_signed_by_the_real_cosign_in_either_format_verifies_under_its_k
 async fn an_app_follows_an_oci_chart_pinned_by_digest_and_keeps_its_revision_when_the_registry_goes()
  {
     use reckon::event::{Event, EventKind};
-    use reckon::store::{EventRead, OpenOptions, Query, Selector, SledStore, writer};
     use sha2::Digest;
     reckon::tls::install_crypto_provider();
     let work = tempfile::tempdir().unwrap();
@@ -328,22 +327,8 @@ async fn an_app_follows_an_oci_chart_pinned_by_digest_and_keeps_its_revision_whe
     .unwrap();
     let cache = work.path().join("cache");
     let src = reckon::source::config::source_for(&cfg.apps[0], &cache).unwrap();
-    let store = SledStore::open(
-        work.path().join("store"),
-        OpenOptions {
-            create: true,
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    let store = writer::spawn(store).0;
-    let events = |kind: EventKind| {
-        store
-            .reader()
-            .query(&Query::new(Selector::Kind(kind)).oldest_first().limit(100))
-            .unwrap()
-            .events
-    };
+    let store = new_store(work.path());
+    let events = |kind: EventKind| of_kind(&store, kind);
 
     // First look: the chart the range picks, pulled by digest; its revision is the archive's.
     let o = reckon::fetch::fetch(&store, "web", &src).await.unwrap();
@@ -400,7 +385,6 @@ async fn an_app_follows_an_oci_chart_pinned_by_digest_and_keeps_its_revision_whe
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_required_cosign_signature_gates_what_an_app_observes() {
     use reckon::event::{Event, EventKind, SignatureStatus};
-    use reckon::store::{EventRead, OpenOptions, Query, Selector, SledStore, writer};
     reckon::tls::install_crypto_provider();
     let work = tempfile::tempdir().unwrap();
     let registry = OciRegistry::start(true, None).unwrap();
@@ -426,22 +410,8 @@ async fn a_required_cosign_signature_gates_what_an_app_observes() {
     )
     .unwrap();
     let src = reckon::source::config::source_for(&cfg.apps[0], &work.path().join("cache")).unwrap();
-    let store = SledStore::open(
-        work.path().join("store"),
-        OpenOptions {
-            create: true,
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    let store = writer::spawn(store).0;
-    let events = |kind: EventKind| {
-        store
-            .reader()
-            .query(&Query::new(Selector::Kind(kind)).oldest_first().limit(100))
-            .unwrap()
-            .events
-    };
+    let store = new_store(work.path());
+    let events = |kind: EventKind| of_kind(&store, kind);
 
     let o = reckon::fetch::fetch(&store, "web", &src).await.unwrap();
     assert_eq!(o.appended, 1);
@@ -489,4 +459,31 @@ async fn a_required_cosign_signature_gates_what_an_app_observes() {
     assert!(
         matches!(&c.signature, SignatureStatus::Good { key, .. } if *key == trusted.fingerprint)
     );
+}
+
+/// A new store under `dir`, with its writer.
+fn new_store(dir: &Path) -> reckon::store::writer::StoreHandle {
+    use reckon::store::{OpenOptions, SledStore};
+    let store = SledStore::open(
+        dir.join("store"),
+        OpenOptions {
+            create: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    reckon::store::writer::spawn(store).0
+}
+
+/// Every event of `kind`, oldest first.
+fn of_kind(
+    store: &reckon::store::writer::StoreHandle,
+    kind: reckon::event::EventKind,
+) -> Vec<reckon::event::Envelope> {
+    use reckon::store::{EventRead, Query, Selector};
+    store
+        .reader()
+        .query(&Query::new(Selector::Kind(kind)).oldest_first().limit(100))
+        .unwrap()
+        .events
 }
