@@ -589,14 +589,7 @@ impl GitSource {
                     not_modified: false,
                 });
             }
-            let chosen = ChartVersion {
-                name: pulled.config.name.clone(),
-                version: pulled.config.version.clone(),
-                app_version: pulled.config.app_version.clone(),
-                digest: Some(format!("sha256:{revision}")),
-                url: format!("{url}@{manifest}"),
-                created: None,
-            };
+            let chosen = oci_version(&pulled, &url, &manifest, &revision);
             self.keep_unpacked(&chosen, &pulled.archive, &revision, spec)?;
             remember(revision.clone());
             // Tags carry no digests until each manifest is pulled, so versions passed over on
@@ -692,14 +685,7 @@ impl GitSource {
                     continue;
                 }
                 let pulled = oci.pull(&manifest).await.map_err(|e| oci_error(&url, e))?;
-                let chosen = ChartVersion {
-                    name: pulled.config.name.clone(),
-                    version: pulled.config.version.clone(),
-                    app_version: pulled.config.app_version.clone(),
-                    digest: Some(format!("sha256:{revision}")),
-                    url: format!("{url}@{manifest}"),
-                    created: None,
-                };
+                let chosen = oci_version(&pulled, &url, &manifest, revision);
                 return self.keep_unpacked(&chosen, &pulled.archive, revision, spec);
             }
             Err(SourceError::MissingRef {
@@ -711,6 +697,24 @@ impl GitSource {
                 ),
             })
         })
+    }
+}
+
+/// A chart pulled from a registry as the version [`GitSource::keep_unpacked`] names it: its
+/// config's name and versions, the archive's digest, and where it came from (URL and manifest).
+fn oci_version(
+    pulled: &chart_oci::PulledChart,
+    url: &str,
+    manifest: &str,
+    revision: &str,
+) -> ChartVersion {
+    ChartVersion {
+        name: pulled.config.name.clone(),
+        version: pulled.config.version.clone(),
+        app_version: pulled.config.app_version.clone(),
+        digest: Some(format!("sha256:{revision}")),
+        url: format!("{url}@{manifest}"),
+        created: None,
     }
 }
 
