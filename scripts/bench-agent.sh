@@ -7,10 +7,20 @@
 # interval RECKON_BENCH_INTERVAL seconds (default 120, 20 up to 100 Apps).
 #   scripts/bench-agent.sh                      # 1000 Apps
 #   RECKON_BENCH_APPS=100 scripts/bench-agent.sh
+#   scripts/bench-agent.sh --scale              # 10,000 Apps on one agent, then on 4 shards
+#   RECKON_BENCH_SCALE_APPS=2000 RECKON_BENCH_SCALE_SHARDS=4 scripts/bench-agent.sh --scale
 # With RECKON_TEST_KUBECONFIG set, it runs against that cluster instead (it needs metrics access).
 # The full output (progress, nextest) goes to $CARGO_TARGET_DIR/bench-agent.log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# Which benchmark: the side-by-side one (default) or the fleet at scale (tests/bench/agent/scale.rs).
+filter='test(=agent::agent_against_kubectl_server_side_apply)'
+what="${RECKON_BENCH_APPS:-1000} Apps"
+if [ "${1:-}" = "--scale" ]; then
+  filter='test(=agent::scale::scale)'
+  what="${RECKON_BENCH_SCALE_APPS:-10000} Apps on fleets of ${RECKON_BENCH_SCALE_SHARDS:-1,4} shard(s)"
+fi
 
 if ! command -v kubectl >/dev/null 2>&1; then
   echo "bench-agent.sh: kubectl is needed for the baseline (https://kubernetes.io/docs/tasks/tools/)" >&2
@@ -39,10 +49,10 @@ echo "bench-agent.sh: building (release)" >&2
 cargo build --release -q -p reckon-testenv --bin reckon-testenv
 cargo nextest run --cargo-quiet --release --test bench --no-run
 
-echo "bench-agent.sh: running ${RECKON_BENCH_APPS:-1000} Apps (full output in $log)" >&2
+echo "bench-agent.sh: running $what (full output in $log)" >&2
 status=0
 "$target/release/reckon-testenv" run -- \
-  cargo nextest run --release --test bench --run-ignored only -E "test(/^agent::/)" --no-capture \
+  cargo nextest run --release --test bench --run-ignored only -E "$filter" --no-capture \
   >"$log" 2>&1 || status=$?
 
 # The table is the only output on success; on failure, the end of the log says why.

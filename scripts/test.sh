@@ -72,13 +72,14 @@ status=0
 bash scripts/fuzz-smoke.sh || status=1
 
 cargo build -p reckon-testenv --bin reckon-testenv
-# The reconciler benchmark at CI size (20 Apps; its table compares against the peer and kubectl
+# The reconciler benchmarks at CI size (20 Apps; its table compares against the peer and kubectl
 # in the same run, and it asserts zero writes in steady state, counted by the API server, so it runs first,
-# while nothing else writes), then every test, on one control plane.
+# while nothing else writes; the scale benchmark on a fleet of 4 shards), then every test, on one
+# control plane.
 "$CARGO_TARGET_DIR/debug/reckon-testenv" run --audit -- bash -c '
   status=0
   if cargo nextest --version >/dev/null 2>&1; then
-    RECKON_BENCH_APPS=20 cargo nextest run --cargo-quiet --test bench --run-ignored only -E "test(/^agent::/)" --no-capture || status=1
+    RECKON_BENCH_APPS=20 RECKON_BENCH_SCALE_APPS=20 RECKON_BENCH_SCALE_SHARDS=4 cargo nextest run --cargo-quiet --test bench --run-ignored only -E "test(/^agent::/)" --no-capture || status=1
   fi
   "$@" || status=1
   bash scripts/api-contract.sh || status=1

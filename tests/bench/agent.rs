@@ -35,6 +35,7 @@ use support::workload::app_objects;
 use tokio::sync::mpsc;
 
 mod peer;
+mod scale;
 
 /// Drift corrections measured, each on a different App.
 const DRIFT_ROUNDS: usize = 20;
