@@ -796,6 +796,34 @@ async fn blame_names_the_values_source_that_changed_a_field() {
         "{layer:?}"
     );
 
+    // 4. A new commit and new inline values in one apply: both are named, the commit with its
+    //    author.
+    let mut files = files;
+    files[2].1 = files[2].1.replace(
+        "  greeting:",
+        "  chart: {{ .Chart.Version | quote }}\n  greeting:",
+    );
+    files[0].1 = CHART.replace("0.1.0", "0.2.0");
+    let c2 = commit(&h, "Chart 0.2.0 says its version", &files);
+    let mut r = h.reconciler(h.app(app, "chart", &helm("inline-three")), KEY);
+    let report = pass(&mut r).await;
+    assert_eq!(synced(&report).0, SyncOutcome::Succeeded, "{report:?}");
+    assert_eq!(report.revision.as_deref(), Some(c2.as_str()));
+    let both = "Chart 0.2.0 says its version; and values: inline values changed";
+    for field in ["/data/greeting", "/data/chart"] {
+        let by = credit(field, &settings_object).await;
+        assert_eq!(
+            (by.revision.as_str(), by.summary.as_deref()),
+            (c2.as_str(), Some(both)),
+            "{field}: {by:?}"
+        );
+        assert!(by.values.as_ref().unwrap().with_revision, "{by:?}");
+        assert!(
+            by.author_email.is_some(),
+            "the commit's author is named too: {by:?}"
+        );
+    }
+
     // No values of the Secret anywhere in the store: events, blobs, indexes' export.
     let mut export = Vec::new();
     reckon::store::exchange::export(h.store.reader(), &mut export, true, &mut |_| {}).unwrap();
