@@ -1,6 +1,7 @@
 //! Owns `blame`: for each field reckon manages on an object, the commit that last set its value
-//! from Git, and every drift on it (who changed it, when, and whether reckon put it back or a
-//! new revision's apply replaced it).
+//! from Git (for a Helm object, the values layer whose change set it: [`super::values_blame`]),
+//! and every drift on it (who changed it, when, and whether reckon put it back or a new
+//! revision's apply replaced it).
 //!
 //! The walk ([`blame_walk`]) is pure: it folds the object's events oldest first, with a loader
 //! for the applied manifests, so it is unit-tested on synthetic sequences.
@@ -60,7 +61,7 @@ pub struct BlameCommit {
     /// brought them along with a new revision (`with_revision`: owed to either or both). The
     /// apply (`applied_seq`) is the event at which the new values first show for this object.
     #[serde(default)]
-    pub values: Option<super::values_blame::ValuesChange>,
+    pub values: Option<ValuesChange>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -188,7 +189,9 @@ pub type Credits = (BTreeMap<String, Since>, BTreeMap<String, Previous>);
 /// put back later without a DriftCorrected. Whether an apply re-wrote the previous manifest is
 /// known only at the next older apply, so its fields wait there (one apply more is read).
 /// A field no apply since the object's creation (or the oldest apply still in the log) changed
-/// is credited to that apply. No older manifest has to be read: one blob per blame.
+/// is credited to that apply. The walk reads no older manifest: one blob per blame (a Helm
+/// object's values credit then reads the manifests of each crediting apply and the apply before
+/// it, which the walk keeps: [`Previous`]).
 pub struct CreditWalk {
     unresolved: Vec<String>,
     set_by: BTreeMap<String, Since>,
@@ -301,8 +304,8 @@ impl CreditWalk {
     }
 
     /// The credits: each field still open goes to `lifecycle` when the walk stopped early,
-    /// otherwise to the oldest apply it met; beside them, each credited apply against the apply before it where the walk met that one
-    /// (never for a creation or the oldest apply met).
+    /// otherwise to the oldest apply it met; beside them, each credited apply against the apply
+    /// before it, where the walk met that one (never for a creation or the oldest apply met).
     pub fn finish(mut self, lifecycle: Option<Since>) -> Credits {
         self.pending_were_set(None);
         if let Some(oldest) = lifecycle.or(self.oldest_apply) {
