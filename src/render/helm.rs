@@ -266,6 +266,8 @@ pub fn render_chart(
             }
         })?;
 
+    // The same for every object: serialized once.
+    let layers = layers_annotation(&identity);
     let mut documents = Vec::new();
     let mut hooks = Vec::new();
     for (source, text) in split_output(&output, &name) {
@@ -285,7 +287,7 @@ pub fn render_chart(
                 });
                 continue;
             }
-            annotate(&mut value, &identity);
+            annotate(&mut value, &identity, &layers);
             documents.push((
                 Origin {
                     file: source.clone(),
@@ -443,7 +445,13 @@ fn hook_of(value: &Value) -> Option<String> {
         .map(str::to_string)
 }
 
-fn annotate(value: &mut Value, identity: &ChartIdentity) {
+/// The value of [`VALUES_LAYERS_ANNOTATION`] for a render.
+fn layers_annotation(identity: &ChartIdentity) -> String {
+    serde_json::to_string(&identity.layers).expect("strings serialize")
+}
+
+/// Marks a rendered object with what made it; `layers` is [`layers_annotation`] of `identity`.
+fn annotate(value: &mut Value, identity: &ChartIdentity, layers: &str) {
     let Some(metadata) = value.get_mut("metadata").and_then(Value::as_object_mut) else {
         return;
     };
@@ -468,7 +476,7 @@ fn annotate(value: &mut Value, identity: &ChartIdentity) {
     );
     map.insert(
         VALUES_LAYERS_ANNOTATION.into(),
-        Value::String(serde_json::to_string(&identity.layers).expect("strings serialize")),
+        Value::String(layers.to_string()),
     );
 }
 
@@ -858,7 +866,7 @@ mod tests {
             layers: before.clone(),
         };
         let mut object = serde_json::json!({"kind": "ConfigMap", "metadata": {"name": "web"}});
-        annotate(&mut object, &identity);
+        annotate(&mut object, &identity, &layers_annotation(&identity));
         assert_eq!(recorded_layers(&object), Some(before));
         assert_eq!(recorded_layers(&serde_json::json!({"metadata": {}})), None);
     }
