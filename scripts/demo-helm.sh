@@ -374,15 +374,25 @@ blamed_on ConfigMap/demo/web /data/theme \
   || fail "reckon blame does not credit /data/theme of ConfigMap web to the ChartObserved of web 1.1.0"
 blamed_on Deployment.apps/demo/web /spec/template/spec/containers/0/image \
   || fail "reckon blame does not credit the Deployment's image to the ChartObserved of web 1.1.0"
-# The greeting came from reckon.yaml's values: blame credits the later apply of web 1.0.0's
-# revision that the values change made, not the apply that created the ConfigMap.
+# The greeting came from reckon.yaml's values: blame credits it to the inline values — the
+# later apply of web 1.0.0's revision that the values change made, not the apply that created
+# the ConfigMap, and not 1.0.0's ChartObserved.
+echo "-- reckon blame ConfigMap/demo/web --field /data/greeting (set by the values in reckon.yaml)"
+ask blame ConfigMap/demo/web --field /data/greeting
 ask blame ConfigMap/demo/web -o json | R1="$r1" python3 -c '
 import json, os, sys
 f = {f["path"]: f["set_by"] for f in json.load(sys.stdin)["fields"]}
 g, created = f["/data/greeting"], f["/metadata/name"]
 assert g["revision"] == os.environ["R1"] == created["revision"], (g, created)
 assert g["applied_seq"] > created["applied_seq"], (g, created)
-' || fail "reckon blame does not credit /data/greeting to the apply of the values change"
+# reckon.yaml had no values before: the layer is added.
+assert g["summary"] == "values: inline values added", g
+layers = g["values"]["layers"]
+assert g["values"]["with_revision"] is False, g
+assert [(l["source"], l["change"], l["from"]) for l in layers] == [("inline values", "added", None)], g
+assert layers[0]["to"].startswith("hmac-sha256:"), g
+assert g["author_email"] is None and g["chart"] is None, g
+' || fail "reckon blame does not credit /data/greeting to the inline values of reckon.yaml"
 
 step "the chart repository goes away: the App keeps web 1.1.0"
 mark=$(wc -l <"$agent_log")

@@ -1,10 +1,12 @@
 //! Owns `blame`: for each field reckon manages on an object, the commit that last set its value
-//! from Git, and every drift on it (who changed it, when, and whether reckon put it back or a
-//! new revision's apply replaced it).
+//! from Git (for a Helm object, the values layer whose change set it: [`super::values_blame`]),
+//! and every drift on it (who changed it, when, and whether reckon put it back or a new
+//! revision's apply replaced it).
 //!
 //! The walk ([`blame_walk`]) is pure: it folds the object's events oldest first, with a loader
 //! for the applied manifests, so it is unit-tested on synthetic sequences.
 
+use super::values_blame::{self, ValuesChange};
 use super::{ObjectSpec, QueryError, first_line, object_name};
 use crate::event::{ApplyAction, Digest, Envelope, Event};
 use crate::plan::covers;
@@ -50,9 +52,16 @@ pub struct BlameCommit {
     /// The commit message's first line, or (a chart revision) the chart and version.
     pub summary: Option<String>,
     /// The chart version the revision is, from its ChartObserved: a field a chart bump set is
-    /// owed to it.
+    /// owed to it. `None` when the field is owed to a values change alone.
     #[serde(default)]
     pub chart: Option<ChartRevision>,
+    /// A Helm object: the values layers (inline values, a `values_from` ConfigMap or Secret)
+    /// whose change this apply wrote, when it re-rendered the same revision with other values
+    /// (then the commit's author and the chart are not given: the field is not theirs) or
+    /// brought them along with a new revision (`with_revision`: owed to either or both). The
+    /// apply (`applied_seq`) is the event at which the new values first show for this object.
+    #[serde(default)]
+    pub values: Option<ValuesChange>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -138,7 +147,21 @@ pub struct WalkedField {
     pub value: Value,
     /// `(seq, time, revision)` of the apply that set the current value.
     pub set_by: Option<(u64, DateTime<Utc>, String)>,
+    /// That apply and the one before it, when the walk met both.
+    pub previous: Option<Previous>,
     pub drifts: Vec<FieldDrift>,
+}
+
+/// The apply a field is credited to against the object's apply before it: what blame compares
+/// a Helm object's values layers with (a field changed at the same revision was changed by the
+/// values).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Previous {
+    /// The digest of the manifest the credited apply wrote.
+    pub applied: Digest,
+    /// The revision of the apply before it and the digest of its manifest.
+    pub revision: String,
+    pub digest: Digest,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -149,6 +172,10 @@ pub struct Walked {
 }
 
 type Since = (u64, DateTime<Utc>, String);
+
+/// What [`CreditWalk::finish`] gives: each field's credit, and the credited apply against the
+/// one before it where the walk met both.
+pub type Credits = (BTreeMap<String, Since>, BTreeMap<String, Previous>);
 
 /// The credit half of blame: folds one object's events of one App from the newest back and
 /// credits each field to the newest apply that changed it.
@@ -162,10 +189,13 @@ type Since = (u64, DateTime<Utc>, String);
 /// put back later without a DriftCorrected. Whether an apply re-wrote the previous manifest is
 /// known only at the next older apply, so its fields wait there (one apply more is read).
 /// A field no apply since the object's creation (or the oldest apply still in the log) changed
-/// is credited to that apply. No older manifest has to be read: one blob per blame.
+/// is credited to that apply. The walk reads no older manifest: one blob per blame (a Helm
+/// object's values credit then reads the manifests of each crediting apply and the apply before
+/// it, which the walk keeps: [`Previous`]).
 pub struct CreditWalk {
     unresolved: Vec<String>,
     set_by: BTreeMap<String, Since>,
+    previous: BTreeMap<String, Previous>,
     oldest_apply: Option<Since>,
     /// Fields the newest apply not yet compared changed, waiting for the next older apply to
     /// tell whether it re-wrote that one's manifest (same digest) or set them: (the apply, its
@@ -183,17 +213,29 @@ impl CreditWalk {
         CreditWalk {
             unresolved: fields.into_iter().collect(),
             set_by: BTreeMap::new(),
+            previous: BTreeMap::new(),
             oldest_apply: None,
             pending: None,
             lifecycle_done: false,
         }
     }
 
-    /// The waiting fields were set by their apply: the apply before it wrote another manifest
-    /// (or none is left to say so, and that apply is the oldest one met anyway).
-    fn pending_were_set(&mut self) {
-        if let Some((since, _, fields)) = self.pending.take() {
+    /// The waiting fields were set by their apply: the apply before it (`before`: its revision
+    /// and digest) wrote another manifest (or none is left to say so, and that apply is the
+    /// oldest one met anyway).
+    fn pending_were_set(&mut self, before: Option<(&str, Digest)>) {
+        if let Some((since, applied, fields)) = self.pending.take() {
             for f in fields {
+                if let Some((revision, digest)) = before {
+                    self.previous.insert(
+                        f.clone(),
+                        Previous {
+                            applied,
+                            revision: revision.to_string(),
+                            digest,
+                        },
+                    );
+                }
                 self.set_by.insert(f, since.clone());
             }
         }
@@ -212,7 +254,7 @@ impl CreditWalk {
                     }
                     other => {
                         self.pending = other;
-                        self.pending_were_set();
+                        self.pending_were_set(Some((&a.revision, a.digest)));
                     }
                 }
                 let since = (seq, time, a.revision.clone());
@@ -241,7 +283,7 @@ impl CreditWalk {
             }
             // Before a prune the object was another life of it: its fields were set anew.
             Event::ObjectPruned(_) | Event::ObjectOrphaned(_) => {
-                self.pending_were_set();
+                self.pending_were_set(None);
                 self.lifecycle_done = true
             }
             _ => {}
@@ -262,15 +304,16 @@ impl CreditWalk {
     }
 
     /// The credits: each field still open goes to `lifecycle` when the walk stopped early,
-    /// otherwise to the oldest apply it met.
-    pub fn finish(mut self, lifecycle: Option<Since>) -> BTreeMap<String, Since> {
-        self.pending_were_set();
+    /// otherwise to the oldest apply it met; beside them, each credited apply against the apply
+    /// before it, where the walk met that one (never for a creation or the oldest apply met).
+    pub fn finish(mut self, lifecycle: Option<Since>) -> Credits {
+        self.pending_were_set(None);
         if let Some(oldest) = lifecycle.or(self.oldest_apply) {
             for f in std::mem::take(&mut self.unresolved) {
                 self.set_by.insert(f, oldest.clone());
             }
         }
-        self.set_by
+        (self.set_by, self.previous)
     }
 }
 
@@ -354,7 +397,7 @@ fn fields_of(current: &Value) -> BTreeMap<String, Value> {
 fn assemble(
     current: &Value,
     all: BTreeMap<String, Value>,
-    mut set_by: BTreeMap<String, Since>,
+    (mut set_by, mut previous): Credits,
     drifts: Vec<FieldDrift>,
     field: Option<&str>,
 ) -> Walked {
@@ -381,6 +424,7 @@ fn assemble(
                 .cloned()
                 .collect(),
             set_by: set_by.remove(&path),
+            previous: previous.remove(&path),
             path,
             value,
         })
@@ -444,7 +488,7 @@ fn credits<R: EventRead + ?Sized>(
     entry: &InventoryEntry,
     app: &str,
     fields: impl IntoIterator<Item = String>,
-) -> Result<BTreeMap<String, Since>, QueryError> {
+) -> Result<Credits, QueryError> {
     let lifecycle = match entry.lifecycle_seq {
         Some(seq) => reader.get(seq)?.and_then(|env| match env.body.event {
             Event::ObjectApplied(a)
@@ -627,6 +671,52 @@ pub(crate) fn commits_of<R: EventRead + ?Sized>(
         .collect()
 }
 
+/// The values changes of a blame's applies: the manifests compared read once each, and each
+/// pair of applies compared once (many fields share one apply).
+#[derive(Default)]
+struct ValuesCredits {
+    manifests: HashMap<Digest, Option<Value>>,
+    changes: HashMap<(Digest, Digest, bool), Option<ValuesChange>>,
+}
+
+impl ValuesCredits {
+    /// The values change of the apply that wrote `previous.applied` at `revision`, against the
+    /// apply before it. A manifest the store no longer holds (or that does not read) gives none:
+    /// the credit stays the revision's.
+    fn of<R: EventRead + ?Sized>(
+        &mut self,
+        reader: &R,
+        previous: &Previous,
+        revision: &str,
+    ) -> Result<Option<ValuesChange>, QueryError> {
+        let same_revision = previous.revision == revision;
+        let key = (previous.applied, previous.digest, same_revision);
+        if let Some(known) = self.changes.get(&key) {
+            return Ok(known.clone());
+        }
+        for digest in [previous.applied, previous.digest] {
+            if let std::collections::hash_map::Entry::Vacant(slot) = self.manifests.entry(digest) {
+                slot.insert(
+                    reader
+                        .blob(&digest)?
+                        .and_then(|bytes| serde_json::from_slice(&bytes).ok()),
+                );
+            }
+        }
+        let change = match (
+            &self.manifests[&previous.applied],
+            &self.manifests[&previous.digest],
+        ) {
+            (Some(applied), Some(before)) => {
+                values_blame::values_change(applied, before, same_revision)
+            }
+            _ => None,
+        };
+        self.changes.insert(key, change.clone());
+        Ok(change)
+    }
+}
+
 /// Blame for an object an App manages (`app`: which one, when several do). `field` narrows to a
 /// field or a subtree (JSON pointer or dotted path).
 pub fn blame<R: EventRead + ?Sized>(
@@ -690,6 +780,12 @@ pub fn blame<R: EventRead + ?Sized>(
         });
     }
     let mut commits: HashMap<String, Option<Observed>> = HashMap::new();
+    // Only a chart's render records values; other objects read no older manifest.
+    let chart_render = current
+        .pointer("/metadata/annotations")
+        .and_then(|a| a.get(crate::render::helm::VALUES_DIGEST_ANNOTATION))
+        .is_some();
+    let mut values = ValuesCredits::default();
     let mut fields = Vec::with_capacity(walked.fields.len());
     for f in walked.fields {
         let set_by = match f.set_by {
@@ -702,15 +798,26 @@ pub fn blame<R: EventRead + ?Sized>(
                     );
                 }
                 let c = commits[&revision].as_ref();
+                let values = match &f.previous {
+                    Some(p) if chart_render => values.of(reader, p, &revision)?,
+                    _ => None,
+                };
+                // Owed to the values alone: the commit's author and the chart did not set it.
+                let revision_too = values.as_ref().is_none_or(|v| v.with_revision);
+                let summary = c.map(Observed::summary);
                 Some(BlameCommit {
                     applied_at: time,
                     applied_seq: seq,
-                    author_name: c.and_then(Observed::author_name),
-                    author_email: c.and_then(Observed::author_email),
-                    authored_at: c.and_then(Observed::authored_at),
-                    summary: c.map(Observed::summary),
-                    chart: c.and_then(Observed::chart),
+                    author_name: c.and_then(Observed::author_name).filter(|_| revision_too),
+                    author_email: c.and_then(Observed::author_email).filter(|_| revision_too),
+                    authored_at: c.and_then(Observed::authored_at).filter(|_| revision_too),
+                    summary: match &values {
+                        Some(v) => Some(values_blame::summary(v, summary.as_deref())),
+                        None => summary,
+                    },
+                    chart: c.and_then(Observed::chart).filter(|_| revision_too),
                     revision,
+                    values,
                 })
             }
         };

@@ -519,6 +519,7 @@ fn early_stop_credits(
         }
     }
     walk.finish(lifecycle)
+        .0
         .into_iter()
         .map(|(f, s)| (f, (s.0, s.2)))
         .collect()

@@ -11,6 +11,7 @@ mod replay;
 mod revisions;
 mod show;
 mod status;
+mod values_blame;
 
 pub use blame::{
     Blame, BlameCommit, BlameField, ChartRevision, FieldDrift, FieldManagerRef, blame, blame_walk,
@@ -20,6 +21,7 @@ pub use replay::{ReplayedApp, ReplayedObject, replay};
 pub use revisions::{RevisionRow, RevisionsPage, revisions, revisions_page};
 pub use show::{ChangedObject, FieldChangeRow, RevisionDiff, Shown, diff_revisions, show};
 pub use status::{AppStatus, IntentView, LastSync, status};
+pub use values_blame::{LayerChange, LayerChangeKind, ValuesChange};
 
 use crate::event::{Envelope, Event, EventKind, ObjectRef};
 use crate::store::{EventRead, Order, Projections, Query, Selector, StoreError};

@@ -800,3 +800,66 @@ fn a_re_apply_of_the_same_manifest_sets_nothing_even_without_a_drift_corrected()
         Some((2, samples::sha(2)))
     );
 }
+
+/// A Helm object's credit compares the apply that set a field with the object's apply before it
+/// (whether the revision stayed and the values changed): the walk keeps that pair for each
+/// credit, and none for what the creation set.
+#[test]
+fn each_credit_keeps_the_apply_before_it_for_the_values_comparison() {
+    let cm = samples::object("", "v1", "ConfigMap", Some("shop"), "web-settings");
+    let applied = |seq: u64, rev: u64, action: ApplyAction, changed: &[&str], digest: u8| {
+        env(
+            seq,
+            "shop",
+            Event::ObjectApplied(ObjectApplied {
+                revision: samples::sha(rev),
+                object: cm.clone(),
+                action,
+                changed_fields: changed.iter().map(|c| c.to_string()).collect(),
+                digest: Digest([digest; 32]),
+            }),
+        )
+    };
+    let events = vec![
+        applied(1, 1, ApplyAction::Created, &[], 1),
+        // The same revision rendered with other values.
+        applied(2, 1, ApplyAction::Configured, &["/data/color"], 2),
+        applied(3, 1, ApplyAction::Unchanged, &[], 2),
+        // A new revision.
+        applied(4, 2, ApplyAction::Configured, &["/data/chart"], 3),
+    ];
+    let current = json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "web-settings", "namespace": "shop"},
+        "data": {"color": "yellow", "chart": "0.2.0"}
+    });
+    let walked = blame_walk(&events, &current, None);
+    let by_path: HashMap<&str, &WalkedField> =
+        walked.fields.iter().map(|f| (f.path.as_str(), f)).collect();
+    let credit = |p: &str| {
+        let f = by_path[p];
+        (
+            f.set_by.as_ref().map(|s| s.0),
+            f.previous
+                .as_ref()
+                .map(|p| (p.applied, p.revision.clone(), p.digest)),
+        )
+    };
+    assert_eq!(
+        credit("/data/color"),
+        (
+            Some(2),
+            Some((Digest([2; 32]), samples::sha(1), Digest([1; 32])))
+        )
+    );
+    assert_eq!(
+        credit("/data/chart"),
+        (
+            Some(4),
+            Some((Digest([3; 32]), samples::sha(1), Digest([2; 32])))
+        ),
+        "the apply before it is the re-apply at seq 3"
+    );
+    assert_eq!(credit("/metadata/name"), (Some(1), None), "the creation");
+}

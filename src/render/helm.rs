@@ -1,7 +1,7 @@
 //! Owns rendering a Helm chart: writing the chart (the App's files) and its values to a private
 //! temporary directory, running `helm template` under a timeout with no network, and turning
 //! its output into a rendered set — hooks set aside, every object marked with what identifies
-//! the render (chart, chart digest, values digest).
+//! the render (chart, chart digest, values digest, and each values layer's source and digest).
 //!
 //! There is no Rust Helm, so this shells out as Argo CD does. Helm gets a cleared environment
 //! whose cache, config and data homes are inside the temporary directory (no repositories, no
@@ -26,9 +26,15 @@ pub const HOOK_ANNOTATION: &str = "helm.sh/hook";
 pub const CHART_ANNOTATION: &str = "reckon.dev/helm-chart";
 pub const CHART_DIGEST_ANNOTATION: &str = "reckon.dev/helm-chart-digest";
 pub const VALUES_DIGEST_ANNOTATION: &str = "reckon.dev/helm-values-digest";
+/// Each values layer in merge order, its source and its own keyed digest (a JSON list of
+/// [`LayerDigest`]): what lets `blame` name the layer a values change came from.
+pub const VALUES_LAYERS_ANNOTATION: &str = "reckon.dev/helm-values-layers";
 
 /// Purpose of the key the values digest is taken under (see [`SecretKey::keyed_hash`]).
 const VALUES_DIGEST_PURPOSE: &str = "reckon helm values digest v1";
+/// Purpose of the key each layer's digest is taken under: another purpose than the whole
+/// digest's, so neither can stand for the other.
+const LAYER_DIGEST_PURPOSE: &str = "reckon helm values layer digest v1";
 
 /// Where one layer of values came from (in messages and in the values digest).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,6 +120,32 @@ pub struct ChartIdentity {
     pub chart_digest: String,
     /// `hmac-sha256:` over the values layers in merge order, under the agent's key.
     pub values_digest: String,
+    /// Each layer's source and keyed digest, in merge order.
+    pub layers: Vec<LayerDigest>,
+}
+
+/// One values layer as recorded: where it came from and a keyed digest of it (never its bytes:
+/// a Secret's values must not be readable, or guessable offline, from the record).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LayerDigest {
+    /// As [`ValuesSource`] displays it: `file values-prod.yaml`, `inline values`,
+    /// `ConfigMap team-a/web-values key values.yaml`, `Secret shop/db key values.yaml`.
+    pub source: String,
+    /// `hmac-sha256:` over the source and the layer's bytes, under the agent's key.
+    pub digest: String,
+}
+
+impl LayerDigest {
+    /// Whether the layer is a file of the App's source: it changes only with a new revision,
+    /// so a change of it is owed to that revision's commit.
+    pub fn is_file(&self) -> bool {
+        is_file_source(&self.source)
+    }
+}
+
+/// Whether a layer's source, as [`ValuesSource`] displays it, is a file of the App's source.
+pub fn is_file_source(source: &str) -> bool {
+    source.starts_with("file ")
 }
 
 /// A hook the chart defines, rendered but not applied.
@@ -183,6 +215,7 @@ pub fn render_chart(
         version: version.clone(),
         chart_digest: chart_digest(files),
         values_digest: values_digest(&layers, &options.secret_key),
+        layers: layer_digests(&layers, &options.secret_key),
     };
 
     let temp = tempfile::tempdir().map_err(|source| RenderError::WriteTemp {
@@ -233,6 +266,8 @@ pub fn render_chart(
             }
         })?;
 
+    // The same for every object: serialized once.
+    let layers = layers_annotation(&identity);
     let mut documents = Vec::new();
     let mut hooks = Vec::new();
     for (source, text) in split_output(&output, &name) {
@@ -252,7 +287,7 @@ pub fn render_chart(
                 });
                 continue;
             }
-            annotate(&mut value, &identity);
+            annotate(&mut value, &identity, &layers);
             documents.push((
                 Origin {
                     file: source.clone(),
@@ -369,6 +404,38 @@ pub fn values_digest(layers: &[ValuesLayer], key: &SecretKey) -> String {
     key.keyed_hash(VALUES_DIGEST_PURPOSE, &message)
 }
 
+/// Each layer's source and keyed digest, in merge order. The source is in the keyed message so
+/// that two layers with equal bytes (a Secret's and a ConfigMap's) do not show it by equal
+/// digests.
+pub fn layer_digests(layers: &[ValuesLayer], key: &SecretKey) -> Vec<LayerDigest> {
+    layers
+        .iter()
+        .map(|layer| {
+            let source = layer.source.to_string();
+            let mut message = Vec::with_capacity(16 + source.len() + layer.bytes.len());
+            message.extend_from_slice(&(source.len() as u64).to_be_bytes());
+            message.extend_from_slice(source.as_bytes());
+            message.extend_from_slice(&(layer.bytes.len() as u64).to_be_bytes());
+            message.extend_from_slice(&layer.bytes);
+            LayerDigest {
+                digest: key.keyed_hash(LAYER_DIGEST_PURPOSE, &message),
+                source,
+            }
+        })
+        .collect()
+}
+
+/// The values layers recorded on a rendered object ([`VALUES_LAYERS_ANNOTATION`]); `None` when
+/// it has none (not a chart's render, or rendered before reckon recorded layers) or it does
+/// not read.
+pub fn recorded_layers(manifest: &Value) -> Option<Vec<LayerDigest>> {
+    let text = manifest
+        .pointer("/metadata/annotations")?
+        .get(VALUES_LAYERS_ANNOTATION)?
+        .as_str()?;
+    serde_json::from_str(text).ok()
+}
+
 /// The value of an object's `helm.sh/hook` annotation, if it is a hook.
 fn hook_of(value: &Value) -> Option<String> {
     value
@@ -378,7 +445,13 @@ fn hook_of(value: &Value) -> Option<String> {
         .map(str::to_string)
 }
 
-fn annotate(value: &mut Value, identity: &ChartIdentity) {
+/// The value of [`VALUES_LAYERS_ANNOTATION`] for a render.
+fn layers_annotation(identity: &ChartIdentity) -> String {
+    serde_json::to_string(&identity.layers).expect("strings serialize")
+}
+
+/// Marks a rendered object with what made it; `layers` is [`layers_annotation`] of `identity`.
+fn annotate(value: &mut Value, identity: &ChartIdentity, layers: &str) {
     let Some(metadata) = value.get_mut("metadata").and_then(Value::as_object_mut) else {
         return;
     };
@@ -400,6 +473,10 @@ fn annotate(value: &mut Value, identity: &ChartIdentity) {
     map.insert(
         VALUES_DIGEST_ANNOTATION.into(),
         Value::String(identity.values_digest.clone()),
+    );
+    map.insert(
+        VALUES_LAYERS_ANNOTATION.into(),
+        Value::String(layers.to_string()),
     );
 }
 
@@ -725,6 +802,73 @@ mod tests {
         assert!(
             !format!("{:?}", layer(ValuesSource::Inline, "password: hunter2")).contains("hunter2")
         );
+    }
+
+    #[test]
+    fn each_layer_has_its_own_digest_naming_its_source_and_hiding_its_values() {
+        let key = SecretKey::new([1; 32]);
+        let secret = |password: &str| {
+            layer(
+                ValuesSource::Secret {
+                    namespace: "shop".into(),
+                    name: "db".into(),
+                    key: "values.yaml".into(),
+                },
+                &format!("password: {password}\n"),
+            )
+        };
+        let config = layer(
+            ValuesSource::ConfigMap {
+                namespace: "shop".into(),
+                name: "web".into(),
+                key: "values.yaml".into(),
+            },
+            "password: hunter2\n",
+        );
+        let inline = layer(ValuesSource::Inline, "replicas: 2\n");
+        let before = layer_digests(&[config.clone(), secret("hunter2"), inline.clone()], &key);
+        let after = layer_digests(&[config, secret("hunter3"), inline], &key);
+        let sources: Vec<&str> = before.iter().map(|l| l.source.as_str()).collect();
+        assert_eq!(
+            sources,
+            [
+                "ConfigMap shop/web key values.yaml",
+                "Secret shop/db key values.yaml",
+                "inline values"
+            ]
+        );
+        assert_eq!(before[0], after[0]);
+        assert_ne!(before[1], after[1], "the Secret's layer changed");
+        assert_eq!(before[2], after[2]);
+        assert_ne!(
+            before[0].digest, before[1].digest,
+            "equal bytes from two sources do not show as equal digests"
+        );
+        assert_ne!(
+            before[1].digest,
+            layer_digests(&[secret("hunter2")], &SecretKey::new([2; 32]))[0].digest,
+            "another key"
+        );
+        let text = serde_json::to_string(&before).unwrap();
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(before.iter().all(|l| l.digest.starts_with("hmac-sha256:")));
+        assert!(!before[2].is_file());
+        assert!(
+            layer_digests(&[layer(ValuesSource::File("v.yaml".into()), "a: 1")], &key)[0].is_file()
+        );
+
+        // Written on every rendered object, read back by blame.
+        let identity = ChartIdentity {
+            name: "web".into(),
+            version: "1.0.0".into(),
+            chart_digest: "sha256:00".into(),
+            values_digest: "hmac-sha256:00".into(),
+            layers: before.clone(),
+        };
+        let mut object = serde_json::json!({"kind": "ConfigMap", "metadata": {"name": "web"}});
+        annotate(&mut object, &identity, &layers_annotation(&identity));
+        assert_eq!(recorded_layers(&object), Some(before));
+        assert_eq!(recorded_layers(&serde_json::json!({"metadata": {}})), None);
     }
 
     #[test]

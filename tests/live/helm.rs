@@ -3,7 +3,9 @@
 //! simulated nodes), a drift is corrected, a values change and a chart version bump upgrade it,
 //! the record answers `revisions`, `show`, `diff` and `blame` for it, a rollback applies the
 //! recorded set, hooks are skipped with a note naming each, values from a Secret are used but
-//! never stored in plain text, and a chart that fails to render prunes nothing.
+//! never stored in plain text, `blame` names the values source (a `values_from` ConfigMap or
+//! Secret, the inline values) that changed a field, and a chart that fails to render prunes
+//! nothing.
 //!
 //! `helm` must be on PATH (`scripts/test.sh` puts the test environment's first). Only on the
 //! floor of the version matrix, whose build has no helm, may it be missing: the tests say so and
@@ -311,6 +313,23 @@ async fn a_chart_from_git_syncs_is_corrected_upgrades_and_rolls_back_on_the_reco
         Some(c2.as_str()),
         "the values change set the color: {blame:?}"
     );
+    let by_commit = color.set_by.as_ref().unwrap();
+    assert_eq!(
+        (by_commit.summary.as_deref(), &by_commit.values),
+        (Some("Prod is yellow"), &None),
+        "a values file in Git is its commit's change: {blame:?}"
+    );
+    let blame = query::blame(reader, &projections, &spec, Some(app), Some("/data/chart")).unwrap();
+    let chart = blame.fields[0].set_by.as_ref().unwrap();
+    assert_eq!(
+        (
+            chart.revision.as_str(),
+            chart.summary.as_deref(),
+            &chart.values
+        ),
+        (c3.as_str(), Some("Chart 0.2.0"), &None),
+        "a chart bump with the same values is the bump's: {blame:?}"
+    );
 
     // 7. Rollback applies the recorded set of c1, without rendering it again.
     rollback::request_rollback(
@@ -568,5 +587,259 @@ async fn a_vendored_dependency_renders_and_a_missing_one_fails_without_fetching(
         "{new:?}"
     );
     assert!(cms.get_opt("web-cache").await.unwrap().is_some());
+    h.close().await;
+}
+
+/// A change of the values read outside Git — a `values_from` ConfigMap, the inline values, a
+/// `values_from` Secret — renders the same commit again, and `blame` credits each field it
+/// changed to that values source (not to the commit, whose author did not change it); the
+/// Secret's values are nowhere in the store's export, blobs included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blame_names_the_values_source_that_changed_a_field() {
+    if !helm_available() {
+        return;
+    }
+    let h = Harness::new("helm-values").await;
+    let client = h.catalog.client().clone();
+    let ns = h.ns.name.clone();
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let values_cm = |color: &str| ConfigMap {
+        metadata: kube::api::ObjectMeta {
+            name: Some("web-values".into()),
+            ..Default::default()
+        },
+        data: Some(
+            [("values.yaml".to_string(), format!("color: {color}\n"))]
+                .into_iter()
+                .collect(),
+        ),
+        ..Default::default()
+    };
+    let values_secret = |password: &str| Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some("web-secret".into()),
+            ..Default::default()
+        },
+        string_data: Some(
+            [("values.yaml".to_string(), format!("password: {password}\n"))]
+                .into_iter()
+                .collect(),
+        ),
+        ..Default::default()
+    };
+    cms.create(&PostParams::default(), &values_cm("teal"))
+        .await
+        .unwrap();
+    secrets
+        .create(&PostParams::default(), &values_secret("first-sesame"))
+        .await
+        .unwrap();
+    let files = vec![
+        ("chart/Chart.yaml".to_string(), CHART.to_string()),
+        (
+            "chart/values.yaml".to_string(),
+            "color: blue\ngreeting: hello\npassword: unset\n".to_string(),
+        ),
+        (
+            "chart/templates/settings.yaml".to_string(),
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: web-settings\ndata:\n  color: {{ .Values.color | quote }}\n  greeting: {{ .Values.greeting | quote }}\n"
+                .to_string(),
+        ),
+        (
+            "chart/templates/db.yaml".to_string(),
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: web-db\nstringData:\n  password: {{ .Values.password | quote }}\n"
+                .to_string(),
+        ),
+    ];
+    let c1 = commit(&h, "Settings and a database secret", &files);
+    let app = "web";
+    let helm = |greeting: &str| {
+        format!(
+            "    helm:\n      values_from:\n        - {{kind: ConfigMap, name: web-values}}\n        - {{kind: Secret, name: web-secret}}\n      values:\n        greeting: {greeting}\n"
+        )
+    };
+    let mut r = h.reconciler(h.app(app, "chart", &helm("inline-one")), KEY);
+    let report = pass(&mut r).await;
+    assert_eq!(synced(&report).0, SyncOutcome::Succeeded, "{report:?}");
+    assert_eq!(data(&settings(&h).await, "color").as_deref(), Some("teal"));
+
+    let credit = |path: &str, object: &str| {
+        let h = &h;
+        let path = path.to_string();
+        let object = object.to_string();
+        async move {
+            let projections = h.store.projections().await.unwrap();
+            let spec: query::ObjectSpec = object.parse().unwrap();
+            let blame =
+                query::blame(h.store.reader(), &projections, &spec, Some(app), None).unwrap();
+            blame
+                .fields
+                .into_iter()
+                .find(|f| f.path.ends_with(&path))
+                .unwrap_or_else(|| panic!("no field {path} on {object}"))
+                .set_by
+                .unwrap()
+        }
+    };
+    let settings_object = format!("ConfigMap/{ns}/web-settings");
+    let first = credit("/data/color", &settings_object).await;
+    assert_eq!(
+        (first.revision.as_str(), &first.values),
+        (c1.as_str(), &None),
+        "the creation is the commit's"
+    );
+
+    // 1. The values ConfigMap changes: the same commit renders again; the color is owed to it.
+    cms.replace("web-values", &PostParams::default(), &{
+        let mut cm = values_cm("olive");
+        cm.metadata.resource_version = cms
+            .get("web-values")
+            .await
+            .unwrap()
+            .metadata
+            .resource_version;
+        cm
+    })
+    .await
+    .unwrap();
+    let report = pass(&mut r).await;
+    assert_eq!(synced(&report).0, SyncOutcome::Succeeded, "{report:?}");
+    assert_eq!(report.revision.as_deref(), Some(c1.as_str()));
+    assert_eq!(data(&settings(&h).await, "color").as_deref(), Some("olive"));
+    let configmap_layer = format!("ConfigMap {ns}/web-values key values.yaml");
+    let color = credit("/data/color", &settings_object).await;
+    let values = color.values.as_ref().expect("owed to the values");
+    assert_eq!(
+        values
+            .layers
+            .iter()
+            .map(|l| (l.source.as_str(), l.change))
+            .collect::<Vec<_>>(),
+        [(configmap_layer.as_str(), query::LayerChangeKind::Changed)],
+        "{color:?}"
+    );
+    assert!(!values.with_revision);
+    assert_eq!(
+        color.revision, c1,
+        "the apply of the same commit, rendered again"
+    );
+    assert_eq!(
+        color.summary.as_deref(),
+        Some(format!("values: {configmap_layer} changed").as_str())
+    );
+    assert_eq!(
+        (color.author_email.as_deref(), &color.chart),
+        (None, &None),
+        "the commit's author did not change it"
+    );
+    let greeting = credit("/data/greeting", &settings_object).await;
+    assert_eq!(
+        (greeting.applied_seq, &greeting.values),
+        (first.applied_seq, &None),
+        "a field the values change left alone keeps its credit"
+    );
+
+    // 2. The inline values change (a new App configuration, as after an edit of reckon.yaml).
+    let mut r = h.reconciler(h.app(app, "chart", &helm("inline-two")), KEY);
+    let report = pass(&mut r).await;
+    assert_eq!(synced(&report).0, SyncOutcome::Succeeded, "{report:?}");
+    assert_eq!(
+        data(&settings(&h).await, "greeting").as_deref(),
+        Some("inline-two")
+    );
+    let greeting = credit("/data/greeting", &settings_object).await;
+    assert_eq!(
+        greeting.summary.as_deref(),
+        Some("values: inline values changed")
+    );
+    assert_eq!(greeting.revision, c1);
+    let color_again = credit("/data/color", &settings_object).await;
+    assert_eq!(
+        (color_again.applied_seq, color_again.summary),
+        (color.applied_seq, color.summary),
+        "the color is still the ConfigMap's"
+    );
+
+    // 3. The values Secret changes: the rendered Secret's password is owed to it, by name only.
+    secrets
+        .replace("web-secret", &PostParams::default(), &{
+            let mut s = values_secret("second-sesame");
+            s.metadata.resource_version = secrets
+                .get("web-secret")
+                .await
+                .unwrap()
+                .metadata
+                .resource_version;
+            s
+        })
+        .await
+        .unwrap();
+    let report = pass(&mut r).await;
+    assert_eq!(synced(&report).0, SyncOutcome::Succeeded, "{report:?}");
+    let password = secrets.get("web-db").await.unwrap().data.unwrap()["password"]
+        .0
+        .clone();
+    assert_eq!(password, b"second-sesame");
+    let secret_layer = format!("Secret {ns}/web-secret key values.yaml");
+    let by = credit("password", &format!("Secret/{ns}/web-db")).await;
+    assert_eq!(
+        by.summary.as_deref(),
+        Some(format!("values: {secret_layer} changed").as_str()),
+        "{by:?}"
+    );
+    let layer = &by.values.as_ref().unwrap().layers[0];
+    assert!(
+        layer.from.as_deref().unwrap().starts_with("hmac-sha256:")
+            && layer.to.as_deref().unwrap().starts_with("hmac-sha256:")
+            && layer.from != layer.to,
+        "{layer:?}"
+    );
+
+    // 4. A new commit and new inline values in one apply: both are named, the commit with its
+    //    author.
+    let mut files = files;
+    files[2].1 = files[2].1.replace(
+        "  greeting:",
+        "  chart: {{ .Chart.Version | quote }}\n  greeting:",
+    );
+    files[0].1 = CHART.replace("0.1.0", "0.2.0");
+    let c2 = commit(&h, "Chart 0.2.0 says its version", &files);
+    let mut r = h.reconciler(h.app(app, "chart", &helm("inline-three")), KEY);
+    let report = pass(&mut r).await;
+    assert_eq!(synced(&report).0, SyncOutcome::Succeeded, "{report:?}");
+    assert_eq!(report.revision.as_deref(), Some(c2.as_str()));
+    let both = "Chart 0.2.0 says its version; and values: inline values changed";
+    for field in ["/data/greeting", "/data/chart"] {
+        let by = credit(field, &settings_object).await;
+        assert_eq!(
+            (by.revision.as_str(), by.summary.as_deref()),
+            (c2.as_str(), Some(both)),
+            "{field}: {by:?}"
+        );
+        assert!(by.values.as_ref().unwrap().with_revision, "{by:?}");
+        assert!(
+            by.author_email.is_some(),
+            "the commit's author is named too: {by:?}"
+        );
+    }
+
+    // No values of the Secret anywhere in the store: events, blobs, indexes' export.
+    let mut export = Vec::new();
+    reckon::store::exchange::export(h.store.reader(), &mut export, true, &mut |_| {}).unwrap();
+    let export = String::from_utf8(export).unwrap();
+    assert!(
+        export.contains(&secret_layer),
+        "the layer is named in the record"
+    );
+    use base64::Engine as _;
+    for plain in ["first-sesame", "second-sesame"] {
+        let encoded = base64::engine::general_purpose::STANDARD.encode(plain);
+        assert!(!export.contains(plain), "{plain} in the store's export");
+        assert!(
+            !export.contains(&encoded),
+            "{plain} (base64) in the store's export"
+        );
+    }
     h.close().await;
 }
