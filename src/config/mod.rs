@@ -771,7 +771,7 @@ pub fn load(file: &Path) -> Result<Config, ConfigError> {
 }
 
 /// Largest accepted configuration file; thousands of Apps fit in a fraction of it.
-const MAX_CONFIG_BYTES: u64 = 4 * 1024 * 1024;
+const MAX_CONFIG_BYTES: u64 = 16 * 1024 * 1024;
 
 /// Parses and validates configuration text; `file` is only used in error messages.
 pub fn parse(text: &str, file: &Path) -> Result<Config, ConfigError> {
@@ -795,18 +795,19 @@ pub fn parse_app(text: &str, what: &Path) -> Result<App, ConfigError> {
 }
 
 fn parse_raw<T: serde::de::DeserializeOwned>(text: &str, file: &Path) -> Result<T, ConfigError> {
-    // A configuration file is small: budgets far below serde-saphyr's defaults bound the work an
-    // alias bomb or a pathological file can cause before it is rejected.
+    // Budgets sized for a fleet's file (25,000 Apps of about 40 nodes each: a node costs at
+    // least two bytes, so MAX_CONFIG_BYTES bounds the nodes too) bound the work an alias bomb or
+    // a pathological file can cause before it is rejected: aliases are few in any real file.
     let options = serde_saphyr::options! {
         budget: serde_saphyr::budget! {
-            max_reader_input_bytes: Some(4 * 1024 * 1024),
-            max_events: 200_000,
+            max_reader_input_bytes: Some(MAX_CONFIG_BYTES as usize),
+            max_events: 4_000_000,
             max_aliases: 1_000,
             max_anchors: 1_000,
             max_depth: 32,
             max_documents: 1,
-            max_nodes: 100_000,
-            max_total_scalar_bytes: 4 * 1024 * 1024,
+            max_nodes: 1_000_000,
+            max_total_scalar_bytes: MAX_CONFIG_BYTES as usize,
         },
         with_snippet: false,
     };
