@@ -162,7 +162,7 @@ pub fn is_previous(chosen: &ChartVersion, previous_head: Option<&str>) -> bool {
 }
 
 /// A chart repository failure as the source failure it is recorded as.
-fn source_error(url: &str, err: ChartRepoError) -> SourceError {
+pub(super) fn source_error(url: &str, err: ChartRepoError) -> SourceError {
     let text = err.to_string();
     match err {
         ChartRepoError::Client { .. } => SourceError::Credentials {
@@ -719,7 +719,7 @@ fn oci_version(
 }
 
 /// An OCI registry failure as the source failure it is recorded as.
-fn oci_error(url: &str, err: ChartOciError) -> SourceError {
+pub(super) fn oci_error(url: &str, err: ChartOciError) -> SourceError {
     let text = err.to_string();
     match err {
         ChartOciError::Url { .. } | ChartOciError::Client { .. } => SourceError::Credentials {
