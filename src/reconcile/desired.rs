@@ -1,6 +1,7 @@
 //! Owns the pass's desired-state stage: which revision to deploy (followed or pinned), whether
 //! the App is suspended, and the desired objects of that revision (rendered from Git — plain
-//! manifests, kustomize, or a Helm chart with its values — the set recorded for a pinned
+//! manifests, kustomize, or a Helm chart with its values and its `Chart.lock` dependencies
+//! fetched before Helm runs — the set recorded for a pinned
 //! revision, or the set kept from the last pass), with what a render records when it succeeds
 //! and when it fails.
 
@@ -9,9 +10,12 @@ use crate::apply::{self, ObjectOutcome, Outcome};
 use crate::event::{self, Digest, Draft, Event};
 use crate::plan::{self, Action, DesiredObject, InventoryEntry};
 use crate::render::helm::{self, SkippedHook, ValuesLayer, ValuesSource};
+use crate::render::repo::RepoTree;
 use crate::render::{self, RenderOptions, SecretKey};
+use crate::source::{self, GitSource, chart_deps};
 use crate::store::projection::AppState;
 use crate::store::{EventRead, blob};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -156,6 +160,32 @@ fn set_of_lines(lines: &[u8]) -> Result<Vec<u8>, String> {
 /// none when there are none.
 fn values_key(values: &[ValuesLayer], key: &SecretKey) -> Option<String> {
     (!values.is_empty()).then(|| helm::values_digest(values, key))
+}
+
+/// A chart's files with the dependencies its `Chart.lock` names and `charts/` lacks added
+/// (fetched, or read from the cache by digest; a `file://` one read from the revision): their
+/// archives are files of the chart, so the chart digest on every rendered object covers them and
+/// a dependency whose archive changed under the same version is another render. Blocking.
+fn with_dependencies(
+    app: &str,
+    source: &GitSource,
+    revision: &str,
+    fetcher: &chart_deps::Fetcher,
+    files: Vec<render::SourceFile>,
+) -> Result<Vec<render::SourceFile>, String> {
+    let label = chart_deps::chart_label(&files);
+    let tree = || -> Result<Box<dyn RepoTree>, String> {
+        Ok(Box::new(
+            source.tree_at(revision).map_err(|e| e.to_string())?,
+        ))
+    };
+    let (files, resolved) = fetcher
+        .vendor(files, tree, &source.spec().path)
+        .map_err(|e| format!("helm chart {label}: {e}"))?;
+    for d in &resolved {
+        tracing::debug!(%app, %revision, dependency = %d.name, version = %d.version, repository = %d.repository, digest = %d.digest, "chart dependency ready");
+    }
+    Ok(files)
 }
 
 /// The revision to deploy: the pinned one, else the source's deployable head.
@@ -489,9 +519,22 @@ impl Reconciler {
             values: values.to_vec(),
             timeout: Duration::from_secs(60),
         });
+        // Dependencies of Chart.lock that are not vendored are fetched now, before Helm runs
+        // (and without network for Helm): they are part of the chart it renders.
+        let fetcher = chart.then(|| {
+            let root = self.source.cache_dir().parent().unwrap_or(Path::new("."));
+            source::config::dependency_fetcher(&self.app, root, self.limits.input.fetch_timeout)
+        });
+        let app = self.app.name.clone();
         tokio::task::spawn_blocking(move || {
             let (mut set, hooks) = match &helm_options {
                 Some(helm_options) => {
+                    let files = match &fetcher {
+                        Some(fetcher) => {
+                            with_dependencies(&app, &source, &revision, fetcher, files)?
+                        }
+                        None => files,
+                    };
                     let chart = helm::render_chart(&files, &options, helm_options)
                         .map_err(|e| e.to_string())?;
                     (chart.set, chart.hooks)
