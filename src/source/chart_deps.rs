@@ -506,6 +506,7 @@ pub struct Resolved {
     pub repository: String,
     /// `sha256:` of the archive (for a `file://` dependency, of its files).
     pub digest: String,
+    pub origin: Origin,
 }
 
 /// Fetches dependency archives from the App's repositories into a cache named by digest.
@@ -518,6 +519,22 @@ pub struct Fetcher {
     pub limits: ChartLimits,
     /// Every request ends within it.
     pub timeout: Duration,
+}
+
+/// Where a locked version's archive is, found by [`Fetcher::locate`].
+enum Located {
+    Index {
+        url: String,
+        client: ChartRepo,
+        chosen: chart_index::ChartVersion,
+    },
+    Oci {
+        url: String,
+        client: OciChart,
+        runtime: tokio::runtime::Handle,
+        manifest: String,
+        layer: String,
+    },
 }
 
 impl Fetcher {
@@ -563,6 +580,7 @@ impl Fetcher {
                         version: need.version.clone(),
                         repository: need.repository.clone(),
                         digest,
+                        origin: need.origin.clone(),
                     });
                 }
                 Origin::ChartRepository(_) | Origin::Oci(_) => {
@@ -576,6 +594,7 @@ impl Fetcher {
                         version: need.version.clone(),
                         repository: need.repository.clone(),
                         digest,
+                        origin: need.origin.clone(),
                     });
                 }
             }
@@ -611,9 +630,10 @@ impl Fetcher {
         })
     }
 
-    /// The locked version's archive: its digest is looked up (the index's entry, the OCI tag's
-    /// manifest), then read from the cache or downloaded, checked and kept.
-    fn archive(&self, need: &Needed) -> Result<(String, Vec<u8>), ChartDepsError> {
+    /// Where the locked version's archive is and what its digest is now: the chart
+    /// repository's index entry (one request), or the OCI tag's manifest and its chart layer
+    /// (two small requests). Nothing is downloaded.
+    fn locate(&self, need: &Needed) -> Result<Located, ChartDepsError> {
         let repo = self.repository(need)?;
         let fetch_err = |source: SourceError| ChartDepsError::Fetch {
             name: need.name.clone(),
@@ -658,15 +678,11 @@ impl Fetcher {
                     &Wanted::Exact(need.version.clone()),
                 )
                 .map_err(index_err)?;
-                if let Some(hex) = chosen.digest.as_deref().map(hex_of)
-                    && let Some(cached) = self.cached(&hex)?
-                {
-                    return Ok((format!("sha256:{hex}"), cached));
-                }
-                let archive = client
-                    .archive(&chosen)
-                    .map_err(|e| fetch_err(source_error(url, e)))?;
-                self.keep(need, archive)
+                Ok(Located::Index {
+                    url: url.clone(),
+                    client,
+                    chosen,
+                })
             }
             Origin::Oci(url) => {
                 let client = OciChart::new(
@@ -682,27 +698,99 @@ impl Fetcher {
                     .map_err(|e| fetch_err(SourceError::Task(e.to_string())))?;
                 // Helm writes a version's `+` as `_` in a tag.
                 let tag = need.version.replace('+', "_");
-                runtime.block_on(async {
-                    let manifest = client
-                        .resolve(&tag)
-                        .await
-                        .map_err(|e| fetch_err(oci_error(url, e)))?;
-                    let layer = client
-                        .layer_digest(&manifest)
-                        .await
-                        .map_err(|e| fetch_err(oci_error(url, e)))?;
-                    if let Some(cached) = self.cached(&hex_of(&layer))? {
-                        return Ok((format!("sha256:{}", hex_of(&layer)), cached));
-                    }
-                    let pulled = client
-                        .pull(&manifest)
-                        .await
-                        .map_err(|e| fetch_err(oci_error(url, e)))?;
-                    self.keep(need, pulled.archive)
+                let (manifest, layer) = runtime
+                    .block_on(async {
+                        let manifest = client.resolve(&tag).await?;
+                        let layer = client.layer_digest(&manifest).await?;
+                        Ok((manifest, layer))
+                    })
+                    .map_err(|e| fetch_err(oci_error(url, e)))?;
+                Ok(Located::Oci {
+                    url: url.clone(),
+                    client,
+                    runtime,
+                    manifest,
+                    layer,
                 })
             }
-            Origin::Local(_) => unreachable!("a file:// dependency is read from the tree"),
+            Origin::Local(_) => Err(ChartDepsError::Local {
+                name: need.name.clone(),
+                version: need.version.clone(),
+                path: need.repository.clone(),
+                reason: "is read from the revision, not fetched".into(),
+            }),
         }
+    }
+
+    /// The locked version's archive: located, then read from the cache by its digest or
+    /// downloaded, checked and kept.
+    fn archive(&self, need: &Needed) -> Result<(String, Vec<u8>), ChartDepsError> {
+        let fetch_err = |source: SourceError| ChartDepsError::Fetch {
+            name: need.name.clone(),
+            version: need.version.clone(),
+            source,
+        };
+        match self.locate(need)? {
+            Located::Index {
+                url,
+                client,
+                chosen,
+            } => {
+                if let Some(hex) = chosen.digest.as_deref().map(hex_of)
+                    && let Some(cached) = self.cached(&hex)?
+                {
+                    return Ok((format!("sha256:{hex}"), cached));
+                }
+                let archive = client
+                    .archive(&chosen)
+                    .map_err(|e| fetch_err(source_error(&url, e)))?;
+                self.keep(need, archive)
+            }
+            Located::Oci {
+                url,
+                client,
+                runtime,
+                manifest,
+                layer,
+            } => {
+                if let Some(cached) = self.cached(&hex_of(&layer))? {
+                    return Ok((format!("sha256:{}", hex_of(&layer)), cached));
+                }
+                let pulled = runtime
+                    .block_on(client.pull(&manifest))
+                    .map_err(|e| fetch_err(oci_error(&url, e)))?;
+                self.keep(need, pulled.archive)
+            }
+        }
+    }
+
+    /// The dependencies of `resolved` whose repository now holds another archive under the
+    /// locked version (a chart published again, an OCI tag pushed again), as `name version`:
+    /// the render that used them is no longer what the repositories hold. Nothing is
+    /// downloaded; a `file://` dependency is fixed by the revision and not looked at. Blocking.
+    pub fn changed(&self, resolved: &[Resolved]) -> Result<Vec<String>, ChartDepsError> {
+        let mut changed = Vec::new();
+        for d in resolved {
+            if matches!(d.origin, Origin::Local(_)) {
+                continue;
+            }
+            let need = Needed {
+                name: d.name.clone(),
+                version: d.version.clone(),
+                repository: d.repository.clone(),
+                origin: d.origin.clone(),
+            };
+            let now = match self.locate(&need)? {
+                Located::Index { chosen, .. } => {
+                    chosen.digest.map(|d| format!("sha256:{}", hex_of(&d)))
+                }
+                Located::Oci { layer, .. } => Some(format!("sha256:{}", hex_of(&layer))),
+            };
+            if now.is_some_and(|now| now != d.digest) {
+                changed.push(format!("{} {}", d.name, d.version));
+            }
+        }
+        Ok(changed)
     }
 
     /// The archive kept as `hex`, when it is there and still those bytes.

@@ -1,7 +1,9 @@
 //! A Helm App from Git whose chart locks its dependencies in `Chart.lock` instead of vendoring
 //! them, against the real control plane: one dependency in a chart repository over HTTPS with
 //! basic auth, one in an OCI registry over TLS with basic auth, both listed in the App's
-//! `helm.repositories`. The App syncs with both subcharts' objects; with the chart repository
+//! `helm.repositories`. The App syncs with both subcharts' objects; a dependency pushed again
+//! under its locked version is noticed at the next poll and the commit rendered and applied
+//! again; with the chart repository
 //! gone, a new commit fails to render naming the dependency (once), nothing is pruned and the
 //! objects applied before stay as they were.
 
@@ -26,9 +28,9 @@ fn credentials() -> HttpAuth {
     }
 }
 
-/// A subchart whose one ConfigMap is `<release>-<name>`.
-fn subchart(work: &Path, name: &str) -> std::path::PathBuf {
-    let dir = work.join(name);
+/// A subchart whose one ConfigMap is `<release>-<name>`, saying `from: <data>`.
+fn subchart(work: &Path, name: &str, data: &str) -> std::path::PathBuf {
+    let dir = work.join(format!("{name}-{data}"));
     std::fs::create_dir_all(dir.join("templates")).unwrap();
     std::fs::write(
         dir.join("Chart.yaml"),
@@ -38,7 +40,7 @@ fn subchart(work: &Path, name: &str) -> std::path::PathBuf {
     std::fs::write(
         dir.join("templates/cm.yaml"),
         format!(
-            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{{{ .Release.Name }}}}-{name}\ndata:\n  from: {name}\n"
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{{{ .Release.Name }}}}-{name}\ndata:\n  from: {data}\n"
         ),
     )
     .unwrap();
@@ -112,10 +114,15 @@ async fn locked_dependencies_sync_and_a_repository_gone_prunes_nothing() {
     let root = work.path().join("repo");
     std::fs::create_dir_all(&root).unwrap();
     let repo = ChartRepoServer::start(&root, true, Some(credentials())).unwrap();
-    repo.publish(&subchart(work.path(), "db")).unwrap();
+    repo.publish(&subchart(work.path(), "db", "db")).unwrap();
     let registry = OciRegistry::start(true, Some(credentials())).unwrap();
-    let archive = package(&subchart(work.path(), "cache"), work.path()).unwrap();
-    registry.push(&archive, "charts").unwrap();
+    let push = |data: &str| {
+        let out = work.path().join(format!("archives-{data}"));
+        std::fs::create_dir_all(&out).unwrap();
+        let archive = package(&subchart(work.path(), "cache", data), &out).unwrap();
+        registry.push(&archive, "charts").unwrap()
+    };
+    push("cache");
     let password = work.path().join("password");
     std::fs::write(&password, "s3cret-password\n").unwrap();
     // Copies of the CAs: they outlive the servers the test stops.
@@ -144,7 +151,17 @@ async fn locked_dependencies_sync_and_a_repository_gone_prunes_nothing() {
         &parent(&repo_url, &oci, "one"),
     );
     let app = "web";
-    let mut r = h.reconciler(h.app(app, "chart", &helm), KEY);
+    // Polled every second, so the repositories are asked again at the next pass.
+    let text = support::one_app_config(
+        app,
+        &h.fixture.file_url(),
+        "chart",
+        Some("1s"),
+        &support::kubeconfig(),
+        &h.ns.name,
+    );
+    let config = reckon::config::parse(&format!("{text}{helm}"), Path::new("reckon.yaml")).unwrap();
+    let mut r = h.reconciler(config.apps.into_iter().next().unwrap(), KEY);
     let report = pass(&mut r).await;
     assert_eq!(synced(&report).0, SyncOutcome::Succeeded, "{report:?}");
     let cms: Api<ConfigMap> = Api::namespaced(h.catalog.client().clone(), &h.ns.name);
@@ -159,6 +176,41 @@ async fn locked_dependencies_sync_and_a_repository_gone_prunes_nothing() {
             "{name}"
         );
     }
+
+    // cache 1.0.0 pushed again with other content: the same commit, rendered again with the
+    // new archive (another chart digest: another RenderSucceeded of the revision), applied.
+    push("cache-again");
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let before = h.events(app).len();
+    let report = pass(&mut r).await;
+    assert_eq!(synced(&report).0, SyncOutcome::Succeeded, "{report:?}");
+    let cache = cms.get("web-cache").await.unwrap();
+    assert_eq!(
+        cache
+            .data
+            .as_ref()
+            .and_then(|d| d.get("from"))
+            .map(String::as_str),
+        Some("cache-again")
+    );
+    let renders: Vec<String> = h.events(app)[before..]
+        .iter()
+        .filter_map(|e| match e {
+            Event::RenderSucceeded(s) => Some(s.revision.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        renders,
+        std::slice::from_ref(&first),
+        "the same revision, rendered again"
+    );
+    // Nothing changed since: the repositories are asked, nothing is rendered or recorded.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let before = h.events(app).len();
+    let report = pass(&mut r).await;
+    assert!(matches!(report.status, PassStatus::InSync), "{report:?}");
+    assert_eq!(h.events(app).len(), before);
 
     // The chart repository goes away; the next commit cannot be rendered.
     drop(repo);
@@ -202,7 +254,10 @@ async fn locked_dependencies_sync_and_a_repository_gone_prunes_nothing() {
             _ => None,
         })
         .collect();
-    assert_eq!(synced_revisions, [first], "one sync: the first commit's");
+    assert!(
+        !synced_revisions.is_empty() && synced_revisions.iter().all(|r| *r == first),
+        "only the first commit was synced: {synced_revisions:?}"
+    );
     // Still gone at the next pass: the same failure is not recorded again.
     let before = h.events(app).len();
     let report = pass(&mut r).await;
