@@ -434,6 +434,11 @@ pub struct ChartRef {
     /// `off` here: most charts are unsigned), `keys` the cosign public keys (PEM) trusted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<ChartSignature>,
+    /// `oci://` only: talk plain HTTP to the registry (Helm's `--plain-http`). Refused unless
+    /// the registry's host is loopback (`127.0.0.1`, `[::1]`, `localhost`): anywhere else
+    /// credentials and charts would cross the network in the clear. Default: false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_http: bool,
 }
 
 /// `chart.signature`: `{mode: record|require, keys: [cosign.pub]}`.
@@ -472,6 +477,7 @@ fn de_chart_version<'de, D: serde::Deserializer<'de>>(de: D) -> Result<String, D
         name: String::new(),
         version: version.clone(),
         signature: None,
+        insecure_http: false,
     };
     chart.wanted().map_err(|err| {
         D::Error::custom(format!(
@@ -1135,6 +1141,18 @@ fn validate(raw: RawConfig, file: &Path, closed: bool) -> Result<Config, ConfigE
                     crate::source::chart_oci::ChartLocation::parse(&url).map_err(|e| {
                         invalid(url_line, format!("apps[{i}].source.url"), e.to_string())
                     })?;
+                if chart.insecure_http && !is_loopback_host(&located.registry) {
+                    return Err(invalid(
+                        url_line,
+                        format!("apps[{i}].source.chart.insecure_http"),
+                        format!(
+                            "insecure_http is allowed only for a loopback registry (127.0.0.1, \
+                             [::1], localhost), not {:?}: elsewhere credentials and charts would \
+                             cross the network in the clear",
+                            located.registry
+                        ),
+                    ));
+                }
                 if located.chart() != chart.name {
                     return Err(invalid(
                         url_line,
@@ -1147,6 +1165,14 @@ fn validate(raw: RawConfig, file: &Path, closed: bool) -> Result<Config, ConfigE
                         ),
                     ));
                 }
+            } else if chart.insecure_http {
+                return Err(invalid(
+                    url_line,
+                    format!("apps[{i}].source.chart.insecure_http"),
+                    "insecure_http is for oci:// registries (a chart repository says http:// in \
+                     its URL)"
+                        .to_string(),
+                ));
             } else if !(url.starts_with("https://") || url.starts_with("http://")) {
                 return Err(invalid(
                     url_line,

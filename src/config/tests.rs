@@ -933,6 +933,31 @@ fn an_oci_chart_source_is_named_by_its_url_and_oci_is_for_charts_only() {
 }
 
 #[test]
+fn plain_http_to_an_oci_registry_is_an_opt_in_for_loopback_only() {
+    let app = |url: &str| {
+        format!(
+            "apps:\n  - name: web\n    source:\n      url: {url}\n      chart: {{name: web, insecure_http: true}}\n"
+        )
+    };
+    let cfg = load_str(&app("oci://127.0.0.1:5000/charts/web")).unwrap();
+    assert!(cfg.apps[0].source.chart.as_ref().unwrap().insecure_http);
+    assert!(load_str(&app("oci://localhost:5000/charts/web")).is_ok());
+    let (_, key, message) = invalid_error(&app("oci://registry.example.com/charts/web"));
+    assert_eq!(key, "apps[0].source.chart.insecure_http");
+    assert!(
+        message.contains("only for a loopback registry"),
+        "{message}"
+    );
+    let (_, key, message) = invalid_error(&app("https://charts.example.com"));
+    assert_eq!(key, "apps[0].source.chart.insecure_http");
+    assert!(message.contains("for oci:// registries"), "{message}");
+    let off =
+        load_str(&app("oci://127.0.0.1:5000/charts/web").replace(", insecure_http: true", ""))
+            .unwrap();
+    assert!(!off.apps[0].source.chart.as_ref().unwrap().insecure_http);
+}
+
+#[test]
 fn a_chart_signature_policy_is_for_oci_charts_and_require_names_keys() {
     let app = |url: &str, signature: &str| {
         format!(

@@ -210,6 +210,13 @@ pub struct ChartSpec {
     /// One version (`1.2.0`) or a semver range (`>=1.2, <2`). Default: `*`, the highest release.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// oci:// on a loopback host only: plain HTTP. Default: false.
+    #[serde(
+        default,
+        rename = "insecureHttp",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub insecure_http: Option<bool>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -30,6 +30,8 @@ pub struct ChartSpec {
     pub limits: ChartLimits,
     /// What is done with an OCI chart's cosign signatures (off for a chart repository).
     pub signature: ChartSignaturePolicy,
+    /// An OCI registry over plain HTTP (the configuration allows it on loopback only).
+    pub plain_http: bool,
 }
 
 /// An OCI chart's signature policy, as a commit's: `record` writes the check's result into
@@ -537,7 +539,7 @@ impl GitSource {
             url,
             auth,
             self.spec.access.ca_bundle.as_deref(),
-            false,
+            spec.plain_http,
             spec.limits,
             self.options.timeout,
         )

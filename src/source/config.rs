@@ -64,6 +64,7 @@ pub fn source_for(app: &config::App, cache_root: &Path) -> Result<GitSource, Spe
                 keys: s.keys.clone(),
             })
             .unwrap_or_default(),
+        plain_http: chart.insecure_http,
     }))
 }
 

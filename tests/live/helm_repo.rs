@@ -379,6 +379,7 @@ async fn an_app_object_follows_a_chart_repository() {
     object.spec.source.chart = Some(ChartSpec {
         name: "web".into(),
         version: Some("^1".into()),
+        insecure_http: None,
     });
     object.spec.source.auth = Some(AuthSpec {
         basic: Some(BasicSpec {
