@@ -420,8 +420,13 @@ pub fn needed(files: &[ChartFile], chart_dir: &str) -> Result<Vec<Needed>, Chart
         return Ok(Vec::new());
     }
     let Some((_, lock_bytes)) = files.iter().find(|(p, _)| p == "Chart.lock") else {
-        let mut names: Vec<&str> = missing.iter().map(|d| d.name.as_str()).collect();
-        names.dedup();
+        // A chart used twice (two aliases) is named once.
+        let mut names: Vec<&str> = Vec::new();
+        for d in &missing {
+            if !names.contains(&d.name.as_str()) {
+                names.push(&d.name);
+            }
+        }
         return Err(ChartDepsError::NoLock {
             names: names.join(", "),
         });
