@@ -308,12 +308,17 @@ impl Supervisor {
                 };
             }
         };
-        // What an App object may read is the operator's call, not its creator's.
-        if let Err(e) = crate::source::allow::check_object_source(
-            &app.source.url,
-            &self.options.source_rules(),
-            &real_path,
-        ) {
+        // What an App object may read is the operator's call, not its creator's: its source
+        // and the repositories its chart's dependencies may come from alike.
+        let rules = self.options.source_rules();
+        let dependency_repositories = app
+            .helm
+            .iter()
+            .flat_map(|h| h.repositories.iter().map(|r| r.url.as_str()));
+        if let Err(e) = std::iter::once(app.source.url.as_str())
+            .chain(dependency_repositories)
+            .try_for_each(|url| crate::source::allow::check_object_source(url, &rules, &real_path))
+        {
             tracing::error!(app = %name, %namespace, error = %e, "App object refused");
             return Admission::Refused {
                 reason: "SourceNotAllowed",

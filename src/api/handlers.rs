@@ -499,8 +499,9 @@ pub async fn rollback(
         // Checked here, not only by the rollback: it trims and lowercases for the CLI, and the
         // API's contract is the document's pattern, nothing looser. Same words as the CLI's.
         (Some(to), None)
-            if !(MIN_PREFIX..=MAX_PREFIX).contains(&to.len())
-                || !to.bytes().all(|b| b.is_ascii_hexdigit()) =>
+            if !crate::reconcile::rollback::is_chart_version(&to)
+                && (!(MIN_PREFIX..=MAX_PREFIX).contains(&to.len())
+                    || !to.bytes().all(|b| b.is_ascii_hexdigit())) =>
         {
             return Err(RollbackError::BadRevision { app, prefix: to }.into());
         }

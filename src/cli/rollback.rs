@@ -17,7 +17,8 @@ pub struct RollbackArgs {
     #[arg(value_parser = super::app_name)]
     app: String,
     /// The revision to go back to: a commit SHA or a unique prefix (at least 4 hex digits) of
-    /// one the App applied. It need not be on the remote any more.
+    /// one the App applied, or for a chart App a chart version it applied (`1.2.3`). It need
+    /// not be on the remote any more.
     #[arg(long, value_name = "REV", required_unless_present = "steps")]
     to: Option<String>,
     /// Go back this many applied revisions from the one applied now (by applied time).

@@ -174,6 +174,108 @@ pub struct Helm {
         skip_serializing_if = "Option::is_none"
     )]
     pub values: Option<serde_json::Value>,
+    /// The repositories the chart's `Chart.lock` dependencies may be fetched from when they are
+    /// not vendored under `charts/`, each with how to get in. A dependency whose repository is
+    /// not listed here is a render error: whoever writes the chart in Git chooses among these,
+    /// and does not make the agent fetch from anywhere else. Default: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub repositories: Vec<HelmRepository>,
+}
+
+/// `helm.repositories` entry: `{url: https://charts.example.com, auth: {basic: ...}, ca_file:
+/// ...}` or `{url: oci://registry.example.com/charts, ...}`, the URL as `Chart.yaml` and
+/// `Chart.lock` write a dependency's `repository`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "RawHelmRepository")]
+pub struct HelmRepository {
+    /// `https://` or `http://` (a chart repository, `index.yaml` under it) or `oci://HOST/PATH`
+    /// (the dependency's chart is `oci://HOST/PATH/NAME`). Required.
+    pub url: String,
+    /// `token` or `basic`, read at every fetch. Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<Auth>,
+    /// A PEM CA bundle trusted for this repository. Default: the system's roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// `oci://` only: talk plain HTTP to the registry (Helm's `--plain-http`). Allowed only for a
+    /// loopback host (`127.0.0.1`, `[::1]`, `localhost`): credentials and charts would cross
+    /// any other network in the clear. Default: false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_http: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHelmRepository {
+    url: String,
+    #[serde(default)]
+    auth: Option<Auth>,
+    #[serde(default)]
+    ca_file: Option<PathBuf>,
+    #[serde(default)]
+    insecure_http: bool,
+}
+
+impl TryFrom<RawHelmRepository> for HelmRepository {
+    type Error = String;
+
+    fn try_from(raw: RawHelmRepository) -> Result<Self, String> {
+        let url = raw.url.trim_end_matches('/').to_string();
+        let scheme = ["https://", "http://", "oci://"]
+            .into_iter()
+            .find(|s| url.starts_with(s))
+            .ok_or_else(|| {
+                format!(
+                    "helm repository {url:?}: an https://, http:// or oci:// URL, as Chart.lock \
+                     names it"
+                )
+            })?;
+        let rest = &url[scheme.len()..];
+        let host = rest.split('/').next().unwrap_or_default();
+        if host.is_empty() || host.contains('@') {
+            return Err(format!(
+                "helm repository {url:?}: a URL with a host and no credentials (use auth)"
+            ));
+        }
+        if matches!(raw.auth, Some(Auth::Ssh(_))) {
+            return Err(format!(
+                "helm repository {url:?}: ssh auth is for Git; use token or basic"
+            ));
+        }
+        if raw.insecure_http {
+            if scheme != "oci://" {
+                return Err(format!(
+                    "helm repository {url:?}: insecure_http is for oci:// registries (a chart \
+                     repository says http:// in its URL)"
+                ));
+            }
+            if !is_loopback_host(host) {
+                return Err(format!(
+                    "helm repository {url:?}: insecure_http is allowed only for a loopback \
+                     registry (127.0.0.1, [::1], localhost): elsewhere credentials and charts \
+                     would cross the network in the clear"
+                ));
+            }
+        }
+        Ok(HelmRepository {
+            url,
+            auth: raw.auth,
+            ca_file: raw.ca_file,
+            insecure_http: raw.insecure_http,
+        })
+    }
+}
+
+/// `HOST[:PORT]` names this machine's loopback interface.
+pub fn is_loopback_host(host_port: &str) -> bool {
+    let host = match host_port.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host_port.rsplit_once(':').map_or(host_port, |(h, _)| h),
+    };
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// One ConfigMap or Secret key holding a values document, e.g.
@@ -332,6 +434,11 @@ pub struct ChartRef {
     /// `off` here: most charts are unsigned), `keys` the cosign public keys (PEM) trusted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signature: Option<ChartSignature>,
+    /// `oci://` only: talk plain HTTP to the registry (Helm's `--plain-http`). Refused unless
+    /// the registry's host is loopback (`127.0.0.1`, `[::1]`, `localhost`): anywhere else
+    /// credentials and charts would cross the network in the clear. Default: false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_http: bool,
 }
 
 /// `chart.signature`: `{mode: record|require, keys: [cosign.pub]}`.
@@ -370,6 +477,7 @@ fn de_chart_version<'de, D: serde::Deserializer<'de>>(de: D) -> Result<String, D
         name: String::new(),
         version: version.clone(),
         signature: None,
+        insecure_http: false,
     };
     chart.wanted().map_err(|err| {
         D::Error::custom(format!(
@@ -1034,6 +1142,18 @@ fn validate(raw: RawConfig, file: &Path, closed: bool) -> Result<Config, ConfigE
                     crate::source::chart_oci::ChartLocation::parse(&url).map_err(|e| {
                         invalid(url_line, format!("apps[{i}].source.url"), e.to_string())
                     })?;
+                if chart.insecure_http && !is_loopback_host(&located.registry) {
+                    return Err(invalid(
+                        url_line,
+                        format!("apps[{i}].source.chart.insecure_http"),
+                        format!(
+                            "insecure_http is allowed only for a loopback registry (127.0.0.1, \
+                             [::1], localhost), not {:?}: elsewhere credentials and charts would \
+                             cross the network in the clear",
+                            located.registry
+                        ),
+                    ));
+                }
                 if located.chart() != chart.name {
                     return Err(invalid(
                         url_line,
@@ -1046,6 +1166,14 @@ fn validate(raw: RawConfig, file: &Path, closed: bool) -> Result<Config, ConfigE
                         ),
                     ));
                 }
+            } else if chart.insecure_http {
+                return Err(invalid(
+                    url_line,
+                    format!("apps[{i}].source.chart.insecure_http"),
+                    "insecure_http is for oci:// registries (a chart repository says http:// in \
+                     its URL)"
+                        .to_string(),
+                ));
             } else if !(url.starts_with("https://") || url.starts_with("http://")) {
                 return Err(invalid(
                     url_line,

@@ -804,6 +804,59 @@ fn bad_helm_settings_name_the_key() {
 }
 
 #[test]
+fn helm_repositories_are_read_and_bad_ones_refused_by_key() {
+    let text = minimal(
+        "    helm:\n      repositories:\n        - url: https://charts.example.com/stable/\n          \
+         auth: {token: {env: CHARTS_TOKEN}}\n          ca_file: /etc/ca.pem\n        \
+         - {url: \"oci://localhost:5000/charts\", insecure_http: true}\n",
+    );
+    let app = &load_str(&text).unwrap().apps[0];
+    let repositories = &app.helm.as_ref().unwrap().repositories;
+    assert_eq!(repositories.len(), 2);
+    assert_eq!(repositories[0].url, "https://charts.example.com/stable");
+    assert!(matches!(repositories[0].auth, Some(Auth::Token(_))));
+    assert_eq!(
+        repositories[0].ca_file.as_deref(),
+        Some("/etc/ca.pem".as_ref())
+    );
+    assert!(repositories[1].insecure_http);
+    for (entry, says) in [
+        ("{url: \"s3://bucket\"}", "oci:// URL"),
+        (
+            "{url: \"https://u:p@charts.example.com\"}",
+            "no credentials",
+        ),
+        (
+            "{url: \"oci://registry.example.com/charts\", insecure_http: true}",
+            "loopback",
+        ),
+        (
+            "{url: \"https://127.0.0.1/charts\", insecure_http: true}",
+            "for oci://",
+        ),
+        (
+            "{url: \"https://charts.example.com\", auth: {ssh: {key_file: /k}}}",
+            "ssh auth is for Git",
+        ),
+        ("{url: \"https://charts.example.com\", nope: 1}", "nope"),
+    ] {
+        let (_, key, message) = parse_error(&minimal(&format!(
+            "    helm:\n      repositories: [{entry}]\n"
+        )));
+        assert!(
+            key.starts_with("apps[0].helm.repositories"),
+            "{entry}: {key}"
+        );
+        assert!(message.contains(says), "{entry}: {message}");
+    }
+    assert!(is_loopback_host("127.0.0.1:5000"));
+    assert!(is_loopback_host("[::1]:5000"));
+    assert!(is_loopback_host("localhost"));
+    assert!(!is_loopback_host("10.0.0.1:5000"));
+    assert!(!is_loopback_host("localhost.example.com"));
+}
+
+#[test]
 fn a_chart_repository_source_names_its_chart_and_version() {
     use crate::source::chart_index::Wanted;
     let cfg = load_str(
@@ -899,6 +952,31 @@ fn an_oci_chart_source_is_named_by_its_url_and_oci_is_for_charts_only() {
         message.contains("a tag does not go in the URL"),
         "{message}"
     );
+}
+
+#[test]
+fn plain_http_to_an_oci_registry_is_an_opt_in_for_loopback_only() {
+    let app = |url: &str| {
+        format!(
+            "apps:\n  - name: web\n    source:\n      url: {url}\n      chart: {{name: web, insecure_http: true}}\n"
+        )
+    };
+    let cfg = load_str(&app("oci://127.0.0.1:5000/charts/web")).unwrap();
+    assert!(cfg.apps[0].source.chart.as_ref().unwrap().insecure_http);
+    assert!(load_str(&app("oci://localhost:5000/charts/web")).is_ok());
+    let (_, key, message) = invalid_error(&app("oci://registry.example.com/charts/web"));
+    assert_eq!(key, "apps[0].source.chart.insecure_http");
+    assert!(
+        message.contains("only for a loopback registry"),
+        "{message}"
+    );
+    let (_, key, message) = invalid_error(&app("https://charts.example.com"));
+    assert_eq!(key, "apps[0].source.chart.insecure_http");
+    assert!(message.contains("for oci:// registries"), "{message}");
+    let off =
+        load_str(&app("oci://127.0.0.1:5000/charts/web").replace(", insecure_http: true", ""))
+            .unwrap();
+    assert!(!off.apps[0].source.chart.as_ref().unwrap().insecure_http);
 }
 
 #[test]

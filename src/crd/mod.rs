@@ -129,6 +129,27 @@ pub struct HelmSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "free_form_map")]
     pub values: Option<serde_json::Value>,
+    /// Where the chart's Chart.lock dependencies that are not vendored under charts/ may be
+    /// fetched from, with how to get in; a dependency of any other repository is a render error.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub repositories: Vec<HelmRepositorySpec>,
+}
+
+/// A chart repository (https://, http://) or OCI registry (oci://HOST/PATH) as Chart.lock
+/// names it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HelmRepositorySpec {
+    pub url: String,
+    /// token or basic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthSpec>,
+    /// A PEM CA bundle file in the agent's filesystem.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+    /// oci:// on a loopback host only: plain HTTP. Default: false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub insecure_http: Option<bool>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -189,6 +210,13 @@ pub struct ChartSpec {
     /// One version (`1.2.0`) or a semver range (`>=1.2, <2`). Default: `*`, the highest release.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// oci:// on a loopback host only: plain HTTP. Default: false.
+    #[serde(
+        default,
+        rename = "insecureHttp",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub insecure_http: Option<bool>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]

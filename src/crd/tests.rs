@@ -155,6 +155,48 @@ fn a_helm_block_means_what_it_means_in_the_file_and_its_values_keep_their_keys()
 }
 
 #[test]
+fn helm_repositories_mean_what_they_mean_in_the_file() {
+    let spec = serde_json::json!({
+        "source": {"url": "https://example.com/repo.git", "path": "charts/web"},
+        "target": {"namespace": "shop"},
+        "helm": {"repositories": [
+            {"url": "https://charts.example.com/stable/", "caFile": "/etc/ca.pem",
+             "auth": {"basic": {"username": "deploy", "password": {"file": "/run/pw"}}}},
+            {"url": "oci://127.0.0.1:5000/charts", "insecureHttp": true}
+        ]}
+    });
+    let from_object = as_file_app(to_config(&object("team", "web", spec), None).unwrap());
+    let from_file = file_app(
+        "    source:
+      url: https://example.com/repo.git
+      path: charts/web
+    target: {namespace: shop}
+    helm:
+      repositories:
+        - url: https://charts.example.com/stable/
+          ca_file: /etc/ca.pem
+          auth: {basic: {username: deploy, password: {file: /run/pw}}}
+        - {url: \"oci://127.0.0.1:5000/charts\", insecure_http: true}
+",
+    );
+    assert_eq!(from_object, from_file);
+    let repositories = &from_object.helm.as_ref().unwrap().repositories;
+    assert_eq!(repositories[0].url, "https://charts.example.com/stable");
+    assert!(repositories[1].insecure_http);
+    let remote_plain = serde_json::json!({
+        "source": {"url": "https://example.com/repo.git"},
+        "helm": {"repositories": [{"url": "oci://registry.example.com/charts", "insecureHttp": true}]}
+    });
+    match to_config(&object("team", "web", remote_plain), None) {
+        Err(CrdError::InvalidSpec { key, message, .. }) => {
+            assert!(key.starts_with("spec.helm.repositories"), "{key}");
+            assert!(message.contains("loopback"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
 fn defaults_are_the_files_except_the_namespace_and_cluster() {
     let spec = serde_json::json!({"source": {"url": "https://example.com/repo.git"}});
     let app = to_config(&object("team-a", "web", spec), Some(Path::new("/agent/kc"))).unwrap();

@@ -1,6 +1,7 @@
 //! Owns the pass's desired-state stage: which revision to deploy (followed or pinned), whether
 //! the App is suspended, and the desired objects of that revision (rendered from Git — plain
-//! manifests, kustomize, or a Helm chart with its values — the set recorded for a pinned
+//! manifests, kustomize, or a Helm chart with its values and its `Chart.lock` dependencies
+//! fetched before Helm runs — the set recorded for a pinned
 //! revision, or the set kept from the last pass), with what a render records when it succeeds
 //! and when it fails.
 
@@ -9,9 +10,12 @@ use crate::apply::{self, ObjectOutcome, Outcome};
 use crate::event::{self, Digest, Draft, Event};
 use crate::plan::{self, Action, DesiredObject, InventoryEntry};
 use crate::render::helm::{self, SkippedHook, ValuesLayer, ValuesSource};
+use crate::render::repo::RepoTree;
 use crate::render::{self, RenderOptions, SecretKey};
+use crate::source::{self, GitSource, chart_deps};
 use crate::store::projection::AppState;
 use crate::store::{EventRead, blob};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,6 +36,18 @@ pub(super) struct Rendered {
     pub values_key: Option<String>,
     /// Helm hooks the chart rendered and the App does not apply (recorded with the render).
     pub hooks: Arc<Vec<SkippedHook>>,
+    /// The `Chart.lock` dependencies fetched for this render (none when it was not rendered
+    /// now, or all were vendored).
+    pub dependencies: Arc<Vec<chart_deps::Resolved>>,
+}
+
+/// The dependencies a render of `revision` fetched, and when the repositories were last asked
+/// about them: a kept render is rendered again when one of them now holds another archive
+/// under the locked version.
+pub(super) struct KeptDependencies {
+    revision: String,
+    resolved: Arc<Vec<chart_deps::Resolved>>,
+    checked: std::time::Instant,
 }
 
 /// A rendered revision as a pass keeps it for the next: each object's canonical JSON as
@@ -59,6 +75,7 @@ impl Rendered {
             digest,
             values_key: None,
             hooks: Arc::default(),
+            dependencies: Arc::default(),
         }
     }
 }
@@ -115,6 +132,7 @@ fn open_recorded(
         digest,
         values_key: None,
         hooks: Arc::default(),
+        dependencies: Arc::default(),
     })
 }
 
@@ -156,6 +174,32 @@ fn set_of_lines(lines: &[u8]) -> Result<Vec<u8>, String> {
 /// none when there are none.
 fn values_key(values: &[ValuesLayer], key: &SecretKey) -> Option<String> {
     (!values.is_empty()).then(|| helm::values_digest(values, key))
+}
+
+/// A chart's files with the dependencies its `Chart.lock` names and `charts/` lacks added
+/// (fetched, or read from the cache by digest; a `file://` one read from the revision): their
+/// archives are files of the chart, so the chart digest on every rendered object covers them and
+/// a dependency whose archive changed under the same version is another render. Blocking.
+fn with_dependencies(
+    app: &str,
+    source: &GitSource,
+    revision: &str,
+    fetcher: &chart_deps::Fetcher,
+    files: Vec<render::SourceFile>,
+) -> Result<(Vec<render::SourceFile>, Vec<chart_deps::Resolved>), String> {
+    let label = chart_deps::chart_label(&files);
+    let tree = || -> Result<Box<dyn RepoTree>, String> {
+        Ok(Box::new(
+            source.tree_at(revision).map_err(|e| e.to_string())?,
+        ))
+    };
+    let (files, resolved) = fetcher
+        .vendor(files, tree, &source.spec().path)
+        .map_err(|e| format!("helm chart {label}: {e}"))?;
+    for d in &resolved {
+        tracing::debug!(%app, %revision, dependency = %d.name, version = %d.version, repository = %d.repository, digest = %d.digest, "chart dependency ready");
+    }
+    Ok((files, resolved))
 }
 
 /// The revision to deploy: the pinned one, else the source's deployable head.
@@ -339,6 +383,12 @@ impl Reconciler {
             .as_ref()
             .filter(|r| r.is_for(revision, values_key.as_deref()))
             .map(|r| r.unpack(&self.key, &self.app.target.namespace));
+        // A kept render whose dependencies the repositories now hold under other archives
+        // (an OCI tag pushed again) is rendered again: looked at once per poll interval.
+        let cached = match cached {
+            Some(Ok(_)) if self.dependencies_changed(revision).await => None,
+            other => other,
+        };
         let mut rendered = match cached {
             Some(Ok(r)) => Ok(r),
             // Unpacking what this process packed cannot fail short of a bug; render again then.
@@ -349,9 +399,57 @@ impl Reconciler {
             None => self.desired_for(state, revision, &values).await,
         }?;
         rendered.values_key = values_key;
+        if !rendered.dependencies.is_empty() {
+            self.memory.dependencies = Some(KeptDependencies {
+                revision: revision.to_string(),
+                resolved: rendered.dependencies.clone(),
+                checked: std::time::Instant::now(),
+            });
+        }
         self.memory.render_failure = None;
         self.memory.rendered = Some(Packed::pack(&rendered));
         Ok(rendered)
+    }
+
+    /// Whether the dependencies the kept render of `revision` fetched are now other archives
+    /// in their repositories (asked at most once per poll interval; a repository that does not
+    /// answer leaves the kept render as it is: nothing needs fetching for it).
+    async fn dependencies_changed(&mut self, revision: &str) -> bool {
+        let interval = self.app.source.interval;
+        let Some(kept) = self
+            .memory
+            .dependencies
+            .as_mut()
+            .filter(|k| k.revision == revision && k.checked.elapsed() >= interval)
+        else {
+            return false;
+        };
+        kept.checked = std::time::Instant::now();
+        let resolved = kept.resolved.clone();
+        let fetcher = self.dependency_fetcher();
+        let changed = tokio::task::spawn_blocking(move || fetcher.changed(&resolved)).await;
+        match changed {
+            Ok(Ok(changed)) if !changed.is_empty() => {
+                tracing::info!(app = %self.app.name, %revision, changed = ?changed, "chart dependencies changed under their locked versions; rendering again");
+                true
+            }
+            Ok(Ok(_)) => false,
+            Ok(Err(error)) => {
+                tracing::debug!(app = %self.app.name, %revision, %error, "chart dependencies not checked");
+                false
+            }
+            Err(error) => {
+                tracing::debug!(app = %self.app.name, %revision, %error, "chart dependencies not checked");
+                false
+            }
+        }
+    }
+
+    /// What fetches the App's `Chart.lock` dependencies (`helm.repositories`), caching beside
+    /// the source's mirrors.
+    fn dependency_fetcher(&self) -> chart_deps::Fetcher {
+        let root = self.source.cache_dir().parent().unwrap_or(Path::new("."));
+        source::config::dependency_fetcher(&self.app, root, self.limits.input.fetch_timeout)
     }
 
     /// Records a render failure once (it keeps everything applied before and prunes nothing);
@@ -489,9 +587,23 @@ impl Reconciler {
             values: values.to_vec(),
             timeout: Duration::from_secs(60),
         });
+        // Dependencies of Chart.lock that are not vendored are fetched now, before Helm runs
+        // (and without network for Helm): they are part of the chart it renders.
+        let fetcher = chart.then(|| self.dependency_fetcher());
+        let app = self.app.name.clone();
         tokio::task::spawn_blocking(move || {
+            let mut dependencies = Vec::new();
             let (mut set, hooks) = match &helm_options {
                 Some(helm_options) => {
+                    let files = match &fetcher {
+                        Some(fetcher) => {
+                            let (files, resolved) =
+                                with_dependencies(&app, &source, &revision, fetcher, files)?;
+                            dependencies = resolved;
+                            files
+                        }
+                        None => files,
+                    };
                     let chart = helm::render_chart(&files, &options, helm_options)
                         .map_err(|e| e.to_string())?;
                     (chart.set, chart.hooks)
@@ -517,6 +629,7 @@ impl Reconciler {
                 .collect();
             Ok(Rendered {
                 hooks: Arc::new(hooks),
+                dependencies: Arc::new(dependencies),
                 ..Rendered::new(revision, desired, &options.secret_key)
             })
         })

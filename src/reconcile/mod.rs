@@ -140,6 +140,10 @@ pub struct PassReport {
 struct Memory {
     /// The revision last rendered.
     rendered: Option<desired::Packed>,
+    /// The `Chart.lock` dependencies the last render of a Helm chart fetched: for which
+    /// revision, which archives, and when the repositories were last asked whether they still
+    /// hold them.
+    dependencies: Option<desired::KeptDependencies>,
     /// The last fetch failure recorded (the same one is not recorded at every poll).
     fetch_failure: Option<String>,
     /// The last render failure recorded: `(revision, error)`.

@@ -59,6 +59,25 @@ pub enum RollbackError {
          --require-healthy refuses it (leave it out to roll back anyway)"
     )]
     NeverHealthy { app: String, revision: String },
+    #[error(
+        "App {app}: no applied revision is chart version {version} (recorded versions: {})",
+        if recorded.is_empty() { "none".to_string() } else { recorded.join(", ") }
+    )]
+    UnknownChartVersion {
+        app: String,
+        version: String,
+        recorded: Vec<String>,
+    },
+    #[error(
+        "App {app}: chart version {version} was applied as more than one chart archive (it was \
+         published again): give one's digest prefix: {}",
+        candidates.join(", ")
+    )]
+    AmbiguousChartVersion {
+        app: String,
+        version: String,
+        candidates: Vec<String>,
+    },
     #[error("App {app} is not pinned (it follows Git); there is nothing to resume")]
     NotPinned { app: String },
     #[error("App {app}: recording the intent: {source}")]
@@ -94,6 +113,8 @@ impl RollbackError {
             | RollbackError::BadRevision { .. }
             | RollbackError::UnknownRevision { .. }
             | RollbackError::AmbiguousRevision { .. }
+            | RollbackError::UnknownChartVersion { .. }
+            | RollbackError::AmbiguousChartVersion { .. }
             | RollbackError::NotApplied { .. }
             | RollbackError::ZeroSteps { .. }
             | RollbackError::NothingApplied { .. }
@@ -257,6 +278,106 @@ pub fn resolve(
     })
 }
 
+/// Whether a rollback target names a chart version (`1.2.3`, `v1.2.3-rc.1`) rather than a
+/// revision: a semver version has dots, a digest prefix never does.
+pub fn is_chart_version(target: &str) -> bool {
+    let target = target.trim();
+    target.contains('.')
+        && semver::Version::parse(target.strip_prefix('v').unwrap_or(target)).is_ok()
+}
+
+/// The revision a chart App applied as chart `version`: `charts` holds each recorded revision
+/// with the version its `ChartObserved` named. Only applied revisions count (a version passed
+/// over was never rendered); the same version applied as two archives (published again) is
+/// ambiguous, and the error lists both. Pure.
+pub fn revision_of_chart_version(
+    app: &str,
+    state: &AppState,
+    charts: &[(String, String)],
+    version: &str,
+) -> Result<String, RollbackError> {
+    let bare = |v: &str| v.trim().trim_start_matches('v').to_string();
+    let wanted = bare(version);
+    let matching: Vec<&String> = charts
+        .iter()
+        .filter(|(_, v)| bare(v) == wanted)
+        .map(|(sha, _)| sha)
+        .collect();
+    let applied: Vec<&String> = matching
+        .iter()
+        .copied()
+        .filter(|sha| {
+            state
+                .revisions
+                .get(*sha)
+                .is_some_and(|r| r.applied_at.is_some() && r.digest.is_some())
+        })
+        .collect();
+    match (applied.as_slice(), matching.as_slice()) {
+        ([one], _) => Ok((*one).clone()),
+        // Seen but never applied: resolving it says why it cannot be a target.
+        ([], [one]) => Ok((*one).clone()),
+        ([], []) => {
+            let mut recorded: Vec<String> = charts.iter().map(|(_, v)| v.clone()).collect();
+            recorded.sort();
+            recorded.dedup();
+            Err(RollbackError::UnknownChartVersion {
+                app: app.into(),
+                version: version.trim().into(),
+                recorded,
+            })
+        }
+        (applied, matching) => {
+            let many = if applied.is_empty() {
+                matching
+            } else {
+                applied
+            };
+            Err(RollbackError::AmbiguousChartVersion {
+                app: app.into(),
+                version: version.trim().into(),
+                candidates: many
+                    .iter()
+                    .map(|sha| {
+                        let applied = state
+                            .revisions
+                            .get(*sha)
+                            .and_then(|r| r.applied_at)
+                            .map(|t| format!(" (applied {})", t.to_rfc3339()))
+                            .unwrap_or_default();
+                        format!("{}{applied}", &sha[..sha.len().min(12)])
+                    })
+                    .collect(),
+            })
+        }
+    }
+}
+
+/// Each recorded revision of the App with the chart version its `ChartObserved` named.
+fn chart_versions(
+    store: &StoreHandle,
+    app: &str,
+    state: &AppState,
+) -> Result<Vec<(String, String)>, RollbackError> {
+    let mut out = Vec::new();
+    for (sha, entry) in &state.revisions {
+        let Some(seq) = entry.commit_seq else {
+            continue;
+        };
+        let envelope = store
+            .reader()
+            .get(seq)
+            .map_err(|source| RollbackError::Store {
+                app: app.into(),
+                source,
+            })?;
+        if let Some(Event::ChartObserved(c)) = envelope.map(|e| e.body.event) {
+            out.push((sha.clone(), c.version));
+        }
+    }
+    Ok(out)
+}
+
 /// The revisions the App was reported healthy on, from its events oldest first. Pure.
 ///
 /// A pass records the health its applies reached before its `SyncFinished`, so an App-level
@@ -381,6 +502,14 @@ pub async fn request_rollback_with(
 ) -> Result<RollbackPlan, RollbackError> {
     check_actor(&actor)?;
     let state = app_state(store, app).await?;
+    // A chart App may be rolled back to a chart version: the revision that applied it.
+    let target = match target {
+        RollbackTarget::Revision(to) if is_chart_version(&to) => {
+            let charts = chart_versions(store, app, &state)?;
+            RollbackTarget::Revision(revision_of_chart_version(app, &state, &charts, &to)?)
+        }
+        other => other,
+    };
     let resolved = resolve(app, &state, &target)?;
     let healthy = ever_healthy(store, app, &resolved.revision)?;
     if options.require_healthy && !healthy {
@@ -497,6 +626,52 @@ mod tests {
             s.revisions.insert(sha, r);
         }
         s
+    }
+
+    #[test]
+    fn a_chart_version_names_the_revision_that_applied_it() {
+        assert!(is_chart_version("1.2.3"));
+        assert!(is_chart_version("v1.2.3-rc.1"));
+        assert!(!is_chart_version("a1a1"), "a digest prefix");
+        assert!(
+            !is_chart_version("1234"),
+            "digits without dots are a prefix"
+        );
+        assert!(!is_chart_version("1.2"), "not a whole version");
+        let s = state();
+        let charts = vec![
+            ("a1".repeat(20), "1.0.0".to_string()),
+            ("b2".repeat(20), "1.1.0".to_string()),
+            // 1.2.0 published twice: both archives applied.
+            ("c3".repeat(20), "1.2.0".to_string()),
+            ("ab".repeat(20), "1.2.0".to_string()),
+            // Passed over, never rendered.
+            ("e5".repeat(20), "1.3.0".to_string()),
+        ];
+        let of = |v: &str| revision_of_chart_version("web", &s, &charts, v);
+        assert_eq!(of("1.1.0").unwrap(), "b2".repeat(20));
+        assert_eq!(of("v1.0.0").unwrap(), "a1".repeat(20));
+        match of("1.2.0").unwrap_err() {
+            e @ RollbackError::AmbiguousChartVersion { .. } => {
+                let text = e.to_string();
+                assert!(text.contains("abababababab (applied "), "{text}");
+                assert!(text.contains("c3c3c3c3c3c3 (applied "), "{text}");
+                assert_eq!(e.class(), ErrorClass::Invalid);
+            }
+            other => panic!("{other:?}"),
+        }
+        // Never applied: handed on, and resolving it says why it cannot be a target.
+        let never = of("1.3.0").unwrap();
+        assert!(matches!(
+            resolve("web", &s, &RollbackTarget::Revision(never)),
+            Err(RollbackError::NotApplied { .. })
+        ));
+        let err = of("9.9.9").unwrap_err().to_string();
+        assert!(
+            err.contains("no applied revision is chart version 9.9.9")
+                && err.contains("1.0.0, 1.1.0, 1.2.0, 1.3.0"),
+            "{err}"
+        );
     }
 
     fn by_sha(prefix: &str) -> RollbackTarget {

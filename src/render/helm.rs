@@ -6,8 +6,8 @@
 //! There is no Rust Helm, so this shells out as Argo CD does. Helm gets a cleared environment
 //! whose cache, config and data homes are inside the temporary directory (no repositories, no
 //! registry logins, no plugins of the machine's), proxies pointing at a closed port, and no
-//! command that fetches (`dependency update`, `--repo`): dependencies must be vendored under the
-//! chart's `charts/`. Values layers are merged by Helm in the order given (`-f` in order), and
+//! command that fetches (`dependency update`, `--repo`): dependencies are in the chart's
+//! `charts/`, vendored in Git or placed there before the render by `source::chart_deps`. Values layers are merged by Helm in the order given (`-f` in order), and
 //! are never kept: only their keyed digest is, so a values Secret cannot be read from the log.
 
 use super::{Origin, RenderError, RenderOptions, RenderedSet, SecretKey, SourceFile, parse};

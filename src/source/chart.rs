@@ -30,6 +30,8 @@ pub struct ChartSpec {
     pub limits: ChartLimits,
     /// What is done with an OCI chart's cosign signatures (off for a chart repository).
     pub signature: ChartSignaturePolicy,
+    /// An OCI registry over plain HTTP (the configuration allows it on loopback only).
+    pub plain_http: bool,
 }
 
 /// An OCI chart's signature policy, as a commit's: `record` writes the check's result into
@@ -162,7 +164,7 @@ pub fn is_previous(chosen: &ChartVersion, previous_head: Option<&str>) -> bool {
 }
 
 /// A chart repository failure as the source failure it is recorded as.
-fn source_error(url: &str, err: ChartRepoError) -> SourceError {
+pub(super) fn source_error(url: &str, err: ChartRepoError) -> SourceError {
     let text = err.to_string();
     match err {
         ChartRepoError::Client { .. } => SourceError::Credentials {
@@ -537,7 +539,7 @@ impl GitSource {
             url,
             auth,
             self.spec.access.ca_bundle.as_deref(),
-            false,
+            spec.plain_http,
             spec.limits,
             self.options.timeout,
         )
@@ -719,7 +721,7 @@ fn oci_version(
 }
 
 /// An OCI registry failure as the source failure it is recorded as.
-fn oci_error(url: &str, err: ChartOciError) -> SourceError {
+pub(super) fn oci_error(url: &str, err: ChartOciError) -> SourceError {
     let text = err.to_string();
     match err {
         ChartOciError::Url { .. } | ChartOciError::Client { .. } => SourceError::Credentials {

@@ -1,9 +1,11 @@
 //! Owns turning an App's `source:` section of `reckon.yaml` into a [`SourceSpec`]: refs,
 //! credentials (env var or file references, never values), CA bundle and signature policy; and
-//! into the [`GitSource`] that follows it (a Git remote, or a chart of a chart repository).
+//! into the [`GitSource`] that follows it (a Git remote, or a chart of a chart repository); and
+//! a Helm App's `helm.repositories` into the [`Fetcher`] of its chart's dependencies.
 
 use super::GitSource;
 use super::chart::{ChartAuth, ChartSignaturePolicy, ChartSpec};
+use super::chart_deps::{DependencyRepository, Fetcher};
 use super::{
     Access, HttpCredentials, RefSelector, SecretSource, SignatureMode, SignaturePolicy, SourceSpec,
     SshAccess,
@@ -48,15 +50,7 @@ pub fn source_for(app: &config::App, cache_root: &Path) -> Result<GitSource, Spe
         version: chart.version.clone(),
         source,
     })?;
-    let auth = match &app.source.auth {
-        Some(config::Auth::Token(t)) => ChartAuth::Bearer(secret(t)),
-        Some(config::Auth::Basic(b)) => ChartAuth::Basic {
-            username: b.username.clone(),
-            password: secret(&b.password),
-        },
-        // The configuration refuses ssh auth on an http(s) URL.
-        Some(config::Auth::Ssh(_)) | None => ChartAuth::None,
-    };
+    let auth = chart_auth(app.source.auth.as_ref());
     Ok(source.with_chart(ChartSpec {
         name: chart.name.clone(),
         wanted,
@@ -70,7 +64,50 @@ pub fn source_for(app: &config::App, cache_root: &Path) -> Result<GitSource, Spe
                 keys: s.keys.clone(),
             })
             .unwrap_or_default(),
+        plain_http: chart.insecure_http,
     }))
+}
+
+/// The credentials of a chart source or dependency repository as the chart clients take them
+/// (the configuration refuses ssh auth on an http(s) or oci URL).
+fn chart_auth(auth: Option<&config::Auth>) -> ChartAuth {
+    match auth {
+        Some(config::Auth::Token(t)) => ChartAuth::Bearer(secret(t)),
+        Some(config::Auth::Basic(b)) => ChartAuth::Basic {
+            username: b.username.clone(),
+            password: secret(&b.password),
+        },
+        Some(config::Auth::Ssh(_)) | None => ChartAuth::None,
+    }
+}
+
+/// What fetches a Helm App's unvendored `Chart.lock` dependencies: the App's
+/// `helm.repositories`, archives kept in `CACHE_ROOT/chart-deps` (shared by every App: an
+/// archive is named by its digest), each request within `timeout`.
+pub fn dependency_fetcher(
+    app: &config::App,
+    cache_root: &Path,
+    timeout: std::time::Duration,
+) -> Fetcher {
+    let repositories = app
+        .helm
+        .as_ref()
+        .map(|h| h.repositories.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .map(|r| DependencyRepository {
+            url: r.url.clone(),
+            auth: chart_auth(r.auth.as_ref()),
+            ca_file: r.ca_file.clone(),
+            plain_http: r.insecure_http,
+        })
+        .collect();
+    Fetcher {
+        repositories,
+        cache: cache_root.join("chart-deps"),
+        limits: Default::default(),
+        timeout,
+    }
 }
 
 /// The source an App follows, named after the App (webhooks and polls are routed by it).

@@ -25,6 +25,7 @@
 pub mod access;
 pub mod allow;
 pub mod chart;
+pub mod chart_deps;
 pub mod chart_index;
 pub mod chart_oci;
 pub mod chart_repo;

@@ -461,6 +461,46 @@ async fn a_required_cosign_signature_gates_what_an_app_observes() {
     );
 }
 
+/// A registry over plain HTTP on loopback (Helm's `--plain-http`) is followed when the App
+/// opts in with `chart.insecure_http`, and refused over HTTPS otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loopback_registry_over_plain_http_is_followed_when_the_app_opts_in() {
+    reckon::tls::install_crypto_provider();
+    let work = tempfile::tempdir().unwrap();
+    let registry = OciRegistry::start(false, None).unwrap();
+    push(&registry, work.path(), "1.0.0", "blue");
+    let source = |insecure: bool| {
+        let cfg = reckon::config::parse(
+            &format!(
+                "apps:\n  - name: web\n    source:\n      url: {}\n      chart: {{name: web, insecure_http: {insecure}}}\n",
+                registry.url("charts/web"),
+            ),
+            Path::new("reckon.yaml"),
+        )
+        .unwrap();
+        reckon::source::config::source_for(&cfg.apps[0], &work.path().join("cache")).unwrap()
+    };
+    let store = new_store(work.path());
+    let o = reckon::fetch::fetch(&store, "web", &source(true))
+        .await
+        .unwrap();
+    assert_eq!(o.appended, 1, "{o:?}");
+    let observed = of_kind(&store, reckon::event::EventKind::ChartObserved);
+    let reckon::event::Event::ChartObserved(c) = &observed[0].body.event else {
+        unreachable!()
+    };
+    assert_eq!(c.version, "1.0.0");
+    // Without the opt-in, reckon speaks TLS to it, which a plain HTTP registry cannot answer.
+    let err = source(false)
+        .observe_chart_async(None, None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err.reason(), "Unreachable" | "TlsUntrusted" | "FetchFailed"),
+        "{err}"
+    );
+}
+
 /// A new store under `dir`, with its writer.
 fn new_store(dir: &Path) -> reckon::store::writer::StoreHandle {
     use reckon::store::{OpenOptions, SledStore};

@@ -465,6 +465,17 @@ async fn an_app_object_may_not_read_the_agents_disk_or_carry_credentials_in_its_
             .await
             .unwrap();
     }
+    // A chart's dependency repositories are checked like the source: plain http is not allowed.
+    let mut charts = app_object("charts", &fixture.file_url(), "web");
+    charts.spec.source.url = "https://git.example.com/r.git".into();
+    charts.spec.helm = Some(reckon::crd::HelmSpec {
+        repositories: vec![reckon::crd::HelmRepositorySpec {
+            url: "http://127.0.0.1:9/charts".into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    apps.create(&PostParams::default(), &charts).await.unwrap();
     let stalled = |name: &'static str| {
         let apps = apps.clone();
         async move {
@@ -497,6 +508,15 @@ async fn an_app_object_may_not_read_the_agents_disk_or_carry_credentials_in_its_
         "{c:?}"
     );
 
+    let c = stalled("charts").await;
+    let c = condition(&c, "Stalled").unwrap();
+    assert_eq!(c.reason, "SourceNotAllowed");
+    let message = c.message.as_deref().unwrap_or_default();
+    assert!(
+        message.contains("http://127.0.0.1:9/charts") && message.contains("scheme http"),
+        "{message}"
+    );
+
     let leaky = stalled("leaky").await;
     let c = condition(&leaky, "Stalled").unwrap();
     assert_eq!(c.reason, "InvalidSpec");
@@ -506,7 +526,7 @@ async fn an_app_object_may_not_read_the_agents_disk_or_carry_credentials_in_its_
     assert!(!status.contains("s3cret"), "{status}");
 
     let events = agent.stop().await;
-    for app in ["team-b", "daemon", "leaky"] {
+    for app in ["team-b", "daemon", "leaky", "charts"] {
         let app = reckon::model::identity::of_object(&ns.name, app);
         assert!(
             !events

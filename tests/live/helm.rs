@@ -528,8 +528,8 @@ async fn values_from_a_secret_are_used_and_never_stored_in_plain_text() {
 }
 
 /// Dependencies come vendored under `charts/` (with values passed down by the parent); one
-/// listed in `Chart.yaml` but not vendored fails the render with Helm's message — nothing is
-/// fetched — and prunes nothing.
+/// listed in `Chart.yaml` but neither vendored nor locked in `Chart.lock` fails the render
+/// saying so — nothing is fetched — and prunes nothing. (Locked ones: `helm_deps.rs`.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vendored_dependency_renders_and_a_missing_one_fails_without_fetching() {
     if !helm_available() {
@@ -578,7 +578,9 @@ async fn a_vendored_dependency_renders_and_a_missing_one_fails_without_fetching(
     };
     assert!(
         error.contains("helm chart web 0.1.0: ")
-            && error.contains("missing in charts/ directory: db"),
+            && error.contains(
+                "dependencies db are not vendored under charts/ and there is no Chart.lock"
+            ),
         "{error}"
     );
     let new = &h.events(app)[before..];

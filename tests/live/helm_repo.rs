@@ -379,6 +379,7 @@ async fn an_app_object_follows_a_chart_repository() {
     object.spec.source.chart = Some(ChartSpec {
         name: "web".into(),
         version: Some("^1".into()),
+        insecure_http: None,
     });
     object.spec.source.auth = Some(AuthSpec {
         basic: Some(BasicSpec {
@@ -442,7 +443,8 @@ async fn an_app_object_follows_a_chart_repository() {
 /// The same life as a repository's chart, for a chart `helm push`ed to an OCI registry (the real
 /// distribution registry, over TLS with basic auth): deployed, drift corrected, an unchanged tag
 /// pulls and records nothing, a new version upgrades, the registry going away keeps the App on
-/// its revision, and a rollback applies the recorded set with the registry still gone.
+/// its revision, and a rollback by chart version applies the recorded set with the registry
+/// still gone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_chart_from_an_oci_registry_syncs_upgrades_survives_an_outage_and_rolls_back() {
     if !crate::helm::helm_available() {
@@ -532,15 +534,34 @@ async fn a_chart_from_an_oci_registry_syncs_upgrades_survives_an_outage_and_roll
         "{new:?}"
     );
 
-    rollback::request_rollback(
+    // By chart version (the repository's test goes back by a digest prefix): a version the
+    // App never applied is refused naming the ones it did, 1.0.0 is the revision that applied it.
+    let err = rollback::request_rollback(
         &h.store,
         app,
-        RollbackTarget::Revision(r1[..12].to_string()),
+        RollbackTarget::Revision("9.9.9".into()),
+        "alice".into(),
+        None,
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains(
+            "no applied revision is chart version 9.9.9 (recorded versions: 1.0.0, 1.1.0)"
+        ),
+        "{err}"
+    );
+    let plan = rollback::request_rollback(
+        &h.store,
+        app,
+        RollbackTarget::Revision("1.0.0".into()),
         "alice".into(),
         Some("1.1.0 breaks checkout".into()),
     )
     .await
     .unwrap();
+    assert_eq!(plan.revision, r1);
     let report = pass(&mut r).await;
     assert_eq!(synced(&report).0, SyncOutcome::Succeeded, "{report:?}");
     assert_eq!(report.revision.as_deref(), Some(r1.as_str()));

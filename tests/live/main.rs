@@ -16,6 +16,7 @@ mod audit;
 mod crd;
 mod deploy;
 mod helm;
+mod helm_deps;
 mod helm_repo;
 mod kube_smoke;
 mod ownership;
