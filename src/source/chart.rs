@@ -302,7 +302,7 @@ impl GitSource {
     ) -> Result<ChartOutcome, SourceError> {
         let spec = self.chart_spec()?;
         if self.is_oci() {
-            return self.observe_oci(spec, previous_head);
+            return self.observe_oci(spec, previous_head, previous_version);
         }
         let url = self.spec.url.clone();
         let repo = self.chart_repo(spec)?;
@@ -553,6 +553,7 @@ impl GitSource {
         &self,
         spec: &ChartSpec,
         previous_head: Option<&str>,
+        previous_version: Option<&str>,
     ) -> Result<ChartOutcome, SourceError> {
         let url = self.spec.url.clone();
         let oci = self.oci_chart(spec)?;
@@ -592,21 +593,46 @@ impl GitSource {
                 });
             }
             let chosen = oci_version(&pulled, &url, &manifest, &revision);
+            // Versions passed over since the last look: each tag's manifest read (not its
+            // archive) for the archive's digest, recorded unverified as an index's are. Before
+            // the chart is kept, so a failure here leaves the next poll to record them all.
+            let mut new_versions = Vec::new();
+            let between =
+                chart_oci::passed_over_tags(&tags, &spec.wanted, previous_version, &chosen.version);
+            for tag in between {
+                let manifest = oci.resolve(&tag).await.map_err(|e| oci_error(&url, e))?;
+                let layer = oci
+                    .layer_digest(&manifest)
+                    .await
+                    .map_err(|e| oci_error(&url, e))?;
+                if Some(hex_of(&layer).as_str()) == previous_head {
+                    continue;
+                }
+                new_versions.push(ObservedChart {
+                    revision: hex_of(&layer),
+                    name: chosen.name.clone(),
+                    version: chart_oci::version_of_tag(&tag),
+                    app_version: None,
+                    digest: layer,
+                    verified: false,
+                    created: None,
+                    signature: SignatureStatus::NotChecked,
+                });
+            }
             self.keep_unpacked(&chosen, &pulled.archive, &revision, spec)?;
             remember(revision.clone());
-            // Tags carry no digests until each manifest is pulled, so versions passed over on
-            // the way are not listed (a chart repository's index has them).
+            new_versions.push(ObservedChart {
+                digest: format!("sha256:{revision}"),
+                revision,
+                name: chosen.name,
+                version: chosen.version,
+                app_version: chosen.app_version,
+                verified: true,
+                created: None,
+                signature,
+            });
             Ok(ChartOutcome {
-                new_versions: vec![ObservedChart {
-                    digest: format!("sha256:{revision}"),
-                    revision,
-                    name: chosen.name,
-                    version: chosen.version,
-                    app_version: chosen.app_version,
-                    verified: true,
-                    created: None,
-                    signature,
-                }],
+                new_versions,
                 not_modified: false,
             })
         })

@@ -228,6 +228,35 @@ pub fn choose_tag(chart: &str, tags: &[String], wanted: &Wanted) -> Result<Strin
     })
 }
 
+/// The tags of `tags` a range also matches strictly between the `previous` version and the
+/// `chosen` one, oldest first: the versions passed over since the last look, recorded as a chart
+/// repository's are. None for an exact version or when the previous version is unknown (a first
+/// look records only what it deploys). Pure.
+pub fn passed_over_tags(
+    tags: &[String],
+    wanted: &Wanted,
+    previous: Option<&str>,
+    chosen: &str,
+) -> Vec<String> {
+    let parse = |v: &str| semver::Version::parse(v.strip_prefix('v').unwrap_or(v)).ok();
+    let Wanted::Range(req) = wanted else {
+        return Vec::new();
+    };
+    let (Some(previous), Some(chosen)) = (previous.and_then(parse), parse(chosen)) else {
+        return Vec::new();
+    };
+    let mut between: Vec<(semver::Version, String)> = tags
+        .iter()
+        .filter_map(|tag| {
+            let version = parse(&version_of_tag(tag))?;
+            (req.matches(&version) && version > previous && version < chosen)
+                .then(|| (version, tag.clone()))
+        })
+        .collect();
+    between.sort();
+    between.into_iter().map(|(_, tag)| tag).collect()
+}
+
 /// What a chart's manifest says, checked: Helm's config and exactly one chart layer.
 #[derive(Debug, Clone)]
 pub struct ChartManifest {
@@ -707,6 +736,37 @@ mod tests {
         assert_eq!(
             err.to_string(),
             "OCI chart web: no tag matching range >=3 (1 tags that are not semver were not compared)"
+        );
+    }
+
+    #[test]
+    fn tags_passed_over_are_the_matching_ones_strictly_between_oldest_first() {
+        let all = tags(&[
+            "1.3.0",
+            "1.0.0",
+            "v1.1.0",
+            "1.2.1_build.7",
+            "2.0.0",
+            "latest",
+            "1.2.0",
+        ]);
+        let range = Wanted::Range(">=1.0.0, <2".parse().unwrap());
+        assert_eq!(
+            passed_over_tags(&all, &range, Some("1.0.0"), "1.3.0"),
+            ["v1.1.0", "1.2.0", "1.2.1_build.7"]
+        );
+        // Nothing between neighbours, nothing before a first look, nothing for an exact version.
+        assert!(passed_over_tags(&all, &range, Some("1.2.1+build.7"), "1.3.0").is_empty());
+        assert!(passed_over_tags(&all, &range, None, "1.3.0").is_empty());
+        assert!(
+            passed_over_tags(&all, &Wanted::Exact("1.3.0".into()), Some("1.0.0"), "1.3.0")
+                .is_empty()
+        );
+        // A range narrower than the tags between: only what it matches.
+        let narrow = Wanted::Range(">=1.0.0, <1.2".parse().unwrap());
+        assert_eq!(
+            passed_over_tags(&all, &narrow, Some("1.0.0"), "1.3.0"),
+            ["v1.1.0"]
         );
     }
 

@@ -362,21 +362,46 @@ async fn an_app_follows_an_oci_chart_pinned_by_digest_and_keeps_its_revision_whe
         (1, Some(r11.as_str()))
     );
 
+    // Two versions in range between polls: the newer is followed, the one passed over is
+    // recorded first, from its manifest (its archive's digest; not pulled, so unverified).
+    let r111 = publish("1.1.1", "teal");
+    let r12 = publish("1.2.0", "navy");
+    let o = reckon::fetch::fetch(&store, "web", &src).await.unwrap();
+    assert_eq!(
+        (o.appended, o.deployable_head.as_deref()),
+        (2, Some(r12.as_str()))
+    );
+    let observed = events(EventKind::ChartObserved);
+    let seen: Vec<(String, String, bool)> = observed[2..]
+        .iter()
+        .map(|e| match &e.body.event {
+            Event::ChartObserved(c) => (c.version.clone(), c.revision.clone(), c.verified),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("1.1.1".to_string(), r111.clone(), false),
+            ("1.2.0".to_string(), r12.clone(), true)
+        ]
+    );
+
     // The cache lost the first chart: read again from the registry by its digest.
     std::fs::remove_dir_all(src.chart_cache().join(&r1)).unwrap();
     let again = src.read_tree_async(r1.clone()).await.unwrap();
     assert_eq!(again, files);
 
-    // The registry goes away: one SourceFetchFailed, the App stays on 1.1.0.
+    // The registry goes away: one SourceFetchFailed, the App stays on 1.2.0.
     drop(registry);
     let o = reckon::fetch::fetch(&store, "web", &src).await.unwrap();
-    assert_eq!(o.deployable_head.as_deref(), Some(r11.as_str()));
+    assert_eq!(o.deployable_head.as_deref(), Some(r12.as_str()));
     let failed = events(EventKind::SourceFetchFailed);
     let Event::SourceFetchFailed(f) = &failed.last().unwrap().body.event else {
         panic!("{failed:?}");
     };
     assert_eq!(f.reason, "Unreachable", "{f:?}");
-    assert_eq!(events(EventKind::ChartObserved).len(), 2);
+    assert_eq!(events(EventKind::ChartObserved).len(), 4);
 }
 
 /// `chart.signature: {mode: require, keys: [cosign.pub]}`: a chart signed by the real cosign
