@@ -640,33 +640,10 @@ async fn agent_against_kubectl_server_side_apply() {
     );
 
     // One repository, one directory per App; kubectl applies the work tree's copy of the same
-    // files. Written and committed in one `git add -A`: a `git add` per file costs minutes at
-    // N=1000.
+    // files.
     let started = Instant::now();
-    let fixture = Fixture::new().unwrap();
+    let fixture = apps_repository(apps, replicas);
     let work_apps = fixture.work_path().join("apps");
-    for i in 0..apps {
-        let name = app_name(i);
-        let dir = work_apps.join(&name);
-        std::fs::create_dir_all(&dir).unwrap();
-        for (file, doc) in app_objects(&name, replicas) {
-            std::fs::write(dir.join(file), doc).unwrap();
-        }
-    }
-    fixture.git(["add", "-A"]).unwrap();
-    fixture
-        .git([
-            "-c",
-            "user.name=Bench",
-            "-c",
-            "user.email=bench@example.com",
-            "commit",
-            "--quiet",
-            "-m",
-            "apps",
-        ])
-        .unwrap();
-    fixture.push().unwrap();
 
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = support::kubeconfig();
@@ -827,28 +804,7 @@ async fn agent_against_kubectl_server_side_apply() {
     );
 
     // Correctness: every object exists, labelled with its App (named like the objects).
-    for (api_version, kind, plural) in [
-        ("v1", "ServiceAccount", "serviceaccounts"),
-        ("v1", "Service", "services"),
-        ("apps/v1", "Deployment", "deployments"),
-        ("networking.k8s.io/v1", "Ingress", "ingresses"),
-    ] {
-        let api = api_for(&client, api_version, kind, plural, Some(&ns_reckon.name));
-        let list = api
-            .list(&ListParams::default().labels("reckon.dev/app"))
-            .await
-            .unwrap();
-        assert_eq!(list.items.len(), apps, "{kind}s labelled reckon.dev/app");
-        for o in &list.items {
-            let name = o.metadata.name.as_deref().unwrap_or_default();
-            let app = o
-                .metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get("reckon.dev/app"));
-            assert_eq!(app.map(String::as_str), Some(name), "{kind} {name}'s App");
-        }
-    }
+    assert_labelled(&client, &ns_reckon.name, apps).await;
 
     // Steady state: one interval of the running agent's requests (on the Apps' kinds and what
     // a health check reads; see `peer::agent_requests`), the same measure as the peer's.
@@ -862,41 +818,8 @@ async fn agent_against_kubectl_server_side_apply() {
         describe_per_object(&reckon_window, objects)
     ));
 
-    // 3. Drift correction, with the agent still running: scale a different App's Deployment
-    // each round, as another field manager, and time until the agent has put replicas back.
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns_reckon.name);
-    let bench = PatchParams {
-        field_manager: Some("bench".into()),
-        ..PatchParams::default()
-    };
-    let mut drift = Vec::with_capacity(DRIFT_ROUNDS);
-    for round in 0..DRIFT_ROUNDS {
-        let name = app_name(round * apps / DRIFT_ROUNDS);
-        deployments
-            .patch_scale(
-                &name,
-                &bench,
-                &Patch::Merge(serde_json::json!({"spec": {"replicas": 3}})),
-            )
-            .await
-            .unwrap();
-        let started = Instant::now();
-        loop {
-            let d = deployments.get(&name).await.unwrap();
-            if d.spec.and_then(|s| s.replicas) == Some(replicas as i32) {
-                break;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "the agent did not correct {name}'s replicas within 60 s; log {}",
-                log.display()
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        drift.push(started.elapsed());
-    }
-    drift.sort();
-    let (drift_p50, drift_p99) = (percentile(&drift, 0.5), percentile(&drift, 0.99));
+    // 3. Drift correction, with the agent still running.
+    let (drift_p50, drift_p99) = drift_rounds(&client, &ns_reckon.name, apps, replicas).await;
     progress(format!(
         "drift corrected: p50 {}, p99 {} over {DRIFT_ROUNDS} rounds",
         secs(drift_p50),
@@ -1028,6 +951,106 @@ async fn agent_against_kubectl_server_side_apply() {
         "an unchanged resync makes no write request; the API server counted {}",
         describe(&reckon_writes)
     );
+}
+
+/// One repository of `apps` Apps, each its directory `apps/appNNNN/` of the 4 objects, written
+/// and committed in one `git add -A` (a `git add` per file costs minutes at N=1000), pushed.
+fn apps_repository(apps: usize, replicas: u32) -> Fixture {
+    let fixture = Fixture::new().unwrap();
+    let work_apps = fixture.work_path().join("apps");
+    for i in 0..apps {
+        let name = app_name(i);
+        let dir = work_apps.join(&name);
+        std::fs::create_dir_all(&dir).unwrap();
+        for (file, doc) in app_objects(&name, replicas) {
+            std::fs::write(dir.join(file), doc).unwrap();
+        }
+    }
+    fixture.git(["add", "-A"]).unwrap();
+    fixture
+        .git([
+            "-c",
+            "user.name=Bench",
+            "-c",
+            "user.email=bench@example.com",
+            "commit",
+            "--quiet",
+            "-m",
+            "apps",
+        ])
+        .unwrap();
+    fixture.push().unwrap();
+    fixture
+}
+
+/// Every object of the four kinds in `namespace` carries its App's label (the Apps are named
+/// like their objects), `apps` of each.
+async fn assert_labelled(client: &kube::Client, namespace: &str, apps: usize) {
+    for (api_version, kind, plural) in [
+        ("v1", "ServiceAccount", "serviceaccounts"),
+        ("v1", "Service", "services"),
+        ("apps/v1", "Deployment", "deployments"),
+        ("networking.k8s.io/v1", "Ingress", "ingresses"),
+    ] {
+        let api = api_for(client, api_version, kind, plural, Some(namespace));
+        let list = api
+            .list(&ListParams::default().labels("reckon.dev/app"))
+            .await
+            .unwrap();
+        assert_eq!(list.items.len(), apps, "{kind}s labelled reckon.dev/app");
+        for o in &list.items {
+            let name = o.metadata.name.as_deref().unwrap_or_default();
+            let app = o
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("reckon.dev/app"));
+            assert_eq!(app.map(String::as_str), Some(name), "{kind} {name}'s App");
+        }
+    }
+}
+
+/// `DRIFT_ROUNDS` drifts, each a different App's Deployment in `namespace` scaled to 3 as
+/// another field manager, each timed from the patch's return until `spec.replicas` reads the
+/// App's `replicas` again (GET every 10 ms): p50 and p99.
+async fn drift_rounds(
+    client: &kube::Client,
+    namespace: &str,
+    apps: usize,
+    replicas: u32,
+) -> (Duration, Duration) {
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
+    let bench = PatchParams {
+        field_manager: Some("bench".into()),
+        ..PatchParams::default()
+    };
+    let mut drift = Vec::with_capacity(DRIFT_ROUNDS);
+    for round in 0..DRIFT_ROUNDS {
+        let name = app_name(round * apps / DRIFT_ROUNDS);
+        deployments
+            .patch_scale(
+                &name,
+                &bench,
+                &Patch::Merge(serde_json::json!({"spec": {"replicas": 3}})),
+            )
+            .await
+            .unwrap();
+        let started = Instant::now();
+        loop {
+            let d = deployments.get(&name).await.unwrap();
+            if d.spec.and_then(|s| s.replicas) == Some(replicas as i32) {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "{name}'s replicas were not corrected within 60 s"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        drift.push(started.elapsed());
+    }
+    drift.sort();
+    (percentile(&drift, 0.5), percentile(&drift, 0.99))
 }
 
 fn tail_str(text: &str, lines: usize) -> String {

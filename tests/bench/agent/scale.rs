@@ -88,30 +88,7 @@ async fn scale() {
     ));
 
     let started = Instant::now();
-    let fixture = Fixture::new().unwrap();
-    let work_apps = fixture.work_path().join("apps");
-    for i in 0..apps {
-        let name = app_name(i);
-        let dir = work_apps.join(&name);
-        std::fs::create_dir_all(&dir).unwrap();
-        for (file, doc) in app_objects(&name, replicas) {
-            std::fs::write(dir.join(file), doc).unwrap();
-        }
-    }
-    fixture.git(["add", "-A"]).unwrap();
-    fixture
-        .git([
-            "-c",
-            "user.name=Bench",
-            "-c",
-            "user.email=bench@example.com",
-            "commit",
-            "--quiet",
-            "-m",
-            "apps",
-        ])
-        .unwrap();
-    fixture.push().unwrap();
+    let fixture = apps_repository(apps, replicas);
     progress(format!(
         "scale: {apps} Apps ({} objects, {replicas} replica each) prepared in {}",
         apps * 4,
@@ -286,7 +263,7 @@ async fn fleet(
             .collect::<Vec<_>>()
             .join("; ")
     ));
-    labelled(client, namespace, apps).await;
+    assert_labelled(client, namespace, apps).await;
 
     wait_quiet();
     let before = requests();
@@ -298,7 +275,7 @@ async fn fleet(
         describe_per_object(&window, objects)
     ));
 
-    let (drift_p50, drift_p99) = drift(client, namespace, apps, replicas).await;
+    let (drift_p50, drift_p99) = drift_rounds(client, namespace, apps, replicas).await;
     let rss: Vec<u64> = fleet
         .iter()
         .map(|s| proc_status(s.child.id(), "VmHWM"))
@@ -328,74 +305,6 @@ async fn fleet(
         drift_p50,
         drift_p99,
     }
-}
-
-/// Every object of the four kinds in `namespace` carries its App's label, `apps` of each.
-async fn labelled(client: &kube::Client, namespace: &str, apps: usize) {
-    for (api_version, kind, plural) in [
-        ("v1", "ServiceAccount", "serviceaccounts"),
-        ("v1", "Service", "services"),
-        ("apps/v1", "Deployment", "deployments"),
-        ("networking.k8s.io/v1", "Ingress", "ingresses"),
-    ] {
-        let api = api_for(client, api_version, kind, plural, Some(namespace));
-        let list = api
-            .list(&ListParams::default().labels("reckon.dev/app"))
-            .await
-            .unwrap();
-        assert_eq!(list.items.len(), apps, "{kind}s labelled reckon.dev/app");
-        for o in &list.items {
-            let name = o.metadata.name.as_deref().unwrap_or_default();
-            let app = o
-                .metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get("reckon.dev/app"));
-            assert_eq!(app.map(String::as_str), Some(name), "{kind} {name}'s App");
-        }
-    }
-}
-
-/// `DRIFT_ROUNDS` drifts, each a different App's Deployment scaled by another field manager,
-/// timed until the fleet has put `replicas` back: p50 and p99.
-async fn drift(
-    client: &kube::Client,
-    namespace: &str,
-    apps: usize,
-    replicas: u32,
-) -> (Duration, Duration) {
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
-    let bench = PatchParams {
-        field_manager: Some("bench".into()),
-        ..PatchParams::default()
-    };
-    let mut times = Vec::with_capacity(DRIFT_ROUNDS);
-    for round in 0..DRIFT_ROUNDS {
-        let name = app_name(round * apps / DRIFT_ROUNDS);
-        deployments
-            .patch_scale(
-                &name,
-                &bench,
-                &Patch::Merge(serde_json::json!({"spec": {"replicas": replicas + 2}})),
-            )
-            .await
-            .unwrap();
-        let started = Instant::now();
-        loop {
-            let d = deployments.get(&name).await.unwrap();
-            if d.spec.and_then(|s| s.replicas) == Some(replicas as i32) {
-                break;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "the fleet did not correct {name}'s replicas within 60 s"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        times.push(started.elapsed());
-    }
-    times.sort();
-    (percentile(&times, 0.5), percentile(&times, 0.99))
 }
 
 /// One column per fleet size, with issue 22's targets at 10,000 Apps.
