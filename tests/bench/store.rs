@@ -5,10 +5,18 @@
 //! Location: `RECKON_BENCH_DIR` (default: a temp dir, deleted afterwards).
 //! `RECKON_BENCH_EVENTS=10000 cargo test --test bench -- --ignored --exact store::run --nocapture`
 //! is the CI-sized run (`scripts/test.sh`).
+//!
+//! `store::at_scale` measures the issue-22 targets on a large store (10M events:
+//! `RECKON_BENCH_EVENTS=10000000`): the append rate over the last 1M events, the first open after
+//! the write session, and pages of 100 by object from a cold page cache (the OS's page cache
+//! dropped and the store opened afresh before each query). It needs root for
+//! `/proc/sys/vm/drop_caches`; `RECKON_BENCH_COLD=fadvise` evicts only the store's files
+//! instead (`posix_fadvise(DONTNEED)`, through `dd`), which does not slow other work down.
 
 use reckon::event::samples;
 use reckon::store::sled_engine::size_on_disk;
 use reckon::store::{EventRead, EventStore, OpenOptions, Query, Selector, SledStore};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::stats as support;
@@ -49,27 +57,8 @@ fn run() {
     println!("sled cache: {} MiB\n", cache_bytes >> 20);
     let mut store = SledStore::open(&path, opts.clone()).unwrap();
     let started = Instant::now();
-    let mut i = if reuse { n } else { 0 };
-    let mut last_report = Instant::now();
-    while i < n {
-        let end = (i + BATCH).min(n);
-        let mut drafts = Vec::with_capacity((end - i) as usize);
-        for j in i..end {
-            if let Some(b) = samples::stream_blob(j, APPS, OBJECTS) {
-                store.put_blob(&b).unwrap();
-            }
-            drafts.push(samples::stream(j, APPS, OBJECTS));
-        }
-        store.append(drafts).unwrap();
-        store.flush().unwrap();
-        i = end;
-        if last_report.elapsed() > Duration::from_secs(30) {
-            eprintln!(
-                "  appended {i} ({:.0}/s)",
-                i as f64 / started.elapsed().as_secs_f64()
-            );
-            last_report = Instant::now();
-        }
+    if !reuse {
+        append_stream(&mut store, 0, n);
     }
     let append_secs = started.elapsed().as_secs_f64();
     let append_row = if reuse {
@@ -163,4 +152,173 @@ fn run() {
         allocated as f64 / n as f64,
         apparent as f64 / 1e6
     );
+}
+
+/// Appends the sample stream's events `from..to` (with their blobs) in batches of [`BATCH`],
+/// one flush per batch, reporting progress every 30 s.
+fn append_stream(store: &mut SledStore, from: u64, to: u64) {
+    let started = Instant::now();
+    let mut last_report = Instant::now();
+    let mut i = from;
+    while i < to {
+        let end = (i + BATCH).min(to);
+        let mut drafts = Vec::with_capacity((end - i) as usize);
+        for j in i..end {
+            if let Some(b) = samples::stream_blob(j, APPS, OBJECTS) {
+                store.put_blob(&b).unwrap();
+            }
+            drafts.push(samples::stream(j, APPS, OBJECTS));
+        }
+        store.append(drafts).unwrap();
+        store.flush().unwrap();
+        i = end;
+        if last_report.elapsed() > Duration::from_secs(30) {
+            eprintln!(
+                "  appended {i} ({:.0}/s since {from})",
+                (i - from) as f64 / started.elapsed().as_secs_f64()
+            );
+            last_report = Instant::now();
+        }
+    }
+}
+
+/// A random object of the sample stream.
+fn random_object(rng: &mut Rng) -> Selector {
+    let app = rng.below(APPS);
+    Selector::Object(samples::object(
+        "apps",
+        "v1",
+        "Deployment",
+        Some(&format!("ns-{app}")),
+        &format!("svc-{}", rng.below(OBJECTS)),
+    ))
+}
+
+/// Evicts the store's pages from the OS page cache; returns how, for the output. Dirty pages
+/// are written first (`sync`), since only clean pages can be dropped.
+fn make_cold(path: &Path) -> &'static str {
+    let status = std::process::Command::new("sync").status().unwrap();
+    assert!(status.success(), "sync failed");
+    let fadvise = std::env::var("RECKON_BENCH_COLD").is_ok_and(|c| c == "fadvise");
+    if !fadvise && std::fs::write("/proc/sys/vm/drop_caches", "1").is_ok() {
+        return "sync; echo 1 > /proc/sys/vm/drop_caches (the whole page cache)";
+    }
+    // dd's iflag=nocache with count=0 calls posix_fadvise(DONTNEED) on the whole file.
+    evict_files(path);
+    "posix_fadvise(DONTNEED) on every file of the store (dd iflag=nocache count=0)"
+}
+
+fn evict_files(dir: &Path) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_dir() {
+            evict_files(&entry.path());
+        } else {
+            let status = std::process::Command::new("dd")
+                .arg(format!("if={}", entry.path().display()))
+                .args(["iflag=nocache", "count=0", "status=none"])
+                .status()
+                .unwrap();
+            assert!(status.success(), "dd failed on {}", entry.path().display());
+        }
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// The issue-22 targets at scale: append rate over the last 1M events (of a store generated
+/// here), the first open after that write session, and pages of 100 by object from a cold
+/// cache. `RECKON_BENCH_REUSE=1` with `RECKON_BENCH_DIR` skips the generation when the store
+/// there holds exactly `RECKON_BENCH_EVENTS` events (the open is then not the first after a
+/// write session, and says so). `RECKON_BENCH_COLD_QUERIES` (default 100): cold pages measured.
+#[test]
+#[ignore = "benchmark: run explicitly (--run-ignored only); prints a table"]
+fn at_scale() {
+    let n = support::event_count(1_000_000);
+    let tail = n.min(1_000_000);
+    let queries: usize = std::env::var("RECKON_BENCH_COLD_QUERIES")
+        .ok()
+        .map(|s| s.parse().expect("a count"))
+        .unwrap_or(100);
+    let tmp = tempfile::tempdir().unwrap();
+    let path = support::store_path(tmp.path());
+    let reuse = support::reusable(&path, n);
+    println!("# reckon store at scale: {n} events, {APPS} apps, {OBJECTS} objects/app, batches of {BATCH}");
+    println!("store: {}\n", path.display());
+
+    // 1. The write session: everything up to the last `tail` events, then those, timed.
+    let mut append_row = "(reused an existing store: not measured)".to_string();
+    if !reuse {
+        let _ = std::fs::remove_dir_all(&path);
+        let mut store = SledStore::open(&path, OpenOptions::create()).unwrap();
+        let started = Instant::now();
+        append_stream(&mut store, 0, n - tail);
+        let before = started.elapsed().as_secs_f64();
+        let started = Instant::now();
+        append_stream(&mut store, n - tail, n);
+        let secs = started.elapsed().as_secs_f64();
+        append_row = format!(
+            "{:.0} events/s over events {}..{n} ({secs:.1} s; {:.0}/s before them)",
+            tail as f64 / secs,
+            n - tail,
+            (n - tail) as f64 / before.max(1e-9)
+        );
+        store.close().unwrap();
+    }
+    let (apparent, _) = size_on_disk(&path).unwrap();
+
+    // 2. Opens: the first after the write session (warm page cache, as at a restart), the next
+    // one, and one from a cold page cache. sled's own recovery is part of each.
+    let open = |what: &str| {
+        let started = Instant::now();
+        let store = SledStore::open(&path, OpenOptions::default()).unwrap();
+        let secs = started.elapsed().as_secs_f64();
+        assert_eq!(store.head().unwrap().0, n, "{what}");
+        store.close().unwrap();
+        secs
+    };
+    let first_open = open("first open");
+    let second_open = open("second open");
+    let cold_how = make_cold(&path);
+    let cold_open = open("cold open");
+
+    // 3. Pages of 100 by object, newest first (half from a random cursor), each from a cold
+    // page cache and a store opened afresh (sled's cache empty too); only the query is timed.
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    let mut times = Vec::with_capacity(queries);
+    let mut returned = 0;
+    for q in 0..queries {
+        let sel = random_object(&mut rng);
+        let cursor = (q % 2 == 1).then(|| 1 + rng.below(n));
+        make_cold(&path);
+        let store = SledStore::open(&path, OpenOptions::default()).unwrap();
+        let query = Query::new(sel).limit(100).after(cursor);
+        let started = Instant::now();
+        let page = store.query(&query).unwrap();
+        times.push(started.elapsed());
+        returned += page.events.len();
+        store.close().unwrap();
+    }
+    times.sort();
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+
+    println!("| measure | result | target |");
+    println!("|---|---|---|");
+    println!("| append, all indexes ({BATCH}/batch, flush per batch) | {append_row} | ≥ 50,000 events/s |");
+    let first = if reuse { "first open of this run (not after a write session)" } else { "first open after the write session (warm page cache)" };
+    println!("| {first} | {first_open:.3} s | ≤ 2 s |");
+    println!("| next open (warm) | {second_open:.3} s | |");
+    println!("| open from a cold page cache | {cold_open:.3} s | |");
+    println!(
+        "| page of 100 by object, cold ({queries} pages, avg {:.0} returned) | p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms | p99 ≤ 20 ms |",
+        returned as f64 / queries as f64,
+        ms(support::percentile(&times, 0.5)),
+        ms(support::percentile(&times, 0.99)),
+        ms(*times.last().unwrap())
+    );
+    println!("| bytes on disk per event, all trees | {:.0} | |", apparent as f64 / n as f64);
+    println!("\ncold: {cold_how}, then the store opened afresh (sled's cache empty) before each page");
+    println!("load average at the end: {}", load.trim());
 }
