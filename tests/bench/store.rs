@@ -242,30 +242,52 @@ fn at_scale() {
         .ok()
         .map(|s| s.parse().expect("a count"))
         .unwrap_or(100);
+    // RECKON_BENCH_SCHEMA: the store schema to write and read (default: the current one; 3 is
+    // the layout before the object copies, to compare with in the same build).
+    let schema: u32 = std::env::var("RECKON_BENCH_SCHEMA")
+        .ok()
+        .map(|s| s.parse().expect("a schema"))
+        .unwrap_or(reckon::store::STORE_SCHEMA);
+    let opts = OpenOptions {
+        schema,
+        ..Default::default()
+    };
     let tmp = tempfile::tempdir().unwrap();
     let path = support::store_path(tmp.path());
-    let reuse = support::reusable(&path, n);
-    println!("# reckon store at scale: {n} events, {APPS} apps, {OBJECTS} objects/app, batches of {BATCH}");
+    let reuse = std::env::var_os("RECKON_BENCH_REUSE").is_some()
+        && SledStore::open(&path, opts.clone())
+            .ok()
+            .and_then(|s| s.head())
+            .is_some_and(|h| h.0 == n);
+    println!(
+        "# reckon store at scale (schema {schema}): {n} events, {APPS} apps, {OBJECTS} objects/app, batches of {BATCH}"
+    );
     println!("store: {}\n", path.display());
 
     // 1. The write session: everything up to the last `tail` events, then those, timed.
     let mut append_row = "(reused an existing store: not measured)".to_string();
     if !reuse {
         let _ = std::fs::remove_dir_all(&path);
-        let mut store = SledStore::open(&path, OpenOptions::create()).unwrap();
+        let create = OpenOptions {
+            create: true,
+            ..opts.clone()
+        };
+        let mut store = SledStore::open(&path, create).unwrap();
         let started = Instant::now();
         append_stream(&mut store, 0, n - tail);
         let before = started.elapsed().as_secs_f64();
         let started = Instant::now();
         append_stream(&mut store, n - tail, n);
         let secs = started.elapsed().as_secs_f64();
+        let started = Instant::now();
+        store.close().unwrap();
         append_row = format!(
-            "{:.0} events/s over events {}..{n} ({secs:.1} s; {:.0}/s before them)",
+            "{:.0} events/s over events {}..{n} ({secs:.1} s; {:.0}/s before them; close {:.2} s)",
             tail as f64 / secs,
             n - tail,
-            (n - tail) as f64 / before.max(1e-9)
+            (n - tail) as f64 / before.max(1e-9),
+            started.elapsed().as_secs_f64()
         );
-        store.close().unwrap();
     }
     let (apparent, _) = size_on_disk(&path).unwrap();
 
@@ -273,7 +295,7 @@ fn at_scale() {
     // one, and one from a cold page cache. sled's own recovery is part of each.
     let open = |what: &str| {
         let started = Instant::now();
-        let store = SledStore::open(&path, OpenOptions::default()).unwrap();
+        let store = SledStore::open(&path, opts.clone()).unwrap();
         let secs = started.elapsed().as_secs_f64();
         assert_eq!(store.head().unwrap().0, n, "{what}");
         store.close().unwrap();
@@ -293,7 +315,7 @@ fn at_scale() {
         let sel = random_object(&mut rng);
         let cursor = (q % 2 == 1).then(|| 1 + rng.below(n));
         make_cold(&path);
-        let store = SledStore::open(&path, OpenOptions::default()).unwrap();
+        let store = SledStore::open(&path, opts.clone()).unwrap();
         let query = Query::new(sel).limit(100).after(cursor);
         let started = Instant::now();
         let page = store.query(&query).unwrap();
@@ -306,8 +328,14 @@ fn at_scale() {
 
     println!("| measure | result | target |");
     println!("|---|---|---|");
-    println!("| append, all indexes ({BATCH}/batch, flush per batch) | {append_row} | ≥ 50,000 events/s |");
-    let first = if reuse { "first open of this run (not after a write session)" } else { "first open after the write session (warm page cache)" };
+    println!(
+        "| append, all indexes ({BATCH}/batch, flush per batch) | {append_row} | ≥ 50,000 events/s |"
+    );
+    let first = if reuse {
+        "first open of this run (not after a write session)"
+    } else {
+        "first open after the write session (warm page cache)"
+    };
     println!("| {first} | {first_open:.3} s | ≤ 2 s |");
     println!("| next open (warm) | {second_open:.3} s | |");
     println!("| open from a cold page cache | {cold_open:.3} s | |");
@@ -318,7 +346,12 @@ fn at_scale() {
         ms(support::percentile(&times, 0.99)),
         ms(*times.last().unwrap())
     );
-    println!("| bytes on disk per event, all trees | {:.0} | |", apparent as f64 / n as f64);
-    println!("\ncold: {cold_how}, then the store opened afresh (sled's cache empty) before each page");
+    println!(
+        "| bytes on disk per event, all trees | {:.0} | |",
+        apparent as f64 / n as f64
+    );
+    println!(
+        "\ncold: {cold_how}, then the store opened afresh (sled's cache empty) before each page"
+    );
     println!("load average at the end: {}", load.trim());
 }
