@@ -11,8 +11,9 @@
 //! | `K`    | kind (u8) · first seq                 | posting block                            | 2     |
 //! | `T`    | time (i64 µs, sign-flipped) · seq     | empty: first seq of a run of equal times | 2     |
 //! | `D`    | h64(object identity) · first seq      | posting block: its drift-family events   | 3     |
+//! | `E`    | h64(object identity) · first seq      | object copies: up to 64 records, lz4     | 4     |
 //! | `X`    | seq                                   | tombstone: hash (32) · summary seq (u64) | 1     |
-//! | `M`    | name                                  | meta (`Mschema`: u32)                    | 1     |
+//! | `M`    | name                                  | meta (`Mschema`: u32, `Mcopied`: u64)    | 1     |
 //!
 //! Why chunks and posting blocks: sled's cost is per key (it rewrites whole leaves and keeps the
 //! old versions until it cleans a segment), measured at ~800 bytes/event for one key per record
@@ -24,7 +25,8 @@
 //! terms may share an h64 (p ≈ n²/2⁶⁵), so readers check every hit against the event itself.
 //!
 //! An index **entry** (what `verify` counts and fingerprints) is `term prefix · seq`, i.e. the
-//! block key with each of the block's sequence numbers.
+//! block key with each of the block's sequence numbers. The object copies (`E`) are records,
+//! not entries: `super::copies` owns them.
 
 use crate::event::{EnvelopeBody, Event, EventKind, ObjectRef};
 use sha2::{Digest as _, Sha256};

@@ -9,6 +9,7 @@
 pub mod blob;
 pub mod checkpoint;
 pub mod clock;
+pub mod copies;
 pub mod exchange;
 pub mod keys;
 pub mod last_verify;
@@ -29,7 +30,7 @@ pub use sled_engine::migrate;
 pub use sled_engine::{OpenOptions, SledStore, StoreReader};
 
 /// The store layout schema this reckon writes. See `migrations/`.
-pub const STORE_SCHEMA: u32 = 3;
+pub const STORE_SCHEMA: u32 = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -4,10 +4,10 @@
 //!
 //! The default is to keep everything: compaction runs only when asked (`reckon store compact`).
 
-use super::keys;
 use super::projection::{self, AppState};
 use super::sled_engine::SledStore;
 use super::{EventRead, EventStore, Query, Selector, StoreError};
+use super::{copies, keys};
 use crate::event::{Digest, Draft, Envelope, Event, RetentionCompacted};
 use chrono::{DateTime, Utc};
 use sha2::{Digest as _, Sha256};
@@ -96,6 +96,10 @@ struct Removal {
     last_time: Option<DateTime<Utc>>,
     chunks: BTreeMap<u64, Vec<(u64, Vec<u8>)>>,
     blocks: BTreeMap<Vec<u8>, Vec<u64>>,
+    /// Object copies' blocks touched (read once, rewritten once), and copies still in the
+    /// writer's open tails, taken out of them just before the batch is applied.
+    copy_blocks: BTreeMap<Vec<u8>, Vec<(u64, Vec<u8>)>>,
+    from_tails: Vec<(copies::Term, u64)>,
     base: AppState,
 }
 
@@ -112,6 +116,8 @@ impl Removal {
             last_time: None,
             chunks: BTreeMap::new(),
             blocks: BTreeMap::new(),
+            copy_blocks: BTreeMap::new(),
+            from_tails: Vec::new(),
             base,
         }
     }
@@ -147,6 +153,17 @@ impl Removal {
             } else {
                 self.batch.insert(
                     &keys::log_key(chunk_base)[..],
+                    keys::encode_chunk(recs.iter().map(|(s, r)| (*s, &r[..]))),
+                );
+            }
+        }
+        for (old_key, recs) in std::mem::take(&mut self.copy_blocks) {
+            self.batch.remove(old_key.clone());
+            if let Some((first, _)) = recs.first() {
+                let mut key = old_key[..old_key.len() - 8].to_vec();
+                key.extend_from_slice(&first.to_be_bytes());
+                self.batch.insert(
+                    key,
                     keys::encode_chunk(recs.iter().map(|(s, r)| (*s, &r[..]))),
                 );
             }
@@ -215,6 +232,10 @@ impl SledStore {
             })?;
         let first_seq = items.first().map(|i| i.seq).unwrap_or(0);
         let batch = std::mem::take(&mut removal.batch);
+        // A failed batch rebuilds the tails from the log, where these still are.
+        for (term, seq) in std::mem::take(&mut removal.from_tails) {
+            self.copies.remove(term, seq);
+        }
         let (removed, removed_bytes) = (removal.removed, removal.removed_bytes);
         let summary = removal.summary(policy, first_seq, cut, base_state);
         let mut draft = Draft::new(Some(app), Event::RetentionCompacted(summary));
@@ -319,7 +340,38 @@ impl SledStore {
             };
             seqs.retain(|s| *s != item.seq);
         }
+        if self.schema >= copies::SINCE_SCHEMA {
+            self.take_copies_out(removal, &env)?;
+        }
         removal.count(&env, item);
+        Ok(())
+    }
+
+    /// Takes an event's copies out of its objects' blocks, or notes them in the open tails.
+    fn take_copies_out(&self, removal: &mut Removal, env: &Envelope) -> Result<(), StoreError> {
+        let seq = env.body.seq;
+        for term in copies::terms_of(&env.body) {
+            if self.copies.holds(&term, seq) {
+                removal.from_tails.push((term, seq));
+                continue;
+            }
+            let block = self
+                .reader
+                .events
+                .range(copies::block_key(&term, 0)..=copies::block_key(&term, seq))
+                .next_back()
+                .transpose()
+                .map_err(|e| StoreError::sled(self.path(), "reading object copies", e))?;
+            // No block holds it: a copy lost with a crash's open tail; nothing to take out.
+            let Some((key, value)) = block else { continue };
+            let recs = match removal.copy_blocks.entry(key.to_vec()) {
+                std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
+                std::collections::btree_map::Entry::Vacant(v) => {
+                    v.insert(keys::decode_chunk(&value).map_err(|r| self.corrupt(seq, r))?)
+                }
+            };
+            recs.retain(|(s, _)| *s != seq);
+        }
         Ok(())
     }
 }

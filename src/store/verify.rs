@@ -7,14 +7,16 @@
 //! over each index's posting blocks checks that every entry points to a live event and
 //! accumulates the same sums: equal sums mean no entry is missing, extra or pointing at the wrong
 //! event. The sparse time index is checked entry by entry: each points to a live event with that
-//! time, and every change of time along the log has one.
+//! time, and every change of time along the log has one. The object copies (schema 4) are
+//! checked against the log the same way, with a keyed fingerprint.
 
+use super::copies;
 use super::keys::{self, Index};
 use super::sled_engine::{HEAD_FILE, StoreReader};
 use super::{StoreError, blob};
 use crate::event::{Digest, Event};
 use sha2::{Digest as _, Sha256};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -223,6 +225,9 @@ pub fn verify_against(
     // The sparse time index first: it is small (one entry per run of equal times).
     let time_entries = read_time_index(reader, &mut report)?;
     let mut walk = LogWalk::new(schema, time_entries);
+    if schema >= copies::SINCE_SCHEMA {
+        walk.copies = Some(CopiesWalk::new(reader.copied()?));
+    }
     for (seq, hash) in anchors {
         walk.anchors.entry(*seq).or_default().push(*hash);
         report.checkpoints += 1;
@@ -257,6 +262,9 @@ pub fn verify_against(
             &mut checked,
             progress,
         )?;
+    }
+    if let Some(expected) = walk.copies.take() {
+        check_copies(reader, expected, &walk.live, &mut report, &mut checked)?;
     }
     check_blobs(reader, &walk.blob_refs, &mut report)?;
     check_head(&path, &mut report)?;
@@ -307,6 +315,86 @@ struct LogWalk {
     checked: u64,
     /// Heads recorded outside the store, by seq; each is removed once its seq is reached.
     anchors: BTreeMap<u64, Vec<Digest>>,
+    /// The object copies the log implies (schema 4).
+    copies: Option<CopiesWalk>,
+}
+
+/// The object copies (`store::copies`) the log implies: at or below `Mcopied` exactly these,
+/// as a keyed fingerprint; above it (the open tails a crash left, at most ~a horizon of events)
+/// each one that exists must match, so they are kept whole.
+struct CopiesWalk {
+    copied: u64,
+    expected: KeyedFingerprint,
+    above: HashSet<Vec<u8>>,
+}
+
+impl CopiesWalk {
+    fn new(copied: u64) -> CopiesWalk {
+        CopiesWalk {
+            copied,
+            expected: KeyedFingerprint::new(),
+            above: HashSet::new(),
+        }
+    }
+
+    fn record(&mut self, body: &crate::event::EnvelopeBody, hash: &Digest) {
+        for term in copies::terms_of(body) {
+            let entry = copy_entry(&term, body.seq, hash);
+            if body.seq <= self.copied {
+                self.expected.add(&entry);
+            } else {
+                self.above.insert(entry);
+            }
+        }
+    }
+}
+
+/// What a copy is checked by: its term, its seq and its record's hash.
+fn copy_entry(term: &[u8], seq: u64, hash: &Digest) -> Vec<u8> {
+    let mut e = Vec::with_capacity(term.len() + 40);
+    e.extend_from_slice(term);
+    e.extend_from_slice(&seq.to_be_bytes());
+    e.extend_from_slice(&hash.0);
+    e
+}
+
+/// An order-independent fingerprint keyed with a random key per run: a copy edited to match
+/// the sum must know the key (copies are served instead of the log, so this one is not only a
+/// guard against accidents like [`Fingerprint`]).
+#[derive(PartialEq, Eq)]
+struct KeyedFingerprint {
+    key: [u8; 32],
+    count: u64,
+    sum: u128,
+}
+
+impl KeyedFingerprint {
+    fn new() -> KeyedFingerprint {
+        KeyedFingerprint {
+            key: rand::random(),
+            count: 0,
+            sum: 0,
+        }
+    }
+
+    fn with_key_of(other: &KeyedFingerprint) -> KeyedFingerprint {
+        KeyedFingerprint {
+            key: other.key,
+            count: 0,
+            sum: 0,
+        }
+    }
+
+    fn add(&mut self, entry: &[u8]) {
+        let h = Sha256::new()
+            .chain_update(self.key)
+            .chain_update(entry)
+            .finalize();
+        self.count += 1;
+        self.sum = self
+            .sum
+            .wrapping_add(u128::from_le_bytes(h[..16].try_into().expect("16 of 32")));
+    }
 }
 
 type Rec = Result<(u64, Vec<u8>), (u64, String)>;
@@ -330,6 +418,7 @@ impl LogWalk {
             prev_time: Some(None),
             checked: 0,
             anchors: BTreeMap::new(),
+            copies: None,
         }
     }
 
@@ -418,6 +507,9 @@ impl LogWalk {
             report.add(Problem::BrokenLink { seq });
         }
         self.live.insert(seq);
+        if let Some(copies) = &mut self.copies {
+            copies.record(&env.body, &env.hash);
+        }
         for key in keys::index_keys(&env.body, self.schema) {
             if let Some(i) = Index::ALL.iter().find(|i| i.prefix() == key[0]) {
                 self.expected_fp.entry(*i).or_default().add(&key);
@@ -579,6 +671,77 @@ fn check_index(
         report.add(Problem::IndexMismatch {
             index: index.name(),
             expected: expected.count,
+            found: found.count,
+        });
+    }
+    Ok(())
+}
+
+/// The object copies' blocks: each decodes, is keyed by its first record and ascending, each
+/// copy opens (its own hash holds) and is one the log implies, and together they are exactly
+/// the copies the log implies up to `Mcopied`.
+fn check_copies(
+    reader: &StoreReader,
+    mut walk: CopiesWalk,
+    live: &SeqSet,
+    report: &mut Report,
+    checked: &mut u64,
+) -> Result<(), StoreError> {
+    let mut found = KeyedFingerprint::with_key_of(&walk.expected);
+    let bad = |reason: String| Problem::CorruptIndexBlock {
+        index: "copies",
+        reason,
+    };
+    for item in reader.events.scan_prefix([copies::PREFIX]) {
+        let (k, v) = item.map_err(sled_err(reader.path(), "scanning object copies"))?;
+        let recs = match (k.len(), keys::decode_chunk(&v)) {
+            (17, Ok(recs)) => recs,
+            (17, Err(reason)) => {
+                report.add(bad(reason));
+                continue;
+            }
+            (len, _) => {
+                report.add(bad(format!("key of {len} bytes")));
+                continue;
+            }
+        };
+        let first = keys::seq_of(&k).unwrap_or(0);
+        if recs.first().map(|r| r.0) != Some(first) || recs.windows(2).any(|w| w[0].0 >= w[1].0) {
+            report.add(bad(format!(
+                "the block of seq {first} does not start with it or is not in ascending order"
+            )));
+        }
+        for (seq, rec) in recs {
+            report.index_entries += 1;
+            *checked += 1;
+            if !live.contains(&seq) {
+                report.add(Problem::DanglingIndexEntry {
+                    index: "copies",
+                    seq,
+                });
+                continue;
+            }
+            let env = match reader.open_record(seq, &rec) {
+                Ok(env) => env,
+                Err(e) => {
+                    report.add(bad(format!("copy of seq {seq}: {e}")));
+                    continue;
+                }
+            };
+            let entry = copy_entry(&k[..9], seq, &env.hash);
+            if seq <= walk.copied {
+                found.add(&entry);
+            } else if !walk.above.remove(&entry) {
+                report.add(bad(format!(
+                    "the copy of seq {seq} is not the log's event or not of this object"
+                )));
+            }
+        }
+    }
+    if found != walk.expected {
+        report.add(Problem::IndexMismatch {
+            index: "copies",
+            expected: walk.expected.count,
             found: found.count,
         });
     }

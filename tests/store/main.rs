@@ -9,6 +9,7 @@ mod support;
 mod api_http;
 mod audit_receiver;
 mod cli;
+mod copies;
 mod disk_full;
 mod integrity;
 mod listener_load;

@@ -23,6 +23,15 @@ fn copy_of(fixture: &Path) -> (tempfile::TempDir, PathBuf) {
     (dir, path)
 }
 
+/// Opens a fixture of store schema 3 as it is: the tests of event-schema changes on those
+/// fixtures are independent of migration 0013 (object copies), which has its own fixture.
+fn at_schema_3() -> OpenOptions {
+    OpenOptions {
+        schema: 3,
+        ..Default::default()
+    }
+}
+
 /// A new, empty store of `schema` at `path` (replacing what was there), for a fixture generator.
 fn fixture_writer(path: &Path, schema: u32) -> SledStore {
     let _ = std::fs::remove_dir_all(path);
@@ -70,7 +79,7 @@ fn the_v1_fixture_migrates_to_the_current_schema_after_a_backup() {
     // The migration is an event: the newest one, by the new kind index too.
     // One event per step, oldest first, all naming the one backup taken before the first.
     let (head_seq, _) = store.head().unwrap();
-    assert_eq!(head_seq, FIXTURE_EVENTS + 2);
+    assert_eq!(head_seq, FIXTURE_EVENTS + 3);
     let migrated = store
         .query(&Query::new(Selector::Kind(EventKind::StoreMigrated)).oldest_first())
         .unwrap()
@@ -89,7 +98,8 @@ fn the_v1_fixture_migrates_to_the_current_schema_after_a_backup() {
         steps,
         vec![
             (1, 2, "0002_kind_time_indexes".to_string()),
-            (2, 3, "0004_drift_index".to_string())
+            (2, 3, "0004_drift_index".to_string()),
+            (3, 4, "0013_object_copies".to_string())
         ]
     );
     // The new indexes cover the old events: compare with a brute-force filter.
@@ -117,7 +127,7 @@ fn the_v1_fixture_migrates_to_the_current_schema_after_a_backup() {
     assert_eq!(by_index, commits);
     let r = verify(&store.reader(), &mut |_| {}).unwrap();
     assert!(r.ok(), "{:?}", r.problems);
-    assert_eq!(r.events, FIXTURE_EVENTS + 2);
+    assert_eq!(r.events, FIXTURE_EVENTS + 3);
     store.close().unwrap();
     assert!(
         std::fs::read_to_string(path.join("RECKON_STORE"))
@@ -128,7 +138,7 @@ fn the_v1_fixture_migrates_to_the_current_schema_after_a_backup() {
     // Opening again does not migrate again.
     let store = SledStore::open(&path, OpenOptions::default()).unwrap();
     assert!(store.migrated_backup.is_none());
-    assert_eq!(store.head().unwrap().0, FIXTURE_EVENTS + 2);
+    assert_eq!(store.head().unwrap().0, FIXTURE_EVENTS + 3);
 }
 
 fn fixture_v2() -> PathBuf {
@@ -206,7 +216,13 @@ fn the_v2_fixture_migrates_gains_the_drift_index_and_answers_the_same() {
             _ => None,
         })
         .collect();
-    assert_eq!(migrated, vec![(2, 3, "0004_drift_index".to_string())]);
+    assert_eq!(
+        migrated,
+        vec![
+            (2, 3, "0004_drift_index".to_string()),
+            (3, 4, "0013_object_copies".to_string())
+        ]
+    );
     assert!(
         log.iter()
             .any(|e| matches!(e.body.event, Event::RetentionCompacted(_))),
@@ -311,8 +327,8 @@ fn the_v3_fixture_takes_event_schema_2_after_its_schema_1_events() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store");
     copy_dir(&fixture_v3(), &path);
-    let mut store = SledStore::open(&path, OpenOptions::default()).unwrap();
-    assert_eq!(store.schema(), STORE_SCHEMA);
+    let mut store = SledStore::open(&path, at_schema_3()).unwrap();
+    assert_eq!(store.schema(), 3);
     assert!(store.migrated_backup.is_none(), "no store migration");
     let before: Vec<_> = store.reader().iter_from(1).map(|e| e.unwrap()).collect();
     assert_eq!(before.len() as u64, FIXTURE_V3_EVENTS);
@@ -353,7 +369,7 @@ fn the_v3_fixture_takes_event_schema_2_after_its_schema_1_events() {
     store.flush().unwrap();
     store.close().unwrap();
 
-    let store = SledStore::open(&path, OpenOptions::default()).unwrap();
+    let store = SledStore::open(&path, at_schema_3()).unwrap();
     let after: Vec<_> = store.reader().iter_from(1).map(|e| e.unwrap()).collect();
     assert_eq!(&after[..before.len()], &before[..]);
     let new = after.last().unwrap();
@@ -387,7 +403,7 @@ fn the_v3_fixture_takes_event_schema_3_after_its_older_events() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store");
     copy_dir(&fixture_v3(), &path);
-    let mut store = SledStore::open(&path, OpenOptions::default()).unwrap();
+    let mut store = SledStore::open(&path, at_schema_3()).unwrap();
     assert!(store.migrated_backup.is_none(), "no store migration");
     let before: Vec<_> = store.reader().iter_from(1).map(|e| e.unwrap()).collect();
     let (app, object) = before
@@ -419,7 +435,7 @@ fn the_v3_fixture_takes_event_schema_3_after_its_older_events() {
     store.flush().unwrap();
     store.close().unwrap();
 
-    let store = SledStore::open(&path, OpenOptions::default()).unwrap();
+    let store = SledStore::open(&path, at_schema_3()).unwrap();
     let after: Vec<_> = store.reader().iter_from(1).map(|e| e.unwrap()).collect();
     assert_eq!(&after[..before.len()], &before[..]);
     let new: Vec<_> = after[before.len()..].iter().collect();
@@ -490,8 +506,8 @@ fn the_event_schema_3_fixture_takes_adoptions_and_orphans() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store");
     copy_dir(&fixture_v3_events3(), &path);
-    let mut store = SledStore::open(&path, OpenOptions::default()).unwrap();
-    assert_eq!(store.schema(), STORE_SCHEMA);
+    let mut store = SledStore::open(&path, at_schema_3()).unwrap();
+    assert_eq!(store.schema(), 3);
     assert!(store.migrated_backup.is_none(), "no store migration");
     let before: Vec<_> = store.reader().iter_from(1).map(|e| e.unwrap()).collect();
     assert_eq!(before.len() as u64, FIXTURE_V3_EVENTS);
@@ -543,7 +559,7 @@ fn the_event_schema_3_fixture_takes_adoptions_and_orphans() {
     store.flush().unwrap();
     store.close().unwrap();
 
-    let store = SledStore::open(&path, OpenOptions::default()).unwrap();
+    let store = SledStore::open(&path, at_schema_3()).unwrap();
     let after: Vec<_> = store.reader().iter_from(1).map(|e| e.unwrap()).collect();
     assert_eq!(&after[..before.len()], &before[..]);
     let new: Vec<_> = after[before.len()..].iter().collect();
@@ -589,7 +605,7 @@ fn the_v3_events3_fixture_gets_a_snapshot_bound_to_its_log() {
     let (_dir, path) = copy_of(&fixture_v3_events3());
     let old = raw_snapshot(&path).expect("the fixture has a snapshot");
     assert_eq!(old[0], 4, "written by the previous release");
-    let store = SledStore::open(&path, OpenOptions::default()).unwrap();
+    let store = SledStore::open(&path, at_schema_3()).unwrap();
     assert!(store.migrated_backup.is_none(), "no store migration");
     assert!(
         store.snapshot_discarded.is_none(),
@@ -609,7 +625,7 @@ fn the_v3_events3_fixture_gets_a_snapshot_bound_to_its_log() {
     assert_eq!(hash, last.hash);
     assert_eq!(p, restored);
     // And the next open takes it as it is.
-    let store = SledStore::open(&path, OpenOptions::default()).unwrap();
+    let store = SledStore::open(&path, at_schema_3()).unwrap();
     assert!(store.snapshot_discarded.is_none());
     assert_eq!(store.projections(), &restored);
     store.close().unwrap();
@@ -740,8 +756,8 @@ async fn the_event_schema_4_fixture_renames_an_app_objects_history_its_anchor_pr
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store");
     copy_dir(&fixture_v3_events4(), &path);
-    let store = SledStore::open(&path, OpenOptions::default()).unwrap();
-    assert_eq!(store.schema(), STORE_SCHEMA);
+    let store = SledStore::open(&path, at_schema_3()).unwrap();
+    assert_eq!(store.schema(), 3);
     assert!(store.migrated_backup.is_none(), "no store migration");
     let before: Vec<_> = store.reader().iter_from(1).map(|e| e.unwrap()).collect();
     assert!(
@@ -786,7 +802,7 @@ async fn the_event_schema_4_fixture_renames_an_app_objects_history_its_anchor_pr
     handle.close().await.unwrap();
     task.await.unwrap().unwrap();
 
-    let mut store = SledStore::open(&path, OpenOptions::default()).unwrap();
+    let mut store = SledStore::open(&path, at_schema_3()).unwrap();
     let after: Vec<_> = store.reader().iter_from(1).map(|e| e.unwrap()).collect();
     assert_eq!(&after[..before.len()], &before[..]);
     assert_eq!(after.len(), before.len() + 1);
@@ -838,7 +854,7 @@ fn the_event_schema_4_fixture_takes_chart_observations() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store");
     copy_dir(&fixture_v3_events4(), &path);
-    let mut store = SledStore::open(&path, OpenOptions::default()).unwrap();
+    let mut store = SledStore::open(&path, at_schema_3()).unwrap();
     assert!(store.migrated_backup.is_none(), "no store migration");
     let before: Vec<_> = store.reader().iter_from(1).map(|e| e.unwrap()).collect();
     assert!(!before.is_empty());
@@ -867,7 +883,7 @@ fn the_event_schema_4_fixture_takes_chart_observations() {
     store.flush().unwrap();
     store.close().unwrap();
 
-    let store = SledStore::open(&path, OpenOptions::default()).unwrap();
+    let store = SledStore::open(&path, at_schema_3()).unwrap();
     let after: Vec<_> = store.reader().iter_from(1).map(|e| e.unwrap()).collect();
     assert_eq!(&after[..before.len()], &before[..]);
     let new = &after[before.len()];
@@ -1011,7 +1027,7 @@ fn the_v3_snapshot5_fixture_gets_its_status_folded_from_its_log() {
         old[0], 5,
         "written by the release before the status projection"
     );
-    let store = SledStore::open(&path, OpenOptions::default()).unwrap();
+    let store = SledStore::open(&path, at_schema_3()).unwrap();
     assert!(store.migrated_backup.is_none(), "no store migration");
     assert!(
         store.snapshot_discarded.is_none(),
@@ -1036,7 +1052,7 @@ fn the_v3_snapshot5_fixture_gets_its_status_folded_from_its_log() {
     assert_eq!(new[0], projection::PROJECTIONS_SNAPSHOT_VERSION);
     assert_eq!(new[0], 6);
     assert_eq!(projection::decode_projections(&new).unwrap().0, restored);
-    let mut store = SledStore::open(&path, OpenOptions::default()).unwrap();
+    let mut store = SledStore::open(&path, at_schema_3()).unwrap();
     assert!(store.snapshot_discarded.is_none());
     assert_eq!(store.projections(), &restored);
 
@@ -1062,4 +1078,132 @@ fn the_v3_snapshot5_fixture_gets_its_status_folded_from_its_log() {
     reckon::store::verify::check_projections(&store, &mut r).unwrap();
     assert!(r.ok(), "{:?}", r.problems);
     store.close().unwrap();
+}
+
+fn fixture_v3_before_copies() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/store-v3-before-copies")
+}
+
+/// The fixture's stream: one App, two objects (a third of its events each: full blocks of
+/// copies and open tails after the migration).
+const BEFORE_COPIES_EVENTS: u64 = 600;
+
+/// The events of the `store-v3-before-copies` fixture, exported (JSONL) to
+/// `RECKON_FIXTURE_EXPORT`: `cargo test --test store -- --ignored
+/// migration::generate_v3_before_copies_export`, then with the binary of the release before
+/// migration 0013 (d5faabe) `reckon store import --store tests/fixtures/store-v3-before-copies
+/// -i FILE` (tests/fixtures/README.md).
+#[test]
+#[ignore]
+fn generate_v3_before_copies_export() {
+    let out = std::env::var_os("RECKON_FIXTURE_EXPORT").expect("RECKON_FIXTURE_EXPORT=FILE");
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = fixture_writer(&dir.path().join("store"), STORE_SCHEMA);
+    for j in (0..BEFORE_COPIES_EVENTS).step_by(100) {
+        let mut drafts = vec![];
+        for i in j..j + 100 {
+            if let Some(b) = reckon::event::samples::stream_blob(i, 1, 2) {
+                store.put_blob(&b).unwrap();
+            }
+            drafts.push(reckon::event::samples::stream(i, 1, 2));
+        }
+        store.append(drafts).unwrap();
+    }
+    let mut file = std::fs::File::create(out).unwrap();
+    reckon::store::exchange::export(&store.reader(), &mut file, true, &mut |_| {}).unwrap();
+    store.close().unwrap();
+}
+
+/// Migration 0013: a schema-3 store written by the release before it gains the copies of every
+/// object event (blocks and what would have been open tails, `Mcopied` at the head), verifies,
+/// and answers every object's pages as its log does; appends after it are copied as well.
+#[test]
+fn the_v3_before_copies_fixture_migrates_and_its_objects_read_from_copies() {
+    use reckon::store::copies;
+    let (_dir, path) = copy_of(&fixture_v3_before_copies());
+    assert!(
+        std::fs::read_to_string(path.join("RECKON_STORE"))
+            .unwrap()
+            .contains("schema 3")
+    );
+    let mut store = SledStore::open(&path, OpenOptions::default()).unwrap();
+    assert_eq!(store.schema(), STORE_SCHEMA);
+    assert!(store.migrated_backup.is_some());
+    let (head, _) = store.head().unwrap();
+    assert_eq!(head, BEFORE_COPIES_EVENTS + 1);
+    let last = store.get(head).unwrap().unwrap();
+    assert!(
+        matches!(&last.body.event, Event::StoreMigrated(m) if m.step == "0013_object_copies"),
+        "{:?}",
+        last.body.event
+    );
+    let r = verify(&store.reader(), &mut |_| {}).unwrap();
+    assert!(r.ok(), "{:?}", r.problems);
+    let check = |store: &SledStore| {
+        let log: Vec<_> = store.reader().iter_from(1).map(|e| e.unwrap()).collect();
+        for k in 0..2 {
+            let o = reckon::event::samples::object(
+                "apps",
+                "v1",
+                "Deployment",
+                Some("ns-0"),
+                &format!("svc-{k}"),
+            );
+            let mut expected: Vec<u64> = log
+                .iter()
+                .filter(|e| {
+                    e.body
+                        .event
+                        .objects()
+                        .iter()
+                        .any(|x| x.identity() == o.identity())
+                })
+                .map(|e| e.body.seq)
+                .collect();
+            expected.reverse();
+            assert!(
+                expected.len() > copies::BLOCK_EVENTS,
+                "a full block of copies"
+            );
+            let mut got = vec![];
+            let mut cursor = None;
+            loop {
+                let page = store
+                    .query(
+                        &Query::new(Selector::Object(o.clone()))
+                            .limit(40)
+                            .after(cursor),
+                    )
+                    .unwrap();
+                got.extend(page.events.iter().map(|e| e.body.seq));
+                match page.next {
+                    Some(n) => cursor = Some(n),
+                    None => break,
+                }
+            }
+            assert_eq!(got, expected, "{}", o.identity());
+        }
+    };
+    check(&store);
+    let mut drafts = vec![];
+    for i in BEFORE_COPIES_EVENTS..BEFORE_COPIES_EVENTS + 100 {
+        if let Some(b) = reckon::event::samples::stream_blob(i, 1, 2) {
+            store.put_blob(&b).unwrap();
+        }
+        drafts.push(reckon::event::samples::stream(i, 1, 2));
+    }
+    store.append(drafts).unwrap();
+    check(&store);
+    store.close().unwrap();
+    // Every object event, old and new, has its copy; the store does not migrate again.
+    let (db, t) = raw_events(&path);
+    let copied = t.get(copies::META_COPIED).unwrap().unwrap();
+    assert_eq!(copied.as_ref(), &(head + 100).to_be_bytes()[..]);
+    drop(t);
+    reckon::store::sled_engine::release(&path, db).unwrap();
+    let store = SledStore::open(&path, OpenOptions::default()).unwrap();
+    assert!(store.migrated_backup.is_none());
+    check(&store);
+    let r = verify(&store.reader(), &mut |_| {}).unwrap();
+    assert!(r.ok(), "{:?}", r.problems);
 }

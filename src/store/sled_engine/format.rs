@@ -31,6 +31,10 @@ pub(super) const SEGMENT_BYTES: usize = 8 << 20;
 /// anyway, the HEAD is unparsable or names a hash the log does not have, and opening says so
 /// (`Corrupt`): loud, never a silent loss.
 pub const HEAD_BYTES: usize = 128;
+/// Events appended in one session after which closing has sled write its snapshot
+/// (`open::snapshot_sled`): below it the replay it saves the next open is milliseconds, and
+/// the extra open at close would cost more than it saves.
+pub(super) const SLED_SNAPSHOT_AFTER: u64 = 100_000;
 
 pub(super) fn parse_marker(text: &str) -> Result<u32, String> {
     let mut lines = text.lines();

@@ -2,6 +2,7 @@
 //! `migrations/NNNN_*.md` at the repository root), run on open after the backup copy, each
 //! recorded as a `StoreMigrated` event in the same batch that bumps the schema.
 
+use super::super::copies::{self, Copies};
 use super::super::keys::{self, Index};
 use super::super::{EventStore, StoreError};
 use super::SledStore;
@@ -35,6 +36,13 @@ pub const STEPS: &[Step] = &[
         description: include_str!("../../../migrations/0004_drift_index.md"),
         run: step_0004,
     },
+    Step {
+        from: 3,
+        to: 4,
+        name: "0013_object_copies",
+        description: include_str!("../../../migrations/0013_object_copies.md"),
+        run: step_0013,
+    },
 ];
 
 /// Events per migration batch (one batch of posting blocks per group).
@@ -48,6 +56,53 @@ fn step_0002(store: &mut SledStore) -> Result<u64, StoreError> {
 /// Adds the drift posting blocks of every drift and correction already in the log.
 fn step_0004(store: &mut SledStore) -> Result<u64, StoreError> {
     backfill(store, &[Index::Drift], false)
+}
+
+/// Copies every object event already in the log into its objects' blocks, as the writer
+/// would have (`store::copies`), and records `Mcopied` at the head. Idempotent: the blocks
+/// follow from the log alone, so a re-run after a crash writes the same keys and values.
+fn step_0013(store: &mut SledStore) -> Result<u64, StoreError> {
+    let path = store.path().to_owned();
+    let write = |batch: sled::Batch| {
+        store
+            .reader
+            .events
+            .apply_batch(batch)
+            .map_err(|e| StoreError::sled(&path, "migrating: writing object copies", e))
+    };
+    let mut tails = Copies::default();
+    let mut batch = sled::Batch::default();
+    let mut written = 0u64;
+    let mut stage = |batch: &mut sled::Batch, blocks: Vec<copies::Block>| {
+        for b in blocks {
+            written += b.records.len() as u64;
+            batch.insert(&b.key()[..], b.value());
+        }
+    };
+    // Blocks staged since the last write: a batch of ~250 blocks is ~2 MB.
+    let mut since_write = 0usize;
+    for item in store.reader.records_from(1) {
+        let (seq, record) = item?;
+        let env = store.reader.open_record(seq, &record)?;
+        let mut blocks: Vec<copies::Block> = copies::terms_of(&env.body)
+            .into_iter()
+            .filter_map(|t| tails.push(t, seq, &record))
+            .collect();
+        blocks.extend(tails.due(seq));
+        since_write += blocks.len();
+        stage(&mut batch, blocks);
+        if since_write >= CHUNK / 4 {
+            write(std::mem::take(&mut batch))?;
+            since_write = 0;
+        }
+    }
+    let head = store.next_seq - 1;
+    stage(&mut batch, tails.drain());
+    batch.insert(copies::META_COPIED, &head.to_be_bytes()[..]);
+    write(batch)?;
+    store.copies = Copies::default();
+    store.copied = head;
+    Ok(written)
 }
 
 /// Writes the posting blocks of `indexes` (and the time-run entries when `time`) for every event

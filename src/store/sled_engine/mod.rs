@@ -2,7 +2,8 @@
 //! `HEAD` file, sled's settings), [`open`] (open checks, then recovery: head, migrations,
 //! projections), [`write`] (the single writer's append path, blobs, snapshots, flush, close),
 //! [`read`] (log chunks, index scans, scattered reads, blobs) and [`query`] (which scan answers
-//! a history query); [`migrate`] holds the steps the open phase runs on older stores.
+//! a history query); [`migrate`] holds the steps the open phase runs on older stores, and
+//! [`copies`] the object copies' staging, recovery and reads (`store::copies`).
 //!
 //! Directory layout (see docs/storage.md): `RECKON_STORE` (marker: format name and store schema,
 //! readable without opening sled), `HEAD` (last flushed seq and hash, synced; rewritten in place
@@ -11,6 +12,7 @@
 //! — see [`super::keys`] — so that one
 //! `apply_batch` makes an event and its index entries atomic), `blobs`, `snapshots`.
 
+mod copies;
 mod format;
 pub mod migrate;
 mod open;
@@ -105,6 +107,13 @@ pub struct SledStore {
     head_file: Option<fs::File>,
     /// The head `HEAD` records now, so a flush that appended nothing does not rewrite it.
     head_recorded: Option<(u64, Digest)>,
+    /// The objects' open tails of copies not yet written as blocks (schema 4, `store::copies`).
+    pub(crate) copies: super::copies::Copies,
+    /// `Mcopied` as last written: every event at or below it has its copies.
+    pub(crate) copied: u64,
+    /// Events appended since this store was opened: at close, past
+    /// [`format::SLED_SNAPSHOT_AFTER`] sled is made to write its snapshot.
+    appended: u64,
 }
 
 impl SledStore {

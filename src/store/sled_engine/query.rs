@@ -2,6 +2,7 @@
 //! selector's index, narrowed to a sequence range by its cursor and time range (time never goes
 //! backwards along the sequence), with events of a colliding index term dropped.
 
+use super::super::copies;
 use super::super::keys::{self, Index, Term};
 use super::super::{EventRead, Order, Page, Query, Selector, SeqPage, StoreError};
 use super::StoreReader;
@@ -123,6 +124,17 @@ impl StoreReader {
         Ok(SeqPage { seqs, next: None })
     }
 
+    /// The events `seqs` of a page by `sel`: an object's (its drift too) from the object's
+    /// copies where they have them (`store::copies`), the rest from the log.
+    fn fetch(&self, sel: &Selector, seqs: &[u64]) -> Result<Vec<Option<Envelope>>, StoreError> {
+        match sel {
+            Selector::Object(o) | Selector::Drift(o) => {
+                self.get_copies(&copies::term(&keys::object_term(o)), seqs)
+            }
+            _ => self.get_many(seqs),
+        }
+    }
+
     /// [`EventRead::query`]: a page from the log or from the selector's index, within the
     /// cursor and time range.
     pub(super) fn plan_query(&self, q: &Query) -> Result<Page, StoreError> {
@@ -177,7 +189,7 @@ impl StoreReader {
             if batch.is_empty() {
                 return Ok(Page { events, next: None });
             }
-            for (seq, env) in batch.iter().zip(self.get_many(&batch)?) {
+            for (seq, env) in batch.iter().zip(self.fetch(&q.selector, &batch)?) {
                 let env = env.ok_or_else(|| StoreError::Corrupt {
                     path: self.path.clone(),
                     seq: Some(*seq),

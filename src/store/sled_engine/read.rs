@@ -201,6 +201,36 @@ impl StoreReader {
         )
     }
 
+    /// Every live record `(seq, stored bytes)` from `from` on, in sequence order, unopened.
+    pub(crate) fn records_from(
+        &self,
+        from: u64,
+    ) -> impl Iterator<Item = Result<(u64, Vec<u8>), StoreError>> + '_ {
+        let start = match self
+            .events
+            .range(keys::log_key(0)..=keys::log_key(from))
+            .next_back()
+        {
+            Some(Ok((k, _))) => k.to_vec(),
+            _ => keys::log_key(from).to_vec(),
+        };
+        self.events
+            .range(start..=keys::log_key(u64::MAX).to_vec())
+            .flat_map(move |item| -> Vec<Result<(u64, Vec<u8>), StoreError>> {
+                match item
+                    .map_err(self.err("reading the log"))
+                    .and_then(|(k, v)| self.decode_chunk_at(&k, &v))
+                {
+                    Err(e) => vec![Err(e)],
+                    Ok(recs) => recs
+                        .into_iter()
+                        .filter(|(s, _)| *s >= from)
+                        .map(Ok)
+                        .collect(),
+                }
+            })
+    }
+
     /// Every event in sequence order, from `from` on.
     pub fn iter_from(&self, from: u64) -> impl Iterator<Item = Result<Envelope, StoreError>> + '_ {
         self.scan_log(from, u64::MAX, Order::OldestFirst)

@@ -120,10 +120,12 @@ impl SledStore {
         }
         let prev = (self.next_seq > 1).then_some(self.last_micros);
         self.stage(&mut batch, &sealed, prev);
-        self.reader
-            .events
-            .apply_batch(batch)
-            .map_err(self.err("appending a batch"))?;
+        let copied = self.stage_copies(&mut batch, &sealed, seq - 1);
+        if let Err(e) = self.reader.events.apply_batch(batch) {
+            self.recover_copies();
+            return Err(self.err("appending a batch")(e));
+        }
+        self.copied = copied;
         let first_seq = self.next_seq;
         self.next_seq = seq;
         self.head = head;
@@ -133,6 +135,7 @@ impl SledStore {
             self.proj.fold(&env.body);
         }
         self.unsnapshotted += sealed.len() as u64;
+        self.appended += sealed.len() as u64;
         Ok(Appended {
             first_seq,
             last_seq: seq - 1,
@@ -192,10 +195,12 @@ impl SledStore {
         }
         let prev = (self.next_seq > 1).then_some(self.last_micros);
         self.stage(&mut batch, &live, prev);
-        self.reader
-            .events
-            .apply_batch(batch)
-            .map_err(self.err("importing a batch"))?;
+        let copied = self.stage_copies(&mut batch, &live, next - 1);
+        if let Err(e) = self.reader.events.apply_batch(batch) {
+            self.recover_copies();
+            return Err(self.err("importing a batch")(e));
+        }
+        self.copied = copied;
         self.next_seq = next;
         self.head = head;
         if let Some((env, _)) = live.last() {
@@ -277,9 +282,11 @@ impl SledStore {
     /// store can be opened again at once (by this process or another). A reader still held
     /// elsewhere keeps the lock until it is dropped; that is logged, not waited for.
     pub fn close(mut self) -> Result<(), StoreError> {
+        self.write_tails()?;
         self.flush_inner(true)?;
         let others = std::sync::Arc::strong_count(&self.reader.handles) - 1;
         let path = self.reader.path.clone();
+        let long_session = self.appended >= super::format::SLED_SNAPSHOT_AFTER;
         let SledStore {
             reader,
             db,
@@ -291,7 +298,13 @@ impl SledStore {
             tracing::debug!(store = %path.display(), readers = others, "closed with other reader handles alive: the lock goes with the last of them");
             return Ok(());
         }
-        release(&path, db)
+        release(&path, db)?;
+        // Only a speed-up of the next open: a failure (another process took the store in
+        // between) is no reason to fail the close.
+        if long_session && let Err(e) = super::open::snapshot_sled(&path) {
+            tracing::warn!(store = %path.display(), error = %e, "could not have sled write its snapshot at close; the next open replays sled's log");
+        }
+        Ok(())
     }
 }
 
