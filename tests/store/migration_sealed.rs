@@ -32,7 +32,8 @@ async fn a_store_written_before_sealing_reads_back_and_rolls_back() {
     copy_dir(&fixture(), &path);
     let key = reckon::agent::key::load_or_create(&path.join("secret.key")).unwrap();
     let store = SledStore::open(&path, OpenOptions::default()).unwrap();
-    // Sealing changed no layout: the only migration is the later drift index (0004).
+    // Sealing changed no layout: the only migrations are the later drift index (0004) and
+    // object copies (0013).
     let steps: Vec<String> = store
         .reader()
         .iter_from(1)
@@ -41,7 +42,13 @@ async fn a_store_written_before_sealing_reads_back_and_rolls_back() {
             _ => None,
         })
         .collect();
-    assert_eq!(steps, vec!["0004_drift_index".to_string()]);
+    assert_eq!(
+        steps,
+        vec![
+            "0004_drift_index".to_string(),
+            "0013_object_copies".to_string()
+        ]
+    );
     let r = verify(&store.reader(), &mut |_| {}).unwrap();
     assert!(r.ok(), "{:?}", r.problems);
 

@@ -240,7 +240,13 @@ async fn the_sealed_v1_fixture_is_resealed_once_and_opens_to_what_was_rendered()
     let path = dir.path().join("store");
     crate::support::store::copy_dir(&fixture(), &path);
     let key = reckon::agent::key::load_or_create(&path.join("secret.key")).unwrap();
-    let store = SledStore::open(&path, OpenOptions::default()).unwrap();
+    // At the fixture's store schema (3): resealing is independent of migration 0013 (object
+    // copies), which has its own fixture.
+    let at_schema_3 = || OpenOptions {
+        schema: 3,
+        ..Default::default()
+    };
+    let store = SledStore::open(&path, at_schema_3()).unwrap();
     assert!(store.migrated_backup.is_none(), "no store layout change");
     let before: Vec<_> = store.reader().iter_from(1).map(|e| e.unwrap()).collect();
     let old = store.projections().apps[APP].clone();
@@ -271,7 +277,7 @@ async fn the_sealed_v1_fixture_is_resealed_once_and_opens_to_what_was_rendered()
     handle.close().await.unwrap();
     task.await.unwrap().unwrap();
 
-    let store = SledStore::open(&path, OpenOptions::default()).unwrap();
+    let store = SledStore::open(&path, at_schema_3()).unwrap();
     let after: Vec<_> = store.reader().iter_from(1).map(|e| e.unwrap()).collect();
     assert_eq!(&after[..before.len()], &before[..], "old records unchanged");
     assert_eq!(after.len(), before.len() + 3);
