@@ -156,7 +156,9 @@ impl StoreReader {
 
     /// The events `seqs` (of one object's history, in any order) from `term`'s blocks, the
     /// ones without a copy from the log: one or two block reads for a page instead of a read
-    /// per event. `None` in place where neither has the event, as [`EventRead::get_many`].
+    /// per event. Reads every block from the oldest seq's to the newest's: meant for seqs that
+    /// are dense in the object's history (a page by object). `None` in place where neither has
+    /// the event, as [`EventRead::get_many`].
     pub(crate) fn get_copies(
         &self,
         term: &Term,

@@ -124,13 +124,14 @@ impl StoreReader {
         Ok(SeqPage { seqs, next: None })
     }
 
-    /// The events `seqs` of a page by `sel`: an object's (its drift too) from the object's
-    /// copies where they have them (`store::copies`), the rest from the log.
+    /// The events `seqs` of a page by `sel`: an object's from the object's copies where they
+    /// have them (`store::copies`), the rest from the log. Only for the object selector: its
+    /// page is consecutive in the object's history, so the blocks from its oldest to its
+    /// newest event are the ones it needs; a drift page is sparse in it (an object with
+    /// thousands of applies and a few drifts would read every block in between).
     fn fetch(&self, sel: &Selector, seqs: &[u64]) -> Result<Vec<Option<Envelope>>, StoreError> {
         match sel {
-            Selector::Object(o) | Selector::Drift(o) => {
-                self.get_copies(&copies::term(&keys::object_term(o)), seqs)
-            }
+            Selector::Object(o) => self.get_copies(&copies::term(&keys::object_term(o)), seqs),
             _ => self.get_many(seqs),
         }
     }
