@@ -336,8 +336,9 @@ impl StatusWriter {
         let event = match decision {
             crd::Continuity::Continue => return Ok(None),
             crd::Continuity::Rename { from, anchor } => {
+                // The whole state moves, stored revisions included: the event carries it.
                 let state = store
-                    .app_state(&from)
+                    .complete_app_state(&from)
                     .await
                     .map_err(|source| ObjectsError::ReadStore {
                         app: from.clone(),

@@ -11,7 +11,7 @@ use super::{ObjectSpec, QueryError, first_line, object_name};
 use crate::event::{ApplyAction, Digest, Envelope, Event};
 use crate::plan::covers;
 use crate::store::projection::InventoryEntry;
-use crate::store::{EventRead, Projections, Query, Selector};
+use crate::store::{EventRead, Projections, Query, RevisionView, Selector};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -609,11 +609,10 @@ pub(crate) fn commit_of<R: EventRead + ?Sized>(
     app: &str,
     sha: &str,
 ) -> Result<Option<Observed>, QueryError> {
-    let recorded = projections
-        .apps
-        .get(app)
-        .and_then(|s| s.revisions.get(sha))
-        .and_then(|r| r.commit_seq);
+    let recorded = match RevisionView::new(reader, projections, app) {
+        Some(view) => view.get(sha)?.and_then(|r| r.commit_seq),
+        None => None,
+    };
     if let Some(seq) = recorded {
         return Ok(reader
             .get(seq)?
@@ -640,28 +639,20 @@ pub(crate) fn commit_of<R: EventRead + ?Sized>(
     Ok(None)
 }
 
-/// [`commit_of`] for several revisions of `app`, in order: the events the projections point at
-/// are read together ([`EventRead::get_many`]), the rest one by one.
+/// [`commit_of`] for several revisions of `app`, in order, each given with its entry's
+/// `commit_seq`: the events those point at are read together ([`EventRead::get_many`]), the
+/// rest one by one.
 pub(crate) fn commits_of<R: EventRead + ?Sized>(
     reader: &R,
     projections: &Projections,
     app: &str,
-    shas: &[&str],
+    revisions: &[(&str, Option<u64>)],
 ) -> Result<Vec<Option<Observed>>, QueryError> {
-    let revisions = projections.apps.get(app).map(|s| &s.revisions);
-    let recorded: Vec<Option<u64>> = shas
-        .iter()
-        .map(|sha| {
-            revisions
-                .and_then(|r| r.get(*sha))
-                .and_then(|r| r.commit_seq)
-        })
-        .collect();
-    let seqs: Vec<u64> = recorded.iter().flatten().copied().collect();
+    let seqs: Vec<u64> = revisions.iter().filter_map(|(_, seq)| *seq).collect();
     let mut read = reader.get_many(&seqs)?.into_iter();
-    shas.iter()
-        .zip(recorded)
-        .map(|(sha, seq)| match seq {
+    revisions
+        .iter()
+        .map(|&(sha, seq)| match seq {
             Some(_) => Ok(read
                 .next()
                 .flatten()

@@ -24,7 +24,7 @@ pub use status::{AppStatus, IntentView, LastSync, status};
 pub use values_blame::{LayerChange, LayerChangeKind, ValuesChange};
 
 use crate::event::{Envelope, Event, EventKind, ObjectRef};
-use crate::store::{EventRead, Order, Projections, Query, Selector, StoreError};
+use crate::store::{EventRead, Order, Projections, Query, RevisionView, Selector, StoreError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -320,25 +320,23 @@ pub(crate) fn display_name(group: &str, kind: &str, namespace: Option<&str>, nam
     }
 }
 
-/// Full SHAs recorded for `rev` (a full SHA or a prefix) in one App or in all of them.
-pub fn resolve_revisions(
+/// Full SHAs recorded for `rev` (a full SHA or a prefix) in one App or in all of them,
+/// resident or stored (one key range of the store per App that has stored revisions).
+pub fn resolve_revisions<R: EventRead + ?Sized>(
+    reader: &R,
     projections: &Projections,
     app: Option<&str>,
     rev: &str,
 ) -> Result<Vec<String>, QueryError> {
     let rev_lc = rev.to_ascii_lowercase();
     let mut found = BTreeSet::new();
-    for (name, state) in &projections.apps {
+    for name in projections.apps.keys() {
         if app.is_some_and(|a| a != name) {
             continue;
         }
-        found.extend(
-            state
-                .revisions
-                .range(rev_lc.clone()..)
-                .take_while(|(sha, _)| sha.starts_with(&rev_lc))
-                .map(|(sha, _)| sha.clone()),
-        );
+        if let Some(view) = RevisionView::new(reader, projections, name) {
+            found.extend(view.with_prefix(&rev_lc)?);
+        }
     }
     if found.is_empty() {
         return Err(QueryError::UnknownRevision {
@@ -350,7 +348,8 @@ pub fn resolve_revisions(
 }
 
 /// The one recorded revision of `app` that `rev` names (full SHA or unique prefix).
-pub fn resolve_revision(
+pub fn resolve_revision<R: EventRead + ?Sized>(
+    reader: &R,
     projections: &Projections,
     app: &str,
     rev: &str,
@@ -358,7 +357,7 @@ pub fn resolve_revision(
     if !projections.apps.contains_key(app) {
         return Err(QueryError::UnknownApp(app.to_string()));
     }
-    let mut found = resolve_revisions(projections, Some(app), rev)?;
+    let mut found = resolve_revisions(reader, projections, Some(app), rev)?;
     if found.len() > 1 {
         return Err(QueryError::AmbiguousRevision {
             app: Some(app.to_string()),
@@ -669,18 +668,24 @@ struct HistoryPlan {
 }
 
 impl HistoryPlan {
-    fn new(projections: &Projections, f: &HistoryFilter) -> Result<HistoryPlan, QueryError> {
+    fn new<R: EventRead + ?Sized>(
+        reader: &R,
+        projections: &Projections,
+        f: &HistoryFilter,
+    ) -> Result<HistoryPlan, QueryError> {
         let object = match &f.object {
             Some(text) => Some(text.parse::<ObjectSpec>()?.resolve(projections)),
             None => None,
         };
         let revisions = match &f.revision {
             None => vec![],
-            Some(rev) => match resolve_revisions(projections, f.app.as_deref(), rev) {
+            Some(rev) => match resolve_revisions(reader, projections, f.app.as_deref(), rev) {
                 Ok(found) => found,
                 // A full SHA the revision table does not hold (e.g. the old head of a
                 // force-push) can still be looked up in the commit index.
-                Err(_) if rev.len() == 40 && rev.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                Err(QueryError::UnknownRevision { .. })
+                    if rev.len() == 40 && rev.bytes().all(|b| b.is_ascii_hexdigit()) =>
+                {
                     vec![rev.to_ascii_lowercase()]
                 }
                 Err(e) => return Err(e),
@@ -992,7 +997,7 @@ fn scan<R: EventRead + ?Sized>(
     filter: &HistoryFilter,
     order: Order,
 ) -> Result<(HistoryPage, Option<u64>), QueryError> {
-    let plan = HistoryPlan::new(projections, filter)?;
+    let plan = HistoryPlan::new(reader, projections, filter)?;
     let limit = filter.limit.clamp(1, MAX_LIMIT);
     if plan.groups.len() >= 2 {
         return scan_intersection(reader, &plan, filter, order, limit);

@@ -5,7 +5,7 @@ use super::QueryError;
 use super::blame::{ChartRevision, Observed, commits_of};
 use crate::event::SyncOutcome;
 use crate::store::projection::RevisionEntry;
-use crate::store::{EventRead, Projections};
+use crate::store::{EventRead, Projections, RevisionView};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -44,20 +44,20 @@ pub struct RevisionsPage {
     pub next: Option<String>,
 }
 
-/// The App's revisions in output order: newest first seen first, then by SHA.
-fn ordered<'a>(
-    projections: &'a Projections,
+/// The App's revisions, resident and stored, in output order: newest first seen first, then
+/// by SHA. The App's whole table is read (one App's history, not every App's).
+fn ordered<R: EventRead + ?Sized>(
+    reader: &R,
+    projections: &Projections,
     app: &str,
-) -> Result<Vec<(&'a String, &'a RevisionEntry)>, QueryError> {
-    let state = projections
-        .apps
-        .get(app)
+) -> Result<Vec<(String, RevisionEntry)>, QueryError> {
+    let view = RevisionView::new(reader, projections, app)
         .ok_or_else(|| QueryError::UnknownApp(app.to_string()))?;
-    let mut all: Vec<(&String, &RevisionEntry)> = state.revisions.iter().collect();
+    let mut all: Vec<(String, RevisionEntry)> = view.all()?.into_iter().collect();
     all.sort_by(|a, b| {
         b.1.first_seen
             .cmp(&a.1.first_seen)
-            .then_with(|| a.0.cmp(b.0))
+            .then_with(|| a.0.cmp(&b.0))
     });
     Ok(all)
 }
@@ -69,7 +69,12 @@ pub fn revisions<R: EventRead + ?Sized>(
     projections: &Projections,
     app: &str,
 ) -> Result<Vec<RevisionRow>, QueryError> {
-    rows(reader, projections, app, &ordered(projections, app)?)
+    rows(
+        reader,
+        projections,
+        app,
+        &ordered(reader, projections, app)?,
+    )
 }
 
 /// At most `limit` revisions of [`revisions`], after the one named `cursor` (a SHA from a
@@ -82,7 +87,7 @@ pub fn revisions_page<R: EventRead + ?Sized>(
     limit: usize,
     cursor: Option<&str>,
 ) -> Result<RevisionsPage, QueryError> {
-    let all = ordered(projections, app)?;
+    let all = ordered(reader, projections, app)?;
     let start = match cursor {
         None => 0,
         Some(c) => {
@@ -114,9 +119,12 @@ fn rows<R: EventRead + ?Sized>(
     reader: &R,
     projections: &Projections,
     app: &str,
-    revisions: &[(&String, &RevisionEntry)],
+    revisions: &[(String, RevisionEntry)],
 ) -> Result<Vec<RevisionRow>, QueryError> {
-    let shas: Vec<&str> = revisions.iter().map(|(sha, _)| sha.as_str()).collect();
+    let shas: Vec<(&str, Option<u64>)> = revisions
+        .iter()
+        .map(|(sha, e)| (sha.as_str(), e.commit_seq))
+        .collect();
     let commits = commits_of(reader, projections, app, &shas)?;
     Ok(revisions
         .iter()

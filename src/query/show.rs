@@ -4,7 +4,7 @@
 use super::{QueryError, resolve_revision};
 use crate::event::Digest;
 use crate::plan::{ChangeKind, changed_fields};
-use crate::store::{EventRead, Projections};
+use crate::store::{EventRead, Projections, RevisionView};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -28,13 +28,19 @@ pub fn show<R: EventRead + ?Sized>(
     app: &str,
     rev: &str,
 ) -> Result<Shown, QueryError> {
-    let sha = resolve_revision(projections, app, rev)?;
-    let digest = projections.apps[app].revisions[&sha]
-        .digest
-        .ok_or_else(|| QueryError::NotRendered {
-            app: app.to_string(),
+    let sha = resolve_revision(reader, projections, app, rev)?;
+    let entry = RevisionView::new(reader, projections, app)
+        .map(|view| view.get(&sha))
+        .transpose()?
+        .flatten()
+        .ok_or_else(|| QueryError::UnknownRevision {
+            app: Some(app.to_string()),
             rev: sha.clone(),
         })?;
+    let digest = entry.digest.ok_or_else(|| QueryError::NotRendered {
+        app: app.to_string(),
+        rev: sha.clone(),
+    })?;
     let manifests = read_set(reader, &digest, &format!("manifests of {app}@{sha}"))?;
     Ok(Shown {
         app: app.to_string(),

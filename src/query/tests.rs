@@ -158,6 +158,15 @@ fn object_groups_come_from_the_inventory_then_builtins_then_core() {
     assert_eq!(g("Deployment.extensions/web/x"), "extensions");
 }
 
+/// An empty store on disk: the reader the queries under test look stored revisions up in
+/// (these projections keep every revision resident, so they find none there).
+fn empty_store() -> (tempfile::TempDir, crate::store::SledStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = crate::store::OpenOptions::create();
+    let store = crate::store::SledStore::open(dir.path().join("s"), opts).unwrap();
+    (dir, store)
+}
+
 fn projections_with(revs: &[&str]) -> Projections {
     let mut p = Projections::default();
     for (i, sha) in revs.iter().enumerate() {
@@ -171,20 +180,27 @@ fn projections_with(revs: &[&str]) -> Projections {
 #[test]
 fn revisions_resolve_by_unique_prefix() {
     let p = projections_with(&["abc123", "abd456", "fff000"]);
-    assert_eq!(resolve_revision(&p, "shop", "abc").unwrap(), "abc123");
-    assert_eq!(resolve_revision(&p, "shop", "FFF").unwrap(), "fff000");
-    let e = resolve_revision(&p, "shop", "ab").unwrap_err();
+    let (_dir, store) = empty_store();
+    assert_eq!(
+        resolve_revision(&store, &p, "shop", "abc").unwrap(),
+        "abc123"
+    );
+    assert_eq!(
+        resolve_revision(&store, &p, "shop", "FFF").unwrap(),
+        "fff000"
+    );
+    let e = resolve_revision(&store, &p, "shop", "ab").unwrap_err();
     assert!(
         matches!(&e, QueryError::AmbiguousRevision { candidates, .. } if candidates == &["abc123", "abd456"]),
         "{e}"
     );
     assert!(e.to_string().contains("abc123, abd456"), "{e}");
-    let e = resolve_revision(&p, "shop", "0123").unwrap_err();
+    let e = resolve_revision(&store, &p, "shop", "0123").unwrap_err();
     assert!(matches!(e, QueryError::UnknownRevision { .. }), "{e}");
-    let e = resolve_revision(&p, "nope", "abc").unwrap_err();
+    let e = resolve_revision(&store, &p, "nope", "abc").unwrap_err();
     assert!(matches!(e, QueryError::UnknownApp(_)), "{e}");
     assert_eq!(
-        resolve_revisions(&p, None, "ab").unwrap(),
+        resolve_revisions(&store, &p, None, "ab").unwrap(),
         vec!["abc123".to_string(), "abd456".to_string()]
     );
 }
@@ -192,7 +208,8 @@ fn revisions_resolve_by_unique_prefix() {
 #[test]
 fn filters_pick_the_most_selective_index_and_post_filter_the_rest() {
     let p = projections_with(&[&samples::sha(1), &samples::sha(2)]);
-    let f = |f: HistoryFilter| HistoryPlan::new(&p, &f).unwrap();
+    let (_dir, store) = empty_store();
+    let f = |f: HistoryFilter| HistoryPlan::new(&store, &p, &f).unwrap();
     let dep = samples::object("apps", "v1", "Deployment", Some("web"), "api");
     let plan = f(HistoryFilter {
         app: Some("shop".into()),
@@ -273,6 +290,7 @@ fn filters_pick_the_most_selective_index_and_post_filter_the_rest() {
     assert_eq!(f(HistoryFilter::default()).selectors, vec![Selector::All]);
     // An unknown short revision is an error; an unknown full SHA is looked up as is.
     let e = HistoryPlan::new(
+        &store,
         &p,
         &HistoryFilter {
             revision: Some("ffff".into()),
@@ -544,7 +562,9 @@ fn attributed(drift_seq: Option<u64>, users: &[(&str, &str)]) -> Event {
 #[test]
 fn a_user_filter_walks_attributions_and_keeps_only_that_users() {
     let p = Projections::default();
+    let (_dir, store) = empty_store();
     let plan = HistoryPlan::new(
+        &store,
         &p,
         &HistoryFilter {
             user: Some("alice".into()),
@@ -586,6 +606,7 @@ fn a_user_filter_walks_attributions_and_keeps_only_that_users() {
     assert_eq!(accepted, vec![2, 4]);
     // With another filter the attributions are intersected with it.
     let plan = HistoryPlan::new(
+        &store,
         &p,
         &HistoryFilter {
             user: Some("alice".into()),

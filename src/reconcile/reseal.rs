@@ -97,10 +97,15 @@ pub async fn reseal_recorded_sets(
     }
     let projections = handle.projections().await?;
     let mut done = Resealed::default();
-    for (app, state) in &projections.apps {
+    for app in projections.apps.keys() {
         let mut blobs = Vec::new();
         let mut drafts = Vec::new();
-        for (revision, entry) in &state.revisions {
+        // Every revision, the ones kept in the store too: each names a set to re-seal.
+        let revisions = crate::store::RevisionView::new(&reader, &projections, app)
+            .map(|view| view.all())
+            .transpose()?
+            .unwrap_or_default();
+        for (revision, entry) in &revisions {
             let Some(digest) = entry.digest else {
                 continue;
             };

@@ -459,6 +459,19 @@ async fn app_state(store: &StoreHandle, app: &str) -> Result<AppState, RollbackE
         .ok_or_else(|| RollbackError::UnknownApp { app: app.into() })
 }
 
+/// The App's state with its whole revision table, stored revisions included: a rollback may
+/// go back to any of them.
+async fn complete_state(store: &StoreHandle, app: &str) -> Result<AppState, RollbackError> {
+    store
+        .complete_app_state(app)
+        .await
+        .map_err(|source| RollbackError::Store {
+            app: app.into(),
+            source,
+        })?
+        .ok_or_else(|| RollbackError::UnknownApp { app: app.into() })
+}
+
 async fn record(
     store: &StoreHandle,
     app: &str,
@@ -501,7 +514,7 @@ pub async fn request_rollback_with(
     options: RollbackOptions,
 ) -> Result<RollbackPlan, RollbackError> {
     check_actor(&actor)?;
-    let state = app_state(store, app).await?;
+    let state = complete_state(store, app).await?;
     // A chart App may be rolled back to a chart version: the revision that applied it.
     let target = match target {
         RollbackTarget::Revision(to) if is_chart_version(&to) => {

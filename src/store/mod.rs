@@ -15,6 +15,7 @@ pub mod keys;
 pub mod last_verify;
 pub mod projection;
 pub mod retention;
+pub mod revisions;
 pub mod sled_engine;
 pub mod verify;
 pub mod writer;
@@ -24,6 +25,7 @@ use chrono::{DateTime, Utc};
 use std::path::PathBuf;
 
 pub use projection::Projections;
+pub use revisions::RevisionView;
 /// The migration steps run when a store of an older schema is opened (part of the engine's open
 /// phase; here under the name the docs and `migrations/` use).
 pub use sled_engine::migrate;
@@ -276,6 +278,15 @@ pub trait EventRead {
             next: page.next,
         })
     }
+    /// The revisions of `app` (generation `epoch`) the store keeps beside its snapshot rather
+    /// than in the projections, whose SHA starts with `prefix`, in SHA order. Read them through
+    /// [`RevisionView`], which merges them with the resident ones.
+    fn stored_revisions(
+        &self,
+        app: &str,
+        epoch: u64,
+        prefix: &str,
+    ) -> Result<Vec<(String, projection::RevisionEntry)>, StoreError>;
 }
 
 /// The single writer's interface.

@@ -1,6 +1,7 @@
 //! Owns the projections: per-App state derived by folding events (current intent, inventory with
-//! the last applied digest per object, revision table; beside it the status of [`status`]), and
-//! their versioned snapshot encoding.
+//! the last applied digest per object, revision table; beside it the status of [`status`] and
+//! the bookkeeping of the revisions kept in the store, [`stored`]), and their versioned snapshot
+//! encoding.
 //!
 //! Projections are never the source of truth: `fold` over the log rebuilds them from nothing.
 //! Snapshots only save replay time; a snapshot that disagrees with the log is discarded.
@@ -15,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 pub mod status;
+pub mod stored;
 pub use status::StatusState;
 
 /// Version byte in front of every snapshot (whole projections or one App's base state).
@@ -38,7 +40,10 @@ pub const SNAPSHOT_VERSION: u8 = 4;
 /// App base states (inside RetentionCompacted events) keep [`SNAPSHOT_VERSION`].
 /// 6: `Projections` gained `status` (migrations/0012_status_projection.md); a version-5
 /// snapshot is rebuilt from the log once.
-pub const PROJECTIONS_SNAPSHOT_VERSION: u8 = 6;
+/// 7: `Projections` gained `stored`, and the snapshot holds only each App's resident revisions;
+/// the others are stored beside it (migrations/0014_revisions_in_the_store.md). A version-6
+/// snapshot is rebuilt from the log once.
+pub const PROJECTIONS_SNAPSHOT_VERSION: u8 = 7;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectionError {
@@ -58,6 +63,9 @@ pub struct Projections {
     /// Per App what `status` shows beyond its state (last sync, health, open drift, failures),
     /// kept apart so that App base states inside events keep their layout.
     pub status: BTreeMap<String, StatusState>,
+    /// Per App the epoch and count of its revisions kept in the store rather than in
+    /// `apps[app].revisions` ([`stored`]); absent: none, epoch 0.
+    pub stored: BTreeMap<String, stored::Stored>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -66,7 +74,9 @@ pub struct AppState {
     pub suspended: bool,
     /// Objects the App owns, by [`ObjectRef::identity`].
     pub inventory: BTreeMap<String, InventoryEntry>,
-    /// Every revision the App observed, by commit SHA.
+    /// The App's revisions by commit SHA: every one it observed when folded from its events;
+    /// in the store's projections only the resident ones ([`stored::resident`]), the others
+    /// being in the store (read them through `StoreReader::complete_app`).
     pub revisions: BTreeMap<String, RevisionEntry>,
     pub last_seq: u64,
     /// The newest commit observed on the source's ref (CommitObserved, HistoryRewritten): the
@@ -309,6 +319,13 @@ impl Projections {
             && body.app.as_deref() != Some(e.from.as_str())
         {
             self.apps.remove(&e.from);
+            // A new epoch, not none: an App by that name recorded later must not find the
+            // revisions stored under the old one as its own before they are deleted.
+            let gone = stored::Stored {
+                epoch: body.seq,
+                count: 0,
+            };
+            self.stored.insert(e.from.clone(), gone);
             match &body.app {
                 Some(app) => status::move_on_rename(&mut self.status, &e.from, app, body.seq),
                 None => drop(self.status.remove(&e.from)),
@@ -317,6 +334,14 @@ impl Projections {
         if let Some(app) = &body.app {
             if !matches!(body.event, Event::RetentionCompacted(_)) {
                 self.apps.entry(app.clone()).or_default().fold(body);
+            }
+            // The App's state was replaced whole: what the store holds of it is not its any more.
+            if matches!(body.event, Event::AppRenamed(_) | Event::AppReset(_)) {
+                let fresh = stored::Stored {
+                    epoch: body.seq,
+                    count: 0,
+                };
+                self.stored.insert(app.clone(), fresh);
             }
             // A compaction does change the status: what its removed events showed goes.
             self.status.entry(app.clone()).or_default().fold(body);
@@ -340,7 +365,18 @@ impl Projections {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .into_iter()
                 .collect(),
+            stored: self
+                .stored
+                .get_key_value(app)
+                .map(|(k, v)| (k.clone(), *v))
+                .into_iter()
+                .collect(),
         }
+    }
+
+    /// What `app` has in the store: its epoch and how many of its revisions are only there.
+    pub fn stored(&self, app: &str) -> stored::Stored {
+        self.stored.get(app).copied().unwrap_or_default()
     }
 
     /// Rebuilds from an ordered event stream. `bases` are the base states of compacted Apps
@@ -355,6 +391,7 @@ impl Projections {
             covered_seq: 0,
             apps: bases,
             status: BTreeMap::new(),
+            stored: BTreeMap::new(),
         };
         for e in events {
             p.fold(&e?.body);
@@ -399,6 +436,37 @@ pub fn decode_projections(bytes: &[u8]) -> Result<(Projections, Digest), Project
                 .and_then(|h| h.try_into().ok())
                 .ok_or(ProjectionError::Empty)?;
             Ok((codec::decode(&bytes[33..])?, Digest(hash)))
+        }
+        Some(&v) => Err(ProjectionError::UnknownVersion(v)),
+    }
+}
+
+/// A version-6 snapshot of the whole projections (before `stored`), converted: every revision
+/// resident, nothing stored. The store reads it once, on its first open by this version, and
+/// writes a version-7 snapshot at once, storing the revisions that need not stay resident
+/// (migrations/0014_revisions_in_the_store.md); converting spares replaying the whole log.
+pub fn decode_projections_v6(bytes: &[u8]) -> Result<(Projections, Digest), ProjectionError> {
+    #[derive(Deserialize)]
+    struct V6 {
+        covered_seq: u64,
+        apps: BTreeMap<String, AppState>,
+        status: BTreeMap<String, StatusState>,
+    }
+    match bytes.first() {
+        None => Err(ProjectionError::Empty),
+        Some(&6) => {
+            let hash: [u8; 32] = bytes
+                .get(1..33)
+                .and_then(|h| h.try_into().ok())
+                .ok_or(ProjectionError::Empty)?;
+            let v6: V6 = codec::decode(&bytes[33..])?;
+            let p = Projections {
+                covered_seq: v6.covered_seq,
+                apps: v6.apps,
+                status: v6.status,
+                stored: BTreeMap::new(),
+            };
+            Ok((p, Digest(hash)))
         }
         Some(&v) => Err(ProjectionError::UnknownVersion(v)),
     }
@@ -864,6 +932,68 @@ mod tests {
             .find_map(|l| l.strip_prefix(key)?.strip_prefix(' '))
             .unwrap();
         hex::decode(line.trim()).unwrap()
+    }
+
+    /// A version-6 projections snapshot (the projections before `stored`, whose bytes
+    /// tests/golden/snapshots-v6.hex keeps) is not read as version 7: it is converted, every
+    /// revision resident and nothing stored (the store then stores what need not stay).
+    #[test]
+    fn version_6_projections_snapshots_convert() {
+        let old = golden_snapshot("snapshots-v6.hex", "projections");
+        let mut v6 = vec![6];
+        v6.extend_from_slice(&[7; 32]);
+        v6.extend_from_slice(&old[1..]);
+        assert!(matches!(
+            decode_projections(&v6),
+            Err(ProjectionError::UnknownVersion(6))
+        ));
+        let mut p = Projections::default();
+        history().iter().for_each(|b| p.fold(b));
+        assert!(p.stored.is_empty());
+        let (back, hash) = decode_projections_v6(&v6).unwrap();
+        assert_eq!((back, hash), (p, Digest([7; 32])));
+        assert!(matches!(
+            decode_projections_v6(
+                &encode_projections(&Projections::default(), Digest::ZERO).unwrap()
+            ),
+            Err(ProjectionError::UnknownVersion(7))
+        ));
+    }
+
+    /// A reset or a rename gives the App (and the earlier name) a new epoch of stored
+    /// revisions: what the store holds under the old one is no longer theirs.
+    #[test]
+    fn resets_and_renames_start_a_new_epoch_of_stored_revisions() {
+        let mut p = Projections::default();
+        history().iter().for_each(|b| p.fold(b));
+        p.stored
+            .insert("shop".into(), stored::Stored { epoch: 0, count: 5 });
+        let shop = p.apps["shop"].clone();
+        p.fold(&body(
+            20,
+            "team-a.shop",
+            None,
+            Event::AppRenamed(AppRenamed {
+                from: "shop".into(),
+                anchor_seq: Some(shop.last_seq),
+                reason: "proved".into(),
+                base_state: encode_snapshot(&shop).unwrap(),
+            }),
+        ));
+        let fresh = |epoch| stored::Stored { epoch, count: 0 };
+        assert_eq!(p.stored("shop"), fresh(20));
+        assert_eq!(p.stored("team-a.shop"), fresh(20));
+        p.fold(&body(
+            21,
+            "team-a.shop",
+            None,
+            Event::AppReset(AppReset {
+                previous_seq: 20,
+                reason: "recreated".into(),
+            }),
+        ));
+        assert_eq!(p.stored("team-a.shop"), fresh(21));
+        assert_eq!(p.stored("other"), stored::Stored::default());
     }
 
     /// A version-5 projections snapshot (the projections before `status`, whose bytes

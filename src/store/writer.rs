@@ -53,6 +53,10 @@ enum Command {
         app: String,
         reply: oneshot::Sender<Projections>,
     },
+    CompleteAppState {
+        app: String,
+        reply: oneshot::Sender<Result<Option<AppState>, StoreError>>,
+    },
     Close {
         reply: oneshot::Sender<Result<(), StoreError>>,
     },
@@ -156,6 +160,9 @@ pub fn spawn(store: SledStore) -> (StoreHandle, tokio::task::JoinHandle<Result<(
                 read @ (Command::AppState { .. } | Command::AppProjections { .. }) => {
                     answer_read(store.projections(), read);
                 }
+                Command::CompleteAppState { app, reply } => {
+                    let _ = reply.send(store.reader().complete_app(store.projections(), &app));
+                }
                 Command::Close { reply } => {
                     let _ = reply.send(store.close());
                     return Ok(());
@@ -256,6 +263,15 @@ impl StoreHandle {
     pub async fn app_state(&self, app: &str) -> Result<Option<AppState>, StoreError> {
         let app = app.to_string();
         self.call(|reply| Command::AppState { app, reply }).await
+    }
+
+    /// One App's state with every revision it has, the stored ones read from the store (see
+    /// `projection::stored`): for what needs the App's whole history (a rollback, a rename),
+    /// not for per-pass reads, which [`Self::app_state`] answers from memory.
+    pub async fn complete_app_state(&self, app: &str) -> Result<Option<AppState>, StoreError> {
+        let app = app.to_string();
+        self.call(|reply| Command::CompleteAppState { app, reply })
+            .await?
     }
 
     /// One App's state and status (what its status needs) as projections holding that App

@@ -3,6 +3,8 @@
 //! temp dir, `git_poll` real Git servers, `agent` and `apply` the control plane:
 //!
 //! - `store::run`, `query::run`: the event store and the query layer on a generated store,
+//! - `store::revisions_at_scale`: the memory of `reckon revisions` and `reckon status` on a
+//!   store of a million revisions (1,000 Apps × 1,000),
 //! - `git_poll::run`: polling and fetching against `git fetch` of the same remote,
 //! - `api::*`: the HTTP API's pages against the same queries on the store (`scripts/bench-api.sh`),
 //! - `agent::*`: `reckon run`/`reckon sync` against `kubectl apply` (`scripts/bench-agent.sh`),

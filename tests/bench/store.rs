@@ -1,5 +1,6 @@
 //! Store benchmarks: batched append with all indexes, index page reads (p50/p99), open plus
-//! projection restore, and bytes on disk per event. Prints a Markdown table.
+//! projection restore, and bytes on disk per event (`run`); the memory of processes that open a
+//! store of a million revisions (`revisions_at_scale`). Each prints a Markdown table.
 //!
 //! Size: `RECKON_BENCH_EVENTS` (default 100000).
 //! Location: `RECKON_BENCH_DIR` (default: a temp dir, deleted afterwards).
@@ -13,7 +14,9 @@
 //! `/proc/sys/vm/drop_caches`; `RECKON_BENCH_COLD=fadvise` evicts only the store's files
 //! instead (`posix_fadvise(DONTNEED)`, through `dd`), which does not slow other work down.
 
-use reckon::event::samples;
+use reckon::event::{
+    Draft, Event, RenderSucceeded, SyncCounts, SyncFinished, SyncOutcome, samples,
+};
 use reckon::store::sled_engine::size_on_disk;
 use reckon::store::{EventRead, EventStore, OpenOptions, Query, Selector, SledStore};
 use std::path::Path;
@@ -354,4 +357,155 @@ fn at_scale() {
         "\ncold: {cold_how}, then the store opened afresh (sled's cache empty) before each page"
     );
     println!("load average at the end: {}", load.trim());
+}
+
+/// Per-App history at scale (issue 22): a store of `RECKON_BENCH_APPS` Apps (default 1,000)
+/// × `RECKON_BENCH_REVISIONS` revisions each (default 1,000: 1M revisions; each revision a
+/// CommitObserved, a RenderSucceeded and a SyncFinished), generated once into
+/// `RECKON_BENCH_DIR` (default: a temp dir) and reused when it is already complete there.
+/// Runs the built `reckon` under `/usr/bin/time -v` and prints each process's maximum RSS and
+/// wall time: `reckon revisions app-0` on its first open after generation (or after an upgrade
+/// of the binary: a migration shows here) and again, `reckon status` (every App's projection:
+/// what the agent's writer holds after restoring the store), and `reckon revisions` on a store
+/// of one App and one revision (the baseline the growth is measured against).
+#[test]
+#[ignore = "benchmark: run explicitly (--run-ignored only); prints a table"]
+fn revisions_at_scale() {
+    let apps = env_count("RECKON_BENCH_APPS", 1_000);
+    let revs = env_count("RECKON_BENCH_REVISIONS", 1_000);
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = std::env::var_os("RECKON_BENCH_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| tmp.path().to_owned());
+    let big = dir.join(format!("revisions-{apps}x{revs}"));
+    let small = dir.join("revisions-1x1");
+    let generation = generate_revisions(&big, apps, revs);
+    generate_revisions(&small, 1, 1);
+    println!(
+        "# per-App history at scale: {apps} Apps × {revs} revisions ({} revisions, {} events)",
+        apps * revs,
+        apps * revs * 3
+    );
+    println!("store: {} ({generation})\n", big.display());
+    let (apparent, _) = size_on_disk(&big).unwrap();
+    let runs = [
+        ("`reckon revisions app-0`, first open", &big, "revisions"),
+        ("`reckon revisions app-0`, again", &big, "revisions"),
+        ("`reckon status` (every App)", &big, "status"),
+        (
+            "`reckon revisions app-0`, 1 App × 1 revision",
+            &small,
+            "revisions",
+        ),
+    ];
+    let mut measured = vec![];
+    for (name, store, command) in runs {
+        measured.push((name, timed_reckon(store, command)));
+    }
+    let baseline = measured[3].1.0;
+    println!("| process | max RSS | growth over the 1×1 store | wall |");
+    println!("|---|---|---|---|");
+    for (name, (rss_kib, wall)) in &measured {
+        println!(
+            "| {name} | {:.1} MiB | {:+.1} MiB | {wall:.2} s |",
+            *rss_kib as f64 / 1024.0,
+            (*rss_kib as f64 - baseline as f64) / 1024.0
+        );
+    }
+    println!(
+        "\nstore size: {:.1} MB apparent; target: `reckon revisions` grows RSS by ≤ 16 MiB",
+        apparent as f64 / 1e6
+    );
+}
+
+fn env_count(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .map(|s| s.replace('_', "").parse().expect(name))
+        .unwrap_or(default)
+}
+
+/// Writes `apps` × `revs` revisions at `path` unless a complete store is there already (a
+/// `complete` file beside `db/` says so). One batch per round: every App's next revision.
+fn generate_revisions(path: &std::path::Path, apps: u64, revs: u64) -> String {
+    let done = path.join("complete");
+    if done.exists() {
+        return "reused".into();
+    }
+    let _ = std::fs::remove_dir_all(path);
+    let opts = OpenOptions {
+        create: true,
+        // One snapshot, at close: the generation is not what is measured.
+        snapshot_every: u64::MAX,
+        ..Default::default()
+    };
+    let started = Instant::now();
+    let mut store = SledStore::open(path, opts).unwrap();
+    let digest = store.put_blob(b"[]").unwrap();
+    for r in 0..revs {
+        let mut drafts = Vec::with_capacity(apps as usize * 3);
+        for a in 0..apps {
+            let app = format!("app-{a}");
+            let commit = samples::commit(a * revs + r, &format!("dev{}@example.com", r % 50));
+            let sha = commit.sha.clone();
+            drafts.push(Draft::new(Some(&app), Event::CommitObserved(commit)));
+            drafts.push(Draft::new(
+                Some(&app),
+                Event::RenderSucceeded(RenderSucceeded {
+                    revision: sha.clone(),
+                    digest,
+                    object_count: 20,
+                }),
+            ));
+            drafts.push(Draft::new(
+                Some(&app),
+                Event::SyncFinished(SyncFinished {
+                    revision: sha,
+                    outcome: SyncOutcome::Succeeded,
+                    counts: SyncCounts {
+                        configured: 1,
+                        unchanged: 19,
+                        ..Default::default()
+                    },
+                    duration_ms: 40,
+                }),
+            ));
+        }
+        store.append(drafts).unwrap();
+        store.flush().unwrap();
+    }
+    store.close().unwrap();
+    std::fs::write(&done, b"").unwrap();
+    format!("generated in {:.0} s", started.elapsed().as_secs_f64())
+}
+
+/// `reckon COMMAND [app-0] --store STORE -o json` under `/usr/bin/time -v`: its maximum RSS
+/// (KiB) and wall time (s).
+fn timed_reckon(store: &std::path::Path, command: &str) -> (u64, f64) {
+    let mut c = std::process::Command::new("/usr/bin/time");
+    c.arg("-v").arg(env!("CARGO_BIN_EXE_reckon")).arg(command);
+    if command == "revisions" {
+        c.arg("app-0");
+    }
+    let started = Instant::now();
+    let out = c
+        .arg("--store")
+        .arg(store)
+        .args(["-o", "json"])
+        .env_remove("RECKON_STORE")
+        .stdout(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let wall = started.elapsed().as_secs_f64();
+    let report = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "reckon {command}: {report}");
+    let rss = report
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("Maximum resident set size (kbytes): ")
+        })
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no maximum RSS in: {report}"));
+    (rss, wall)
 }

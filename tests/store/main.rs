@@ -17,5 +17,6 @@ mod migration;
 mod migration_sealed;
 mod migration_sealed_v2;
 mod query;
+mod revisions;
 mod sled_corruption;
 mod store;

@@ -184,6 +184,7 @@ fn reopen_restores_head_and_projections_from_snapshot_plus_tail() {
     fill(&mut store, 0, 1000, 64);
     let head = store.head().unwrap();
     let before = store.projections().clone();
+    let whole_before = whole(&store);
     assert_eq!(head.0, 1000);
     assert_eq!(before.apps.len(), 3);
     assert!(before.apps["app-0"].inventory.len() == 5);
@@ -192,8 +193,10 @@ fn reopen_restores_head_and_projections_from_snapshot_plus_tail() {
     let mut store = SledStore::open(&path, opts).unwrap();
     assert_eq!(store.head(), Some(head));
     assert_eq!(store.projections(), &before);
-    let rebuilt = store.rebuild(&mut |_| {}).unwrap().clone();
-    assert_eq!(rebuilt, before);
+    // A rebuild stores old revisions anew (which ones are resident may differ): the whole
+    // projections are the same.
+    store.rebuild(&mut |_| {}).unwrap();
+    assert_eq!(whole(&store), whole_before);
     // The chain continues across the reopen.
     fill(&mut store, 1000, 10, 10);
     assert_eq!(store.get(1001).unwrap().unwrap().body.prev_hash, head.1);
@@ -408,7 +411,8 @@ fn compaction_keeps_the_chain_the_state_and_the_other_apps() {
         .between(Some(mid), None);
     assert_eq!(paginate(&store, q), expected);
     // Replay from nothing gives the same state as before compaction.
-    assert_eq!(store.rebuild(&mut |_| {}).unwrap().apps, before.apps);
+    store.rebuild(&mut |_| {}).unwrap();
+    assert_eq!(whole(&store).apps, before.apps);
 
     // A second, age-based compaction of the same App folds onto the first base state.
     let c2 = store
@@ -426,8 +430,9 @@ fn compaction_keeps_the_chain_the_state_and_the_other_apps() {
     assert!(c2.removed > 0);
     store.close().unwrap();
     let mut store = SledStore::open(&path, OpenOptions::default()).unwrap();
-    assert_eq!(store.projections().apps, before.apps);
-    assert_eq!(store.rebuild(&mut |_| {}).unwrap().apps, before.apps);
+    assert_eq!(whole(&store).apps, before.apps);
+    store.rebuild(&mut |_| {}).unwrap();
+    assert_eq!(whole(&store).apps, before.apps);
     let r = verify(&store.reader(), &mut |_| {}).unwrap();
     assert!(r.ok(), "{:?}", r.problems);
     assert_eq!(r.tombstones, c.removed + c2.removed);

@@ -192,3 +192,18 @@ pub mod oracle {
         assert_eq!(got.object_drifts, whole.object_drifts, "{what}");
     }
 }
+
+/// The store's projections whole: every App's stored revisions read back into its table
+/// (what folding the whole log gives; `store.projections()` holds the resident ones only).
+pub fn whole(store: &SledStore) -> reckon::store::Projections {
+    store.reader().complete(store.projections()).unwrap()
+}
+
+/// What folding the whole log of `store` from nothing gives, every revision resident.
+pub fn folded(store: &SledStore) -> reckon::store::Projections {
+    let reader = store.reader();
+    let mut p =
+        reckon::store::Projections::replay(Default::default(), reader.iter_from(1)).unwrap();
+    p.stored.clear();
+    p
+}

@@ -2,15 +2,18 @@
 //! `HEAD` file, sled's settings), [`open`] (open checks, then recovery: head, migrations,
 //! projections), [`write`] (the single writer's append path, blobs, snapshots, flush, close),
 //! [`read`] (log chunks, index scans, scattered reads, blobs) and [`query`] (which scan answers
-//! a history query); [`migrate`] holds the steps the open phase runs on older stores, and
-//! [`copies`] the object copies' staging, recovery and reads (`store::copies`).
+//! a history query), [`revisions`] (the revisions kept beside the snapshot: fault-in, eviction,
+//! reads); [`migrate`] holds the steps the open phase runs on older stores, and [`copies`] the
+//! object copies' staging, recovery and reads (`store::copies`).
 //!
 //! Directory layout (see docs/storage.md): `RECKON_STORE` (marker: format name and store schema,
 //! readable without opening sled), `HEAD` (last flushed seq and hash, synced; rewritten in place
 //! at each flush, see [`HEAD_BYTES`]), `db/` (sled).
 //! sled trees: `events` (log chunks, posting indexes, tombstones and meta under one-byte prefixes
 //! — see [`super::keys`] — so that one
-//! `apply_batch` makes an event and its index entries atomic), `blobs`, `snapshots`.
+//! `apply_batch` makes an event and its index entries atomic), `blobs`, `snapshots` (the
+//! projections' snapshot and, beside it, the revisions not resident in it, so that one batch
+//! writes both).
 
 mod copies;
 mod format;
@@ -18,6 +21,7 @@ pub mod migrate;
 mod open;
 mod query;
 mod read;
+mod revisions;
 mod write;
 
 use super::projection::Projections;
@@ -76,6 +80,8 @@ pub struct StoreReader {
     pub(crate) path: PathBuf,
     pub(crate) events: sled::Tree,
     pub(crate) blobs: sled::Tree,
+    /// The snapshot's tree, read for the revisions kept there (`projection::stored`).
+    pub(crate) snapshots: sled::Tree,
     /// Counts the live readers (clones share it): sled's lock goes with the last tree handle,
     /// so [`SledStore::close`] can only wait for the lock when no other reader is alive.
     handles: std::sync::Arc<()>,
@@ -92,6 +98,12 @@ pub struct SledStore {
     /// Whether the wall clock is behind the log after a reported jump (`store::clock`).
     clock: super::clock::ClockState,
     pub(crate) proj: Projections,
+    /// Apps whose epoch changed (AppReset, AppRenamed) since the last snapshot: their stored
+    /// revisions of other epochs are deleted with the next one.
+    stale: std::collections::BTreeSet<String>,
+    /// The projections were rebuilt from the log: every stored revision is replaced at the
+    /// next snapshot.
+    clear_stored: bool,
     unsnapshotted: u64,
     snapshot_every: u64,
     /// Why the projections snapshot found on open was discarded, when it was made from another

@@ -102,6 +102,7 @@ impl SledStore {
                 path,
                 events,
                 blobs,
+                snapshots: snapshots.clone(),
                 handles: std::sync::Arc::new(()),
             },
             db,
@@ -112,6 +113,8 @@ impl SledStore {
             last_micros: i64::MIN,
             clock: super::super::clock::ClockState::default(),
             proj: Projections::default(),
+            stale: Default::default(),
+            clear_stored: false,
             unsnapshotted: 0,
             snapshot_discarded: None,
             snapshot_every: opts.snapshot_every.max(1),
@@ -178,11 +181,16 @@ impl SledStore {
     /// last is not a cache miss but a sign of a restored or rewritten store: it is logged and
     /// kept in [`SledStore::snapshot_discarded`] for `store verify` to report.
     pub(super) fn restore_projections(&mut self) -> Result<(), StoreError> {
-        let snap = self
+        let raw = self
             .snapshots
             .get(SNAPSHOT_KEY)
-            .map_err(self.err("reading the snapshot"))?
-            .and_then(|b| projection::decode_projections(&b).ok());
+            .map_err(self.err("reading the snapshot"))?;
+        // A version-6 snapshot (every revision in it) is converted rather than rebuilt.
+        let converted = raw.as_ref().is_some_and(|b| b.first() == Some(&6));
+        let snap = raw.and_then(|b| match converted {
+            true => projection::decode_projections_v6(&b).ok(),
+            false => projection::decode_projections(&b).ok(),
+        });
         let last_seq = self.next_seq - 1;
         let latest_compaction = self
             .reader
@@ -210,15 +218,26 @@ impl SledStore {
             _ => None,
         };
         match usable {
-            Some(mut p) => {
-                for env in self.reader.iter_from(p.covered_seq + 1) {
-                    p.fold(&env?.body);
-                }
+            Some(p) => {
                 self.unsnapshotted = last_seq - p.covered_seq;
+                let from = p.covered_seq + 1;
                 self.proj = p;
+                // The tail is folded as the writer folds an append: what it names from the
+                // stored revisions is brought back in first.
+                let reader = self.reader.clone();
+                for env in reader.iter_from(from) {
+                    let env = env?;
+                    self.fault_in([(env.body.app.as_deref(), &env.body.event)])?;
+                    self.fold_one(&env.body);
+                }
+                if converted {
+                    self.clear_stored = true;
+                    self.write_snapshot()?;
+                }
             }
             None => {
                 self.proj = self.reader.rebuild_projections(&mut |_| {})?;
+                self.clear_stored = true;
                 self.write_snapshot()?;
             }
         }
@@ -228,6 +247,7 @@ impl SledStore {
     /// Replays the whole log into fresh projections and stores them as the snapshot.
     pub fn rebuild(&mut self, progress: &mut dyn FnMut(u64)) -> Result<&Projections, StoreError> {
         self.proj = self.reader.rebuild_projections(progress)?;
+        self.clear_stored = true;
         self.write_snapshot()?;
         self.db.flush().map_err(self.err("flushing"))?;
         Ok(&self.proj)

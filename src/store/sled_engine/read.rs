@@ -3,7 +3,7 @@
 //! of the sled trees, usable while the writer writes; how a query picks its scan is [`super::query`].
 
 use super::super::keys;
-use super::super::projection::{self, AppState, Projections};
+use super::super::projection::{self, AppState, Projections, RevisionEntry};
 use super::super::{EventRead, Order, Page, Query, Selector, SeqPage, StoreError, blob};
 use super::format::META_SCHEMA;
 use super::{SledStore, StoreReader};
@@ -41,6 +41,14 @@ impl EventRead for SledStore {
     }
     fn blob(&self, digest: &Digest) -> Result<Option<Vec<u8>>, StoreError> {
         self.reader.blob(digest)
+    }
+    fn stored_revisions(
+        &self,
+        app: &str,
+        epoch: u64,
+        prefix: &str,
+    ) -> Result<Vec<(String, RevisionEntry)>, StoreError> {
+        self.reader.stored_revisions_of(app, epoch, prefix)
     }
 }
 
@@ -497,6 +505,15 @@ impl EventRead for StoreReader {
 
     fn postings(&self, q: &Query) -> Result<SeqPage, StoreError> {
         self.plan_postings(q)
+    }
+
+    fn stored_revisions(
+        &self,
+        app: &str,
+        epoch: u64,
+        prefix: &str,
+    ) -> Result<Vec<(String, RevisionEntry)>, StoreError> {
+        self.stored_revisions_of(app, epoch, prefix)
     }
 
     fn query(&self, q: &Query) -> Result<Page, StoreError> {

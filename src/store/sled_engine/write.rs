@@ -17,7 +17,13 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 impl SledStore {
+    /// Writes the projections' snapshot and, in the same batch, the revisions that need not
+    /// stay resident (`projection::stored`): the snapshot and the stored revisions are always
+    /// one state. After a rebuild every stored revision is replaced first.
     pub(crate) fn write_snapshot(&mut self) -> Result<(), StoreError> {
+        if self.clear_stored {
+            self.replace_stored()?;
+        }
         // The writer folds every event it appends, so the projections cover the head; a store
         // rebuilt from a log with a lost tail covers less, and its hash is read back.
         let covered = self.proj.covered_seq;
@@ -31,14 +37,24 @@ impl SledStore {
                     reason: format!("the projections cover seq {covered}, which the log lacks"),
                 })?
         };
-        let bytes =
-            projection::encode_projections(&self.proj, hash).map_err(|e| StoreError::Invalid {
+        let mut batch = sled::Batch::default();
+        let moved = self.evict(&mut batch)?;
+        let written = projection::encode_projections(&self.proj, hash)
+            .map_err(|e| StoreError::Invalid {
                 path: self.reader.path.clone(),
                 reason: format!("encoding the snapshot: {e}"),
-            })?;
-        self.snapshots
-            .insert(SNAPSHOT_KEY, bytes)
-            .map_err(self.err("writing the snapshot"))?;
+            })
+            .and_then(|bytes| {
+                batch.insert(SNAPSHOT_KEY, bytes);
+                self.snapshots
+                    .apply_batch(batch)
+                    .map_err(self.err("writing the snapshot"))
+            });
+        if let Err(e) = written {
+            self.undo_evict(moved);
+            return Err(e);
+        }
+        self.stale.clear();
         self.unsnapshotted = 0;
         Ok(())
     }
@@ -120,6 +136,12 @@ impl SledStore {
         }
         let prev = (self.next_seq > 1).then_some(self.last_micros);
         self.stage(&mut batch, &sealed, prev);
+        // Revisions the batch names are read back before anything is staged in memory, so a
+        // failed read leaves the open copy tails untouched.
+        let named = sealed
+            .iter()
+            .map(|(e, _)| (e.body.app.as_deref(), &e.body.event));
+        self.fault_in(named)?;
         let copied = self.stage_copies(&mut batch, &sealed, seq - 1);
         if let Err(e) = self.reader.events.apply_batch(batch) {
             self.recover_copies();
@@ -132,7 +154,7 @@ impl SledStore {
         self.last_micros = micros;
         self.clock = stamp.state;
         for (env, _) in &sealed {
-            self.proj.fold(&env.body);
+            self.fold_one(&env.body);
         }
         self.unsnapshotted += sealed.len() as u64;
         self.appended += sealed.len() as u64;
@@ -195,6 +217,10 @@ impl SledStore {
         }
         let prev = (self.next_seq > 1).then_some(self.last_micros);
         self.stage(&mut batch, &live, prev);
+        self.fault_in(
+            live.iter()
+                .map(|(e, _)| (e.body.app.as_deref(), &e.body.event)),
+        )?;
         let copied = self.stage_copies(&mut batch, &live, next - 1);
         if let Err(e) = self.reader.events.apply_batch(batch) {
             self.recover_copies();
@@ -207,7 +233,7 @@ impl SledStore {
             self.last_micros = env.body.time.timestamp_micros();
         }
         for (env, _) in &live {
-            self.proj.fold(&env.body);
+            self.fold_one(&env.body);
         }
         Ok(())
     }
