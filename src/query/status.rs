@@ -63,12 +63,7 @@ pub struct AppStatus {
 
 /// The revision whose sync last finished without failing outright.
 pub(crate) fn applied_revision(state: &AppState) -> Option<String> {
-    state
-        .revisions
-        .iter()
-        .filter_map(|(sha, r)| r.applied_at.map(|t| (t, sha)))
-        .max()
-        .map(|(_, sha)| sha.clone())
+    state.applied_revision().map(str::to_owned)
 }
 
 pub(crate) fn intent_view(state: &AppState) -> IntentView {

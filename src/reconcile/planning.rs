@@ -96,20 +96,10 @@ impl Reconciler {
     }
 }
 
-/// The revision the App last finished a sync of (the latest `applied_at`).
-pub(super) fn applied_revision(state: &AppState) -> Option<&str> {
-    state
-        .revisions
-        .iter()
-        .filter_map(|(sha, r)| r.applied_at.map(|t| (t, sha)))
-        .max()
-        .map(|(_, sha)| sha.as_str())
-}
-
 /// Whether `revision` has not been synced to completion yet: not the revision last applied, or
 /// never finished a sync.
 pub(super) fn is_new_revision(state: &AppState, revision: &str) -> bool {
-    applied_revision(state) != Some(revision)
+    state.applied_revision() != Some(revision)
         || state
             .revisions
             .get(revision)
@@ -347,13 +337,13 @@ mod tests {
         entry.outcome = Some(SyncOutcome::Succeeded);
         entry.applied_at = Some(chrono::Utc::now());
         assert!(!is_new_revision(&state, "abc"));
-        assert_eq!(applied_revision(&state), Some("abc"));
+        assert_eq!(state.applied_revision(), Some("abc"));
         // A later revision applied since makes "abc" new again (a rollback to it).
         let mut later = revision_entry(None);
         later.outcome = Some(SyncOutcome::Succeeded);
         later.applied_at = Some(chrono::Utc::now() + chrono::Duration::seconds(1));
         state.revisions.insert("def".into(), later);
-        assert_eq!(applied_revision(&state), Some("def"));
+        assert_eq!(state.applied_revision(), Some("def"));
         assert!(is_new_revision(&state, "abc"));
     }
 

@@ -169,6 +169,17 @@ pub fn applied(finished: &crate::event::SyncFinished) -> bool {
 }
 
 impl AppState {
+    /// The revision whose sync last finished without failing outright: the latest `applied_at`
+    /// (ties: the greatest SHA). One rule for the reconciler, `status` and which revisions stay
+    /// resident, which must agree.
+    pub fn applied_revision(&self) -> Option<&str> {
+        self.revisions
+            .iter()
+            .filter_map(|(sha, r)| r.applied_at.map(|t| (t, sha)))
+            .max()
+            .map(|(_, sha)| sha.as_str())
+    }
+
     /// Folds one event of this App. Pure: no I/O, no clock.
     pub fn fold(&mut self, body: &EnvelopeBody) {
         let time = body.time;

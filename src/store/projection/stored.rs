@@ -48,7 +48,9 @@ pub fn resident(state: &AppState, recent: usize) -> BTreeSet<&str> {
         state.observed_head.as_deref(),
         state.deployable_head.as_deref(),
         state.intent.revision.as_deref(),
-        last_applied(state),
+        // Always resident: an evicted entry's `applied_at` was not the latest when it was
+        // evicted, and only a SyncFinished, which faults its revision in, moves it.
+        state.applied_revision(),
     ]
     .into_iter()
     .flatten()
@@ -61,18 +63,6 @@ pub fn resident(state: &AppState, recent: usize) -> BTreeSet<&str> {
     by_age.sort_unstable_by(|a, b| b.cmp(a));
     keep.extend(by_age.into_iter().take(recent).map(|(_, sha)| sha));
     keep
-}
-
-/// The revision with the latest `applied_at` (ties: the greatest SHA), as the reconciler and
-/// status pick it. It is always resident: an evicted entry's `applied_at` was not the latest
-/// when it was evicted, and only a SyncFinished, which faults its revision in, moves it.
-fn last_applied(state: &AppState) -> Option<&str> {
-    state
-        .revisions
-        .iter()
-        .filter_map(|(sha, r)| r.applied_at.map(|t| (t, sha)))
-        .max()
-        .map(|(_, sha)| sha.as_str())
 }
 
 /// The SHAs of `state`'s revisions to move to the store.
