@@ -7,7 +7,7 @@ use super::{ReconcileError, Reconciler, events};
 use crate::event::{self, Draft, Event};
 use crate::plan::{DesiredObject, InventoryEntry, ObjectKey, Observed};
 use crate::store::{EventRead, Query, Selector};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// Pages of 500 of an App's newest events searched for its last recorded health.
 const HEALTH_RECALL_PAGES: usize = 4;
@@ -39,6 +39,24 @@ pub(super) fn worth_waiting_for(
         .iter()
         .filter(|d| resolve(&d.object).is_none_or(|o| !failed.contains(&o.key())))
         .cloned()
+        .collect()
+}
+
+/// The objects known to be the App's once a sync ran: its inventory and every object the
+/// sync wrote (each now carries the App's label, so the watch will see it).
+pub(super) fn owned_after(
+    inventory: &[InventoryEntry],
+    outcomes: &[crate::apply::ObjectOutcome],
+) -> HashSet<ObjectKey> {
+    inventory
+        .iter()
+        .map(|e| e.object.key())
+        .chain(
+            outcomes
+                .iter()
+                .filter(|o| super::execute::wrote(&o.outcome))
+                .map(|o| o.object.key()),
+        )
         .collect()
 }
 
@@ -122,22 +140,25 @@ pub(super) fn recall_page<'a>(
 
 impl Reconciler {
     /// The App's health after a sync: waited for when it wrote anything, else as it is now.
-    /// Returns it and the number of events appended.
+    /// Returns it and the number of events appended. `owned`: the objects known to be the
+    /// App's after the sync; `observed` (the view before it) is let go before a wait, which
+    /// may last minutes while a thousand Apps wait at once.
     pub(super) async fn sync_health(
         &mut self,
         applied_any: bool,
         desired: &[DesiredObject],
-        inventory: &[InventoryEntry],
-        observed: &Observed,
+        owned: &HashSet<ObjectKey>,
+        observed: Observed,
     ) -> Result<(event::Health, usize), ReconcileError> {
         if applied_any {
+            drop(observed);
             let live = self.live.clone();
             let readings = live
-                .settled_readings(desired, inventory, self.app.health_timeout)
+                .settled_readings(desired, owned, self.app.health_timeout)
                 .await?;
             self.record_readings(readings).await
         } else {
-            self.record_health(desired, observed).await
+            self.record_health(desired, &observed).await
         }
     }
 
@@ -269,6 +290,39 @@ mod tests {
             .collect();
         // An object that exists is still read (its health is the App's); one never created is not.
         assert_eq!(waited, ["new", "existing"]);
+    }
+
+    #[test]
+    fn after_a_sync_the_app_owns_its_inventory_and_what_it_wrote() {
+        use crate::apply::{FailureCause, ObjectOutcome, Outcome};
+        use crate::reconcile::fixtures::{applied, config_map, resolved};
+        let outcome = |name: &str, outcome: Outcome| ObjectOutcome {
+            object: resolved(&config_map(name, "1", true)),
+            outcome,
+            digest: None,
+            reason: None,
+            resource_version: None,
+            uid: None,
+        };
+        let forbidden = Outcome::Failed {
+            error: "forbidden".into(),
+            cause: FailureCause::Forbidden,
+        };
+        let outcomes = [
+            outcome("created", Outcome::Created),
+            outcome("refused", forbidden),
+            outcome("kept", Outcome::Unchanged),
+        ];
+        let inventory = [applied(&config_map("before", "1", true))];
+        let mut owned: Vec<String> = owned_after(&inventory, &outcomes)
+            .into_iter()
+            .map(|k| k.to_string())
+            .collect();
+        owned.sort();
+        let key = |name: &str| resolved(&config_map(name, "1", true)).key().to_string();
+        // Neither a refused write nor an unchanged object outside the inventory is known to
+        // carry the App's label.
+        assert_eq!(owned, [key("before"), key("created")]);
     }
 
     #[test]

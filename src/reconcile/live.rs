@@ -14,7 +14,7 @@ use crate::plan::{
     DesiredObject, GroupKind, InventoryEntry, ObjectKey, ObjectRef, Observation, Observed, Scope,
 };
 use crate::render::SecretKey;
-use crate::watch::AppWatch;
+use crate::watch::{AppWatch, CachedHealth};
 use futures::future::BoxFuture;
 use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
@@ -56,10 +56,12 @@ pub(crate) trait LiveView: Send + Sync {
 
     /// The desired objects' health once every one is settled (healthy or degraded) or
     /// `timeout` has passed; a workload still unready is explained by its first Pod's problem.
+    /// `owned`: the objects known to be the App's (its inventory and what the sync wrote),
+    /// which the watch sees once it catches up, so they are never read directly meanwhile.
     fn settled_readings<'a>(
         &'a self,
         desired: &'a [DesiredObject],
-        inventory: &'a [InventoryEntry],
+        owned: &'a HashSet<ObjectKey>,
         timeout: Duration,
     ) -> BoxFuture<'a, Result<Vec<Reading>, ReconcileError>>;
 }
@@ -162,7 +164,7 @@ impl LiveView for DirectView {
     fn settled_readings<'a>(
         &'a self,
         desired: &'a [DesiredObject],
-        _inventory: &'a [InventoryEntry],
+        _owned: &'a HashSet<ObjectKey>,
         timeout: Duration,
     ) -> BoxFuture<'a, Result<Vec<Reading>, ReconcileError>> {
         Box::pin(async move { Ok(self.read_health(desired, timeout).await) })
@@ -205,38 +207,106 @@ impl WatchedView {
         inventory: &[InventoryEntry],
     ) -> Result<Observed, ReconcileError> {
         self.watch_kinds(desired, inventory).await;
+        let owned: HashSet<ObjectKey> = inventory.iter().map(|e| e.object.key()).collect();
+        Ok(self.observe_cached(desired, inventory, &owned).await)
+    }
+
+    /// The cache's view of `desired` and `inventory` (kinds already watched), with direct
+    /// reads of the desired objects it cannot vouch for.
+    async fn observe_cached(
+        &self,
+        desired: &[DesiredObject],
+        inventory: &[InventoryEntry],
+        owned: &HashSet<ObjectKey>,
+    ) -> Observed {
         let c = &self.direct.cluster;
         let lookup = |gk: &GroupKind| c.scope(gk);
         let mut observed = {
             let w = self.watch.read().expect("watch lock");
             w.observe_for(desired, inventory, &c.namespace, &lookup)
         };
-        let unowned = unlabelled_candidates(desired, inventory, &observed, &lookup, &c.namespace);
+        let unowned = unlabelled_candidates(desired, owned, &observed, &lookup, &c.namespace);
         if !unowned.is_empty() {
             observed.extend(self.direct.read(&unowned, &[]).await);
         }
-        Ok(observed)
+        observed
     }
 
-    /// Re-reads the cache until every desired object is settled or the timeout passes, then
-    /// explains the unready ones by their Pods.
+    /// Waits until every desired object is settled or the timeout passes, then reads them
+    /// once and explains the unready ones by their Pods. Between reads it asks the cache for
+    /// health alone (assessed once per object version); only an object the watch cannot vouch
+    /// for sends it back to a full read, with direct reads, as [`WatchedView::read`] does.
     async fn wait_settled(
         &self,
         desired: &[DesiredObject],
-        inventory: &[InventoryEntry],
+        owned: &HashSet<ObjectKey>,
         timeout: Duration,
     ) -> Result<Vec<Reading>, ReconcileError> {
+        self.watch_kinds(desired, &[]).await;
+        let c = &self.direct.cluster;
+        let objects: Vec<ObjectRef> = desired
+            .iter()
+            .filter_map(|d| {
+                apply::resolve_namespace(&d.object, c.scope(&d.object.group_kind()), &c.namespace)
+            })
+            .collect();
         let deadline = Instant::now() + timeout;
-        let (observed, readings) = loop {
-            let observed = self.read(desired, inventory).await?;
-            let readings = cache_readings(&self.direct.cluster, desired, &observed);
-            if all_settled(&readings) || Instant::now() >= deadline {
-                break (observed, readings);
+        loop {
+            let cached = self.watch.read().expect("watch lock").health_of(&objects);
+            let settled = match waiting_verdict(&objects, &cached, owned) {
+                Waiting::Settled => true,
+                Waiting::NotYet => false,
+                Waiting::ReadDirectly => {
+                    let observed = self.observe_cached(desired, &[], owned).await;
+                    all_settled(&cache_readings(c, desired, &observed))
+                }
+            };
+            if settled || Instant::now() >= deadline {
+                break;
             }
             tokio::time::sleep(HEALTH_POLL).await;
-        };
-        Ok(explained_by_pods(&self.direct.cluster.catalog, readings, &observed).await)
+        }
+        let observed = self.observe_cached(desired, &[], owned).await;
+        let readings = cache_readings(c, desired, &observed);
+        Ok(explained_by_pods(&c.catalog, readings, &observed).await)
     }
+}
+
+/// What a health wait does after asking the cache.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Waiting {
+    /// Every object is there and healthy or degraded.
+    Settled,
+    /// Some object is not settled, or not seen yet though the App's (the watch will see it).
+    NotYet,
+    /// Some object the watch cannot vouch for is not in the cache: it may exist unlabelled,
+    /// and only a direct read tells.
+    ReadDirectly,
+}
+
+/// The wait's next step from the cache's health of `objects` (`cached`, in the same order).
+pub(crate) fn waiting_verdict(
+    objects: &[ObjectRef],
+    cached: &[CachedHealth],
+    owned: &HashSet<ObjectKey>,
+) -> Waiting {
+    let mut verdict = Waiting::Settled;
+    for (object, health) in objects.iter().zip(cached) {
+        match health {
+            CachedHealth::Present(h) => {
+                // As `cache_readings` records it (`observed_health`).
+                let recorded = h.status.recorded();
+                if !matches!(recorded, event::Health::Healthy | event::Health::Degraded) {
+                    verdict = Waiting::NotYet;
+                }
+            }
+            CachedHealth::Absent | CachedHealth::Unknown if !owned.contains(&object.key()) => {
+                return Waiting::ReadDirectly;
+            }
+            CachedHealth::Absent | CachedHealth::Unknown => verdict = Waiting::NotYet,
+        }
+    }
+    verdict
 }
 
 impl LiveView for WatchedView {
@@ -264,10 +334,10 @@ impl LiveView for WatchedView {
     fn settled_readings<'a>(
         &'a self,
         desired: &'a [DesiredObject],
-        inventory: &'a [InventoryEntry],
+        owned: &'a HashSet<ObjectKey>,
         timeout: Duration,
     ) -> BoxFuture<'a, Result<Vec<Reading>, ReconcileError>> {
-        Box::pin(self.wait_settled(desired, inventory, timeout))
+        Box::pin(self.wait_settled(desired, owned, timeout))
     }
 }
 
@@ -318,12 +388,11 @@ pub(crate) fn all_settled(readings: &[Reading]) -> bool {
 /// adopted or refused, never taken for absent and "created" over what is there.
 pub(crate) fn unlabelled_candidates(
     desired: &[DesiredObject],
-    inventory: &[InventoryEntry],
+    owned: &HashSet<ObjectKey>,
     observed: &Observed,
     scope: &dyn Fn(&GroupKind) -> Option<Scope>,
     namespace: &str,
 ) -> Vec<DesiredObject> {
-    let owned: HashSet<ObjectKey> = inventory.iter().map(|e| e.object.key()).collect();
     desired
         .iter()
         .filter(|d| {
@@ -378,13 +447,66 @@ mod tests {
         // Absent from the cache but the App's: the cache is right that it is gone.
         observed.insert(resolved(&owned).key(), Observation::Absent);
         let desired = [owned.clone(), seen, unseen.clone()];
-        let read = unlabelled_candidates(&desired, &[applied(&owned)], &observed, &scopes, "shop");
+        let mine = HashSet::from([applied(&owned).object.key()]);
+        let read = unlabelled_candidates(&desired, &mine, &observed, &scopes, "shop");
         assert_eq!(read, vec![unseen]);
         // A kind the cluster does not serve is not read at all.
         let widget = desired_widget();
+        let none = HashSet::new();
         assert!(
-            unlabelled_candidates(&[widget], &[], &Observed::new(), &scopes, "shop").is_empty()
+            unlabelled_candidates(&[widget], &none, &Observed::new(), &scopes, "shop").is_empty()
         );
+    }
+
+    #[test]
+    fn a_health_wait_settles_only_when_every_object_is_in_the_cache_and_settled() {
+        let o = |name: &str| ObjectRef::from_api_version("v1", "ConfigMap", Some("shop"), name);
+        let objects = [o("a"), o("b")];
+        let mine: HashSet<ObjectKey> = objects.iter().map(ObjectRef::key).collect();
+        let present = |status| CachedHealth::Present(Health::new(status, ""));
+        let verdict = |cached: &[CachedHealth], owned: &HashSet<ObjectKey>| {
+            waiting_verdict(&objects, cached, owned)
+        };
+        let ready = present(Status::Current);
+        let failed = present(Status::Failed);
+        assert_eq!(
+            verdict(&[ready.clone(), failed.clone()], &mine),
+            Waiting::Settled
+        );
+        let rolling = present(Status::InProgress);
+        assert_eq!(verdict(&[ready.clone(), rolling], &mine), Waiting::NotYet);
+        // Terminating is recorded as progressing: not settled.
+        let leaving = present(Status::Terminating);
+        assert_eq!(verdict(&[leaving, ready.clone()], &mine), Waiting::NotYet);
+        let unreadable = present(Status::Unknown);
+        assert_eq!(
+            verdict(&[unreadable, ready.clone()], &mine),
+            Waiting::NotYet
+        );
+        // The App's objects the watch has not caught up with: wait for the watch, no GET.
+        assert_eq!(
+            verdict(&[ready.clone(), CachedHealth::Absent], &mine),
+            Waiting::NotYet
+        );
+        assert_eq!(
+            verdict(&[CachedHealth::Unknown, failed.clone()], &mine),
+            Waiting::NotYet
+        );
+        // An object not known to be the App's may exist unlabelled: only a GET tells.
+        let only_a = HashSet::from([o("a").key()]);
+        assert_eq!(
+            verdict(&[ready.clone(), CachedHealth::Absent], &only_a),
+            Waiting::ReadDirectly
+        );
+        assert_eq!(
+            verdict(&[ready, CachedHealth::Unknown], &only_a),
+            Waiting::ReadDirectly
+        );
+        assert_eq!(
+            verdict(&[failed.clone(), failed], &only_a),
+            Waiting::Settled
+        );
+        assert_eq!(waiting_verdict(&[], &[], &HashSet::new()), Waiting::Settled);
     }
 
     fn desired_widget() -> DesiredObject {

@@ -412,6 +412,7 @@ impl Reconciler {
         drop(pass_permit);
         let applied_any = outcomes.iter().any(|o| execute::wrote(&o.outcome));
         let failed = health::failed_and_absent(outcomes, &prepared.observed);
+        let owned = health::owned_after(&prepared.inventory, outcomes);
         let resolve = |o: &crate::plan::ObjectRef| {
             apply::resolve_namespace(
                 o,
@@ -420,13 +421,17 @@ impl Reconciler {
             )
         };
         let desired = health::worth_waiting_for(&prepared.rendered.desired, &failed, &resolve);
+        // What a health wait needs is above: the rendered set, the plan, the inventory and the
+        // outcomes are let go here, not held for the minutes Pods may take to become ready.
+        let planning::Prepared {
+            observed,
+            rendered,
+            plan,
+            inventory,
+        } = prepared;
+        drop((rendered, plan, inventory, executed));
         let (health, n) = self
-            .sync_health(
-                applied_any,
-                &desired,
-                &prepared.inventory,
-                &prepared.observed,
-            )
+            .sync_health(applied_any, &desired, &owned, observed)
             .await?;
         report.appended += n;
         report.health = health;

@@ -6,11 +6,16 @@
 //! two keys). A thousand Apps' Deployments, Services and Ingresses held that way were most of
 //! the agent's memory; compressed JSON is a few percent of it. A pass reads a handful of its
 //! own objects, so parsing on read costs microseconds where the memory was megabytes.
+//!
+//! Each entry also keeps its object's health once a reader asked for it: a pass waiting for
+//! its objects to become ready asks every few hundred milliseconds, and a thousand Apps
+//! waiting at once would otherwise parse their objects again thousands of times a second.
 
+use crate::health::{Health, assess};
 use kube::api::DynamicObject;
 use kube::runtime::watcher;
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{OnceLock, RwLock};
 
 /// `(namespace or "", name)`.
 pub type Key = (String, String);
@@ -19,6 +24,16 @@ struct Entry {
     resource_version: String,
     /// lz4 (size-prefixed) of the object's JSON.
     packed: Box<[u8]>,
+    /// The object's health, assessed at the first read that asked (an entry is replaced, not
+    /// changed, when its object changes, so the value is never stale).
+    health: OnceLock<Health>,
+}
+
+impl Entry {
+    fn json(&self) -> Option<serde_json::Value> {
+        let json = lz4_flex::decompress_size_prepended(&self.packed).ok()?;
+        serde_json::from_slice(&json).ok()
+    }
 }
 
 #[derive(Default)]
@@ -48,6 +63,7 @@ fn pack(object: &DynamicObject) -> Entry {
     Entry {
         resource_version: object.metadata.resource_version.clone().unwrap_or_default(),
         packed: lz4_flex::compress_prepend_size(&json).into_boxed_slice(),
+        health: OnceLock::new(),
     }
 }
 
@@ -88,6 +104,26 @@ impl KindCache {
         let json = lz4_flex::decompress_size_prepended(&entry.packed).ok()?;
         drop(inner);
         serde_json::from_slice(&json).ok()
+    }
+
+    /// The object's health (`types`: its apiVersion and kind, which list items do not carry).
+    /// `None` when absent; an unreadable entry is unknown, never healthy.
+    pub fn health(&self, namespace: &str, name: &str, types: (&str, &str)) -> Option<Health> {
+        let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
+        let entry = inner
+            .objects
+            .get(&(namespace.to_string(), name.to_string()))?;
+        let health = entry.health.get_or_init(|| match entry.json() {
+            Some(mut value) => {
+                if let serde_json::Value::Object(map) = &mut value {
+                    map.insert("apiVersion".into(), types.0.into());
+                    map.insert("kind".into(), types.1.into());
+                }
+                assess(&value)
+            }
+            None => Health::new(crate::health::Status::Unknown, "unreadable in the cache"),
+        });
+        Some(health.clone())
     }
 
     /// Every cached object's key and resourceVersion.
@@ -141,6 +177,35 @@ mod tests {
         cache.apply(&watcher::Event::Delete(object("a", "web", "4", 5)));
         assert_eq!(cache.get("a", "web"), None);
         assert_eq!(cache.len(), 1);
+    }
+
+    fn deployment(name: &str, rv: &str, ready: u32) -> DynamicObject {
+        // A list item: no apiVersion or kind, as the server sends them.
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "a", "resourceVersion": rv, "generation": 1},
+            "spec": {"replicas": 1},
+            "status": {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1,
+                       "readyReplicas": ready, "availableReplicas": ready}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn health_is_assessed_with_the_kinds_types_and_follows_each_new_version() {
+        use crate::health::Status;
+        let cache = KindCache::default();
+        let types = ("apps/v1", "Deployment");
+        assert_eq!(cache.health("a", "web", types), None);
+        cache.apply(&watcher::Event::Apply(deployment("web", "1", 0)));
+        let first = cache.health("a", "web", types).unwrap();
+        assert_eq!(first.status, Status::InProgress, "{first:?}");
+        // Asked again: the same answer (kept, not assessed anew).
+        assert_eq!(cache.health("a", "web", types), Some(first));
+        cache.apply(&watcher::Event::Apply(deployment("web", "2", 1)));
+        let ready = cache.health("a", "web", types).unwrap();
+        assert_eq!(ready.status, Status::Current, "{ready:?}");
+        cache.apply(&watcher::Event::Delete(deployment("web", "3", 1)));
+        assert_eq!(cache.health("a", "web", types), None);
     }
 
     #[test]

@@ -89,6 +89,16 @@ struct KindWatch {
     task: JoinHandle<()>,
 }
 
+/// An object's health as the cache knows it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CachedHealth {
+    /// Its kind is not watched, or not listed yet.
+    Unknown,
+    /// Listed, and not there (or not labelled as an App's: the watch sees only those).
+    Absent,
+    Present(crate::health::Health),
+}
+
 /// The watches of one App.
 pub struct AppWatch {
     client: kube::Client,
@@ -520,6 +530,33 @@ impl AppWatch {
             observed.insert(object.key(), observation);
         }
         observed
+    }
+
+    /// What the cache knows of these objects' health (namespaces resolved), without parsing
+    /// them again once assessed: what a pass waiting for readiness asks between its reads.
+    pub fn health_of(&self, objects: &[ObjectRef]) -> Vec<CachedHealth> {
+        objects.iter().map(|o| self.cached_health(o)).collect()
+    }
+
+    fn cached_health(&self, object: &ObjectRef) -> CachedHealth {
+        let Some(kind) = self.kinds.get(&object.group_kind()) else {
+            return CachedHealth::Unknown;
+        };
+        if !*kind.synced.borrow() {
+            return CachedHealth::Unknown;
+        }
+        let namespace = match kind.resource.scope {
+            Scope::Namespaced => object.namespace.as_deref().unwrap_or_default(),
+            Scope::Cluster => "",
+        };
+        let ar = &kind.resource.resource;
+        match kind
+            .store
+            .health(namespace, &object.name, (&ar.api_version, &ar.kind))
+        {
+            Some(health) => CachedHealth::Present(health),
+            None => CachedHealth::Absent,
+        }
     }
 
     /// [`AppWatch::observe`] for a plan's inputs: desired objects (namespaces defaulted the way
