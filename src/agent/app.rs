@@ -66,7 +66,7 @@ impl AppTask {
         let mut ready_rx = self.ready.subscribe();
         let has_deps = !self.reconciler.app().depends_on.is_empty();
         let mut routed: Vec<ObjectKey> = Vec::new();
-        self.before_first_pass(&name).await;
+        Box::pin(self.before_first_pass(&name)).await;
         // The first pass is due at once (the schedule starts with a fetch wanted).
         let mut input = Input::Woke(Vec::new());
         while !self.stops.iter().any(|s| *s.borrow()) {
@@ -100,7 +100,7 @@ impl AppTask {
                         &ready_rx.borrow_and_update(),
                     );
                     if blocked.is_empty() {
-                        let backoff = self.pass(&name, fetch).await;
+                        let backoff = Box::pin(self.pass(&name, fetch)).await;
                         self.route(&name, &mut routed);
                         Input::Passed { backoff }
                     } else {
@@ -150,14 +150,13 @@ impl AppTask {
     /// Runs one pass and reports it; returns the backoff before the next.
     async fn pass(&mut self, name: &str, fetch: Option<Instant>) -> Option<std::time::Duration> {
         let started = std::time::Instant::now();
-        let passed = self
-            .reconciler
-            .pass(&PassOptions {
-                fetch: fetch.is_some(),
-                fetch_requested: fetch.map(Instant::into_std),
-                progress: None,
-            })
-            .await;
+        // Boxed: the App's task lives as long as the App, its pass only while it runs.
+        let passed = Box::pin(self.reconciler.pass(&PassOptions {
+            fetch: fetch.is_some(),
+            fetch_requested: fetch.map(Instant::into_std),
+            progress: None,
+        }))
+        .await;
         crate::metrics::METRICS.observe_reconcile(started.elapsed(), passed.is_ok());
         let passed = passed.map_err(|e| e.to_string());
         if let Some((writer, store)) = self.status.as_mut()

@@ -347,11 +347,14 @@ impl Reconciler {
     /// One pass: fetch (if asked), the desired state of the target revision, inventory, live
     /// view and plan, then either "in sync" (new drifts and health recorded) or a recorded
     /// sync (execute, record, wait for health).
+    ///
+    /// Its stages' futures are boxed: a pass's future is as large as its largest stage, and a
+    /// thousand Apps hold theirs at once (each waiting for health or a permit).
     pub async fn pass(&mut self, options: &PassOptions) -> Result<PassReport, ReconcileError> {
         let started = Instant::now();
         // The fetch is outside the pass limit: it holds nothing large (the fetch limit bounds
         // it), and a pass waiting for it would keep a rendering pass from starting.
-        let fetched = self.fetch(options).await?;
+        let fetched = Box::pin(self.fetch(options)).await?;
         let limits = self.limits.clone();
         let pass_permit = limits.passes.acquire().await.expect("never closed");
         // A fetch read the projection after its own append; nothing was appended since.
@@ -370,7 +373,7 @@ impl Reconciler {
             return Ok(report.ended(PassStatus::NoRevision, started));
         };
         report.revision = Some(revision.clone());
-        let rendered = match self.desired_state(&state, &revision).await {
+        let rendered = match Box::pin(self.desired_state(&state, &revision)).await {
             Ok(r) => r,
             Err(error) => {
                 report.appended += self
@@ -380,7 +383,7 @@ impl Reconciler {
             }
         };
         let render = desired::render_records(&self.app.name, &state, &rendered);
-        let prepared = self.prepare(&state, rendered).await?;
+        let prepared = Box::pin(self.prepare(&state, rendered)).await?;
         self.managed = prepared
             .plan
             .actions
@@ -391,15 +394,12 @@ impl Reconciler {
         self.memory.drifts = triage.uncorrected.clone();
         let new_revision = planning::is_new_revision(&state, &revision);
         if !planning::sync_needed(&prepared.plan, new_revision) {
-            return self
-                .in_sync(report, &prepared, &triage, render, started)
-                .await;
+            return Box::pin(self.in_sync(report, &prepared, &triage, render, started)).await;
         }
         report.refused = planning::refusals(&prepared.plan);
         report.outside_boundary = planning::outside_boundary(&prepared.plan);
-        let executed = self
-            .execute_and_record(&prepared, &triage, render, options)
-            .await?;
+        let executed =
+            Box::pin(self.execute_and_record(&prepared, &triage, render, options)).await?;
         report.appended += executed.appended;
         report.failed_attempts = self.memory.failed_attempts;
         let outcomes = &executed.changes.outcomes;
@@ -430,9 +430,8 @@ impl Reconciler {
             inventory,
         } = prepared;
         drop((rendered, plan, inventory, executed));
-        let (health, n) = self
-            .sync_health(applied_any, &desired, &owned, observed)
-            .await?;
+        let (health, n) =
+            Box::pin(self.sync_health(applied_any, &desired, &owned, observed)).await?;
         report.appended += n;
         report.health = health;
         report.appended += self

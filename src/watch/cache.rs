@@ -95,6 +95,12 @@ impl KindCache {
         }
     }
 
+    /// Drops a re-list in progress (its list failed part way): the cache keeps what it had,
+    /// and the pages listed so far are freed rather than kept until the next list.
+    pub fn abandon_relist(&self) {
+        self.inner.write().unwrap_or_else(|p| p.into_inner()).relist = None;
+    }
+
     /// The object's JSON, parsed. `None` when absent (or, never expected, unreadable).
     pub fn get(&self, namespace: &str, name: &str) -> Option<serde_json::Value> {
         let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
@@ -176,6 +182,20 @@ mod tests {
         assert_eq!(cache.get("a", "web").unwrap()["spec"]["replicas"], 5);
         cache.apply(&watcher::Event::Delete(object("a", "web", "4", 5)));
         assert_eq!(cache.get("a", "web"), None);
+        assert_eq!(cache.len(), 1);
+    }
+
+    #[test]
+    fn an_abandoned_relist_is_never_swapped_in() {
+        let cache = KindCache::default();
+        cache.apply(&watcher::Event::Apply(object("a", "kept", "1", 1)));
+        cache.apply(&watcher::Event::Init);
+        cache.apply(&watcher::Event::InitApply(object("a", "half", "2", 1)));
+        cache.abandon_relist();
+        // Whatever ends a list next, the abandoned half of one is not the truth.
+        cache.apply(&watcher::Event::InitDone);
+        assert!(cache.get("a", "kept").is_some());
+        assert_eq!(cache.get("a", "half"), None);
         assert_eq!(cache.len(), 1);
     }
 

@@ -257,82 +257,121 @@ struct KindTask {
     key: SecretKey,
 }
 
+/// Objects per list page, for the watch's own lists and the resync: a page is held parsed
+/// (`serde_json` maps per object, managedFields included) until its objects are packed into
+/// the cache, so an unpaged list of a thousand Deployments was tens of megabytes at once.
+const LIST_PAGE: u32 = 100;
+
 /// One kind's task: watch events and periodic re-lists into the store, changes out.
 async fn run_kind(task: KindTask) {
-    let KindTask {
-        api,
-        resource,
-        selector,
-        store,
-        synced,
-        raw,
-        resync,
-        key,
-    } = task;
-    let config = watcher::Config::default().labels(&selector);
-    let mut events = watcher(api.clone(), config).default_backoff().boxed();
-    let mut tick = tokio::time::interval(resync);
+    let config = watcher::Config::default()
+        .labels(&task.selector)
+        .page_size(LIST_PAGE);
+    let mut events = watcher(task.api.clone(), config).default_backoff().boxed();
+    let mut tick = tokio::time::interval(task.resync);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await; // the first tick is immediate; the watch's own list covers it
-    let mut before_relist: Option<HashMap<ObjectKey, (ObjectRef, String)>> = None;
-    let mut first_list = true;
+    let mut kind = KindState {
+        task,
+        before_relist: None,
+        first_list: true,
+    };
     loop {
-        let batch: Vec<watcher::Event<DynamicObject>> = tokio::select! {
+        let going_on = tokio::select! {
             event = events.next() => match event {
-                Some(Ok(event)) => vec![event],
+                Some(Ok(event)) => kind.handle(event).await,
                 Some(Err(error)) => {
-                    tracing::warn!(kind = %resource.resource.kind, %error, "watch failed; retrying with backoff");
-                    continue;
+                    tracing::warn!(kind = %kind.task.resource.resource.kind, %error, "watch failed; retrying with backoff");
+                    true
                 }
-                None => return,
+                None => false,
             },
-            _ = tick.tick() => {
-                match api.list(&ListParams::default().labels(&selector)).await {
-                    Ok(list) => {
-                        let mut batch = vec![watcher::Event::Init];
-                        batch.extend(list.items.into_iter().map(watcher::Event::InitApply));
-                        batch.push(watcher::Event::InitDone);
-                        batch
-                    }
-                    Err(error) => {
-                        tracing::warn!(kind = %resource.resource.kind, %error, "periodic resync list failed");
-                        continue;
-                    }
-                }
-            }
+            _ = tick.tick() => kind.resync().await,
         };
-        for event in batch {
-            let event = sanitize(event, &resource, &key);
-            let mut changes = Vec::new();
-            match &event {
-                watcher::Event::Apply(o) => changes.push(Change {
-                    object: object_ref(o, &resource),
-                    kind: ChangeKind::Applied,
-                    resource_version: o.metadata.resource_version.clone(),
-                }),
-                watcher::Event::Delete(o) => changes.push(Change {
-                    object: object_ref(o, &resource),
-                    kind: ChangeKind::Deleted,
-                    resource_version: o.metadata.resource_version.clone(),
-                }),
-                watcher::Event::Init => before_relist = Some(versions(&store, &resource)),
-                watcher::Event::InitApply(_) => {}
-                watcher::Event::InitDone => {}
+        if !going_on {
+            return;
+        }
+    }
+}
+
+/// A kind task's state between events.
+struct KindState {
+    task: KindTask,
+    /// Versions in the store when the current re-list began.
+    before_relist: Option<HashMap<ObjectKey, (ObjectRef, String)>>,
+    first_list: bool,
+}
+
+impl KindState {
+    /// Applies one event to the store and sends the changes it makes. `false` once the
+    /// AppWatch is gone.
+    async fn handle(&mut self, event: watcher::Event<DynamicObject>) -> bool {
+        let t = &self.task;
+        let event = sanitize(event, &t.resource, &t.key);
+        let mut changes = Vec::new();
+        match &event {
+            watcher::Event::Apply(o) => changes.push(Change {
+                object: object_ref(o, &t.resource),
+                kind: ChangeKind::Applied,
+                resource_version: o.metadata.resource_version.clone(),
+            }),
+            watcher::Event::Delete(o) => changes.push(Change {
+                object: object_ref(o, &t.resource),
+                kind: ChangeKind::Deleted,
+                resource_version: o.metadata.resource_version.clone(),
+            }),
+            watcher::Event::Init => self.before_relist = Some(versions(&t.store, &t.resource)),
+            watcher::Event::InitApply(_) | watcher::Event::InitDone => {}
+        }
+        t.store.apply(&event);
+        if matches!(event, watcher::Event::InitDone) {
+            let before = self.before_relist.take().unwrap_or_default();
+            if self.first_list {
+                self.first_list = false;
+            } else {
+                changes = differences(&before, &versions(&t.store, &t.resource));
             }
-            store.apply(&event);
-            if matches!(event, watcher::Event::InitDone) {
-                let before = before_relist.take().unwrap_or_default();
-                if first_list {
-                    first_list = false;
-                } else {
-                    changes = differences(&before, &versions(&store, &resource));
-                }
-                synced.send_replace(true);
+            t.synced.send_replace(true);
+        }
+        for change in changes {
+            if t.raw.send(change).await.is_err() {
+                return false; // the AppWatch is gone
             }
-            for change in changes {
-                if raw.send(change).await.is_err() {
-                    return; // the AppWatch is gone
+        }
+        true
+    }
+
+    /// The periodic resync: the kind listed page by page through the same path as a watch
+    /// restart's list, each page packed before the next is asked for. A failed page abandons
+    /// the re-list (the cache keeps what it had); the next tick tries again.
+    async fn resync(&mut self) -> bool {
+        let mut params = ListParams::default()
+            .labels(&self.task.selector)
+            .limit(LIST_PAGE);
+        let mut started = false;
+        loop {
+            let page = match self.task.api.list(&params).await {
+                Ok(page) => page,
+                Err(error) => {
+                    tracing::warn!(kind = %self.task.resource.resource.kind, %error, "periodic resync list failed");
+                    if started {
+                        self.task.store.abandon_relist();
+                        self.before_relist = None;
+                    }
+                    return true;
                 }
+            };
+            if !std::mem::replace(&mut started, true) && !self.handle(watcher::Event::Init).await {
+                return false;
+            }
+            for item in page.items {
+                if !self.handle(watcher::Event::InitApply(item)).await {
+                    return false;
+                }
+            }
+            match page.metadata.continue_.filter(|t| !t.is_empty()) {
+                Some(token) => params = params.continue_token(&token),
+                None => return self.handle(watcher::Event::InitDone).await,
             }
         }
     }
