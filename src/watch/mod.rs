@@ -55,6 +55,10 @@ pub struct WatchOptions {
     /// Watch namespaced kinds in this namespace only (an agent whose RBAC is a Role there, the
     /// namespaced install); every namespace when `None`.
     pub namespace: Option<String>,
+    /// Objects per list page (the watch's own lists and the resync). A page is held parsed
+    /// (`serde_json` maps per object, managedFields included) until its objects are packed
+    /// into the cache: an unpaged list of a thousand Deployments was tens of megabytes at once.
+    pub list_page: u32,
 }
 
 impl Default for WatchOptions {
@@ -68,6 +72,7 @@ impl Default for WatchOptions {
             // costs one list per kind, so minutes rather than seconds.
             resync: Duration::from_secs(300),
             namespace: None,
+            list_page: 100,
         }
     }
 }
@@ -254,19 +259,15 @@ struct KindTask {
     synced: watch::Sender<bool>,
     raw: mpsc::Sender<Change>,
     resync: Duration,
+    list_page: u32,
     key: SecretKey,
 }
-
-/// Objects per list page, for the watch's own lists and the resync: a page is held parsed
-/// (`serde_json` maps per object, managedFields included) until its objects are packed into
-/// the cache, so an unpaged list of a thousand Deployments was tens of megabytes at once.
-const LIST_PAGE: u32 = 100;
 
 /// One kind's task: watch events and periodic re-lists into the store, changes out.
 async fn run_kind(task: KindTask) {
     let config = watcher::Config::default()
         .labels(&task.selector)
-        .page_size(LIST_PAGE);
+        .page_size(task.list_page);
     let mut events = watcher(task.api.clone(), config).default_backoff().boxed();
     let mut tick = tokio::time::interval(task.resync);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -347,7 +348,7 @@ impl KindState {
     async fn resync(&mut self) -> bool {
         let mut params = ListParams::default()
             .labels(&self.task.selector)
-            .limit(LIST_PAGE);
+            .limit(self.task.list_page);
         let mut started = false;
         loop {
             let page = match self.task.api.list(&params).await {
@@ -466,6 +467,7 @@ impl AppWatch {
                 synced: synced_tx,
                 raw: self.raw.clone(),
                 resync: self.options.resync,
+                list_page: self.options.list_page,
                 key: self.key.clone(),
             }));
             self.kinds.insert(

@@ -289,3 +289,53 @@ async fn objects_of_other_apps_are_not_watched_and_resyncs_are_quiet() {
     watch.watch_kinds(std::iter::empty());
     assert!(watch.observe(&[foreign]).is_empty());
 }
+
+#[tokio::test]
+async fn a_resync_in_pages_keeps_every_object_and_stays_quiet() {
+    let client = support::client().await;
+    let catalog = catalog(client.clone()).await;
+    let ns = TestNamespace::create(&client, "watchpage").await;
+    let app_name = format!("pages-{}", support::suffix());
+    let mut app = TestApp::new(&app_name, &ns.name);
+    let names: Vec<String> = (0..5).map(|i| format!("page-{i}")).collect();
+    let manifests: Vec<String> = names
+        .iter()
+        .map(|n| {
+            format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {n}\ndata:\n  a: b\n")
+        })
+        .collect();
+    app.write("app.yaml", &manifests.join("---\n"));
+    app.sync(&catalog, &ApplyOptions::default()).await;
+
+    // Pages of two: every list (the watch's first, each resync) takes three pages. A resync
+    // that kept only part of its pages would report the rest deleted and lose them.
+    let (mut watch, mut rx) = AppWatch::new(
+        client.clone(),
+        &app_name,
+        app.key.clone(),
+        WatchOptions {
+            resync: Duration::from_millis(300),
+            list_page: 2,
+            ..WatchOptions::default()
+        },
+    );
+    watch_kinds(&mut watch, &catalog, &[("", "ConfigMap")]);
+    watch
+        .wait_synced(Duration::from_secs(30))
+        .await
+        .expect("synced");
+    let noise = drain(&mut rx, Duration::from_millis(1500)).await;
+    assert_eq!(noise, vec![], "paged resyncs of an unchanged kind notified");
+    let objects: Vec<reckon::plan::ObjectRef> = names
+        .iter()
+        .map(|n| reckon::plan::ObjectRef::from_api_version("v1", "ConfigMap", Some(&ns.name), n))
+        .collect();
+    let observed = watch.observe(&objects);
+    for object in &objects {
+        assert!(
+            matches!(observed.get(&object.key()), Some(Observation::Present(_))),
+            "{} lost by a paged resync: {observed:#?}",
+            object.name
+        );
+    }
+}
