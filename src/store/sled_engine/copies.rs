@@ -126,8 +126,7 @@ impl StoreReader {
     /// `Mcopied`: every event at or below it has its copies (0 when not recorded).
     pub(crate) fn copied(&self) -> Result<u64, StoreError> {
         let v = self
-            .events
-            .get(copies::META_COPIED)
+            .tree_get(copies::META_COPIED)
             .map_err(self.err("reading Mcopied"))?;
         Ok(v.and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
             .map_or(0, u64::from_be_bytes))
@@ -136,8 +135,7 @@ impl StoreReader {
     /// The newest seq in `term`'s blocks (0 when it has none).
     pub(crate) fn last_copy(&self, term: &Term) -> Result<u64, StoreError> {
         let last = self
-            .events
-            .range(copies::block_key(term, 0)..=copies::block_key(term, u64::MAX))
+            .tree_range(copies::block_key(term, 0)..=copies::block_key(term, u64::MAX))
             .next_back()
             .transpose()
             .map_err(self.err("reading object copies"))?;
@@ -169,8 +167,7 @@ impl StoreReader {
         };
         // From the block holding the oldest seq: the last one starting at or before it.
         let start = self
-            .events
-            .range(copies::block_key(term, 0)..=lo)
+            .tree_range(copies::block_key(term, 0)..=lo)
             .next_back()
             .transpose()
             .map_err(self.err("reading object copies"))?
@@ -178,7 +175,7 @@ impl StoreReader {
         let mut found: HashMap<u64, Envelope> = HashMap::with_capacity(seqs.len());
         let mut wanted: Vec<u64> = seqs.to_vec();
         wanted.sort_unstable();
-        for item in self.events.range(start..=hi.to_vec()) {
+        for item in self.tree_range(start..=hi.to_vec()) {
             let (k, v) = item.map_err(self.err("reading object copies"))?;
             let chunk = self.decompress_copy(&k, &v)?;
             for r in chunk.records() {

@@ -34,6 +34,7 @@ pub(crate) use format::write_durably;
 pub use format::{
     HEAD_BYTES, HEAD_FILE, MARKER_FILE, SLED_DIR, read_head, size_on_disk, sled_config,
 };
+pub use read::Reads;
 pub use write::release;
 
 #[derive(Clone, Debug)]
@@ -85,6 +86,8 @@ pub struct StoreReader {
     /// Counts the live readers (clones share it): sled's lock goes with the last tree handle,
     /// so [`SledStore::close`] can only wait for the lock when no other reader is alive.
     handles: std::sync::Arc<()>,
+    /// Reads of `events` made through this reader and its clones ([`StoreReader::reads`]).
+    pub(crate) reads: std::sync::Arc<read::ReadCounter>,
 }
 
 pub struct SledStore {

@@ -104,6 +104,7 @@ impl SledStore {
                 blobs,
                 snapshots: snapshots.clone(),
                 handles: std::sync::Arc::new(()),
+                reads: Default::default(),
             },
             db,
             snapshots,
