@@ -52,6 +52,11 @@ pub struct OpenOptions {
     /// anything but [`STORE_SCHEMA`].
     #[doc(hidden)]
     pub schema: u32,
+    /// Pages by object take their seqs from the object's index postings even where the copies
+    /// have every event (the read path before it, kept for the benchmark to compare in one
+    /// build).
+    #[doc(hidden)]
+    pub pages_from_postings: bool,
 }
 
 impl Default for OpenOptions {
@@ -62,6 +67,7 @@ impl Default for OpenOptions {
             cache_bytes: 256 << 20,
             allow_truncated: false,
             schema: STORE_SCHEMA,
+            pages_from_postings: false,
         }
     }
 }
@@ -88,6 +94,12 @@ pub struct StoreReader {
     handles: std::sync::Arc<()>,
     /// Reads of `events` made through this reader and its clones ([`StoreReader::reads`]).
     pub(crate) reads: std::sync::Arc<read::ReadCounter>,
+    /// `Mcopied` as the writer last applied it, for pages by object to read their events up to
+    /// it from the copies (`store::copies::page_parts`); 0 until known, or when the store was
+    /// opened with [`OpenOptions::pages_from_postings`]. Behind the value on disk, never ahead:
+    /// the writer raises it only once the batch that wrote it is applied.
+    pub(crate) copied_view: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    pages_from_postings: bool,
 }
 
 pub struct SledStore {

@@ -105,6 +105,8 @@ impl SledStore {
                 snapshots: snapshots.clone(),
                 handles: std::sync::Arc::new(()),
                 reads: Default::default(),
+                copied_view: Default::default(),
+                pages_from_postings: opts.pages_from_postings,
             },
             db,
             snapshots,

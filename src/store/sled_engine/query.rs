@@ -2,11 +2,12 @@
 //! selector's index, narrowed to a sequence range by its cursor and time range (time never goes
 //! backwards along the sequence), with events of a colliding index term dropped.
 
-use super::super::copies;
+use super::super::copies::{self, Part};
 use super::super::keys::{self, Index, Term};
 use super::super::{EventRead, Order, Page, Query, Selector, SeqPage, StoreError};
 use super::StoreReader;
 use crate::event::{Envelope, EnvelopeBody};
+use std::sync::atomic::Ordering;
 
 pub(super) fn matches(sel: &Selector, body: &EnvelopeBody) -> bool {
     match sel {
@@ -139,76 +140,140 @@ impl StoreReader {
     /// [`EventRead::query`]: a page from the log or from the selector's index, within the
     /// cursor and time range.
     pub(super) fn plan_query(&self, q: &Query) -> Result<Page, StoreError> {
-        let empty = Page {
-            events: vec![],
-            next: None,
-        };
+        let mut fill = Fill::new(q);
         if q.limit == 0 {
-            return Ok(empty);
+            return Ok(fill.page());
         }
         let Some((lo, hi)) = self.seq_range(q)? else {
-            return Ok(empty);
-        };
-        let since = q.since.map(|t| t.timestamp_micros());
-        let until = q.until.map(|t| t.timestamp_micros());
-        let mut events = Vec::with_capacity(q.limit.min(1024));
-        // Whether the page takes `env`; `None`: past the time range in scan order, so nothing
-        // further can match.
-        let step = |env: &Envelope| -> Option<bool> {
-            if !matches(&q.selector, &env.body) {
-                return Some(false); // an h64 collision: another term with the same 8-byte hash
-            }
-            in_time(env.body.time.timestamp_micros(), since, until, q.order)
+            return Ok(fill.page());
         };
         let Some(term) = selector_term(&q.selector) else {
             for env in self.scan_log(lo, hi, q.order) {
-                let env = env?;
-                match step(&env) {
-                    None => break,
-                    Some(false) => continue,
-                    Some(true) => {}
-                }
-                let seq = env.body.seq;
-                events.push(env);
-                if events.len() == q.limit {
-                    return Ok(Page {
-                        next: Some(seq),
-                        events,
-                    });
+                if fill.offer(env?) == Flow::Stop {
+                    break;
                 }
             }
-            return Ok(Page { events, next: None });
+            return Ok(fill.page());
         };
-        // An index page: the postings a batch at a time (as many as the page still needs; more
-        // only after collisions or time bounds dropped some), each batch's events read together.
-        let mut postings = self.scan_postings(term, lo, hi, q.order);
+        let parts = match &q.selector {
+            Selector::Object(_) => copies::page_parts(
+                lo,
+                hi,
+                self.copied_view.load(Ordering::Acquire),
+                q.order == Order::NewestFirst,
+            ),
+            _ => vec![Part::Postings { lo, hi }],
+        };
+        for part in parts {
+            let flow = match part {
+                Part::Postings { lo, hi } => self.fill_from_postings(&mut fill, &term, lo, hi)?,
+                Part::Copies { lo, hi } => {
+                    let Selector::Object(o) = &q.selector else {
+                        unreachable!("only pages by object have copies")
+                    };
+                    let term = copies::term(&keys::object_term(o));
+                    self.fill_from_copies(&mut fill, &term, lo, hi)?
+                }
+            };
+            if flow == Flow::Stop {
+                break;
+            }
+        }
+        Ok(fill.page())
+    }
+
+    /// Fills `fill` from the selector's index postings in `lo..=hi`, a batch at a time (as
+    /// many as the page still needs; more only after collisions or time bounds dropped some),
+    /// each batch's events read together.
+    fn fill_from_postings(
+        &self,
+        fill: &mut Fill<'_>,
+        term: &[u8],
+        lo: u64,
+        hi: u64,
+    ) -> Result<Flow, StoreError> {
+        let mut postings = self.scan_postings(term.to_vec(), lo, hi, fill.q.order);
         loop {
             let batch = postings
                 .by_ref()
-                .take(q.limit - events.len())
+                .take(fill.wanted())
                 .collect::<Result<Vec<u64>, _>>()?;
             if batch.is_empty() {
-                return Ok(Page { events, next: None });
+                return Ok(Flow::Go);
             }
-            for (seq, env) in batch.iter().zip(self.fetch(&q.selector, &batch)?) {
+            for (seq, env) in batch.iter().zip(self.fetch(&fill.q.selector, &batch)?) {
                 let env = env.ok_or_else(|| StoreError::Corrupt {
                     path: self.path.clone(),
                     seq: Some(*seq),
                     reason: "an index entry points to an event that is not in the log".into(),
                 })?;
-                match step(&env) {
-                    None => return Ok(Page { events, next: None }),
-                    Some(false) => continue,
-                    Some(true) => {}
-                }
-                events.push(env);
-                if events.len() == q.limit {
-                    return Ok(Page {
-                        next: Some(*seq),
-                        events,
-                    });
+                if fill.offer(env) == Flow::Stop {
+                    return Ok(Flow::Stop);
                 }
             }
+        }
+    }
+}
+
+/// Whether a scan goes on after an event was offered to a page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Flow {
+    Go,
+    /// The page is full, or the scan went past the time range.
+    Stop,
+}
+
+/// A page being filled in scan order: what it takes and when it is done.
+pub(super) struct Fill<'q> {
+    pub(super) q: &'q Query,
+    since: Option<i64>,
+    until: Option<i64>,
+    events: Vec<Envelope>,
+}
+
+impl<'q> Fill<'q> {
+    fn new(q: &'q Query) -> Self {
+        Fill {
+            q,
+            since: q.since.map(|t| t.timestamp_micros()),
+            until: q.until.map(|t| t.timestamp_micros()),
+            events: Vec::with_capacity(q.limit.min(1024)),
+        }
+    }
+
+    /// Events the page still needs.
+    fn wanted(&self) -> usize {
+        self.q.limit - self.events.len()
+    }
+
+    /// Takes `env`, the next event in scan order, if the query selects it.
+    pub(super) fn offer(&mut self, env: Envelope) -> Flow {
+        if !matches(&self.q.selector, &env.body) {
+            return Flow::Go; // an h64 collision: another term with the same 8-byte hash
+        }
+        let time = env.body.time.timestamp_micros();
+        match in_time(time, self.since, self.until, self.q.order) {
+            None => return Flow::Stop,
+            Some(false) => return Flow::Go,
+            Some(true) => {}
+        }
+        self.events.push(env);
+        if self.events.len() == self.q.limit {
+            Flow::Stop
+        } else {
+            Flow::Go
+        }
+    }
+
+    /// The page: a full one continues after its last event.
+    fn page(self) -> Page {
+        let full = !self.events.is_empty() && self.events.len() == self.q.limit;
+        let next = full
+            .then(|| self.events.last().map(|e| e.body.seq))
+            .flatten();
+        Page {
+            events: self.events,
+            next,
         }
     }
 }
