@@ -320,6 +320,9 @@ fn at_scale() {
     let mut times = Vec::with_capacity(queries);
     let mut returned = 0;
     let mut reads = Vec::with_capacity(queries);
+    // The pages from the top (no cursor: the postings above Mcopied are looked up too) and
+    // those from a cursor, apart.
+    let mut by_cursor: [Vec<Duration>; 2] = Default::default();
     let page_opts = OpenOptions {
         pages_from_postings,
         ..opts.clone()
@@ -335,12 +338,16 @@ fn at_scale() {
         let started = Instant::now();
         let page = reader.query(&query).unwrap();
         times.push(started.elapsed());
+        by_cursor[q % 2].push(started.elapsed());
         reads.push(reader.reads().since(before));
         returned += page.events.len();
         drop(reader);
         store.close().unwrap();
     }
     times.sort();
+    for t in by_cursor.iter_mut() {
+        t.sort();
+    }
     let per_page = |f: fn(&reckon::store::sled_engine::Reads) -> u64| {
         let v: Vec<u64> = reads.iter().map(f).collect();
         let avg = v.iter().sum::<u64>() as f64 / v.len().max(1) as f64;
@@ -370,6 +377,21 @@ fn at_scale() {
         ms(support::percentile(&times, 0.99)),
         ms(*times.last().unwrap())
     );
+    for (t, what) in by_cursor
+        .iter()
+        .zip(["from the top", "from a random cursor"])
+    {
+        if t.is_empty() {
+            continue;
+        }
+        println!(
+            "| … of which {what} ({} pages) | p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms | |",
+            t.len(),
+            ms(support::percentile(t, 0.5)),
+            ms(support::percentile(t, 0.99)),
+            ms(t.last().copied().unwrap_or_default())
+        );
+    }
     println!(
         "| sled reads per page ({}) | seeks avg {seeks_avg:.1}, max {seeks_max}; keys read avg {values_avg:.1}, max {values_max} | |",
         if pages_from_postings {

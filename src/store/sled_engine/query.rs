@@ -1,6 +1,8 @@
 //! The engine's history query planner: a [`Query`] becomes a scan of the log or of the
-//! selector's index, narrowed to a sequence range by its cursor and time range (time never goes
-//! backwards along the sequence), with events of a colliding index term dropped.
+//! selector's index (for an object, of its copies' blocks up to `Mcopied` and of its index
+//! above it: `store::copies::page_parts`), narrowed to a sequence range by its cursor and time
+//! range (time never goes backwards along the sequence), with events of a colliding index term
+//! dropped; [`Fill`] is the one place that decides what a page takes and when it is done.
 
 use super::super::copies::{self, Part};
 use super::super::keys::{self, Index, Term};
@@ -330,5 +332,50 @@ mod tests {
             in_time(i64::MIN, None, None, Order::NewestFirst),
             Some(true)
         );
+    }
+
+    /// An event of object `o` (or another object's) at `seq` and `micros`.
+    fn event_of(o: &str, seq: u64, micros: i64) -> Envelope {
+        use crate::event::{Digest, samples};
+        let mut event = samples::stream(8, 1, 1).event;
+        let crate::event::Event::ObjectApplied(a) = &mut event else {
+            panic!("the sample is an ObjectApplied")
+        };
+        a.object.object.name = o.to_string();
+        let body = EnvelopeBody {
+            schema: crate::event::envelope::EVENT_SCHEMA,
+            seq,
+            time: chrono::DateTime::from_timestamp_micros(micros).unwrap(),
+            app: Some("app-0".into()),
+            actor: None,
+            prev_hash: Digest::ZERO,
+            event,
+        };
+        Envelope::seal(body).unwrap().0
+    }
+
+    #[test]
+    fn a_page_takes_its_objects_events_in_time_until_it_is_full() {
+        let mine = event_of("web", 1, 0).body.event.objects()[0].clone();
+        let q = Query::new(Selector::Object(mine)).limit(2);
+        let mut fill = Fill::new(&q);
+        assert_eq!(fill.offer(event_of("web", 9, 90)), Flow::Go);
+        // Another object under the same term (an h64 collision) is skipped, not taken.
+        assert_eq!(fill.offer(event_of("api", 8, 80)), Flow::Go);
+        assert_eq!(fill.offer(event_of("web", 7, 70)), Flow::Stop, "full");
+        let page = fill.page();
+        let seqs: Vec<u64> = page.events.iter().map(|e| e.body.seq).collect();
+        assert_eq!((seqs, page.next), (vec![9, 7], Some(7)));
+        // Newest first, an event before `since` ends the page, which has nothing after it.
+        let since = chrono::DateTime::from_timestamp_micros(75);
+        let q = q.clone().between(since, None).limit(5);
+        let mut fill = Fill::new(&q);
+        assert_eq!(fill.offer(event_of("web", 9, 90)), Flow::Go);
+        assert_eq!(fill.offer(event_of("web", 7, 70)), Flow::Stop);
+        let page = fill.page();
+        assert_eq!((page.events.len(), page.next), (1, None));
+        // An empty page of limit 0 has no next either.
+        let q = q.limit(0);
+        assert_eq!(Fill::new(&q).page().next, None);
     }
 }
