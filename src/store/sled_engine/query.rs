@@ -157,24 +157,24 @@ impl StoreReader {
             }
             return Ok(fill.page());
         };
-        let parts = match &q.selector {
-            Selector::Object(_) => copies::page_parts(
-                lo,
-                hi,
-                self.copied_view.load(Ordering::Acquire),
-                q.order == Order::NewestFirst,
-            ),
-            _ => vec![Part::Postings { lo, hi }],
+        // An object's page: from its copies' blocks up to `Mcopied`, from its postings above.
+        let (parts, blocks) = match &q.selector {
+            Selector::Object(o) => {
+                let copied = self.copied_view.load(Ordering::Acquire);
+                let newest_first = q.order == Order::NewestFirst;
+                let parts = copies::page_parts(lo, hi, copied, newest_first);
+                (parts, Some(copies::term(&keys::object_term(o))))
+            }
+            _ => (vec![Part::Postings { lo, hi }], None),
         };
         for part in parts {
-            let flow = match part {
-                Part::Postings { lo, hi } => self.fill_from_postings(&mut fill, &term, lo, hi)?,
-                Part::Copies { lo, hi } => {
-                    let Selector::Object(o) = &q.selector else {
-                        unreachable!("only pages by object have copies")
-                    };
-                    let term = copies::term(&keys::object_term(o));
-                    self.fill_from_copies(&mut fill, &term, lo, hi)?
+            let flow = match (part, &blocks) {
+                (Part::Copies { lo, hi }, Some(blocks)) => {
+                    self.fill_from_copies(&mut fill, blocks, lo, hi)?
+                }
+                // The postings hold every event: also where copies have no term (none here).
+                (Part::Postings { lo, hi } | Part::Copies { lo, hi }, _) => {
+                    self.fill_from_postings(&mut fill, &term, lo, hi)?
                 }
             };
             if flow == Flow::Stop {
