@@ -1,6 +1,8 @@
 //! The object copies (store schema 4, `store::copies`) on real stores: pages by object read
 //! from them answer what the log says, across open tails, a crash that loses the tails, a
-//! compaction and a close; `store verify` finds copies that are missing or not the log's.
+//! compaction and a close, and over cursors, orders, limits and time ranges across block
+//! boundaries, `Mcopied` and a colliding term; a page of 100 reads its blocks and no postings
+//! (counted reads); `store verify` finds copies that are missing or not the log's.
 
 use crate::support::store as common;
 
