@@ -188,6 +188,39 @@ pub fn read_range(term: &Term, seqs: &[u64]) -> Option<([u8; 17], [u8; 17])> {
     Some((block_key(term, lo), block_key(term, hi)))
 }
 
+/// Where a page by object finds its events within a seq range: up to `Mcopied` every event has
+/// its copy, so the copies' blocks, read newest first, give the page's events themselves (two
+/// or three blocks for a page of 100); above it only the object's index postings know them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// Every event of the object in `lo..=hi` is in its blocks.
+    Copies { lo: u64, hi: u64 },
+    /// The object's events in `lo..=hi` are found through its index postings.
+    Postings { lo: u64, hi: u64 },
+}
+
+/// The parts of `lo..=hi` in scan order, `copied` being `Mcopied` (0: nothing is known to be
+/// copied, and the page is read through the postings alone, as before the copies).
+pub fn page_parts(lo: u64, hi: u64, copied: u64, newest_first: bool) -> Vec<Part> {
+    let mut parts = Vec::with_capacity(2);
+    if lo <= copied {
+        parts.push(Part::Copies {
+            lo,
+            hi: hi.min(copied),
+        });
+    }
+    if hi > copied {
+        parts.push(Part::Postings {
+            lo: lo.max(copied + 1),
+            hi,
+        });
+    }
+    if newest_first {
+        parts.reverse();
+    }
+    parts
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -303,5 +336,64 @@ mod tests {
         // Block keys sort by term, then seq: one term's blocks are contiguous.
         let (x, y) = (a.min(term("zz")), a.max(term("zz")));
         assert!(block_key(&x, u64::MAX) < block_key(&y, 0));
+    }
+
+    #[test]
+    fn a_page_reads_copies_up_to_mcopied_and_postings_above_it() {
+        use Part::*;
+        // Nothing copied: the postings alone, as before the copies.
+        assert_eq!(
+            page_parts(1, u64::MAX, 0, true),
+            vec![Postings {
+                lo: 1,
+                hi: u64::MAX
+            }]
+        );
+        // Newest first: the postings above Mcopied first, then the copies.
+        assert_eq!(
+            page_parts(1, u64::MAX, 500, true),
+            vec![
+                Postings {
+                    lo: 501,
+                    hi: u64::MAX
+                },
+                Copies { lo: 1, hi: 500 }
+            ]
+        );
+        assert_eq!(
+            page_parts(1, u64::MAX, 500, false),
+            vec![
+                Copies { lo: 1, hi: 500 },
+                Postings {
+                    lo: 501,
+                    hi: u64::MAX
+                }
+            ]
+        );
+        // A range wholly on one side, or ending exactly at Mcopied.
+        assert_eq!(
+            page_parts(10, 499, 500, true),
+            vec![Copies { lo: 10, hi: 499 }]
+        );
+        assert_eq!(
+            page_parts(10, 500, 500, true),
+            vec![Copies { lo: 10, hi: 500 }]
+        );
+        assert_eq!(
+            page_parts(501, 900, 500, false),
+            vec![Postings { lo: 501, hi: 900 }]
+        );
+        assert_eq!(
+            page_parts(500, 501, 500, false),
+            vec![Copies { lo: 500, hi: 500 }, Postings { lo: 501, hi: 501 }]
+        );
+        // Everything copied (a closed store: Mcopied is the head): nothing can be above it.
+        assert_eq!(
+            page_parts(1, u64::MAX, u64::MAX, true),
+            vec![Copies {
+                lo: 1,
+                hi: u64::MAX
+            }]
+        );
     }
 }

@@ -13,6 +13,8 @@
 //! dropped and the store opened afresh before each query). It needs root for
 //! `/proc/sys/vm/drop_caches`; `RECKON_BENCH_COLD=fadvise` evicts only the store's files
 //! instead (`posix_fadvise(DONTNEED)`, through `dd`), which does not slow other work down.
+//! `RECKON_BENCH_PAGES=postings` reads the pages through the object's index postings first, as
+//! before they were taken from the copies' blocks; each run also prints the sled reads per page.
 
 use reckon::event::{
     Draft, Event, RenderSucceeded, SyncCounts, SyncFinished, SyncOutcome, samples,
@@ -251,6 +253,9 @@ fn at_scale() {
         .ok()
         .map(|s| s.parse().expect("a schema"))
         .unwrap_or(reckon::store::STORE_SCHEMA);
+    // RECKON_BENCH_PAGES=postings: pages by object take their seqs from the object's index
+    // postings first, as before they were read from the copies' blocks (same build, same store).
+    let pages_from_postings = std::env::var("RECKON_BENCH_PAGES").is_ok_and(|p| p == "postings");
     let opts = OpenOptions {
         schema,
         ..Default::default()
@@ -314,19 +319,48 @@ fn at_scale() {
     let mut rng = Rng(0x2545_f491_4f6c_dd1d);
     let mut times = Vec::with_capacity(queries);
     let mut returned = 0;
+    let mut reads = Vec::with_capacity(queries);
+    let mut warm = Vec::with_capacity(queries);
+    // The pages from the top (no cursor: the postings above Mcopied are looked up too) and
+    // those from a cursor, apart.
+    let mut by_cursor: [Vec<Duration>; 2] = Default::default();
+    let page_opts = OpenOptions {
+        pages_from_postings,
+        ..opts.clone()
+    };
     for q in 0..queries {
         let sel = random_object(&mut rng);
         let cursor = (q % 2 == 1).then(|| 1 + rng.below(n));
         make_cold(&path);
-        let store = SledStore::open(&path, opts.clone()).unwrap();
+        let store = SledStore::open(&path, page_opts.clone()).unwrap();
         let query = Query::new(sel).limit(100).after(cursor);
+        let reader = store.reader();
+        let before = reader.reads();
         let started = Instant::now();
-        let page = store.query(&query).unwrap();
+        let page = reader.query(&query).unwrap();
         times.push(started.elapsed());
+        by_cursor[q % 2].push(started.elapsed());
+        reads.push(reader.reads().since(before));
         returned += page.events.len();
+        // The same page again, warm: what of the cold time is not waiting for the disk.
+        let started = Instant::now();
+        reader.query(&query).unwrap();
+        warm.push(started.elapsed());
+        drop(reader);
         store.close().unwrap();
     }
     times.sort();
+    warm.sort();
+    for t in by_cursor.iter_mut() {
+        t.sort();
+    }
+    let per_page = |f: fn(&reckon::store::sled_engine::Reads) -> u64| {
+        let v: Vec<u64> = reads.iter().map(f).collect();
+        let avg = v.iter().sum::<u64>() as f64 / v.len().max(1) as f64;
+        (avg, v.iter().copied().max().unwrap_or(0))
+    };
+    let (seeks_avg, seeks_max) = per_page(|r| r.seeks);
+    let (values_avg, values_max) = per_page(|r| r.values);
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
 
     println!("| measure | result | target |");
@@ -348,6 +382,35 @@ fn at_scale() {
         ms(support::percentile(&times, 0.5)),
         ms(support::percentile(&times, 0.99)),
         ms(*times.last().unwrap())
+    );
+    for (t, what) in by_cursor
+        .iter()
+        .zip(["from the top", "from a random cursor"])
+    {
+        if t.is_empty() {
+            continue;
+        }
+        println!(
+            "| … of which {what} ({} pages) | p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms | |",
+            t.len(),
+            ms(support::percentile(t, 0.5)),
+            ms(support::percentile(t, 0.99)),
+            ms(t.last().copied().unwrap_or_default())
+        );
+    }
+    println!(
+        "| the same pages again, warm | p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms | |",
+        ms(support::percentile(&warm, 0.5)),
+        ms(support::percentile(&warm, 0.99)),
+        ms(*warm.last().unwrap())
+    );
+    println!(
+        "| sled reads per page ({}) | seeks avg {seeks_avg:.1}, max {seeks_max}; keys read avg {values_avg:.1}, max {values_max} | |",
+        if pages_from_postings {
+            "seqs from the index postings, RECKON_BENCH_PAGES=postings"
+        } else {
+            "seqs from the copies' blocks up to Mcopied"
+        }
     );
     println!(
         "| bytes on disk per event, all trees | {:.0} | |",

@@ -3,7 +3,8 @@
 //! on open (after a crash, or a failed batch), and reading an object's page from its blocks.
 
 use super::super::copies::{self, Block, Copies, Term};
-use super::super::{EventRead, StoreError, keys};
+use super::super::{EventRead, Order, StoreError, keys};
+use super::query::{Fill, Flow};
 use super::{SledStore, StoreReader};
 use crate::event::Envelope;
 use std::collections::HashMap;
@@ -41,6 +42,16 @@ impl SledStore {
         copied
     }
 
+    /// Keeps `Mcopied` as just applied, and lets the readers' pages by object use it.
+    pub(super) fn set_copied(&mut self, copied: u64) {
+        self.copied = copied;
+        if !self.reader.pages_from_postings {
+            self.reader
+                .copied_view
+                .store(copied, std::sync::atomic::Ordering::Release);
+        }
+    }
+
     /// After a batch failed: the tails as the log says they are (the failed batch's events are
     /// not in it). A failure here is logged: the next open rebuilds them again.
     pub(super) fn recover_copies(&mut self) {
@@ -63,7 +74,7 @@ impl SledStore {
         batch.insert(copies::META_COPIED, &head.to_be_bytes()[..]);
         match self.reader.events.apply_batch(batch) {
             Ok(()) => {
-                self.copied = head;
+                self.set_copied(head);
                 Ok(())
             }
             Err(e) => {
@@ -103,7 +114,7 @@ impl SledStore {
             }
         }
         self.copies = tails;
-        self.copied = copied;
+        self.set_copied(copied);
         if !full.is_empty() {
             let mut batch = sled::Batch::default();
             stage_blocks(&mut batch, &full);
@@ -124,10 +135,9 @@ fn stage_blocks(batch: &mut sled::Batch, blocks: &[Block]) {
 
 impl StoreReader {
     /// `Mcopied`: every event at or below it has its copies (0 when not recorded).
-    pub(crate) fn copied(&self) -> Result<u64, StoreError> {
+    pub fn copied(&self) -> Result<u64, StoreError> {
         let v = self
-            .events
-            .get(copies::META_COPIED)
+            .tree_get(copies::META_COPIED)
             .map_err(self.err("reading Mcopied"))?;
         Ok(v.and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
             .map_or(0, u64::from_be_bytes))
@@ -136,8 +146,7 @@ impl StoreReader {
     /// The newest seq in `term`'s blocks (0 when it has none).
     pub(crate) fn last_copy(&self, term: &Term) -> Result<u64, StoreError> {
         let last = self
-            .events
-            .range(copies::block_key(term, 0)..=copies::block_key(term, u64::MAX))
+            .tree_range(copies::block_key(term, 0)..=copies::block_key(term, u64::MAX))
             .next_back()
             .transpose()
             .map_err(self.err("reading object copies"))?;
@@ -169,8 +178,7 @@ impl StoreReader {
         };
         // From the block holding the oldest seq: the last one starting at or before it.
         let start = self
-            .events
-            .range(copies::block_key(term, 0)..=lo)
+            .tree_range(copies::block_key(term, 0)..=lo)
             .next_back()
             .transpose()
             .map_err(self.err("reading object copies"))?
@@ -178,7 +186,7 @@ impl StoreReader {
         let mut found: HashMap<u64, Envelope> = HashMap::with_capacity(seqs.len());
         let mut wanted: Vec<u64> = seqs.to_vec();
         wanted.sort_unstable();
-        for item in self.events.range(start..=hi.to_vec()) {
+        for item in self.tree_range(start..=hi.to_vec()) {
             let (k, v) = item.map_err(self.err("reading object copies"))?;
             let chunk = self.decompress_copy(&k, &v)?;
             for r in chunk.records() {
@@ -206,5 +214,62 @@ impl StoreReader {
             }
         }
         Ok(out)
+    }
+
+    /// Fills a page by object from `term`'s blocks with its events in `lo..=hi` (all of them
+    /// are there: `hi` is at or below `Mcopied`), in the page's order: the blocks themselves
+    /// say which events the page holds, with no index postings read first. A block may hold
+    /// another object's events (the same h64): [`Fill::offer`] takes only the object asked for.
+    pub(super) fn fill_from_copies(
+        &self,
+        fill: &mut Fill<'_>,
+        term: &Term,
+        lo: u64,
+        hi: u64,
+    ) -> Result<Flow, StoreError> {
+        let newest_first = fill.q.order == Order::NewestFirst;
+        let end = copies::block_key(term, hi);
+        let blocks: Box<dyn Iterator<Item = _>> = if newest_first {
+            // Blocks never overlap in seqs: the newest starting at or below `hi` first.
+            Box::new(self.tree_range(copies::block_key(term, 0)..=end).rev())
+        } else {
+            // From the block holding `lo`: the last one starting at or before it.
+            let start = self
+                .tree_range(copies::block_key(term, 0)..=copies::block_key(term, lo))
+                .next_back()
+                .transpose()
+                .map_err(self.err("reading object copies"))?
+                .map_or(copies::block_key(term, lo).to_vec(), |(k, _)| k.to_vec());
+            Box::new(self.tree_range(start..=end.to_vec()))
+        };
+        for item in blocks {
+            let (k, v) = item.map_err(self.err("reading object copies"))?;
+            let chunk = self.decompress_copy(&k, &v)?;
+            let mut records = chunk
+                .records()
+                .filter(|r| match r {
+                    Ok((s, _)) => (lo..=hi).contains(s),
+                    Err(_) => true, // reported below
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|reason| StoreError::Corrupt {
+                    path: self.path.clone(),
+                    seq: keys::seq_of(&k),
+                    reason: format!("object copies block: {reason}"),
+                })?;
+            if newest_first {
+                records.reverse();
+            }
+            for (seq, record) in records {
+                if fill.offer(self.open_record(seq, record)?) == Flow::Stop {
+                    return Ok(Flow::Stop);
+                }
+            }
+            // Newest first, a block starting at or below `lo` is the last that can hold any.
+            if newest_first && keys::seq_of(&k).is_some_and(|first| first <= lo) {
+                break;
+            }
+        }
+        Ok(Flow::Go)
     }
 }

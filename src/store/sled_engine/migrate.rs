@@ -101,7 +101,7 @@ fn step_0013(store: &mut SledStore) -> Result<u64, StoreError> {
     batch.insert(copies::META_COPIED, &head.to_be_bytes()[..]);
     write(batch)?;
     store.copies = Copies::default();
-    store.copied = head;
+    store.set_copied(head);
     Ok(written)
 }
 

@@ -34,6 +34,7 @@ pub(crate) use format::write_durably;
 pub use format::{
     HEAD_BYTES, HEAD_FILE, MARKER_FILE, SLED_DIR, read_head, size_on_disk, sled_config,
 };
+pub use read::Reads;
 pub use write::release;
 
 #[derive(Clone, Debug)]
@@ -51,6 +52,11 @@ pub struct OpenOptions {
     /// anything but [`STORE_SCHEMA`].
     #[doc(hidden)]
     pub schema: u32,
+    /// Pages by object take their seqs from the object's index postings even where the copies
+    /// have every event (the read path before it, kept for the benchmark to compare in one
+    /// build).
+    #[doc(hidden)]
+    pub pages_from_postings: bool,
 }
 
 impl Default for OpenOptions {
@@ -61,6 +67,7 @@ impl Default for OpenOptions {
             cache_bytes: 256 << 20,
             allow_truncated: false,
             schema: STORE_SCHEMA,
+            pages_from_postings: false,
         }
     }
 }
@@ -85,6 +92,14 @@ pub struct StoreReader {
     /// Counts the live readers (clones share it): sled's lock goes with the last tree handle,
     /// so [`SledStore::close`] can only wait for the lock when no other reader is alive.
     handles: std::sync::Arc<()>,
+    /// Reads of `events` made through this reader and its clones ([`StoreReader::reads`]).
+    pub(crate) reads: std::sync::Arc<read::ReadCounter>,
+    /// `Mcopied` as the writer last applied it, for pages by object to read their events up to
+    /// it from the copies (`store::copies::page_parts`); 0 until known, or when the store was
+    /// opened with [`OpenOptions::pages_from_postings`]. Behind the value on disk, never ahead:
+    /// the writer raises it only once the batch that wrote it is applied.
+    pub(crate) copied_view: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    pages_from_postings: bool,
 }
 
 pub struct SledStore {

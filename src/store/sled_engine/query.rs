@@ -1,12 +1,15 @@
 //! The engine's history query planner: a [`Query`] becomes a scan of the log or of the
-//! selector's index, narrowed to a sequence range by its cursor and time range (time never goes
-//! backwards along the sequence), with events of a colliding index term dropped.
+//! selector's index (for an object, of its copies' blocks up to `Mcopied` and of its index
+//! above it: `store::copies::page_parts`), narrowed to a sequence range by its cursor and time
+//! range (time never goes backwards along the sequence), with events of a colliding index term
+//! dropped; [`Fill`] is the one place that decides what a page takes and when it is done.
 
-use super::super::copies;
+use super::super::copies::{self, Part};
 use super::super::keys::{self, Index, Term};
 use super::super::{EventRead, Order, Page, Query, Selector, SeqPage, StoreError};
 use super::StoreReader;
 use crate::event::{Envelope, EnvelopeBody};
+use std::sync::atomic::Ordering;
 
 pub(super) fn matches(sel: &Selector, body: &EnvelopeBody) -> bool {
     match sel {
@@ -139,76 +142,140 @@ impl StoreReader {
     /// [`EventRead::query`]: a page from the log or from the selector's index, within the
     /// cursor and time range.
     pub(super) fn plan_query(&self, q: &Query) -> Result<Page, StoreError> {
-        let empty = Page {
-            events: vec![],
-            next: None,
-        };
+        let mut fill = Fill::new(q);
         if q.limit == 0 {
-            return Ok(empty);
+            return Ok(fill.page());
         }
         let Some((lo, hi)) = self.seq_range(q)? else {
-            return Ok(empty);
-        };
-        let since = q.since.map(|t| t.timestamp_micros());
-        let until = q.until.map(|t| t.timestamp_micros());
-        let mut events = Vec::with_capacity(q.limit.min(1024));
-        // Whether the page takes `env`; `None`: past the time range in scan order, so nothing
-        // further can match.
-        let step = |env: &Envelope| -> Option<bool> {
-            if !matches(&q.selector, &env.body) {
-                return Some(false); // an h64 collision: another term with the same 8-byte hash
-            }
-            in_time(env.body.time.timestamp_micros(), since, until, q.order)
+            return Ok(fill.page());
         };
         let Some(term) = selector_term(&q.selector) else {
             for env in self.scan_log(lo, hi, q.order) {
-                let env = env?;
-                match step(&env) {
-                    None => break,
-                    Some(false) => continue,
-                    Some(true) => {}
-                }
-                let seq = env.body.seq;
-                events.push(env);
-                if events.len() == q.limit {
-                    return Ok(Page {
-                        next: Some(seq),
-                        events,
-                    });
+                if fill.offer(env?) == Flow::Stop {
+                    break;
                 }
             }
-            return Ok(Page { events, next: None });
+            return Ok(fill.page());
         };
-        // An index page: the postings a batch at a time (as many as the page still needs; more
-        // only after collisions or time bounds dropped some), each batch's events read together.
-        let mut postings = self.scan_postings(term, lo, hi, q.order);
+        // An object's page: from its copies' blocks up to `Mcopied`, from its postings above.
+        let (parts, blocks) = match &q.selector {
+            Selector::Object(o) => {
+                let copied = self.copied_view.load(Ordering::Acquire);
+                let newest_first = q.order == Order::NewestFirst;
+                let parts = copies::page_parts(lo, hi, copied, newest_first);
+                (parts, Some(copies::term(&keys::object_term(o))))
+            }
+            _ => (vec![Part::Postings { lo, hi }], None),
+        };
+        for part in parts {
+            let flow = match (part, &blocks) {
+                (Part::Copies { lo, hi }, Some(blocks)) => {
+                    self.fill_from_copies(&mut fill, blocks, lo, hi)?
+                }
+                // The postings hold every event: also where copies have no term (none here).
+                (Part::Postings { lo, hi } | Part::Copies { lo, hi }, _) => {
+                    self.fill_from_postings(&mut fill, &term, lo, hi)?
+                }
+            };
+            if flow == Flow::Stop {
+                break;
+            }
+        }
+        Ok(fill.page())
+    }
+
+    /// Fills `fill` from the selector's index postings in `lo..=hi`, a batch at a time (as
+    /// many as the page still needs; more only after collisions or time bounds dropped some),
+    /// each batch's events read together.
+    fn fill_from_postings(
+        &self,
+        fill: &mut Fill<'_>,
+        term: &[u8],
+        lo: u64,
+        hi: u64,
+    ) -> Result<Flow, StoreError> {
+        let mut postings = self.scan_postings(term.to_vec(), lo, hi, fill.q.order);
         loop {
             let batch = postings
                 .by_ref()
-                .take(q.limit - events.len())
+                .take(fill.wanted())
                 .collect::<Result<Vec<u64>, _>>()?;
             if batch.is_empty() {
-                return Ok(Page { events, next: None });
+                return Ok(Flow::Go);
             }
-            for (seq, env) in batch.iter().zip(self.fetch(&q.selector, &batch)?) {
+            for (seq, env) in batch.iter().zip(self.fetch(&fill.q.selector, &batch)?) {
                 let env = env.ok_or_else(|| StoreError::Corrupt {
                     path: self.path.clone(),
                     seq: Some(*seq),
                     reason: "an index entry points to an event that is not in the log".into(),
                 })?;
-                match step(&env) {
-                    None => return Ok(Page { events, next: None }),
-                    Some(false) => continue,
-                    Some(true) => {}
-                }
-                events.push(env);
-                if events.len() == q.limit {
-                    return Ok(Page {
-                        next: Some(*seq),
-                        events,
-                    });
+                if fill.offer(env) == Flow::Stop {
+                    return Ok(Flow::Stop);
                 }
             }
+        }
+    }
+}
+
+/// Whether a scan goes on after an event was offered to a page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Flow {
+    Go,
+    /// The page is full, or the scan went past the time range.
+    Stop,
+}
+
+/// A page being filled in scan order: what it takes and when it is done.
+pub(super) struct Fill<'q> {
+    pub(super) q: &'q Query,
+    since: Option<i64>,
+    until: Option<i64>,
+    events: Vec<Envelope>,
+}
+
+impl<'q> Fill<'q> {
+    fn new(q: &'q Query) -> Self {
+        Fill {
+            q,
+            since: q.since.map(|t| t.timestamp_micros()),
+            until: q.until.map(|t| t.timestamp_micros()),
+            events: Vec::with_capacity(q.limit.min(1024)),
+        }
+    }
+
+    /// Events the page still needs.
+    fn wanted(&self) -> usize {
+        self.q.limit - self.events.len()
+    }
+
+    /// Takes `env`, the next event in scan order, if the query selects it.
+    pub(super) fn offer(&mut self, env: Envelope) -> Flow {
+        if !matches(&self.q.selector, &env.body) {
+            return Flow::Go; // an h64 collision: another term with the same 8-byte hash
+        }
+        let time = env.body.time.timestamp_micros();
+        match in_time(time, self.since, self.until, self.q.order) {
+            None => return Flow::Stop,
+            Some(false) => return Flow::Go,
+            Some(true) => {}
+        }
+        self.events.push(env);
+        if self.events.len() == self.q.limit {
+            Flow::Stop
+        } else {
+            Flow::Go
+        }
+    }
+
+    /// The page: a full one continues after its last event.
+    fn page(self) -> Page {
+        let full = !self.events.is_empty() && self.events.len() == self.q.limit;
+        let next = full
+            .then(|| self.events.last().map(|e| e.body.seq))
+            .flatten();
+        Page {
+            events: self.events,
+            next,
         }
     }
 }
@@ -265,5 +332,50 @@ mod tests {
             in_time(i64::MIN, None, None, Order::NewestFirst),
             Some(true)
         );
+    }
+
+    /// An event of object `o` (or another object's) at `seq` and `micros`.
+    fn event_of(o: &str, seq: u64, micros: i64) -> Envelope {
+        use crate::event::{Digest, samples};
+        let mut event = samples::stream(8, 1, 1).event;
+        let crate::event::Event::ObjectApplied(a) = &mut event else {
+            panic!("the sample is an ObjectApplied")
+        };
+        a.object.object.name = o.to_string();
+        let body = EnvelopeBody {
+            schema: crate::event::envelope::EVENT_SCHEMA,
+            seq,
+            time: chrono::DateTime::from_timestamp_micros(micros).unwrap(),
+            app: Some("app-0".into()),
+            actor: None,
+            prev_hash: Digest::ZERO,
+            event,
+        };
+        Envelope::seal(body).unwrap().0
+    }
+
+    #[test]
+    fn a_page_takes_its_objects_events_in_time_until_it_is_full() {
+        let mine = event_of("web", 1, 0).body.event.objects()[0].clone();
+        let q = Query::new(Selector::Object(mine)).limit(2);
+        let mut fill = Fill::new(&q);
+        assert_eq!(fill.offer(event_of("web", 9, 90)), Flow::Go);
+        // Another object under the same term (an h64 collision) is skipped, not taken.
+        assert_eq!(fill.offer(event_of("api", 8, 80)), Flow::Go);
+        assert_eq!(fill.offer(event_of("web", 7, 70)), Flow::Stop, "full");
+        let page = fill.page();
+        let seqs: Vec<u64> = page.events.iter().map(|e| e.body.seq).collect();
+        assert_eq!((seqs, page.next), (vec![9, 7], Some(7)));
+        // Newest first, an event before `since` ends the page, which has nothing after it.
+        let since = chrono::DateTime::from_timestamp_micros(75);
+        let q = q.clone().between(since, None).limit(5);
+        let mut fill = Fill::new(&q);
+        assert_eq!(fill.offer(event_of("web", 9, 90)), Flow::Go);
+        assert_eq!(fill.offer(event_of("web", 7, 70)), Flow::Stop);
+        let page = fill.page();
+        assert_eq!((page.events.len(), page.next), (1, None));
+        // An empty page of limit 0 has no next either.
+        let q = q.limit(0);
+        assert_eq!(Fill::new(&q).page().next, None);
     }
 }

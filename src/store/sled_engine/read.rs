@@ -10,7 +10,10 @@ use super::{SledStore, StoreReader};
 use crate::event::{Digest, Envelope, Event, EventKind};
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
+use std::ops::RangeBounds;
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 pub(crate) type Records = Vec<(u64, Vec<u8>)>;
 
@@ -24,6 +27,64 @@ const PROBE_READS: usize = 4;
 /// A pace slower than this per read means the reads come from disk, not the page cache (a
 /// warm scattered read measured 20–40 µs, a cold one 0.6 ms and more).
 const SLOW_READ: std::time::Duration = std::time::Duration::from_micros(200);
+/// Reads of the `events` tree, counted so that what a query costs from a cold cache can be
+/// checked by a test rather than only timed: every `seek` descends sled's tree from the root
+/// (from a cold cache, a disk read per level not cached yet); every `value` is a key read
+/// (neighbours often share a leaf, so this bounds the leaves a query touched).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Reads {
+    pub seeks: u64,
+    pub values: u64,
+}
+
+impl Reads {
+    /// The reads made since `earlier`.
+    pub fn since(self, earlier: Reads) -> Reads {
+        Reads {
+            seeks: self.seeks - earlier.seeks,
+            values: self.values - earlier.values,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct ReadCounter {
+    seeks: AtomicU64,
+    values: AtomicU64,
+}
+
+/// A range of the `events` tree whose keys read are counted.
+pub(super) struct Counted {
+    inner: sled::Iter,
+    counter: Arc<ReadCounter>,
+}
+
+impl Counted {
+    fn counted(&self, item: Option<KeyValue>) -> Option<KeyValue> {
+        if item.is_some() {
+            self.counter.values.fetch_add(1, Relaxed);
+        }
+        item
+    }
+}
+
+type KeyValue = sled::Result<(sled::IVec, sled::IVec)>;
+
+impl Iterator for Counted {
+    type Item = KeyValue;
+    fn next(&mut self) -> Option<KeyValue> {
+        let item = self.inner.next();
+        self.counted(item)
+    }
+}
+
+impl DoubleEndedIterator for Counted {
+    fn next_back(&mut self) -> Option<KeyValue> {
+        let item = self.inner.next_back();
+        self.counted(item)
+    }
+}
+
 pub(super) type EnvIter<'a> = Box<dyn Iterator<Item = Result<Envelope, StoreError>> + 'a>;
 
 impl EventRead for SledStore {
@@ -55,6 +116,33 @@ impl EventRead for SledStore {
 impl StoreReader {
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The reads of `events` this reader and its clones made so far.
+    pub fn reads(&self) -> Reads {
+        Reads {
+            seeks: self.reads.seeks.load(Relaxed),
+            values: self.reads.values.load(Relaxed),
+        }
+    }
+
+    /// `events.range`, counted ([`Reads`]).
+    pub(super) fn tree_range<K: AsRef<[u8]>, R: RangeBounds<K>>(&self, range: R) -> Counted {
+        self.reads.seeks.fetch_add(1, Relaxed);
+        Counted {
+            inner: self.events.range(range),
+            counter: self.reads.clone(),
+        }
+    }
+
+    /// `events.get`, counted ([`Reads`]).
+    pub(super) fn tree_get<K: AsRef<[u8]>>(&self, key: K) -> sled::Result<Option<sled::IVec>> {
+        self.reads.seeks.fetch_add(1, Relaxed);
+        let v = self.events.get(key)?;
+        if v.is_some() {
+            self.reads.values.fetch_add(1, Relaxed);
+        }
+        Ok(v)
     }
 
     pub(super) fn err(&self, op: &'static str) -> impl Fn(sled::Error) -> StoreError + '_ {
@@ -93,14 +181,13 @@ impl StoreReader {
         // backwards search (a gap in the log, or no chunk at all).
         let low = seq.saturating_sub(keys::CHUNK_EVENTS as u64 - 1);
         let mut found = None;
-        for item in self.events.range(keys::log_key(low)..=keys::log_key(seq)) {
+        for item in self.tree_range(keys::log_key(low)..=keys::log_key(seq)) {
             found = Some(item.map_err(self.err("reading the log"))?);
         }
         if found.is_some() {
             return Ok(found);
         }
-        self.events
-            .range(keys::log_key(0)..=keys::log_key(seq))
+        self.tree_range(keys::log_key(0)..=keys::log_key(seq))
             .next_back()
             .transpose()
             .map_err(self.err("reading the log"))
@@ -109,8 +196,7 @@ impl StoreReader {
     /// The newest live event.
     pub(crate) fn last_event(&self) -> Result<Option<Envelope>, StoreError> {
         let last = self
-            .events
-            .range(keys::log_key(0)..=keys::log_key(u64::MAX))
+            .tree_range(keys::log_key(0)..=keys::log_key(u64::MAX))
             .next_back()
             .transpose()
             .map_err(self.err("reading the last event"))?;
@@ -134,8 +220,7 @@ impl StoreReader {
             return Ok(Some(env.hash));
         }
         let tomb = self
-            .events
-            .get(keys::tombstone_key(seq))
+            .tree_get(keys::tombstone_key(seq))
             .map_err(self.err("reading a tombstone"))?;
         Ok(tomb
             .and_then(|v| v.get(..32).and_then(|h| <[u8; 32]>::try_from(h).ok()))
@@ -149,8 +234,7 @@ impl StoreReader {
 
     pub fn schema(&self) -> Result<u32, StoreError> {
         let v = self
-            .events
-            .get(META_SCHEMA)
+            .tree_get(META_SCHEMA)
             .map_err(self.err("reading the schema"))?;
         Ok(v.and_then(|v| v.as_ref().try_into().ok())
             .map(u32::from_be_bytes)
@@ -174,14 +258,13 @@ impl StoreReader {
     pub(super) fn scan_log(&self, lo: u64, hi: u64, order: Order) -> EnvIter<'_> {
         // Start at the chunk holding `lo` (its base may be below `lo`).
         let start = match self
-            .events
-            .range(keys::log_key(0)..=keys::log_key(lo))
+            .tree_range(keys::log_key(0)..=keys::log_key(lo))
             .next_back()
         {
             Some(Ok((k, _))) => k.to_vec(),
             _ => keys::log_key(lo).to_vec(),
         };
-        let range = self.events.range(start..=keys::log_key(hi).to_vec());
+        let range = self.tree_range(start..=keys::log_key(hi).to_vec());
         let chunks: Box<dyn Iterator<Item = _>> = match order {
             Order::OldestFirst => Box::new(range),
             Order::NewestFirst => Box::new(range.rev()),
@@ -215,15 +298,13 @@ impl StoreReader {
         from: u64,
     ) -> impl Iterator<Item = Result<(u64, Vec<u8>), StoreError>> + '_ {
         let start = match self
-            .events
-            .range(keys::log_key(0)..=keys::log_key(from))
+            .tree_range(keys::log_key(0)..=keys::log_key(from))
             .next_back()
         {
             Some(Ok((k, _))) => k.to_vec(),
             _ => keys::log_key(from).to_vec(),
         };
-        self.events
-            .range(start..=keys::log_key(u64::MAX).to_vec())
+        self.tree_range(start..=keys::log_key(u64::MAX).to_vec())
             .flat_map(move |item| -> Vec<Result<(u64, Vec<u8>), StoreError>> {
                 match item
                     .map_err(self.err("reading the log"))
@@ -258,12 +339,12 @@ impl StoreReader {
             k
         };
         // The first block to read is the one holding `lo` (its first seq may be below `lo`).
-        let start = match self.events.range(key(0)..=key(lo)).next_back() {
+        let start = match self.tree_range(key(0)..=key(lo)).next_back() {
             Some(Ok((k, _))) => k.to_vec(),
             _ => key(lo),
         };
         let blocks: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> = match order {
-            Order::OldestFirst => Box::new(self.events.range(start..=key(hi))),
+            Order::OldestFirst => Box::new(self.tree_range(start..=key(hi))),
             // sled 0.34 walks backwards by searching from the root at every step (measured: a
             // newest-first page by object took twice as long as oldest-first). Blocks of one term
             // never overlap in seqs, so read windows of block keys forwards, newest window first,
@@ -271,7 +352,7 @@ impl StoreReader {
             Order::NewestFirst => {
                 let floor = keys::seq_of(&start).unwrap_or(lo);
                 // Windows start at the newest block at or below `hi` (one backwards seek).
-                let mut end = match self.events.range(key(0)..=key(hi)).next_back() {
+                let mut end = match self.tree_range(key(0)..=key(hi)).next_back() {
                     Some(Ok((k, _))) => keys::seq_of(&k).filter(|s| *s >= floor),
                     Some(Err(e)) => {
                         return Box::new(std::iter::once(Err(StoreError::sled(
@@ -289,7 +370,7 @@ impl StoreReader {
                         let e = end?;
                         let begin = e.saturating_sub(width - 1).max(floor);
                         // Ascending; popped from the end, so newest first.
-                        buffered = self.events.range(key(begin)..=key(e)).collect();
+                        buffered = self.tree_range(key(begin)..=key(e)).collect();
                         end = begin.checked_sub(1).filter(|_| begin > floor);
                         width = width.saturating_mul(2);
                     }
@@ -332,8 +413,7 @@ impl StoreReader {
         let lo = keys::time_key(i64::MIN, 0);
         let hi = keys::time_key(t.timestamp_micros(), 0);
         Ok(self
-            .events
-            .range(lo..hi)
+            .tree_range(lo..hi)
             .next_back()
             .transpose()
             .map_err(self.err("reading the time index"))?
@@ -348,8 +428,7 @@ impl StoreReader {
         let lo = keys::time_key(after, 0);
         let hi = keys::time_key(i64::MAX, u64::MAX);
         Ok(self
-            .events
-            .range(lo..=hi)
+            .tree_range(lo..=hi)
             .next()
             .transpose()
             .map_err(self.err("reading the time index"))?
@@ -572,5 +651,26 @@ mod tests {
         let got = reader.get_scattered(&holes).unwrap().unwrap();
         assert!(got[3].is_none() && got[40].is_none());
         assert_eq!(got[4], one_by_one[4]);
+    }
+
+    /// The counter sees every read of the tree, by any clone of the reader: one `get` of an
+    /// event is one seek that lands on its chunk.
+    #[test]
+    fn reads_of_the_tree_are_counted_across_clones() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = SledStore::open(dir.path().join("s"), OpenOptions::create()).unwrap();
+        let drafts = (0..100).map(|j| samples::stream(j, 3, 5)).collect();
+        store.append(drafts).unwrap();
+        let reader = store.reader();
+        let before = reader.reads();
+        assert!(reader.get(50).unwrap().is_some());
+        let one = Reads {
+            seeks: 1,
+            values: 1,
+        };
+        assert_eq!(reader.reads().since(before), one);
+        let clone = reader.clone();
+        assert!(clone.get(60).unwrap().is_some());
+        assert_eq!(store.reader().reads().since(before).seeks, 2);
     }
 }

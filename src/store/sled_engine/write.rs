@@ -147,7 +147,7 @@ impl SledStore {
             self.recover_copies();
             return Err(self.err("appending a batch")(e));
         }
-        self.copied = copied;
+        self.set_copied(copied);
         let first_seq = self.next_seq;
         self.next_seq = seq;
         self.head = head;
@@ -226,7 +226,7 @@ impl SledStore {
             self.recover_copies();
             return Err(self.err("importing a batch")(e));
         }
-        self.copied = copied;
+        self.set_copied(copied);
         self.next_seq = next;
         self.head = head;
         if let Some((env, _)) = live.last() {
