@@ -25,7 +25,7 @@ pub mod wait;
 
 pub use discovery::{Catalog, DiscoveryError, DiscoveryMode, Resolved, ServerVersion};
 pub use execute::execute;
-pub use observe::{live_object, observe, residents, resolve_namespace};
+pub use observe::{live_object, observe, observe_objects, residents, resolve_namespace};
 
 use crate::config::ConflictPolicy;
 use crate::health::{self, Status};

@@ -154,6 +154,16 @@ pub async fn observe(
         })
         .collect();
     targets.extend(inventory.iter().map(|e| e.object.clone()));
+    observe_objects(catalog, targets, key, concurrency).await
+}
+
+/// Reads each of `targets` (namespaces resolved) once, as [`observe`] does.
+pub async fn observe_objects(
+    catalog: &Catalog,
+    mut targets: Vec<ObjectRef>,
+    key: &SecretKey,
+    concurrency: usize,
+) -> Observed {
     targets.sort_by_key(ObjectRef::key);
     targets.dedup_by_key(|o| o.key());
     stream::iter(targets)

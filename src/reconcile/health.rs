@@ -5,7 +5,7 @@
 use super::live::Reading;
 use super::{ReconcileError, Reconciler, events};
 use crate::event::{self, Draft, Event};
-use crate::plan::{DesiredObject, InventoryEntry, ObjectKey, Observed};
+use crate::plan::{DesiredObject, InventoryEntry, ObjectKey, ObjectRef, Observed};
 use crate::store::{EventRead, Query, Selector};
 use std::collections::{HashMap, HashSet};
 
@@ -33,11 +33,12 @@ pub(super) fn needs_reading(last: event::Health, has_objects: bool) -> bool {
 pub(super) fn worth_waiting_for(
     desired: &[DesiredObject],
     failed: &std::collections::BTreeSet<ObjectKey>,
-    resolve: &dyn Fn(&crate::plan::ObjectRef) -> Option<crate::plan::ObjectRef>,
-) -> Vec<DesiredObject> {
+    resolve: &dyn Fn(&ObjectRef) -> Option<ObjectRef>,
+) -> Vec<ObjectRef> {
     desired
         .iter()
-        .filter(|d| resolve(&d.object).is_none_or(|o| !failed.contains(&o.key())))
+        .map(|d| &d.object)
+        .filter(|o| resolve(o).is_none_or(|o| !failed.contains(&o.key())))
         .cloned()
         .collect()
 }
@@ -146,7 +147,7 @@ impl Reconciler {
     pub(super) async fn sync_health(
         &mut self,
         applied_any: bool,
-        desired: &[DesiredObject],
+        desired: &[ObjectRef],
         owned: &HashSet<ObjectKey>,
         observed: Observed,
     ) -> Result<(event::Health, usize), ReconcileError> {
@@ -167,7 +168,7 @@ impl Reconciler {
     /// recorded). Returns the App's health and the number of events appended.
     pub(super) async fn record_health(
         &mut self,
-        desired: &[DesiredObject],
+        desired: &[ObjectRef],
         observed: &Observed,
     ) -> Result<(event::Health, usize), ReconcileError> {
         if !self.live.follows_changes() {
@@ -286,7 +287,7 @@ mod tests {
         let keys = failed_and_absent(&outcomes, &observed);
         let waited: Vec<String> = worth_waiting_for(&desired, &keys, &resolve)
             .into_iter()
-            .map(|d| d.object.name)
+            .map(|o| o.name)
             .collect();
         // An object that exists is still read (its health is the App's); one never created is not.
         assert_eq!(waited, ["new", "existing"]);

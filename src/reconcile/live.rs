@@ -46,11 +46,11 @@ pub(crate) trait LiveView: Send + Sync {
     /// cost); a direct view must read the objects again.
     fn follows_changes(&self) -> bool;
 
-    /// The desired objects' health now: from `observed` when the view follows changes, else
-    /// read once.
+    /// The desired objects' health now (`desired`: their identities as rendered): from
+    /// `observed` when the view follows changes, else read once.
     fn readings<'a>(
         &'a self,
-        desired: &'a [DesiredObject],
+        desired: &'a [ObjectRef],
         observed: &'a Observed,
     ) -> BoxFuture<'a, Vec<Reading>>;
 
@@ -58,9 +58,10 @@ pub(crate) trait LiveView: Send + Sync {
     /// `timeout` has passed; a workload still unready is explained by its first Pod's problem.
     /// `owned`: the objects known to be the App's (its inventory and what the sync wrote),
     /// which the watch sees once it catches up, so they are never read directly meanwhile.
+    /// Only identities are held meanwhile, not manifests: a thousand Apps may wait at once.
     fn settled_readings<'a>(
         &'a self,
-        desired: &'a [DesiredObject],
+        desired: &'a [ObjectRef],
         owned: &'a HashSet<ObjectKey>,
         timeout: Duration,
     ) -> BoxFuture<'a, Result<Vec<Reading>, ReconcileError>>;
@@ -85,6 +86,17 @@ pub(crate) struct Cluster {
 impl Cluster {
     fn scope(&self, gk: &GroupKind) -> Option<Scope> {
         self.catalog.scope(gk)
+    }
+
+    /// The objects' identities with namespaces defaulted as the planner does (kinds whose
+    /// scope is unknown left out).
+    fn resolved<'a>(&self, objects: impl IntoIterator<Item = &'a ObjectRef>) -> Vec<ObjectRef> {
+        objects
+            .into_iter()
+            .filter_map(|o| {
+                apply::resolve_namespace(o, self.scope(&o.group_kind()), &self.namespace)
+            })
+            .collect()
     }
 }
 
@@ -118,16 +130,17 @@ impl DirectView {
         .await
     }
 
+    /// These objects (namespaces resolved), one GET each.
+    async fn read_objects(&self, objects: Vec<ObjectRef>) -> Observed {
+        let c = &self.cluster;
+        apply::observe_objects(&c.catalog, objects, &c.key, c.concurrency).await
+    }
+
     /// The desired objects' health read from the API server (one GET each per round), waiting
     /// up to `timeout` for them to settle.
-    async fn read_health(&self, desired: &[DesiredObject], timeout: Duration) -> Vec<Reading> {
+    async fn read_health(&self, desired: &[ObjectRef], timeout: Duration) -> Vec<Reading> {
         let c = &self.cluster;
-        let objects: Vec<ObjectRef> = desired
-            .iter()
-            .filter_map(|d| {
-                apply::resolve_namespace(&d.object, c.scope(&d.object.group_kind()), &c.namespace)
-            })
-            .collect();
+        let objects = c.resolved(desired);
         let options = apply::wait::WaitOptions {
             timeout,
             ..Default::default()
@@ -155,7 +168,7 @@ impl LiveView for DirectView {
 
     fn readings<'a>(
         &'a self,
-        desired: &'a [DesiredObject],
+        desired: &'a [ObjectRef],
         _observed: &'a Observed,
     ) -> BoxFuture<'a, Vec<Reading>> {
         Box::pin(self.read_health(desired, Duration::ZERO))
@@ -163,7 +176,7 @@ impl LiveView for DirectView {
 
     fn settled_readings<'a>(
         &'a self,
-        desired: &'a [DesiredObject],
+        desired: &'a [ObjectRef],
         _owned: &'a HashSet<ObjectKey>,
         timeout: Duration,
     ) -> BoxFuture<'a, Result<Vec<Reading>, ReconcileError>> {
@@ -178,13 +191,11 @@ pub(crate) struct WatchedView {
 }
 
 impl WatchedView {
-    /// Watches the kinds of the plan's inputs and waits (bounded) until each has been listed.
-    async fn watch_kinds(&self, desired: &[DesiredObject], inventory: &[InventoryEntry]) {
+    /// Watches the kinds of these objects and waits (bounded) until each has been listed.
+    async fn watch_kinds(&self, objects: impl IntoIterator<Item = &ObjectRef>) {
         let c = &self.direct.cluster;
-        let kinds: Vec<apply::Resolved> = desired
-            .iter()
-            .map(|d| &d.object)
-            .chain(inventory.iter().map(|e| &e.object))
+        let kinds: Vec<apply::Resolved> = objects
+            .into_iter()
             .filter_map(|o| c.catalog.resolve_kind(&o.group_kind()))
             .collect();
         let gks: Vec<GroupKind> = kinds
@@ -206,28 +217,32 @@ impl WatchedView {
         desired: &[DesiredObject],
         inventory: &[InventoryEntry],
     ) -> Result<Observed, ReconcileError> {
-        self.watch_kinds(desired, inventory).await;
+        let inventory_objects = inventory.iter().map(|e| &e.object);
+        self.watch_kinds(desired.iter().map(|d| &d.object).chain(inventory_objects))
+            .await;
         let owned: HashSet<ObjectKey> = inventory.iter().map(|e| e.object.key()).collect();
-        Ok(self.observe_cached(desired, inventory, &owned).await)
+        let resolved = self
+            .direct
+            .cluster
+            .resolved(desired.iter().map(|d| &d.object));
+        Ok(self.observe_cached(&resolved, inventory, &owned).await)
     }
 
-    /// The cache's view of `desired` and `inventory` (kinds already watched), with direct
-    /// reads of the desired objects it cannot vouch for.
+    /// The cache's view of the desired objects (`resolved`: namespaces defaulted) and the
+    /// inventory's (kinds already watched), with direct reads of the desired objects it cannot
+    /// vouch for.
     async fn observe_cached(
         &self,
-        desired: &[DesiredObject],
+        resolved: &[ObjectRef],
         inventory: &[InventoryEntry],
         owned: &HashSet<ObjectKey>,
     ) -> Observed {
-        let c = &self.direct.cluster;
-        let lookup = |gk: &GroupKind| c.scope(gk);
-        let mut observed = {
-            let w = self.watch.read().expect("watch lock");
-            w.observe_for(desired, inventory, &c.namespace, &lookup)
-        };
-        let unowned = unlabelled_candidates(desired, owned, &observed, &lookup, &c.namespace);
+        let mut objects = resolved.to_vec();
+        objects.extend(inventory.iter().map(|e| e.object.clone()));
+        let mut observed = self.watch.read().expect("watch lock").observe(&objects);
+        let unowned = unlabelled_candidates(resolved, owned, &observed);
         if !unowned.is_empty() {
-            observed.extend(self.direct.read(&unowned, &[]).await);
+            observed.extend(self.direct.read_objects(unowned).await);
         }
         observed
     }
@@ -238,18 +253,13 @@ impl WatchedView {
     /// for sends it back to a full read, with direct reads, as [`WatchedView::read`] does.
     async fn wait_settled(
         &self,
-        desired: &[DesiredObject],
+        desired: &[ObjectRef],
         owned: &HashSet<ObjectKey>,
         timeout: Duration,
     ) -> Result<Vec<Reading>, ReconcileError> {
-        self.watch_kinds(desired, &[]).await;
+        self.watch_kinds(desired).await;
         let c = &self.direct.cluster;
-        let objects: Vec<ObjectRef> = desired
-            .iter()
-            .filter_map(|d| {
-                apply::resolve_namespace(&d.object, c.scope(&d.object.group_kind()), &c.namespace)
-            })
-            .collect();
+        let objects = c.resolved(desired);
         let deadline = Instant::now() + timeout;
         loop {
             let cached = self.watch.read().expect("watch lock").health_of(&objects);
@@ -257,7 +267,7 @@ impl WatchedView {
                 Waiting::Settled => true,
                 Waiting::NotYet => false,
                 Waiting::ReadDirectly => {
-                    let observed = self.observe_cached(desired, &[], owned).await;
+                    let observed = self.observe_cached(&objects, &[], owned).await;
                     all_settled(&cache_readings(c, desired, &observed))
                 }
             };
@@ -266,7 +276,7 @@ impl WatchedView {
             }
             tokio::time::sleep(HEALTH_POLL).await;
         }
-        let observed = self.observe_cached(desired, &[], owned).await;
+        let observed = self.observe_cached(&objects, &[], owned).await;
         let readings = cache_readings(c, desired, &observed);
         Ok(explained_by_pods(&c.catalog, readings, &observed).await)
     }
@@ -324,7 +334,7 @@ impl LiveView for WatchedView {
 
     fn readings<'a>(
         &'a self,
-        desired: &'a [DesiredObject],
+        desired: &'a [ObjectRef],
         observed: &'a Observed,
     ) -> BoxFuture<'a, Vec<Reading>> {
         let readings = cache_readings(&self.direct.cluster, desired, observed);
@@ -333,7 +343,7 @@ impl LiveView for WatchedView {
 
     fn settled_readings<'a>(
         &'a self,
-        desired: &'a [DesiredObject],
+        desired: &'a [ObjectRef],
         owned: &'a HashSet<ObjectKey>,
         timeout: Duration,
     ) -> BoxFuture<'a, Result<Vec<Reading>, ReconcileError>> {
@@ -342,11 +352,7 @@ impl LiveView for WatchedView {
 }
 
 /// The desired objects' health as `observed` shows them.
-fn cache_readings(
-    cluster: &Cluster,
-    desired: &[DesiredObject],
-    observed: &Observed,
-) -> Vec<Reading> {
+fn cache_readings(cluster: &Cluster, desired: &[ObjectRef], observed: &Observed) -> Vec<Reading> {
     readings_of(
         desired,
         observed,
@@ -358,16 +364,14 @@ fn cache_readings(
 /// The desired objects' health as `observed` shows them (namespaces defaulted; kinds the
 /// cluster does not serve left out).
 pub(crate) fn readings_of(
-    desired: &[DesiredObject],
+    desired: &[ObjectRef],
     observed: &Observed,
     scope: &dyn Fn(&GroupKind) -> Option<Scope>,
     namespace: &str,
 ) -> Vec<Reading> {
     desired
         .iter()
-        .filter_map(|d| {
-            apply::resolve_namespace(&d.object, scope(&d.object.group_kind()), namespace)
-        })
+        .filter_map(|o| apply::resolve_namespace(o, scope(&o.group_kind()), namespace))
         .map(|object| {
             let (health, message) = super::events::observed_health(observed.get(&object.key()));
             (object, health, message)
@@ -382,25 +386,20 @@ pub(crate) fn all_settled(readings: &[Reading]) -> bool {
         .all(|(_, h, _)| matches!(h, event::Health::Healthy | event::Health::Degraded))
 }
 
-/// The desired objects the watch cannot vouch for: outside the inventory and not seen in the
-/// cache. The watch sees only objects labelled as an App's, and such an object may exist
+/// The desired objects (`resolved`: namespaces defaulted) the watch cannot vouch for: not
+/// owned and not seen in the cache. The watch sees only objects labelled as an App's, and such an object may exist
 /// without the label (made by hand, by another tool): it is read directly, so that it is
 /// adopted or refused, never taken for absent and "created" over what is there.
 pub(crate) fn unlabelled_candidates(
-    desired: &[DesiredObject],
+    resolved: &[ObjectRef],
     owned: &HashSet<ObjectKey>,
     observed: &Observed,
-    scope: &dyn Fn(&GroupKind) -> Option<Scope>,
-    namespace: &str,
-) -> Vec<DesiredObject> {
-    desired
+) -> Vec<ObjectRef> {
+    resolved
         .iter()
-        .filter(|d| {
-            apply::resolve_namespace(&d.object, scope(&d.object.group_kind()), namespace)
-                .is_some_and(|o| {
-                    !owned.contains(&o.key())
-                        && !matches!(observed.get(&o.key()), Some(Observation::Present(_)))
-                })
+        .filter(|o| {
+            !owned.contains(&o.key())
+                && !matches!(observed.get(&o.key()), Some(Observation::Present(_)))
         })
         .cloned()
         .collect()
@@ -446,16 +445,10 @@ mod tests {
         let mut observed = observed(vec![live(&seen, "1")]);
         // Absent from the cache but the App's: the cache is right that it is gone.
         observed.insert(resolved(&owned).key(), Observation::Absent);
-        let desired = [owned.clone(), seen, unseen.clone()];
+        let desired = [resolved(&owned), resolved(&seen), resolved(&unseen)];
         let mine = HashSet::from([applied(&owned).object.key()]);
-        let read = unlabelled_candidates(&desired, &mine, &observed, &scopes, "shop");
-        assert_eq!(read, vec![unseen]);
-        // A kind the cluster does not serve is not read at all.
-        let widget = desired_widget();
-        let none = HashSet::new();
-        assert!(
-            unlabelled_candidates(&[widget], &none, &Observed::new(), &scopes, "shop").is_empty()
-        );
+        let read = unlabelled_candidates(&desired, &mine, &observed);
+        assert_eq!(read, vec![resolved(&unseen)]);
     }
 
     #[test]
@@ -523,7 +516,7 @@ mod tests {
         let mut observed = observed(vec![live(&ready, "1")]);
         observed.insert(resolved(&gone).key(), Observation::Absent);
         let readings = readings_of(
-            &[gone, unknown, ready, desired_widget()],
+            &[gone, unknown, ready, desired_widget()].map(|d| d.object),
             &observed,
             &scopes,
             "shop",

@@ -484,9 +484,13 @@ impl Reconciler {
             drafts.push(events::drift_detected(&self.app.name, object, drift));
         }
         report.appended += self.append(blobs, drafts).await?;
-        let (health, n) = self
-            .record_health(&prepared.rendered.desired, &prepared.observed)
-            .await?;
+        let desired: Vec<crate::plan::ObjectRef> = prepared
+            .rendered
+            .desired
+            .iter()
+            .map(|d| d.object.clone())
+            .collect();
+        let (health, n) = self.record_health(&desired, &prepared.observed).await?;
         report.appended += n;
         report.health = health;
         Ok(report.ended(PassStatus::InSync, started))
