@@ -227,6 +227,29 @@ async fn drift_by_another_manager_and_a_deletion_are_seen_and_corrected() {
     assert_eq!(change.resource_version, ours);
 }
 
+/// A ConfigMap watch of `app` re-listing every 300 ms (other settings from `options`), once
+/// synced and once 1.5 s of resyncs have notified nothing, as they must when nothing changed.
+async fn quiet_resyncs(
+    client: &kube::Client,
+    catalog: &Catalog,
+    app: &TestApp,
+    options: WatchOptions,
+) -> (AppWatch, mpsc::Receiver<Vec<Change>>) {
+    let options = WatchOptions {
+        resync: Duration::from_millis(300),
+        ..options
+    };
+    let (mut watch, mut rx) = AppWatch::new(client.clone(), &app.name, app.key.clone(), options);
+    watch_kinds(&mut watch, catalog, &[("", "ConfigMap")]);
+    watch
+        .wait_synced(Duration::from_secs(30))
+        .await
+        .expect("synced");
+    let noise = drain(&mut rx, Duration::from_millis(1500)).await;
+    assert_eq!(noise, vec![], "resyncs of an unchanged kind notified");
+    (watch, rx)
+}
+
 #[tokio::test]
 async fn objects_of_other_apps_are_not_watched_and_resyncs_are_quiet() {
     let client = support::client().await;
@@ -239,22 +262,7 @@ async fn objects_of_other_apps_are_not_watched_and_resyncs_are_quiet() {
     app.sync(&catalog, &options).await;
 
     // A resync every 300 ms: re-lists that find nothing new must not notify.
-    let (mut watch, mut rx) = AppWatch::new(
-        client.clone(),
-        &app_name,
-        app.key.clone(),
-        WatchOptions {
-            resync: Duration::from_millis(300),
-            ..WatchOptions::default()
-        },
-    );
-    watch_kinds(&mut watch, &catalog, &[("", "ConfigMap")]);
-    watch
-        .wait_synced(Duration::from_secs(30))
-        .await
-        .expect("synced");
-    let noise = drain(&mut rx, Duration::from_millis(1500)).await;
-    assert_eq!(noise, vec![], "resyncs of an unchanged kind notified");
+    let (mut watch, mut rx) = quiet_resyncs(&client, &catalog, &app, WatchOptions::default()).await;
 
     // Another App's ConfigMap in the same namespace: never notified, never in the cache.
     let cms = api_for(&client, "v1", "ConfigMap", "configmaps", Some(&ns.name));
@@ -309,23 +317,11 @@ async fn a_resync_in_pages_keeps_every_object_and_stays_quiet() {
 
     // Pages of two: every list (the watch's first, each resync) takes three pages. A resync
     // that kept only part of its pages would report the rest deleted and lose them.
-    let (mut watch, mut rx) = AppWatch::new(
-        client.clone(),
-        &app_name,
-        app.key.clone(),
-        WatchOptions {
-            resync: Duration::from_millis(300),
-            list_page: 2,
-            ..WatchOptions::default()
-        },
-    );
-    watch_kinds(&mut watch, &catalog, &[("", "ConfigMap")]);
-    watch
-        .wait_synced(Duration::from_secs(30))
-        .await
-        .expect("synced");
-    let noise = drain(&mut rx, Duration::from_millis(1500)).await;
-    assert_eq!(noise, vec![], "paged resyncs of an unchanged kind notified");
+    let options = WatchOptions {
+        list_page: 2,
+        ..WatchOptions::default()
+    };
+    let (watch, _rx) = quiet_resyncs(&client, &catalog, &app, options).await;
     let objects: Vec<reckon::plan::ObjectRef> = names
         .iter()
         .map(|n| reckon::plan::ObjectRef::from_api_version("v1", "ConfigMap", Some(&ns.name), n))
