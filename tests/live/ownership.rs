@@ -462,3 +462,68 @@ async fn two_apps_naming_one_object_the_second_is_refused_once_and_says_why() {
     drop((a, b));
     h.close().await;
 }
+
+/// A sync that writes one object and refuses another that exists unlabelled (`adopt: never`)
+/// then waits for the health of both. The watch selects by the App's label, so it never sees the
+/// refused one: the wait must read it directly (`live::Waiting::ReadDirectly`) and end once
+/// both are settled, not wait out its timeout for an object no watch will ever deliver.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_health_wait_reads_an_unlabelled_object_directly_and_ends_when_it_is_settled() {
+    let h = Harness::new("unlabelled-wait").await;
+    let client = h.catalog.client().clone();
+    let ns = h.ns.name.clone();
+    make_config_map(&client, &ns, "by-hand", [].into(), [].into()).await;
+    h.commit(
+        "One new ConfigMap, one made by hand",
+        &[
+            ("mixed/by-hand.yaml", Some(&config_map("by-hand", "blue"))),
+            ("mixed/fresh.yaml", Some(&config_map("fresh", "blue"))),
+        ],
+    );
+    // Ten minutes: a wait that never read the refused object would last that long.
+    let app = h.app(
+        "waiter",
+        "mixed",
+        "    adopt: never\n    health_timeout: 10m\n",
+    );
+    let (mut r, _keep) = watching(&h, app);
+    h.requests.take();
+    let report = tokio::time::timeout(std::time::Duration::from_secs(120), pass(&mut r))
+        .await
+        .expect("the health wait ended by itself, not on its 10-minute timeout");
+    assert_eq!(report.refused.len(), 1, "{report:?}");
+    assert_eq!(
+        applied(&h.events("waiter")),
+        ["ConfigMap/fresh Created"],
+        "{report:?}"
+    );
+
+    // The wait's direct read of the refused object comes after the sync's write.
+    let requests = h.requests.take();
+    let wrote = requests
+        .iter()
+        .position(|(m, p)| *m != http::Method::GET && p.contains("/configmaps/fresh"))
+        .unwrap_or_else(|| panic!("the sync wrote ConfigMap fresh: {requests:?}"));
+    assert!(
+        requests[wrote..]
+            .iter()
+            .any(|(m, p)| *m == http::Method::GET && p.ends_with("/configmaps/by-hand")),
+        "no direct read of ConfigMap by-hand after the write: {requests:?}"
+    );
+    // Both settled, and the one made by hand was read as it is: untouched, never recorded
+    // missing.
+    let missing: Vec<_> = h
+        .events("waiter")
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::HealthChanged(c) if c.to == reckon::event::Health::Missing => Some(c),
+            _ => None,
+        })
+        .collect();
+    assert!(missing.is_empty(), "{missing:?}");
+    let kept = get_config_map(&client, &ns, "by-hand").await.unwrap();
+    assert_eq!(kept.data.as_ref().unwrap()["color"], "green");
+    assert!(!labels(&kept).contains_key("reckon.dev/app"));
+    drop(r);
+    h.close().await;
+}
