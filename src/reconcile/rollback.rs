@@ -449,27 +449,25 @@ fn check_actor(actor: &str) -> Result<(), RollbackError> {
 }
 
 async fn app_state(store: &StoreHandle, app: &str) -> Result<AppState, RollbackError> {
-    store
-        .app_state(app)
-        .await
-        .map_err(|source| RollbackError::Store {
-            app: app.into(),
-            source,
-        })?
-        .ok_or_else(|| RollbackError::UnknownApp { app: app.into() })
+    found(app, store.app_state(app).await)
 }
 
 /// The App's state with its whole revision table, stored revisions included: a rollback may
 /// go back to any of them.
 async fn complete_state(store: &StoreHandle, app: &str) -> Result<AppState, RollbackError> {
-    store
-        .complete_app_state(app)
-        .await
-        .map_err(|source| RollbackError::Store {
-            app: app.into(),
-            source,
-        })?
-        .ok_or_else(|| RollbackError::UnknownApp { app: app.into() })
+    found(app, store.complete_app_state(app).await)
+}
+
+/// A state read for `app`: a store failure or an unknown App as the rollback's error.
+fn found(
+    app: &str,
+    read: Result<Option<AppState>, crate::store::StoreError>,
+) -> Result<AppState, RollbackError> {
+    read.map_err(|source| RollbackError::Store {
+        app: app.into(),
+        source,
+    })?
+    .ok_or_else(|| RollbackError::UnknownApp { app: app.into() })
 }
 
 async fn record(
