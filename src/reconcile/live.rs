@@ -69,8 +69,18 @@ pub(crate) trait LiveView: Send + Sync {
 
 /// How long a pass waits for the watch cache of a kind it has just started watching.
 const WATCH_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
-/// How often a pass re-reads the watch cache while waiting for health.
+/// How often a pass asks the watch cache for health while waiting: at first often (most
+/// objects settle within a second), then less as the wait grows (see [`health_poll_after`]).
 const HEALTH_POLL: Duration = Duration::from_millis(200);
+const HEALTH_POLL_MAX: Duration = Duration::from_secs(1);
+
+/// The pause before the next health check of a wait that has lasted `waited`: a quarter of
+/// it, between [`HEALTH_POLL`] and [`HEALTH_POLL_MAX`]. A wait thus learns of readiness at most
+/// a quarter (and at most a second) late, and a thousand Apps waiting minutes for their Pods
+/// ask a thousand times a second, not five thousand.
+pub(crate) fn health_poll_after(waited: Duration) -> Duration {
+    (waited / 4).clamp(HEALTH_POLL, HEALTH_POLL_MAX)
+}
 
 /// What both views read the cluster with.
 #[derive(Clone)]
@@ -260,7 +270,8 @@ impl WatchedView {
         self.watch_kinds(desired).await;
         let c = &self.direct.cluster;
         let objects = c.resolved(desired);
-        let deadline = Instant::now() + timeout;
+        let started = Instant::now();
+        let deadline = started + timeout;
         loop {
             let cached = self.watch.read().expect("watch lock").health_of(&objects);
             let settled = match waiting_verdict(&objects, &cached, owned) {
@@ -274,7 +285,7 @@ impl WatchedView {
             if settled || Instant::now() >= deadline {
                 break;
             }
-            tokio::time::sleep(HEALTH_POLL).await;
+            tokio::time::sleep(health_poll_after(started.elapsed())).await;
         }
         let observed = self.observe_cached(&objects, &[], owned).await;
         let readings = cache_readings(c, desired, &observed);
@@ -303,9 +314,9 @@ pub(crate) fn waiting_verdict(
     let mut verdict = Waiting::Settled;
     for (object, health) in objects.iter().zip(cached) {
         match health {
-            CachedHealth::Present(h) => {
+            CachedHealth::Present(status) => {
                 // As `cache_readings` records it (`observed_health`).
-                let recorded = h.status.recorded();
+                let recorded = status.recorded();
                 if !matches!(recorded, event::Health::Healthy | event::Health::Degraded) {
                     verdict = Waiting::NotYet;
                 }
@@ -456,7 +467,7 @@ mod tests {
         let o = |name: &str| ObjectRef::from_api_version("v1", "ConfigMap", Some("shop"), name);
         let objects = [o("a"), o("b")];
         let mine: HashSet<ObjectKey> = objects.iter().map(ObjectRef::key).collect();
-        let present = |status| CachedHealth::Present(Health::new(status, ""));
+        let present = CachedHealth::Present;
         let verdict = |cached: &[CachedHealth], owned: &HashSet<ObjectKey>| {
             waiting_verdict(&objects, cached, owned)
         };
@@ -500,6 +511,20 @@ mod tests {
             Waiting::Settled
         );
         assert_eq!(waiting_verdict(&[], &[], &HashSet::new()), Waiting::Settled);
+    }
+
+    #[test]
+    fn a_long_wait_asks_for_health_less_often_and_never_less_than_once_a_second() {
+        let ms = Duration::from_millis;
+        assert_eq!(health_poll_after(ms(0)), HEALTH_POLL);
+        assert_eq!(health_poll_after(ms(800)), HEALTH_POLL);
+        assert_eq!(health_poll_after(ms(2_000)), ms(500));
+        assert_eq!(health_poll_after(ms(4_000)), HEALTH_POLL_MAX);
+        assert_eq!(health_poll_after(Duration::from_secs(300)), HEALTH_POLL_MAX);
+        // Late by at most a quarter of the wait so far.
+        for waited in [ms(900), ms(1_500), ms(3_999)] {
+            assert!(health_poll_after(waited) <= waited / 4, "{waited:?}");
+        }
     }
 
     fn desired_widget() -> DesiredObject {

@@ -7,18 +7,37 @@
 //! the agent's memory; compressed JSON is a few percent of it. A pass reads a handful of its
 //! own objects, so parsing on read costs microseconds where the memory was megabytes.
 //!
-//! Each entry also keeps its object's health once a reader asked for it: a pass waiting for
+//! Each entry also keeps its object's readiness once a reader asked for it: a pass waiting for
 //! its objects to become ready asks every few hundred milliseconds, and a thousand Apps
 //! waiting at once would otherwise parse their objects again thousands of times a second.
+//! Lookups borrow the caller's namespace and name (`KeyRef`): a lookup allocates nothing.
 
-use crate::health::{Health, assess};
+use crate::health::{Status, assess};
+use hashbrown::{Equivalent, HashMap};
 use kube::api::DynamicObject;
 use kube::runtime::watcher;
-use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::sync::{OnceLock, RwLock};
 
 /// `(namespace or "", name)`.
 pub type Key = (String, String);
+
+/// A borrowed [`Key`]: hashes as the tuple does (each part in turn), so the map finds an entry
+/// by the caller's `&str`s without building a key.
+struct KeyRef<'a>(&'a str, &'a str);
+
+impl Hash for KeyRef<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+        self.1.hash(state);
+    }
+}
+
+impl Equivalent<Key> for KeyRef<'_> {
+    fn equivalent(&self, key: &Key) -> bool {
+        self.0 == key.0 && self.1 == key.1
+    }
+}
 
 struct Entry {
     resource_version: String,
@@ -26,7 +45,7 @@ struct Entry {
     packed: Box<[u8]>,
     /// The object's health, assessed at the first read that asked (an entry is replaced, not
     /// changed, when its object changes, so the value is never stale).
-    health: OnceLock<Health>,
+    status: OnceLock<Status>,
 }
 
 impl Entry {
@@ -63,7 +82,7 @@ fn pack(object: &DynamicObject) -> Entry {
     Entry {
         resource_version: object.metadata.resource_version.clone().unwrap_or_default(),
         packed: lz4_flex::compress_prepend_size(&json).into_boxed_slice(),
-        health: OnceLock::new(),
+        status: OnceLock::new(),
     }
 }
 
@@ -104,32 +123,29 @@ impl KindCache {
     /// The object's JSON, parsed. `None` when absent (or, never expected, unreadable).
     pub fn get(&self, namespace: &str, name: &str) -> Option<serde_json::Value> {
         let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
-        let entry = inner
-            .objects
-            .get(&(namespace.to_string(), name.to_string()))?;
+        let entry = inner.objects.get(&KeyRef(namespace, name))?;
         let json = lz4_flex::decompress_size_prepended(&entry.packed).ok()?;
         drop(inner);
         serde_json::from_slice(&json).ok()
     }
 
-    /// The object's health (`types`: its apiVersion and kind, which list items do not carry).
-    /// `None` when absent; an unreadable entry is unknown, never healthy.
-    pub fn health(&self, namespace: &str, name: &str, types: (&str, &str)) -> Option<Health> {
+    /// The object's readiness (`types`: its apiVersion and kind, which list items do not
+    /// carry), assessed once per version. `None` when absent; an unreadable entry is unknown,
+    /// never current.
+    pub fn status(&self, namespace: &str, name: &str, types: (&str, &str)) -> Option<Status> {
         let inner = self.inner.read().unwrap_or_else(|p| p.into_inner());
-        let entry = inner
-            .objects
-            .get(&(namespace.to_string(), name.to_string()))?;
-        let health = entry.health.get_or_init(|| match entry.json() {
+        let entry = inner.objects.get(&KeyRef(namespace, name))?;
+        let status = entry.status.get_or_init(|| match entry.json() {
             Some(mut value) => {
                 if let serde_json::Value::Object(map) = &mut value {
                     map.insert("apiVersion".into(), types.0.into());
                     map.insert("kind".into(), types.1.into());
                 }
-                assess(&value)
+                assess(&value).status
             }
-            None => Health::new(crate::health::Status::Unknown, "unreadable in the cache"),
+            None => Status::Unknown,
         });
-        Some(health.clone())
+        Some(*status)
     }
 
     /// Every cached object's key and resourceVersion.
@@ -212,20 +228,20 @@ mod tests {
 
     #[test]
     fn health_is_assessed_with_the_kinds_types_and_follows_each_new_version() {
-        use crate::health::Status;
         let cache = KindCache::default();
         let types = ("apps/v1", "Deployment");
-        assert_eq!(cache.health("a", "web", types), None);
+        assert_eq!(cache.status("a", "web", types), None);
         cache.apply(&watcher::Event::Apply(deployment("web", "1", 0)));
-        let first = cache.health("a", "web", types).unwrap();
-        assert_eq!(first.status, Status::InProgress, "{first:?}");
+        assert_eq!(cache.status("a", "web", types), Some(Status::InProgress));
         // Asked again: the same answer (kept, not assessed anew).
-        assert_eq!(cache.health("a", "web", types), Some(first));
+        assert_eq!(cache.status("a", "web", types), Some(Status::InProgress));
         cache.apply(&watcher::Event::Apply(deployment("web", "2", 1)));
-        let ready = cache.health("a", "web", types).unwrap();
-        assert_eq!(ready.status, Status::Current, "{ready:?}");
+        assert_eq!(cache.status("a", "web", types), Some(Status::Current));
+        // Another namespace, another name: not this entry.
+        assert_eq!(cache.status("b", "web", types), None);
+        assert_eq!(cache.status("a", "we", types), None);
         cache.apply(&watcher::Event::Delete(deployment("web", "3", 1)));
-        assert_eq!(cache.health("a", "web", types), None);
+        assert_eq!(cache.status("a", "web", types), None);
     }
 
     #[test]

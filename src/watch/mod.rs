@@ -101,7 +101,7 @@ pub enum CachedHealth {
     Unknown,
     /// Listed, and not there (or not labelled as an App's: the watch sees only those).
     Absent,
-    Present(crate::health::Health),
+    Present(crate::health::Status),
 }
 
 /// The watches of one App.
@@ -540,7 +540,7 @@ impl AppWatch {
     pub fn observe(&self, objects: &[ObjectRef]) -> Observed {
         let mut observed = Observed::new();
         for object in objects {
-            let Some(kind) = self.kinds.get(&object.group_kind()) else {
+            let Some(kind) = self.kind_of(object) else {
                 continue;
             };
             if !*kind.synced.borrow() {
@@ -580,7 +580,7 @@ impl AppWatch {
     }
 
     fn cached_health(&self, object: &ObjectRef) -> CachedHealth {
-        let Some(kind) = self.kinds.get(&object.group_kind()) else {
+        let Some(kind) = self.kind_of(object) else {
             return CachedHealth::Unknown;
         };
         if !*kind.synced.borrow() {
@@ -593,11 +593,20 @@ impl AppWatch {
         let ar = &kind.resource.resource;
         match kind
             .store
-            .health(namespace, &object.name, (&ar.api_version, &ar.kind))
+            .status(namespace, &object.name, (&ar.api_version, &ar.kind))
         {
-            Some(health) => CachedHealth::Present(health),
+            Some(status) => CachedHealth::Present(status),
             None => CachedHealth::Absent,
         }
+    }
+
+    /// The watch of `object`'s kind, found without building a [`GroupKind`] (an agent watches
+    /// a handful of kinds; health waits ask for thousands of objects a second).
+    fn kind_of(&self, object: &ObjectRef) -> Option<&KindWatch> {
+        self.kinds
+            .iter()
+            .find(|(gk, _)| gk.kind == object.kind && gk.group == object.group)
+            .map(|(_, kind)| kind)
     }
 
     /// [`AppWatch::observe`] for a plan's inputs: desired objects (namespaces defaulted the way
