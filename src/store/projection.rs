@@ -910,8 +910,7 @@ mod tests {
 
     #[test]
     fn snapshot_round_trip_and_golden_bytes() {
-        let mut p = Projections::default();
-        history().iter().for_each(|b| p.fold(b));
+        let p = folded_history();
         let bytes = encode_snapshot(&p).unwrap();
         assert_eq!(decode_snapshot::<Projections>(&bytes).unwrap(), p);
         let mut bad = bytes.clone();
@@ -945,21 +944,34 @@ mod tests {
         hex::decode(line.trim()).unwrap()
     }
 
+    /// The projections kept in golden `file`, behind their own `version` byte and a head hash
+    /// of sevens: bytes an older store wrote, which this version must refuse to read as its own.
+    fn refused_old_projections(file: &str, version: u8) -> Vec<u8> {
+        let old = golden_snapshot(file, "projections");
+        let mut bytes = vec![version];
+        bytes.extend_from_slice(&[7; 32]);
+        bytes.extend_from_slice(&old[1..]);
+        assert!(matches!(
+            decode_projections(&bytes),
+            Err(ProjectionError::UnknownVersion(v)) if v == version
+        ));
+        bytes
+    }
+
+    /// The projections of [`history`].
+    fn folded_history() -> Projections {
+        let mut p = Projections::default();
+        history().iter().for_each(|b| p.fold(b));
+        p
+    }
+
     /// A version-6 projections snapshot (the projections before `stored`, whose bytes
     /// tests/golden/snapshots-v6.hex keeps) is not read as version 7: it is converted, every
     /// revision resident and nothing stored (the store then stores what need not stay).
     #[test]
     fn version_6_projections_snapshots_convert() {
-        let old = golden_snapshot("snapshots-v6.hex", "projections");
-        let mut v6 = vec![6];
-        v6.extend_from_slice(&[7; 32]);
-        v6.extend_from_slice(&old[1..]);
-        assert!(matches!(
-            decode_projections(&v6),
-            Err(ProjectionError::UnknownVersion(6))
-        ));
-        let mut p = Projections::default();
-        history().iter().for_each(|b| p.fold(b));
+        let v6 = refused_old_projections("snapshots-v6.hex", 6);
+        let p = folded_history();
         assert!(p.stored.is_empty());
         let (back, hash) = decode_projections_v6(&v6).unwrap();
         assert_eq!((back, hash), (p, Digest([7; 32])));
@@ -975,8 +987,7 @@ mod tests {
     /// revisions: what the store holds under the old one is no longer theirs.
     #[test]
     fn resets_and_renames_start_a_new_epoch_of_stored_revisions() {
-        let mut p = Projections::default();
-        history().iter().for_each(|b| p.fold(b));
+        let mut p = folded_history();
         p.stored
             .insert("shop".into(), stored::Stored { epoch: 0, count: 5 });
         let shop = p.apps["shop"].clone();
@@ -1012,16 +1023,8 @@ mod tests {
     /// the log. App base states did not change.
     #[test]
     fn version_5_projections_snapshots_are_rebuilt_and_base_states_stay() {
-        let old = golden_snapshot("snapshots-v5.hex", "projections");
-        let mut v5 = vec![5];
-        v5.extend_from_slice(&[7; 32]);
-        v5.extend_from_slice(&old[1..]);
-        assert!(matches!(
-            decode_projections(&v5),
-            Err(ProjectionError::UnknownVersion(5))
-        ));
-        let mut p = Projections::default();
-        history().iter().for_each(|b| p.fold(b));
+        refused_old_projections("snapshots-v5.hex", 5);
+        let p = folded_history();
         assert_eq!(
             golden_snapshot("snapshots-v5.hex", "app-state"),
             encode_snapshot(&p.apps["shop"]).unwrap()
@@ -1042,8 +1045,7 @@ mod tests {
             Err(ProjectionError::UnknownVersion(3))
         ));
         let old = decode_app_state(&bytes).unwrap();
-        let mut p = Projections::default();
-        history().iter().for_each(|b| p.fold(b));
+        let p = folded_history();
         assert_eq!(old, p.apps["shop"]);
     }
 
@@ -1059,8 +1061,7 @@ mod tests {
             Err(ProjectionError::UnknownVersion(2))
         ));
         let old = decode_app_state(&bytes).unwrap();
-        let mut p = Projections::default();
-        history().iter().for_each(|b| p.fold(b));
+        let p = folded_history();
         let now = &p.apps["shop"];
         assert_eq!(old.intent, now.intent);
         assert_eq!(old.last_seq, now.last_seq);
