@@ -398,9 +398,9 @@ pub(crate) fn all_settled(readings: &[Reading]) -> bool {
 }
 
 /// The desired objects (`resolved`: namespaces defaulted) the watch cannot vouch for: not
-/// owned and not seen in the cache. The watch sees only objects labelled as an App's, and such an object may exist
-/// without the label (made by hand, by another tool): it is read directly, so that it is
-/// adopted or refused, never taken for absent and "created" over what is there.
+/// owned and not seen in the cache. The watch sees only objects labelled as an App's, and such
+/// an object may exist without the label (made by hand, by another tool): it is read directly,
+/// so that it is adopted or refused, never taken for absent and "created" over what is there.
 pub(crate) fn unlabelled_candidates(
     resolved: &[ObjectRef],
     owned: &HashSet<ObjectKey>,

@@ -43,8 +43,8 @@ struct Entry {
     resource_version: String,
     /// lz4 (size-prefixed) of the object's JSON.
     packed: Box<[u8]>,
-    /// The object's health, assessed at the first read that asked (an entry is replaced, not
-    /// changed, when its object changes, so the value is never stale).
+    /// The object's readiness, assessed at the first read that asked (an entry is replaced,
+    /// not changed, when its object changes, so the value is never stale).
     status: OnceLock<Status>,
 }
 

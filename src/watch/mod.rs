@@ -540,15 +540,8 @@ impl AppWatch {
     pub fn observe(&self, objects: &[ObjectRef]) -> Observed {
         let mut observed = Observed::new();
         for object in objects {
-            let Some(kind) = self.kind_of(object) else {
+            let Some((kind, namespace)) = self.listed(object) else {
                 continue;
-            };
-            if !*kind.synced.borrow() {
-                continue;
-            }
-            let namespace = match kind.resource.scope {
-                Scope::Namespaced => object.namespace.as_deref().unwrap_or_default(),
-                Scope::Cluster => "",
             };
             let observation = match kind.store.get(namespace, &object.name) {
                 None => Observation::Absent,
@@ -580,15 +573,8 @@ impl AppWatch {
     }
 
     fn cached_health(&self, object: &ObjectRef) -> CachedHealth {
-        let Some(kind) = self.kind_of(object) else {
+        let Some((kind, namespace)) = self.listed(object) else {
             return CachedHealth::Unknown;
-        };
-        if !*kind.synced.borrow() {
-            return CachedHealth::Unknown;
-        }
-        let namespace = match kind.resource.scope {
-            Scope::Namespaced => object.namespace.as_deref().unwrap_or_default(),
-            Scope::Cluster => "",
         };
         let ar = &kind.resource.resource;
         match kind
@@ -600,13 +586,23 @@ impl AppWatch {
         }
     }
 
-    /// The watch of `object`'s kind, found without building a [`GroupKind`] (an agent watches
-    /// a handful of kinds; health waits ask for thousands of objects a second).
-    fn kind_of(&self, object: &ObjectRef) -> Option<&KindWatch> {
-        self.kinds
+    /// The watch of `object`'s kind once its first list is in the cache, and the namespace the
+    /// cache keys the object by (`""` for a cluster-scoped kind). Found without building a
+    /// [`GroupKind`]: an agent watches a handful of kinds, and health waits ask for thousands
+    /// of objects a second.
+    fn listed<'a>(&'a self, object: &'a ObjectRef) -> Option<(&'a KindWatch, &'a str)> {
+        let (_, kind) = self
+            .kinds
             .iter()
-            .find(|(gk, _)| gk.kind == object.kind && gk.group == object.group)
-            .map(|(_, kind)| kind)
+            .find(|(gk, _)| gk.kind == object.kind && gk.group == object.group)?;
+        if !*kind.synced.borrow() {
+            return None;
+        }
+        let namespace = match kind.resource.scope {
+            Scope::Namespaced => object.namespace.as_deref().unwrap_or_default(),
+            Scope::Cluster => "",
+        };
+        Some((kind, namespace))
     }
 
     /// [`AppWatch::observe`] for a plan's inputs: desired objects (namespaces defaulted the way
