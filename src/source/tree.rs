@@ -142,8 +142,8 @@ pub(crate) fn read_tree(
     };
     let lock = super::mirror::lock_for(cache_dir);
     // Shared: reads run side by side; only a network fetch excludes them.
-    let _guard = lock.read().unwrap_or_else(|p| p.into_inner());
-    let repo = gix::open(cache_dir).map_err(|e| read(chain(&e)))?;
+    let state = lock.read().unwrap_or_else(|p| p.into_inner());
+    let repo = state.repository(cache_dir).map_err(read)?;
     let id = gix::ObjectId::from_hex(sha.as_bytes()).map_err(|e| read(e.to_string()))?;
     let commit = repo.find_commit(id).map_err(|e| read(chain(&e)))?;
     let root = commit.tree_id().map_err(|e| read(chain(&e)))?.detach();
@@ -239,8 +239,8 @@ impl GitTree {
             detail,
         };
         let lock = super::mirror::lock_for(cache_dir);
-        let _guard = lock.read().unwrap_or_else(|p| p.into_inner());
-        let repo = gix::open(cache_dir).map_err(|e| read(chain(&e)))?;
+        let state = lock.read().unwrap_or_else(|p| p.into_inner());
+        let repo = state.repository(cache_dir).map_err(read)?;
         let id = gix::ObjectId::from_hex(sha.as_bytes()).map_err(|e| read(e.to_string()))?;
         let root = {
             let commit = repo.find_commit(id).map_err(|e| read(chain(&e)))?;
