@@ -116,7 +116,7 @@ impl StoreReader {
         let Some((lo, hi)) = self.seq_range(q)? else {
             return Ok(empty);
         };
-        let mut seqs = Vec::with_capacity(q.limit.min(4096));
+        let mut seqs = Vec::with_capacity(q.limit.min(PAGE_START));
         for seq in self.scan_postings(term, lo, hi, q.order) {
             seqs.push(seq?);
             if seqs.len() == q.limit {
@@ -225,6 +225,9 @@ pub(super) enum Flow {
     Stop,
 }
 
+/// What a page reserves before it finds anything (see [`Fill::new`]).
+const PAGE_START: usize = 16;
+
 /// A page being filled in scan order: what it takes and when it is done.
 pub(super) struct Fill<'q> {
     pub(super) q: &'q Query,
@@ -239,7 +242,11 @@ impl<'q> Fill<'q> {
             q,
             since: q.since.map(|t| t.timestamp_micros()),
             until: q.until.map(|t| t.timestamp_micros()),
-            events: Vec::with_capacity(q.limit.min(1024)),
+            // Grown as events come: a page's limit is an upper bound, often far above what
+            // it finds (a thousand Apps' passes asking for up to 100,000 renames found none),
+            // and an envelope is 456 bytes, so reserving the limit made each such query a
+            // transient half-megabyte allocation, the largest the agent made.
+            events: Vec::with_capacity(q.limit.min(PAGE_START)),
         }
     }
 
@@ -283,6 +290,16 @@ impl<'q> Fill<'q> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_page_reserves_little_before_it_finds_events() {
+        // A thousand Apps each asking for up to 100,000 renames once reserved 1,024 envelopes
+        // (456 KiB) per query; a page grows as it finds events instead.
+        let q = Query::new(Selector::Kind(crate::event::EventKind::AppRenamed)).limit(100_000);
+        assert!(Fill::new(&q).events.capacity() <= PAGE_START);
+        let one = Query::new(Selector::All).limit(1);
+        assert_eq!(Fill::new(&one).events.capacity(), 1);
+    }
 
     #[test]
     fn a_cursor_continues_after_itself_in_scan_order() {
