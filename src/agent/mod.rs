@@ -150,12 +150,17 @@ pub struct CheckpointOptions {
     pub every: Duration,
 }
 
+/// The agent's store page cache unless `--store-cache-mib` says otherwise.
+pub const STORE_CACHE_BYTES: u64 = 256 << 20;
+
 /// Everything `reckon run` is told.
 #[derive(Clone)]
 pub struct AgentOptions {
     pub config: PathBuf,
     pub store: PathBuf,
     pub cache: PathBuf,
+    /// The store's page cache (`--store-cache-mib`).
+    pub store_cache_bytes: u64,
     /// The key for keyed hashes of Secret values; created (0600) when missing.
     pub key_file: PathBuf,
     /// Where the HTTP endpoints (health, webhooks) listen; none when `None`.
@@ -203,6 +208,7 @@ impl AgentOptions {
             config,
             store,
             cache,
+            store_cache_bytes: STORE_CACHE_BYTES,
             key_file,
             listen: None,
             listen_limits: crate::listen::ListenLimits::default(),
@@ -373,6 +379,7 @@ async fn open_store(options: &AgentOptions) -> Result<SledStore, AgentError> {
             &options.store,
             OpenOptions {
                 create: true,
+                cache_bytes: options.store_cache_bytes,
                 ..Default::default()
             },
         );

@@ -61,6 +61,11 @@ pub struct RunArgs {
     /// How long a client has to send a request's body; webhooks get at most 10s of it.
     #[arg(long, env = "RECKON_LISTEN_BODY_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     listen_body_timeout: std::time::Duration,
+    /// MiB of the store's page cache: the event log's and its indexes' pages kept in memory.
+    /// It bounds what history costs the agent's memory; pages beyond it are read from disk
+    /// (usually from the kernel's page cache) when asked for.
+    #[arg(long, env = "RECKON_STORE_CACHE_MIB", default_value_t = crate::agent::STORE_CACHE_BYTES >> 20, value_parser = clap::value_parser!(u64).range(1..=65536))]
+    store_cache_mib: u64,
     /// Serve --listen over HTTPS with this PEM certificate chain (with --tls-key): the API's
     /// bearer tokens, webhooks and the shards' fan-out then travel encrypted.
     #[arg(long, env = "RECKON_TLS_CERT", requires_all = ["tls_key", "listen"])]
@@ -389,6 +394,12 @@ impl AuditArgs {
     }
 }
 
+impl RunArgs {
+    fn store_cache_bytes(&self) -> u64 {
+        self.store_cache_mib << 20
+    }
+}
+
 pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let mut options = args.paths.options();
     options.listen = args.listen;
@@ -396,6 +407,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         let tls = crate::tls::server_config(cert, key, None)?;
         options.listen_tls = Some(std::sync::Arc::new(tls));
     }
+    options.store_cache_bytes = args.store_cache_bytes();
     options.listen_limits = crate::listen::ListenLimits {
         max_connections: args.listen_max_connections as usize,
         header_timeout: args.listen_header_timeout,
@@ -628,6 +640,23 @@ mod tests {
             w.shard.fleet(Shards::default()).unwrap().is_none(),
             "one shard asks nobody"
         );
+    }
+
+    #[derive(Parser)]
+    struct RunWrapper {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    #[test]
+    fn the_store_cache_is_given_in_mib_and_never_zero() {
+        let parse = |args: &[&str]| {
+            RunWrapper::try_parse_from(std::iter::once("x").chain(args.iter().copied()))
+                .map(|w| w.run.store_cache_bytes())
+        };
+        assert_eq!(parse(&[]).unwrap(), crate::agent::STORE_CACHE_BYTES);
+        assert_eq!(parse(&["--store-cache-mib", "16"]).unwrap(), 16 << 20);
+        assert!(parse(&["--store-cache-mib", "0"]).is_err());
     }
 
     #[derive(Parser)]
